@@ -1,0 +1,32 @@
+"""The identity module: organisations, practitioners, patients, keys and membership."""
+
+from careledger.chain.modules.base import Message, Module
+from careledger.chain.modules.identity import handler, messages, queries
+from careledger.chain.modules.identity.keeper import MODULE, IdentityKeeper
+
+identity_module = Module(
+    name=MODULE,
+    messages={
+        "register_patient": Message(messages.RegisterPatient.parse, handler.register_patient),
+        "register_practitioner": Message(
+            messages.RegisterPractitioner.parse, handler.register_practitioner
+        ),
+        "deregister_practitioner": Message(
+            messages.DeregisterPractitioner.parse, handler.deregister_practitioner
+        ),
+        "rotate_key": Message(messages.RotateKey.parse, handler.rotate_key),
+        "apply_membership": Message(messages.ApplyMembership.parse, handler.apply_membership),
+        "approve_membership": Message(
+            messages.ApproveMembership.parse, handler.approve_membership
+        ),
+    },
+    queries={
+        "identity": queries.identity,
+        "practitioners": queries.practitioners,
+        "members": queries.members,
+        "proposals": queries.proposals,
+    },
+    init_genesis=handler.init_genesis,
+)
+
+__all__ = ["MODULE", "IdentityKeeper", "identity_module"]

@@ -1,0 +1,241 @@
+"""The CareLedger application: a deterministic state machine with an ABCI-shaped interface.
+
+Both consensus drivers (the solo producer and the CometBFT ABCI server) drive this one object
+through info, init_chain, check_tx, finalize_block, commit and query. It reads no clock and no
+randomness: block height and time come from the driver.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from careledger.chain import auth
+from careledger.chain.apphash import changes_hash, next_app_hash
+from careledger.chain.codes import Code, TxFailure
+from careledger.chain.genesis import Genesis
+from careledger.chain.modules.base import (
+    Event,
+    Message,
+    Module,
+    Payload,
+    TxContext,
+    ValidatorUpdate,
+)
+from careledger.chain.modules.identity import identity_module
+from careledger.chain.state import KV, Overlay
+from careledger.chain.store import StateStore
+from careledger.chain.tx import SignedTx, decode_tx
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODULES: tuple[Module, ...] = (identity_module,)
+
+
+@dataclass(frozen=True)
+class TxResult:
+    code: int
+    log: str = ""
+    data: bytes = b""
+    events: tuple[Event, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.code == Code.OK
+
+
+@dataclass(frozen=True)
+class BlockContext:
+    height: int
+    time_ns: int
+
+
+@dataclass(frozen=True)
+class FinalizeResult:
+    tx_results: list[TxResult]
+    validator_updates: list[ValidatorUpdate]
+    app_hash: bytes
+
+
+@dataclass(frozen=True)
+class AppInfo:
+    last_height: int
+    last_app_hash: bytes
+    chain_id: str
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    code: int
+    log: str = ""
+    value: bytes = b""
+    height: int = 0
+
+
+@dataclass
+class _PendingBlock:
+    height: int
+    app_hash: bytes
+    changes_hash: bytes
+    state: Overlay
+    meta: dict[str, str] = field(default_factory=dict)
+
+
+class Application:
+    def __init__(self, store: StateStore, modules: Sequence[Module] = DEFAULT_MODULES) -> None:
+        self.store = store
+        self._modules = {m.name: m for m in modules}
+        self._signatures = auth.SignatureCache()
+        self._check_state = Overlay(store)  # mempool view: committed state + accepted txs
+        self._pending: _PendingBlock | None = None
+
+    # --- ABCI: info and genesis -----------------------------------------------------------
+
+    @property
+    def chain_id(self) -> str:
+        return self.store.get_meta("chain_id") or ""
+
+    def info(self) -> AppInfo:
+        last = self.store.last_commit()
+        return AppInfo(last.height, last.app_hash, self.chain_id)
+
+    def init_chain(self, genesis: Genesis) -> bytes:
+        """Write the genesis state as height 0; calling it again with the same genesis is a no-op."""
+        existing = self.store.app_hash_at(0)
+        if existing is not None:
+            if self.chain_id != genesis.chain_id:
+                raise ValueError(f"store belongs to chain {self.chain_id!r}")
+            return existing
+        state = Overlay(self.store)
+        ctx = TxContext(state, sender="", height=0, time_ns=_rfc3339_ns(genesis.genesis_time))
+        for module in self._modules.values():
+            module.init_genesis(ctx, genesis)
+        digest = changes_hash(state.changes)
+        app_hash = next_app_hash(b"", digest)
+        meta = {"chain_id": genesis.chain_id, "genesis": genesis.to_json().decode()}
+        self.store.commit(0, app_hash, digest, state.changes, meta)
+        self._check_state = Overlay(self.store)
+        return app_hash
+
+    # --- ABCI: mempool --------------------------------------------------------------------
+
+    def check_tx(self, raw: bytes) -> TxResult:
+        """Admit a transaction to the mempool: well-formed, signed, fresh nonce, valid payload."""
+        try:
+            stx = decode_tx(raw)
+            self._validate(stx)
+            auth.authenticate(self._check_state, stx, self._signatures)
+            nonces = KV(self._check_state, auth.MODULE)
+            auth.check_nonce(stx.tx.nonce, auth.last_nonce(nonces, stx.tx.sender))
+            nonces.set(f"nonce/{stx.tx.sender}", stx.tx.nonce)
+        except TxFailure as failure:
+            return TxResult(failure.code, failure.log)
+        return TxResult(Code.OK)
+
+    # --- ABCI: blocks ---------------------------------------------------------------------
+
+    def finalize_block(self, ctx: BlockContext, txs: Sequence[bytes]) -> FinalizeResult:
+        """Execute a block's transactions in order; one result each, failures recorded, not raised."""
+        block_state = Overlay(self.store)
+        results: list[TxResult] = []
+        updates: list[ValidatorUpdate] = []
+        for raw in txs:
+            result, tx_updates = self._deliver(block_state, ctx, raw)
+            results.append(result)
+            updates.extend(tx_updates)
+        digest = changes_hash(block_state.changes)
+        previous = self.store.last_commit().app_hash
+        app_hash = next_app_hash(previous, digest)
+        self._pending = _PendingBlock(ctx.height, app_hash, digest, block_state)
+        return FinalizeResult(results, updates, app_hash)
+
+    def commit(self) -> None:
+        """Persist the last finalized block atomically and reset the mempool view."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            raise RuntimeError("commit without finalize_block")
+        self.store.commit(
+            pending.height, pending.app_hash, pending.changes_hash, pending.state.changes
+        )
+        self._check_state = Overlay(self.store)
+
+    def _deliver(
+        self, block_state: Overlay, block: BlockContext, raw: bytes
+    ) -> tuple[TxResult, list[ValidatorUpdate]]:
+        tx_state = Overlay(block_state)
+        try:
+            stx = decode_tx(raw)
+            message = self._validate(stx)
+            auth.authenticate(block_state, stx, self._signatures)
+            nonces = KV(tx_state, auth.MODULE)
+            auth.check_nonce(stx.tx.nonce, auth.last_nonce(nonces, stx.tx.sender))
+        except TxFailure as failure:
+            return TxResult(failure.code, failure.log), []
+        # From here on the nonce is spent even if the message fails, so it cannot be replayed.
+        nonces.set(f"nonce/{stx.tx.sender}", stx.tx.nonce)
+        ctx = TxContext(tx_state, stx.tx.sender, block.height, block.time_ns)
+        nonce_write = dict(tx_state.changes)
+        try:
+            message.handle(ctx, message.parse(Payload(stx.tx.payload)))
+        except TxFailure as failure:
+            tx_state.changes = nonce_write
+            tx_state.write_into(block_state)
+            return TxResult(failure.code, failure.log), []
+        except Exception:  # a bug in a handler must not halt the chain
+            log.exception("handler for %s raised", stx.tx.type)
+            tx_state.changes = nonce_write
+            tx_state.write_into(block_state)
+            return TxResult(Code.INTERNAL, "internal error in the transaction handler"), []
+        tx_state.write_into(block_state)
+        return TxResult(Code.OK, events=tuple(ctx.events)), ctx.validator_updates
+
+    def _validate(self, stx: SignedTx) -> Message[Any]:
+        """Stateless checks: chain, type, payload shape."""
+        tx = stx.tx
+        if tx.chain_id != self.chain_id:
+            raise TxFailure(Code.WRONG_CHAIN, f"transaction is for chain {tx.chain_id[:64]!r}")
+        module_name, _, message_name = tx.type.partition("/")
+        module = self._modules.get(module_name)
+        message = module.messages.get(message_name) if module else None
+        if message is None:
+            raise TxFailure(Code.UNKNOWN_TYPE, f"unknown transaction type {tx.type[:64]!r}")
+        message.parse(Payload(tx.payload))  # reject a bad payload before it reaches a block
+        return message
+
+    # --- ABCI: query ----------------------------------------------------------------------
+
+    def query(self, path: str, data: bytes = b"") -> QueryResult:
+        """`<module>/<query>` with JSON parameters, answered from the last committed state."""
+        height = self.store.last_commit().height
+        try:
+            params = orjson.loads(data) if data else {}
+            if not isinstance(params, dict):
+                raise TxFailure(Code.MALFORMED, "query parameters must be a JSON object")
+            value = self._answer(path, Payload(params, Code.MALFORMED))
+        except orjson.JSONDecodeError as exc:
+            return QueryResult(Code.MALFORMED, f"query parameters are not JSON: {exc}", height=height)
+        except TxFailure as failure:
+            return QueryResult(failure.code, failure.log, height=height)
+        return QueryResult(Code.OK, value=orjson.dumps(value), height=height)
+
+    def _answer(self, path: str, params: Payload) -> object:
+        module_name, _, query_name = path.strip("/").partition("/")
+        if module_name == auth.MODULE and query_name == "nonce":
+            did = params.text("did", max_len=128)
+            params.done()
+            return {"did": did, "last_nonce": auth.last_nonce(KV(self.store, auth.MODULE), did)}
+        module = self._modules.get(module_name)
+        handler = module.queries.get(query_name) if module else None
+        if module is None or handler is None:
+            raise TxFailure(Code.NOT_FOUND, f"unknown query {path[:64]!r}")
+        return handler(KV(self.store, module.name), params)
+
+
+def _rfc3339_ns(text: str) -> int:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000

@@ -1,0 +1,27 @@
+"""Result codes of transactions and queries. 0 is success; every rejection has its own code."""
+
+from enum import IntEnum
+
+
+class Code(IntEnum):
+    OK = 0
+    MALFORMED = 1  # not a signed envelope, not canonical JSON, missing or mistyped fields
+    OVERSIZED = 2
+    WRONG_CHAIN = 3
+    UNKNOWN_TYPE = 4
+    BAD_SIGNATURE = 5
+    REPLAY = 6  # nonce not above the sender's last one
+    INVALID_PAYLOAD = 7
+    UNAUTHORISED = 8
+    NOT_FOUND = 9
+    CONFLICT = 10
+    INTERNAL = 99
+
+
+class TxFailure(Exception):
+    """Raised inside a handler to fail the transaction with a code; its writes are discarded."""
+
+    def __init__(self, code: Code, log: str) -> None:
+        super().__init__(log)
+        self.code = code
+        self.log = log

@@ -1,0 +1,73 @@
+"""The genesis document: the chain's name, start time and founding organisations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import orjson
+
+from careledger.crypto.keys import Identity
+
+
+@dataclass(frozen=True)
+class GenesisOrganisation:
+    did: str
+    name: str
+    encryption_key: str  # hex X25519 public key
+    validator_pub_key: str = ""  # hex Ed25519 consensus key; empty in solo mode
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "did": self.did,
+            "name": self.name,
+            "encryption_key": self.encryption_key,
+            "validator_pub_key": self.validator_pub_key,
+        }
+
+
+@dataclass(frozen=True)
+class Genesis:
+    chain_id: str
+    genesis_time: str  # RFC 3339, UTC
+    organisations: tuple[GenesisOrganisation, ...] = field(default_factory=tuple)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "chain_id": self.chain_id,
+                "genesis_time": self.genesis_time,
+                "organisations": [o.to_json() for o in self.organisations],
+            },
+            option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS,
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Genesis:
+        try:
+            data = orjson.loads(raw)
+            orgs = tuple(
+                GenesisOrganisation(
+                    did=str(o["did"]),
+                    name=str(o["name"]),
+                    encryption_key=str(o["encryption_key"]),
+                    validator_pub_key=str(o.get("validator_pub_key", "")),
+                )
+                for o in data["organisations"]
+            )
+            return cls(str(data["chain_id"]), str(data["genesis_time"]), orgs)
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"not a CareLedger genesis document: {exc}") from exc
+
+    @classmethod
+    def for_organisations(
+        cls, chain_id: str, organisations: list[tuple[str, Identity]], validator_keys: list[str] | None = None
+    ) -> Genesis:
+        """A genesis naming each (name, identity) as a founding member."""
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        keys = validator_keys or [""] * len(organisations)
+        orgs = tuple(
+            GenesisOrganisation(ident.did, name, ident.encryption_public.hex(), vkey)
+            for (name, ident), vkey in zip(organisations, keys, strict=True)
+        )
+        return cls(chain_id, now, orgs)

@@ -1,0 +1,139 @@
+"""What a chain module is: its messages, their handlers, its genesis and its queries.
+
+Each module lives in its own folder under `modules/` and exports one `Module`, the way a
+Cosmos SDK module owns `x/<name>`. The application only dispatches; the rules are here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from careledger.chain.codes import Code, TxFailure
+from careledger.chain.genesis import Genesis
+from careledger.chain.state import KV, Overlay, Readable
+from careledger.crypto.keys import KeyError_, ed25519_from_did
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str
+    attributes: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ValidatorUpdate:
+    pub_key: bytes  # raw Ed25519
+    power: int  # 0 removes the validator
+
+
+@dataclass
+class TxContext:
+    """What a handler sees: the transaction's own state overlay, its sender and the block."""
+
+    state: Overlay
+    sender: str
+    height: int
+    time_ns: int
+    events: list[Event] = field(default_factory=list)
+    validator_updates: list[ValidatorUpdate] = field(default_factory=list)
+
+    def kv(self, module: str) -> KV:
+        return KV(self.state, module)
+
+    def emit(self, type_: str, **attributes: str) -> None:
+        self.events.append(Event(type_, attributes))
+
+
+M = TypeVar("M")
+
+
+@dataclass(frozen=True)
+class Message(Generic[M]):
+    """One transaction type: how to parse its payload and how to apply it."""
+
+    parse: Callable[[Payload], M]
+    handle: Callable[[TxContext, M], None]
+
+
+QueryHandler = Callable[[KV, "Payload"], Any]
+
+
+@dataclass(frozen=True)
+class Module:
+    name: str
+    messages: Mapping[str, Message[Any]]
+    queries: Mapping[str, QueryHandler]
+    init_genesis: Callable[[TxContext, Genesis], None]
+
+
+def readonly_kv(store: Readable, module: str) -> KV:
+    return KV(store, module)
+
+
+class Payload:
+    """Typed access to a transaction payload or query parameters; refuses unknown fields."""
+
+    def __init__(self, data: Mapping[str, Any], code: Code = Code.INVALID_PAYLOAD) -> None:
+        self._data = data
+        self._code = code
+        self._read: set[str] = set()
+
+    def _fail(self, message: str) -> TxFailure:
+        return TxFailure(self._code, message)
+
+    def _take(self, name: str, optional: bool) -> Any:
+        self._read.add(name)
+        if name not in self._data:
+            if optional:
+                return None
+            raise self._fail(f"missing field {name!r}")
+        return self._data[name]
+
+    def text(self, name: str, max_len: int = 256, optional: bool = False) -> str:
+        value = self._take(name, optional)
+        if value is None and optional:
+            return ""
+        if not isinstance(value, str) or not 0 < len(value) <= max_len:
+            raise self._fail(f"{name!r} must be a string of 1 to {max_len} characters")
+        return value
+
+    def integer(self, name: str, minimum: int = 0, maximum: int = 2**53 - 1) -> int:
+        value = self._take(name, False)
+        if type(value) is not int or not minimum <= value <= maximum:
+            raise self._fail(f"{name!r} must be an integer in {minimum}..{maximum}")
+        return value
+
+    def hex_bytes(self, name: str, nbytes: int) -> str:
+        value = self.text(name, max_len=2 * nbytes)
+        try:
+            raw = bytes.fromhex(value)
+        except ValueError:
+            raw = b""
+        if len(raw) != nbytes or value != value.lower():
+            raise self._fail(f"{name!r} must be {nbytes} bytes in lowercase hex")
+        return value
+
+    def did(self, name: str) -> str:
+        value = self.text(name, max_len=128)
+        try:
+            ed25519_from_did(value)
+        except KeyError_ as exc:
+            raise self._fail(f"{name!r}: {exc}") from None
+        return value
+
+    def choice(self, name: str, options: tuple[str, ...]) -> str:
+        value = self.text(name)
+        if value not in options:
+            raise self._fail(f"{name!r} must be one of {', '.join(options)}")
+        return value
+
+    def has(self, name: str) -> bool:
+        return name in self._data
+
+    def done(self) -> None:
+        """Fail when the payload has fields the message does not define."""
+        extra = set(self._data) - self._read
+        if extra:
+            raise self._fail(f"unknown field(s): {', '.join(sorted(extra))}")

@@ -1,0 +1,174 @@
+"""The identity module's rules: who may register whom, key rotation, the membership vote."""
+
+from __future__ import annotations
+
+from careledger.chain.codes import Code, TxFailure
+from careledger.chain.genesis import Genesis
+from careledger.chain.modules.base import TxContext, ValidatorUpdate
+from careledger.chain.modules.identity.keeper import MODULE, IdentityKeeper
+from careledger.chain.modules.identity.messages import (
+    ApplyMembership,
+    ApproveMembership,
+    DeregisterPractitioner,
+    RegisterPatient,
+    RegisterPractitioner,
+    RotateKey,
+)
+from careledger.crypto.keys import ed25519_from_did
+
+VALIDATOR_POWER = 10
+
+
+def _keeper(ctx: TxContext) -> IdentityKeeper:
+    return IdentityKeeper(ctx.kv(MODULE))
+
+
+def _require_unregistered(keeper: IdentityKeeper, did: str) -> None:
+    if keeper.identity(did) is not None:
+        raise TxFailure(Code.CONFLICT, f"{did} is already registered")
+
+
+def _require_member(keeper: IdentityKeeper, did: str) -> None:
+    if not keeper.is_member(did):
+        raise TxFailure(Code.UNAUTHORISED, f"{did} is not a member organisation")
+
+
+def _new_identity(ctx: TxContext, did: str, kind: str, encryption_key: str) -> dict[str, object]:
+    return {
+        "did": did,
+        "kind": kind,
+        "signing_key": ed25519_from_did(did).hex(),
+        "encryption_key": encryption_key,
+        "active": True,
+        "registered_at": ctx.height,
+    }
+
+
+def register_patient(ctx: TxContext, msg: RegisterPatient) -> None:
+    keeper = _keeper(ctx)
+    _require_unregistered(keeper, ctx.sender)
+    keeper.put_identity(_new_identity(ctx, ctx.sender, "patient", msg.encryption_key))
+    ctx.emit("identity.registered", did=ctx.sender, kind="patient")
+
+
+def register_practitioner(ctx: TxContext, msg: RegisterPractitioner) -> None:
+    keeper = _keeper(ctx)
+    _require_member(keeper, ctx.sender)
+    existing = keeper.identity(msg.did)
+    if existing is not None and (existing["active"] or existing.get("org") != ctx.sender):
+        raise TxFailure(Code.CONFLICT, f"{msg.did} is already registered")
+    ident = _new_identity(ctx, msg.did, "practitioner", msg.encryption_key)
+    ident.update(org=ctx.sender, name=msg.name)
+    keeper.put_identity(ident)
+    keeper.add_staff(ctx.sender, msg.did)
+    ctx.emit("identity.registered", did=msg.did, kind="practitioner", org=ctx.sender)
+
+
+def deregister_practitioner(ctx: TxContext, msg: DeregisterPractitioner) -> None:
+    keeper = _keeper(ctx)
+    ident = keeper.active(msg.did, "practitioner")
+    if ident is None:
+        raise TxFailure(Code.NOT_FOUND, f"{msg.did} is not an active practitioner")
+    if ident["org"] != ctx.sender:
+        raise TxFailure(Code.UNAUTHORISED, "only the registering organisation may deregister")
+    keeper.put_identity({**ident, "active": False})
+    keeper.remove_staff(ctx.sender, msg.did)
+    ctx.emit("identity.deregistered", did=msg.did, org=ctx.sender)
+
+
+def rotate_key(ctx: TxContext, msg: RotateKey) -> None:
+    keeper = _keeper(ctx)
+    ident = keeper.active(ctx.sender)
+    if ident is None:
+        raise TxFailure(Code.NOT_FOUND, f"{ctx.sender} is not an active identity")
+    if msg.signing_key == ident["signing_key"]:
+        raise TxFailure(Code.INVALID_PAYLOAD, "the new signing key is the current one")
+    keeper.put_identity(
+        {**ident, "signing_key": msg.signing_key, "encryption_key": msg.encryption_key}
+    )
+    ctx.emit("identity.key_rotated", did=ctx.sender)
+
+
+def apply_membership(ctx: TxContext, msg: ApplyMembership) -> None:
+    keeper = _keeper(ctx)
+    _require_unregistered(keeper, ctx.sender)
+    if keeper.proposal("admit", ctx.sender) is not None:
+        raise TxFailure(Code.CONFLICT, f"{ctx.sender} has already applied")
+    keeper.put_proposal(
+        {
+            "action": "admit",
+            "subject": ctx.sender,
+            "name": msg.name,
+            "encryption_key": msg.encryption_key,
+            "validator_pub_key": msg.validator_pub_key,
+            "approvals": [],
+            "opened_at": ctx.height,
+        }
+    )
+    ctx.emit("identity.applied", did=ctx.sender)
+
+
+def approve_membership(ctx: TxContext, msg: ApproveMembership) -> None:
+    keeper = _keeper(ctx)
+    _require_member(keeper, ctx.sender)
+    proposal = keeper.proposal(msg.action, msg.subject) or _open_removal(keeper, ctx, msg)
+    if ctx.sender in proposal["approvals"]:
+        raise TxFailure(Code.CONFLICT, f"{ctx.sender} has already approved")
+    proposal["approvals"] = sorted([*proposal["approvals"], ctx.sender])
+    voters = [m["did"] for m in keeper.members() if m["did"] != msg.subject]
+    approvals = [did for did in proposal["approvals"] if did in voters]
+    if 3 * len(approvals) >= 2 * len(voters):  # two thirds of the members who may vote
+        keeper.close_proposal(msg.action, msg.subject)
+        (_admit if msg.action == "admit" else _remove)(keeper, ctx, proposal)
+    else:
+        keeper.put_proposal(proposal)
+        ctx.emit("identity.approved", action=msg.action, subject=msg.subject, voter=ctx.sender)
+
+
+def _open_removal(
+    keeper: IdentityKeeper, ctx: TxContext, msg: ApproveMembership
+) -> dict[str, object]:
+    if msg.action == "admit":
+        raise TxFailure(Code.NOT_FOUND, f"{msg.subject} has not applied for membership")
+    if not keeper.is_member(msg.subject):
+        raise TxFailure(Code.NOT_FOUND, f"{msg.subject} is not a member")
+    if msg.subject == ctx.sender:
+        raise TxFailure(Code.INVALID_PAYLOAD, "a member cannot vote on its own removal")
+    return {"action": "remove", "subject": msg.subject, "approvals": [], "opened_at": ctx.height}
+
+
+def _admit(keeper: IdentityKeeper, ctx: TxContext, proposal: dict[str, object]) -> None:
+    did = str(proposal["subject"])
+    ident = _new_identity(ctx, did, "organisation", str(proposal["encryption_key"]))
+    ident["name"] = proposal["name"]
+    keeper.put_identity(ident)
+    vkey = str(proposal["validator_pub_key"])
+    keeper.put_member(
+        {"did": did, "name": proposal["name"], "validator_pub_key": vkey, "since": ctx.height}
+    )
+    if vkey:
+        ctx.validator_updates.append(ValidatorUpdate(bytes.fromhex(vkey), VALIDATOR_POWER))
+    ctx.emit("identity.admitted", did=did)
+
+
+def _remove(keeper: IdentityKeeper, ctx: TxContext, proposal: dict[str, object]) -> None:
+    did = str(proposal["subject"])
+    member = keeper.kv.get(f"member/{did}")
+    keeper.remove_member(did)
+    ident = keeper.identity(did)
+    if ident is not None:
+        keeper.put_identity({**ident, "active": False})
+    if member and member.get("validator_pub_key"):
+        ctx.validator_updates.append(ValidatorUpdate(bytes.fromhex(member["validator_pub_key"]), 0))
+    ctx.emit("identity.removed", did=did)
+
+
+def init_genesis(ctx: TxContext, genesis: Genesis) -> None:
+    keeper = _keeper(ctx)
+    for org in genesis.organisations:
+        ident = _new_identity(ctx, org.did, "organisation", org.encryption_key)
+        ident["name"] = org.name
+        keeper.put_identity(ident)
+        keeper.put_member(
+            {"did": org.did, "name": org.name, "validator_pub_key": org.validator_pub_key, "since": 0}
+        )

@@ -1,0 +1,93 @@
+"""The identity module's transaction payloads: parsed, validated, typed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from careledger.chain.modules.base import Payload
+
+MEMBERSHIP_ACTIONS = ("admit", "remove")
+
+
+@dataclass(frozen=True)
+class RegisterPatient:
+    """A patient's pseudonymous identity: its did (the sender) and an encryption key, no name."""
+
+    encryption_key: str
+
+    @classmethod
+    def parse(cls, p: Payload) -> RegisterPatient:
+        msg = cls(p.hex_bytes("encryption_key", 32))
+        p.done()
+        return msg
+
+
+@dataclass(frozen=True)
+class RegisterPractitioner:
+    did: str
+    encryption_key: str
+    name: str
+
+    @classmethod
+    def parse(cls, p: Payload) -> RegisterPractitioner:
+        msg = cls(p.did("did"), p.hex_bytes("encryption_key", 32), p.text("name", optional=True))
+        p.done()
+        return msg
+
+
+@dataclass(frozen=True)
+class DeregisterPractitioner:
+    did: str
+
+    @classmethod
+    def parse(cls, p: Payload) -> DeregisterPractitioner:
+        msg = cls(p.did("did"))
+        p.done()
+        return msg
+
+
+@dataclass(frozen=True)
+class RotateKey:
+    """New keys for the sender's identity; signed by the current key, the old one stops working."""
+
+    signing_key: str
+    encryption_key: str
+
+    @classmethod
+    def parse(cls, p: Payload) -> RotateKey:
+        msg = cls(p.hex_bytes("signing_key", 32), p.hex_bytes("encryption_key", 32))
+        p.done()
+        return msg
+
+
+@dataclass(frozen=True)
+class ApplyMembership:
+    """An organisation asks to join; the members then vote with `approve_membership`."""
+
+    name: str
+    encryption_key: str
+    validator_pub_key: str
+
+    @classmethod
+    def parse(cls, p: Payload) -> ApplyMembership:
+        msg = cls(
+            p.text("name", max_len=200),
+            p.hex_bytes("encryption_key", 32),
+            p.hex_bytes("validator_pub_key", 32) if p.has("validator_pub_key") else "",
+        )
+        p.done()
+        return msg
+
+
+@dataclass(frozen=True)
+class ApproveMembership:
+    """One member's vote to admit an applicant or to remove a member."""
+
+    action: str
+    subject: str
+
+    @classmethod
+    def parse(cls, p: Payload) -> ApproveMembership:
+        msg = cls(p.choice("action", MEMBERSHIP_ACTIONS), p.did("subject"))
+        p.done()
+        return msg

@@ -1,0 +1,99 @@
+"""Buffered views of the state: a block's writes and, inside it, one transaction's writes.
+
+A transaction writes into its own overlay; only when it succeeds are its writes folded into
+the block's overlay, so a failed transaction leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import orjson
+
+from careledger.chain.store import Changes
+
+
+class Readable(Protocol):
+    def get(self, key: bytes) -> bytes | None: ...
+    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]: ...
+
+
+class Overlay:
+    """Writes buffered over a readable parent; `changes` are what would be committed."""
+
+    def __init__(self, parent: Readable) -> None:
+        self._parent = parent
+        self.changes: dict[bytes, bytes | None] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self.changes:
+            return self.changes[key]
+        return self._parent.get(key)
+
+    def set(self, key: bytes, value: bytes) -> None:
+        self.changes[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self.changes[key] = None
+
+    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        mine = sorted((k, v) for k, v in self.changes.items() if k.startswith(prefix))
+        merged = heapq.merge(
+            ((k, 0, v) for k, v in mine),
+            ((k, 1, v) for k, v in self._parent.iterate(prefix)),
+        )
+        last: bytes | None = None
+        for key, _, value in merged:
+            if key == last:
+                continue  # this overlay's entry shadows the parent's
+            last = key
+            if value is not None:
+                yield key, value
+
+    def write_into(self, other: Overlay) -> None:
+        other.changes.update(self.changes)
+
+
+class KV:
+    """JSON values under string keys, scoped to one module's prefix."""
+
+    def __init__(self, store: Overlay | Readable, prefix: str) -> None:
+        self._store = store
+        self._prefix = prefix.encode() + b"/"
+
+    def _key(self, key: str) -> bytes:
+        return self._prefix + key.encode()
+
+    def get(self, key: str) -> Any:
+        raw = self._store.get(self._key(key))
+        return None if raw is None else orjson.loads(raw)
+
+    def has(self, key: str) -> bool:
+        return self._store.get(self._key(key)) is not None
+
+    def set(self, key: str, value: Any) -> None:
+        self._writable().set(self._key(key), encode_value(value))
+
+    def delete(self, key: str) -> None:
+        self._writable().delete(self._key(key))
+
+    def items(self, prefix: str) -> Iterator[tuple[str, Any]]:
+        skip = len(self._prefix)
+        for key, raw in self._store.iterate(self._key(prefix)):
+            yield key[skip:].decode(), orjson.loads(raw)
+
+    def _writable(self) -> Overlay:
+        if not isinstance(self._store, Overlay):
+            raise TypeError("this state view is read-only")
+        return self._store
+
+
+def encode_value(value: Any) -> bytes:
+    """Deterministic JSON for state values (sorted keys; the chain has no floats)."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def changes_of(overlay: Overlay) -> Changes:
+    return overlay.changes

@@ -1,0 +1,114 @@
+"""The state store: one SQLite file (WAL) holding the key/value state and the last commit.
+
+A block's changes, its height and its app hash are written in one SQLite transaction, so a
+crash leaves either the previous block's state or the new one, never a mixture.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+Changes = Mapping[bytes, bytes | None]  # None deletes the key
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS state (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS commits (
+    height INTEGER PRIMARY KEY,
+    app_hash BLOB NOT NULL,
+    changes_hash BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class LastCommit:
+    height: int
+    app_hash: bytes
+
+
+class StateStore:
+    """Committed state. Reads see only what the last commit wrote."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # an acknowledged block survives power loss
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def get(self, key: bytes) -> bytes | None:
+        row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Key/value pairs whose key starts with prefix, in key order."""
+        rows = self._db.execute(
+            "SELECT key, value FROM state WHERE key >= ? AND key < ? ORDER BY key",
+            (prefix, _prefix_end(prefix)),
+        )
+        for key, value in rows:
+            yield bytes(key), bytes(value)
+
+    def last_commit(self) -> LastCommit:
+        row = self._db.execute(
+            "SELECT height, app_hash FROM commits ORDER BY height DESC LIMIT 1"
+        ).fetchone()
+        return LastCommit(0, b"") if row is None else LastCommit(row[0], bytes(row[1]))
+
+    def app_hash_at(self, height: int) -> bytes | None:
+        row = self._db.execute("SELECT app_hash FROM commits WHERE height = ?", (height,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def commit(
+        self,
+        height: int,
+        app_hash: bytes,
+        changes_hash: bytes,
+        changes: Changes,
+        meta: Mapping[str, str] | None = None,
+    ) -> None:
+        """Apply a block's changes and record its height and app hash, atomically."""
+        upserts = [(k, v) for k, v in changes.items() if v is not None]
+        deletes = [(k,) for k, v in changes.items() if v is None]
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", upserts)
+            db.executemany("DELETE FROM state WHERE key = ?", deletes)
+            db.execute(
+                "INSERT INTO commits (height, app_hash, changes_hash) VALUES (?, ?, ?)",
+                (height, app_hash, changes_hash),
+            )
+            db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list((meta or {}).items()))
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def all_rows(self) -> Iterator[tuple[bytes, bytes]]:
+        return self.iterate(b"")
+
+    def commits(self) -> Iterator[tuple[int, bytes, bytes]]:
+        for height, app_hash, changes_hash in self._db.execute(
+            "SELECT height, app_hash, changes_hash FROM commits ORDER BY height"
+        ):
+            yield height, bytes(app_hash), bytes(changes_hash)
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    """The smallest key greater than every key with this prefix."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return b"\xff" * (len(prefix) + 64)
+    return stripped[:-1] + bytes([stripped[-1] + 1])

@@ -1,0 +1,192 @@
+"""Keys and identities: Ed25519 for signing, X25519 for encryption, did:key names.
+
+Every person and organisation is one 32-byte master secret. Their keys are derived from it
+with HKDF under distinct labels, and a patient's master secret is derived from a 24-word
+BIP-39 recovery phrase, so that the phrase alone restores the identity.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from mnemonic import Mnemonic
+
+_RAW = serialization.Encoding.Raw
+_RAW_PUB = serialization.PublicFormat.Raw
+_RAW_PRIV = serialization.PrivateFormat.Raw
+_NO_ENC = serialization.NoEncryption()
+
+# Multicodec prefixes (unsigned varint) of did:key.
+_ED25519_PUB = b"\xed\x01"
+_X25519_PUB = b"\xec\x01"
+_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_B58_INDEX = {c: i for i, c in enumerate(_B58)}
+
+_KDF_SALT = b"careledger/keys/v1"
+PHRASE_WORDS = 24
+
+
+class KeyError_(ValueError):
+    """A key, did or recovery phrase that cannot be used."""
+
+
+def derive_secret(master: bytes, label: str, length: int = 32) -> bytes:
+    """A 32-byte secret for one purpose; distinct labels give independent secrets."""
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=length, salt=_KDF_SALT, info=label.encode())
+    return hkdf.derive(master)
+
+
+# --- did:key -------------------------------------------------------------------------------
+
+
+def _b58encode(data: bytes) -> str:
+    n = int.from_bytes(data, "big")
+    out = ""
+    while n:
+        n, r = divmod(n, 58)
+        out = _B58[r] + out
+    zeros = len(data) - len(data.lstrip(b"\x00"))
+    return "1" * zeros + out
+
+
+def _b58decode(text: str) -> bytes:
+    n = 0
+    for c in text:
+        if c not in _B58_INDEX:
+            raise KeyError_(f"invalid base58 character {c!r}")
+        n = n * 58 + _B58_INDEX[c]
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    zeros = len(text) - len(text.lstrip("1"))
+    return b"\x00" * zeros + body
+
+
+def did_from_ed25519(public_key: bytes) -> str:
+    return "did:key:z" + _b58encode(_ED25519_PUB + public_key)
+
+
+def did_from_x25519(public_key: bytes) -> str:
+    return "did:key:z" + _b58encode(_X25519_PUB + public_key)
+
+
+@lru_cache(maxsize=65536)
+def ed25519_from_did(did: str) -> bytes:
+    """The raw Ed25519 public key named by a did:key; KeyError_ for anything else."""
+    if not isinstance(did, str) or not did.startswith("did:key:z") or len(did) > 128:
+        raise KeyError_(f"not an Ed25519 did:key: {str(did)[:80]!r}")
+    raw = _b58decode(did[len("did:key:z") :])
+    if not raw.startswith(_ED25519_PUB) or len(raw) != 34:
+        raise KeyError_(f"not an Ed25519 did:key: {did[:80]!r}")
+    return raw[2:]
+
+
+def x25519_from_did(did: str) -> bytes:
+    raw = _b58decode(did[len("did:key:z") :]) if did.startswith("did:key:z") else b""
+    if not raw.startswith(_X25519_PUB) or len(raw) != 34:
+        raise KeyError_(f"not an X25519 did:key: {did[:80]!r}")
+    return raw[2:]
+
+
+# --- signatures ----------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=65536)
+def _public_key(raw: bytes) -> Ed25519PublicKey:
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def verify_signature(public_key: bytes, signature: bytes, message: bytes) -> bool:
+    """The one signature check every validator runs (a consensus rule): OpenSSL's Ed25519."""
+    if len(public_key) != 32 or len(signature) != 64:
+        return False
+    try:
+        _public_key(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+# --- identities ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A person's or organisation's keys, derived from one master secret."""
+
+    master: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.master) != 32:
+            raise KeyError_("a master secret is 32 bytes")
+
+    @classmethod
+    def generate(cls) -> Identity:
+        return cls(os.urandom(32))
+
+    @property
+    def _signing(self) -> Ed25519PrivateKey:
+        return _signing_key(self.master)
+
+    @property
+    def _encryption(self) -> X25519PrivateKey:
+        return _encryption_key(self.master)
+
+    @property
+    def signing_public(self) -> bytes:
+        return self._signing.public_key().public_bytes(_RAW, _RAW_PUB)
+
+    @property
+    def encryption_public(self) -> bytes:
+        return self._encryption.public_key().public_bytes(_RAW, _RAW_PUB)
+
+    @property
+    def encryption_private(self) -> X25519PrivateKey:
+        return self._encryption
+
+    @property
+    def did(self) -> str:
+        """The did:key of this identity's signing key (its name until a key rotation)."""
+        return did_from_ed25519(self.signing_public)
+
+    def sign(self, message: bytes) -> bytes:
+        return self._signing.sign(message)
+
+    def secret(self, label: str) -> bytes:
+        """A secret derived for one purpose (e.g. scope keys), independent of the others."""
+        return derive_secret(self.master, "careledger/v1/" + label)
+
+
+@lru_cache(maxsize=1024)
+def _signing_key(master: bytes) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(derive_secret(master, "careledger/v1/ed25519"))
+
+
+@lru_cache(maxsize=1024)
+def _encryption_key(master: bytes) -> X25519PrivateKey:
+    return X25519PrivateKey.from_private_bytes(derive_secret(master, "careledger/v1/x25519"))
+
+
+# --- recovery phrase -----------------------------------------------------------------------
+
+_MNEMONIC = Mnemonic("english")
+
+
+def new_recovery_phrase() -> str:
+    """24 BIP-39 words (256 bits of entropy)."""
+    return _MNEMONIC.generate(strength=256)
+
+
+def identity_from_phrase(phrase: str) -> Identity:
+    words = " ".join(phrase.lower().split())
+    if len(words.split()) != PHRASE_WORDS:
+        raise KeyError_(f"a recovery phrase has {PHRASE_WORDS} words")
+    if not _MNEMONIC.check(words):
+        raise KeyError_("recovery phrase has an unknown word or a wrong checksum")
+    seed = Mnemonic.to_seed(words)
+    return Identity(derive_secret(seed, "careledger/v1/master-from-phrase"))
