@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import orjson
 
 from careledger.chain import auth
 from careledger.chain.apphash import changes_hash, next_app_hash
+from careledger.chain.block import parse_time_ns
 from careledger.chain.codes import Code, TxFailure
 from careledger.chain.genesis import Genesis
 from careledger.chain.modules.base import (
@@ -112,7 +112,7 @@ class Application:
                 raise ValueError(f"store belongs to chain {self.chain_id!r}")
             return existing
         state = Overlay(self.store)
-        ctx = TxContext(state, sender="", height=0, time_ns=_rfc3339_ns(genesis.genesis_time))
+        ctx = TxContext(state, sender="", height=0, time_ns=parse_time_ns(genesis.genesis_time))
         for module in self._modules.values():
             module.init_genesis(ctx, genesis)
         digest = changes_hash(state.changes)
@@ -234,8 +234,3 @@ class Application:
         if module is None or handler is None:
             raise TxFailure(Code.NOT_FOUND, f"unknown query {path[:64]!r}")
         return handler(KV(self.store, module.name), params)
-
-
-def _rfc3339_ns(text: str) -> int:
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000

@@ -1,0 +1,58 @@
+"""The one interface through which the node reaches consensus, whichever driver runs.
+
+The solo producer and the CometBFT driver both implement it; the node API and everything above
+it know only this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from careledger.chain.app import QueryResult
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What became of a submitted transaction: the mempool's answer and, if waited for, the block's."""
+
+    hash: str
+    check_code: int
+    check_log: str = ""
+    height: int | None = None  # set once committed
+    code: int | None = None  # the block's result code
+    log: str = ""
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> bool:
+        return self.check_code == 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "hash": self.hash,
+            "check_code": self.check_code,
+            "check_log": self.check_log,
+            "height": self.height,
+            "code": self.code,
+            "log": self.log,
+            "events": self.events,
+        }
+
+
+class ConsensusDriver(Protocol):
+    chain_id: str
+
+    async def submit(self, raw: bytes, wait: bool) -> Submission: ...
+
+    async def status(self) -> dict[str, Any]: ...
+
+    async def block(self, height: int) -> dict[str, Any] | None:
+        """The block's header and transaction hashes (JSON shape of the node API)."""
+        ...
+
+    async def transaction(self, tx_hash: bytes) -> dict[str, Any] | None:
+        """The transaction, its result, its block header and its Merkle inclusion proof."""
+        ...
+
+    async def query(self, path: str, data: bytes) -> QueryResult: ...

@@ -1,0 +1,123 @@
+"""The solo producer's block store: headers, transactions and their results, in SQLite.
+
+It plays the part of CometBFT's block store. A block and its results are written in one
+SQLite transaction before the application commits its state, so after a crash the block can
+be replayed into the application (see SoloProducer.recover).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from careledger.chain.app import TxResult
+from careledger.chain.block import BlockHeader
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS blocks (
+    height INTEGER PRIMARY KEY,
+    hash BLOB NOT NULL,
+    header BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS txs (
+    hash BLOB NOT NULL,
+    height INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    raw BLOB NOT NULL,
+    code INTEGER NOT NULL,
+    log TEXT NOT NULL,
+    events BLOB NOT NULL,
+    PRIMARY KEY (height, idx)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS txs_by_hash ON txs (hash);
+"""
+
+
+@dataclass(frozen=True)
+class StoredTx:
+    hash: bytes
+    height: int
+    index: int
+    raw: bytes
+    code: int
+    log: str
+    events: list[dict[str, object]]
+
+
+class BlockStore:
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def height(self) -> int:
+        row = self._db.execute("SELECT MAX(height) FROM blocks").fetchone()
+        return int(row[0] or 0)
+
+    def save(
+        self, header: BlockHeader, txs: list[bytes], hashes: list[bytes], results: list[TxResult]
+    ) -> None:
+        rows = [
+            (h, header.height, i, raw, int(r.code), r.log, _events_json(r))
+            for i, (raw, h, r) in enumerate(zip(txs, hashes, results, strict=True))
+        ]
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(
+                "INSERT INTO blocks (height, hash, header) VALUES (?, ?, ?)",
+                (header.height, header.hash(), orjson.dumps(header.to_json())),
+            )
+            db.executemany("INSERT INTO txs VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def header(self, height: int) -> BlockHeader | None:
+        row = self._db.execute("SELECT header FROM blocks WHERE height = ?", (height,)).fetchone()
+        return None if row is None else BlockHeader.from_json(orjson.loads(row[0]))
+
+    def stored_hash(self, height: int) -> bytes | None:
+        row = self._db.execute("SELECT hash FROM blocks WHERE height = ?", (height,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def block_txs(self, height: int) -> list[StoredTx]:
+        rows = self._db.execute(
+            "SELECT hash, height, idx, raw, code, log, events FROM txs "
+            "WHERE height = ? ORDER BY idx",
+            (height,),
+        )
+        return [_stored(row) for row in rows]
+
+    def tx(self, tx_hash: bytes) -> StoredTx | None:
+        row = self._db.execute(
+            "SELECT hash, height, idx, raw, code, log, events FROM txs WHERE hash = ? "
+            "ORDER BY code != 0, height LIMIT 1",  # the copy that took effect, if any
+            (tx_hash,),
+        ).fetchone()
+        return None if row is None else _stored(row)
+
+    def headers(self) -> Iterator[tuple[BlockHeader, bytes]]:
+        for header, stored_hash in self._db.execute(
+            "SELECT header, hash FROM blocks ORDER BY height"
+        ):
+            yield BlockHeader.from_json(orjson.loads(header)), bytes(stored_hash)
+
+
+def _events_json(result: TxResult) -> bytes:
+    return orjson.dumps([{"type": e.type, "attributes": e.attributes} for e in result.events])
+
+
+def _stored(row: tuple[bytes, int, int, bytes, int, str, bytes]) -> StoredTx:
+    h, height, idx, raw, code, log, events = row
+    return StoredTx(bytes(h), height, idx, bytes(raw), code, log, orjson.loads(events))

@@ -1,0 +1,207 @@
+"""The solo block producer: the embedded consensus driver of `careledger up`.
+
+It keeps a mempool admitted by check_tx, makes a block every `block_interval` seconds (or as
+soon as `max_block_txs` are waiting), stores the block, then has the application commit.
+The order matters for crash safety: a block stored but not yet committed by the application is
+replayed into it on the next start, exactly as CometBFT replays blocks after its handshake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from careledger.chain.app import Application, BlockContext, QueryResult, TxResult
+from careledger.chain.block import BlockHeader, data_hash, format_time_ns, tx_inclusion_proof
+from careledger.chain.tx import tx_hash
+from careledger.consensus.driver import Submission
+from careledger.consensus.solo.blockstore import BlockStore, StoredTx
+
+log = logging.getLogger(__name__)
+
+
+class ReplayMismatch(RuntimeError):
+    """A stored block replayed into the application gave a different app hash."""
+
+
+@dataclass
+class _Pending:
+    raw: bytes
+    hash: bytes
+    done: asyncio.Future[Submission] | None
+
+
+class SoloProducer:
+    def __init__(
+        self,
+        app: Application,
+        blocks: BlockStore,
+        *,
+        block_interval: float = 0.25,
+        max_block_txs: int = 5000,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.app = app
+        self.blocks = blocks
+        self.block_interval = block_interval
+        self.max_block_txs = max_block_txs
+        self._clock = clock
+        self._mempool: deque[_Pending] = deque()
+        self._wake = asyncio.Event()
+
+    @property
+    def chain_id(self) -> str:
+        return self.app.chain_id
+
+    # --- start-up -------------------------------------------------------------------------
+
+    def recover(self) -> int:
+        """Replay stored blocks the application has not committed; returns how many."""
+        replayed = 0
+        while (height := self.app.info().last_height + 1) <= self.blocks.height():
+            header = self.blocks.header(height)
+            assert header is not None
+            txs = [t.raw for t in self.blocks.block_txs(height)]
+            result = self.app.finalize_block(BlockContext(height, header.time_ns), txs)
+            if result.app_hash.hex() != header.app_hash:
+                raise ReplayMismatch(f"block {height}: replay gave a different app hash")
+            self.app.commit()
+            replayed += 1
+        return replayed
+
+    # --- the mempool ----------------------------------------------------------------------
+
+    async def submit(self, raw: bytes, wait: bool) -> Submission:
+        checked = self.app.check_tx(raw)
+        digest = tx_hash(raw)
+        if not checked.ok:
+            return Submission(digest.hex(), int(checked.code), checked.log)
+        done = asyncio.get_running_loop().create_future() if wait else None
+        self._mempool.append(_Pending(raw, digest, done))
+        if len(self._mempool) >= self.max_block_txs:
+            self._wake.set()
+        if done is None:
+            return Submission(digest.hex(), 0)
+        return await done
+
+    # --- block production -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Make blocks until cancelled."""
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.block_interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            while self._mempool:
+                self.produce_block()
+                await asyncio.sleep(0)  # let the API answer between back-to-back blocks
+
+    def produce_block(self) -> BlockHeader | None:
+        if not self._mempool:
+            return None
+        batch = [self._mempool.popleft() for _ in range(min(len(self._mempool), self.max_block_txs))]
+        txs = [p.raw for p in batch]
+        height = self.app.info().last_height + 1
+        time_ns = self._block_time(height)
+        result = self.app.finalize_block(BlockContext(height, time_ns), txs)
+        header = BlockHeader(
+            chain_id=self.chain_id,
+            height=height,
+            time_ns=time_ns,
+            previous_hash=(self.blocks.stored_hash(height - 1) or b"").hex(),
+            data_hash=data_hash(txs).hex(),
+            app_hash=result.app_hash.hex(),
+            num_txs=len(txs),
+        )
+        self.blocks.save(header, txs, [p.hash for p in batch], result.tx_results)
+        self.app.commit()
+        for pending, tx_result in zip(batch, result.tx_results, strict=True):
+            _resolve(pending, _committed(pending.hash, height, tx_result))
+        self._recheck()
+        return header
+
+    def _recheck(self) -> None:
+        """Re-admit what is still waiting against the new state (the commit reset the mempool view)."""
+        waiting, self._mempool = self._mempool, deque()
+        for pending in waiting:
+            checked = self.app.check_tx(pending.raw)
+            if checked.ok:
+                self._mempool.append(pending)
+            else:
+                _resolve(pending, Submission(pending.hash.hex(), int(checked.code), checked.log))
+
+    def _block_time(self, height: int) -> int:
+        previous = self.blocks.header(height - 1)
+        now = self._clock()
+        return max(now, previous.time_ns + 1) if previous else now
+
+    # --- reads ----------------------------------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        info = self.app.info()
+        latest = self.blocks.header(info.last_height)
+        return {
+            "chain_id": info.chain_id,
+            "height": info.last_height,
+            "app_hash": info.last_app_hash.hex(),
+            "latest_block_time": format_time_ns(latest.time_ns) if latest else None,
+            "mempool_size": len(self._mempool),
+            "consensus": "solo",
+        }
+
+    async def block(self, height: int) -> dict[str, Any] | None:
+        header = self.blocks.header(height)
+        if header is None:
+            return None
+        stored_hash = self.blocks.stored_hash(height) or b""
+        return {
+            "hash": stored_hash.hex(),
+            "header": header.to_json(),
+            "txs": [_tx_summary(t) for t in self.blocks.block_txs(height)],
+        }
+
+    async def transaction(self, digest: bytes) -> dict[str, Any] | None:
+        stored = self.blocks.tx(digest)
+        if stored is None:
+            return None
+        header = self.blocks.header(stored.height)
+        assert header is not None
+        block_txs = [t.raw for t in self.blocks.block_txs(stored.height)]
+        proof = tx_inclusion_proof(block_txs, stored.index)
+        return {
+            **_tx_summary(stored),
+            "tx": stored.raw.hex(),
+            "height": stored.height,
+            "header": header.to_json(),
+            "proof": proof.to_json(),
+        }
+
+    async def query(self, path: str, data: bytes) -> QueryResult:
+        return self.app.query(path, data)
+
+
+def _resolve(pending: _Pending, outcome: Submission) -> None:
+    if pending.done is not None and not pending.done.done():
+        pending.done.set_result(outcome)
+
+
+def _committed(digest: bytes, height: int, result: TxResult) -> Submission:
+    events = [{"type": e.type, "attributes": e.attributes} for e in result.events]
+    return Submission(digest.hex(), 0, "", height, int(result.code), result.log, events)
+
+
+def _tx_summary(stored: StoredTx) -> dict[str, Any]:
+    return {
+        "hash": stored.hash.hex(),
+        "index": stored.index,
+        "code": stored.code,
+        "log": stored.log,
+        "events": stored.events,
+    }

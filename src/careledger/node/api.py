@@ -1,0 +1,148 @@
+"""The node HTTP API: submit transactions, read status, blocks, proofs and module queries.
+
+Routes (JSON in, JSON out; transactions travel base64-encoded):
+  GET  /status                     chain id, height, app hash
+  POST /tx        {"tx", "wait"}   submit one transaction; with wait, answer once committed
+  POST /txs       {"txs", "wait"}  submit many (a client's batch; one answer each)
+  GET  /blocks/{height}            header and transaction results
+  GET  /txs/{hash}                 the transaction, its result, header and inclusion proof
+  GET  /query/{module}/{name}?...  a module query with its parameters
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from careledger.chain.tx import MAX_TX_BYTES
+from careledger.consensus.driver import ConsensusDriver
+from careledger.node.errors import (
+    ApiError,
+    from_chain_code,
+    handle_api_error,
+    handle_http_error,
+    handle_unexpected,
+)
+
+MAX_BATCH = 10_000
+MAX_BODY = MAX_BATCH * MAX_TX_BYTES
+
+
+class JSON(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def node_routes(driver: ConsensusDriver) -> list[BaseRoute]:
+    async def status(request: Request) -> Response:
+        return JSON(await driver.status())
+
+    async def submit_one(request: Request) -> Response:
+        body = await _json_body(request)
+        raw = _decode_tx(body.get("tx"))
+        submission = await driver.submit(raw, wait=bool(body.get("wait", False)))
+        if not submission.accepted:
+            raise from_chain_code(submission.check_code, submission.check_log)
+        return JSON(submission.to_json(), status_code=200 if submission.height else 202)
+
+    async def submit_many(request: Request) -> Response:
+        body = await _json_body(request)
+        txs = body.get("txs")
+        if not isinstance(txs, list) or not 0 < len(txs) <= MAX_BATCH:
+            raise ApiError(400, "malformed", f"'txs' must be a list of 1 to {MAX_BATCH} transactions")
+        raws = [_decode_tx(t) for t in txs]
+        wait = bool(body.get("wait", False))
+        results = await asyncio.gather(*(driver.submit(raw, wait) for raw in raws))
+        return JSON({"results": [r.to_json() for r in results]})
+
+    async def block(request: Request) -> Response:
+        height = _int_param(request.path_params["height"], "height")
+        found = await driver.block(height)
+        if found is None:
+            raise ApiError(404, "not_found", f"no block at height {height}")
+        return JSON(found)
+
+    async def transaction(request: Request) -> Response:
+        text = request.path_params["hash"]
+        try:
+            digest = bytes.fromhex(text)
+        except ValueError:
+            digest = b""
+        if len(digest) != 32:
+            raise ApiError(400, "malformed", "a transaction hash is 64 hex characters")
+        found = await driver.transaction(digest)
+        if found is None:
+            raise ApiError(404, "not_found", f"no committed transaction {text}")
+        return JSON(found)
+
+    async def query(request: Request) -> Response:
+        path = f"{request.path_params['module']}/{request.path_params['name']}"
+        params = dict(request.query_params)
+        result = await driver.query(path, orjson.dumps(params))
+        if result.code != 0:
+            raise from_chain_code(result.code, result.log)
+        return Response(result.value, media_type="application/json")
+
+    return [
+        Route("/status", status),
+        Route("/tx", submit_one, methods=["POST"]),
+        Route("/txs", submit_many, methods=["POST"]),
+        Route("/blocks/{height}", block),
+        Route("/txs/{hash}", transaction),
+        Route("/query/{module}/{name}", query),
+    ]
+
+
+def exception_handlers() -> dict[Any, Any]:
+    return {
+        ApiError: handle_api_error,
+        HTTPException: handle_http_error,
+        Exception: handle_unexpected,
+    }
+
+
+def create_node_api(driver: ConsensusDriver, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+    return Starlette(
+        routes=[*node_routes(driver), *extra_routes], exception_handlers=exception_handlers()
+    )
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    length = int(request.headers.get("content-length") or 0)
+    if length > MAX_BODY:
+        raise ApiError(413, "oversized", f"request body over {MAX_BODY} bytes")
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "malformed", f"request body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "malformed", "request body must be a JSON object")
+    return body
+
+
+def _decode_tx(value: object) -> bytes:
+    if not isinstance(value, str):
+        raise ApiError(400, "malformed", "'tx' must be a base64 string")
+    if len(value) > (MAX_TX_BYTES * 4) // 3 + 8:
+        raise ApiError(413, "oversized", f"transaction over {MAX_TX_BYTES} bytes")
+    try:
+        return base64.b64decode(value, validate=True)
+    except binascii.Error as exc:
+        raise ApiError(400, "malformed", f"'tx' is not base64: {exc}") from None
+
+
+def _int_param(text: str, name: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ApiError(400, "malformed", f"{name} must be an integer") from None

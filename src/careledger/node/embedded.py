@@ -1,0 +1,56 @@
+"""The embedded node of `careledger up`: one process, the solo producer, SQLite, blobs on disk."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
+
+from careledger.chain.app import Application
+from careledger.chain.store import StateStore
+from careledger.consensus.solo.blockstore import BlockStore
+from careledger.consensus.solo.producer import SoloProducer
+from careledger.node.api import exception_handlers, node_routes
+from careledger.node.datadir import DataDir
+
+
+class EmbeddedNode:
+    def __init__(self, root: Path, *, block_interval: float = 0.25) -> None:
+        self.data = DataDir(root)
+        if not self.data.exists():
+            raise FileNotFoundError(f"{root} has no genesis.json: not a CareLedger data directory")
+        self.store = StateStore(self.data.state)
+        self.app = Application(self.store)
+        self.app.init_chain(self.data.load_genesis())
+        self.blocks = BlockStore(self.data.blocks)
+        self.producer = SoloProducer(self.app, self.blocks, block_interval=block_interval)
+        self.replayed = self.producer.recover()
+
+    def close(self) -> None:
+        self.blocks.close()
+        self.store.close()
+
+    def asgi(self, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+        """The node API with the block producer running for the app's lifetime."""
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_: Starlette) -> AsyncIterator[None]:
+            task = asyncio.create_task(self.producer.run())
+            try:
+                yield
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+        routes = [*node_routes(self.producer), *extra_routes]
+        return Starlette(routes=routes, exception_handlers=exception_handlers(), lifespan=lifespan)
+
+
+def serve(app: Starlette, host: str, port: int) -> None:
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

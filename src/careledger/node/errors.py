@@ -1,0 +1,48 @@
+"""The node API's errors: JSON with a machine code and a message, and the right HTTP status."""
+
+from __future__ import annotations
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from careledger.chain.codes import Code
+
+_HTTP_STATUS = {
+    Code.NOT_FOUND: 404,
+    Code.UNAUTHORISED: 403,
+    Code.CONFLICT: 409,
+    Code.OVERSIZED: 413,
+    Code.INTERNAL: 500,
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def from_chain_code(code: int, log: str) -> ApiError:
+    chain_code = Code(code) if code in Code._value2member_map_ else Code.INTERNAL
+    return ApiError(_HTTP_STATUS.get(chain_code, 400), chain_code.name.lower(), log)
+
+
+async def handle_api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.message)
+
+
+async def handle_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error_response(exc.status_code, "http_error", str(exc.detail))
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    return error_response(500, "internal", "internal error; the node keeps serving")
