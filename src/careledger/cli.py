@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
@@ -15,8 +14,8 @@ app = typer.Typer(help="CareLedger: patient records on a consortium chain.", no_
 keys_app = typer.Typer(help="Make, recover and inspect key files.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
-console = Console(emoji=False, highlight=False)
-err = Console(stderr=True, emoji=False, highlight=False)
+console = Console(emoji=False, highlight=False, soft_wrap=True)
+err = Console(stderr=True, emoji=False, highlight=False, soft_wrap=True)
 
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_NODE = "http://127.0.0.1:8000"
@@ -43,7 +42,9 @@ def up(
     data = DataDir(data_dir)
     if not data.exists():
         keyfile = initialise(data_dir)
-        console.print(f"New chain in {data_dir}/ with one organisation, [bold]{keyfile.name}[/bold].")
+        console.print(
+            f"New chain in {data_dir}/ with one organisation, [bold]{keyfile.name}[/bold]."
+        )
         console.print(f"Its key file: {data.organisation_key}  (did {keyfile.did})")
     node = EmbeddedNode(data_dir, block_interval=block_interval)
     if node.replayed:
@@ -55,7 +56,9 @@ def up(
     info = node.app.info()
     url = f"http://{host}:{port}"
     console.print(f"Chain {info.chain_id} at height {info.last_height}.")
-    console.print(f"Node API: {url}/status  (blocks: {url}/blocks/1, queries: {url}/query/identity/members)")
+    console.print(
+        f"Node API: {url}/status  (blocks: {url}/blocks/1, queries: {url}/query/identity/members)"
+    )
     console.print("Check the chain any time with: careledger verify --data-dir " + str(data_dir))
     try:
         serve(node.asgi(), host, port)
@@ -64,7 +67,9 @@ def up(
 
 
 @app.command()
-def verify(data_dir: Path = typer.Option(DEFAULT_DATA_DIR, help="The node's data directory.")) -> None:
+def verify(
+    data_dir: Path = typer.Option(DEFAULT_DATA_DIR, help="The node's data directory."),
+) -> None:
     """Re-check every block, signature, app hash and state row; exit 1 naming the first fault."""
     from careledger.node.verify import Fault, verify_data_dir
 
@@ -150,4 +155,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

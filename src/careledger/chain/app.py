@@ -105,7 +105,7 @@ class Application:
         return AppInfo(last.height, last.app_hash, self.chain_id)
 
     def init_chain(self, genesis: Genesis) -> bytes:
-        """Write the genesis state as height 0; calling it again with the same genesis is a no-op."""
+        """Write the genesis state as height 0; again with the same genesis, a no-op."""
         existing = self.store.app_hash_at(0)
         if existing is not None:
             if self.chain_id != genesis.chain_id:
@@ -140,7 +140,7 @@ class Application:
     # --- ABCI: blocks ---------------------------------------------------------------------
 
     def finalize_block(self, ctx: BlockContext, txs: Sequence[bytes]) -> FinalizeResult:
-        """Execute a block's transactions in order; one result each, failures recorded, not raised."""
+        """Execute a block's transactions in order; failures are results, never exceptions."""
         block_state = Overlay(self.store)
         results: list[TxResult] = []
         updates: list[ValidatorUpdate] = []
@@ -218,7 +218,9 @@ class Application:
                 raise TxFailure(Code.MALFORMED, "query parameters must be a JSON object")
             value = self._answer(path, Payload(params, Code.MALFORMED))
         except orjson.JSONDecodeError as exc:
-            return QueryResult(Code.MALFORMED, f"query parameters are not JSON: {exc}", height=height)
+            return QueryResult(
+                Code.MALFORMED, f"query parameters are not JSON: {exc}", height=height
+            )
         except TxFailure as failure:
             return QueryResult(failure.code, failure.log, height=height)
         return QueryResult(Code.OK, value=orjson.dumps(value), height=height)

@@ -61,7 +61,10 @@ class Genesis:
 
     @classmethod
     def for_organisations(
-        cls, chain_id: str, organisations: list[tuple[str, Identity]], validator_keys: list[str] | None = None
+        cls,
+        chain_id: str,
+        organisations: list[tuple[str, Identity]],
+        validator_keys: list[str] | None = None,
     ) -> Genesis:
         """A genesis naming each (name, identity) as a founding member."""
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -63,7 +63,9 @@ class StateStore:
         return LastCommit(0, b"") if row is None else LastCommit(row[0], bytes(row[1]))
 
     def app_hash_at(self, height: int) -> bytes | None:
-        row = self._db.execute("SELECT app_hash FROM commits WHERE height = ?", (height,)).fetchone()
+        row = self._db.execute(
+            "SELECT app_hash FROM commits WHERE height = ?", (height,)
+        ).fetchone()
         return None if row is None else bytes(row[0])
 
     def get_meta(self, key: str) -> str | None:

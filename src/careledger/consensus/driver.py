@@ -14,7 +14,7 @@ from careledger.chain.app import QueryResult
 
 @dataclass(frozen=True)
 class Submission:
-    """What became of a submitted transaction: the mempool's answer and, if waited for, the block's."""
+    """A submitted transaction's fate: the mempool's answer and, if waited for, the block's."""
 
     hash: str
     check_code: int
@@ -41,7 +41,8 @@ class Submission:
 
 
 class ConsensusDriver(Protocol):
-    chain_id: str
+    @property
+    def chain_id(self) -> str: ...
 
     async def submit(self, raw: bytes, wait: bool) -> Submission: ...
 

@@ -81,4 +81,6 @@ class KeyFile:
             identity = Identity(master)
         except (ValueError, KeyError_) as exc:
             raise KeyFileError(f"bad master_secret: {exc}") from exc
-        return cls(did=str(data["did"]), kind=kind, identity=identity, name=str(data.get("name", "")))
+        return cls(
+            did=str(data["did"]), kind=kind, identity=identity, name=str(data.get("name", ""))
+        )

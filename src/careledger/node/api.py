@@ -59,7 +59,9 @@ def node_routes(driver: ConsensusDriver) -> list[BaseRoute]:
         body = await _json_body(request)
         txs = body.get("txs")
         if not isinstance(txs, list) or not 0 < len(txs) <= MAX_BATCH:
-            raise ApiError(400, "malformed", f"'txs' must be a list of 1 to {MAX_BATCH} transactions")
+            raise ApiError(
+                400, "malformed", f"'txs' must be a list of 1 to {MAX_BATCH} transactions"
+            )
         raws = [_decode_tx(t) for t in txs]
         wait = bool(body.get("wait", False))
         results = await asyncio.gather(*(driver.submit(raw, wait) for raw in raws))

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from itertools import zip_longest
 from pathlib import Path
 
+import orjson
+
 from careledger.chain.app import Application, BlockContext
-from careledger.chain.block import data_hash
+from careledger.chain.block import BlockHeader, data_hash
 from careledger.chain.store import StateStore
 from careledger.consensus.solo.blockstore import BlockStore
 from careledger.node.datadir import DataDir
@@ -58,9 +60,15 @@ def verify_data_dir(root: Path) -> Report:
 def _replay_blocks(blocks: BlockStore, store: StateStore, replica: Application) -> int:
     previous_hash = b""
     count = 0
-    for expected_height, (header, stored_hash) in enumerate(blocks.headers(), start=1):
-        where = f"block {header.height}"
-        if header.height != expected_height:
+    for expected_height, (height, stored_hash, raw_header) in enumerate(
+        blocks.raw_headers(), start=1
+    ):
+        where = f"block {height}"
+        try:
+            header = BlockHeader.from_json(orjson.loads(raw_header))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise Fault(f"{where}: header is unreadable (altered)") from None
+        if header.height != expected_height or height != expected_height:
             raise Fault(f"{where}: expected height {expected_height}")
         if header.hash() != stored_hash:
             raise Fault(f"{where}: header does not match its stored hash (header altered)")
@@ -84,9 +92,8 @@ def _replay_blocks(blocks: BlockStore, store: StateStore, replica: Application) 
         previous_hash = stored_hash
         count += len(txs)
     if store.last_commit().height != blocks.height():
-        raise Fault(
-            f"state store is at height {store.last_commit().height}, blocks end at {blocks.height()}"
-        )
+        state_height = store.last_commit().height
+        raise Fault(f"state store is at height {state_height}, blocks end at {blocks.height()}")
     return count
 
 

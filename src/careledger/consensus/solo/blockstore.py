@@ -107,11 +107,12 @@ class BlockStore:
         ).fetchone()
         return None if row is None else _stored(row)
 
-    def headers(self) -> Iterator[tuple[BlockHeader, bytes]]:
-        for header, stored_hash in self._db.execute(
-            "SELECT header, hash FROM blocks ORDER BY height"
+    def raw_headers(self) -> Iterator[tuple[int, bytes, bytes]]:
+        """(height, stored hash, header JSON) as stored, unparsed, for verification."""
+        for height, stored_hash, header in self._db.execute(
+            "SELECT height, hash, header FROM blocks ORDER BY height"
         ):
-            yield BlockHeader.from_json(orjson.loads(header)), bytes(stored_hash)
+            yield height, bytes(stored_hash), bytes(header)
 
 
 def _events_json(result: TxResult) -> bytes:

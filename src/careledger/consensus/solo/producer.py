@@ -9,6 +9,7 @@ replayed into it on the next start, exactly as CometBFT replays blocks after its
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -87,17 +88,16 @@ class SoloProducer:
             self._wake.set()
         if done is None:
             return Submission(digest.hex(), 0)
-        return await done
+        outcome: Submission = await done
+        return outcome
 
     # --- block production -----------------------------------------------------------------
 
     async def run(self) -> None:
         """Make blocks until cancelled."""
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.block_interval)
-            except TimeoutError:
-                pass
             self._wake.clear()
             while self._mempool:
                 self.produce_block()
@@ -106,7 +106,9 @@ class SoloProducer:
     def produce_block(self) -> BlockHeader | None:
         if not self._mempool:
             return None
-        batch = [self._mempool.popleft() for _ in range(min(len(self._mempool), self.max_block_txs))]
+        batch = [
+            self._mempool.popleft() for _ in range(min(len(self._mempool), self.max_block_txs))
+        ]
         txs = [p.raw for p in batch]
         height = self.app.info().last_height + 1
         time_ns = self._block_time(height)
@@ -128,7 +130,7 @@ class SoloProducer:
         return header
 
     def _recheck(self) -> None:
-        """Re-admit what is still waiting against the new state (the commit reset the mempool view)."""
+        """Re-admit what still waits against the new state (commit reset the mempool view)."""
         waiting, self._mempool = self._mempool, deque()
         for pending in waiting:
             checked = self.app.check_tx(pending.raw)

@@ -16,9 +16,7 @@ identity_module = Module(
         ),
         "rotate_key": Message(messages.RotateKey.parse, handler.rotate_key),
         "apply_membership": Message(messages.ApplyMembership.parse, handler.apply_membership),
-        "approve_membership": Message(
-            messages.ApproveMembership.parse, handler.approve_membership
-        ),
+        "approve_membership": Message(messages.ApproveMembership.parse, handler.approve_membership),
     },
     queries={
         "identity": queries.identity,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from careledger.chain.codes import Code, TxFailure
 from careledger.chain.genesis import Genesis
 from careledger.chain.modules.base import TxContext, ValidatorUpdate
@@ -111,7 +113,9 @@ def apply_membership(ctx: TxContext, msg: ApplyMembership) -> None:
 def approve_membership(ctx: TxContext, msg: ApproveMembership) -> None:
     keeper = _keeper(ctx)
     _require_member(keeper, ctx.sender)
-    proposal = keeper.proposal(msg.action, msg.subject) or _open_removal(keeper, ctx, msg)
+    if msg.subject == ctx.sender:
+        raise TxFailure(Code.INVALID_PAYLOAD, "a member cannot vote on its own membership")
+    proposal = keeper.proposal(msg.action, msg.subject) or _open_removal(keeper, msg)
     if ctx.sender in proposal["approvals"]:
         raise TxFailure(Code.CONFLICT, f"{ctx.sender} has already approved")
     proposal["approvals"] = sorted([*proposal["approvals"], ctx.sender])
@@ -125,16 +129,12 @@ def approve_membership(ctx: TxContext, msg: ApproveMembership) -> None:
         ctx.emit("identity.approved", action=msg.action, subject=msg.subject, voter=ctx.sender)
 
 
-def _open_removal(
-    keeper: IdentityKeeper, ctx: TxContext, msg: ApproveMembership
-) -> dict[str, object]:
+def _open_removal(keeper: IdentityKeeper, msg: ApproveMembership) -> dict[str, Any]:
     if msg.action == "admit":
         raise TxFailure(Code.NOT_FOUND, f"{msg.subject} has not applied for membership")
     if not keeper.is_member(msg.subject):
         raise TxFailure(Code.NOT_FOUND, f"{msg.subject} is not a member")
-    if msg.subject == ctx.sender:
-        raise TxFailure(Code.INVALID_PAYLOAD, "a member cannot vote on its own removal")
-    return {"action": "remove", "subject": msg.subject, "approvals": [], "opened_at": ctx.height}
+    return {"action": "remove", "subject": msg.subject, "approvals": []}
 
 
 def _admit(keeper: IdentityKeeper, ctx: TxContext, proposal: dict[str, object]) -> None:
@@ -170,5 +170,10 @@ def init_genesis(ctx: TxContext, genesis: Genesis) -> None:
         ident["name"] = org.name
         keeper.put_identity(ident)
         keeper.put_member(
-            {"did": org.did, "name": org.name, "validator_pub_key": org.validator_pub_key, "since": 0}
+            {
+                "did": org.did,
+                "name": org.name,
+                "validator_pub_key": org.validator_pub_key,
+                "since": 0,
+            }
         )

@@ -1,0 +1,168 @@
+"""The state machine: determinism, rejections with their own codes, atomic failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from careledger.chain.app import BlockContext
+from careledger.chain.codes import Code
+from careledger.chain.tx import MAX_TX_BYTES, SIGNATURE_BYTES, Tx
+from careledger.crypto.keys import Identity
+from conftest import CHAIN_ID, make_app, run_block
+
+
+def register(patient: Identity, nonce: int = 1, chain_id: str = CHAIN_ID) -> bytes:
+    payload = {"encryption_key": patient.encryption_public.hex()}
+    return Tx(chain_id, "identity/register_patient", patient.did, nonce, payload).sign(patient)
+
+
+def test_two_state_machines_applying_the_same_blocks_agree_at_every_height(tmp_path: Path) -> None:
+    org = Identity.generate()
+    a = make_app(tmp_path / "a.sqlite", [org])
+    b = make_app(tmp_path / "b.sqlite", [org])
+    assert a.info().last_app_hash == b.info().last_app_hash
+    patients = [Identity.generate() for _ in range(12)]
+    for block in range(4):
+        txs = [register(p) for p in patients[block * 3 : block * 3 + 3]]
+        run_block(a, txs)
+        run_block(b, txs)
+        assert a.info() == b.info()
+        assert a.info().last_height == block + 1
+
+
+def test_a_different_transaction_order_gives_a_different_app_hash(tmp_path: Path) -> None:
+    org = Identity.generate()
+    doctor, patient = Identity.generate(), Identity.generate()
+    reg_doctor = Tx(
+        CHAIN_ID,
+        "identity/register_practitioner",
+        org.did,
+        1,
+        {"did": doctor.did, "encryption_key": doctor.encryption_public.hex()},
+    ).sign(org)
+    # The doctor's own transaction only succeeds once the organisation has registered it.
+    rotate = Tx(
+        CHAIN_ID,
+        "identity/rotate_key",
+        doctor.did,
+        1,
+        {"signing_key": "11" * 32, "encryption_key": "22" * 32},
+    ).sign(doctor)
+    a = make_app(tmp_path / "a.sqlite", [org])
+    b = make_app(tmp_path / "b.sqlite", [org])
+    assert run_block(a, [reg_doctor, rotate, register(patient)]) == [0, 0, 0]
+    assert run_block(b, [rotate, reg_doctor, register(patient)]) == [Code.NOT_FOUND, 0, 0]
+    assert a.info().last_app_hash != b.info().last_app_hash
+
+
+def test_each_kind_of_bad_transaction_is_rejected_with_its_own_code(tmp_path: Path) -> None:
+    org = Identity.generate()
+    app = make_app(tmp_path / "s.sqlite", [org])
+    patient, other = Identity.generate(), Identity.generate()
+    good = register(patient)
+    assert run_block(app, [good]) == [Code.OK]
+
+    body = good[:-SIGNATURE_BYTES]
+    cases = {
+        "replay": (good, Code.REPLAY),
+        "old nonce": (register(patient, nonce=1), Code.REPLAY),
+        "bad signature": (body + other.sign(body), Code.BAD_SIGNATURE),
+        "wrong chain": (register(other, chain_id="another-chain"), Code.WRONG_CHAIN),
+        "unknown type": (
+            Tx(CHAIN_ID, "identity/make_me_admin", other.did, 1, {}).sign(other),
+            Code.UNKNOWN_TYPE,
+        ),
+        "oversized": (b"x" * (MAX_TX_BYTES + 1), Code.OVERSIZED),
+        "not json": (b"{garbage" + b"\x00" * 64, Code.MALFORMED),
+        "not canonical": (
+            b'{"nonce":1,"chain_id":"test-chain"}' + b"\x00" * 64,
+            Code.MALFORMED,
+        ),
+        "too short": (b"{}", Code.MALFORMED),
+        "bad payload": (
+            Tx(CHAIN_ID, "identity/register_patient", other.did, 1, {"encryption_key": "zz"}).sign(
+                other
+            ),
+            Code.INVALID_PAYLOAD,
+        ),
+    }
+    codes = {}
+    for name, (raw, expected) in cases.items():
+        result = app.check_tx(raw)
+        assert result.code == expected, (name, result)
+        assert result.log, name
+        codes[name] = result.code
+    distinct = {Code.REPLAY, Code.BAD_SIGNATURE, Code.WRONG_CHAIN, Code.UNKNOWN_TYPE}
+    distinct |= {Code.OVERSIZED, Code.MALFORMED, Code.INVALID_PAYLOAD}
+    assert set(codes.values()) == distinct
+
+    # The same bytes forced into a block fail there too, are recorded, and change nothing.
+    before = app.info().last_app_hash
+    raws = [raw for raw, _ in cases.values()]
+    height = app.info().last_height + 1
+    result = app.finalize_block(BlockContext(height, 2_000_000_000_000_000_000), raws)
+    assert [r.code for r in result.tx_results] == [code for _, code in cases.values()]
+    assert result.app_hash != before  # the block itself is recorded, with no state change:
+    app.commit()
+    assert (
+        app.query("identity/identity", f'{{"did":"{other.did}"}}'.encode()).code == Code.NOT_FOUND
+    )
+
+
+def test_a_failed_transaction_spends_its_nonce_and_writes_nothing_else(tmp_path: Path) -> None:
+    org = Identity.generate()
+    app = make_app(tmp_path / "s.sqlite", [org])
+    stranger = Identity.generate()
+    not_a_member = Tx(
+        CHAIN_ID,
+        "identity/register_practitioner",
+        stranger.did,
+        1,
+        {"did": Identity.generate().did, "encryption_key": "33" * 32},
+    ).sign(stranger)
+    assert run_block(app, [not_a_member]) == [Code.UNAUTHORISED]
+    rows = dict(app.store.all_rows())
+    assert list(rows) == sorted(k for k in rows)
+    written = [k for k in rows if stranger.did.encode() in k]
+    assert written == [b"auth/nonce/" + stranger.did.encode()]
+    assert app.check_tx(not_a_member).code == Code.REPLAY
+
+
+def test_mempool_refuses_a_second_transaction_with_the_same_nonce(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "s.sqlite", [Identity.generate()])
+    patient = Identity.generate()
+    assert app.check_tx(register(patient, nonce=5)).code == Code.OK
+    assert app.check_tx(register(patient, nonce=5)).code == Code.REPLAY
+    assert app.check_tx(register(patient, nonce=4)).code == Code.REPLAY
+
+
+def test_queries_answer_bad_input_with_codes(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "s.sqlite", [Identity.generate()])
+    assert app.query("identity/members").code == Code.OK
+    assert app.query("nowhere/nothing").code == Code.NOT_FOUND
+    assert app.query("identity/identity", b"[1]").code == Code.MALFORMED
+    assert app.query("identity/identity", b"{oops").code == Code.MALFORMED
+    assert app.query("identity/identity", b'{"did":"x","extra":1}').code == Code.MALFORMED
+
+
+def test_init_chain_twice_with_the_same_genesis_is_a_no_op(tmp_path: Path) -> None:
+    org = Identity.generate()
+    app = make_app(tmp_path / "s.sqlite", [org])
+    first = app.info()
+    again = make_app(tmp_path / "s.sqlite", [org])
+    assert again.info() == first
+
+
+@pytest.mark.parametrize("field", ["chain_id", "type", "sender", "nonce", "payload"])
+def test_envelope_missing_a_field_is_malformed(tmp_path: Path, field: str) -> None:
+    from careledger.crypto.canonical import canonical_bytes
+
+    app = make_app(tmp_path / "s.sqlite", [Identity.generate()])
+    patient = Identity.generate()
+    body = {"chain_id": CHAIN_ID, "type": "identity/register_patient", "sender": patient.did}
+    body |= {"nonce": 1, "payload": {"encryption_key": "44" * 32}}
+    del body[field]
+    raw = canonical_bytes(body)
+    assert app.check_tx(raw + patient.sign(raw)).code == Code.MALFORMED

@@ -1,0 +1,105 @@
+"""The node HTTP API on a real `careledger up` process: submit, read, prove, bad input."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+import pytest
+
+from careledger.chain.block import BlockHeader
+from careledger.chain.tx import Tx
+from careledger.crypto.hashing import sha256
+from careledger.crypto.keyfile import KeyFile
+from careledger.crypto.keys import Identity
+from careledger.crypto.merkle import InclusionProof, verify_inclusion
+from careledger.wallet.node_client import NodeClient, NodeError, Signer
+from conftest import NodeProcess
+
+
+def test_a_committed_transaction_is_provable_from_its_block_header(node: NodeProcess) -> None:
+    client = NodeClient(node.url)
+    patient = Identity.generate()
+    signer = Signer(client, patient.did, patient)
+    result = signer.send("identity/register_patient", {"encryption_key": "66" * 32})
+    assert result["code"] == 0 and result["height"] >= 1
+
+    found = client.transaction(result["hash"])
+    raw = bytes.fromhex(found["tx"])
+    header = BlockHeader.from_json(found["header"])
+    proof = InclusionProof.from_json(found["proof"])
+    assert proof.leaf == sha256(raw)
+    assert verify_inclusion(proof, bytes.fromhex(header.data_hash))
+    assert client.block(header.height)["hash"] == header.hash().hex()
+    assert client.query("identity/identity", did=patient.did)["kind"] == "patient"
+    status = client.status()
+    assert status["height"] >= header.height and status["consensus"] == "solo"
+
+
+def test_the_organisation_key_written_on_first_start_can_act_at_once(node: NodeProcess) -> None:
+    client = NodeClient(node.url)
+    org = KeyFile.load(node.data_dir / "keys" / "organisation.json")
+    doctor = Identity.generate()
+    Signer(client, org.did, org.identity).send(
+        "identity/register_practitioner",
+        {"did": doctor.did, "encryption_key": doctor.encryption_public.hex(), "name": "Dr. B"},
+    )
+    staff = client.query("identity/practitioners", org=org.did)
+    assert [p["did"] for p in staff] == [doctor.did]
+
+
+def test_bad_input_gets_clear_errors_and_the_node_keeps_serving(node: NodeProcess) -> None:
+    client = NodeClient(node.url)
+    http = httpx.Client(base_url=node.url)
+    patient = Identity.generate()
+    good = Tx(
+        client.status()["chain_id"],
+        "identity/register_patient",
+        patient.did,
+        1,
+        {"encryption_key": "77" * 32},
+    ).sign(patient)
+    client.submit(good, wait=True)
+
+    with pytest.raises(NodeError) as replay:
+        client.submit(good)
+    assert (replay.value.status, replay.value.code) == (400, "replay")
+
+    def post(body: bytes) -> httpx.Response:
+        return http.post("/tx", content=body, headers={"content-type": "application/json"})
+
+    for body, status, code in [
+        (b"not json", 400, "malformed"),
+        (b"[]", 400, "malformed"),
+        (b'{"tx": 5}', 400, "malformed"),
+        (b'{"tx": "%%%"}', 400, "malformed"),
+        (b'{"tx": "' + base64.b64encode(b"x" * 70_000) + b'"}', 413, "oversized"),
+        (b'{"tx": "' + base64.b64encode(b"{}" + b"0" * 64) + b'"}', 400, "malformed"),
+    ]:
+        response = post(body)
+        assert response.status_code == status, body[:30]
+        assert response.json()["error"]["code"] == code
+
+    assert http.get("/blocks/999999").status_code == 404
+    assert http.get("/blocks/abc").json()["error"]["code"] == "malformed"
+    assert http.get("/txs/00").status_code == 400
+    assert http.get("/txs/" + "00" * 32).status_code == 404
+    assert http.get("/query/identity/identity", params={"did": "nobody"}).status_code == 404
+    assert http.get("/query/identity/identity").json()["error"]["code"] == "malformed"
+    assert http.get("/nowhere").status_code == 404
+    assert client.status()["height"] >= 1  # still serving
+
+
+def test_a_batch_of_submissions_is_answered_one_by_one(node: NodeProcess) -> None:
+    client = NodeClient(node.url)
+    chain_id = client.status()["chain_id"]
+    patients = [Identity.generate() for _ in range(20)]
+    txs = [
+        Tx(chain_id, "identity/register_patient", p.did, 1, {"encryption_key": "88" * 32}).sign(p)
+        for p in patients
+    ]
+    results = client.submit_many([*txs, txs[0]], wait=True)
+    assert [r["code"] for r in results[:-1]] == [0] * 20
+    assert results[-1]["check_code"] == 6  # the duplicate is a replay
+    for p in patients[:3]:
+        assert client.query("identity/identity", did=p.did)["did"] == p.did

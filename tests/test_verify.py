@@ -1,0 +1,165 @@
+"""`careledger verify`: passes on an honest data directory, names any single changed byte."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from careledger.chain.tx import Tx
+from careledger.crypto.keyfile import KeyFile
+from careledger.crypto.keys import Identity
+from careledger.node.datadir import initialise
+from careledger.node.embedded import EmbeddedNode
+from conftest import careledger_command
+
+
+@pytest.fixture(scope="module")
+def honest_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data directory with a few blocks of real transactions, made by the embedded node."""
+    root = tmp_path_factory.mktemp("honest") / "data"
+    org = initialise(root)
+    node = EmbeddedNode(root)
+    chain_id = node.app.chain_id
+
+    async def fill() -> None:
+        for block in range(4):
+            for _ in range(5):
+                patient = Identity.generate()
+                raw = Tx(
+                    chain_id,
+                    "identity/register_patient",
+                    patient.did,
+                    1,
+                    {"encryption_key": patient.encryption_public.hex()},
+                ).sign(patient)
+                await node.producer.submit(raw, wait=False)
+            doctor = Identity.generate()
+            reg = Tx(
+                chain_id,
+                "identity/register_practitioner",
+                org.did,
+                block + 1,
+                {"did": doctor.did, "encryption_key": doctor.encryption_public.hex()},
+            ).sign(org.identity)
+            await node.producer.submit(reg, wait=False)
+            node.producer.produce_block()
+
+    asyncio.run(fill())
+    node.close()
+    return root
+
+
+def run_verify(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*careledger_command(), "verify", "--data-dir", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def tampered_copy(honest: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "data"
+    shutil.copytree(honest, copy)
+    return copy
+
+
+PRIMARY_KEYS = {"blocks": "height", "txs": "height, idx", "state": "key", "commits": "height"}
+
+
+def flip_byte(db_path: Path, table: str, column: str, rng: random.Random) -> str:
+    """Change one bit of one byte of one row's column; says which."""
+    keys = PRIMARY_KEYS[table]
+    where = " AND ".join(f"{k.strip()} = ?" for k in keys.split(","))
+    db = sqlite3.connect(db_path)
+    *key, value = rng.choice(db.execute(f"SELECT {keys}, {column} FROM {table}").fetchall())
+    data = bytearray(value)
+    position = rng.randrange(len(data))
+    data[position] ^= 1 << rng.randrange(8)
+    db.execute(f"UPDATE {table} SET {column} = ? WHERE {where}", (bytes(data), *key))
+    db.commit()
+    db.close()
+    return f"{table}.{column} byte {position}"
+
+
+def test_verify_passes_on_an_honest_data_directory(honest_dir: Path) -> None:
+    result = run_verify(honest_dir)
+    assert result.returncode == 0, result.stderr
+    assert "OK: 4 blocks, 24 transactions" in result.stdout
+
+
+TARGETS = [
+    ("blocks.sqlite", "blocks", "header"),
+    ("blocks.sqlite", "blocks", "hash"),
+    ("blocks.sqlite", "txs", "raw"),
+    ("state.sqlite", "state", "value"),
+    ("state.sqlite", "state", "key"),
+    ("state.sqlite", "commits", "app_hash"),
+]
+
+
+@pytest.mark.parametrize(("db", "table", "column"), TARGETS)
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_verify_names_a_single_changed_byte(
+    honest_dir: Path, tmp_path: Path, db: str, table: str, column: str, seed: int
+) -> None:
+    root = tampered_copy(honest_dir, tmp_path)
+    changed = flip_byte(root / db, table, column, random.Random(seed))
+    result = run_verify(root)
+    assert result.returncode == 1, f"{changed} went unnoticed: {result.stdout}"
+    assert "verification failed:" in result.stderr
+    expected = "state" if db == "state.sqlite" else "block"
+    assert expected in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_verify_refuses_a_directory_that_is_not_a_node(tmp_path: Path) -> None:
+    result = run_verify(tmp_path)
+    assert result.returncode == 1
+    assert "not a CareLedger data directory" in result.stderr
+
+
+def test_key_file_readable_by_others_is_refused_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "key.json"
+    KeyFile("did:key:zX", "patient", Identity.generate()).save(path)
+    path.chmod(0o644)
+    result = subprocess.run(
+        [*careledger_command(), "keys", "show", str(path)], capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert "chmod 600" in result.stderr and "Traceback" not in result.stderr
+    path.chmod(0o600)
+    path.write_text('{"version": 1, "kind": "patient"}')
+    result = subprocess.run(
+        [*careledger_command(), "keys", "show", str(path)], capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert "malformed" in result.stderr
+
+
+def test_keys_new_then_recover_gives_the_same_did(tmp_path: Path) -> None:
+    made = subprocess.run(
+        [*careledger_command(), "keys", "new", "--out", str(tmp_path / "a.json")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = made.stdout.splitlines()
+    phrase = lines[lines.index("Recovery phrase (write it down; it is shown only now):") + 1]
+    subprocess.run(
+        [*careledger_command(), "keys", "recover", "--out", str(tmp_path / "b.json")],
+        input=phrase + "\n",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    a = KeyFile.load(tmp_path / "a.json")
+    b = KeyFile.load(tmp_path / "b.json")
+    assert a.did == b.did
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o600
