@@ -1,0 +1,248 @@
+"""Record envelope: seal/open round trips on real Synthea data, and every way it must fail."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import rfc8785
+
+from careledger.crypto.envelope import (
+    BindingMismatch,
+    CommitmentMismatch,
+    DecryptionError,
+    InvalidBinding,
+    MalformedBlob,
+    NotCanonicalisable,
+    RecordBinding,
+    WrappedKey,
+    canonical_json,
+    open_record,
+    pack_record_blob,
+    seal_record,
+    unpack_record_blob,
+    verify_commitment,
+)
+from careledger.crypto.scopekeys import (
+    ScopePublic,
+    derive_scope_key,
+    unwrap_data_key,
+    wrap_to_scope,
+)
+
+SYNTHEA = Path("/work/shared/data/synthea-r4")
+SMALL_BUNDLES = [
+    "Jesus_Alvarez_c0580b5a-6fc2-4b72-b691-57a71afb5597.json",
+    "Delbert_Williamson_61d8af4e-34ee-4e65-a055-db3806a0bcc2.json",
+]
+PATIENT = "pseudonym-8f3a"
+
+
+def bundle_resources(name: str) -> list[dict[str, Any]]:
+    bundle = orjson.loads((SYNTHEA / name).read_bytes())
+    return [entry["resource"] for entry in bundle["entry"]]
+
+
+def binding_of(resource: dict[str, Any], version: int = 1) -> RecordBinding:
+    return RecordBinding(PATIENT, resource["resourceType"], resource["id"], version)
+
+
+@pytest.fixture(scope="module")
+def resources() -> list[dict[str, Any]]:
+    return [r for name in SMALL_BUNDLES for r in bundle_resources(name)]
+
+
+@pytest.fixture(scope="module")
+def observation(resources: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(r for r in resources if r["resourceType"] == "Observation")
+
+
+def test_every_resource_of_two_bundles_round_trips(resources: list[dict[str, Any]]) -> None:
+    started = time.perf_counter()
+    sealed = [(r, seal_record(r, binding_of(r))) for r in resources]
+    sealing = time.perf_counter() - started
+    started = time.perf_counter()
+    for resource, record in sealed:
+        opened = open_record(record.ciphertext, record.data_key, binding_of(resource))
+        assert opened.resource() == resource
+        assert opened.commitment == record.commitment
+        verify_commitment(opened.canonical, opened.salt, record.commitment)
+    opening = time.perf_counter() - started
+    print(
+        f"\n{len(sealed)} resources: seal {len(sealed) / sealing:.0f}/s, "
+        f"open+verify {len(sealed) / opening:.0f}/s"
+    )
+
+
+def test_ciphertext_moved_to_another_record_fails(resources: list[dict[str, Any]]) -> None:
+    first, second = resources[1], resources[2]
+    record = seal_record(first, binding_of(first))
+    with pytest.raises(DecryptionError):
+        open_record(record.ciphertext, record.data_key, binding_of(second))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"patient": "pseudonym-other"},
+        {"resource_type": "Condition"},
+        {"resource_id": "another-id"},
+        {"version": 2},
+    ],
+)
+def test_any_binding_field_changed_fails(
+    observation: dict[str, Any], change: dict[str, Any]
+) -> None:
+    record = seal_record(observation, binding_of(observation))
+    fields = {**binding_of(observation).__dict__, **change}
+    with pytest.raises(DecryptionError):
+        open_record(record.ciphertext, record.data_key, RecordBinding(**fields))
+
+
+def test_every_flipped_byte_fails(observation: dict[str, Any]) -> None:
+    record = seal_record(observation, binding_of(observation))
+    for position in range(len(record.ciphertext)):
+        altered = bytearray(record.ciphertext)
+        altered[position] ^= 0x01
+        with pytest.raises(DecryptionError):
+            open_record(bytes(altered), record.data_key, binding_of(observation))
+
+
+def test_wrong_key_and_truncation_fail(observation: dict[str, Any]) -> None:
+    record = seal_record(observation, binding_of(observation))
+    with pytest.raises(DecryptionError):
+        open_record(record.ciphertext, os.urandom(32), binding_of(observation))
+    with pytest.raises(DecryptionError):
+        open_record(record.ciphertext, record.data_key[:16], binding_of(observation))
+    with pytest.raises(DecryptionError):
+        open_record(record.ciphertext[:40], record.data_key, binding_of(observation))
+
+
+def test_sealing_twice_gives_unrelated_outputs(observation: dict[str, Any]) -> None:
+    a = seal_record(observation, binding_of(observation))
+    b = seal_record(observation, binding_of(observation))
+    assert a.data_key != b.data_key and a.salt != b.salt
+    assert a.ciphertext != b.ciphertext and a.commitment != b.commitment
+
+
+def test_commitment_rejects_other_content(observation: dict[str, Any]) -> None:
+    record = seal_record(observation, binding_of(observation))
+    altered = canonical_json({**observation, "status": "amended"})
+    with pytest.raises(CommitmentMismatch):
+        verify_commitment(altered, record.salt, record.commitment)
+    with pytest.raises(CommitmentMismatch):
+        verify_commitment(canonical_json(observation), os.urandom(32), record.commitment)
+
+
+def test_keys_never_appear_in_repr(observation: dict[str, Any]) -> None:
+    record = seal_record(observation, binding_of(observation))
+    assert record.data_key.hex() not in repr(record) and "data_key" not in repr(record)
+
+
+def test_resource_must_match_its_binding(observation: dict[str, Any]) -> None:
+    with pytest.raises(BindingMismatch, match="resourceType"):
+        seal_record(observation, RecordBinding(PATIENT, "Condition", observation["id"], 1))
+    with pytest.raises(BindingMismatch, match="id"):
+        seal_record(observation, RecordBinding(PATIENT, "Observation", "other", 1))
+    versioned = {**observation, "meta": {"versionId": "3"}}
+    with pytest.raises(BindingMismatch, match="versionId"):
+        seal_record(versioned, binding_of(observation, version=2))
+    seal_record(versioned, binding_of(observation, version=3))
+
+
+@pytest.mark.parametrize(
+    ("patient", "resource_type", "resource_id", "version"),
+    [
+        ("", "Observation", "a", 1),
+        ("p\x00", "Observation", "a", 1),
+        ("p", "observation", "a", 1),
+        ("p", "Observation", "../etc", 1),
+        ("p", "Observation", "x" * 65, 1),
+        ("p", "Observation", "a", 0),
+        ("p", "Observation", "a", 2**32),
+        ("p", "Observation", "a", True),
+    ],
+)
+def test_ambiguous_bindings_are_refused(
+    patient: str, resource_type: str, resource_id: str, version: int
+) -> None:
+    with pytest.raises(InvalidBinding):
+        RecordBinding(patient, resource_type, resource_id, version)
+
+
+def test_canonical_json_is_rfc8785_on_all_synthea_resources() -> None:
+    for path in sorted(SYNTHEA.glob("*.json")):
+        for entry in orjson.loads(path.read_bytes())["entry"]:
+            assert canonical_json(entry["resource"]) == rfc8785.dumps(entry["resource"])
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"valueDecimal": 1.0},
+        {"v": -0.0},
+        {"v": 123456789012.0},
+        {"v": [0.1, 1e21, 1e-7, 5e-324, 72.5]},
+        {"\ue000": 1, "\U0001f600": 2},
+        {"s": "\x01\x1f\x7f\u2028 é ✓"},
+        {"n": 2**53 - 1, "b": [True, False, None]},
+    ],
+)
+def test_canonical_json_edge_cases_match_the_reference(value: Any) -> None:
+    assert canonical_json(value) == rfc8785.dumps(value)
+
+
+@pytest.mark.parametrize("value", [{"n": 2**53}, {"f": float("nan")}, {"d": object()}, {1: 2}])
+def test_values_without_canonical_form_are_refused(value: Any) -> None:
+    with pytest.raises(NotCanonicalisable):
+        canonical_json(value)
+
+
+def test_record_blob_round_trip_and_malformed_headers() -> None:
+    keys = [WrappedKey("scope/clinical/0", b"k" * 80), WrappedKey("did:key:zTest", b"w" * 80)]
+    blob = pack_record_blob(keys, b"\x01ciphertext")
+    parsed = unpack_record_blob(blob)
+    assert parsed.wrapped_keys == tuple(keys) and parsed.ciphertext == b"\x01ciphertext"
+    assert parsed.key_for("did:key:zTest") == b"w" * 80
+    for bad in (b"", b"XXXX\x01", blob[:10], blob[: len(blob) - len(b"\x01ciphertext")]):
+        with pytest.raises(MalformedBlob):
+            unpack_record_blob(bad)
+
+
+def test_storage_is_under_half_the_json_size() -> None:
+    """Bytes stored (record blob: wrapped key + ciphertext) per byte of Synthea JSON."""
+    scope = derive_scope_key(os.urandom(32), "clinical", 0)
+    public = ScopePublic(scope.scope, scope.epoch, scope.public_bytes)
+    file_bytes = compact_bytes = stored = 0
+    for path in sorted(SYNTHEA.glob("[A-Z]*.json")):
+        raw = path.read_bytes()
+        bundle = orjson.loads(raw)
+        file_bytes += len(raw)
+        compact_bytes += len(orjson.dumps(bundle))
+        for entry in bundle["entry"]:
+            resource = entry["resource"]
+            binding = RecordBinding("p" * 43, resource["resourceType"], resource["id"], 1)
+            record = seal_record(resource, binding)
+            wrapped = wrap_to_scope(record.data_key, binding, public)
+            stored += len(pack_record_blob([wrapped], record.ciphertext))
+    print(
+        f"\nstored/JSON file {stored / file_bytes:.3f}, "
+        f"stored/compact JSON {stored / compact_bytes:.3f}"
+    )
+    assert stored / file_bytes < 0.5
+    assert stored / compact_bytes < 0.55
+
+
+def test_full_path_seal_wrap_pack_unpack_unwrap_open(observation: dict[str, Any]) -> None:
+    scope = derive_scope_key(os.urandom(32), "diagnostics", 4)
+    public = ScopePublic(scope.scope, scope.epoch, scope.public_bytes)
+    binding = binding_of(observation)
+    record = seal_record(observation, binding)
+    blob = pack_record_blob([wrap_to_scope(record.data_key, binding, public)], record.ciphertext)
+    parsed = unpack_record_blob(blob)
+    data_key = unwrap_data_key(parsed.wrapped_keys[0], binding, scope)
+    assert open_record(parsed.ciphertext, data_key, binding).resource() == observation

@@ -1,0 +1,177 @@
+"""Scope keys, data-key wrapping and scope-key grants."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from careledger.crypto.envelope import RecordBinding, WrappedKey
+from careledger.crypto.scopekeys import (
+    _SUITE,
+    DEFAULT_SCOPE,
+    SCOPES,
+    WRAPPED_DATA_KEY_SIZE,
+    ScopePublic,
+    UnwrapError,
+    _hpke_seal_with_ephemeral,
+    derive_scope_key,
+    scope_for,
+    unwrap_data_key,
+    unwrap_scope_key,
+    wrap_data_key,
+    wrap_scope_key,
+    wrap_to_scope,
+)
+
+ROOT = os.urandom(32)
+BINDING = RecordBinding("pseudonym-1", "Observation", "obs-1", 1)
+GRANTEE = "did:key:z6MkOrganisationForTests"
+
+
+def public_of(scope: str = "clinical", epoch: int = 0) -> ScopePublic:
+    pair = derive_scope_key(ROOT, scope, epoch)
+    return ScopePublic(scope, epoch, pair.public_bytes)
+
+
+def test_derivation_is_deterministic_and_separates_scopes_and_epochs() -> None:
+    same = derive_scope_key(ROOT, "clinical", 0)
+    assert same.private_bytes() == derive_scope_key(ROOT, "clinical", 0).private_bytes()
+    others = {
+        derive_scope_key(ROOT, "clinical", 1).public_bytes,
+        derive_scope_key(ROOT, "medications", 0).public_bytes,
+        derive_scope_key(os.urandom(32), "clinical", 0).public_bytes,
+    }
+    assert same.public_bytes not in others and len(others) == 3
+    assert same.recipient == "scope/clinical/0"
+
+
+@pytest.mark.parametrize(("scope", "epoch"), [("", 0), ("a/b", 0), ("x", -1), ("x", 2**32)])
+def test_bad_scope_names_and_epochs_are_refused(scope: str, epoch: int) -> None:
+    with pytest.raises(ValueError):
+        derive_scope_key(ROOT, scope, epoch)
+
+
+def test_wrap_and_unwrap_a_data_key() -> None:
+    data_key = os.urandom(32)
+    wrapped = wrap_to_scope(data_key, BINDING, public_of())
+    assert wrapped.recipient == "scope/clinical/0"
+    assert len(wrapped.wrapped) == WRAPPED_DATA_KEY_SIZE
+    assert unwrap_data_key(wrapped, BINDING, derive_scope_key(ROOT, "clinical", 0)) == data_key
+
+
+def test_unwrap_fails_with_another_scope_epoch_record_or_label() -> None:
+    wrapped = wrap_to_scope(os.urandom(32), BINDING, public_of())
+    with pytest.raises(UnwrapError):
+        unwrap_data_key(wrapped, BINDING, derive_scope_key(ROOT, "clinical", 1))
+    with pytest.raises(UnwrapError):
+        unwrap_data_key(
+            wrapped,
+            RecordBinding("pseudonym-1", "Observation", "obs-1", 2),
+            derive_scope_key(ROOT, "clinical", 0),
+        )
+    relabelled = WrappedKey("scope/clinical/7", wrapped.wrapped)
+    with pytest.raises(UnwrapError):
+        unwrap_data_key(relabelled, BINDING, derive_scope_key(ROOT, "clinical", 0))
+
+
+def test_unwrap_fails_on_any_flipped_byte() -> None:
+    wrapped = wrap_to_scope(os.urandom(32), BINDING, public_of())
+    key = derive_scope_key(ROOT, "clinical", 0)
+    for position in range(len(wrapped.wrapped)):
+        altered = bytearray(wrapped.wrapped)
+        altered[position] ^= 0x80
+        with pytest.raises(UnwrapError):
+            unwrap_data_key(WrappedKey(wrapped.recipient, bytes(altered)), BINDING, key)
+
+
+def test_direct_recipient_wrap_with_raw_public_key() -> None:
+    org = X25519PrivateKey.generate()
+    data_key = os.urandom(32)
+    wrapped = wrap_data_key(data_key, BINDING, GRANTEE, org.public_key().public_bytes_raw())
+    assert unwrap_data_key(wrapped, BINDING, org) == data_key
+
+
+def test_grant_gives_the_grantee_the_scope_key() -> None:
+    scope_key = derive_scope_key(ROOT, "diagnostics", 2)
+    org = X25519PrivateKey.generate()
+    sealed = wrap_scope_key(scope_key, "pseudonym-1", GRANTEE, org.public_key())
+    public = ScopePublic("diagnostics", 2, scope_key.public_bytes)
+    granted = unwrap_scope_key(sealed, "pseudonym-1", public, GRANTEE, org)
+    assert granted.private_bytes() == scope_key.private_bytes()
+    # With the granted key the organisation opens records wrapped to that scope.
+    data_key = os.urandom(32)
+    wrapped = wrap_to_scope(data_key, BINDING, public)
+    assert unwrap_data_key(wrapped, BINDING, granted) == data_key
+
+
+def test_grant_fails_for_another_grantee_patient_or_scope() -> None:
+    scope_key = derive_scope_key(ROOT, "diagnostics", 2)
+    org = X25519PrivateKey.generate()
+    sealed = wrap_scope_key(scope_key, "pseudonym-1", GRANTEE, org.public_key())
+    public = ScopePublic("diagnostics", 2, scope_key.public_bytes)
+    with pytest.raises(UnwrapError):
+        unwrap_scope_key(sealed, "pseudonym-1", public, GRANTEE, X25519PrivateKey.generate())
+    with pytest.raises(UnwrapError):
+        unwrap_scope_key(sealed, "pseudonym-2", public, GRANTEE, org)
+    with pytest.raises(UnwrapError):
+        unwrap_scope_key(sealed, "pseudonym-1", public, "did:key:zSomeoneElse", org)
+    with pytest.raises(UnwrapError):
+        unwrap_scope_key(
+            sealed,
+            "pseudonym-1",
+            ScopePublic("diagnostics", 3, scope_key.public_bytes),
+            GRANTEE,
+            org,
+        )
+
+
+def test_grant_of_a_key_that_is_not_the_published_one_is_refused() -> None:
+    impostor = derive_scope_key(os.urandom(32), "clinical", 0)
+    org = X25519PrivateKey.generate()
+    sealed = wrap_scope_key(impostor, "pseudonym-1", GRANTEE, org.public_key())
+    with pytest.raises(UnwrapError, match="public key"):
+        unwrap_scope_key(sealed, "pseudonym-1", public_of(), GRANTEE, org)
+
+
+def test_scope_mapping_covers_synthea_types_and_has_a_default() -> None:
+    expected = {
+        "Observation": "diagnostics", "DiagnosticReport": "diagnostics",
+        "ImagingStudy": "diagnostics", "Condition": "clinical", "Procedure": "clinical",
+        "CarePlan": "clinical", "Goal": "clinical", "AllergyIntolerance": "clinical",
+        "MedicationRequest": "medications", "Immunization": "medications",
+        "Claim": "financial", "ExplanationOfBenefit": "financial",
+        "Patient": "administrative", "Encounter": "administrative",
+    }  # fmt: skip
+    assert {t: scope_for(t) for t in expected} == expected
+    assert scope_for("SomeFutureResource") == DEFAULT_SCOPE
+    assert DEFAULT_SCOPE in SCOPES
+
+
+# RFC 9180 Appendix A.1.1 (DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-128-GCM), sequence 0.
+RFC9180_A1 = {
+    "skEm": "52c4a758a802cd8b936eceea314432798d5baf2d7e9235dc084ab1b9cfa2f736",
+    "pkRm": "3948cfe0ad1ddb695d780e59077195da6c56506b027329794ab02bca80815c4d",
+    "info": "4f6465206f6e2061204772656369616e2055726e",
+    "enc": "37fda3567bdbd628e88668c3c8d7e97d1d1253b6d4ea6d44c150f741f1bf4431",
+    "ct": "f938558b5d72f1a23810b4be2ab4f84331acc02fc97babc53a52ae8218a355a9"
+    "6d8770ac83d07bea87e13c512a",
+}
+
+
+def test_internal_hpke_reproduces_rfc9180_a1() -> None:
+    v = {k: bytes.fromhex(x) for k, x in RFC9180_A1.items()}
+    out = _hpke_seal_with_ephemeral(
+        v["pkRm"], v["info"], b"Beauty is truth, truth beauty", v["skEm"],
+        aad=b"Count-0", aead_id=0x0001,
+    )  # fmt: skip
+    assert out == v["enc"] + v["ct"]
+
+
+def test_internal_hpke_and_cryptography_hpke_agree() -> None:
+    recipient = X25519PrivateKey.generate()
+    ours = _hpke_seal_with_ephemeral(
+        recipient.public_key().public_bytes_raw(), b"info", b"payload", os.urandom(32)
+    )
+    assert _SUITE.decrypt(ours, recipient, b"info") == b"payload"
