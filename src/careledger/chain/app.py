@@ -8,7 +8,8 @@ randomness: block height and time come from the driver.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,13 +78,48 @@ class QueryResult:
     height: int = 0
 
 
+@dataclass(frozen=True)
+class CommittedBlock:
+    """What a commit listener is told: the height and each transaction's result."""
+
+    height: int
+    tx_results: list[TxResult]
+
+
+CommitListener = Callable[[CommittedBlock], None]
+
+
 @dataclass
 class _PendingBlock:
     height: int
     app_hash: bytes
     changes_hash: bytes
     state: Overlay
-    meta: dict[str, str] = field(default_factory=dict)
+    tx_results: list[TxResult] = field(default_factory=list)
+
+
+class DecodeCache:
+    """Transactions decoded by check_tx, kept for the block that will carry them.
+
+    The bytes are the key, so a block's copy is decoded from the very bytes it holds.
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._by_raw: OrderedDict[bytes, SignedTx] = OrderedDict()
+        self._capacity = capacity
+
+    def decode(self, raw: bytes) -> SignedTx:
+        found = self._by_raw.get(raw)
+        if found is None:
+            found = decode_tx(raw)
+            self._by_raw[raw] = found
+            if len(self._by_raw) > self._capacity:
+                self._by_raw.popitem(last=False)
+        return found
+
+    def pop(self, raw: bytes) -> SignedTx:
+        found = self._by_raw.pop(raw, None)
+        return found if found is not None else decode_tx(raw)
 
 
 class Application:
@@ -91,14 +127,27 @@ class Application:
         self.store = store
         self._modules = {m.name: m for m in modules}
         self._signatures = auth.SignatureCache()
+        self._decoded = DecodeCache()
         self._check_state = Overlay(store)  # mempool view: committed state + accepted txs
         self._pending: _PendingBlock | None = None
+        self._chain_id = ""
+        self._listeners: list[CommitListener] = []
+
+    def on_commit(self, listener: CommitListener) -> None:
+        """Call `listener` after each commit, outside the state machine.
+
+        This is how a node acts on what the chain decided (fetching or erasing blobs), under
+        either driver. Listeners must not raise; what they do never changes the state.
+        """
+        self._listeners.append(listener)
 
     # --- ABCI: info and genesis -----------------------------------------------------------
 
     @property
     def chain_id(self) -> str:
-        return self.store.get_meta("chain_id") or ""
+        if not self._chain_id:
+            self._chain_id = self.store.get_meta("chain_id") or ""
+        return self._chain_id
 
     def info(self) -> AppInfo:
         last = self.store.last_commit()
@@ -127,7 +176,7 @@ class Application:
     def check_tx(self, raw: bytes) -> TxResult:
         """Admit a transaction to the mempool: well-formed, signed, fresh nonce, valid payload."""
         try:
-            stx = decode_tx(raw)
+            stx = self._decoded.decode(raw)
             self._validate(stx)
             auth.authenticate(self._check_state, stx, self._signatures)
             nonces = KV(self._check_state, auth.MODULE)
@@ -151,7 +200,7 @@ class Application:
         digest = changes_hash(block_state.changes)
         previous = self.store.last_commit().app_hash
         app_hash = next_app_hash(previous, digest)
-        self._pending = _PendingBlock(ctx.height, app_hash, digest, block_state)
+        self._pending = _PendingBlock(ctx.height, app_hash, digest, block_state, results)
         return FinalizeResult(results, updates, app_hash)
 
     def commit(self) -> None:
@@ -163,13 +212,19 @@ class Application:
             pending.height, pending.app_hash, pending.changes_hash, pending.state.changes
         )
         self._check_state = Overlay(self.store)
+        block = CommittedBlock(pending.height, pending.tx_results)
+        for listener in self._listeners:
+            try:
+                listener(block)
+            except Exception:  # a node-side reaction must never stop the chain
+                log.exception("commit listener failed at height %d", pending.height)
 
     def _deliver(
         self, block_state: Overlay, block: BlockContext, raw: bytes
     ) -> tuple[TxResult, list[ValidatorUpdate]]:
         tx_state = Overlay(block_state)
         try:
-            stx = decode_tx(raw)
+            stx = self._decoded.pop(raw)
             message = self._validate(stx)
             auth.authenticate(block_state, stx, self._signatures)
             nonces = KV(tx_state, auth.MODULE)

@@ -33,8 +33,13 @@ class LastCommit:
 class StateStore:
     """Committed state. Reads see only what the last commit wrote."""
 
+    # Reads of committed state are cached (absent keys too): check_tx and the block that
+    # follows read the same identities and nonces. Commits update the cache in place.
+    CACHE_LIMIT = 500_000
+
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        self._cache: dict[bytes, bytes | None] = {}
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # an acknowledged block survives power loss
@@ -44,8 +49,16 @@ class StateStore:
         self._db.close()
 
     def get(self, key: bytes) -> bytes | None:
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
         row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
-        return None if row is None else bytes(row[0])
+        value = None if row is None else bytes(row[0])
+        if len(self._cache) >= self.CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[key] = value
+        return value
 
     def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Key/value pairs whose key starts with prefix, in key order."""
@@ -95,8 +108,10 @@ class StateStore:
             db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list((meta or {}).items()))
         except BaseException:
             db.execute("ROLLBACK")
+            self._cache.clear()
             raise
         db.execute("COMMIT")
+        self._cache.update(changes)
 
     def all_rows(self) -> Iterator[tuple[bytes, bytes]]:
         return self.iterate(b"")

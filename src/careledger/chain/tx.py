@@ -11,7 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from careledger.chain.codes import Code, TxFailure
-from careledger.crypto.canonical import NotCanonical, canonical_bytes, parse_canonical
+from careledger.crypto.canonical import (
+    NotCanonical,
+    canonical_bytes,
+    contains_float,
+    parse_canonical,
+)
 from careledger.crypto.hashing import sha256
 from careledger.crypto.keys import Identity
 
@@ -83,16 +88,6 @@ def _envelope(value: Any) -> Tx:
         raise TxFailure(Code.MALFORMED, f"nonce must be an integer in 1..{MAX_NONCE}")
     if not isinstance(payload, dict):
         raise TxFailure(Code.MALFORMED, "payload must be an object")
-    if _has_float(payload):
+    if contains_float(payload):
         raise TxFailure(Code.MALFORMED, "payload must not contain floating-point numbers")
     return Tx(chain_id, type_, sender, nonce, payload)
-
-
-def _has_float(value: Any) -> bool:
-    if isinstance(value, float):
-        return True
-    if isinstance(value, dict):
-        return any(_has_float(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_float(v) for v in value)
-    return False

@@ -1,0 +1,68 @@
+"""Helpers shared by the benchmarks: signed load, percentiles, the machine's description."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+from dataclasses import dataclass
+
+from careledger.chain.tx import Tx
+from careledger.crypto.keys import Identity
+
+
+def registrations(chain_id: str, count: int) -> list[bytes]:
+    """`count` patient registrations, each signed by a different sender (many senders)."""
+    txs = []
+    for _ in range(count):
+        patient = Identity.generate()
+        payload = {"encryption_key": patient.encryption_public.hex()}
+        txs.append(Tx(chain_id, "identity/register_patient", patient.did, 1, payload).sign(patient))
+    return txs
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@dataclass(frozen=True)
+class Figures:
+    name: str
+    committed: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def tps(self) -> float:
+        return self.committed / self.seconds
+
+    def row(self) -> str:
+        p50 = percentile(self.latencies, 0.50) * 1000
+        p99 = percentile(self.latencies, 0.99) * 1000
+        mean = statistics.fmean(self.latencies) * 1000 if self.latencies else float("nan")
+        return (
+            f"| {self.name} | {self.committed} | {self.tps:,.0f} | {p50:,.0f} | {p99:,.0f} "
+            f"| {mean:,.0f} |"
+        )
+
+
+HEADER = (
+    "| run | committed txs | committed tx/s | p50 latency ms | p99 latency ms | mean ms |\n"
+    "|---|---|---|---|---|---|"
+)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, {platform.system()}"
