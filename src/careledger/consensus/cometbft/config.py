@@ -1,0 +1,184 @@
+"""CometBFT node settings for a local consortium: the tuned config.toml values and genesis.
+
+`cometbft init` writes a complete config.toml for its version; we change only the keys below,
+in place, so every other default stays CometBFT's own.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from careledger.chain.genesis import Genesis
+
+GENESIS_POWER = 10  # the same power the identity module gives an admitted organisation
+
+
+@dataclass(frozen=True)
+class NetSettings:
+    """The knobs that decide throughput and latency, recorded with every benchmark.
+
+    timeout_commit: how long a node waits after a commit to gather more votes and
+        transactions before the next height; shorter means lower latency, less batching.
+    create_empty_blocks: kept on, so heights advance and a stopped quorum is visible.
+    mempool_size / cache_size: room for a burst of tens of thousands of transactions.
+    flush_throttle: how long p2p messages are held to be batched; CometBFT's 100ms default
+        adds up to that much delay per gossip hop.
+    """
+
+    timeout_commit: str = "300ms"
+    timeout_propose: str = "2s"
+    create_empty_blocks: bool = True
+    create_empty_blocks_interval: str = "1s"
+    mempool_size: int = 100_000
+    mempool_cache_size: int = 200_000
+    mempool_recheck: bool = True
+    flush_throttle: str = "10ms"
+    p2p_rate: int = 20_000_000  # bytes/s each way per peer
+    log_level: str = "state:info,*:error"
+    tx_index: str = "kv"  # needed by the `tx` RPC that gives inclusion proofs
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class NodeAddress:
+    index: int
+    host: str
+    p2p_port: int
+    rpc_port: int
+    api_port: int
+    node_id: str = ""
+
+    @property
+    def rpc_url(self) -> str:
+        return f"http://{self.host}:{self.rpc_port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.api_port}"
+
+    @property
+    def p2p(self) -> str:
+        return f"{self.node_id}@{self.host}:{self.p2p_port}"
+
+
+def node_config_values(
+    node: NodeAddress, peers: list[NodeAddress], proxy_app: str, settings: NetSettings
+) -> dict[tuple[str, str], object]:
+    """(section, key) -> value for one node's config.toml; "" is the top-level section."""
+    others = ",".join(p.p2p for p in peers if p.index != node.index)
+    return {
+        ("", "proxy_app"): proxy_app,
+        ("", "moniker"): f"node{node.index}",
+        ("", "log_level"): settings.log_level,
+        ("rpc", "laddr"): f"tcp://{node.host}:{node.rpc_port}",
+        ("rpc", "max_body_bytes"): 64_000_000,
+        ("rpc", "timeout_broadcast_tx_commit"): "30s",
+        ("p2p", "laddr"): f"tcp://{node.host}:{node.p2p_port}",
+        ("p2p", "external_address"): f"{node.host}:{node.p2p_port}",
+        ("p2p", "persistent_peers"): others,
+        ("p2p", "addr_book_strict"): False,  # peers are on private loopback addresses
+        ("p2p", "allow_duplicate_ip"): True,
+        ("p2p", "pex"): False,  # the peer list is fixed: every validator knows every other
+        ("p2p", "flush_throttle_timeout"): settings.flush_throttle,
+        ("p2p", "send_rate"): settings.p2p_rate,
+        ("p2p", "recv_rate"): settings.p2p_rate,
+        ("mempool", "size"): settings.mempool_size,
+        ("mempool", "cache_size"): settings.mempool_cache_size,
+        ("mempool", "recheck"): settings.mempool_recheck,
+        ("consensus", "timeout_commit"): settings.timeout_commit,
+        ("consensus", "timeout_propose"): settings.timeout_propose,
+        ("consensus", "create_empty_blocks"): settings.create_empty_blocks,
+        ("consensus", "create_empty_blocks_interval"): settings.create_empty_blocks_interval,
+        ("tx_index", "indexer"): settings.tx_index,
+    }
+
+
+def edit_config_toml(path: Path, values: dict[tuple[str, str], object]) -> None:
+    text = path.read_text()
+    for (section, key), value in values.items():
+        text = set_toml_value(text, section, key, value)
+    path.write_text(text)
+
+
+def set_toml_value(text: str, section: str, key: str, value: object) -> str:
+    """Replace `key = ...` inside `[section]` of CometBFT's flat config.toml."""
+    start, end = _section_span(text, section)
+    pattern = re.compile(rf"^{re.escape(key)} = .*$", re.MULTILINE)
+    found = pattern.search(text, start, end)
+    if found is None:
+        raise KeyError(f"config.toml has no {key!r} in section [{section}]")
+    return text[: found.start()] + f"{key} = {_toml(value)}" + text[found.end() :]
+
+
+def _section_span(text: str, section: str) -> tuple[int, int]:
+    headers = list(re.finditer(r"^\[([^\]]+)\]\s*$", text, re.MULTILINE))
+    if not section:
+        return 0, headers[0].start() if headers else len(text)
+    for i, header in enumerate(headers):
+        if header.group(1) == section:
+            end = headers[i + 1].start() if i + 1 < len(headers) else len(text)
+            return header.end(), end
+    raise KeyError(f"config.toml has no section [{section}]")
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# --- keys and genesis ------------------------------------------------------------------------
+
+
+def validator_public_key(home: Path) -> bytes:
+    """The raw Ed25519 public key of a node's priv_validator_key.json."""
+    data = orjson.loads((home / "config" / "priv_validator_key.json").read_bytes())
+    return base64.b64decode(data["pub_key"]["value"])
+
+
+def node_id(home: Path) -> str:
+    """CometBFT's node id: the first 20 bytes of SHA-256 of the node key's public half, hex."""
+    data = orjson.loads((home / "config" / "node_key.json").read_bytes())
+    public = base64.b64decode(data["priv_key"]["value"])[32:]
+    return hashlib.sha256(public).digest()[:20].hex()
+
+
+def validator_address(public_key: bytes) -> str:
+    return hashlib.sha256(public_key).digest()[:20].hex().upper()
+
+
+def cometbft_genesis(template: dict[str, Any], genesis: Genesis) -> dict[str, Any]:
+    """CometBFT's genesis.json: our genesis as its app_state, founders as its validators."""
+    validators = [
+        {
+            "address": validator_address(key),
+            "pub_key": {
+                "type": "tendermint/PubKeyEd25519",
+                "value": base64.b64encode(key).decode(),
+            },
+            "power": str(GENESIS_POWER),
+            "name": org.name,
+        }
+        for org in genesis.organisations
+        if (key := bytes.fromhex(org.validator_pub_key))
+    ]
+    return {
+        **template,
+        "genesis_time": genesis.genesis_time,
+        "chain_id": genesis.chain_id,
+        "initial_height": "1",
+        "validators": validators,
+        "app_hash": "",
+        "app_state": orjson.loads(genesis.to_json()),
+    }

@@ -1,0 +1,119 @@
+"""One network node's application process: the ABCI server and the node HTTP API together.
+
+`python -m careledger.consensus.cometbft.nodeproc --node-dir DIR` reads DIR/node.json
+(written by localnet) and serves until SIGTERM. CometBFT runs beside it as its own process
+and connects to the ABCI socket; the node API reads blocks and proofs from CometBFT's RPC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import uvicorn
+
+from careledger.chain.app import Application
+from careledger.chain.store import StateStore
+from careledger.consensus.cometbft.driver import CometDriver
+from careledger.consensus.cometbft.rpc import CometRpc
+from careledger.consensus.cometbft.server import AbciHandler, AbciServer, Recorder
+from careledger.node.api import create_node_api
+from careledger.node.datadir import DataDir
+
+RECORD_ENV = "CARELEDGER_ABCI_RECORD"  # a file to append every ABCI frame to (test vectors)
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    node_dir: Path
+    index: int
+    abci_address: str
+    api_host: str
+    api_port: int
+    rpc_url: str
+    peer_api_urls: tuple[str, ...]
+
+    @property
+    def app_dir(self) -> Path:
+        return self.node_dir / "app"
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "index": self.index,
+                "abci_address": self.abci_address,
+                "api_host": self.api_host,
+                "api_port": self.api_port,
+                "rpc_url": self.rpc_url,
+                "peer_api_urls": list(self.peer_api_urls),
+            },
+            option=orjson.OPT_INDENT_2,
+        )
+
+    @classmethod
+    def load(cls, node_dir: Path) -> NodeConfig:
+        data: dict[str, Any] = orjson.loads((node_dir / "node.json").read_bytes())
+        return cls(
+            node_dir=node_dir,
+            index=int(data["index"]),
+            abci_address=str(data["abci_address"]),
+            api_host=str(data["api_host"]),
+            api_port=int(data["api_port"]),
+            rpc_url=str(data["rpc_url"]),
+            peer_api_urls=tuple(str(u) for u in data["peer_api_urls"]),
+        )
+
+
+async def run_node(config: NodeConfig) -> None:
+    data = DataDir(config.app_dir)
+    store = StateStore(data.state)
+    app = Application(store)
+    handler = AbciHandler(app)
+    server = AbciServer(handler, _recorder_from_env())
+    rpc = CometRpc(config.rpc_url)
+    driver = CometDriver(app, rpc)
+    handler.listeners.append(driver.on_commit)
+    await server.start(config.abci_address)
+    api = create_node_api(driver)
+    web = uvicorn.Server(
+        uvicorn.Config(
+            api, host=config.api_host, port=config.api_port, log_level="warning", access_log=False
+        )
+    )
+    try:
+        await web.serve()
+    finally:
+        await server.close()
+        await rpc.close()
+        store.close()
+
+
+def _recorder_from_env() -> Recorder | None:
+    path = os.environ.get(RECORD_ENV)
+    if not path:
+        return None
+    sink = open(path, "ab")  # noqa: SIM115 - open for the life of the process
+
+    def record(direction: str, body: bytes) -> None:
+        sink.write(orjson.dumps({"dir": direction, "hex": body.hex()}) + b"\n")
+        sink.flush()
+
+    return record
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--node-dir", type=Path, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(run_node(NodeConfig.load(args.node_dir)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,287 @@
+"""The ABCI socket server: CometBFT's four connections driving one Application.
+
+CometBFT opens four connections (consensus, mempool, query, snapshot) and sends requests on
+each, followed now and then by a Flush that asks for the buffered answers. Answers go back in
+request order on each connection. All four share one event loop and the Application's calls
+are synchronous, so the application sees one call at a time, as CometBFT's own socket server
+guarantees with its mutex.
+
+Any exception while answering becomes a ResponseException on that connection (CometBFT then
+stops, which is right: the application failed), and never takes the server down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from careledger.chain.app import Application, BlockContext, FinalizeResult, TxResult
+from careledger.chain.codes import TxFailure
+from careledger.chain.genesis import Genesis
+from careledger.chain.modules.base import Event
+from careledger.chain.tx import decode_tx
+from careledger.consensus.cometbft import messages as m
+from careledger.consensus.cometbft.codec import (
+    FrameReader,
+    decode_request,
+    encode_response,
+    frame,
+)
+from careledger.consensus.cometbft.protowire import encode_uvarint
+
+log = logging.getLogger(__name__)
+
+APP_VERSION = 1
+READ_CHUNK = 1 << 20
+# Answers are flushed on Flush; past this much buffered output they are sent anyway.
+WRITE_HIGH_WATER = 1 << 20
+
+
+@dataclass(frozen=True)
+class CommittedBlock:
+    """What a commit made final, for listeners in the same process (the node API, blobs)."""
+
+    height: int
+    time_ns: int
+    txs: list[bytes]
+    results: list[TxResult]
+
+
+BlockListener = Callable[[CommittedBlock], None]
+Recorder = Callable[[str, bytes], None]  # ("request" | "response", frame body)
+
+
+class AbciHandler:
+    """Turns each decoded ABCI request into its response by calling the Application."""
+
+    def __init__(self, app: Application) -> None:
+        self.app = app
+        self.listeners: list[BlockListener] = []
+        self._finalized: tuple[CommittedBlock, FinalizeResult] | None = None
+
+    def handle(self, request: Any) -> Any:
+        method = getattr(self, "on_" + type(request).__name__.removeprefix("Request"), None)
+        if method is None:
+            return m.ResponseException(f"unsupported request {type(request).__name__}")
+        try:
+            return method(request)
+        except Exception as exc:  # the server must survive whatever the application raises
+            log.exception("ABCI %s failed", type(request).__name__)
+            return m.ResponseException(f"{type(exc).__name__}: {exc}")
+
+    # --- connection-level ------------------------------------------------------------------
+
+    def on_Echo(self, req: m.RequestEcho) -> m.ResponseEcho:
+        return m.ResponseEcho(req.message)
+
+    def on_Flush(self, req: m.RequestFlush) -> m.ResponseFlush:
+        return m.ResponseFlush()
+
+    # --- info and genesis ------------------------------------------------------------------
+
+    def on_Info(self, req: m.RequestInfo) -> m.ResponseInfo:
+        """Last committed height and app hash: CometBFT replays any block the app lacks."""
+        info = self.app.info()
+        return m.ResponseInfo(
+            data="careledger",
+            version="careledger/1",
+            app_version=APP_VERSION,
+            last_block_height=info.last_height,
+            last_block_app_hash=info.last_app_hash,
+        )
+
+    def on_InitChain(self, req: m.RequestInitChain) -> m.ResponseInitChain:
+        genesis = Genesis.from_json(req.app_state_bytes)
+        if genesis.chain_id != req.chain_id:
+            raise ValueError(f"app_state is for chain {genesis.chain_id!r}, not {req.chain_id!r}")
+        _check_genesis_validators(genesis, req.validators)
+        # Empty validators in the answer keep CometBFT's genesis set, which we just checked.
+        return m.ResponseInitChain(app_hash=self.app.init_chain(genesis))
+
+    # --- mempool and queries ---------------------------------------------------------------
+
+    def on_CheckTx(self, req: m.RequestCheckTx) -> m.ResponseCheckTx:
+        result = self.app.check_tx(req.tx)
+        return m.ResponseCheckTx(code=int(result.code), data=result.data, log=result.log)
+
+    def on_Query(self, req: m.RequestQuery) -> m.ResponseQuery:
+        result = self.app.query(req.path, req.data)
+        return m.ResponseQuery(
+            code=int(result.code), log=result.log, value=result.value, height=result.height
+        )
+
+    # --- proposals -------------------------------------------------------------------------
+
+    def on_PrepareProposal(self, req: m.RequestPrepareProposal) -> m.ResponsePrepareProposal:
+        """The mempool's transactions in order, as many as fit in max_tx_bytes."""
+        chosen: list[bytes] = []
+        used = 0
+        for tx in req.txs:
+            size = proto_size_in_block(tx)
+            if used + size > req.max_tx_bytes:
+                break
+            chosen.append(tx)
+            used += size
+        return m.ResponsePrepareProposal(txs=chosen)
+
+    def on_ProcessProposal(self, req: m.RequestProcessProposal) -> m.ResponseProcessProposal:
+        """ACCEPT unless a transaction is not even a well-formed envelope (always explicit)."""
+        for tx in req.txs:
+            try:
+                decode_tx(tx)
+            except TxFailure as failure:
+                log.warning("rejecting proposal at height %d: %s", req.height, failure.log)
+                return m.ResponseProcessProposal(status=m.STATUS_REJECT)
+        return m.ResponseProcessProposal(status=m.STATUS_ACCEPT)
+
+    def on_ExtendVote(self, req: m.RequestExtendVote) -> m.ResponseExtendVote:
+        return m.ResponseExtendVote()
+
+    def on_VerifyVoteExtension(
+        self, req: m.RequestVerifyVoteExtension
+    ) -> m.ResponseVerifyVoteExtension:
+        ok = not req.vote_extension  # we never extend votes, so only an empty one is valid
+        return m.ResponseVerifyVoteExtension(status=m.STATUS_ACCEPT if ok else m.STATUS_REJECT)
+
+    # --- blocks ----------------------------------------------------------------------------
+
+    def on_FinalizeBlock(self, req: m.RequestFinalizeBlock) -> m.ResponseFinalizeBlock:
+        time_ns = req.time.unix_ns
+        result = self.app.finalize_block(BlockContext(req.height, time_ns), req.txs)
+        block = CommittedBlock(req.height, time_ns, list(req.txs), result.tx_results)
+        self._finalized = (block, result)
+        return m.ResponseFinalizeBlock(
+            tx_results=[_exec_result(r) for r in result.tx_results],
+            validator_updates=[
+                m.ValidatorUpdate(m.PublicKey(ed25519=u.pub_key), u.power)
+                for u in result.validator_updates
+            ],
+            app_hash=result.app_hash,
+        )
+
+    def on_Commit(self, req: m.RequestCommit) -> m.ResponseCommit:
+        self.app.commit()
+        finalized, self._finalized = self._finalized, None
+        if finalized is not None:
+            for listener in self.listeners:
+                try:
+                    listener(finalized[0])
+                except Exception:  # a listener's bug must not fail the commit
+                    log.exception("block listener failed at height %d", finalized[0].height)
+        return m.ResponseCommit(retain_height=0)  # keep every block: they are the record
+
+    # --- state sync: not offered -----------------------------------------------------------
+
+    def on_ListSnapshots(self, req: m.RequestListSnapshots) -> m.ResponseListSnapshots:
+        return m.ResponseListSnapshots()
+
+    def on_OfferSnapshot(self, req: m.RequestOfferSnapshot) -> m.ResponseOfferSnapshot:
+        return m.ResponseOfferSnapshot(result=m.SNAPSHOT_ABORT)
+
+    def on_LoadSnapshotChunk(self, req: m.RequestLoadSnapshotChunk) -> m.ResponseLoadSnapshotChunk:
+        return m.ResponseLoadSnapshotChunk()
+
+    def on_ApplySnapshotChunk(
+        self, req: m.RequestApplySnapshotChunk
+    ) -> m.ResponseApplySnapshotChunk:
+        return m.ResponseApplySnapshotChunk(result=m.SNAPSHOT_ABORT)
+
+
+def proto_size_in_block(tx: bytes) -> int:
+    """Bytes a transaction takes in a block's Data message, as CometBFT counts max_tx_bytes."""
+    return 1 + len(encode_uvarint(len(tx))) + len(tx)
+
+
+def _exec_result(result: TxResult) -> m.ExecTxResult:
+    return m.ExecTxResult(
+        code=int(result.code),
+        data=result.data,
+        log=result.log,
+        events=[_event(e) for e in result.events],
+    )
+
+
+def _event(event: Event) -> m.Event:
+    attributes = [m.EventAttribute(k, v, index=True) for k, v in event.attributes.items()]
+    return m.Event(event.type, attributes)
+
+
+def _check_genesis_validators(genesis: Genesis, validators: list[m.ValidatorUpdate]) -> None:
+    """CometBFT's genesis validators must be exactly the founding organisations' keys."""
+    ours = {
+        bytes.fromhex(o.validator_pub_key) for o in genesis.organisations if o.validator_pub_key
+    }
+    theirs = {v.pub_key.ed25519 for v in validators if v.pub_key.ed25519}
+    if ours and ours != theirs:
+        raise ValueError("CometBFT's genesis validators are not the founding organisations' keys")
+
+
+# --- the socket server -----------------------------------------------------------------------
+
+
+class AbciServer:
+    def __init__(self, handler: AbciHandler, recorder: Recorder | None = None) -> None:
+        self.handler = handler
+        self.recorder = recorder
+        self._server: asyncio.AbstractServer | None = None
+        self.connections = 0
+
+    async def start(self, address: str) -> None:
+        """Listen on `unix:///path` or `tcp://host:port`."""
+        if address.startswith("unix://"):
+            path = Path(address.removeprefix("unix://"))
+            path.unlink(missing_ok=True)
+            self._server = await asyncio.start_unix_server(self._serve, path=str(path))
+        else:
+            host, _, port = address.removeprefix("tcp://").rpartition(":")
+            self._server = await asyncio.start_server(self._serve, host, int(port))
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await self._answer(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except Exception:
+            log.exception("ABCI connection failed")
+        finally:
+            self.connections -= 1
+            writer.close()
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        frames = FrameReader()
+        out = bytearray()
+        while chunk := await reader.read(READ_CHUNK):
+            for body in frames.feed(chunk):
+                request = self._decode(body)
+                response = self.handler.handle(request) if request is not None else None
+                encoded = encode_response(response or m.ResponseException("undecodable request"))
+                self._record("response", encoded)
+                out += frame(encoded)
+                if isinstance(request, m.RequestFlush) or len(out) > WRITE_HIGH_WATER:
+                    writer.write(bytes(out))
+                    out.clear()
+                    await writer.drain()
+
+    def _decode(self, body: bytes) -> Any:
+        self._record("request", body)
+        try:
+            return decode_request(body)
+        except ValueError:
+            log.exception("undecodable ABCI request of %d bytes", len(body))
+            return None
+
+    def _record(self, direction: str, body: bytes) -> None:
+        if self.recorder is not None:
+            self.recorder(direction, body)
