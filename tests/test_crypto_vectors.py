@@ -17,6 +17,7 @@ import zstandard
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from careledger.crypto import envelope, scopekeys
+from careledger.crypto.canonical import canonical_bytes
 from careledger.crypto.envelope import RecordBinding, WrappedKey
 
 VECTORS = Path(__file__).parent / "vectors" / "crypto_vectors.json"
@@ -49,7 +50,7 @@ def build_vectors(frame: bytes | None = None) -> dict[str, Any]:
         "effectiveDateTime": "2024-01-02T03:04:05Z",
     }
     binding = RecordBinding("pseudonym-test-0001", "Observation", "obs-test-1", 1)
-    canonical = envelope.canonical_json(resource)
+    canonical = canonical_bytes(resource)
     if frame is None:
         frame = zstandard.ZstdCompressor(level=3, write_content_size=True).compress(canonical)
     assert zstandard.ZstdDecompressor().decompress(frame) == canonical

@@ -11,16 +11,15 @@ import orjson
 import pytest
 import rfc8785
 
+from careledger.crypto.canonical import NotCanonicalisable, canonical_bytes
 from careledger.crypto.envelope import (
     BindingMismatch,
     CommitmentMismatch,
     DecryptionError,
     InvalidBinding,
     MalformedBlob,
-    NotCanonicalisable,
     RecordBinding,
     WrappedKey,
-    canonical_json,
     open_record,
     pack_record_blob,
     seal_record,
@@ -131,11 +130,11 @@ def test_sealing_twice_gives_unrelated_outputs(observation: dict[str, Any]) -> N
 
 def test_commitment_rejects_other_content(observation: dict[str, Any]) -> None:
     record = seal_record(observation, binding_of(observation))
-    altered = canonical_json({**observation, "status": "amended"})
+    altered = canonical_bytes({**observation, "status": "amended"})
     with pytest.raises(CommitmentMismatch):
         verify_commitment(altered, record.salt, record.commitment)
     with pytest.raises(CommitmentMismatch):
-        verify_commitment(canonical_json(observation), os.urandom(32), record.commitment)
+        verify_commitment(canonical_bytes(observation), os.urandom(32), record.commitment)
 
 
 def test_keys_never_appear_in_repr(observation: dict[str, Any]) -> None:
@@ -174,10 +173,10 @@ def test_ambiguous_bindings_are_refused(
         RecordBinding(patient, resource_type, resource_id, version)
 
 
-def test_canonical_json_is_rfc8785_on_all_synthea_resources() -> None:
+def test_canonical_bytes_is_rfc8785_on_all_synthea_resources() -> None:
     for path in sorted(SYNTHEA.glob("*.json")):
         for entry in orjson.loads(path.read_bytes())["entry"]:
-            assert canonical_json(entry["resource"]) == rfc8785.dumps(entry["resource"])
+            assert canonical_bytes(entry["resource"]) == rfc8785.dumps(entry["resource"])
 
 
 @pytest.mark.parametrize(
@@ -192,14 +191,14 @@ def test_canonical_json_is_rfc8785_on_all_synthea_resources() -> None:
         {"n": 2**53 - 1, "b": [True, False, None]},
     ],
 )
-def test_canonical_json_edge_cases_match_the_reference(value: Any) -> None:
-    assert canonical_json(value) == rfc8785.dumps(value)
+def test_canonical_bytes_edge_cases_match_the_reference(value: Any) -> None:
+    assert canonical_bytes(value) == rfc8785.dumps(value)
 
 
 @pytest.mark.parametrize("value", [{"n": 2**53}, {"f": float("nan")}, {"d": object()}, {1: 2}])
 def test_values_without_canonical_form_are_refused(value: Any) -> None:
     with pytest.raises(NotCanonicalisable):
-        canonical_json(value)
+        canonical_bytes(value)
 
 
 def test_record_blob_round_trip_and_malformed_headers() -> None:

@@ -1,7 +1,7 @@
 """Canonical bytes: RFC 8785 (JSON Canonicalization Scheme).
 
-Everything that is signed or hashed is first turned into these bytes, so that two
-parties holding the same JSON value always sign and hash the same bytes.
+Everything that is signed or hashed is first turned into these bytes, so that two parties
+holding the same JSON value always sign and hash the same bytes.
 """
 
 from typing import Any
@@ -9,14 +9,32 @@ from typing import Any
 import orjson
 import rfc8785
 
+_JS_SAFE_INT = 2**53 - 1
+
 
 class NotCanonical(ValueError):
-    """Bytes that parse as JSON but are not in RFC 8785 form."""
+    """Bytes that are not JSON, or JSON that is not in RFC 8785 form."""
+
+
+class NotCanonicalisable(ValueError):
+    """A value that has no RFC 8785 form (not JSON, or an integer beyond 2**53)."""
 
 
 def canonical_bytes(value: Any) -> bytes:
-    """The RFC 8785 encoding of a JSON value (floats are refused by the chain, not here)."""
-    return rfc8785.dumps(value)
+    """RFC 8785 bytes of a JSON value.
+
+    The ``rfc8785`` package is the reference but runs about 7,000 resources/s; orjson with
+    sorted keys produces identical bytes, 30x faster, except for integral or negative-zero
+    floats ("1.0" vs "1"), integers beyond 2**53 and keys outside the Basic Multilingual
+    Plane (sorted by code point vs UTF-16 unit). One walk finds those cases and sends them
+    to the reference, so the output is always RFC 8785.
+    """
+    if _orjson_is_canonical_for(value):
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    try:
+        return rfc8785.dumps(value)
+    except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
+        raise NotCanonicalisable(f"value has no RFC 8785 form: {exc}") from exc
 
 
 def parse_canonical(data: bytes) -> Any:
@@ -25,7 +43,11 @@ def parse_canonical(data: bytes) -> Any:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise NotCanonical(f"not JSON: {exc}") from exc
-    if not _is_canonical(value, data):
+    try:
+        canonical = canonical_bytes(value)
+    except NotCanonicalisable as exc:
+        raise NotCanonical(str(exc)) from exc
+    if canonical != data:
         raise NotCanonical("JSON is not in RFC 8785 canonical form")
     return value
 
@@ -40,13 +62,29 @@ def contains_float(value: Any) -> bool:
     return False
 
 
-def _is_canonical(value: Any, data: bytes) -> bool:
-    # Fast path: for ASCII text without escapes, RFC 8785 is JSON with keys sorted by code
-    # unit and no whitespace, which is what orjson writes with sorted keys (50x faster than
-    # the pure-Python encoder). Anything else is decided by the RFC 8785 encoder itself.
-    if data.isascii() and b"\\" not in data and not contains_float(value):
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS) == data
-    try:
-        return canonical_bytes(value) == data
-    except rfc8785.CanonicalizationError:
-        return False
+def _orjson_is_canonical_for(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            for key in item:
+                if type(key) is not str or not _key_sorts_alike(key):
+                    return False
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+        elif kind is float:
+            if item.is_integer() or item != item or item in (float("inf"), float("-inf")):
+                return False
+        elif kind is int:
+            if not -_JS_SAFE_INT <= item <= _JS_SAFE_INT:
+                return False
+        elif kind is not str and kind is not bool and item is not None:
+            return False
+    return True
+
+
+def _key_sorts_alike(key: str) -> bool:
+    # Code point order equals UTF-16 order unless a character is above U+FFFF.
+    return key.isascii() or max(key) <= "\uffff"
