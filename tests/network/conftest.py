@@ -1,0 +1,20 @@
+"""Network tests need the CometBFT binary (`make cometbft`); without it they are skipped."""
+
+from __future__ import annotations
+
+import pytest
+
+from careledger.consensus.cometbft.localnet import NetError, cometbft_binary
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    try:
+        cometbft_binary()
+        missing = None
+    except NetError as exc:
+        missing = pytest.mark.skip(reason=str(exc))
+    for item in items:
+        if "tests/network/" in str(item.fspath):
+            item.add_marker(pytest.mark.network)
+            if missing is not None:
+                item.add_marker(missing)

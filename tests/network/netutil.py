@@ -1,0 +1,109 @@
+"""Helpers for the network tests: a real local network, waiting, reading what nodes committed."""
+
+from __future__ import annotations
+
+import random
+import socket
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from careledger.chain.tx import Tx
+from careledger.consensus.cometbft.config import NetSettings
+from careledger.consensus.cometbft.localnet import (
+    Network,
+    create_network,
+    node_status,
+    start_network,
+    stop_network,
+)
+from careledger.consensus.cometbft.rpc import sync_call
+from careledger.crypto.keyfile import KeyFile
+from careledger.crypto.keys import Identity
+
+# Short timeouts keep the tests quick; the machine has two cores, so not too short.
+TEST_SETTINGS = NetSettings(timeout_commit="200ms", create_empty_blocks_interval="0s")
+
+
+def free_base_port(hosts: int) -> int:
+    """A base port whose p2p, RPC, API (and spare) ports are free on every node's address."""
+    for _ in range(200):
+        base = random.randrange(20_000, 60_000, 10)
+        if all(_free(f"127.0.0.{i + 1}", base + k) for i in range(hosts) for k in range(4)):
+            return base
+    raise RuntimeError("no free ports")
+
+
+def _free(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+@contextmanager
+def running_network(root: Path, validators: int = 4) -> Iterator[Network]:
+    """A started network whose processes are stopped whatever happens in the test."""
+    network = create_network(
+        root, validators, base_port=free_base_port(validators), settings=TEST_SETTINGS
+    )
+    try:
+        start_network(network)
+        yield network
+    finally:
+        stop_network(network)
+
+
+def height(network: Network, index: int) -> int:
+    found = node_status(network, index).height
+    return -1 if found is None else found
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def wait_for_height(network: Network, index: int, target: int, timeout: float = 30) -> None:
+    wait_until(lambda: height(network, index) >= target, timeout, f"node{index} at {target}")
+
+
+def app_hashes(network: Network, index: int) -> dict[int, str]:
+    """height -> app hash, as the node's application committed them (read-only)."""
+    path = network.app_data(index).state
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        rows = db.execute("SELECT height, app_hash FROM commits ORDER BY height").fetchall()
+    return {int(h): bytes(a).hex() for h, a in rows}
+
+
+def assert_same_app_hashes(network: Network, indexes: list[int]) -> int:
+    """Every node agrees at every height they all have; returns how many heights compared."""
+    tables = [app_hashes(network, i) for i in indexes]
+    common = set.intersection(*(set(t) for t in tables))
+    for h in sorted(common):
+        assert len({t[h] for t in tables}) == 1, f"app hashes differ at height {h}"
+    return len(common)
+
+
+def block_hash(network: Network, index: int, at: int) -> str:
+    found = sync_call(network.nodes[index].rpc_url, "block", height=str(at))
+    return str(found["block_id"]["hash"])
+
+
+def organisation(network: Network, index: int) -> KeyFile:
+    return KeyFile.load(network.app_data(index).organisation_key)
+
+
+def patient_tx(chain_id: str, nonce: int = 1) -> tuple[Identity, bytes]:
+    patient = Identity.generate()
+    payload = {"encryption_key": patient.encryption_public.hex()}
+    tx = Tx(chain_id, "identity/register_patient", patient.did, nonce, payload)
+    return patient, tx.sign(patient)

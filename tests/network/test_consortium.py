@@ -1,0 +1,208 @@
+"""A healthy 4-validator network: commits, agreement, rejection, solo equivalence, validators.
+
+One network serves this module (starting one costs seconds on two cores); the fault tests
+have their own networks in test_faults.py.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import orjson
+import pytest
+from netutil import (
+    app_hashes,
+    assert_same_app_hashes,
+    organisation,
+    patient_tx,
+    running_network,
+    wait_for_height,
+    wait_until,
+)
+
+from careledger.chain.app import Application, TxResult
+from careledger.chain.block import BlockHeader, parse_time_ns
+from careledger.chain.codes import Code
+from careledger.chain.store import StateStore
+from careledger.chain.tx import Tx, tx_hash
+from careledger.consensus.cometbft.localnet import Network
+from careledger.consensus.cometbft.rpc import RpcError, sync_call
+from careledger.consensus.solo.blockstore import BlockStore
+from careledger.consensus.solo.producer import SoloProducer
+from careledger.crypto.keys import Identity
+from careledger.node.datadir import DataDir
+from careledger.wallet.node_client import NodeClient, NodeError, Signer
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
+    with running_network(tmp_path_factory.mktemp("consortium") / "net") as net:
+        yield net
+
+
+def clients(network: Network) -> list[NodeClient]:
+    return [NodeClient(n.api_url, timeout=60) for n in network.nodes]
+
+
+def test_transactions_submitted_to_different_nodes_commit_with_one_app_hash(
+    network: Network,
+) -> None:
+    nodes = clients(network)
+    chain_id = nodes[0].status()["chain_id"]
+    submitted = []
+    for i in range(12):
+        patient, raw = patient_tx(chain_id)
+        answer = nodes[i % 4].submit(raw, wait=False)
+        assert answer["check_code"] == 0
+        submitted.append((patient, answer["hash"]))
+    last = nodes[0].submit(patient_tx(chain_id)[1], wait=True)  # through node0, to the end
+    assert last["code"] == 0 and last["height"] >= 1
+
+    for client in nodes:  # every node serves every transaction, with a proof
+        for patient, digest in submitted:
+            wait_until(partial(_committed, client, digest), 30, f"tx {digest[:8]}")
+            assert client.query("identity/identity", did=patient.did)["kind"] == "patient"
+    top = max(c.status()["height"] for c in nodes)
+    for i in range(4):
+        wait_for_height(network, i, top)
+    assert assert_same_app_hashes(network, [0, 1, 2, 3]) >= top
+
+
+def _committed(client: NodeClient, digest: str) -> bool:
+    try:
+        found = client.transaction(digest)
+    except NodeError:
+        return False
+    return bool(found["code"] == 0)
+
+
+def test_a_transaction_the_application_rejects_never_changes_state(network: Network) -> None:
+    rpc = network.nodes[1].rpc_url
+    chain_id = NodeClient(network.nodes[0].api_url).status()["chain_id"]
+    intruder, victim = Identity.generate(), Identity.generate()
+    body = Tx(chain_id, "identity/register_patient", victim.did, 1, {"encryption_key": "11" * 32})
+    forged = body.body() + intruder.sign(body.body())  # signed by the wrong key
+    garbage = b"not a transaction at all"
+
+    for raw, code in ((forged, Code.BAD_SIGNATURE), (garbage, Code.MALFORMED)):
+        answer = sync_call(rpc, "broadcast_tx_sync", tx=base64.b64encode(raw).decode())
+        assert int(answer["code"]) == code
+        committed = sync_call(rpc, "broadcast_tx_commit", timeout=30, tx=_b64(raw + b" "))
+        assert int(committed["check_tx"]["code"]) != 0 and int(committed["height"]) == 0
+
+    wait_for_height(network, 1, _height(network, 1) + 2)
+    for node in network.nodes:
+        with pytest.raises(NodeError) as missing:
+            NodeClient(node.api_url).query("identity/identity", did=victim.did)
+        assert missing.value.status == 404
+        for raw in (forged, garbage):
+            with pytest.raises(RpcError):
+                sync_call(node.rpc_url, "tx", hash=_b64(tx_hash(raw)))
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def _height(network: Network, index: int) -> int:
+    return int(NodeClient(network.nodes[index].api_url).status()["height"])
+
+
+def test_the_solo_producer_replays_cometbfts_blocks_to_the_same_app_hashes(
+    network: Network, tmp_path: Path
+) -> None:
+    """The same transactions in the same blocks give the same app hash under both drivers."""
+    node = NodeClient(network.nodes[2].api_url)
+    signer_org = organisation(network, 2)
+    doctor = Identity.generate()
+    Signer(node, signer_org.did, signer_org.identity).send(
+        "identity/register_practitioner",
+        {"did": doctor.did, "encryption_key": doctor.encryption_public.hex(), "name": "Dr. N"},
+    )
+    top = int(node.status()["height"])
+    cometbft_hashes = _app_hashes_by_height(network, 2, top)
+
+    data = DataDir(tmp_path / "solo")
+    data.root.mkdir()
+    data.genesis.write_bytes(network.app_data(2).genesis.read_bytes())
+    blocks = BlockStore(data.blocks)
+    for height in range(1, top + 1):
+        found = node.block(height)
+        _store_block(blocks, network, height, found, cometbft_hashes[height])
+    app = Application(StateStore(data.state))
+    app.init_chain(data.load_genesis())
+    replayed = SoloProducer(app, blocks).recover()  # raises ReplayMismatch on any difference
+    assert replayed == top
+    assert app.info().last_app_hash.hex() == cometbft_hashes[top]
+    assert app.query("identity/identity", orjson.dumps({"did": doctor.did})).code == 0
+
+
+def _app_hashes_by_height(network: Network, index: int, top: int) -> dict[int, str]:
+    table = app_hashes(network, index)
+    return {h: table[h] for h in range(1, top + 1)}
+
+
+def _store_block(
+    blocks: BlockStore, network: Network, height: int, found: dict[str, object], app_hash: str
+) -> None:
+    header = found["header"]
+    assert isinstance(header, dict)
+    raw_block = sync_call(network.nodes[2].rpc_url, "block", height=str(height))
+    txs = [base64.b64decode(t) for t in raw_block["block"]["data"]["txs"] or []]
+    stored = BlockHeader(
+        chain_id=str(header["chain_id"]),
+        height=height,
+        time_ns=parse_time_ns(str(header["time"])),
+        previous_hash=str(header["previous_hash"]),
+        data_hash=str(header["data_hash"]),
+        app_hash=app_hash,  # the state after this block, as the solo store records it
+        num_txs=len(txs),
+    )
+    results = [TxResult(0) for _ in txs]
+    blocks.save(stored, txs, [tx_hash(t) for t in txs], results)
+
+
+def test_an_admitted_organisation_becomes_a_validator_and_a_removed_one_stops(
+    network: Network,
+) -> None:
+    node = NodeClient(network.nodes[0].api_url)
+    applicant = Identity.generate()
+    validator_key = Identity.generate().signing_public  # any Ed25519 key serves as a consensus key
+    Signer(node, applicant.did, applicant).send(
+        "identity/apply_membership",
+        {
+            "name": "New Clinic",
+            "encryption_key": applicant.encryption_public.hex(),
+            "validator_pub_key": validator_key.hex(),
+        },
+    )
+    _vote(network, "admit", applicant.did)
+    wait_until(lambda: _has_validator(network, validator_key), 30, "the new validator")
+
+    _vote(network, "remove", applicant.did)
+    wait_until(lambda: not _has_validator(network, validator_key), 30, "the removal")
+    assert len(_validators(network)) == 4
+
+
+def _vote(network: Network, action: str, subject: str) -> None:
+    for i in range(3):  # three of the four founders: two thirds
+        org = organisation(network, i)
+        client = NodeClient(network.nodes[i].api_url, timeout=60)
+        Signer(client, org.did, org.identity).send(
+            "identity/approve_membership", {"action": action, "subject": subject}
+        )
+
+
+def _validators(network: Network) -> list[dict[str, object]]:
+    found = sync_call(network.nodes[3].rpc_url, "validators", per_page="100")
+    return list(found["validators"])
+
+
+def _has_validator(network: Network, key: bytes) -> bool:
+    encoded = base64.b64encode(key).decode()
+    return any(v["pub_key"]["value"] == encoded for v in _validators(network))  # type: ignore[index]
