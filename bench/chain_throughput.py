@@ -145,6 +145,8 @@ def main() -> None:
     )
     parser.add_argument("--block-interval", type=float, default=0.25)
     parser.add_argument("--profile", action="store_true", help="cProfile the in-process run")
+    parser.add_argument("--clients", type=int, default=8, help="HTTP client threads")
+    parser.add_argument("--batch", type=int, default=500, help="transactions per POST /txs")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     print(HEADER)
@@ -156,7 +158,7 @@ def main() -> None:
         if not args.rate:
             print(run_inproc(args.txs // 2, 2000, args.block_interval).row(), flush=True)
     if args.mode in ("http", "both"):
-        print(run_http(args.txs, clients=4, batch=250).row(), flush=True)
+        print(run_http(args.txs, clients=args.clients, batch=args.batch).row(), flush=True)
 
 
 if __name__ == "__main__":
