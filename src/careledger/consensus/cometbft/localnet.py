@@ -72,6 +72,11 @@ class Network:
     chain_id: str
     nodes: list[NodeAddress]
     settings: dict[str, Any] = field(default_factory=dict)
+    builtin_app: str = ""  # e.g. "kvstore": CometBFT runs its own app, we start none
+
+    @property
+    def processes(self) -> tuple[str, ...]:
+        return ("cometbft",) if self.builtin_app else PROCESSES
 
     def node_dir(self, index: int) -> Path:
         return self.root / f"node{index}"
@@ -84,7 +89,12 @@ class Network:
 
     def save(self) -> None:
         nodes = [n.__dict__ for n in self.nodes]
-        doc = {"chain_id": self.chain_id, "nodes": nodes, "settings": self.settings}
+        doc = {
+            "chain_id": self.chain_id,
+            "nodes": nodes,
+            "settings": self.settings,
+            "builtin_app": self.builtin_app,
+        }
         (self.root / "network.json").write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
 
     @classmethod
@@ -94,7 +104,7 @@ class Network:
             raise NetError(f"{root} holds no network (no network.json); run `net up` first")
         doc = orjson.loads(path.read_bytes())
         nodes = [NodeAddress(**n) for n in doc["nodes"]]
-        return cls(root, doc["chain_id"], nodes, doc.get("settings", {}))
+        return cls(root, doc["chain_id"], nodes, doc["settings"], doc["builtin_app"])
 
 
 # --- creation --------------------------------------------------------------------------------
@@ -107,9 +117,9 @@ def create_network(
     base_port: int = DEFAULT_BASE_PORT,
     settings: NetSettings | None = None,
     chain_id: str | None = None,
-    proxy_app: str | None = None,
+    builtin_app: str = "",
 ) -> Network:
-    """Write N node homes with one genesis. proxy_app overrides our ABCI socket (e.g. kvstore)."""
+    """Write N node homes with one genesis; builtin_app ("kvstore") replaces our application."""
     if not 1 <= validators <= 50:
         raise NetError("--validators must be between 1 and 50")
     if (root / "network.json").exists():
@@ -125,13 +135,13 @@ def create_network(
         addresses.append(
             NodeAddress(i, host, base_port, base_port + 1, base_port + 2, node_id(home))
         )
-    network = Network(root, chain_id or "careledger-net-" + os.urandom(3).hex(), addresses)
-    network.settings = settings.as_dict()
+    chain_id = chain_id or "careledger-net-" + os.urandom(3).hex()
+    network = Network(root, chain_id, addresses, settings.as_dict(), builtin_app)
     genesis = _write_organisations(network)
     template = orjson.loads((network.home(0) / "config" / "genesis.json").read_bytes())
     comet_genesis = orjson.dumps(cometbft_genesis(template, genesis), option=orjson.OPT_INDENT_2)
     for node in addresses:
-        _configure_node(network, node, comet_genesis, settings, proxy_app)
+        _configure_node(network, node, comet_genesis, settings)
     network.save()
     return network
 
@@ -159,12 +169,11 @@ def _configure_node(
     node: NodeAddress,
     comet_genesis: bytes,
     settings: NetSettings,
-    proxy_app: str | None,
 ) -> None:
     home = network.home(node.index)
     (home / "config" / "genesis.json").write_bytes(comet_genesis)
     abci = abci_address(network.node_dir(node.index), node)
-    values = node_config_values(node, network.nodes, proxy_app or abci, settings)
+    values = node_config_values(node, network.nodes, network.builtin_app or abci, settings)
     edit_config_toml(home / "config" / "config.toml", values)
     peers = tuple(p.api_url for p in network.nodes if p.index != node.index)
     config = NodeConfig(
@@ -208,7 +217,8 @@ def start_node(network: Network, index: int, *, wait: bool = True, timeout: floa
     node = network.nodes[index]
     if not node_running(network, index):
         stop_node(network, index)  # half of a node may be left over from a crash
-        _start_app(network, node)
+        if not network.builtin_app:
+            _start_app(network, node)
         _spawn(
             network,
             index,
@@ -272,7 +282,7 @@ def _spawn(network: Network, index: int, name: str, command: list[str]) -> subpr
 def node_pids(network: Network, index: int) -> dict[str, int]:
     """The live processes of a node, by name; a pid file whose process is gone is ignored."""
     pids = {}
-    for name in PROCESSES:
+    for name in network.processes:
         pid_file = network.node_dir(index) / f"{name}.pid"
         if pid_file.exists():
             pid = int(pid_file.read_text())
@@ -293,7 +303,7 @@ def _is_ours(pid: int, node_dir: Path) -> bool:
 
 
 def node_running(network: Network, index: int) -> bool:
-    return set(node_pids(network, index)) == set(PROCESSES)
+    return set(node_pids(network, index)) == set(network.processes)
 
 
 def kill_node(network: Network, index: int) -> None:

@@ -60,6 +60,11 @@ class FieldSpec:
     repeated: bool
     always: bool
     optional: bool
+    # Precomputed once per field, because encoding sits on the mempool's hot path.
+    scalar: bool = False  # written as a varint
+    default: object = None  # the value proto3 leaves out; _NEVER for embedded messages
+    varint_tag: bytes = b""
+    len_tag: bytes = b""
 
 
 def pb(
@@ -82,6 +87,8 @@ def pb(
     return dataclasses.field(default=_DEFAULTS[kind], metadata=meta)
 
 
+_NEVER = object()  # equal to nothing: a set embedded message is written even when empty
+_SCALARS = (Kind.UINT, Kind.INT, Kind.BOOL)
 _DEFAULTS: dict[Kind, object] = {
     Kind.UINT: 0,
     Kind.INT: 0,
@@ -96,7 +103,21 @@ def field_table(cls: Any) -> tuple[FieldSpec, ...]:
     specs = []
     for f in dataclasses.fields(cls):
         number, kind, message, repeated, always, optional = f.metadata["pb"]
-        specs.append(FieldSpec(f.name, number, kind, message, repeated, always, optional))
+        specs.append(
+            FieldSpec(
+                f.name,
+                number,
+                kind,
+                message,
+                repeated,
+                always,
+                optional,
+                scalar=kind in _SCALARS,
+                default=_DEFAULTS.get(kind, _NEVER),
+                varint_tag=_tag(number, VARINT_WIRE),
+                len_tag=_tag(number, LEN_WIRE),
+            )
+        )
     return tuple(sorted(specs, key=lambda s: s.number))
 
 
@@ -109,6 +130,8 @@ def _by_number(cls: Any) -> dict[int, FieldSpec]:
 
 
 def encode_uvarint(value: int) -> bytes:
+    if 0 <= value < 0x80:
+        return _SMALL[value]
     if value < 0:
         raise CodecError(f"uvarint of negative {value}")
     out = bytearray()
@@ -138,6 +161,9 @@ def decode_uvarint(data: bytes | bytearray | memoryview, pos: int) -> tuple[int,
             raise CodecError("varint longer than 10 bytes")
 
 
+_SMALL = tuple(bytes([i]) for i in range(0x80))
+
+
 # --- encoding ------------------------------------------------------------------------------
 
 
@@ -147,33 +173,27 @@ def encode(msg: ProtoMessage) -> bytes:
         value = getattr(msg, spec.name)
         if spec.repeated:
             _encode_repeated(out, spec, value)
-        elif value is not None and (spec.always or spec.optional or not _is_default(spec, value)):
+        elif value is not None and (spec.always or spec.optional or value != spec.default):
             _encode_one(out, spec, value)
     return bytes(out)
 
 
-def _is_default(spec: FieldSpec, value: object) -> bool:
-    if spec.kind in (Kind.MESSAGE, Kind.RAW):
-        return False  # a set embedded message is written even when empty
-    return value == _DEFAULTS[spec.kind]
-
-
 def _encode_repeated(out: bytearray, spec: FieldSpec, values: list[Any]) -> None:
-    if spec.kind in (Kind.UINT, Kind.INT, Kind.BOOL):
+    if spec.scalar:
         if values:  # proto3 packs repeated scalars
             packed = b"".join(_varint_of(spec.kind, v) for v in values)
-            out += _tag(spec.number, LEN_WIRE) + encode_uvarint(len(packed)) + packed
+            out += spec.len_tag + encode_uvarint(len(packed)) + packed
         return
     for value in values:
         _encode_one(out, spec, value)
 
 
 def _encode_one(out: bytearray, spec: FieldSpec, value: Any) -> None:
-    if spec.kind in (Kind.UINT, Kind.INT, Kind.BOOL):
-        out += _tag(spec.number, VARINT_WIRE) + _varint_of(spec.kind, value)
+    if spec.scalar:
+        out += spec.varint_tag + _varint_of(spec.kind, value)
         return
     payload = _len_payload(spec.kind, value)
-    out += _tag(spec.number, LEN_WIRE) + encode_uvarint(len(payload)) + payload
+    out += spec.len_tag + encode_uvarint(len(payload)) + payload
 
 
 def _len_payload(kind: Kind, value: Any) -> bytes:
@@ -237,7 +257,7 @@ def _fields(view: memoryview) -> Iterator[tuple[int, int, memoryview | int]]:
 
 
 def _decode_into(values: dict[str, Any], spec: FieldSpec, wire: int, raw: memoryview | int) -> None:
-    scalar = spec.kind in (Kind.UINT, Kind.INT, Kind.BOOL)
+    scalar = spec.scalar
     if spec.repeated and scalar and wire == LEN_WIRE:
         assert isinstance(raw, memoryview)
         values.setdefault(spec.name, []).extend(_unpack(spec.kind, raw))

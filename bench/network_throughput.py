@@ -1,0 +1,208 @@
+"""Committed tx/s and commit latency of a 4-validator local CometBFT network: ours vs kvstore.
+
+Both networks get identical CometBFT settings (NetSettings, printed with the figures) and the
+same load: pre-signed transactions offered at a fixed rate, spread evenly over the four nodes'
+RPC with `broadcast_tx_async` in JSON-RPC batches, while a watcher follows node0's blocks.
+(Not `_sync`: CometBFT runs a batch's calls one after another and each `_sync` call waits up
+to 20 ms for its CheckTx answer to be flushed over the ABCI socket, which would measure the
+client, not the network.) Latency runs from a transaction's submission to the moment the
+watcher sees it in a committed block (polled every 20 ms). kvstore transactions are
+`key=value` padded to the size of ours, so the ratio is the cost of our application.
+
+Run: .venv/bin/python -m bench.network_throughput [--txs 12000] [--rate 2000]
+     [--timeout-commit 300ms] [--only ours|kvstore] [--no-recheck] [--no-broadcast]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import os
+import random
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import orjson
+
+from bench.common import HEADER, Figures, machine, registrations
+from careledger.consensus.cometbft.config import NetSettings
+from careledger.consensus.cometbft.localnet import (
+    Network,
+    create_network,
+    start_network,
+    stop_network,
+)
+from careledger.consensus.cometbft.rpc import sync_call
+
+BATCH = 50  # transactions per JSON-RPC batch request
+POLL_SECONDS = 0.02
+
+
+def free_base_port() -> int:
+    return random.randrange(30_000, 60_000, 10)
+
+
+class BlockWatcher(threading.Thread):
+    """Follows one node's committed blocks; records when each transaction was first seen."""
+
+    def __init__(self, rpc_url: str, start_height: int) -> None:
+        super().__init__(daemon=True)
+        self.rpc_url = rpc_url
+        self.next_height = start_height + 1
+        self.seen: dict[bytes, float] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(timeout=10) as http:
+            while not self.stop.is_set():
+                if not self._fetch_next(http):
+                    time.sleep(POLL_SECONDS)
+
+    def _fetch_next(self, http: httpx.Client) -> bool:
+        body = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "block",
+            "params": {"height": str(self.next_height)},
+        }
+        reply = orjson.loads(http.post(self.rpc_url, content=orjson.dumps(body)).content)
+        if reply.get("error"):
+            return False  # not committed yet
+        now = time.perf_counter()
+        for encoded in reply["result"]["block"]["data"]["txs"] or []:
+            self.seen.setdefault(hashlib.sha256(base64.b64decode(encoded)).digest(), now)
+        self.next_height += 1
+        return True
+
+
+async def offer(urls: list[str], txs: list[bytes], rate: float) -> dict[bytes, float]:
+    """Send txs round-robin over the nodes in batches, paced at `rate` per second."""
+    sent: dict[bytes, float] = {}
+    rejected = 0
+    limits = httpx.Limits(max_connections=32)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+        tasks = []
+        start = time.perf_counter()
+        for n, first in enumerate(range(0, len(txs), BATCH)):
+            due = start + first / rate
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            batch = txs[first : first + BATCH]
+            now = time.perf_counter()
+            for raw in batch:
+                sent[hashlib.sha256(raw).digest()] = now
+            tasks.append(asyncio.create_task(_post(http, urls[n % len(urls)], batch)))
+        for outcome in await asyncio.gather(*tasks):
+            rejected += outcome
+    if rejected:
+        print(f"  {rejected} transactions refused by the RPC")
+    return sent
+
+
+async def _post(http: httpx.AsyncClient, url: str, batch: list[bytes]) -> int:
+    calls = [
+        {
+            "jsonrpc": "2.0",
+            "id": i,
+            "method": "broadcast_tx_async",
+            "params": {"tx": base64.b64encode(raw).decode()},
+        }
+        for i, raw in enumerate(batch)
+    ]
+    reply = orjson.loads((await http.post(url, content=orjson.dumps(calls))).content)
+    if not isinstance(reply, list):
+        raise RuntimeError(f"batch refused: {reply}")
+    return sum(1 for r in reply if r.get("error"))
+
+
+def kvstore_txs(count: int, size: int) -> list[bytes]:
+    txs = []
+    for i in range(count):
+        key = f"k{i}-{os.urandom(4).hex()}"
+        txs.append(
+            f"{key}=".encode() + os.urandom(size).hex().encode()[: max(1, size - len(key) - 1)]
+        )
+    return txs
+
+
+def run(name: str, network: Network, txs: list[bytes], rate: float) -> Figures:
+    start_network(network)
+    try:
+        urls = [n.rpc_url for n in network.nodes]
+        _wait_height(urls[0], 2)
+        top = int(sync_call(urls[0], "status")["sync_info"]["latest_block_height"])
+        watcher = BlockWatcher(urls[0], top)
+        watcher.start()
+        sent = asyncio.run(offer(urls, txs, rate))
+        deadline = time.perf_counter() + 120
+        while len(set(sent) & set(watcher.seen)) < len(sent) and time.perf_counter() < deadline:
+            time.sleep(0.2)
+        watcher.stop.set()
+        watcher.join()
+    finally:
+        stop_network(network)
+    committed = [h for h in sent if h in watcher.seen]
+    latencies = [watcher.seen[h] - sent[h] for h in committed]
+    first = min(sent.values())
+    last = max(watcher.seen[h] for h in committed) if committed else first + 1
+    return Figures(f"{name}, {rate:,.0f} tx/s offered", len(committed), last - first, latencies)
+
+
+def _wait_height(url: str, target: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if int(sync_call(url, "status")["sync_info"]["latest_block_height"]) >= target:
+            return
+        time.sleep(0.2)
+    raise TimeoutError("network did not start committing")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--txs", type=int, default=12_000)
+    parser.add_argument("--rate", type=float, default=2_000)
+    parser.add_argument("--timeout-commit", default=NetSettings().timeout_commit)
+    parser.add_argument("--only", choices=["ours", "kvstore"])
+    parser.add_argument("--no-recheck", action="store_true", help="mempool.recheck = false")
+    parser.add_argument("--no-broadcast", action="store_true", help="mempool.broadcast = false")
+    args = parser.parse_args()
+    settings = replace(
+        NetSettings(),
+        timeout_commit=args.timeout_commit,
+        mempool_recheck=not args.no_recheck,
+        mempool_broadcast=not args.no_broadcast,
+        log_level="*:error",
+    )
+    print(f"machine: {machine()}")
+    print(f"settings: {settings.as_dict()}")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="netbench-", dir="/tmp") as scratch:
+        root = Path(scratch)
+        ours = create_network(root / "ours", 4, base_port=free_base_port(), settings=settings)
+        our_txs = registrations(ours.chain_id, args.txs)
+        size = sum(len(t) for t in our_txs) // len(our_txs)
+        if args.only != "kvstore":
+            rows.append(run("CareLedger app", ours, our_txs, args.rate))
+            print(rows[-1].row(), flush=True)
+        if args.only != "ours":
+            kv = create_network(
+                root / "kv", 4, base_port=free_base_port(), settings=settings, builtin_app="kvstore"
+            )
+            rows.append(run("CometBFT kvstore", kv, kvstore_txs(args.txs, size), args.rate))
+            print(rows[-1].row(), flush=True)
+    print(f"\n4 validators on 127.0.0.1-4, {args.txs} txs of ~{size} bytes\n{HEADER}")
+    for row in rows:
+        print(row.row())
+    if len(rows) == 2 and rows[1].tps:
+        print(f"\nours / kvstore committed tx/s: {rows[0].tps / rows[1].tps:.2f}")
+
+
+if __name__ == "__main__":
+    main()
