@@ -13,6 +13,10 @@ from careledger.crypto.keys import Identity, KeyError_, identity_from_phrase, ne
 app = typer.Typer(help="CareLedger: patient records on a consortium chain.", no_args_is_help=True)
 keys_app = typer.Typer(help="Make, recover and inspect key files.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+records_app = typer.Typer(
+    help="Write, read, list and erase encrypted records.", no_args_is_help=True
+)
+app.add_typer(records_app, name="records")
 
 console = Console(emoji=False, highlight=False, soft_wrap=True)
 err = Console(stderr=True, emoji=False, highlight=False, soft_wrap=True)
@@ -36,7 +40,7 @@ def up(
 ) -> None:
     """Start the embedded node (solo block producer, SQLite, blobs on disk)."""
     from careledger.node.datadir import DataDir, initialise
-    from careledger.node.demo import seed_demo
+    from careledger.node.demo import import_demo_records_when_up, seed_demo
     from careledger.node.embedded import EmbeddedNode, serve
 
     data = DataDir(data_dir)
@@ -53,6 +57,9 @@ def up(
         made = seed_demo(node, KeyFile.load(data.organisation_key))
         if made:
             console.print(f"Demo identities registered; their key files are in {data.keys}/.")
+            organisation = KeyFile.load(data.organisation_key)
+            url = f"http://{host}:{port}"
+            import_demo_records_when_up(url, organisation, data.keys, console.print)
     info = node.app.info()
     url = f"http://{host}:{port}"
     console.print(f"Chain {info.chain_id} at height {info.last_height}.")
@@ -79,7 +86,8 @@ def verify(
         raise _fail(f"verification failed: {fault}") from None
     console.print(
         f"OK: {report.blocks} blocks, {report.transactions} transactions, "
-        f"{report.state_rows} state rows verified."
+        f"{report.state_rows} state rows, {report.blobs} record blobs verified "
+        f"({report.erased_blobs} erased; {report.orphan_blobs} never anchored)."
     )
 
 
@@ -148,6 +156,85 @@ def _write_keyfile(out: Path, kind: str, identity: Identity, name: str) -> None:
         raise _fail(str(exc)) from None
     console.print(f"did: {identity.did}")
     console.print(f"written to {out}")
+
+
+@records_app.command("import")
+def records_import(
+    bundles: list[Path] = typer.Argument(..., help="FHIR transaction Bundle JSON files."),
+    as_: Path = typer.Option(..., "--as", help="Key file of the writing organisation."),
+    node: str = typer.Option(DEFAULT_NODE, help="Node API URL."),
+    patient_keys: Path = typer.Option(
+        Path("patient-keys"),
+        help="Where enrolled patients' key files and recovery phrases are written.",
+    ),
+    workers: int = typer.Option(2, help="Processes validating and sealing."),
+) -> None:
+    """Enrol each bundle's Patient and write its resources as that patient's records."""
+    from careledger.wallet import records_cli
+
+    with records_cli.errors(_fail):
+        records_cli.import_bundles(bundles, _load_key(as_), node, patient_keys, workers, console)
+
+
+@records_app.command("list")
+def records_list(
+    as_: Path = typer.Option(..., "--as", help="Your key file."),
+    patient: str = typer.Option("", help="The patient's did (default: yourself)."),
+    node: str = typer.Option(DEFAULT_NODE, help="Node API URL."),
+) -> None:
+    """A patient's records: name, type, versions, erased or not."""
+    from careledger.wallet import records_cli
+
+    with records_cli.errors(_fail):
+        records_cli.list_records(_load_key(as_), patient, node, console)
+
+
+@records_app.command("get")
+def records_get(
+    reference: str = typer.Argument(..., help="Type/id, e.g. Observation/123."),
+    as_: Path = typer.Option(..., "--as", help="Your key file."),
+    patient: str = typer.Option("", help="The patient's did (default: yourself)."),
+    version: int = typer.Option(0, help="A version (default: the latest)."),
+    proof: Path | None = typer.Option(None, help="Also write a proof file for verify-record."),
+    node: str = typer.Option(DEFAULT_NODE, help="Node API URL."),
+) -> None:
+    """Print a record, decrypted and checked against its anchor."""
+    from careledger.wallet import records_cli
+
+    with records_cli.errors(_fail):
+        records_cli.get_record(_load_key(as_), patient, reference, version, proof, node, console)
+
+
+@records_app.command("erase")
+def records_erase(
+    references: list[str] = typer.Argument(None, help="Type/id of each record to erase."),
+    as_: Path = typer.Option(..., "--as", help="The patient's key file."),
+    all_: bool = typer.Option(False, "--all", help="Erase every record of the patient."),
+    node: str = typer.Option(DEFAULT_NODE, help="Node API URL."),
+) -> None:
+    """Erase records (crypto-shredding): every node deletes their ciphertext and keys."""
+    from careledger.wallet import records_cli
+
+    if bool(references) == all_:
+        raise _fail("name the records to erase, or give --all (not both)")
+    with records_cli.errors(_fail):
+        records_cli.erase_records(_load_key(as_), references or [], node, console)
+
+
+@app.command("verify-record")
+def verify_record(proof: Path = typer.Argument(..., help="A proof file from records get.")) -> None:
+    """Check a record proof offline: inclusion in its block and the content's commitment."""
+    from careledger.wallet import records_cli
+
+    with records_cli.errors(_fail):
+        records_cli.verify_proof_file(proof, console)
+
+
+def _load_key(path: Path) -> KeyFile:
+    try:
+        return KeyFile.load(path)
+    except KeyFileError as exc:
+        raise _fail(str(exc)) from None
 
 
 def main() -> None:

@@ -29,13 +29,14 @@ from careledger.chain.modules.base import (
     ValidatorUpdate,
 )
 from careledger.chain.modules.identity import identity_module
+from careledger.chain.modules.records import records_module
 from careledger.chain.state import KV, Overlay
 from careledger.chain.store import StateStore
 from careledger.chain.tx import SignedTx, decode_tx
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODULES: tuple[Module, ...] = (identity_module,)
+DEFAULT_MODULES: tuple[Module, ...] = (identity_module, records_module)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import orjson
 
 from careledger.chain.tx import Tx
 from careledger.crypto.keyfile import KeyFile
@@ -56,3 +64,58 @@ async def _submit_all(node: EmbeddedNode, txs: list[bytes]) -> None:
     for raw in txs:
         await node.producer.submit(raw, wait=False)
     node.producer.produce_block()
+
+
+# --- demo records -------------------------------------------------------------------------
+
+DEMO_BUNDLE = "Jesus_Alvarez_c0580b5a-6fc2-4b72-b691-57a71afb5597.json"  # 100 resources
+
+
+def demo_bundle() -> Path | None:
+    """The small Synthea bundle of the demo: $CARELEDGER_DEMO_BUNDLE or the shared test data."""
+    configured = os.environ.get("CARELEDGER_DEMO_BUNDLE")
+    if configured:
+        return Path(configured)
+    shared = Path(__file__).resolve().parents[4] / "shared" / "data" / "synthea-r4" / DEMO_BUNDLE
+    return shared if shared.exists() else None
+
+
+def import_demo_records_when_up(
+    url: str, organisation: KeyFile, keys_dir: Path, say: Callable[[str], None]
+) -> threading.Thread | None:
+    """Once the node answers, import the demo bundle through the records SDK (a thread)."""
+    bundle = demo_bundle()
+    if bundle is None:
+        say("No demo bundle found (set CARELEDGER_DEMO_BUNDLE): starting without records.")
+        return None
+
+    def run() -> None:
+        from careledger.wallet.records import ImportSummary, RecordsClient, import_bundle
+
+        _wait_for(url)
+        summary = ImportSummary()
+        try:
+            with RecordsClient(url, organisation) as client:
+                import_bundle(client, orjson.loads(bundle.read_bytes()), keys_dir, summary)
+        except Exception as exc:  # the demo must not take the node down
+            say(f"Demo records not imported: {exc}")
+            return
+        say(
+            f"Demo records: {summary.written} resources of {summary.patients} Synthea patient "
+            f"imported; the patient's key file is in {keys_dir}/ "
+            f"(try: careledger records list --as {summary.patient_keys[0]} --node {url})."
+        )
+
+    thread = threading.Thread(target=run, name="demo-records", daemon=True)
+    thread.start()
+    return thread
+
+
+def _wait_for(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/status", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)

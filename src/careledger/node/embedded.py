@@ -16,7 +16,9 @@ from careledger.chain.store import StateStore
 from careledger.consensus.solo.blockstore import BlockStore
 from careledger.consensus.solo.producer import SoloProducer
 from careledger.node.api import exception_handlers, node_routes
+from careledger.node.blobs import AnchorGuard, BlobService, sweep_erased
 from careledger.node.datadir import DataDir
+from careledger.storage.blobstore import BlobStore
 
 
 class EmbeddedNode:
@@ -29,7 +31,13 @@ class EmbeddedNode:
         self.app.init_chain(self.data.load_genesis())
         self.blocks = BlockStore(self.data.blocks)
         self.producer = SoloProducer(self.app, self.blocks, block_interval=block_interval)
+        self.blob_store = BlobStore(self.data.blobs)
+        self.blob_store.remove_stale_temporaries()
+        self.blob_service = BlobService(self.blob_store, self.producer)
+        # Registered before the replay, so blocks replayed after a crash erase their blobs too.
+        self.app.on_commit(self.blob_service.on_commit)
         self.replayed = self.producer.recover()
+        sweep_erased(self.blob_store, self.app)
 
     def close(self) -> None:
         self.blocks.close()
@@ -48,7 +56,8 @@ class EmbeddedNode:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-        routes = [*node_routes(self.producer), *extra_routes]
+        guarded = AnchorGuard(self.producer, self.blob_store)
+        routes = [*node_routes(guarded), *self.blob_service.routes(), *extra_routes]
         return Starlette(routes=routes, exception_handlers=exception_handlers(), lifespan=lifespan)
 
 

@@ -18,9 +18,12 @@ import orjson
 
 from careledger.chain.app import Application, BlockContext
 from careledger.chain.block import BlockHeader, data_hash
+from careledger.chain.modules.records import RecordsKeeper
+from careledger.chain.state import KV
 from careledger.chain.store import StateStore
 from careledger.consensus.solo.blockstore import BlockStore
 from careledger.node.datadir import DataDir
+from careledger.storage.blobstore import BlobCorrupted, BlobNotFound, BlobStore
 
 
 class Fault(Exception):
@@ -32,6 +35,9 @@ class Report:
     blocks: int
     transactions: int
     state_rows: int
+    blobs: int = 0
+    erased_blobs: int = 0
+    orphan_blobs: int = 0
 
 
 def verify_data_dir(root: Path) -> Report:
@@ -51,7 +57,8 @@ def verify_data_dir(root: Path) -> Report:
             txs = _replay_blocks(blocks, store, replica)
             rows = _compare_state(store, replica.store)
             replica.store.close()
-        return Report(blocks.height(), txs, rows)
+        checked, erased, orphans = _check_blobs(store, BlobStore(data.blobs))
+        return Report(blocks.height(), txs, rows, checked, erased, orphans)
     finally:
         blocks.close()
         store.close()
@@ -109,3 +116,29 @@ def _compare_state(store: StateStore, replayed: StateStore) -> int:
 
 def _rows(store: StateStore) -> Iterator[tuple[bytes, bytes]]:
     return store.all_rows()
+
+
+def _check_blobs(store: StateStore, blobs: BlobStore) -> tuple[int, int, int]:
+    """Every anchored blob of a live record is stored and hashes to its anchor; erased
+    records' blobs are gone. Returns (checked, erased, orphans: stored but never anchored)."""
+    keeper = RecordsKeeper(KV(store, "records"))
+    checked = erased = 0
+    anchored: set[str] = set()
+    for digest, where in keeper.blobs():
+        anchored.add(digest)
+        record = keeper.record(where["patient"], where["record"]) or {}
+        name = f"record {where['record'][:16]} version {where['version']}"
+        if record.get("erased_at"):
+            if blobs.has(digest):
+                raise Fault(f"blob {digest} of erased {name} is still on disk")
+            erased += 1
+            continue
+        try:
+            blobs.get(digest)
+        except BlobNotFound:
+            raise Fault(f"blob {digest} of {name} is missing") from None
+        except BlobCorrupted:
+            raise Fault(f"blob {digest} of {name} does not match its anchor's hash") from None
+        checked += 1
+    orphans = sum(1 for digest in blobs if digest not in anchored)
+    return checked, erased, orphans

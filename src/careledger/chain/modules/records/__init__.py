@@ -1,0 +1,23 @@
+"""The records module: anchors of encrypted record versions, scope keys and erasure."""
+
+from careledger.chain.modules.base import Message, Module
+from careledger.chain.modules.records import handler, messages, queries
+from careledger.chain.modules.records.keeper import MODULE, RecordsKeeper, record_name
+
+records_module = Module(
+    name=MODULE,
+    messages={
+        "anchor": Message(messages.Anchor.parse, handler.anchor),
+        "publish_scope_key": Message(messages.PublishScopeKey.parse, handler.publish_scope_key),
+        "erase": Message(messages.Erase.parse, handler.erase),
+    },
+    queries={
+        "versions": queries.versions,
+        "records": queries.records,
+        "blob": queries.blob,
+        "scope_keys": queries.scope_keys,
+    },
+    init_genesis=handler.init_genesis,
+)
+
+__all__ = ["MODULE", "RecordsKeeper", "record_name", "records_module"]

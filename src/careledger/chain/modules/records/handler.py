@@ -1,0 +1,170 @@
+"""The records module's rules: who may anchor a record version, scope keys, erasure.
+
+- The patient must be a registered, active patient identity.
+- The author (the sender) must be an active practitioner, a member organisation, or the
+  patient.
+- A version is exactly the last one plus one (else CONFLICT), so that two writers racing on
+  the same record cannot both win; an erased record takes no new version.
+- A blob anchors one record version only: erasing one record must not delete another's blob.
+- Data keys are wrapped to the patient's *current* scope key (a revoked epoch takes no new
+  record) or directly to a did (e.g. the author keeping access to what it wrote).
+- Erasure is the patient's alone; the event lists the blob hashes every node must delete.
+"""
+
+from __future__ import annotations
+
+from careledger.chain.codes import Code, TxFailure
+from careledger.chain.genesis import Genesis
+from careledger.chain.modules.base import TxContext
+from careledger.chain.modules.identity import IdentityKeeper
+from careledger.chain.modules.records.keeper import MODULE, RecordsKeeper
+from careledger.chain.modules.records.messages import (
+    Anchor,
+    Erase,
+    PublishScopeKey,
+    parse_scope_label,
+)
+
+
+def _keeper(ctx: TxContext) -> RecordsKeeper:
+    return RecordsKeeper(ctx.kv(MODULE))
+
+
+def _identities(ctx: TxContext) -> IdentityKeeper:
+    return IdentityKeeper(ctx.kv("identity"))
+
+
+def _require_patient(ctx: TxContext, did: str) -> None:
+    if _identities(ctx).active(did, "patient") is None:
+        raise TxFailure(Code.NOT_FOUND, f"{did} is not a registered active patient")
+
+
+def _require_author(ctx: TxContext, patient: str) -> None:
+    if ctx.sender == patient:
+        return
+    identities = _identities(ctx)
+    if identities.active(ctx.sender, "practitioner") is None and not identities.is_member(
+        ctx.sender
+    ):
+        raise TxFailure(
+            Code.UNAUTHORISED,
+            f"{ctx.sender} may not write records: not an active practitioner, "
+            "a member organisation or the patient",
+        )
+
+
+def _require_current_scopes(keeper: RecordsKeeper, msg: Anchor) -> None:
+    for label in msg.recipients:
+        parsed = parse_scope_label(label)
+        if parsed is None:
+            continue  # a did recipient: the writer's own business
+        current = keeper.current_scope_key(msg.patient, parsed[0])
+        if current is None or current["epoch"] != parsed[1]:
+            now = f"epoch {current['epoch']}" if current else "none published"
+            raise TxFailure(
+                Code.CONFLICT, f"{label} is not the patient's current scope key ({now})"
+            )
+
+
+def anchor(ctx: TxContext, msg: Anchor) -> None:
+    _require_patient(ctx, msg.patient)
+    _require_author(ctx, msg.patient)
+    keeper = _keeper(ctx)
+    rec = keeper.record(msg.patient, msg.record) or {
+        "record": msg.record,
+        "resource_type": msg.resource_type,
+        "versions": 0,
+        "erased_at": 0,
+    }
+    if rec["erased_at"]:
+        raise TxFailure(Code.CONFLICT, f"record {msg.record} is erased: it takes no new version")
+    if rec["resource_type"] != msg.resource_type:
+        raise TxFailure(Code.CONFLICT, f"record {msg.record} is a {rec['resource_type']}")
+    if msg.version != rec["versions"] + 1:
+        raise TxFailure(
+            Code.CONFLICT,
+            f"version conflict: record {msg.record} is at version {rec['versions']}, "
+            f"so the next is {rec['versions'] + 1}, not {msg.version}",
+        )
+    if not msg.tombstone:
+        if keeper.blob(msg.blob_hash) is not None:
+            raise TxFailure(Code.CONFLICT, f"blob {msg.blob_hash} already anchors a record")
+        _require_current_scopes(keeper, msg)
+        keeper.put_blob(msg.blob_hash, msg.patient, msg.record, msg.version)
+    keeper.put_version(
+        msg.patient,
+        msg.record,
+        {
+            "version": msg.version,
+            "blob_hash": msg.blob_hash,
+            "commitment": msg.commitment,
+            "recipients": list(msg.recipients),
+            "author": ctx.sender,
+            "tombstone": msg.tombstone,
+            "height": ctx.height,
+        },
+    )
+    keeper.put_record(msg.patient, {**rec, "versions": msg.version})
+    ctx.emit(
+        "records.anchored",
+        patient=msg.patient,
+        record=msg.record,
+        version=str(msg.version),
+        blob_hash=msg.blob_hash,
+        author=ctx.sender,
+    )
+
+
+def publish_scope_key(ctx: TxContext, msg: PublishScopeKey) -> None:
+    _require_patient(ctx, ctx.sender)
+    keeper = _keeper(ctx)
+    current = keeper.current_scope_key(ctx.sender, msg.scope)
+    if current is not None and msg.epoch <= current["epoch"]:
+        raise TxFailure(
+            Code.CONFLICT,
+            f"scope {msg.scope} is at epoch {current['epoch']}: a new key needs a higher epoch",
+        )
+    keeper.put_scope_key(
+        ctx.sender,
+        {
+            "scope": msg.scope,
+            "epoch": msg.epoch,
+            "public_key": msg.public_key,
+            "height": ctx.height,
+        },
+    )
+    ctx.emit("records.scope_key", patient=ctx.sender, scope=msg.scope, epoch=str(msg.epoch))
+
+
+def erase(ctx: TxContext, msg: Erase) -> None:
+    _require_patient(ctx, ctx.sender)
+    keeper = _keeper(ctx)
+    if msg.all:
+        targets = [r for r in keeper.records_of(ctx.sender) if not r["erased_at"]]
+    else:
+        targets = [_erasable(keeper, ctx.sender, name) for name in msg.records]
+    blob_hashes: list[str] = []
+    for rec in targets:
+        for version in keeper.versions(ctx.sender, rec["record"]):
+            if version["blob_hash"]:
+                blob_hashes.append(version["blob_hash"])
+        keeper.put_record(ctx.sender, {**rec, "erased_at": ctx.height})
+    ctx.emit(
+        "records.erased",
+        patient=ctx.sender,
+        records=",".join(r["record"] for r in targets),
+        blob_hashes=",".join(blob_hashes),
+    )
+
+
+def _erasable(keeper: RecordsKeeper, patient: str, name: str) -> dict[str, object]:
+    rec = keeper.record(patient, name)
+    if rec is None:
+        raise TxFailure(Code.NOT_FOUND, f"the patient has no record {name}")
+    if rec["erased_at"]:
+        raise TxFailure(Code.CONFLICT, f"record {name} is already erased")
+    return rec
+
+
+def init_genesis(ctx: TxContext, genesis: Genesis) -> None:
+    """The records module starts empty."""

@@ -1,0 +1,99 @@
+"""The records module's state: its keys and the only code that reads or writes them.
+
+Layout under the `records/` prefix (`<v>` is the version as 10 zero-padded digits, so that
+prefix iteration returns versions in order):
+  rec/<patient>/<record>          a record: resource type, number of versions, erasure height
+  ver/<patient>/<record>/<v>      one version's anchor: blob hash, commitment, recipient
+                                  labels, author, tombstone flag, height
+  blob/<blob hash>                which record version a blob belongs to (for the node's blob
+                                  routes, for `careledger verify`, and so a blob anchors once)
+  scope/<patient>/<scope>/<e>     a published scope public key (`<e>`: epoch, zero-padded)
+
+`<record>` is the record's pseudonymous name, SHA-256 of its binding (see `record_name`):
+the FHIR logical id never appears on-chain in clear (Synthea reuses it as an identifier).
+Nothing here is secret or identifying: dids are pseudonyms, the rest are hashes and labels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from careledger.chain.state import KV
+from careledger.crypto.envelope import length_prefixed
+
+MODULE = "records"
+RECORD_NAME_LABEL = b"careledger-record-name-v1"
+
+
+def record_name(patient: str, resource_type: str, resource_id: str) -> str:
+    """SHA-256("careledger-record-name-v1" || lp(patient) || lp(type) || lp(id)), hex."""
+    data = (
+        RECORD_NAME_LABEL
+        + length_prefixed(patient)
+        + length_prefixed(resource_type)
+        + length_prefixed(resource_id)
+    )
+    return hashlib.sha256(data).hexdigest()
+
+
+def _v(number: int) -> str:
+    return f"{number:010d}"
+
+
+class RecordsKeeper:
+    def __init__(self, kv: KV) -> None:
+        self.kv = kv
+
+    # --- records and versions -------------------------------------------------------------
+
+    def record(self, patient: str, record: str) -> dict[str, Any] | None:
+        value = self.kv.get(f"rec/{patient}/{record}")
+        return value if isinstance(value, dict) else None
+
+    def put_record(self, patient: str, rec: dict[str, Any]) -> None:
+        self.kv.set(f"rec/{patient}/{rec['record']}", rec)
+
+    def records_of(self, patient: str) -> list[dict[str, Any]]:
+        return [value for _, value in self.kv.items(f"rec/{patient}/")]
+
+    def version(self, patient: str, record: str, number: int) -> dict[str, Any] | None:
+        value = self.kv.get(f"ver/{patient}/{record}/{_v(number)}")
+        return value if isinstance(value, dict) else None
+
+    def put_version(self, patient: str, record: str, anchor: dict[str, Any]) -> None:
+        self.kv.set(f"ver/{patient}/{record}/{_v(anchor['version'])}", anchor)
+
+    def versions(self, patient: str, record: str) -> list[dict[str, Any]]:
+        return [value for _, value in self.kv.items(f"ver/{patient}/{record}/")]
+
+    # --- blobs ----------------------------------------------------------------------------
+
+    def blob(self, blob_hash: str) -> dict[str, Any] | None:
+        value = self.kv.get(f"blob/{blob_hash}")
+        return value if isinstance(value, dict) else None
+
+    def put_blob(self, blob_hash: str, patient: str, record: str, version: int) -> None:
+        self.kv.set(f"blob/{blob_hash}", {"patient": patient, "record": record, "version": version})
+
+    def blobs(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every anchored blob hash and the record version it belongs to."""
+        return [(key[len("blob/") :], value) for key, value in self.kv.items("blob/")]
+
+    # --- scope keys -----------------------------------------------------------------------
+
+    def scope_key(self, patient: str, scope: str, epoch: int) -> dict[str, Any] | None:
+        value = self.kv.get(f"scope/{patient}/{scope}/{_v(epoch)}")
+        return value if isinstance(value, dict) else None
+
+    def current_scope_key(self, patient: str, scope: str) -> dict[str, Any] | None:
+        found = None
+        for _, value in self.kv.items(f"scope/{patient}/{scope}/"):
+            found = value  # keys sort by epoch; the last one is current
+        return found
+
+    def put_scope_key(self, patient: str, key: dict[str, Any]) -> None:
+        self.kv.set(f"scope/{patient}/{key['scope']}/{_v(key['epoch'])}", key)
+
+    def scope_keys(self, patient: str) -> list[dict[str, Any]]:
+        return [value for _, value in self.kv.items(f"scope/{patient}/")]

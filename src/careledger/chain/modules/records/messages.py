@@ -1,0 +1,120 @@
+"""The records module's transaction payloads: parsed, validated, typed.
+
+None carries health data or anything identifying in clear: the patient is a did (a
+pseudonym), the record is named by a hash of its binding, the content by the SHA-256 of its
+ciphertext blob and a salted commitment. Wrapped data keys are never here (they live in the
+blob, so that erasure can delete them; docs/crypto.md section 7).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from careledger.chain.codes import Code, TxFailure
+from careledger.chain.modules.base import Payload
+from careledger.crypto.scopekeys import SCOPES
+
+MAX_RECIPIENTS = 8
+MAX_ERASE_RECORDS = 1000
+_RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{0,63}")
+_SCOPE_LABEL = re.compile(r"scope/([a-z]{1,64})/([0-9]{1,10})")
+
+
+def _fail(message: str) -> TxFailure:
+    return TxFailure(Code.INVALID_PAYLOAD, message)
+
+
+def _flag(p: Payload, name: str) -> bool:
+    """An optional 0/1 field (the payload type has no booleans)."""
+    return p.integer(name, 0, 1) == 1 if p.has(name) else False
+
+
+def _text_list(p: Payload, name: str, maximum: int) -> list[str]:
+    values = p._take(name, optional=False)
+    if not isinstance(values, list) or not 1 <= len(values) <= maximum:
+        raise _fail(f"{name!r} must be a list of 1 to {maximum} strings")
+    if not all(isinstance(v, str) and 0 < len(v) <= 128 for v in values):
+        raise _fail(f"{name!r} must hold strings of 1 to 128 characters")
+    if len(set(values)) != len(values):
+        raise _fail(f"{name!r} has duplicates")
+    return list(values)
+
+
+def parse_scope_label(label: str) -> tuple[str, int] | None:
+    """(scope, epoch) of a `scope/<scope>/<epoch>` recipient label; None for a did."""
+    match = _SCOPE_LABEL.fullmatch(label)
+    return (match.group(1), int(match.group(2))) if match else None
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """One version of one record: what it is, where its ciphertext is, who can open it.
+
+    A tombstone version (a FHIR delete) has no blob, commitment or recipients.
+    """
+
+    patient: str
+    resource_type: str
+    record: str
+    version: int
+    blob_hash: str
+    commitment: str
+    recipients: tuple[str, ...]
+    tombstone: bool
+
+    @classmethod
+    def parse(cls, p: Payload) -> Anchor:
+        patient, resource_type = p.did("patient"), p.text("resource_type", max_len=64)
+        if not _RESOURCE_TYPE.fullmatch(resource_type):
+            raise _fail(f"not a FHIR resource type: {resource_type!r}")
+        record, version = p.hex_bytes("record", 32), p.integer("version", 1, 2**32 - 1)
+        tombstone = _flag(p, "tombstone")
+        blob_hash, commitment, recipients = "", "", tuple[str, ...]()
+        if not tombstone:
+            blob_hash, commitment = p.hex_bytes("blob_hash", 32), p.hex_bytes("commitment", 32)
+            recipients = tuple(_text_list(p, "recipients", MAX_RECIPIENTS))
+            for label in recipients:
+                if parse_scope_label(label) is None and not label.startswith("did:key:z"):
+                    raise _fail(f"recipient {label!r} is neither scope/<scope>/<epoch> nor a did")
+        p.done()
+        return cls(
+            patient, resource_type, record, version, blob_hash, commitment, recipients, tombstone
+        )
+
+
+@dataclass(frozen=True)
+class PublishScopeKey:
+    """A patient's scope public key for one scope and epoch (signed by the patient)."""
+
+    scope: str
+    epoch: int
+    public_key: str
+
+    @classmethod
+    def parse(cls, p: Payload) -> PublishScopeKey:
+        scope, epoch = p.choice("scope", SCOPES), p.integer("epoch", 1, 2**32 - 1)
+        msg = cls(scope, epoch, p.hex_bytes("public_key", 32))
+        p.done()
+        return msg
+
+
+@dataclass(frozen=True)
+class Erase:
+    """The patient's request to erase named records, or all of theirs (`all`: 1)."""
+
+    records: tuple[str, ...]
+    all: bool
+
+    @classmethod
+    def parse(cls, p: Payload) -> Erase:
+        everything = _flag(p, "all")
+        records: tuple[str, ...] = ()
+        if p.has("records"):
+            records = tuple(_text_list(p, "records", MAX_ERASE_RECORDS))
+            if any(len(r) != 64 or r.strip("0123456789abcdef") for r in records):
+                raise _fail("'records' must hold record names (64 lowercase hex)")
+        if everything == bool(records):
+            raise _fail("name the records to erase, or set 'all' to 1 (not both)")
+        p.done()
+        return cls(records, everything)

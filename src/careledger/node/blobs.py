@@ -1,0 +1,323 @@
+"""The node's blob routes: encrypted record blobs in, out, and erased.
+
+Routes (every one needs a signed request, see `crypto/requestsig.py`:
+`Authorization: CareLedger did=<did>, ts=<unix ms>, sig=<base64url Ed25519>` over the method,
+path, timestamp and SHA-256 of the body, by the did's current on-chain key, at most 5 minutes
+from the node's clock):
+
+  PUT  /blobs/{hash}   body: the blob           store one blob; 201 {"hash"}
+  POST /blobs          body: frames             store many, one sync pass; {"hashes": [...]}
+  GET  /blobs/{hash}                            the blob's bytes
+  POST /blobs/fetch    {"hashes": [...]}        many blobs; body: response frames
+
+Upload frames are `u32 length || blob`, repeated. Response frames of a fetch are
+`u16 HTTP status || u32 length || blob or UTF-8 error message`, one per hash, in order.
+
+Who may do what:
+- Upload: any registered, active identity (patient, practitioner, organisation). A blob is
+  written durably (fsynced, renamed, directory fsynced) before the answer, so an anchor
+  submitted after it never points at a blob a crash could lose.
+- Download: the record's patient, the record's author, and any member organisation (an active
+  `organisation` identity). Member organisations are allowed because their nodes hold every
+  ciphertext anyway (network mode replicates blobs between nodes through this route, signing
+  as the node's organisation). Everyone else gets 403; a later consent module narrows this.
+  A blob that anchors no record is 404 (uploads are served only once anchored); a blob of an
+  erased record is 410 "erased"; a blob whose bytes no longer match their hash is 500
+  "corrupted" and is never served.
+
+Anchors and orphans: `AnchorGuard` wraps the consensus driver so that a `records/anchor`
+transaction is refused at this node's API (404, nothing enters the mempool) unless its blob is
+already stored here: no anchor without a blob. A blob uploaded but never anchored (an
+*orphan*: the writer crashed, or its anchor was refused) is not a record: no query lists it,
+no route serves it, `careledger verify` counts but does not fail on it. Orphans are harmless
+ciphertext; an operator may delete them (a later garbage collector would, after a grace
+period longer than any writer's upload-to-anchor delay).
+
+Erasure: `BlobService.on_commit` is an application commit listener. For every committed
+`records.erased` event it deletes the listed blobs (ciphertext and wrapped keys, one file per
+record version) durably. `sweep_erased` repeats that at start-up, for a node that crashed
+between the commit and the deletions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from careledger.chain.app import Application, CommittedBlock, QueryResult
+from careledger.chain.codes import Code, TxFailure
+from careledger.chain.tx import decode_tx, tx_hash
+from careledger.consensus.driver import ConsensusDriver, Submission
+from careledger.crypto.requestsig import BadAuthorization, check_request, parse_authorization
+from careledger.node.errors import ApiError
+from careledger.storage.blobstore import BlobCorrupted, BlobNotFound, BlobStore, blob_hash
+
+log = logging.getLogger(__name__)
+
+MAX_BLOB_BYTES = 16 * 1024 * 1024
+MAX_UPLOAD_BYTES = 128 * 1024 * 1024
+MAX_FETCH = 5000
+# Parallel writers: fsyncs from several threads share journal commits, so a batch of
+# blobs syncs in far less than one round trip to the disk each.
+WRITE_THREADS = 8
+
+
+@dataclass(frozen=True)
+class Caller:
+    did: str
+    kind: str
+
+
+def pack_frames(blobs: Iterable[bytes]) -> bytes:
+    return b"".join(struct.pack(">I", len(b)) + b for b in blobs)
+
+
+def unpack_frames(body: bytes) -> list[bytes]:
+    blobs, offset = [], 0
+    while offset < len(body):
+        if offset + 4 > len(body):
+            raise ApiError(400, "malformed", "upload frames are truncated")
+        (length,) = struct.unpack_from(">I", body, offset)
+        end = offset + 4 + length
+        if length == 0 or length > MAX_BLOB_BYTES or end > len(body):
+            raise ApiError(400, "malformed", f"upload frame of {length} bytes is invalid")
+        blobs.append(body[offset + 4 : end])
+        offset = end
+    return blobs
+
+
+def pack_results(results: Iterable[tuple[int, bytes]]) -> bytes:
+    return b"".join(struct.pack(">HI", status, len(data)) + data for status, data in results)
+
+
+def unpack_results(body: bytes) -> list[tuple[int, bytes]]:
+    results, offset = [], 0
+    while offset < len(body):
+        status, length = struct.unpack_from(">HI", body, offset)
+        results.append((status, body[offset + 6 : offset + 6 + length]))
+        offset += 6 + length
+    return results
+
+
+class BlobService:
+    def __init__(
+        self,
+        store: BlobStore,
+        driver: ConsensusDriver,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self.store = store
+        self.driver = driver
+        self._clock_ms = clock_ms
+
+    # --- the chain's view -----------------------------------------------------------------
+
+    async def _query(self, path: str, **params: str) -> QueryResult:
+        return await self.driver.query(path, orjson.dumps(params))
+
+    async def authenticate(self, request: Request, body: bytes) -> Caller:
+        try:
+            signed = parse_authorization(request.headers.get("authorization"))
+        except BadAuthorization as exc:
+            raise ApiError(401, "unauthenticated", str(exc)) from None
+        found = await self._query("identity/identity", did=signed.did)
+        ident = orjson.loads(found.value) if found.code == 0 else None
+        if not ident or not ident.get("active"):
+            raise ApiError(401, "unauthenticated", f"{signed.did} is not a registered identity")
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        try:
+            check_request(
+                signed,
+                bytes.fromhex(ident["signing_key"]),
+                request.method,
+                target,
+                body,
+                self._clock_ms(),
+            )
+        except BadAuthorization as exc:
+            raise ApiError(401, "unauthenticated", str(exc)) from None
+        return Caller(signed.did, str(ident["kind"]))
+
+    async def _readable(self, caller: Caller, digest: str) -> tuple[int, str]:
+        """(HTTP status, message) of `caller` reading blob `digest`; 200 when allowed."""
+        found = await self._query("records/blob", hash=digest)
+        if found.code == Code.NOT_FOUND:
+            return 404, f"blob {digest} anchors no record"
+        if found.code != 0:
+            return 400, found.log
+        anchor: dict[str, Any] = orjson.loads(found.value)
+        if anchor["erased_at"]:
+            return 410, f"erased: the record of blob {digest} was erased by its patient"
+        allowed = caller.did in (anchor["patient"], anchor["author"])
+        if not (allowed or caller.kind == "organisation"):
+            return 403, f"{caller.did} may not read this record"
+        return 200, ""
+
+    # --- routes ---------------------------------------------------------------------------
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/blobs", self.upload_many, methods=["POST"]),
+            Route("/blobs/fetch", self.fetch_many, methods=["POST"]),
+            Route("/blobs/{hash}", self.upload_one, methods=["PUT"]),
+            Route("/blobs/{hash}", self.download, methods=["GET"]),
+        ]
+
+    async def _body(self, request: Request, limit: int) -> bytes:
+        if int(request.headers.get("content-length") or 0) > limit:
+            raise ApiError(413, "oversized", f"request body over {limit} bytes")
+        body = await request.body()
+        if len(body) > limit:
+            raise ApiError(413, "oversized", f"request body over {limit} bytes")
+        return body
+
+    async def upload_one(self, request: Request) -> Response:
+        body = await self._body(request, MAX_BLOB_BYTES)
+        await self.authenticate(request, body)
+        digest = _path_hash(request)
+        if not body:
+            raise ApiError(400, "malformed", "an empty blob")
+        if blob_hash(body) != digest:
+            raise ApiError(400, "hash_mismatch", f"the body's SHA-256 is not {digest}")
+        await asyncio.to_thread(self.store.put, body)
+        return JSONResponse({"hash": digest}, status_code=201)
+
+    async def upload_many(self, request: Request) -> Response:
+        body = await self._body(request, MAX_UPLOAD_BYTES)
+        await self.authenticate(request, body)
+        blobs = unpack_frames(body)
+        if not blobs:
+            raise ApiError(400, "malformed", "no blob in the upload")
+        return JSONResponse({"hashes": await self.put_many(blobs)})
+
+    async def put_many(self, blobs: list[bytes]) -> list[str]:
+        """Store blobs durably from several threads (see WRITE_THREADS); their hashes."""
+        chunks = [blobs[i::WRITE_THREADS] for i in range(min(WRITE_THREADS, len(blobs)))]
+        stored = await asyncio.gather(*(asyncio.to_thread(self.store.put_many, c) for c in chunks))
+        by_chunk = [iter(s) for s in stored]
+        return [next(by_chunk[i % len(chunks)]) for i in range(len(blobs))]
+
+    async def download(self, request: Request) -> Response:
+        caller = await self.authenticate(request, await request.body())
+        digest = _path_hash(request)
+        status, message = await self._readable(caller, digest)
+        if status == 200:
+            status, data = await asyncio.to_thread(self._read, digest)
+            if status == 200:
+                return Response(data, media_type="application/octet-stream")
+            message = data.decode()
+        raise ApiError(status, _ERROR_CODES.get(status, "error"), message)
+
+    async def fetch_many(self, request: Request) -> Response:
+        body = await self._body(request, 1024 * 1024)
+        caller = await self.authenticate(request, body)
+        try:
+            hashes = orjson.loads(body)["hashes"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            raise ApiError(400, "malformed", 'body must be {"hashes": [...]}') from None
+        if not isinstance(hashes, list) or not 0 < len(hashes) <= MAX_FETCH:
+            raise ApiError(400, "malformed", f"'hashes' must list 1 to {MAX_FETCH} blob hashes")
+        results = []
+        for digest in hashes:
+            status, message = await self._readable(caller, str(digest))
+            results.append((status, message.encode()))
+        allowed = [i for i, (status, _) in enumerate(results) if status == 200]
+        reads = await asyncio.to_thread(lambda: [self._read(hashes[i]) for i in allowed])
+        for i, read in zip(allowed, reads, strict=True):
+            results[i] = read
+        return Response(pack_results(results), media_type="application/octet-stream")
+
+    def _read(self, digest: str) -> tuple[int, bytes]:
+        try:
+            return 200, self.store.get(digest)
+        except BlobNotFound:
+            return 404, f"blob {digest} is anchored but not stored on this node".encode()
+        except BlobCorrupted:
+            log.error("blob %s is corrupted on disk", digest)
+            return 500, f"corrupted: blob {digest} no longer matches its hash".encode()
+
+    # --- erasure --------------------------------------------------------------------------
+
+    def on_commit(self, block: CommittedBlock) -> None:
+        """Delete the blobs of records erased in this block (an Application commit listener)."""
+        for result in block.tx_results:
+            for event in result.events:
+                if event.type == "records.erased":
+                    self._delete(event.attributes.get("blob_hashes", ""))
+
+    def _delete(self, joined: str) -> None:
+        for digest in filter(None, joined.split(",")):
+            self.store.delete(digest)
+
+
+def sweep_erased(store: BlobStore, app: Application) -> int:
+    """Delete stored blobs whose records are erased (a crash may have skipped on_commit)."""
+    removed = 0
+    for digest in list(store):
+        found = app.query("records/blob", orjson.dumps({"hash": digest}))
+        if found.code == 0 and orjson.loads(found.value)["erased_at"]:
+            removed += store.delete(digest)
+    return removed
+
+
+_ERROR_CODES = {403: "forbidden", 404: "not_found", 410: "erased", 500: "corrupted"}
+
+
+def _path_hash(request: Request) -> str:
+    digest = str(request.path_params["hash"])
+    if len(digest) != 64 or digest.strip("0123456789abcdef"):
+        raise ApiError(400, "malformed", "a blob hash is 64 lowercase hex characters")
+    return digest
+
+
+class AnchorGuard:
+    """A consensus driver that refuses a records/anchor whose blob this node does not hold."""
+
+    _MARK = b'"type":"records/anchor"'
+
+    def __init__(self, driver: ConsensusDriver, store: BlobStore) -> None:
+        self._driver = driver
+        self._store = store
+
+    @property
+    def chain_id(self) -> str:
+        return self._driver.chain_id
+
+    async def submit(self, raw: bytes, wait: bool) -> Submission:
+        if self._MARK in raw:
+            missing = self._missing_blob(raw)
+            if missing:
+                return Submission(tx_hash(raw).hex(), int(Code.NOT_FOUND), missing)
+        return await self._driver.submit(raw, wait)
+
+    def _missing_blob(self, raw: bytes) -> str:
+        try:
+            payload = decode_tx(raw).tx.payload
+        except TxFailure:
+            return ""  # the driver's check_tx gives the precise error
+        digest = payload.get("blob_hash")
+        if payload.get("tombstone") or not isinstance(digest, str) or digest in self._store:
+            return ""
+        return f"blob {digest[:64]} is not stored on this node: upload it before its anchor"
+
+    async def status(self) -> dict[str, Any]:
+        return await self._driver.status()
+
+    async def block(self, height: int) -> dict[str, Any] | None:
+        return await self._driver.block(height)
+
+    async def transaction(self, tx_hash: bytes) -> dict[str, Any] | None:
+        return await self._driver.transaction(tx_hash)
+
+    async def query(self, path: str, data: bytes) -> QueryResult:
+        return await self._driver.query(path, data)

@@ -1,0 +1,170 @@
+"""What the `careledger records ...` and `verify-record` commands do (cli.py stays thin)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from careledger.crypto.keyfile import KeyFile, KeyFileError
+from careledger.wallet.fhir import InvalidResource, iter_bundle_entries
+from careledger.wallet.node_client import NodeClient, NodeError
+from careledger.wallet.records import (
+    ImportSummary,
+    ProofError,
+    RecordRef,
+    RecordsClient,
+    RecordsError,
+    import_bundle,
+    verify_record_proof,
+)
+
+
+@contextlib.contextmanager
+def errors(fail: Callable[[str], typer.Exit]) -> Iterator[None]:
+    """Turn the SDK's errors into one clear line and exit code 1."""
+    try:
+        yield
+    except RecordsError as exc:
+        raise fail(f"{exc} (HTTP {exc.status})") from None
+    except (ProofError, KeyFileError, InvalidResource, NodeError) as exc:
+        raise fail(str(exc)) from None
+    except httpx.HTTPError as exc:
+        raise fail(f"cannot reach the node: {exc}") from None
+    except OSError as exc:
+        raise fail(str(exc)) from None
+
+
+def import_bundles(
+    paths: Sequence[Path],
+    author: KeyFile,
+    node: str,
+    patient_keys: Path,
+    workers: int,
+    console: Console,
+) -> ImportSummary:
+    bundles = [(path, orjson.loads(path.read_bytes())) for path in paths]
+    total = sum(len(list(iter_bundle_entries(b))) for _, b in bundles)
+    summary, started = ImportSummary(), time.perf_counter()
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("resources"),
+        TimeElapsedColumn(),
+    )
+    with (
+        RecordsClient(node, author, workers=workers) as client,
+        Progress(*columns, console=console) as bar,
+    ):
+        task = bar.add_task("importing", total=total)
+        for path, bundle in bundles:
+            bar.update(task, description=path.name[:40])
+            import_bundle(client, bundle, patient_keys, summary, lambda n: bar.advance(task, n))
+    summary.seconds = time.perf_counter() - started
+    _print_summary(summary, console, patient_keys)
+    return summary
+
+
+def _print_summary(summary: ImportSummary, console: Console, patient_keys: Path) -> None:
+    rate = summary.written / summary.seconds if summary.seconds else 0.0
+    console.print(
+        f"Imported {summary.written} resources for {summary.patients} patients from "
+        f"{summary.bundles} bundle(s) in {summary.seconds:.1f} s ({rate:,.0f}/s)."
+    )
+    if summary.skipped:
+        kinds = ", ".join(f"{n} {t}" for t, n in sorted(summary.skipped.items()))
+        console.print(
+            f"Skipped {kinds}: directory data that belongs to no patient, not a health "
+            "record (records are always a patient's, encrypted to the patient's keys)."
+        )
+    if summary.patients:
+        console.print(
+            f"Patients' key files and recovery phrases (to hand over, then delete): {patient_keys}/"
+        )
+
+
+def _client(keyfile: KeyFile, node: str) -> RecordsClient:
+    return RecordsClient(NodeClient(node), keyfile)
+
+
+def list_records(keyfile: KeyFile, patient: str, node: str, console: Console) -> None:
+    records = _client(keyfile, node).records(patient or keyfile.did)
+    table = Table("record", "type", "versions", "author", "state")
+    for rec in records:
+        latest = rec.get("latest") or {}
+        state = "erased" if rec["erased_at"] else ("deleted" if latest.get("tombstone") else "")
+        table.add_row(
+            rec["record"][:16],
+            rec["resource_type"],
+            str(rec["versions"]),
+            str(latest.get("author", ""))[-12:],
+            state,
+        )
+    console.print(table)
+    console.print(f"{len(records)} record(s)")
+
+
+def _ref(keyfile: KeyFile, patient: str, reference: str) -> RecordRef:
+    resource_type, _, resource_id = reference.partition("/")
+    if not resource_type or not resource_id:
+        raise RecordsError(f"a record is named Type/id, not {reference!r}")
+    return RecordRef(patient or keyfile.did, resource_type, resource_id)
+
+
+def get_record(
+    keyfile: KeyFile,
+    patient: str,
+    reference: str,
+    version: int,
+    proof_out: Path | None,
+    node: str,
+    console: Console,
+) -> None:
+    client, ref = _client(keyfile, node), _ref(keyfile, patient, reference)
+    if proof_out is None:
+        resource: Any = client.read(ref, version or None)
+    else:
+        proof = client.proof(ref, version or None)
+        proof_out.write_bytes(orjson.dumps(proof, option=orjson.OPT_INDENT_2))
+        resource = proof["resource"]
+    console.print_json(orjson.dumps(resource).decode())
+    if proof_out is not None:
+        console.print(f"Proof written to {proof_out}; check it with careledger verify-record.")
+
+
+def erase_records(keyfile: KeyFile, references: Sequence[str], node: str, console: Console) -> None:
+    client = _client(keyfile, node)
+    refs = [_ref(keyfile, "", r) for r in references] if references else None
+    result = client.erase(refs)
+    erased = [e for e in result["events"] if e["type"] == "records.erased"]
+    names = erased[0]["attributes"]["records"].split(",") if erased else []
+    console.print(
+        f"Erased {len([n for n in names if n])} record(s) at height {result['height']}: "
+        "their ciphertext and keys are deleted on every node."
+    )
+
+
+def verify_proof_file(path: Path, console: Console) -> None:
+    try:
+        proof = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise ProofError(f"{path} is not JSON: {exc}") from None
+    verified = verify_record_proof(proof)
+    console.print(
+        f"OK: {verified.ref} version {verified.version} of patient {verified.patient} "
+        f"is anchored in block {verified.height} (header hash {verified.header_hash}), "
+        f"written by {verified.author}."
+    )
+    for note in verified.notes:
+        console.print(f"note: {note}")
+    console.print("Compare that header hash with any node (GET /blocks/<height>) to finish.")

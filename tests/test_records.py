@@ -1,0 +1,349 @@
+"""Records end to end: every Synthea resource written, read back, scanned, tampered, erased.
+
+One embedded node (real SQLite, real blob store, real HTTP server on loopback) holds every
+Synthea bundle for the whole module; the writer is the node's organisation, the readers are
+the patients whose keys the import wrote.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import uvicorn
+
+from careledger.crypto.keyfile import KeyFile
+from careledger.crypto.requestsig import authorization
+from careledger.node.datadir import DataDir, initialise
+from careledger.node.embedded import EmbeddedNode
+from careledger.wallet.fhir import BundleIndex
+from careledger.wallet.node_client import NodeClient
+from careledger.wallet.records import (
+    Erased,
+    ImportSummary,
+    IntegrityError,
+    ProofError,
+    RecordsClient,
+    RecordsError,
+    Written,
+    import_bundle,
+    stamp,
+    verify_record_proof,
+)
+from conftest import SHARED_DATA, careledger_command, free_port
+
+SYNTHEA = SHARED_DATA / "synthea-r4"
+
+
+@dataclass
+class Imported:
+    root: Path
+    url: str
+    node: EmbeddedNode
+    org: KeyFile
+    summary: ImportSummary
+    written: list[Written]
+    originals: dict[tuple[str, str, str], Any]  # (patient, type, id) -> resource as written
+    patients: dict[str, KeyFile]
+    server: uvicorn.Server
+    erased: int = 0
+
+    def client(self, keyfile: KeyFile) -> RecordsClient:
+        return RecordsClient(NodeClient(self.url), keyfile)
+
+    def patient_of(self, written: Written) -> RecordsClient:
+        return self.client(self.patients[written.ref.patient])
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Imported]:
+    base = tmp_path_factory.mktemp("records")
+    root = base / "data"
+    org = initialise(root)
+    node = EmbeddedNode(root, block_interval=0.05)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(node.asgi(), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    url = f"http://127.0.0.1:{port}"
+    summary, written, originals = ImportSummary(), [], {}
+    with RecordsClient(url, org, workers=2) as client:
+        for path in sorted(SYNTHEA.glob("*.json")):
+            bundle = orjson.loads(path.read_bytes())
+            index = BundleIndex.of(bundle)
+            done = import_bundle(client, bundle, base / "patient-keys", summary)
+            by_id = {
+                (e.resource["resourceType"], e.resource["id"]): index.local_references(e.resource)
+                for e in index.entries
+            }
+            for w in done:
+                key = (w.ref.resource_type, w.ref.resource_id)
+                originals[(w.ref.patient, *key)] = by_id[key]
+            written += done
+    patients = {k.did: k for k in map(KeyFile.load, summary.patient_keys)}
+    yield Imported(root, url, node, org, summary, written, originals, patients, server)
+    server.should_exit = True
+    thread.join(10)
+    node.close()
+
+
+def run_verify(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*careledger_command(), "verify", "--data-dir", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def blob_path(imported: Imported, written: Written) -> Path:
+    return imported.node.blob_store.path_of(written.blob_hash)
+
+
+def test_every_synthea_resource_reads_back_as_written(imported: Imported) -> None:
+    total = sum(len(orjson.loads(p.read_bytes())["entry"]) for p in sorted(SYNTHEA.glob("*.json")))
+    skipped = imported.summary.skipped
+    assert set(skipped) == {"Organization", "Practitioner"}  # directory data, no patient
+    assert len(imported.written) + sum(skipped.values()) == total
+    assert imported.summary.patients == 39
+
+    by_patient: dict[str, list[Written]] = {}
+    for w in imported.written:
+        by_patient.setdefault(w.ref.patient, []).append(w)
+    for did, writes in by_patient.items():
+        resources = imported.client(imported.patients[did]).read_many([w.ref for w in writes])
+        for w, resource in zip(writes, resources, strict=True):
+            original = imported.originals[(did, w.ref.resource_type, w.ref.resource_id)]
+            # As JSON values; the store adds meta.versionId and nothing else.
+            assert resource == orjson.loads(orjson.dumps(stamp(original, 1)))
+            assert resource["meta"]["versionId"] == "1"
+
+
+def test_the_writer_reads_what_it_wrote_and_others_cannot(imported: Imported) -> None:
+    first = imported.written[0]
+    writer = imported.client(imported.org)
+    assert writer.read(first.ref)["id"] == first.ref.resource_id
+    other_patient = next(k for d, k in imported.patients.items() if d != first.ref.patient)
+    with pytest.raises(RecordsError) as denied:
+        imported.client(other_patient).read(first.ref)
+    assert denied.value.status == 403
+
+
+def _sensitive_values(resource: Any) -> Iterator[str]:
+    for name in resource.get("name", []):
+        yield from name.get("given", [])
+        if "family" in name:
+            yield name["family"]
+    for identifier in resource.get("identifier", []):
+        if identifier.get("value"):
+            yield identifier["value"]
+    for address in resource.get("address", []):
+        yield from address.get("line", [])
+    for telecom in resource.get("telecom", []):
+        if telecom.get("value"):
+            yield telecom["value"]
+    if resource.get("birthDate"):
+        yield resource["birthDate"]
+
+
+def test_no_plaintext_reaches_the_chain_or_the_state(imported: Imported) -> None:
+    needles: set[str] = set()
+    for (_, resource_type, resource_id), resource in imported.originals.items():
+        if resource_type == "Patient":
+            needles |= set(_sensitive_values(resource))
+            needles.add(resource_id)  # Synthea reuses the Patient id as an identifier
+    needles = {n for n in needles if len(n) >= 4}
+    assert len(needles) > 39 * 5
+    data = DataDir(imported.root)
+    files = [p for p in imported.root.iterdir() if p.name.startswith(("state.", "blocks."))]
+    assert data.state in files and data.blocks in files
+    # Read by another process: closing a file descriptor of an SQLite database in the
+    # process that has it open (the embedded node here) drops that process's POSIX locks.
+    haystack = b"".join(
+        subprocess.run(["cat", str(p)], capture_output=True, check=True).stdout for p in files
+    )
+    assert len(haystack) > 1_000_000
+    found = [n for n in needles if n.encode() in haystack]
+    assert found == []
+
+
+def test_a_flipped_byte_is_detected_on_read_and_by_verify(imported: Imported) -> None:
+    victim = imported.written[10]
+    path = blob_path(imported, victim)
+    original = path.read_bytes()
+    altered = bytearray(original)
+    altered[len(altered) // 2] ^= 0x01
+    path.write_bytes(bytes(altered))
+    try:
+        with pytest.raises(RecordsError) as on_read:
+            imported.patient_of(victim).read(victim.ref)
+        assert on_read.value.status == 500 and "corrupted" in str(on_read.value)
+        result = run_verify(imported.root)
+        assert result.returncode == 1
+        assert victim.blob_hash in result.stderr and "does not match" in result.stderr
+    finally:
+        path.write_bytes(original)
+    # The client checks too: altered bytes served by a dishonest node are refused.
+    patient = imported.patient_of(victim)
+    anchor = patient.versions(victim.ref)["history"][0]
+    with pytest.raises(IntegrityError, match="does not match its anchor"):
+        patient.open_blob(victim.ref, anchor, bytes(altered))
+
+
+def test_a_ciphertext_moved_onto_another_record_does_not_decrypt(imported: Imported) -> None:
+    first = imported.written[20]
+    a, b = [
+        w
+        for w in imported.written
+        if w.ref.patient == first.ref.patient and w.ref.resource_type == "Observation"
+    ][:2]
+    patient = imported.patient_of(a)
+    blob_a = imported.node.blob_store.get(a.blob_hash)
+    anchor_b = dict(patient.versions(b.ref)["history"][0])
+    anchor_b["blob_hash"] = a.blob_hash  # even with the hash check satisfied
+    with pytest.raises(IntegrityError, match=r"does not (unwrap|decrypt)"):
+        patient.open_blob(b.ref, anchor_b, blob_a)
+
+
+def test_erasure_deletes_blobs_and_keys_and_verify_still_passes(imported: Imported) -> None:
+    did = imported.written[-1].ref.patient
+    mine = [w for w in imported.written if w.ref.patient == did]
+    patient = imported.client(imported.patients[did])
+    patient.erase([mine[0].ref, mine[1].ref])
+    for w in mine[:2]:
+        assert not blob_path(imported, w).exists()  # ciphertext and wrapped keys, one file
+        with pytest.raises(Erased, match="erased"):
+            patient.read(w.ref)
+    # The node answers 410 for the blob itself.
+    ts = time.time_ns() // 1_000_000
+    target = f"/blobs/{mine[0].blob_hash}"
+    header = authorization(patient.identity, did, "GET", target, b"", ts)
+    response = httpx.get(imported.url + target, headers={"authorization": header})
+    assert response.status_code == 410 and "erased" in response.text
+    assert patient.read(mine[2].ref)["id"] == mine[2].ref.resource_id  # the rest remains
+
+    patient.erase()  # everything of this patient
+    assert not any(blob_path(imported, w).exists() for w in mine)
+    with pytest.raises(RecordsError) as again:
+        imported.client(imported.org).write(did, imported.originals[(did, *_key(mine[3]))])
+    assert again.value.status == 410
+    imported.erased += len(mine)
+
+
+def _key(w: Written) -> tuple[str, str]:
+    return w.ref.resource_type, w.ref.resource_id
+
+
+def test_an_inclusion_proof_verifies_offline_and_fails_for_altered_content(
+    imported: Imported,
+) -> None:
+    target = imported.written[5]
+    proof = imported.patient_of(target).proof(target.ref)
+    proof = orjson.loads(orjson.dumps(proof))  # as it would be stored and sent
+    verified = verify_record_proof(proof)
+    assert verified.ref == target.ref and verified.author == imported.org.did
+    assert verified.height == target.height and not verified.notes
+    block = NodeClient(imported.url).block(target.height)
+    assert block["hash"] == verified.header_hash
+
+    altered = orjson.loads(orjson.dumps(proof))
+    altered["resource"]["status"] = "entered-in-error"
+    with pytest.raises(ProofError, match="commitment"):
+        verify_record_proof(altered)
+    other = orjson.loads(orjson.dumps(proof))
+    other["resource"]["id"] = "another-id"
+    with pytest.raises(ProofError, match="not the anchored record"):
+        verify_record_proof(other)
+    moved = orjson.loads(orjson.dumps(proof))
+    moved["proof"]["index"] = (moved["proof"]["index"] + 1) % max(2, moved["proof"]["total"])
+    with pytest.raises(ProofError):
+        verify_record_proof(moved)
+
+
+def test_versions_history_and_tombstones(imported: Imported) -> None:
+    target = imported.written[100]
+    writer = imported.client(imported.org)
+    original = imported.originals[(target.ref.patient, *_key(target))]
+    changed = {**original, "status": "entered-in-error"} if "status" in original else original
+    second = writer.write(target.ref.patient, changed)
+    assert second.version == 2
+    patient = imported.patient_of(target)
+    assert patient.read(target.ref)["meta"]["versionId"] == "2"
+    assert patient.read(target.ref, version=1)["meta"]["versionId"] == "1"
+    deleted = writer.delete(target.ref)
+    assert deleted.version == 3
+    history = patient.history(target.ref)
+    assert [h["meta"]["versionId"] if h else None for h in history] == ["1", "2", None]
+    with pytest.raises(RecordsError) as gone:
+        patient.read(target.ref)
+    assert gone.value.status == 410
+
+
+def test_bad_input_gets_clear_errors_and_nothing_half_written(imported: Imported) -> None:
+    writer = imported.client(imported.org)
+    did = imported.written[200].ref.patient
+    before = sum(1 for _ in imported.node.blob_store)
+    invalid = {
+        "resourceType": "Observation",
+        "id": "bad-1",
+        "status": "final",
+        "code": {"text": "x"},
+        "valueQuantity": {"value": "not a number"},
+    }
+    with pytest.raises(RecordsError) as bad_fhir:
+        writer.write(did, invalid)
+    assert bad_fhir.value.status == 422 and "Observation.valueQuantity.value" in str(bad_fhir.value)
+    assert sum(1 for _ in imported.node.blob_store) == before  # nothing uploaded
+
+    stranger = KeyFile.load(imported.summary.patient_keys[0])
+    with pytest.raises(RecordsError) as unregistered:
+        writer.write("did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK", invalid)
+    assert unregistered.value.status == 404
+
+    existing = imported.written[201]
+    job = writer._job(did, imported.originals[(did, *_key(existing))], writer.scope_keys(did), {})
+    prepared = writer._seal_and_upload([job])  # a well-formed version 1 of an existing record
+    with pytest.raises(RecordsError) as conflict:
+        writer._anchor(prepared)
+    assert conflict.value.status == 409 and "version conflict" in str(conflict.value)
+    assert writer.read(existing.ref)["meta"]["versionId"] == "1"  # unchanged
+
+    http = httpx.Client(base_url=imported.url)
+    ts = time.time_ns() // 1_000_000
+    body = b"some ciphertext"
+    target = "/blobs/" + "00" * 32
+    header = authorization(writer.identity, writer.did, "PUT", target, body, ts)
+    mismatch = http.put(target, content=body, headers={"authorization": header})
+    assert mismatch.status_code == 400 and mismatch.json()["error"]["code"] == "hash_mismatch"
+    assert http.put(target, content=body).status_code == 401  # unsigned
+    stale = authorization(writer.identity, writer.did, "PUT", target, body, ts - 3_600_000)
+    assert http.put(target, content=body, headers={"authorization": stale}).status_code == 401
+    assert stranger.did  # a patient may upload, but an anchor needs its blob on the node:
+    payload = dict(prepared[0].payload, blob_hash="ee" * 32, version=2)
+    with pytest.raises(RecordsError) as no_blob:
+        writer._anchor([type(prepared[0])(prepared[0].ref, 2, b"", payload)])
+    assert no_blob.value.status == 404 and "upload it before" in str(no_blob.value)
+
+
+def test_verify_passes_on_the_whole_directory_after_erasure(imported: Imported) -> None:
+    """Last: stop the node (verify is an offline check of a data directory), then verify."""
+    assert imported.erased > 0
+    imported.server.should_exit = True
+    time.sleep(1)
+    result = run_verify(imported.root)
+    assert result.returncode == 0, result.stderr
+    assert f"{imported.erased} erased" in result.stdout
+    # Orphans (uploaded, never anchored: the refused writes above) are counted, not faults.
+    assert "never anchored" in result.stdout

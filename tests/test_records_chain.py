@@ -1,0 +1,182 @@
+"""The records module's rules on a real state machine (real SQLite), block by block."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from careledger.chain.codes import Code
+from careledger.chain.modules.records import record_name
+from careledger.chain.tx import Tx
+from careledger.crypto.keys import Identity
+from conftest import CHAIN_ID, make_app, run_block
+
+
+class Actor:
+    def __init__(self) -> None:
+        self.identity = Identity.generate()
+        self.did = self.identity.did
+        self.nonce = 0
+
+    def tx(self, type_: str, payload: dict[str, Any]) -> bytes:
+        self.nonce += 1
+        return Tx(CHAIN_ID, type_, self.did, self.nonce, payload).sign(self.identity)
+
+
+def anchor(patient: str, rid: str, version: int, blob: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "patient": patient,
+        "resource_type": "Observation",
+        "record": record_name(patient, "Observation", rid),
+        "version": version,
+        "blob_hash": blob * 64 if len(blob) == 1 else blob,
+        "commitment": "ab" * 32,
+        "recipients": ["scope/diagnostics/1"],
+        **extra,
+    }
+
+
+def setup(tmp_path: Path) -> tuple[Any, Actor, Actor]:
+    org, patient = Actor(), Actor()
+    app = make_app(tmp_path / "state.sqlite", [org.identity])
+    codes = run_block(
+        app,
+        [
+            patient.tx("identity/register_patient", {"encryption_key": "11" * 32}),
+            patient.tx(
+                "records/publish_scope_key",
+                {"scope": "diagnostics", "epoch": 1, "public_key": "22" * 32},
+            ),
+        ],
+    )
+    assert codes == [0, 0]
+    return app, org, patient
+
+
+def query(app: Any, path: str, **params: str) -> Any:
+    result = app.query(path, orjson.dumps(params))
+    assert result.code == 0, result.log
+    return orjson.loads(result.value)
+
+
+def test_versions_are_exactly_last_plus_one(tmp_path: Path) -> None:
+    app, org, patient = setup(tmp_path)
+    p = patient.did
+    codes = run_block(
+        app,
+        [
+            org.tx("records/anchor", anchor(p, "o1", 1, "a")),
+            org.tx("records/anchor", anchor(p, "o1", 1, "b")),  # same version again
+            org.tx("records/anchor", anchor(p, "o1", 3, "c")),  # a gap
+            org.tx("records/anchor", anchor(p, "o1", 2, "d")),
+            org.tx("records/anchor", anchor(p, "o2", 1, "a")),  # a blob anchors once
+        ],
+    )
+    assert codes == [0, Code.CONFLICT, Code.CONFLICT, 0, Code.CONFLICT]
+    found = query(app, "records/versions", patient=p, record=record_name(p, "Observation", "o1"))
+    assert [v["blob_hash"][0] for v in found["history"]] == ["a", "d"]
+    assert found["history"][0]["author"] == org.did
+    listed = query(app, "records/records", patient=p)
+    assert [(r["versions"], r["latest"]["version"]) for r in listed] == [(2, 2)]
+
+
+def test_who_may_write(tmp_path: Path) -> None:
+    app, org, patient = setup(tmp_path)
+    stranger, unregistered = Actor(), Actor()
+    codes = run_block(
+        app,
+        [
+            stranger.tx("records/anchor", anchor(patient.did, "x", 1, "1")),
+            org.tx("records/anchor", anchor(unregistered.did, "x", 1, "2")),
+            patient.tx("records/anchor", anchor(patient.did, "mine", 1, "3")),
+            org.tx(
+                "records/anchor",
+                anchor(patient.did, "y", 1, "4", recipients=["scope/diagnostics/2"]),
+            ),
+        ],
+    )
+    assert codes == [Code.UNAUTHORISED, Code.NOT_FOUND, 0, Code.CONFLICT]
+
+
+def test_scope_key_epochs_only_go_up_and_revoked_epochs_take_no_record(tmp_path: Path) -> None:
+    app, org, patient = setup(tmp_path)
+    key = {"scope": "diagnostics", "public_key": "33" * 32}
+    codes = run_block(
+        app,
+        [
+            patient.tx("records/publish_scope_key", {**key, "epoch": 1}),
+            patient.tx("records/publish_scope_key", {**key, "epoch": 2}),
+            org.tx("records/anchor", anchor(patient.did, "z", 1, "5")),  # epoch 1 is stale now
+            org.tx("records/publish_scope_key", {**key, "epoch": 3}),  # not a patient
+        ],
+    )
+    assert codes == [Code.CONFLICT, 0, Code.CONFLICT, Code.NOT_FOUND]
+    epochs = [k["epoch"] for k in query(app, "records/scope_keys", patient=patient.did)]
+    assert epochs == [1, 2]
+
+
+def test_erasure_is_the_patients_and_ends_the_record(tmp_path: Path) -> None:
+    app, org, patient = setup(tmp_path)
+    p = patient.did
+    name = record_name(p, "Observation", "e1")
+    run_block(
+        app,
+        [
+            org.tx("records/anchor", anchor(p, "e1", 1, "6")),
+            org.tx("records/anchor", anchor(p, "e1", 2, "7")),
+            org.tx("records/anchor", anchor(p, "e2", 1, "8")),
+        ],
+    )
+    codes = run_block(
+        app,
+        [
+            org.tx("records/erase", {"records": [name]}),
+            patient.tx("records/erase", {"records": ["00" * 32]}),
+            patient.tx("records/erase", {"records": [name]}),
+            org.tx("records/anchor", anchor(p, "e1", 3, "9")),
+        ],
+    )
+    assert codes == [Code.NOT_FOUND, Code.NOT_FOUND, 0, Code.CONFLICT]
+    blob = query(app, "records/blob", hash="6" * 64)
+    assert blob["erased_at"] > 0 and blob["version"] == 1
+    assert query(app, "records/blob", hash="8" * 64)["erased_at"] == 0
+
+
+def test_erase_event_lists_every_version_blob_and_tombstones_have_none(tmp_path: Path) -> None:
+    app, org, patient = setup(tmp_path)
+    p = patient.did
+    tombstone = {
+        "patient": p,
+        "resource_type": "Observation",
+        "record": record_name(p, "Observation", "t1"),
+        "version": 2,
+        "tombstone": 1,
+    }
+    run_block(app, [org.tx("records/anchor", anchor(p, "t1", 1, "c"))])
+    assert run_block(app, [org.tx("records/anchor", tombstone)]) == [0]
+    height = app.info().last_height + 1
+    from careledger.chain.app import BlockContext
+
+    result = app.finalize_block(
+        BlockContext(height, 1_900_000_000_000_000_000), [patient.tx("records/erase", {"all": 1})]
+    )
+    app.commit()
+    (event,) = result.tx_results[0].events
+    assert event.type == "records.erased"
+    assert event.attributes["blob_hashes"] == "c" * 64
+
+
+def test_malformed_payloads_are_refused_before_a_block(tmp_path: Path) -> None:
+    app, org, patient = setup(tmp_path)
+    bad = [
+        anchor(patient.did, "m", 1, "1", resource_type="not a type"),
+        anchor(patient.did, "m", 1, "1", recipients=[]),
+        anchor(patient.did, "m", 1, "1", recipients=["somebody"]),
+        {**anchor(patient.did, "m", 1, "1"), "name": "Jane Doe"},  # nothing extra in clear
+    ]
+    for payload in bad:
+        assert app.check_tx(org.tx("records/anchor", payload)).code == Code.INVALID_PAYLOAD
+    both = {"all": 1, "records": ["00" * 32]}
+    assert app.check_tx(patient.tx("records/erase", both)).code == Code.INVALID_PAYLOAD
