@@ -1,0 +1,174 @@
+"""Records written and read per second end to end, and bytes stored per byte of FHIR JSON.
+
+A real `careledger up` process (the embedded node: solo producer, SQLite, blob store) on a
+fresh data directory; this process is the writer (the node's organisation, through the
+records SDK, validating and sealing in a pool of `--workers` processes) and then each patient
+reading all of their records back. Every Synthea patient bundle is imported.
+
+  write = validate + stamp + canonicalise + compress + encrypt + wrap (x2) + upload (durable)
+          + anchor submitted + committed in a block
+  read  = chain query + blob fetch + hash check + unwrap + decrypt + commitment check
+
+Then the stages alone, in this process, to show where the time goes.
+
+Run: .venv/bin/python -m bench.records_throughput [--workers 2] [--bundles 0 (all)]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+from bench.common import machine
+from careledger.crypto.keyfile import KeyFile
+from careledger.crypto.keys import Identity
+from careledger.crypto.scopekeys import ScopePublic
+from careledger.node.datadir import initialise
+from careledger.storage.blobstore import BlobStore
+from careledger.wallet.fhir import BundleIndex, validate_resource
+from careledger.wallet.records import (
+    ImportSummary,
+    RecordsClient,
+    Written,
+    _Job,
+    _prepare,
+    import_bundle,
+)
+
+SYNTHEA = Path(__file__).resolve().parents[2] / "shared" / "data" / "synthea-r4"
+
+
+def start_node(root: Path, port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "careledger.cli",
+            "up",
+            "--data-dir",
+            str(root),
+            "--port",
+            str(port),
+            "--block-interval",
+            "0.1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    import httpx
+
+    for _ in range(300):
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/status", timeout=1)
+            return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError("node did not start")
+
+
+def end_to_end(paths: list[Path], workers: int) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch) / "data"
+        org = initialise(root)
+        port = 18000 + (int(time.time()) % 1000)
+        node = start_node(root, port)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            summary, written, json_bytes = ImportSummary(), [], 0
+            bundles = [orjson.loads(p.read_bytes()) for p in paths]
+            source_bytes = sum(p.stat().st_size for p in paths)
+            with RecordsClient(url, org, workers=workers) as client:
+                client.enrol_patient()  # warm the pool and the connection
+                started = time.perf_counter()
+                for bundle in bundles:
+                    written += import_bundle(client, bundle, Path(scratch) / "keys", summary)
+                write_s = time.perf_counter() - started
+            for bundle in bundles:
+                index = BundleIndex.of(bundle)
+                groups, _ = index.split_by_patient()
+                for g in groups:
+                    for e in [g.patient, *g.entries]:
+                        json_bytes += len(orjson.dumps(index.local_references(e.resource)))
+            read_s, read = read_all(url, summary, written)
+            stored = sum(p.stat().st_size for p in (root / "blobs").rglob("*") if p.is_file())
+        finally:
+            node.terminate()
+            node.wait(10)
+        print(f"machine: {machine()}")
+        print(
+            f"resources written: {len(written)} of {len(paths)} bundles, "
+            f"{summary.patients} patients, workers={workers}"
+        )
+        print(f"write: {len(written) / write_s:,.0f} records/s ({write_s:.1f} s)")
+        print(f"read:  {read / read_s:,.0f} records/s ({read_s:.1f} s)")
+        print(
+            f"stored blob bytes / compact FHIR JSON bytes: {stored / json_bytes:.3f} "
+            f"({stored:,} / {json_bytes:,})"
+        )
+        print(f"stored blob bytes / source bundle file bytes: {stored / source_bytes:.3f}")
+
+
+def read_all(url: str, summary: ImportSummary, written: list[Written]) -> tuple[float, int]:
+    by_patient: dict[str, list[Written]] = {}
+    for w in written:
+        by_patient.setdefault(w.ref.patient, []).append(w)
+    keys = {k.did: k for k in map(KeyFile.load, summary.patient_keys)}
+    started, count = time.perf_counter(), 0
+    for did, writes in by_patient.items():
+        client = RecordsClient(url, keys[did])
+        count += len(client.read_many([w.ref for w in writes]))
+    return time.perf_counter() - started, count
+
+
+def stages(paths: list[Path]) -> None:
+    """Each stage alone on one core, to show where the time goes."""
+    resources = []
+    for p in paths[:8]:
+        index = BundleIndex.of(orjson.loads(p.read_bytes()))
+        resources += [index.local_references(e.resource) for e in index.entries]
+    me, scope = Identity.generate(), Identity.generate()
+    sp = ScopePublic("clinical", 1, scope.encryption_public)
+    jobs = [_Job(orjson.dumps(r), me.did, 1, sp, me.did, me.encryption_public) for r in resources]
+    for r in resources[:200]:
+        validate_resource(r)  # import the models first
+    t = time.perf_counter()
+    for r in resources:
+        validate_resource(r)
+    validate_s = time.perf_counter() - t
+    t = time.perf_counter()
+    prepared = [_prepare(j) for j in jobs]
+    prepare_s = time.perf_counter() - t
+    blobs = [p.blob for p in prepared if not isinstance(p, str)]
+    with tempfile.TemporaryDirectory() as scratch:
+        store = BlobStore(scratch)
+        t = time.perf_counter()
+        store.put_many(blobs)
+        put_s = time.perf_counter() - t
+    n = len(resources)
+    print(f"stages on one core ({n} resources of {min(8, len(paths))} bundles):")
+    print(f"  validate (fhir.resources R4B)           {n / validate_s:,.0f}/s")
+    print(f"  validate + seal + wrap x2 + pack         {n / prepare_s:,.0f}/s")
+    print(f"  seal + wrap x2 + pack alone (derived)    {n / (prepare_s - validate_s):,.0f}/s")
+    print(f"  blob put_many, fsync each, one thread    {n / put_s:,.0f}/s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--bundles", type=int, default=0)
+    args = parser.parse_args()
+    paths = sorted(p for p in SYNTHEA.glob("*.json") if "Information" not in p.name)
+    if args.bundles:
+        paths = paths[: args.bundles]
+    end_to_end(paths, args.workers)
+    stages(paths)
+
+
+if __name__ == "__main__":
+    main()
