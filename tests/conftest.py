@@ -1,93 +1,13 @@
-"""Shared fixtures: real data directories, real node processes on loopback."""
+"""Fixtures shared by the tests: a real `careledger up` process on a fresh data directory."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
-from careledger.chain.app import Application, BlockContext
-from careledger.chain.genesis import Genesis
-from careledger.chain.store import StateStore
-from careledger.crypto.keys import Identity
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-CHAIN_ID = "test-chain"
-GENESIS_TIME = "2026-01-01T00:00:00Z"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def careledger_command() -> list[str]:
-    return [sys.executable, "-m", "careledger.cli"]
-
-
-@dataclass
-class NodeProcess:
-    data_dir: Path
-    port: int
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, *extra: str) -> None:
-        log = open(self.data_dir.parent / f"node-{self.port}.log", "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [
-                *careledger_command(),
-                "up",
-                "--data-dir",
-                str(self.data_dir),
-                "--port",
-                str(self.port),
-                *extra,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        self.wait_ready()
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise RuntimeError(f"node exited with {self.process.returncode}")
-            try:
-                if httpx.get(self.url + "/status", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError("node did not answer /status")
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+from nodeutil import NodeProcess, free_port
 
 
 @pytest.fixture
@@ -99,27 +19,3 @@ def node(tmp_path: Path) -> Iterator[NodeProcess]:
         yield proc
     finally:
         proc.stop()
-
-
-def make_app(path: Path, organisations: list[Identity], chain_id: str = CHAIN_ID) -> Application:
-    """A state machine on a real SQLite file with these founding organisations."""
-    app = Application(StateStore(path))
-    orgs = tuple((f"Org {i}", ident) for i, ident in enumerate(organisations))
-    genesis = Genesis.for_organisations(chain_id, list(orgs))
-    genesis = Genesis(chain_id, GENESIS_TIME, genesis.organisations)
-    app.init_chain(genesis)
-    return app
-
-
-def run_block(app: Application, txs: list[bytes]) -> list[int]:
-    """Finalize and commit one block; the result codes."""
-    height = app.info().last_height + 1
-    result = app.finalize_block(BlockContext(height, 1_800_000_000_000_000_000 + height), txs)
-    app.commit()
-    return [int(r.code) for r in result.tx_results]
-
-
-if os.environ.get("CARELEDGER_TEST_DEBUG"):
-    import logging
-
-    logging.basicConfig(level=logging.DEBUG)

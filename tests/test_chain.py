@@ -10,7 +10,7 @@ from careledger.chain.app import BlockContext
 from careledger.chain.codes import Code
 from careledger.chain.tx import MAX_TX_BYTES, SIGNATURE_BYTES, Tx
 from careledger.crypto.keys import Identity
-from conftest import CHAIN_ID, make_app, run_block
+from nodeutil import CHAIN_ID, make_app, run_block
 
 
 def register(patient: Identity, nonce: int = 1, chain_id: str = CHAIN_ID) -> bytes:

@@ -11,7 +11,7 @@ import httpx
 from careledger.chain.tx import Tx
 from careledger.crypto.keys import Identity
 from careledger.wallet.node_client import NodeClient, NodeError
-from conftest import NodeProcess, free_port
+from nodeutil import NodeProcess, free_port
 from test_verify import run_verify
 
 KILLS = 5

@@ -10,7 +10,7 @@ from careledger.chain.app import Application, BlockContext
 from careledger.chain.codes import Code
 from careledger.chain.tx import Tx
 from careledger.crypto.keys import Identity
-from conftest import CHAIN_ID, make_app, run_block
+from nodeutil import CHAIN_ID, make_app, run_block
 
 
 class Nonces:

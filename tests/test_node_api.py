@@ -14,7 +14,7 @@ from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
 from careledger.crypto.merkle import InclusionProof, verify_inclusion
 from careledger.wallet.node_client import NodeClient, NodeError, Signer
-from conftest import NodeProcess
+from nodeutil import NodeProcess
 
 
 def test_a_committed_transaction_is_provable_from_its_block_header(node: NodeProcess) -> None:

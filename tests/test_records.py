@@ -38,7 +38,7 @@ from careledger.wallet.records import (
     stamp,
     verify_record_proof,
 )
-from conftest import SHARED_DATA, careledger_command, free_port
+from nodeutil import SHARED_DATA, careledger_command, free_port
 
 SYNTHEA = SHARED_DATA / "synthea-r4"
 

@@ -11,7 +11,7 @@ from careledger.chain.codes import Code
 from careledger.chain.modules.records import record_name
 from careledger.chain.tx import Tx
 from careledger.crypto.keys import Identity
-from conftest import CHAIN_ID, make_app, run_block
+from nodeutil import CHAIN_ID, make_app, run_block
 
 
 class Actor:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 
-from conftest import SHARED_DATA, NodeProcess, careledger_command
+from nodeutil import SHARED_DATA, NodeProcess, careledger_command
 
 BUNDLE = SHARED_DATA / "synthea-r4" / "Jesus_Alvarez_c0580b5a-6fc2-4b72-b691-57a71afb5597.json"
 

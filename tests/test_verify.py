@@ -16,7 +16,7 @@ from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
 from careledger.node.datadir import initialise
 from careledger.node.embedded import EmbeddedNode
-from conftest import careledger_command
+from nodeutil import careledger_command
 
 
 @pytest.fixture(scope="module")

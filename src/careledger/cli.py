@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from careledger.consensus.cometbft.cli import net_app
 from careledger.crypto.keyfile import KeyFile, KeyFileError
 from careledger.crypto.keys import Identity, KeyError_, identity_from_phrase, new_recovery_phrase
 
@@ -17,6 +18,7 @@ records_app = typer.Typer(
     help="Write, read, list and erase encrypted records.", no_args_is_help=True
 )
 app.add_typer(records_app, name="records")
+app.add_typer(net_app, name="net")
 
 console = Console(emoji=False, highlight=False, soft_wrap=True)
 err = Console(stderr=True, emoji=False, highlight=False, soft_wrap=True)

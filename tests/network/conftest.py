@@ -1,6 +1,9 @@
-"""Network tests need the CometBFT binary (`make cometbft`); without it they are skipped."""
+"""Network tests need the CometBFT binary (`make cometbft`); without it they are skipped,
+except in CI, where a missing binary must fail the run rather than pass it silently."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -12,6 +15,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         cometbft_binary()
         missing = None
     except NetError as exc:
+        if os.environ.get("CI"):
+            raise
         missing = pytest.mark.skip(reason=str(exc))
     for item in items:
         if "tests/network/" in str(item.fspath):

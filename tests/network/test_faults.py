@@ -46,8 +46,9 @@ def test_a_validator_killed_with_sigkill_catches_up_with_the_same_app_hash(
         target = height(network, 0)
         wait_for_height(network, 3, target, timeout=60)
         assert assert_same_app_hashes(network, [0, 1, 2, 3]) >= target
-        late = NodeClient(network.nodes[3].api_url).status()
-        assert late["height"] >= target and not late["catching_up"]
+        late = NodeClient(network.nodes[3].api_url)
+        wait_until(lambda: not late.status()["catching_up"], 30, "node3 to finish catching up")
+        assert late.status()["height"] >= target
 
 
 def test_with_two_of_four_down_nothing_commits_nothing_forks_and_commits_resume(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -81,9 +81,11 @@ class QueryResult:
 
 @dataclass(frozen=True)
 class CommittedBlock:
-    """What a commit listener is told: the height and each transaction's result."""
+    """What a commit listener is told: the block's transactions and each one's result."""
 
     height: int
+    time_ns: int
+    txs: list[bytes]
     tx_results: list[TxResult]
 
 
@@ -96,7 +98,7 @@ class _PendingBlock:
     app_hash: bytes
     changes_hash: bytes
     state: Overlay
-    tx_results: list[TxResult] = field(default_factory=list)
+    block: CommittedBlock
 
 
 class DecodeCache:
@@ -201,7 +203,8 @@ class Application:
         digest = changes_hash(block_state.changes)
         previous = self.store.last_commit().app_hash
         app_hash = next_app_hash(previous, digest)
-        self._pending = _PendingBlock(ctx.height, app_hash, digest, block_state, results)
+        committed = CommittedBlock(ctx.height, ctx.time_ns, list(txs), results)
+        self._pending = _PendingBlock(ctx.height, app_hash, digest, block_state, committed)
         return FinalizeResult(results, updates, app_hash)
 
     def commit(self) -> None:
@@ -213,10 +216,9 @@ class Application:
             pending.height, pending.app_hash, pending.changes_hash, pending.state.changes
         )
         self._check_state = Overlay(self.store)
-        block = CommittedBlock(pending.height, pending.tx_results)
         for listener in self._listeners:
             try:
-                listener(block)
+                listener(pending.block)
             except Exception:  # a node-side reaction must never stop the chain
                 log.exception("commit listener failed at height %d", pending.height)
 

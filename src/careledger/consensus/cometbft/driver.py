@@ -12,12 +12,11 @@ import asyncio
 import base64
 from typing import Any
 
-from careledger.chain.app import Application, QueryResult
+from careledger.chain.app import Application, CommittedBlock, QueryResult
 from careledger.chain.block import format_time_ns, parse_time_ns
 from careledger.chain.codes import Code
 from careledger.chain.tx import tx_hash
 from careledger.consensus.cometbft.rpc import CometRpc, RpcError
-from careledger.consensus.cometbft.server import CommittedBlock
 from careledger.consensus.driver import Submission
 
 WAIT_FOR_BLOCK_SECONDS = 30.0
@@ -70,10 +69,10 @@ class CometDriver:
             self._waiters.pop(digest, None)
 
     def on_commit(self, block: CommittedBlock) -> None:
-        """Called by the ABCI server after each commit: resolve who waits for these txs."""
+        """An application commit listener: resolve who waits for these transactions."""
         if not self._waiters:
             return
-        for raw, result in zip(block.txs, block.results, strict=True):
+        for raw, result in zip(block.txs, block.tx_results, strict=True):
             digest = tx_hash(raw)
             waiting = self._waiters.pop(digest, None)
             if not waiting:

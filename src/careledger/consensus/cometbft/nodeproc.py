@@ -23,8 +23,12 @@ from careledger.chain.store import StateStore
 from careledger.consensus.cometbft.driver import CometDriver
 from careledger.consensus.cometbft.rpc import CometRpc
 from careledger.consensus.cometbft.server import AbciHandler, AbciServer, Recorder
+from careledger.crypto.keyfile import KeyFile
 from careledger.node.api import create_node_api
+from careledger.node.blobs import AnchorGuard, BlobService, sweep_erased
 from careledger.node.datadir import DataDir
+from careledger.node.replication import BlobReplicator
+from careledger.storage.blobstore import BlobStore
 
 RECORD_ENV = "CARELEDGER_ABCI_RECORD"  # a file to append every ABCI frame to (test vectors)
 
@@ -78,17 +82,25 @@ async def run_node(config: NodeConfig) -> None:
     server = AbciServer(handler, _recorder_from_env())
     rpc = CometRpc(config.rpc_url)
     driver = CometDriver(app, rpc)
-    handler.listeners.append(driver.on_commit)
+    blobs = BlobStore(data.blobs)
+    blobs.remove_stale_temporaries()
+    blob_service = BlobService(blobs, driver)
+    replicator = BlobReplicator(blobs, config.peer_api_urls, KeyFile.load(data.organisation_key))
+    for listener in (driver.on_commit, blob_service.on_commit, replicator.on_commit):
+        app.on_commit(listener)
+    sweep_erased(blobs, app)
     await server.start(config.abci_address)
-    api = create_node_api(driver)
+    api = create_node_api(AnchorGuard(driver, blobs), blob_service.routes())
     web = uvicorn.Server(
         uvicorn.Config(
             api, host=config.api_host, port=config.api_port, log_level="warning", access_log=False
         )
     )
+    replicating = asyncio.create_task(replicator.run())
     try:
         await web.serve()
     finally:
+        replicating.cancel()
         await server.close()
         await rpc.close()
         store.close()

@@ -16,11 +16,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from careledger.chain.app import Application, BlockContext, FinalizeResult, TxResult
+from careledger.chain.app import Application, BlockContext, TxResult
 from careledger.chain.genesis import Genesis
 from careledger.chain.modules.base import Event
 from careledger.chain.tx import MAX_TX_BYTES, SIGNATURE_BYTES
@@ -41,17 +40,6 @@ READ_CHUNK = 1 << 20
 WRITE_HIGH_WATER = 1 << 20
 
 
-@dataclass(frozen=True)
-class CommittedBlock:
-    """What a commit made final, for listeners in the same process (the node API, blobs)."""
-
-    height: int
-    time_ns: int
-    txs: list[bytes]
-    results: list[TxResult]
-
-
-BlockListener = Callable[[CommittedBlock], None]
 Recorder = Callable[[str, bytes], None]  # ("request" | "response", frame body)
 
 
@@ -60,8 +48,6 @@ class AbciHandler:
 
     def __init__(self, app: Application) -> None:
         self.app = app
-        self.listeners: list[BlockListener] = []
-        self._finalized: tuple[CommittedBlock, FinalizeResult] | None = None
 
     def handle(self, request: Any) -> Any:
         method = getattr(self, "on_" + type(request).__name__.removeprefix("Request"), None)
@@ -155,8 +141,6 @@ class AbciHandler:
     def on_FinalizeBlock(self, req: m.RequestFinalizeBlock) -> m.ResponseFinalizeBlock:
         time_ns = req.time.unix_ns
         result = self.app.finalize_block(BlockContext(req.height, time_ns), req.txs)
-        block = CommittedBlock(req.height, time_ns, list(req.txs), result.tx_results)
-        self._finalized = (block, result)
         return m.ResponseFinalizeBlock(
             tx_results=[_exec_result(r) for r in result.tx_results],
             validator_updates=[
@@ -167,14 +151,7 @@ class AbciHandler:
         )
 
     def on_Commit(self, req: m.RequestCommit) -> m.ResponseCommit:
-        self.app.commit()
-        finalized, self._finalized = self._finalized, None
-        if finalized is not None:
-            for listener in self.listeners:
-                try:
-                    listener(finalized[0])
-                except Exception:  # a listener's bug must not fail the commit
-                    log.exception("block listener failed at height %d", finalized[0].height)
+        self.app.commit()  # the application tells its commit listeners
         return m.ResponseCommit(retain_height=0)  # keep every block: they are the record
 
     # --- state sync: not offered -----------------------------------------------------------

@@ -1,0 +1,115 @@
+"""Blob replication between the nodes of a network.
+
+A writer uploads a record's blob to one node and submits the anchor there (`AnchorGuard`
+makes sure of that order). Every other node learns of the record when the anchor's block
+commits: this listener notes each anchored blob it lacks, and a background task fetches it
+from the peers' `POST /blobs/fetch` route, signed as this node's organisation (member
+organisations may read any blob: nodes hold ciphertext, never keys). A fetched blob is kept
+only if its SHA-256 is the hash the chain anchored, so a faulty or malicious peer can delay a
+copy but never plant a wrong one. A blob erased before it arrives is no longer wanted.
+
+What it does not do yet: the wanted set lives in memory, so blobs still missing when a node
+stops are fetched again only when a later block names them; a start-up sweep over all
+anchors would close that gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+import httpx
+import orjson
+
+from careledger.chain.app import CommittedBlock
+from careledger.crypto.hashing import sha256_hex
+from careledger.crypto.keyfile import KeyFile
+from careledger.crypto.requestsig import authorization
+from careledger.node.blobs import MAX_FETCH, unpack_results
+from careledger.storage.blobstore import BlobStore
+
+log = logging.getLogger(__name__)
+
+FETCH_PATH = "/blobs/fetch"
+
+
+class BlobReplicator:
+    def __init__(
+        self,
+        store: BlobStore,
+        peers: Sequence[str],
+        organisation: KeyFile,
+        *,
+        retry_interval: float = 0.5,
+    ) -> None:
+        self.store = store
+        self.peers = [p.rstrip("/") for p in peers]
+        self.organisation = organisation
+        self.retry_interval = retry_interval
+        self.wanted: set[str] = set()
+        self._wake = asyncio.Event()
+
+    def on_commit(self, block: CommittedBlock) -> None:
+        """An application commit listener: note anchored blobs this node lacks."""
+        for result in block.tx_results:
+            for event in result.events:
+                if event.type == "records.anchored":
+                    digest = event.attributes.get("blob_hash", "")
+                    if digest and digest not in self.store:
+                        self.wanted.add(digest)
+                elif event.type == "records.erased":
+                    self.wanted.difference_update(
+                        event.attributes.get("blob_hashes", "").split(",")
+                    )
+        if self.wanted:
+            self._wake.set()
+
+    async def run(self) -> None:
+        """Fetch what is wanted until cancelled; retry what no peer could give yet."""
+        async with httpx.AsyncClient(timeout=30) as http:
+            while True:
+                if not self.wanted:
+                    await self._wake.wait()
+                self._wake.clear()
+                await self.fetch_wanted(http)
+                if self.wanted:
+                    await asyncio.sleep(self.retry_interval)
+
+    async def fetch_wanted(self, http: httpx.AsyncClient) -> int:
+        """One pass over the peers; returns how many blobs were stored."""
+        stored = 0
+        for peer in self.peers:
+            wanted = sorted(self.wanted)[:MAX_FETCH]
+            if not wanted:
+                break
+            try:
+                stored += await self._fetch_from(http, peer, wanted)
+            except (httpx.HTTPError, ValueError) as exc:
+                log.info("blob fetch from %s failed: %s", peer, exc)
+        return stored
+
+    async def _fetch_from(self, http: httpx.AsyncClient, peer: str, wanted: list[str]) -> int:
+        body = orjson.dumps({"hashes": wanted})
+        header = authorization(
+            self.organisation.identity,
+            self.organisation.did,
+            "POST",
+            FETCH_PATH,
+            body,
+            time.time_ns() // 1_000_000,
+        )
+        response = await http.post(
+            peer + FETCH_PATH, content=body, headers={"authorization": header}
+        )
+        response.raise_for_status()
+        good = [
+            blob
+            for digest, (status, blob) in zip(wanted, unpack_results(response.content), strict=True)
+            if status == 200 and sha256_hex(blob) == digest
+        ]
+        if good:
+            await asyncio.to_thread(self.store.put_many, good)
+            self.wanted.difference_update(sha256_hex(blob) for blob in good)
+        return len(good)

@@ -1,0 +1,83 @@
+"""The blob replicator keeps only blobs whose SHA-256 is the anchored hash."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from careledger.chain.app import CommittedBlock, TxResult
+from careledger.chain.modules.base import Event
+from careledger.crypto.hashing import sha256_hex
+from careledger.crypto.keyfile import KeyFile
+from careledger.crypto.keys import Identity
+from careledger.node.blobs import pack_results
+from careledger.node.replication import BlobReplicator
+from careledger.storage.blobstore import BlobStore
+from nodeutil import free_port
+
+GOOD = b"the anchored ciphertext"
+FORGED = b"something else entirely"
+
+
+@pytest.fixture
+def peer() -> Iterator[str]:
+    """A real HTTP peer that answers the fetch route with one good and one forged blob."""
+
+    async def fetch(request: Request) -> Response:
+        assert request.headers["authorization"].startswith("CareLedger did=")
+        return Response(pack_results([(200, GOOD), (200, FORGED)]))
+
+    port = free_port()
+    app = Starlette(routes=[Route("/blobs/fetch", fetch, methods=["POST"])])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            httpx.post(url + "/blobs/fetch", headers={"authorization": "CareLedger did=x"})
+            break
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    yield url
+    server.should_exit = True
+    thread.join(5)
+
+
+def anchored(*digests: str) -> CommittedBlock:
+    events = tuple(Event("records.anchored", {"blob_hash": d}) for d in digests)
+    return CommittedBlock(1, 0, [b"tx"], [TxResult(0, events=events)])
+
+
+def test_only_blobs_matching_their_anchor_are_stored(tmp_path: Path, peer: str) -> None:
+    store = BlobStore(tmp_path / "blobs")
+    org = Identity.generate()
+    replicator = BlobReplicator(store, [peer], KeyFile(org.did, "organisation", org))
+    wanted_good = sha256_hex(GOOD)
+    wanted_other = sha256_hex(b"what the chain anchored in second place")
+    replicator.on_commit(anchored(wanted_good, wanted_other))
+    assert replicator.wanted == {wanted_good, wanted_other}
+
+    async def one_pass() -> int:
+        async with httpx.AsyncClient() as http:
+            return await replicator.fetch_wanted(http)
+
+    assert asyncio.run(one_pass()) == 1
+    assert list(store) == [wanted_good]
+    assert store.get(wanted_good) == GOOD
+    assert replicator.wanted == {wanted_other}  # the forged copy was refused; still wanted
+
+    erased = Event("records.erased", {"blob_hashes": wanted_other})
+    replicator.on_commit(CommittedBlock(2, 0, [b"tx"], [TxResult(0, events=(erased,))]))
+    assert replicator.wanted == set()
