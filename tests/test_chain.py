@@ -135,7 +135,7 @@ def test_mempool_refuses_a_second_transaction_with_the_same_nonce(tmp_path: Path
     patient = Identity.generate()
     assert app.check_tx(register(patient, nonce=5)).code == Code.OK
     assert app.check_tx(register(patient, nonce=5)).code == Code.REPLAY
-    assert app.check_tx(register(patient, nonce=4)).code == Code.REPLAY
+    assert app.check_tx(register(patient, nonce=4)).code == Code.OK  # unused, within the window
 
 
 def test_queries_answer_bad_input_with_codes(tmp_path: Path) -> None:
@@ -166,3 +166,28 @@ def test_envelope_missing_a_field_is_malformed(tmp_path: Path, field: str) -> No
     del body[field]
     raw = canonical_bytes(body)
     assert app.check_tx(raw + patient.sign(raw)).code == Code.MALFORMED
+
+
+def test_nonces_may_arrive_out_of_order_but_never_twice(tmp_path: Path) -> None:
+    from careledger.chain.auth import NONCE_WINDOW
+
+    org = Identity.generate()
+    app = make_app(tmp_path / "s.sqlite", [org])
+
+    def practitioner(nonce: int) -> bytes:
+        doctor = Identity.generate()
+        payload = {"did": doctor.did, "encryption_key": doctor.encryption_public.hex()}
+        return Tx(CHAIN_ID, "identity/register_practitioner", org.did, nonce, payload).sign(org)
+
+    late, early = practitioner(5), practitioner(3)
+    assert [app.check_tx(late).code, app.check_tx(early).code] == [Code.OK, Code.OK]
+    assert app.check_tx(early).code == Code.REPLAY
+    assert run_block(app, [late, early, early]) == [Code.OK, Code.OK, Code.REPLAY]
+    assert run_block(app, [practitioner(4), practitioner(3)]) == [Code.OK, Code.REPLAY]
+
+    far = NONCE_WINDOW + 10
+    assert run_block(app, [practitioner(far), practitioner(9)]) == [Code.OK, Code.REPLAY]
+    assert run_block(app, [practitioner(far - 1)]) == [Code.OK]
+    assert app.query("auth/nonce", f'{{"did":"{org.did}"}}'.encode()).value.endswith(
+        f'"last_nonce":{far}}}'.encode()
+    )

@@ -182,9 +182,7 @@ class Application:
             stx = self._decoded.decode(raw)
             self._validate(stx)
             auth.authenticate(self._check_state, stx, self._signatures)
-            nonces = KV(self._check_state, auth.MODULE)
-            auth.check_nonce(stx.tx.nonce, auth.last_nonce(nonces, stx.tx.sender))
-            nonces.set(f"nonce/{stx.tx.sender}", stx.tx.nonce)
+            auth.spend_nonce(KV(self._check_state, auth.MODULE), stx.tx.sender, stx.tx.nonce)
         except TxFailure as failure:
             return TxResult(failure.code, failure.log)
         return TxResult(Code.OK)
@@ -230,27 +228,25 @@ class Application:
             stx = self._decoded.pop(raw)
             message = self._validate(stx)
             auth.authenticate(block_state, stx, self._signatures)
-            nonces = KV(tx_state, auth.MODULE)
-            auth.check_nonce(stx.tx.nonce, auth.last_nonce(nonces, stx.tx.sender))
+            # From here on the nonce is spent even if the message fails: no replay either way.
+            auth.spend_nonce(KV(tx_state, auth.MODULE), stx.tx.sender, stx.tx.nonce)
         except TxFailure as failure:
             return TxResult(failure.code, failure.log), []
-        # From here on the nonce is spent even if the message fails, so it cannot be replayed.
-        nonces.set(f"nonce/{stx.tx.sender}", stx.tx.nonce)
         ctx = TxContext(tx_state, stx.tx.sender, block.height, block.time_ns)
         nonce_write = dict(tx_state.changes)
         try:
             message.handle(ctx, message.parse(Payload(stx.tx.payload)))
         except TxFailure as failure:
-            tx_state.changes = nonce_write
-            tx_state.write_into(block_state)
-            return TxResult(failure.code, failure.log), []
+            result = TxResult(failure.code, failure.log)
         except Exception:  # a bug in a handler must not halt the chain
             log.exception("handler for %s raised", stx.tx.type)
-            tx_state.changes = nonce_write
+            result = TxResult(Code.INTERNAL, "internal error in the transaction handler")
+        else:
             tx_state.write_into(block_state)
-            return TxResult(Code.INTERNAL, "internal error in the transaction handler"), []
+            return TxResult(Code.OK, events=tuple(ctx.events)), ctx.validator_updates
+        tx_state.changes = nonce_write  # keep only the spent nonce
         tx_state.write_into(block_state)
-        return TxResult(Code.OK, events=tuple(ctx.events)), ctx.validator_updates
+        return result, []
 
     def _validate(self, stx: SignedTx) -> Message[Any]:
         """Stateless checks: chain, type, payload shape."""

@@ -1,8 +1,12 @@
 """Who signed a transaction and whether it was seen before: signatures and nonces.
 
 The key that must sign for a did is the identity module's current key for it (after a key
-rotation, the new one), or the did's own key while it is unregistered. Nonces are per sender
-and strictly increasing; gaps are allowed, so concurrent clients need not coordinate.
+rotation, the new one), or the did's own key while it is unregistered.
+
+Nonces are per sender, each usable once, with an anti-replay window (as IPsec's): a nonce
+above the highest seen is accepted, and so is an unused one among the NONCE_WINDOW below it.
+A gateway sending many transactions at once, or a network whose mempools receive them out of
+order, need not serialise them; a replay is refused however it is ordered.
 """
 
 from __future__ import annotations
@@ -18,9 +22,34 @@ from careledger.crypto.keys import KeyError_, verify_signature
 MODULE = "auth"
 
 
+NONCE_WINDOW = 1024
+
+
 def last_nonce(kv: KV, did: str) -> int:
+    """The highest nonce the sender has used (0 for none)."""
+    return _load_nonces(kv, did)[0]
+
+
+def spend_nonce(kv: KV, did: str, nonce: int) -> None:
+    """Record the nonce as used; TxFailure(REPLAY) if it was, or is below the window."""
+    last, seen = _load_nonces(kv, did)
+    if nonce > last:
+        seen = ((seen << (nonce - last)) | 1) & ((1 << NONCE_WINDOW) - 1)
+        last = nonce
+    else:
+        age = last - nonce
+        if age >= NONCE_WINDOW or (seen >> age) & 1:
+            raise TxFailure(Code.REPLAY, f"nonce {nonce} already used or too old (last {last})")
+        seen |= 1 << age
+    kv.set(f"nonce/{did}", {"last": last, "seen": format(seen, "x")})
+
+
+def _load_nonces(kv: KV, did: str) -> tuple[int, int]:
+    """(highest nonce used, bitmap of the window: bit i set when nonce last - i is used)."""
     value = kv.get(f"nonce/{did}")
-    return int(value) if value is not None else 0
+    if value is None:
+        return 0, 0
+    return int(value["last"]), int(value["seen"], 16)
 
 
 class SignatureCache:
@@ -57,8 +86,3 @@ def authenticate(state: Readable, stx: SignedTx, cache: SignatureCache) -> None:
         raise TxFailure(Code.MALFORMED, f"sender: {exc}") from None
     if not cache.verify(stx, key):
         raise TxFailure(Code.BAD_SIGNATURE, "signature does not verify with the sender's key")
-
-
-def check_nonce(nonce: int, last: int) -> None:
-    if nonce <= last:
-        raise TxFailure(Code.REPLAY, f"nonce {nonce} already used (last was {last})")
