@@ -30,17 +30,6 @@ def _flag(p: Payload, name: str) -> bool:
     return p.integer(name, 0, 1) == 1 if p.has(name) else False
 
 
-def _text_list(p: Payload, name: str, maximum: int) -> list[str]:
-    values = p._take(name, optional=False)
-    if not isinstance(values, list) or not 1 <= len(values) <= maximum:
-        raise _fail(f"{name!r} must be a list of 1 to {maximum} strings")
-    if not all(isinstance(v, str) and 0 < len(v) <= 128 for v in values):
-        raise _fail(f"{name!r} must hold strings of 1 to 128 characters")
-    if len(set(values)) != len(values):
-        raise _fail(f"{name!r} has duplicates")
-    return list(values)
-
-
 def parse_scope_label(label: str) -> tuple[str, int] | None:
     """(scope, epoch) of a `scope/<scope>/<epoch>` recipient label; None for a did."""
     match = _SCOPE_LABEL.fullmatch(label)
@@ -73,7 +62,7 @@ class Anchor:
         blob_hash, commitment, recipients = "", "", tuple[str, ...]()
         if not tombstone:
             blob_hash, commitment = p.hex_bytes("blob_hash", 32), p.hex_bytes("commitment", 32)
-            recipients = tuple(_text_list(p, "recipients", MAX_RECIPIENTS))
+            recipients = tuple(p.text_list("recipients", MAX_RECIPIENTS))
             for label in recipients:
                 if parse_scope_label(label) is None and not label.startswith("did:key:z"):
                     raise _fail(f"recipient {label!r} is neither scope/<scope>/<epoch> nor a did")
@@ -111,7 +100,7 @@ class Erase:
         everything = _flag(p, "all")
         records: tuple[str, ...] = ()
         if p.has("records"):
-            records = tuple(_text_list(p, "records", MAX_ERASE_RECORDS))
+            records = tuple(p.text_list("records", MAX_ERASE_RECORDS))
             if any(len(r) != 64 or r.strip("0123456789abcdef") for r in records):
                 raise _fail("'records' must hold record names (64 lowercase hex)")
         if everything == bool(records):
