@@ -36,6 +36,16 @@ def careledger_command() -> list[str]:
     return [sys.executable, "-m", "careledger.cli"]
 
 
+def run_verify(root: Path) -> subprocess.CompletedProcess[str]:
+    """`careledger verify` on a data directory, as a separate process."""
+    return subprocess.run(
+        [*careledger_command(), "verify", "--data-dir", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 @dataclass
 class NodeProcess:
     data_dir: Path

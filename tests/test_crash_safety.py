@@ -11,8 +11,7 @@ import httpx
 from careledger.chain.tx import Tx
 from careledger.crypto.keys import Identity
 from careledger.wallet.node_client import NodeClient, NodeError
-from nodeutil import NodeProcess, free_port
-from test_verify import run_verify
+from nodeutil import NodeProcess, free_port, run_verify
 
 KILLS = 5
 BATCH = 25

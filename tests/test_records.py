@@ -38,7 +38,7 @@ from careledger.wallet.records import (
     stamp,
     verify_record_proof,
 )
-from nodeutil import SHARED_DATA, careledger_command, free_port
+from nodeutil import SHARED_DATA, free_port, run_verify
 
 SYNTHEA = SHARED_DATA / "synthea-r4"
 
@@ -97,15 +97,6 @@ def imported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Imported]:
     server.should_exit = True
     thread.join(10)
     node.close()
-
-
-def run_verify(root: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*careledger_command(), "verify", "--data-dir", str(root)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def blob_path(imported: Imported, written: Written) -> Path:

@@ -16,7 +16,7 @@ from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
 from careledger.node.datadir import initialise
 from careledger.node.embedded import EmbeddedNode
-from nodeutil import careledger_command
+from nodeutil import careledger_command, run_verify
 
 
 @pytest.fixture(scope="module")
@@ -53,15 +53,6 @@ def honest_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     asyncio.run(fill())
     node.close()
     return root
-
-
-def run_verify(root: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*careledger_command(), "verify", "--data-dir", str(root)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def tampered_copy(honest: Path, tmp_path: Path) -> Path:
