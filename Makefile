@@ -24,7 +24,8 @@ $(COMETBFT):
 
 cometbft: $(COMETBFT)
 
-test: $(STAMP) $(COMETBFT)
+# Lint and types first: a change that breaks them fails like a failing test.
+test: $(STAMP) $(COMETBFT) lint
 	COMETBFT_BIN=$(CURDIR)/$(COMETBFT) $(BIN)/pytest -q
 
 lint: $(STAMP)
@@ -32,8 +33,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-bench: $(STAMP)
+bench: $(STAMP) $(COMETBFT)
 	$(BIN)/python -m bench.chain_throughput
+	$(BIN)/python -m bench.records_throughput
+	COMETBFT_BIN=$(CURDIR)/$(COMETBFT) $(BIN)/python -m bench.network_throughput
 
 clean:
 	rm -rf $(VENV) .bin build
