@@ -12,8 +12,6 @@ from typing import Any, Protocol
 
 import orjson
 
-from careledger.chain.store import Changes
-
 
 class Readable(Protocol):
     def get(self, key: bytes) -> bytes | None: ...
@@ -93,7 +91,3 @@ class KV:
 def encode_value(value: Any) -> bytes:
     """Deterministic JSON for state values (sorted keys; the chain has no floats)."""
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-
-
-def changes_of(overlay: Overlay) -> Changes:
-    return overlay.changes

@@ -26,7 +26,6 @@ _NO_ENC = serialization.NoEncryption()
 
 # Multicodec prefixes (unsigned varint) of did:key.
 _ED25519_PUB = b"\xed\x01"
-_X25519_PUB = b"\xec\x01"
 _B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _B58_INDEX = {c: i for i, c in enumerate(_B58)}
 
@@ -72,10 +71,6 @@ def did_from_ed25519(public_key: bytes) -> str:
     return "did:key:z" + _b58encode(_ED25519_PUB + public_key)
 
 
-def did_from_x25519(public_key: bytes) -> str:
-    return "did:key:z" + _b58encode(_X25519_PUB + public_key)
-
-
 @lru_cache(maxsize=65536)
 def ed25519_from_did(did: str) -> bytes:
     """The raw Ed25519 public key named by a did:key; KeyError_ for anything else."""
@@ -84,13 +79,6 @@ def ed25519_from_did(did: str) -> bytes:
     raw = _b58decode(did[len("did:key:z") :])
     if not raw.startswith(_ED25519_PUB) or len(raw) != 34:
         raise KeyError_(f"not an Ed25519 did:key: {did[:80]!r}")
-    return raw[2:]
-
-
-def x25519_from_did(did: str) -> bytes:
-    raw = _b58decode(did[len("did:key:z") :]) if did.startswith("did:key:z") else b""
-    if not raw.startswith(_X25519_PUB) or len(raw) != 34:
-        raise KeyError_(f"not an X25519 did:key: {did[:80]!r}")
     return raw[2:]
 
 

@@ -9,7 +9,6 @@ finally compares every state row. Any single changed byte in a block or a state 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import zip_longest
 from pathlib import Path
@@ -106,16 +105,12 @@ def _replay_blocks(blocks: BlockStore, store: StateStore, replica: Application) 
 
 def _compare_state(store: StateStore, replayed: StateStore) -> int:
     rows = 0
-    for mine, theirs in zip_longest(_rows(store), _rows(replayed)):
+    for mine, theirs in zip_longest(store.all_rows(), replayed.all_rows()):
         if mine != theirs:
             key = (mine or theirs or (b"", b""))[0]
             raise Fault(f"state row {key.decode(errors='replace')!r} differs from the replay")
         rows += 1
     return rows
-
-
-def _rows(store: StateStore) -> Iterator[tuple[bytes, bytes]]:
-    return store.all_rows()
 
 
 def _check_blobs(store: StateStore, blobs: BlobStore) -> tuple[int, int, int]:

@@ -12,7 +12,7 @@ from typing import Any, Generic, TypeVar
 
 from careledger.chain.codes import Code, TxFailure
 from careledger.chain.genesis import Genesis
-from careledger.chain.state import KV, Overlay, Readable
+from careledger.chain.state import KV, Overlay
 from careledger.crypto.keys import KeyError_, ed25519_from_did
 
 
@@ -66,10 +66,6 @@ class Module:
     messages: Mapping[str, Message[Any]]
     queries: Mapping[str, QueryHandler]
     init_genesis: Callable[[TxContext, Genesis], None]
-
-
-def readonly_kv(store: Readable, module: str) -> KV:
-    return KV(store, module)
 
 
 class Payload:
