@@ -38,7 +38,7 @@ from careledger.wallet.records import (
     Written,
     _Job,
     _prepare,
-    import_bundle,
+    import_bundles,
 )
 
 SYNTHEA = Path(__file__).resolve().parents[2] / "shared" / "data" / "synthea-r4"
@@ -84,10 +84,10 @@ def end_to_end(paths: list[Path], workers: int) -> None:
             bundles = [orjson.loads(p.read_bytes()) for p in paths]
             source_bytes = sum(p.stat().st_size for p in paths)
             with RecordsClient(url, org, workers=workers) as client:
-                client.enrol_patient()  # warm the pool and the connection
+                client.enrol_patient()  # warm the connection
+                client.warm()  # start the pool's processes, load the FHIR models
                 started = time.perf_counter()
-                for bundle in bundles:
-                    written += import_bundle(client, bundle, Path(scratch) / "keys", summary)
+                written += import_bundles(client, bundles, Path(scratch) / "keys", summary)
                 write_s = time.perf_counter() - started
             for bundle in bundles:
                 index = BundleIndex.of(bundle)

@@ -6,6 +6,7 @@ the block's overlay, so a failed transaction leaves nothing behind.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections.abc import Iterator
 from typing import Any, Protocol
@@ -19,25 +20,57 @@ class Readable(Protocol):
 
 
 class Overlay:
-    """Writes buffered over a readable parent; `changes` are what would be committed."""
+    """Writes buffered over a readable parent; `changes` are what would be committed.
+
+    The changed keys are also kept sorted (built on the first prefix read, then maintained
+    by insertion), so a prefix read costs O(log n + matches) instead of a scan of every
+    change: a block of thousands of transactions, or the mempool's check state, would
+    otherwise make each prefix read linear and the block quadratic.
+    """
 
     def __init__(self, parent: Readable) -> None:
         self._parent = parent
-        self.changes: dict[bytes, bytes | None] = {}
+        self._changes: dict[bytes, bytes | None] = {}
+        self._sorted: list[bytes] | None = None
+
+    @property
+    def changes(self) -> dict[bytes, bytes | None]:
+        return self._changes
+
+    @changes.setter
+    def changes(self, changes: dict[bytes, bytes | None]) -> None:
+        self._changes = changes
+        self._sorted = None
 
     def get(self, key: bytes) -> bytes | None:
-        if key in self.changes:
-            return self.changes[key]
+        if key in self._changes:
+            return self._changes[key]
         return self._parent.get(key)
 
+    def _put(self, key: bytes, value: bytes | None) -> None:
+        if self._sorted is not None and key not in self._changes:
+            bisect.insort(self._sorted, key)
+        self._changes[key] = value
+
     def set(self, key: bytes, value: bytes) -> None:
-        self.changes[key] = value
+        self._put(key, value)
 
     def delete(self, key: bytes) -> None:
-        self.changes[key] = None
+        self._put(key, None)
+
+    def _changed_under(self, prefix: bytes) -> list[tuple[bytes, bytes | None]]:
+        if self._sorted is None:
+            self._sorted = sorted(self._changes)
+        keys, found = self._sorted, []
+        for i in range(bisect.bisect_left(keys, prefix), len(keys)):
+            key = keys[i]
+            if not key.startswith(prefix):
+                break
+            found.append((key, self._changes[key]))
+        return found
 
     def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        mine = sorted((k, v) for k, v in self.changes.items() if k.startswith(prefix))
+        mine = self._changed_under(prefix)
         merged = heapq.merge(
             ((k, 0, v) for k, v in mine),
             ((k, 1, v) for k, v in self._parent.iterate(prefix)),
@@ -51,7 +84,8 @@ class Overlay:
                 yield key, value
 
     def write_into(self, other: Overlay) -> None:
-        other.changes.update(self.changes)
+        for key, value in self._changes.items():
+            other._put(key, value)
 
 
 class KV:

@@ -6,6 +6,7 @@ it know only this.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -40,11 +41,28 @@ class Submission:
         }
 
 
+@dataclass(frozen=True)
+class Admission:
+    """A transaction the mempool answered: `checked` now, `committed` (if admitted and waited
+    for) resolves to the block's answer. Lets a caller learn that a batch is admitted, in
+    order, before its block, and submit the next batch (the next nonces) meanwhile."""
+
+    checked: Submission
+    committed: Awaitable[Submission] | None = None
+
+    async def outcome(self) -> Submission:
+        return self.checked if self.committed is None else await self.committed
+
+
 class ConsensusDriver(Protocol):
     @property
     def chain_id(self) -> str: ...
 
     async def submit(self, raw: bytes, wait: bool) -> Submission: ...
+
+    async def admit(self, raw: bytes, wait: bool) -> Admission:
+        """Like submit, but returns once the mempool answered; await `committed` for the block."""
+        ...
 
     async def status(self) -> dict[str, Any]: ...
 

@@ -4,6 +4,9 @@ Routes (JSON in, JSON out; transactions travel base64-encoded):
   GET  /status                     chain id, height, app hash
   POST /tx        {"tx", "wait"}   submit one transaction; with wait, answer once committed
   POST /txs       {"txs", "wait"}  submit many (a client's batch; one answer each)
+                  {"txs", "wait": true, "stream": true}: NDJSON, line 1 {"admitted": [...]}
+                  once the mempool answered each (in order), line 2 {"results": [...]} once
+                  they are in blocks (a pipelining writer sends its next batch after line 1)
   GET  /blocks/{height}            header and transaction results
   GET  /txs/{hash}                 the transaction, its result, header and inclusion proof
   GET  /query/{module}/{name}?...  a module query with its parameters
@@ -14,14 +17,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from careledger.chain.tx import MAX_TX_BYTES
@@ -64,8 +67,25 @@ def node_routes(driver: ConsensusDriver) -> list[BaseRoute]:
             )
         raws = [_decode_tx(t) for t in txs]
         wait = bool(body.get("wait", False))
+        if wait and body.get("stream"):
+            return StreamingResponse(
+                _admitted_then_committed(raws), media_type="application/x-ndjson"
+            )
         results = await asyncio.gather(*(driver.submit(raw, wait) for raw in raws))
         return JSON({"results": [r.to_json() for r in results]})
+
+    async def _admitted_then_committed(raws: list[bytes]) -> AsyncIterator[bytes]:
+        # Line 1 once the mempool answered every transaction (in order), line 2 once the
+        # admitted ones are in blocks: a client may submit its next batch after line 1.
+        admissions = await asyncio.gather(*(driver.admit(raw, True) for raw in raws))
+        outcomes = asyncio.gather(*(a.outcome() for a in admissions))
+        try:
+            checked = [a.checked.to_json() for a in admissions]
+            yield orjson.dumps({"admitted": checked}) + b"\n"
+            results = await outcomes
+        finally:
+            outcomes.cancel()
+        yield orjson.dumps({"results": [r.to_json() for r in results]}) + b"\n"
 
     async def block(request: Request) -> Response:
         height = _int_param(request.path_params["height"], "height")

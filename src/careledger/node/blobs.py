@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import struct
 import time
 from collections.abc import Callable, Iterable
@@ -57,10 +58,16 @@ from starlette.routing import BaseRoute, Route
 from careledger.chain.app import Application, CommittedBlock, QueryResult
 from careledger.chain.codes import Code, TxFailure
 from careledger.chain.tx import decode_tx, tx_hash
-from careledger.consensus.driver import ConsensusDriver, Submission
+from careledger.consensus.driver import Admission, ConsensusDriver, Submission
 from careledger.crypto.requestsig import BadAuthorization, check_request, parse_authorization
 from careledger.node.errors import ApiError
-from careledger.storage.blobstore import BlobCorrupted, BlobNotFound, BlobStore, blob_hash
+from careledger.storage.blobstore import (
+    SYNCFS_BATCH,
+    BlobCorrupted,
+    BlobNotFound,
+    BlobStore,
+    blob_hash,
+)
 
 log = logging.getLogger(__name__)
 
@@ -155,13 +162,27 @@ class BlobService:
             return 404, f"blob {digest} anchors no record"
         if found.code != 0:
             return 400, found.log
-        anchor: dict[str, Any] = orjson.loads(found.value)
-        if anchor["erased_at"]:
-            return 410, f"erased: the record of blob {digest} was erased by its patient"
-        allowed = caller.did in (anchor["patient"], anchor["author"])
-        if not (allowed or caller.kind == "organisation"):
-            return 403, f"{caller.did} may not read this record"
-        return 200, ""
+        return _may_read(caller, digest, orjson.loads(found.value))
+
+    async def _readable_many(self, caller: Caller, digests: list[str]) -> list[tuple[int, str]]:
+        """`_readable` for many blobs from one query of the chain's state."""
+        results = [(400, f"not a blob hash: {d[:80]!r}") for d in digests]
+        valid = [i for i, d in enumerate(digests) if _HEX64.fullmatch(d)]
+        if not valid:
+            return results
+        query = orjson.dumps({"hashes": [digests[i] for i in valid]})
+        found = await self.driver.query("records/blobs", query)
+        if found.code != 0:
+            return [(400, found.log)] * len(digests)
+        anchors: list[dict[str, Any] | None] = orjson.loads(found.value)
+        for i, anchor in zip(valid, anchors, strict=True):
+            digest = digests[i]
+            results[i] = (
+                (404, f"blob {digest} anchors no record")
+                if anchor is None
+                else _may_read(caller, digest, anchor)
+            )
+        return results
 
     # --- routes ---------------------------------------------------------------------------
 
@@ -201,7 +222,11 @@ class BlobService:
         return JSONResponse({"hashes": await self.put_many(blobs)})
 
     async def put_many(self, blobs: list[bytes]) -> list[str]:
-        """Store blobs durably from several threads (see WRITE_THREADS); their hashes."""
+        """Store blobs durably; their hashes. A large batch is one call (two syncfs flushes,
+        see BlobStore.put_many); a small one is spread over WRITE_THREADS (per-file fsyncs
+        from several threads share journal commits)."""
+        if len(blobs) >= WRITE_THREADS * SYNCFS_BATCH:
+            return await asyncio.to_thread(self.store.put_many, blobs)
         chunks = [blobs[i::WRITE_THREADS] for i in range(min(WRITE_THREADS, len(blobs)))]
         stored = await asyncio.gather(*(asyncio.to_thread(self.store.put_many, c) for c in chunks))
         by_chunk = [iter(s) for s in stored]
@@ -227,10 +252,8 @@ class BlobService:
             raise ApiError(400, "malformed", 'body must be {"hashes": [...]}') from None
         if not isinstance(hashes, list) or not 0 < len(hashes) <= MAX_FETCH:
             raise ApiError(400, "malformed", f"'hashes' must list 1 to {MAX_FETCH} blob hashes")
-        results = []
-        for digest in hashes:
-            status, message = await self._readable(caller, str(digest))
-            results.append((status, message.encode()))
+        digests = [str(digest) for digest in hashes]
+        results = [(s, m.encode()) for s, m in await self._readable_many(caller, digests)]
         allowed = [i for i, (status, _) in enumerate(results) if status == 200]
         reads = await asyncio.to_thread(lambda: [self._read(hashes[i]) for i in allowed])
         for i, read in zip(allowed, reads, strict=True):
@@ -270,6 +293,16 @@ def sweep_erased(store: BlobStore, app: Application) -> int:
     return removed
 
 
+def _may_read(caller: Caller, digest: str, anchor: dict[str, Any]) -> tuple[int, str]:
+    if anchor["erased_at"]:
+        return 410, f"erased: the record of blob {digest} was erased by its patient"
+    allowed = caller.did in (anchor["patient"], anchor["author"])
+    if not (allowed or caller.kind == "organisation"):
+        return 403, f"{caller.did} may not read this record"
+    return 200, ""
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 _ERROR_CODES = {403: "forbidden", 404: "not_found", 410: "erased", 500: "corrupted"}
 
 
@@ -294,11 +327,14 @@ class AnchorGuard:
         return self._driver.chain_id
 
     async def submit(self, raw: bytes, wait: bool) -> Submission:
+        return await (await self.admit(raw, wait)).outcome()
+
+    async def admit(self, raw: bytes, wait: bool) -> Admission:
         if self._MARK in raw:
             missing = self._missing_blob(raw)
             if missing:
-                return Submission(tx_hash(raw).hex(), int(Code.NOT_FOUND), missing)
-        return await self._driver.submit(raw, wait)
+                return Admission(Submission(tx_hash(raw).hex(), int(Code.NOT_FOUND), missing))
+        return await self._driver.admit(raw, wait)
 
     def _missing_blob(self, raw: bytes) -> str:
         try:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import orjson
 
 from careledger.chain.tx import Tx
 from careledger.crypto.keys import Identity
@@ -33,11 +35,7 @@ class NodeClient:
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.http.request(method, path, **kwargs)
         if response.status_code >= 400:
-            try:
-                error = response.json()["error"]
-                raise NodeError(response.status_code, error["code"], error["message"])
-            except (ValueError, KeyError, TypeError):
-                raise NodeError(response.status_code, "http_error", response.text) from None
+            self._call_error(response)
         return response.json()
 
     def status(self) -> dict[str, Any]:
@@ -55,6 +53,29 @@ class NodeClient:
         results: list[dict[str, Any]] = self._call("POST", "/txs", json=body)["results"]
         return results
 
+    def submit_pipelined(self, raws: list[bytes]) -> PendingBatch:
+        """Submit many and return once the mempool admitted them (in order); the batch's
+        `results()` waits for their blocks. Meanwhile the caller may submit its next batch."""
+        body = {"txs": [base64.b64encode(r).decode() for r in raws], "wait": True, "stream": True}
+        response = self.http.send(self.http.build_request("POST", "/txs", json=body), stream=True)
+        try:
+            if response.status_code >= 400:
+                response.read()
+                self._call_error(response)
+            lines = response.iter_lines()
+            admitted: list[dict[str, Any]] = orjson.loads(next(lines))["admitted"]
+        except BaseException:
+            response.close()
+            raise
+        return PendingBatch(admitted, response, lines)
+
+    def _call_error(self, response: httpx.Response) -> None:
+        try:
+            error = response.json()["error"]
+            raise NodeError(response.status_code, error["code"], error["message"])
+        except (ValueError, KeyError, TypeError):
+            raise NodeError(response.status_code, "http_error", response.text) from None
+
     def block(self, height: int) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", f"/blocks/{height}")
         return result
@@ -65,6 +86,31 @@ class NodeClient:
 
     def query(self, path: str, **params: str) -> Any:
         return self._call("GET", f"/query/{path}", params=params)
+
+
+class PendingBatch:
+    """A batch the mempool answered (`admitted`, one check result each); `results()` waits
+    for the block answers (one each, in order) and closes the stream."""
+
+    def __init__(
+        self, admitted: list[dict[str, Any]], response: httpx.Response, lines: Iterator[str]
+    ) -> None:
+        self.admitted = admitted
+        self._response = response
+        self._lines = lines
+
+    def results(self) -> list[dict[str, Any]]:
+        try:
+            line = next(self._lines, "")
+        finally:
+            self._response.close()
+        if not line:
+            raise NodeError(502, "incomplete", "the node closed the stream before the results")
+        results: list[dict[str, Any]] = orjson.loads(line)["results"]
+        return results
+
+    def close(self) -> None:
+        self._response.close()
 
 
 class Signer:

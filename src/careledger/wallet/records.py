@@ -20,8 +20,11 @@ and checks the salted commitment.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
+import itertools
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -70,9 +73,11 @@ from careledger.crypto.scopekeys import (
 )
 from careledger.node.blobs import pack_frames, unpack_results
 from careledger.wallet.fhir import BundleIndex, InvalidResource, validate_resource
-from careledger.wallet.node_client import NodeClient, NodeError, Signer
+from careledger.wallet.node_client import NodeClient, NodeError, PendingBatch, Signer
 
 CHUNK = 1000  # records per upload and per anchor submission
+READ_CHUNK = 250  # records per fetch when reading many (the next is fetched while one opens)
+PIPELINE_DEPTH = 3  # chunks between sealing and commit at once (see _write_pipelined)
 FIRST_EPOCH = 1
 
 
@@ -160,6 +165,16 @@ class _Prepared:
     payload: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class _Admitted:
+    prepared: list[_Prepared]
+    pending: PendingBatch
+
+
+class _Stopped(Exception):
+    """An earlier chunk of the pipeline failed: this one is not written."""
+
+
 def stamp(resource: Mapping[str, Any], version: int) -> dict[str, Any]:
     """The resource as stored: `meta.versionId` set (the one field the store adds)."""
     meta = dict(resource.get("meta") or {})
@@ -194,6 +209,11 @@ def _prepare(job: _Job) -> _Prepared | str:
     return _Prepared(ref, job.version, blob, payload)
 
 
+def _warm_worker(_: int) -> None:
+    validate_resource({"resourceType": "Patient", "id": "warm"})
+    time.sleep(0.2)  # hold this worker so that the next task goes to another
+
+
 def _prepare_all(jobs: Sequence[_Job]) -> list[_Prepared | str]:
     return [_prepare(job) for job in jobs]
 
@@ -212,6 +232,12 @@ class RecordsClient:
         self._pool = concurrent.futures.ProcessPoolExecutor(workers) if workers > 1 else None
         self._workers = max(1, workers)
         self._scope_pairs: dict[tuple[str, int], ScopeKeyPair] = {}
+
+    def warm(self) -> None:
+        """Start the pool's processes and load the FHIR models in each (a second or two that
+        the first batch would otherwise pay)."""
+        if self._pool is not None:
+            list(self._pool.map(_warm_worker, range(self._workers)))
 
     def close(self) -> None:
         if self._pool is not None:
@@ -339,7 +365,7 @@ class RecordsClient:
         latest = {} if new_patient else self._latest_versions(patient)
         jobs = [self._job(patient, resource, keys, latest) for resource in resources]
         written: list[Written] = []
-        for chunk_written in self._write_pipelined(_chunks(jobs, CHUNK)):
+        for chunk_written in self._write_pipelined(jobs):
             written += chunk_written
             if progress:
                 progress(len(chunk_written))
@@ -383,19 +409,49 @@ class RecordsClient:
             self.identity.encryption_public,
         )
 
-    def _write_pipelined(self, chunks: Iterable[list[_Job]]) -> Iterator[list[Written]]:
-        """Seal and upload chunk n+1 while chunk n's anchors commit (anchors stay in order)."""
-        with concurrent.futures.ThreadPoolExecutor(1) as ahead:
-            pending: concurrent.futures.Future[list[_Prepared]] | None = None
-            for chunk in chunks:
-                following = ahead.submit(self._seal_and_upload, chunk)
-                if pending is not None:
-                    yield self._anchor(pending.result())
-                pending = following
-            if pending is not None:
-                yield self._anchor(pending.result())
+    def _write_pipelined(self, jobs: Iterable[_Job]) -> Iterator[list[Written]]:
+        """Stream jobs through seal -> upload -> anchor -> commit, PIPELINE_DEPTH chunks at once.
 
-    def _seal_and_upload(self, jobs: list[_Job]) -> list[_Prepared]:
+        Chunk n+1 is sealed (process pool) and uploaded (the node's fsyncs) while chunk n's
+        anchors wait for their block. Invariants: a chunk's anchors are submitted only after
+        its upload returned (blobs durable first); anchors are admitted strictly in chunk
+        order (one admitting thread; the node answers admission before the block, see
+        `NodeClient.submit_pipelined`), so nonces stay in sequence; after any failure no
+        further chunk is admitted. Chunks already admitted still commit (their records are
+        written); the error names the failed chunk. `jobs` may be a lazy iterator: whatever
+        it does before yielding a job (e.g. enrol the job's patient, wait=False) is admitted
+        before that job's anchor.
+        """
+        stop = threading.Event()
+        in_flight: collections.deque[concurrent.futures.Future[_Admitted]] = collections.deque()
+        sealers = concurrent.futures.ThreadPoolExecutor(2, "records-seal")
+        admitter = concurrent.futures.ThreadPoolExecutor(1, "records-anchor")
+        try:
+            for chunk in _chunks_of(jobs, CHUNK):
+                sealed = sealers.submit(self._seal_and_upload, chunk, stop)
+                in_flight.append(admitter.submit(self._admit, sealed, stop))
+                while len(in_flight) >= PIPELINE_DEPTH:
+                    yield self._committed(in_flight.popleft().result())
+            while in_flight:
+                yield self._committed(in_flight.popleft().result())
+        except BaseException:
+            stop.set()
+            for future in in_flight:
+                future.cancel()
+            raise
+        finally:
+            sealers.shutdown(wait=True, cancel_futures=True)
+            admitter.shutdown(wait=True, cancel_futures=True)
+            for future in in_flight:  # abandoned after a failure: close their streams
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    future.result().pending.close()
+
+    def _seal_and_upload(
+        self, jobs: list[_Job], stop: threading.Event | None = None
+    ) -> list[_Prepared]:
+        stop = stop or threading.Event()
+        if stop.is_set():
+            raise _Stopped()
         prepared = self._seal(jobs)
         errors = [p for p in prepared if isinstance(p, str)]
         if errors:
@@ -405,6 +461,8 @@ class RecordsClient:
                 422,
             )
         ready = [p for p in prepared if isinstance(p, _Prepared)]
+        if stop.is_set():
+            raise _Stopped()
         self.upload([p.blob for p in ready])
         return ready
 
@@ -417,14 +475,50 @@ class RecordsClient:
             results += part
         return results
 
-    def _anchor(self, prepared: list[_Prepared]) -> list[Written]:
-        raws = [self.signer.sign("records/anchor", p.payload) for p in prepared]
+    def _admit(
+        self, sealed: concurrent.futures.Future[list[_Prepared]], stop: threading.Event
+    ) -> _Admitted:
+        """Sign and submit a chunk's anchors once its blobs are stored; back once admitted."""
         try:
-            results = self.node.submit_many(raws, wait=True)
+            prepared = sealed.result()
+            if stop.is_set():
+                raise _Stopped()
+            raws = [self.signer.sign("records/anchor", p.payload) for p in prepared]
+            try:
+                pending = self.node.submit_pipelined(raws)
+            except NodeError as exc:
+                raise RecordsError(exc.message, exc.status) from None
+            refused = [
+                (p, r) for p, r in zip(prepared, pending.admitted, strict=True) if r["check_code"]
+            ]
+            if refused:
+                p, r = refused[0]
+                admitted = len(prepared) - len(refused)
+                try:
+                    _raise_for(r, f"{p.ref} version {p.version}")
+                finally:
+                    # What was admitted will commit; wait so that the error is the last word.
+                    if admitted:
+                        pending.results()
+                    pending.close()
+            return _Admitted(prepared, pending)
+        except BaseException:
+            stop.set()
+            raise
+
+    def _anchor(self, prepared: list[_Prepared]) -> list[Written]:
+        """Submit the anchors of uploaded records and wait for their block (no pipeline)."""
+        sealed: concurrent.futures.Future[list[_Prepared]] = concurrent.futures.Future()
+        sealed.set_result(prepared)
+        return self._committed(self._admit(sealed, threading.Event()))
+
+    def _committed(self, admitted: _Admitted) -> list[Written]:
+        try:
+            results = admitted.pending.results()
         except NodeError as exc:
             raise RecordsError(exc.message, exc.status) from None
         written = []
-        for p, result in zip(prepared, results, strict=True):
+        for p, result in zip(admitted.prepared, results, strict=True):
             _raise_for(result, f"{p.ref} version {p.version}")
             written.append(
                 Written(p.ref, p.version, p.payload["blob_hash"], result["hash"], result["height"])
@@ -476,10 +570,20 @@ class RecordsClient:
             if rec["latest"]["tombstone"]:
                 raise Deleted(f"{ref} is deleted (tombstone)")
             anchors.append((ref, rec["latest"]))
+        # Fetch chunk n+1 (the node's reads) while this thread checks and decrypts chunk n.
         opened: list[dict[str, Any]] = []
-        for chunk in _chunks(anchors, CHUNK):
-            opened += self._open_fetched(chunk)
+        chunks = list(_chunks(anchors, READ_CHUNK))
+        with concurrent.futures.ThreadPoolExecutor(1, "records-fetch") as ahead:
+            fetches = [ahead.submit(self._fetch_for, chunk) for chunk in chunks[:2]]
+            for i, chunk in enumerate(chunks):
+                fetched = fetches[i].result()
+                if i + 2 < len(chunks):
+                    fetches.append(ahead.submit(self._fetch_for, chunks[i + 2]))
+                opened += self._open_fetched(chunk, fetched)
         return opened
+
+    def _fetch_for(self, items: Sequence[tuple[RecordRef, dict[str, Any]]]) -> Any:
+        return self.fetch([anchor["blob_hash"] for _, anchor in items])
 
     def history(self, ref: RecordRef) -> list[dict[str, Any] | None]:
         """Every version in order; None for a tombstone."""
@@ -490,8 +594,13 @@ class RecordsClient:
         opened = iter(self._open_fetched(live)) if live else iter(())
         return [None if a["tombstone"] else next(opened) for a in info["history"]]
 
-    def _open_fetched(self, items: Sequence[tuple[RecordRef, dict[str, Any]]]) -> list[Any]:
-        fetched = self.fetch([anchor["blob_hash"] for _, anchor in items])
+    def _open_fetched(
+        self,
+        items: Sequence[tuple[RecordRef, dict[str, Any]]],
+        fetched: list[tuple[int, bytes]] | None = None,
+    ) -> list[Any]:
+        if fetched is None:
+            fetched = self._fetch_for(items)
         out = []
         for (ref, anchor), (status, data) in zip(items, fetched, strict=True):
             if status == 410:
@@ -688,36 +797,56 @@ def import_bundle(
     summary: ImportSummary,
     progress: Callable[[int], None] | None = None,
 ) -> list[Written]:
-    """Enrol each Patient of a bundle and write its resources as that patient's records.
+    """Import one bundle (see import_bundles)."""
+    return import_bundles(client, [bundle], patient_keys, summary, progress)
 
-    References inside the bundle (`urn:uuid:`) become `Type/id`, as a FHIR server does when
+
+def import_bundles(
+    client: RecordsClient,
+    bundles: Iterable[Mapping[str, Any]],
+    patient_keys: Path,
+    summary: ImportSummary,
+    progress: Callable[[int], None] | None = None,
+) -> list[Written]:
+    """Enrol each Patient of the bundles and write its resources as that patient's records.
+
+    References inside a bundle (`urn:uuid:`) become `Type/id`, as a FHIR server does when
     it stores a transaction. Entries that belong to no patient (Organization, Practitioner:
     directory data, not health records) are skipped and counted in `summary.skipped`: a
     record is always a patient's, encrypted to the patient's keys.
+
+    Every patient's records go through one pipeline (see `RecordsClient._write_pipelined`),
+    so sealing, the node's fsyncs and the blocks of different patients overlap. A patient
+    is enrolled (registration and scope keys admitted, wait=False) just before their first
+    record enters the pipeline, so their anchors are always admitted after their keys.
     """
-    index = BundleIndex.of(bundle)
-    groups, unowned = index.split_by_patient()
-    for entry in unowned:
-        kind = str(entry.resource.get("resourceType"))
-        summary.skipped[kind] = summary.skipped.get(kind, 0) + 1
-        if progress:
-            progress(1)
     written: list[Written] = []
-    for group in groups:
-        resources = [index.local_references(group.patient.resource)]
-        resources += [index.local_references(e.resource) for e in group.entries]
-        enrolment = client.enrol_patient(_display_name(group.patient.resource), wait=False)
-        summary.patient_keys.append(save_enrolment(enrolment, patient_keys))
-        written += client.write_many(
-            enrolment.keyfile.did,
-            resources,
-            scope_keys=enrolment.scope_keys,
-            new_patient=True,
-            progress=progress,
-        )
-        summary.patients += 1
-    summary.bundles += 1
-    summary.written += len(written)
+
+    def jobs() -> Iterator[_Job]:
+        for bundle in bundles:
+            index = BundleIndex.of(bundle)
+            groups, unowned = index.split_by_patient()
+            for entry in unowned:
+                kind = str(entry.resource.get("resourceType"))
+                summary.skipped[kind] = summary.skipped.get(kind, 0) + 1
+                if progress:
+                    progress(1)
+            for group in groups:
+                resources = [index.local_references(group.patient.resource)]
+                resources += [index.local_references(e.resource) for e in group.entries]
+                enrolment = client.enrol_patient(_display_name(group.patient.resource), wait=False)
+                summary.patient_keys.append(save_enrolment(enrolment, patient_keys))
+                summary.patients += 1
+                did = enrolment.keyfile.did
+                for resource in resources:
+                    yield client._job(did, resource, enrolment.scope_keys, {})
+            summary.bundles += 1
+
+    for chunk_written in client._write_pipelined(jobs()):
+        written += chunk_written
+        summary.written += len(chunk_written)
+        if progress:
+            progress(len(chunk_written))
     return written
 
 
@@ -762,6 +891,12 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
         yield list(items[start : start + size])
 
 
+def _chunks_of(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
 def _split(items: Sequence[Any], parts: int) -> list[list[Any]]:
     size = max(1, -(-len(items) // parts))
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
@@ -784,5 +919,6 @@ __all__ = [
     "VerifiedRecord",
     "Written",
     "import_bundle",
+    "import_bundles",
     "verify_record_proof",
 ]

@@ -24,8 +24,10 @@ from careledger.wallet.records import (
     RecordRef,
     RecordsClient,
     RecordsError,
-    import_bundle,
     verify_record_proof,
+)
+from careledger.wallet.records import (
+    import_bundles as import_all,
 )
 
 
@@ -66,10 +68,14 @@ def import_bundles(
         RecordsClient(node, author, workers=workers) as client,
         Progress(*columns, console=console) as bar,
     ):
-        task = bar.add_task("importing", total=total)
-        for path, bundle in bundles:
-            bar.update(task, description=path.name[:40])
-            import_bundle(client, bundle, patient_keys, summary, lambda n: bar.advance(task, n))
+        task = bar.add_task(f"importing {len(bundles)} bundle(s)", total=total)
+        import_all(
+            client,
+            (bundle for _, bundle in bundles),
+            patient_keys,
+            summary,
+            lambda n: bar.advance(task, n),
+        )
     summary.seconds = time.perf_counter() - started
     _print_summary(summary, console, patient_keys)
     return summary

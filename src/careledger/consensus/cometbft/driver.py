@@ -17,7 +17,7 @@ from careledger.chain.block import format_time_ns, parse_time_ns
 from careledger.chain.codes import Code
 from careledger.chain.tx import tx_hash
 from careledger.consensus.cometbft.rpc import CometRpc, RpcError
-from careledger.consensus.driver import Submission
+from careledger.consensus.driver import Admission, Submission
 
 WAIT_FOR_BLOCK_SECONDS = 30.0
 
@@ -35,21 +35,29 @@ class CometDriver:
     # --- submissions -----------------------------------------------------------------------
 
     async def submit(self, raw: bytes, wait: bool) -> Submission:
+        return await (await self.admit(raw, wait)).outcome()
+
+    async def admit(self, raw: bytes, wait: bool) -> Admission:
         digest = tx_hash(raw)
         waiter = self._wait_for(digest) if wait else None
         try:
             checked = await self.rpc.broadcast_tx_sync(raw)
         except RpcError as exc:
             self._forget(digest, waiter)
-            return Submission(digest.hex(), int(Code.CONFLICT), f"{exc.message} {exc.data}".strip())
+            message = f"{exc.message} {exc.data}".strip()
+            return Admission(Submission(digest.hex(), int(Code.CONFLICT), message))
         except BaseException:
             self._forget(digest, waiter)
             raise
         if int(checked["code"]) != 0:
             self._forget(digest, waiter)
-            return Submission(digest.hex(), int(checked["code"]), str(checked.get("log", "")))
+            log = str(checked.get("log", ""))
+            return Admission(Submission(digest.hex(), int(checked["code"]), log))
         if waiter is None:
-            return Submission(digest.hex(), 0)
+            return Admission(Submission(digest.hex(), 0))
+        return Admission(Submission(digest.hex(), 0), self._committed(digest, waiter))
+
+    async def _committed(self, digest: bytes, waiter: asyncio.Future[Submission]) -> Submission:
         try:
             return await asyncio.wait_for(waiter, WAIT_FOR_BLOCK_SECONDS)
         except TimeoutError:

@@ -20,7 +20,7 @@ from typing import Any
 from careledger.chain.app import Application, BlockContext, QueryResult, TxResult
 from careledger.chain.block import BlockHeader, data_hash, format_time_ns, tx_inclusion_proof
 from careledger.chain.tx import tx_hash
-from careledger.consensus.driver import Submission
+from careledger.consensus.driver import Admission, Submission
 from careledger.consensus.solo.blockstore import BlockStore, StoredTx
 
 log = logging.getLogger(__name__)
@@ -78,18 +78,18 @@ class SoloProducer:
     # --- the mempool ----------------------------------------------------------------------
 
     async def submit(self, raw: bytes, wait: bool) -> Submission:
+        return await (await self.admit(raw, wait)).outcome()
+
+    async def admit(self, raw: bytes, wait: bool) -> Admission:
         checked = self.app.check_tx(raw)
         digest = tx_hash(raw)
         if not checked.ok:
-            return Submission(digest.hex(), int(checked.code), checked.log)
+            return Admission(Submission(digest.hex(), int(checked.code), checked.log))
         done = asyncio.get_running_loop().create_future() if wait else None
         self._mempool.append(_Pending(raw, digest, done))
         if len(self._mempool) >= self.max_block_txs:
             self._wake.set()
-        if done is None:
-            return Submission(digest.hex(), 0)
-        outcome: Submission = await done
-        return outcome
+        return Admission(Submission(digest.hex(), 0), done)
 
     # --- block production -----------------------------------------------------------------
 

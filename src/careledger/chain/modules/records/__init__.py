@@ -15,6 +15,7 @@ records_module = Module(
         "versions": queries.versions,
         "records": queries.records,
         "blob": queries.blob,
+        "blobs": queries.blobs,
         "scope_keys": queries.scope_keys,
     },
     init_genesis=handler.init_genesis,

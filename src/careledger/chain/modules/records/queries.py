@@ -32,14 +32,36 @@ def records(kv: KV, params: Payload) -> Any:
     ]
 
 
+MAX_BLOBS_QUERY = 5000
+
+
 def blob(kv: KV, params: Payload) -> Any:
     """The record version a blob anchors, with the record's state: ?hash=<blob hash>."""
     digest = params.text("hash", max_len=64)
     params.done()
-    keeper = RecordsKeeper(kv)
-    found = keeper.blob(digest)
+    found = _blob(RecordsKeeper(kv), digest)
     if found is None:
         raise TxFailure(Code.NOT_FOUND, f"blob {digest} anchors no record")
+    return found
+
+
+def blobs(kv: KV, params: Payload) -> Any:
+    """`blob` for many hashes at once (JSON {"hashes": [...]}): one answer each, in order,
+    null for a hash that anchors no record. The node's batch fetch authorises with it."""
+    hashes = params._take("hashes", optional=False)
+    params.done()
+    if not isinstance(hashes, list) or not 0 < len(hashes) <= MAX_BLOBS_QUERY:
+        raise TxFailure(Code.MALFORMED, f"'hashes' must list 1 to {MAX_BLOBS_QUERY} hashes")
+    if not all(isinstance(h, str) and 0 < len(h) <= 64 for h in hashes):
+        raise TxFailure(Code.MALFORMED, "'hashes' must hold strings of 1 to 64 characters")
+    keeper = RecordsKeeper(kv)
+    return [_blob(keeper, digest) for digest in hashes]
+
+
+def _blob(keeper: RecordsKeeper, digest: str) -> dict[str, Any] | None:
+    found = keeper.blob(digest)
+    if found is None:
+        return None
     rec = keeper.record(found["patient"], found["record"]) or {}
     anchor = keeper.version(found["patient"], found["record"], found["version"]) or {}
     return {**found, "erased_at": rec.get("erased_at", 0), "author": anchor.get("author", "")}
