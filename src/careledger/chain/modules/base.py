@@ -101,14 +101,16 @@ class Payload:
             raise self._fail(f"{name!r} must be an integer in {minimum}..{maximum}")
         return value
 
-    def text_list(self, name: str, max_items: int, max_len: int = 128) -> list[str]:
-        """A list of 1 to max_items distinct strings of 1 to max_len characters."""
+    def text_list(
+        self, name: str, max_items: int, max_len: int = 128, distinct: bool = True
+    ) -> list[str]:
+        """A list of 1 to max_items strings of 1 to max_len characters (distinct by default)."""
         values = self._take(name, False)
         if not isinstance(values, list) or not 1 <= len(values) <= max_items:
             raise self._fail(f"{name!r} must be a list of 1 to {max_items} strings")
         if not all(isinstance(v, str) and 0 < len(v) <= max_len for v in values):
             raise self._fail(f"{name!r} must hold strings of 1 to {max_len} characters")
-        if len(set(values)) != len(values):
+        if distinct and len(set(values)) != len(values):
             raise self._fail(f"{name!r} has duplicates")
         return list(values)
 

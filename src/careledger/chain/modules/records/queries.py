@@ -48,12 +48,8 @@ def blob(kv: KV, params: Payload) -> Any:
 def blobs(kv: KV, params: Payload) -> Any:
     """`blob` for many hashes at once (JSON {"hashes": [...]}): one answer each, in order,
     null for a hash that anchors no record. The node's batch fetch authorises with it."""
-    hashes = params._take("hashes", optional=False)
+    hashes = params.text_list("hashes", MAX_BLOBS_QUERY, max_len=64, distinct=False)
     params.done()
-    if not isinstance(hashes, list) or not 0 < len(hashes) <= MAX_BLOBS_QUERY:
-        raise TxFailure(Code.MALFORMED, f"'hashes' must list 1 to {MAX_BLOBS_QUERY} hashes")
-    if not all(isinstance(h, str) and 0 < len(h) <= 64 for h in hashes):
-        raise TxFailure(Code.MALFORMED, "'hashes' must hold strings of 1 to 64 characters")
     keeper = RecordsKeeper(kv)
     return [_blob(keeper, digest) for digest in hashes]
 
