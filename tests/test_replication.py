@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 import uvicorn
 from starlette.applications import Starlette
@@ -32,11 +33,14 @@ FORGED = b"something else entirely"
 
 @pytest.fixture
 def peer() -> Iterator[str]:
-    """A real HTTP peer that answers the fetch route with one good and one forged blob."""
+    """A real HTTP peer whose fetch route serves GOOD under its hash and FORGED for any other."""
 
     async def fetch(request: Request) -> Response:
         assert request.headers["authorization"].startswith("CareLedger did=")
-        return Response(pack_results([(200, GOOD), (200, FORGED)]))
+        hashes = orjson.loads(await request.body())["hashes"]
+        return Response(
+            pack_results([(200, GOOD if h == sha256_hex(GOOD) else FORGED) for h in hashes])
+        )
 
     port = free_port()
     app = Starlette(routes=[Route("/blobs/fetch", fetch, methods=["POST"])])
@@ -46,7 +50,11 @@ def peer() -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:
-            httpx.post(url + "/blobs/fetch", headers={"authorization": "CareLedger did=x"})
+            httpx.post(
+                url + "/blobs/fetch",
+                json={"hashes": []},
+                headers={"authorization": "CareLedger did=x"},
+            )
             break
         except httpx.HTTPError:
             time.sleep(0.05)
@@ -81,3 +89,24 @@ def test_only_blobs_matching_their_anchor_are_stored(tmp_path: Path, peer: str) 
     erased = Event("records.erased", {"blob_hashes": wanted_other})
     replicator.on_commit(CommittedBlock(2, 0, [b"tx"], [TxResult(0, events=(erased,))]))
     assert replicator.wanted == set()
+
+
+def test_a_blob_asked_for_but_missing_is_fetched_on_demand(tmp_path: Path, peer: str) -> None:
+    """A node that stopped before fetching a blob gets it the first time a reader asks."""
+    store = BlobStore(tmp_path / "blobs")
+    org = Identity.generate()
+    replicator = BlobReplicator(store, [peer], KeyFile(org.did, "organisation", org))
+
+    async def scenario() -> None:
+        running = asyncio.create_task(replicator.run())
+        await asyncio.sleep(0.05)
+        # The blob routes call want() from a worker thread when a read misses.
+        await asyncio.to_thread(replicator.want, sha256_hex(GOOD))
+        for _ in range(100):
+            if sha256_hex(GOOD) in store:
+                break
+            await asyncio.sleep(0.05)
+        running.cancel()
+
+    asyncio.run(scenario())
+    assert store.get(sha256_hex(GOOD)) == GOOD

@@ -122,10 +122,12 @@ class BlobService:
         store: BlobStore,
         driver: ConsensusDriver,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        on_missing: Callable[[str], None] = lambda digest: None,
     ) -> None:
         self.store = store
         self.driver = driver
         self._clock_ms = clock_ms
+        self._on_missing = on_missing  # network mode: ask the replicator to fetch it
 
     # --- the chain's view -----------------------------------------------------------------
 
@@ -264,7 +266,8 @@ class BlobService:
         try:
             return 200, self.store.get(digest)
         except BlobNotFound:
-            return 404, f"blob {digest} is anchored but not stored on this node".encode()
+            self._on_missing(digest)
+            return 404, f"blob {digest} is anchored but not stored on this node yet".encode()
         except BlobCorrupted:
             log.error("blob %s is corrupted on disk", digest)
             return 500, f"corrupted: blob {digest} no longer matches its hash".encode()

@@ -8,9 +8,9 @@ organisations may read any blob: nodes hold ciphertext, never keys). A fetched b
 only if its SHA-256 is the hash the chain anchored, so a faulty or malicious peer can delay a
 copy but never plant a wrong one. A blob erased before it arrives is no longer wanted.
 
-What it does not do yet: the wanted set lives in memory, so blobs still missing when a node
-stops are fetched again only when a later block names them; a start-up sweep over all
-anchors would close that gap.
+The wanted set lives in memory. A blob still missing when a node stopped is wanted again the
+first time someone asks this node for it (`want`, called by the blob routes on a miss), so
+the gap closes on demand rather than by a sweep over every anchor at start-up.
 """
 
 from __future__ import annotations
@@ -50,6 +50,13 @@ class BlobReplicator:
         self.retry_interval = retry_interval
         self.wanted: set[str] = set()
         self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def want(self, digest: str) -> None:
+        """Fetch this anchored blob from the peers; safe to call from any thread."""
+        self.wanted.add(digest)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
 
     def on_commit(self, block: CommittedBlock) -> None:
         """An application commit listener: note anchored blobs this node lacks."""
@@ -68,6 +75,7 @@ class BlobReplicator:
 
     async def run(self) -> None:
         """Fetch what is wanted until cancelled; retry what no peer could give yet."""
+        self._loop = asyncio.get_running_loop()
         async with httpx.AsyncClient(timeout=30) as http:
             while True:
                 if not self.wanted:

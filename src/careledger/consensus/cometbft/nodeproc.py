@@ -84,8 +84,8 @@ async def run_node(config: NodeConfig) -> None:
     driver = CometDriver(app, rpc)
     blobs = BlobStore(data.blobs)
     blobs.remove_stale_temporaries()
-    blob_service = BlobService(blobs, driver)
     replicator = BlobReplicator(blobs, config.peer_api_urls, KeyFile.load(data.organisation_key))
+    blob_service = BlobService(blobs, driver, on_missing=replicator.want)
     for listener in (driver.on_commit, blob_service.on_commit, replicator.on_commit):
         app.on_commit(listener)
     sweep_erased(blobs, app)
