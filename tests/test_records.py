@@ -26,17 +26,16 @@ from careledger.node.datadir import DataDir, initialise
 from careledger.node.embedded import EmbeddedNode
 from careledger.wallet.fhir import BundleIndex
 from careledger.wallet.node_client import NodeClient
+from careledger.wallet.proofs import ProofError, verify_record_proof
 from careledger.wallet.records import (
     Erased,
     ImportSummary,
     IntegrityError,
-    ProofError,
     RecordsClient,
     RecordsError,
     Written,
     import_bundle,
     stamp,
-    verify_record_proof,
 )
 from nodeutil import SHARED_DATA, free_port, run_verify
 

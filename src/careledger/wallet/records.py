@@ -3,7 +3,7 @@
     client = RecordsClient(NodeClient(url), keyfile)           # an organisation, a
     written = client.write(patient_did, resource)               # practitioner or a patient
     resource = client.read(written.ref)                         # decrypted, checked
-    proof = client.proof(written.ref); verify_record_proof(proof)   # offline
+    proof = client.proof(written.ref)   # check offline with wallet.proofs.verify_record_proof
     patient.erase([written.ref])                                # as the patient
 
 A write validates the resource (`fhir.resources.R4B`), stamps `meta.versionId`, seals it
@@ -34,31 +34,23 @@ from typing import Any
 
 import orjson
 
-from careledger.chain.block import BlockHeader
 from careledger.chain.codes import Code
 from careledger.chain.modules.records import record_name
 from careledger.chain.modules.records.messages import parse_scope_label
-from careledger.chain.tx import decode_tx
-from careledger.crypto.canonical import canonical_bytes
 from careledger.crypto.envelope import (
     EnvelopeError,
     RecordBinding,
-    commit,
     open_record,
     pack_record_blob,
     seal_record,
     unpack_record_blob,
 )
-from careledger.crypto.hashing import sha256, sha256_hex
+from careledger.crypto.hashing import sha256_hex
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import (
-    KeyError_,
-    ed25519_from_did,
     identity_from_phrase,
     new_recovery_phrase,
-    verify_signature,
 )
-from careledger.crypto.merkle import InclusionProof, verify_inclusion
 from careledger.crypto.requestsig import authorization
 from careledger.crypto.scopekeys import (
     SCOPES,
@@ -645,8 +637,8 @@ class RecordsClient:
     # --- proofs ---------------------------------------------------------------------------
 
     def proof(self, ref: RecordRef, version: int | None = None) -> dict[str, Any]:
-        """A self-contained proof of one version: anchor tx, inclusion proof, header,
-        the decrypted resource and its commitment salt. Check it with verify_record_proof."""
+        """A self-contained proof of one version: anchor tx, inclusion proof, header, the
+        decrypted resource and its commitment salt (check it with `wallet.proofs`)."""
         info = self.versions(ref)
         if info["erased_at"]:
             raise Erased(f"{ref} was erased by its patient")
@@ -700,81 +692,6 @@ def record_blob_key(record_blob: Any, label: str) -> Any:
         if key.recipient == label:
             return key
     raise LookupError(f"no data key wrapped to {label!r} in this record blob")
-
-
-# --- offline proof check ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class VerifiedRecord:
-    patient: str
-    ref: RecordRef
-    version: int
-    author: str
-    height: int
-    header_hash: str
-    data_hash: str
-    notes: list[str] = field(default_factory=list)
-
-
-class ProofError(Exception):
-    """A record proof that does not hold; the message says which check failed."""
-
-
-def verify_record_proof(proof: Mapping[str, Any]) -> VerifiedRecord:
-    """Check, offline, that the resource is the one anchored by a transaction in a block.
-
-    Checks: the transaction's hash is the proof's leaf; the leaf is in the header's
-    transaction Merkle root; the transaction is a records/anchor signed by its sender's
-    key; the resource's type, id and version name that anchor's record; and the resource
-    with the salt opens the anchor's commitment. What remains to trust is the header: compare
-    `header_hash` at `height` with any node or a published checkpoint.
-    """
-    try:
-        raw = bytes.fromhex(proof["tx"])
-        header = BlockHeader.from_json(proof["header"])
-        inclusion = InclusionProof.from_json(proof["proof"])
-        resource, salt = proof["resource"], bytes.fromhex(proof["salt"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ProofError(f"not a record proof: {exc}") from None
-    if sha256(raw) != inclusion.leaf:
-        raise ProofError("the transaction is not the proof's leaf")
-    if not verify_inclusion(inclusion, bytes.fromhex(header.data_hash)):
-        raise ProofError("the inclusion proof does not lead to the block header's data_hash")
-    stx = decode_tx(raw)
-    if stx.tx.type != "records/anchor":
-        raise ProofError(f"the transaction is a {stx.tx.type}, not a records/anchor")
-    notes = []
-    try:
-        signed = verify_signature(ed25519_from_did(stx.tx.sender), stx.signature, stx.body)
-    except KeyError_:
-        signed = False
-    if not signed:
-        notes.append("signature not by the author's original key (rotated since?)")
-    payload = stx.tx.payload
-    ref, version = _ref_of(payload["patient"], resource)
-    if ref.name != payload["record"] or version != payload["version"]:
-        raise ProofError(f"the resource is {ref} version {version}, not the anchored record")
-    if commit(canonical_bytes(resource), salt).hex() != payload["commitment"]:
-        raise ProofError("the resource does not match the anchored commitment (altered)")
-    return VerifiedRecord(
-        payload["patient"],
-        ref,
-        version,
-        stx.tx.sender,
-        header.height,
-        header.hash().hex(),
-        header.data_hash,
-        notes,
-    )
-
-
-def _ref_of(patient: str, resource: Mapping[str, Any]) -> tuple[RecordRef, int]:
-    try:
-        version = int(resource["meta"]["versionId"])
-        return RecordRef(patient, str(resource["resourceType"]), str(resource["id"])), version
-    except (KeyError, TypeError, ValueError):
-        raise ProofError("the resource has no resourceType, id or meta.versionId") from None
 
 
 # --- importing Synthea-style transaction bundles ------------------------------------------
@@ -912,13 +829,10 @@ __all__ = [
     "Erased",
     "ImportSummary",
     "IntegrityError",
-    "ProofError",
     "RecordRef",
     "RecordsClient",
     "RecordsError",
-    "VerifiedRecord",
     "Written",
     "import_bundle",
     "import_bundles",
-    "verify_record_proof",
 ]

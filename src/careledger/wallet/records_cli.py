@@ -18,13 +18,12 @@ from rich.table import Table
 from careledger.crypto.keyfile import KeyFile, KeyFileError
 from careledger.wallet.fhir import InvalidResource, iter_bundle_entries
 from careledger.wallet.node_client import NodeClient, NodeError
+from careledger.wallet.proofs import ProofError, verify_record_proof
 from careledger.wallet.records import (
     ImportSummary,
-    ProofError,
     RecordRef,
     RecordsClient,
     RecordsError,
-    verify_record_proof,
 )
 from careledger.wallet.records import (
     import_bundles as import_all,
