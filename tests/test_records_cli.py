@@ -7,6 +7,7 @@ from pathlib import Path
 
 import orjson
 
+from careledger.wallet.node_client import NodeClient
 from nodeutil import SHARED_DATA, NodeProcess, careledger_command
 
 BUNDLE = SHARED_DATA / "synthea-r4" / "Jesus_Alvarez_c0580b5a-6fc2-4b72-b691-57a71afb5597.json"
@@ -78,3 +79,19 @@ def test_import_list_get_prove_erase_and_verify(node: NodeProcess, tmp_path: Pat
     verified = cli("verify", "--data-dir", str(node.data_dir))
     assert verified.returncode == 0, verified.stderr
     assert "99 record blobs verified (1 erased" in verified.stdout
+
+
+def test_import_names_a_file_that_is_not_a_bundle_and_writes_nothing(
+    node: NodeProcess, tmp_path: Path
+) -> None:
+    org_key = str(node.data_dir / "keys" / "organisation.json")
+    not_json, not_bundle = tmp_path / "a.json", tmp_path / "b.json"
+    not_json.write_text("not json")
+    not_bundle.write_text('{"resourceType": "Patient", "id": "x"}')
+    before = NodeClient(node.url).status()["height"]
+    for path, message in [(not_json, "is not JSON"), (not_bundle, "is not a FHIR Bundle")]:
+        result = cli("records", "import", str(path), "--as", org_key, "--node", node.url)
+        assert result.returncode == 1
+        assert f"{path} {message}" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert NodeClient(node.url).status()["height"] == before

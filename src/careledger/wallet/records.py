@@ -819,10 +819,6 @@ def _split(items: Sequence[Any], parts: int) -> list[list[Any]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
-def load_resource(path: Path) -> Any:
-    return orjson.loads(path.read_bytes())
-
-
 __all__ = [
     "Deleted",
     "Enrolment",

@@ -30,6 +30,10 @@ from careledger.wallet.records import (
 )
 
 
+class BundleError(ValueError):
+    """A file given to `records import` that is not a FHIR Bundle."""
+
+
 @contextlib.contextmanager
 def errors(fail: Callable[[str], typer.Exit]) -> Iterator[None]:
     """Turn the SDK's errors into one clear line and exit code 1."""
@@ -37,12 +41,23 @@ def errors(fail: Callable[[str], typer.Exit]) -> Iterator[None]:
         yield
     except RecordsError as exc:
         raise fail(f"{exc} (HTTP {exc.status})") from None
-    except (ProofError, KeyFileError, InvalidResource, NodeError) as exc:
+    except (ProofError, KeyFileError, InvalidResource, NodeError, BundleError) as exc:
         raise fail(str(exc)) from None
     except httpx.HTTPError as exc:
         raise fail(f"cannot reach the node: {exc}") from None
     except OSError as exc:
         raise fail(str(exc)) from None
+
+
+def load_bundle(path: Path) -> Any:
+    """A FHIR Bundle from a file; BundleError naming the file for anything else."""
+    try:
+        bundle = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise BundleError(f"{path} is not JSON: {exc}") from None
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise BundleError(f"{path} is not a FHIR Bundle")
+    return bundle
 
 
 def import_bundles(
@@ -53,7 +68,7 @@ def import_bundles(
     workers: int,
     console: Console,
 ) -> ImportSummary:
-    bundles = [(path, orjson.loads(path.read_bytes())) for path in paths]
+    bundles = [(path, load_bundle(path)) for path in paths]
     total = sum(len(list(iter_bundle_entries(b))) for _, b in bundles)
     summary, started = ImportSummary(), time.perf_counter()
     columns = (
@@ -89,8 +104,9 @@ def _print_summary(summary: ImportSummary, console: Console, patient_keys: Path)
     if summary.skipped:
         kinds = ", ".join(f"{n} {t}" for t, n in sorted(summary.skipped.items()))
         console.print(
-            f"Skipped {kinds}: directory data that belongs to no patient, not a health "
-            "record (records are always a patient's, encrypted to the patient's keys)."
+            f"Skipped {kinds}: no Patient of the bundle owns them (directory data such as "
+            "Organizations and Practitioners; a record is always a patient's, encrypted "
+            "to the patient's keys)."
         )
     if summary.patients:
         console.print(
