@@ -36,7 +36,7 @@ def _fail(message: str) -> typer.Exit:
 def up(
     data_dir: Path = typer.Option(DEFAULT_DATA_DIR, help="Where the chain, blobs and keys live."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    port: int = typer.Option(8000, help="Port of the node API."),
+    port: int = typer.Option(8000, min=1, max=65535, help="Port of the node API."),
     demo: bool = typer.Option(False, help="On a fresh chain, register demo identities."),
     block_interval: float = typer.Option(0.25, help="Seconds between blocks."),
 ) -> None:
