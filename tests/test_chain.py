@@ -191,3 +191,18 @@ def test_nonces_may_arrive_out_of_order_but_never_twice(tmp_path: Path) -> None:
     assert app.query("auth/nonce", f'{{"did":"{org.did}"}}'.encode()).value.endswith(
         f'"last_nonce":{far}}}'.encode()
     )
+
+
+def test_a_store_written_under_other_rules_is_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    from careledger.chain.app import Application, IncompatibleState
+    from careledger.chain.store import StateStore
+
+    path = tmp_path / "s.sqlite"
+    make_app(path, [Identity.generate()]).store.close()
+    Application(StateStore(path)).store.close()  # same rules: accepted
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value = '0' WHERE key = 'state_machine_version'")
+    with pytest.raises(IncompatibleState, match="version 0"):
+        Application(StateStore(path))

@@ -41,6 +41,7 @@ def up(
     block_interval: float = typer.Option(0.25, help="Seconds between blocks."),
 ) -> None:
     """Start the embedded node (solo block producer, SQLite, blobs on disk)."""
+    from careledger.chain.app import IncompatibleState
     from careledger.node.datadir import DataDir, initialise
     from careledger.node.demo import import_demo_records_when_up, seed_demo
     from careledger.node.embedded import EmbeddedNode, serve
@@ -52,7 +53,10 @@ def up(
             f"New chain in {data_dir}/ with one organisation, [bold]{keyfile.name}[/bold]."
         )
         console.print(f"Its key file: {data.organisation_key}  (did {keyfile.did})")
-    node = EmbeddedNode(data_dir, block_interval=block_interval)
+    try:
+        node = EmbeddedNode(data_dir, block_interval=block_interval)
+    except IncompatibleState as exc:
+        raise _fail(str(exc)) from None
     if node.replayed:
         console.print(f"Replayed {node.replayed} stored block(s) into the state after a restart.")
     if demo:

@@ -38,6 +38,15 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODULES: tuple[Module, ...] = (identity_module, records_module)
 
+# The version of the rules. Any change to what a transaction does (including the layout of a
+# state value) changes what a replay computes, so it bumps this: a store written under other
+# rules is refused at start rather than diverging from its own history.
+STATE_MACHINE_VERSION = 1
+
+
+class IncompatibleState(RuntimeError):
+    """A state store written by a different version of the rules."""
+
 
 @dataclass(frozen=True)
 class TxResult:
@@ -135,6 +144,18 @@ class Application:
         self._pending: _PendingBlock | None = None
         self._chain_id = ""
         self._listeners: list[CommitListener] = []
+        self._check_rules_version()
+
+    def _check_rules_version(self) -> None:
+        if self.store.app_hash_at(0) is None:
+            return  # a fresh store: init_chain records the version
+        found = self.store.get_meta("state_machine_version")
+        if found != str(STATE_MACHINE_VERSION):
+            raise IncompatibleState(
+                f"{self.store.path} was written under state machine version {found or 'unknown'}"
+                f", this code runs version {STATE_MACHINE_VERSION}: start a new chain (a new"
+                " data directory) or migrate this one"
+            )
 
     def on_commit(self, listener: CommitListener) -> None:
         """Call `listener` after each commit, outside the state machine.
@@ -169,7 +190,11 @@ class Application:
             module.init_genesis(ctx, genesis)
         digest = changes_hash(state.changes)
         app_hash = next_app_hash(b"", digest)
-        meta = {"chain_id": genesis.chain_id, "genesis": genesis.to_json().decode()}
+        meta = {
+            "chain_id": genesis.chain_id,
+            "genesis": genesis.to_json().decode(),
+            "state_machine_version": str(STATE_MACHINE_VERSION),
+        }
         self.store.commit(0, app_hash, digest, state.changes, meta)
         self._check_state = Overlay(self.store)
         return app_hash

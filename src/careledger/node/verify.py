@@ -15,7 +15,7 @@ from pathlib import Path
 
 import orjson
 
-from careledger.chain.app import Application, BlockContext
+from careledger.chain.app import STATE_MACHINE_VERSION, Application, BlockContext
 from careledger.chain.block import BlockHeader, data_hash
 from careledger.chain.modules.records import RecordsKeeper
 from careledger.chain.state import KV
@@ -45,6 +45,12 @@ def verify_data_dir(root: Path) -> Report:
         raise Fault(f"{root} is not a CareLedger data directory (no genesis.json)")
     store, blocks = StateStore(data.state), BlockStore(data.blocks)
     try:
+        rules = store.get_meta("state_machine_version")
+        if rules != str(STATE_MACHINE_VERSION):
+            raise Fault(
+                f"the state was written under state machine version {rules or 'unknown'}; "
+                f"this code replays version {STATE_MACHINE_VERSION}"
+            )
         with tempfile.TemporaryDirectory() as scratch:
             replica = Application(StateStore(Path(scratch) / "replay.sqlite"))
             try:

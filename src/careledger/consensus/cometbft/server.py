@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from careledger.chain.app import Application, BlockContext, TxResult
+from careledger.chain.app import STATE_MACHINE_VERSION, Application, BlockContext, TxResult
 from careledger.chain.genesis import Genesis
 from careledger.chain.modules.base import Event
 from careledger.chain.tx import MAX_TX_BYTES, SIGNATURE_BYTES
@@ -34,7 +34,6 @@ from careledger.consensus.cometbft.protowire import encode_uvarint
 
 log = logging.getLogger(__name__)
 
-APP_VERSION = 1
 READ_CHUNK = 1 << 20
 # Answers are flushed on Flush; past this much buffered output they are sent anyway.
 WRITE_HIGH_WATER = 1 << 20
@@ -75,7 +74,7 @@ class AbciHandler:
         return m.ResponseInfo(
             data="careledger",
             version="careledger/1",
-            app_version=APP_VERSION,
+            app_version=STATE_MACHINE_VERSION,
             last_block_height=info.last_height,
             last_block_app_hash=info.last_app_hash,
         )
