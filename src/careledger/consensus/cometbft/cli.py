@@ -57,22 +57,23 @@ def up(
 @net_app.command("status")
 def status(data_dir: Path = typer.Option(DEFAULT_NET_DIR, help="The network's directory.")) -> None:
     """Heights and app hashes of every node."""
-    try:
-        network = Network.load(data_dir)
-    except NetError as exc:
-        raise _fail(str(exc)) from None
+    network = _load(data_dir)
     _print_status(network, network_status(network))
 
 
 @net_app.command("down")
 def down(data_dir: Path = typer.Option(DEFAULT_NET_DIR, help="The network's directory.")) -> None:
     """Stop every node's processes (the data stays; `net up` resumes the chain)."""
-    try:
-        network = Network.load(data_dir)
-    except NetError as exc:
-        raise _fail(str(exc)) from None
+    network = _load(data_dir)
     stop_network(network)
     console.print(f"Stopped {len(network.nodes)} nodes of {network.chain_id}.")
+
+
+def _load(data_dir: Path) -> Network:
+    try:
+        return Network.load(data_dir)
+    except NetError as exc:
+        raise _fail(str(exc)) from None
 
 
 def _print_status(network: Network, statuses: list[NodeStatus]) -> None:
