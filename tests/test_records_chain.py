@@ -138,7 +138,7 @@ def test_erasure_is_the_patients_and_ends_the_record(tmp_path: Path) -> None:
             org.tx("records/anchor", anchor(p, "e1", 3, "9")),
         ],
     )
-    assert codes == [Code.NOT_FOUND, Code.NOT_FOUND, 0, Code.CONFLICT]
+    assert codes == [Code.NOT_FOUND, Code.NOT_FOUND, 0, Code.ERASED]
     blob = query(app, "records/blob", hash="6" * 64)
     assert blob["erased_at"] > 0 and blob["version"] == 1
     assert query(app, "records/blob", hash="8" * 64)["erased_at"] == 0

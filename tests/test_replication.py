@@ -22,8 +22,8 @@ from careledger.chain.modules.base import Event
 from careledger.crypto.hashing import sha256_hex
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
-from careledger.node.blobs import pack_results
 from careledger.node.replication import BlobReplicator
+from careledger.protocol.frames import pack_results
 from careledger.storage.blobstore import BlobStore
 from nodeutil import free_port
 

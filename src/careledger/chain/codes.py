@@ -15,6 +15,9 @@ class Code(IntEnum):
     UNAUTHORISED = 8
     NOT_FOUND = 9
     CONFLICT = 10
+    NONCE_TOO_FAR = 11  # a nonce further above the sender's highest than MAX_NONCE_JUMP
+    ERASED = 12  # the record is erased: it takes no new version and has no content
+    UNKNOWN_SENDER = 13  # not a registered identity, and the transaction does not register it
     INTERNAL = 99
 
 

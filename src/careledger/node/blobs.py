@@ -25,18 +25,7 @@ Who may do what:
   erased record is 410 "erased"; a blob whose bytes no longer match their hash is 500
   "corrupted" and is never served.
 
-Anchors and orphans: `AnchorGuard` wraps the consensus driver so that a `records/anchor`
-transaction is refused at this node's API (404, nothing enters the mempool) unless its blob is
-already stored here: no anchor without a blob. A blob uploaded but never anchored (an
-*orphan*: the writer crashed, or its anchor was refused) is not a record: no query lists it,
-no route serves it, `careledger verify` counts but does not fail on it. Orphans are harmless
-ciphertext; an operator may delete them (a later garbage collector would, after a grace
-period longer than any writer's upload-to-anchor delay).
-
-Erasure: `BlobService.on_commit` is an application commit listener. For every committed
-`records.erased` event it deletes the listed blobs (ciphertext and wrapped keys, one file per
-record version) durably. `sweep_erased` repeats that at start-up, for a node that crashed
-between the commit and the deletions.
+Anchors (`node/anchor_guard.py`) and erasure (`node/erasure.py`) live beside this module.
 """
 
 from __future__ import annotations
@@ -44,9 +33,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,12 +43,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from careledger.chain.app import Application, CommittedBlock, QueryResult
-from careledger.chain.codes import Code, TxFailure
-from careledger.chain.tx import decode_tx, tx_hash
-from careledger.consensus.driver import Admission, ConsensusDriver, Submission
+from careledger.chain.app import QueryResult
+from careledger.chain.codes import Code
+from careledger.consensus.driver import ConsensusDriver
 from careledger.crypto.requestsig import BadAuthorization, check_request, parse_authorization
 from careledger.node.errors import ApiError
+from careledger.protocol.frames import (
+    MAX_BLOB_BYTES,
+    MAX_FETCH,
+    MalformedFrames,
+    pack_results,
+    unpack_frames,
+)
 from careledger.storage.blobstore import (
     SYNCFS_BATCH,
     BlobCorrupted,
@@ -71,9 +65,7 @@ from careledger.storage.blobstore import (
 
 log = logging.getLogger(__name__)
 
-MAX_BLOB_BYTES = 16 * 1024 * 1024
 MAX_UPLOAD_BYTES = 128 * 1024 * 1024
-MAX_FETCH = 5000
 # Parallel writers: fsyncs from several threads share journal commits, so a batch of
 # blobs syncs in far less than one round trip to the disk each.
 WRITE_THREADS = 8
@@ -83,37 +75,6 @@ WRITE_THREADS = 8
 class Caller:
     did: str
     kind: str
-
-
-def pack_frames(blobs: Iterable[bytes]) -> bytes:
-    return b"".join(struct.pack(">I", len(b)) + b for b in blobs)
-
-
-def unpack_frames(body: bytes) -> list[bytes]:
-    blobs, offset = [], 0
-    while offset < len(body):
-        if offset + 4 > len(body):
-            raise ApiError(400, "malformed", "upload frames are truncated")
-        (length,) = struct.unpack_from(">I", body, offset)
-        end = offset + 4 + length
-        if length == 0 or length > MAX_BLOB_BYTES or end > len(body):
-            raise ApiError(400, "malformed", f"upload frame of {length} bytes is invalid")
-        blobs.append(body[offset + 4 : end])
-        offset = end
-    return blobs
-
-
-def pack_results(results: Iterable[tuple[int, bytes]]) -> bytes:
-    return b"".join(struct.pack(">HI", status, len(data)) + data for status, data in results)
-
-
-def unpack_results(body: bytes) -> list[tuple[int, bytes]]:
-    results, offset = [], 0
-    while offset < len(body):
-        status, length = struct.unpack_from(">HI", body, offset)
-        results.append((status, body[offset + 6 : offset + 6 + length]))
-        offset += 6 + length
-    return results
 
 
 class BlobService:
@@ -218,7 +179,10 @@ class BlobService:
     async def upload_many(self, request: Request) -> Response:
         body = await self._body(request, MAX_UPLOAD_BYTES)
         await self.authenticate(request, body)
-        blobs = unpack_frames(body)
+        try:
+            blobs = unpack_frames(body)
+        except MalformedFrames as exc:
+            raise ApiError(400, "malformed", str(exc)) from None
         if not blobs:
             raise ApiError(400, "malformed", "no blob in the upload")
         return JSONResponse({"hashes": await self.put_many(blobs)})
@@ -272,29 +236,6 @@ class BlobService:
             log.error("blob %s is corrupted on disk", digest)
             return 500, f"corrupted: blob {digest} no longer matches its hash".encode()
 
-    # --- erasure --------------------------------------------------------------------------
-
-    def on_commit(self, block: CommittedBlock) -> None:
-        """Delete the blobs of records erased in this block (an Application commit listener)."""
-        for result in block.tx_results:
-            for event in result.events:
-                if event.type == "records.erased":
-                    self._delete(event.attributes.get("blob_hashes", ""))
-
-    def _delete(self, joined: str) -> None:
-        for digest in filter(None, joined.split(",")):
-            self.store.delete(digest)
-
-
-def sweep_erased(store: BlobStore, app: Application) -> int:
-    """Delete stored blobs whose records are erased (a crash may have skipped on_commit)."""
-    removed = 0
-    for digest in list(store):
-        found = app.query("records/blob", orjson.dumps({"hash": digest}))
-        if found.code == 0 and orjson.loads(found.value)["erased_at"]:
-            removed += store.delete(digest)
-    return removed
-
 
 def _may_read(caller: Caller, digest: str, anchor: dict[str, Any]) -> tuple[int, str]:
     if anchor["erased_at"]:
@@ -314,49 +255,3 @@ def _path_hash(request: Request) -> str:
     if len(digest) != 64 or digest.strip("0123456789abcdef"):
         raise ApiError(400, "malformed", "a blob hash is 64 lowercase hex characters")
     return digest
-
-
-class AnchorGuard:
-    """A consensus driver that refuses a records/anchor whose blob this node does not hold."""
-
-    _MARK = b'"type":"records/anchor"'
-
-    def __init__(self, driver: ConsensusDriver, store: BlobStore) -> None:
-        self._driver = driver
-        self._store = store
-
-    @property
-    def chain_id(self) -> str:
-        return self._driver.chain_id
-
-    async def submit(self, raw: bytes, wait: bool) -> Submission:
-        return await (await self.admit(raw, wait)).outcome()
-
-    async def admit(self, raw: bytes, wait: bool) -> Admission:
-        if self._MARK in raw:
-            missing = self._missing_blob(raw)
-            if missing:
-                return Admission(Submission(tx_hash(raw).hex(), int(Code.NOT_FOUND), missing))
-        return await self._driver.admit(raw, wait)
-
-    def _missing_blob(self, raw: bytes) -> str:
-        try:
-            payload = decode_tx(raw).tx.payload
-        except TxFailure:
-            return ""  # the driver's check_tx gives the precise error
-        digest = payload.get("blob_hash")
-        if payload.get("tombstone") or not isinstance(digest, str) or digest in self._store:
-            return ""
-        return f"blob {digest[:64]} is not stored on this node: upload it before its anchor"
-
-    async def status(self) -> dict[str, Any]:
-        return await self._driver.status()
-
-    async def block(self, height: int) -> dict[str, Any] | None:
-        return await self._driver.block(height)
-
-    async def transaction(self, tx_hash: bytes) -> dict[str, Any] | None:
-        return await self._driver.transaction(tx_hash)
-
-    async def query(self, path: str, data: bytes) -> QueryResult:
-        return await self._driver.query(path, data)

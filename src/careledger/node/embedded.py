@@ -15,9 +15,11 @@ from careledger.chain.app import Application
 from careledger.chain.store import StateStore
 from careledger.consensus.solo.blockstore import BlockStore
 from careledger.consensus.solo.producer import SoloProducer
+from careledger.node.anchor_guard import AnchorGuard
 from careledger.node.api import exception_handlers, node_routes
-from careledger.node.blobs import AnchorGuard, BlobService, sweep_erased
+from careledger.node.blobs import BlobService
 from careledger.node.datadir import DataDir
+from careledger.node.erasure import BlobEraser, sweep_erased
 from careledger.storage.blobstore import BlobStore
 
 
@@ -35,7 +37,7 @@ class EmbeddedNode:
         self.blob_store.remove_stale_temporaries()
         self.blob_service = BlobService(self.blob_store, self.producer)
         # Registered before the replay, so blocks replayed after a crash erase their blobs too.
-        self.app.on_commit(self.blob_service.on_commit)
+        self.app.on_commit(BlobEraser(self.blob_store).on_commit)
         self.replayed = self.producer.recover()
         sweep_erased(self.blob_store, self.app)
 

@@ -6,15 +6,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from careledger.chain.codes import Code
-
-_HTTP_STATUS = {
-    Code.NOT_FOUND: 404,
-    Code.UNAUTHORISED: 403,
-    Code.CONFLICT: 409,
-    Code.OVERSIZED: 413,
-    Code.INTERNAL: 500,
-}
+from careledger.protocol.errors import error_name, http_status
 
 
 class ApiError(Exception):
@@ -30,8 +22,7 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
 
 
 def from_chain_code(code: int, log: str) -> ApiError:
-    chain_code = Code(code) if code in Code._value2member_map_ else Code.INTERNAL
-    return ApiError(_HTTP_STATUS.get(chain_code, 400), chain_code.name.lower(), log)
+    return ApiError(http_status(code), error_name(code), log)
 
 
 async def handle_api_error(request: Request, exc: Exception) -> Response:

@@ -24,10 +24,11 @@ import httpx
 import orjson
 
 from careledger.chain.app import CommittedBlock
+from careledger.chain.modules.records.events import RecordAnchored, RecordsErased
 from careledger.crypto.hashing import sha256_hex
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.requestsig import authorization
-from careledger.node.blobs import MAX_FETCH, unpack_results
+from careledger.protocol.frames import MAX_FETCH, unpack_results
 from careledger.storage.blobstore import BlobStore
 
 log = logging.getLogger(__name__)
@@ -61,15 +62,11 @@ class BlobReplicator:
     def on_commit(self, block: CommittedBlock) -> None:
         """An application commit listener: note anchored blobs this node lacks."""
         for result in block.tx_results:
-            for event in result.events:
-                if event.type == "records.anchored":
-                    digest = event.attributes.get("blob_hash", "")
-                    if digest and digest not in self.store:
-                        self.wanted.add(digest)
-                elif event.type == "records.erased":
-                    self.wanted.difference_update(
-                        event.attributes.get("blob_hashes", "").split(",")
-                    )
+            for anchored in RecordAnchored.all_in(result.events):
+                if anchored.blob_hash and anchored.blob_hash not in self.store:
+                    self.wanted.add(anchored.blob_hash)
+            for erased in RecordsErased.all_in(result.events):
+                self.wanted.difference_update(erased.blob_hashes)
         if self.wanted:
             self._wake.set()
 

@@ -34,8 +34,8 @@ from typing import Any
 
 import orjson
 
-from careledger.chain.codes import Code
 from careledger.chain.modules.records import record_name
+from careledger.chain.modules.records.events import RecordAnchored
 from careledger.chain.modules.records.messages import parse_scope_label
 from careledger.crypto.envelope import (
     EnvelopeError,
@@ -63,7 +63,8 @@ from careledger.crypto.scopekeys import (
     wrap_data_key,
     wrap_to_scope,
 )
-from careledger.node.blobs import pack_frames, unpack_results
+from careledger.protocol.errors import http_status
+from careledger.protocol.frames import pack_frames, unpack_results
 from careledger.wallet.fhir import BundleIndex, InvalidResource, validate_resource
 from careledger.wallet.node_client import NodeClient, NodeError, PendingBatch, Signer
 
@@ -665,11 +666,8 @@ class RecordsClient:
         block = self.node.block(int(anchor["height"]))
         for tx in block["txs"]:
             for event in tx.get("events", []):
-                attributes = event.get("attributes", {})
-                if (
-                    event.get("type") == "records.anchored"
-                    and attributes.get("blob_hash") == anchor["blob_hash"]
-                ):
+                anchored = RecordAnchored.from_json(event)
+                if anchored is not None and anchored.blob_hash == anchor["blob_hash"]:
                     return str(tx["hash"])
         raise RecordsError(f"no anchor of blob {anchor['blob_hash']} in its block", 404)
 
@@ -795,12 +793,7 @@ def _raise_for(result: Mapping[str, Any], what: str = "transaction") -> None:
     if not code:
         return
     log = result.get("log") or result.get("check_log") or ""
-    status = {Code.NOT_FOUND: 404, Code.CONFLICT: 409, Code.UNAUTHORISED: 403}.get(
-        Code(code) if code in Code._value2member_map_ else Code.INTERNAL, 422
-    )
-    if "erased" in str(log) and status == 409:
-        status = 410
-    raise RecordsError(f"{what}: {log}", status)
+    raise RecordsError(f"{what}: {log}", http_status(int(code)))
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[list[Any]]:

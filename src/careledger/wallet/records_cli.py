@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from careledger.chain.modules.records.events import RecordsErased
 from careledger.crypto.keyfile import KeyFile, KeyFileError
 from careledger.wallet.fhir import InvalidResource, iter_bundle_entries
 from careledger.wallet.node_client import NodeClient, NodeError
@@ -167,10 +168,10 @@ def erase_records(keyfile: KeyFile, references: Sequence[str], node: str, consol
     client = _client(keyfile, node)
     refs = [_ref(keyfile, "", r) for r in references] if references else None
     result = client.erase(refs)
-    erased = [e for e in result["events"] if e["type"] == "records.erased"]
-    names = erased[0]["attributes"]["records"].split(",") if erased else []
+    erased = [e for e in map(RecordsErased.from_json, result["events"]) if e is not None]
+    count = sum(len(e.records) for e in erased)
     console.print(
-        f"Erased {len([n for n in names if n])} record(s) at height {result['height']}: "
+        f"Erased {count} record(s) at height {result['height']}: "
         "their ciphertext and keys are deleted on every node."
     )
 

@@ -6,9 +6,10 @@ Cosmos SDK module owns `x/<name>`. The application only dispatches; the rules ar
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from careledger.chain.codes import Code, TxFailure
 from careledger.chain.genesis import Genesis
@@ -18,8 +19,59 @@ from careledger.crypto.keys import KeyError_, ed25519_from_did
 
 @dataclass(frozen=True)
 class Event:
+    """An event as consensus carries it (ABCI): a type and string attributes."""
+
     type: str
     attributes: dict[str, str]
+
+
+E = TypeVar("E", bound="TypedEvent")
+
+
+class TypedEvent:
+    """A module's event as a frozen dataclass of `str` and `tuple[str, ...]` fields.
+
+    The module that emits an event owns its class; everyone who reacts to it (node
+    listeners, the wallet) decodes it with `from_event`, never by parsing attributes by hand.
+    A tuple travels comma-joined (its items are hashes or dids, which hold no comma).
+    """
+
+    TYPE: ClassVar[str]
+
+    def to_event(self) -> Event:
+        attributes = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            attributes[f.name] = ",".join(value) if isinstance(value, tuple) else str(value)
+        return Event(self.TYPE, attributes)
+
+    @classmethod
+    def from_attributes(cls: type[E], attributes: Mapping[str, str]) -> E:
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            text = str(attributes.get(f.name, ""))
+            values[f.name] = tuple(filter(None, text.split(","))) if _is_tuple(f) else text
+        return cls(**values)
+
+    @classmethod
+    def from_event(cls: type[E], event: Event) -> E | None:
+        """This event decoded, or None when it is another type."""
+        return cls.from_attributes(event.attributes) if event.type == cls.TYPE else None
+
+    @classmethod
+    def from_json(cls: type[E], event: Mapping[str, Any]) -> E | None:
+        """`from_event` for the JSON form the node API returns ({"type", "attributes"})."""
+        if event.get("type") != cls.TYPE:
+            return None
+        return cls.from_attributes(event.get("attributes") or {})
+
+    @classmethod
+    def all_in(cls: type[E], events: Iterable[Event]) -> list[E]:
+        return [typed for e in events if (typed := cls.from_event(e)) is not None]
+
+
+def _is_tuple(f: dataclasses.Field[Any]) -> bool:
+    return str(f.type).startswith("tuple")
 
 
 @dataclass(frozen=True)
@@ -42,8 +94,8 @@ class TxContext:
     def kv(self, module: str) -> KV:
         return KV(self.state, module)
 
-    def emit(self, type_: str, **attributes: str) -> None:
-        self.events.append(Event(type_, attributes))
+    def emit(self, event: TypedEvent) -> None:
+        self.events.append(event.to_event())
 
 
 M = TypeVar("M")

@@ -24,9 +24,11 @@ from careledger.consensus.cometbft.driver import CometDriver
 from careledger.consensus.cometbft.rpc import CometRpc
 from careledger.consensus.cometbft.server import AbciHandler, AbciServer, Recorder
 from careledger.crypto.keyfile import KeyFile
+from careledger.node.anchor_guard import AnchorGuard
 from careledger.node.api import create_node_api
-from careledger.node.blobs import AnchorGuard, BlobService, sweep_erased
+from careledger.node.blobs import BlobService
 from careledger.node.datadir import DataDir
+from careledger.node.erasure import BlobEraser, sweep_erased
 from careledger.node.replication import BlobReplicator
 from careledger.storage.blobstore import BlobStore
 
@@ -86,7 +88,7 @@ async def run_node(config: NodeConfig) -> None:
     blobs.remove_stale_temporaries()
     replicator = BlobReplicator(blobs, config.peer_api_urls, KeyFile.load(data.organisation_key))
     blob_service = BlobService(blobs, driver, on_missing=replicator.want)
-    for listener in (driver.on_commit, blob_service.on_commit, replicator.on_commit):
+    for listener in (driver.on_commit, BlobEraser(blobs).on_commit, replicator.on_commit):
         app.on_commit(listener)
     sweep_erased(blobs, app)
     await server.start(config.abci_address)

@@ -7,6 +7,15 @@ from typing import Any
 from careledger.chain.codes import Code, TxFailure
 from careledger.chain.genesis import Genesis
 from careledger.chain.modules.base import TxContext, ValidatorUpdate
+from careledger.chain.modules.identity.events import (
+    IdentityRegistered,
+    KeyRotated,
+    MemberAdmitted,
+    MemberRemoved,
+    MembershipApplied,
+    MembershipApproved,
+    PractitionerDeregistered,
+)
 from careledger.chain.modules.identity.keeper import MODULE, IdentityKeeper
 from careledger.chain.modules.identity.messages import (
     ApplyMembership,
@@ -50,7 +59,7 @@ def register_patient(ctx: TxContext, msg: RegisterPatient) -> None:
     keeper = _keeper(ctx)
     _require_unregistered(keeper, ctx.sender)
     keeper.put_identity(_new_identity(ctx, ctx.sender, "patient", msg.encryption_key))
-    ctx.emit("identity.registered", did=ctx.sender, kind="patient")
+    ctx.emit(IdentityRegistered(ctx.sender, "patient"))
 
 
 def register_practitioner(ctx: TxContext, msg: RegisterPractitioner) -> None:
@@ -63,7 +72,7 @@ def register_practitioner(ctx: TxContext, msg: RegisterPractitioner) -> None:
     ident.update(org=ctx.sender, name=msg.name)
     keeper.put_identity(ident)
     keeper.add_staff(ctx.sender, msg.did)
-    ctx.emit("identity.registered", did=msg.did, kind="practitioner", org=ctx.sender)
+    ctx.emit(IdentityRegistered(msg.did, "practitioner", ctx.sender))
 
 
 def deregister_practitioner(ctx: TxContext, msg: DeregisterPractitioner) -> None:
@@ -75,7 +84,7 @@ def deregister_practitioner(ctx: TxContext, msg: DeregisterPractitioner) -> None
         raise TxFailure(Code.UNAUTHORISED, "only the registering organisation may deregister")
     keeper.put_identity({**ident, "active": False})
     keeper.remove_staff(ctx.sender, msg.did)
-    ctx.emit("identity.deregistered", did=msg.did, org=ctx.sender)
+    ctx.emit(PractitionerDeregistered(msg.did, ctx.sender))
 
 
 def rotate_key(ctx: TxContext, msg: RotateKey) -> None:
@@ -88,7 +97,7 @@ def rotate_key(ctx: TxContext, msg: RotateKey) -> None:
     keeper.put_identity(
         {**ident, "signing_key": msg.signing_key, "encryption_key": msg.encryption_key}
     )
-    ctx.emit("identity.key_rotated", did=ctx.sender)
+    ctx.emit(KeyRotated(ctx.sender))
 
 
 def apply_membership(ctx: TxContext, msg: ApplyMembership) -> None:
@@ -107,7 +116,7 @@ def apply_membership(ctx: TxContext, msg: ApplyMembership) -> None:
             "opened_at": ctx.height,
         }
     )
-    ctx.emit("identity.applied", did=ctx.sender)
+    ctx.emit(MembershipApplied(ctx.sender))
 
 
 def approve_membership(ctx: TxContext, msg: ApproveMembership) -> None:
@@ -126,7 +135,7 @@ def approve_membership(ctx: TxContext, msg: ApproveMembership) -> None:
         (_admit if msg.action == "admit" else _remove)(keeper, ctx, proposal)
     else:
         keeper.put_proposal(proposal)
-        ctx.emit("identity.approved", action=msg.action, subject=msg.subject, voter=ctx.sender)
+        ctx.emit(MembershipApproved(msg.action, msg.subject, ctx.sender))
 
 
 def _open_removal(keeper: IdentityKeeper, msg: ApproveMembership) -> dict[str, Any]:
@@ -148,7 +157,7 @@ def _admit(keeper: IdentityKeeper, ctx: TxContext, proposal: dict[str, object]) 
     )
     if vkey:
         ctx.validator_updates.append(ValidatorUpdate(bytes.fromhex(vkey), VALIDATOR_POWER))
-    ctx.emit("identity.admitted", did=did)
+    ctx.emit(MemberAdmitted(did))
 
 
 def _remove(keeper: IdentityKeeper, ctx: TxContext, proposal: dict[str, object]) -> None:
@@ -160,7 +169,7 @@ def _remove(keeper: IdentityKeeper, ctx: TxContext, proposal: dict[str, object])
         keeper.put_identity({**ident, "active": False})
     if member and member.get("validator_pub_key"):
         ctx.validator_updates.append(ValidatorUpdate(bytes.fromhex(member["validator_pub_key"]), 0))
-    ctx.emit("identity.removed", did=did)
+    ctx.emit(MemberRemoved(did))
 
 
 def init_genesis(ctx: TxContext, genesis: Genesis) -> None:

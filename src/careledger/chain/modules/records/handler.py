@@ -17,6 +17,11 @@ from careledger.chain.codes import Code, TxFailure
 from careledger.chain.genesis import Genesis
 from careledger.chain.modules.base import TxContext
 from careledger.chain.modules.identity import IdentityKeeper
+from careledger.chain.modules.records.events import (
+    RecordAnchored,
+    RecordsErased,
+    ScopeKeyPublished,
+)
 from careledger.chain.modules.records.keeper import MODULE, RecordsKeeper
 from careledger.chain.modules.records.messages import (
     Anchor,
@@ -77,7 +82,7 @@ def anchor(ctx: TxContext, msg: Anchor) -> None:
         "erased_at": 0,
     }
     if rec["erased_at"]:
-        raise TxFailure(Code.CONFLICT, f"record {msg.record} is erased: it takes no new version")
+        raise TxFailure(Code.ERASED, f"record {msg.record} is erased: it takes no new version")
     if rec["resource_type"] != msg.resource_type:
         raise TxFailure(Code.CONFLICT, f"record {msg.record} is a {rec['resource_type']}")
     if msg.version != rec["versions"] + 1:
@@ -105,14 +110,7 @@ def anchor(ctx: TxContext, msg: Anchor) -> None:
         },
     )
     keeper.put_record(msg.patient, {**rec, "versions": msg.version})
-    ctx.emit(
-        "records.anchored",
-        patient=msg.patient,
-        record=msg.record,
-        version=str(msg.version),
-        blob_hash=msg.blob_hash,
-        author=ctx.sender,
-    )
+    ctx.emit(RecordAnchored(msg.patient, msg.record, str(msg.version), msg.blob_hash, ctx.sender))
 
 
 def publish_scope_key(ctx: TxContext, msg: PublishScopeKey) -> None:
@@ -133,7 +131,7 @@ def publish_scope_key(ctx: TxContext, msg: PublishScopeKey) -> None:
             "height": ctx.height,
         },
     )
-    ctx.emit("records.scope_key", patient=ctx.sender, scope=msg.scope, epoch=str(msg.epoch))
+    ctx.emit(ScopeKeyPublished(ctx.sender, msg.scope, str(msg.epoch)))
 
 
 def erase(ctx: TxContext, msg: Erase) -> None:
@@ -149,12 +147,7 @@ def erase(ctx: TxContext, msg: Erase) -> None:
             if version["blob_hash"]:
                 blob_hashes.append(version["blob_hash"])
         keeper.put_record(ctx.sender, {**rec, "erased_at": ctx.height})
-    ctx.emit(
-        "records.erased",
-        patient=ctx.sender,
-        records=",".join(r["record"] for r in targets),
-        blob_hashes=",".join(blob_hashes),
-    )
+    ctx.emit(RecordsErased(ctx.sender, tuple(r["record"] for r in targets), tuple(blob_hashes)))
 
 
 def _erasable(keeper: RecordsKeeper, patient: str, name: str) -> dict[str, object]:
@@ -162,7 +155,7 @@ def _erasable(keeper: RecordsKeeper, patient: str, name: str) -> dict[str, objec
     if rec is None:
         raise TxFailure(Code.NOT_FOUND, f"the patient has no record {name}")
     if rec["erased_at"]:
-        raise TxFailure(Code.CONFLICT, f"record {name} is already erased")
+        raise TxFailure(Code.ERASED, f"record {name} is already erased")
     return rec
 
 
