@@ -1,11 +1,19 @@
 from __future__ import annotations
 
+import base64
+import gc
+import os
+import sys
+
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from careledger.crypto.canonical import NotCanonical, canonical_bytes, parse_canonical
+from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import (
     Identity,
     KeyError_,
+    derive_secret,
     did_from_ed25519,
     ed25519_from_did,
     identity_from_phrase,
@@ -19,6 +27,8 @@ from careledger.crypto.merkle import (
     merkle_root,
     verify_inclusion,
 )
+from careledger.crypto.scopekeys import derive_scope_key
+from careledger.wallet.records import Enrolment
 
 
 def test_recovery_phrase_restores_the_same_did() -> None:
@@ -100,3 +110,95 @@ def test_merkle_root_matches_rfc6962_shape() -> None:
     la, lb, lc = h(b"\x00" + a), h(b"\x00" + b), h(b"\x00" + c)
     assert merkle_root([a, b, c]) == h(b"\x01" + h(b"\x01" + la + lb) + lc)
     assert merkle_root([]) == EMPTY_ROOT
+
+
+# --- key hygiene: label namespaces, repr, caches ------------------------------------------
+
+
+def _private_seeds(ident: Identity) -> tuple[bytes, bytes]:
+    """The raw Ed25519 seed and X25519 private key the identity signs and decrypts with."""
+    signing = Ed25519PrivateKey.from_private_bytes(ident._signing.private_bytes_raw())
+    assert signing.sign(b"m") == ident.sign(b"m")  # it is the key the identity signs with
+    return ident._signing.private_bytes_raw(), ident.encryption_private.private_bytes_raw()
+
+
+def test_secret_never_returns_the_signing_or_encryption_seed() -> None:
+    # The attack: secret("ed25519") derived under "careledger/v1/" + label, the very label of
+    # the signing seed, so anything handed a secret() (say, a scope-key export) could sign.
+    ident = Identity.generate()
+    signing_seed, encryption_key = _private_seeds(ident)
+    for label in ("ed25519", "x25519", "master-from-phrase", "scope-keys"):
+        assert ident.secret(label) not in (signing_seed, encryption_key)
+    assert ident.secret("ed25519") != derive_secret(ident.master, "careledger/v1/ed25519")
+    assert ident.secret("scope-keys") == derive_secret(
+        ident.master, "careledger/v1/secret/scope-keys"
+    )
+
+
+@pytest.mark.parametrize(
+    "label", ["", "Ed25519", "../ed25519", "/ed25519", "a b", "é", "a" * 65, "x\x00"]
+)
+def test_secret_labels_are_validated(label: str) -> None:
+    with pytest.raises(KeyError_):
+        Identity.generate().secret(label)
+
+
+def _encodings(secret: bytes) -> list[str]:
+    return [
+        secret.hex(),
+        secret.hex().upper(),
+        base64.b64encode(secret).decode(),
+        base64.urlsafe_b64encode(secret).decode().rstrip("="),
+        repr(secret),
+    ]
+
+
+def test_no_secret_in_repr_or_str_of_identity_keyfile_or_enrolment() -> None:
+    phrase = new_recovery_phrase()
+    ident = identity_from_phrase(phrase)
+    ident.sign(b"warm the key cache")
+    keyfile = KeyFile(ident.did, "patient", ident, "Jo")
+    enrolment = Enrolment(keyfile, phrase, {})
+    secrets = [ident.master, *_private_seeds(ident)]
+    for shown in (
+        repr(ident),
+        str(ident),
+        f"{ident}",
+        f"{ident!r}",
+        repr(keyfile),
+        str(keyfile),
+        f"{keyfile}",
+        repr(enrolment),
+        str(enrolment),
+        repr([ident, keyfile]),
+    ):
+        for secret in secrets:
+            for encoded in _encodings(secret):
+                assert encoded not in shown
+        assert phrase not in shown and phrase.split()[0] + " " + phrase.split()[1] not in shown
+    assert ident.did in repr(ident) and ident.did in repr(keyfile)
+
+
+def test_derived_keys_live_on_the_identity_not_in_a_global_cache() -> None:
+    # The attack: a module-level lru_cache keyed by the master secret kept every identity's
+    # secret and private keys alive for the life of the process, after its owner dropped it.
+    # Whatever keeps a secret also holds a reference to it: count them.
+    master = os.urandom(32)
+    references = sys.getrefcount(master)
+    ident = Identity(master)
+    assert ident.sign(b"m") and ident.encryption_public and ident.did
+    scope_root = ident.secret("scope-keys")
+    root_references = sys.getrefcount(scope_root)
+    assert derive_scope_key(scope_root, "clinical", 0).public_bytes
+    assert sys.getrefcount(scope_root) == root_references
+    del ident
+    gc.collect()
+    assert sys.getrefcount(master) == references
+
+
+def test_identity_equality_ignores_its_key_cache() -> None:
+    master = os.urandom(32)
+    used, fresh = Identity(master), Identity(master)
+    used.sign(b"m")
+    assert used == fresh and hash(used) == hash(fresh) and {used, fresh} == {used}
+    assert Identity(os.urandom(32)) != used

@@ -20,10 +20,12 @@ import orjson
 import pytest
 import uvicorn
 
+from careledger.crypto.envelope import BlobOwner, pack_record_blob, unpack_record_blob
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.requestsig import authorization
 from careledger.node.datadir import DataDir, initialise
 from careledger.node.embedded import EmbeddedNode
+from careledger.storage.blobstore import blob_hash
 from careledger.wallet.fhir import BundleIndex
 from careledger.wallet.node_client import NodeClient
 from careledger.wallet.proofs import ProofError, verify_record_proof
@@ -200,9 +202,12 @@ def test_a_ciphertext_moved_onto_another_record_does_not_decrypt(imported: Impor
         if w.ref.patient == first.ref.patient and w.ref.resource_type == "Observation"
     ][:2]
     patient = imported.patient_of(a)
-    blob_a = imported.node.blob_store.get(a.blob_hash)
+    # a's keys and ciphertext under a header naming b: only the crypto binding can refuse it
+    parsed = unpack_record_blob(imported.node.blob_store.get(a.blob_hash))
+    owner_b = BlobOwner(b.ref.patient, b.ref.name)
+    blob_a = pack_record_blob(owner_b, parsed.wrapped_keys, parsed.ciphertext)
     anchor_b = dict(patient.versions(b.ref)["history"][0])
-    anchor_b["blob_hash"] = a.blob_hash  # even with the hash check satisfied
+    anchor_b["blob_hash"] = blob_hash(blob_a)  # even with the hash check satisfied
     with pytest.raises(IntegrityError, match=r"does not (unwrap|decrypt)"):
         patient.open_blob(b.ref, anchor_b, blob_a)
 

@@ -11,6 +11,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from careledger.crypto.privatefs import private_sqlite
+
 Changes = Mapping[bytes, bytes | None]  # None deletes the key
 
 _SCHEMA = """
@@ -40,8 +42,10 @@ class StateStore:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self._cache: dict[bytes, bytes | None] = {}
+        private_sqlite(self.path)  # 0600 before SQLite creates it; -wal/-shm follow its mode
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
+        private_sqlite(self.path)
         self._db.execute("PRAGMA synchronous=FULL")  # an acknowledged block survives power loss
         # Point reads dominate (identities, nonces): memory-mapped pages and a 64 MiB page
         # cache halve a lookup's cost (16 -> 8 us for a miss on 100k rows, measured).

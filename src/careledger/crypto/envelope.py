@@ -14,7 +14,9 @@ The salt travels inside the ciphertext, so whoever can decrypt can also open the
 and erasing the ciphertext erases the salt: the on-chain commitment then reveals nothing.
 
 Wrapped data keys are stored beside the ciphertext in one off-chain *record blob*
-(:func:`pack_record_blob`), never in a transaction, so that erasure can delete them.
+(:func:`pack_record_blob`), never in a transaction, so that erasure can delete them. The
+blob's header names the record it belongs to (:class:`BlobOwner`, read alone by
+:func:`record_blob_owner`), so that nodes can refuse a blob anchored or erased as another's.
 """
 
 from __future__ import annotations
@@ -49,13 +51,15 @@ MAX_RESOURCE_BYTES = 64 * 1024 * 1024
 
 AAD_LABEL = b"careledger-record-v1"
 COMMITMENT_LABEL = b"careledger-commitment-v1"
-BLOB_MAGIC = b"CLB\x01"
+BLOB_MAGIC = b"CLB\x02"  # format 2: the header names its record (docs/crypto.md)
 
 _MIN_CIPHERTEXT = 1 + NONCE_SIZE + SALT_SIZE + TAG_SIZE
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{0,63}")
 _RESOURCE_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # the FHIR `id` datatype
+_RECORD_NAME = re.compile(r"[0-9a-f]{64}")
 _MAX_U16 = 0xFFFF
 _MAX_U32 = 0xFFFFFFFF
+_MAX_OWNER_HEADER = len(BLOB_MAGIC) + 2 * (2 + _MAX_U16)  # magic, lp(patient), lp(record)
 
 
 class EnvelopeError(Exception):
@@ -113,7 +117,7 @@ class RecordBinding:
     version: int
 
     def __post_init__(self) -> None:
-        if not self.patient or "\x00" in self.patient or len(self.patient.encode()) > 255:
+        if not _valid_patient(self.patient):
             raise InvalidBinding("patient pseudonym must be 1 to 255 UTF-8 bytes, without NUL")
         if not _RESOURCE_TYPE.fullmatch(self.resource_type):
             raise InvalidBinding(f"not a FHIR resource type: {self.resource_type!r}")
@@ -133,6 +137,11 @@ class RecordBinding:
 
     def aad(self) -> bytes:
         return AAD_LABEL + self.encode()
+
+
+def _valid_patient(patient: str) -> bool:
+    """1 to 255 UTF-8 bytes, no NUL."""
+    return bool(patient) and "\x00" not in patient and len(patient.encode()) <= 255
 
 
 # --- canonical bytes ----------------------------------------------------------------------
@@ -307,9 +316,32 @@ class WrappedKey:
 
 
 @dataclass(frozen=True)
+class BlobOwner:
+    """The record a blob belongs to, named in its header: nodes refuse to store, anchor or
+    erase a blob for any other record, so a blob hash seen in a mempool cannot be claimed.
+
+    ``patient`` is the patient's did (1 to 255 UTF-8 bytes, no NUL); ``record`` is the
+    on-chain record name, 64 lowercase hex characters (``records.keeper.record_name``).
+    """
+
+    patient: str
+    record: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.patient, str) or not _valid_patient(self.patient):
+            raise InvalidBinding("a blob's patient is 1 to 255 UTF-8 bytes, without NUL")
+        if not isinstance(self.record, str) or not _RECORD_NAME.fullmatch(self.record):
+            raise InvalidBinding(f"not a record name (64 hex): {str(self.record)[:80]!r}")
+
+    def encode(self) -> bytes:
+        return length_prefixed(self.patient) + length_prefixed(self.record)
+
+
+@dataclass(frozen=True)
 class RecordBlob:
     """What the blob store holds for one record version, and what its anchor hashes."""
 
+    owner: BlobOwner
     wrapped_keys: tuple[WrappedKey, ...]
     ciphertext: bytes
 
@@ -320,11 +352,14 @@ class RecordBlob:
         raise LookupError(f"no data key wrapped to {recipient!r} in this record blob")
 
 
-def pack_record_blob(wrapped_keys: Sequence[WrappedKey], ciphertext: bytes) -> bytes:
-    """ "CLB\\x01" || u8 count || count x (lp(recipient) || lp_bytes(wrapped)) || ciphertext."""
+def pack_record_blob(
+    owner: BlobOwner, wrapped_keys: Sequence[WrappedKey], ciphertext: bytes
+) -> bytes:
+    """ "CLB\\x02" || lp(patient) || lp(record) || u8 count
+    || count x (lp(recipient) || lp_bytes(wrapped)) || ciphertext (docs/crypto.md, section 7)."""
     if not 1 <= len(wrapped_keys) <= 255:
         raise ValueError("a record blob carries 1 to 255 wrapped keys")
-    parts = [BLOB_MAGIC, bytes([len(wrapped_keys)])]
+    parts = [BLOB_MAGIC, owner.encode(), bytes([len(wrapped_keys)])]
     for key in wrapped_keys:
         if len(key.wrapped) > _MAX_U16:
             raise ValueError("wrapped key too long")
@@ -333,22 +368,56 @@ def pack_record_blob(wrapped_keys: Sequence[WrappedKey], ciphertext: bytes) -> b
     return b"".join(parts)
 
 
+def record_blob_owner(blob: bytes) -> BlobOwner:
+    """The record a blob names in its header, reading the header only (no key is unwrapped).
+
+    MalformedBlob for anything that is not a format 2 record blob with a valid owner.
+    """
+    return _read_owner(blob)[0]
+
+
 def unpack_record_blob(blob: bytes) -> RecordBlob:
-    if not blob.startswith(BLOB_MAGIC) or len(blob) < len(BLOB_MAGIC) + 1:
-        raise MalformedBlob("not a CareLedger v1 record blob")
-    count, offset = blob[len(BLOB_MAGIC)], len(BLOB_MAGIC) + 1
+    owner, offset = _read_owner(blob)
+    if offset >= len(blob):
+        raise MalformedBlob("record blob header is truncated")
+    count, offset = blob[offset], offset + 1
     keys = []
     for _ in range(count):
         recipient_raw, offset = _read_lp(blob, offset)
         wrapped, offset = _read_lp(blob, offset)
-        try:
-            recipient = recipient_raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise MalformedBlob("wrapped-key recipient is not UTF-8") from exc
-        keys.append(WrappedKey(recipient=recipient, wrapped=wrapped))
+        keys.append(
+            WrappedKey(recipient=_utf8(recipient_raw, "wrapped-key recipient"), wrapped=wrapped)
+        )
     if count == 0 or offset >= len(blob):
         raise MalformedBlob("record blob has no wrapped key or no ciphertext")
-    return RecordBlob(wrapped_keys=tuple(keys), ciphertext=blob[offset:])
+    return RecordBlob(owner=owner, wrapped_keys=tuple(keys), ciphertext=blob[offset:])
+
+
+def _read_owner(blob: bytes) -> tuple[BlobOwner, int]:
+    if not isinstance(blob, bytes | bytearray | memoryview):
+        raise MalformedBlob("a record blob is bytes")
+    blob = bytes(blob[:_MAX_OWNER_HEADER])  # the header only: no copy of a large blob
+    if blob[:3] == BLOB_MAGIC[:3] and len(blob) > 3 and blob[3] != BLOB_MAGIC[3]:
+        raise MalformedBlob(
+            f"record blob format {blob[3]} is not read (only format {BLOB_MAGIC[3]}, whose "
+            "header names its record)"
+        )
+    if not blob.startswith(BLOB_MAGIC):
+        raise MalformedBlob("not a CareLedger record blob")
+    patient_raw, offset = _read_lp(blob, len(BLOB_MAGIC))
+    record_raw, offset = _read_lp(blob, offset)
+    try:
+        owner = BlobOwner(_utf8(patient_raw, "patient"), _utf8(record_raw, "record name"))
+    except InvalidBinding as exc:
+        raise MalformedBlob(f"record blob header: {exc}") from None
+    return owner, offset
+
+
+def _utf8(raw: bytes, what: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedBlob(f"record blob {what} is not UTF-8") from exc
 
 
 def _read_lp(blob: bytes, offset: int) -> tuple[bytes, int]:

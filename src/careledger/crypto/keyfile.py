@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from careledger.crypto.keys import Identity, KeyError_
+from careledger.crypto.privatefs import make_private_dir
 
 KEYFILE_VERSION = 1
 KINDS = ("organisation", "practitioner", "patient", "node")
@@ -21,7 +22,10 @@ class KeyFileError(ValueError):
 
 @dataclass(frozen=True)
 class KeyFile:
-    """`did` stays the identity's name after key rotation; `identity` holds the current keys."""
+    """`did` stays the identity's name after key rotation; `identity` holds the current keys.
+
+    repr() and str() name the key file (did, kind, name) and never show its secret.
+    """
 
     did: str
     kind: str
@@ -37,9 +41,14 @@ class KeyFile:
             "master_secret": base64.b64encode(self.identity.master).decode(),
         }
 
+    def __repr__(self) -> str:
+        return f"KeyFile(did={self.did!r}, kind={self.kind!r}, name={self.name!r})"
+
+    __str__ = __repr__
+
     def save(self, path: Path) -> None:
         """Write with mode 0600, refusing to overwrite an existing key."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(path.parent)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError as exc:

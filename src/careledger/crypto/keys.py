@@ -8,7 +8,8 @@ BIP-39 recovery phrase, so that the phrase alone restores the identity.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -109,35 +110,62 @@ def verify_signature(public_key: bytes, signature: bytes, message: bytes) -> boo
 # --- identities ----------------------------------------------------------------------------
 
 
+# HKDF labels. Key labels and `Identity.secret()` labels live in disjoint namespaces: no
+# label passed to secret() can derive a signing or encryption seed.
+SIGNING_LABEL = "careledger/v1/ed25519"
+ENCRYPTION_LABEL = "careledger/v1/x25519"
+SECRET_LABEL_PREFIX = "careledger/v1/secret/"
+_SECRET_LABEL = re.compile(r"[a-z0-9][a-z0-9._/-]{0,63}")
+
+
 @dataclass(frozen=True)
 class Identity:
-    """A person's or organisation's keys, derived from one master secret."""
+    """A person's or organisation's keys, derived from one master secret.
 
-    master: bytes
+    The derived private keys are cached on the instance (never in a global cache keyed by the
+    secret), and neither the master secret nor a derived key appears in repr() or str().
+    """
+
+    master: bytes = field(repr=False)
+    _keys: _DerivedKeys | None = field(
+        default=None, init=False, repr=False, compare=False, hash=False
+    )
 
     def __post_init__(self) -> None:
-        if len(self.master) != 32:
+        if not isinstance(self.master, bytes) or len(self.master) != 32:
             raise KeyError_("a master secret is 32 bytes")
+
+    def __repr__(self) -> str:
+        return f"Identity(did={self.did!r})"
+
+    __str__ = __repr__
 
     @classmethod
     def generate(cls) -> Identity:
         return cls(os.urandom(32))
 
+    def _derived(self) -> _DerivedKeys:
+        keys = self._keys
+        if keys is None:
+            keys = _DerivedKeys.from_master(self.master)
+            object.__setattr__(self, "_keys", keys)  # a cache: frozen for everything else
+        return keys
+
     @property
     def _signing(self) -> Ed25519PrivateKey:
-        return _signing_key(self.master)
+        return self._derived().signing
 
     @property
     def _encryption(self) -> X25519PrivateKey:
-        return _encryption_key(self.master)
+        return self._derived().encryption
 
     @property
     def signing_public(self) -> bytes:
-        return self._signing.public_key().public_bytes(_RAW, _RAW_PUB)
+        return self._derived().signing_public
 
     @property
     def encryption_public(self) -> bytes:
-        return self._encryption.public_key().public_bytes(_RAW, _RAW_PUB)
+        return self._derived().encryption_public
 
     @property
     def encryption_private(self) -> X25519PrivateKey:
@@ -152,18 +180,37 @@ class Identity:
         return self._signing.sign(message)
 
     def secret(self, label: str) -> bytes:
-        """A secret derived for one purpose (e.g. scope keys), independent of the others."""
-        return derive_secret(self.master, "careledger/v1/" + label)
+        """A secret derived for one purpose (e.g. scope keys), independent of the others.
+
+        Derived under ``careledger/v1/secret/<label>``, a namespace apart from the key labels,
+        so that no label yields the signing or encryption seed. ``label`` is 1 to 64 of
+        ``a-z 0-9 . _ / -``, starting with a letter or digit.
+        """
+        if not isinstance(label, str) or not _SECRET_LABEL.fullmatch(label):
+            raise KeyError_(f"not a secret label: {str(label)[:80]!r}")
+        return derive_secret(self.master, SECRET_LABEL_PREFIX + label)
 
 
-@lru_cache(maxsize=1024)
-def _signing_key(master: bytes) -> Ed25519PrivateKey:
-    return Ed25519PrivateKey.from_private_bytes(derive_secret(master, "careledger/v1/ed25519"))
+@dataclass(frozen=True, repr=False, eq=False)
+class _DerivedKeys:
+    signing: Ed25519PrivateKey
+    encryption: X25519PrivateKey
+    signing_public: bytes
+    encryption_public: bytes
 
+    @classmethod
+    def from_master(cls, master: bytes) -> _DerivedKeys:
+        signing = Ed25519PrivateKey.from_private_bytes(derive_secret(master, SIGNING_LABEL))
+        encryption = X25519PrivateKey.from_private_bytes(derive_secret(master, ENCRYPTION_LABEL))
+        return cls(
+            signing,
+            encryption,
+            signing.public_key().public_bytes(_RAW, _RAW_PUB),
+            encryption.public_key().public_bytes(_RAW, _RAW_PUB),
+        )
 
-@lru_cache(maxsize=1024)
-def _encryption_key(master: bytes) -> X25519PrivateKey:
-    return X25519PrivateKey.from_private_bytes(derive_secret(master, "careledger/v1/x25519"))
+    def __repr__(self) -> str:
+        return "_DerivedKeys(<secret>)"
 
 
 # --- recovery phrase -----------------------------------------------------------------------

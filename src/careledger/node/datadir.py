@@ -9,6 +9,7 @@ from pathlib import Path
 from careledger.chain.genesis import Genesis
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
+from careledger.crypto.privatefs import make_private_dir, write_private_file
 
 
 @dataclass(frozen=True)
@@ -49,11 +50,11 @@ class DataDir:
 def initialise(root: Path, organisation: str = "Demo Hospital") -> KeyFile:
     """A fresh one-organisation chain: its genesis and the organisation's key file."""
     data = DataDir(root)
-    root.mkdir(parents=True, exist_ok=True)
+    make_private_dir(root)  # 0700 and every file in it 0600, whatever the umask
     identity = Identity.generate()
     keyfile = KeyFile(did=identity.did, kind="organisation", identity=identity, name=organisation)
     keyfile.save(data.organisation_key)
     chain_id = "careledger-" + os.urandom(3).hex()
     genesis = Genesis.for_organisations(chain_id, [(organisation, identity)])
-    data.genesis.write_bytes(genesis.to_json())
+    write_private_file(data.genesis, genesis.to_json())
     return keyfile

@@ -19,6 +19,8 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from careledger.crypto.privatefs import DIR_MODE, make_private_dir
+
 _HASH = re.compile(r"[0-9a-f]{64}")
 _TMP_PREFIX = ".tmp-"
 
@@ -46,7 +48,7 @@ def blob_hash(data: bytes) -> str:
 class BlobStore:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.root)
 
     def path_of(self, digest: str) -> Path:
         _check_hash(digest)
@@ -117,7 +119,8 @@ class BlobStore:
         changed: set[Path] = set()
         for level in (directory.parent, directory):
             if not level.is_dir():
-                level.mkdir(exist_ok=True)
+                level.mkdir(mode=DIR_MODE, exist_ok=True)
+                level.chmod(DIR_MODE)  # exactly 0700, whatever the umask
                 changed.add(level.parent)
         return changed
 

@@ -38,6 +38,7 @@ from careledger.chain.modules.records import record_name
 from careledger.chain.modules.records.events import RecordAnchored
 from careledger.chain.modules.records.messages import parse_scope_label
 from careledger.crypto.envelope import (
+    BlobOwner,
     EnvelopeError,
     RecordBinding,
     open_record,
@@ -133,7 +134,7 @@ class Enrolment:
     """A patient enrolled by a clinic: keys to hand over (key file and recovery phrase)."""
 
     keyfile: KeyFile
-    phrase: str
+    phrase: str = field(repr=False)  # the recovery phrase: the patient's keys
     scope_keys: dict[str, ScopePublic]
 
 
@@ -188,8 +189,8 @@ def _prepare(job: _Job) -> _Prepared | str:
         wrap_to_scope(sealed.data_key, binding, job.scope),
         wrap_data_key(sealed.data_key, binding, job.author, job.author_key),
     ]
-    blob = pack_record_blob(wrapped, sealed.ciphertext)
     ref = RecordRef(job.patient, binding.resource_type, binding.resource_id)
+    blob = pack_record_blob(BlobOwner(job.patient, ref.name), wrapped, sealed.ciphertext)
     payload = {
         "patient": job.patient,
         "resource_type": binding.resource_type,
@@ -610,6 +611,8 @@ class RecordsClient:
         binding = RecordBinding(ref.patient, ref.resource_type, ref.resource_id, anchor["version"])
         try:
             record_blob = unpack_record_blob(blob)
+            if record_blob.owner != BlobOwner(ref.patient, ref.name):
+                raise IntegrityError(f"{ref}: the blob's header names another record")
             label, private_key = self._my_key(ref.patient, anchor["recipients"])
             data_key = unwrap_data_key(record_blob_key(record_blob, label), binding, private_key)
             opened = open_record(record_blob.ciphertext, data_key, binding)

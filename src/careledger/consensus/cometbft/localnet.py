@@ -42,12 +42,12 @@ from careledger.consensus.cometbft.config import (
 )
 from careledger.consensus.cometbft.nodeproc import NodeConfig
 from careledger.consensus.cometbft.rpc import sync_call
+from careledger.consensus.cometbft.server import abci_socket_path
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
 from careledger.node.datadir import DataDir
 
 DEFAULT_BASE_PORT = 26656  # p2p; rpc is +1, the node API +2
-UNIX_PATH_LIMIT = 100  # sun_path holds 108 bytes; leave room
 PROCESSES = ("app", "cometbft")
 
 
@@ -189,11 +189,8 @@ def _configure_node(
 
 
 def abci_address(node_dir: Path, node: NodeAddress) -> str:
-    """A Unix socket in the node directory, or TCP when that path is too long for one."""
-    path = node_dir.resolve() / "abci.sock"
-    if len(str(path)) <= UNIX_PATH_LIMIT:
-        return f"unix://{path}"
-    return f"tcp://{node.host}:{node.p2p_port + 3}"
+    """Always a Unix socket (a short private path when the node's is too long), never TCP."""
+    return f"unix://{abci_socket_path(node_dir)}"
 
 
 def _run(command: list[str]) -> None:

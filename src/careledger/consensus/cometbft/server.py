@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,11 @@ from careledger.consensus.cometbft.codec import (
 from careledger.consensus.cometbft.protowire import encode_uvarint
 
 log = logging.getLogger(__name__)
+
+# sun_path holds 108 bytes; leave room. The ABCI connection is unauthenticated (whoever can
+# connect drives the state machine), so it is only ever a Unix socket in a private directory,
+# never a TCP port.
+UNIX_PATH_LIMIT = 100
 
 READ_CHUNK = 1 << 20
 # Answers are flushed on Flush; past this much buffered output they are sent anyway.
@@ -217,23 +225,27 @@ class AbciServer:
         self.handler = handler
         self.recorder = recorder
         self._server: asyncio.AbstractServer | None = None
+        self._socket: Path | None = None
         self.connections = 0
 
     async def start(self, address: str) -> None:
-        """Listen on `unix:///path` or `tcp://host:port`."""
-        if address.startswith("unix://"):
-            path = Path(address.removeprefix("unix://"))
-            path.unlink(missing_ok=True)
-            self._server = await asyncio.start_unix_server(self._serve, path=str(path))
-        else:
-            host, _, port = address.removeprefix("tcp://").rpartition(":")
-            self._server = await asyncio.start_server(self._serve, host, int(port))
+        """Listen on `unix:///path` (no TCP: the ABCI connection has no authentication)."""
+        if not address.startswith("unix://"):
+            raise ValueError(f"the ABCI server listens on a Unix socket only, not {address!r}")
+        path = Path(address.removeprefix("unix://"))
+        _check_private_dir(path.parent)
+        path.unlink(missing_ok=True)
+        self._server = await asyncio.start_unix_server(self._serve, path=str(path))
+        self._socket = path
+        path.chmod(0o600)
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
+        if self._socket is not None:
+            self._socket.unlink(missing_ok=True)  # Python 3.11 leaves the file behind
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -273,3 +285,38 @@ class AbciServer:
     def _record(self, direction: str, body: bytes) -> None:
         if self.recorder is not None:
             self.recorder(direction, body)
+
+
+# --- where the socket lives ------------------------------------------------------------------
+
+
+def abci_socket_path(node_dir: Path) -> Path:
+    """The node's ABCI socket: `abci.sock` in its directory, or, when that path is too long
+    for a Unix socket, a short one in a private (0700) directory named by a hash of it."""
+    path = node_dir.resolve() / "abci.sock"
+    if len(str(path)) <= UNIX_PATH_LIMIT:
+        return path
+    name = hashlib.sha256(str(path).encode()).hexdigest()[:32] + ".sock"
+    for base in (os.environ.get("XDG_RUNTIME_DIR", ""), "/tmp"):
+        short = Path(base) / f"careledger-{os.getuid()}" / name
+        if base.startswith("/") and len(str(short)) <= UNIX_PATH_LIMIT:
+            _check_private_dir(short.parent, closed=0o077)
+            return short
+    raise ValueError(f"no short path for the ABCI socket of {node_dir}")
+
+
+def _check_private_dir(directory: Path, closed: int = 0o022) -> None:
+    """The socket's directory must be ours, with the `closed` permission bits unset (created
+    0700 if missing): in a shared /tmp another user could otherwise make it first and put a
+    socket of theirs where CometBFT connects."""
+    try:
+        info = directory.lstat()
+    except FileNotFoundError:
+        directory.mkdir(mode=0o700)  # e.g. /tmp was cleaned since the network was created
+        info = directory.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise PermissionError(f"{directory} is not a directory of this user: refusing it")
+    if info.st_mode & closed:
+        raise PermissionError(
+            f"{directory} is open to others (mode {oct(info.st_mode & 0o777)}): refusing it"
+        )

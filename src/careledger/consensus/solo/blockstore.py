@@ -16,6 +16,7 @@ import orjson
 
 from careledger.chain.app import TxResult
 from careledger.chain.block import BlockHeader
+from careledger.crypto.privatefs import private_sqlite
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blocks (
@@ -51,8 +52,10 @@ class StoredTx:
 class BlockStore:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        private_sqlite(self.path)  # 0600 before SQLite creates it; -wal/-shm follow its mode
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
+        private_sqlite(self.path)
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
 

@@ -1,0 +1,78 @@
+"""A node's data directory is its owner's only: files 0600, directories 0700, whatever the umask.
+
+The attack: under the default umask (0o022) the state, the block store and the record blobs
+(ciphertexts with their wrapped data keys) were readable by every local user; under 0o000 they
+were writable too, so another user could alter or replace a node's state and blobs.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from careledger.crypto.keyfile import KeyFile
+from careledger.node.datadir import DataDir, initialise
+from careledger.node.demo import seed_demo
+from careledger.node.embedded import EmbeddedNode
+from careledger.storage.blobstore import SYNCFS_BATCH
+
+
+@contextmanager
+def umask(mask: int) -> Iterator[None]:
+    previous = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def modes(root: Path) -> dict[str, int]:
+    """Every path under root (root included) -> its permission bits."""
+    found = {".": stat.S_IMODE(root.stat().st_mode)}
+    for path in root.rglob("*"):
+        found[str(path.relative_to(root))] = stat.S_IMODE(path.lstat().st_mode)
+    return found
+
+
+def use_the_node(root: Path) -> None:
+    """What `careledger up --demo` does to a fresh data directory, and a restart."""
+    organisation = initialise(root)
+    node = EmbeddedNode(root, block_interval=0.05)
+    try:
+        seed_demo(node, organisation)  # key files, a block: state and block store written
+        node.blob_store.put(b"one blob")
+        node.blob_store.put_many([os.urandom(64) for _ in range(SYNCFS_BATCH + 1)])
+    finally:
+        node.close()
+    EmbeddedNode(root).close()  # reopened: SQLite makes its -wal and -shm files again
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o000])
+def test_every_file_is_0600_and_every_directory_0700(tmp_path: Path, mask: int) -> None:
+    root = tmp_path / "node" / "data"
+    with umask(mask):
+        use_the_node(root)
+        node = EmbeddedNode(root)  # open, so that the SQLite side files exist while we look
+        try:
+            found = modes(root)
+        finally:
+            node.close()
+    data = DataDir(root)
+    names = set(found)
+    assert {"state.sqlite", "state.sqlite-wal", "state.sqlite-shm"} <= names
+    assert {"blocks.sqlite", "blocks.sqlite-wal", "genesis.json", "keys/organisation.json"} <= names
+    assert sum(1 for n in names if n.startswith("blobs/") and len(Path(n).name) == 64) >= 2
+    assert len(list(data.keys.glob("*.json"))) > 1  # the demo identities' key files too
+    wrong = {
+        name: oct(mode)
+        for name, mode in found.items()
+        if mode != (0o700 if (root / name).is_dir() else 0o600)
+    }
+    assert wrong == {}
+    assert stat.S_IMODE((tmp_path / "node").stat().st_mode) == 0o700  # a parent we created
+    KeyFile.load(data.organisation_key)  # and the key file still loads (0600 is required)
