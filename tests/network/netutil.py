@@ -12,16 +12,16 @@ from pathlib import Path
 
 from careledger.chain.tx import Tx
 from careledger.consensus.cometbft.config import NetSettings
-from careledger.consensus.cometbft.localnet import (
+from careledger.consensus.cometbft.rpc import sync_call
+from careledger.crypto.keyfile import KeyFile
+from careledger.crypto.keys import Identity
+from careledger.localnet.network import (
     Network,
     create_network,
     node_status,
     start_network,
     stop_network,
 )
-from careledger.consensus.cometbft.rpc import sync_call
-from careledger.crypto.keyfile import KeyFile
-from careledger.crypto.keys import Identity
 
 # Short timeouts keep the tests quick; the machine has two cores, so not too short.
 TEST_SETTINGS = NetSettings(timeout_commit="200ms", create_empty_blocks_interval="0s")

@@ -28,11 +28,11 @@ from careledger.chain.block import BlockHeader, parse_time_ns
 from careledger.chain.codes import Code
 from careledger.chain.store import StateStore
 from careledger.chain.tx import Tx, tx_hash
-from careledger.consensus.cometbft.localnet import Network
 from careledger.consensus.cometbft.rpc import RpcError, sync_call
 from careledger.consensus.solo.blockstore import BlockStore
 from careledger.consensus.solo.producer import SoloProducer
 from careledger.crypto.keys import Identity
+from careledger.localnet.network import Network
 from careledger.node.datadir import DataDir
 from careledger.wallet.node_client import NodeClient, NodeError, Signer
 

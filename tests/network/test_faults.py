@@ -21,7 +21,7 @@ from netutil import (
     wait_until,
 )
 
-from careledger.consensus.cometbft.localnet import kill_node, node_running, start_node, stop_node
+from careledger.localnet.network import kill_node, node_running, start_node, stop_node
 from careledger.wallet.node_client import NodeClient
 
 pytestmark = pytest.mark.timeout(150)
