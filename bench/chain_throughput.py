@@ -25,8 +25,9 @@ from pathlib import Path
 import httpx
 
 from bench.common import HEADER, Figures, machine, registrations
+from careledger.consensus.solo.producer import SoloProducer
+from careledger.node.builder import Node, Solo, build_node
 from careledger.node.datadir import initialise
-from careledger.node.embedded import EmbeddedNode
 from careledger.wallet.node_client import NodeClient
 
 
@@ -37,7 +38,7 @@ def run_inproc(
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch) / "data"
         initialise(root)
-        node = EmbeddedNode(root, block_interval=block_interval)
+        node = build_node(root, Solo(block_interval=block_interval))
         txs = registrations(node.app.chain_id, total)
         if profiler:
             profiler.enable()
@@ -50,14 +51,14 @@ def run_inproc(
 
 
 async def _drive(
-    node: EmbeddedNode, txs: list[bytes], rate: float
+    node: Node[SoloProducer], txs: list[bytes], rate: float
 ) -> tuple[int, float, list[float]]:
-    producer = asyncio.create_task(node.producer.run())
+    producer = asyncio.create_task(node.consensus.run())
     latencies: list[float] = []
 
     async def one(raw: bytes) -> bool:
         sent = time.perf_counter()
-        result = await node.producer.submit(raw, wait=True)
+        result = await node.consensus.submit(raw, wait=True)
         latencies.append(time.perf_counter() - sent)
         return result.code == 0
 

@@ -32,13 +32,13 @@ import orjson
 
 from bench.common import HEADER, Figures, machine, registrations
 from careledger.consensus.cometbft.config import NetSettings
-from careledger.consensus.cometbft.localnet import (
+from careledger.consensus.cometbft.rpc import sync_call
+from careledger.localnet.network import (
     Network,
     create_network,
     start_network,
     stop_network,
 )
-from careledger.consensus.cometbft.rpc import sync_call
 
 BATCH = 50  # transactions per JSON-RPC batch request
 POLL_SECONDS = 0.02

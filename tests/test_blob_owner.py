@@ -19,14 +19,15 @@ import pytest
 import uvicorn
 
 from careledger.chain.modules.records.keeper import record_name
+from careledger.consensus.solo.producer import SoloProducer
 from careledger.crypto.envelope import (
     BlobOwner,
     pack_record_blob,
     record_blob_owner,
     unpack_record_blob,
 )
+from careledger.node.builder import Node, Solo, build_node
 from careledger.node.datadir import initialise
-from careledger.node.embedded import EmbeddedNode
 from careledger.wallet.records import IntegrityError, RecordRef, RecordsClient, Written
 from nodeutil import free_port
 
@@ -41,7 +42,7 @@ OBSERVATION = {
 
 @dataclass
 class Setup:
-    node: EmbeddedNode
+    node: Node[SoloProducer]
     patient: RecordsClient
     written: Written
 
@@ -50,7 +51,7 @@ class Setup:
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     root = tmp_path_factory.mktemp("blob-owner") / "data"
     organisation = initialise(root)
-    node = EmbeddedNode(root, block_interval=0.05)
+    node = build_node(root, Solo(0.05))
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(node.asgi(), host="127.0.0.1", port=port, log_level="warning")

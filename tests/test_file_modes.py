@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from careledger.crypto.keyfile import KeyFile
+from careledger.demo import seed_demo
+from careledger.node.builder import Solo, build_node
 from careledger.node.datadir import DataDir, initialise
-from careledger.node.demo import seed_demo
-from careledger.node.embedded import EmbeddedNode
 from careledger.storage.blobstore import SYNCFS_BATCH
 
 
@@ -42,14 +42,14 @@ def modes(root: Path) -> dict[str, int]:
 def use_the_node(root: Path) -> None:
     """What `careledger up --demo` does to a fresh data directory, and a restart."""
     organisation = initialise(root)
-    node = EmbeddedNode(root, block_interval=0.05)
+    node = build_node(root, Solo(0.05))
     try:
         seed_demo(node, organisation)  # key files, a block: state and block store written
         node.blob_store.put(b"one blob")
         node.blob_store.put_many([os.urandom(64) for _ in range(SYNCFS_BATCH + 1)])
     finally:
         node.close()
-    EmbeddedNode(root).close()  # reopened: SQLite makes its -wal and -shm files again
+    build_node(root, Solo()).close()  # reopened: SQLite makes its -wal and -shm files again
 
 
 @pytest.mark.parametrize("mask", [0o022, 0o000])
@@ -57,7 +57,7 @@ def test_every_file_is_0600_and_every_directory_0700(tmp_path: Path, mask: int) 
     root = tmp_path / "node" / "data"
     with umask(mask):
         use_the_node(root)
-        node = EmbeddedNode(root)  # open, so that the SQLite side files exist while we look
+        node = build_node(root, Solo())  # open, so that the SQLite side files exist while we look
         try:
             found = modes(root)
         finally:

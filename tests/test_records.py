@@ -20,11 +20,12 @@ import orjson
 import pytest
 import uvicorn
 
+from careledger.consensus.solo.producer import SoloProducer
 from careledger.crypto.envelope import BlobOwner, pack_record_blob, unpack_record_blob
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.requestsig import authorization
+from careledger.node.builder import Node, Solo, build_node
 from careledger.node.datadir import DataDir, initialise
-from careledger.node.embedded import EmbeddedNode
 from careledger.storage.blobstore import blob_hash
 from careledger.wallet.fhir import BundleIndex
 from careledger.wallet.node_client import NodeClient
@@ -48,7 +49,7 @@ SYNTHEA = SHARED_DATA / "synthea-r4"
 class Imported:
     root: Path
     url: str
-    node: EmbeddedNode
+    node: Node[SoloProducer]
     org: KeyFile
     summary: ImportSummary
     written: list[Written]
@@ -69,7 +70,7 @@ def imported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Imported]:
     base = tmp_path_factory.mktemp("records")
     root = base / "data"
     org = initialise(root)
-    node = EmbeddedNode(root, block_interval=0.05)
+    node = build_node(root, Solo(block_interval=0.05))
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(node.asgi(), host="127.0.0.1", port=port, log_level="warning")

@@ -7,15 +7,17 @@ import random
 import shutil
 import sqlite3
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from careledger.chain.tx import Tx
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
+from careledger.node.builder import Solo, build_node
 from careledger.node.datadir import initialise
-from careledger.node.embedded import EmbeddedNode
 from nodeutil import careledger_command, run_verify
 
 
@@ -24,7 +26,7 @@ def honest_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data directory with a few blocks of real transactions, made by the embedded node."""
     root = tmp_path_factory.mktemp("honest") / "data"
     org = initialise(root)
-    node = EmbeddedNode(root)
+    node = build_node(root, Solo())
     chain_id = node.app.chain_id
 
     async def fill() -> None:
@@ -38,7 +40,7 @@ def honest_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     1,
                     {"encryption_key": patient.encryption_public.hex()},
                 ).sign(patient)
-                await node.producer.submit(raw, wait=False)
+                await node.consensus.submit(raw, wait=False)
             doctor = Identity.generate()
             reg = Tx(
                 chain_id,
@@ -47,8 +49,8 @@ def honest_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 block + 1,
                 {"did": doctor.did, "encryption_key": doctor.encryption_public.hex()},
             ).sign(org.identity)
-            await node.producer.submit(reg, wait=False)
-            node.producer.produce_block()
+            await node.consensus.submit(reg, wait=False)
+            node.consensus.produce_block()
 
     asyncio.run(fill())
     node.close()
@@ -64,19 +66,45 @@ def tampered_copy(honest: Path, tmp_path: Path) -> Path:
 PRIMARY_KEYS = {"blocks": "height", "txs": "height, idx", "state": "key", "commits": "height"}
 
 
-def flip_byte(db_path: Path, table: str, column: str, rng: random.Random) -> str:
-    """Change one bit of one byte of one row's column; says which."""
+@dataclass(frozen=True)
+class Flipped:
+    """One bit of one byte changed in one row's column."""
+
+    key: tuple[Any, ...]  # the row's primary key
+    before: bytes
+    after: bytes
+
+
+def flip_byte(db_path: Path, table: str, column: str, rng: random.Random) -> Flipped:
     keys = PRIMARY_KEYS[table]
     where = " AND ".join(f"{k.strip()} = ?" for k in keys.split(","))
     db = sqlite3.connect(db_path)
     *key, value = rng.choice(db.execute(f"SELECT {keys}, {column} FROM {table}").fetchall())
     data = bytearray(value)
-    position = rng.randrange(len(data))
-    data[position] ^= 1 << rng.randrange(8)
+    data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
     db.execute(f"UPDATE {table} SET {column} = ? WHERE {where}", (bytes(data), *key))
     db.commit()
     db.close()
-    return f"{table}.{column} byte {position}"
+    return Flipped(tuple(key), bytes(value), bytes(data))
+
+
+def row_name(key: bytes) -> str:
+    return repr(key.decode(errors="replace"))
+
+
+def expected_fault(table: str, column: str, flipped: Flipped) -> str:
+    """The start of the fault verify must report: the changed block's height or row's key."""
+    if table in ("blocks", "txs"):
+        return f"block {flipped.key[0]}: "
+    if table == "commits":
+        height = flipped.key[0]
+        return "genesis: " if height == 0 else f"block {height}: state store's app hash"
+    if column == "value":
+        return f"state row {row_name(flipped.key[0])} has a value that differs"
+    # A renamed row: walking both stores in key order, the smaller of the two names shows first.
+    if flipped.after < flipped.before:
+        return f"state row {row_name(flipped.after)} is not in the replay"
+    return f"state row {row_name(flipped.before)} is missing from the state store"
 
 
 def test_verify_passes_on_an_honest_data_directory(honest_dir: Path) -> None:
@@ -97,16 +125,15 @@ TARGETS = [
 
 @pytest.mark.parametrize(("db", "table", "column"), TARGETS)
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_verify_names_a_single_changed_byte(
+def test_verify_names_the_block_or_row_of_a_single_changed_byte(
     honest_dir: Path, tmp_path: Path, db: str, table: str, column: str, seed: int
 ) -> None:
     root = tampered_copy(honest_dir, tmp_path)
-    changed = flip_byte(root / db, table, column, random.Random(seed))
+    flipped = flip_byte(root / db, table, column, random.Random(seed))
     result = run_verify(root)
-    assert result.returncode == 1, f"{changed} went unnoticed: {result.stdout}"
-    assert "verification failed:" in result.stderr
-    expected = "state" if db == "state.sqlite" else "block"
-    assert expected in result.stderr, result.stderr
+    assert result.returncode == 1, f"{table}.{column} {flipped} went unnoticed: {result.stdout}"
+    expected = "verification failed: " + expected_fault(table, column, flipped)
+    assert expected in result.stderr, f"{table}.{column} {flipped}: {result.stderr}"
     assert "Traceback" not in result.stderr
 
 

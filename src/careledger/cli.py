@@ -7,9 +7,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from careledger.consensus.cometbft.cli import net_app
 from careledger.crypto.keyfile import KeyFile, KeyFileError
 from careledger.crypto.keys import Identity, KeyError_, identity_from_phrase, new_recovery_phrase
+from careledger.localnet.cli import net_app
 
 app = typer.Typer(help="CareLedger: patient records on a consortium chain.", no_args_is_help=True)
 keys_app = typer.Typer(help="Make, recover and inspect key files.", no_args_is_help=True)
@@ -42,9 +42,9 @@ def up(
 ) -> None:
     """Start the embedded node (solo block producer, SQLite, blobs on disk)."""
     from careledger.chain.app import IncompatibleState
+    from careledger.demo import import_demo_records_when_up, seed_demo
+    from careledger.node.builder import Solo, build_node, serve
     from careledger.node.datadir import DataDir, initialise
-    from careledger.node.demo import import_demo_records_when_up, seed_demo
-    from careledger.node.embedded import EmbeddedNode, serve
 
     data = DataDir(data_dir)
     if not data.exists():
@@ -54,7 +54,7 @@ def up(
         )
         console.print(f"Its key file: {data.organisation_key}  (did {keyfile.did})")
     try:
-        node = EmbeddedNode(data_dir, block_interval=block_interval)
+        node = build_node(data_dir, Solo(block_interval=block_interval))
     except IncompatibleState as exc:
         raise _fail(str(exc)) from None
     if node.replayed:
@@ -81,9 +81,13 @@ def up(
 
 @app.command()
 def verify(
-    data_dir: Path = typer.Option(DEFAULT_DATA_DIR, help="The node's data directory."),
+    data_dir: Path = typer.Option(
+        DEFAULT_DATA_DIR,
+        help="An embedded node's data directory, or a stopped network node's (e.g. net/node0).",
+    ),
 ) -> None:
-    """Re-check every block, signature, app hash and state row; exit 1 naming the first fault."""
+    """Re-check every block, signature, app hash, state row and blob; exit 1 naming the first
+    fault (its block height, state row key or blob hash)."""
     from careledger.node.verify import Fault, verify_data_dir
 
     try:
@@ -95,6 +99,11 @@ def verify(
         f"{report.state_rows} state rows, {report.blobs} record blobs verified "
         f"({report.erased_blobs} erased; {report.orphan_blobs} never anchored)."
     )
+    if report.unapplied_blocks:
+        console.print(
+            f"{report.unapplied_blocks} more block(s) stored by CometBFT are not yet in the "
+            "state; the node replays them when it starts."
+        )
 
 
 @app.command()

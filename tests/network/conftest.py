@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from careledger.consensus.cometbft.localnet import NetError, cometbft_binary
+from careledger.localnet.network import NetError, cometbft_binary
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

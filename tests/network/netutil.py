@@ -10,18 +10,23 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
+import orjson
+
 from careledger.chain.tx import Tx
 from careledger.consensus.cometbft.config import NetSettings
-from careledger.consensus.cometbft.localnet import (
-    Network,
-    create_network,
-    node_status,
-    start_network,
-    stop_network,
-)
 from careledger.consensus.cometbft.rpc import sync_call
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
+from careledger.localnet.network import (
+    Network,
+    create_network,
+    start_network,
+    stop_network,
+)
+from careledger.wallet.node_client import NodeClient, NodeError
+
+SYNTHEA = Path(__file__).resolve().parents[3] / "shared" / "data" / "synthea-r4"
 
 # Short timeouts keep the tests quick; the machine has two cores, so not too short.
 TEST_SETTINGS = NetSettings(timeout_commit="200ms", create_empty_blocks_interval="0s")
@@ -59,8 +64,25 @@ def running_network(root: Path, validators: int = 4) -> Iterator[Network]:
 
 
 def height(network: Network, index: int) -> int:
-    found = node_status(network, index).height
-    return -1 if found is None else found
+    """The node's CometBFT height; -1 while its RPC does not take connections (a stopped or
+    starting node) or is too busy to answer in time. Any other error is raised: a test that
+    waits on this must fail with the real error, not a timeout."""
+    try:
+        sync = sync_call(network.nodes[index].rpc_url, "status", timeout=5)["sync_info"]
+    except (httpx.ConnectError, httpx.TimeoutException):
+        return -1
+    return int(sync["latest_block_height"])
+
+
+def committed_code(client: NodeClient, digest: str) -> int | None:
+    """The result code of a committed transaction; None while it is in no block (404).
+    Any other answer is an error and is raised."""
+    try:
+        return int(client.transaction(digest)["code"])
+    except NodeError as exc:
+        if exc.status == 404:
+            return None
+        raise
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -107,3 +129,12 @@ def patient_tx(chain_id: str, nonce: int = 1) -> tuple[Identity, bytes]:
     payload = {"encryption_key": patient.encryption_public.hex()}
     tx = Tx(chain_id, "identity/register_patient", patient.did, nonce, payload)
     return patient, tx.sign(patient)
+
+
+def some_observations(count: int) -> list[dict[str, object]]:
+    """Observations of a Synthea bundle, without their subject (the writer sets the patient)."""
+    bundle = orjson.loads(next(iter(sorted(SYNTHEA.glob("A*.json")))).read_bytes())
+    found = [
+        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"
+    ]
+    return [{k: v for k, v in r.items() if k != "subject"} for r in found[:count]]

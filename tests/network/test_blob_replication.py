@@ -5,24 +5,13 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-import orjson
 import pytest
-from netutil import organisation, running_network, wait_until
+from netutil import organisation, running_network, some_observations, wait_until
 
 from careledger.storage.blobstore import BlobStore
 from careledger.wallet.records import RecordRef, RecordsClient, RecordsError
 
 pytestmark = pytest.mark.timeout(180)
-
-SYNTHEA = Path(__file__).resolve().parents[3] / "shared" / "data" / "synthea-r4"
-
-
-def some_observations(count: int) -> list[dict[str, object]]:
-    bundle = orjson.loads(next(iter(sorted(SYNTHEA.glob("A*.json")))).read_bytes())
-    found = [
-        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"
-    ]
-    return [{k: v for k, v in r.items() if k != "subject"} for r in found[:count]]
 
 
 def test_a_record_written_through_one_node_is_readable_from_every_node(tmp_path: Path) -> None:

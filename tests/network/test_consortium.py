@@ -16,6 +16,7 @@ import pytest
 from netutil import (
     app_hashes,
     assert_same_app_hashes,
+    committed_code,
     organisation,
     patient_tx,
     running_network,
@@ -28,11 +29,11 @@ from careledger.chain.block import BlockHeader, parse_time_ns
 from careledger.chain.codes import Code
 from careledger.chain.store import StateStore
 from careledger.chain.tx import Tx, tx_hash
-from careledger.consensus.cometbft.localnet import Network
 from careledger.consensus.cometbft.rpc import RpcError, sync_call
 from careledger.consensus.solo.blockstore import BlockStore
 from careledger.consensus.solo.producer import SoloProducer
 from careledger.crypto.keys import Identity
+from careledger.localnet.network import Network
 from careledger.node.datadir import DataDir
 from careledger.wallet.node_client import NodeClient, NodeError, Signer
 
@@ -65,7 +66,8 @@ def test_transactions_submitted_to_different_nodes_commit_with_one_app_hash(
 
     for client in nodes:  # every node serves every transaction, with a proof
         for patient, digest in submitted:
-            wait_until(partial(_committed, client, digest), 30, f"tx {digest[:8]}")
+            wait_until(partial(_in_a_block, client, digest), 30, f"tx {digest[:8]}")
+            assert committed_code(client, digest) == 0
             assert client.query("identity/identity", did=patient.did)["kind"] == "patient"
     top = max(c.status()["height"] for c in nodes)
     for i in range(4):
@@ -73,12 +75,8 @@ def test_transactions_submitted_to_different_nodes_commit_with_one_app_hash(
     assert assert_same_app_hashes(network, [0, 1, 2, 3]) >= top
 
 
-def _committed(client: NodeClient, digest: str) -> bool:
-    try:
-        found = client.transaction(digest)
-    except NodeError:
-        return False
-    return bool(found["code"] == 0)
+def _in_a_block(client: NodeClient, digest: str) -> bool:
+    return committed_code(client, digest) is not None
 
 
 def test_a_transaction_the_application_rejects_never_changes_state(network: Network) -> None:

@@ -14,6 +14,7 @@ import pytest
 from netutil import (
     assert_same_app_hashes,
     block_hash,
+    committed_code,
     height,
     patient_tx,
     running_network,
@@ -21,7 +22,7 @@ from netutil import (
     wait_until,
 )
 
-from careledger.consensus.cometbft.localnet import kill_node, node_running, start_node, stop_node
+from careledger.localnet.network import kill_node, node_running, start_node, stop_node
 from careledger.wallet.node_client import NodeClient
 
 pytestmark = pytest.mark.timeout(150)
@@ -74,13 +75,11 @@ def test_with_two_of_four_down_nothing_commits_nothing_forks_and_commits_resume(
         start_node(network, 2)
         start_node(network, 3)
         wait_for_height(network, 0, max(halted) + 2, timeout=60)
-        wait_until(lambda: _committed(client, waiting["hash"]), 30, "the waiting transaction")
+        wait_until(
+            lambda: committed_code(client, waiting["hash"]) is not None,
+            30,
+            "the waiting transaction to commit",
+        )
+        assert committed_code(client, waiting["hash"]) == 0
         wait_for_height(network, 3, max(halted) + 2, timeout=60)
         assert assert_same_app_hashes(network, [0, 1, 2, 3]) >= max(halted)
-
-
-def _committed(client: NodeClient, digest: str) -> bool:
-    try:
-        return bool(client.transaction(digest)["code"] == 0)
-    except Exception:
-        return False

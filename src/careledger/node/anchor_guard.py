@@ -1,64 +1,56 @@
-"""No anchor without its blob: the node refuses a `records/anchor` whose blob it lacks.
+"""The records module's pre-submit checks (`node/pipeline.py`): no anchor without its blob.
 
-`AnchorGuard` wraps the consensus driver so that a `records/anchor` transaction is refused at
-this node's API (404, nothing enters the mempool) unless its blob is already stored here. A
-blob uploaded but never anchored (an *orphan*: the writer crashed, or its anchor was
-refused) is not a record: no query lists it, no route serves it, `careledger verify` counts
-but does not fail on it.
+A `records/anchor` is refused at this node's API (404, nothing enters the mempool) unless its
+blob is already stored here: a writer uploads first, then anchors, so every anchored blob has
+at least one copy the moment its anchor commits. A blob uploaded but never anchored (an
+*orphan*: the writer crashed, or its anchor was refused) is not a record: no query lists it,
+no route serves it, `careledger verify` counts but does not fail on it.
+
+More checks of anchors register beside this one in `register_records_checks`, in the order
+they should run (cheapest first).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from careledger.chain.app import QueryResult
 from careledger.chain.codes import Code, TxFailure
-from careledger.chain.tx import decode_tx, tx_hash
-from careledger.consensus.driver import Admission, ConsensusDriver, Submission
+from careledger.chain.modules.base import Payload
+from careledger.chain.modules.records import MODULE
+from careledger.chain.modules.records.messages import Anchor
+from careledger.chain.tx import SignedTx
+from careledger.node.pipeline import Refusal, SubmitPipeline
 from careledger.storage.blobstore import BlobStore
 
+ANCHOR = f"{MODULE}/anchor"
 
-class AnchorGuard:
-    """A consensus driver that refuses a records/anchor whose blob this node does not hold."""
 
-    _MARK = b'"type":"records/anchor"'
+def register_records_checks(pipeline: SubmitPipeline, store: BlobStore) -> None:
+    """The records module's checks, in the order they run."""
+    pipeline.register(ANCHOR, BlobStoredHere(store))
+    # Next (issue 7, attack 5): the stored blob's header names the anchored record,
+    # `crypto.envelope.record_blob_owner(blob)` against (anchor.patient, anchor.record);
+    # register it here, after BlobStoredHere, so it only ever reads a blob that exists.
 
-    def __init__(self, driver: ConsensusDriver, store: BlobStore) -> None:
-        self._driver = driver
+
+def parse_anchor(stx: SignedTx) -> Anchor | None:
+    """The anchor this transaction carries; None for a payload the chain will refuse anyway
+    (the driver's check_tx then answers with the precise error)."""
+    try:
+        return Anchor.parse(Payload(stx.tx.payload))
+    except TxFailure:
+        return None
+
+
+class BlobStoredHere:
+    """Refuses an anchor (not a tombstone) whose blob this node does not hold."""
+
+    def __init__(self, store: BlobStore) -> None:
         self._store = store
 
-    @property
-    def chain_id(self) -> str:
-        return self._driver.chain_id
-
-    async def submit(self, raw: bytes, wait: bool) -> Submission:
-        return await (await self.admit(raw, wait)).outcome()
-
-    async def admit(self, raw: bytes, wait: bool) -> Admission:
-        if self._MARK in raw:
-            missing = self._missing_blob(raw)
-            if missing:
-                return Admission(Submission(tx_hash(raw).hex(), int(Code.NOT_FOUND), missing))
-        return await self._driver.admit(raw, wait)
-
-    def _missing_blob(self, raw: bytes) -> str:
-        try:
-            payload = decode_tx(raw).tx.payload
-        except TxFailure:
-            return ""  # the driver's check_tx gives the precise error
-        digest = payload.get("blob_hash")
-        if payload.get("tombstone") or not isinstance(digest, str) or digest in self._store:
-            return ""
-        return f"blob {digest[:64]} is not stored on this node: upload it before its anchor"
-
-    async def status(self) -> dict[str, Any]:
-        return await self._driver.status()
-
-    async def block(self, height: int) -> dict[str, Any] | None:
-        return await self._driver.block(height)
-
-    async def transaction(self, tx_hash: bytes) -> dict[str, Any] | None:
-        return await self._driver.transaction(tx_hash)
-
-    async def query(self, path: str, data: bytes) -> QueryResult:
-        return await self._driver.query(path, data)
+    def __call__(self, stx: SignedTx) -> Refusal | None:
+        anchor = parse_anchor(stx)
+        if anchor is None or anchor.tombstone or anchor.blob_hash in self._store:
+            return None
+        return Refusal(
+            Code.NOT_FOUND,
+            f"blob {anchor.blob_hash} is not stored on this node: upload it before its anchor",
+        )

@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
+from starlette.types import Lifespan
 
 from careledger.chain.tx import MAX_TX_BYTES
 from careledger.consensus.driver import ConsensusDriver
@@ -133,9 +134,15 @@ def exception_handlers() -> dict[Any, Any]:
     }
 
 
-def create_node_api(driver: ConsensusDriver, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+def create_node_api(
+    driver: ConsensusDriver,
+    extra_routes: Sequence[BaseRoute] = (),
+    lifespan: Lifespan[Starlette] | None = None,
+) -> Starlette:
     return Starlette(
-        routes=[*node_routes(driver), *extra_routes], exception_handlers=exception_handlers()
+        routes=[*node_routes(driver), *extra_routes],
+        exception_handlers=exception_handlers(),
+        lifespan=lifespan,
     )
 
 

@@ -1,6 +1,6 @@
 """Blob replication between the nodes of a network.
 
-A writer uploads a record's blob to one node and submits the anchor there (`AnchorGuard`
+A writer uploads a record's blob to one node and submits the anchor there (`node/anchor_guard.py`
 makes sure of that order). Every other node learns of the record when the anchor's block
 commits: this listener notes each anchored blob it lacks, and a background task fetches it
 from the peers' `POST /blobs/fetch` route, signed as this node's organisation (member

@@ -29,14 +29,14 @@ import orjson
 
 from careledger.consensus.cometbft.codec import REQUEST_TYPES, RESPONSE_TYPES, FrameReader
 from careledger.consensus.cometbft.config import edit_config_toml
-from careledger.consensus.cometbft.localnet import (
+from careledger.consensus.cometbft.protowire import decode_uvarint, encode_uvarint
+from careledger.consensus.cometbft.rpc import sync_call
+from careledger.localnet.network import (
     Network,
     cometbft_binary,
     create_network,
     wait_for_rpc,
 )
-from careledger.consensus.cometbft.protowire import decode_uvarint, encode_uvarint
-from careledger.consensus.cometbft.rpc import sync_call
 
 HERE = Path(__file__).resolve().parent
 SOURCE = "live CometBFT v0.38.25 node <-> abci-cli kvstore (record.py)"

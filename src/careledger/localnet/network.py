@@ -4,7 +4,7 @@ Layout of a network directory:
   network.json            chain id, nodes (address, ports, node id), the tuned settings
   node<i>/cometbft/       CometBFT's home (config, keys, block store)
   node<i>/app/            our data directory (genesis.json, state.sqlite, keys/)
-  node<i>/node.json       what the application process needs (nodeproc.NodeConfig)
+  node<i>/node.json       what the application process needs (node.network.NodeConfig)
   node<i>/{app,cometbft}.{pid,log}
 
 Node i listens on its own loopback address 127.0.0.(i+1) (all of 127/8 is loopback on
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -31,6 +30,8 @@ import httpx
 import orjson
 
 from careledger.chain.genesis import Genesis, GenesisOrganisation
+from careledger.consensus.cometbft.binary import CometBftNotFound
+from careledger.consensus.cometbft.binary import cometbft_binary as _find_binary
 from careledger.consensus.cometbft.config import (
     NetSettings,
     NodeAddress,
@@ -40,12 +41,12 @@ from careledger.consensus.cometbft.config import (
     node_id,
     validator_public_key,
 )
-from careledger.consensus.cometbft.nodeproc import NodeConfig
 from careledger.consensus.cometbft.rpc import sync_call
 from careledger.consensus.cometbft.server import abci_socket_path
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
 from careledger.node.datadir import DataDir
+from careledger.node.network import APP_DIR, COMETBFT_HOME, CONFIG_FILE, NodeConfig
 
 DEFAULT_BASE_PORT = 26656  # p2p; rpc is +1, the node API +2
 PROCESSES = ("app", "cometbft")
@@ -56,14 +57,11 @@ class NetError(RuntimeError):
 
 
 def cometbft_binary() -> str:
-    """COMETBFT_BIN, else the project's .bin/cometbft (what `make cometbft` builds), else PATH."""
-    candidates = [os.environ.get("COMETBFT_BIN", "")]
-    candidates.append(str(Path(__file__).resolve().parents[4] / ".bin" / "cometbft"))
-    candidates.append(shutil.which("cometbft") or "")
-    for candidate in candidates:
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    raise NetError("no cometbft binary: run `make cometbft` (needs Go) or set COMETBFT_BIN")
+    """The CometBFT binary (see consensus/cometbft/binary.py); NetError when there is none."""
+    try:
+        return _find_binary()
+    except CometBftNotFound as exc:
+        raise NetError(str(exc)) from None
 
 
 @dataclass
@@ -82,10 +80,10 @@ class Network:
         return self.root / f"node{index}"
 
     def home(self, index: int) -> Path:
-        return self.node_dir(index) / "cometbft"
+        return self.node_dir(index) / COMETBFT_HOME
 
     def app_data(self, index: int) -> DataDir:
-        return DataDir(self.node_dir(index) / "app")
+        return DataDir(self.node_dir(index) / APP_DIR)
 
     def save(self) -> None:
         nodes = [n.__dict__ for n in self.nodes]
@@ -129,7 +127,7 @@ def create_network(
     binary = cometbft_binary()
     addresses = []
     for i in range(validators):
-        home = root / f"node{i}" / "cometbft"
+        home = root / f"node{i}" / COMETBFT_HOME
         _run([binary, "init", "--home", str(home)])
         host = f"127.0.0.{i + 1}"
         addresses.append(
@@ -185,7 +183,7 @@ def _configure_node(
         node.rpc_url,
         peers,
     )
-    (network.node_dir(node.index) / "node.json").write_bytes(config.to_json())
+    (network.node_dir(node.index) / CONFIG_FILE).write_bytes(config.to_json())
 
 
 def abci_address(node_dir: Path, node: NodeAddress) -> str:
@@ -232,7 +230,7 @@ def _start_app(network: Network, node: NodeAddress, timeout: float = 30.0) -> No
     command = [
         sys.executable,
         "-m",
-        "careledger.consensus.cometbft.nodeproc",
+        "careledger.node.network",
         "--node-dir",
         str(node_dir),
     ]

@@ -1,6 +1,6 @@
 """`careledger net up|status|down`: a local CometBFT network of N validators on 127.0.0.x.
 
-The lead's cli.py mounts this with `app.add_typer(net_app, name="net")`.
+`careledger/cli.py` mounts this as `careledger net`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import httpx
 import typer
 from rich.console import Console
 
-from careledger.consensus.cometbft.localnet import (
+from careledger.localnet.network import (
     DEFAULT_BASE_PORT,
     NetError,
     Network,

@@ -1,4 +1,9 @@
-"""Demo data for `careledger up --demo`: a practitioner and a few pseudonymous patients."""
+"""Demo data for `careledger up --demo`: a practitioner, a few pseudonymous patients, records.
+
+It sits above both the node and the wallet: identities are registered through the embedded
+node's own producer before it serves, records are imported through the wallet SDK over HTTP
+once it does.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +18,15 @@ import httpx
 import orjson
 
 from careledger.chain.tx import Tx
+from careledger.consensus.solo.producer import SoloProducer
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
-from careledger.node.embedded import EmbeddedNode
+from careledger.node.builder import Node
 
 DEMO_PATIENTS = 3
 
 
-def seed_demo(node: EmbeddedNode, organisation: KeyFile) -> list[KeyFile]:
+def seed_demo(node: Node[SoloProducer], organisation: KeyFile) -> list[KeyFile]:
     """Register a demo practitioner and patients on a fresh chain; their key files go to keys/."""
     if node.app.info().last_height > 0:
         return []
@@ -60,10 +66,10 @@ def seed_demo(node: EmbeddedNode, organisation: KeyFile) -> list[KeyFile]:
     return [practitioner, *patients]
 
 
-async def _submit_all(node: EmbeddedNode, txs: list[bytes]) -> None:
+async def _submit_all(node: Node[SoloProducer], txs: list[bytes]) -> None:
     for raw in txs:
-        await node.producer.submit(raw, wait=False)
-    node.producer.produce_block()
+        await node.consensus.submit(raw, wait=False)
+    node.consensus.produce_block()
 
 
 # --- demo records -------------------------------------------------------------------------
@@ -76,7 +82,7 @@ def demo_bundle() -> Path | None:
     configured = os.environ.get("CARELEDGER_DEMO_BUNDLE")
     if configured:
         return Path(configured)
-    shared = Path(__file__).resolve().parents[4] / "shared" / "data" / "synthea-r4" / DEMO_BUNDLE
+    shared = Path(__file__).resolve().parents[3] / "shared" / "data" / "synthea-r4" / DEMO_BUNDLE
     return shared if shared.exists() else None
 
 

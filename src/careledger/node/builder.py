@@ -1,0 +1,252 @@
+"""One function builds a node, whichever consensus driver makes its blocks: `build_node`.
+
+A node is, under either driver:
+- the state store and the Application (the chain's rules);
+- the consensus driver: `Solo` (this process makes the blocks: `careledger up`) or `CometBft`
+  (CometBFT, a process of its own, drives this one over the ABCI socket:
+  `python -m careledger.node.network`);
+- the pre-submit pipeline (`node/pipeline.py`) in front of the driver, with the records
+  module's checks;
+- the blob store, the blob routes, the eraser and, when the node has peers, the replicator;
+- the commit listeners, registered before any block can be replayed into the state, so that a
+  replayed block erases and fetches blobs exactly as a live one does;
+- the start-up sweeps;
+- the ASGI app (`node/api.py`) whose lifespan runs the driver (the producer's task, or the ABCI
+  server) and the replicator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar, overload
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
+
+from careledger.chain.app import Application, CommitListener
+from careledger.chain.store import StateStore
+from careledger.consensus.cometbft.driver import CometDriver
+from careledger.consensus.cometbft.rpc import CometRpc
+from careledger.consensus.cometbft.server import AbciHandler, AbciServer, Recorder
+from careledger.consensus.solo.blockstore import BlockStore
+from careledger.consensus.solo.producer import SoloProducer
+from careledger.crypto.keyfile import KeyFile
+from careledger.node.anchor_guard import register_records_checks
+from careledger.node.api import create_node_api
+from careledger.node.blobs import BlobService
+from careledger.node.datadir import DataDir
+from careledger.node.erasure import BlobEraser, sweep_erased
+from careledger.node.pipeline import CheckedDriver, SubmitPipeline
+from careledger.node.replication import BlobReplicator
+from careledger.storage.blobstore import BlobStore
+
+log = logging.getLogger(__name__)
+
+D = TypeVar("D", SoloProducer, CometDriver)
+Running = Callable[[], AbstractAsyncContextManager[None]]
+
+
+@dataclass(frozen=True)
+class Solo:
+    """The embedded driver: this process makes a block every `block_interval` seconds."""
+
+    block_interval: float = 0.25
+
+
+@dataclass(frozen=True)
+class CometBft:
+    """The network driver: CometBFT connects to `abci_address`; its RPC is at `rpc_url`."""
+
+    abci_address: str
+    rpc_url: str
+    recorder: Recorder | None = None  # every ABCI frame, for test vectors
+
+
+@dataclass(eq=False)
+class Node(Generic[D]):
+    data: DataDir
+    store: StateStore
+    app: Application
+    consensus: D  # the driver itself: SoloProducer or CometDriver
+    driver: CheckedDriver  # what the API submits to: the pipeline, then `consensus`
+    pipeline: SubmitPipeline
+    blob_store: BlobStore
+    blob_service: BlobService
+    replicator: BlobReplicator | None
+    replayed: int  # stored blocks replayed into the state at start (solo)
+    _running: Running = field(repr=False)
+    _close_consensus: Callable[[], None] = field(repr=False)
+
+    def asgi(self, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+        """The node API; serving it runs the driver and the replicator for its lifetime."""
+        routes = [*self.blob_service.routes(), *extra_routes]
+        return create_node_api(self.driver, routes, lifespan=self._lifespan)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _: Starlette) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as running:
+            await running.enter_async_context(self._running())
+            if self.replicator is not None:
+                await running.enter_async_context(_background("replicator", self.replicator.run))
+            yield
+
+    def close(self) -> None:
+        self._close_consensus()
+        self.store.close()
+
+
+@overload
+def build_node(root: Path, consensus: Solo, *, peers: Sequence[str] = ()) -> Node[SoloProducer]: ...
+
+
+@overload
+def build_node(
+    root: Path, consensus: CometBft, *, peers: Sequence[str] = ()
+) -> Node[CometDriver]: ...
+
+
+def build_node(root: Path, consensus: Solo | CometBft, *, peers: Sequence[str] = ()) -> Node[Any]:
+    """The node of data directory `root` under this driver; `peers` are other nodes' API URLs
+    to fetch anchored blobs from (a node without peers does not replicate).
+
+    Raises FileNotFoundError for a directory without genesis.json and IncompatibleState for
+    a state written under other rules.
+    """
+    data = DataDir(root)
+    if not data.exists():
+        raise FileNotFoundError(f"{root} has no genesis.json: not a CareLedger data directory")
+    store = StateStore(data.state)
+    try:
+        return _assemble(data, store, consensus, peers)
+    except BaseException:
+        store.close()
+        raise
+
+
+def serve(app: Starlette, host: str, port: int) -> None:
+    """Serve until SIGINT or SIGTERM. The lifespan is required: without it nothing would
+    make blocks, so a failure to start (say, the ABCI socket) ends the process."""
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
+
+
+# --- assembly ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Consensus(Generic[D]):
+    """What differs between the drivers."""
+
+    driver: D
+    listeners: list[CommitListener]  # the driver's own commit listeners
+    catch_up: Callable[[], int]  # replay stored blocks the state lacks; how many
+    running: Running
+    close: Callable[[], None]
+
+
+def _assemble(
+    data: DataDir, store: StateStore, spec: Solo | CometBft, peers: Sequence[str]
+) -> Node[Any]:
+    app = Application(store)
+    consensus = _solo(app, data, spec) if isinstance(spec, Solo) else _cometbft(app, spec)
+    blob_store = BlobStore(data.blobs)
+    replicator = None
+    if peers:
+        replicator = BlobReplicator(blob_store, peers, KeyFile.load(data.organisation_key))
+    pipeline = SubmitPipeline()
+    register_records_checks(pipeline, blob_store)
+    driver = CheckedDriver(consensus.driver, pipeline)
+    blob_service = BlobService(
+        blob_store, driver, on_missing=replicator.want if replicator else _no_peers
+    )
+    listeners = [*consensus.listeners, BlobEraser(blob_store).on_commit]
+    if replicator is not None:
+        listeners.append(replicator.on_commit)
+    for listener in listeners:
+        app.on_commit(listener)
+    replayed = _start_up(app, blob_store, consensus.catch_up)
+    return Node(
+        data,
+        store,
+        app,
+        consensus.driver,
+        driver,
+        pipeline,
+        blob_store,
+        blob_service,
+        replicator,
+        replayed,
+        consensus.running,
+        consensus.close,
+    )
+
+
+def _start_up(app: Application, blob_store: BlobStore, catch_up: Callable[[], int]) -> int:
+    """The sweeps before a node serves, after a clean stop or a crash; returns blocks replayed.
+
+    Listeners are registered by now, so replayed blocks erase and fetch blobs like live ones.
+    """
+    blob_store.remove_stale_temporaries()  # writes that a crash interrupted
+    replayed = catch_up()  # solo; CometBFT replays its blocks by the ABCI handshake instead
+    sweep_erased(blob_store, app)  # erasures whose listener a crash skipped
+    # Further start-up sweeps (expiring orphan blobs, issue 7 attack 7) belong here.
+    return replayed
+
+
+def _solo(app: Application, data: DataDir, spec: Solo) -> _Consensus[SoloProducer]:
+    # Solo reads its genesis here; under CometBFT the same genesis arrives by InitChain.
+    app.init_chain(data.load_genesis())
+    blocks = BlockStore(data.blocks)
+    producer = SoloProducer(app, blocks, block_interval=spec.block_interval)
+
+    def running() -> AbstractAsyncContextManager[None]:
+        return _background("block producer", producer.run)
+
+    return _Consensus(producer, [], producer.recover, running, blocks.close)
+
+
+def _cometbft(app: Application, spec: CometBft) -> _Consensus[CometDriver]:
+    rpc = CometRpc(spec.rpc_url)
+    driver = CometDriver(app, rpc)
+    server = AbciServer(AbciHandler(app), spec.recorder)
+
+    @contextlib.asynccontextmanager
+    async def running() -> AsyncIterator[None]:
+        await server.start(spec.abci_address)
+        try:
+            yield
+        finally:
+            await server.close()
+            await rpc.close()
+
+    return _Consensus(driver, [driver.on_commit], lambda: 0, running, lambda: None)
+
+
+def _no_peers(digest: str) -> None:
+    """A node without peers has no one to fetch a missing blob from."""
+
+
+@contextlib.asynccontextmanager
+async def _background(
+    name: str, work: Callable[[], Coroutine[Any, Any, None]]
+) -> AsyncIterator[None]:
+    """Run `work` as a task while the context is open; cancel it on the way out."""
+    task = asyncio.create_task(work(), name=name)
+    task.add_done_callback(_report_failure)
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.wait({task})  # a failure was reported when it happened
+
+
+def _report_failure(task: asyncio.Task[None]) -> None:
+    # Said when it happens, not at shutdown: a node whose producer died makes no more blocks.
+    if not task.cancelled() and task.exception() is not None:
+        log.critical("the %s stopped", task.get_name(), exc_info=task.exception())
