@@ -18,9 +18,10 @@ import orjson
 from careledger.chain.app import STATE_MACHINE_VERSION, Application, BlockContext
 from careledger.chain.block import BlockHeader, data_hash
 from careledger.chain.modules.records import RecordsKeeper
+from careledger.chain.results import outcomes_hash, results_hash
 from careledger.chain.state import KV
 from careledger.chain.store import StateStore
-from careledger.consensus.solo.blockstore import BlockStore
+from careledger.consensus.solo.blockstore import BlockStore, IncompatibleBlocks
 from careledger.node.datadir import DataDir
 from careledger.storage.blobstore import BlobCorrupted, BlobNotFound, BlobStore
 
@@ -43,7 +44,11 @@ def verify_data_dir(root: Path) -> Report:
     data = DataDir(root)
     if not data.exists():
         raise Fault(f"{root} is not a CareLedger data directory (no genesis.json)")
-    store, blocks = StateStore(data.state), BlockStore(data.blocks)
+    try:
+        blocks = BlockStore(data.blocks)
+    except IncompatibleBlocks as exc:
+        raise Fault(str(exc)) from None
+    store = StateStore(data.state)
     try:
         rules = store.get_meta("state_machine_version")
         if rules != str(STATE_MACHINE_VERSION):
@@ -96,6 +101,10 @@ def _replay_blocks(blocks: BlockStore, store: StateStore, replica: Application) 
         for t, r in zip(stored, result.tx_results, strict=True):
             if t.code != r.code:
                 raise Fault(f"{where}, tx {t.index}: stored result {t.code}, replay gives {r.code}")
+        if results_hash([t.outcome for t in stored]).hex() != header.results_hash:
+            raise Fault(f"{where}: stored results do not match the header's results_hash")
+        if outcomes_hash(result.tx_results).hex() != header.results_hash:
+            raise Fault(f"{where}: replay gives other results than the header's results_hash")
         if result.app_hash.hex() != header.app_hash:
             raise Fault(f"{where}: replay gives a different app hash than the header")
         if store.app_hash_at(header.height) != result.app_hash:
