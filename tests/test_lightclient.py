@@ -10,6 +10,7 @@ header that is not the one signed) must fail.
 from __future__ import annotations
 
 import base64
+import itertools
 import random
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,7 @@ def test_the_genesis_validators_in_cometbfts_order_hash_to_the_headers_validator
 
 
 def test_each_blocks_last_commit_and_last_results_hash_certify_the_block_before() -> None:
-    for before, after in zip(HEIGHTS, HEIGHTS[1:], strict=False):
+    for before, after in itertools.pairwise(HEIGHTS):
         header = Header.from_json(after["block"]["header"])
         assert header.last_block_id.hash.hex().upper() == before["block_id"]["hash"]
         outcomes = [_outcome(r) for r in before["results"]]
@@ -188,7 +189,7 @@ def test_one_altered_signature_fails_the_commit() -> None:
     bad = bytearray(sigs[3].signature)
     bad[5] ^= 0x40
     sigs[3] = CommitSig(sigs[3].flag, sigs[3].validator_address, sigs[3].time, bytes(bad))
-    with pytest.raises(LightClientError, match="signature 3 .* does not verify"):
+    with pytest.raises(LightClientError, match=r"signature 3 .* does not verify"):
         verify_commit(
             CHAIN_ID, validators, commit.block_id, header.height, _with_signatures(commit, sigs)
         )

@@ -526,3 +526,18 @@ def certify(
             verify_commit_trusting(header.chain_id, trusted, commit)
             trusted_by = "more than 1/3 of the trusted validator set's power"
     return CertifiedBlock(header, next_header, validators, signed, trusted_by)
+
+
+def trusted_validator_set(document: Any) -> ValidatorSet:
+    """A validator set the user trusts, from a CometBFT genesis file, a `/validators` or
+    `/genesis` RPC answer, or a plain list of validators; put in CometBFT's order."""
+    found = document
+    for key in ("result", "genesis"):
+        if isinstance(found, Mapping) and key in found:
+            found = found[key]
+    if isinstance(found, Mapping):
+        found = found.get("validators")
+    if not isinstance(found, list) or not found:
+        raise LightClientError("no validators in the file (a genesis.json or /validators)")
+    validators = ValidatorSet.from_json(found)
+    return ValidatorSet.canonical(validators.validators)
