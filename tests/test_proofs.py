@@ -6,6 +6,7 @@ forger would change; verify_record_proof must refuse it and say which check fail
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from collections.abc import Iterator
@@ -92,7 +93,7 @@ def test_a_proof_of_an_anchor_the_chain_rejected_is_refused(setup: Setup) -> Non
         "anchor": evidence,
         "author_key": author_key_evidence(setup.api, intruder.did, evidence),
         "resource": stamp(made_up, 1),
-        "salt": "00" * 16,
+        "salt": "00" * 32,
     }
     with pytest.raises(ProofError, match=r"failed on chain: result code 8 \(UNAUTHORISED\)"):
         verify_record_proof(fresh(proof))
@@ -227,3 +228,27 @@ def test_a_rotated_authors_proof_needs_the_rotation_that_registered_its_key(
     # The gatherer itself leaves out a rotation that came after the anchor.
     gathered = author_key_evidence(setup.api, setup.org.did, earlier["anchor"], history)
     assert gathered == {"signing_key": own, "rotations": []}
+
+
+def test_hostile_values_in_a_record_proof_give_a_proof_error_or_change_nothing(
+    setup: Setup,
+) -> None:
+    """The anchor's evidence is fuzzed offline (test_tx_evidence.py); here the rest."""
+    honest = fresh(setup.writer.proof(setup.written[4].ref))
+    expected = verify_record_proof(honest)
+    hostile: tuple[Any, ...] = (None, "", "zz", -1, 0, 2**40, True, 1.5, [], {}, [1], {"a": 1})
+    paths = [("format",), ("author_key",), ("author_key", "signing_key"), ("resource",)]
+    paths += [
+        ("author_key", "rotations"),
+        ("salt",),
+        *(("resource", k) for k in honest["resource"]),
+    ]
+    for path in paths:
+        for new in hostile:
+            forged = fresh(honest)
+            target = forged
+            for step in path[:-1]:
+                target = target[step]
+            target[path[-1]] = new
+            with contextlib.suppress(ProofError):
+                assert verify_record_proof(forged) == expected, (path, new)

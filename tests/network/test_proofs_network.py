@@ -165,7 +165,7 @@ def test_a_failed_anchor_is_refused_in_network_mode_too(chain: Written3) -> None
         "anchor": evidence,
         "author_key": author_key_evidence(api, intruder.did, evidence),
         "resource": stamp(made_up, 1),
-        "salt": "00" * 16,
+        "salt": "00" * 32,
     }
     with pytest.raises(ProofError, match=r"result code 8 \(UNAUTHORISED\)"):
         verify_record_proof(proof, chain.trusted)

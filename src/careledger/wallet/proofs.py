@@ -44,14 +44,15 @@ from careledger.consensus.cometbft.lightclient import (
     ValidatorSet,
     certify,
 )
-from careledger.crypto.canonical import canonical_bytes
-from careledger.crypto.envelope import commit
+from careledger.crypto.canonical import NotCanonicalisable, canonical_bytes
+from careledger.crypto.envelope import SALT_SIZE, commit
 from careledger.crypto.hashing import sha256
 from careledger.crypto.keys import KeyError_, ed25519_from_did, verify_signature
 from careledger.crypto.merkle import InclusionProof, verify_inclusion
 from careledger.wallet.records import RecordRef
 
 PROOF_FORMAT = "careledger-record-proof-v2"
+MAX_BLOCK_TXS = 1 << 32  # far above any block; bounds the work a hostile total can cause
 
 
 class ProofError(Exception):
@@ -124,9 +125,7 @@ def verify_record_proof(
             f"height {anchor.block.height}"
         )
     ref, version = _check_resource(proof, tx.payload)
-    return VerifiedRecord(
-        tx.payload["patient"], ref, version, tx.sender, key.hex(), rotations, anchor.block
-    )
+    return VerifiedRecord(ref.patient, ref, version, tx.sender, key.hex(), rotations, anchor.block)
 
 
 # --- one transaction in one block ----------------------------------------------------------
@@ -178,6 +177,8 @@ class _Roots:
 
 
 def _check_positions(tx_proof: InclusionProof, result_proof: InclusionProof, n: int | None) -> None:
+    if not 0 < tx_proof.total <= MAX_BLOCK_TXS:
+        raise ProofError(f"a block of {tx_proof.total} transactions is impossible")
     if n is not None and (tx_proof.total != n or result_proof.total != n):
         raise ProofError(
             f"the proofs' totals ({tx_proof.total}, {result_proof.total}) are not the "
@@ -257,6 +258,8 @@ def _author_key(
     """The key the proof says signed the anchor, if the proof shows where it came from:
     the author's did itself, then each proven rotation, signed by the key before it."""
     author = anchor.tx.tx.sender
+    if not isinstance(claimed, Mapping):
+        raise ProofError("the proof's author_key is not an object")
     try:
         key = ed25519_from_did(author)
         signing_key = bytes.fromhex(str(claimed.get("signing_key") or key.hex()))
@@ -319,9 +322,18 @@ def _check_resource(proof: Mapping[str, Any], payload: Mapping[str, Any]) -> tup
     ref, version = _ref_of(patient, resource)
     if ref.name != record or version != anchored_version:
         raise ProofError(f"the resource is {ref} version {version}, not the anchored record")
-    if commit(canonical_bytes(resource), salt).hex() != payload["commitment"]:
+    if _commitment(resource, salt) != payload["commitment"]:
         raise ProofError("the resource does not match the anchored commitment (altered)")
     return ref, version
+
+
+def _commitment(resource: Any, salt: bytes) -> str:
+    if len(salt) != SALT_SIZE:
+        raise ProofError(f"the salt is {len(salt)} bytes, not {SALT_SIZE}")
+    try:
+        return commit(canonical_bytes(resource), salt).hex()
+    except NotCanonicalisable as exc:
+        raise ProofError(f"the resource is not JSON: {exc}") from None
 
 
 def _ref_of(patient: str, resource: Any) -> tuple[RecordRef, int]:

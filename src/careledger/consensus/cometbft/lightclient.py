@@ -269,7 +269,11 @@ class Validator:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Validator:
         """A validator from `/validators` (voting_power) or a genesis file (power)."""
+        if not isinstance(data, Mapping):
+            raise LightClientError("a validator is a JSON object")
         pub_key = data.get("pub_key") or {}
+        if not isinstance(pub_key, Mapping):
+            raise LightClientError("a validator's pub_key is a JSON object")
         if pub_key.get("type") != ED25519_JSON_TYPE:
             raise LightClientError(f"validator key type {pub_key.get('type')!r} is not Ed25519")
         key = _b64(pub_key.get("value"), "validator public key")
@@ -306,7 +310,7 @@ class ValidatorSet:
     @classmethod
     def from_json(cls, data: Sequence[Mapping[str, Any]]) -> ValidatorSet:
         """The validators in the order given (a proof's order is what its hash checks)."""
-        if not isinstance(data, Sequence) or not data:
+        if not isinstance(data, list) or not data:
             raise LightClientError("a validator set is a non-empty list")
         found = cls(tuple(Validator.from_json(v) for v in data))
         if len({v.address for v in found.validators}) != len(found.validators):
