@@ -159,36 +159,24 @@ class CometDriver:
         }
         outcomes = [_outcome(r) for r in results.get("txs_results") or []]
         header = block["block"]["header"]
-        return {
-            **_tx_summary(digest, index, found["tx_result"]),
-            "tx": raw.hex(),
-            "height": height,
-            "header": _header(header, len(block["block"]["data"]["txs"] or [])),
-            "proof": tx_proof,
-            # What wallet/proofs.py checks offline (docs/records.md, "Proofs"); None until
-            # block H+1, which commits to this block's results, is there.
-            "evidence": await self._evidence(raw, height, tx_proof, outcomes, index, header),
-        }
-
-    async def _evidence(
-        self,
-        raw: bytes,
-        height: int,
-        tx_proof: dict[str, Any],
-        outcomes: list[TxOutcome],
-        index: int,
-        header: dict[str, Any],
-    ) -> dict[str, Any] | None:
         certifying = await self._certifying_block(height + 1)
-        if certifying is None:
-            return None
-        return {
+        # What wallet/proofs.py checks offline (docs/records.md, "Proofs"); None until
+        # block H+1, which commits to this block's results, is there.
+        evidence = certifying and {
             "tx": raw.hex(),
             "height": height,
             "tx_proof": tx_proof,
             "result": outcomes[index].to_json(),
             "result_proof": result_inclusion_proof(outcomes, index).to_json(),
             "block": {"consensus": "cometbft", "header": header, **certifying},
+        }
+        return {
+            **_tx_summary(digest, index, found["tx_result"]),
+            "tx": raw.hex(),
+            "height": height,
+            "header": _header(header, len(block["block"]["data"]["txs"] or [])),
+            "proof": tx_proof,
+            "evidence": evidence,
         }
 
     async def _certifying_block(self, height: int) -> dict[str, Any] | None:
