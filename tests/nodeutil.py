@@ -6,6 +6,7 @@ and two modules named `conftest` on sys.path shadow each other).
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -21,7 +22,11 @@ from careledger.chain.genesis import Genesis
 from careledger.chain.store import StateStore
 from careledger.crypto.keys import Identity
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# ../shared/data beside the project; CARELEDGER_SHARED_DATA when the checkout is elsewhere.
+SHARED_DATA = Path(
+    os.environ.get("CARELEDGER_SHARED_DATA")
+    or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
 CHAIN_ID = "test-chain"
 GENESIS_TIME = "2026-01-01T00:00:00Z"
 

@@ -237,12 +237,19 @@ def records_erase(
 
 
 @app.command("verify-record")
-def verify_record(proof: Path = typer.Argument(..., help="A proof file from records get.")) -> None:
-    """Check a record proof offline: inclusion in its block and the content's commitment."""
+def verify_record(
+    proof: Path = typer.Argument(..., help="A proof file from records get."),
+    validators: Path | None = typer.Option(
+        None,
+        help="Network mode: the validator set to trust (CometBFT genesis.json or /validators).",
+    ),
+) -> None:
+    """Check a record proof offline: the anchor's success in its block, the author's
+    signature, the content's commitment and (network mode) the validators' signatures."""
     from careledger.wallet import records_cli
 
     with records_cli.errors(_fail):
-        records_cli.verify_proof_file(proof, console)
+        records_cli.verify_proof_file(proof, validators, console)
 
 
 def _load_key(path: Path) -> KeyFile:

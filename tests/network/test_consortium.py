@@ -27,6 +27,7 @@ from netutil import (
 from careledger.chain.app import Application, TxResult
 from careledger.chain.block import BlockHeader, parse_time_ns
 from careledger.chain.codes import Code
+from careledger.chain.results import outcomes_hash
 from careledger.chain.store import StateStore
 from careledger.chain.tx import Tx, tx_hash
 from careledger.consensus.cometbft.rpc import RpcError, sync_call
@@ -152,6 +153,8 @@ def _store_block(
     assert isinstance(header, dict)
     raw_block = sync_call(network.nodes[2].rpc_url, "block", height=str(height))
     txs = [base64.b64decode(t) for t in raw_block["block"]["data"]["txs"] or []]
+    outcomes = sync_call(network.nodes[2].rpc_url, "block_results", height=str(height))
+    results = [TxResult(int(r["code"])) for r in outcomes["txs_results"] or []]
     stored = BlockHeader(
         chain_id=str(header["chain_id"]),
         height=height,
@@ -160,8 +163,8 @@ def _store_block(
         data_hash=str(header["data_hash"]),
         app_hash=app_hash,  # the state after this block, as the solo store records it
         num_txs=len(txs),
+        results_hash=outcomes_hash(results).hex(),  # replay must give the same results
     )
-    results = [TxResult(0) for _ in txs]
     blocks.save(stored, txs, [tx_hash(t) for t in txs], results)
 
 

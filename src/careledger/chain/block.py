@@ -1,9 +1,11 @@
-"""Blocks: a header chained by hash, committing to its transactions by a Merkle root.
+"""Blocks: a header chained by hash, committing to its transactions and their results.
 
-The header has the same fields under both drivers. `data_hash` is the RFC 6962 root over the
-SHA-256 of each transaction, as CometBFT computes it, so one inclusion proof format serves both.
-In solo mode `app_hash` is the state after this block; under CometBFT a header carries the app
-hash of the block before it (CometBFT's rule), which the proof format records as `app_hash_of`.
+`data_hash` is the RFC 6962 root over the SHA-256 of each transaction, as CometBFT computes it,
+and `results_hash` the root over each transaction's deterministic result (chain/results.py,
+CometBFT's `LastResultsHash`), so one proof format serves both drivers and a proof shows that
+a transaction succeeded, not only that it was included. In solo mode `app_hash` and
+`results_hash` are this block's; under CometBFT a header carries the app hash and the results
+root of the block before it (CometBFT's rule), which the node API records as `app_hash_of`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class BlockHeader:
     data_hash: str  # hex Merkle root of the transactions
     app_hash: str  # hex
     num_txs: int
+    results_hash: str  # hex Merkle root of the transactions' results (chain/results.py)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -36,6 +39,7 @@ class BlockHeader:
             "data_hash": self.data_hash,
             "app_hash": self.app_hash,
             "num_txs": self.num_txs,
+            "results_hash": self.results_hash,
         }
 
     @classmethod
@@ -48,6 +52,7 @@ class BlockHeader:
             data_hash=str(data["data_hash"]),
             app_hash=str(data["app_hash"]),
             num_txs=int(data["num_txs"]),
+            results_hash=str(data["results_hash"]),
         )
 
     def hash(self) -> bytes:

@@ -71,7 +71,9 @@ class ConsensusDriver(Protocol):
         ...
 
     async def transaction(self, tx_hash: bytes) -> dict[str, Any] | None:
-        """The transaction, its result, its block header and its Merkle inclusion proof."""
+        """The transaction, its result, its block header and its Merkle inclusion proof, and
+        `evidence`: what a record proof carries (docs/records.md, "Proofs"), or None until
+        the driver can give it (CometBFT: block H+1 is not committed yet)."""
         ...
 
     async def query(self, path: str, data: bytes) -> QueryResult: ...

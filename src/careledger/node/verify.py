@@ -30,12 +30,13 @@ import orjson
 from careledger.chain.app import STATE_MACHINE_VERSION, Application, BlockContext
 from careledger.chain.block import BlockHeader, data_hash, parse_time_ns
 from careledger.chain.modules.records import RecordsKeeper
+from careledger.chain.results import outcomes_hash, results_hash
 from careledger.chain.state import KV
 from careledger.chain.store import StateStore
 from careledger.consensus.cometbft.binary import CometBftNotFound
 from careledger.consensus.cometbft.inspect import InspectedStore, InspectError
 from careledger.consensus.cometbft.rpc import RpcError
-from careledger.consensus.solo.blockstore import BlockStore
+from careledger.consensus.solo.blockstore import BlockStore, IncompatibleBlocks
 from careledger.node.datadir import DataDir
 from careledger.node.network import APP_DIR, COMETBFT_HOME, is_network_node
 from careledger.storage.blobstore import BlobCorrupted, BlobNotFound, BlobStore
@@ -67,6 +68,8 @@ class BlockToCheck:
     stored_codes: list[int]  # each transaction's result as the block store keeps it
     # Where else the app hash after this block is written, and what it says there.
     app_hash_claims: list[tuple[str, bytes]] = field(default_factory=list)
+    # Where the root of this block's results is written (a header), and what it says there.
+    results_claims: list[tuple[str, bytes]] = field(default_factory=list)
 
 
 def verify_data_dir(root: Path) -> Report:
@@ -80,7 +83,11 @@ def verify_data_dir(root: Path) -> Report:
 
 def verify_solo_node(root: Path) -> Report:
     data = _data_dir(root)
-    store, blocks = StateStore(data.state), BlockStore(data.blocks)
+    try:
+        blocks = BlockStore(data.blocks)
+    except IncompatibleBlocks as exc:
+        raise Fault(str(exc)) from None
+    store = StateStore(data.state)
     try:
         height = blocks.height()
         if store.last_commit().height != height:
@@ -159,6 +166,9 @@ def _replay(blocks: Iterator[BlockToCheck], store: StateStore, replica: Applicat
         for claim, app_hash in block.app_hash_claims:
             if app_hash != result.app_hash:
                 raise Fault(f"{where}: replay gives a different app hash than {claim}")
+        for claim, root in block.results_claims:
+            if outcomes_hash(result.tx_results) != root:
+                raise Fault(f"{where}: replay gives other results than {claim}'s results_hash")
         if store.app_hash_at(block.height) != result.app_hash:
             raise Fault(f"{where}: state store's app hash differs from the replay")
         replica.commit()
@@ -187,6 +197,8 @@ def _solo_blocks(blocks: BlockStore) -> Iterator[BlockToCheck]:
         txs = [t.raw for t in stored]
         if len(txs) != header.num_txs or data_hash(txs).hex() != header.data_hash:
             raise Fault(f"{where}: transactions do not match the header's data_hash (altered)")
+        if results_hash([t.outcome for t in stored]).hex() != header.results_hash:
+            raise Fault(f"{where}: stored results do not match the header's results_hash")
         yield BlockToCheck(
             header.height,
             header.chain_id,
@@ -194,6 +206,7 @@ def _solo_blocks(blocks: BlockStore) -> Iterator[BlockToCheck]:
             txs,
             [t.code for t in stored],
             [("the header", bytes.fromhex(header.app_hash))],
+            [("the header", bytes.fromhex(header.results_hash))],
         )
         previous_hash = stored_hash
 
@@ -221,9 +234,18 @@ def _cometbft_blocks(comet: InspectedStore, applied: int, stored: int) -> Iterat
         if len(outcomes) != len(txs):
             raise Fault(f"{where}: {len(outcomes)} stored results for {len(txs)} transactions")
         claims = [("CometBFT's block results", base64.b64decode(results.get("app_hash") or ""))]
+        results_claims = []
         if following is not None:
-            signed = bytes.fromhex(following["block"]["header"]["app_hash"])
-            claims.append((f"the header of block {height + 1}", signed))
+            next_header = following["block"]["header"]
+            claims.append(
+                (f"the header of block {height + 1}", bytes.fromhex(next_header["app_hash"]))
+            )
+            results_claims.append(
+                (
+                    f"the header of block {height + 1}",
+                    bytes.fromhex(next_header["last_results_hash"]),
+                )
+            )
         yield BlockToCheck(
             height,
             str(header["chain_id"]),
@@ -231,6 +253,7 @@ def _cometbft_blocks(comet: InspectedStore, applied: int, stored: int) -> Iterat
             txs,
             [int(r.get("code") or 0) for r in outcomes],
             claims,
+            results_claims,
         )
 
 

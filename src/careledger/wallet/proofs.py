@@ -1,24 +1,84 @@
-"""Record proofs, checked offline: a resource, its anchor transaction, the block header.
+"""Record proofs, checked offline: a resource, its anchor, the anchor's success, its block.
 
-A proof is what `RecordsClient.proof` returns (and `careledger records get --proof` writes):
-the anchor transaction, its Merkle inclusion proof, the block header, the resource and the
-commitment's salt. Checking it needs no node and no key.
+A proof (docs/records.md, "Proofs") is what `RecordsClient.proof` returns and
+`careledger records get --proof` writes. Checking it needs no node and no key:
+
+- the anchor transaction is a leaf of its block's transaction tree (`data_hash`), and its
+  result is the leaf at the same position of the block's results tree (solo: the header's
+  `results_hash`; CometBFT: block H+1's `last_results_hash`); both proofs have the same
+  index and total, and in solo mode that total is the header's `num_txs`;
+- the result's code is 0: the chain accepted the anchor (a failed anchor proves nothing);
+- the anchor is signed by its author's key registered at that height: the did's own key, or
+  the key that a chain of `identity/rotate_key` transactions (each proven the same way,
+  each signed by the key before it) leads to;
+- the resource's type, id and version name the anchored record, and the resource with the
+  salt opens the anchor's commitment.
+
+What remains to trust is the block. Solo: compare `block_hash` at `height` with any node or a
+published checkpoint. CometBFT: the proof carries block H+1's header, the commit signing it
+and the validator set; the signatures are checked against a validator set the caller
+trusts (or, without one, against the proof's own set, whose hash is reported for comparing
+out of band), as a CometBFT light client does (consensus/cometbft/lightclient.py).
+
+Why one (index, total) for both trees is enough under CometBFT, whose header has no
+transaction count: a Merkle path that reaches a root is a real root-to-leaf path of that tree
+(leaves and inner nodes are hashed with different prefixes), and the two trees have the same
+number of leaves, so the same (index, total) reaches the same position in both, whatever the
+claimed total.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from careledger.chain.block import BlockHeader
-from careledger.chain.tx import decode_tx
-from careledger.crypto.canonical import canonical_bytes
-from careledger.crypto.envelope import commit
+from careledger.chain.block import BlockHeader, format_time_ns
+from careledger.chain.codes import Code, TxFailure
+from careledger.chain.results import TxOutcome
+from careledger.chain.tx import SignedTx, decode_tx
+from careledger.consensus.cometbft.lightclient import (
+    Commit,
+    Header,
+    LightClientError,
+    ValidatorSet,
+    certify,
+)
+from careledger.crypto.canonical import NotCanonicalisable, canonical_bytes
+from careledger.crypto.envelope import SALT_SIZE, commit
 from careledger.crypto.hashing import sha256
 from careledger.crypto.keys import KeyError_, ed25519_from_did, verify_signature
 from careledger.crypto.merkle import InclusionProof, verify_inclusion
 from careledger.wallet.records import RecordRef
+
+PROOF_FORMAT = "careledger-record-proof-v2"
+MAX_BLOCK_TXS = 1 << 32  # far above any block; bounds the work a hostile total can cause
+
+
+class ProofError(Exception):
+    """A record proof that does not hold; the message says which check failed."""
+
+
+@dataclass(frozen=True)
+class VerifiedBlock:
+    consensus: str  # "solo" or "cometbft"
+    height: int
+    block_hash: str  # solo: the header's hash; CometBFT: its block hash (block id)
+    time: str
+    validators_hash: str  # CometBFT: the set that signed; "" in solo mode
+    trusted_by: str  # what the block's authenticity rests on
+    validators: ValidatorSet | None = None  # CometBFT: the set that signed
+    signed_power: int = 0  # CometBFT: how much of its voting power signed
+
+
+@dataclass(frozen=True)
+class VerifiedTx:
+    """A transaction shown to be in a block, at a position, with a successful result."""
+
+    tx: SignedTx
+    index: int
+    result: TxOutcome
+    block: VerifiedBlock
 
 
 @dataclass(frozen=True)
@@ -27,67 +87,271 @@ class VerifiedRecord:
     ref: RecordRef
     version: int
     author: str
-    height: int
-    header_hash: str
-    data_hash: str
-    notes: list[str] = field(default_factory=list)
+    signing_key: str  # hex: the author's key at the anchor's height
+    rotations: int  # key rotations the proof walked from the did's own key
+    block: VerifiedBlock
+
+    @property
+    def height(self) -> int:
+        return self.block.height
+
+    @property
+    def header_hash(self) -> str:
+        return self.block.block_hash
 
 
-class ProofError(Exception):
-    """A record proof that does not hold; the message says which check failed."""
+def verify_record_proof(
+    proof: Mapping[str, Any], trusted: ValidatorSet | None = None
+) -> VerifiedRecord:
+    """Check a record proof offline; ProofError naming the first check that fails.
 
-
-def verify_record_proof(proof: Mapping[str, Any]) -> VerifiedRecord:
-    """Check, offline, that the resource is the one anchored by a transaction in a block.
-
-    Checks: the transaction's hash is the proof's leaf; the leaf is in the header's
-    transaction Merkle root; the transaction is a records/anchor signed by its sender's
-    key; the resource's type, id and version name that anchor's record; and the resource
-    with the salt opens the anchor's commitment. What remains to trust is the header: compare
-    `header_hash` at `height` with any node or a published checkpoint.
+    `trusted`: the validator set a CometBFT proof must be signed by (or by more than 1/3
+    of its power, if it has changed since); None accepts the proof's own set, whose hash
+    the result reports (`block.validators_hash`) for comparing out of band.
     """
+    if not isinstance(proof, Mapping) or proof.get("format") != PROOF_FORMAT:
+        raise ProofError(f"not a record proof in the {PROOF_FORMAT} format")
+    anchor = verify_tx_evidence(_field(proof, "anchor"), trusted)
+    tx = anchor.tx.tx
+    if tx.type != "records/anchor":
+        raise ProofError(f"the transaction is a {tx.type}, not a records/anchor")
+    # Rotations are older blocks: without a trusted set, the anchor's signers are the trust.
+    key, rotations = _author_key(
+        proof.get("author_key") or {}, anchor, trusted or anchor.block.validators
+    )
+    if not _signed_by(anchor.tx, key):
+        raise ProofError(
+            f"the anchor's signature does not verify with {tx.sender}'s key registered at "
+            f"height {anchor.block.height}"
+        )
+    ref, version = _check_resource(proof, tx.payload)
+    return VerifiedRecord(ref.patient, ref, version, tx.sender, key.hex(), rotations, anchor.block)
+
+
+# --- one transaction in one block ----------------------------------------------------------
+
+
+def verify_tx_evidence(evidence: Any, trusted: ValidatorSet | None = None) -> VerifiedTx:
+    """Check that a transaction is in a block and succeeded there (code 0)."""
     try:
-        raw = bytes.fromhex(proof["tx"])
-        header = BlockHeader.from_json(proof["header"])
-        inclusion = InclusionProof.from_json(proof["proof"])
+        raw = bytes.fromhex(str(_field(evidence, "tx")))
+        height = _field(evidence, "height")
+        tx_proof = InclusionProof.from_json(_field(evidence, "tx_proof"))
+        result = TxOutcome.from_json(_field(evidence, "result"))
+        result_proof = InclusionProof.from_json(_field(evidence, "result_proof"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProofError(f"not a transaction proof: {exc}") from None
+    if type(height) is not int:
+        raise ProofError("the transaction proof's height is not an integer")
+    block, roots = _verify_block(_field(evidence, "block"), height, trusted)
+    if sha256(raw) != tx_proof.leaf:
+        raise ProofError("the transaction is not the tx proof's leaf")
+    if result.encode() != result_proof.leaf:
+        raise ProofError("the result is not the result proof's leaf")
+    _check_positions(tx_proof, result_proof, roots.num_txs)
+    if not verify_inclusion(tx_proof, roots.data_hash):
+        raise ProofError(f"the tx proof does not lead to block {height}'s data_hash")
+    if not verify_inclusion(result_proof, roots.results_hash):
+        raise ProofError(
+            f"the result proof does not lead to the results root of block {height} (result altered)"
+        )
+    if not result.ok:
+        raise ProofError(
+            f"the transaction failed on chain: result code {result.code} ({_code_name(result)})"
+        )
+    try:
+        stx = decode_tx(raw)
+    except TxFailure as failure:
+        raise ProofError(f"the transaction is not a signed envelope: {failure.log}") from None
+    if stx.tx.chain_id != roots.chain_id:
+        raise ProofError(f"the transaction is for chain {stx.tx.chain_id!r}, not the block's")
+    return VerifiedTx(stx, tx_proof.index, result, block)
+
+
+@dataclass(frozen=True)
+class _Roots:
+    chain_id: str
+    data_hash: bytes
+    results_hash: bytes
+    num_txs: int | None  # None: CometBFT's header does not carry it
+
+
+def _check_positions(tx_proof: InclusionProof, result_proof: InclusionProof, n: int | None) -> None:
+    if not 0 < tx_proof.total <= MAX_BLOCK_TXS:
+        raise ProofError(f"a block of {tx_proof.total} transactions is impossible")
+    if n is not None and (tx_proof.total != n or result_proof.total != n):
+        raise ProofError(
+            f"the proofs' totals ({tx_proof.total}, {result_proof.total}) are not the "
+            f"header's transaction count num_txs={n}"
+        )
+    if (tx_proof.index, tx_proof.total) != (result_proof.index, result_proof.total):
+        raise ProofError(
+            f"the tx proof (index {tx_proof.index} of {tx_proof.total}) and the result proof "
+            f"(index {result_proof.index} of {result_proof.total}) are for different positions"
+        )
+    if not 0 <= tx_proof.index < tx_proof.total:
+        raise ProofError(f"index {tx_proof.index} is outside a block of {tx_proof.total}")
+
+
+def _verify_block(
+    block: Any, height: int, trusted: ValidatorSet | None
+) -> tuple[VerifiedBlock, _Roots]:
+    consensus = _field(block, "consensus")
+    if consensus == "solo":
+        return _solo_block(block, height)
+    if consensus == "cometbft":
+        return _cometbft_block(block, height, trusted)
+    raise ProofError(f"unknown consensus {consensus!r} in the proof")
+
+
+def _solo_block(block: Mapping[str, Any], height: int) -> tuple[VerifiedBlock, _Roots]:
+    try:
+        header = BlockHeader.from_json(_field(block, "header"))
+        roots = _Roots(
+            header.chain_id,
+            bytes.fromhex(header.data_hash),
+            bytes.fromhex(header.results_hash),
+            header.num_txs,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProofError(f"not a block header: {exc}") from None
+    if header.height != height:
+        raise ProofError(f"the header is of block {header.height}, not {height}")
+    trusted_by = "nothing yet: compare block_hash with a node or a published checkpoint"
+    time = format_time_ns(header.time_ns)
+    return VerifiedBlock("solo", height, header.hash().hex(), time, "", trusted_by), roots
+
+
+def _cometbft_block(
+    block: Mapping[str, Any], height: int, trusted: ValidatorSet | None
+) -> tuple[VerifiedBlock, _Roots]:
+    try:
+        header = Header.from_json(_field(block, "header"))
+        next_header = Header.from_json(_field(block, "next_header"))
+        signed = Commit.from_json(_field(block, "commit"))
+        validators = ValidatorSet.from_json(_field(block, "validators"))
+        if header.height != height:
+            raise ProofError(f"the header is of block {header.height}, not {height}")
+        certified = certify(header, next_header, signed, validators, trusted)
+    except LightClientError as exc:
+        raise ProofError(f"block {height} is not certified: {exc}") from None
+    roots = _Roots(header.chain_id, header.data_hash, next_header.last_results_hash, None)
+    verified = VerifiedBlock(
+        "cometbft",
+        height,
+        header.hash().hex().upper(),
+        format_time_ns(header.time[0] * 1_000_000_000 + header.time[1]),
+        validators.hash().hex().upper(),
+        certified.trusted_by,
+        validators,
+        certified.signed_power,
+    )
+    return verified, roots
+
+
+# --- the author's key ----------------------------------------------------------------------
+
+
+def _author_key(
+    claimed: Mapping[str, Any], anchor: VerifiedTx, trusted: ValidatorSet | None
+) -> tuple[bytes, int]:
+    """The key the proof says signed the anchor, if the proof shows where it came from:
+    the author's did itself, then each proven rotation, signed by the key before it."""
+    author = anchor.tx.tx.sender
+    if not isinstance(claimed, Mapping):
+        raise ProofError("the proof's author_key is not an object")
+    try:
+        key = ed25519_from_did(author)
+        signing_key = bytes.fromhex(str(claimed.get("signing_key") or key.hex()))
+        rotations = list(claimed.get("rotations") or [])
+    except (KeyError_, ValueError, TypeError) as exc:
+        raise ProofError(f"the author's key: {exc}") from None
+    position = (-1, -1)
+    for number, evidence in enumerate(rotations, start=1):
+        rotation = verify_tx_evidence(evidence, trusted)
+        where = (rotation.block.height, rotation.index)
+        if not position < where < (anchor.block.height, anchor.index):
+            raise ProofError(f"key rotation {number} is not in order before the anchor")
+        key = _rotated(rotation, author, anchor.tx.tx.chain_id, key, number)
+        position = where
+    if key != signing_key:
+        raise ProofError(
+            "the proof's signing key is not the author's did key nor where the proven key "
+            "rotations lead (a key of unknown origin)"
+        )
+    return key, len(rotations)
+
+
+def _rotated(rotation: VerifiedTx, author: str, chain_id: str, key: bytes, number: int) -> bytes:
+    tx = rotation.tx.tx
+    if tx.type != "identity/rotate_key" or tx.sender != author:
+        raise ProofError(f"key rotation {number} is not an identity/rotate_key by {author}")
+    if tx.chain_id != chain_id:
+        raise ProofError(f"key rotation {number} is on another chain than the anchor")
+    if not _signed_by(rotation.tx, key):
+        raise ProofError(f"key rotation {number} is not signed by the key before it")
+    try:
+        return bytes.fromhex(str(tx.payload["signing_key"]))
+    except (KeyError, ValueError):
+        raise ProofError(f"key rotation {number} names no signing key") from None
+
+
+def _signed_by(stx: SignedTx, key: bytes) -> bool:
+    try:
+        return verify_signature(key, stx.signature, stx.body)
+    except KeyError_:
+        return False
+
+
+# --- the resource --------------------------------------------------------------------------
+
+
+def _check_resource(proof: Mapping[str, Any], payload: Mapping[str, Any]) -> tuple[RecordRef, int]:
+    try:
         resource, salt = proof["resource"], bytes.fromhex(proof["salt"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise ProofError(f"not a record proof: {exc}") from None
-    if sha256(raw) != inclusion.leaf:
-        raise ProofError("the transaction is not the proof's leaf")
-    if not verify_inclusion(inclusion, bytes.fromhex(header.data_hash)):
-        raise ProofError("the inclusion proof does not lead to the block header's data_hash")
-    stx = decode_tx(raw)
-    if stx.tx.type != "records/anchor":
-        raise ProofError(f"the transaction is a {stx.tx.type}, not a records/anchor")
-    notes = []
+        raise ProofError(f"the proof has no resource or salt: {exc}") from None
     try:
-        signed = verify_signature(ed25519_from_did(stx.tx.sender), stx.signature, stx.body)
-    except KeyError_:
-        signed = False
-    if not signed:
-        notes.append("signature not by the author's original key (rotated since?)")
-    payload = stx.tx.payload
-    ref, version = _ref_of(payload["patient"], resource)
-    if ref.name != payload["record"] or version != payload["version"]:
+        patient, record, anchored_version = (
+            payload["patient"],
+            payload["record"],
+            payload["version"],
+        )
+    except KeyError as exc:
+        raise ProofError(f"the anchor has no {exc}") from None
+    ref, version = _ref_of(patient, resource)
+    if ref.name != record or version != anchored_version:
         raise ProofError(f"the resource is {ref} version {version}, not the anchored record")
-    if commit(canonical_bytes(resource), salt).hex() != payload["commitment"]:
+    if _commitment(resource, salt) != payload["commitment"]:
         raise ProofError("the resource does not match the anchored commitment (altered)")
-    return VerifiedRecord(
-        payload["patient"],
-        ref,
-        version,
-        stx.tx.sender,
-        header.height,
-        header.hash().hex(),
-        header.data_hash,
-        notes,
-    )
+    return ref, version
 
 
-def _ref_of(patient: str, resource: Mapping[str, Any]) -> tuple[RecordRef, int]:
+def _commitment(resource: Any, salt: bytes) -> str:
+    if len(salt) != SALT_SIZE:
+        raise ProofError(f"the salt is {len(salt)} bytes, not {SALT_SIZE}")
+    try:
+        return commit(canonical_bytes(resource), salt).hex()
+    except NotCanonicalisable as exc:
+        raise ProofError(f"the resource is not JSON: {exc}") from None
+
+
+def _ref_of(patient: str, resource: Any) -> tuple[RecordRef, int]:
     try:
         version = int(resource["meta"]["versionId"])
         return RecordRef(patient, str(resource["resourceType"]), str(resource["id"])), version
     except (KeyError, TypeError, ValueError):
         raise ProofError("the resource has no resourceType, id or meta.versionId") from None
+
+
+def _field(container: Any, name: str) -> Any:
+    if not isinstance(container, Mapping) or name not in container:
+        raise ProofError(f"the proof has no {name!r}")
+    return container[name]
+
+
+def _code_name(result: TxOutcome) -> str:
+    try:
+        return Code(result.code).name
+    except ValueError:
+        return "unknown code"

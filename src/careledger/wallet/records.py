@@ -35,7 +35,6 @@ from typing import Any
 import orjson
 
 from careledger.chain.modules.records import record_name
-from careledger.chain.modules.records.events import RecordAnchored
 from careledger.chain.modules.records.messages import parse_scope_label
 from careledger.crypto.envelope import (
     BlobOwner,
@@ -641,38 +640,12 @@ class RecordsClient:
     # --- proofs ---------------------------------------------------------------------------
 
     def proof(self, ref: RecordRef, version: int | None = None) -> dict[str, Any]:
-        """A self-contained proof of one version: anchor tx, inclusion proof, header, the
-        decrypted resource and its commitment salt (check it with `wallet.proofs`)."""
-        info = self.versions(ref)
-        if info["erased_at"]:
-            raise Erased(f"{ref} was erased by its patient")
-        number = version or int(info["versions"])
-        anchor = next((a for a in info["history"] if a["version"] == number), None)
-        if anchor is None or anchor["tombstone"]:
-            raise RecordsError(f"{ref} has no readable version {number}", 404)
-        tx = self.node.transaction(self._anchor_tx_hash(anchor))
-        fetched = self.fetch([anchor["blob_hash"]])[0]
-        if fetched[0] != 200:
-            raise RecordsError(f"{ref}: {fetched[1].decode()}", fetched[0])
-        opened = self.open_blob(ref, anchor, fetched[1])
-        return {
-            "format": "careledger-record-proof-v1",
-            "tx": tx["tx"],
-            "height": tx["height"],
-            "header": tx["header"],
-            "proof": tx["proof"],
-            "resource": opened.resource(),
-            "salt": opened.salt.hex(),
-        }
+        """A self-contained proof of one version: the anchor's evidence (transaction, result,
+        Merkle proofs, block), the author's key, the decrypted resource and its commitment
+        salt (gathered by wallet/proving.py, checked offline by wallet/proofs.py)."""
+        from careledger.wallet.proving import record_proof  # it builds on this client
 
-    def _anchor_tx_hash(self, anchor: Mapping[str, Any]) -> str:
-        block = self.node.block(int(anchor["height"]))
-        for tx in block["txs"]:
-            for event in tx.get("events", []):
-                anchored = RecordAnchored.from_json(event)
-                if anchored is not None and anchored.blob_hash == anchor["blob_hash"]:
-                    return str(tx["hash"])
-        raise RecordsError(f"no anchor of blob {anchor['blob_hash']} in its block", 404)
+        return record_proof(self, ref, version)
 
     # --- erasure --------------------------------------------------------------------------
 

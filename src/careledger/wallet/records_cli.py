@@ -16,6 +16,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from careledger.chain.modules.records.events import RecordsErased
+from careledger.consensus.cometbft.lightclient import (
+    LightClientError,
+    ValidatorSet,
+    trusted_validator_set,
+)
 from careledger.crypto.keyfile import KeyFile, KeyFileError
 from careledger.wallet.fhir import InvalidResource, iter_bundle_entries
 from careledger.wallet.node_client import NodeClient, NodeError
@@ -176,17 +181,47 @@ def erase_records(keyfile: KeyFile, references: Sequence[str], node: str, consol
     )
 
 
-def verify_proof_file(path: Path, console: Console) -> None:
-    try:
-        proof = orjson.loads(path.read_bytes())
-    except orjson.JSONDecodeError as exc:
-        raise ProofError(f"{path} is not JSON: {exc}") from None
-    verified = verify_record_proof(proof)
+def verify_proof_file(path: Path, validators: Path | None, console: Console) -> None:
+    proof = _json_file(path, "proof")
+    trusted = None if validators is None else _trusted_validators(validators)
+    verified = verify_record_proof(proof, trusted)
+    block = verified.block
     console.print(
         f"OK: {verified.ref} version {verified.version} of patient {verified.patient} "
-        f"is anchored in block {verified.height} (header hash {verified.header_hash}), "
+        f"is anchored, and its anchor succeeded, in block {block.height} ({block.time}), "
         f"written by {verified.author}."
     )
-    for note in verified.notes:
-        console.print(f"note: {note}")
-    console.print("Compare that header hash with any node (GET /blocks/<height>) to finish.")
+    if verified.rotations:
+        console.print(
+            f"The author's key {verified.signing_key} is proven by {verified.rotations} "
+            "key rotation(s) from its did."
+        )
+    if block.consensus == "solo":
+        console.print(f"Block hash (solo node): {block.block_hash}")
+        console.print("Compare that hash with any node (GET /blocks/<height>) to finish.")
+        return
+    console.print(f"Block hash (CometBFT): {block.block_hash}")
+    total = block.validators.total_power if block.validators else 0
+    console.print(f"Signed by validators holding {block.signed_power} of {total} voting power.")
+    if trusted is None:
+        console.print(
+            f"No trusted validator set was given: the proof's own set was used, with hash "
+            f"{block.validators_hash}. Compare it with your consortium's out of band, or "
+            "pass --validators genesis.json."
+        )
+    else:
+        console.print(f"Trusted because: {block.trusted_by}.")
+
+
+def _json_file(path: Path, what: str) -> Any:
+    try:
+        return orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise ProofError(f"{path} is not JSON: {exc}") from None
+
+
+def _trusted_validators(path: Path) -> ValidatorSet:
+    try:
+        return trusted_validator_set(_json_file(path, "validators"))
+    except LightClientError as exc:
+        raise ProofError(f"{path}: {exc}") from None

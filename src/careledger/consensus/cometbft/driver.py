@@ -4,6 +4,11 @@ Submissions go to CometBFT's mempool (broadcast_tx_sync, which runs our CheckTx)
 results and inclusion proofs come from CometBFT's block store and indexer over its RPC.
 Waiting for a transaction's block needs no RPC subscription: the ABCI server runs in this
 same process, so the driver hears every commit and resolves the waiters itself.
+
+A transaction's proof ties it to CometBFT's own block hash and the validators' signatures, as
+a light client checks it (consensus/cometbft/lightclient.py): the transaction under block H's
+data_hash, its result under block H+1's last_results_hash, block H+1 naming block H's hash,
+and the commit for H+1 signed by the validator set that H+1's validators_hash names.
 """
 
 from __future__ import annotations
@@ -15,11 +20,16 @@ from typing import Any
 from careledger.chain.app import Application, CommittedBlock, QueryResult
 from careledger.chain.block import format_time_ns, parse_time_ns
 from careledger.chain.codes import Code
+from careledger.chain.results import TxOutcome, result_inclusion_proof
 from careledger.chain.tx import tx_hash
 from careledger.consensus.cometbft.rpc import CometRpc, RpcError
 from careledger.consensus.driver import Admission, Submission
 
 WAIT_FOR_BLOCK_SECONDS = 30.0
+# A proof needs block H+1 (it commits to block H's results); CometBFT makes it within about
+# one timeout_commit, or create_empty_blocks_interval when the chain is idle.
+WAIT_FOR_NEXT_BLOCK_SECONDS = 10.0
+VALIDATORS_PER_PAGE = 100  # CometBFT's maximum
 
 
 class CometDriver:
@@ -136,21 +146,72 @@ class CometDriver:
         except RpcError:
             return None
         height, index = int(found["height"]), int(found["index"])
-        block = await self.rpc.block(height)
+        block, results = await asyncio.gather(
+            self.rpc.block(height), self.rpc.block_results(height)
+        )
         raw = base64.b64decode(found["tx"])
         proof = found["proof"]["proof"]
+        tx_proof = {
+            "index": int(proof["index"]),
+            "total": int(proof["total"]),
+            "leaf": tx_hash(raw).hex(),
+            "aunts": [base64.b64decode(a).hex() for a in proof["aunts"] or []],
+        }
+        outcomes = [_outcome(r) for r in results.get("txs_results") or []]
+        header = block["block"]["header"]
+        certifying = await self._certifying_block(height + 1)
+        # What wallet/proofs.py checks offline (docs/records.md, "Proofs"); None until
+        # block H+1, which commits to this block's results, is there.
+        evidence = certifying and {
+            "tx": raw.hex(),
+            "height": height,
+            "tx_proof": tx_proof,
+            "result": outcomes[index].to_json(),
+            "result_proof": result_inclusion_proof(outcomes, index).to_json(),
+            "block": {"consensus": "cometbft", "header": header, **certifying},
+        }
         return {
             **_tx_summary(digest, index, found["tx_result"]),
             "tx": raw.hex(),
             "height": height,
-            "header": _header(block["block"]["header"], len(block["block"]["data"]["txs"] or [])),
-            "proof": {
-                "index": int(proof["index"]),
-                "total": int(proof["total"]),
-                "leaf": tx_hash(raw).hex(),
-                "aunts": [base64.b64decode(a).hex() for a in proof["aunts"] or []],
-            },
+            "header": _header(header, len(block["block"]["data"]["txs"] or [])),
+            "proof": tx_proof,
+            "evidence": evidence,
         }
+
+    async def _certifying_block(self, height: int) -> dict[str, Any] | None:
+        """Block `height`'s header, the commit signing it and the validators who signed."""
+        deadline = asyncio.get_running_loop().time() + WAIT_FOR_NEXT_BLOCK_SECONDS
+        while self.app.info().last_height < height:
+            if asyncio.get_running_loop().time() > deadline:
+                return None
+            await asyncio.sleep(0.05)
+        try:
+            signed = (await self.rpc.call("commit", height=str(height)))["signed_header"]
+            validators = await self._validators(height)
+        except RpcError:
+            return None
+        return {
+            "next_header": signed["header"],
+            "commit": signed["commit"],
+            "validators": validators,
+        }
+
+    async def _validators(self, height: int) -> list[dict[str, Any]]:
+        """The whole validator set at a height, in CometBFT's order, page by page."""
+        found: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            answer = await self.rpc.call(
+                "validators", height=str(height), page=str(page), per_page=str(VALIDATORS_PER_PAGE)
+            )
+            found += [
+                {k: v[k] for k in ("address", "pub_key", "voting_power")}
+                for v in answer["validators"]
+            ]
+            if len(found) >= int(answer["total"]) or not answer["validators"]:
+                return found
+            page += 1
 
     async def query(self, path: str, data: bytes) -> QueryResult:
         return self.app.query(path, data)
@@ -180,6 +241,16 @@ def _tx_summary(digest: bytes, index: int, result: dict[str, Any]) -> dict[str, 
         "log": str(result.get("log") or ""),
         "events": [_event(e) for e in result.get("events") or []],
     }
+
+
+def _outcome(result: dict[str, Any]) -> TxOutcome:
+    """The fields of a /block_results entry that last_results_hash commits to."""
+    return TxOutcome(
+        int(result.get("code") or 0),
+        base64.b64decode(result.get("data") or ""),
+        int(result.get("gas_wanted") or 0),
+        int(result.get("gas_used") or 0),
+    )
 
 
 def _event(event: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 It plays the part of CometBFT's block store. A block and its results are written in one
 SQLite transaction before the application commits its state, so after a crash the block can
-be replayed into the application (see SoloProducer.recover).
+be replayed into the application (see SoloProducer.recover). Each result keeps what the
+header's `results_hash` commits to (code and data; gas is always 0 here) besides its log and
+events, so a result proof can be made from the store alone.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from pathlib import Path
 
 import orjson
 
-from careledger.chain.app import TxResult
+from careledger.chain.app import IncompatibleState, TxResult
 from careledger.chain.block import BlockHeader
+from careledger.chain.results import TxOutcome
 from careledger.crypto.privatefs import private_sqlite
 
 _SCHEMA = """
@@ -32,6 +35,7 @@ CREATE TABLE IF NOT EXISTS txs (
     code INTEGER NOT NULL,
     log TEXT NOT NULL,
     events BLOB NOT NULL,
+    data BLOB NOT NULL,
     PRIMARY KEY (height, idx)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS txs_by_hash ON txs (hash);
@@ -47,6 +51,16 @@ class StoredTx:
     code: int
     log: str
     events: list[dict[str, object]]
+    data: bytes = b""
+
+    @property
+    def outcome(self) -> TxOutcome:
+        """What the header's results_hash commits to for this transaction."""
+        return TxOutcome(self.code, self.data)
+
+
+class IncompatibleBlocks(IncompatibleState):
+    """A block store written by an earlier version (its blocks do not commit to results)."""
 
 
 class BlockStore:
@@ -58,6 +72,16 @@ class BlockStore:
         private_sqlite(self.path)
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        self._require_results_column()
+
+    def _require_results_column(self) -> None:
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(txs)")}
+        if "data" not in columns:
+            self._db.close()
+            raise IncompatibleBlocks(
+                f"{self.path} was written by an earlier version whose block headers do not "
+                "commit to transaction results: start a new data directory"
+            )
 
     def close(self) -> None:
         self._db.close()
@@ -70,7 +94,7 @@ class BlockStore:
         self, header: BlockHeader, txs: list[bytes], hashes: list[bytes], results: list[TxResult]
     ) -> None:
         rows = [
-            (h, header.height, i, raw, int(r.code), r.log, _events_json(r))
+            (h, header.height, i, raw, int(r.code), r.log, _events_json(r), r.data)
             for i, (raw, h, r) in enumerate(zip(txs, hashes, results, strict=True))
         ]
         db = self._db
@@ -80,7 +104,7 @@ class BlockStore:
                 "INSERT INTO blocks (height, hash, header) VALUES (?, ?, ?)",
                 (header.height, header.hash(), orjson.dumps(header.to_json())),
             )
-            db.executemany("INSERT INTO txs VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            db.executemany("INSERT INTO txs VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -96,7 +120,7 @@ class BlockStore:
 
     def block_txs(self, height: int) -> list[StoredTx]:
         rows = self._db.execute(
-            "SELECT hash, height, idx, raw, code, log, events FROM txs "
+            "SELECT hash, height, idx, raw, code, log, events, data FROM txs "
             "WHERE height = ? ORDER BY idx",
             (height,),
         )
@@ -104,7 +128,7 @@ class BlockStore:
 
     def tx(self, tx_hash: bytes) -> StoredTx | None:
         row = self._db.execute(
-            "SELECT hash, height, idx, raw, code, log, events FROM txs WHERE hash = ? "
+            "SELECT hash, height, idx, raw, code, log, events, data FROM txs WHERE hash = ? "
             "ORDER BY code != 0, height LIMIT 1",  # the copy that took effect, if any
             (tx_hash,),
         ).fetchone()
@@ -122,6 +146,6 @@ def _events_json(result: TxResult) -> bytes:
     return orjson.dumps([{"type": e.type, "attributes": e.attributes} for e in result.events])
 
 
-def _stored(row: tuple[bytes, int, int, bytes, int, str, bytes]) -> StoredTx:
-    h, height, idx, raw, code, log, events = row
-    return StoredTx(bytes(h), height, idx, bytes(raw), code, log, orjson.loads(events))
+def _stored(row: tuple[bytes, int, int, bytes, int, str, bytes, bytes]) -> StoredTx:
+    h, height, idx, raw, code, log, events, data = row
+    return StoredTx(bytes(h), height, idx, bytes(raw), code, log, orjson.loads(events), bytes(data))

@@ -19,6 +19,7 @@ from typing import Any
 
 from careledger.chain.app import Application, BlockContext, QueryResult, TxResult
 from careledger.chain.block import BlockHeader, data_hash, format_time_ns, tx_inclusion_proof
+from careledger.chain.results import outcomes_hash, result_inclusion_proof
 from careledger.chain.tx import tx_hash
 from careledger.consensus.driver import Admission, Submission
 from careledger.consensus.solo.blockstore import BlockStore, StoredTx
@@ -71,6 +72,8 @@ class SoloProducer:
             result = self.app.finalize_block(BlockContext(height, header.time_ns), txs)
             if result.app_hash.hex() != header.app_hash:
                 raise ReplayMismatch(f"block {height}: replay gave a different app hash")
+            if outcomes_hash(result.tx_results).hex() != header.results_hash:
+                raise ReplayMismatch(f"block {height}: replay gave different transaction results")
             self.app.commit()
             replayed += 1
         return replayed
@@ -121,6 +124,7 @@ class SoloProducer:
             data_hash=data_hash(txs).hex(),
             app_hash=result.app_hash.hex(),
             num_txs=len(txs),
+            results_hash=outcomes_hash(result.tx_results).hex(),
         )
         self.blocks.save(header, txs, [p.hash for p in batch], result.tx_results)
         self.app.commit()
@@ -175,14 +179,24 @@ class SoloProducer:
             return None
         header = self.blocks.header(stored.height)
         assert header is not None
-        block_txs = [t.raw for t in self.blocks.block_txs(stored.height)]
-        proof = tx_inclusion_proof(block_txs, stored.index)
+        block = self.blocks.block_txs(stored.height)
+        proof = tx_inclusion_proof([t.raw for t in block], stored.index)
+        result_proof = result_inclusion_proof([t.outcome for t in block], stored.index)
         return {
             **_tx_summary(stored),
             "tx": stored.raw.hex(),
             "height": stored.height,
             "header": header.to_json(),
             "proof": proof.to_json(),
+            # What wallet/proofs.py checks offline (docs/records.md, "Proofs").
+            "evidence": {
+                "tx": stored.raw.hex(),
+                "height": stored.height,
+                "tx_proof": proof.to_json(),
+                "result": stored.outcome.to_json(),
+                "result_proof": result_proof.to_json(),
+                "block": {"consensus": "solo", "header": header.to_json()},
+            },
         }
 
     async def query(self, path: str, data: bytes) -> QueryResult:

@@ -1,0 +1,254 @@
+"""Record proofs against a real `careledger up` node: what verify-record accepts and refuses.
+
+Each attack takes a real proof (or a real failed anchor) from the node and changes what a
+forger would change; verify_record_proof must refuse it and say which check failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+
+from careledger.chain.codes import Code
+from careledger.chain.tx import decode_tx
+from careledger.crypto.hashing import sha256
+from careledger.crypto.keyfile import KeyFile
+from careledger.crypto.keys import Identity
+from careledger.wallet.node_client import NodeClient, Signer
+from careledger.wallet.proofs import PROOF_FORMAT, ProofError, verify_record_proof
+from careledger.wallet.proving import author_key_evidence, tx_evidence
+from careledger.wallet.records import RecordsClient, RecordsError, Written, stamp
+from nodeutil import SHARED_DATA, NodeProcess
+
+
+def observations(count: int) -> list[dict[str, Any]]:
+    bundle = orjson.loads(
+        next(iter(sorted((SHARED_DATA / "synthea-r4").glob("A*.json")))).read_bytes()
+    )
+    found = [
+        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"
+    ]
+    return [{k: v for k, v in r.items() if k != "subject"} for r in found[:count]]
+
+
+@dataclass
+class Setup:
+    node: NodeProcess
+    api: NodeClient
+    org: KeyFile
+    writer: RecordsClient
+    patient: KeyFile
+    written: list[Written]
+
+
+@pytest.fixture
+def setup(node: NodeProcess) -> Iterator[Setup]:
+    org = KeyFile.load(node.data_dir / "keys" / "organisation.json")
+    writer = RecordsClient(node.url, org)
+    patient = writer.enrol_patient("proof test").keyfile
+    written = writer.write_many(patient.did, observations(5))  # one block, five anchors
+    yield Setup(node, NodeClient(node.url), org, writer, patient, written)
+    writer.close()
+
+
+def fresh(proof: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy, as the proof would be stored and sent."""
+    return orjson.loads(orjson.dumps(proof))
+
+
+def test_an_honest_proof_verifies_with_the_result_and_its_block(setup: Setup) -> None:
+    target = setup.written[2]
+    proof = fresh(setup.writer.proof(target.ref))
+    assert proof["format"] == PROOF_FORMAT
+    verified = verify_record_proof(proof)
+    assert verified.ref == target.ref and verified.author == setup.org.did
+    assert verified.height == target.height and verified.rotations == 0
+    assert verified.block.consensus == "solo"
+    assert setup.api.block(target.height)["hash"] == verified.header_hash
+    anchor = proof["anchor"]
+    assert anchor["result"]["code"] == 0
+    assert anchor["tx_proof"]["total"] == anchor["block"]["header"]["num_txs"] >= 5
+
+
+def test_a_proof_of_an_anchor_the_chain_rejected_is_refused(setup: Setup) -> None:
+    """A registered patient anchors a made-up record into another patient's record: the
+    anchor reaches a block (the sender is registered, the payload well-formed) and fails
+    there with UNAUTHORISED. Its proof is complete and honest, and must still be refused."""
+    intruder = setup.writer.enrol_patient("intruder").keyfile
+    made_up = {**observations(6)[5], "id": "made-up-condition"}
+    with pytest.raises(RecordsError, match="may not write records"):
+        RecordsClient(setup.node.url, intruder).write(setup.patient.did, made_up)
+    failed = _failed_tx_of(setup.api, intruder.did)
+    evidence = tx_evidence(setup.api, failed)
+    assert evidence["result"]["code"] == Code.UNAUTHORISED
+    proof = {
+        "format": PROOF_FORMAT,
+        "anchor": evidence,
+        "author_key": author_key_evidence(setup.api, intruder.did, evidence),
+        "resource": stamp(made_up, 1),
+        "salt": "00" * 32,
+    }
+    with pytest.raises(ProofError, match=r"failed on chain: result code 8 \(UNAUTHORISED\)"):
+        verify_record_proof(fresh(proof))
+
+    # The forger flips the result to success: the results root no longer matches.
+    flipped = fresh(proof)
+    flipped["anchor"]["result"]["code"] = 0
+    flipped["anchor"]["result_proof"]["leaf"] = ""  # the encoding of a code-0 result
+    with pytest.raises(ProofError, match=r"result proof does not lead to the results root"):
+        verify_record_proof(flipped)
+    # ... and keeping the old leaf with the new code is caught before that.
+    mismatched = fresh(proof)
+    mismatched["anchor"]["result"]["code"] = 0
+    with pytest.raises(ProofError, match="result is not the result proof's leaf"):
+        verify_record_proof(mismatched)
+
+
+def _failed_tx_of(api: NodeClient, sender: str) -> str:
+    top = int(api.status()["height"])
+    for height in range(top, 0, -1):
+        for tx in api.block(height)["txs"]:
+            if tx["code"] == 0:
+                continue
+            raw = bytes.fromhex(api.transaction(tx["hash"])["tx"])
+            if decode_tx(raw).tx.sender == sender:
+                return str(tx["hash"])
+    raise AssertionError(f"no failed transaction of {sender}")
+
+
+def test_a_proof_whose_signature_is_replaced_by_random_bytes_is_refused(setup: Setup) -> None:
+    proof = fresh(setup.writer.proof(setup.written[1].ref))
+    forged = fresh(proof)
+    raw = bytes.fromhex(forged["anchor"]["tx"])
+    forged["anchor"]["tx"] = (raw[:-64] + os.urandom(64)).hex()
+    with pytest.raises(ProofError, match="transaction is not the tx proof's leaf"):
+        verify_record_proof(forged)
+    # With the leaf made to match, the leaf is in no block.
+    forged["anchor"]["tx_proof"]["leaf"] = sha256(bytes.fromhex(forged["anchor"]["tx"])).hex()
+    with pytest.raises(ProofError, match=r"tx proof does not lead to block .* data_hash"):
+        verify_record_proof(forged)
+
+
+def test_a_proof_with_index_or_total_altered_is_refused(setup: Setup) -> None:
+    proof = fresh(setup.writer.proof(setup.written[3].ref))
+    total = proof["anchor"]["tx_proof"]["total"]
+    index = proof["anchor"]["tx_proof"]["index"]
+
+    more = fresh(proof)
+    more["anchor"]["tx_proof"]["total"] = total + 1
+    with pytest.raises(ProofError, match=f"not the header's transaction count num_txs={total}"):
+        verify_record_proof(more)
+    both = fresh(proof)  # both proofs' totals altered alike: still not the header's count
+    for name in ("tx_proof", "result_proof"):
+        both["anchor"][name]["total"] = total + 1
+    with pytest.raises(ProofError, match="num_txs"):
+        verify_record_proof(both)
+
+    moved = fresh(proof)  # both indexes moved alike: the path leads elsewhere
+    for name in ("tx_proof", "result_proof"):
+        moved["anchor"][name]["index"] = (index + 1) % total
+    with pytest.raises(ProofError, match="does not lead to"):
+        verify_record_proof(moved)
+
+    paired = fresh(proof)  # the result of another position paired with this transaction
+    paired["anchor"]["result_proof"]["index"] = (index + 1) % total
+    with pytest.raises(ProofError, match="different positions"):
+        verify_record_proof(paired)
+    header = fresh(proof)
+    header["anchor"]["block"]["header"]["num_txs"] = total + 1  # the header is hashed too:
+    verified = verify_record_proof(fresh(proof))  # its hash is what the user compares
+    with pytest.raises(ProofError, match="num_txs"):
+        verify_record_proof(header)
+    assert verified.header_hash == setup.api.block(verified.height)["hash"]
+
+
+def test_a_proof_of_altered_content_or_another_record_is_refused(setup: Setup) -> None:
+    proof = fresh(setup.writer.proof(setup.written[0].ref))
+    altered = fresh(proof)
+    altered["resource"]["status"] = "entered-in-error"
+    with pytest.raises(ProofError, match="commitment"):
+        verify_record_proof(altered)
+    other = fresh(proof)
+    other["resource"]["id"] = "another-id"
+    with pytest.raises(ProofError, match="not the anchored record"):
+        verify_record_proof(other)
+    with pytest.raises(ProofError, match="format"):
+        verify_record_proof({**proof, "format": "careledger-record-proof-v1"})
+
+
+def test_a_rotated_authors_proof_needs_the_rotation_that_registered_its_key(
+    setup: Setup,
+) -> None:
+    """The organisation writes (own key), rotates its key, writes again (new key). The second
+    anchor verifies only with the proven rotation; leaving it out or claiming the new key
+    without it is refused, and a rotation after the anchor cannot vouch for it."""
+    before = setup.written[0]
+    new_identity = Identity.generate()
+    rotation = Signer(setup.api, setup.org.did, setup.org.identity).send(
+        "identity/rotate_key",
+        {
+            "signing_key": new_identity.signing_public.hex(),
+            "encryption_key": new_identity.encryption_public.hex(),
+        },
+    )
+    rotated = KeyFile(setup.org.did, "organisation", new_identity, setup.org.name)
+    after = RecordsClient(setup.node.url, rotated).write(setup.patient.did, observations(7)[6])
+    own = setup.org.identity.signing_public.hex()
+    history = [
+        {"since": 0, "signing_key": own},
+        {"since": rotation["height"], "signing_key": new_identity.signing_public.hex()},
+    ]
+    reader = RecordsClient(setup.node.url, setup.patient)  # the old org key signs no more
+    proof = fresh(reader.proof(after.ref))
+    proof["author_key"] = author_key_evidence(setup.api, setup.org.did, proof["anchor"], history)
+    verified = verify_record_proof(fresh(proof))
+    assert verified.rotations == 1 and verified.signing_key == new_identity.signing_public.hex()
+
+    without = fresh(proof)
+    without["author_key"] = {"signing_key": own, "rotations": []}
+    with pytest.raises(ProofError, match=r"signature does not verify with .* key registered at"):
+        verify_record_proof(without)
+    unproven = fresh(proof)
+    unproven["author_key"]["rotations"] = []
+    with pytest.raises(ProofError, match="unknown origin"):
+        verify_record_proof(unproven)
+
+    earlier = fresh(reader.proof(before.ref))  # anchored before the rotation
+    assert verify_record_proof(earlier).rotations == 0
+    earlier["author_key"] = copy.deepcopy(proof["author_key"])
+    with pytest.raises(ProofError, match="not in order before the anchor"):
+        verify_record_proof(earlier)
+    # The gatherer itself leaves out a rotation that came after the anchor.
+    gathered = author_key_evidence(setup.api, setup.org.did, earlier["anchor"], history)
+    assert gathered == {"signing_key": own, "rotations": []}
+
+
+def test_hostile_values_in_a_record_proof_give_a_proof_error_or_change_nothing(
+    setup: Setup,
+) -> None:
+    """The anchor's evidence is fuzzed offline (test_tx_evidence.py); here the rest."""
+    honest = fresh(setup.writer.proof(setup.written[4].ref))
+    expected = verify_record_proof(honest)
+    hostile: tuple[Any, ...] = (None, "", "zz", -1, 0, 2**40, True, 1.5, [], {}, [1], {"a": 1})
+    paths = [("format",), ("author_key",), ("author_key", "signing_key"), ("resource",)]
+    paths += [
+        ("author_key", "rotations"),
+        ("salt",),
+        *(("resource", k) for k in honest["resource"]),
+    ]
+    for path in paths:
+        for new in hostile:
+            forged = fresh(honest)
+            target = forged
+            for step in path[:-1]:
+                target = target[step]
+            target[path[-1]] = new
+            with contextlib.suppress(ProofError):
+                assert verify_record_proof(forged) == expected, (path, new)
