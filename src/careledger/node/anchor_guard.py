@@ -3,8 +3,8 @@
 `AnchorGuard` wraps the consensus driver so that a `records/anchor` transaction is refused at
 this node's API (404, nothing enters the mempool) unless its blob is already stored here. A
 blob uploaded but never anchored (an *orphan*: the writer crashed, or its anchor was
-refused) is not a record: no query lists it, no route serves it, `careledger verify` counts
-but does not fail on it.
+refused) is not a record: no query lists it, no route serves it, and it expires
+(`node/erasure.py`): an anchor for a blob uploaded more than ANCHORABLE_AGE ago is refused too.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from careledger.chain.app import QueryResult
 from careledger.chain.codes import Code, TxFailure
 from careledger.chain.tx import decode_tx, tx_hash
 from careledger.consensus.driver import Admission, ConsensusDriver, Submission
+from careledger.node.erasure import anchorable
 from careledger.storage.blobstore import BlobStore
 
 
@@ -47,9 +48,14 @@ class AnchorGuard:
         except TxFailure:
             return ""  # the driver's check_tx gives the precise error
         digest = payload.get("blob_hash")
-        if payload.get("tombstone") or not isinstance(digest, str) or digest in self._store:
+        if payload.get("tombstone") or not isinstance(digest, str):
             return ""
-        return f"blob {digest[:64]} is not stored on this node: upload it before its anchor"
+        if anchorable(self._store, digest):
+            return ""
+        return (
+            f"blob {digest[:64]} is not stored on this node, or was uploaded too long ago"
+            " (orphans expire): upload it (again) before its anchor"
+        )
 
     async def status(self) -> dict[str, Any]:
         return await self._driver.status()

@@ -37,7 +37,8 @@ class EmbeddedNode:
         self.blob_store.remove_stale_temporaries()
         self.blob_service = BlobService(self.blob_store, self.producer)
         # Registered before the replay, so blocks replayed after a crash erase their blobs too.
-        self.app.on_commit(BlobEraser(self.blob_store).on_commit)
+        self.eraser = BlobEraser(self.blob_store, self.app.query)
+        self.app.on_commit(self.eraser.on_commit)
         self.replayed = self.producer.recover()
         sweep_erased(self.blob_store, self.app)
 
@@ -50,13 +51,14 @@ class EmbeddedNode:
 
         @contextlib.asynccontextmanager
         async def lifespan(_: Starlette) -> AsyncIterator[None]:
-            task = asyncio.create_task(self.producer.run())
+            tasks = [asyncio.create_task(t.run()) for t in (self.producer, self.eraser)]
             try:
                 yield
             finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                for task in tasks:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
 
         guarded = AnchorGuard(self.producer, self.blob_store)
         routes = [*node_routes(guarded), *self.blob_service.routes(), *extra_routes]

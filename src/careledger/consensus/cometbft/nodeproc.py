@@ -86,9 +86,11 @@ async def run_node(config: NodeConfig) -> None:
     driver = CometDriver(app, rpc)
     blobs = BlobStore(data.blobs)
     blobs.remove_stale_temporaries()
-    replicator = BlobReplicator(blobs, config.peer_api_urls, KeyFile.load(data.organisation_key))
+    eraser = BlobEraser(blobs, app.query)
+    organisation = KeyFile.load(data.organisation_key)
+    replicator = BlobReplicator(blobs, config.peer_api_urls, organisation, eraser)
     blob_service = BlobService(blobs, driver, on_missing=replicator.want)
-    for listener in (driver.on_commit, BlobEraser(blobs).on_commit, replicator.on_commit):
+    for listener in (driver.on_commit, eraser.on_commit, replicator.on_commit):
         app.on_commit(listener)
     sweep_erased(blobs, app)
     await server.start(config.abci_address)
@@ -99,10 +101,12 @@ async def run_node(config: NodeConfig) -> None:
         )
     )
     replicating = asyncio.create_task(replicator.run())
+    erasing = asyncio.create_task(eraser.run())
     try:
         await web.serve()
     finally:
         replicating.cancel()
+        erasing.cancel()
         await server.close()
         await rpc.close()
         store.close()
