@@ -35,7 +35,12 @@ import orjson
 from careledger.chain.app import Application, CommittedBlock, QueryResult
 from careledger.chain.modules.records.events import RecordsErased
 from careledger.chain.modules.records.queries import MAX_BLOBS_QUERY
-from careledger.storage.blobstore import BlobNotFound, BlobStore, BlobStoreError
+from careledger.storage.blobstore import (
+    BlobNotFound,
+    BlobStore,
+    BlobStoreError,
+    InvalidBlobHash,
+)
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +266,8 @@ def _delete_all(store: BlobStore, digests: Iterable[str]) -> tuple[int, dict[str
             removed += store.delete(digest)
         except OSError as exc:
             failures[digest] = exc
+        except InvalidBlobHash:  # not a file name at all: nothing on disk to delete
+            log.error("erasure skipped %r: not a blob hash", digest[:80])
     return removed, failures
 
 
