@@ -53,8 +53,8 @@ class AnchorGuard:
         if anchorable(self._store, digest):
             return ""
         return (
-            f"blob {digest[:64]} is not stored on this node, or was uploaded too long ago"
-            " (orphans expire): upload it (again) before its anchor"
+            f"blob {digest[:64]} is not stored on this node, or was stored too long ago"
+            " (orphans expire): upload it before its anchor"
         )
 
     async def status(self) -> dict[str, Any]:
