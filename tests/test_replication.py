@@ -1,4 +1,7 @@
-"""The blob replicator keeps only blobs whose SHA-256 is the anchored hash."""
+"""The blob replicator keeps only blobs whose SHA-256 is the anchored hash.
+
+The replicator asks the chain (a real state machine here) which blobs may be kept; races with
+erasure are in tests/test_erasure.py."""
 
 from __future__ import annotations
 
@@ -17,15 +20,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from careledger.chain.app import CommittedBlock, TxResult
-from careledger.chain.modules.base import Event
+from careledger.chain.app import Application
+from careledger.chain.modules.records import record_name
+from careledger.chain.tx import Tx
 from careledger.crypto.hashing import sha256_hex
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
+from careledger.node.erasure import BlobEraser
 from careledger.node.replication import BlobReplicator
 from careledger.protocol.frames import pack_results
 from careledger.storage.blobstore import BlobStore
-from nodeutil import free_port
+from nodeutil import CHAIN_ID, free_port, make_app, run_block
 
 GOOD = b"the anchored ciphertext"
 FORGED = b"something else entirely"
@@ -63,18 +68,72 @@ def peer() -> Iterator[str]:
     thread.join(5)
 
 
-def anchored(*digests: str) -> CommittedBlock:
-    events = tuple(Event("records.anchored", {"blob_hash": d}) for d in digests)
-    return CommittedBlock(1, 0, [b"tx"], [TxResult(0, events=events)])
+class Chain:
+    """A real state machine with one organisation and one patient, and this node's blobs."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.org, self.patient = Identity.generate(), Identity.generate()
+        self.app: Application = make_app(tmp_path / "state.sqlite", [self.org])
+        self.nonces = {self.org.did: 0, self.patient.did: 0}
+        self.store = BlobStore(tmp_path / "blobs")
+        self.eraser = BlobEraser(self.store, self.app.query)
+        self.app.on_commit(self.eraser.on_commit)
+        assert self.block(
+            self.patient,
+            [
+                ("identity/register_patient", {"encryption_key": "11" * 32}),
+                (
+                    "records/publish_scope_key",
+                    {"scope": "diagnostics", "epoch": 1, "public_key": "22" * 32},
+                ),
+            ],
+        ) == [0, 0]
+
+    def replicator(self, peer: str) -> BlobReplicator:
+        keyfile = KeyFile(self.org.did, "organisation", self.org)
+        replicator = BlobReplicator(self.store, [peer], keyfile, self.eraser)
+        self.app.on_commit(replicator.on_commit)
+        return replicator
+
+    def block(self, signer: Identity, txs: list[tuple[str, dict[str, object]]]) -> list[int]:
+        raws = []
+        for type_, payload in txs:
+            self.nonces[signer.did] += 1
+            nonce = self.nonces[signer.did]
+            raws.append(Tx(CHAIN_ID, type_, signer.did, nonce, payload).sign(signer))
+        return run_block(self.app, raws)
+
+    def anchor(self, *digests: str) -> None:
+        p = self.patient.did
+        anchors = [
+            (
+                "records/anchor",
+                {
+                    "patient": p,
+                    "resource_type": "Observation",
+                    "record": record_name(p, "Observation", digest),
+                    "version": 1,
+                    "blob_hash": digest,
+                    "commitment": "ab" * 32,
+                    "recipients": ["scope/diagnostics/1"],
+                },
+            )
+            for digest in digests
+        ]
+        assert self.block(self.org, anchors) == [0] * len(digests)
+
+    def erase(self, *digests: str) -> None:
+        names = [record_name(self.patient.did, "Observation", d) for d in digests]
+        assert self.block(self.patient, [("records/erase", {"records": names})]) == [0]
 
 
 def test_only_blobs_matching_their_anchor_are_stored(tmp_path: Path, peer: str) -> None:
-    store = BlobStore(tmp_path / "blobs")
-    org = Identity.generate()
-    replicator = BlobReplicator(store, [peer], KeyFile(org.did, "organisation", org))
+    chain = Chain(tmp_path)
+    store = chain.store
+    replicator = chain.replicator(peer)
     wanted_good = sha256_hex(GOOD)
     wanted_other = sha256_hex(b"what the chain anchored in second place")
-    replicator.on_commit(anchored(wanted_good, wanted_other))
+    chain.anchor(wanted_good, wanted_other)
     assert replicator.wanted == {wanted_good, wanted_other}
 
     async def one_pass() -> int:
@@ -86,16 +145,17 @@ def test_only_blobs_matching_their_anchor_are_stored(tmp_path: Path, peer: str) 
     assert store.get(wanted_good) == GOOD
     assert replicator.wanted == {wanted_other}  # the forged copy was refused; still wanted
 
-    erased = Event("records.erased", {"blob_hashes": wanted_other})
-    replicator.on_commit(CommittedBlock(2, 0, [b"tx"], [TxResult(0, events=(erased,))]))
+    chain.erase(wanted_other)
     assert replicator.wanted == set()
 
 
 def test_a_blob_asked_for_but_missing_is_fetched_on_demand(tmp_path: Path, peer: str) -> None:
     """A node that stopped before fetching a blob gets it the first time a reader asks."""
-    store = BlobStore(tmp_path / "blobs")
-    org = Identity.generate()
-    replicator = BlobReplicator(store, [peer], KeyFile(org.did, "organisation", org))
+    chain = Chain(tmp_path)
+    store = chain.store
+    replicator = chain.replicator(peer)
+    chain.anchor(sha256_hex(GOOD))
+    replicator.wanted.clear()  # as after a restart: the anchor's block was before it
 
     async def scenario() -> None:
         running = asyncio.create_task(replicator.run())

@@ -4,7 +4,8 @@ A `records/anchor` is refused at this node's API (404, nothing enters the mempoo
 blob is already stored here: a writer uploads first, then anchors, so every anchored blob has
 at least one copy the moment its anchor commits. A blob uploaded but never anchored (an
 *orphan*: the writer crashed, or its anchor was refused) is not a record: no query lists it,
-no route serves it, `careledger verify` counts but does not fail on it.
+no route serves it, and it expires (`node/erasure.py`): an anchor for a blob uploaded more
+than ANCHORABLE_AGE ago is refused too, so that it never races the orphan sweep.
 
 More checks of anchors register beside this one in `register_records_checks`, in the order
 they should run (cheapest first).
@@ -17,6 +18,7 @@ from careledger.chain.modules.base import Payload
 from careledger.chain.modules.records import MODULE
 from careledger.chain.modules.records.messages import Anchor
 from careledger.chain.tx import SignedTx
+from careledger.node.erasure import anchorable
 from careledger.node.pipeline import Refusal, SubmitPipeline
 from careledger.storage.blobstore import BlobStore
 
@@ -48,9 +50,10 @@ class BlobStoredHere:
 
     def __call__(self, stx: SignedTx) -> Refusal | None:
         anchor = parse_anchor(stx)
-        if anchor is None or anchor.tombstone or anchor.blob_hash in self._store:
+        if anchor is None or anchor.tombstone or anchorable(self._store, anchor.blob_hash):
             return None
         return Refusal(
             Code.NOT_FOUND,
-            f"blob {anchor.blob_hash} is not stored on this node: upload it before its anchor",
+            f"blob {anchor.blob_hash} is not stored on this node, or was stored too long ago"
+            " (orphans expire): upload it before its anchor",
         )

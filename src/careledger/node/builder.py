@@ -12,7 +12,7 @@ A node is, under either driver:
   replayed block erases and fetches blobs exactly as a live one does;
 - the start-up sweeps;
 - the ASGI app (`node/api.py`) whose lifespan runs the driver (the producer's task, or the ABCI
-  server) and the replicator.
+  server), the eraser's sweeps and retries, and the replicator.
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ class Node(Generic[D]):
     pipeline: SubmitPipeline
     blob_store: BlobStore
     blob_service: BlobService
+    eraser: BlobEraser
     replicator: BlobReplicator | None
     replayed: int  # stored blocks replayed into the state at start (solo)
     _running: Running = field(repr=False)
@@ -93,6 +94,7 @@ class Node(Generic[D]):
     async def _lifespan(self, _: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as running:
             await running.enter_async_context(self._running())
+            await running.enter_async_context(_background("eraser", self.eraser.run))
             if self.replicator is not None:
                 await running.enter_async_context(_background("replicator", self.replicator.run))
             yield
@@ -156,16 +158,18 @@ def _assemble(
     app = Application(store)
     consensus = _solo(app, data, spec) if isinstance(spec, Solo) else _cometbft(app, spec)
     blob_store = BlobStore(data.blobs)
+    eraser = BlobEraser(blob_store, app.query)
     replicator = None
     if peers:
-        replicator = BlobReplicator(blob_store, peers, KeyFile.load(data.organisation_key))
+        organisation = KeyFile.load(data.organisation_key)
+        replicator = BlobReplicator(blob_store, peers, organisation, eraser)
     pipeline = SubmitPipeline()
     register_records_checks(pipeline, blob_store)
     driver = CheckedDriver(consensus.driver, pipeline)
     blob_service = BlobService(
         blob_store, driver, on_missing=replicator.want if replicator else _no_peers
     )
-    listeners = [*consensus.listeners, BlobEraser(blob_store).on_commit]
+    listeners = [*consensus.listeners, eraser.on_commit]
     if replicator is not None:
         listeners.append(replicator.on_commit)
     for listener in listeners:
@@ -180,6 +184,7 @@ def _assemble(
         pipeline,
         blob_store,
         blob_service,
+        eraser,
         replicator,
         replayed,
         consensus.running,
@@ -195,7 +200,7 @@ def _start_up(app: Application, blob_store: BlobStore, catch_up: Callable[[], in
     blob_store.remove_stale_temporaries()  # writes that a crash interrupted
     replayed = catch_up()  # solo; CometBFT replays its blocks by the ABCI handshake instead
     sweep_erased(blob_store, app)  # erasures whose listener a crash skipped
-    # Further start-up sweeps (expiring orphan blobs, issue 7 attack 7) belong here.
+    # Orphans expire in the eraser's own sweep, which runs at start and every interval.
     return replayed
 
 

@@ -6,7 +6,16 @@ commits: this listener notes each anchored blob it lacks, and a background task 
 from the peers' `POST /blobs/fetch` route, signed as this node's organisation (member
 organisations may read any blob: nodes hold ciphertext, never keys). A fetched blob is kept
 only if its SHA-256 is the hash the chain anchored, so a faulty or malicious peer can delay a
-copy but never plant a wrong one. A blob erased before it arrives is no longer wanted.
+copy but never plant a wrong one.
+
+Erasure wins every race with a fetch (docs/records.md, "Erasure"). The records module is asked
+(through `BlobEraser.unwanted`) before a peer is asked, right before a fetched blob is stored,
+and again right after: a blob erased, or anchoring no record, is dropped from the wanted set,
+never requested and never kept. The check after the write closes the race with the erase's
+commit: the application commits the erase's state before it tells the eraser, so either that
+check sees the erase (and deletes the new file), or the erase committed after the file was in
+place (and the eraser's listener deletes it). A peer's 410 is not stored and not trusted: the
+blob stays wanted until this node's own chain erases it.
 
 The wanted set lives in memory. A blob still missing when a node stopped is wanted again the
 first time someone asks this node for it (`want`, called by the blob routes on a miss), so
@@ -28,8 +37,9 @@ from careledger.chain.modules.records.events import RecordAnchored, RecordsErase
 from careledger.crypto.hashing import sha256_hex
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.requestsig import authorization
+from careledger.node.erasure import BlobEraser, ChainQueryFailed
 from careledger.protocol.frames import MAX_FETCH, unpack_results
-from careledger.storage.blobstore import BlobStore
+from careledger.storage.blobstore import BlobStore, BlobStoreError
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +52,14 @@ class BlobReplicator:
         store: BlobStore,
         peers: Sequence[str],
         organisation: KeyFile,
+        eraser: BlobEraser,
         *,
         retry_interval: float = 0.5,
     ) -> None:
         self.store = store
         self.peers = [p.rstrip("/") for p in peers]
         self.organisation = organisation
+        self.eraser = eraser  # the chain's word on what may be kept, and who deletes
         self.retry_interval = retry_interval
         self.wanted: set[str] = set()
         self._wake = asyncio.Event()
@@ -86,14 +98,26 @@ class BlobReplicator:
         """One pass over the peers; returns how many blobs were stored."""
         stored = 0
         for peer in self.peers:
-            wanted = sorted(self.wanted)[:MAX_FETCH]
-            if not wanted:
-                break
             try:
+                wanted = self._still_wanted(sorted(self.wanted)[:MAX_FETCH])
+                if not wanted:
+                    break
                 stored += await self._fetch_from(http, peer, wanted)
             except (httpx.HTTPError, ValueError) as exc:
                 log.info("blob fetch from %s failed: %s", peer, exc)
+            except (ChainQueryFailed, BlobStoreError, OSError) as exc:
+                log.warning("fetched blobs not stored (retried later): %s", exc)
         return stored
+
+    def _still_wanted(self, digests: list[str]) -> list[str]:
+        """`digests` less those the chain erased or never anchored (dropped for good)."""
+        unwanted = self._unwanted(digests)
+        return [d for d in digests if d not in unwanted]
+
+    def _unwanted(self, digests: list[str]) -> set[str]:
+        unwanted = self.eraser.unwanted(digests)
+        self.wanted.difference_update(unwanted)
+        return unwanted
 
     async def _fetch_from(self, http: httpx.AsyncClient, peer: str, wanted: list[str]) -> int:
         body = orjson.dumps({"hashes": wanted})
@@ -109,12 +133,23 @@ class BlobReplicator:
             peer + FETCH_PATH, content=body, headers={"authorization": header}
         )
         response.raise_for_status()
-        good = [
-            blob
+        good = {
+            digest: blob
             for digest, (status, blob) in zip(wanted, unpack_results(response.content), strict=True)
             if status == 200 and sha256_hex(blob) == digest
-        ]
-        if good:
-            await asyncio.to_thread(self.store.put_many, good)
-            self.wanted.difference_update(sha256_hex(blob) for blob in good)
-        return len(good)
+        }
+        return await self._store_if_wanted(good) if good else 0
+
+    async def _store_if_wanted(self, fetched: dict[str, bytes]) -> int:
+        """Store fetched blobs the chain still wants; how many stayed on disk."""
+        # The erase may have committed while the request was in flight.
+        keep = self._still_wanted(list(fetched))
+        try:
+            if keep:
+                await asyncio.to_thread(self.store.put_many, [fetched[d] for d in keep])
+        finally:
+            # ...or while they were being written, its listener finding nothing to delete yet.
+            late = self._unwanted(keep)
+            self.eraser.erase(late)
+        self.wanted.difference_update(keep)
+        return len(keep) - len(late)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import zip_longest
@@ -38,6 +39,7 @@ from careledger.consensus.cometbft.inspect import InspectedStore, InspectError
 from careledger.consensus.cometbft.rpc import RpcError
 from careledger.consensus.solo.blockstore import BlockStore, IncompatibleBlocks
 from careledger.node.datadir import DataDir
+from careledger.node.erasure import ORPHAN_BOUND
 from careledger.node.network import APP_DIR, COMETBFT_HOME, is_network_node
 from careledger.storage.blobstore import BlobCorrupted, BlobNotFound, BlobStore
 
@@ -279,7 +281,8 @@ def _key(row: tuple[bytes, bytes] | None) -> str:
 
 def _check_blobs(store: StateStore, blobs: BlobStore) -> tuple[int, int, int]:
     """Every anchored blob of a live record is stored and hashes to its anchor; erased
-    records' blobs are gone. Returns (checked, erased, orphans: stored but never anchored)."""
+    records' blobs are gone. Returns (checked, erased, orphans: stored but never anchored,
+    younger than the bound)."""
     keeper = RecordsKeeper(KV(store, "records"))
     checked = erased = 0
     anchored: set[str] = set()
@@ -299,5 +302,22 @@ def _check_blobs(store: StateStore, blobs: BlobStore) -> tuple[int, int, int]:
         except BlobCorrupted:
             raise Fault(f"blob {digest} of {name} does not match its anchor's hash") from None
         checked += 1
-    orphans = sum(1 for digest in blobs if digest not in anchored)
-    return checked, erased, orphans
+    return checked, erased, _count_young_orphans(blobs, anchored)
+
+
+def _count_young_orphans(blobs: BlobStore, anchored: set[str]) -> int:
+    """Orphans (stored, never anchored) younger than ORPHAN_BOUND; an older one is a fault:
+    it holds wrapped keys past the bound within which a running node deletes it."""
+    oldest_allowed = time.time() - ORPHAN_BOUND
+    young = 0
+    for digest, stored_at in blobs.with_stored_at():
+        if digest in anchored:
+            continue
+        if stored_at < oldest_allowed:
+            hours = (time.time() - stored_at) / 3600
+            raise Fault(
+                f"blob {digest} was never anchored and was stored {hours:.1f} h ago: orphans"
+                f" are deleted within {ORPHAN_BOUND / 3600:.2f} h (a running node expires it)"
+            )
+        young += 1
+    return young

@@ -6,6 +6,14 @@ temporary file in the same directory, fsynced, renamed into place and the direct
 so that an anchor submitted after ``put`` never points at a blob a crash could lose.
 Large batches flush the file system twice instead (``syncfs``, see ``put_many``).
 Reads re-hash the bytes, so a flipped bit on disk is reported, never served.
+
+Erasure and expiry (``node/erasure.py`` decides what; this module does it durably):
+- A temporary file is named after the blob it will become (``.tmp-<hash>-<random>``), so
+  ``delete`` removes a blob together with any partial copy of it. A put whose temporary was
+  deleted that way fails with ``BlobErasedWhileWriting`` instead of renaming it into place.
+- A blob's age is its file's mtime: storing a blob that is already stored restarts it, and
+  ``expire`` deletes a blob only if it is still older than a cutoff, checked and unlinked
+  under the same lock as that restart, so a re-upload never loses a race with the expiry.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -41,6 +50,10 @@ class BlobCorrupted(BlobStoreError):
     """The bytes on disk no longer hash to their name."""
 
 
+class BlobErasedWhileWriting(BlobStoreError):
+    """The blob was deleted (erased) while this put was writing it; nothing was stored."""
+
+
 def blob_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -49,6 +62,9 @@ class BlobStore:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
         make_private_dir(self.root)
+        # Serialises a blob's age check and unlink (expire) with the restart of its age
+        # (a put of a stored blob), so that an expiry never deletes a just-uploaded blob.
+        self._age_lock = threading.Lock()
 
     def path_of(self, digest: str) -> Path:
         _check_hash(digest)
@@ -74,7 +90,7 @@ class BlobStore:
             digest = blob_hash(data)
             digests.append(digest)
             path = self.path_of(digest)
-            if not path.exists():
+            if not self._restart_age(path):
                 todo.append((path, data))
         if len(todo) >= SYNCFS_BATCH and _syncfs is not None:
             self._put_batch(todo)
@@ -92,13 +108,13 @@ class BlobStore:
         try:
             for path, data in todo:
                 self._make_fanout(path.parent)
-                fd, tmp_name = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
+                fd, tmp_name = tempfile.mkstemp(prefix=_temporary_prefix(path), dir=path.parent)
                 temporaries.append((tmp_name, path))
                 with os.fdopen(fd, "wb") as tmp:
                     tmp.write(data)
             self._syncfs()  # the bytes and the fan-out directories
             for tmp_name, path in temporaries:
-                os.replace(tmp_name, path)
+                _rename_into_place(tmp_name, path)
             temporaries = []
             self._syncfs()  # the names
         except BaseException:
@@ -141,32 +157,103 @@ class BlobStore:
         return isinstance(digest, str) and _HASH.fullmatch(digest) is not None and self.has(digest)
 
     def delete(self, digest: str) -> bool:
-        """Remove a blob durably (erasure). True if it existed; deleting twice is harmless."""
+        """Remove a blob and any partial copy of it durably (erasure).
+
+        True if the blob itself existed; deleting twice is harmless. Raises OSError when the
+        file system refuses (the caller retries: see node/erasure.py)."""
         path = self.path_of(digest)
+        partial_copies = self._remove_temporaries_of(path)
         try:
             path.unlink()
         except FileNotFoundError:
+            existed = False
+        else:
+            existed = True
+        if existed or partial_copies:
+            _fsync_directories({path.parent})
+        return existed
+
+    def _remove_temporaries_of(self, path: Path) -> bool:
+        try:
+            entries = list(os.scandir(path.parent))
+        except FileNotFoundError:
             return False
+        prefix = _temporary_prefix(path)
+        partial = [Path(e.path) for e in entries if e.name.startswith(prefix)]
+        for temporary in partial:
+            _unlink_quietly(temporary)
+        return bool(partial)
+
+    # --- age: orphans (uploaded, never anchored) expire --------------------------------------
+
+    def stored_at(self, digest: str) -> float:
+        """When the blob was last stored (its file's mtime, Unix seconds)."""
+        try:
+            return self.path_of(digest).stat().st_mtime
+        except FileNotFoundError as exc:
+            raise BlobNotFound(digest) from exc
+
+    def with_stored_at(self) -> Iterator[tuple[str, float]]:
+        """Every stored hash with its `stored_at` (unordered)."""
+        for entry in self._entries():
+            if _HASH.fullmatch(entry.name):
+                try:
+                    yield entry.name, entry.stat().st_mtime
+                except FileNotFoundError:
+                    continue  # deleted while listing
+
+    def expire(self, digest: str, stored_before: float) -> bool:
+        """Delete the blob if it was last stored before `stored_before` (Unix seconds).
+
+        The check and the unlink hold the lock that a put of the same blob takes to restart
+        its age, so a blob stored again meanwhile is kept. True if it was deleted."""
+        path = self.path_of(digest)
+        with self._age_lock:
+            try:
+                if path.stat().st_mtime >= stored_before:
+                    return False
+                path.unlink()
+            except FileNotFoundError:
+                return False
         _fsync_directories({path.parent})
+        return True
+
+    def _restart_age(self, path: Path) -> bool:
+        """Mark a stored blob as stored now; False if it is not stored."""
+        with self._age_lock:
+            try:
+                os.utime(path)
+            except FileNotFoundError:
+                return False
         return True
 
     def __iter__(self) -> Iterator[str]:
         """Every stored hash (unordered); temporary files of interrupted puts are skipped."""
-        for first in _subdirs(self.root):
-            for second in _subdirs(first):
-                for entry in os.scandir(second):
-                    if entry.is_file() and _HASH.fullmatch(entry.name):
-                        yield entry.name
+        for entry in self._entries():
+            if _HASH.fullmatch(entry.name):
+                yield entry.name
 
-    def remove_stale_temporaries(self) -> int:
-        """Delete leftovers of puts interrupted by a crash; call at start-up only."""
-        removed = 0
+    def _entries(self) -> Iterator[os.DirEntry[str]]:
         for first in _subdirs(self.root):
             for second in _subdirs(first):
                 for entry in os.scandir(second):
-                    if entry.name.startswith(_TMP_PREFIX):
-                        _unlink_quietly(Path(entry.path))
-                        removed += 1
+                    if entry.is_file():
+                        yield entry
+
+    def remove_stale_temporaries(self, written_before: float | None = None) -> int:
+        """Delete leftovers of puts interrupted by a crash: all of them at start-up (None),
+        or, on a running node, those last written before `written_before` (Unix seconds:
+        far older than any put in progress)."""
+        removed = 0
+        for entry in self._entries():
+            if not entry.name.startswith(_TMP_PREFIX):
+                continue
+            try:
+                if written_before is None or entry.stat().st_mtime < written_before:
+                    Path(entry.path).unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
         return removed
 
 
@@ -208,18 +295,31 @@ def _subdirs(path: Path) -> Iterator[Path]:
             yield Path(entry.path)
 
 
+def _temporary_prefix(path: Path) -> str:
+    """Temporaries carry their blob's hash, so that erasing a blob finds its partial copies."""
+    return f"{_TMP_PREFIX}{path.name}-"
+
+
 def _write_file_synced(path: Path, data: bytes) -> None:
     # Write beside the target and rename: readers see the whole blob or none of it.
-    fd, tmp_name = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=_temporary_prefix(path), dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as tmp:
             tmp.write(data)
             tmp.flush()
             os.fsync(tmp.fileno())
-        os.replace(tmp_name, path)
+        _rename_into_place(tmp_name, path)
     except BaseException:
         _unlink_quietly(Path(tmp_name))
         raise
+
+
+def _rename_into_place(tmp_name: str, path: Path) -> None:
+    try:
+        os.replace(tmp_name, path)
+    except FileNotFoundError:
+        # Only `delete` removes another put's temporary: the blob was erased meanwhile.
+        raise BlobErasedWhileWriting(f"blob {path.name} was erased while being stored") from None
 
 
 def _fsync_directories(directories: Iterable[Path]) -> None:
