@@ -4,10 +4,16 @@ The writer puts the owner there (real embedded node, real HTTP); the reader refu
 whose header names another record, even when its hash matches the anchor and its keys and
 ciphertext would open: the header is what nodes check before storing, anchoring or erasing
 a blob (docs/crypto.md section 7), so a reader must never accept one that disagrees with it.
+
+The attack (issue 7, attack 5): a registered identity sees a victim's blob hash in the mempool,
+anchors that hash under a record of its own, then erases its record, so that every node deletes
+the victim's blob. Nodes refuse the anchor; and when a node without that check (or a Byzantine
+proposer) lets it into a block anyway, the erasure deletes nothing of the victim's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import threading
 import time
@@ -28,6 +34,9 @@ from careledger.crypto.envelope import (
 )
 from careledger.node.builder import Node, Solo, build_node
 from careledger.node.datadir import initialise
+from careledger.node.erasure import sweep_erased
+from careledger.crypto.scopekeys import scope_for
+from careledger.wallet.node_client import NodeError
 from careledger.wallet.records import IntegrityError, RecordRef, RecordsClient, Written
 from nodeutil import free_port
 
@@ -43,7 +52,9 @@ OBSERVATION = {
 @dataclass
 class Setup:
     node: Node[SoloProducer]
+    clinic: RecordsClient
     patient: RecordsClient
+    attacker: RecordsClient
     written: Written
 
 
@@ -61,10 +72,11 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     while not server.started:
         time.sleep(0.02)
     url = f"http://127.0.0.1:{port}"
-    with RecordsClient(url, organisation) as clinic:
-        enrolment = clinic.enrol_patient("blob owner test")
-        written = clinic.write(enrolment.keyfile.did, OBSERVATION)
-    yield Setup(node, RecordsClient(url, enrolment.keyfile), written)
+    clinic = RecordsClient(url, organisation)
+    enrolment = clinic.enrol_patient("blob owner test")
+    written = clinic.write(enrolment.keyfile.did, OBSERVATION)
+    attacker = RecordsClient(url, clinic.enrol_patient("attacker").keyfile)
+    yield Setup(node, clinic, RecordsClient(url, enrolment.keyfile), attacker, written)
     server.should_exit = True
     thread.join(10)
     node.close()
@@ -117,3 +129,74 @@ def test_old_format_blobs_are_refused_by_the_reader(setup: Setup) -> None:
     old += len(key.wrapped).to_bytes(2, "big") + key.wrapped + parsed.ciphertext
     with pytest.raises(IntegrityError, match="format 1 is not read"):
         setup.patient.open_blob(setup.written.ref, anchor_of(setup, old), old)
+
+
+# --- the claim-and-erase attack --------------------------------------------------------------
+
+
+def pending_victim_blob(setup: Setup, resource_id: str) -> tuple[str, bytes]:
+    """A blob of a new record of the victim, uploaded and not yet anchored (its hash is what
+    an attacker watching the mempool would see)."""
+    victim = setup.written.ref.patient
+    blob = with_owner(stored_blob(setup), BlobOwner(victim, RecordRef(victim, "Observation", resource_id).name))
+    (digest,) = setup.clinic.upload([blob])
+    return digest, blob
+
+
+def claim(setup: Setup, digest: str, resource_id: str) -> tuple[RecordRef, bytes]:
+    """The attacker's anchor of `digest` as a record of its own (signed, not submitted)."""
+    attacker = setup.attacker.did
+    ref = RecordRef(attacker, "Observation", resource_id)
+    scope = setup.attacker.scope_keys(attacker)[scope_for("Observation")]
+    payload = {
+        "patient": attacker,
+        "resource_type": "Observation",
+        "record": ref.name,
+        "version": 1,
+        "blob_hash": digest,
+        "commitment": "00" * 32,
+        "recipients": [scope.recipient],
+    }
+    return ref, setup.attacker.signer.sign("records/anchor", payload)
+
+
+def test_a_node_refuses_an_anchor_of_a_blob_that_names_another_record(setup: Setup) -> None:
+    digest, _ = pending_victim_blob(setup, "pending-1")
+    _, raw = claim(setup, digest, "stolen-1")
+    with pytest.raises(NodeError) as refused:
+        setup.attacker.node.submit(raw, wait=True)
+    assert refused.value.status == 409
+    assert f"not record {RecordRef(setup.attacker.did, 'Observation', 'stolen-1').name}" in str(
+        refused.value
+    )
+    # The victim's own anchor of that blob is still free to land.
+    victim = setup.written.ref.patient
+    honest = dict(claim(setup, digest, "unused")[0].__dict__)  # only to reuse the scope lookup
+    assert honest  # (claim signs as the attacker; the victim's writer anchors below)
+    written = setup.clinic.write(victim, {**OBSERVATION, "id": "pending-1"})
+    assert written.version == 1 and written.blob_hash != digest  # a fresh seal, a fresh hash
+
+
+def test_an_erasure_of_a_hijacked_anchor_deletes_nothing_of_the_victims(setup: Setup) -> None:
+    digest, _ = pending_victim_blob(setup, "pending-2")
+    ref, raw = claim(setup, digest, "stolen-2")
+    # A node without the check, or a Byzantine proposer, lets the claim into a block.
+    landed = asyncio.run(setup.node.consensus.submit(raw, wait=True))
+    assert (landed.check_code, landed.code) == (0, 0)
+    setup.attacker.erase([ref])
+    assert digest in setup.node.blob_store  # the commit listener kept it
+    asyncio.run(setup.node.eraser.sweep())
+    assert sweep_erased(setup.node.blob_store, setup.node.app) == 0
+    assert digest in setup.node.blob_store  # and so did both sweeps
+
+
+def test_replication_stores_no_copy_whose_header_names_another_record(setup: Setup) -> None:
+    digest, blob = pending_victim_blob(setup, "pending-3")
+    _, raw = claim(setup, digest, "stolen-3")
+    assert asyncio.run(setup.node.consensus.submit(raw, wait=True)).code == 0
+    # The chain says the hash anchors the attacker's record; the copy's header disagrees.
+    assert setup.node.eraser.storable({digest: blob}) == []
+    honest = stored_blob(setup)
+    assert setup.node.eraser.storable({setup.written.blob_hash: honest}) == [
+        setup.written.blob_hash
+    ]

@@ -60,6 +60,9 @@ _RECORD_NAME = re.compile(r"[0-9a-f]{64}")
 _MAX_U16 = 0xFFFF
 _MAX_U32 = 0xFFFFFFFF
 _MAX_OWNER_HEADER = len(BLOB_MAGIC) + 2 * (2 + _MAX_U16)  # magic, lp(patient), lp(record)
+# The most bytes a valid owner header takes (a patient of 255 bytes, a 64-hex record name):
+# a node reads this much of a stored blob to learn its owner, never the whole blob.
+OWNER_HEADER_BYTES = len(BLOB_MAGIC) + 2 + 255 + 2 + 64
 
 
 class EnvelopeError(Exception):

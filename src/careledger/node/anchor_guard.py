@@ -19,6 +19,7 @@ from careledger.chain.modules.records import MODULE
 from careledger.chain.modules.records.messages import Anchor
 from careledger.chain.tx import SignedTx
 from careledger.node.erasure import anchorable
+from careledger.node.ownership import names, stored_owner
 from careledger.node.pipeline import Refusal, SubmitPipeline
 from careledger.storage.blobstore import BlobStore
 
@@ -28,9 +29,7 @@ ANCHOR = f"{MODULE}/anchor"
 def register_records_checks(pipeline: SubmitPipeline, store: BlobStore) -> None:
     """The records module's checks, in the order they run."""
     pipeline.register(ANCHOR, BlobStoredHere(store))
-    # Next (issue 7, attack 5): the stored blob's header names the anchored record,
-    # `crypto.envelope.record_blob_owner(blob)` against (anchor.patient, anchor.record);
-    # register it here, after BlobStoredHere, so it only ever reads a blob that exists.
+    pipeline.register(ANCHOR, BlobNamesItsRecord(store))  # reads a blob that exists
 
 
 def parse_anchor(stx: SignedTx) -> Anchor | None:
@@ -56,4 +55,26 @@ class BlobStoredHere:
             Code.NOT_FOUND,
             f"blob {anchor.blob_hash} is not stored on this node, or was stored too long ago"
             " (orphans expire): upload it before its anchor",
+        )
+
+
+class BlobNamesItsRecord:
+    """Refuses an anchor whose blob's header names another patient or record: a blob hash
+    seen in a mempool cannot be claimed by anchoring it under a record of one's own."""
+
+    def __init__(self, store: BlobStore) -> None:
+        self._store = store
+
+    def __call__(self, stx: SignedTx) -> Refusal | None:
+        anchor = parse_anchor(stx)
+        if anchor is None or anchor.tombstone:
+            return None
+        owner = stored_owner(self._store, anchor.blob_hash)
+        if names(owner, anchor.patient, anchor.record):
+            return None
+        named = "no record" if owner is None else f"record {owner.record} of {owner.patient}"
+        return Refusal(
+            Code.CONFLICT,
+            f"blob {anchor.blob_hash} names {named} in its header, not record {anchor.record}"
+            f" of {anchor.patient}",
         )

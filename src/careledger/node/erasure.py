@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,7 @@ import orjson
 from careledger.chain.app import Application, CommittedBlock, QueryResult
 from careledger.chain.modules.records.events import RecordsErased
 from careledger.chain.modules.records.queries import MAX_BLOBS_QUERY
+from careledger.node.ownership import names, owner_of, stored_owner
 from careledger.storage.blobstore import (
     BlobNotFound,
     BlobStore,
@@ -134,13 +135,40 @@ class BlobEraser:
     # --- erasure --------------------------------------------------------------------------
 
     def on_commit(self, block: CommittedBlock) -> None:
-        """Delete the blobs of records erased in this block (an Application commit listener)."""
+        """Delete the blobs of records erased in this block (an Application commit listener).
+
+        Only a blob whose header names one of the erased records goes: an erasure of a record
+        that anchored someone else's blob hash deletes nothing of theirs."""
         self.erase(
             digest
             for result in block.tx_results
             for erased in RecordsErased.all_in(result.events)
             for digest in erased.blob_hashes
+            if self._belongs(digest, erased)
         )
+
+    def _belongs(self, digest: str, erased: RecordsErased) -> bool:
+        if digest not in self.store:
+            return True  # nothing stored to protect; a partial copy still goes
+        owner = stored_owner(self.store, digest)
+        if owner is not None and owner.patient == erased.patient and owner.record in erased.records:
+            return True
+        log.warning("erasure names blob %s, whose header names another record: kept", digest)
+        return False
+
+    def storable(self, fetched: Mapping[str, bytes]) -> list[str]:
+        """The fetched blobs this node may store: anchored, not erased, and naming in their
+        header the record that anchored them."""
+        digests = list(fetched)
+        keep = []
+        for digest, anchor in zip(digests, self.anchors(digests), strict=True):
+            if anchor is None or anchor["erased_at"]:
+                continue
+            if names(owner_of(fetched[digest]), anchor["patient"], anchor["record"]):
+                keep.append(digest)
+            else:
+                log.warning("blob %s names another record than its anchor's: not stored", digest)
+        return keep
 
     def erase(self, digests: Iterable[str]) -> int:
         """Delete these blobs now; any the file system refuses is retried later by `run`.
@@ -231,7 +259,9 @@ class BlobEraser:
                     old_orphans.append(digest)
                 elif anchor is None:
                     young_orphans += 1
-                elif anchor["erased_at"]:
+                elif anchor["erased_at"] and names(
+                    stored_owner(self.store, digest), anchor["patient"], anchor["record"]
+                ):
                     erased.append(digest)
             await asyncio.sleep(0)  # the chain's queries and commits share this loop
         removed, failures = await asyncio.to_thread(_delete_all, self.store, erased)
@@ -250,8 +280,15 @@ def sweep_erased(store: BlobStore, app: Application) -> int:
 
 
 def _erased_among(eraser: BlobEraser, digests: list[str]) -> list[str]:
+    """The stored blobs whose own record (the one their header names) is erased."""
     anchors = eraser.anchors(digests)
-    return [d for d, a in zip(digests, anchors, strict=True) if a is not None and a["erased_at"]]
+    return [
+        digest
+        for digest, anchor in zip(digests, anchors, strict=True)
+        if anchor is not None
+        and anchor["erased_at"]
+        and names(stored_owner(eraser.store, digest), anchor["patient"], anchor["record"])
+    ]
 
 
 def _stored_since(store: BlobStore, since: float | None) -> list[tuple[str, float]]:

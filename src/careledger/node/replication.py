@@ -142,8 +142,10 @@ class BlobReplicator:
 
     async def _store_if_wanted(self, fetched: dict[str, bytes]) -> int:
         """Store fetched blobs the chain still wants; how many stayed on disk."""
-        # The erase may have committed while the request was in flight.
-        keep = self._still_wanted(list(fetched))
+        # The erase may have committed while the request was in flight; and a copy whose
+        # header names another record than its anchor's is never stored.
+        keep = self.eraser.storable(fetched)
+        self.wanted.difference_update(set(fetched) - set(keep))
         try:
             if keep:
                 await asyncio.to_thread(self.store.put_many, [fetched[d] for d in keep])

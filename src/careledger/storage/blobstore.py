@@ -150,6 +150,15 @@ class BlobStore:
             raise BlobCorrupted(f"blob {digest} is corrupted: its bytes hash to something else")
         return data
 
+    def head(self, digest: str, size: int) -> bytes:
+        """The blob's first `size` bytes, unchecked (only `get` re-hashes): for reading a
+        small header without loading a large blob."""
+        try:
+            with self.path_of(digest).open("rb") as file:
+                return file.read(size)
+        except FileNotFoundError as exc:
+            raise BlobNotFound(digest) from exc
+
     def has(self, digest: str) -> bool:
         return self.path_of(digest).is_file()
 
