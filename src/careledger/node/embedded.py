@@ -16,7 +16,7 @@ from careledger.chain.store import StateStore
 from careledger.consensus.solo.blockstore import BlockStore
 from careledger.consensus.solo.producer import SoloProducer
 from careledger.node.anchor_guard import AnchorGuard
-from careledger.node.api import exception_handlers, node_routes
+from careledger.node.api import create_node_api
 from careledger.node.blobs import BlobService
 from careledger.node.datadir import DataDir
 from careledger.node.erasure import BlobEraser, sweep_erased
@@ -59,8 +59,8 @@ class EmbeddedNode:
                     await task
 
         guarded = AnchorGuard(self.producer, self.blob_store)
-        routes = [*node_routes(guarded), *self.blob_service.routes(), *extra_routes]
-        return Starlette(routes=routes, exception_handlers=exception_handlers(), lifespan=lifespan)
+        routes = [*self.blob_service.routes(), *extra_routes]
+        return create_node_api(guarded, self.data, routes, lifespan)
 
 
 def serve(app: Starlette, host: str, port: int) -> None:

@@ -92,7 +92,7 @@ async def run_node(config: NodeConfig) -> None:
         app.on_commit(listener)
     sweep_erased(blobs, app)
     await server.start(config.abci_address)
-    api = create_node_api(AnchorGuard(driver, blobs), blob_service.routes())
+    api = create_node_api(AnchorGuard(driver, blobs), data, blob_service.routes())
     web = uvicorn.Server(
         uvicorn.Config(
             api, host=config.api_host, port=config.api_port, log_level="warning", access_log=False
