@@ -125,9 +125,7 @@ def node_routes(driver: ConsensusDriver, node_id: str) -> list[BaseRoute]:
 
     return [
         ApiRoute("/status", status, perimeter=Perimeter(public=True)),
-        ApiRoute(
-            "/tx", submit_one, methods=["POST"], perimeter=Perimeter(TX_BODY, registers=True)
-        ),
+        ApiRoute("/tx", submit_one, methods=["POST"], perimeter=Perimeter(TX_BODY, registers=True)),
         ApiRoute("/txs", submit_many, methods=["POST"], perimeter=Perimeter(TXS_BODY)),
         ApiRoute("/blocks/{height}", block),
         ApiRoute("/txs/{hash}", transaction),
