@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import select
 import socket
 import time
@@ -21,6 +22,7 @@ from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
 from careledger.crypto.requestsig import MAX_SKEW_MS, Audience, SignedRequest, authorization
 from careledger.node.auth import ReplayCache, ReplayCacheFull, Replayed
+from careledger.protocol.frames import MAX_FETCH, unpack_results
 from careledger.protocol.signing import RequestSigner
 from careledger.wallet.node_client import NodeClient, NodeError, Signer
 from nodeutil import NodeProcess, free_port
@@ -301,4 +303,7 @@ def test_every_route_caps_its_body_and_a_get_takes_none(node: NodeProcess) -> No
             response = client.post(path, content=b"{" + b" " * size + b"}")
             assert error_of(response) == (413, "oversized"), path
             assert "limit" in response.json()["error"]["message"]
+    largest_fetch = {"hashes": ["ab" * 32] * MAX_FETCH}  # the most a fetch may ask fits
+    fetched = http.post("/blobs/fetch", content=json.dumps(largest_fetch, indent=1).encode())
+    assert fetched.status_code == 200 and len(unpack_results(fetched.content)) == MAX_FETCH
     assert http.get("/query/identity/members").status_code == 200

@@ -61,7 +61,7 @@ from careledger.node.errors import CLOSE, ApiError, handle_api_error
 
 SELF_REGISTRATION = frozenset({"identity/register_patient", "identity/apply_membership"})
 UNREGISTERED = "unregistered"  # the kind of a caller that is registering itself
-REPLAY_CAPACITY = 250_000  # about 25 MB; at most this many requests per skew window
+REPLAY_CAPACITY = 250_000  # about 20 MiB; at most this many requests per skew window
 NODE_ID_FILE = "node_id"
 
 Clock = Callable[[], int]

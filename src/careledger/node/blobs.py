@@ -66,7 +66,7 @@ from careledger.storage.blobstore import (
 log = logging.getLogger(__name__)
 
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024  # one POST /blobs (a writer's chunk is a few MiB)
-FETCH_BODY = 64 * MAX_FETCH + 1024  # {"hashes": [...]}: 64 hex characters and '"",' each
+FETCH_BODY = 70 * MAX_FETCH + 1024  # {"hashes": [...]}: '"<64 hex>", ' each
 # Parallel writers: fsyncs from several threads share journal commits, so a batch of
 # blobs syncs in far less than one round trip to the disk each.
 WRITE_THREADS = 8
