@@ -80,6 +80,7 @@ def test_only_status_answers_an_unsigned_request(node: NodeProcess) -> None:
     ]:
         response = plain.request(method, path, content=body)
         assert error_of(response) == (401, "unauthenticated"), path
+        assert response.headers["www-authenticate"] == "CareLedger"
     assert plain.get("/status").status_code == 200  # still serving
 
 

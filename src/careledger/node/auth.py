@@ -48,6 +48,7 @@ from careledger.consensus.driver import ConsensusDriver
 from careledger.crypto.keys import KeyError_, ed25519_from_did
 from careledger.crypto.requestsig import (
     MAX_SKEW_MS,
+    SCHEME,
     Audience,
     BadAuthorization,
     SignedRequest,
@@ -63,6 +64,7 @@ SELF_REGISTRATION = frozenset({"identity/register_patient", "identity/apply_memb
 UNREGISTERED = "unregistered"  # the kind of a caller that is registering itself
 REPLAY_CAPACITY = 250_000  # about 20 MiB; at most this many requests per skew window
 NODE_ID_FILE = "node_id"
+CHALLENGE = {"www-authenticate": SCHEME}
 
 Clock = Callable[[], int]
 
@@ -252,7 +254,8 @@ class Authentication:
         try:
             return await self._authenticate(scope, receive, perimeter, has_body)
         except BadAuthorization as exc:
-            raise ApiError(401, "unauthenticated", str(exc), CLOSE if has_body else None) from None
+            headers = {**CHALLENGE, **(CLOSE if has_body else {})}
+            raise ApiError(401, "unauthenticated", str(exc), headers) from None
 
     async def _authenticate(
         self, scope: Scope, receive: Receive, perimeter: Perimeter, has_body: bool
