@@ -6,6 +6,7 @@ error, while the node keeps serving.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -22,6 +23,8 @@ from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
 from careledger.crypto.requestsig import MAX_SKEW_MS, Audience, SignedRequest, authorization
 from careledger.node.auth import ReplayCache, ReplayCacheFull, Replayed
+from careledger.node.datadir import initialise
+from careledger.node.embedded import EmbeddedNode
 from careledger.protocol.frames import MAX_FETCH, unpack_results
 from careledger.protocol.signing import RequestSigner
 from careledger.wallet.node_client import NodeClient, NodeError, Signer
@@ -308,3 +311,23 @@ def test_every_route_caps_its_body_and_a_get_takes_none(node: NodeProcess) -> No
     fetched = http.post("/blobs/fetch", content=json.dumps(largest_fetch, indent=1).encode())
     assert fetched.status_code == 200 and len(unpack_results(fetched.content)) == MAX_FETCH
     assert http.get("/query/identity/members").status_code == 200
+
+
+def test_a_websocket_is_refused_before_any_route(tmp_path: Path) -> None:
+    """No route takes a websocket; one added later must not bypass authentication."""
+    initialise(tmp_path / "data")
+    node = EmbeddedNode(tmp_path / "data")
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {"type": "websocket", "path": "/status", "raw_path": b"/status", "headers": []}
+    try:
+        asyncio.run(node.asgi()(scope, receive, send))
+    finally:
+        node.close()
+    assert sent == [{"type": "websocket.close", "code": 1008}]

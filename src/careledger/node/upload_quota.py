@@ -29,7 +29,10 @@ from careledger.protocol.frames import MAX_FETCH
 
 MAX_PENDING_BYTES = 256 * 1024 * 1024
 MAX_PENDING_BLOBS = 20_000
-HOLD_S = 24 * 3600.0  # keep equal to the orphan expiry of node/erasure.py
+# How long an unanchored blob counts: until the node has deleted it as an orphan, i.e.
+# node/erasure.py's ORPHAN_BOUND (ORPHAN_TTL 3600 s + SWEEP_INTERVAL 300 s), which lands with
+# the erasure stream; import it from there once both are merged.
+HOLD_S = 3900.0
 RECHECK_S = 2.0
 
 
