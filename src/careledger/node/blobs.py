@@ -168,12 +168,12 @@ class BlobService:
         put: Callable[[list[bytes]], Awaitable[list[str]]],
     ) -> list[str]:
         """Store blobs with `put` if the caller's upload quota has room for them."""
-        reservation = await self.quota.reserve(caller.did, [len(b) for b in blobs])
+        sizes = [len(b) for b in blobs]
+        reservation = await self.quota.reserve(caller.did, sizes)
         hashes: list[str] = []
         try:
             hashes = await put(blobs)
-        finally:
-            sizes = [len(b) for b in blobs]
+        finally:  # a failed put settles nothing: its reservation is released
             self.quota.settle(reservation, list(zip(hashes, sizes, strict=False)))
         return hashes
 
