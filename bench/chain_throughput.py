@@ -82,7 +82,7 @@ def run_http(total: int, clients: int, batch: int) -> Figures:
     """A real node process; `clients` threads post batches of signed txs and wait for commit."""
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch) / "data"
-        initialise(root)
+        org = initialise(root)
         port = 18500
         command = [sys.executable, "-m", "careledger.cli", "up", "--data-dir", str(root)]
         proc = subprocess.Popen(
@@ -101,7 +101,7 @@ def run_http(total: int, clients: int, batch: int) -> Figures:
             lock = threading.Lock()
 
             def worker(mine: list[list[bytes]]) -> None:
-                client = NodeClient(url, timeout=120)
+                client = NodeClient(url, org, timeout=120)
                 for chunk in mine:
                     sent = time.perf_counter()
                     results = client.submit_many(chunk, wait=True)

@@ -20,7 +20,9 @@ import httpx
 from careledger.chain.app import Application, BlockContext
 from careledger.chain.genesis import Genesis
 from careledger.chain.store import StateStore
+from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
+from careledger.wallet.node_client import NodeClient
 
 # ../shared/data beside the project; CARELEDGER_SHARED_DATA when the checkout is elsewhere.
 SHARED_DATA = Path(
@@ -60,6 +62,19 @@ class NodeProcess:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def organisation(self) -> KeyFile:
+        """The key file `careledger up` wrote for the chain's founding organisation."""
+        return KeyFile.load(self.data_dir / "keys" / "organisation.json")
+
+    def client(self, identity: KeyFile | None = None, timeout: float = 30) -> NodeClient:
+        """A node client signing as `identity` (default: the node's organisation)."""
+        return NodeClient(self.url, identity or self.organisation(), timeout=timeout)
 
     def start(self, *extra: str) -> None:
         log = open(self.data_dir.parent / f"node-{self.port}.log", "ab")  # noqa: SIM115

@@ -10,7 +10,7 @@ import httpx
 
 from careledger.chain.tx import Tx
 from careledger.crypto.keys import Identity
-from careledger.wallet.node_client import NodeClient, NodeError
+from careledger.wallet.node_client import NodeError
 from nodeutil import NodeProcess, free_port, run_verify
 
 KILLS = 5
@@ -24,7 +24,7 @@ def test_sigkill_loses_no_acknowledged_transaction(tmp_path: Path) -> None:
     try:
         for _ in range(KILLS):
             node.start("--block-interval", "0.02")
-            client = NodeClient(node.url, timeout=10)
+            client = node.client(timeout=10)
             chain_id = client.status()["chain_id"]
             killer = threading.Timer(rng.uniform(0.3, 1.5), node.kill)
             killer.start()
@@ -41,7 +41,7 @@ def test_sigkill_loses_no_acknowledged_transaction(tmp_path: Path) -> None:
         assert len(acknowledged) > BATCH
 
         node.start("--block-interval", "0.02")
-        client = NodeClient(node.url)
+        client = node.client()
         for tx_hash in acknowledged:
             assert client.transaction(tx_hash)["code"] == 0, tx_hash
         client.close()

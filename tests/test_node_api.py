@@ -13,14 +13,15 @@ from careledger.crypto.hashing import sha256
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
 from careledger.crypto.merkle import InclusionProof, verify_inclusion
+from careledger.protocol.signing import RequestSigner
 from careledger.wallet.node_client import NodeClient, NodeError, Signer
 from nodeutil import NodeProcess
 
 
 def test_a_committed_transaction_is_provable_from_its_block_header(node: NodeProcess) -> None:
-    client = NodeClient(node.url)
     patient = Identity.generate()
-    signer = Signer(client, patient.did, patient)
+    client = NodeClient(node.url, patient)  # the patient's own device registers itself
+    signer = Signer(client, patient.did, patient, last_nonce=0)
     result = signer.send("identity/register_patient", {"encryption_key": "66" * 32})
     assert result["code"] == 0 and result["height"] >= 1
 
@@ -37,8 +38,8 @@ def test_a_committed_transaction_is_provable_from_its_block_header(node: NodePro
 
 
 def test_the_organisation_key_written_on_first_start_can_act_at_once(node: NodeProcess) -> None:
-    client = NodeClient(node.url)
     org = KeyFile.load(node.data_dir / "keys" / "organisation.json")
+    client = NodeClient(node.url, org)
     doctor = Identity.generate()
     Signer(client, org.did, org.identity).send(
         "identity/register_practitioner",
@@ -49,8 +50,9 @@ def test_the_organisation_key_written_on_first_start_can_act_at_once(node: NodeP
 
 
 def test_bad_input_gets_clear_errors_and_the_node_keeps_serving(node: NodeProcess) -> None:
-    client = NodeClient(node.url)
-    http = httpx.Client(base_url=node.url)
+    client = node.client()
+    org = node.organisation()
+    http = httpx.Client(base_url=node.url, auth=RequestSigner(org.identity, org.did))
     patient = Identity.generate()
     good = Tx(
         client.status()["chain_id"],
@@ -91,7 +93,7 @@ def test_bad_input_gets_clear_errors_and_the_node_keeps_serving(node: NodeProces
 
 
 def test_a_batch_of_submissions_is_answered_one_by_one(node: NodeProcess) -> None:
-    client = NodeClient(node.url)
+    client = node.client()
     chain_id = client.status()["chain_id"]
     patients = [Identity.generate() for _ in range(20)]
     txs = [

@@ -51,7 +51,6 @@ from careledger.crypto.keys import (
     identity_from_phrase,
     new_recovery_phrase,
 )
-from careledger.crypto.requestsig import authorization
 from careledger.crypto.scopekeys import (
     SCOPES,
     ScopeKeyError,
@@ -218,7 +217,7 @@ class RecordsClient:
     """Records as one identity: an organisation, a practitioner, or a patient."""
 
     def __init__(self, node: NodeClient | str, keyfile: KeyFile, *, workers: int = 0) -> None:
-        self.node = NodeClient(node) if isinstance(node, str) else node
+        self.node = (NodeClient(node) if isinstance(node, str) else node).signed_as(keyfile)
         self.did = keyfile.did
         self.identity = keyfile.identity
         self.signer = Signer(self.node, self.did, self.identity)
@@ -245,11 +244,7 @@ class RecordsClient:
     # --- signed HTTP ----------------------------------------------------------------------
 
     def _signed(self, method: str, path: str, body: bytes = b"") -> bytes:
-        ts = time.time_ns() // 1_000_000
-        header = authorization(self.identity, self.did, method, path, body, ts)
-        response = self.node.http.request(
-            method, path, content=body, headers={"authorization": header}
-        )
+        response = self.node.http.request(method, path, content=body, auth=self.node.auth)
         if response.status_code >= 400:
             try:
                 error = response.json()["error"]
