@@ -17,13 +17,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from careledger.node.embedded import EmbeddedNode
 
 from careledger.chain.tx import Tx
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
 from careledger.crypto.requestsig import MAX_SKEW_MS, Audience, SignedRequest, authorization
 from careledger.node.auth import ReplayCache, ReplayCacheFull, Replayed
+from careledger.node.builder import Solo, build_node
 from careledger.node.datadir import initialise
 from careledger.protocol.frames import MAX_FETCH, unpack_results
 from careledger.protocol.signing import RequestSigner
@@ -316,7 +316,7 @@ def test_every_route_caps_its_body_and_a_get_takes_none(node: NodeProcess) -> No
 def test_a_websocket_is_refused_before_any_route(tmp_path: Path) -> None:
     """No route takes a websocket; one added later must not bypass authentication."""
     initialise(tmp_path / "data")
-    node = EmbeddedNode(tmp_path / "data")
+    node = build_node(tmp_path / "data", Solo())
     sent: list[dict[str, object]] = []
 
     async def receive() -> dict[str, object]:

@@ -13,9 +13,10 @@ from pathlib import Path
 import orjson
 import pytest
 import uvicorn
-from careledger.node.embedded import EmbeddedNode
 
+from careledger.consensus.solo.producer import SoloProducer
 from careledger.crypto.keyfile import KeyFile
+from careledger.node.builder import Node, Solo, build_node
 from careledger.node.datadir import initialise
 from careledger.node.upload_quota import UploadQuota
 from careledger.wallet.records import RecordsClient, RecordsError
@@ -27,7 +28,7 @@ HOLD_S = 3600.0
 
 @dataclass
 class Served:
-    node: EmbeddedNode
+    node: Node[SoloProducer]
     url: str
     org: KeyFile
     clock: list[float]  # the quota's clock, moved by the test to expire orphans
@@ -37,10 +38,10 @@ class Served:
 def served(tmp_path: Path) -> Iterator[Served]:
     root = tmp_path / "data"
     org = initialise(root)
-    node = EmbeddedNode(root, block_interval=0.05)
+    node = build_node(root, Solo(0.05))
     clock = [0.0]
     node.blob_service.quota = UploadQuota(
-        node.producer, max_bytes=QUOTA, max_blobs=1000, hold_s=HOLD_S, clock=lambda: clock[0]
+        node.consensus, max_bytes=QUOTA, max_blobs=1000, hold_s=HOLD_S, clock=lambda: clock[0]
     )
     port = free_port()
     server = uvicorn.Server(

@@ -8,10 +8,10 @@ import tomllib
 from pathlib import Path
 from urllib.parse import urlparse
 
-from careledger.consensus.cometbft.localnet import create_network
 from netutil import free_base_port
 
 from careledger.consensus.cometbft.config import NetSettings, NodeAddress, node_config_values
+from careledger.localnet.network import create_network
 
 
 def _loopback(address: str) -> bool:
