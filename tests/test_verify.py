@@ -16,7 +16,7 @@ from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
 from careledger.node.datadir import initialise
 from careledger.node.embedded import EmbeddedNode
-from nodeutil import careledger_command, run_verify
+from nodeutil import careledger_command, practitioner_payload, register_patient_tx, run_verify
 
 
 @pytest.fixture(scope="module")
@@ -30,22 +30,14 @@ def honest_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     async def fill() -> None:
         for block in range(4):
             for _ in range(5):
-                patient = Identity.generate()
-                raw = Tx(
-                    chain_id,
-                    "identity/register_patient",
-                    patient.did,
-                    1,
-                    {"encryption_key": patient.encryption_public.hex()},
-                ).sign(patient)
+                raw = register_patient_tx(chain_id, Identity.generate(), org.identity)
                 await node.producer.submit(raw, wait=False)
-            doctor = Identity.generate()
             reg = Tx(
                 chain_id,
                 "identity/register_practitioner",
                 org.did,
                 block + 1,
-                {"did": doctor.did, "encryption_key": doctor.encryption_public.hex()},
+                practitioner_payload(chain_id, org.did, Identity.generate()),
             ).sign(org.identity)
             await node.producer.submit(reg, wait=False)
             node.producer.produce_block()
