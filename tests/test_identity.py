@@ -222,6 +222,25 @@ def test_a_validator_key_already_a_members_is_refused(tmp_path: Path) -> None:
     assert [m["did"] for m in holders] == [first.did]
 
 
+def test_an_applicant_that_registered_meanwhile_is_not_admitted_over_its_identity(
+    tmp_path: Path,
+) -> None:
+    """An applicant registers as a patient while the vote runs: admitting it would silently
+    turn a patient identity into a member organisation."""
+    chain = Chain(tmp_path)
+    members, applicant = chain.members, Identity.generate()
+    payload = application_payload(CHAIN_ID, applicant, members[0], "Two-faced Clinic")
+    assert chain.run(
+        chain.tx(applicant, "identity/apply_membership", payload),
+        chain.register_patient(applicant),
+        chain.vote(members[0], "admit", applicant.did),
+        chain.vote(members[1], "admit", applicant.did),
+        chain.vote(members[2], "admit", applicant.did),
+    ) == [Code.OK, Code.OK, Code.OK, Code.OK, Code.CONFLICT]
+    assert applicant.did not in member_dids(chain)
+    assert chain.query("identity/identity", did=applicant.did)["kind"] == "patient"
+
+
 def test_a_genesis_with_a_shared_validator_key_is_refused() -> None:
     a, b = Identity.generate(), Identity.generate()
     key = Identity.generate().signing_public.hex()

@@ -206,6 +206,7 @@ def _admit(keeper: IdentityKeeper, ctx: TxContext, proposal: dict[str, object]) 
     did = str(proposal["subject"])
     vkey = str(proposal["validator_pub_key"])
     _require_free_validator_key(keeper, vkey)  # another applicant may have taken it since
+    _require_unregistered(keeper, did)  # e.g. registered as a patient while the vote ran
     ident = _new_identity(ctx, did, "organisation", str(proposal["encryption_key"]))
     ident["name"] = proposal["name"]
     keeper.put_identity(ident)
