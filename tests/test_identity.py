@@ -22,6 +22,7 @@ from careledger.chain.modules.identity.vouchers import (
     check_voucher,
     sign_consent,
     sign_voucher,
+    statement_bytes,
 )
 from careledger.chain.modules.records import handler as records_handler
 from careledger.chain.modules.records import record_name
@@ -595,6 +596,24 @@ def test_the_key_history_gives_the_key_in_force_at_any_height(tmp_path: Path) ->
         second.signing_public,
     ]
     assert keeper.signing_keys_at(did, registered + 1) == [first.signing_public]
+
+
+def test_the_signed_statement_is_rfc_8785_and_names_every_term() -> None:
+    from careledger.crypto.canonical import canonical_bytes
+
+    terms = {
+        "domain": "careledger-statement-v1",
+        "chain_id": "ch\u00e9-\u0001",
+        "purpose": "register_practitioner",
+        "subject": "did:key:zA",
+        "org": "did:key:zB",
+        "expires_at": 2**53 - 1,
+        "encryption_key": "ab" * 32,
+    }
+    args = [terms[k] for k in ("chain_id", "purpose", "subject", "org", "expires_at")]
+    assert statement_bytes(*args, terms["encryption_key"]) == canonical_bytes(terms)
+    with pytest.raises(ValueError):
+        statement_bytes(*args[:4], 2**53)
 
 
 def test_patient_identity_holds_nothing_but_a_did_and_keys(tmp_path: Path) -> None:

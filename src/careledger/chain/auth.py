@@ -16,11 +16,11 @@ from collections import OrderedDict
 
 from careledger.chain.codes import Code, TxFailure
 from careledger.chain.modules.identity import IdentityKeeper
-from careledger.chain.modules.identity.vouchers import Voucher, check_voucher, self_registration
+from careledger.chain.modules.identity.vouchers import Voucher, check_voucher, sender_key
 from careledger.chain.state import KV, Readable
 from careledger.chain.tx import SignedTx
 from careledger.crypto.hashing import sha256
-from careledger.crypto.keys import KeyError_, verify_signature
+from careledger.crypto.keys import verify_signature
 
 MODULE = "auth"
 
@@ -104,11 +104,7 @@ def authenticate(state: Readable, stx: SignedTx, cache: SignatureCache, height: 
     """
     tx = stx.tx
     identities = IdentityKeeper(KV(state, "identity"))
-    purpose = self_registration(identities, tx.sender, tx.type)
-    try:
-        key = identities.signing_key(tx.sender)
-    except KeyError_ as exc:
-        raise TxFailure(Code.MALFORMED, f"sender: {exc}") from None
+    key, purpose = sender_key(identities, tx.sender, tx.type)
     if not cache.verify(stx, key):
         raise TxFailure(Code.BAD_SIGNATURE, "signature does not verify with the sender's key")
     if purpose:

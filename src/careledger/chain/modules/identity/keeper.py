@@ -44,14 +44,17 @@ class IdentityKeeper:
 
     def acting_identity(self, did: str) -> dict[str, Any] | None:
         """The identity if it may act now (send transactions, write, vouch), else None."""
-        ident = self.active(did)
-        if ident is None:
-            return None
-        if ident["kind"] == "organisation" and not self.is_member(did):
-            return None
-        if ident["kind"] == "practitioner" and not self.is_member(str(ident.get("org", ""))):
-            return None
-        return ident
+        ident = self.identity(did)
+        return ident if ident is not None and self.may_act(ident) else None
+
+    def may_act(self, ident: dict[str, Any]) -> bool:
+        if not ident["active"]:
+            return False
+        if ident["kind"] == "organisation":
+            return self.is_member(ident["did"])
+        if ident["kind"] == "practitioner":
+            return self.is_member(str(ident.get("org", "")))
+        return True
 
     def acting_for(self, did: str) -> str | None:
         """The member organisation on whose authority `did` acts: itself for a member, its
