@@ -55,8 +55,13 @@ def signed_get(
     return httpx.get(node.url + target, headers={"authorization": header})
 
 
-def registration(chain_id: str, patient: Identity, sender: str | None = None) -> bytes:
-    payload = {"encryption_key": patient.encryption_public.hex()}
+def registration(node: NodeProcess, patient: Identity, sender: str | None = None) -> bytes:
+    """A patient's own registration, vouched for by the node's organisation."""
+    chain_id = httpx.get(node.url + "/status").json()["chain_id"]
+    payload = {
+        "encryption_key": patient.encryption_public.hex(),
+        "voucher": node.voucher(patient.did),
+    }
     tx = Tx(chain_id, "identity/register_patient", sender or patient.did, 1, payload)
     return tx.sign(patient)
 
@@ -115,20 +120,20 @@ def test_an_unregistered_did_may_only_submit_its_own_registration(node: NodeProc
     own = NodeClient(node.url, patient)
 
     for raw in (
-        registration(chain_id, other),  # someone else's registration, carried by the patient
+        registration(node, other),  # someone else's registration, carried by the patient
         Tx(chain_id, "records/erase", patient.did, 1, {"all": True}).sign(patient),
     ):
         with pytest.raises(NodeError) as refused:
             own.submit(raw)
         assert (refused.value.status, refused.value.code) == (401, "unauthenticated")
     with pytest.raises(NodeError) as batch:
-        own.submit_many([registration(chain_id, patient)])  # only POST /tx, one transaction
+        own.submit_many([registration(node, patient)])  # only POST /tx, one transaction
     assert batch.value.status == 401
     with pytest.raises(NodeError) as read:
         own.query("auth/nonce", did=patient.did)
     assert read.value.status == 401
 
-    result = own.submit(registration(chain_id, patient), wait=True)
+    result = own.submit(registration(node, patient), wait=True)
     assert result["code"] == 0
     assert own.query("identity/identity", did=patient.did)["kind"] == "patient"  # now it may
 
@@ -145,8 +150,7 @@ def test_a_captured_request_is_refused_when_replayed(node: NodeProcess) -> None:
     again = httpx.get(node.url + target, headers={"authorization": header})
     assert error_of(again) == (401, "replayed")
 
-    chain_id = node.client().status()["chain_id"]
-    body = b'{"tx": "' + base64.b64encode(registration(chain_id, Identity.generate())) + b'"}'
+    body = b'{"tx": "' + base64.b64encode(registration(node, Identity.generate())) + b'"}'
     header = authorization(org.identity, org.did, audience_of(node), "POST", "/tx", body, now_ms())
     sent = {"authorization": header, "content-type": "application/json"}
     assert httpx.post(node.url + "/tx", content=body, headers=sent).status_code in (200, 202)
@@ -163,8 +167,7 @@ def test_a_request_for_another_node_or_chain_or_time_is_refused(
     try:
         patient = Identity.generate()
         for n in (node, other):
-            chain_id = n.client().status()["chain_id"]
-            assert NodeClient(n.url, patient).submit(registration(chain_id, patient))["code"] == 0
+            assert NodeClient(n.url, patient).submit(registration(n, patient))["code"] == 0
         me = KeyFile(patient.did, "patient", patient)
         target = f"/query/identity/identity?did={patient.did}"
         here, there = audience_of(node), audience_of(other)

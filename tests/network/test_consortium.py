@@ -29,6 +29,7 @@ from netutil import (
 from careledger.chain.app import Application, TxResult
 from careledger.chain.block import BlockHeader, parse_time_ns
 from careledger.chain.codes import Code
+from careledger.chain.modules.identity.vouchers import sign_consent, sign_voucher
 from careledger.chain.results import outcomes_hash
 from careledger.chain.store import StateStore
 from careledger.chain.tx import Tx, tx_hash
@@ -63,14 +64,13 @@ def test_transactions_submitted_to_different_nodes_commit_with_one_app_hash(
     network: Network,
 ) -> None:
     nodes = clients(network)
-    chain_id = nodes[0].status()["chain_id"]
     submitted = []
     for i in range(12):
-        patient, raw = patient_tx(chain_id)
+        patient, raw = patient_tx(network)
         answer = nodes[i % 4].submit(raw, wait=False)
         assert answer["check_code"] == 0
         submitted.append((patient, answer["hash"]))
-    last = nodes[0].submit(patient_tx(chain_id)[1], wait=True)  # through node0, to the end
+    last = nodes[0].submit(patient_tx(network)[1], wait=True)  # through node0, to the end
     assert last["code"] == 0 and last["height"] >= 1
 
     for client in nodes:  # every node serves every transaction, with a proof
@@ -92,11 +92,21 @@ def test_a_transaction_the_application_rejects_never_changes_state(network: Netw
     rpc = network.nodes[1].rpc_url
     chain_id = client(network, 0).status()["chain_id"]
     intruder, victim = Identity.generate(), Identity.generate()
-    body = Tx(chain_id, "identity/register_patient", victim.did, 1, {"encryption_key": "11" * 32})
+    org = organisation(network, 0)
+    voucher = sign_voucher(org.identity, chain_id, "register_patient", victim.did, 10**9, org.did)
+    payload = {"encryption_key": "11" * 32, "voucher": voucher}
+    body = Tx(chain_id, "identity/register_patient", victim.did, 1, payload)
     forged = body.body() + intruder.sign(body.body())  # signed by the wrong key
     garbage = b"not a transaction at all"
+    scope = {"scope": "clinical", "epoch": 1, "public_key": "22" * 32}  # from no identity
+    unknown = Tx(chain_id, "records/publish_scope_key", intruder.did, 1, scope).sign(intruder)
 
-    for raw, code in ((forged, Code.BAD_SIGNATURE), (garbage, Code.MALFORMED)):
+    cases = (
+        (forged, Code.BAD_SIGNATURE),
+        (garbage, Code.MALFORMED),
+        (unknown, Code.UNKNOWN_SENDER),
+    )
+    for raw, code in cases:
         answer = sync_call(rpc, "broadcast_tx_sync", tx=base64.b64encode(raw).decode())
         assert int(answer["code"]) == code
         committed = sync_call(rpc, "broadcast_tx_commit", timeout=30, tx=_b64(raw + b" "))
@@ -107,7 +117,7 @@ def test_a_transaction_the_application_rejects_never_changes_state(network: Netw
         with pytest.raises(NodeError) as missing:
             client(network, node.index).query("identity/identity", did=victim.did)
         assert missing.value.status == 404
-        for raw in (forged, garbage):
+        for raw, _ in cases:
             with pytest.raises(RpcError):
                 sync_call(node.rpc_url, "tx", hash=_b64(tx_hash(raw)))
 
@@ -127,9 +137,16 @@ def test_the_solo_producer_replays_cometbfts_blocks_to_the_same_app_hashes(
     node = client(network, 2)
     signer_org = organisation(network, 2)
     doctor = Identity.generate()
+    chain_id = str(node.status()["chain_id"])
+    key = doctor.encryption_public.hex()
     Signer(node, signer_org.did, signer_org.identity).send(
         "identity/register_practitioner",
-        {"did": doctor.did, "encryption_key": doctor.encryption_public.hex(), "name": "Dr. N"},
+        {
+            "did": doctor.did,
+            "encryption_key": key,
+            "name": "Dr. N",
+            "consent": sign_consent(doctor, chain_id, signer_org.did, key, 10**9),
+        },
     )
     top = int(node.status()["height"])
     cometbft_hashes = _app_hashes_by_height(network, 2, top)
@@ -182,12 +199,17 @@ def test_an_admitted_organisation_becomes_a_validator_and_a_removed_one_stops(
     applicant = Identity.generate()
     validator_key = Identity.generate().signing_public  # any Ed25519 key serves as a consensus key
     own = NodeClient(network.nodes[0].api_url, applicant, timeout=60)  # not registered yet
+    sponsor = organisation(network, 0)
+    voucher = sign_voucher(
+        sponsor.identity, network.chain_id, "apply_membership", applicant.did, 10**9, sponsor.did
+    )
     Signer(own, applicant.did, applicant, last_nonce=0).send(
         "identity/apply_membership",
         {
             "name": "New Clinic",
             "encryption_key": applicant.encryption_public.hex(),
             "validator_pub_key": validator_key.hex(),
+            "voucher": voucher,
         },
     )
     _vote(network, "admit", applicant.did)

@@ -34,14 +34,13 @@ def test_a_validator_killed_with_sigkill_catches_up_with_the_same_app_hash(
 ) -> None:
     with running_network(tmp_path / "net") as network:
         client = NodeClient(network.nodes[0].api_url, organisation(network, 0), timeout=60)
-        chain_id = client.status()["chain_id"]
         wait_for_height(network, 3, 2)
 
         kill_node(network, 3)
         assert not node_running(network, 3)
         stalled_at = height(network, 0)
         for _ in range(5):  # the other three keep committing transactions
-            assert client.submit(patient_tx(chain_id)[1], wait=True)["code"] == 0
+            assert client.submit(patient_tx(network)[1], wait=True)["code"] == 0
         wait_for_height(network, 0, stalled_at + 3)
 
         start_node(network, 3)
@@ -58,14 +57,13 @@ def test_with_two_of_four_down_nothing_commits_nothing_forks_and_commits_resume(
 ) -> None:
     with running_network(tmp_path / "net") as network:
         client = NodeClient(network.nodes[0].api_url, organisation(network, 0), timeout=60)
-        chain_id = client.status()["chain_id"]
         wait_for_height(network, 1, 2)
 
         stop_node(network, 2)
         kill_node(network, 3)
         time.sleep(1.5)  # let a height already under way finish
         halted = [height(network, 0), height(network, 1)]
-        waiting = client.submit(patient_tx(chain_id)[1], wait=False)  # accepted, not committed
+        waiting = client.submit(patient_tx(network)[1], wait=False)  # accepted, not committed
         assert waiting["check_code"] == 0
         time.sleep(4)
         assert [height(network, 0), height(network, 1)] == halted

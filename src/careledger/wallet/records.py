@@ -34,6 +34,7 @@ from typing import Any
 
 import orjson
 
+from careledger.chain.modules.identity.vouchers import ENROLMENT_VOUCHER_BLOCKS, sign_voucher
 from careledger.chain.modules.records import record_name
 from careledger.chain.modules.records.messages import parse_scope_label
 from careledger.crypto.envelope import (
@@ -301,7 +302,8 @@ class RecordsClient:
     # --- enrolment ------------------------------------------------------------------------
 
     def enrol_patient(self, name: str = "", wait: bool = True) -> Enrolment:
-        """Make a new patient identity (recovery phrase), register it, publish its scope keys.
+        """Make a new patient identity (recovery phrase), register it with this
+        organisation's enrolment voucher, publish its scope keys.
 
         The patient signs these transactions; the clinic holds the keys only until it hands
         the key file and phrase over. Without `wait`, the transactions are only admitted:
@@ -313,10 +315,19 @@ class RecordsClient:
         signer = Signer(self.node, identity.did, identity)
         scope_root = identity.secret("scope-keys")
         publics = {}
+        status = self.node.status()  # this client is the organisation's: it vouches
+        voucher = sign_voucher(
+            self.identity,
+            status["chain_id"],
+            "register_patient",
+            identity.did,
+            int(status["height"]) + ENROLMENT_VOUCHER_BLOCKS,
+            org_did=self.did,
+        )
         txs = [
             signer.sign(
                 "identity/register_patient",
-                {"encryption_key": identity.encryption_public.hex()},
+                {"encryption_key": identity.encryption_public.hex(), "voucher": voucher},
             )
         ]
         for scope in SCOPES:
