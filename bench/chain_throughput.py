@@ -37,9 +37,9 @@ def run_inproc(
     """Submit `total` txs (paced at `rate` per second, or all at once when 0) and await commits."""
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch) / "data"
-        initialise(root)
+        org = initialise(root)
         node = build_node(root, Solo(block_interval=block_interval))
-        txs = registrations(node.app.chain_id, total)
+        txs = registrations(node.app.chain_id, total, org)
         if profiler:
             profiler.enable()
         figures = asyncio.run(_drive(node, txs, rate))
@@ -82,7 +82,7 @@ def run_http(total: int, clients: int, batch: int) -> Figures:
     """A real node process; `clients` threads post batches of signed txs and wait for commit."""
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch) / "data"
-        initialise(root)
+        org = initialise(root)
         port = 18500
         command = [sys.executable, "-m", "careledger.cli", "up", "--data-dir", str(root)]
         proc = subprocess.Popen(
@@ -94,14 +94,14 @@ def run_http(total: int, clients: int, batch: int) -> Figures:
             url = f"http://127.0.0.1:{port}"
             _wait_ready(url)
             chain_id = NodeClient(url).status()["chain_id"]
-            txs = registrations(chain_id, total)
+            txs = registrations(chain_id, total, org)
             chunks = [txs[i : i + batch] for i in range(0, len(txs), batch)]
             latencies: list[float] = []
             committed = [0]
             lock = threading.Lock()
 
             def worker(mine: list[list[bytes]]) -> None:
-                client = NodeClient(url, timeout=120)
+                client = NodeClient(url, org, timeout=120)
                 for chunk in mine:
                     sent = time.perf_counter()
                     results = client.submit_many(chunk, wait=True)

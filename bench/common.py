@@ -7,16 +7,24 @@ import platform
 import statistics
 from dataclasses import dataclass
 
+from careledger.chain.modules.identity.vouchers import sign_voucher
 from careledger.chain.tx import Tx
+from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
 
+VOUCHER_EXPIRY = 10**9  # a height no benchmark reaches
 
-def registrations(chain_id: str, count: int) -> list[bytes]:
-    """`count` patient registrations, each signed by a different sender (many senders)."""
+
+def registrations(chain_id: str, count: int, org: KeyFile) -> list[bytes]:
+    """`count` patient registrations, each signed by a different sender (many senders), each
+    with member `org`'s enrolment voucher."""
     txs = []
     for _ in range(count):
         patient = Identity.generate()
-        payload = {"encryption_key": patient.encryption_public.hex()}
+        voucher = sign_voucher(
+            org.identity, chain_id, "register_patient", patient.did, VOUCHER_EXPIRY, org.did
+        )
+        payload = {"encryption_key": patient.encryption_public.hex(), "voucher": voucher}
         txs.append(Tx(chain_id, "identity/register_patient", patient.did, 1, payload).sign(patient))
     return txs
 

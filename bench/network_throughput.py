@@ -33,6 +33,7 @@ import orjson
 from bench.common import HEADER, Figures, machine, registrations
 from careledger.consensus.cometbft.config import NetSettings
 from careledger.consensus.cometbft.rpc import sync_call
+from careledger.crypto.keyfile import KeyFile
 from careledger.localnet.network import (
     Network,
     create_network,
@@ -186,7 +187,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="netbench-", dir="/tmp") as scratch:
         root = Path(scratch)
         ours = create_network(root / "ours", 4, base_port=free_base_port(), settings=settings)
-        our_txs = registrations(ours.chain_id, args.txs)
+        our_txs = registrations(
+            ours.chain_id, args.txs, KeyFile.load(ours.app_data(0).organisation_key)
+        )
         size = sum(len(t) for t in our_txs) // len(our_txs)
         if args.only != "kvstore":
             rows.append(run("CareLedger app", ours, our_txs, args.rate))

@@ -19,8 +19,12 @@ import httpx
 
 from careledger.chain.app import Application, BlockContext
 from careledger.chain.genesis import Genesis
+from careledger.chain.modules.identity.vouchers import sign_consent, sign_voucher
 from careledger.chain.store import StateStore
+from careledger.chain.tx import Tx
+from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
+from careledger.wallet.node_client import NodeClient
 
 # ../shared/data beside the project; CARELEDGER_SHARED_DATA when the checkout is elsewhere.
 SHARED_DATA = Path(
@@ -29,6 +33,7 @@ SHARED_DATA = Path(
 )
 CHAIN_ID = "test-chain"
 GENESIS_TIME = "2026-01-01T00:00:00Z"
+VOUCHER_EXPIRY = 1_000_000  # a height no test reaches
 
 
 def free_port() -> int:
@@ -61,6 +66,19 @@ class NodeProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def organisation(self) -> KeyFile:
+        """The key file `careledger up` wrote for the chain's founding organisation."""
+        return KeyFile.load(self.data_dir / "keys" / "organisation.json")
+
+    def client(self, identity: KeyFile | None = None, timeout: float = 30) -> NodeClient:
+        """A node client signing as `identity` (default: the node's organisation)."""
+        return NodeClient(self.url, identity or self.organisation(), timeout=timeout)
+
     def start(self, *extra: str) -> None:
         log = open(self.data_dir.parent / f"node-{self.port}.log", "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
@@ -92,6 +110,12 @@ class NodeProcess:
             time.sleep(0.1)
         raise TimeoutError("node did not answer /status")
 
+    def voucher(self, did: str) -> dict[str, object]:
+        """This node's organisation's enrolment voucher for `did` (for register_patient)."""
+        org = self.organisation()
+        chain_id = httpx.get(self.url + "/status").json()["chain_id"]
+        return sign_voucher(org.identity, chain_id, "register_patient", did, VOUCHER_EXPIRY)
+
     def kill(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
@@ -106,11 +130,16 @@ class NodeProcess:
                 self.kill()
 
 
-def make_app(path: Path, organisations: list[Identity], chain_id: str = CHAIN_ID) -> Application:
+def make_app(
+    path: Path,
+    organisations: list[Identity],
+    chain_id: str = CHAIN_ID,
+    validator_keys: list[str] | None = None,
+) -> Application:
     """A state machine on a real SQLite file with these founding organisations."""
     app = Application(StateStore(path))
     orgs = tuple((f"Org {i}", ident) for i, ident in enumerate(organisations))
-    genesis = Genesis.for_organisations(chain_id, list(orgs))
+    genesis = Genesis.for_organisations(chain_id, list(orgs), validator_keys)
     genesis = Genesis(chain_id, GENESIS_TIME, genesis.organisations)
     app.init_chain(genesis)
     return app
@@ -122,3 +151,50 @@ def run_block(app: Application, txs: list[bytes]) -> list[int]:
     result = app.finalize_block(BlockContext(height, 1_800_000_000_000_000_000 + height), txs)
     app.commit()
     return [int(r.code) for r in result.tx_results]
+
+
+# --- registrations, vouched as the chain requires ----------------------------------------
+
+
+def register_patient_tx(
+    chain_id: str,
+    patient: Identity,
+    org: Identity,
+    nonce: int = 1,
+    expires_at: int = VOUCHER_EXPIRY,
+) -> bytes:
+    """`identity/register_patient` signed by the patient, with member `org`'s voucher."""
+    payload = {
+        "encryption_key": patient.encryption_public.hex(),
+        "voucher": sign_voucher(org, chain_id, "register_patient", patient.did, expires_at),
+    }
+    return Tx(chain_id, "identity/register_patient", patient.did, nonce, payload).sign(patient)
+
+
+def practitioner_payload(
+    chain_id: str, org: str, practitioner: Identity, name: str = "Dr. Test"
+) -> dict[str, object]:
+    """An `identity/register_practitioner` payload with the practitioner's consent."""
+    key = practitioner.encryption_public.hex()
+    return {
+        "did": practitioner.did,
+        "encryption_key": key,
+        "name": name,
+        "consent": sign_consent(practitioner, chain_id, org, key, VOUCHER_EXPIRY),
+    }
+
+
+def application_payload(
+    chain_id: str, applicant: Identity, sponsor: Identity, name: str, validator_key: str = ""
+) -> dict[str, object]:
+    """An `identity/apply_membership` payload with sponsor member's voucher."""
+    payload: dict[str, object] = {
+        "name": name,
+        "encryption_key": applicant.encryption_public.hex(),
+        "voucher": sign_voucher(
+            sponsor, chain_id, "apply_membership", applicant.did, VOUCHER_EXPIRY
+        ),
+    }
+    if validator_key:
+        payload["validator_pub_key"] = validator_key
+    return payload

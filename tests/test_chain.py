@@ -10,12 +10,17 @@ from careledger.chain.app import BlockContext
 from careledger.chain.codes import Code
 from careledger.chain.tx import MAX_TX_BYTES, SIGNATURE_BYTES, Tx
 from careledger.crypto.keys import Identity
-from nodeutil import CHAIN_ID, make_app, run_block
+from nodeutil import (
+    CHAIN_ID,
+    make_app,
+    practitioner_payload,
+    register_patient_tx,
+    run_block,
+)
 
 
-def register(patient: Identity, nonce: int = 1, chain_id: str = CHAIN_ID) -> bytes:
-    payload = {"encryption_key": patient.encryption_public.hex()}
-    return Tx(chain_id, "identity/register_patient", patient.did, nonce, payload).sign(patient)
+def register(patient: Identity, org: Identity, nonce: int = 1, chain_id: str = CHAIN_ID) -> bytes:
+    return register_patient_tx(chain_id, patient, org, nonce)
 
 
 def test_two_state_machines_applying_the_same_blocks_agree_at_every_height(tmp_path: Path) -> None:
@@ -25,7 +30,7 @@ def test_two_state_machines_applying_the_same_blocks_agree_at_every_height(tmp_p
     assert a.info().last_app_hash == b.info().last_app_hash
     patients = [Identity.generate() for _ in range(12)]
     for block in range(4):
-        txs = [register(p) for p in patients[block * 3 : block * 3 + 3]]
+        txs = [register(p, org) for p in patients[block * 3 : block * 3 + 3]]
         run_block(a, txs)
         run_block(b, txs)
         assert a.info() == b.info()
@@ -40,7 +45,7 @@ def test_a_different_transaction_order_gives_a_different_app_hash(tmp_path: Path
         "identity/register_practitioner",
         org.did,
         1,
-        {"did": doctor.did, "encryption_key": doctor.encryption_public.hex()},
+        practitioner_payload(CHAIN_ID, org.did, doctor),
     ).sign(org)
     # The doctor's own transaction only succeeds once the organisation has registered it.
     rotate = Tx(
@@ -52,8 +57,12 @@ def test_a_different_transaction_order_gives_a_different_app_hash(tmp_path: Path
     ).sign(doctor)
     a = make_app(tmp_path / "a.sqlite", [org])
     b = make_app(tmp_path / "b.sqlite", [org])
-    assert run_block(a, [reg_doctor, rotate, register(patient)]) == [0, 0, 0]
-    assert run_block(b, [rotate, reg_doctor, register(patient)]) == [Code.NOT_FOUND, 0, 0]
+    assert run_block(a, [reg_doctor, rotate, register(patient, org)]) == [0, 0, 0]
+    assert run_block(b, [rotate, reg_doctor, register(patient, org)]) == [
+        Code.UNKNOWN_SENDER,
+        0,
+        0,
+    ]
     assert a.info().last_app_hash != b.info().last_app_hash
 
 
@@ -61,15 +70,15 @@ def test_each_kind_of_bad_transaction_is_rejected_with_its_own_code(tmp_path: Pa
     org = Identity.generate()
     app = make_app(tmp_path / "s.sqlite", [org])
     patient, other = Identity.generate(), Identity.generate()
-    good = register(patient)
+    good = register(patient, org)
     assert run_block(app, [good]) == [Code.OK]
 
     body = good[:-SIGNATURE_BYTES]
     cases = {
         "replay": (good, Code.REPLAY),
-        "old nonce": (register(patient, nonce=1), Code.REPLAY),
+        "old nonce": (register(patient, org, nonce=1), Code.REPLAY),
         "bad signature": (body + other.sign(body), Code.BAD_SIGNATURE),
-        "wrong chain": (register(other, chain_id="another-chain"), Code.WRONG_CHAIN),
+        "wrong chain": (register(other, org, chain_id="another-chain"), Code.WRONG_CHAIN),
         "unknown type": (
             Tx(CHAIN_ID, "identity/make_me_admin", other.did, 1, {}).sign(other),
             Code.UNKNOWN_TYPE,
@@ -114,28 +123,31 @@ def test_each_kind_of_bad_transaction_is_rejected_with_its_own_code(tmp_path: Pa
 def test_a_failed_transaction_spends_its_nonce_and_writes_nothing_else(tmp_path: Path) -> None:
     org = Identity.generate()
     app = make_app(tmp_path / "s.sqlite", [org])
-    stranger = Identity.generate()
-    not_a_member = Tx(
-        CHAIN_ID,
-        "identity/register_practitioner",
-        stranger.did,
-        1,
-        {"did": Identity.generate().did, "encryption_key": "33" * 32},
-    ).sign(stranger)
+    stranger = Identity.generate()  # a registered patient, not a member
+    assert run_block(app, [register(stranger, org)]) == [Code.OK]
+    before = dict(app.store.all_rows())
+    doctor = Identity.generate()
+    payload = practitioner_payload(CHAIN_ID, stranger.did, doctor)
+    not_a_member = Tx(CHAIN_ID, "identity/register_practitioner", stranger.did, 2, payload).sign(
+        stranger
+    )
     assert run_block(app, [not_a_member]) == [Code.UNAUTHORISED]
     rows = dict(app.store.all_rows())
     assert list(rows) == sorted(k for k in rows)
-    written = [k for k in rows if stranger.did.encode() in k]
+    written = [k for k in rows if rows[k] != before.get(k)]
     assert written == [b"auth/nonce/" + stranger.did.encode()]
     assert app.check_tx(not_a_member).code == Code.REPLAY
 
 
 def test_mempool_refuses_a_second_transaction_with_the_same_nonce(tmp_path: Path) -> None:
-    app = make_app(tmp_path / "s.sqlite", [Identity.generate()])
+    org = Identity.generate()
+    app = make_app(tmp_path / "s.sqlite", [org])
     patient = Identity.generate()
-    assert app.check_tx(register(patient, nonce=5)).code == Code.OK
-    assert app.check_tx(register(patient, nonce=5)).code == Code.REPLAY
-    assert app.check_tx(register(patient, nonce=4)).code == Code.OK  # unused, within the window
+    assert app.check_tx(register(patient, org, nonce=5)).code == Code.OK
+    assert app.check_tx(register(patient, org, nonce=5)).code == Code.REPLAY
+    scope = {"scope": "clinical", "epoch": 1, "public_key": "55" * 32}
+    behind = Tx(CHAIN_ID, "records/publish_scope_key", patient.did, 4, scope).sign(patient)
+    assert app.check_tx(behind).code == Code.OK  # unused, within the window
 
 
 def test_queries_answer_bad_input_with_codes(tmp_path: Path) -> None:
@@ -175,8 +187,7 @@ def test_nonces_may_arrive_out_of_order_but_never_twice(tmp_path: Path) -> None:
     app = make_app(tmp_path / "s.sqlite", [org])
 
     def practitioner(nonce: int) -> bytes:
-        doctor = Identity.generate()
-        payload = {"did": doctor.did, "encryption_key": doctor.encryption_public.hex()}
+        payload = practitioner_payload(CHAIN_ID, org.did, Identity.generate())
         return Tx(CHAIN_ID, "identity/register_practitioner", org.did, nonce, payload).sign(org)
 
     late, early = practitioner(5), practitioner(3)

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import httpx
 
+from careledger.chain.modules.identity import sign_voucher
 from careledger.chain.tx import Tx
+from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
-from careledger.wallet.node_client import NodeClient, NodeError
-from nodeutil import NodeProcess, free_port, run_verify
+from careledger.wallet.node_client import NodeError
+from nodeutil import VOUCHER_EXPIRY, NodeProcess, free_port, run_verify
 
 KILLS = 5
 BATCH = 25
@@ -24,13 +26,14 @@ def test_sigkill_loses_no_acknowledged_transaction(tmp_path: Path) -> None:
     try:
         for _ in range(KILLS):
             node.start("--block-interval", "0.02")
-            client = NodeClient(node.url, timeout=10)
+            client = node.client(timeout=10)
             chain_id = client.status()["chain_id"]
+            org = KeyFile.load(node.data_dir / "keys" / "organisation.json")
             killer = threading.Timer(rng.uniform(0.3, 1.5), node.kill)
             killer.start()
             try:
                 while True:
-                    batch = [_registration(chain_id) for _ in range(BATCH)]
+                    batch = [_registration(chain_id, org) for _ in range(BATCH)]
                     results = client.submit_many(batch, wait=True)
                     acknowledged += [r["hash"] for r in results if r["code"] == 0]
             except (httpx.HTTPError, NodeError):
@@ -41,7 +44,7 @@ def test_sigkill_loses_no_acknowledged_transaction(tmp_path: Path) -> None:
         assert len(acknowledged) > BATCH
 
         node.start("--block-interval", "0.02")
-        client = NodeClient(node.url)
+        client = node.client()
         for tx_hash in acknowledged:
             assert client.transaction(tx_hash)["code"] == 0, tx_hash
         client.close()
@@ -52,7 +55,10 @@ def test_sigkill_loses_no_acknowledged_transaction(tmp_path: Path) -> None:
     assert "OK:" in result.stdout
 
 
-def _registration(chain_id: str) -> bytes:
+def _registration(chain_id: str, org: KeyFile) -> bytes:
     patient = Identity.generate()
-    payload = {"encryption_key": patient.encryption_public.hex()}
+    voucher = sign_voucher(
+        org.identity, chain_id, "register_patient", patient.did, VOUCHER_EXPIRY, org.did
+    )
+    payload = {"encryption_key": patient.encryption_public.hex(), "voucher": voucher}
     return Tx(chain_id, "identity/register_patient", patient.did, 1, payload).sign(patient)

@@ -13,15 +13,17 @@ from careledger.crypto.hashing import sha256
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
 from careledger.crypto.merkle import InclusionProof, verify_inclusion
+from careledger.protocol.signing import RequestSigner
 from careledger.wallet.node_client import NodeClient, NodeError, Signer
-from nodeutil import NodeProcess
+from nodeutil import NodeProcess, practitioner_payload, register_patient_tx
 
 
 def test_a_committed_transaction_is_provable_from_its_block_header(node: NodeProcess) -> None:
-    client = NodeClient(node.url)
     patient = Identity.generate()
-    signer = Signer(client, patient.did, patient)
-    result = signer.send("identity/register_patient", {"encryption_key": "66" * 32})
+    client = NodeClient(node.url, patient)  # the patient's own device registers itself
+    signer = Signer(client, patient.did, patient, last_nonce=0)
+    payload = {"encryption_key": "66" * 32, "voucher": node.voucher(patient.did)}
+    result = signer.send("identity/register_patient", payload)
     assert result["code"] == 0 and result["height"] >= 1
 
     found = client.transaction(result["hash"])
@@ -37,27 +39,28 @@ def test_a_committed_transaction_is_provable_from_its_block_header(node: NodePro
 
 
 def test_the_organisation_key_written_on_first_start_can_act_at_once(node: NodeProcess) -> None:
-    client = NodeClient(node.url)
     org = KeyFile.load(node.data_dir / "keys" / "organisation.json")
+    client = NodeClient(node.url, org)
     doctor = Identity.generate()
     Signer(client, org.did, org.identity).send(
         "identity/register_practitioner",
-        {"did": doctor.did, "encryption_key": doctor.encryption_public.hex(), "name": "Dr. B"},
+        practitioner_payload(client.status()["chain_id"], org.did, doctor, "Dr. B"),
     )
     staff = client.query("identity/practitioners", org=org.did)
     assert [p["did"] for p in staff] == [doctor.did]
 
 
 def test_bad_input_gets_clear_errors_and_the_node_keeps_serving(node: NodeProcess) -> None:
-    client = NodeClient(node.url)
-    http = httpx.Client(base_url=node.url)
+    client = node.client()
+    org = node.organisation()
+    http = httpx.Client(base_url=node.url, auth=RequestSigner(org.identity, org.did))
     patient = Identity.generate()
     good = Tx(
         client.status()["chain_id"],
         "identity/register_patient",
         patient.did,
         1,
-        {"encryption_key": "77" * 32},
+        {"encryption_key": "77" * 32, "voucher": node.voucher(patient.did)},
     ).sign(patient)
     client.submit(good, wait=True)
 
@@ -91,13 +94,11 @@ def test_bad_input_gets_clear_errors_and_the_node_keeps_serving(node: NodeProces
 
 
 def test_a_batch_of_submissions_is_answered_one_by_one(node: NodeProcess) -> None:
-    client = NodeClient(node.url)
+    client = node.client()
     chain_id = client.status()["chain_id"]
     patients = [Identity.generate() for _ in range(20)]
-    txs = [
-        Tx(chain_id, "identity/register_patient", p.did, 1, {"encryption_key": "88" * 32}).sign(p)
-        for p in patients
-    ]
+    org = node.organisation().identity
+    txs = [register_patient_tx(chain_id, p, org) for p in patients]
     results = client.submit_many([*txs, txs[0]], wait=True)
     assert [r["code"] for r in results[:-1]] == [0] * 20
     assert results[-1]["check_code"] == 6  # the duplicate is a replay

@@ -27,9 +27,10 @@ import uvicorn
 from careledger.consensus.solo.producer import SoloProducer
 from careledger.crypto.envelope import BlobOwner, pack_record_blob, unpack_record_blob
 from careledger.crypto.keyfile import KeyFile
-from careledger.crypto.requestsig import authorization
+from careledger.crypto.requestsig import Audience, authorization
 from careledger.node.builder import Node, Solo, build_node
 from careledger.node.datadir import DataDir, initialise
+from careledger.protocol.signing import RequestSigner
 from careledger.storage.blobstore import blob_hash
 from careledger.wallet.fhir import BundleIndex
 from careledger.wallet.node_client import NodeClient
@@ -239,10 +240,8 @@ def test_erasure_deletes_blobs_and_keys(imported: Imported) -> None:
         with pytest.raises(Erased, match="erased"):
             patient.read(w.ref)
     # The node answers 410 for the blob itself.
-    ts = time.time_ns() // 1_000_000
     target = f"/blobs/{mine[0].blob_hash}"
-    header = authorization(patient.identity, did, "GET", target, b"", ts)
-    response = httpx.get(imported.url + target, headers={"authorization": header})
+    response = httpx.get(imported.url + target, auth=RequestSigner(patient.identity, did))
     assert response.status_code == 410 and "erased" in response.text
     assert patient.read(mine[2].ref)["id"] == mine[2].ref.resource_id  # the rest remains
 
@@ -269,7 +268,7 @@ def test_an_inclusion_proof_verifies_offline_and_fails_for_altered_content(
     verified = verify_record_proof(proof)
     assert verified.ref == target.ref and verified.author == imported.org.did
     assert verified.height == target.height and proof["anchor"]["result"]["code"] == 0
-    block = NodeClient(imported.url).block(target.height)
+    block = NodeClient(imported.url, imported.org).block(target.height)
     assert block["hash"] == verified.header_hash
 
     altered = orjson.loads(orjson.dumps(proof))
@@ -336,11 +335,15 @@ def test_bad_input_gets_clear_errors_and_nothing_half_written(imported: Imported
     ts = time.time_ns() // 1_000_000
     body = b"some ciphertext"
     target = "/blobs/" + "00" * 32
-    header = authorization(writer.identity, writer.did, "PUT", target, body, ts)
+    status = http.get("/status").json()
+    audience = Audience(status["chain_id"], status["node_id"])
+    header = authorization(writer.identity, writer.did, audience, "PUT", target, body, ts)
     mismatch = http.put(target, content=body, headers={"authorization": header})
     assert mismatch.status_code == 400 and mismatch.json()["error"]["code"] == "hash_mismatch"
     assert http.put(target, content=body).status_code == 401  # unsigned
-    stale = authorization(writer.identity, writer.did, "PUT", target, body, ts - 3_600_000)
+    stale = authorization(
+        writer.identity, writer.did, audience, "PUT", target, body, ts - 3_600_000
+    )
     assert http.put(target, content=body, headers={"authorization": stale}).status_code == 401
     # An anchor needs its blob on the node:
     payload = dict(prepared[0].payload, blob_hash="ee" * 32, version=2)

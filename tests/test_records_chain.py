@@ -8,10 +8,11 @@ from typing import Any
 import orjson
 
 from careledger.chain.codes import Code
+from careledger.chain.modules.identity import sign_voucher
 from careledger.chain.modules.records import record_name
 from careledger.chain.tx import Tx
 from careledger.crypto.keys import Identity
-from nodeutil import CHAIN_ID, make_app, run_block
+from nodeutil import CHAIN_ID, VOUCHER_EXPIRY, make_app, run_block
 
 
 class Actor:
@@ -23,6 +24,11 @@ class Actor:
     def tx(self, type_: str, payload: dict[str, Any]) -> bytes:
         self.nonce += 1
         return Tx(CHAIN_ID, type_, self.did, self.nonce, payload).sign(self.identity)
+
+    def register_patient(self, org: Actor) -> bytes:
+        voucher = sign_voucher(org.identity, CHAIN_ID, "register_patient", self.did, VOUCHER_EXPIRY)
+        payload = {"encryption_key": "11" * 32, "voucher": voucher}
+        return self.tx("identity/register_patient", payload)
 
 
 def anchor(patient: str, rid: str, version: int, blob: str, **extra: Any) -> dict[str, Any]:
@@ -44,7 +50,7 @@ def setup(tmp_path: Path) -> tuple[Any, Actor, Actor]:
     codes = run_block(
         app,
         [
-            patient.tx("identity/register_patient", {"encryption_key": "11" * 32}),
+            patient.register_patient(org),
             patient.tx(
                 "records/publish_scope_key",
                 {"scope": "diagnostics", "epoch": 1, "public_key": "22" * 32},
@@ -88,7 +94,9 @@ def test_who_may_write(tmp_path: Path) -> None:
     codes = run_block(
         app,
         [
+            stranger.register_patient(org),  # another patient: not this patient's author
             stranger.tx("records/anchor", anchor(patient.did, "x", 1, "1")),
+            unregistered.tx("records/anchor", anchor(patient.did, "x", 1, "5")),
             org.tx("records/anchor", anchor(unregistered.did, "x", 1, "2")),
             patient.tx("records/anchor", anchor(patient.did, "mine", 1, "3")),
             org.tx(
@@ -97,7 +105,7 @@ def test_who_may_write(tmp_path: Path) -> None:
             ),
         ],
     )
-    assert codes == [Code.UNAUTHORISED, Code.NOT_FOUND, 0, Code.CONFLICT]
+    assert codes == [0, Code.UNAUTHORISED, Code.UNKNOWN_SENDER, Code.NOT_FOUND, 0, Code.CONFLICT]
 
 
 def test_scope_key_epochs_only_go_up_and_revoked_epochs_take_no_record(tmp_path: Path) -> None:

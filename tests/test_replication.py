@@ -6,6 +6,7 @@ erasure are in tests/test_erasure.py."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from careledger.chain.app import Application
@@ -26,6 +27,12 @@ from careledger.chain.tx import Tx
 from careledger.crypto.hashing import sha256_hex
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
+from careledger.crypto.requestsig import (
+    Audience,
+    check_signature,
+    new_node_id,
+    parse_authorization,
+)
 from careledger.node.erasure import BlobEraser
 from careledger.node.replication import BlobReplicator
 from careledger.protocol.frames import pack_results
@@ -34,32 +41,40 @@ from nodeutil import CHAIN_ID, free_port, make_app, run_block
 
 GOOD = b"the anchored ciphertext"
 FORGED = b"something else entirely"
+ORG = Identity.generate()
+PEER = Audience("test-chain", new_node_id())
 
 
 @pytest.fixture
 def peer() -> Iterator[str]:
-    """A real HTTP peer whose fetch route serves GOOD under its hash and FORGED for any other."""
+    """A real HTTP peer whose fetch route serves GOOD under its hash and FORGED for any other,
+    to requests signed by ORG for this peer."""
+
+    async def status(request: Request) -> Response:
+        return JSONResponse({"chain_id": PEER.chain_id, "node_id": PEER.node_id})
 
     async def fetch(request: Request) -> Response:
-        assert request.headers["authorization"].startswith("CareLedger did=")
-        hashes = orjson.loads(await request.body())["hashes"]
+        body = await request.body()
+        signed = parse_authorization(request.headers["authorization"])
+        assert signed.did == ORG.did
+        digest = hashlib.sha256(body).digest()
+        check_signature(signed, ORG.signing_public, PEER, "POST", "/blobs/fetch", digest)
+        hashes = orjson.loads(body)["hashes"]
         return Response(
             pack_results([(200, GOOD if h == sha256_hex(GOOD) else FORGED) for h in hashes])
         )
 
     port = free_port()
-    app = Starlette(routes=[Route("/blobs/fetch", fetch, methods=["POST"])])
+    app = Starlette(
+        routes=[Route("/status", status), Route("/blobs/fetch", fetch, methods=["POST"])]
+    )
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:
-            httpx.post(
-                url + "/blobs/fetch",
-                json={"hashes": []},
-                headers={"authorization": "CareLedger did=x"},
-            )
+            httpx.get(url + "/status")
             break
         except httpx.HTTPError:
             time.sleep(0.05)

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-from careledger.node.embedded import EmbeddedNode
 
 from careledger.chain.app import Application
 from careledger.chain.block import BlockHeader
@@ -28,6 +27,7 @@ from careledger.chain.tx import Tx
 from careledger.consensus.solo.blockstore import BlockStore
 from careledger.consensus.solo.producer import ReplayMismatch, SoloProducer
 from careledger.crypto.keys import Identity
+from careledger.node.builder import Solo, build_node
 from careledger.node.datadir import DataDir, initialise
 from nodeutil import careledger_command, free_port, run_verify
 
@@ -36,7 +36,7 @@ from nodeutil import careledger_command, free_port, run_verify
 def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("results") / "data"
     initialise(root)
-    node = EmbeddedNode(root)
+    node = build_node(root, Solo())
     chain_id = node.app.chain_id
 
     async def fill() -> None:
@@ -45,8 +45,8 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
             for nonce in (1, 2):  # the second registration fails in the block: CONFLICT
                 payload = {"encryption_key": twice.encryption_public.hex()}
                 raw = Tx(chain_id, "identity/register_patient", twice.did, nonce, payload)
-                await node.producer.submit(raw.sign(twice), wait=False)
-            node.producer.produce_block()
+                await node.consensus.submit(raw.sign(twice), wait=False)
+            node.consensus.produce_block()
 
     asyncio.run(fill())
     node.close()

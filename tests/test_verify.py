@@ -18,7 +18,7 @@ from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
 from careledger.node.builder import Solo, build_node
 from careledger.node.datadir import initialise
-from nodeutil import careledger_command, run_verify
+from nodeutil import careledger_command, practitioner_payload, register_patient_tx, run_verify
 
 
 @pytest.fixture(scope="module")
@@ -32,22 +32,14 @@ def honest_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     async def fill() -> None:
         for block in range(4):
             for _ in range(5):
-                patient = Identity.generate()
-                raw = Tx(
-                    chain_id,
-                    "identity/register_patient",
-                    patient.did,
-                    1,
-                    {"encryption_key": patient.encryption_public.hex()},
-                ).sign(patient)
+                raw = register_patient_tx(chain_id, Identity.generate(), org.identity)
                 await node.consensus.submit(raw, wait=False)
-            doctor = Identity.generate()
             reg = Tx(
                 chain_id,
                 "identity/register_practitioner",
                 org.did,
                 block + 1,
-                {"did": doctor.did, "encryption_key": doctor.encryption_public.hex()},
+                practitioner_payload(chain_id, org.did, Identity.generate()),
             ).sign(org.identity)
             await node.consensus.submit(reg, wait=False)
             node.consensus.produce_block()

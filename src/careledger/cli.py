@@ -70,7 +70,7 @@ def up(
     url = f"http://{host}:{port}"
     console.print(f"Chain {info.chain_id} at height {info.last_height}.")
     console.print(
-        f"Node API: {url}/status  (blocks: {url}/blocks/1, queries: {url}/query/identity/members)"
+        f"Node API: {url}/status  (every other route answers signed requests: docs/node-api.md)"
     )
     console.print("Check the chain any time with: careledger verify --data-dir " + str(data_dir))
     try:

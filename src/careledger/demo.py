@@ -17,6 +17,11 @@ from pathlib import Path
 import httpx
 import orjson
 
+from careledger.chain.modules.identity.vouchers import (
+    ENROLMENT_VOUCHER_BLOCKS,
+    sign_consent,
+    sign_voucher,
+)
 from careledger.chain.tx import Tx
 from careledger.consensus.solo.producer import SoloProducer
 from careledger.crypto.keyfile import KeyFile
@@ -37,6 +42,8 @@ def seed_demo(node: Node[SoloProducer], organisation: KeyFile) -> list[KeyFile]:
         KeyFile(ident.did, "patient", ident, f"demo patient {i + 1}")
         for i, ident in enumerate(Identity.generate() for _ in range(DEMO_PATIENTS))
     ]
+    org, expires_at = organisation.identity, ENROLMENT_VOUCHER_BLOCKS  # a fresh chain
+    doctor_key = practitioner.identity.encryption_public.hex()
     txs = [
         Tx(
             chain_id,
@@ -45,10 +52,11 @@ def seed_demo(node: Node[SoloProducer], organisation: KeyFile) -> list[KeyFile]:
             1,
             {
                 "did": practitioner.did,
-                "encryption_key": practitioner.identity.encryption_public.hex(),
+                "encryption_key": doctor_key,
                 "name": practitioner.name,
+                "consent": sign_consent(doctor, chain_id, organisation.did, doctor_key, expires_at),
             },
-        ).sign(organisation.identity)
+        ).sign(org)
     ]
     txs += [
         Tx(
@@ -56,7 +64,12 @@ def seed_demo(node: Node[SoloProducer], organisation: KeyFile) -> list[KeyFile]:
             "identity/register_patient",
             p.did,
             1,
-            {"encryption_key": p.identity.encryption_public.hex()},
+            {
+                "encryption_key": p.identity.encryption_public.hex(),
+                "voucher": sign_voucher(
+                    org, chain_id, "register_patient", p.did, expires_at, organisation.did
+                ),
+            },
         ).sign(p.identity)
         for p in patients
     ]

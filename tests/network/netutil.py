@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import orjson
 
+from careledger.chain.modules.identity.vouchers import sign_voucher
 from careledger.chain.tx import Tx
 from careledger.consensus.cometbft.config import NetSettings
 from careledger.consensus.cometbft.rpc import sync_call
@@ -124,10 +125,16 @@ def organisation(network: Network, index: int) -> KeyFile:
     return KeyFile.load(network.app_data(index).organisation_key)
 
 
-def patient_tx(chain_id: str, nonce: int = 1) -> tuple[Identity, bytes]:
-    patient = Identity.generate()
-    payload = {"encryption_key": patient.encryption_public.hex()}
-    tx = Tx(chain_id, "identity/register_patient", patient.did, nonce, payload)
+def patient_tx(network: Network, nonce: int = 1) -> tuple[Identity, bytes]:
+    """A new patient's registration, with node0's organisation's enrolment voucher."""
+    patient, org = Identity.generate(), organisation(network, 0)
+    payload = {
+        "encryption_key": patient.encryption_public.hex(),
+        "voucher": sign_voucher(
+            org.identity, network.chain_id, "register_patient", patient.did, 10**9, org.did
+        ),
+    }
+    tx = Tx(network.chain_id, "identity/register_patient", patient.did, nonce, payload)
     return patient, tx.sign(patient)
 
 

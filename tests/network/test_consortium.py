@@ -7,10 +7,12 @@ have their own networks in test_faults.py.
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 from netutil import (
@@ -27,6 +29,7 @@ from netutil import (
 from careledger.chain.app import Application, TxResult
 from careledger.chain.block import BlockHeader, parse_time_ns
 from careledger.chain.codes import Code
+from careledger.chain.modules.identity.vouchers import sign_consent, sign_voucher
 from careledger.chain.results import outcomes_hash
 from careledger.chain.store import StateStore
 from careledger.chain.tx import Tx, tx_hash
@@ -34,6 +37,7 @@ from careledger.consensus.cometbft.rpc import RpcError, sync_call
 from careledger.consensus.solo.blockstore import BlockStore
 from careledger.consensus.solo.producer import SoloProducer
 from careledger.crypto.keys import Identity
+from careledger.crypto.requestsig import Audience, authorization
 from careledger.localnet.network import Network
 from careledger.node.datadir import DataDir
 from careledger.wallet.node_client import NodeClient, NodeError, Signer
@@ -48,21 +52,25 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
 
 
 def clients(network: Network) -> list[NodeClient]:
-    return [NodeClient(n.api_url, timeout=60) for n in network.nodes]
+    """A client of each node, signing as that node's organisation."""
+    return [client(network, n.index) for n in network.nodes]
+
+
+def client(network: Network, index: int) -> NodeClient:
+    return NodeClient(network.nodes[index].api_url, organisation(network, index), timeout=60)
 
 
 def test_transactions_submitted_to_different_nodes_commit_with_one_app_hash(
     network: Network,
 ) -> None:
     nodes = clients(network)
-    chain_id = nodes[0].status()["chain_id"]
     submitted = []
     for i in range(12):
-        patient, raw = patient_tx(chain_id)
+        patient, raw = patient_tx(network)
         answer = nodes[i % 4].submit(raw, wait=False)
         assert answer["check_code"] == 0
         submitted.append((patient, answer["hash"]))
-    last = nodes[0].submit(patient_tx(chain_id)[1], wait=True)  # through node0, to the end
+    last = nodes[0].submit(patient_tx(network)[1], wait=True)  # through node0, to the end
     assert last["code"] == 0 and last["height"] >= 1
 
     for client in nodes:  # every node serves every transaction, with a proof
@@ -82,13 +90,23 @@ def _in_a_block(client: NodeClient, digest: str) -> bool:
 
 def test_a_transaction_the_application_rejects_never_changes_state(network: Network) -> None:
     rpc = network.nodes[1].rpc_url
-    chain_id = NodeClient(network.nodes[0].api_url).status()["chain_id"]
+    chain_id = client(network, 0).status()["chain_id"]
     intruder, victim = Identity.generate(), Identity.generate()
-    body = Tx(chain_id, "identity/register_patient", victim.did, 1, {"encryption_key": "11" * 32})
+    org = organisation(network, 0)
+    voucher = sign_voucher(org.identity, chain_id, "register_patient", victim.did, 10**9, org.did)
+    payload = {"encryption_key": "11" * 32, "voucher": voucher}
+    body = Tx(chain_id, "identity/register_patient", victim.did, 1, payload)
     forged = body.body() + intruder.sign(body.body())  # signed by the wrong key
     garbage = b"not a transaction at all"
+    scope = {"scope": "clinical", "epoch": 1, "public_key": "22" * 32}  # from no identity
+    unknown = Tx(chain_id, "records/publish_scope_key", intruder.did, 1, scope).sign(intruder)
 
-    for raw, code in ((forged, Code.BAD_SIGNATURE), (garbage, Code.MALFORMED)):
+    cases = (
+        (forged, Code.BAD_SIGNATURE),
+        (garbage, Code.MALFORMED),
+        (unknown, Code.UNKNOWN_SENDER),
+    )
+    for raw, code in cases:
         answer = sync_call(rpc, "broadcast_tx_sync", tx=base64.b64encode(raw).decode())
         assert int(answer["code"]) == code
         committed = sync_call(rpc, "broadcast_tx_commit", timeout=30, tx=_b64(raw + b" "))
@@ -97,9 +115,9 @@ def test_a_transaction_the_application_rejects_never_changes_state(network: Netw
     wait_for_height(network, 1, _height(network, 1) + 2)
     for node in network.nodes:
         with pytest.raises(NodeError) as missing:
-            NodeClient(node.api_url).query("identity/identity", did=victim.did)
+            client(network, node.index).query("identity/identity", did=victim.did)
         assert missing.value.status == 404
-        for raw in (forged, garbage):
+        for raw, _ in cases:
             with pytest.raises(RpcError):
                 sync_call(node.rpc_url, "tx", hash=_b64(tx_hash(raw)))
 
@@ -109,19 +127,26 @@ def _b64(raw: bytes) -> str:
 
 
 def _height(network: Network, index: int) -> int:
-    return int(NodeClient(network.nodes[index].api_url).status()["height"])
+    return int(client(network, index).status()["height"])
 
 
 def test_the_solo_producer_replays_cometbfts_blocks_to_the_same_app_hashes(
     network: Network, tmp_path: Path
 ) -> None:
     """The same transactions in the same blocks give the same app hash under both drivers."""
-    node = NodeClient(network.nodes[2].api_url)
+    node = client(network, 2)
     signer_org = organisation(network, 2)
     doctor = Identity.generate()
+    chain_id = str(node.status()["chain_id"])
+    key = doctor.encryption_public.hex()
     Signer(node, signer_org.did, signer_org.identity).send(
         "identity/register_practitioner",
-        {"did": doctor.did, "encryption_key": doctor.encryption_public.hex(), "name": "Dr. N"},
+        {
+            "did": doctor.did,
+            "encryption_key": key,
+            "name": "Dr. N",
+            "consent": sign_consent(doctor, chain_id, signer_org.did, key, 10**9),
+        },
     )
     top = int(node.status()["height"])
     cometbft_hashes = _app_hashes_by_height(network, 2, top)
@@ -171,15 +196,20 @@ def _store_block(
 def test_an_admitted_organisation_becomes_a_validator_and_a_removed_one_stops(
     network: Network,
 ) -> None:
-    node = NodeClient(network.nodes[0].api_url)
     applicant = Identity.generate()
     validator_key = Identity.generate().signing_public  # any Ed25519 key serves as a consensus key
-    Signer(node, applicant.did, applicant).send(
+    own = NodeClient(network.nodes[0].api_url, applicant, timeout=60)  # not registered yet
+    sponsor = organisation(network, 0)
+    voucher = sign_voucher(
+        sponsor.identity, network.chain_id, "apply_membership", applicant.did, 10**9, sponsor.did
+    )
+    Signer(own, applicant.did, applicant, last_nonce=0).send(
         "identity/apply_membership",
         {
             "name": "New Clinic",
             "encryption_key": applicant.encryption_public.hex(),
             "validator_pub_key": validator_key.hex(),
+            "voucher": voucher,
         },
     )
     _vote(network, "admit", applicant.did)
@@ -193,8 +223,7 @@ def test_an_admitted_organisation_becomes_a_validator_and_a_removed_one_stops(
 def _vote(network: Network, action: str, subject: str) -> None:
     for i in range(3):  # three of the four founders: two thirds
         org = organisation(network, i)
-        client = NodeClient(network.nodes[i].api_url, timeout=60)
-        Signer(client, org.did, org.identity).send(
+        Signer(client(network, i), org.did, org.identity).send(
             "identity/approve_membership", {"action": action, "subject": subject}
         )
 
@@ -207,3 +236,25 @@ def _validators(network: Network) -> list[dict[str, object]]:
 def _has_validator(network: Network, key: bytes) -> bool:
     encoded = base64.b64encode(key).decode()
     return any(v["pub_key"]["value"] == encoded for v in _validators(network))  # type: ignore[index]
+
+
+def test_a_request_signed_for_one_node_is_refused_by_another_of_the_same_chain(
+    network: Network,
+) -> None:
+    """The organisation is registered on every node's chain; its request to node0, captured,
+    is useless at node1 (the audience is node0's id), and at node0 once it has been used."""
+    org = organisation(network, 0)
+    statuses = [client(network, i).status() for i in (0, 1)]
+    assert statuses[0]["chain_id"] == statuses[1]["chain_id"]
+    assert statuses[0]["node_id"] != statuses[1]["node_id"]
+    node0 = Audience(statuses[0]["chain_id"], statuses[0]["node_id"])
+    target = "/query/identity/members"
+    ts = time.time_ns() // 1_000_000
+    header = {"authorization": authorization(org.identity, org.did, node0, "GET", target, b"", ts)}
+
+    elsewhere = httpx.get(network.nodes[1].api_url + target, headers=header)
+    assert elsewhere.status_code == 401
+    assert elsewhere.json()["error"]["code"] == "unauthenticated"
+    assert httpx.get(network.nodes[0].api_url + target, headers=header).status_code == 200
+    replayed = httpx.get(network.nodes[0].api_url + target, headers=header)
+    assert replayed.json()["error"]["code"] == "replayed"

@@ -18,7 +18,6 @@ from typing import Any
 
 import orjson
 import pytest
-from careledger.consensus.cometbft.localnet import Network
 from netutil import organisation, running_network
 
 from careledger.chain.codes import Code
@@ -30,6 +29,7 @@ from careledger.consensus.cometbft.lightclient import (
 )
 from careledger.consensus.cometbft.rpc import sync_call
 from careledger.crypto.keys import Identity
+from careledger.localnet.network import Network
 from careledger.wallet.node_client import NodeClient
 from careledger.wallet.proofs import PROOF_FORMAT, ProofError, verify_record_proof
 from careledger.wallet.proving import author_key_evidence, tx_evidence

@@ -29,6 +29,7 @@ from careledger.chain.modules.base import (
     ValidatorUpdate,
 )
 from careledger.chain.modules.identity import identity_module
+from careledger.chain.modules.identity.vouchers import SELF_REGISTRATIONS
 from careledger.chain.modules.records import records_module
 from careledger.chain.state import KV, Overlay
 from careledger.chain.store import StateStore
@@ -205,9 +206,18 @@ class Application:
         """Admit a transaction to the mempool: well-formed, signed, fresh nonce, valid payload."""
         try:
             stx = self._decoded.decode(raw)
-            self._validate(stx)
-            auth.authenticate(self._check_state, stx, self._signatures)
-            auth.spend_nonce(KV(self._check_state, auth.MODULE), stx.tx.sender, stx.tx.nonce)
+            message = self._validate(stx)
+            height = self.store.last_commit().height + 1
+            auth.authenticate(self._check_state, stx, self._signatures, height)
+            view = Overlay(self._check_state)
+            auth.spend_nonce(KV(view, auth.MODULE), stx.tx.sender, stx.tx.nonce)
+            if stx.tx.type in SELF_REGISTRATIONS:
+                # The mempool view takes the registration itself, so that the new identity's
+                # next transactions (its scope keys, a clinic's first anchors) are admitted
+                # behind it, and a second use of its voucher is refused here already.
+                ctx = TxContext(view, stx.tx.sender, height, 0, chain_id=self.chain_id)
+                message.handle(ctx, message.parse(Payload(stx.tx.payload)))
+            view.write_into(self._check_state)
         except TxFailure as failure:
             return TxResult(failure.code, failure.log)
         return TxResult(Code.OK)
@@ -252,12 +262,14 @@ class Application:
         try:
             stx = self._decoded.pop(raw)
             message = self._validate(stx)
-            auth.authenticate(block_state, stx, self._signatures)
+            auth.authenticate(block_state, stx, self._signatures, block.height)
             # From here on the nonce is spent even if the message fails: no replay either way.
             auth.spend_nonce(KV(tx_state, auth.MODULE), stx.tx.sender, stx.tx.nonce)
         except TxFailure as failure:
             return TxResult(failure.code, failure.log), []
-        ctx = TxContext(tx_state, stx.tx.sender, block.height, block.time_ns)
+        ctx = TxContext(
+            tx_state, stx.tx.sender, block.height, block.time_ns, chain_id=self.chain_id
+        )
         nonce_write = dict(tx_state.changes)
         try:
             message.handle(ctx, message.parse(Payload(stx.tx.payload)))

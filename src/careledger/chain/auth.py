@@ -1,7 +1,8 @@
 """Who signed a transaction and whether it was seen before: signatures and nonces.
 
 The key that must sign for a did is the identity module's current key for it (after a key
-rotation, the new one), or the did's own key while it is unregistered.
+rotation, the new one), or the did's own key while it is unregistered; an unregistered did
+may send only a self-registration vouched for by a member (`authenticate`).
 
 Nonces are per sender, each usable once, with an anti-replay window (as IPsec's): a nonce
 above the highest seen is accepted, and so is an unused one among the NONCE_WINDOW below it.
@@ -15,9 +16,11 @@ from collections import OrderedDict
 
 from careledger.chain.codes import Code, TxFailure
 from careledger.chain.modules.identity import IdentityKeeper
+from careledger.chain.modules.identity.vouchers import Voucher, check_voucher, sender_key
 from careledger.chain.state import KV, Readable
 from careledger.chain.tx import SignedTx
-from careledger.crypto.keys import KeyError_, verify_signature
+from careledger.crypto.hashing import sha256
+from careledger.crypto.keys import verify_signature
 
 MODULE = "auth"
 
@@ -74,15 +77,38 @@ class SignatureCache:
             self._seen.popitem(last=False)
         return True
 
+    def verify_detached(self, public_key: bytes, signature: bytes, message: bytes) -> bool:
+        """A signature inside a payload (a voucher), cached like a transaction's."""
+        entry = (sha256(message + signature), public_key)
+        if entry in self._seen:
+            return True
+        if not verify_signature(public_key, signature, message):
+            return False
+        self._seen[entry] = None
+        if len(self._seen) > self._capacity:
+            self._seen.popitem(last=False)
+        return True
+
     def forget(self, stx: SignedTx, public_key: bytes) -> None:
         self._seen.pop((stx.hash, public_key), None)
 
 
-def authenticate(state: Readable, stx: SignedTx, cache: SignatureCache) -> None:
-    """TxFailure(BAD_SIGNATURE) unless the sender's current key signed these bytes."""
-    try:
-        key = IdentityKeeper(KV(state, "identity")).signing_key(stx.tx.sender)
-    except KeyError_ as exc:
-        raise TxFailure(Code.MALFORMED, f"sender: {exc}") from None
+def authenticate(state: Readable, stx: SignedTx, cache: SignatureCache, height: int) -> None:
+    """TxFailure unless the sender may send this transaction and its current key signed it.
+
+    UNKNOWN_SENDER: the sender is not an identity that may act (unregistered; deregistered;
+    a removed organisation or one of its practitioners) and the transaction is not a
+    self-registration (`vouchers.SELF_REGISTRATIONS`) carrying a member's valid voucher for
+    it at `height`. Runs before any nonce is spent, in check_tx and finalize_block alike, so
+    a refused transaction writes nothing, not even a nonce row.
+    """
+    tx = stx.tx
+    identities = IdentityKeeper(KV(state, "identity"))
+    key, purpose = sender_key(identities, tx.sender, tx.type)
     if not cache.verify(stx, key):
         raise TxFailure(Code.BAD_SIGNATURE, "signature does not verify with the sender's key")
+    if purpose:
+        voucher = Voucher.of(tx.payload)
+        check_voucher(
+            identities, tx.chain_id, purpose, tx.sender, voucher, height, cache.verify_detached
+        )

@@ -32,6 +32,16 @@ class Genesis:
     genesis_time: str  # RFC 3339, UTC
     organisations: tuple[GenesisOrganisation, ...] = field(default_factory=tuple)
 
+    def __post_init__(self) -> None:
+        """Refuse founders that share a did or a validator key: two members with one
+        consensus key would, once both are removed, make CometBFT remove it twice and halt."""
+        dids = [o.did for o in self.organisations]
+        keys = [o.validator_pub_key for o in self.organisations if o.validator_pub_key]
+        for what, values in (("did", dids), ("validator key", keys)):
+            repeated = sorted({v for v in values if values.count(v) > 1})
+            if repeated:
+                raise ValueError(f"genesis: founding organisations share a {what}: {repeated[0]}")
+
     def to_json(self) -> bytes:
         return orjson.dumps(
             {

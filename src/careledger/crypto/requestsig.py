@@ -1,15 +1,22 @@
-"""Signed HTTP requests: how a registered identity proves who it is to a node's blob routes.
+"""Signed HTTP requests: how a registered identity proves who it is to a node.
 
-    Authorization: CareLedger did=<did>, ts=<unix milliseconds>, sig=<base64url signature>
+    Authorization: CareLedger did=<did>, ts=<unix milliseconds>, nonce=<22 base64url>,
+                   sig=<base64url Ed25519 signature>
 
-The signature is Ed25519, by the did's current key (as registered on-chain), over
+(one line). The signature is by the did's current key (as registered on-chain; for a did that
+is not registered yet, the key the did:key names) over
 
-    "careledger-http-v1" LF method LF path-with-query LF ts LF hex(SHA-256(body))
+    "careledger-http-v2" LF chain id LF node id LF METHOD LF target LF ts LF nonce LF
+    hex(SHA-256(body))
 
-so it binds the method, the exact target, the moment and the body. A node refuses a
-timestamp more than `MAX_SKEW_MS` away from its clock. Within that window a captured request
-could be replayed; every signed route is either idempotent (a content-addressed upload) or a
-read the same caller may repeat, so no nonce store is kept.
+`target` is the request target exactly as sent: the percent-encoded path and, if any, "?"
+and the query string. So a signature binds the chain (a request is useless on another
+chain), the node it is addressed to (its audience: useless at another node, even of the same
+organisation), the method, the exact target, the moment and the body. A node refuses a
+timestamp more than `MAX_SKEW_MS` from its clock and remembers every nonce it accepted until
+that window has passed, so a captured request is refused if sent again (`node/auth.py`).
+
+This module is pure: the caller passes the clock; `authorization` draws a fresh nonce.
 """
 
 from __future__ import annotations
@@ -17,18 +24,22 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 
 from careledger.crypto.keys import Identity, verify_signature
 
 SCHEME = "CareLedger"
-LABEL = b"careledger-http-v1"
-MAX_SKEW_MS = 5 * 60 * 1000
+LABEL = b"careledger-http-v2"
+MAX_SKEW_MS = 2 * 60 * 1000
+NONCE_BYTES = 16
+_B64URL = r"[A-Za-z0-9_\-]"
 _HEADER = re.compile(
     r"CareLedger did=(?P<did>did:key:z[1-9A-HJ-NP-Za-km-z]{1,100}), ts=(?P<ts>[0-9]{1,16}), "
-    r"sig=(?P<sig>[A-Za-z0-9_\-]{86}(?:==)?)"
+    rf"nonce=(?P<nonce>{_B64URL}{{22}}), sig=(?P<sig>{_B64URL}{{86}}(?:==)?)"
 )
+_NODE_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class BadAuthorization(ValueError):
@@ -36,54 +47,107 @@ class BadAuthorization(ValueError):
 
 
 @dataclass(frozen=True)
+class Audience:
+    """The one node a request is for: its chain and its node id (both in its `GET /status`)."""
+
+    chain_id: str
+    node_id: str
+
+    def __post_init__(self) -> None:
+        if not self.chain_id or "\n" in self.chain_id:
+            raise ValueError(f"not a chain id: {self.chain_id[:80]!r}")
+        if not _NODE_ID.fullmatch(self.node_id):
+            raise ValueError(f"a node id is 32 lowercase hex characters, not {self.node_id!r}")
+
+
+@dataclass(frozen=True)
 class SignedRequest:
     did: str
     ts_ms: int
+    nonce: str
     signature: bytes
 
 
-def request_message(method: str, target: str, ts_ms: int, body: bytes) -> bytes:
-    body_hash = hashlib.sha256(body).hexdigest()
+def new_node_id() -> str:
+    return os.urandom(16).hex()
+
+
+def new_nonce() -> str:
+    return base64.urlsafe_b64encode(os.urandom(NONCE_BYTES)).decode().rstrip("=")
+
+
+def request_message(
+    audience: Audience, method: str, target: str, ts_ms: int, nonce: str, body_hash: bytes
+) -> bytes:
+    """The signed bytes; `body_hash` is the SHA-256 of the body (of b"" when there is none)."""
     return b"\n".join(
-        [LABEL, method.upper().encode(), target.encode(), str(ts_ms).encode(), body_hash.encode()]
+        [
+            LABEL,
+            audience.chain_id.encode(),
+            audience.node_id.encode(),
+            method.upper().encode(),
+            target.encode(),
+            str(ts_ms).encode(),
+            nonce.encode(),
+            body_hash.hex().encode(),
+        ]
     )
 
 
 def authorization(
-    identity: Identity, did: str, method: str, target: str, body: bytes, ts_ms: int
+    identity: Identity,
+    did: str,
+    audience: Audience,
+    method: str,
+    target: str,
+    body: bytes,
+    ts_ms: int,
+    nonce: str | None = None,
 ) -> str:
-    """The Authorization header value for one request."""
-    sig = identity.sign(request_message(method, target, ts_ms, body))
-    return f"{SCHEME} did={did}, ts={ts_ms}, sig={base64.urlsafe_b64encode(sig).decode()}"
+    """The Authorization header value for one request (a fresh nonce unless one is given)."""
+    nonce = nonce or new_nonce()
+    message = request_message(audience, method, target, ts_ms, nonce, hashlib.sha256(body).digest())
+    sig = base64.urlsafe_b64encode(identity.sign(message)).decode()
+    return f"{SCHEME} did={did}, ts={ts_ms}, nonce={nonce}, sig={sig}"
 
 
 def parse_authorization(header: str | None) -> SignedRequest:
+    """The header's parts; BadAuthorization if it is missing or not of the form above."""
     if not header:
         raise BadAuthorization("this route needs an 'Authorization: CareLedger ...' header")
     match = _HEADER.fullmatch(header.strip())
     if match is None:
-        raise BadAuthorization("Authorization must be 'CareLedger did=..., ts=..., sig=...'")
+        raise BadAuthorization(
+            "Authorization must be 'CareLedger did=..., ts=..., nonce=..., sig=...'"
+        )
     try:
         signature = base64.urlsafe_b64decode(match["sig"] + "=" * (-len(match["sig"]) % 4))
     except (binascii.Error, ValueError):
         raise BadAuthorization("sig is not base64url") from None
-    return SignedRequest(match["did"], int(match["ts"]), signature)
+    return SignedRequest(match["did"], int(match["ts"]), match["nonce"], signature)
 
 
-def check_request(
-    signed: SignedRequest,
-    public_key: bytes,
-    method: str,
-    target: str,
-    body: bytes,
-    now_ms: int,
-) -> None:
-    """BadAuthorization unless the request is fresh and signed by `public_key`."""
+def check_fresh(signed: SignedRequest, now_ms: int) -> None:
+    """BadAuthorization unless the timestamp is within MAX_SKEW_MS of `now_ms`."""
     if abs(now_ms - signed.ts_ms) > MAX_SKEW_MS:
         raise BadAuthorization(
             f"request timestamp is {abs(now_ms - signed.ts_ms) // 1000} s away from the node's "
             f"clock (limit {MAX_SKEW_MS // 1000} s)"
         )
-    message = request_message(method, target, signed.ts_ms, body)
+
+
+def check_signature(
+    signed: SignedRequest,
+    public_key: bytes,
+    audience: Audience,
+    method: str,
+    target: str,
+    body_hash: bytes,
+) -> None:
+    """BadAuthorization unless `public_key` signed this request for this node."""
+    message = request_message(audience, method, target, signed.ts_ms, signed.nonce, body_hash)
     if not verify_signature(public_key, signed.signature, message):
-        raise BadAuthorization("request signature does not verify with the did's current key")
+        raise BadAuthorization(
+            "request signature does not verify: not by the did's current key, or signed for "
+            "another node, chain, target or body"
+        )

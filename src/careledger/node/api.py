@@ -1,7 +1,10 @@
 """The node HTTP API: submit transactions, read status, blocks, proofs and module queries.
 
-Routes (JSON in, JSON out; transactions travel base64-encoded):
-  GET  /status                     chain id, height, app hash
+Routes (JSON in, JSON out; transactions travel base64-encoded). `GET /status` is public;
+every other route answers only signed requests of registered identities (`node/auth.py`),
+and each takes at most the body its `Perimeter` says:
+  GET  /status                     chain id, node id (the audience of signed requests),
+                                   height, app hash
   POST /tx        {"tx", "wait"}   submit one transaction; with wait, answer once committed
   POST /txs       {"txs", "wait"}  submit many (a client's batch; one answer each)
                   {"txs", "wait": true, "stream": true}: NDJSON, line 1 {"admitted": [...]}
@@ -25,11 +28,13 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 from starlette.types import Lifespan
 
 from careledger.chain.tx import MAX_TX_BYTES
 from careledger.consensus.driver import ConsensusDriver
+from careledger.node.auth import ApiRoute, Perimeter, authentication, load_node_id
+from careledger.node.datadir import DataDir
 from careledger.node.errors import (
     ApiError,
     from_chain_code,
@@ -38,8 +43,10 @@ from careledger.node.errors import (
     handle_unexpected,
 )
 
-MAX_BATCH = 10_000
-MAX_BODY = MAX_BATCH * MAX_TX_BYTES
+MAX_BATCH = 2_000  # transactions in one POST /txs (a writer's chunk is 1,000)
+MAX_TX_BASE64 = 4 * ((MAX_TX_BYTES + 2) // 3)
+TX_BODY = MAX_TX_BASE64 + 1024  # {"tx": "<base64>", "wait": true}
+TXS_BODY = 16 * 1024 * 1024  # a batch of typical transactions; at most ~190 of the largest
 
 
 class JSON(JSONResponse):
@@ -47,9 +54,9 @@ class JSON(JSONResponse):
         return orjson.dumps(content)
 
 
-def node_routes(driver: ConsensusDriver) -> list[BaseRoute]:
+def node_routes(driver: ConsensusDriver, node_id: str) -> list[BaseRoute]:
     async def status(request: Request) -> Response:
-        return JSON(await driver.status())
+        return JSON({**await driver.status(), "node_id": node_id})
 
     async def submit_one(request: Request) -> Response:
         body = await _json_body(request)
@@ -117,12 +124,12 @@ def node_routes(driver: ConsensusDriver) -> list[BaseRoute]:
         return Response(result.value, media_type="application/json")
 
     return [
-        Route("/status", status),
-        Route("/tx", submit_one, methods=["POST"]),
-        Route("/txs", submit_many, methods=["POST"]),
-        Route("/blocks/{height}", block),
-        Route("/txs/{hash}", transaction),
-        Route("/query/{module}/{name}", query),
+        ApiRoute("/status", status, perimeter=Perimeter(public=True)),
+        ApiRoute("/tx", submit_one, methods=["POST"], perimeter=Perimeter(TX_BODY, registers=True)),
+        ApiRoute("/txs", submit_many, methods=["POST"], perimeter=Perimeter(TXS_BODY)),
+        ApiRoute("/blocks/{height}", block),
+        ApiRoute("/txs/{hash}", transaction),
+        ApiRoute("/query/{module}/{name}", query),
     ]
 
 
@@ -136,20 +143,21 @@ def exception_handlers() -> dict[Any, Any]:
 
 def create_node_api(
     driver: ConsensusDriver,
+    data: DataDir,
     extra_routes: Sequence[BaseRoute] = (),
     lifespan: Lifespan[Starlette] | None = None,
 ) -> Starlette:
+    """The node API of the node whose data directory is `data`, behind its authentication."""
     return Starlette(
-        routes=[*node_routes(driver), *extra_routes],
+        routes=[*node_routes(driver, load_node_id(data.root)), *extra_routes],
         exception_handlers=exception_handlers(),
+        middleware=[authentication(driver, data)],
         lifespan=lifespan,
     )
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
-    length = int(request.headers.get("content-length") or 0)
-    if length > MAX_BODY:
-        raise ApiError(413, "oversized", f"request body over {MAX_BODY} bytes")
+    """The body as a JSON object (the authentication middleware already capped its size)."""
     try:
         body = orjson.loads(await request.body())
     except orjson.JSONDecodeError as exc:

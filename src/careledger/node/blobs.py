@@ -1,9 +1,8 @@
 """The node's blob routes: encrypted record blobs in, out, and erased.
 
-Routes (every one needs a signed request, see `crypto/requestsig.py`:
-`Authorization: CareLedger did=<did>, ts=<unix ms>, sig=<base64url Ed25519>` over the method,
-path, timestamp and SHA-256 of the body, by the did's current on-chain key, at most 5 minutes
-from the node's clock):
+Routes (every one needs a signed request of a registered identity, checked by the API's
+authentication middleware before any body is read, `node/auth.py`; each route's body is
+capped while it streams, by the limits below):
 
   PUT  /blobs/{hash}   body: the blob           store one blob; 201 {"hash"}
   POST /blobs          body: frames             store many, one sync pass; {"hashes": [...]}
@@ -14,9 +13,11 @@ Upload frames are `u32 length || blob`, repeated. Response frames of a fetch are
 `u16 HTTP status || u32 length || blob or UTF-8 error message`, one per hash, in order.
 
 Who may do what:
-- Upload: any registered, active identity (patient, practitioner, organisation). A blob is
-  written durably (fsynced, renamed, directory fsynced) before the answer, so an anchor
-  submitted after it never points at a blob a crash could lose.
+- Upload: any registered, active identity (patient, practitioner, organisation), within its
+  upload quota (`node/upload_quota.py`: bytes and blobs uploaded but not yet anchored; 429
+  `quota_exceeded` beyond it). A blob is written durably (fsynced, renamed, directory
+  fsynced) before the answer, so an anchor submitted after it never points at a blob a
+  crash could lose.
 - Download: the record's patient, the record's author, and any member organisation (an active
   `organisation` identity). Member organisations are allowed because their nodes hold every
   ciphertext anyway (network mode replicates blobs between nodes through this route, signing
@@ -33,21 +34,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from careledger.chain.app import QueryResult
 from careledger.chain.codes import Code
 from careledger.consensus.driver import ConsensusDriver
-from careledger.crypto.requestsig import BadAuthorization, check_request, parse_authorization
+from careledger.node.auth import ApiRoute, Caller, Perimeter, caller_of
 from careledger.node.errors import ApiError
+from careledger.node.upload_quota import UploadQuota
 from careledger.protocol.frames import (
     MAX_BLOB_BYTES,
     MAX_FETCH,
@@ -65,16 +65,11 @@ from careledger.storage.blobstore import (
 
 log = logging.getLogger(__name__)
 
-MAX_UPLOAD_BYTES = 128 * 1024 * 1024
+MAX_UPLOAD_BYTES = 64 * 1024 * 1024  # one POST /blobs (a writer's chunk is a few MiB)
+FETCH_BODY = 70 * MAX_FETCH + 1024  # {"hashes": [...]}: '"<64 hex>", ' each
 # Parallel writers: fsyncs from several threads share journal commits, so a batch of
 # blobs syncs in far less than one round trip to the disk each.
 WRITE_THREADS = 8
-
-
-@dataclass(frozen=True)
-class Caller:
-    did: str
-    kind: str
 
 
 class BlobService:
@@ -82,41 +77,18 @@ class BlobService:
         self,
         store: BlobStore,
         driver: ConsensusDriver,
-        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         on_missing: Callable[[str], None] = lambda digest: None,
+        quota: UploadQuota | None = None,
     ) -> None:
         self.store = store
         self.driver = driver
-        self._clock_ms = clock_ms
         self._on_missing = on_missing  # network mode: ask the replicator to fetch it
+        self.quota = quota if quota is not None else UploadQuota(driver)
 
     # --- the chain's view -----------------------------------------------------------------
 
     async def _query(self, path: str, **params: str) -> QueryResult:
         return await self.driver.query(path, orjson.dumps(params))
-
-    async def authenticate(self, request: Request, body: bytes) -> Caller:
-        try:
-            signed = parse_authorization(request.headers.get("authorization"))
-        except BadAuthorization as exc:
-            raise ApiError(401, "unauthenticated", str(exc)) from None
-        found = await self._query("identity/identity", did=signed.did)
-        ident = orjson.loads(found.value) if found.code == 0 else None
-        if not ident or not ident.get("active"):
-            raise ApiError(401, "unauthenticated", f"{signed.did} is not a registered identity")
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        try:
-            check_request(
-                signed,
-                bytes.fromhex(ident["signing_key"]),
-                request.method,
-                target,
-                body,
-                self._clock_ms(),
-            )
-        except BadAuthorization as exc:
-            raise ApiError(401, "unauthenticated", str(exc)) from None
-        return Caller(signed.did, str(ident["kind"]))
 
     async def _readable(self, caller: Caller, digest: str) -> tuple[int, str]:
         """(HTTP status, message) of `caller` reading blob `digest`; 200 when allowed."""
@@ -151,41 +123,62 @@ class BlobService:
 
     def routes(self) -> list[BaseRoute]:
         return [
-            Route("/blobs", self.upload_many, methods=["POST"]),
-            Route("/blobs/fetch", self.fetch_many, methods=["POST"]),
-            Route("/blobs/{hash}", self.upload_one, methods=["PUT"]),
-            Route("/blobs/{hash}", self.download, methods=["GET"]),
+            ApiRoute(
+                "/blobs",
+                self.upload_many,
+                methods=["POST"],
+                perimeter=Perimeter(MAX_UPLOAD_BYTES),
+            ),
+            ApiRoute(
+                "/blobs/fetch", self.fetch_many, methods=["POST"], perimeter=Perimeter(FETCH_BODY)
+            ),
+            ApiRoute(
+                "/blobs/{hash}",
+                self.upload_one,
+                methods=["PUT"],
+                perimeter=Perimeter(MAX_BLOB_BYTES),
+            ),
+            ApiRoute("/blobs/{hash}", self.download, methods=["GET"]),
         ]
 
-    async def _body(self, request: Request, limit: int) -> bytes:
-        if int(request.headers.get("content-length") or 0) > limit:
-            raise ApiError(413, "oversized", f"request body over {limit} bytes")
-        body = await request.body()
-        if len(body) > limit:
-            raise ApiError(413, "oversized", f"request body over {limit} bytes")
-        return body
-
     async def upload_one(self, request: Request) -> Response:
-        body = await self._body(request, MAX_BLOB_BYTES)
-        await self.authenticate(request, body)
+        body = await request.body()
         digest = _path_hash(request)
         if not body:
             raise ApiError(400, "malformed", "an empty blob")
         if blob_hash(body) != digest:
             raise ApiError(400, "hash_mismatch", f"the body's SHA-256 is not {digest}")
-        await asyncio.to_thread(self.store.put, body)
+        await self._within_quota(caller_of(request), [body], self._put_one)
         return JSONResponse({"hash": digest}, status_code=201)
 
     async def upload_many(self, request: Request) -> Response:
-        body = await self._body(request, MAX_UPLOAD_BYTES)
-        await self.authenticate(request, body)
         try:
-            blobs = unpack_frames(body)
+            blobs = unpack_frames(await request.body())
         except MalformedFrames as exc:
             raise ApiError(400, "malformed", str(exc)) from None
         if not blobs:
             raise ApiError(400, "malformed", "no blob in the upload")
-        return JSONResponse({"hashes": await self.put_many(blobs)})
+        hashes = await self._within_quota(caller_of(request), blobs, self.put_many)
+        return JSONResponse({"hashes": hashes})
+
+    async def _within_quota(
+        self,
+        caller: Caller,
+        blobs: list[bytes],
+        put: Callable[[list[bytes]], Awaitable[list[str]]],
+    ) -> list[str]:
+        """Store blobs with `put` if the caller's upload quota has room for them."""
+        sizes = [len(b) for b in blobs]
+        reservation = await self.quota.reserve(caller.did, sizes)
+        hashes: list[str] = []
+        try:
+            hashes = await put(blobs)
+        finally:  # a failed put settles nothing: its reservation is released
+            self.quota.settle(reservation, list(zip(hashes, sizes, strict=False)))
+        return hashes
+
+    async def _put_one(self, blobs: list[bytes]) -> list[str]:
+        return [await asyncio.to_thread(self.store.put, blobs[0])]
 
     async def put_many(self, blobs: list[bytes]) -> list[str]:
         """Store blobs durably; their hashes. A large batch is one call (two syncfs flushes,
@@ -199,7 +192,7 @@ class BlobService:
         return [next(by_chunk[i % len(chunks)]) for i in range(len(blobs))]
 
     async def download(self, request: Request) -> Response:
-        caller = await self.authenticate(request, await request.body())
+        caller = caller_of(request)
         digest = _path_hash(request)
         status, message = await self._readable(caller, digest)
         if status == 200:
@@ -210,10 +203,9 @@ class BlobService:
         raise ApiError(status, _ERROR_CODES.get(status, "error"), message)
 
     async def fetch_many(self, request: Request) -> Response:
-        body = await self._body(request, 1024 * 1024)
-        caller = await self.authenticate(request, body)
+        caller = caller_of(request)
         try:
-            hashes = orjson.loads(body)["hashes"]
+            hashes = orjson.loads(await request.body())["hashes"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
             raise ApiError(400, "malformed", 'body must be {"hashes": [...]}') from None
         if not isinstance(hashes, list) or not 0 < len(hashes) <= MAX_FETCH:

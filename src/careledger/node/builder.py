@@ -88,7 +88,7 @@ class Node(Generic[D]):
     def asgi(self, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
         """The node API; serving it runs the driver and the replicator for its lifetime."""
         routes = [*self.blob_service.routes(), *extra_routes]
-        return create_node_api(self.driver, routes, lifespan=self._lifespan)
+        return create_node_api(self.driver, self.data, routes, lifespan=self._lifespan)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _: Starlette) -> AsyncIterator[None]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
 
 import httpx
@@ -36,9 +35,9 @@ from careledger.chain.app import CommittedBlock
 from careledger.chain.modules.records.events import RecordAnchored, RecordsErased
 from careledger.crypto.hashing import sha256_hex
 from careledger.crypto.keyfile import KeyFile
-from careledger.crypto.requestsig import authorization
 from careledger.node.erasure import BlobEraser, ChainQueryFailed
 from careledger.protocol.frames import MAX_FETCH, unpack_results
+from careledger.protocol.signing import RequestSigner
 from careledger.storage.blobstore import BlobStore, BlobStoreError
 
 log = logging.getLogger(__name__)
@@ -60,6 +59,7 @@ class BlobReplicator:
         self.peers = [p.rstrip("/") for p in peers]
         self.organisation = organisation
         self.eraser = eraser  # the chain's word on what may be kept, and who deletes
+        self._auth = {p: RequestSigner(organisation.identity, organisation.did) for p in self.peers}
         self.retry_interval = retry_interval
         self.wanted: set[str] = set()
         self._wake = asyncio.Event()
@@ -121,17 +121,7 @@ class BlobReplicator:
 
     async def _fetch_from(self, http: httpx.AsyncClient, peer: str, wanted: list[str]) -> int:
         body = orjson.dumps({"hashes": wanted})
-        header = authorization(
-            self.organisation.identity,
-            self.organisation.did,
-            "POST",
-            FETCH_PATH,
-            body,
-            time.time_ns() // 1_000_000,
-        )
-        response = await http.post(
-            peer + FETCH_PATH, content=body, headers={"authorization": header}
-        )
+        response = await http.post(peer + FETCH_PATH, content=body, auth=self._auth[peer])
         response.raise_for_status()
         good = {
             digest: blob

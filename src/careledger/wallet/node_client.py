@@ -1,4 +1,12 @@
-"""A client of the node HTTP API, and a signer that keeps its own nonce."""
+"""A client of the node HTTP API, and a signer that keeps its own nonce.
+
+    node = NodeClient(url, keyfile)                 # every request signed as keyfile.did
+    node = NodeClient(url, identity, did=did)       # an Identity (did: its did:key by default)
+    NodeClient(url).status()                        # unsigned: only /status answers
+
+Requests are signed by `protocol.signing.RequestSigner` (an `httpx.Auth`), for the node's
+chain and node id, which it reads from the node's `/status` once.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +19,9 @@ import httpx
 import orjson
 
 from careledger.chain.tx import Tx
+from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
+from careledger.protocol.signing import RequestSigner
 
 
 class NodeError(Exception):
@@ -25,15 +35,40 @@ class NodeError(Exception):
 
 
 class NodeClient:
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        identity: KeyFile | Identity | None = None,
+        *,
+        did: str | None = None,
+        timeout: float = 30.0,
+        http: httpx.Client | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
-        self.http = httpx.Client(base_url=self.url, timeout=timeout)
+        self.http = http or httpx.Client(base_url=self.url, timeout=timeout)
+        self.auth: RequestSigner | None = None
+        if isinstance(identity, KeyFile):
+            self.auth = RequestSigner(identity.identity, did or identity.did)
+        elif identity is not None:
+            self.auth = RequestSigner(identity, did or identity.did)
+
+    @property
+    def did(self) -> str | None:
+        """The did this client signs as (None: unsigned)."""
+        return self.auth.did if self.auth else None
+
+    def signed_as(self, identity: KeyFile | Identity, *, did: str | None = None) -> NodeClient:
+        """A client of the same node (sharing its connections) that signs as `identity`."""
+        client = NodeClient(self.url, identity, did=did, http=self.http)
+        if client.auth is not None and self.auth is not None:
+            client.auth.audience = self.auth.audience  # the same node: no second /status
+        return client
 
     def close(self) -> None:
         self.http.close()
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.http.request(method, path, **kwargs)
+        response = self.http.request(method, path, auth=self.auth, **kwargs)
         if response.status_code >= 400:
             self._call_error(response)
         return response.json()
@@ -57,7 +92,8 @@ class NodeClient:
         """Submit many and return once the mempool admitted them (in order); the batch's
         `results()` waits for their blocks. Meanwhile the caller may submit its next batch."""
         body = {"txs": [base64.b64encode(r).decode() for r in raws], "wait": True, "stream": True}
-        response = self.http.send(self.http.build_request("POST", "/txs", json=body), stream=True)
+        request = self.http.build_request("POST", "/txs", json=body)
+        response = self.http.send(request, auth=self.auth, stream=True)
         try:
             if response.status_code >= 400:
                 response.read()
@@ -114,14 +150,20 @@ class PendingBatch:
 
 
 class Signer:
-    """Signs transactions for one did with its current keys, numbering them itself."""
+    """Signs transactions for one did with its current keys, numbering them itself.
 
-    def __init__(self, client: NodeClient, did: str, identity: Identity) -> None:
+    The first nonce comes from the node (`auth/nonce`), or from `last_nonce`: a new identity
+    registering itself passes 0 (the node answers nothing else to an unregistered did).
+    """
+
+    def __init__(
+        self, client: NodeClient, did: str, identity: Identity, last_nonce: int | None = None
+    ) -> None:
         self.client = client
         self.did = did
         self.identity = identity
         self._chain_id: str | None = None
-        self._nonce: int | None = None
+        self._nonce: int | None = last_nonce
         self._lock = threading.Lock()
 
     def sign(self, type_: str, payload: dict[str, Any]) -> bytes:

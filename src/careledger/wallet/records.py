@@ -34,6 +34,7 @@ from typing import Any
 
 import orjson
 
+from careledger.chain.modules.identity.vouchers import ENROLMENT_VOUCHER_BLOCKS, sign_voucher
 from careledger.chain.modules.records import record_name
 from careledger.chain.modules.records.messages import parse_scope_label
 from careledger.crypto.envelope import (
@@ -51,7 +52,6 @@ from careledger.crypto.keys import (
     identity_from_phrase,
     new_recovery_phrase,
 )
-from careledger.crypto.requestsig import authorization
 from careledger.crypto.scopekeys import (
     SCOPES,
     ScopeKeyError,
@@ -218,7 +218,7 @@ class RecordsClient:
     """Records as one identity: an organisation, a practitioner, or a patient."""
 
     def __init__(self, node: NodeClient | str, keyfile: KeyFile, *, workers: int = 0) -> None:
-        self.node = NodeClient(node) if isinstance(node, str) else node
+        self.node = (NodeClient(node) if isinstance(node, str) else node).signed_as(keyfile)
         self.did = keyfile.did
         self.identity = keyfile.identity
         self.signer = Signer(self.node, self.did, self.identity)
@@ -245,11 +245,7 @@ class RecordsClient:
     # --- signed HTTP ----------------------------------------------------------------------
 
     def _signed(self, method: str, path: str, body: bytes = b"") -> bytes:
-        ts = time.time_ns() // 1_000_000
-        header = authorization(self.identity, self.did, method, path, body, ts)
-        response = self.node.http.request(
-            method, path, content=body, headers={"authorization": header}
-        )
+        response = self.node.http.request(method, path, content=body, auth=self.node.auth)
         if response.status_code >= 400:
             try:
                 error = response.json()["error"]
@@ -306,7 +302,8 @@ class RecordsClient:
     # --- enrolment ------------------------------------------------------------------------
 
     def enrol_patient(self, name: str = "", wait: bool = True) -> Enrolment:
-        """Make a new patient identity (recovery phrase), register it, publish its scope keys.
+        """Make a new patient identity (recovery phrase), register it with this
+        organisation's enrolment voucher, publish its scope keys.
 
         The patient signs these transactions; the clinic holds the keys only until it hands
         the key file and phrase over. Without `wait`, the transactions are only admitted:
@@ -318,10 +315,19 @@ class RecordsClient:
         signer = Signer(self.node, identity.did, identity)
         scope_root = identity.secret("scope-keys")
         publics = {}
+        status = self.node.status()  # this client is the organisation's: it vouches
+        voucher = sign_voucher(
+            self.identity,
+            status["chain_id"],
+            "register_patient",
+            identity.did,
+            int(status["height"]) + ENROLMENT_VOUCHER_BLOCKS,
+            org_did=self.did,
+        )
         txs = [
             signer.sign(
                 "identity/register_patient",
-                {"encryption_key": identity.encryption_public.hex()},
+                {"encryption_key": identity.encryption_public.hex(), "voucher": voucher},
             )
         ]
         for scope in SCOPES:

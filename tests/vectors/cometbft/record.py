@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from careledger.consensus.cometbft.localnet import create_network, start_network, stop_network
 
 from careledger.chain.tx import Tx
 from careledger.consensus.cometbft.config import NetSettings
 from careledger.consensus.cometbft.rpc import sync_call
 from careledger.crypto.keys import Identity
+from careledger.localnet.network import create_network, start_network, stop_network
 from careledger.wallet.node_client import NodeClient
 
 HERE = Path(__file__).resolve().parent

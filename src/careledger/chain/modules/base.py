@@ -90,6 +90,7 @@ class TxContext:
     time_ns: int
     events: list[Event] = field(default_factory=list)
     validator_updates: list[ValidatorUpdate] = field(default_factory=list)
+    chain_id: str = ""  # for checking signatures over chain-bound bytes (vouchers, consents)
 
     def kv(self, module: str) -> KV:
         return KV(self.state, module)
@@ -189,6 +190,13 @@ class Payload:
         if value not in options:
             raise self._fail(f"{name!r} must be one of {', '.join(options)}")
         return value
+
+    def nested(self, name: str) -> Payload:
+        """A field that is itself an object, as a Payload with the same error code."""
+        value = self._take(name, False)
+        if not isinstance(value, dict):
+            raise self._fail(f"{name!r} must be an object")
+        return Payload(value, self._code)
 
     def has(self, name: str) -> bool:
         return name in self._data

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,8 +63,15 @@ class NodeAddress:
     node_id: str = ""
 
     @property
+    def rpc_host(self) -> str:
+        """CometBFT's RPC answers anyone who reaches it (broadcast, blocks, the mempool), so it
+        listens on loopback only: the node's own address if that is a loopback one (a local
+        network gives each node its own 127.0.0.x), else 127.0.0.1."""
+        return self.host if _is_loopback(self.host) else "127.0.0.1"
+
+    @property
     def rpc_url(self) -> str:
-        return f"http://{self.host}:{self.rpc_port}"
+        return f"http://{self.rpc_host}:{self.rpc_port}"
 
     @property
     def api_url(self) -> str:
@@ -83,7 +91,15 @@ def node_config_values(
         ("", "proxy_app"): proxy_app,
         ("", "moniker"): f"node{node.index}",
         ("", "log_level"): settings.log_level,
-        ("rpc", "laddr"): f"tcp://{node.host}:{node.rpc_port}",
+        # Every listener but P2P on loopback or off (see NodeAddress.rpc_host).
+        ("", "priv_validator_laddr"): "",
+        ("rpc", "laddr"): f"tcp://{node.rpc_host}:{node.rpc_port}",
+        ("rpc", "grpc_laddr"): "",
+        ("rpc", "pprof_laddr"): "",
+        ("rpc", "unsafe"): False,
+        ("rpc", "cors_allowed_origins"): [],
+        ("instrumentation", "prometheus"): False,
+        ("instrumentation", "prometheus_listen_addr"): f"{node.rpc_host}:26660",
         ("rpc", "max_body_bytes"): 64_000_000,
         ("rpc", "timeout_broadcast_tx_commit"): "30s",
         ("rpc", "max_request_batch_size"): 1000,  # clients batch broadcast_tx_sync calls
@@ -136,11 +152,20 @@ def _section_span(text: str, section: str) -> tuple[int, int]:
     raise KeyError(f"config.toml has no section [{section}]")
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def _toml(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

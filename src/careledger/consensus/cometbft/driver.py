@@ -117,7 +117,7 @@ class CometDriver:
             "latest_block_time": _normal_time(sync["latest_block_time"]),
             "mempool_size": int(unconfirmed["n_txs"]),
             "consensus": "cometbft",
-            "node_id": comet["node_info"]["id"],
+            "cometbft_node_id": comet["node_info"]["id"],
             "validator_address": comet["validator_info"]["address"].lower(),
             "catching_up": bool(sync["catching_up"]),
         }

@@ -3,6 +3,11 @@
 from careledger.chain.modules.base import Message, Module
 from careledger.chain.modules.identity import handler, messages, queries
 from careledger.chain.modules.identity.keeper import MODULE, IdentityKeeper
+from careledger.chain.modules.identity.vouchers import (
+    SELF_REGISTRATIONS,
+    sign_consent,
+    sign_voucher,
+)
 
 identity_module = Module(
     name=MODULE,
@@ -27,4 +32,11 @@ identity_module = Module(
     init_genesis=handler.init_genesis,
 )
 
-__all__ = ["MODULE", "IdentityKeeper", "identity_module"]
+__all__ = [
+    "MODULE",
+    "SELF_REGISTRATIONS",
+    "IdentityKeeper",
+    "identity_module",
+    "sign_consent",
+    "sign_voucher",
+]

@@ -1,4 +1,19 @@
-"""The identity module's rules: who may register whom, key rotation, the membership vote."""
+"""The identity module's rules: who may register whom, key rotation, the membership vote.
+
+- A patient registers itself with a member's enrolment voucher; an organisation applies for
+  membership with a sponsoring member's voucher (vouchers.py). `chain/auth.py` checks the
+  voucher in full (member, expiry, unused, signature) before the handler runs, and refuses
+  every other transaction of an unregistered did (UNKNOWN_SENDER); the handler records the
+  voucher as used.
+- A member registers a practitioner only with the practitioner's consent (signed by the
+  practitioner's current key). Re-registering a deregistered practitioner (same organisation
+  only) keeps its signing key and key history: registration never sets a signing key on a did
+  that already has one, so it cannot undo a rotation.
+- Validator keys are unique among members: checked at application and again at admission.
+- A removed organisation, a deregistered practitioner, and a removed organisation's
+  practitioners may do nothing at all (IdentityKeeper.acting_identity); a removed
+  organisation cannot apply again under the same did.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +40,12 @@ from careledger.chain.modules.identity.messages import (
     RegisterPractitioner,
     RotateKey,
 )
+from careledger.chain.modules.identity.vouchers import (
+    Voucher,
+    check_consent,
+    redeem,
+    voucher_bytes,
+)
 from careledger.crypto.keys import ed25519_from_did
 
 VALIDATOR_POWER = 10
@@ -45,19 +66,30 @@ def _require_member(keeper: IdentityKeeper, did: str) -> None:
 
 
 def _new_identity(ctx: TxContext, did: str, kind: str, encryption_key: str) -> dict[str, object]:
+    signing_key = ed25519_from_did(did).hex()
     return {
         "did": did,
         "kind": kind,
-        "signing_key": ed25519_from_did(did).hex(),
+        "signing_key": signing_key,
+        "keys": [{"since": ctx.height, "signing_key": signing_key}],
         "encryption_key": encryption_key,
         "active": True,
         "registered_at": ctx.height,
     }
 
 
+def _redeem_voucher(ctx: TxContext, keeper: IdentityKeeper, purpose: str, voucher: Voucher) -> None:
+    """Mark the sender's voucher used. auth.authenticate has already checked it in full
+    (member, expiry, unused, signature) against this very state: it is the only way an
+    unregistered did reaches this handler."""
+    statement = voucher_bytes(ctx.chain_id, purpose, ctx.sender, voucher.org, voucher.expires_at)
+    redeem(keeper, statement, ctx.height)
+
+
 def register_patient(ctx: TxContext, msg: RegisterPatient) -> None:
     keeper = _keeper(ctx)
     _require_unregistered(keeper, ctx.sender)
+    _redeem_voucher(ctx, keeper, "register_patient", msg.voucher)
     keeper.put_identity(_new_identity(ctx, ctx.sender, "patient", msg.encryption_key))
     ctx.emit(IdentityRegistered(ctx.sender, "patient"))
 
@@ -68,7 +100,14 @@ def register_practitioner(ctx: TxContext, msg: RegisterPractitioner) -> None:
     existing = keeper.identity(msg.did)
     if existing is not None and (existing["active"] or existing.get("org") != ctx.sender):
         raise TxFailure(Code.CONFLICT, f"{msg.did} is already registered")
-    ident = _new_identity(ctx, msg.did, "practitioner", msg.encryption_key)
+    statement = check_consent(
+        keeper, ctx.chain_id, ctx.sender, msg.did, msg.encryption_key, msg.consent, ctx.height
+    )
+    redeem(keeper, statement, ctx.height)
+    if existing is None:
+        ident = _new_identity(ctx, msg.did, "practitioner", msg.encryption_key)
+    else:  # the same organisation takes back its deregistered practitioner: keys unchanged
+        ident = {**existing, "encryption_key": msg.encryption_key, "active": True}
     ident.update(org=ctx.sender, name=msg.name)
     keeper.put_identity(ident)
     keeper.add_staff(ctx.sender, msg.did)
@@ -94,8 +133,14 @@ def rotate_key(ctx: TxContext, msg: RotateKey) -> None:
         raise TxFailure(Code.NOT_FOUND, f"{ctx.sender} is not an active identity")
     if msg.signing_key == ident["signing_key"]:
         raise TxFailure(Code.INVALID_PAYLOAD, "the new signing key is the current one")
+    history = [*ident["keys"], {"since": ctx.height, "signing_key": msg.signing_key}]
     keeper.put_identity(
-        {**ident, "signing_key": msg.signing_key, "encryption_key": msg.encryption_key}
+        {
+            **ident,
+            "signing_key": msg.signing_key,
+            "keys": history,
+            "encryption_key": msg.encryption_key,
+        }
     )
     ctx.emit(KeyRotated(ctx.sender))
 
@@ -105,6 +150,8 @@ def apply_membership(ctx: TxContext, msg: ApplyMembership) -> None:
     _require_unregistered(keeper, ctx.sender)
     if keeper.proposal("admit", ctx.sender) is not None:
         raise TxFailure(Code.CONFLICT, f"{ctx.sender} has already applied")
+    _require_free_validator_key(keeper, msg.validator_pub_key)
+    _redeem_voucher(ctx, keeper, "apply_membership", msg.voucher)
     keeper.put_proposal(
         {
             "action": "admit",
@@ -114,9 +161,18 @@ def apply_membership(ctx: TxContext, msg: ApplyMembership) -> None:
             "validator_pub_key": msg.validator_pub_key,
             "approvals": [],
             "opened_at": ctx.height,
+            "sponsor": msg.voucher.org,
         }
     )
     ctx.emit(MembershipApplied(ctx.sender))
+
+
+def _require_free_validator_key(keeper: IdentityKeeper, validator_pub_key: str) -> None:
+    """Two members with one consensus key would make their removals remove it twice, which
+    CometBFT refuses by halting: a key already a member's is refused."""
+    holder = keeper.member_with_validator_key(validator_pub_key) if validator_pub_key else None
+    if holder is not None:
+        raise TxFailure(Code.CONFLICT, f"validator key {validator_pub_key} is already {holder}'s")
 
 
 def approve_membership(ctx: TxContext, msg: ApproveMembership) -> None:
@@ -148,10 +204,12 @@ def _open_removal(keeper: IdentityKeeper, msg: ApproveMembership) -> dict[str, A
 
 def _admit(keeper: IdentityKeeper, ctx: TxContext, proposal: dict[str, object]) -> None:
     did = str(proposal["subject"])
+    vkey = str(proposal["validator_pub_key"])
+    _require_free_validator_key(keeper, vkey)  # another applicant may have taken it since
+    _require_unregistered(keeper, did)  # e.g. registered as a patient while the vote ran
     ident = _new_identity(ctx, did, "organisation", str(proposal["encryption_key"]))
     ident["name"] = proposal["name"]
     keeper.put_identity(ident)
-    vkey = str(proposal["validator_pub_key"])
     keeper.put_member(
         {"did": did, "name": proposal["name"], "validator_pub_key": vkey, "since": ctx.height}
     )

@@ -1,10 +1,17 @@
 """The identity module's state: its keys and the only code that reads or writes them.
 
 Layout under the `identity/` prefix:
-  id/<did>                    the identity: kind, current keys, organisation, active
+  id/<did>                    the identity: kind, current keys, key history (`keys`: each
+                              signing key and the height it took effect), organisation, active
   member/<did>                a member organisation of the consortium
   staff/<org did>/<did>       a practitioner registered by an organisation
   proposal/<action>/<did>     an open vote to admit or remove an organisation
+  used/<sha256>               a voucher or consent already used (vouchers.py), and when
+
+Who may act (`acting_identity`): an active identity; an organisation only while it is a
+member; a practitioner only while active *and* its organisation is a member. A removed
+organisation's practitioners keep their rows (with `active` true) but lose all authority the
+moment the removal commits, without the removal having to touch each of them.
 """
 
 from __future__ import annotations
@@ -35,6 +42,29 @@ class IdentityKeeper:
     def put_identity(self, ident: dict[str, Any]) -> None:
         self.kv.set(f"id/{ident['did']}", ident)
 
+    def acting_identity(self, did: str) -> dict[str, Any] | None:
+        """The identity if it may act now (send transactions, write, vouch), else None."""
+        ident = self.identity(did)
+        return ident if ident is not None and self.may_act(ident) else None
+
+    def may_act(self, ident: dict[str, Any]) -> bool:
+        if not ident["active"]:
+            return False
+        if ident["kind"] == "organisation":
+            return self.is_member(ident["did"])
+        if ident["kind"] == "practitioner":
+            return self.is_member(str(ident.get("org", "")))
+        return True
+
+    def acting_for(self, did: str) -> str | None:
+        """The member organisation on whose authority `did` acts: itself for a member, its
+        organisation for an active practitioner of a member; None for anyone else (patients,
+        deregistered practitioners, practitioners of a removed organisation)."""
+        ident = self.acting_identity(did)
+        if ident is None or ident["kind"] == "patient":
+            return None
+        return did if ident["kind"] == "organisation" else str(ident["org"])
+
     def signing_key(self, did: str) -> bytes:
         """The key that must sign for this did: its registered key, else the did's own."""
         ident = self.identity(did)
@@ -42,11 +72,48 @@ class IdentityKeeper:
             return bytes.fromhex(ident["signing_key"])
         return ed25519_from_did(did)
 
+    def signing_keys_at(self, did: str, height: int) -> list[bytes]:
+        """Every signing key in force for `did` at some point of block `height`, oldest first.
+
+        Usually one. In the block that rotated the key, two (or more): transactions before
+        the rotation were signed by the old key, those after it by the new one. Empty when
+        the did was not registered at that height.
+        """
+        ident = self.identity(did)
+        if ident is None:
+            return []
+        keys = [k for k in ident["keys"] if k["since"] <= height]
+        before = [k for k in keys if k["since"] < height][-1:]
+        during = [k for k in keys if k["since"] == height]
+        return [bytes.fromhex(k["signing_key"]) for k in before + during]
+
+    def signing_key_at(self, did: str, height: int) -> bytes | None:
+        """The key in force for `did` at the end of block `height` (None if unregistered then).
+
+        For a transaction in the very block that rotated the key, the key that signed it may
+        be the previous one: `signing_keys_at` gives both.
+        """
+        keys = self.signing_keys_at(did, height)
+        return keys[-1] if keys else None
+
+    def statement_used(self, digest: str) -> bool:
+        return self.kv.has(f"used/{digest}")
+
+    def use_statement(self, digest: str, height: int) -> None:
+        self.kv.set(f"used/{digest}", {"height": height})
+
     def is_member(self, did: str) -> bool:
         return self.kv.has(f"member/{did}")
 
     def members(self) -> list[dict[str, Any]]:
         return [value for _, value in self.kv.items("member/")]
+
+    def member_with_validator_key(self, validator_pub_key: str) -> str | None:
+        """The member whose consensus key this is, if any (keys are unique among members)."""
+        for member in self.members():
+            if member.get("validator_pub_key") == validator_pub_key:
+                return str(member["did"])
+        return None
 
     def put_member(self, member: dict[str, Any]) -> None:
         self.kv.set(f"member/{member['did']}", member)

@@ -5,32 +5,43 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from careledger.chain.modules.base import Payload
+from careledger.chain.modules.identity.vouchers import Consent, Voucher
 
 MEMBERSHIP_ACTIONS = ("admit", "remove")
 
 
 @dataclass(frozen=True)
 class RegisterPatient:
-    """A patient's pseudonymous identity: its did (the sender) and an encryption key, no name."""
+    """A patient's pseudonymous identity: its did (the sender) and an encryption key, no name;
+    with a member organisation's enrolment voucher for that did (vouchers.py)."""
 
     encryption_key: str
+    voucher: Voucher
 
     @classmethod
     def parse(cls, p: Payload) -> RegisterPatient:
-        msg = cls(p.hex_bytes("encryption_key", 32))
+        msg = cls(p.hex_bytes("encryption_key", 32), Voucher.parse(p.nested("voucher")))
         p.done()
         return msg
 
 
 @dataclass(frozen=True)
 class RegisterPractitioner:
+    """An organisation registers a practitioner, who consents by signing (vouchers.py)."""
+
     did: str
     encryption_key: str
     name: str
+    consent: Consent
 
     @classmethod
     def parse(cls, p: Payload) -> RegisterPractitioner:
-        msg = cls(p.did("did"), p.hex_bytes("encryption_key", 32), p.text("name", optional=True))
+        msg = cls(
+            p.did("did"),
+            p.hex_bytes("encryption_key", 32),
+            p.text("name", optional=True),
+            Consent.parse(p.nested("consent")),
+        )
         p.done()
         return msg
 
@@ -62,11 +73,13 @@ class RotateKey:
 
 @dataclass(frozen=True)
 class ApplyMembership:
-    """An organisation asks to join; the members then vote with `approve_membership`."""
+    """An organisation asks to join, with a sponsoring member's voucher; the members then
+    vote with `approve_membership`."""
 
     name: str
     encryption_key: str
     validator_pub_key: str
+    voucher: Voucher
 
     @classmethod
     def parse(cls, p: Payload) -> ApplyMembership:
@@ -74,6 +87,7 @@ class ApplyMembership:
             p.text("name", max_len=200),
             p.hex_bytes("encryption_key", 32),
             p.hex_bytes("validator_pub_key", 32) if p.has("validator_pub_key") else "",
+            Voucher.parse(p.nested("voucher")),
         )
         p.done()
         return msg

@@ -10,20 +10,28 @@ from careledger.chain.modules.identity.keeper import IdentityKeeper
 from careledger.chain.state import KV
 
 
+def _as_seen(keeper: IdentityKeeper, ident: dict[str, Any]) -> dict[str, Any]:
+    """The stored identity, with `active` meaning "may act now": for a practitioner, also
+    that its organisation is still a member (a removal does not rewrite its staff's rows)."""
+    return {**ident, "active": keeper.acting_identity(ident["did"]) is not None}
+
+
 def identity(kv: KV, params: Payload) -> Any:
+    """An identity: kind, current keys, key history (`keys`), organisation, `active`."""
     did = params.text("did", max_len=128)
     params.done()
-    found = IdentityKeeper(kv).identity(did)
+    keeper = IdentityKeeper(kv)
+    found = keeper.identity(did)
     if found is None:
         raise TxFailure(Code.NOT_FOUND, f"no identity {did}")
-    return found
+    return _as_seen(keeper, found)
 
 
 def practitioners(kv: KV, params: Payload) -> Any:
     org = params.text("org", max_len=128)
     params.done()
     keeper = IdentityKeeper(kv)
-    return [keeper.identity(did) for did in keeper.staff(org)]
+    return [_as_seen(keeper, keeper.identity(did) or {"did": did}) for did in keeper.staff(org)]
 
 
 def members(kv: KV, params: Payload) -> Any:

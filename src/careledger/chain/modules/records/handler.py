@@ -1,8 +1,8 @@
 """The records module's rules: who may anchor a record version, scope keys, erasure.
 
 - The patient must be a registered, active patient identity.
-- The author (the sender) must be an active practitioner, a member organisation, or the
-  patient.
+- The author (the sender) must be the patient, a member organisation, or an active
+  practitioner of a member organisation (`IdentityKeeper.acting_for`).
 - A version is exactly the last one plus one (else CONFLICT), so that two writers racing on
   the same record cannot both win; an erased record takes no new version.
 - A blob anchors one record version only: erasing one record must not delete another's blob.
@@ -45,16 +45,15 @@ def _require_patient(ctx: TxContext, did: str) -> None:
 
 
 def _require_author(ctx: TxContext, patient: str) -> None:
+    """The patient, or someone acting for a member organisation: the member itself or an
+    active practitioner of it (a removed organisation's practitioners are neither)."""
     if ctx.sender == patient:
         return
-    identities = _identities(ctx)
-    if identities.active(ctx.sender, "practitioner") is None and not identities.is_member(
-        ctx.sender
-    ):
+    if _identities(ctx).acting_for(ctx.sender) is None:
         raise TxFailure(
             Code.UNAUTHORISED,
-            f"{ctx.sender} may not write records: not an active practitioner, "
-            "a member organisation or the patient",
+            f"{ctx.sender} may not write records: not the patient, a member organisation "
+            "or an active practitioner of one",
         )
 
 

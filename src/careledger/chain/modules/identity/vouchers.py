@@ -1,0 +1,269 @@
+"""Vouchers and consents: signed, one-time, expiring statements that let an identity act.
+
+A **voucher** is a member organisation's word for an identity that registers itself: a
+patient's `register_patient` and an applicant's `apply_membership` carry one in their payload
+
+    "voucher": {"org": <member did>, "expires_at": <height>, "signature": <128 hex>}
+
+A **consent** is a practitioner's word that an organisation may register them:
+`register_practitioner` carries
+
+    "consent": {"expires_at": <height>, "signature": <128 hex>}
+
+Each signature is Ed25519, by the signer's *current* key (after a rotation, the new one), over
+the RFC 8785 bytes of one statement:
+
+    {"domain": "careledger-statement-v1", "chain_id", "purpose", "subject", "org",
+     "expires_at", "encryption_key"}
+
+- `purpose` is "register_patient", "apply_membership" or "register_practitioner", so a
+  statement for one act is never accepted for another; `chain_id` ties it to one chain, and
+  the domain keeps it apart from transaction bodies and signed requests.
+- `subject` is the did that registers (the sender of a self-registration; the practitioner).
+  A voucher stolen from the mempool is useless to anyone else: it names one did, and only
+  that did's key signs that did's transactions.
+- `org` is the vouching member, or for a consent, the organisation the practitioner joins.
+- `encryption_key` is bound by a consent (the practitioner accepts the key the organisation
+  registers for them); it is "" in a voucher.
+- `expires_at` is the last block height at which the statement is accepted. Heights rather
+  than times: `check_tx` knows the next height but not the next block's time.
+- Once a statement has been accepted its SHA-256 is stored (`used/<hash>`, identity module),
+  and the same statement is refused from then on (CONFLICT), by whoever sends it.
+
+The wallet and the tests sign with `sign_voucher` and `sign_consent`; the chain checks with
+`check_voucher` / `check_consent` and records use with `redeem`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from careledger.chain.codes import Code, TxFailure
+from careledger.chain.modules.base import Payload
+from careledger.chain.modules.identity.keeper import IdentityKeeper
+from careledger.crypto.hashing import sha256_hex
+from careledger.crypto.keys import Identity, KeyError_, ed25519_from_did, verify_signature
+
+STATEMENT_DOMAIN = "careledger-statement-v1"
+# The only transactions an unregistered did may send, each with a voucher for its purpose.
+SELF_REGISTRATIONS = {
+    "identity/register_patient": "register_patient",
+    "identity/apply_membership": "apply_membership",
+}
+VOUCHED_PURPOSES = tuple(SELF_REGISTRATIONS.values())
+CONSENT_PURPOSE = "register_practitioner"
+MAX_HEIGHT = 2**53 - 1
+# How long a clinic's enrolment voucher lasts when it signs one for immediate use (blocks).
+ENROLMENT_VOUCHER_BLOCKS = 1000
+
+# A verifier of (public key, signature, message): libsodium's, or a validator's cache of it.
+Verify = Callable[[bytes, bytes, bytes], bool]
+
+
+@dataclass(frozen=True)
+class Voucher:
+    org: str
+    expires_at: int
+    signature: str  # hex
+
+    @classmethod
+    def parse(cls, p: Payload) -> Voucher:
+        voucher = cls(
+            p.did("org"), p.integer("expires_at", 1, MAX_HEIGHT), p.hex_bytes("signature", 64)
+        )
+        p.done()
+        return voucher
+
+    @classmethod
+    def of(cls, payload: Mapping[str, Any]) -> Voucher:
+        """The `voucher` field of a transaction payload (INVALID_PAYLOAD if missing or bad)."""
+        return cls.parse(Payload({"voucher": payload.get("voucher")}).nested("voucher"))
+
+
+@dataclass(frozen=True)
+class Consent:
+    expires_at: int
+    signature: str  # hex
+
+    @classmethod
+    def parse(cls, p: Payload) -> Consent:
+        consent = cls(p.integer("expires_at", 1, MAX_HEIGHT), p.hex_bytes("signature", 64))
+        p.done()
+        return consent
+
+
+# --- the signed bytes -----------------------------------------------------------------------
+
+
+def statement_bytes(
+    chain_id: str,
+    purpose: str,
+    subject: str,
+    org: str,
+    expires_at: int,
+    encryption_key: str = "",
+) -> bytes:
+    """The RFC 8785 bytes a voucher or consent signs (see the module docstring).
+
+    orjson with sorted keys gives exactly the RFC 8785 form here (`canonical_bytes` checks
+    each value for the cases where it would not: floats, integers beyond 2^53, keys outside
+    the BMP; these keys are fixed ASCII and the one integer is bounded), at a fraction of the
+    cost: every registration computes these bytes four times.
+    """
+    if not 1 <= expires_at <= MAX_HEIGHT:
+        raise ValueError(f"expires_at must be a height in 1..{MAX_HEIGHT}")
+    return orjson.dumps(
+        {
+            "domain": STATEMENT_DOMAIN,
+            "chain_id": chain_id,
+            "purpose": purpose,
+            "subject": subject,
+            "org": org,
+            "expires_at": expires_at,
+            "encryption_key": encryption_key,
+        },
+        option=orjson.OPT_SORT_KEYS,
+    )
+
+
+def voucher_bytes(chain_id: str, purpose: str, subject: str, org: str, expires_at: int) -> bytes:
+    if purpose not in VOUCHED_PURPOSES:
+        raise ValueError(f"a voucher is for one of {', '.join(VOUCHED_PURPOSES)}")
+    return statement_bytes(chain_id, purpose, subject, org, expires_at)
+
+
+def consent_bytes(
+    chain_id: str, org: str, practitioner: str, encryption_key: str, expires_at: int
+) -> bytes:
+    return statement_bytes(chain_id, CONSENT_PURPOSE, practitioner, org, expires_at, encryption_key)
+
+
+# --- signing (wallet and tests) -------------------------------------------------------------
+
+
+def sign_voucher(
+    org: Identity,
+    chain_id: str,
+    purpose: str,
+    subject: str,
+    expires_at: int,
+    org_did: str = "",
+) -> dict[str, Any]:
+    """The `voucher` payload field: `org` vouches for `subject` to `purpose` until a height.
+
+    `org_did` is the organisation's did when its key was rotated (default: `org.did`).
+    """
+    did = org_did or org.did
+    signature = org.sign(voucher_bytes(chain_id, purpose, subject, did, expires_at))
+    return {"org": did, "expires_at": expires_at, "signature": signature.hex()}
+
+
+def sign_consent(
+    practitioner: Identity,
+    chain_id: str,
+    org: str,
+    encryption_key: str,
+    expires_at: int,
+    practitioner_did: str = "",
+) -> dict[str, Any]:
+    """The `consent` payload field: the practitioner agrees that `org` registers them."""
+    did = practitioner_did or practitioner.did
+    signature = practitioner.sign(consent_bytes(chain_id, org, did, encryption_key, expires_at))
+    return {"expires_at": expires_at, "signature": signature.hex()}
+
+
+# --- checking (the chain) -------------------------------------------------------------------
+
+
+def sender_key(keeper: IdentityKeeper, sender: str, tx_type: str) -> tuple[bytes, str]:
+    """(the key that must sign for `sender`, the voucher purpose if it registers itself).
+
+    The purpose is "" for an identity that may act. TxFailure(UNKNOWN_SENDER) for anything
+    else: an unregistered did sending any other transaction than a self-registration, and an
+    identity that may no longer act (deregistered, removed, or a practitioner whose
+    organisation was removed), whatever it sends.
+    """
+    ident = keeper.identity(sender)
+    if ident is not None:
+        if not keeper.may_act(ident):
+            raise TxFailure(
+                Code.UNKNOWN_SENDER,
+                f"{sender} may no longer act: deregistered, removed, or its organisation was"
+                " removed",
+            )
+        return bytes.fromhex(ident["signing_key"]), ""
+    purpose = SELF_REGISTRATIONS.get(tx_type)
+    if purpose is None:
+        raise TxFailure(Code.UNKNOWN_SENDER, f"{sender[:128]} is not a registered identity")
+    try:
+        return ed25519_from_did(sender), purpose
+    except KeyError_ as exc:
+        raise TxFailure(Code.MALFORMED, f"sender: {exc}") from None
+
+
+def check_voucher(
+    keeper: IdentityKeeper,
+    chain_id: str,
+    purpose: str,
+    subject: str,
+    voucher: Voucher,
+    height: int,
+    verify: Verify = verify_signature,
+) -> bytes:
+    """The voucher's statement bytes; TxFailure unless a member vouched, unexpired, unused."""
+    org = keeper.acting_identity(voucher.org)
+    if org is None or org["kind"] != "organisation":
+        raise TxFailure(Code.UNAUTHORISED, f"voucher: {voucher.org} is not a member organisation")
+    statement = voucher_bytes(chain_id, purpose, subject, voucher.org, voucher.expires_at)
+    _check_statement(keeper, statement, voucher.expires_at, height)
+    key = bytes.fromhex(org["signing_key"])
+    if not verify(key, bytes.fromhex(voucher.signature), statement):
+        raise TxFailure(
+            Code.UNAUTHORISED, f"voucher: the signature does not verify with {voucher.org}'s key"
+        )
+    return statement
+
+
+def check_consent(
+    keeper: IdentityKeeper,
+    chain_id: str,
+    org: str,
+    practitioner: str,
+    encryption_key: str,
+    consent: Consent,
+    height: int,
+) -> bytes:
+    """The consent's statement bytes; TxFailure unless the practitioner's current key signed
+    it (the did's own key while unregistered), unexpired and unused."""
+    statement = consent_bytes(chain_id, org, practitioner, encryption_key, consent.expires_at)
+    _check_statement(keeper, statement, consent.expires_at, height)
+    try:
+        key = keeper.signing_key(practitioner)
+    except KeyError_ as exc:
+        raise TxFailure(Code.INVALID_PAYLOAD, f"did: {exc}") from None
+    if not verify_signature(key, bytes.fromhex(consent.signature), statement):
+        raise TxFailure(
+            Code.UNAUTHORISED, f"consent: the signature does not verify with {practitioner}'s key"
+        )
+    return statement
+
+
+def _check_statement(
+    keeper: IdentityKeeper, statement: bytes, expires_at: int, height: int
+) -> None:
+    if height > expires_at:
+        raise TxFailure(Code.UNAUTHORISED, f"expired at height {expires_at} (now {height})")
+    if keeper.statement_used(sha256_hex(statement)):
+        raise TxFailure(Code.CONFLICT, "this voucher or consent was already used")
+
+
+def redeem(keeper: IdentityKeeper, statement: bytes, height: int) -> None:
+    """Record a checked statement as used: it is refused from now on (one-time)."""
+    digest = sha256_hex(statement)
+    if keeper.statement_used(digest):
+        raise TxFailure(Code.CONFLICT, "this voucher or consent was already used")
+    keeper.use_statement(digest, height)
