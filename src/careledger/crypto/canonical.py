@@ -10,6 +10,11 @@ import orjson
 import rfc8785
 
 _JS_SAFE_INT = 2**53 - 1
+# The deepest nesting of arrays and objects a parsed document may have. Every signed format
+# here is at most a few levels deep; a bound far below orjson's (255 to write, 1024 to read)
+# and Python's recursion limit makes a deep document a parse error everywhere, rather than an
+# exception whose depth depends on each process's stack.
+MAX_DEPTH = 32
 
 
 class NotCanonical(ValueError):
@@ -29,16 +34,24 @@ def canonical_bytes(value: Any) -> bytes:
     Plane (sorted by code point vs UTF-16 unit). One walk finds those cases and sends them
     to the reference, so the output is always RFC 8785.
     """
-    if _orjson_is_canonical_for(value):
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    if _nesting_depth(value) > MAX_DEPTH:
+        raise NotCanonicalisable(f"value is nested deeper than {MAX_DEPTH} levels")
     try:
+        if _orjson_is_canonical_for(value):
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
         return rfc8785.dumps(value)
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
         raise NotCanonicalisable(f"value has no RFC 8785 form: {exc}") from exc
 
 
 def parse_canonical(data: bytes) -> Any:
-    """Parse JSON and insist that the input was already canonical."""
+    """Parse JSON and insist that the input was already canonical.
+
+    Anything that is not a canonical JSON document of at most MAX_DEPTH levels raises
+    NotCanonical, whatever the bytes: invalid UTF-8, lone surrogates, integers beyond 2**53
+    (orjson reads them as floats), deep nesting, duplicate keys (the kept value re-encodes
+    differently), non-finite numbers.
+    """
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -53,13 +66,36 @@ def parse_canonical(data: bytes) -> Any:
 
 
 def contains_float(value: Any) -> bool:
-    if isinstance(value, float):
-        return True
-    if isinstance(value, dict):
-        return any(contains_float(v) for v in value.values())
-    if isinstance(value, list):
-        return any(contains_float(v) for v in value)
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
     return False
+
+
+def _nesting_depth(value: Any) -> int:
+    """Levels of arrays and objects (a scalar is 0), without recursion."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth > deepest:
+            deepest = depth
+            if deepest > MAX_DEPTH:
+                return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _orjson_is_canonical_for(value: Any) -> bool:

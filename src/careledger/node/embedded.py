@@ -63,5 +63,11 @@ class EmbeddedNode:
         return Starlette(routes=routes, exception_handlers=exception_handlers(), lifespan=lifespan)
 
 
-def serve(app: Starlette, host: str, port: int) -> None:
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+def serve(app: Starlette, host: str, port: int, producer: SoloProducer | None = None) -> None:
+    """Serve until stopped, or until the producer halts on a local fault."""
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    )
+    if producer is not None:
+        producer.on_halt = lambda: setattr(server, "should_exit", True)
+    server.run()

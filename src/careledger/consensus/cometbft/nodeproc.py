@@ -76,7 +76,8 @@ class NodeConfig:
         )
 
 
-async def run_node(config: NodeConfig) -> None:
+async def run_node(config: NodeConfig) -> int:
+    """Serve until SIGTERM (0), or until the application halts on a local fault (1)."""
     data = DataDir(config.app_dir)
     store = StateStore(data.state)
     app = Application(store)
@@ -98,6 +99,7 @@ async def run_node(config: NodeConfig) -> None:
             api, host=config.api_host, port=config.api_port, log_level="warning", access_log=False
         )
     )
+    server.on_halt = lambda: setattr(web, "should_exit", True)
     replicating = asyncio.create_task(replicator.run())
     try:
         await web.serve()
@@ -106,6 +108,7 @@ async def run_node(config: NodeConfig) -> None:
         await server.close()
         await rpc.close()
         store.close()
+    return 1 if server.halted else 0
 
 
 def _recorder_from_env() -> Recorder | None:
@@ -126,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--node-dir", type=Path, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(run_node(NodeConfig.load(args.node_dir)))
+    raise SystemExit(asyncio.run(run_node(NodeConfig.load(args.node_dir))))
 
 
 if __name__ == "__main__":
