@@ -6,6 +6,7 @@ crash leaves either the previous block's state or the new one, never a mixture.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
@@ -152,11 +153,12 @@ class StateStore:
                 (height, app_hash, changes_hash),
             )
             db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list((meta or {}).items()))
+            db.execute("COMMIT")  # may fail too (a full disk): the transaction is then rolled back
         except BaseException:
-            db.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already
+                db.execute("ROLLBACK")
             self.cache.clear()
             raise
-        db.execute("COMMIT")
         for key, value in changes.items():
             self.cache.put(key, value)
 
