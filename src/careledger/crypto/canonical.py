@@ -34,10 +34,9 @@ def canonical_bytes(value: Any) -> bytes:
     Plane (sorted by code point vs UTF-16 unit). One walk finds those cases and sends them
     to the reference, so the output is always RFC 8785.
     """
-    if _nesting_depth(value) > MAX_DEPTH:
-        raise NotCanonicalisable(f"value is nested deeper than {MAX_DEPTH} levels")
+    fast = _orjson_is_canonical_for(value)  # raises NotCanonicalisable when too deep
     try:
-        if _orjson_is_canonical_for(value):
+        if fast:
             return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
         return rfc8785.dumps(value)
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
@@ -78,47 +77,49 @@ def contains_float(value: Any) -> bool:
     return False
 
 
-def _nesting_depth(value: Any) -> int:
-    """Levels of arrays and objects (a scalar is 0), without recursion."""
-    deepest = 0
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list | tuple):
-            children = item
-        else:
-            continue
-        if depth > deepest:
-            deepest = depth
-            if deepest > MAX_DEPTH:
-                return deepest
-        stack.extend((child, depth + 1) for child in children)
-    return deepest
-
-
 def _orjson_is_canonical_for(value: Any) -> bool:
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        kind = type(item)
-        if kind is dict:
-            for key in item:
-                if type(key) is not str or not _key_sorts_alike(key):
-                    return False
-            stack.extend(item.values())
-        elif kind is list:
-            stack.extend(item)
-        elif kind is float:
-            if item.is_integer() or item != item or item in (float("inf"), float("-inf")):
-                return False
-        elif kind is int:
-            if not -_JS_SAFE_INT <= item <= _JS_SAFE_INT:
-                return False
-        elif kind is not str and kind is not bool and item is not None:
-            return False
-    return True
+    """Whether orjson's sorted output is RFC 8785 for this value.
+
+    One walk, level by level and without recursion, which also refuses a value nested deeper
+    than MAX_DEPTH (NotCanonicalisable) before anything recursive sees it.
+    """
+    alike = True
+    level, depth = [value], 0
+    while level:
+        below: list[Any] = []
+        holds_container = False
+        for item in level:
+            kind = type(item)
+            if kind is str:  # the common case first: a walk per transaction is hot
+                continue
+            if kind is dict:
+                holds_container = True
+                if alike:
+                    for key in item:
+                        if type(key) is not str or not _key_sorts_alike(key):
+                            alike = False
+                            break
+                below.extend(item.values())
+            elif kind is list or kind is tuple:
+                holds_container = True
+                alike = alike and kind is list
+                below.extend(item)
+            elif alike:
+                alike = _scalar_alike(item, kind)
+        if holds_container:
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise NotCanonicalisable(f"value is nested deeper than {MAX_DEPTH} levels")
+        level = below
+    return alike
+
+
+def _scalar_alike(item: Any, kind: type) -> bool:
+    if kind is float:
+        return not (item.is_integer() or item != item or item in (float("inf"), float("-inf")))
+    if kind is int:
+        return bool(-_JS_SAFE_INT <= item <= _JS_SAFE_INT)
+    return kind is bool or item is None
 
 
 def _key_sorts_alike(key: str) -> bool:
