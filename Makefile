@@ -35,6 +35,7 @@ lint: $(STAMP)
 
 bench: $(STAMP) $(COMETBFT)
 	$(BIN)/python -m bench.chain_throughput
+	$(BIN)/python -m bench.chain_memory
 	$(BIN)/python -m bench.records_throughput
 	COMETBFT_BIN=$(CURDIR)/$(COMETBFT) $(BIN)/python -m bench.network_throughput
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from careledger.chain.app import BlockContext
+from careledger.chain.apphash import changes_hash
 from careledger.chain.codes import Code
 from careledger.chain.tx import MAX_TX_BYTES, SIGNATURE_BYTES, Tx
 from careledger.crypto.keys import Identity
@@ -107,17 +108,17 @@ def test_each_kind_of_bad_transaction_is_rejected_with_its_own_code(tmp_path: Pa
     distinct |= {Code.OVERSIZED, Code.MALFORMED, Code.INVALID_PAYLOAD}
     assert set(codes.values()) == distinct
 
-    # The same bytes forced into a block fail there too, are recorded, and change nothing.
-    before = app.info().last_app_hash
+    # The same bytes forced into a block fail there too, are recorded, and change nothing:
+    # not a row of the state (no nonce either: each fails before its nonce is spent).
+    rows_before = dict(app.store.all_rows())
     raws = [raw for raw, _ in cases.values()]
     height = app.info().last_height + 1
     result = app.finalize_block(BlockContext(height, 2_000_000_000_000_000_000), raws)
     assert [r.code for r in result.tx_results] == [code for _, code in cases.values()]
-    assert result.app_hash != before  # the block itself is recorded, with no state change:
     app.commit()
-    assert (
-        app.query("identity/identity", f'{{"did":"{other.did}"}}'.encode()).code == Code.NOT_FOUND
-    )
+    assert dict(app.store.all_rows()) == rows_before
+    *_, (last_height, _, block_changes) = app.store.commits()
+    assert (last_height, block_changes) == (height, changes_hash({}))
 
 
 def test_a_failed_transaction_spends_its_nonce_and_writes_nothing_else(tmp_path: Path) -> None:
@@ -217,3 +218,97 @@ def test_a_store_written_under_other_rules_is_refused(tmp_path: Path) -> None:
         db.execute("UPDATE meta SET value = '0' WHERE key = 'state_machine_version'")
     with pytest.raises(IncompatibleState, match="version 0"):
         Application(StateStore(path))
+
+
+# --- nonces: bounded jumps, constant cost ---------------------------------------------------
+
+
+def doomed_probe(org: Identity, nonce: int) -> bytes:
+    """A signed transaction from a registered member whose message fails (NOT_FOUND) in the
+    block after its nonce is spent: it exercises only the nonce rules."""
+    payload = {"did": Identity.generate().did}
+    return Tx(CHAIN_ID, "identity/deregister_practitioner", org.did, nonce, payload).sign(org)
+
+
+def test_a_nonce_jump_to_the_top_is_refused_without_raising_or_memory(tmp_path: Path) -> None:
+    """Issue 7, attack 1: nonce 1 then MAX_NONCE - 1 made check_tx raise MemoryError, and a
+    block holding both made finalize_block raise on every validator, on replay too."""
+    import tracemalloc
+
+    from careledger.chain.app import Application
+    from careledger.chain.auth import MODULE, last_nonce
+    from careledger.chain.state import KV
+    from careledger.chain.store import StateStore
+    from careledger.chain.tx import MAX_NONCE
+
+    org = Identity.generate()
+    path = tmp_path / "a.sqlite"
+    app, other = make_app(path, [org]), make_app(tmp_path / "b.sqlite", [org])
+    block = [doomed_probe(org, 1), doomed_probe(org, MAX_NONCE - 1)]
+    ctx = BlockContext(1, 1_800_000_000_000_000_001)
+
+    tracemalloc.start()
+    try:
+        checked = [app.check_tx(raw).code for raw in block]
+        first = app.finalize_block(ctx, block)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert checked == [Code.OK, Code.NONCE_TOO_FAR]
+    assert [r.code for r in first.tx_results] == [Code.NOT_FOUND, Code.NONCE_TOO_FAR]
+    assert peak < 4 * 1024 * 1024
+
+    # The node stops before committing, restarts on the same file and replays the block.
+    app.store.close()
+    restarted = Application(StateStore(path))
+    replayed = restarted.finalize_block(ctx, block)
+    restarted.commit()
+    independent = other.finalize_block(ctx, block)
+    other.commit()
+    assert replayed.tx_results == first.tx_results == independent.tx_results
+    assert replayed.app_hash == first.app_hash == independent.app_hash
+    assert last_nonce(KV(restarted.store, MODULE), org.did) == 1
+
+
+def test_the_forward_jump_is_bounded_also_for_a_first_nonce(tmp_path: Path) -> None:
+    from careledger.chain.auth import MAX_NONCE_JUMP
+
+    org = Identity.generate()
+    app = make_app(tmp_path / "s.sqlite", [org])
+    assert app.check_tx(doomed_probe(org, MAX_NONCE_JUMP + 1)).code == Code.NONCE_TOO_FAR
+    assert run_block(app, [doomed_probe(org, MAX_NONCE_JUMP + 1)]) == [Code.NONCE_TOO_FAR]
+    assert run_block(app, [doomed_probe(org, MAX_NONCE_JUMP)]) == [Code.NOT_FOUND]
+    top = 2 * MAX_NONCE_JUMP
+    assert run_block(app, [doomed_probe(org, top + 1), doomed_probe(org, top)]) == [
+        Code.NONCE_TOO_FAR,
+        Code.NOT_FOUND,
+    ]
+    result = app.check_tx(doomed_probe(org, top + MAX_NONCE_JUMP + 1))
+    assert (result.code, str(MAX_NONCE_JUMP) in result.log) == (Code.NONCE_TOO_FAR, True)
+
+
+def test_the_window_never_outgrows_its_bits_and_a_long_jump_clears_it(tmp_path: Path) -> None:
+    import random
+
+    from careledger.chain.auth import MAX_NONCE_JUMP, NONCE_WINDOW, spend_nonce
+    from careledger.chain.codes import TxFailure
+    from careledger.chain.state import KV, Overlay
+    from careledger.chain.store import StateStore
+
+    kv = KV(Overlay(StateStore(tmp_path / "s.sqlite")), "auth")
+    rng = random.Random(7)
+    nonce = 0
+    for _ in range(300):
+        nonce += rng.choice([1, 2, NONCE_WINDOW - 1, NONCE_WINDOW, NONCE_WINDOW + 1, 5000])
+        nonce += rng.choice([0, 0, 0, MAX_NONCE_JUMP - 5001])
+        spend_nonce(kv, "did:key:zTest", nonce)
+        assert int(kv.get("nonce/did:key:zTest")["seen"], 16).bit_length() <= NONCE_WINDOW
+
+    spend_nonce(kv, "did:key:zJump", 10)
+    spend_nonce(kv, "did:key:zJump", 10 + NONCE_WINDOW)  # a whole window on: only it is seen
+    assert kv.get("nonce/did:key:zJump")["seen"] == "1"
+    spend_nonce(kv, "did:key:zJump", 11)  # the oldest nonce still inside the window, unused
+    for refused_nonce in (9, 10, 11):  # below the window, or used
+        with pytest.raises(TxFailure) as refused:
+            spend_nonce(kv, "did:key:zJump", refused_nonce)
+        assert refused.value.code == Code.REPLAY

@@ -41,7 +41,7 @@ def up(
     block_interval: float = typer.Option(0.25, help="Seconds between blocks."),
 ) -> None:
     """Start the embedded node (solo block producer, SQLite, blobs on disk)."""
-    from careledger.chain.app import IncompatibleState
+    from careledger.chain.app import IncompatibleState, LocalFault
     from careledger.demo import import_demo_records_when_up, seed_demo
     from careledger.node.builder import Solo, build_node, serve
     from careledger.node.datadir import DataDir, initialise
@@ -55,7 +55,7 @@ def up(
         console.print(f"Its key file: {data.organisation_key}  (did {keyfile.did})")
     try:
         node = build_node(data_dir, Solo(block_interval=block_interval))
-    except IncompatibleState as exc:
+    except (IncompatibleState, LocalFault) as exc:
         raise _fail(str(exc)) from None
     if node.replayed:
         console.print(f"Replayed {node.replayed} stored block(s) into the state after a restart.")
@@ -74,9 +74,11 @@ def up(
     )
     console.print("Check the chain any time with: careledger verify --data-dir " + str(data_dir))
     try:
-        serve(node.asgi(), host, port)
+        serve(node, host, port)
     finally:
         node.close()
+    if node.halted() is not None:
+        raise _fail(f"the node stopped after a local fault: {node.halted()}")
 
 
 @app.command()

@@ -3,6 +3,11 @@
 Both consensus drivers (the solo producer and the CometBFT ABCI server) drive this one object
 through info, init_chain, check_tx, finalize_block, commit and query. It reads no clock and no
 randomness: block height and time come from the driver.
+
+A transaction that breaks a rule fails with a result code (TxFailure), the same on every
+validator. Anything else raised while executing or committing a block (a disk error, memory
+exhausted, a bug) is a local fault: committing it as a result would give this node an app
+hash the others do not compute, so it raises LocalFault instead and the driver stops the node.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from careledger.chain.modules.identity.vouchers import SELF_REGISTRATIONS
 from careledger.chain.modules.records import records_module
 from careledger.chain.state import KV, Overlay
 from careledger.chain.store import StateStore
-from careledger.chain.tx import SignedTx, decode_tx
+from careledger.chain.tx import SignedTx, decode_tx, tx_hash
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +47,21 @@ DEFAULT_MODULES: tuple[Module, ...] = (identity_module, records_module)
 # The version of the rules. Any change to what a transaction does (including the layout of a
 # state value) changes what a replay computes, so it bumps this: a store written under other
 # rules is refused at start rather than diverging from its own history.
-STATE_MACHINE_VERSION = 1
+# Version 2: a nonce may jump at most MAX_NONCE_JUMP (NONCE_TOO_FAR); a handler's local fault
+# halts the node instead of committing INTERNAL; JSON deeper than 32 levels is MALFORMED.
+STATE_MACHINE_VERSION = 2
 
 
 class IncompatibleState(RuntimeError):
     """A state store written by a different version of the rules."""
+
+
+class LocalFault(RuntimeError):
+    """Executing or committing a block failed for a reason that is not a rule of the chain.
+
+    The block is not committed. The node must stop (the drivers do) and be restarted once
+    the cause is fixed; the block is then executed again from the block store.
+    """
 
 
 @dataclass(frozen=True)
@@ -112,27 +127,50 @@ class _PendingBlock:
 
 
 class DecodeCache:
-    """Transactions decoded by check_tx, kept for the block that will carry them.
+    """Transactions admitted by check_tx, decoded, kept for the block that will carry them.
 
-    The bytes are the key, so a block's copy is decoded from the very bytes it holds.
+    The bytes are the key, so a block's copy is decoded from the very bytes it holds. Only
+    admitted transactions are kept (a flood of well-formed but unsigned bodies costs nothing
+    here), the block takes its own out, and the cache is bounded by bytes as well as by
+    entries: each entry is charged four times its wire size (the bytes, the body slice and
+    the decoded JSON objects: 3.5 times for a 52 KB payload of short strings, measured with
+    tracemalloc; admitted payloads follow their message's schema) plus ENTRY_OVERHEAD.
     """
 
-    def __init__(self, capacity: int = 100_000) -> None:
-        self._by_raw: OrderedDict[bytes, SignedTx] = OrderedDict()
-        self._capacity = capacity
+    ENTRY_OVERHEAD = 1024
 
-    def decode(self, raw: bytes) -> SignedTx:
+    def __init__(self, max_entries: int = 100_000, max_bytes: int = 32 * 1024 * 1024) -> None:
+        self._by_raw: OrderedDict[bytes, SignedTx] = OrderedDict()
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._by_raw)
+
+    def get(self, raw: bytes) -> SignedTx:
+        """The cached decoding, or a fresh one (TxFailure for bytes that are not a tx)."""
         found = self._by_raw.get(raw)
-        if found is None:
-            found = decode_tx(raw)
-            self._by_raw[raw] = found
-            if len(self._by_raw) > self._capacity:
-                self._by_raw.popitem(last=False)
-        return found
+        return found if found is not None else decode_tx(raw)
+
+    def keep(self, raw: bytes, stx: SignedTx) -> None:
+        if raw in self._by_raw:
+            return
+        self._by_raw[raw] = stx
+        self.bytes += self._cost(raw)
+        while len(self._by_raw) > self.max_entries or self.bytes > self.max_bytes:
+            evicted, _ = self._by_raw.popitem(last=False)
+            self.bytes -= self._cost(evicted)
 
     def pop(self, raw: bytes) -> SignedTx:
         found = self._by_raw.pop(raw, None)
-        return found if found is not None else decode_tx(raw)
+        if found is None:
+            return decode_tx(raw)
+        self.bytes -= self._cost(raw)
+        return found
+
+    def _cost(self, raw: bytes) -> int:
+        return 4 * len(raw) + self.ENTRY_OVERHEAD
 
 
 class Application:
@@ -203,9 +241,13 @@ class Application:
     # --- ABCI: mempool --------------------------------------------------------------------
 
     def check_tx(self, raw: bytes) -> TxResult:
-        """Admit a transaction to the mempool: well-formed, signed, fresh nonce, valid payload."""
+        """Admit a transaction to the mempool: well-formed, signed, fresh nonce, valid payload.
+
+        Never raises: any bytes get a code. A local fault here (the mempool is each node's
+        own) refuses the transaction with INTERNAL and leaves the state as it was.
+        """
         try:
-            stx = self._decoded.decode(raw)
+            stx = self._decoded.get(raw)
             message = self._validate(stx)
             height = self.store.last_commit().height + 1
             auth.authenticate(self._check_state, stx, self._signatures, height)
@@ -220,34 +262,56 @@ class Application:
             view.write_into(self._check_state)
         except TxFailure as failure:
             return TxResult(failure.code, failure.log)
+        except Exception:
+            log.exception("check_tx of %s failed with a local fault", tx_hash(raw).hex())
+            return TxResult(Code.INTERNAL, "the node could not check the transaction")
+        self._decoded.keep(raw, stx)
         return TxResult(Code.OK)
 
     # --- ABCI: blocks ---------------------------------------------------------------------
 
     def finalize_block(self, ctx: BlockContext, txs: Sequence[bytes]) -> FinalizeResult:
-        """Execute a block's transactions in order; failures are results, never exceptions."""
+        """Execute a block's transactions in order.
+
+        A transaction that breaks a rule fails with its code; the block goes on. Anything else
+        raises LocalFault, with nothing pending: the node must stop, not commit.
+        """
+        self._pending = None
         block_state = Overlay(self.store)
         results: list[TxResult] = []
         updates: list[ValidatorUpdate] = []
         for raw in txs:
-            result, tx_updates = self._deliver(block_state, ctx, raw)
+            try:
+                result, tx_updates = self._deliver(block_state, ctx, raw)
+            except Exception as exc:
+                where = f"block {ctx.height}, transaction {tx_hash(raw).hex()}"
+                raise _local_fault(where, exc) from exc
             results.append(result)
             updates.extend(tx_updates)
-        digest = changes_hash(block_state.changes)
-        previous = self.store.last_commit().app_hash
+        try:
+            digest = changes_hash(block_state.changes)
+            previous = self.store.last_commit().app_hash
+        except Exception as exc:
+            raise _local_fault(f"block {ctx.height}", exc) from exc
         app_hash = next_app_hash(previous, digest)
         committed = CommittedBlock(ctx.height, ctx.time_ns, list(txs), results)
         self._pending = _PendingBlock(ctx.height, app_hash, digest, block_state, committed)
         return FinalizeResult(results, updates, app_hash)
 
     def commit(self) -> None:
-        """Persist the last finalized block atomically and reset the mempool view."""
+        """Persist the last finalized block atomically and reset the mempool view.
+
+        LocalFault when the store cannot write it (nothing is written: the store rolls back).
+        """
         pending, self._pending = self._pending, None
         if pending is None:
             raise RuntimeError("commit without finalize_block")
-        self.store.commit(
-            pending.height, pending.app_hash, pending.changes_hash, pending.state.changes
-        )
+        try:
+            self.store.commit(
+                pending.height, pending.app_hash, pending.changes_hash, pending.state.changes
+            )
+        except Exception as exc:
+            raise _local_fault(f"commit of block {pending.height}", exc) from exc
         self._check_state = Overlay(self.store)
         for listener in self._listeners:
             try:
@@ -258,11 +322,13 @@ class Application:
     def _deliver(
         self, block_state: Overlay, block: BlockContext, raw: bytes
     ) -> tuple[TxResult, list[ValidatorUpdate]]:
+        """One transaction's result; raises only for a local fault (never a TxFailure)."""
         tx_state = Overlay(block_state)
         try:
             stx = self._decoded.pop(raw)
             message = self._validate(stx)
             auth.authenticate(block_state, stx, self._signatures, block.height)
+            self._signatures.forget(stx)  # its nonce is spent below: it never verifies again
             # From here on the nonce is spent even if the message fails: no replay either way.
             auth.spend_nonce(KV(tx_state, auth.MODULE), stx.tx.sender, stx.tx.nonce)
         except TxFailure as failure:
@@ -274,16 +340,11 @@ class Application:
         try:
             message.handle(ctx, message.parse(Payload(stx.tx.payload)))
         except TxFailure as failure:
-            result = TxResult(failure.code, failure.log)
-        except Exception:  # a bug in a handler must not halt the chain
-            log.exception("handler for %s raised", stx.tx.type)
-            result = TxResult(Code.INTERNAL, "internal error in the transaction handler")
-        else:
+            tx_state.changes = nonce_write  # keep only the spent nonce
             tx_state.write_into(block_state)
-            return TxResult(Code.OK, events=tuple(ctx.events)), ctx.validator_updates
-        tx_state.changes = nonce_write  # keep only the spent nonce
+            return TxResult(failure.code, failure.log), []
         tx_state.write_into(block_state)
-        return result, []
+        return TxResult(Code.OK, events=tuple(ctx.events)), ctx.validator_updates
 
     def _validate(self, stx: SignedTx) -> Message[Any]:
         """Stateless checks: chain, type, payload shape."""
@@ -327,3 +388,16 @@ class Application:
         if module is None or handler is None:
             raise TxFailure(Code.NOT_FOUND, f"unknown query {path[:64]!r}")
         return handler(KV(self.store, module.name), params)
+
+
+def _local_fault(where: str, exc: Exception) -> LocalFault:
+    """Log the fault as the reason the node stops, and the exception to raise for it."""
+    reason = f"{where}: {type(exc).__name__}: {exc}"
+    log.critical(
+        "%s. This is a local fault (disk, memory or a bug), not a rule of the chain: the node"
+        " stops here to avoid diverging from the other validators; nothing of this block is"
+        " committed. Fix the cause and restart: the block is executed again.",
+        reason,
+        exc_info=exc,
+    )
+    return LocalFault(reason)

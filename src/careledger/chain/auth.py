@@ -8,6 +8,10 @@ Nonces are per sender, each usable once, with an anti-replay window (as IPsec's)
 above the highest seen is accepted, and so is an unused one among the NONCE_WINDOW below it.
 A gateway sending many transactions at once, or a network whose mempools receive them out of
 order, need not serialise them; a replay is refused however it is ordered.
+
+A nonce may be at most MAX_NONCE_JUMP above the sender's highest (a new sender's highest is
+0), and the window never holds more than NONCE_WINDOW bits, so checking any nonce costs the
+same small, fixed time and memory however far it jumps.
 """
 
 from __future__ import annotations
@@ -26,6 +30,14 @@ MODULE = "auth"
 
 
 NONCE_WINDOW = 1024
+_WINDOW_MASK = (1 << NONCE_WINDOW) - 1
+
+# How far above the sender's highest nonce a new one may be. An honest writer numbers its
+# transactions one by one, so its nonces run ahead of the highest the chain has seen by at
+# most what it has in flight: a records pipeline 3 chunks of 1,000 (wallet/records.py), one
+# POST /txs at most 10,000 (node/api.py MAX_BATCH). 2**16 leaves six times that, and with it
+# a sender needs 2**37 transactions to exhaust the nonce space (MAX_NONCE = 2**53 - 1).
+MAX_NONCE_JUMP = 2**16
 
 
 def last_nonce(kv: KV, did: str) -> int:
@@ -34,10 +46,22 @@ def last_nonce(kv: KV, did: str) -> int:
 
 
 def spend_nonce(kv: KV, did: str, nonce: int) -> None:
-    """Record the nonce as used; TxFailure(REPLAY) if it was, or is below the window."""
+    """Record the nonce as used.
+
+    TxFailure(REPLAY) if it was used or is below the window; TxFailure(NONCE_TOO_FAR) if it is
+    more than MAX_NONCE_JUMP above the highest used (for a new sender, above 0).
+    """
     last, seen = _load_nonces(kv, did)
     if nonce > last:
-        seen = ((seen << (nonce - last)) | 1) & ((1 << NONCE_WINDOW) - 1)
+        jump = nonce - last
+        if jump > MAX_NONCE_JUMP:
+            raise TxFailure(
+                Code.NONCE_TOO_FAR,
+                f"nonce {nonce} is {jump} above the sender's highest ({last}); "
+                f"the limit is {MAX_NONCE_JUMP}",
+            )
+        # A jump of a whole window or more leaves only the new nonce in it.
+        seen = ((seen << jump) | 1) & _WINDOW_MASK if jump < NONCE_WINDOW else 1
         last = nonce
     else:
         age = last - nonce
@@ -56,41 +80,43 @@ def _load_nonces(kv: KV, did: str) -> tuple[int, int]:
 
 
 class SignatureCache:
-    """Transactions already verified (by check_tx), keyed by hash and the key that signed.
+    """Transactions already verified (by check_tx), by hash, with the key that signed them.
 
     A validator verifies each signature once: the mempool check and the block execution of
-    the same bytes under the same key share the result.
+    the same bytes under the same key share the result. The block forgets the entry (its
+    nonce is then spent, so the bytes never verify usefully again); what the mempool checked
+    but no block carried ages out, least recently used first. An entry is a 32-byte hash and
+    a 32-byte key (about 250 bytes with the dictionary's overhead), so the default bound
+    holds about 16 MiB.
     """
 
-    def __init__(self, capacity: int = 200_000) -> None:
-        self._seen: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
-        self._capacity = capacity
+    def __init__(self, capacity: int = 65_536) -> None:
+        self._seen: OrderedDict[bytes, bytes] = OrderedDict()
+        self.capacity = capacity
+
+    def __len__(self) -> int:
+        return len(self._seen)
 
     def verify(self, stx: SignedTx, public_key: bytes) -> bool:
-        entry = (stx.hash, public_key)
-        if entry in self._seen:
-            return True
-        if not verify_signature(public_key, stx.signature, stx.body):
-            return False
-        self._seen[entry] = None
-        if len(self._seen) > self._capacity:
-            self._seen.popitem(last=False)
-        return True
+        return self._verify(stx.hash, public_key, stx.signature, stx.body)
 
     def verify_detached(self, public_key: bytes, signature: bytes, message: bytes) -> bool:
         """A signature inside a payload (a voucher), cached like a transaction's."""
-        entry = (sha256(message + signature), public_key)
-        if entry in self._seen:
+        return self._verify(sha256(message + signature), public_key, signature, message)
+
+    def _verify(self, entry: bytes, public_key: bytes, signature: bytes, message: bytes) -> bool:
+        if self._seen.get(entry) == public_key:
             return True
         if not verify_signature(public_key, signature, message):
             return False
-        self._seen[entry] = None
-        if len(self._seen) > self._capacity:
+        self._seen[entry] = public_key
+        self._seen.move_to_end(entry)
+        if len(self._seen) > self.capacity:
             self._seen.popitem(last=False)
         return True
 
-    def forget(self, stx: SignedTx, public_key: bytes) -> None:
-        self._seen.pop((stx.hash, public_key), None)
+    def forget(self, stx: SignedTx) -> None:
+        self._seen.pop(stx.hash, None)
 
 
 def authenticate(state: Readable, stx: SignedTx, cache: SignatureCache, height: int) -> None:

@@ -10,6 +10,11 @@ import orjson
 import rfc8785
 
 _JS_SAFE_INT = 2**53 - 1
+# The deepest nesting of arrays and objects a parsed document may have. Every signed format
+# here is at most a few levels deep; a bound far below orjson's (255 to write, 1024 to read)
+# and Python's recursion limit makes a deep document a parse error everywhere, rather than an
+# exception whose depth depends on each process's stack.
+MAX_DEPTH = 32
 
 
 class NotCanonical(ValueError):
@@ -29,16 +34,23 @@ def canonical_bytes(value: Any) -> bytes:
     Plane (sorted by code point vs UTF-16 unit). One walk finds those cases and sends them
     to the reference, so the output is always RFC 8785.
     """
-    if _orjson_is_canonical_for(value):
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    fast = _orjson_is_canonical_for(value)  # raises NotCanonicalisable when too deep
     try:
+        if fast:
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
         return rfc8785.dumps(value)
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
         raise NotCanonicalisable(f"value has no RFC 8785 form: {exc}") from exc
 
 
 def parse_canonical(data: bytes) -> Any:
-    """Parse JSON and insist that the input was already canonical."""
+    """Parse JSON and insist that the input was already canonical.
+
+    Anything that is not a canonical JSON document of at most MAX_DEPTH levels raises
+    NotCanonical, whatever the bytes: invalid UTF-8, lone surrogates, integers beyond 2**53
+    (orjson reads them as floats), deep nesting, duplicate keys (the kept value re-encodes
+    differently), non-finite numbers.
+    """
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -53,36 +65,61 @@ def parse_canonical(data: bytes) -> Any:
 
 
 def contains_float(value: Any) -> bool:
-    if isinstance(value, float):
-        return True
-    if isinstance(value, dict):
-        return any(contains_float(v) for v in value.values())
-    if isinstance(value, list):
-        return any(contains_float(v) for v in value)
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
     return False
 
 
 def _orjson_is_canonical_for(value: Any) -> bool:
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        kind = type(item)
-        if kind is dict:
-            for key in item:
-                if type(key) is not str or not _key_sorts_alike(key):
-                    return False
-            stack.extend(item.values())
-        elif kind is list:
-            stack.extend(item)
-        elif kind is float:
-            if item.is_integer() or item != item or item in (float("inf"), float("-inf")):
-                return False
-        elif kind is int:
-            if not -_JS_SAFE_INT <= item <= _JS_SAFE_INT:
-                return False
-        elif kind is not str and kind is not bool and item is not None:
-            return False
-    return True
+    """Whether orjson's sorted output is RFC 8785 for this value.
+
+    One walk, level by level and without recursion, which also refuses a value nested deeper
+    than MAX_DEPTH (NotCanonicalisable) before anything recursive sees it.
+    """
+    alike = True
+    level, depth = [value], 0
+    while level:
+        below: list[Any] = []
+        holds_container = False
+        for item in level:
+            kind = type(item)
+            if kind is str:  # the common case first: a walk per transaction is hot
+                continue
+            if kind is dict:
+                holds_container = True
+                if alike:
+                    for key in item:
+                        if type(key) is not str or not _key_sorts_alike(key):
+                            alike = False
+                            break
+                below.extend(item.values())
+            elif kind is list or kind is tuple:
+                holds_container = True
+                alike = alike and kind is list
+                below.extend(item)
+            elif alike:
+                alike = _scalar_alike(item, kind)
+        if holds_container:
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise NotCanonicalisable(f"value is nested deeper than {MAX_DEPTH} levels")
+        level = below
+    return alike
+
+
+def _scalar_alike(item: Any, kind: type) -> bool:
+    if kind is float:
+        return not (item.is_integer() or item != item or item in (float("inf"), float("-inf")))
+    if kind is int:
+        return bool(-_JS_SAFE_INT <= item <= _JS_SAFE_INT)
+    return kind is bool or item is None
 
 
 def _key_sorts_alike(key: str) -> bool:

@@ -84,6 +84,15 @@ class Node(Generic[D]):
     replayed: int  # stored blocks replayed into the state at start (solo)
     _running: Running = field(repr=False)
     _close_consensus: Callable[[], None] = field(repr=False)
+    _halts: Halts = field(repr=False)
+
+    def halted(self) -> BaseException | None:
+        """The local fault the driver stopped on (the node must not go on), or None."""
+        return self._halts.fault()
+
+    def on_halt(self, stop: Callable[[], None]) -> None:
+        """Call `stop` (e.g. end the HTTP server) when the driver halts on a local fault."""
+        self._halts.notify(stop)
 
     def asgi(self, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
         """The node API; serving it runs the driver and the replicator for its lifetime."""
@@ -132,13 +141,27 @@ def build_node(root: Path, consensus: Solo | CometBft, *, peers: Sequence[str] =
         raise
 
 
-def serve(app: Starlette, host: str, port: int) -> None:
-    """Serve until SIGINT or SIGTERM. The lifespan is required: without it nothing would
-    make blocks, so a failure to start (say, the ABCI socket) ends the process."""
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
+def serve(node: Node[Any], host: str, port: int) -> None:
+    """Serve until SIGINT or SIGTERM, or until the driver halts on a local fault. The
+    lifespan is required: without it nothing would make blocks, so a failure to start (say,
+    the ABCI socket) ends the process."""
+    config = uvicorn.Config(
+        node.asgi(), host=host, port=port, log_level="warning", access_log=False, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    node.on_halt(lambda: setattr(server, "should_exit", True))
+    server.run()
 
 
 # --- assembly ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Halts:
+    """How a driver reports that it stopped on a local fault (chain/app.py LocalFault)."""
+
+    fault: Callable[[], BaseException | None]
+    notify: Callable[[Callable[[], None]], None]
 
 
 @dataclass
@@ -150,6 +173,7 @@ class _Consensus(Generic[D]):
     catch_up: Callable[[], int]  # replay stored blocks the state lacks; how many
     running: Running
     close: Callable[[], None]
+    halts: Halts
 
 
 def _assemble(
@@ -189,6 +213,7 @@ def _assemble(
         replayed,
         consensus.running,
         consensus.close,
+        consensus.halts,
     )
 
 
@@ -213,7 +238,8 @@ def _solo(app: Application, data: DataDir, spec: Solo) -> _Consensus[SoloProduce
     def running() -> AbstractAsyncContextManager[None]:
         return _background("block producer", producer.run)
 
-    return _Consensus(producer, [], producer.recover, running, blocks.close)
+    halts = Halts(lambda: producer.halted, lambda stop: setattr(producer, "on_halt", stop))
+    return _Consensus(producer, [], producer.recover, running, blocks.close, halts)
 
 
 def _cometbft(app: Application, spec: CometBft) -> _Consensus[CometDriver]:
@@ -230,7 +256,8 @@ def _cometbft(app: Application, spec: CometBft) -> _Consensus[CometDriver]:
             await server.close()
             await rpc.close()
 
-    return _Consensus(driver, [driver.on_commit], lambda: 0, running, lambda: None)
+    halts = Halts(lambda: server.handler.halted, lambda stop: setattr(server, "on_halt", stop))
+    return _Consensus(driver, [driver.on_commit], lambda: 0, running, lambda: None, halts)
 
 
 def _no_peers(digest: str) -> None:

@@ -99,9 +99,11 @@ def main(argv: list[str] | None = None) -> None:
     consensus = CometBft(config.abci_address, config.rpc_url, _recorder_from_env())
     node = build_node(config.app_dir, consensus, peers=config.peer_api_urls)
     try:
-        serve(node.asgi(), config.api_host, config.api_port)
+        serve(node, config.api_host, config.api_port)
     finally:
         node.close()
+    if node.halted() is not None:
+        raise SystemExit(1)  # the application halted on a local fault (logged): CometBFT stops
 
 
 if __name__ == "__main__":

@@ -6,8 +6,11 @@ request order on each connection. All four share one event loop and the Applicat
 are synchronous, so the application sees one call at a time, as CometBFT's own socket server
 guarantees with its mutex.
 
-Any exception while answering becomes a ResponseException on that connection (CometBFT then
-stops, which is right: the application failed), and never takes the server down.
+Any exception while answering becomes a ResponseException on that connection. When
+FinalizeBlock or Commit fails (a LocalFault: disk, memory, a bug) the application has not
+committed the block and must not go on: the server closes every CometBFT connection and stops
+listening, which makes CometBFT stop too; both restart once the cause is fixed, and CometBFT
+replays the block.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class AbciHandler:
 
     def __init__(self, app: Application) -> None:
         self.app = app
+        self.halted: BaseException | None = None  # set when a block failed to execute or commit
 
     def handle(self, request: Any) -> Any:
         method = getattr(self, "on_" + type(request).__name__.removeprefix("Request"), None)
@@ -64,6 +68,8 @@ class AbciHandler:
             return method(request)
         except Exception as exc:  # the server must survive whatever the application raises
             log.exception("ABCI %s failed", type(request).__name__)
+            if isinstance(request, m.RequestFinalizeBlock | m.RequestCommit):
+                self.halted = exc
             return m.ResponseException(f"{type(exc).__name__}: {exc}")
 
     # --- connection-level ------------------------------------------------------------------
@@ -227,6 +233,9 @@ class AbciServer:
         self._server: asyncio.AbstractServer | None = None
         self._socket: Path | None = None
         self.connections = 0
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.on_halt: Callable[[], None] | None = None  # e.g. stop the node's API too
+        self.halted = False
 
     async def start(self, address: str) -> None:
         """Listen on `unix:///path` (no TCP: the ABCI connection has no authentication)."""
@@ -248,7 +257,11 @@ class AbciServer:
             self._socket.unlink(missing_ok=True)  # Python 3.11 leaves the file behind
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.handler.halted is not None:
+            writer.close()
+            return
         self.connections += 1
+        self._writers.add(writer)
         try:
             await self._answer(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -257,7 +270,26 @@ class AbciServer:
             log.exception("ABCI connection failed")
         finally:
             self.connections -= 1
+            self._writers.discard(writer)
             writer.close()
+
+    def _halt(self) -> None:
+        """Close every connection and the listener: CometBFT stops when its app goes away."""
+        if self.halted:
+            return
+        self.halted = True
+        log.critical(
+            "the application failed to execute or commit a block (%s); closing every CometBFT"
+            " connection so that CometBFT stops rather than this node diverging. Restart both"
+            " once the cause is fixed: CometBFT replays the block.",
+            self.handler.halted,
+        )
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        if self.on_halt is not None:
+            self.on_halt()
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         frames = FrameReader()
@@ -269,10 +301,14 @@ class AbciServer:
                 encoded = encode_response(response or m.ResponseException("undecodable request"))
                 self._record("response", encoded)
                 out += frame(encoded)
-                if isinstance(request, m.RequestFlush) or len(out) > WRITE_HIGH_WATER:
+                halted = self.handler.halted is not None
+                if isinstance(request, m.RequestFlush) or len(out) > WRITE_HIGH_WATER or halted:
                     writer.write(bytes(out))
                     out.clear()
                     await writer.drain()
+                if halted:
+                    self._halt()
+                    return
 
     def _decode(self, body: bytes) -> Any:
         self._record("request", body)

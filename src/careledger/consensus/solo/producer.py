@@ -19,12 +19,15 @@ from typing import Any
 
 from careledger.chain.app import Application, BlockContext, QueryResult, TxResult
 from careledger.chain.block import BlockHeader, data_hash, format_time_ns, tx_inclusion_proof
+from careledger.chain.codes import Code
 from careledger.chain.results import outcomes_hash, result_inclusion_proof
 from careledger.chain.tx import tx_hash
 from careledger.consensus.driver import Admission, Submission
 from careledger.consensus.solo.blockstore import BlockStore, StoredTx
 
 log = logging.getLogger(__name__)
+
+_HALTED = "the node has halted after a local fault (see its log) and takes no transactions"
 
 
 class ReplayMismatch(RuntimeError):
@@ -47,6 +50,7 @@ class SoloProducer:
         block_interval: float = 0.25,
         max_block_txs: int = 5000,
         clock: Callable[[], int] = time.time_ns,
+        on_halt: Callable[[], None] | None = None,
     ) -> None:
         self.app = app
         self.blocks = blocks
@@ -55,6 +59,13 @@ class SoloProducer:
         self._clock = clock
         self._mempool: deque[_Pending] = deque()
         self._wake = asyncio.Event()
+        # Set when making or committing a block failed (LocalFault, the block store): the
+        # producer stops for good, answers no more writes, and calls on_halt (which stops
+        # the node's server so that `careledger up` exits non-zero).
+        self.halted: BaseException | None = None
+        self.on_halt = on_halt
+        self._in_block: list[_Pending] = []  # the block being made, answered if it fails
+        self._producing = 0
 
     @property
     def chain_id(self) -> str:
@@ -84,8 +95,10 @@ class SoloProducer:
         return await (await self.admit(raw, wait)).outcome()
 
     async def admit(self, raw: bytes, wait: bool) -> Admission:
-        checked = self.app.check_tx(raw)
         digest = tx_hash(raw)
+        if self.halted is not None:
+            return Admission(Submission(digest.hex(), int(Code.INTERNAL), _HALTED))
+        checked = self.app.check_tx(raw)
         if not checked.ok:
             return Admission(Submission(digest.hex(), int(checked.code), checked.log))
         done = asyncio.get_running_loop().create_future() if wait else None
@@ -97,14 +110,34 @@ class SoloProducer:
     # --- block production -----------------------------------------------------------------
 
     async def run(self) -> None:
-        """Make blocks until cancelled."""
-        while True:
+        """Make blocks until cancelled, or until a fault halts the producer."""
+        while self.halted is None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.block_interval)
             self._wake.clear()
-            while self._mempool:
-                self.produce_block()
+            while self._mempool and self.halted is None:
+                try:
+                    self.produce_block()
+                except Exception as fault:
+                    self._halt(fault)
+                    return
                 await asyncio.sleep(0)  # let the API answer between back-to-back blocks
+
+    def _halt(self, fault: Exception) -> None:
+        """Stop for good: a block that failed to execute or commit must not be retried here."""
+        self.halted = fault
+        log.critical(
+            "block producer halted at height %d (%s: %s); the node stops rather than commit a"
+            " divergent state. Restart it once the cause is fixed: a stored block is replayed.",
+            self._producing,
+            type(fault).__name__,
+            fault,
+        )
+        for pending in [*self._in_block, *self._mempool]:  # no block will come for them
+            _resolve(pending, Submission(pending.hash.hex(), int(Code.INTERNAL), _HALTED))
+        self._mempool.clear()
+        if self.on_halt is not None:
+            self.on_halt()
 
     def produce_block(self) -> BlockHeader | None:
         if not self._mempool:
@@ -112,6 +145,7 @@ class SoloProducer:
         batch = [
             self._mempool.popleft() for _ in range(min(len(self._mempool), self.max_block_txs))
         ]
+        self._in_block, self._producing = batch, self.blocks.height() + 1
         txs = [p.raw for p in batch]
         height = self.app.info().last_height + 1
         time_ns = self._block_time(height)

@@ -1,0 +1,182 @@
+"""The golden block sequence: fixed keys, fixed times, fixed transactions, one app hash per height.
+
+tests/test_golden.py checks the app hash and the result codes at every height against
+constants, so that no change of the rules (what a transaction does, a state value's layout, the
+app hash) can pass unnoticed. When the rules change on purpose, bump STATE_MACHINE_VERSION in
+chain/app.py and regenerate the constants:
+
+    PYTHONPATH=src .venv/bin/python tests/golden.py
+
+then paste the printed GOLDEN and GOLDEN_RULES_VERSION into tests/test_golden.py. If a block
+below no longer does what its comment says under the new rules (a message needs a new field),
+update the block first, so that the sequence still exercises every rule it names.
+
+The keys come from fixed seeds: they are test vectors, never real keys.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from careledger.chain.app import STATE_MACHINE_VERSION, Application, BlockContext
+from careledger.chain.genesis import Genesis, GenesisOrganisation
+from careledger.chain.modules.records import record_name
+from careledger.chain.store import StateStore
+from careledger.chain.tx import Tx
+from careledger.crypto.hashing import sha256
+from careledger.crypto.keys import Identity
+
+CHAIN_ID = "golden-chain"
+GENESIS_TIME = "2026-01-01T00:00:00Z"
+GENESIS_NS = 1_767_225_600_000_000_000  # GENESIS_TIME in nanoseconds
+
+
+def vector_identity(name: str) -> Identity:
+    return Identity(sha256(b"careledger/test-vector/golden/" + name.encode()))
+
+
+ORG_A, ORG_B, ORG_C = (vector_identity(f"org-{x}") for x in "abc")
+PATIENT, DOCTOR, DOCTOR_ROTATED = (
+    vector_identity(n) for n in ("patient", "doctor", "doctor-rotated")
+)
+VALIDATOR_C = "c0" * 32  # org C's consensus key as it applies
+OBSERVATION = record_name(PATIENT.did, "Observation", "golden-observation")
+CONDITION = record_name(PATIENT.did, "Condition", "golden-condition")
+
+
+class Signer:
+    """One identity's transactions, numbered from nonce 1."""
+
+    def __init__(self, did_of: Identity, key: Identity | None = None) -> None:
+        self.did = did_of.did
+        self.key = key or did_of
+        self.nonce = 0
+
+    def tx(self, type_: str, payload: dict[str, Any]) -> bytes:
+        self.nonce += 1
+        return Tx(CHAIN_ID, type_, self.did, self.nonce, payload).sign(self.key)
+
+
+def genesis() -> Genesis:
+    orgs = tuple(
+        GenesisOrganisation(ident.did, name, ident.encryption_public.hex())
+        for name, ident in (("Org A", ORG_A), ("Org B", ORG_B))
+    )
+    return Genesis(CHAIN_ID, GENESIS_TIME, orgs)
+
+
+def anchor(record: str, resource_type: str, version: int, blob: str) -> dict[str, Any]:
+    return {
+        "patient": PATIENT.did,
+        "resource_type": resource_type,
+        "record": record,
+        "version": version,
+        "blob_hash": blob * 32,
+        "commitment": "cc" * 32,
+        "recipients": ["scope/clinical/1", DOCTOR.did],
+    }
+
+
+def golden_blocks() -> list[list[bytes]]:
+    a, b, c = Signer(ORG_A), Signer(ORG_B), Signer(ORG_C)
+    patient, doctor = Signer(PATIENT), Signer(DOCTOR)
+    registration = patient.tx(
+        "identity/register_patient", {"encryption_key": PATIENT.encryption_public.hex()}
+    )
+    blocks = [
+        # 1. registrations: a patient, a practitioner (by org A), and org C applies.
+        [
+            registration,
+            a.tx(
+                "identity/register_practitioner",
+                {"did": DOCTOR.did, "encryption_key": DOCTOR.encryption_public.hex()},
+            ),
+            c.tx(
+                "identity/apply_membership",
+                {
+                    "name": "Org C",
+                    "encryption_key": ORG_C.encryption_public.hex(),
+                    "validator_pub_key": VALIDATOR_C,
+                },
+            ),
+        ],
+        # 2. membership: A and B admit C (a validator update); the patient's scope key.
+        [
+            a.tx("identity/approve_membership", {"action": "admit", "subject": ORG_C.did}),
+            b.tx("identity/approve_membership", {"action": "admit", "subject": ORG_C.did}),
+            patient.tx(
+                "records/publish_scope_key",
+                {"scope": "clinical", "epoch": 1, "public_key": "5c" * 32},
+            ),
+        ],
+        # 3. anchors by the practitioner and the patient; a replay; the doctor rotates its key.
+        [
+            doctor.tx("records/anchor", anchor(OBSERVATION, "Observation", 1, "b1")),
+            patient.tx("records/anchor", anchor(CONDITION, "Condition", 1, "b2")),
+            registration,
+            doctor.tx(
+                "identity/rotate_key",
+                {
+                    "signing_key": DOCTOR_ROTATED.signing_public.hex(),
+                    "encryption_key": DOCTOR_ROTATED.encryption_public.hex(),
+                },
+            ),
+        ],
+    ]
+    doctor.key = DOCTOR_ROTATED
+    blocks += [
+        # 4. a version under the rotated key, a tombstone, a version conflict, C's removal.
+        [
+            doctor.tx("records/anchor", anchor(OBSERVATION, "Observation", 2, "b3")),
+            patient.tx(
+                "records/anchor",
+                {
+                    "patient": PATIENT.did,
+                    "resource_type": "Condition",
+                    "record": CONDITION,
+                    "version": 2,
+                    "tombstone": 1,
+                },
+            ),
+            doctor.tx("records/anchor", anchor(OBSERVATION, "Observation", 2, "b4")),
+            a.tx("identity/approve_membership", {"action": "remove", "subject": ORG_C.did}),
+            b.tx("identity/approve_membership", {"action": "remove", "subject": ORG_C.did}),
+        ],
+        # 5. the patient erases the observation; a new version of it is refused.
+        [
+            patient.tx("records/erase", {"records": [OBSERVATION]}),
+            doctor.tx("records/anchor", anchor(OBSERVATION, "Observation", 3, "b5")),
+        ],
+    ]
+    return blocks
+
+
+def run_golden(path: Path) -> list[tuple[str, list[int]]]:
+    """(app hash hex, result codes) at heights 0 (genesis) to 5, on a state store at `path`."""
+    app = Application(StateStore(path))
+    try:
+        heights = [(app.init_chain(genesis()).hex(), [])]
+        for height, txs in enumerate(golden_blocks(), start=1):
+            result = app.finalize_block(BlockContext(height, GENESIS_NS + height * 10**9), txs)
+            app.commit()
+            heights.append((result.app_hash.hex(), [int(r.code) for r in result.tx_results]))
+        return heights
+    finally:
+        app.store.close()
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        heights = run_golden(Path(scratch) / "golden.sqlite")
+    print(f"GOLDEN_RULES_VERSION = {STATE_MACHINE_VERSION}")
+    print("GOLDEN = [")
+    for app_hash, codes in heights:
+        print(f'    ("{app_hash}", {codes}),')
+    print("]")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""The state machine's caches stay within their bounds, whatever is sent (issue 7, the house).
+
+The decode cache could hold 100,000 entries of up to 64 KiB (about 6.5 GB), the state read
+cache was cleared whole when full (after holding 500,000 values of 4 KiB each: orjson's
+buffers), and the signature cache kept every transaction ever checked. Each is now bounded by
+bytes or entries and evicts the least recently used first; these tests insert more than the
+bound, through the real Application and StateStore where the cache is reached that way.
+"""
+
+from __future__ import annotations
+
+import os
+import tracemalloc
+from pathlib import Path
+
+from careledger.chain.app import DecodeCache
+from careledger.chain.auth import SignatureCache
+from careledger.chain.codes import Code
+from careledger.chain.state import encode_value
+from careledger.chain.store import ReadCache, StateStore
+from careledger.chain.tx import MAX_TX_BYTES, SIGNATURE_BYTES, Tx, decode_tx
+from careledger.crypto.keys import Identity
+from nodeutil import CHAIN_ID, make_app, run_block
+
+
+def registration(patient: Identity) -> bytes:
+    payload = {"encryption_key": patient.encryption_public.hex()}
+    return Tx(CHAIN_ID, "identity/register_patient", patient.did, 1, payload).sign(patient)
+
+
+def test_the_read_cache_keeps_to_its_bytes_and_evicts_the_least_recently_used() -> None:
+    cache = ReadCache(max_bytes=64 * 1024)
+    for i in range(5000):
+        cache.put(f"key/{i}".encode(), b"v" * (i % 700) if i % 3 else None)
+        assert cache.bytes <= cache.max_bytes
+        if i == 10:
+            hot = cache[b"key/1"]
+        if i > 10 and i % 50 == 0:
+            assert cache[b"key/1"] == hot  # read often: never the least recently used
+    assert b"key/1" in cache and b"key/2" not in cache
+    assert 0 < len(cache) < 5000
+
+
+def test_the_state_store_cache_stays_bounded_through_reads_and_commits(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "s.sqlite", cache_bytes=256 * 1024)
+    for block in range(1, 6):
+        changes = {f"k/{block}/{i}".encode(): os.urandom(200) for i in range(2000)}
+        store.commit(block, os.urandom(32), os.urandom(32), changes)
+        assert store.cache.bytes <= store.cache.max_bytes
+    for i in range(20_000):  # absent keys are cached too: a flood of lookups
+        assert store.get(f"absent/{i}".encode()) is None
+    assert store.cache.bytes <= store.cache.max_bytes
+    assert store.get(b"k/1/0") is not None  # evicted values are read again from SQLite
+
+
+def test_state_values_cost_their_own_size_not_orjsons_buffer() -> None:
+    value = {"did": "did:key:z6Mk" + "x" * 40, "kind": "patient", "active": True}
+    tracemalloc.start()
+    try:
+        kept = [encode_value(value) for _ in range(1000)]
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held < 1000 * (len(kept[0]) + 200)  # orjson's own result held 4 KiB each
+
+
+def test_a_flood_of_unsigned_64_kib_transactions_leaves_the_decode_cache_empty(
+    tmp_path: Path,
+) -> None:
+    """The 6.5 GB attack: well-formed envelopes that fail check_tx are not kept."""
+    app = make_app(tmp_path / "s.sqlite", [Identity.generate()])
+    sender = Identity.generate()
+    for nonce in range(1, 201):
+        filler = "a" * (MAX_TX_BYTES - 400)
+        body = Tx(CHAIN_ID, "identity/register_patient", sender.did, nonce, {"x": filler}).body()
+        raw = body + b"\0" * SIGNATURE_BYTES  # not signed
+        assert len(raw) > 60_000
+        assert app.check_tx(raw).code in (Code.INVALID_PAYLOAD, Code.BAD_SIGNATURE)
+    assert len(app._decoded) == 0 and app._decoded.bytes == 0
+
+
+def test_the_decode_cache_keeps_admitted_transactions_within_its_bounds(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "s.sqlite", [Identity.generate()])
+    app._decoded = DecodeCache(max_entries=50, max_bytes=40 * 1024)
+    txs = [registration(Identity.generate()) for _ in range(120)]
+    for raw in txs:
+        assert app.check_tx(raw).code == Code.OK
+        assert len(app._decoded) <= 50 and app._decoded.bytes <= 40 * 1024
+    assert len(app._decoded) > 0
+    assert run_block(app, txs) == [Code.OK] * 120  # evicted ones are decoded again
+    assert len(app._decoded) == 0 and app._decoded.bytes == 0  # the block took its own
+
+
+def test_the_signature_cache_keeps_to_its_capacity_and_blocks_forget_theirs(
+    tmp_path: Path,
+) -> None:
+    cache = SignatureCache(capacity=100)
+    signer = Identity.generate()
+    for nonce in range(1, 301):
+        stx = decode_tx(registration_by(signer, nonce))
+        assert cache.verify(stx, signer.signing_public)
+        assert len(cache) <= 100
+    app = make_app(tmp_path / "s.sqlite", [Identity.generate()])
+    txs = [registration(Identity.generate()) for _ in range(30)]
+    assert all(app.check_tx(raw).ok for raw in txs)
+    assert len(app._signatures) == 30
+    run_block(app, txs)
+    assert len(app._signatures) == 0
+
+
+def registration_by(signer: Identity, nonce: int) -> bytes:
+    payload = {"encryption_key": signer.encryption_public.hex()}
+    return Tx(CHAIN_ID, "identity/register_patient", signer.did, nonce, payload).sign(signer)
