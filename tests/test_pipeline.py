@@ -27,7 +27,7 @@ from careledger.node.builder import Node, Solo, build_node
 from careledger.node.datadir import initialise
 from careledger.node.pipeline import Refusal
 from careledger.wallet.node_client import NodeClient, NodeError
-from nodeutil import free_port
+from nodeutil import free_port, practitioner_payload
 
 
 @dataclass
@@ -58,7 +58,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
     thread.start()
     while not server.started:
         time.sleep(0.02)
-    client = NodeClient(f"http://127.0.0.1:{port}")
+    client = NodeClient(f"http://127.0.0.1:{port}", org)
     yield Served(node, client, org)
     server.should_exit = True
     thread.join(10)
@@ -115,17 +115,18 @@ def test_a_registered_check_refuses_its_type_before_the_driver(served: Served) -
     served.node.pipeline.register("identity/register_practitioner", no_blocked_practitioner)
     start = served.nonce()
 
-    def register(did: str, nonce: int) -> bytes:
-        payload = {"did": did, "encryption_key": "55" * 32, "name": "Dr. P"}
+    def register(practitioner: Identity, nonce: int) -> bytes:
+        chain_id = served.node.app.chain_id
+        payload = practitioner_payload(chain_id, served.org.did, practitioner, "Dr. P")
         return served.sign("identity/register_practitioner", payload, nonce)
 
     with pytest.raises(NodeError) as refused:
-        served.client.submit(register(blocked.did, start + 1), wait=True)
+        served.client.submit(register(blocked, start + 1), wait=True)
     assert (refused.value.status, refused.value.code) == (403, "unauthorised")
     assert "refused by this node's policy" in refused.value.message
     assert served.nonce() == start
 
-    allowed = served.client.submit(register(Identity.generate().did, start + 1), wait=True)
+    allowed = served.client.submit(register(Identity.generate(), start + 1), wait=True)
     assert allowed["code"] == 0 and allowed["height"] >= 1
     assert served.nonce() == start + 1
 
