@@ -54,7 +54,7 @@ def setup(node: NodeProcess) -> Iterator[Setup]:
     writer = RecordsClient(node.url, org)
     patient = writer.enrol_patient("proof test").keyfile
     written = writer.write_many(patient.did, observations(5))  # one block, five anchors
-    yield Setup(node, NodeClient(node.url), org, writer, patient, written)
+    yield Setup(node, NodeClient(node.url, patient), org, writer, patient, written)
     writer.close()
 
 
@@ -201,13 +201,19 @@ def test_a_rotated_authors_proof_needs_the_rotation_that_registered_its_key(
     rotated = KeyFile(setup.org.did, "organisation", new_identity, setup.org.name)
     after = RecordsClient(setup.node.url, rotated).write(setup.patient.did, observations(7)[6])
     own = setup.org.identity.signing_public.hex()
-    history = [
+    # The identity module's key history: each key since the height of the transaction that
+    # registered it (genesis for the founding organisation), oldest first.
+    history = setup.api.query("identity/identity", did=setup.org.did)["keys"]
+    assert history == [
         {"since": 0, "signing_key": own},
         {"since": rotation["height"], "signing_key": new_identity.signing_public.hex()},
     ]
     reader = RecordsClient(setup.node.url, setup.patient)  # the old org key signs no more
-    proof = fresh(reader.proof(after.ref))
-    proof["author_key"] = author_key_evidence(setup.api, setup.org.did, proof["anchor"], history)
+    proof = fresh(reader.proof(after.ref))  # the rotation gathered from the node's history
+    gathered_rotations = proof["author_key"]["rotations"]
+    assert [sha256(bytes.fromhex(r["tx"])).hex() for r in gathered_rotations] == [
+        rotation["hash"].lower()
+    ]
     verified = verify_record_proof(fresh(proof))
     assert verified.rotations == 1 and verified.signing_key == new_identity.signing_public.hex()
 
@@ -226,7 +232,7 @@ def test_a_rotated_authors_proof_needs_the_rotation_that_registered_its_key(
     with pytest.raises(ProofError, match="not in order before the anchor"):
         verify_record_proof(earlier)
     # The gatherer itself leaves out a rotation that came after the anchor.
-    gathered = author_key_evidence(setup.api, setup.org.did, earlier["anchor"], history)
+    gathered = author_key_evidence(setup.api, setup.org.did, earlier["anchor"])
     assert gathered == {"signing_key": own, "rotations": []}
 
 

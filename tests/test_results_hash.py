@@ -1,7 +1,8 @@
 """Solo block headers commit to their transactions' results; replay and verify check it.
 
-A real embedded node makes blocks holding a success and a failure (the same patient
-registering twice: CONFLICT); then a stored result, or the header's results_hash, is changed
+A real embedded node makes blocks holding a success and a failure (the organisation
+registering the same practitioner twice: the mempool admits both, the block refuses the
+second with CONFLICT); then a stored result, or the header's results_hash, is changed
 the way a dishonest operator would (to make a failed anchor look successful), and both the
 restart's replay and `careledger verify` must name the block.
 """
@@ -29,23 +30,24 @@ from careledger.consensus.solo.producer import ReplayMismatch, SoloProducer
 from careledger.crypto.keys import Identity
 from careledger.node.builder import Solo, build_node
 from careledger.node.datadir import DataDir, initialise
-from nodeutil import careledger_command, free_port, run_verify
+from nodeutil import careledger_command, free_port, practitioner_payload, run_verify
 
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("results") / "data"
-    initialise(root)
+    org = initialise(root)
     node = build_node(root, Solo())
     chain_id = node.app.chain_id
+    nonces = iter(range(1, 5))
 
     async def fill() -> None:
         for _ in range(2):
-            twice = Identity.generate()
-            for nonce in (1, 2):  # the second registration fails in the block: CONFLICT
-                payload = {"encryption_key": twice.encryption_public.hex()}
-                raw = Tx(chain_id, "identity/register_patient", twice.did, nonce, payload)
-                await node.consensus.submit(raw.sign(twice), wait=False)
+            twice = practitioner_payload(chain_id, org.did, Identity.generate())
+            for _ in range(2):  # the second registration fails in the block: CONFLICT
+                raw = Tx(chain_id, "identity/register_practitioner", org.did, next(nonces), twice)
+                admitted = await node.consensus.submit(raw.sign(org.identity), wait=False)
+                assert admitted.accepted, admitted.check_log
             node.consensus.produce_block()
 
     asyncio.run(fill())

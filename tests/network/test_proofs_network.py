@@ -159,7 +159,7 @@ def test_a_failed_anchor_is_refused_in_network_mode_too(chain: Written3) -> None
     made_up = {**observations(5)[4], "id": "made-up-in-network"}
     with pytest.raises(RecordsError, match="may not write records"):
         RecordsClient(node.api_url, intruder).write(chain.patient_did, made_up)
-    api = NodeClient(node.api_url)
+    api = NodeClient(node.api_url, intruder)  # any registered identity may read
     failed = _failed_tx_of(api, intruder.did)
     evidence = tx_evidence(api, failed)
     assert evidence["result"]["code"] == Code.UNAUTHORISED

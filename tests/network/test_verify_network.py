@@ -70,7 +70,7 @@ def _replicated(store: BlobStore, written: list[Written], erased: Written) -> bo
 def _anchor_without_its_blob(network: Network, writer: RecordsClient) -> NodeError:
     """Under the CometBFT driver too, the pipeline refuses an anchor whose blob is missing."""
     org = organisation(network, 0)
-    client = NodeClient(network.nodes[1].api_url)
+    client = NodeClient(network.nodes[1].api_url, org)
     nonce = int(client.query("auth/nonce", did=org.did)["last_nonce"]) + 1
     payload = {
         "patient": org.did,

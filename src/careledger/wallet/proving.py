@@ -82,20 +82,14 @@ def tx_evidence(
         time.sleep(0.25)
 
 
-def author_key_evidence(
-    node: NodeClient,
-    did: str,
-    anchor: Mapping[str, Any],
-    history: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
+def author_key_evidence(node: NodeClient, did: str, anchor: Mapping[str, Any]) -> dict[str, Any]:
     """The author's key at the anchor's position, and the proven rotations leading to it.
 
     The key history comes from the identity query (`keys`: [{since, signing_key}], oldest
-    first) unless given; without one, the did's own key (never rotated, or rotated only
-    after the anchor)."""
+    first, `since` the height of the transaction that registered or rotated to the key). The
+    did's own key is the starting point; rotations after the anchor are left out."""
     key = ed25519_from_did(did).hex()
-    if history is None:
-        history = _node_call(node.query, "identity/identity", did=did).get("keys") or []
+    history = _key_history(node, did)
     anchored_at = (int(anchor["height"]), int(anchor["tx_proof"]["index"]))
     rotations: list[dict[str, Any]] = []
     for entry in sorted(history, key=lambda e: int(e["since"])):
@@ -108,6 +102,13 @@ def author_key_evidence(
         rotations.append(evidence)
         key = new_key
     return {"signing_key": key, "rotations": rotations}
+
+
+def _key_history(node: NodeClient, did: str) -> list[dict[str, Any]]:
+    keys = _node_call(node.query, "identity/identity", did=did).get("keys")
+    if not isinstance(keys, list):  # every identity record carries it (rules version 2)
+        raise RecordsError(f"the node gave no key history for {did}", 502)
+    return keys
 
 
 def _rotation_tx_hash(node: NodeClient, did: str, height: int, new_key: str) -> str:
