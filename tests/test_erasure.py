@@ -37,6 +37,7 @@ from careledger.chain.modules.records import record_name
 from careledger.chain.store import StateStore
 from careledger.chain.tx import Tx
 from careledger.consensus.solo.producer import SoloProducer
+from careledger.crypto.envelope import BlobOwner, WrappedKey, pack_record_blob
 from careledger.crypto.hashing import sha256_hex
 from careledger.crypto.keyfile import KeyFile
 from careledger.node.builder import Node, Solo, build_node
@@ -208,14 +209,20 @@ def test_an_anchor_for_a_blob_stored_too_long_ago_is_refused_until_it_is_uploade
     org = initialise(root)
     node = build_node(root, Solo())
     guard = node.driver  # the pre-submit pipeline, then the producer
-    sealed = b"sealed and uploaded, the anchor came late"
+    patient = "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK"
+    record = record_name(patient, "Observation", "late")
+    # A record blob whose header names this record, so that only its age can refuse it.
+    sealed = pack_record_blob(
+        BlobOwner(patient, record),
+        [WrappedKey("scope/diagnostics/1", b"wrapped data key")],
+        b"sealed and uploaded, the anchor came late",
+    )
     digest = node.blob_store.put(sealed)
     backdate(node.blob_store.path_of(digest), ANCHORABLE_AGE + 60)
-    patient = "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK"
     payload = {
         "patient": patient,
         "resource_type": "Observation",
-        "record": record_name(patient, "Observation", "late"),
+        "record": record,
         "version": 1,
         "blob_hash": digest,
         "commitment": "ab" * 32,
@@ -340,6 +347,19 @@ def peer(tmp_path: Path) -> Iterator[Peer]:
         node.close()
 
 
+class WatchedStore(BlobStore):
+    """The real blob store, noting every blob a put was asked to write."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.written: list[str] = []
+
+    def put_many(self, blobs: Iterable[bytes]) -> list[str]:
+        blobs = list(blobs)
+        self.written += [sha256_hex(b) for b in blobs]
+        return super().put_many(blobs)
+
+
 class PausingStore(BlobStore):
     """The real blob store, paused before a put writes until the test lets it go."""
 
@@ -373,7 +393,7 @@ class Follower:
             self.app.on_commit(listener)
 
     def commit_up_to(self, height: int) -> None:
-        blocks = self.peer.node.blocks
+        blocks = self.peer.node.consensus.blocks
         while (next_height := self.app.info().last_height + 1) <= height:
             header = blocks.header(next_height)
             assert header is not None
@@ -396,7 +416,8 @@ def test_a_fetch_answered_before_the_erase_commits_stores_nothing(
     peer: Peer, tmp_path: Path
 ) -> None:
     record, patient = write_record(peer.url, peer.org)
-    other = follower(peer, tmp_path / "other")
+    store = WatchedStore(tmp_path / "other" / "blobs")
+    other = follower(peer, tmp_path / "other", store)
     other.commit_up_to(record.height)
     assert other.replicator.wanted == {record.blob_hash}
     peer.tap.hold = threading.Event()
@@ -412,6 +433,7 @@ def test_a_fetch_answered_before_the_erase_commits_stores_nothing(
 
     assert asyncio.run(race()) == 0
     assert peer.tap.answers == [[200]]  # the peer did send the blob
+    assert store.written == []  # refused before writing, not written and deleted after
     assert copies_of(other.store, record.blob_hash) == []
     assert other.replicator.wanted == set()
 

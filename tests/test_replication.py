@@ -22,8 +22,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from careledger.chain.app import Application
+from careledger.chain.modules.identity.vouchers import sign_voucher
 from careledger.chain.modules.records import record_name
 from careledger.chain.tx import Tx
+from careledger.crypto.envelope import BlobOwner, WrappedKey, pack_record_blob
 from careledger.crypto.hashing import sha256_hex
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
@@ -37,11 +39,26 @@ from careledger.node.erasure import BlobEraser
 from careledger.node.replication import BlobReplicator
 from careledger.protocol.frames import pack_results
 from careledger.storage.blobstore import BlobStore
-from nodeutil import CHAIN_ID, free_port, make_app, run_block
+from nodeutil import CHAIN_ID, VOUCHER_EXPIRY, free_port, make_app, run_block
 
-GOOD = b"the anchored ciphertext"
-FORGED = b"something else entirely"
-ORG = Identity.generate()
+ORG, PATIENT = Identity.generate(), Identity.generate()
+GOOD_ID = "good"
+# A record blob whose header names the record that anchors it (PATIENT's Observation "good"):
+# what an honest peer serves. Its hash and its header both match, so only what the chain says
+# of its record decides whether it is kept.
+GOOD = pack_record_blob(
+    BlobOwner(PATIENT.did, record_name(PATIENT.did, "Observation", GOOD_ID)),
+    [WrappedKey("scope/diagnostics/1", b"wrapped data key")],
+    b"the anchored ciphertext",
+)
+OTHER_ID = "other"
+# What a faulty peer serves for any other hash: a well-formed blob whose header names the
+# record that wants it (OTHER_ID), so that only the hash check can refuse it.
+FORGED = pack_record_blob(
+    BlobOwner(PATIENT.did, record_name(PATIENT.did, "Observation", OTHER_ID)),
+    [WrappedKey("scope/diagnostics/1", b"wrapped data key")],
+    b"something else entirely",
+)
 PEER = Audience("test-chain", new_node_id())
 
 
@@ -87,7 +104,7 @@ class Chain:
     """A real state machine with one organisation and one patient, and this node's blobs."""
 
     def __init__(self, tmp_path: Path) -> None:
-        self.org, self.patient = Identity.generate(), Identity.generate()
+        self.org, self.patient = ORG, PATIENT  # GOOD's header names PATIENT's record
         self.app: Application = make_app(tmp_path / "state.sqlite", [self.org])
         self.nonces = {self.org.did: 0, self.patient.did: 0}
         self.store = BlobStore(tmp_path / "blobs")
@@ -96,7 +113,15 @@ class Chain:
         assert self.block(
             self.patient,
             [
-                ("identity/register_patient", {"encryption_key": "11" * 32}),
+                (
+                    "identity/register_patient",
+                    {
+                        "encryption_key": "11" * 32,
+                        "voucher": sign_voucher(
+                            self.org, CHAIN_ID, "register_patient", self.patient.did, VOUCHER_EXPIRY
+                        ),
+                    },
+                ),
                 (
                     "records/publish_scope_key",
                     {"scope": "diagnostics", "epoch": 1, "public_key": "22" * 32},
@@ -118,7 +143,8 @@ class Chain:
             raws.append(Tx(CHAIN_ID, type_, signer.did, nonce, payload).sign(signer))
         return run_block(self.app, raws)
 
-    def anchor(self, *digests: str) -> None:
+    def anchor(self, records: dict[str, str]) -> None:
+        """Anchor one Observation per resource id, with that blob hash."""
         p = self.patient.did
         anchors = [
             (
@@ -126,19 +152,19 @@ class Chain:
                 {
                     "patient": p,
                     "resource_type": "Observation",
-                    "record": record_name(p, "Observation", digest),
+                    "record": record_name(p, "Observation", resource_id),
                     "version": 1,
                     "blob_hash": digest,
                     "commitment": "ab" * 32,
                     "recipients": ["scope/diagnostics/1"],
                 },
             )
-            for digest in digests
+            for resource_id, digest in records.items()
         ]
-        assert self.block(self.org, anchors) == [0] * len(digests)
+        assert self.block(self.org, anchors) == [0] * len(records)
 
-    def erase(self, *digests: str) -> None:
-        names = [record_name(self.patient.did, "Observation", d) for d in digests]
+    def erase(self, *resource_ids: str) -> None:
+        names = [record_name(self.patient.did, "Observation", r) for r in resource_ids]
         assert self.block(self.patient, [("records/erase", {"records": names})]) == [0]
 
 
@@ -148,7 +174,7 @@ def test_only_blobs_matching_their_anchor_are_stored(tmp_path: Path, peer: str) 
     replicator = chain.replicator(peer)
     wanted_good = sha256_hex(GOOD)
     wanted_other = sha256_hex(b"what the chain anchored in second place")
-    chain.anchor(wanted_good, wanted_other)
+    chain.anchor({GOOD_ID: wanted_good, OTHER_ID: wanted_other})
     assert replicator.wanted == {wanted_good, wanted_other}
 
     async def one_pass() -> int:
@@ -160,7 +186,7 @@ def test_only_blobs_matching_their_anchor_are_stored(tmp_path: Path, peer: str) 
     assert store.get(wanted_good) == GOOD
     assert replicator.wanted == {wanted_other}  # the forged copy was refused; still wanted
 
-    chain.erase(wanted_other)
+    chain.erase(OTHER_ID)
     assert replicator.wanted == set()
 
 
@@ -169,7 +195,7 @@ def test_a_blob_asked_for_but_missing_is_fetched_on_demand(tmp_path: Path, peer:
     chain = Chain(tmp_path)
     store = chain.store
     replicator = chain.replicator(peer)
-    chain.anchor(sha256_hex(GOOD))
+    chain.anchor({GOOD_ID: sha256_hex(GOOD)})
     replicator.wanted.clear()  # as after a restart: the anchor's block was before it
 
     async def scenario() -> None:
