@@ -23,6 +23,7 @@ from typing import Any
 
 from careledger.chain.app import STATE_MACHINE_VERSION, Application, BlockContext
 from careledger.chain.genesis import Genesis, GenesisOrganisation
+from careledger.chain.modules.identity.vouchers import sign_consent, sign_voucher
 from careledger.chain.modules.records import record_name
 from careledger.chain.store import StateStore
 from careledger.chain.tx import Tx
@@ -39,12 +40,17 @@ def vector_identity(name: str) -> Identity:
 
 
 ORG_A, ORG_B, ORG_C = (vector_identity(f"org-{x}") for x in "abc")
-PATIENT, DOCTOR, DOCTOR_ROTATED = (
-    vector_identity(n) for n in ("patient", "doctor", "doctor-rotated")
+PATIENT, DOCTOR, DOCTOR_ROTATED, NURSE = (
+    vector_identity(n) for n in ("patient", "doctor", "doctor-rotated", "nurse")
 )
+STRANGER, LATECOMER = (vector_identity(n) for n in ("stranger", "latecomer"))
 VALIDATOR_C = "c0" * 32  # org C's consensus key as it applies
 OBSERVATION = record_name(PATIENT.did, "Observation", "golden-observation")
 CONDITION = record_name(PATIENT.did, "Condition", "golden-condition")
+NURSE_NOTE = record_name(PATIENT.did, "Observation", "golden-nurse-note")
+# Vouchers and consents last to this height (beyond the sequence), except the expired one.
+EXPIRES_AT = 100
+EXPIRED_AT = 1  # a voucher that expired after block 1
 
 
 class Signer:
@@ -80,42 +86,67 @@ def anchor(record: str, resource_type: str, version: int, blob: str) -> dict[str
     }
 
 
+def patient_registration(
+    patient: Identity, voucher_by: Identity, expires_at: int = EXPIRES_AT
+) -> dict[str, Any]:
+    """register_patient's payload with `voucher_by`'s enrolment voucher for `patient`."""
+    return {
+        "encryption_key": patient.encryption_public.hex(),
+        "voucher": sign_voucher(voucher_by, CHAIN_ID, "register_patient", patient.did, expires_at),
+    }
+
+
+def practitioner_registration(practitioner: Identity, consent_to: Identity) -> dict[str, Any]:
+    """register_practitioner's payload with the practitioner's consent to join `consent_to`."""
+    key = practitioner.encryption_public.hex()
+    consent = sign_consent(practitioner, CHAIN_ID, consent_to.did, key, EXPIRES_AT)
+    return {"did": practitioner.did, "encryption_key": key, "consent": consent}
+
+
 def golden_blocks() -> list[list[bytes]]:
     a, b, c = Signer(ORG_A), Signer(ORG_B), Signer(ORG_C)
-    patient, doctor = Signer(PATIENT), Signer(DOCTOR)
-    registration = patient.tx(
-        "identity/register_patient", {"encryption_key": PATIENT.encryption_public.hex()}
-    )
+    patient, doctor, nurse = Signer(PATIENT), Signer(DOCTOR), Signer(NURSE)
+    stranger, latecomer = Signer(STRANGER), Signer(LATECOMER)
+    registration = patient.tx("identity/register_patient", patient_registration(PATIENT, ORG_A))
+    application = {
+        "name": "Org C",
+        "encryption_key": ORG_C.encryption_public.hex(),
+        "validator_pub_key": VALIDATOR_C,
+        "voucher": sign_voucher(ORG_B, CHAIN_ID, "apply_membership", ORG_C.did, EXPIRES_AT),
+    }
+    scope_key = {"scope": "clinical", "epoch": 1, "public_key": "5c" * 32}
     blocks = [
-        # 1. registrations: a patient, a practitioner (by org A), and org C applies.
+        # 1. registrations: a patient (org A's voucher), a practitioner (by org A, with its
+        #    consent), and org C applies (org B sponsors it). Refused: C applying again with
+        #    the same voucher (one-time), a stranger's transaction (unknown sender), and a
+        #    patient vouched for by a non-member (the patient).
         [
             registration,
-            a.tx(
-                "identity/register_practitioner",
-                {"did": DOCTOR.did, "encryption_key": DOCTOR.encryption_public.hex()},
-            ),
-            c.tx(
-                "identity/apply_membership",
-                {
-                    "name": "Org C",
-                    "encryption_key": ORG_C.encryption_public.hex(),
-                    "validator_pub_key": VALIDATOR_C,
-                },
-            ),
+            a.tx("identity/register_practitioner", practitioner_registration(DOCTOR, ORG_A)),
+            c.tx("identity/apply_membership", application),
+            c.tx("identity/apply_membership", application),
+            stranger.tx("records/publish_scope_key", scope_key),
+            latecomer.tx("identity/register_patient", patient_registration(LATECOMER, PATIENT)),
         ],
-        # 2. membership: A and B admit C (a validator update); the patient's scope key.
+        # 2. membership: A and B admit C (a validator update); the patient's scope key. B
+        #    registering the nurse with the consent she gave C is refused; C, now a member,
+        #    registers her with it. A voucher that expired after block 1 is refused.
         [
             a.tx("identity/approve_membership", {"action": "admit", "subject": ORG_C.did}),
             b.tx("identity/approve_membership", {"action": "admit", "subject": ORG_C.did}),
-            patient.tx(
-                "records/publish_scope_key",
-                {"scope": "clinical", "epoch": 1, "public_key": "5c" * 32},
+            patient.tx("records/publish_scope_key", scope_key),
+            b.tx("identity/register_practitioner", practitioner_registration(NURSE, ORG_C)),
+            c.tx("identity/register_practitioner", practitioner_registration(NURSE, ORG_C)),
+            latecomer.tx(
+                "identity/register_patient",
+                patient_registration(LATECOMER, ORG_A, expires_at=EXPIRED_AT),
             ),
         ],
-        # 3. anchors by the practitioner and the patient; a replay; the doctor rotates its key.
+        # 3. anchors by both practitioners and the patient; a replay; the doctor rotates its key.
         [
             doctor.tx("records/anchor", anchor(OBSERVATION, "Observation", 1, "b1")),
             patient.tx("records/anchor", anchor(CONDITION, "Condition", 1, "b2")),
+            nurse.tx("records/anchor", anchor(NURSE_NOTE, "Observation", 1, "b6")),
             registration,
             doctor.tx(
                 "identity/rotate_key",
@@ -145,10 +176,16 @@ def golden_blocks() -> list[list[bytes]]:
             a.tx("identity/approve_membership", {"action": "remove", "subject": ORG_C.did}),
             b.tx("identity/approve_membership", {"action": "remove", "subject": ORG_C.did}),
         ],
-        # 5. the patient erases the observation; a new version of it is refused.
+        # 5. the patient erases the observation; a new version of it is refused. Removed C,
+        #    its nurse and its voucher have no authority left (unknown sender, unknown sender,
+        #    not a member); the latecomer registers at last with A's voucher.
         [
             patient.tx("records/erase", {"records": [OBSERVATION]}),
             doctor.tx("records/anchor", anchor(OBSERVATION, "Observation", 3, "b5")),
+            c.tx("identity/approve_membership", {"action": "remove", "subject": ORG_A.did}),
+            nurse.tx("records/anchor", anchor(NURSE_NOTE, "Observation", 2, "b7")),
+            latecomer.tx("identity/register_patient", patient_registration(LATECOMER, ORG_C)),
+            latecomer.tx("identity/register_patient", patient_registration(LATECOMER, ORG_A)),
         ],
     ]
     return blocks

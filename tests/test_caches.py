@@ -20,12 +20,12 @@ from careledger.chain.state import encode_value
 from careledger.chain.store import ReadCache, StateStore
 from careledger.chain.tx import MAX_TX_BYTES, SIGNATURE_BYTES, Tx, decode_tx
 from careledger.crypto.keys import Identity
-from nodeutil import CHAIN_ID, make_app, run_block
+from nodeutil import CHAIN_ID, make_app, register_patient_tx, run_block
 
 
-def registration(patient: Identity) -> bytes:
-    payload = {"encryption_key": patient.encryption_public.hex()}
-    return Tx(CHAIN_ID, "identity/register_patient", patient.did, 1, payload).sign(patient)
+def registration(patient: Identity, org: Identity) -> bytes:
+    """A patient's self-registration with founding member `org`'s voucher."""
+    return register_patient_tx(CHAIN_ID, patient, org)
 
 
 def test_the_read_cache_keeps_to_its_bytes_and_evicts_the_least_recently_used() -> None:
@@ -80,9 +80,10 @@ def test_a_flood_of_unsigned_64_kib_transactions_leaves_the_decode_cache_empty(
 
 
 def test_the_decode_cache_keeps_admitted_transactions_within_its_bounds(tmp_path: Path) -> None:
-    app = make_app(tmp_path / "s.sqlite", [Identity.generate()])
+    org = Identity.generate()
+    app = make_app(tmp_path / "s.sqlite", [org])
     app._decoded = DecodeCache(max_entries=50, max_bytes=40 * 1024)
-    txs = [registration(Identity.generate()) for _ in range(120)]
+    txs = [registration(Identity.generate(), org) for _ in range(120)]
     for raw in txs:
         assert app.check_tx(raw).code == Code.OK
         assert len(app._decoded) <= 50 and app._decoded.bytes <= 40 * 1024
@@ -99,13 +100,19 @@ def test_the_signature_cache_keeps_to_its_capacity_and_blocks_forget_theirs(
     for nonce in range(1, 301):
         stx = decode_tx(registration_by(signer, nonce))
         assert cache.verify(stx, signer.signing_public)
+        voucher = f"voucher {nonce}".encode()  # a detached signature the tx carries
+        assert cache.verify_detached(
+            signer.signing_public, signer.sign(voucher), voucher, carried_by=stx
+        )
         assert len(cache) <= 100
-    app = make_app(tmp_path / "s.sqlite", [Identity.generate()])
-    txs = [registration(Identity.generate()) for _ in range(30)]
+        assert set(cache._carried) <= set(cache._seen)  # ties leave with their transaction
+    org = Identity.generate()
+    app = make_app(tmp_path / "s.sqlite", [org])
+    txs = [registration(Identity.generate(), org) for _ in range(30)]
     assert all(app.check_tx(raw).ok for raw in txs)
-    assert len(app._signatures) == 30
-    run_block(app, txs)
-    assert len(app._signatures) == 0
+    assert len(app._signatures) == 60  # each registration's signature and its voucher's
+    assert run_block(app, txs) == [Code.OK] * 30
+    assert len(app._signatures) == 0  # the block forgets both
 
 
 def registration_by(signer: Identity, nonce: int) -> bytes:

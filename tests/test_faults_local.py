@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from careledger.chain.app import DEFAULT_MODULES, Application, BlockContext, LocalFault
@@ -279,13 +280,18 @@ def test_a_node_whose_state_disk_is_full_stops_and_recovers_on_restart(tmp_path:
         node = NodeProcess(root, free_port())
         node.start("--block-interval", "0.05")
         org = KeyFile.load(DataDir(root).organisation_key)
-        client = NodeClient(node.url, timeout=60)
+        client = NodeClient(node.url, org, timeout=60)  # the API answers signed requests only
         chain_id = client.status()["chain_id"]
         raw = Tx(chain_id, "identity/rotate_key", org.did, 1, ROTATION).sign(org.identity)
         filler = fill(disk)
         try:
-            with contextlib.suppress(Exception):  # the node may close the connection
-                client.submit_many([raw], wait=True)
+            try:
+                [answer] = client.submit_many([raw], wait=True)
+                # The block carrying it failed to commit: the node refuses it as halted.
+                assert answer["check_code"] == Code.INTERNAL, answer
+                assert "halted after a local fault" in answer["check_log"]
+            except httpx.TransportError:
+                pass  # the node stopped before its answer was sent
             assert node.process is not None
             exit_code = node.process.wait(60)
         finally:

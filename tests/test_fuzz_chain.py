@@ -2,7 +2,9 @@
 
 Issue 7, attack 2: blocks of hostile transactions (random bytes, bodies nested hundreds deep,
 valid signed envelopes with hostile payloads for every message type of every module, extreme
-integers and nonces, unknown types, the wrong chain, odd unicode) go to `finalize_block` of two
+integers and nonces, unknown types, the wrong chain, odd unicode; vouchers and consents signed
+by the wrong key or for the wrong organisation, purpose, subject or chain, expired, reused,
+malformed or nested deep; unregistered senders) go to `finalize_block` of two
 independent Applications on real SQLite files. Neither may raise (a raise halts the node: on
 every validator at once, for a transaction anyone can send), both must return the same results
 and the same app hash at every height, and `check_tx` must answer every transaction with a
@@ -15,6 +17,7 @@ database; raise FUZZ_EXAMPLES locally for a longer search.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -29,6 +32,13 @@ from careledger.chain.app import DEFAULT_MODULES, Application, BlockContext
 from careledger.chain.auth import MAX_NONCE_JUMP, last_nonce
 from careledger.chain.codes import Code
 from careledger.chain.modules.identity import IdentityKeeper
+from careledger.chain.modules.identity.vouchers import (
+    MAX_HEIGHT,
+    SELF_REGISTRATIONS,
+    sign_consent,
+    sign_voucher,
+    statement_bytes,
+)
 from careledger.chain.modules.records import record_name
 from careledger.chain.state import KV
 from careledger.chain.tx import MAX_NONCE, MAX_TX_BYTES, Tx
@@ -36,7 +46,7 @@ from careledger.crypto.hashing import sha256
 from careledger.crypto.keys import Identity
 from nodeutil import CHAIN_ID, make_app, run_block
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -51,14 +61,20 @@ def actor(name: str) -> Identity:
     return Identity(sha256(b"careledger/test-vector/fuzz/" + name.encode()))
 
 
-ORG_A, ORG_B, PATIENT, DOCTOR, STRANGER = (
-    actor(n) for n in ("org-a", "org-b", "patient", "doctor", "stranger")
+# Members A and B; the patient and the doctor registered by setup_block; three dids that are
+# not registered (the stranger, an organisation applying, a practitioner a member may
+# register with her consent): only vouched self-registrations of theirs may pass.
+ORG_A, ORG_B, PATIENT, DOCTOR, STRANGER, APPLICANT, NURSE = (
+    actor(n) for n in ("org-a", "org-b", "patient", "doctor", "stranger", "applicant", "nurse")
 )
-ACTORS = (ORG_A, ORG_B, PATIENT, DOCTOR, STRANGER)
+ACTORS = (ORG_A, ORG_B, PATIENT, DOCTOR, STRANGER, APPLICANT, NURSE)
 ROTATED = (actor("rotated-1"), actor("rotated-2"))  # keys an actor may rotate to
 SIGNERS = {i.signing_public: i for i in (*ACTORS, *ROTATED)}
 MESSAGE_TYPES = tuple(f"{m.name}/{name}" for m in DEFAULT_MODULES for name in m.messages)
 T0 = 1_800_000_000_000_000_000
+# The expiry of setup_block's voucher and consent. The fuzzer draws it often too, so that it
+# signs the very same statements again: reuse (CONFLICT) comes up without being spelled out.
+SETUP_EXPIRY = 1000
 
 # --- values --------------------------------------------------------------------------------
 
@@ -118,15 +134,93 @@ values = st.recursive(
     max_leaves=10,
 )
 
+# --- vouchers and consents ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Statement:
+    """A voucher or consent, signed once the sender and the payload are known (Builder).
+
+    A field left None takes the value an honest signer would use: the purpose of the
+    transaction, this chain, the sender as a voucher's subject, the payload's did and
+    encryption key in a consent, the sender as the organisation a consent names, the named
+    organisation (voucher) or practitioner (consent) as the signer, with its current key.
+    """
+
+    org: int | None  # index into ACTORS: the voucher's `org`, the consent's organisation
+    signer: int | None
+    subject: int | None
+    purpose: str | None
+    chain_id: str | None
+    encryption_key: str | None  # consent only
+    expires_at: Any
+    tamper: str | None
+
+
+PURPOSES = ("register_patient", "apply_membership", "register_practitioner", "anchor")
+TAMPERS = (
+    "flip",  # one signature bit
+    "short",  # a signature of 63 bytes
+    "upper",  # uppercase hex
+    "old-key",  # the signer's original key, whatever it rotated to
+    "drop",  # a field missing
+    "extra",  # a field too many
+    "not-an-object",
+    "deep-29",
+    "deep-30",
+    "deep-31",
+    "deep-40",
+)
+# One flaw each: its field and the hostile values it takes. The blocks run at heights 2 to 4
+# (setup is 1), so expiry 1 is past, and 2 passes during an example.
+FLAWS: dict[str, st.SearchStrategy[Any]] = {
+    "org": st.sampled_from([2, 3, 4, 5]),  # a patient, a practitioner, unregistered dids
+    "signer": st.integers(0, len(ACTORS) - 1),
+    "subject": st.integers(0, len(ACTORS) - 1),
+    "purpose": st.sampled_from(PURPOSES),
+    "chain_id": st.sampled_from(["other-chain", ""]),
+    "encryption_key": st.sampled_from(HEX32[:3]),
+    "expires_at": st.sampled_from(
+        (1, 2, 0, -1, MAX_HEIGHT, MAX_HEIGHT + 1, 2**64, "3", None, 2.5, True)
+    ),
+    "tamper": st.sampled_from(TAMPERS),
+}
+
+
+@st.composite
+def statements(draw: st.DrawFn) -> Statement:
+    """Half honest (by member A or B, unexpired: so registrations pass, and the same few
+    statements come back to be reused), half with one or two flaws."""
+    statement = Statement(
+        org=draw(st.sampled_from([None, 1])),  # None: A in a voucher, the sender in a consent
+        signer=None,
+        subject=None,
+        purpose=None,
+        chain_id=None,
+        encryption_key=None,
+        expires_at=draw(st.sampled_from([3, SETUP_EXPIRY, SETUP_EXPIRY])),
+        tamper=None,
+    )
+    for flaw in draw(st.lists(st.sampled_from(sorted(FLAWS)), max_size=2, unique=True)):
+        statement = dataclasses.replace(statement, **{flaw: draw(FLAWS[flaw])})
+    return statement
+
+
 # Payloads good enough to reach the handlers, each field open to a hostile replacement.
 TEMPLATES: dict[str, dict[str, st.SearchStrategy[Any]]] = {
-    "identity/register_patient": {"encryption_key": st.sampled_from(HEX32[:3])},
-    "identity/register_practitioner": {
-        "did": st.sampled_from([DOCTOR.did, STRANGER.did, PATIENT.did]),
-        "encryption_key": st.just("33" * 32),
-        "name": st.sampled_from(["Dr A", "x" * 256]),
+    "identity/register_patient": {
+        "encryption_key": st.sampled_from(HEX32[:3]),
+        "voucher": statements(),
     },
-    "identity/deregister_practitioner": {"did": st.sampled_from([DOCTOR.did, STRANGER.did])},
+    "identity/register_practitioner": {
+        "did": st.sampled_from([NURSE.did, NURSE.did, DOCTOR.did, STRANGER.did, PATIENT.did]),
+        "encryption_key": st.sampled_from([NURSE.encryption_public.hex(), "33" * 32]),
+        "name": st.sampled_from(["Dr A", "x" * 256]),
+        "consent": statements(),
+    },
+    "identity/deregister_practitioner": {
+        "did": st.sampled_from([DOCTOR.did, NURSE.did, STRANGER.did])
+    },
     "identity/rotate_key": {
         "signing_key": st.sampled_from([i.signing_public.hex() for i in ROTATED]),
         "encryption_key": st.sampled_from(HEX32[:3]),
@@ -135,6 +229,7 @@ TEMPLATES: dict[str, dict[str, st.SearchStrategy[Any]]] = {
         "name": st.sampled_from(["Org C", "y" * 200]),
         "encryption_key": st.just("44" * 32),
         "validator_pub_key": st.sampled_from(HEX32[:3]),
+        "voucher": statements(),
     },
     "identity/approve_membership": {
         "action": st.sampled_from(["admit", "remove"]),
@@ -203,7 +298,12 @@ class Envelope:
 def valid_envelopes(draw: st.DrawFn) -> Envelope:
     """Signed by the sender, for this chain, the next nonce: these reach the handlers."""
     type_ = draw(st.sampled_from([*MESSAGE_TYPES, "records/anchor", "records/anchor"]))
-    signer = draw(st.integers(0, len(ACTORS) - 1))
+    if type_ in SELF_REGISTRATIONS and draw(often(7)):  # mostly by a did that may send it
+        signer = draw(st.sampled_from([ACTORS.index(STRANGER), ACTORS.index(APPLICANT)]))
+    elif type_ == "identity/register_practitioner" and draw(often(7)):  # mostly by a member
+        signer = draw(st.sampled_from([ACTORS.index(ORG_A), ACTORS.index(ORG_B)]))
+    else:
+        signer = draw(st.integers(0, len(ACTORS) - 1))
     return Envelope(signer, None, CHAIN_ID, type_, None, draw(payloads(type_)), False, None)
 
 
@@ -285,12 +385,13 @@ class Builder:
                 + b'},"sender":"' + signer.did.encode() + b'","type":"records/erase"}'
             )  # fmt: skip
             return body + key.sign(body)
+        sender = signer.did if tx.sender is None else tx.sender
         fields = {
             "chain_id": tx.chain_id,
             "type": tx.type,
-            "sender": signer.did if tx.sender is None else tx.sender,
+            "sender": sender,
             "nonce": self._next(signer) if tx.nonce is None else tx.nonce,
-            "payload": tx.payload,
+            "payload": self._sign_statements(tx.type, sender, tx.payload),
         }
         if tx.drop_field:
             del fields[tx.drop_field]
@@ -304,28 +405,92 @@ class Builder:
         self.nonces[signer.did] += 1
         return self.nonces[signer.did]
 
+    def _sign_statements(self, type_: Any, sender: Any, payload: Any) -> Any:
+        """The payload with each drawn Statement replaced by the signed voucher or consent."""
+        if not isinstance(payload, dict):
+            return payload
+        return {
+            name: self.statement(type_, sender, payload, value)
+            if isinstance(value, Statement)
+            else value
+            for name, value in payload.items()
+        }
+
+    def statement(self, type_: Any, sender: Any, payload: dict[str, Any], spec: Statement) -> Any:
+        """The voucher (for register_practitioner, the consent) that `spec` describes."""
+        consent = type_ == "identity/register_practitioner"
+        honest_subject, honest_org = (
+            (payload.get("did"), sender) if consent else (sender, ORG_A.did)
+        )
+        subject = honest_subject if spec.subject is None else ACTORS[spec.subject].did
+        org = honest_org if spec.org is None else ACTORS[spec.org].did
+        # A voucher is signed by the organisation it names, a consent by the practitioner.
+        honest_signer = _actor_with_did(subject if consent else org)
+        signer = honest_signer if spec.signer is None else ACTORS[spec.signer]
+        key = signer if spec.tamper == "old-key" else self.key_of(signer)
+        if consent:
+            encryption_key = spec.encryption_key or payload.get("encryption_key")
+            fields = {"expires_at": spec.expires_at}
+        else:
+            encryption_key = spec.encryption_key or ""
+            fields = {"org": org, "expires_at": spec.expires_at}
+        try:
+            message = statement_bytes(
+                CHAIN_ID if spec.chain_id is None else spec.chain_id,
+                spec.purpose or str(type_).partition("/")[2],
+                subject,
+                org,
+                spec.expires_at,
+                encryption_key,
+            )
+        except (ValueError, TypeError):  # an expiry statement_bytes refuses to sign
+            message = b"not a statement"
+        fields["signature"] = key.sign(message).hex()
+        return _tampered(fields, spec.tamper)
+
+
+def _actor_with_did(did: Any) -> Identity:
+    return next((a for a in ACTORS if a.did == did), STRANGER)
+
+
+def _tampered(fields: dict[str, Any], tamper: str | None) -> Any:
+    signature = fields["signature"]
+    if tamper == "flip":
+        return fields | {"signature": signature[:-1] + ("0" if signature[-1] != "0" else "1")}
+    if tamper == "short":
+        return fields | {"signature": signature[:-2]}
+    if tamper == "upper":
+        return fields | {"signature": signature.upper()}
+    if tamper == "drop":
+        return {k: v for k, v in fields.items() if k != "expires_at"}
+    if tamper == "extra":
+        return fields | {"extra": 1}
+    if tamper == "not-an-object":
+        return list(fields.values())
+    if tamper and tamper.startswith("deep-"):
+        depth = int(tamper.removeprefix("deep-"))
+        nested: Any = signature
+        for _ in range(depth):
+            nested = [nested]
+        return fields | {"signature": nested}
+    return fields
+
 
 # --- the state machines --------------------------------------------------------------------
 
 
 def setup_block() -> list[bytes]:
-    """Register the patient, the doctor and a scope key, so that the records rules run."""
+    """Register the patient (org A's voucher), the doctor (by org A, with the doctor's
+    consent) and a scope key, so that the records rules run."""
     scope_key = {"scope": "clinical", "epoch": 1, "public_key": "77" * 32}
+    voucher = sign_voucher(ORG_A, CHAIN_ID, "register_patient", PATIENT.did, SETUP_EXPIRY)
+    doctor_key = DOCTOR.encryption_public.hex()
+    consent = sign_consent(DOCTOR, CHAIN_ID, ORG_A.did, doctor_key, SETUP_EXPIRY)
+    patient = {"encryption_key": PATIENT.encryption_public.hex(), "voucher": voucher}
+    doctor = {"did": DOCTOR.did, "encryption_key": doctor_key, "consent": consent}
     return [
-        Tx(
-            CHAIN_ID,
-            "identity/register_patient",
-            PATIENT.did,
-            1,
-            {"encryption_key": PATIENT.encryption_public.hex()},
-        ).sign(PATIENT),
-        Tx(
-            CHAIN_ID,
-            "identity/register_practitioner",
-            ORG_A.did,
-            1,
-            {"did": DOCTOR.did, "encryption_key": DOCTOR.encryption_public.hex()},
-        ).sign(ORG_A),
+        Tx(CHAIN_ID, "identity/register_patient", PATIENT.did, 1, patient).sign(PATIENT),
+        Tx(CHAIN_ID, "identity/register_practitioner", ORG_A.did, 1, doctor).sign(ORG_A),
         Tx(CHAIN_ID, "records/publish_scope_key", PATIENT.did, 2, scope_key).sign(PATIENT),
     ]
 
@@ -376,7 +541,11 @@ def test_check_tx_answers_any_bytes_with_a_code(tx: Envelope | Deep | RawBytes) 
         first, again = app.check_tx(raw), app.check_tx(raw)
         assert isinstance(first.code, Code) and first.code != Code.INTERNAL
         if first.code == Code.OK:
-            assert again.code == Code.REPLAY
+            # A replay; an application (its sender still unregistered while the members
+            # vote) meets its used voucher before its nonce.
+            assert again.code == Code.REPLAY or (
+                again.code == Code.CONFLICT and "already used" in again.log
+            ), again
         else:
             assert again == first
         app.store.close()
@@ -421,3 +590,105 @@ def _envelope(**changes: Any) -> Envelope:
         "drop_field": None,
     }
     return Envelope(**(base | changes))
+
+
+HONEST = Statement(
+    org=None,
+    signer=None,
+    subject=None,
+    purpose=None,
+    chain_id=None,
+    encryption_key=None,
+    expires_at=SETUP_EXPIRY,
+    tamper=None,
+)
+
+
+def _vouched(type_: str, signer: Identity, payload: dict[str, Any]) -> Envelope:
+    return _envelope(signer=ACTORS.index(signer), type=type_, payload=payload)
+
+
+def _registration(**flaws: Any) -> Envelope:
+    """The stranger registers as a patient with a voucher by A, flawed as given."""
+    voucher = dataclasses.replace(HONEST, **flaws)
+    payload = {"encryption_key": "11" * 32, "voucher": voucher}
+    return _vouched("identity/register_patient", STRANGER, payload)
+
+
+def _application(**flaws: Any) -> Envelope:
+    """The applicant applies for membership with a voucher by A, flawed as given."""
+    payload = {"name": "Org C", "encryption_key": "44" * 32}
+    voucher = dataclasses.replace(HONEST, **flaws)
+    return _vouched("identity/apply_membership", APPLICANT, payload | {"voucher": voucher})
+
+
+def _nurse(sender: Identity = ORG_A, **flaws: Any) -> Envelope:
+    """A member registers the nurse, with her consent flawed as given."""
+    payload = {
+        "did": NURSE.did,
+        "encryption_key": NURSE.encryption_public.hex(),
+        "consent": dataclasses.replace(HONEST, **flaws),
+    }
+    return _vouched("identity/register_practitioner", sender, payload)
+
+
+def test_the_hostile_vouchers_and_consents_are_each_refused_with_a_code(tmp_path: Path) -> None:
+    """The voucher and consent shapes the fuzzer draws, spelled out on both state machines:
+    each flaw gets its code and reason, the honest statements pass once, and a statement
+    used once is refused after."""
+    a, b = two_state_machines(tmp_path)
+    rotation = _envelope(
+        signer=ACTORS.index(ORG_B),
+        type="identity/rotate_key",
+        payload={"signing_key": ROTATED[0].signing_public.hex(), "encryption_key": "22" * 32},
+    )
+    rotated = Builder(a).build(rotation)
+    assert run_block(a, [rotated]) == run_block(b, [rotated]) == [Code.OK]
+    deregister_nurse = _envelope(
+        type="identity/deregister_practitioner", payload={"did": NURSE.did}
+    )
+    cases = [
+        ("a voucher by a non-member", _registration(org=2), 8, "not a member organisation"),
+        ("a voucher signed by another key", _registration(signer=1), 8, "does not verify"),
+        ("a voucher for another did", _registration(subject=5), 8, "does not verify"),
+        ("a voucher for another act", _registration(purpose="apply_membership"), 8, "verify"),
+        ("a voucher for another chain", _registration(chain_id="other-chain"), 8, "verify"),
+        ("an expired voucher", _registration(expires_at=1), 8, "expired at height 1 (now 3)"),
+        ("an expiry beyond 2**53", _registration(expires_at=MAX_HEIGHT + 1), 1, "safe integer"),
+        ("an expiry of 0", _registration(expires_at=0), 7, "'expires_at' must be an integer"),
+        ("a string expiry", _registration(expires_at="3"), 7, "'expires_at' must be an integer"),
+        ("a flipped signature", _registration(tamper="flip"), 8, "does not verify"),
+        ("a short signature", _registration(tamper="short"), 7, "'signature' must be 64 bytes"),
+        ("uppercase hex", _registration(tamper="upper"), 7, "in lowercase hex"),
+        ("a missing field", _registration(tamper="drop"), 7, "missing field 'expires_at'"),
+        ("an extra field", _registration(tamper="extra"), 7, "unknown field(s): extra"),
+        ("not an object", _registration(tamper="not-an-object"), 7, "'voucher' must be an"),
+        ("nested 29 deep", _registration(tamper="deep-29"), 7, "'signature' must be a string"),
+        ("nested 40 deep", _registration(tamper="deep-40"), 1, "nested deeper than"),
+        ("an honest registration", _registration(), 0, ""),
+        ("B's key before its rotation", _application(org=1, tamper="old-key"), 8, "verify"),
+        ("an honest application", _application(), 0, ""),
+        ("its voucher again", _application(), 10, "already used"),
+        ("a consent to another org", _nurse(sender=ORG_B, org=0), 8, "does not verify"),
+        ("a consent by another key", _nurse(signer=4), 8, "does not verify"),
+        ("a consent for another key", _nurse(encryption_key="11" * 32), 8, "does not verify"),
+        ("an expired consent", _nurse(expires_at=1), 8, "expired at height 1 (now 3)"),
+        ("an honest consent", _nurse(), 0, ""),
+        ("the nurse's deregistration", deregister_nurse, 0, ""),
+        ("her consent again", _nurse(), 10, "already used"),
+    ]
+    builder = Builder(a)
+    raws = [builder.build(envelope) for _, envelope, _, _ in cases]
+    ctx = BlockContext(3, T0 + 3)
+    from_a = a.finalize_block(ctx, raws)
+    a.commit()
+    assert b.finalize_block(ctx, raws) == from_a
+    b.commit()
+    unexpected = [
+        (name, result.code, result.log)
+        for (name, _, code, reason), result in zip(cases, from_a.tx_results, strict=True)
+        if result.code != code or reason not in result.log
+    ]
+    assert unexpected == []
+    a.store.close()
+    b.store.close()

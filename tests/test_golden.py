@@ -1,7 +1,10 @@
 """Golden app hashes: the rules cannot change unnoticed.
 
-`golden.py` runs a fixed block sequence (fixed test-vector keys, fixed times; registrations,
-membership votes, anchors, a key rotation, a tombstone, a replay, a conflict, an erasure) and
+`golden.py` runs a fixed block sequence (fixed test-vector keys, fixed times and expiries;
+vouched registrations, a practitioner's consent, membership votes, anchors, a key rotation, a
+tombstone, a replay, a conflict, an erasure; refused: a reused voucher, an expired one, one
+by a non-member, a consent given to another organisation, an unknown sender, a removed
+organisation and its practitioner) and
 this test compares the app hash and the result codes at every height with the constants
 below. Update the constants only together with STATE_MACHINE_VERSION (chain/app.py): run
 
@@ -20,12 +23,12 @@ from golden import run_golden
 # Computed once by tests/golden.py; update only together with STATE_MACHINE_VERSION.
 GOLDEN_RULES_VERSION = 2
 GOLDEN = [
-    ("b71b05755db235e35a30e57a67741dc94c6c24f833ed5ee0063f704be5b4b230", []),
-    ("d180fa52fa04a5dd089ee4685916f52f1f66903b5ff7076371f618f8e59983f9", [0, 0, 0]),
-    ("28ed2bae54ebf3accc4681a554d97618bb77c64c7616ad66d0b6f04ead52c137", [0, 0, 0]),
-    ("94c8b0c08eb4ebecf1433568f74f8019a6fd4643a6dd9f9dccc0c0b09d629e1b", [0, 0, 6, 0]),
-    ("07993fd6e1544bb7e56a2ce388cc43ddfe516b514d5f0905435e3b3ea736c772", [0, 0, 10, 0, 0]),
-    ("ce4b6533cf9eecd94991e26fa8c7a7aa2e67c8342b3cab3bdc177eea1f7ca138", [0, 12]),
+    ("3ebd70cdcb904dfcc76bb81368a39925db3de39d33be9fef343c1ed9f8713128", []),
+    ("04acbc4924e3d830bb114753f66954f03a37635f4fafb3ecde468fe2df51bed3", [0, 0, 0, 10, 13, 8]),
+    ("d7c65b389462c844a767b50b297bf84f7d78683b2679dfcba7ebd69d8ef9f029", [0, 0, 0, 8, 0, 8]),
+    ("cc3d7e814b3d2211df1f815b6373d15b0948266f2f684b1e4d65ba9a4f1ff9a3", [0, 0, 0, 6, 0]),
+    ("45076ba28fd55e08e769db036c8037f51352c0f5e22ced2139f4080bf7325278", [0, 0, 10, 0, 0]),
+    ("72a26861c86104acdd87170743752e072ebbbc2aa662ef38aba283246891368f", [0, 12, 13, 13, 8, 0]),
 ]
 
 

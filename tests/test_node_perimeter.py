@@ -28,7 +28,7 @@ from careledger.node.datadir import initialise
 from careledger.protocol.frames import MAX_FETCH, unpack_results
 from careledger.protocol.signing import RequestSigner
 from careledger.wallet.node_client import NodeClient, NodeError, Signer
-from nodeutil import NodeProcess, free_port
+from nodeutil import NodeProcess, free_port, practitioner_payload
 
 MiB = 1024 * 1024
 
@@ -104,7 +104,8 @@ def test_a_signed_request_of_an_unregistered_or_deactivated_identity_is_refused(
     org = node.organisation()
     doctor = Identity.generate()
     signer = Signer(node.client(), org.did, org.identity)
-    payload = {"did": doctor.did, "encryption_key": doctor.encryption_public.hex(), "name": "B"}
+    chain_id = httpx.get(node.url + "/status").json()["chain_id"]
+    payload = practitioner_payload(chain_id, org.did, doctor, name="B")
     signer.send("identity/register_practitioner", payload)
     doctor_key = KeyFile(doctor.did, "practitioner", doctor)
     assert signed_get(node, doctor_key, "/query/identity/members").status_code == 200

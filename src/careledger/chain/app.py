@@ -48,7 +48,10 @@ DEFAULT_MODULES: tuple[Module, ...] = (identity_module, records_module)
 # state value) changes what a replay computes, so it bumps this: a store written under other
 # rules is refused at start rather than diverging from its own history.
 # Version 2: a nonce may jump at most MAX_NONCE_JUMP (NONCE_TOO_FAR); a handler's local fault
-# halts the node instead of committing INTERNAL; JSON deeper than 32 levels is MALFORMED.
+# halts the node instead of committing INTERNAL; JSON deeper than 32 levels is MALFORMED;
+# only registered identities that may act send transactions (UNKNOWN_SENDER); patients and
+# applicants register with a member's one-time voucher, practitioners with their consent;
+# identities keep their key history. tests/test_golden.py pins this version's app hashes.
 STATE_MACHINE_VERSION = 2
 
 

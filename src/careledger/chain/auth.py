@@ -16,6 +16,7 @@ same small, fixed time and memory however far it jumps.
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 
 from careledger.chain.codes import Code, TxFailure
@@ -88,10 +89,16 @@ class SignatureCache:
     but no block carried ages out, least recently used first. An entry is a 32-byte hash and
     a 32-byte key (about 250 bytes with the dictionary's overhead), so the default bound
     holds about 16 MiB.
+
+    A voucher's signature (inside a self-registration's payload) is cached the same way and
+    tied to the transaction that carries it: the block that forgets the transaction forgets
+    its voucher too (the voucher is then used, so it never verifies usefully again either).
     """
 
     def __init__(self, capacity: int = 65_536) -> None:
         self._seen: OrderedDict[bytes, bytes] = OrderedDict()
+        # transaction hash -> the entry of the voucher it carries; its keys are always in _seen
+        self._carried: dict[bytes, bytes] = {}
         self.capacity = capacity
 
     def __len__(self) -> int:
@@ -100,9 +107,21 @@ class SignatureCache:
     def verify(self, stx: SignedTx, public_key: bytes) -> bool:
         return self._verify(stx.hash, public_key, stx.signature, stx.body)
 
-    def verify_detached(self, public_key: bytes, signature: bytes, message: bytes) -> bool:
-        """A signature inside a payload (a voucher), cached like a transaction's."""
-        return self._verify(sha256(message + signature), public_key, signature, message)
+    def verify_detached(
+        self,
+        public_key: bytes,
+        signature: bytes,
+        message: bytes,
+        carried_by: SignedTx | None = None,
+    ) -> bool:
+        """A signature inside a payload (a voucher), cached like a transaction's; forgetting
+        `carried_by` (the transaction whose payload holds it) forgets it too."""
+        entry = sha256(message + signature)
+        if not self._verify(entry, public_key, signature, message):
+            return False
+        if carried_by is not None and carried_by.hash in self._seen:
+            self._carried[carried_by.hash] = entry
+        return True
 
     def _verify(self, entry: bytes, public_key: bytes, signature: bytes, message: bytes) -> bool:
         if self._seen.get(entry) == public_key:
@@ -112,11 +131,16 @@ class SignatureCache:
         self._seen[entry] = public_key
         self._seen.move_to_end(entry)
         if len(self._seen) > self.capacity:
-            self._seen.popitem(last=False)
+            evicted, _ = self._seen.popitem(last=False)
+            self._carried.pop(evicted, None)
         return True
 
     def forget(self, stx: SignedTx) -> None:
+        """Drop the transaction's entry and that of the voucher it carries."""
         self._seen.pop(stx.hash, None)
+        carried = self._carried.pop(stx.hash, None)
+        if carried is not None:
+            self._seen.pop(carried, None)
 
 
 def authenticate(state: Readable, stx: SignedTx, cache: SignatureCache, height: int) -> None:
@@ -135,6 +159,5 @@ def authenticate(state: Readable, stx: SignedTx, cache: SignatureCache, height: 
         raise TxFailure(Code.BAD_SIGNATURE, "signature does not verify with the sender's key")
     if purpose:
         voucher = Voucher.of(tx.payload)
-        check_voucher(
-            identities, tx.chain_id, purpose, tx.sender, voucher, height, cache.verify_detached
-        )
+        verify = functools.partial(cache.verify_detached, carried_by=stx)
+        check_voucher(identities, tx.chain_id, purpose, tx.sender, voucher, height, verify)
