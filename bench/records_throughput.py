@@ -32,14 +32,8 @@ from careledger.crypto.scopekeys import ScopePublic
 from careledger.node.datadir import initialise
 from careledger.storage.blobstore import BlobStore
 from careledger.wallet.fhir import BundleIndex, validate_resource
-from careledger.wallet.records import (
-    ImportSummary,
-    RecordsClient,
-    Written,
-    _Job,
-    _prepare,
-    import_bundles,
-)
+from careledger.wallet.records import ImportSummary, RecordsClient, Written, import_bundles
+from careledger.wallet.sealing import Job, prepare
 
 SYNTHEA = Path(__file__).resolve().parents[2] / "shared" / "data" / "synthea-r4"
 
@@ -134,7 +128,7 @@ def stages(paths: list[Path]) -> None:
         resources += [index.local_references(e.resource) for e in index.entries]
     me, scope = Identity.generate(), Identity.generate()
     sp = ScopePublic("clinical", 1, scope.encryption_public)
-    jobs = [_Job(orjson.dumps(r), me.did, 1, sp, me.did, me.encryption_public) for r in resources]
+    jobs = [Job(orjson.dumps(r), me.did, 1, sp, me.did, me.encryption_public) for r in resources]
     for r in resources[:200]:
         validate_resource(r)  # import the models first
     t = time.perf_counter()
@@ -142,7 +136,7 @@ def stages(paths: list[Path]) -> None:
         validate_resource(r)
     validate_s = time.perf_counter() - t
     t = time.perf_counter()
-    prepared = [_prepare(j) for j in jobs]
+    prepared = [prepare(j) for j in jobs]
     prepare_s = time.perf_counter() - t
     blobs = [p.blob for p in prepared if not isinstance(p, str)]
     with tempfile.TemporaryDirectory() as scratch:

@@ -324,10 +324,12 @@ def test_bad_input_gets_clear_errors_and_nothing_half_written(imported: Imported
     assert unregistered.value.status == 404
 
     existing = imported.written[201]
-    job = writer._job(did, imported.originals[(did, *_key(existing))], writer.scope_keys(did), {})
-    prepared = writer._seal_and_upload([job])  # a well-formed version 1 of an existing record
+    job = writer.writer.job(
+        did, imported.originals[(did, *_key(existing))], writer.scope_keys(did), {}
+    )
+    prepared = writer.writer.seal_and_upload([job])  # a well-formed version 1 of an existing record
     with pytest.raises(RecordsError) as conflict:
-        writer._anchor(prepared)
+        writer.writer.anchor(prepared)
     assert conflict.value.status == 409 and "version conflict" in str(conflict.value)
     assert writer.read(existing.ref)["meta"]["versionId"] == "1"  # unchanged
 
@@ -348,7 +350,7 @@ def test_bad_input_gets_clear_errors_and_nothing_half_written(imported: Imported
     # An anchor needs its blob on the node:
     payload = dict(prepared[0].payload, blob_hash="ee" * 32, version=2)
     with pytest.raises(RecordsError) as no_blob:
-        writer._anchor([type(prepared[0])(prepared[0].ref, 2, b"", payload)])
+        writer.writer.anchor([type(prepared[0])(prepared[0].ref, 2, b"", payload)])
     assert no_blob.value.status == 404 and "upload it before" in str(no_blob.value)
 
 
@@ -358,7 +360,7 @@ def test_verify_passes_on_the_whole_directory_with_erasures_and_orphans(
     patient, mine = fresh_patient(imported, 3)
     patient.erase([mine[0].ref])
     writer = imported.client(imported.org)
-    job = writer._job(
+    job = writer.writer.job(
         patient.did,
         {
             "resourceType": "Observation",
@@ -369,7 +371,7 @@ def test_verify_passes_on_the_whole_directory_with_erasures_and_orphans(
         writer.scope_keys(patient.did),
         {},
     )
-    writer._seal_and_upload([job])  # uploaded, never anchored: an orphan
+    writer.writer.seal_and_upload([job])  # uploaded, never anchored: an orphan
     copy = snapshot(imported, tmp_path / "copy")
     result = run_verify(copy)
     assert result.returncode == 0, result.stderr

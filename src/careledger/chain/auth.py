@@ -35,7 +35,7 @@ _WINDOW_MASK = (1 << NONCE_WINDOW) - 1
 
 # How far above the sender's highest nonce a new one may be. An honest writer numbers its
 # transactions one by one, so its nonces run ahead of the highest the chain has seen by at
-# most what it has in flight: a records pipeline 3 chunks of 1,000 (wallet/records.py), one
+# most what it has in flight: a records pipeline 3 chunks of 1,000 (wallet/writing.py), one
 # POST /txs at most 10,000 (node/api.py MAX_BATCH). 2**16 leaves six times that, and with it
 # a sender needs 2**37 transactions to exhaust the nonce space (MAX_NONCE = 2**53 - 1).
 MAX_NONCE_JUMP = 2**16

@@ -1,0 +1,87 @@
+"""The node's records endpoints as the records SDK calls them.
+
+Blobs go up and come back through signed `POST /blobs` and `POST /blobs/fetch` (batch
+frames, `protocol.frames`); the records module's chain queries give a patient's scope keys,
+records and version history. The node's refusals become `RecordsError` with its status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from careledger.crypto.scopekeys import ScopePublic
+from careledger.protocol.frames import pack_frames, unpack_results
+from careledger.wallet.node_client import NodeClient, NodeError
+from careledger.wallet.refs import RecordRef, RecordsError
+
+
+class RecordsApi:
+    """Blob transfer and records queries through a signed NodeClient."""
+
+    def __init__(self, node: NodeClient) -> None:
+        self.node = node
+
+    def _signed(self, method: str, path: str, body: bytes = b"") -> bytes:
+        response = self.node.http.request(method, path, content=body, auth=self.node.auth)
+        if response.status_code >= 400:
+            try:
+                error = response.json()["error"]
+                message, code = str(error["message"]), str(error["code"])
+            except (ValueError, KeyError, TypeError):
+                message, code = response.text, "http_error"
+            raise RecordsError(f"{code}: {message}", response.status_code)
+        return response.content
+
+    def upload(self, blobs: Sequence[bytes]) -> list[str]:
+        """Store blobs on the node (durable when this returns); their hashes."""
+        body = self._signed("POST", "/blobs", pack_frames(blobs))
+        hashes: list[str] = orjson.loads(body)["hashes"]
+        return hashes
+
+    def fetch(self, hashes: Sequence[str]) -> list[tuple[int, bytes]]:
+        """(status, blob or error message) for each hash, from one request."""
+        body = self._signed("POST", "/blobs/fetch", orjson.dumps({"hashes": list(hashes)}))
+        return unpack_results(body)
+
+    def _query(self, path: str, **params: str) -> Any:
+        try:
+            return self.node.query(path, **params)
+        except NodeError as exc:
+            raise RecordsError(exc.message, exc.status) from None
+
+    def scope_keys(self, patient: str) -> dict[str, ScopePublic]:
+        """The patient's current scope public keys, by scope."""
+        current: dict[str, ScopePublic] = {}
+        for key in self._query("records/scope_keys", patient=patient):
+            current[key["scope"]] = ScopePublic(
+                key["scope"], key["epoch"], bytes.fromhex(key["public_key"])
+            )
+        return current
+
+    def records(self, patient: str) -> list[dict[str, Any]]:
+        """A patient's records, each with its latest anchor."""
+        found: list[dict[str, Any]] = self._query("records/records", patient=patient)
+        return found
+
+    def latest_versions(self, patient: str) -> dict[str, int]:
+        """The patient's latest version of each record, by record name (none if unknown)."""
+        try:
+            return {rec["record"]: rec["versions"] for rec in self.records(patient)}
+        except RecordsError as exc:
+            if exc.status == 404:
+                return {}
+            raise
+
+    def versions(self, ref: RecordRef) -> dict[str, Any]:
+        try:
+            found: dict[str, Any] = self._query(
+                "records/versions", patient=ref.patient, record=ref.name
+            )
+        except RecordsError as exc:
+            if exc.status == 404:
+                raise RecordsError(f"no record {ref} for {ref.patient}", 404) from None
+            raise
+        return found

@@ -1,0 +1,222 @@
+"""Writing records: new versions through the pipeline, tombstones, erasure.
+
+A write turns each resource into a sealing job (the next version of its record, a new id
+if it has none, the patient's current scope key) and streams the jobs through the pipeline
+seal -> upload -> anchor -> commit: each chunk is validated and sealed (wallet/sealing.py),
+its blobs uploaded (durable on the node before the answer), and only then its anchors
+submitted. A delete anchors a tombstone version; an erase is the patient's one transaction.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import itertools
+import threading
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from careledger.chain.modules.records import record_name
+from careledger.crypto.scopekeys import ScopePublic, scope_for
+from careledger.wallet.node_client import NodeError, PendingBatch, Signer
+from careledger.wallet.records_api import RecordsApi
+from careledger.wallet.refs import RecordRef, RecordsError, Written, raise_for
+from careledger.wallet.sealing import Job, Prepared, Sealer
+
+CHUNK = 1000  # records per upload and per anchor submission
+PIPELINE_DEPTH = 3  # chunks between sealing and commit at once (see Writer.pipelined)
+
+
+@dataclass(frozen=True)
+class _Admitted:
+    prepared: list[Prepared]
+    pending: PendingBatch
+
+
+class _Stopped(Exception):
+    """An earlier chunk of the pipeline failed: this one is not written."""
+
+
+class Writer:
+    """Writes as the signer's identity: blobs through `api`, anchors signed by `signer`."""
+
+    def __init__(self, api: RecordsApi, signer: Signer, sealer: Sealer) -> None:
+        self.api = api
+        self.node = api.node
+        self.signer = signer
+        self.sealer = sealer
+
+    def job(
+        self,
+        patient: str,
+        resource: Mapping[str, Any],
+        keys: Mapping[str, ScopePublic],
+        latest: Mapping[str, int],
+    ) -> Job:
+        """The sealing job for the next version of the resource's record (`latest`: the
+        current versions by record name; a resource without an id gets a new one)."""
+        resource_type = resource.get("resourceType")
+        if not isinstance(resource_type, str):
+            raise RecordsError("not a FHIR resource: resourceType is missing", 422)
+        if not resource.get("id"):
+            resource = {**resource, "id": str(uuid.uuid4())}
+        scope = keys.get(scope_for(resource_type))
+        if scope is None:
+            raise RecordsError(
+                f"{patient} has no published {scope_for(resource_type)} scope key "
+                "(is the patient enrolled?)",
+                404,
+            )
+        name = record_name(patient, resource_type, str(resource["id"]))
+        version = latest.get(name, 0) + 1
+        return Job(
+            orjson.dumps(resource),
+            patient,
+            version,
+            scope,
+            self.signer.did,
+            self.signer.identity.encryption_public,
+        )
+
+    def pipelined(self, jobs: Iterable[Job]) -> Iterator[list[Written]]:
+        """Stream jobs through seal -> upload -> anchor -> commit, PIPELINE_DEPTH chunks at once.
+
+        Chunk n+1 is sealed (process pool) and uploaded (the node's fsyncs) while chunk n's
+        anchors wait for their block. Invariants: a chunk's anchors are submitted only after
+        its upload returned (blobs durable first); anchors are admitted strictly in chunk
+        order (one admitting thread; the node answers admission before the block, see
+        `NodeClient.submit_pipelined`), so nonces stay in sequence; after any failure no
+        further chunk is admitted. Chunks already admitted still commit (their records are
+        written); the error names the failed chunk. `jobs` may be a lazy iterator: whatever
+        it does before yielding a job (e.g. enrol the job's patient, wait=False) is admitted
+        before that job's anchor.
+        """
+        stop = threading.Event()
+        in_flight: collections.deque[concurrent.futures.Future[_Admitted]] = collections.deque()
+        sealers = concurrent.futures.ThreadPoolExecutor(2, "records-seal")
+        admitter = concurrent.futures.ThreadPoolExecutor(1, "records-anchor")
+        try:
+            for chunk in _chunks_of(jobs, CHUNK):
+                sealed = sealers.submit(self.seal_and_upload, chunk, stop)
+                in_flight.append(admitter.submit(self._admit, sealed, stop))
+                while len(in_flight) >= PIPELINE_DEPTH:
+                    yield self._committed(in_flight.popleft().result())
+            while in_flight:
+                yield self._committed(in_flight.popleft().result())
+        except BaseException:
+            stop.set()
+            for future in in_flight:
+                future.cancel()
+            raise
+        finally:
+            sealers.shutdown(wait=True, cancel_futures=True)
+            admitter.shutdown(wait=True, cancel_futures=True)
+            for future in in_flight:  # abandoned after a failure: close their streams
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    future.result().pending.close()
+
+    def seal_and_upload(
+        self, jobs: list[Job], stop: threading.Event | None = None
+    ) -> list[Prepared]:
+        """Seal a chunk and store its blobs; nothing is stored if any resource is invalid."""
+        stop = stop or threading.Event()
+        if stop.is_set():
+            raise _Stopped()
+        prepared = self.sealer.seal(jobs)
+        errors = [p for p in prepared if isinstance(p, str)]
+        if errors:
+            raise RecordsError(
+                f"{len(errors)} resource(s) did not validate; nothing of this batch was "
+                "written:\n" + "\n".join(errors[:5]),
+                422,
+            )
+        ready = [p for p in prepared if isinstance(p, Prepared)]
+        if stop.is_set():
+            raise _Stopped()
+        self.api.upload([p.blob for p in ready])
+        return ready
+
+    def _admit(
+        self, sealed: concurrent.futures.Future[list[Prepared]], stop: threading.Event
+    ) -> _Admitted:
+        """Sign and submit a chunk's anchors once its blobs are stored; back once admitted."""
+        try:
+            prepared = sealed.result()
+            if stop.is_set():
+                raise _Stopped()
+            raws = [self.signer.sign("records/anchor", p.payload) for p in prepared]
+            try:
+                pending = self.node.submit_pipelined(raws)
+            except NodeError as exc:
+                raise RecordsError(exc.message, exc.status) from None
+            refused = [
+                (p, r) for p, r in zip(prepared, pending.admitted, strict=True) if r["check_code"]
+            ]
+            if refused:
+                p, r = refused[0]
+                admitted = len(prepared) - len(refused)
+                try:
+                    raise_for(r, f"{p.ref} version {p.version}")
+                finally:
+                    # What was admitted will commit; wait so that the error is the last word.
+                    if admitted:
+                        pending.results()
+                    pending.close()
+            return _Admitted(prepared, pending)
+        except BaseException:
+            stop.set()
+            raise
+
+    def anchor(self, prepared: list[Prepared]) -> list[Written]:
+        """Submit the anchors of uploaded records and wait for their block (no pipeline)."""
+        sealed: concurrent.futures.Future[list[Prepared]] = concurrent.futures.Future()
+        sealed.set_result(prepared)
+        return self._committed(self._admit(sealed, threading.Event()))
+
+    def _committed(self, admitted: _Admitted) -> list[Written]:
+        try:
+            results = admitted.pending.results()
+        except NodeError as exc:
+            raise RecordsError(exc.message, exc.status) from None
+        written = []
+        for p, result in zip(admitted.prepared, results, strict=True):
+            raise_for(result, f"{p.ref} version {p.version}")
+            written.append(
+                Written(p.ref, p.version, p.payload["blob_hash"], result["hash"], result["height"])
+            )
+        return written
+
+    def delete(self, ref: RecordRef) -> Written:
+        """A tombstone version (FHIR delete): the record stays, its history readable."""
+        version = int(self.api.versions(ref)["versions"]) + 1
+        payload = {
+            "patient": ref.patient,
+            "resource_type": ref.resource_type,
+            "record": ref.name,
+            "version": version,
+            "tombstone": 1,
+        }
+        result = self.node.submit(self.signer.sign("records/anchor", payload), wait=True)
+        raise_for(result, str(ref))
+        return Written(ref, version, "", result["hash"], result["height"])
+
+    def erase(self, refs: Sequence[RecordRef] | None = None) -> dict[str, Any]:
+        """Erase the named records of this patient, or all of them (refs None)."""
+        if refs is not None and any(r.patient != self.signer.did for r in refs):
+            raise RecordsError("only the patient may erase their records", 403)
+        payload: dict[str, Any] = (
+            {"all": 1} if refs is None else {"records": [r.name for r in refs]}
+        )
+        result = self.node.submit(self.signer.sign("records/erase", payload), wait=True)
+        raise_for(result, "erase")
+        return result
+
+
+def _chunks_of(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
