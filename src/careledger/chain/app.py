@@ -251,7 +251,7 @@ class Application:
         """
         try:
             stx = self._decoded.get(raw)
-            message = self._validate(stx)
+            message, parsed = self._validate(stx)
             height = self.store.last_commit().height + 1
             auth.authenticate(self._check_state, stx, self._signatures, height)
             view = Overlay(self._check_state)
@@ -261,7 +261,7 @@ class Application:
                 # next transactions (its scope keys, a clinic's first anchors) are admitted
                 # behind it, and a second use of its voucher is refused here already.
                 ctx = TxContext(view, stx.tx.sender, height, 0, chain_id=self.chain_id)
-                message.handle(ctx, message.parse(Payload(stx.tx.payload)))
+                message.handle(ctx, parsed)
             view.write_into(self._check_state)
         except TxFailure as failure:
             return TxResult(failure.code, failure.log)
@@ -329,7 +329,7 @@ class Application:
         tx_state = Overlay(block_state)
         try:
             stx = self._decoded.pop(raw)
-            message = self._validate(stx)
+            message, parsed = self._validate(stx)
             auth.authenticate(block_state, stx, self._signatures, block.height)
             self._signatures.forget(stx)  # its nonce is spent below: it never verifies again
             # From here on the nonce is spent even if the message fails: no replay either way.
@@ -341,7 +341,7 @@ class Application:
         )
         nonce_write = dict(tx_state.changes)
         try:
-            message.handle(ctx, message.parse(Payload(stx.tx.payload)))
+            message.handle(ctx, parsed)
         except TxFailure as failure:
             tx_state.changes = nonce_write  # keep only the spent nonce
             tx_state.write_into(block_state)
@@ -349,8 +349,9 @@ class Application:
         tx_state.write_into(block_state)
         return TxResult(Code.OK, events=tuple(ctx.events)), ctx.validator_updates
 
-    def _validate(self, stx: SignedTx) -> Message[Any]:
-        """Stateless checks: chain, type, payload shape."""
+    def _validate(self, stx: SignedTx) -> tuple[Message[Any], Any]:
+        """Stateless checks: chain, type, payload shape. The message and its parsed payload
+        (parsed once: the handler gets the same immutable value)."""
         tx = stx.tx
         if tx.chain_id != self.chain_id:
             raise TxFailure(Code.WRONG_CHAIN, f"transaction is for chain {tx.chain_id[:64]!r}")
@@ -359,8 +360,8 @@ class Application:
         message = module.messages.get(message_name) if module else None
         if message is None:
             raise TxFailure(Code.UNKNOWN_TYPE, f"unknown transaction type {tx.type[:64]!r}")
-        message.parse(Payload(tx.payload))  # reject a bad payload before it reaches a block
-        return message
+        # A bad payload is refused here, before it reaches a block.
+        return message, message.parse(Payload(tx.payload))
 
     # --- ABCI: query ----------------------------------------------------------------------
 
