@@ -159,9 +159,25 @@ def golden_blocks() -> list[list[bytes]]:
     ]
     doctor.key = DOCTOR_ROTATED
     blocks += [
-        # 4. a version under the rotated key, a tombstone, a version conflict, C's removal.
+        # 4. a version under the rotated key, a tombstone, a version conflict, C's removal
+        #    (two approvals of two voters). Refused: member B tombstoning the observation
+        #    org A's doctor started, and the patient rotating to org A's key (taken).
         [
             doctor.tx("records/anchor", anchor(OBSERVATION, "Observation", 2, "b3")),
+            b.tx(
+                "records/anchor",
+                {
+                    "patient": PATIENT.did,
+                    "resource_type": "Observation",
+                    "record": OBSERVATION,
+                    "version": 3,
+                    "tombstone": 1,
+                },
+            ),
+            patient.tx(
+                "identity/rotate_key",
+                {"signing_key": ORG_A.signing_public.hex(), "encryption_key": "5e" * 32},
+            ),
             patient.tx(
                 "records/anchor",
                 {
@@ -178,11 +194,13 @@ def golden_blocks() -> list[list[bytes]]:
         ],
         # 5. the patient erases the observation; a new version of it is refused. Removed C,
         #    its nurse and its voucher have no authority left (unknown sender, unknown sender,
-        #    not a member); the latecomer registers at last with A's voucher.
+        #    not a member); B alone cannot remove A, one of two members (the vote waits);
+        #    the latecomer registers at last with A's voucher.
         [
             patient.tx("records/erase", {"records": [OBSERVATION]}),
             doctor.tx("records/anchor", anchor(OBSERVATION, "Observation", 3, "b5")),
             c.tx("identity/approve_membership", {"action": "remove", "subject": ORG_A.did}),
+            b.tx("identity/approve_membership", {"action": "remove", "subject": ORG_A.did}),
             nurse.tx("records/anchor", anchor(NURSE_NOTE, "Observation", 2, "b7")),
             latecomer.tx("identity/register_patient", patient_registration(LATECOMER, ORG_C)),
             latecomer.tx("identity/register_patient", patient_registration(LATECOMER, ORG_A)),

@@ -183,6 +183,33 @@ def test_removing_a_member_removes_exactly_its_validator_once(tmp_path: Path) ->
     assert again.validator_updates == []
 
 
+def test_in_a_consortium_of_two_one_member_cannot_remove_the_other(tmp_path: Path) -> None:
+    """The attack from review: with two members, one vote was two thirds of the one voter,
+    so either member expelled the other and its validator and held all the voting power.
+    A removal needs two approving members; the two must first admit a third."""
+    chain = Chain(tmp_path, members=2, validators=True)
+    a, b = chain.members
+    alone = chain.finalize(chain.vote(a, "remove", b.did))
+    assert [r.code for r in alone.tx_results] == [Code.OK]  # the vote counts, and waits
+    assert alone.validator_updates == []
+    assert member_dids(chain) == {a.did, b.did}
+    assert chain.query("identity/proposals")[0]["approvals"] == [a.did]
+
+    third = Identity.generate()
+    payload = application_payload(CHAIN_ID, third, a, "Third Clinic")
+    assert chain.run(
+        chain.tx(third, "identity/apply_membership", payload),
+        chain.vote(a, "admit", third.did),
+        chain.vote(b, "admit", third.did),
+    ) == [0, 0, 0]
+    removal = chain.finalize(chain.vote(third, "remove", b.did))  # A and the third: 2 of 2
+    assert [r.code for r in removal.tx_results] == [Code.OK]
+    assert [(u.pub_key.hex(), u.power) for u in removal.validator_updates] == [
+        (chain.validator_keys[1], 0)
+    ]
+    assert member_dids(chain) == {a.did, third.did}
+
+
 def test_removing_a_member_without_a_validator_key_updates_no_validator(tmp_path: Path) -> None:
     chain = Chain(tmp_path)  # solo-style genesis: no validator keys
     members = chain.members
@@ -557,8 +584,77 @@ def test_after_key_rotation_the_old_key_cannot_sign_for_the_identity(tmp_path: P
     by_old = Tx(CHAIN_ID, "identity/rotate_key", did, 3, payload).sign(old)
     assert chain.app.check_tx(by_old).code == Code.BAD_SIGNATURE
     assert chain.run(by_old) == [Code.BAD_SIGNATURE]
-    by_new = Tx(CHAIN_ID, "identity/rotate_key", did, 3, payload).sign(new)
-    assert chain.run(by_new) == [Code.OK]
+    # The new key may rotate on, but never back to the key it replaced (lost or stolen keys
+    # are rotated away from: taking one back would let its holder sign again).
+    back = Tx(CHAIN_ID, "identity/rotate_key", did, 3, payload).sign(new)
+    assert chain.run(back) == [Code.CONFLICT]
+    onward = {"signing_key": Identity.generate().signing_public.hex(), "encryption_key": "55" * 32}
+    assert chain.run(Tx(CHAIN_ID, "identity/rotate_key", did, 4, onward).sign(new)) == [Code.OK]
+
+
+def test_a_signing_key_signs_for_one_identity_only(tmp_path: Path) -> None:
+    """The attack from review: member B rotated its signing key to member C's public key
+    (code 0), so C signed as B. A rotation to any identity's current key, any key in any
+    identity's history, or a registered did's own key (founders' too) is CONFLICT."""
+    chain = Chain(tmp_path, members=3)
+    _, b, c = chain.members
+    patient, doctor = Identity.generate(), Identity.generate()
+    first, second = Identity.generate(), Identity.generate()
+    assert chain.run(
+        chain.register_patient(patient), chain.register_practitioner(chain.members[0], doctor)
+    ) == [0, 0]
+
+    def rotate(who: Identity, to: Identity, did: str = "") -> bytes:
+        keys = {"signing_key": to.signing_public.hex(), "encryption_key": "44" * 32}
+        return chain.tx(who, "identity/rotate_key", keys, did=did)
+
+    for taken in (c, patient, doctor):  # a founder's, a patient's and a practitioner's key
+        assert chain.run(rotate(b, taken)) == [Code.CONFLICT]
+    assert chain.query("identity/identity", did=b.did)["keys"][-1]["signing_key"] == (
+        b.signing_public.hex()
+    )
+    away = {"signing_key": "55" * 32, "encryption_key": "44" * 32}
+    as_b = Tx(CHAIN_ID, "identity/rotate_key", b.did, 99, away)
+    assert chain.app.check_tx(as_b.sign(c)).code == Code.BAD_SIGNATURE  # C cannot sign as B
+
+    assert chain.run(rotate(patient, first)) == [Code.OK]
+    assert chain.run(rotate(b, first)) == [Code.CONFLICT]  # the patient's current key
+    assert chain.run(rotate(first, second, did=patient.did)) == [Code.OK]
+    assert chain.run(rotate(b, first)) == [Code.CONFLICT]  # in the patient's history
+    assert chain.run(rotate(b, Identity.generate())) == [Code.OK]  # a fresh key: B moves on
+    keeper = IdentityKeeper(KV(chain.app.store, "identity"))
+    assert keeper.key_holder(first.signing_public.hex()) == patient.did
+
+
+def test_a_did_whose_key_another_identity_rotated_to_cannot_register(tmp_path: Path) -> None:
+    """rotate_key does not prove possession of the new key, so an identity may rotate to the
+    key of a did that is not registered yet; that did then cannot register (as a patient,
+    a practitioner or a member), or two identities would share one key."""
+    chain = Chain(tmp_path)
+    members = chain.members
+    holder = Identity.generate()
+    patient, doctor, applicant = Identity.generate(), Identity.generate(), Identity.generate()
+    assert chain.run(chain.register_patient(holder)) == [0]
+    application = application_payload(CHAIN_ID, applicant, members[0], "Late Clinic")
+    assert chain.run(chain.tx(applicant, "identity/apply_membership", application)) == [0]
+
+    signer = holder
+    for victim in (patient, doctor, applicant):
+        keys = {"signing_key": victim.signing_public.hex(), "encryption_key": "44" * 32}
+        assert chain.run(chain.tx(signer, "identity/rotate_key", keys, did=holder.did)) == [0]
+        signer = victim  # the victim's key now signs for the holder's did
+
+    assert chain.run(
+        chain.register_patient(patient),
+        chain.register_practitioner(members[0], doctor),
+        chain.vote(members[0], "admit", applicant.did),
+        chain.vote(members[1], "admit", applicant.did),
+        chain.vote(members[2], "admit", applicant.did),  # two thirds: admission refused
+    ) == [Code.CONFLICT, Code.CONFLICT, 0, 0, Code.CONFLICT]
+    for did in (patient.did, doctor.did, applicant.did):
+        found = chain.app.query("identity/identity", json.dumps({"did": did}).encode())
+        assert found.code == Code.NOT_FOUND
+    assert applicant.did not in member_dids(chain)
 
 
 def test_the_key_history_gives_the_key_in_force_at_any_height(tmp_path: Path) -> None:

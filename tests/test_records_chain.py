@@ -12,7 +12,7 @@ from careledger.chain.modules.identity import sign_voucher
 from careledger.chain.modules.records import record_name
 from careledger.chain.tx import Tx
 from careledger.crypto.keys import Identity
-from nodeutil import CHAIN_ID, VOUCHER_EXPIRY, make_app, run_block
+from nodeutil import CHAIN_ID, VOUCHER_EXPIRY, make_app, practitioner_payload, run_block
 
 
 class Actor:
@@ -188,3 +188,126 @@ def test_malformed_payloads_are_refused_before_a_block(tmp_path: Path) -> None:
         assert app.check_tx(org.tx("records/anchor", payload)).code == Code.INVALID_PAYLOAD
     both = {"all": 1, "records": ["00" * 32]}
     assert app.check_tx(patient.tx("records/erase", both)).code == Code.INVALID_PAYLOAD
+
+
+# --- whose record: only its organisation or the patient adds versions ----------------------
+
+
+class Consortium:
+    """Three member organisations, a practitioner each for A and B (two for A), a patient."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.a, self.b, self.c = Actor(), Actor(), Actor()
+        self.doctor, self.nurse, self.rival = Actor(), Actor(), Actor()  # A, A, B
+        self.patient = Actor()
+        orgs = [self.a.identity, self.b.identity, self.c.identity]
+        self.app = make_app(tmp_path / "state.sqlite", orgs)
+        staff = [(self.a, self.doctor), (self.a, self.nurse), (self.b, self.rival)]
+        codes = run_block(
+            self.app,
+            [
+                *(
+                    org.tx(
+                        "identity/register_practitioner",
+                        practitioner_payload(CHAIN_ID, org.did, member.identity),
+                    )
+                    for org, member in staff
+                ),
+                self.patient.register_patient(self.a),
+            ],
+        )
+        assert codes == [0, 0, 0, 0]
+
+    def condition(self, rid: str, version: int, blob: str = "", tombstone: bool = False) -> Any:
+        payload: dict[str, Any] = {
+            "patient": self.patient.did,
+            "resource_type": "Condition",
+            "record": record_name(self.patient.did, "Condition", rid),
+            "version": version,
+        }
+        if tombstone:
+            return payload | {"tombstone": 1}
+        return payload | {
+            "blob_hash": blob * 64,
+            "commitment": "cd" * 32,
+            "recipients": [self.doctor.did],
+        }
+
+    def history(self, rid: str) -> list[tuple[int, str, bool]]:
+        name = record_name(self.patient.did, "Condition", rid)
+        found = query(self.app, "records/versions", patient=self.patient.did, record=name)
+        return [(v["version"], v["author"], v["tombstone"]) for v in found["history"]]
+
+    def refused(self, raw: bytes, code: int) -> None:
+        """Refused in a block (the mempool checks only sender, signature and nonce), leaving
+        the records as they were."""
+        before = [(k, v) for k, v in self.app.store.all_rows() if k.startswith(b"records/")]
+        assert run_block(self.app, [raw]) == [code]
+        after = [(k, v) for k, v in self.app.store.all_rows() if k.startswith(b"records/")]
+        assert after == before
+
+
+def test_another_organisation_cannot_add_versions_or_tombstones_to_a_record(
+    tmp_path: Path,
+) -> None:
+    """The attack from review: organisation A anchors version 1 of a patient's Condition;
+    member B sends version 2 as a tombstone, then version 3 with a blob of its own: both
+    were code 0. Now only A (itself or any of its practitioners) and the patient may."""
+    net = Consortium(tmp_path)
+    doctor, nurse, b, rival = net.doctor, net.nurse, net.b, net.rival
+    assert run_block(net.app, [doctor.tx("records/anchor", net.condition("c1", 1, "1"))]) == [0]
+
+    net.refused(b.tx("records/anchor", net.condition("c1", 2, tombstone=True)), Code.UNAUTHORISED)
+    net.refused(rival.tx("records/anchor", net.condition("c1", 2, "2")), Code.UNAUTHORISED)
+    # A's other practitioner, A itself and the patient may; B still may not, at any version.
+    assert run_block(
+        net.app,
+        [
+            nurse.tx("records/anchor", net.condition("c1", 2, "3")),
+            net.patient.tx("records/anchor", net.condition("c1", 3, "4")),
+            net.a.tx("records/anchor", net.condition("c1", 4, "5")),
+        ],
+    ) == [0, 0, 0]
+    net.refused(b.tx("records/anchor", net.condition("c1", 5, "6")), Code.UNAUTHORISED)
+    tombstone = net.condition("c1", 5, tombstone=True)
+    net.refused(rival.tx("records/anchor", tombstone), Code.UNAUTHORISED)
+    assert run_block(net.app, [doctor.tx("records/anchor", tombstone)]) == [0]
+    assert net.history("c1") == [
+        (1, doctor.did, False),
+        (2, nurse.did, False),
+        (3, net.patient.did, False),
+        (4, net.a.did, False),
+        (5, doctor.did, True),
+    ]
+    listed = query(net.app, "records/records", patient=net.patient.did)
+    assert [r["org"] for r in listed] == [net.a.did]
+
+
+def test_a_record_the_patient_started_takes_versions_from_the_patient_only(
+    tmp_path: Path,
+) -> None:
+    net = Consortium(tmp_path)
+    patient = net.patient
+    assert run_block(net.app, [patient.tx("records/anchor", net.condition("p1", 1, "1"))]) == [0]
+    for org_side in (net.a, net.doctor, net.b):
+        raw = org_side.tx("records/anchor", net.condition("p1", 2, tombstone=True))
+        net.refused(raw, Code.UNAUTHORISED)
+    assert run_block(net.app, [patient.tx("records/anchor", net.condition("p1", 2, "2"))]) == [0]
+    assert [v for v, _, _ in net.history("p1")] == [1, 2]
+
+
+def test_after_its_organisation_is_removed_only_the_patient_adds_versions(tmp_path: Path) -> None:
+    """Nobody acts for a removed organisation any more, so no member inherits its records:
+    the patient alone adds versions and tombstones."""
+    net = Consortium(tmp_path)
+    first = net.doctor.tx("records/anchor", net.condition("r1", 1, "1"))
+    assert run_block(net.app, [first]) == [0]
+    remove = {"action": "remove", "subject": net.a.did}
+    votes = [org.tx("identity/approve_membership", remove) for org in (net.b, net.c)]
+    assert run_block(net.app, votes) == [0, 0]
+    net.refused(net.b.tx("records/anchor", net.condition("r1", 2, "2")), Code.UNAUTHORISED)
+    net.refused(net.rival.tx("records/anchor", net.condition("r1", 2, "2")), Code.UNAUTHORISED)
+    net.refused(net.nurse.tx("records/anchor", net.condition("r1", 2, "2")), Code.UNKNOWN_SENDER)
+    tombstone = net.patient.tx("records/anchor", net.condition("r1", 2, tombstone=True))
+    assert run_block(net.app, [tombstone]) == [0]
+    assert [(v, t) for v, _, t in net.history("r1")] == [(1, False), (2, True)]

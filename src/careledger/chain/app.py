@@ -51,7 +51,10 @@ DEFAULT_MODULES: tuple[Module, ...] = (identity_module, records_module)
 # halts the node instead of committing INTERNAL; JSON deeper than 32 levels is MALFORMED;
 # only registered identities that may act send transactions (UNKNOWN_SENDER); patients and
 # applicants register with a member's one-time voucher, practitioners with their consent;
-# identities keep their key history. tests/test_golden.py pins this version's app hashes.
+# identities keep their key history; a signing key belongs to one identity for ever; a
+# removal needs two approving members; only the patient or the organisation that wrote a
+# record's version 1 add versions and tombstones. tests/test_golden.py pins this version's
+# app hashes.
 STATE_MACHINE_VERSION = 2
 
 

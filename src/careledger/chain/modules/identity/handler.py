@@ -10,6 +10,13 @@
   only) keeps its signing key and key history: registration never sets a signing key on a did
   that already has one, so it cannot undo a rotation.
 - Validator keys are unique among members: checked at application and again at admission.
+- Signing keys are unique among identities, for ever (`key/<hex>` in the keeper): a rotation
+  to a key that is or was any identity's (its own earlier keys included) is CONFLICT, and so
+  is registering a did whose own key another identity rotated to (rotate_key does not prove
+  possession of the new key, so the chain cannot tell which of the two holds it).
+- A removal needs two thirds of the other members *and* at least two of them
+  (`MIN_REMOVAL_APPROVALS`): in a consortium of two, one member's vote removed the other and
+  its validator, leaving the voter all the voting power.
 - A removed organisation, a deregistered practitioner, and a removed organisation's
   practitioners may do nothing at all (IdentityKeeper.acting_identity); a removed
   organisation cannot apply again under the same did.
@@ -49,6 +56,9 @@ from careledger.chain.modules.identity.vouchers import (
 from careledger.crypto.keys import ed25519_from_did
 
 VALIDATOR_POWER = 10
+# A removal takes effect with at least this many approvals (besides two thirds of the voters),
+# so that no member alone ever removes another: see approve_membership.
+MIN_REMOVAL_APPROVALS = 2
 
 
 def _keeper(ctx: TxContext) -> IdentityKeeper:
@@ -78,6 +88,16 @@ def _new_identity(ctx: TxContext, did: str, kind: str, encryption_key: str) -> d
     }
 
 
+def _claim_own_key(keeper: IdentityKeeper, did: str) -> None:
+    """Record that the did's own key signs for it; CONFLICT if another identity rotated to
+    that key first (two identities must never share a signing key)."""
+    own_key = ed25519_from_did(did).hex()
+    holder = keeper.key_holder(own_key)
+    if holder is not None and holder != did:
+        raise TxFailure(Code.CONFLICT, f"{did}'s key is already {holder}'s signing key")
+    keeper.claim_key(own_key, did)
+
+
 def _redeem_voucher(ctx: TxContext, keeper: IdentityKeeper, purpose: str, voucher: Voucher) -> None:
     """Mark the sender's voucher used. auth.authenticate has already checked it in full
     (member, expiry, unused, signature) against this very state: it is the only way an
@@ -90,6 +110,7 @@ def register_patient(ctx: TxContext, msg: RegisterPatient) -> None:
     keeper = _keeper(ctx)
     _require_unregistered(keeper, ctx.sender)
     _redeem_voucher(ctx, keeper, "register_patient", msg.voucher)
+    _claim_own_key(keeper, ctx.sender)
     keeper.put_identity(_new_identity(ctx, ctx.sender, "patient", msg.encryption_key))
     ctx.emit(IdentityRegistered(ctx.sender, "patient"))
 
@@ -105,6 +126,7 @@ def register_practitioner(ctx: TxContext, msg: RegisterPractitioner) -> None:
     )
     redeem(keeper, statement, ctx.height)
     if existing is None:
+        _claim_own_key(keeper, msg.did)
         ident = _new_identity(ctx, msg.did, "practitioner", msg.encryption_key)
     else:  # the same organisation takes back its deregistered practitioner: keys unchanged
         ident = {**existing, "encryption_key": msg.encryption_key, "active": True}
@@ -133,6 +155,12 @@ def rotate_key(ctx: TxContext, msg: RotateKey) -> None:
         raise TxFailure(Code.NOT_FOUND, f"{ctx.sender} is not an active identity")
     if msg.signing_key == ident["signing_key"]:
         raise TxFailure(Code.INVALID_PAYLOAD, "the new signing key is the current one")
+    holder = keeper.key_holder(msg.signing_key)
+    if holder == ctx.sender:
+        raise TxFailure(Code.CONFLICT, "the new signing key is one this identity rotated away from")
+    if holder is not None:
+        raise TxFailure(Code.CONFLICT, f"the new signing key is already {holder}'s")
+    keeper.claim_key(msg.signing_key, ctx.sender)
     history = [*ident["keys"], {"since": ctx.height, "signing_key": msg.signing_key}]
     keeper.put_identity(
         {
@@ -186,12 +214,25 @@ def approve_membership(ctx: TxContext, msg: ApproveMembership) -> None:
     proposal["approvals"] = sorted([*proposal["approvals"], ctx.sender])
     voters = [m["did"] for m in keeper.members() if m["did"] != msg.subject]
     approvals = [did for did in proposal["approvals"] if did in voters]
-    if 3 * len(approvals) >= 2 * len(voters):  # two thirds of the members who may vote
+    if _carried(msg.action, approvals, voters):
         keeper.close_proposal(msg.action, msg.subject)
         (_admit if msg.action == "admit" else _remove)(keeper, ctx, proposal)
     else:
         keeper.put_proposal(proposal)
         ctx.emit(MembershipApproved(msg.action, msg.subject, ctx.sender))
+
+
+def _carried(action: str, approvals: list[str], voters: list[str]) -> bool:
+    """Two thirds of the members who may vote; for a removal, also at least two of them.
+
+    In a consortium of two, one vote was two thirds of the one voter: either member could
+    expel the other and take all the voting power (the removed validator signs the block
+    that removes it like any other). Two members now remove neither; to remove one they
+    first admit a third (docs/security.md, the two-member case).
+    """
+    if action == "remove" and len(approvals) < MIN_REMOVAL_APPROVALS:
+        return False
+    return 3 * len(approvals) >= 2 * len(voters)
 
 
 def _open_removal(keeper: IdentityKeeper, msg: ApproveMembership) -> dict[str, Any]:
@@ -207,6 +248,7 @@ def _admit(keeper: IdentityKeeper, ctx: TxContext, proposal: dict[str, object]) 
     vkey = str(proposal["validator_pub_key"])
     _require_free_validator_key(keeper, vkey)  # another applicant may have taken it since
     _require_unregistered(keeper, did)  # e.g. registered as a patient while the vote ran
+    _claim_own_key(keeper, did)
     ident = _new_identity(ctx, did, "organisation", str(proposal["encryption_key"]))
     ident["name"] = proposal["name"]
     keeper.put_identity(ident)
@@ -233,6 +275,7 @@ def _remove(keeper: IdentityKeeper, ctx: TxContext, proposal: dict[str, object])
 def init_genesis(ctx: TxContext, genesis: Genesis) -> None:
     keeper = _keeper(ctx)
     for org in genesis.organisations:
+        _claim_own_key(keeper, org.did)  # founders' dids are distinct, so are their keys
         ident = _new_identity(ctx, org.did, "organisation", org.encryption_key)
         ident["name"] = org.name
         keeper.put_identity(ident)

@@ -7,6 +7,9 @@ Layout under the `identity/` prefix:
   staff/<org did>/<did>       a practitioner registered by an organisation
   proposal/<action>/<did>     an open vote to admit or remove an organisation
   used/<sha256>               a voucher or consent already used (vouchers.py), and when
+  key/<signing key hex>       the did a signing key belongs to: every did's own key and
+                              every key rotated to, never deleted, so that a key signs for
+                              one identity only (and a rotated-away key is never taken again)
 
 Who may act (`acting_identity`): an active identity; an organisation only while it is a
 member; a practitioner only while active *and* its organisation is a member. A removed
@@ -95,6 +98,14 @@ class IdentityKeeper:
         """
         keys = self.signing_keys_at(did, height)
         return keys[-1] if keys else None
+
+    def key_holder(self, signing_key: str) -> str | None:
+        """The did this signing key (hex) is or was the key of, if any."""
+        value = self.kv.get(f"key/{signing_key}")
+        return value if isinstance(value, str) else None
+
+    def claim_key(self, signing_key: str, did: str) -> None:
+        self.kv.set(f"key/{signing_key}", did)
 
     def statement_used(self, digest: str) -> bool:
         return self.kv.has(f"used/{digest}")

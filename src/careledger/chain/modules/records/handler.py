@@ -3,6 +3,11 @@
 - The patient must be a registered, active patient identity.
 - The author (the sender) must be the patient, a member organisation, or an active
   practitioner of a member organisation (`IdentityKeeper.acting_for`).
+- Version 1 fixes the record's organisation (`org`: the one its author acted for, "" when
+  the patient wrote it). Later versions and tombstones come from the patient or from someone
+  acting for that same organisation (it or any of its active practitioners); no other
+  member may overwrite or tombstone a record it did not start. Once that organisation is
+  removed nobody acts for it, so the patient alone may add versions.
 - A version is exactly the last one plus one (else CONFLICT), so that two writers racing on
   the same record cannot both win; an erased record takes no new version.
 - A blob anchors one record version only: erasing one record must not delete another's blob.
@@ -12,6 +17,8 @@
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from careledger.chain.codes import Code, TxFailure
 from careledger.chain.genesis import Genesis
@@ -44,17 +51,32 @@ def _require_patient(ctx: TxContext, did: str) -> None:
         raise TxFailure(Code.NOT_FOUND, f"{did} is not a registered active patient")
 
 
-def _require_author(ctx: TxContext, patient: str) -> None:
-    """The patient, or someone acting for a member organisation: the member itself or an
-    active practitioner of it (a removed organisation's practitioners are neither)."""
+def _author_org(ctx: TxContext, patient: str) -> str:
+    """The organisation the sender writes for ("" for the patient itself): the member itself
+    or the member an active practitioner belongs to. UNAUTHORISED for anyone else (another
+    patient, a removed organisation's practitioners)."""
     if ctx.sender == patient:
-        return
-    if _identities(ctx).acting_for(ctx.sender) is None:
+        return ""
+    org = _identities(ctx).acting_for(ctx.sender)
+    if org is None:
         raise TxFailure(
             Code.UNAUTHORISED,
             f"{ctx.sender} may not write records: not the patient, a member organisation "
             "or an active practitioner of one",
         )
+    return org
+
+
+def _require_same_org(rec: dict[str, Any], author_org: str) -> None:
+    """A later version or tombstone: the patient, or the record's own organisation."""
+    if author_org == "" or author_org == rec["org"]:
+        return
+    owner = f"organisation {rec['org']}" if rec["org"] else "the patient"
+    raise TxFailure(
+        Code.UNAUTHORISED,
+        f"record {rec['record']} was started by {owner}: only it or the patient may add "
+        f"versions or tombstones, not {author_org}",
+    )
 
 
 def _require_current_scopes(keeper: RecordsKeeper, msg: Anchor) -> None:
@@ -72,14 +94,16 @@ def _require_current_scopes(keeper: RecordsKeeper, msg: Anchor) -> None:
 
 def anchor(ctx: TxContext, msg: Anchor) -> None:
     _require_patient(ctx, msg.patient)
-    _require_author(ctx, msg.patient)
+    author_org = _author_org(ctx, msg.patient)
     keeper = _keeper(ctx)
     rec = keeper.record(msg.patient, msg.record) or {
         "record": msg.record,
         "resource_type": msg.resource_type,
         "versions": 0,
         "erased_at": 0,
+        "org": author_org,
     }
+    _require_same_org(rec, author_org)
     if rec["erased_at"]:
         raise TxFailure(Code.ERASED, f"record {msg.record} is erased: it takes no new version")
     if rec["resource_type"] != msg.resource_type:

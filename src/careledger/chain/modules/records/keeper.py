@@ -2,7 +2,9 @@
 
 Layout under the `records/` prefix (`<v>` is the version as 10 zero-padded digits, so that
 prefix iteration returns versions in order):
-  rec/<patient>/<record>          a record: resource type, number of versions, erasure height
+  rec/<patient>/<record>          a record: resource type, number of versions, erasure height,
+                                  `org`: the organisation version 1's author acted for (""
+                                  if the patient wrote it), the only one that may add more
   ver/<patient>/<record>/<v>      one version's anchor: blob hash, commitment, recipient
                                   labels, author, tombstone flag, height
   blob/<blob hash>                which record version a blob belongs to (for the node's blob
