@@ -45,8 +45,9 @@ from careledger.node.datadir import DataDir, initialise
 from careledger.node.erasure import ANCHORABLE_AGE, ORPHAN_BOUND, ORPHAN_TTL, BlobEraser
 from careledger.node.replication import BlobReplicator
 from careledger.protocol.frames import unpack_results
+from careledger.protocol.signing import RequestSigner
 from careledger.storage.blobstore import BlobErasedWhileWriting, BlobStore
-from careledger.wallet.records import RecordsClient, Written
+from careledger.wallet.records import RecordsClient, RecordsError, Written
 from nodeutil import NodeProcess, free_port, run_verify
 
 OBSERVATION = {
@@ -199,6 +200,35 @@ def test_old_orphans_fail_verify_and_a_node_deletes_them_young_ones_are_counted(
     passed = run_verify(node.data_dir)
     assert passed.returncode == 0, passed.stderr
     assert "1 never anchored" in passed.stdout
+
+
+def test_an_erased_blob_uploaded_again_is_refused_and_nothing_of_its_batch_is_stored(
+    node: NodeProcess,
+) -> None:
+    """Uploading an erased blob again would put its wrapped keys back on disk until the
+    next sweep (5 min), and again after it: the upload routes refuse it with 410."""
+    blobs = BlobStore(DataDir(node.data_dir).blobs)
+    org = node.organisation()
+    record, patient = write_record(node.url, org)
+    erased_blob = blobs.get(record.blob_hash)  # what anyone who fetched it kept
+    with RecordsClient(node.url, patient) as owner:
+        owner.erase([record.ref])
+    wait_until(lambda: record.blob_hash not in blobs)
+    innocent = b"another blob of the same batch, stored otherwise"
+
+    with RecordsClient(node.url, org) as uploader:
+        for batch in ([erased_blob], [innocent, erased_blob]):
+            with pytest.raises(RecordsError) as refused:
+                uploader.upload(batch)
+            assert refused.value.status == 410 and "erased" in str(refused.value)
+    signed = httpx.Client(base_url=node.url, auth=RequestSigner(org.identity, org.did))
+    put = signed.put(f"/blobs/{record.blob_hash}", content=erased_blob)
+    assert put.status_code == 410 and put.json()["error"]["code"] == "erased"
+
+    assert copies_of(blobs, record.blob_hash) == []  # not on disk, not even in part
+    assert sha256_hex(innocent) not in blobs  # the batch was refused whole
+    with RecordsClient(node.url, org) as uploader:  # the node keeps serving uploads
+        assert uploader.upload([innocent]) == [sha256_hex(innocent)]
 
 
 def test_an_anchor_for_a_blob_stored_too_long_ago_is_refused_until_it_is_uploaded_again(

@@ -93,6 +93,35 @@ def test_bad_input_gets_clear_errors_and_the_node_keeps_serving(node: NodeProces
     assert client.status()["height"] >= 1  # still serving
 
 
+def test_a_block_height_is_plain_digits_within_sqlites_range(node: NodeProcess) -> None:
+    """A height past SQLite's 64-bit integers made the block store raise OverflowError (500);
+    int() also took `1_0`, `-1`, ` 1` and other scripts' digits."""
+    org = node.organisation()
+    http = httpx.Client(base_url=node.url, auth=RequestSigner(org.identity, org.did))
+    chain_id = node.client().status()["chain_id"]
+    registered = node.client().submit(
+        register_patient_tx(chain_id, Identity.generate(), org.identity), wait=True
+    )
+    for height in (
+        "99999999999999999999999",
+        "9223372036854775808",  # 2**63: one past SQLite's largest integer
+        "1_0",
+        "-1",
+        "+1",
+        "%201",
+        "1%0A",
+        "%D9%A1",  # ARABIC-INDIC DIGIT ONE
+        "0x1",
+    ):
+        response = http.get(f"/blocks/{height}")
+        assert response.status_code == 400, height
+        assert response.json()["error"]["code"] == "malformed", height
+    assert http.get("/blocks/9223372036854775807").status_code == 404  # the largest: absent
+    padded = f"/blocks/{registered['height']:05d}"  # leading zeros are still digits
+    assert http.get(padded).json()["header"]["height"] == registered["height"]
+    assert node.client().status()["height"] >= 1  # still serving
+
+
 def test_a_batch_of_submissions_is_answered_one_by_one(node: NodeProcess) -> None:
     client = node.client()
     chain_id = client.status()["chain_id"]

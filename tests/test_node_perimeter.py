@@ -8,27 +8,42 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import select
 import socket
+import threading
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 
+from careledger.chain.modules.identity.vouchers import sign_voucher
 from careledger.chain.tx import Tx
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
-from careledger.crypto.requestsig import MAX_SKEW_MS, Audience, SignedRequest, authorization
+from careledger.crypto.requestsig import (
+    MAX_FUTURE_MS,
+    MAX_SKEW_MS,
+    Audience,
+    BadAuthorization,
+    SignedRequest,
+    authorization,
+    check_signature,
+    parse_authorization,
+)
 from careledger.node.auth import ReplayCache, ReplayCacheFull, Replayed
 from careledger.node.builder import Solo, build_node
 from careledger.node.datadir import initialise
 from careledger.protocol.frames import MAX_FETCH, unpack_results
 from careledger.protocol.signing import RequestSigner
 from careledger.wallet.node_client import NodeClient, NodeError, Signer
-from nodeutil import NodeProcess, free_port, practitioner_payload
+from nodeutil import NodeProcess, free_port, practitioner_payload, register_patient_tx
 
 MiB = 1024 * 1024
 
@@ -223,6 +238,119 @@ def test_the_replay_cache_keeps_only_the_skew_window_and_fails_closed_when_full(
     assert len(cache) == 2
     with pytest.raises(Replayed):
         cache.check(request(start + 2_000))
+
+
+def test_a_request_signed_for_one_did_does_not_pass_as_another_with_the_same_key(
+    node: NodeProcess,
+) -> None:
+    """A rotation may name any key, so two dids can share one: a registered identity rotates
+    to the organisation's public key. A captured request of the organisation, relabelled with
+    that did, passed as a request of it (and as a fresh nonce: the cache is keyed by did)
+    while the did was not in the signed bytes."""
+    org = node.organisation()
+    mimic = Identity.generate()
+    NodeClient(node.url, mimic).submit(registration(node, mimic), wait=True)
+    Signer(NodeClient(node.url, mimic), mimic.did, mimic).send(
+        "identity/rotate_key",
+        {
+            "signing_key": org.identity.signing_public.hex(),
+            "encryption_key": mimic.encryption_public.hex(),
+        },
+    )
+    target = "/query/identity/members"
+    captured = authorization(org.identity, org.did, audience_of(node), "GET", target, b"", now_ms())
+    relabelled = captured.replace(f"did={org.did},", f"did={mimic.did},")
+    assert relabelled != captured
+    answer = httpx.get(node.url + target, headers={"authorization": relabelled})
+    assert answer.status_code == 401, f"passed as {mimic.did}: {answer.text[:80]}"
+    assert error_of(answer) == (401, "unauthenticated")
+    assert httpx.get(node.url + target, headers={"authorization": captured}).status_code == 200
+
+    # The same, directly at the check: the key verifies only the did it signed for.
+    signed = parse_authorization(captured)
+    here, empty = audience_of(node), hashlib.sha256(b"").digest()
+    check_signature(signed, org.identity.signing_public, here, "GET", target, empty)
+    with pytest.raises(BadAuthorization, match="another did"):
+        check_signature(
+            replace(signed, did=mimic.did), org.identity.signing_public, here, "GET", target, empty
+        )
+
+
+@contextlib.contextmanager
+def served_embedded(root: Path, replay: ReplayCache) -> Iterator[tuple[str, KeyFile]]:
+    """An embedded node served over HTTP on loopback with these replay-cache bounds."""
+    org = initialise(root)
+    node = build_node(root, Solo(0.05))
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(node.asgi(replay=replay), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}", org
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        node.close()
+
+
+def test_a_flood_of_self_registrations_never_crowds_out_registered_callers(
+    tmp_path: Path,
+) -> None:
+    """Anyone can make keys: each fresh did could self-register with a signed request whose
+    nonce filled the one global replay cache, until every signed request got 503. Their
+    nonces are no longer cached; one registered did holds at most its share; a timestamp
+    far ahead (which would keep its entry longer) is refused."""
+    cache = ReplayCache(capacity=20, share=8)
+    with served_embedded(tmp_path / "data", cache) as (url, org):
+        status = httpx.get(url + "/status").json()
+        here, chain_id = Audience(status["chain_id"], status["node_id"]), status["chain_id"]
+
+        def signed(who: Identity, did: str, target: str, ts: int | None = None) -> int:
+            header = authorization(who, did, here, "GET", target, b"", ts or now_ms())
+            return httpx.get(url + target, headers={"authorization": header}).status_code
+
+        for _ in range(3 * cache.capacity):  # each with a voucher no member signed
+            flooder = Identity.generate()
+            voucher = sign_voucher(
+                Identity.generate(), chain_id, "register_patient", flooder.did, 9
+            )
+            payload = {"encryption_key": flooder.encryption_public.hex(), "voucher": voucher}
+            raw = Tx(chain_id, "identity/register_patient", flooder.did, 1, payload).sign(flooder)
+            with pytest.raises(NodeError) as refused:  # the chain refuses it, not the cache
+                NodeClient(url, flooder).submit(raw)
+            assert refused.value.status not in (401, 503), refused.value
+        assert len(cache) == 0
+        members = "/query/identity/members"
+        assert signed(org.identity, org.did, members) == 200  # the registered caller
+
+        patient = Identity.generate()
+        NodeClient(url, patient).submit(register_patient_tx(chain_id, patient, org.identity))
+        wait_for(lambda: signed(patient, patient.did, members) == 200)
+        while cache.held_by(org.did) < cache.share:
+            assert signed(org.identity, org.did, members) == 200
+        over = authorization(org.identity, org.did, here, "GET", members, b"", now_ms())
+        answer = httpx.get(url + members, headers={"authorization": over})
+        assert error_of(answer) == (429, "rate_limited") and "retry-after" in answer.headers
+        assert signed(patient, patient.did, members) == 200  # others keep their share
+
+        ahead = authorization(
+            patient, patient.did, here, "GET", members, b"", now_ms() + MAX_FUTURE_MS + 30_000
+        )
+        future = httpx.get(url + members, headers={"authorization": ahead})
+        assert error_of(future) == (401, "unauthenticated")
+        assert "ahead of the node's clock" in future.json()["error"]["message"]
+        assert signed(patient, patient.did, members, now_ms() + 1_000) == 200  # a little is fine
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
 
 
 # --- bodies ---------------------------------------------------------------------------------

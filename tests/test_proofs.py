@@ -9,23 +9,35 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from careledger.chain.block import BlockHeader, data_hash, tx_inclusion_proof
 from careledger.chain.codes import Code
-from careledger.chain.tx import decode_tx
+from careledger.chain.results import TxOutcome, result_inclusion_proof, results_hash
+from careledger.chain.tx import Tx, decode_tx
+from careledger.crypto.canonical import canonical_bytes
+from careledger.crypto.envelope import SALT_SIZE, commit
 from careledger.crypto.hashing import sha256
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
 from careledger.wallet.node_client import NodeClient, Signer
-from careledger.wallet.proofs import PROOF_FORMAT, ProofError, verify_record_proof
+from careledger.wallet.proofs import (
+    PROOF_FORMAT,
+    ProofError,
+    TrustedHeaders,
+    check_record_proof_untrusted,
+    verify_record_proof,
+)
 from careledger.wallet.proving import author_key_evidence, tx_evidence
-from careledger.wallet.records import RecordsClient, RecordsError, Written, stamp
-from nodeutil import SHARED_DATA, NodeProcess
+from careledger.wallet.records import RecordRef, RecordsClient, RecordsError, Written, stamp
+from nodeutil import SHARED_DATA, NodeProcess, careledger_command
 
 
 def observations(count: int) -> list[dict[str, Any]]:
@@ -47,6 +59,11 @@ class Setup:
     patient: KeyFile
     written: list[Written]
 
+    def trust(self, proof: dict[str, Any]) -> TrustedHeaders:
+        """What a user brings: the hash of the proof's block, as this (honest) node has it."""
+        height = proof["anchor"]["height"]
+        return TrustedHeaders({height: self.api.block(height)["hash"]})
+
 
 @pytest.fixture
 def setup(node: NodeProcess) -> Iterator[Setup]:
@@ -67,7 +84,7 @@ def test_an_honest_proof_verifies_with_the_result_and_its_block(setup: Setup) ->
     target = setup.written[2]
     proof = fresh(setup.writer.proof(target.ref))
     assert proof["format"] == PROOF_FORMAT
-    verified = verify_record_proof(proof)
+    verified = verify_record_proof(proof, setup.trust(proof))
     assert verified.ref == target.ref and verified.author == setup.org.did
     assert verified.height == target.height and verified.rotations == 0
     assert verified.block.consensus == "solo"
@@ -96,19 +113,19 @@ def test_a_proof_of_an_anchor_the_chain_rejected_is_refused(setup: Setup) -> Non
         "salt": "00" * 32,
     }
     with pytest.raises(ProofError, match=r"failed on chain: result code 8 \(UNAUTHORISED\)"):
-        verify_record_proof(fresh(proof))
+        verify_record_proof(fresh(proof), setup.trust(proof))
 
     # The forger flips the result to success: the results root no longer matches.
     flipped = fresh(proof)
     flipped["anchor"]["result"]["code"] = 0
     flipped["anchor"]["result_proof"]["leaf"] = ""  # the encoding of a code-0 result
     with pytest.raises(ProofError, match=r"result proof does not lead to the results root"):
-        verify_record_proof(flipped)
+        verify_record_proof(flipped, setup.trust(flipped))
     # ... and keeping the old leaf with the new code is caught before that.
     mismatched = fresh(proof)
     mismatched["anchor"]["result"]["code"] = 0
     with pytest.raises(ProofError, match="result is not the result proof's leaf"):
-        verify_record_proof(mismatched)
+        verify_record_proof(mismatched, setup.trust(mismatched))
 
 
 def _failed_tx_of(api: NodeClient, sender: str) -> str:
@@ -129,11 +146,11 @@ def test_a_proof_whose_signature_is_replaced_by_random_bytes_is_refused(setup: S
     raw = bytes.fromhex(forged["anchor"]["tx"])
     forged["anchor"]["tx"] = (raw[:-64] + os.urandom(64)).hex()
     with pytest.raises(ProofError, match="transaction is not the tx proof's leaf"):
-        verify_record_proof(forged)
+        verify_record_proof(forged, setup.trust(forged))
     # With the leaf made to match, the leaf is in no block.
     forged["anchor"]["tx_proof"]["leaf"] = sha256(bytes.fromhex(forged["anchor"]["tx"])).hex()
     with pytest.raises(ProofError, match=r"tx proof does not lead to block .* data_hash"):
-        verify_record_proof(forged)
+        verify_record_proof(forged, setup.trust(forged))
 
 
 def test_a_proof_with_index_or_total_altered_is_refused(setup: Setup) -> None:
@@ -144,28 +161,28 @@ def test_a_proof_with_index_or_total_altered_is_refused(setup: Setup) -> None:
     more = fresh(proof)
     more["anchor"]["tx_proof"]["total"] = total + 1
     with pytest.raises(ProofError, match=f"not the header's transaction count num_txs={total}"):
-        verify_record_proof(more)
+        verify_record_proof(more, setup.trust(more))
     both = fresh(proof)  # both proofs' totals altered alike: still not the header's count
     for name in ("tx_proof", "result_proof"):
         both["anchor"][name]["total"] = total + 1
     with pytest.raises(ProofError, match="num_txs"):
-        verify_record_proof(both)
+        verify_record_proof(both, setup.trust(both))
 
     moved = fresh(proof)  # both indexes moved alike: the path leads elsewhere
     for name in ("tx_proof", "result_proof"):
         moved["anchor"][name]["index"] = (index + 1) % total
     with pytest.raises(ProofError, match="does not lead to"):
-        verify_record_proof(moved)
+        verify_record_proof(moved, setup.trust(moved))
 
     paired = fresh(proof)  # the result of another position paired with this transaction
     paired["anchor"]["result_proof"]["index"] = (index + 1) % total
     with pytest.raises(ProofError, match="different positions"):
-        verify_record_proof(paired)
+        verify_record_proof(paired, setup.trust(paired))
     header = fresh(proof)
     header["anchor"]["block"]["header"]["num_txs"] = total + 1  # the header is hashed too:
-    verified = verify_record_proof(fresh(proof))  # its hash is what the user compares
+    verified = verify_record_proof(fresh(proof), setup.trust(proof))  # the hash one compares
     with pytest.raises(ProofError, match="num_txs"):
-        verify_record_proof(header)
+        verify_record_proof(header, setup.trust(header))
     assert verified.header_hash == setup.api.block(verified.height)["hash"]
 
 
@@ -174,13 +191,13 @@ def test_a_proof_of_altered_content_or_another_record_is_refused(setup: Setup) -
     altered = fresh(proof)
     altered["resource"]["status"] = "entered-in-error"
     with pytest.raises(ProofError, match="commitment"):
-        verify_record_proof(altered)
+        verify_record_proof(altered, setup.trust(altered))
     other = fresh(proof)
     other["resource"]["id"] = "another-id"
     with pytest.raises(ProofError, match="not the anchored record"):
-        verify_record_proof(other)
+        verify_record_proof(other, setup.trust(other))
     with pytest.raises(ProofError, match="format"):
-        verify_record_proof({**proof, "format": "careledger-record-proof-v1"})
+        verify_record_proof({**proof, "format": "careledger-record-proof-v1"}, setup.trust(proof))
 
 
 def test_a_rotated_authors_proof_needs_the_rotation_that_registered_its_key(
@@ -214,23 +231,23 @@ def test_a_rotated_authors_proof_needs_the_rotation_that_registered_its_key(
     assert [sha256(bytes.fromhex(r["tx"])).hex() for r in gathered_rotations] == [
         rotation["hash"].lower()
     ]
-    verified = verify_record_proof(fresh(proof))
+    verified = verify_record_proof(fresh(proof), setup.trust(proof))
     assert verified.rotations == 1 and verified.signing_key == new_identity.signing_public.hex()
 
     without = fresh(proof)
     without["author_key"] = {"signing_key": own, "rotations": []}
     with pytest.raises(ProofError, match=r"signature does not verify with .* key registered at"):
-        verify_record_proof(without)
+        verify_record_proof(without, setup.trust(without))
     unproven = fresh(proof)
     unproven["author_key"]["rotations"] = []
     with pytest.raises(ProofError, match="unknown origin"):
-        verify_record_proof(unproven)
+        verify_record_proof(unproven, setup.trust(unproven))
 
     earlier = fresh(reader.proof(before.ref))  # anchored before the rotation
-    assert verify_record_proof(earlier).rotations == 0
+    assert verify_record_proof(earlier, setup.trust(earlier)).rotations == 0
     earlier["author_key"] = copy.deepcopy(proof["author_key"])
     with pytest.raises(ProofError, match="not in order before the anchor"):
-        verify_record_proof(earlier)
+        verify_record_proof(earlier, setup.trust(earlier))
     # The gatherer itself leaves out a rotation that came after the anchor.
     gathered = author_key_evidence(setup.api, setup.org.did, earlier["anchor"])
     assert gathered == {"signing_key": own, "rotations": []}
@@ -241,7 +258,8 @@ def test_hostile_values_in_a_record_proof_give_a_proof_error_or_change_nothing(
 ) -> None:
     """The anchor's evidence is fuzzed offline (test_tx_evidence.py); here the rest."""
     honest = fresh(setup.writer.proof(setup.written[4].ref))
-    expected = verify_record_proof(honest)
+    trust = setup.trust(honest)
+    expected = verify_record_proof(honest, trust)
     hostile: tuple[Any, ...] = (None, "", "zz", -1, 0, 2**40, True, 1.5, [], {}, [1], {"a": 1})
     paths = [("format",), ("author_key",), ("author_key", "signing_key"), ("resource",)]
     paths += [
@@ -257,4 +275,120 @@ def test_hostile_values_in_a_record_proof_give_a_proof_error_or_change_nothing(
                 target = target[step]
             target[path[-1]] = new
             with contextlib.suppress(ProofError):
-                assert verify_record_proof(forged) == expected, (path, new)
+                assert verify_record_proof(forged, trust) == expected, (path, new)
+
+
+# --- the trust anchor: a consistent forgery -------------------------------------------------
+
+
+def forged_solo_proof(setup: Setup) -> dict[str, Any]:
+    """The reviewer's forgery: a real proof whose transaction is replaced by a records/anchor
+    signed by a never-registered key (its did's own key "verifies itself"), claiming a
+    made-up Condition for the real patient, in a made-up solo block of that one transaction
+    (data_hash, results_hash over a code-0 result, num_txs 1) with matching Merkle proofs,
+    at the height of the real block."""
+    honest = fresh(setup.writer.proof(setup.written[0].ref))
+    real = BlockHeader.from_json(honest["anchor"]["block"]["header"])
+    forger = Identity.generate()
+    condition = stamp({"resourceType": "Condition", "id": "made-up-condition"}, 1)
+    ref = RecordRef(setup.patient.did, "Condition", "made-up-condition")
+    salt = os.urandom(SALT_SIZE)
+    payload = {
+        **decode_tx(bytes.fromhex(honest["anchor"]["tx"])).tx.payload,
+        "resource_type": "Condition",
+        "record": ref.name,
+        "version": 1,
+        "commitment": commit(canonical_bytes(condition), salt).hex(),
+    }
+    raw = Tx(real.chain_id, "records/anchor", forger.did, 1, payload).sign(forger)
+    success = TxOutcome(0)
+    header = replace(
+        real,
+        data_hash=data_hash([raw]).hex(),
+        num_txs=1,
+        results_hash=results_hash([success]).hex(),
+    )
+    anchor = {
+        "tx": raw.hex(),
+        "height": real.height,
+        "tx_proof": tx_inclusion_proof([raw], 0).to_json(),
+        "result": success.to_json(),
+        "result_proof": result_inclusion_proof([success], 0).to_json(),
+        "block": {"consensus": "solo", "header": header.to_json()},
+    }
+    author_key = {"signing_key": forger.signing_public.hex(), "rotations": []}
+    return fresh(
+        {
+            "format": PROOF_FORMAT,
+            "anchor": anchor,
+            "author_key": author_key,
+            "resource": condition,
+            "salt": salt.hex(),
+        }
+    )
+
+
+def test_a_consistent_forged_proof_is_refused_against_the_real_block_hash(setup: Setup) -> None:
+    forged = forged_solo_proof(setup)
+    # Everything a proof can show by itself holds: that is why it proves nothing alone.
+    alone = check_record_proof_untrusted(forged)
+    assert alone.patient == setup.patient.did and str(alone.ref) == "Condition/made-up-condition"
+    assert not alone.trusted and alone.block.trusted_by.startswith("nothing yet")
+    with pytest.raises(TypeError):
+        verify_record_proof(forged, None)  # type: ignore[arg-type]
+
+    # Against the hash the honest node has at that height, it is refused.
+    with pytest.raises(ProofError, match=r"not to the trusted .*not that chain's block"):
+        verify_record_proof(forged, setup.trust(forged))
+    # A hash for another height does not stand in for the proof's.
+    height = forged["anchor"]["height"]
+    elsewhere = TrustedHeaders({height + 1: setup.trust(forged).hashes[height]})
+    with pytest.raises(ProofError, match=f"no trusted hash for block {height}"):
+        verify_record_proof(forged, elsewhere)
+    # The honest proof of the same block passes against the same hash.
+    honest = fresh(setup.writer.proof(setup.written[0].ref))
+    verified = verify_record_proof(honest, setup.trust(forged))
+    assert verified.trusted and verified.block.trusted_by.startswith("the block hash trusted")
+
+
+def test_verify_record_exits_2_without_a_trust_anchor_and_refuses_a_forgery_with_one(
+    setup: Setup, tmp_path: Path
+) -> None:
+    forged_file, honest_file = tmp_path / "forged.json", tmp_path / "honest.json"
+    forged = forged_solo_proof(setup)
+    forged_file.write_bytes(orjson.dumps(forged))
+    honest_file.write_bytes(orjson.dumps(setup.writer.proof(setup.written[0].ref)))
+    real_hash = setup.trust(forged).hashes[forged["anchor"]["height"]]
+    key = tmp_path / "keys" / "patient.json"
+    setup.patient.save(key)
+
+    for proof in (forged_file, honest_file):
+        unanchored = verify_record_cli(str(proof))
+        assert unanchored.returncode == 2, unanchored.stdout + unanchored.stderr
+        assert unanchored.stdout.startswith("UNVERIFIED: ") and "OK:" not in unanchored.stdout
+        assert "--header-hash" in unanchored.stdout and "--node" in unanchored.stdout
+
+    by_hash = verify_record_cli(str(forged_file), "--header-hash", real_hash)
+    assert by_hash.returncode == 1 and "not that chain's block" in by_hash.stderr
+    by_node = verify_record_cli(str(forged_file), "--node", setup.node.url, "--as", str(key))
+    assert by_node.returncode == 1 and "not that chain's block" in by_node.stderr
+
+    for anchor in (("--header-hash", real_hash), ("--node", setup.node.url, "--as", str(key))):
+        checked = verify_record_cli(str(honest_file), *anchor)
+        assert checked.returncode == 0, checked.stderr
+        assert checked.stdout.startswith("OK: ") and "Trusted because: the block hash" in (
+            checked.stdout
+        )
+    no_key = verify_record_cli(str(honest_file), "--node", setup.node.url)
+    assert no_key.returncode == 1 and "--node needs --as" in no_key.stderr
+    both = verify_record_cli(str(honest_file), "--header-hash", real_hash, "--node", "x")
+    assert both.returncode == 1 and "give one trust anchor" in both.stderr
+
+
+def verify_record_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*careledger_command(), "verify-record", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

@@ -34,7 +34,7 @@ from careledger.protocol.signing import RequestSigner
 from careledger.storage.blobstore import blob_hash
 from careledger.wallet.fhir import BundleIndex
 from careledger.wallet.node_client import NodeClient
-from careledger.wallet.proofs import ProofError, verify_record_proof
+from careledger.wallet.proofs import ProofError, TrustedHeaders, verify_record_proof
 from careledger.wallet.records import (
     Erased,
     ImportSummary,
@@ -265,25 +265,26 @@ def test_an_inclusion_proof_verifies_offline_and_fails_for_altered_content(
     target = imported.written[5]
     proof = imported.patient_of(target).proof(target.ref)
     proof = orjson.loads(orjson.dumps(proof))  # as it would be stored and sent
-    verified = verify_record_proof(proof)
+    block = NodeClient(imported.url, imported.org).block(target.height)
+    trust = TrustedHeaders({target.height: block["hash"]})  # the hash as the node has it
+    verified = verify_record_proof(proof, trust)
     assert verified.ref == target.ref and verified.author == imported.org.did
     assert verified.height == target.height and proof["anchor"]["result"]["code"] == 0
-    block = NodeClient(imported.url, imported.org).block(target.height)
-    assert block["hash"] == verified.header_hash
+    assert verified.trusted and block["hash"] == verified.header_hash
 
     altered = orjson.loads(orjson.dumps(proof))
     altered["resource"]["status"] = "entered-in-error"
     with pytest.raises(ProofError, match="commitment"):
-        verify_record_proof(altered)
+        verify_record_proof(altered, trust)
     other = orjson.loads(orjson.dumps(proof))
     other["resource"]["id"] = "another-id"
     with pytest.raises(ProofError, match="not the anchored record"):
-        verify_record_proof(other)
+        verify_record_proof(other, trust)
     moved = orjson.loads(orjson.dumps(proof))
     tx_proof = moved["anchor"]["tx_proof"]
     tx_proof["index"] = (tx_proof["index"] + 1) % max(2, tx_proof["total"])
     with pytest.raises(ProofError, match="different positions"):
-        verify_record_proof(moved)
+        verify_record_proof(moved, trust)
 
 
 def test_versions_history_and_tombstones(imported: Imported) -> None:

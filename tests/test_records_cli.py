@@ -60,7 +60,9 @@ def test_import_list_get_prove_erase_and_verify(node: NodeProcess, tmp_path: Pat
     )
     assert got.returncode == 0, got.stderr
     assert '"birthDate"' in got.stdout
-    checked = cli("verify-record", str(proof))
+    unanchored = cli("verify-record", str(proof))  # nothing to trust: consistent, no more
+    assert unanchored.returncode == 2 and "UNVERIFIED: " in unanchored.stdout
+    checked = cli("verify-record", str(proof), "--node", node.url, "--as", str(patient_key))
     assert checked.returncode == 0 and "OK: Patient/" in checked.stdout
     proof.write_text(proof.read_text().replace('"birthDate": "', '"birthDate": "1'))
     altered = cli("verify-record", str(proof))

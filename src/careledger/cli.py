@@ -245,13 +245,29 @@ def verify_record(
         None,
         help="Network mode: the validator set to trust (CometBFT genesis.json or /validators).",
     ),
+    header_hash: str | None = typer.Option(
+        None,
+        "--header-hash",
+        help='The hash of the anchor\'s block (GET /blocks/<height> "hash"), as compared '
+        "with a node you trust or a published checkpoint.",
+    ),
+    node: str | None = typer.Option(
+        None, help="A node you trust: the anchor's block hash is fetched from it (with --as)."
+    ),
+    as_: Path | None = typer.Option(
+        None, "--as", help="Your key file, to sign the request to --node."
+    ),
 ) -> None:
-    """Check a record proof offline: the anchor's success in its block, the author's
-    signature, the content's commitment and (network mode) the validators' signatures."""
+    """Check a record proof: the anchor's success in its block, the author's signature, the
+    content's commitment, and that the block is the chain's, by the trust anchor given
+    (--validators, --header-hash or --node). Exit 0 verified, 1 refused, 2 UNVERIFIED: the
+    proof is consistent but no trust anchor was given (it prints what is left to trust)."""
     from careledger.wallet import records_cli
 
+    keyfile = None if as_ is None else _load_key(as_)
+    options = records_cli.TrustOptions(validators, header_hash, node, keyfile)
     with records_cli.errors(_fail):
-        records_cli.verify_proof_file(proof, validators, console)
+        records_cli.verify_proof_file(proof, options, console)
 
 
 def _load_key(path: Path) -> KeyFile:

@@ -31,7 +31,13 @@ from careledger.consensus.cometbft.rpc import sync_call
 from careledger.crypto.keys import Identity
 from careledger.localnet.network import Network
 from careledger.wallet.node_client import NodeClient
-from careledger.wallet.proofs import PROOF_FORMAT, ProofError, verify_record_proof
+from careledger.wallet.proofs import (
+    PROOF_FORMAT,
+    ProofError,
+    TrustedHeaders,
+    check_record_proof_untrusted,
+    verify_record_proof,
+)
 from careledger.wallet.proving import author_key_evidence, tx_evidence
 from careledger.wallet.records import RecordsClient, RecordsError, Written, stamp
 from nodeutil import SHARED_DATA
@@ -89,10 +95,16 @@ def test_a_network_proof_verifies_against_the_trusted_validator_set(chain: Writt
     assert block.validators_hash == found["block"]["header"]["validators_hash"]
     assert block.validators_hash == chain.trusted.hash().hex().upper()
     assert block.signed_power * 3 > 2 * chain.trusted.total_power
-    # Without a trusted set the proof's own set is used, and its hash reported.
-    alone = verify_record_proof(chain.proof)
-    assert alone.block.validators_hash == block.validators_hash
-    assert alone.block.trusted_by == "the proof's own validator set"
+    # Without a trust anchor the proof is only consistent: the proof's own set signed it,
+    # and its hash is reported as what is left to trust.
+    alone = check_record_proof_untrusted(chain.proof)
+    assert alone.block.validators_hash == block.validators_hash and not alone.trusted
+    assert alone.block.trusted_by.startswith("nothing yet: the proof's own validator set")
+    # A block hash the user trusts (here: another node's) anchors a network proof as well.
+    by_hash = verify_record_proof(chain.proof, TrustedHeaders({block.height: block.block_hash}))
+    assert by_hash.trusted and by_hash.block.trusted_by.startswith("the block hash trusted")
+    with pytest.raises(ProofError, match="not that chain's block"):
+        verify_record_proof(chain.proof, TrustedHeaders({block.height: "ab" * 32}))
 
 
 def _commit_signatures(proof: dict[str, Any]) -> list[dict[str, Any]]:
@@ -139,7 +151,7 @@ def test_a_different_validator_set_is_refused(chain: Written3) -> None:
     swapped = copy(chain.proof)  # the forger brings a set of its own
     swapped["anchor"]["block"]["validators"] = strangers.to_json()
     with pytest.raises(ProofError, match="validators_hash"):
-        verify_record_proof(swapped)
+        check_record_proof_untrusted(swapped)
 
 
 def test_a_header_or_result_that_is_not_the_signed_one_is_refused(chain: Written3) -> None:
@@ -197,9 +209,16 @@ def test_verify_record_checks_the_validators_the_user_gives(
     trusted = _cli("verify-record", str(path), "--validators", str(chain.genesis))
     assert trusted.returncode == 0, trusted.stderr
     assert "Trusted because: the trusted validator set." in trusted.stdout
-    alone = _cli("verify-record", str(path))
-    assert alone.returncode == 0, alone.stderr
+    alone = _cli("verify-record", str(path))  # its own validator set vouches for nothing
+    assert alone.returncode == 2, alone.stderr
+    assert alone.stdout.startswith("UNVERIFIED: ") and "--validators" in alone.stdout
     assert chain.trusted.hash().hex().upper() in alone.stdout.replace("\n", "")
+    key = tmp_path / "keys" / "org.json"
+    organisation(chain.network, 3).save(key)
+    node = chain.network.nodes[3].api_url
+    by_node = _cli("verify-record", str(path), "--node", node, "--as", str(key))
+    assert by_node.returncode == 0, by_node.stderr
+    assert "Trusted because: the block hash trusted" in by_node.stdout
     other = tmp_path / "other.json"
     strangers = [Validator(Identity.generate().signing_public, 10) for _ in range(4)]
     other.write_bytes(orjson.dumps({"validators": [v.to_json() for v in strangers]}))

@@ -6,15 +6,17 @@
 (one line). The signature is by the did's current key (as registered on-chain; for a did that
 is not registered yet, the key the did:key names) over
 
-    "careledger-http-v2" LF chain id LF node id LF METHOD LF target LF ts LF nonce LF
+    "careledger-http-v3" LF chain id LF node id LF did LF METHOD LF target LF ts LF nonce LF
     hex(SHA-256(body))
 
 `target` is the request target exactly as sent: the percent-encoded path and, if any, "?"
 and the query string. So a signature binds the chain (a request is useless on another
 chain), the node it is addressed to (its audience: useless at another node, even of the same
-organisation), the method, the exact target, the moment and the body. A node refuses a
-timestamp more than `MAX_SKEW_MS` from its clock and remembers every nonce it accepted until
-that window has passed, so a captured request is refused if sent again (`node/auth.py`).
+organisation), the did it speaks for (a did whose key another did shares, say after a key
+rotation to the same key, cannot borrow it), the method, the exact target, the moment and
+the body. A node refuses a timestamp more than `MAX_SKEW_MS` behind its clock or
+`MAX_FUTURE_MS` ahead of it, and remembers every nonce of a registered caller it accepted
+until that window has passed, so a captured request is refused if sent again (`node/auth.py`).
 
 This module is pure: the caller passes the clock; `authorization` draws a fresh nonce.
 """
@@ -31,8 +33,9 @@ from dataclasses import dataclass
 from careledger.crypto.keys import Identity, verify_signature
 
 SCHEME = "CareLedger"
-LABEL = b"careledger-http-v2"
-MAX_SKEW_MS = 2 * 60 * 1000
+LABEL = b"careledger-http-v3"
+MAX_SKEW_MS = 2 * 60 * 1000  # how old a request may be
+MAX_FUTURE_MS = 5 * 1000  # how far ahead of the node's clock (clients keep NTP time)
 NONCE_BYTES = 16
 _B64URL = r"[A-Za-z0-9_\-]"
 _HEADER = re.compile(
@@ -77,14 +80,23 @@ def new_nonce() -> str:
 
 
 def request_message(
-    audience: Audience, method: str, target: str, ts_ms: int, nonce: str, body_hash: bytes
+    audience: Audience,
+    did: str,
+    method: str,
+    target: str,
+    ts_ms: int,
+    nonce: str,
+    body_hash: bytes,
 ) -> bytes:
     """The signed bytes; `body_hash` is the SHA-256 of the body (of b"" when there is none)."""
+    if "\n" in did:
+        raise ValueError("a did has no line feed")
     return b"\n".join(
         [
             LABEL,
             audience.chain_id.encode(),
             audience.node_id.encode(),
+            did.encode(),
             method.upper().encode(),
             target.encode(),
             str(ts_ms).encode(),
@@ -106,7 +118,8 @@ def authorization(
 ) -> str:
     """The Authorization header value for one request (a fresh nonce unless one is given)."""
     nonce = nonce or new_nonce()
-    message = request_message(audience, method, target, ts_ms, nonce, hashlib.sha256(body).digest())
+    body_hash = hashlib.sha256(body).digest()
+    message = request_message(audience, did, method, target, ts_ms, nonce, body_hash)
     sig = base64.urlsafe_b64encode(identity.sign(message)).decode()
     return f"{SCHEME} did={did}, ts={ts_ms}, nonce={nonce}, sig={sig}"
 
@@ -128,11 +141,18 @@ def parse_authorization(header: str | None) -> SignedRequest:
 
 
 def check_fresh(signed: SignedRequest, now_ms: int) -> None:
-    """BadAuthorization unless the timestamp is within MAX_SKEW_MS of `now_ms`."""
-    if abs(now_ms - signed.ts_ms) > MAX_SKEW_MS:
+    """BadAuthorization unless the timestamp is at most MAX_SKEW_MS before `now_ms` and at
+    most MAX_FUTURE_MS after it (a node remembers a nonce until its timestamp is stale, so a
+    timestamp far ahead would hold its entry in the replay cache that much longer)."""
+    if now_ms - signed.ts_ms > MAX_SKEW_MS:
         raise BadAuthorization(
-            f"request timestamp is {abs(now_ms - signed.ts_ms) // 1000} s away from the node's "
+            f"request timestamp is {(now_ms - signed.ts_ms) // 1000} s away from the node's "
             f"clock (limit {MAX_SKEW_MS // 1000} s)"
+        )
+    if signed.ts_ms - now_ms > MAX_FUTURE_MS:
+        raise BadAuthorization(
+            f"request timestamp is {(signed.ts_ms - now_ms) / 1000:.1f} s ahead of the node's "
+            f"clock (limit {MAX_FUTURE_MS // 1000} s ahead): set the client's clock"
         )
 
 
@@ -144,10 +164,12 @@ def check_signature(
     target: str,
     body_hash: bytes,
 ) -> None:
-    """BadAuthorization unless `public_key` signed this request for this node."""
-    message = request_message(audience, method, target, signed.ts_ms, signed.nonce, body_hash)
+    """BadAuthorization unless `public_key` signed this request, for its did and this node."""
+    message = request_message(
+        audience, signed.did, method, target, signed.ts_ms, signed.nonce, body_hash
+    )
     if not verify_signature(public_key, signed.signature, message):
         raise BadAuthorization(
             "request signature does not verify: not by the did's current key, or signed for "
-            "another node, chain, target or body"
+            "another did, node, chain, target or body"
         )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -33,7 +34,7 @@ from starlette.types import Lifespan
 
 from careledger.chain.tx import MAX_TX_BYTES
 from careledger.consensus.driver import ConsensusDriver
-from careledger.node.auth import ApiRoute, Perimeter, authentication, load_node_id
+from careledger.node.auth import ApiRoute, Perimeter, ReplayCache, authentication, load_node_id
 from careledger.node.datadir import DataDir
 from careledger.node.errors import (
     ApiError,
@@ -47,6 +48,8 @@ MAX_BATCH = 2_000  # transactions in one POST /txs (a writer's chunk is 1,000)
 MAX_TX_BASE64 = 4 * ((MAX_TX_BYTES + 2) // 3)
 TX_BODY = MAX_TX_BASE64 + 1024  # {"tx": "<base64>", "wait": true}
 TXS_BODY = 16 * 1024 * 1024  # a batch of typical transactions; at most ~190 of the largest
+SQLITE_MAX_INT = 2**63 - 1
+_UINT = re.compile(r"[0-9]{1,19}")
 
 
 class JSON(JSONResponse):
@@ -146,12 +149,13 @@ def create_node_api(
     data: DataDir,
     extra_routes: Sequence[BaseRoute] = (),
     lifespan: Lifespan[Starlette] | None = None,
+    replay: ReplayCache | None = None,
 ) -> Starlette:
     """The node API of the node whose data directory is `data`, behind its authentication."""
     return Starlette(
         routes=[*node_routes(driver, load_node_id(data.root)), *extra_routes],
         exception_handlers=exception_handlers(),
-        middleware=[authentication(driver, data)],
+        middleware=[authentication(driver, data, replay)],
         lifespan=lifespan,
     )
 
@@ -179,7 +183,8 @@ def _decode_tx(value: object) -> bytes:
 
 
 def _int_param(text: str, name: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise ApiError(400, "malformed", f"{name} must be an integer") from None
+    """A non-negative integer that SQLite can hold (signed 64 bits), written in plain ASCII
+    digits: not `1_0`, `-1`, `+1`, ` 1` or other scripts' digits, which int() takes."""
+    if not _UINT.fullmatch(text) or int(text) > SQLITE_MAX_INT:
+        raise ApiError(400, "malformed", f"{name} must be an integer from 0 to {SQLITE_MAX_INT}")
+    return int(text)

@@ -11,17 +11,20 @@ The order is chosen so that nothing is read or stored for a request that cannot 
 2. the Authorization header's form, the timestamp's freshness, the replay cache (lookup only),
    then the did's registration and current key (one state query);
 3. only then the body, read with the route's cap while it streams (chunked too);
-4. the signature over the body's hash; then the nonce is remembered (only a request that
-   verified can occupy the replay cache);
+4. the signature over the body's hash; then a registered caller's nonce is remembered (only
+   a request that verified, of an identity a member vouched for, occupies the replay cache);
 5. the caller (`Caller(did, kind)`) goes on the request's state for the route to authorise.
 
 One exception to "registered": an unregistered did may `POST /tx` exactly one transaction that
 registers that same did (`SELF_REGISTRATION`), signed with the key its did:key names, so a
 patient can register from their own device. The chain checks the rest (its voucher).
 
-The replay cache holds the nonces of accepted requests until their timestamp leaves the skew
-window (bucketed by timestamp second, pruned as time passes), at most `REPLAY_CAPACITY`
-entries; when full, signed requests are refused with 503 until entries expire (fail closed).
+The replay cache holds the nonces of registered callers' accepted requests until their
+timestamp leaves the skew window (bucketed by timestamp second, pruned as time passes; a
+timestamp more than MAX_FUTURE_MS ahead is refused), at most `REPLAY_CAPACITY` entries and
+`REPLAY_SHARE` of one did: a did over its share gets 429, and when the cache is full signed
+requests get 503 until entries expire (fail closed). An unregistered did's registration is
+not remembered (see `_authenticate`), so keys made by the thousand cannot fill it.
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ import binascii
 import hashlib
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +67,7 @@ from careledger.node.errors import CLOSE, ApiError, handle_api_error
 SELF_REGISTRATION = frozenset({"identity/register_patient", "identity/apply_membership"})
 UNREGISTERED = "unregistered"  # the kind of a caller that is registering itself
 REPLAY_CAPACITY = 250_000  # about 20 MiB; at most this many requests per skew window
+REPLAY_SHARE = REPLAY_CAPACITY // 4  # one did's most (over 500 requests a second, sustained)
 NODE_ID_FILE = "node_id"
 CHALLENGE = {"www-authenticate": SCHEME}
 
@@ -159,42 +164,77 @@ class ReplayCacheFull(Exception):
     """The replay cache is at capacity; refusing is the only safe answer."""
 
 
+class ReplayShareUsed(ReplayCacheFull):
+    """One did holds its whole share of the replay cache; only that did is refused."""
+
+
+@dataclass
+class _Bucket:
+    """The entries of one timestamp second, and how many of them each did holds."""
+
+    entries: set[bytes] = field(default_factory=set)
+    per_did: Counter[str] = field(default_factory=Counter)
+
+
 class ReplayCache:
     """The nonces of accepted requests, kept while their timestamp is within the skew window.
 
     Entries are 16-byte digests of (did, nonce), in buckets by timestamp second: a replay
     carries the same timestamp (the signature covers it), so one bucket is searched, and a
     bucket is dropped whole once all its timestamps are too old to pass the freshness check.
+    A timestamp may be at most MAX_FUTURE_MS ahead, so an entry lives at most
+    window + MAX_FUTURE_MS.
+
+    Only registered callers' requests are remembered (the middleware never asks for an
+    unregistered did's), and no did may hold more than `share` entries: filling the cache
+    takes `capacity / share` registered identities, each vouched for by a member.
     """
 
-    def __init__(self, window_ms: int = MAX_SKEW_MS, capacity: int = REPLAY_CAPACITY) -> None:
+    def __init__(
+        self,
+        window_ms: int = MAX_SKEW_MS,
+        capacity: int = REPLAY_CAPACITY,
+        share: int = REPLAY_SHARE,
+    ) -> None:
         self.window_ms = window_ms
         self.capacity = capacity
-        self._buckets: dict[int, set[bytes]] = {}
+        self.share = min(share, capacity)
+        self._buckets: dict[int, _Bucket] = {}
+        self._per_did: Counter[str] = Counter()
         self._size = 0
         self._pruned_second = -1
 
     def __len__(self) -> int:
         return self._size
 
+    def held_by(self, did: str) -> int:
+        return self._per_did[did]
+
     def check(self, signed: SignedRequest) -> None:
         """Replayed if this request was accepted before."""
-        if _entry(signed) in self._buckets.get(signed.ts_ms // 1000, ()):
+        bucket = self._buckets.get(signed.ts_ms // 1000)
+        if bucket is not None and _entry(signed) in bucket.entries:
             raise Replayed(f"request nonce {signed.nonce} was already used")
 
     def remember(self, signed: SignedRequest, now_ms: int) -> None:
-        """Record an accepted request; Replayed if it already was, ReplayCacheFull if full."""
+        """Record an accepted request; Replayed if it already was, ReplayShareUsed if its did
+        holds its share, ReplayCacheFull if the cache is full."""
         self._prune(now_ms)
-        bucket = self._buckets.setdefault(signed.ts_ms // 1000, set())
-        entry = _entry(signed)
-        if entry in bucket:
-            raise Replayed(f"request nonce {signed.nonce} was already used")
+        self.check(signed)
+        if self._per_did[signed.did] >= self.share:
+            raise ReplayShareUsed(
+                f"{signed.did} has made {self._per_did[signed.did]} signed requests in the "
+                f"last {self.window_ms // 1000} s, its limit; retry shortly"
+            )
         if self._size >= self.capacity:
             raise ReplayCacheFull(
                 f"this node has accepted {self._size} signed requests in the last "
                 f"{self.window_ms // 1000} s, its limit; retry shortly"
             )
-        bucket.add(entry)
+        bucket = self._buckets.setdefault(signed.ts_ms // 1000, _Bucket())
+        bucket.entries.add(_entry(signed))
+        bucket.per_did[signed.did] += 1
+        self._per_did[signed.did] += 1
         self._size += 1
 
     def _prune(self, now_ms: int) -> None:
@@ -203,7 +243,9 @@ class ReplayCache:
         self._pruned_second = now_ms // 1000
         oldest_fresh = now_ms - self.window_ms
         for second in [s for s in self._buckets if s * 1000 + 999 < oldest_fresh]:
-            self._size -= len(self._buckets.pop(second))
+            bucket = self._buckets.pop(second)
+            self._size -= len(bucket.entries)
+            self._per_did -= bucket.per_did  # Counter subtraction drops dids down to 0
 
 
 def _entry(signed: SignedRequest) -> bytes:
@@ -280,9 +322,13 @@ class Authentication:
             _target(scope),
             hashlib.sha256(body).digest(),
         )
-        self._remember(signed)
         if kind == UNREGISTERED:
+            # Not remembered: anyone can make keys, so their nonces would be a cache anyone
+            # fills. A replay of a registration only resubmits its transaction, which any
+            # registered caller may submit anyway and the chain takes once (nonce, voucher).
             _require_self_registration(signed.did, body)
+        else:
+            self._remember(signed)
         scope.setdefault("state", {})["caller"] = Caller(signed.did, kind)
         return _replaying(body, receive)
 
@@ -304,13 +350,18 @@ class Authentication:
             self.replay.remember(signed, self.clock_ms())
         except Replayed as exc:
             raise ApiError(401, "replayed", str(exc)) from None
+        except ReplayShareUsed as exc:
+            raise ApiError(429, "rate_limited", str(exc), {"retry-after": "5"}) from None
         except ReplayCacheFull as exc:
             raise ApiError(503, "busy", str(exc), {"retry-after": "5"}) from None
 
 
-def authentication(driver: ConsensusDriver, data: DataDir) -> Middleware:
-    """The middleware for a node whose chain and node id are those of `data`."""
-    return Middleware(Authentication, driver=driver, audience=node_audience(data))
+def authentication(
+    driver: ConsensusDriver, data: DataDir, replay: ReplayCache | None = None
+) -> Middleware:
+    """The middleware for a node whose chain and node id are those of `data` (`replay`: a
+    replay cache of other bounds than the default, for tests)."""
+    return Middleware(Authentication, driver=driver, audience=node_audience(data), replay=replay)
 
 
 def node_audience(data: DataDir) -> Audience:

@@ -15,7 +15,8 @@ Upload frames are `u32 length || blob`, repeated. Response frames of a fetch are
 Who may do what:
 - Upload: any registered, active identity (patient, practitioner, organisation), within its
   upload quota (`node/upload_quota.py`: bytes and blobs uploaded but not yet anchored; 429
-  `quota_exceeded` beyond it). A blob is written durably (fsynced, renamed, directory
+  `quota_exceeded` beyond it). A blob of an erased record is refused (410 `erased`, nothing
+  of the upload stored). A blob is written durably (fsynced, renamed, directory
   fsynced) before the answer, so an anchor submitted after it never points at a blob a
   crash could lose.
 - Download: the record's patient, the record's author, and any member organisation (an active
@@ -44,6 +45,7 @@ from starlette.routing import BaseRoute
 
 from careledger.chain.app import QueryResult
 from careledger.chain.codes import Code
+from careledger.chain.modules.records.queries import MAX_BLOBS_QUERY
 from careledger.consensus.driver import ConsensusDriver
 from careledger.node.auth import ApiRoute, Caller, Perimeter, caller_of
 from careledger.node.errors import ApiError
@@ -148,6 +150,7 @@ class BlobService:
             raise ApiError(400, "malformed", "an empty blob")
         if blob_hash(body) != digest:
             raise ApiError(400, "hash_mismatch", f"the body's SHA-256 is not {digest}")
+        await self._refuse_erased([digest])
         await self._within_quota(caller_of(request), [body], self._put_one)
         return JSONResponse({"hash": digest}, status_code=201)
 
@@ -158,8 +161,30 @@ class BlobService:
             raise ApiError(400, "malformed", str(exc)) from None
         if not blobs:
             raise ApiError(400, "malformed", "no blob in the upload")
+        await self._refuse_erased([blob_hash(b) for b in blobs])
         hashes = await self._within_quota(caller_of(request), blobs, self.put_many)
         return JSONResponse({"hashes": hashes})
+
+    async def _refuse_erased(self, digests: list[str]) -> None:
+        """ApiError 410 if any of these blobs anchors an erased record: an erased blob must
+        not come back (its wrapped keys would sit on disk until the next sweep, again and
+        again). One records/blobs query per MAX_BLOBS_QUERY distinct hashes (a writer's batch
+        is one); an erase committing meanwhile is caught by the eraser's sweep."""
+        distinct = list(dict.fromkeys(digests))
+        for start in range(0, len(distinct), MAX_BLOBS_QUERY):
+            chunk = distinct[start : start + MAX_BLOBS_QUERY]
+            found = await self.driver.query("records/blobs", orjson.dumps({"hashes": chunk}))
+            if found.code != 0:
+                raise ApiError(503, "unavailable", f"cannot ask the chain about blobs: {found.log}")
+            anchors: list[dict[str, Any] | None] = orjson.loads(found.value)
+            for digest, anchor in zip(chunk, anchors, strict=True):
+                if anchor is not None and anchor["erased_at"]:
+                    raise ApiError(
+                        410,
+                        "erased",
+                        f"erased: blob {digest} belongs to a record its patient erased; "
+                        "nothing of this upload was stored",
+                    )
 
     async def _within_quota(
         self,

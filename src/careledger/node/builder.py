@@ -40,6 +40,7 @@ from careledger.consensus.solo.producer import SoloProducer
 from careledger.crypto.keyfile import KeyFile
 from careledger.node.anchor_guard import register_records_checks
 from careledger.node.api import create_node_api
+from careledger.node.auth import ReplayCache
 from careledger.node.blobs import BlobService
 from careledger.node.datadir import DataDir
 from careledger.node.erasure import BlobEraser, sweep_erased
@@ -94,10 +95,15 @@ class Node(Generic[D]):
         """Call `stop` (e.g. end the HTTP server) when the driver halts on a local fault."""
         self._halts.notify(stop)
 
-    def asgi(self, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
-        """The node API; serving it runs the driver and the replicator for its lifetime."""
+    def asgi(
+        self, extra_routes: Sequence[BaseRoute] = (), replay: ReplayCache | None = None
+    ) -> Starlette:
+        """The node API; serving it runs the driver and the replicator for its lifetime.
+        `replay`: a replay cache of other bounds than the default (tests)."""
         routes = [*self.blob_service.routes(), *extra_routes]
-        return create_node_api(self.driver, self.data, routes, lifespan=self._lifespan)
+        return create_node_api(
+            self.driver, self.data, routes, lifespan=self._lifespan, replay=replay
+        )
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _: Starlette) -> AsyncIterator[None]:

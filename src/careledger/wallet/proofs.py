@@ -14,11 +14,27 @@ A proof (docs/records.md, "Proofs") is what `RecordsClient.proof` returns and
 - the resource's type, id and version name the anchored record, and the resource with the
   salt opens the anchor's commitment.
 
-What remains to trust is the block. Solo: compare `block_hash` at `height` with any node or a
-published checkpoint. CometBFT: the proof carries block H+1's header, the commit signing it
-and the validator set; the signatures are checked against a validator set the caller
-trusts (or, without one, against the proof's own set, whose hash is reported for comparing
-out of band), as a CometBFT light client does (consensus/cometbft/lightclient.py).
+All of that a forger can make consistent: a made-up block of one transaction, signed by a
+key that was never registered (its did's own key vouches for itself), has a matching header
+and Merkle proofs. So a proof is verified only against a **trust anchor** the caller brings
+(`verify_record_proof(proof, trust)`):
+
+- a `ValidatorSet` (CometBFT): the proof carries block H+1's header, the commit signing it
+  and the validator set; the signatures must be those of the trusted set (or of more than
+  1/3 of its power, if the set changed since), as a CometBFT light client checks
+  (consensus/cometbft/lightclient.py);
+- `TrustedHeaders` (either driver): the hash of block H the caller trusts, compared out of
+  band or fetched from a node the caller trusts; the proof's block must hash to it.
+
+Key rotations sit in older blocks. With a validator set they are certified like the anchor;
+with trusted headers, those whose height has no trusted hash are checked for consistency
+only. That is enough: the anchor's code 0 in a trusted block shows that the chain itself
+checked the anchor's signature against the author's registered key, and a signature does
+not verify under two keys, so the rotations can only name the key, not change the verdict.
+
+`check_record_proof_untrusted(proof)` checks everything but the trust anchor and says so
+(`trusted` is False); `careledger verify-record` without an anchor uses it, prints
+UNVERIFIED and what is left to trust, and exits 2.
 
 Why one (index, total) for both trees is enough under CometBFT, whose header has no
 transaction count: a Merkle path that reaches a root is a real root-to-leaf path of that tree
@@ -30,7 +46,7 @@ claimed total.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from careledger.chain.block import BlockHeader, format_time_ns
@@ -53,10 +69,39 @@ from careledger.wallet.records import RecordRef
 
 PROOF_FORMAT = "careledger-record-proof-v2"
 MAX_BLOCK_TXS = 1 << 32  # far above any block; bounds the work a hostile total can cause
+MAX_ROTATIONS = 1000  # of one author's key in one proof; bounds a hostile proof's work
 
 
 class ProofError(Exception):
     """A record proof that does not hold; the message says which check failed."""
+
+
+@dataclass(frozen=True)
+class TrustedHeaders:
+    """Block hashes the caller trusts, by height: compared out of band with a node or a
+    published checkpoint (`verify-record --header-hash`), or fetched from a node the caller
+    trusts (`--node`). Solo: the header's hash (`GET /blocks/{h}` "hash"); CometBFT: the
+    block hash (block id). Hex, either case."""
+
+    hashes: Mapping[int, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for height, digest in self.hashes.items():
+            if type(height) is not int or height < 1:
+                raise ProofError(f"a trusted block height is a positive integer, not {height!r}")
+            if not isinstance(digest, str) or len(digest) != 64:
+                raise ProofError(f"a trusted block hash is 64 hex characters, not {digest!r}")
+            try:
+                bytes.fromhex(digest)
+            except ValueError:
+                raise ProofError(f"a trusted block hash is hex, not {digest!r}") from None
+
+    def of(self, height: int) -> str | None:
+        found = self.hashes.get(height)
+        return None if found is None else found.lower()
+
+
+TrustAnchor = ValidatorSet | TrustedHeaders
 
 
 @dataclass(frozen=True)
@@ -69,6 +114,7 @@ class VerifiedBlock:
     trusted_by: str  # what the block's authenticity rests on
     validators: ValidatorSet | None = None  # CometBFT: the set that signed
     signed_power: int = 0  # CometBFT: how much of its voting power signed
+    trusted: bool = False  # whether the block chains to the caller's trust anchor
 
 
 @dataclass(frozen=True)
@@ -99,26 +145,41 @@ class VerifiedRecord:
     def header_hash(self) -> str:
         return self.block.block_hash
 
+    @property
+    def trusted(self) -> bool:
+        return self.block.trusted
 
-def verify_record_proof(
-    proof: Mapping[str, Any], trusted: ValidatorSet | None = None
-) -> VerifiedRecord:
-    """Check a record proof offline; ProofError naming the first check that fails.
 
-    `trusted`: the validator set a CometBFT proof must be signed by (or by more than 1/3
-    of its power, if it has changed since); None accepts the proof's own set, whose hash
-    the result reports (`block.validators_hash`) for comparing out of band.
+def verify_record_proof(proof: Mapping[str, Any], trust: TrustAnchor) -> VerifiedRecord:
+    """Check a record proof offline against the caller's trust anchor; ProofError naming the
+    first check that fails, the anchor's included.
+
+    `trust`: the validator set a CometBFT proof must be signed by (or by more than 1/3 of its
+    power, if it has changed since), or the trusted hash of the anchor's block (either
+    driver; the only anchor for a solo proof).
     """
+    if not isinstance(trust, TrustAnchor):
+        raise TypeError("verify_record_proof needs a ValidatorSet or TrustedHeaders to trust")
+    return _check_record_proof(proof, trust)
+
+
+def check_record_proof_untrusted(proof: Mapping[str, Any]) -> VerifiedRecord:
+    """Every check of `verify_record_proof` but the trust anchor: the result's `trusted` is
+    False and `block.trusted_by` names what is left to trust. A proof checked this way
+    proves nothing by itself (a forger makes a consistent one); ProofError as above."""
+    return _check_record_proof(proof, None)
+
+
+def _check_record_proof(proof: Mapping[str, Any], trust: TrustAnchor | None) -> VerifiedRecord:
     if not isinstance(proof, Mapping) or proof.get("format") != PROOF_FORMAT:
         raise ProofError(f"not a record proof in the {PROOF_FORMAT} format")
-    anchor = verify_tx_evidence(_field(proof, "anchor"), trusted)
+    anchor = _check_tx_evidence(_field(proof, "anchor"), trust, required=True)
     tx = anchor.tx.tx
     if tx.type != "records/anchor":
         raise ProofError(f"the transaction is a {tx.type}, not a records/anchor")
     # Rotations are older blocks: without a trusted set, the anchor's signers are the trust.
-    key, rotations = _author_key(
-        proof.get("author_key") or {}, anchor, trusted or anchor.block.validators
-    )
+    rotation_trust = trust if trust is not None else anchor.block.validators
+    key, rotations = _author_key(proof.get("author_key") or {}, anchor, rotation_trust)
     if not _signed_by(anchor.tx, key):
         raise ProofError(
             f"the anchor's signature does not verify with {tx.sender}'s key registered at "
@@ -131,8 +192,17 @@ def verify_record_proof(
 # --- one transaction in one block ----------------------------------------------------------
 
 
-def verify_tx_evidence(evidence: Any, trusted: ValidatorSet | None = None) -> VerifiedTx:
-    """Check that a transaction is in a block and succeeded there (code 0)."""
+def verify_tx_evidence(evidence: Any, trust: TrustAnchor) -> VerifiedTx:
+    """Check that a transaction is in a block the caller trusts and succeeded there."""
+    if not isinstance(trust, TrustAnchor):
+        raise TypeError("verify_tx_evidence needs a ValidatorSet or TrustedHeaders to trust")
+    return _check_tx_evidence(evidence, trust, required=True)
+
+
+def _check_tx_evidence(evidence: Any, trust: TrustAnchor | None, required: bool) -> VerifiedTx:
+    """That a transaction is in a block and succeeded there (code 0). With `trust`, the
+    block must chain to it; a height that trusted headers do not name is refused when
+    `required`, else checked for consistency only (the block is then not `trusted`)."""
     try:
         raw = bytes.fromhex(str(_field(evidence, "tx")))
         height = _field(evidence, "height")
@@ -143,7 +213,7 @@ def verify_tx_evidence(evidence: Any, trusted: ValidatorSet | None = None) -> Ve
         raise ProofError(f"not a transaction proof: {exc}") from None
     if type(height) is not int:
         raise ProofError("the transaction proof's height is not an integer")
-    block, roots = _verify_block(_field(evidence, "block"), height, trusted)
+    block, roots = _verify_block(_field(evidence, "block"), height, trust)
     if sha256(raw) != tx_proof.leaf:
         raise ProofError("the transaction is not the tx proof's leaf")
     if result.encode() != result_proof.leaf:
@@ -165,6 +235,8 @@ def verify_tx_evidence(evidence: Any, trusted: ValidatorSet | None = None) -> Ve
         raise ProofError(f"the transaction is not a signed envelope: {failure.log}") from None
     if stx.tx.chain_id != roots.chain_id:
         raise ProofError(f"the transaction is for chain {stx.tx.chain_id!r}, not the block's")
+    if isinstance(trust, TrustedHeaders):  # last: a forger's block is consistent till here
+        block = _against_trusted_hash(block, trust, required)
     return VerifiedTx(stx, tx_proof.index, result, block)
 
 
@@ -194,14 +266,39 @@ def _check_positions(tx_proof: InclusionProof, result_proof: InclusionProof, n: 
 
 
 def _verify_block(
-    block: Any, height: int, trusted: ValidatorSet | None
+    block: Any, height: int, trust: TrustAnchor | None
 ) -> tuple[VerifiedBlock, _Roots]:
     consensus = _field(block, "consensus")
     if consensus == "solo":
-        return _solo_block(block, height)
-    if consensus == "cometbft":
-        return _cometbft_block(block, height, trusted)
-    raise ProofError(f"unknown consensus {consensus!r} in the proof")
+        if isinstance(trust, ValidatorSet):
+            raise ProofError(
+                "a solo block has no validators to trust: trust it by its block hash "
+                "(--header-hash, or --node with a node you trust)"
+            )
+        verified, roots = _solo_block(block, height)
+    elif consensus == "cometbft":
+        validators = trust if isinstance(trust, ValidatorSet) else None
+        verified, roots = _cometbft_block(block, height, validators)
+    else:
+        raise ProofError(f"unknown consensus {consensus!r} in the proof")
+    return verified, roots
+
+
+def _against_trusted_hash(
+    block: VerifiedBlock, trust: TrustedHeaders, required: bool
+) -> VerifiedBlock:
+    expected = trust.of(block.height)
+    if expected is None:
+        if required:
+            raise ProofError(f"no trusted hash for block {block.height}, the proof's block")
+        return block
+    if block.block_hash.lower() != expected:
+        raise ProofError(
+            f"block {block.height} of the proof hashes to {block.block_hash.lower()}, not to "
+            f"the trusted {expected}: it is not that chain's block (forged, or of another chain)"
+        )
+    trusted_by = f"the block hash trusted for height {block.height}"
+    return replace(block, trusted_by=trusted_by, trusted=True)
 
 
 def _solo_block(block: Mapping[str, Any], height: int) -> tuple[VerifiedBlock, _Roots]:
@@ -217,7 +314,10 @@ def _solo_block(block: Mapping[str, Any], height: int) -> tuple[VerifiedBlock, _
         raise ProofError(f"not a block header: {exc}") from None
     if header.height != height:
         raise ProofError(f"the header is of block {header.height}, not {height}")
-    trusted_by = "nothing yet: compare block_hash with a node or a published checkpoint"
+    trusted_by = (
+        f"nothing yet: block {height}'s hash, to compare with a node you trust "
+        "(GET /blocks/<height>) or a published checkpoint"
+    )
     time = format_time_ns(header.time_ns)
     return VerifiedBlock("solo", height, header.hash().hex(), time, "", trusted_by), roots
 
@@ -236,15 +336,23 @@ def _cometbft_block(
     except LightClientError as exc:
         raise ProofError(f"block {height} is not certified: {exc}") from None
     roots = _Roots(header.chain_id, header.data_hash, next_header.last_results_hash, None)
+    validators_hash = validators.hash().hex().upper()
+    trusted_by = (
+        certified.trusted_by
+        if trusted is not None
+        else f"nothing yet: the proof's own validator set (hash {validators_hash}), to "
+        "compare with your consortium's"
+    )
     verified = VerifiedBlock(
         "cometbft",
         height,
         header.hash().hex().upper(),
         format_time_ns(header.time[0] * 1_000_000_000 + header.time[1]),
-        validators.hash().hex().upper(),
-        certified.trusted_by,
+        validators_hash,
+        trusted_by,
         validators,
         certified.signed_power,
+        trusted=trusted is not None,
     )
     return verified, roots
 
@@ -253,7 +361,7 @@ def _cometbft_block(
 
 
 def _author_key(
-    claimed: Mapping[str, Any], anchor: VerifiedTx, trusted: ValidatorSet | None
+    claimed: Mapping[str, Any], anchor: VerifiedTx, trust: TrustAnchor | None
 ) -> tuple[bytes, int]:
     """The key the proof says signed the anchor, if the proof shows where it came from:
     the author's did itself, then each proven rotation, signed by the key before it."""
@@ -266,9 +374,11 @@ def _author_key(
         rotations = list(claimed.get("rotations") or [])
     except (KeyError_, ValueError, TypeError) as exc:
         raise ProofError(f"the author's key: {exc}") from None
+    if len(rotations) > MAX_ROTATIONS:
+        raise ProofError(f"{len(rotations)} key rotations: more than {MAX_ROTATIONS}")
     position = (-1, -1)
     for number, evidence in enumerate(rotations, start=1):
-        rotation = verify_tx_evidence(evidence, trusted)
+        rotation = _check_tx_evidence(evidence, trust, required=False)
         where = (rotation.block.height, rotation.index)
         if not position < where < (anchor.block.height, anchor.index):
             raise ProofError(f"key rotation {number} is not in order before the anchor")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,14 @@ from careledger.consensus.cometbft.lightclient import (
 from careledger.crypto.keyfile import KeyFile, KeyFileError
 from careledger.wallet.fhir import InvalidResource, iter_bundle_entries
 from careledger.wallet.node_client import NodeClient, NodeError
-from careledger.wallet.proofs import ProofError, verify_record_proof
+from careledger.wallet.proofs import (
+    ProofError,
+    TrustAnchor,
+    TrustedHeaders,
+    VerifiedRecord,
+    check_record_proof_untrusted,
+    verify_record_proof,
+)
 from careledger.wallet.records import (
     ImportSummary,
     RecordRef,
@@ -181,10 +189,82 @@ def erase_records(keyfile: KeyFile, references: Sequence[str], node: str, consol
     )
 
 
-def verify_proof_file(path: Path, validators: Path | None, console: Console) -> None:
+UNVERIFIED_EXIT = 2  # verify-record: consistent, but nothing ties the proof to the chain
+
+
+@dataclass(frozen=True)
+class TrustOptions:
+    """What `verify-record` may trust: at most one of a validator set file, the hash of the
+    anchor's block, or a node (with the key file that signs the request to it)."""
+
+    validators: Path | None = None
+    header_hash: str | None = None
+    node: str | None = None
+    keyfile: KeyFile | None = None
+
+    def given(self) -> list[str]:
+        named = {
+            "--validators": self.validators,
+            "--header-hash": self.header_hash,
+            "--node": self.node,
+        }
+        return [name for name, value in named.items() if value is not None]
+
+
+def verify_proof_file(path: Path, options: TrustOptions, console: Console) -> None:
+    """Check a proof file; print OK (exit 0), or UNVERIFIED and what is left to trust
+    (typer.Exit(2)) when no trust anchor was given; ProofError when the proof fails."""
     proof = _json_file(path, "proof")
-    trusted = None if validators is None else _trusted_validators(validators)
-    verified = verify_record_proof(proof, trusted)
+    trust = trust_anchor(proof, options)
+    verified = (
+        check_record_proof_untrusted(proof) if trust is None else verify_record_proof(proof, trust)
+    )
+    if not verified.trusted:
+        _print_unverified(verified, console)
+        raise typer.Exit(code=UNVERIFIED_EXIT)
+    _print_verified(verified, console)
+
+
+def trust_anchor(proof: Any, options: TrustOptions) -> TrustAnchor | None:
+    """The trust anchor the options name; None when they name none."""
+    given = options.given()
+    if len(given) > 1:
+        raise ProofError(f"give one trust anchor, not {' and '.join(given)}")
+    if options.validators is not None:
+        return _trusted_validators(options.validators)
+    if options.header_hash is not None:
+        return TrustedHeaders({_anchor_height(proof): options.header_hash.strip()})
+    if options.node is not None:
+        if options.keyfile is None:
+            raise ProofError("--node needs --as KEYFILE: a node answers signed requests only")
+        height = _anchor_height(proof)
+        return TrustedHeaders({height: _block_hash_at(options.node, options.keyfile, height)})
+    return None
+
+
+def _anchor_height(proof: Any) -> int:
+    anchor = proof.get("anchor") if isinstance(proof, dict) else None
+    height = anchor.get("height") if isinstance(anchor, dict) else None
+    if type(height) is not int or height < 1:
+        raise ProofError("the proof names no block height for its anchor")
+    return height
+
+
+def _block_hash_at(node: str, keyfile: KeyFile, height: int) -> str:
+    client = NodeClient(node, keyfile)
+    try:
+        return str(client.block(height)["hash"])
+    except NodeError as exc:
+        if exc.status != 404:
+            raise
+        raise ProofError(
+            f"{node} has no block {height}: the proof's block is not on its chain"
+        ) from None
+    finally:
+        client.close()
+
+
+def _print_verified(verified: VerifiedRecord, console: Console) -> None:
     block = verified.block
     console.print(
         f"OK: {verified.ref} version {verified.version} of patient {verified.patient} "
@@ -196,21 +276,32 @@ def verify_proof_file(path: Path, validators: Path | None, console: Console) -> 
             f"The author's key {verified.signing_key} is proven by {verified.rotations} "
             "key rotation(s) from its did."
         )
+    console.print(f"Block hash ({block.consensus}): {block.block_hash}")
+    if block.validators is not None:
+        total = block.validators.total_power
+        console.print(f"Signed by validators holding {block.signed_power} of {total} voting power.")
+    console.print(f"Trusted because: {block.trusted_by}.")
+
+
+def _print_unverified(verified: VerifiedRecord, console: Console) -> None:
+    block = verified.block
+    console.print(
+        f"UNVERIFIED: the proof is consistent ({verified.ref} version {verified.version} of "
+        f"patient {verified.patient}, anchored with success in block {block.height} by "
+        f"{verified.author}), but nothing ties block {block.height} to the chain; anyone can "
+        "make such a proof."
+    )
     if block.consensus == "solo":
-        console.print(f"Block hash (solo node): {block.block_hash}")
-        console.print("Compare that hash with any node (GET /blocks/<height>) to finish.")
-        return
-    console.print(f"Block hash (CometBFT): {block.block_hash}")
-    total = block.validators.total_power if block.validators else 0
-    console.print(f"Signed by validators holding {block.signed_power} of {total} voting power.")
-    if trusted is None:
         console.print(
-            f"No trusted validator set was given: the proof's own set was used, with hash "
-            f"{block.validators_hash}. Compare it with your consortium's out of band, or "
-            "pass --validators genesis.json."
+            f"Left to trust: block {block.height}'s hash {block.block_hash}. Compare it with "
+            "a node you trust and give --header-hash HASH, or give --node URL --as KEYFILE."
         )
     else:
-        console.print(f"Trusted because: {block.trusted_by}.")
+        console.print(
+            f"Left to trust: the proof's own validator set (hash {block.validators_hash}) "
+            f"and block {block.height}'s hash {block.block_hash}. Give --validators "
+            "genesis.json, --header-hash HASH or --node URL --as KEYFILE."
+        )
 
 
 def _json_file(path: Path, what: str) -> Any:
