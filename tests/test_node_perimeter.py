@@ -23,6 +23,7 @@ import httpx
 import pytest
 import uvicorn
 
+from careledger.chain.codes import Code
 from careledger.chain.modules.identity.vouchers import sign_voucher
 from careledger.chain.tx import Tx
 from careledger.crypto.keyfile import KeyFile
@@ -243,20 +244,23 @@ def test_the_replay_cache_keeps_only_the_skew_window_and_fails_closed_when_full(
 def test_a_request_signed_for_one_did_does_not_pass_as_another_with_the_same_key(
     node: NodeProcess,
 ) -> None:
-    """A rotation may name any key, so two dids can share one: a registered identity rotates
-    to the organisation's public key. A captured request of the organisation, relabelled with
-    that did, passed as a request of it (and as a fresh nonce: the cache is keyed by did)
-    while the did was not in the signed bytes."""
+    """A rotation could once name any key, so two dids could share one: a registered identity
+    rotated to the organisation's public key, and a captured request of the organisation,
+    relabelled with that did, passed as a request of it (and as a fresh nonce: the cache is
+    keyed by did) while the did was not in the signed bytes. Two defences now: the chain
+    refuses a rotation to a key another identity holds, and the did is in the signed bytes."""
     org = node.organisation()
     mimic = Identity.generate()
     NodeClient(node.url, mimic).submit(registration(node, mimic), wait=True)
-    Signer(NodeClient(node.url, mimic), mimic.did, mimic).send(
-        "identity/rotate_key",
-        {
-            "signing_key": org.identity.signing_public.hex(),
-            "encryption_key": mimic.encryption_public.hex(),
-        },
-    )
+    with pytest.raises(NodeError) as refused:
+        Signer(NodeClient(node.url, mimic), mimic.did, mimic).send(
+            "identity/rotate_key",
+            {
+                "signing_key": org.identity.signing_public.hex(),
+                "encryption_key": mimic.encryption_public.hex(),
+            },
+        )
+    assert refused.value.code == f"code_{int(Code.CONFLICT)}"
     target = "/query/identity/members"
     captured = authorization(org.identity, org.did, audience_of(node), "GET", target, b"", now_ms())
     relabelled = captured.replace(f"did={org.did},", f"did={mimic.did},")
