@@ -11,11 +11,16 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import uvicorn
+from starlette.types import ASGIApp
 
 from careledger.chain.app import Application, BlockContext
 from careledger.chain.genesis import Genesis
@@ -34,6 +39,23 @@ SHARED_DATA = Path(
 CHAIN_ID = "test-chain"
 GENESIS_TIME = "2026-01-01T00:00:00Z"
 VOUCHER_EXPIRY = 1_000_000  # a height no test reaches
+
+
+@contextmanager
+def serve_over_http(app: ASGIApp) -> Iterator[str]:
+    """Serve an ASGI app (a node's `asgi()`) on a free loopback port in a thread; its URL.
+    The server runs the app's lifespan (the block producer) and stops on the way out."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def free_port() -> int:

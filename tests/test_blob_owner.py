@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import uvicorn
 
 from careledger.chain.modules.records.keeper import record_name
 from careledger.consensus.solo.producer import SoloProducer
@@ -39,7 +36,7 @@ from careledger.node.datadir import initialise
 from careledger.node.erasure import sweep_erased
 from careledger.wallet.node_client import NodeError
 from careledger.wallet.records import IntegrityError, RecordRef, RecordsClient, Written
-from nodeutil import free_port
+from nodeutil import serve_over_http
 
 OBSERVATION = {
     "resourceType": "Observation",
@@ -64,22 +61,12 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     root = tmp_path_factory.mktemp("blob-owner") / "data"
     organisation = initialise(root)
     node = build_node(root, Solo(0.05))
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(node.asgi(), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    url = f"http://127.0.0.1:{port}"
-    clinic = RecordsClient(url, organisation)
-    enrolment = clinic.enrol_patient("blob owner test")
-    written = clinic.write(enrolment.keyfile.did, OBSERVATION)
-    attacker = RecordsClient(url, clinic.enrol_patient("attacker").keyfile)
-    yield Setup(node, clinic, RecordsClient(url, enrolment.keyfile), attacker, written)
-    server.should_exit = True
-    thread.join(10)
+    with serve_over_http(node.asgi()) as url:
+        clinic = RecordsClient(url, organisation)
+        enrolment = clinic.enrol_patient("blob owner test")
+        written = clinic.write(enrolment.keyfile.did, OBSERVATION)
+        attacker = RecordsClient(url, clinic.enrol_patient("attacker").keyfile)
+        yield Setup(node, clinic, RecordsClient(url, enrolment.keyfile), attacker, written)
     node.close()
 
 

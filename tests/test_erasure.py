@@ -29,7 +29,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from careledger.chain.app import Application, BlockContext
 from careledger.chain.codes import Code
@@ -48,7 +47,7 @@ from careledger.protocol.frames import unpack_results
 from careledger.protocol.signing import RequestSigner
 from careledger.storage.blobstore import BlobErasedWhileWriting, BlobStore
 from careledger.wallet.records import RecordsClient, RecordsError, Written
-from nodeutil import NodeProcess, free_port, run_verify
+from nodeutil import NodeProcess, free_port, run_verify, serve_over_http
 
 OBSERVATION = {
     "resourceType": "Observation",
@@ -362,18 +361,14 @@ def peer(tmp_path: Path) -> Iterator[Peer]:
     org = initialise(root)
     node = build_node(root, Solo(0.02))
     tap = Tap(node.asgi())
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(tap, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started)
     try:
-        yield Peer(node, org, f"http://127.0.0.1:{port}", tap)
+        with serve_over_http(tap) as url:
+            try:
+                yield Peer(node, org, url, tap)
+            finally:
+                if tap.hold is not None:
+                    tap.hold.set()  # a held answer must not keep the server from stopping
     finally:
-        if tap.hold is not None:
-            tap.hold.set()
-        server.should_exit = True
-        thread.join(10)
         node.close()
 
 

@@ -13,7 +13,6 @@ import hashlib
 import json
 import select
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -21,7 +20,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from careledger.chain.codes import Code
 from careledger.chain.modules.identity.vouchers import sign_voucher
@@ -44,7 +42,13 @@ from careledger.node.datadir import initialise
 from careledger.protocol.frames import MAX_FETCH, unpack_results
 from careledger.protocol.signing import RequestSigner
 from careledger.wallet.node_client import NodeClient, NodeError, Signer
-from nodeutil import NodeProcess, free_port, practitioner_payload, register_patient_tx
+from nodeutil import (
+    NodeProcess,
+    free_port,
+    practitioner_payload,
+    register_patient_tx,
+    serve_over_http,
+)
 
 MiB = 1024 * 1024
 
@@ -285,19 +289,10 @@ def served_embedded(root: Path, replay: ReplayCache) -> Iterator[tuple[str, KeyF
     """An embedded node served over HTTP on loopback with these replay-cache bounds."""
     org = initialise(root)
     node = build_node(root, Solo(0.05))
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(node.asgi(replay=replay), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}", org
+        with serve_over_http(node.asgi(replay=replay)) as url:
+            yield url, org
     finally:
-        server.should_exit = True
-        thread.join(10)
         node.close()
 
 

@@ -9,14 +9,11 @@ registered later (the shape consent and audit checks take) applies to its type o
 from __future__ import annotations
 
 import os
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from careledger.chain.codes import Code
 from careledger.chain.tx import SignedTx, Tx
@@ -27,7 +24,7 @@ from careledger.node.builder import Node, Solo, build_node
 from careledger.node.datadir import initialise
 from careledger.node.pipeline import Refusal
 from careledger.wallet.node_client import NodeClient, NodeError
-from nodeutil import free_port, practitioner_payload
+from nodeutil import practitioner_payload, serve_over_http
 
 
 @dataclass
@@ -50,18 +47,8 @@ def served(tmp_path: Path) -> Iterator[Served]:
     root = tmp_path / "data"
     org = initialise(root)
     node = build_node(root, Solo(block_interval=0.05))
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(node.asgi(), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    client = NodeClient(f"http://127.0.0.1:{port}", org)
-    yield Served(node, client, org)
-    server.should_exit = True
-    thread.join(10)
+    with serve_over_http(node.asgi()) as url:
+        yield Served(node, NodeClient(url, org), org)
     node.close()
 
 

@@ -4,15 +4,12 @@ node's disk with unanchored blobs is refused, with the limit named; others keep 
 from __future__ import annotations
 
 import os
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 import pytest
-import uvicorn
 
 from careledger.consensus.solo.producer import SoloProducer
 from careledger.crypto.keyfile import KeyFile
@@ -20,7 +17,7 @@ from careledger.node.builder import Node, Solo, build_node
 from careledger.node.datadir import initialise
 from careledger.node.upload_quota import UploadQuota
 from careledger.wallet.records import RecordsClient, RecordsError
-from nodeutil import SHARED_DATA, free_port
+from nodeutil import SHARED_DATA, serve_over_http
 
 QUOTA = 16 * 1024
 HOLD_S = 3600.0
@@ -43,19 +40,10 @@ def served(tmp_path: Path) -> Iterator[Served]:
     node.blob_service.quota = UploadQuota(
         node.consensus, max_bytes=QUOTA, max_blobs=1000, hold_s=HOLD_S, clock=lambda: clock[0]
     )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(node.asgi(), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
     try:
-        yield Served(node, f"http://127.0.0.1:{port}", org, clock)
+        with serve_over_http(node.asgi()) as url:
+            yield Served(node, url, org, clock)
     finally:
-        server.should_exit = True
-        thread.join(10)
         node.close()
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from careledger.crypto.merkle import InclusionProof, inclusion_proof, merkle_root
+from careledger.crypto.varint import encode_uvarint
 
 _U64 = 1 << 64
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
@@ -28,15 +29,6 @@ _CODE_TAG = b"\x08"  # 1: uint32, varint
 _DATA_TAG = b"\x12"  # 2: bytes, length-delimited
 _GAS_WANTED_TAG = b"\x28"  # 5: int64, varint
 _GAS_USED_TAG = b"\x30"  # 6: int64, varint
-
-
-def _uvarint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 @dataclass(frozen=True)
@@ -63,13 +55,13 @@ class TxOutcome:
         """Protobuf bytes, proto3 rules (zero values left out), fields in number order."""
         out = bytearray()
         if self.code:
-            out += _CODE_TAG + _uvarint(self.code)
+            out += _CODE_TAG + encode_uvarint(self.code)
         if self.data:
-            out += _DATA_TAG + _uvarint(len(self.data)) + self.data
+            out += _DATA_TAG + encode_uvarint(len(self.data)) + self.data
         if self.gas_wanted:
-            out += _GAS_WANTED_TAG + _uvarint(self.gas_wanted % _U64)
+            out += _GAS_WANTED_TAG + encode_uvarint(self.gas_wanted % _U64)
         if self.gas_used:
-            out += _GAS_USED_TAG + _uvarint(self.gas_used % _U64)
+            out += _GAS_USED_TAG + encode_uvarint(self.gas_used % _U64)
         return bytes(out)
 
     def to_json(self) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from typing import Any
 from careledger.crypto.hashing import sha256
 from careledger.crypto.keys import verify_signature
 from careledger.crypto.merkle import merkle_root
+from careledger.crypto.varint import encode_uvarint
 
 PRECOMMIT_TYPE = 2  # tendermint.types.SignedMsgType
 FLAG_ABSENT, FLAG_COMMIT, FLAG_NIL = 1, 2, 3  # tendermint.types.BlockIDFlag
@@ -47,29 +48,20 @@ class LightClientError(ValueError):
 # --- protobuf, the little of it these messages need ------------------------------------------
 
 
-def _uvarint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def _varint_field(number: int, value: int) -> bytes:
     """A proto3 varint field (int64 as two's complement); left out when zero."""
-    return _uvarint(number << 3) + _uvarint(value % _U64) if value else b""
+    return encode_uvarint(number << 3) + encode_uvarint(value % _U64) if value else b""
 
 
 def _bytes_field(number: int, value: bytes, *, always: bool = False) -> bytes:
     """A length-delimited field; left out when empty unless it is a non-nullable message."""
     if not value and not always:
         return b""
-    return _uvarint(number << 3 | 2) + _uvarint(len(value)) + value
+    return encode_uvarint(number << 3 | 2) + encode_uvarint(len(value)) + value
 
 
 def _sfixed64_field(number: int, value: int) -> bytes:
-    return _uvarint(number << 3 | 1) + (value % _U64).to_bytes(8, "little") if value else b""
+    return encode_uvarint(number << 3 | 1) + (value % _U64).to_bytes(8, "little") if value else b""
 
 
 # --- time ----------------------------------------------------------------------------------
@@ -403,7 +395,7 @@ def vote_sign_bytes(
             _bytes_field(6, chain_id.encode()),
         ]
     )
-    return _uvarint(len(canonical)) + canonical
+    return encode_uvarint(len(canonical)) + canonical
 
 
 def _more_than(signed: int, total: int, numerator: int, denominator: int) -> bool:

@@ -21,6 +21,8 @@ from enum import Enum
 from functools import cache
 from typing import Any, ClassVar, Protocol, TypeVar
 
+from careledger.crypto.varint import encode_uvarint as _encode_uvarint
+
 # Wire types of the protobuf encoding.
 VARINT_WIRE = 0
 FIXED64_WIRE = 1
@@ -134,12 +136,7 @@ def encode_uvarint(value: int) -> bytes:
         return _SMALL[value]
     if value < 0:
         raise CodecError(f"uvarint of negative {value}")
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+    return _encode_uvarint(value)
 
 
 def decode_uvarint(data: bytes | bytearray | memoryview, pos: int) -> tuple[int, int]:
