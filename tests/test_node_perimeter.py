@@ -36,9 +36,9 @@ from careledger.crypto.requestsig import (
     check_signature,
     parse_authorization,
 )
-from careledger.node.auth import ReplayCache, ReplayCacheFull, Replayed
 from careledger.node.builder import Solo, build_node
 from careledger.node.datadir import initialise
+from careledger.node.replay_cache import ReplayCache, ReplayCacheFull, Replayed
 from careledger.protocol.frames import MAX_FETCH, unpack_results
 from careledger.protocol.signing import RequestSigner
 from careledger.wallet.node_client import NodeClient, NodeError, Signer

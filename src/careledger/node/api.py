@@ -34,7 +34,7 @@ from starlette.types import Lifespan
 
 from careledger.chain.tx import MAX_TX_BYTES
 from careledger.consensus.driver import ConsensusDriver
-from careledger.node.auth import ApiRoute, Perimeter, ReplayCache, authentication, load_node_id
+from careledger.node.auth import ApiRoute, Perimeter, authentication, load_node_id
 from careledger.node.datadir import DataDir
 from careledger.node.errors import (
     ApiError,
@@ -43,6 +43,7 @@ from careledger.node.errors import (
     handle_http_error,
     handle_unexpected,
 )
+from careledger.node.replay_cache import ReplayCache
 
 MAX_BATCH = 2_000  # transactions in one POST /txs (a writer's chunk is 1,000)
 MAX_TX_BASE64 = 4 * ((MAX_TX_BYTES + 2) // 3)

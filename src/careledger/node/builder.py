@@ -40,11 +40,11 @@ from careledger.consensus.solo.producer import SoloProducer
 from careledger.crypto.keyfile import KeyFile
 from careledger.node.anchor_guard import register_records_checks
 from careledger.node.api import create_node_api
-from careledger.node.auth import ReplayCache
 from careledger.node.blobs import BlobService
 from careledger.node.datadir import DataDir
 from careledger.node.erasure import BlobEraser, sweep_erased
 from careledger.node.pipeline import CheckedDriver, SubmitPipeline
+from careledger.node.replay_cache import ReplayCache
 from careledger.node.replication import BlobReplicator
 from careledger.storage.blobstore import BlobStore
 
