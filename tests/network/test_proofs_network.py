@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 import pytest
-from netutil import organisation, running_network
+from netutil import organisation, running_network, wait_for_height
 
 from careledger.chain.codes import Code
 from careledger.chain.tx import decode_tx
@@ -167,7 +167,9 @@ def test_a_header_or_result_that_is_not_the_signed_one_is_refused(chain: Written
 
 def test_a_failed_anchor_is_refused_in_network_mode_too(chain: Written3) -> None:
     node = chain.network.nodes[1]
-    intruder = chain.writer.enrol_patient("intruder").keyfile
+    intruder = chain.writer.enrol_patient("intruder").keyfile  # through node0
+    enrolled_at = int(chain.writer.node.status()["height"])
+    wait_for_height(chain.network, 1, enrolled_at)  # node1 has the block that registered it
     made_up = {**observations(5)[4], "id": "made-up-in-network"}
     with pytest.raises(RecordsError, match="may not write records"):
         RecordsClient(node.api_url, intruder).write(chain.patient_did, made_up)
