@@ -23,7 +23,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "storage": frozenset({"crypto"}),
     "consensus": frozenset({"crypto", "chain"}),
     "node": frozenset({"crypto", "chain", "protocol", "storage", "consensus"}),
-    "wallet": frozenset({"crypto", "chain", "protocol", "consensus"}),
+    "wallet": frozenset({"crypto", "chain", "protocol"}),
     "gateway": frozenset({"crypto", "chain", "protocol", "wallet"}),
     "web": frozenset({"crypto", "chain", "protocol", "wallet"}),
     "localnet": frozenset({"crypto", "chain", "protocol", "storage", "consensus", "node"}),

@@ -20,7 +20,9 @@ import pytest
 
 from careledger.chain.block import data_hash, tx_inclusion_proof
 from careledger.chain.results import TxOutcome, results_hash
-from careledger.consensus.cometbft.lightclient import (
+from careledger.crypto.keys import Identity
+from careledger.crypto.merkle import leaf_hash
+from careledger.protocol.cometbft import (
     FLAG_ABSENT,
     BlockID,
     Commit,
@@ -36,8 +38,6 @@ from careledger.consensus.cometbft.lightclient import (
     verify_commit_trusting,
     vote_sign_bytes,
 )
-from careledger.crypto.keys import Identity
-from careledger.crypto.merkle import leaf_hash
 
 VECTORS = Path(__file__).parent / "vectors" / "cometbft"
 RECORDED = orjson.loads((VECTORS / "recorded.json").read_bytes())

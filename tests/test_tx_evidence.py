@@ -19,13 +19,13 @@ import orjson
 import pytest
 
 from careledger.chain.results import TxOutcome, result_inclusion_proof
-from careledger.consensus.cometbft.lightclient import (
+from careledger.crypto.hashing import sha256
+from careledger.crypto.keys import Identity
+from careledger.protocol.cometbft import (
     Validator,
     ValidatorSet,
     trusted_validator_set,
 )
-from careledger.crypto.hashing import sha256
-from careledger.crypto.keys import Identity
 from careledger.wallet.proofs import ProofError, verify_tx_evidence
 
 RECORDED = orjson.loads(

@@ -22,14 +22,14 @@ from netutil import organisation, running_network, wait_for_height
 
 from careledger.chain.codes import Code
 from careledger.chain.tx import decode_tx
-from careledger.consensus.cometbft.lightclient import (
+from careledger.consensus.cometbft.rpc import sync_call
+from careledger.crypto.keys import Identity
+from careledger.localnet.network import Network
+from careledger.protocol.cometbft import (
     Validator,
     ValidatorSet,
     trusted_validator_set,
 )
-from careledger.consensus.cometbft.rpc import sync_call
-from careledger.crypto.keys import Identity
-from careledger.localnet.network import Network
 from careledger.wallet.node_client import NodeClient
 from careledger.wallet.proofs import (
     PROOF_FORMAT,

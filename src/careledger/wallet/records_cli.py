@@ -17,12 +17,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from careledger.chain.modules.records.events import RecordsErased
-from careledger.consensus.cometbft.lightclient import (
+from careledger.crypto.keyfile import KeyFile, KeyFileError
+from careledger.protocol.cometbft import (
     LightClientError,
     ValidatorSet,
     trusted_validator_set,
 )
-from careledger.crypto.keyfile import KeyFile, KeyFileError
 from careledger.wallet.fhir import InvalidResource, iter_bundle_entries
 from careledger.wallet.node_client import NodeClient, NodeError
 from careledger.wallet.proofs import (

@@ -7,7 +7,7 @@ covers a non-zero code. For each height the file keeps CometBFT's own RPC answer
 `/block` (block id, header, transactions, last commit), `/commit`, `/validators` and the
 hashed fields of `/block_results`, plus CometBFT's genesis validators and a `/tx` proof.
 tests/test_lightclient.py checks every header hash, validator set hash, commit signature and
-results hash in it against the pure code of consensus/cometbft/lightclient.py.
+results hash in it against the pure code of protocol/cometbft/.
 
 Run from the project root (needs the cometbft binary, `make cometbft`, or COMETBFT_BIN):
     PYTHONPATH=src .venv/bin/python tests/vectors/cometbft/record.py

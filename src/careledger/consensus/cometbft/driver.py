@@ -6,7 +6,7 @@ Waiting for a transaction's block needs no RPC subscription: the ABCI server run
 same process, so the driver hears every commit and resolves the waiters itself.
 
 A transaction's proof ties it to CometBFT's own block hash and the validators' signatures, as
-a light client checks it (consensus/cometbft/lightclient.py): the transaction under block H's
+a light client checks it (protocol/cometbft/): the transaction under block H's
 data_hash, its result under block H+1's last_results_hash, block H+1 naming block H's hash,
 and the commit for H+1 signed by the validator set that H+1's validators_hash names.
 """
