@@ -29,13 +29,14 @@ from bench.common import machine
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
 from careledger.crypto.scopekeys import ScopePublic
+from careledger.demo import shared_data
 from careledger.node.datadir import initialise
 from careledger.storage.blobstore import BlobStore
 from careledger.wallet.fhir import BundleIndex, validate_resource
 from careledger.wallet.records import ImportSummary, RecordsClient, Written, import_bundles
 from careledger.wallet.sealing import Job, prepare
 
-SYNTHEA = Path(__file__).resolve().parents[2] / "shared" / "data" / "synthea-r4"
+SYNTHEA = (shared_data() or Path("shared-data-not-found")) / "synthea-r4"
 
 
 def start_node(root: Path, port: int) -> subprocess.Popen[bytes]:

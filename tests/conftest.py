@@ -7,7 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from nodeutil import NodeProcess, free_port
+from nodeutil import SHARED_DATA, NodeProcess, free_port
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Many tests read the shared FHIR data (Synthea bundles, the R4 examples): without it
+    they would fail one by one for no visible reason, so the run stops here and says why."""
+    if not (SHARED_DATA / "synthea-r4").is_dir():
+        raise pytest.UsageError(
+            "the shared FHIR test data (shared/data) was not found beside this checkout, nor"
+            " beside the checkout it was cloned from: set CARELEDGER_SHARED_DATA to its path"
+        )
 
 
 @pytest.fixture

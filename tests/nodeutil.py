@@ -6,7 +6,6 @@ and two modules named `conftest` on sys.path shadow each other).
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -29,13 +28,12 @@ from careledger.chain.store import StateStore
 from careledger.chain.tx import Tx
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
+from careledger.demo import shared_data
 from careledger.wallet.node_client import NodeClient
 
-# ../shared/data beside the project; CARELEDGER_SHARED_DATA when the checkout is elsewhere.
-SHARED_DATA = Path(
-    os.environ.get("CARELEDGER_SHARED_DATA")
-    or Path(__file__).resolve().parents[2] / "shared" / "data"
-)
+# The shared FHIR test data (careledger.demo.shared_data); conftest.py stops the run with a
+# clear message when it cannot be found.
+SHARED_DATA = shared_data() or Path("shared-data-not-found")
 CHAIN_ID = "test-chain"
 GENESIS_TIME = "2026-01-01T00:00:00Z"
 VOUCHER_EXPIRY = 1_000_000  # a height no test reaches

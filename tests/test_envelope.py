@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -34,8 +33,9 @@ from careledger.crypto.scopekeys import (
     unwrap_data_key,
     wrap_to_scope,
 )
+from nodeutil import SHARED_DATA
 
-SYNTHEA = Path("/work/shared/data/synthea-r4")
+SYNTHEA = SHARED_DATA / "synthea-r4"
 SMALL_BUNDLES = [
     "Jesus_Alvarez_c0580b5a-6fc2-4b72-b691-57a71afb5597.json",
     "Delbert_Williamson_61d8af4e-34ee-4e65-a055-db3806a0bcc2.json",

@@ -15,8 +15,9 @@ from careledger.wallet.fhir import (
     patient_reference,
     validate_resource,
 )
+from nodeutil import SHARED_DATA
 
-DATA = Path("/work/shared/data")
+DATA = SHARED_DATA
 SYNTHEA = DATA / "synthea-r4"
 R4_ONLY_TYPES = {
     "MedicinalProduct", "MedicinalProductAuthorization", "MedicinalProductContraindication",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -90,13 +91,45 @@ async def _submit_all(node: Node[SoloProducer], txs: list[bytes]) -> None:
 DEMO_BUNDLE = "Jesus_Alvarez_c0580b5a-6fc2-4b72-b691-57a71afb5597.json"  # 100 resources
 
 
+def shared_data() -> Path | None:
+    """The project's shared FHIR test data (`shared/data`: Synthea bundles, the R4 examples).
+
+    In order: $CARELEDGER_SHARED_DATA; `shared/data` beside the checkout (how the project is
+    laid out); beside the checkout this one was cloned from, when that is a local path (a
+    throwaway clone elsewhere, e.g. in /tmp). None when none of them exists.
+    """
+    configured = os.environ.get("CARELEDGER_SHARED_DATA")
+    if configured:
+        return Path(configured)
+    checkout = Path(__file__).resolve().parents[2]
+    for root in (checkout, _local_origin(checkout)):
+        if root is not None and (root.parent / "shared" / "data").is_dir():
+            return root.parent / "shared" / "data"
+    return None
+
+
+def _local_origin(checkout: Path) -> Path | None:
+    try:
+        found = subprocess.run(
+            ["git", "-C", str(checkout), "config", "--get", "remote.origin.url"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    origin = found.stdout.strip()
+    return Path(origin) if origin.startswith("/") and Path(origin).is_dir() else None
+
+
 def demo_bundle() -> Path | None:
     """The small Synthea bundle of the demo: $CARELEDGER_DEMO_BUNDLE or the shared test data."""
     configured = os.environ.get("CARELEDGER_DEMO_BUNDLE")
     if configured:
         return Path(configured)
-    shared = Path(__file__).resolve().parents[3] / "shared" / "data" / "synthea-r4" / DEMO_BUNDLE
-    return shared if shared.exists() else None
+    data = shared_data()
+    bundle = data / "synthea-r4" / DEMO_BUNDLE if data is not None else None
+    return bundle if bundle is not None and bundle.exists() else None
 
 
 def import_demo_records_when_up(

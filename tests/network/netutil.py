@@ -26,8 +26,9 @@ from careledger.localnet.network import (
     stop_network,
 )
 from careledger.wallet.node_client import NodeClient, NodeError
+from nodeutil import SHARED_DATA
 
-SYNTHEA = Path(__file__).resolve().parents[3] / "shared" / "data" / "synthea-r4"
+SYNTHEA = SHARED_DATA / "synthea-r4"
 
 # Short timeouts keep the tests quick; the machine has two cores, so not too short.
 TEST_SETTINGS = NetSettings(timeout_commit="200ms", create_empty_blocks_interval="0s")
