@@ -29,13 +29,13 @@ from careledger.crypto.envelope import (
     record_blob_owner,
     unpack_record_blob,
 )
-from careledger.crypto.scopekeys import scope_for
 from careledger.node.anchor_guard import BlobNamesItsRecord
 from careledger.node.builder import Node, Solo, build_node
 from careledger.node.datadir import initialise
 from careledger.node.erasure import sweep_erased
 from careledger.wallet.node_client import NodeError
 from careledger.wallet.records import IntegrityError, RecordRef, RecordsClient, Written
+from careledger.wallet.scopes import scope_for
 from nodeutil import serve_over_http
 
 OBSERVATION = {

@@ -10,17 +10,18 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from careledger.crypto.envelope import RecordBinding, WrappedKey
 from careledger.crypto.scopekeys import (
     _SUITE,
-    DEFAULT_SCOPE,
-    SCOPES,
     WRAPPED_DATA_KEY_SIZE,
+    WRAPPED_NAMING_KEY_SIZE,
     ScopePublic,
     UnwrapError,
     _hpke_seal_with_ephemeral,
     derive_scope_key,
-    scope_for,
+    naming_grant_info,
     unwrap_data_key,
+    unwrap_naming_key,
     unwrap_scope_key,
     wrap_data_key,
+    wrap_naming_key,
     wrap_scope_key,
     wrap_to_scope,
 )
@@ -135,20 +136,6 @@ def test_grant_of_a_key_that_is_not_the_published_one_is_refused() -> None:
         unwrap_scope_key(sealed, "pseudonym-1", public_of(), GRANTEE, org)
 
 
-def test_scope_mapping_covers_synthea_types_and_has_a_default() -> None:
-    expected = {
-        "Observation": "diagnostics", "DiagnosticReport": "diagnostics",
-        "ImagingStudy": "diagnostics", "Condition": "clinical", "Procedure": "clinical",
-        "CarePlan": "clinical", "Goal": "clinical", "AllergyIntolerance": "clinical",
-        "MedicationRequest": "medications", "Immunization": "medications",
-        "Claim": "financial", "ExplanationOfBenefit": "financial",
-        "Patient": "administrative", "Encounter": "administrative",
-    }  # fmt: skip
-    assert {t: scope_for(t) for t in expected} == expected
-    assert scope_for("SomeFutureResource") == DEFAULT_SCOPE
-    assert DEFAULT_SCOPE in SCOPES
-
-
 # RFC 9180 Appendix A.1.1 (DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-128-GCM), sequence 0.
 RFC9180_A1 = {
     "skEm": "52c4a758a802cd8b936eceea314432798d5baf2d7e9235dc084ab1b9cfa2f736",
@@ -175,3 +162,54 @@ def test_internal_hpke_and_cryptography_hpke_agree() -> None:
         recipient.public_key().public_bytes_raw(), b"info", b"payload", os.urandom(32)
     )
     assert _SUITE.decrypt(ours, recipient, b"info") == b"payload"
+
+
+# --- the naming key ---------------------------------------------------------------------
+
+
+def test_naming_key_wraps_to_a_grantee_and_opens_only_for_it() -> None:
+    naming_key = os.urandom(32)
+    org = X25519PrivateKey.generate()
+    wrapped = wrap_naming_key(naming_key, "pseudonym-1", GRANTEE, org.public_key())
+    assert len(wrapped) == WRAPPED_NAMING_KEY_SIZE == 80
+    assert unwrap_naming_key(wrapped, "pseudonym-1", GRANTEE, org) == naming_key
+    # The same bytes for another patient, another grantee, another key: refused.
+    with pytest.raises(UnwrapError, match="naming key"):
+        unwrap_naming_key(wrapped, "pseudonym-2", GRANTEE, org)
+    with pytest.raises(UnwrapError):
+        unwrap_naming_key(wrapped, "pseudonym-1", "did:key:z6MkSomeoneElse", org)
+    with pytest.raises(UnwrapError):
+        unwrap_naming_key(wrapped, "pseudonym-1", GRANTEE, X25519PrivateKey.generate())
+    altered = bytearray(wrapped)
+    altered[40] ^= 1
+    with pytest.raises(UnwrapError):
+        unwrap_naming_key(bytes(altered), "pseudonym-1", GRANTEE, org)
+
+
+def test_a_wrapped_scope_key_does_not_open_as_a_naming_key() -> None:
+    # Domain separation: a scope-key grant to the same grantee is not a naming-key grant.
+    org = X25519PrivateKey.generate()
+    scope_grant = wrap_scope_key(
+        derive_scope_key(ROOT, "clinical", 1), "p", GRANTEE, org.public_key()
+    )
+    with pytest.raises(UnwrapError):
+        unwrap_naming_key(scope_grant, "p", GRANTEE, org)
+
+
+def test_naming_key_info_and_size_checks() -> None:
+    assert naming_grant_info("p", "g") == b"careledger-naming-key-grant-v1\x00\x01p\x00\x01g"
+    with pytest.raises(ValueError, match="32 bytes"):
+        wrap_naming_key(b"short", "p", GRANTEE, X25519PrivateKey.generate().public_key())
+
+
+def test_naming_key_wrap_matches_rfc9180_seal_with_a_given_ephemeral_key() -> None:
+    # The info string is the one the portal must build: pin it through the reference sealer.
+    org = X25519PrivateKey.generate()
+    naming_key = bytes(range(32))
+    sealed = _hpke_seal_with_ephemeral(
+        org.public_key().public_bytes_raw(),
+        naming_grant_info("p", GRANTEE),
+        naming_key,
+        bytes(range(0xA0, 0xC0)),
+    )
+    assert unwrap_naming_key(sealed, "p", GRANTEE, org) == naming_key

@@ -34,68 +34,18 @@ from careledger.crypto.envelope import (
 
 # --- scopes -------------------------------------------------------------------------------
 
-# One scope per FHIR resource category (https://hl7.org/fhir/R4/resourcelist.html), coarse on
-# purpose: a grant names scopes, and a patient must be able to understand the list.
-CLINICAL = "clinical"  # Clinical > Summary, Care Provision, Request & Response; documents
-DIAGNOSTICS = "diagnostics"  # Clinical > Diagnostics
-MEDICATIONS = "medications"  # Clinical > Medications, immunisations
-ADMINISTRATIVE = "administrative"  # Base > Individuals, Entities, Workflow, Management
-FINANCIAL = "financial"  # Financial > Support, Billing, Payment, General
-SCOPES = (CLINICAL, DIAGNOSTICS, MEDICATIONS, ADMINISTRATIVE, FINANCIAL)
-# Unknown or unlisted types fall into the clinical scope: the one patients grant most
-# carefully, so that a type missing from the table is never over-shared.
-DEFAULT_SCOPE = CLINICAL
-
-_SCOPE_OF_TYPE: dict[str, str] = {
-    **dict.fromkeys(
-        (
-            "AllergyIntolerance", "Condition", "Procedure", "FamilyMemberHistory",
-            "ClinicalImpression", "DetectedIssue", "AdverseEvent", "CarePlan", "CareTeam",
-            "Goal", "ServiceRequest", "NutritionOrder", "VisionPrescription", "RiskAssessment",
-            "RequestGroup", "Communication", "CommunicationRequest", "DeviceRequest",
-            "DeviceUseStatement", "Flag", "Composition", "DocumentReference",
-            "DocumentManifest", "QuestionnaireResponse", "Consent",
-        ),
-        CLINICAL,
-    ),
-    **dict.fromkeys(
-        (
-            "Observation", "DiagnosticReport", "ImagingStudy", "Media", "Specimen",
-            "BodyStructure", "MolecularSequence",
-        ),
-        DIAGNOSTICS,
-    ),
-    **dict.fromkeys(
-        (
-            "MedicationRequest", "MedicationAdministration", "MedicationDispense",
-            "MedicationStatement", "Medication", "Immunization", "ImmunizationEvaluation",
-            "ImmunizationRecommendation",
-        ),
-        MEDICATIONS,
-    ),
-    **dict.fromkeys(
-        (
-            "Patient", "RelatedPerson", "Person", "Encounter", "EpisodeOfCare", "Appointment",
-            "AppointmentResponse", "Schedule", "Slot", "Device", "Task", "Provenance",
-            "AuditEvent",
-        ),
-        ADMINISTRATIVE,
-    ),
-    **dict.fromkeys(
-        (
-            "Claim", "ClaimResponse", "ExplanationOfBenefit", "Coverage",
-            "CoverageEligibilityRequest", "CoverageEligibilityResponse", "EnrollmentRequest",
-            "EnrollmentResponse", "Account", "ChargeItem", "Invoice", "PaymentNotice",
-            "PaymentReconciliation",
-        ),
-        FINANCIAL,
-    ),
-}  # fmt: skip
-
-
-def scope_for(resource_type: str) -> str:
-    """The access scope a resource type belongs to (DEFAULT_SCOPE when unlisted)."""
-    return _SCOPE_OF_TYPE.get(resource_type, DEFAULT_SCOPE)
+# The names of the access scopes. Which FHIR resource goes into which scope is policy, not
+# cryptography: it lives in wallet/scopes.py (the resource-type table and the security labels
+# that make a record sensitive, documented in docs/sensitive-data.md).
+CLINICAL = "clinical"
+DIAGNOSTICS = "diagnostics"
+MEDICATIONS = "medications"
+ADMINISTRATIVE = "administrative"
+FINANCIAL = "financial"
+SENSITIVE = "sensitive"
+SCOPES = (CLINICAL, DIAGNOSTICS, MEDICATIONS, ADMINISTRATIVE, FINANCIAL, SENSITIVE)
+# What "all" means in a grant: every scope but `sensitive`, which a grant must name.
+BROAD_SCOPES = SCOPES[:5]
 
 
 class ScopeKeyError(Exception):
@@ -254,6 +204,39 @@ def unwrap_scope_key(
     if not hmac.compare_digest(pair.public_bytes, scope.public_key):
         raise UnwrapError("granted scope key does not match the scope's public key")
     return pair
+
+
+# --- granting the naming key --------------------------------------------------------------
+
+NAMING_KEY_GRANT_LABEL = b"careledger-naming-key-grant-v1"
+NAMING_KEY_SIZE = 32
+WRAPPED_NAMING_KEY_SIZE = ENC_SIZE + NAMING_KEY_SIZE + 16
+
+
+def naming_grant_info(patient: str, grantee: str) -> bytes:
+    """label || lp(patient) || lp(grantee)."""
+    return NAMING_KEY_GRANT_LABEL + length_prefixed(patient) + length_prefixed(grantee)
+
+
+def wrap_naming_key(
+    naming_key: bytes, patient: str, grantee: str, grantee_public: X25519PublicKey | bytes
+) -> bytes:
+    """HPKE-wrap the patient's naming key (crypto/naming.py) to a grantee: 80 bytes."""
+    if len(naming_key) != NAMING_KEY_SIZE:
+        raise ValueError(f"a naming key is {NAMING_KEY_SIZE} bytes")
+    return _SUITE.encrypt(naming_key, _public(grantee_public), naming_grant_info(patient, grantee))
+
+
+def unwrap_naming_key(
+    wrapped: bytes, patient: str, grantee: str, grantee_private: X25519PrivateKey
+) -> bytes:
+    """Recover a granted naming key; UnwrapError for a wrong key, patient, grantee or byte."""
+    naming_key = _hpke_open(
+        wrapped, grantee_private, naming_grant_info(patient, grantee), "naming key"
+    )
+    if len(naming_key) != NAMING_KEY_SIZE:
+        raise UnwrapError("wrapped value is not a naming key")
+    return naming_key
 
 
 # --- HPKE helpers -------------------------------------------------------------------------

@@ -21,10 +21,11 @@ from typing import Any
 import orjson
 
 from careledger.chain.modules.records import record_name
-from careledger.crypto.scopekeys import ScopePublic, scope_for
+from careledger.crypto.scopekeys import ScopePublic
 from careledger.wallet.node_client import NodeError, PendingBatch, Signer
 from careledger.wallet.records_api import RecordsApi
 from careledger.wallet.refs import RecordRef, RecordsError, Written, raise_for
+from careledger.wallet.scopes import scope_of
 from careledger.wallet.sealing import Job, Prepared, Sealer
 
 CHUNK = 1000  # records per upload and per anchor submission
@@ -64,10 +65,10 @@ class Writer:
             raise RecordsError("not a FHIR resource: resourceType is missing", 422)
         if not resource.get("id"):
             resource = {**resource, "id": str(uuid.uuid4())}
-        scope = keys.get(scope_for(resource_type))
+        scope = keys.get(scope_of(resource))
         if scope is None:
             raise RecordsError(
-                f"{patient} has no published {scope_for(resource_type)} scope key "
+                f"{patient} has no published {scope_of(resource)} scope key "
                 "(is the patient enrolled?)",
                 404,
             )
