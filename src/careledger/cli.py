@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import getpass
+import sys
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
 from careledger.crypto.keyfile import KeyFile, KeyFileError
-from careledger.crypto.keys import Identity, KeyError_, identity_from_phrase, new_recovery_phrase
+from careledger.crypto.keys import KeyError_
 from careledger.localnet.cli import net_app
 
 app = typer.Typer(help="CareLedger: patient records on a consortium chain.", no_args_is_help=True)
@@ -130,24 +132,41 @@ def keys_new(
     name: str = typer.Option("", help="A label kept in the file."),
 ) -> None:
     """Make new keys from a fresh 24-word recovery phrase, shown once."""
-    phrase = new_recovery_phrase()
-    _write_keyfile(out, kind, identity_from_phrase(phrase), name)
+    from careledger.wallet.custody import new_patient_keys
+
+    keyfile, phrase = new_patient_keys(name)
+    if kind != "patient":
+        keyfile = KeyFile(keyfile.did, kind, keyfile.identity, name)
+    _save_keyfile(out, keyfile)
     console.print("Recovery phrase (write it down; it is shown only now):")
     console.print(f"[bold]{phrase}[/bold]")
 
 
-@keys_app.command("recover")
-def keys_recover(
+@keys_app.command("restore")
+def keys_restore(
     out: Path = typer.Option(..., help="Key file to write (mode 0600)."),
     kind: str = typer.Option("patient", help="patient, practitioner or organisation."),
-    phrase: str = typer.Option(..., prompt="Recovery phrase", hide_input=True),
 ) -> None:
-    """Restore keys from a recovery phrase."""
+    """Restore keys from a recovery phrase, read from standard input (or asked for, hidden)."""
+    from careledger.wallet.custody import restore_patient_keys
+
+    phrase = _read_secret("Recovery phrase")
     try:
-        identity = identity_from_phrase(phrase)
+        keyfile = restore_patient_keys(phrase)
     except KeyError_ as exc:
         raise _fail(str(exc)) from None
-    _write_keyfile(out, kind, identity, "")
+    if kind != "patient":
+        keyfile = KeyFile(keyfile.did, kind, keyfile.identity)
+    _save_keyfile(out, keyfile)
+    if kind == "patient":
+        console.print(
+            "If this identity was claimed from a clinic's package, keep the key file the claim "
+            "wrote: it, not the phrase, holds the keys of the records written before the claim."
+        )
+
+
+# The command's name before `restore`; kept so that scripts using it keep working.
+keys_app.command("recover", hidden=True)(keys_restore)
 
 
 @keys_app.command("show")
@@ -165,14 +184,22 @@ def keys_show(path: Path) -> None:
     console.print(f"encryption key: {keyfile.identity.encryption_public.hex()}")
 
 
-def _write_keyfile(out: Path, kind: str, identity: Identity, name: str) -> None:
+def _save_keyfile(out: Path, keyfile: KeyFile) -> None:
     try:
-        KeyFile(identity.did, kind, identity, name).save(out)
+        keyfile.save(out)
         KeyFile.load(out)
     except KeyFileError as exc:
         raise _fail(str(exc)) from None
-    console.print(f"did: {identity.did}")
+    console.print(f"did: {keyfile.did}")
     console.print(f"written to {out}")
+
+
+def _read_secret(prompt: str) -> str:
+    """A secret from the terminal (not echoed) or from standard input: never from an argument,
+    which any user of the machine sees in `ps`."""
+    if sys.stdin.isatty():
+        return getpass.getpass(f"{prompt}: ")
+    return sys.stdin.readline().strip()
 
 
 @records_app.command("import")
