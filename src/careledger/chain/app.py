@@ -33,6 +33,7 @@ from careledger.chain.modules.base import (
     TxContext,
     ValidatorUpdate,
 )
+from careledger.chain.modules.consent import consent_module
 from careledger.chain.modules.identity import identity_module
 from careledger.chain.modules.identity.vouchers import SELF_REGISTRATIONS
 from careledger.chain.modules.records import records_module
@@ -42,7 +43,7 @@ from careledger.chain.tx import SignedTx, decode_tx, tx_hash
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODULES: tuple[Module, ...] = (identity_module, records_module)
+DEFAULT_MODULES: tuple[Module, ...] = (identity_module, records_module, consent_module)
 
 # The version of the rules. Any change to what a transaction does (including the layout of a
 # state value) changes what a replay computes, so it bumps this: a store written under other
@@ -53,9 +54,13 @@ DEFAULT_MODULES: tuple[Module, ...] = (identity_module, records_module)
 # applicants register with a member's one-time voucher, practitioners with their consent;
 # identities keep their key history; a signing key belongs to one identity for ever; a
 # removal needs two approving members; only the patient or the organisation that wrote a
-# record's version 1 add versions and tombstones. tests/test_golden.py pins this version's
-# app hashes.
-STATE_MACHINE_VERSION = 2
+# record's version 1 add versions and tombstones.
+# Version 3: the consent module (grants, revocations, key wraps); a new record of a patient
+# needs the patient's write consent (NO_CONSENT); scope keys are signed by the patient; an
+# anchor names exactly one scope key, and a record keeps its scope; version 1 is never a
+# tombstone; rotate_key carries a certificate (old key) and a proof (new key).
+# tests/test_golden.py pins this version's app hashes.
+STATE_MACHINE_VERSION = 3
 
 
 class IncompatibleState(RuntimeError):
