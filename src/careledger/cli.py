@@ -169,6 +169,37 @@ def keys_restore(
 keys_app.command("recover", hidden=True)(keys_restore)
 
 
+@app.command("claim")
+def claim_package(
+    package: Path = typer.Argument(..., help="The claim package the clinic gave you."),
+    out: Path = typer.Option(..., help="Your new key file (mode 0600)."),
+    node: str = typer.Option(DEFAULT_NODE, help="Node API URL."),
+) -> None:
+    """Claim your identity from a clinic's package: the claim code is read from standard
+    input (or asked for, hidden); then your keys are replaced by new ones the clinic never
+    saw, and your new recovery phrase is shown once."""
+    import httpx
+
+    from careledger.crypto.claim import ClaimError
+    from careledger.wallet.custody import claim
+    from careledger.wallet.node_client import NodeClient, NodeError
+
+    if out.exists():
+        raise _fail(f"{out} exists: refusing to overwrite a key file")
+    code = _read_secret("Claim code (6 words)")
+    try:
+        claimed = claim(NodeClient(node), package, code, save_to=out)
+    except ClaimError as exc:
+        raise _fail(str(exc)) from None
+    except (NodeError, httpx.HTTPError) as exc:
+        hint = f" (your new keys are in {out}: keep it)" if out.exists() else ""
+        raise _fail(f"the node at {node} did not complete the claim: {exc}{hint}") from None
+    console.print(f"Claimed {claimed.keyfile.did}; new keys from epoch {claimed.epoch} on.")
+    console.print(f"Key file: {out} (it also holds the keys of your earlier records: keep it)")
+    console.print("Recovery phrase (write it down; it is shown only now):")
+    console.print(f"[bold]{claimed.phrase}[/bold]")
+
+
 @keys_app.command("show")
 def keys_show(path: Path) -> None:
     """Show a key file's did and public keys (never the secret)."""

@@ -11,8 +11,24 @@ the patient then holds keys the clinic never saw.
 
 from __future__ import annotations
 
-from careledger.crypto.keyfile import KeyFile
-from careledger.crypto.keys import identity_from_phrase, new_recovery_phrase
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from careledger.chain.modules.identity.messages import rotation_payload
+from careledger.chain.modules.records import scope_key_payload
+from careledger.crypto.claim import ClaimError, open_claim_package
+from careledger.crypto.keyfile import KeyFile, naming_key_of
+from careledger.crypto.keys import Identity, identity_from_phrase, new_recovery_phrase
+from careledger.crypto.scopekeys import SCOPES, wrap_scope_key
+from careledger.wallet.node_client import NodeClient, NodeError, Signer
+from careledger.wallet.refs import RecordsError, raise_for
+
+# The grants a claim shares its new epochs with: those that hold scope keys to read with.
+SHARED = ("read", "delegate")
+# A grant ending this soon is not worth a share (it might expire before the block).
+SHARE_MARGIN_SECONDS = 60
 
 
 def new_patient_keys(name: str = "") -> tuple[KeyFile, str]:
@@ -32,3 +48,161 @@ def restore_patient_keys(phrase: str, name: str = "") -> KeyFile:
     """
     identity = identity_from_phrase(phrase)
     return KeyFile(identity.did, "patient", identity, name)
+
+
+# --- claiming a package ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A claimed identity: its new key file and recovery phrase (shown once), and the first
+    epoch of its new scope keys. repr() shows no secret."""
+
+    keyfile: KeyFile
+    phrase: str = field(repr=False)
+    epoch: int
+
+
+def claim(
+    node: NodeClient, package_path: Path, code: str, *, save_to: Path | None = None
+) -> Claimed:
+    """Claim a package: open it with its code, then move the identity to keys the clinic
+    never held.
+
+    1. open the package (crypto/claim.py: a wrong code is counted, ClaimError);
+    2. check it is for this chain and not claimed yet (its key is still the identity's);
+    3. a new recovery phrase and master secret; the new key file (the package's master kept
+       as `previous` for the old epochs, the naming key kept), written to `save_to` now if
+       given, so that no crash can lose the new keys once the chain knows them;
+    4. `identity/rotate_key`, certified by the old key, proven by the new one;
+    5. every scope at epoch max(current) + 1 from the new master, each signed, and those
+       epochs' keys shared to the patient's active read and delegate grants (finish_claim).
+
+    Records written afterwards are wrapped to keys derived from the new master only.
+    """
+    contents = open_claim_package(package_path, code)
+    old = contents.identity
+    patient = node.signed_as(old, did=contents.did)
+    chain_id = str(patient.status()["chain_id"])
+    if chain_id != contents.chain_id:
+        raise ClaimError(
+            f"this package is for chain {contents.chain_id!r}; the node serves {chain_id!r}"
+        )
+    _require_unclaimed(patient, contents.did, old)
+    epoch = _next_epoch(patient, contents.did)
+    phrase = new_recovery_phrase()
+    new = identity_from_phrase(phrase)
+    first = KeyFile(contents.did, "patient", old, contents.name, naming_key_of(old))
+    keyfile = first.rotated(new, epoch)
+    if save_to is not None:
+        keyfile.save(save_to)
+    try:
+        Signer(patient, contents.did, old).send(
+            "identity/rotate_key", rotation_payload(old, new, chain_id, did=contents.did)
+        )
+    except NodeError as exc:
+        if save_to is not None and exc.status < 500:  # refused: the chain has not changed
+            save_to.unlink()
+        raise ClaimError(f"the node refused the key rotation: {exc.message}") from exc
+    finish_claim(node, keyfile)
+    return Claimed(keyfile, phrase, epoch)
+
+
+def finish_claim(node: NodeClient, keyfile: KeyFile) -> None:
+    """After the rotation: publish the new epoch of every scope (signed by the new key) and
+    share it with the active read and delegate grants that hold keys of that scope. What is
+    done already is skipped, so that an interrupted claim can be finished by calling again."""
+    epoch = keyfile.previous[-1].below_epoch
+    patient = node.signed_as(keyfile.identity, did=keyfile.did)
+    chain_id = str(patient.status()["chain_id"])
+    signer = Signer(patient, keyfile.did, keyfile.identity)
+    published = {(k["scope"], k["epoch"]) for k in _scope_keys(patient, keyfile.did)}
+    txs = []
+    for scope in SCOPES:
+        if (scope, epoch) not in published:
+            public = keyfile.scope_key(scope, epoch).public_bytes.hex()
+            payload = scope_key_payload(
+                keyfile.identity, chain_id, scope, epoch, public, patient_did=keyfile.did
+            )
+            txs.append(signer.sign("records/publish_scope_key", payload))
+    txs += [signer.sign("consent/share_keys", share) for share in _shares(patient, keyfile, epoch)]
+    _submit(patient, txs)
+
+
+def _shares(node: NodeClient, keyfile: KeyFile, epoch: int) -> list[dict[str, Any]]:
+    """`consent/share_keys` payloads: for each active read or delegate grant, the new
+    epoch's key of every scope the grant already holds keys of, wrapped to the grant's
+    key holder (a read grant's organisation; a delegate)."""
+    now = int(time.time()) + SHARE_MARGIN_SECONDS
+    shares = []
+    for summary in node.query("consent/grants", patient=keyfile.did):
+        if summary["revoked_at"] or summary["end"] <= now or summary["action"] not in SHARED:
+            continue
+        grant = node.query("consent/grant", id=summary["id"])
+        held = {(k["scope"], k["epoch"]) for k in grant["keys"]}
+        scopes = sorted({scope for scope, _ in held if (scope, epoch) not in held})
+        if not scopes:
+            continue
+        holder = key_holder(grant)
+        public = bytes.fromhex(node.query("identity/identity", did=holder)["encryption_key"])
+        keys = [
+            {
+                "scope": scope,
+                "epoch": epoch,
+                "wrapped": wrap_scope_key(
+                    keyfile.scope_key(scope, epoch), keyfile.did, holder, public
+                ).hex(),
+            }
+            for scope in scopes
+        ]
+        shares.append({"id": grant["id"], "keys": keys})
+    return shares
+
+
+def key_holder(grant: dict[str, Any]) -> str:
+    """Whom a grant's keys are wrapped to: the organisation for a read grant (the
+    cryptographic boundary is the organisation; a practitioner-level grant is enforced by
+    the node), the grantee itself for a delegate."""
+    if grant["action"] == "read" and grant.get("org"):
+        return str(grant["org"])
+    return str(grant["grantee"])
+
+
+def _require_unclaimed(node: NodeClient, did: str, old: Identity) -> None:
+    try:
+        ident = node.query("identity/identity", did=did)
+    except NodeError as exc:
+        if exc.status == 401:  # the node checks a request's key against the did's current one
+            raise ClaimError(
+                "this package was already claimed: its key no longer acts for the identity "
+                "(the node refused a request signed with it)"
+            ) from exc
+        raise ClaimError(f"the node does not know the package's identity: {exc.message}") from exc
+    if ident.get("kind") != "patient" or not ident.get("active"):
+        raise ClaimError(f"{did} is not an active patient on this chain")
+    if ident.get("signing_key") != old.signing_public.hex():
+        raise ClaimError(
+            "this package was already claimed: the identity's keys changed since it was made"
+        )
+
+
+def _next_epoch(node: NodeClient, did: str) -> int:
+    return max((int(k["epoch"]) for k in _scope_keys(node, did)), default=0) + 1
+
+
+def _scope_keys(node: NodeClient, did: str) -> list[dict[str, Any]]:
+    keys: list[dict[str, Any]] = node.query("records/scope_keys", patient=did)
+    return keys
+
+
+def _submit(node: NodeClient, txs: list[bytes]) -> None:
+    if not txs:
+        return
+    for result in node.submit_many(txs, wait=True):
+        try:
+            raise_for(result, "claim")
+        except RecordsError as exc:
+            raise ClaimError(
+                f"the key rotation is done but finishing the claim failed ({exc}); run the "
+                "claim's last step again with the new key file (wallet.custody.finish_claim)"
+            ) from exc

@@ -9,7 +9,7 @@ another record) and checks the salted commitment.
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from careledger.chain.modules.records.messages import parse_scope_label
@@ -38,10 +38,19 @@ class Reader:
     """Reads as one identity (`did`, `identity`): a patient through its scope keys, a writer
     through the data key wrapped to its own key."""
 
-    def __init__(self, api: RecordsApi, did: str, identity: Identity) -> None:
+    def __init__(
+        self,
+        api: RecordsApi,
+        did: str,
+        identity: Identity,
+        scope_key: Callable[[str, int], ScopeKeyPair] | None = None,
+    ) -> None:
         self.api = api
         self.did = did
         self.identity = identity
+        # A patient's scope key of an epoch (KeyFile.scope_key: after a claim or a rotation,
+        # old epochs derive from a previous master); default: from `identity` alone.
+        self._derive = scope_key or self._derive_from_identity
         self._scope_pairs: dict[tuple[str, int], ScopeKeyPair] = {}
 
     def read(self, ref: RecordRef, version: int | None = None) -> dict[str, Any]:
@@ -143,9 +152,12 @@ class Reader:
     def _scope_pair(self, scope: str, epoch: int) -> ScopeKeyPair:
         pair = self._scope_pairs.get((scope, epoch))
         if pair is None:
-            pair = derive_scope_key(self.identity.secret("scope-keys"), scope, epoch)
+            pair = self._derive(scope, epoch)
             self._scope_pairs[(scope, epoch)] = pair
         return pair
+
+    def _derive_from_identity(self, scope: str, epoch: int) -> ScopeKeyPair:
+        return derive_scope_key(self.identity.secret("scope-keys"), scope, epoch)
 
 
 def record_blob_key(record_blob: Any, label: str) -> Any:

@@ -53,7 +53,7 @@ class RecordsClient:
         self.api = RecordsApi(self.node)
         self.sealer = Sealer(workers)
         self.writer = Writer(self.api, self.signer, self.sealer)
-        self.reader = Reader(self.api, self.did, self.identity)
+        self.reader = Reader(self.api, self.did, self.identity, keyfile.scope_key)
 
     def warm(self) -> None:
         """Start the sealing processes and load the FHIR models in each (a second or two that
