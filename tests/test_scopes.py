@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
+from careledger.crypto.envelope import unpack_record_blob
 from careledger.crypto.scopekeys import BROAD_SCOPES, SCOPES, SENSITIVE
+from careledger.wallet.records import RecordsClient
 from careledger.wallet.scopes import (
     ACT_CODE,
     CONFIDENTIALITY,
@@ -18,6 +20,7 @@ from careledger.wallet.scopes import (
     scope_of,
     sensitivity_label,
 )
+from nodeutil import NodeProcess
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "sensitive-data.md"
 
@@ -111,3 +114,27 @@ def test_the_documented_table_is_the_code_table() -> None:
     assert documented == expected
     by_nature = re.findall(r"^\| `([A-Za-z]+)` \| a ", DOC.read_text(), re.MULTILINE)
     assert all(scope_for(t) == SENSITIVE for t in by_nature) and by_nature
+
+
+def test_a_labelled_record_is_written_to_the_sensitive_scope(node: NodeProcess) -> None:
+    # Through the real write pipeline: the label decides the key the data key is wrapped to,
+    # so a broad grant's keys (which never include `sensitive`) cannot open it.
+    org = node.organisation()
+    clinic = RecordsClient(node.url, org)
+    patient = clinic.enrol_patient("sensitive test").keyfile
+    labelled_observation = {
+        "resourceType": "Observation",
+        "id": "psy-1",
+        "meta": {"security": [{"system": ACT_CODE, "code": "PSY"}]},
+        "status": "final",
+        "code": {"text": "depression screening"},
+    }
+    plain = {**labelled_observation, "id": "plain-1", "meta": {}}
+    written = clinic.write_many(patient.did, [labelled_observation, plain])
+    blobs = [unpack_record_blob(b) for _, b in clinic.fetch([w.blob_hash for w in written])]
+    scopes = [{k.recipient for k in blob.wrapped_keys} - {org.did} for blob in blobs]
+    assert scopes == [{"scope/sensitive/1"}, {"scope/diagnostics/1"}]
+    assert (
+        RecordsClient(node.url, patient).read(written[0].ref)["meta"]["security"][0]["code"]
+        == "PSY"
+    )
