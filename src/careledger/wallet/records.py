@@ -75,9 +75,9 @@ class RecordsClient:
         """Store blobs on the node (durable when this returns); their hashes."""
         return self.api.upload(blobs)
 
-    def fetch(self, hashes: Sequence[str]) -> list[tuple[int, bytes]]:
-        """(status, blob or error message) for each hash, from one request."""
-        return self.api.fetch(hashes)
+    def fetch(self, hashes: Sequence[str], purpose: str = "") -> list[tuple[int, bytes]]:
+        """(status, blob or error message) for each hash, from one request, for `purpose`."""
+        return self.api.fetch(hashes, purpose)
 
     def scope_keys(self, patient: str) -> dict[str, ScopePublic]:
         """The patient's current scope public keys, by scope."""

@@ -1,14 +1,16 @@
 """The node's records endpoints as the records SDK calls them.
 
-Blobs go up and come back through signed `POST /blobs` and `POST /blobs/fetch` (batch
-frames, `protocol.frames`); the records module's chain queries give a patient's scope keys,
-records and version history. The node's refusals become `RecordsError` with its status.
+Blobs go up and come back through signed `POST /blobs` and `POST /blobs/fetch?purpose=CODE`
+(batch frames, `protocol.frames`; the purpose is in the signed target); the records module's
+chain queries give a patient's scope keys, records and version history. The node's refusals
+become `RecordsError` with its status.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -41,9 +43,12 @@ class RecordsApi:
         hashes: list[str] = orjson.loads(body)["hashes"]
         return hashes
 
-    def fetch(self, hashes: Sequence[str]) -> list[tuple[int, bytes]]:
-        """(status, blob or error message) for each hash, from one request."""
-        body = self._signed("POST", "/blobs/fetch", orjson.dumps({"hashes": list(hashes)}))
+    def fetch(self, hashes: Sequence[str], purpose: str = "") -> list[tuple[int, bytes]]:
+        """(status, blob or error message) for each hash, from one request. `purpose`: the
+        PurposeOfUse code the read is for (TREAT, HRESCH, ...); a patient reading its own
+        records needs none, anyone else is refused every blob without one (403)."""
+        path = f"/blobs/fetch?purpose={quote(purpose)}" if purpose else "/blobs/fetch"
+        body = self._signed("POST", path, orjson.dumps({"hashes": list(hashes)}))
         return unpack_results(body)
 
     def _query(self, path: str, **params: str) -> Any:
