@@ -21,10 +21,12 @@ from careledger.wallet.refs import RecordRef, RecordsError
 
 
 class RecordsApi:
-    """Blob transfer and records queries through a signed NodeClient."""
+    """Blob transfer and records queries through a signed NodeClient; `purpose`: the
+    PurposeOfUse code (TREAT, HRESCH, ...) its reads state unless a fetch names another."""
 
-    def __init__(self, node: NodeClient) -> None:
+    def __init__(self, node: NodeClient, purpose: str = "") -> None:
         self.node = node
+        self.purpose = purpose
 
     def _signed(self, method: str, path: str, body: bytes = b"") -> bytes:
         response = self.node.http.request(method, path, content=body, auth=self.node.auth)
@@ -43,10 +45,11 @@ class RecordsApi:
         hashes: list[str] = orjson.loads(body)["hashes"]
         return hashes
 
-    def fetch(self, hashes: Sequence[str], purpose: str = "") -> list[tuple[int, bytes]]:
-        """(status, blob or error message) for each hash, from one request. `purpose`: the
-        PurposeOfUse code the read is for (TREAT, HRESCH, ...); a patient reading its own
-        records needs none, anyone else is refused every blob without one (403)."""
+    def fetch(self, hashes: Sequence[str], purpose: str | None = None) -> list[tuple[int, bytes]]:
+        """(status, blob or error message) for each hash, from one request, read for
+        `purpose` (default: this api's). A patient reading its own records needs none; anyone
+        else is refused every blob without one (403 "no purpose stated")."""
+        purpose = self.purpose if purpose is None else purpose
         path = f"/blobs/fetch?purpose={quote(purpose)}" if purpose else "/blobs/fetch"
         body = self._signed("POST", path, orjson.dumps({"hashes": list(hashes)}))
         return unpack_results(body)
