@@ -6,6 +6,7 @@ and two modules named `conftest` on sys.path shadow each other).
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -21,13 +22,14 @@ import httpx
 import uvicorn
 from starlette.types import ASGIApp
 
-from careledger.chain.app import Application, BlockContext
+from careledger.chain.app import Application, BlockContext, TxResult
 from careledger.chain.genesis import Genesis
 from careledger.chain.modules.identity.vouchers import sign_consent, sign_voucher
 from careledger.chain.store import StateStore
 from careledger.chain.tx import Tx
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
+from careledger.crypto.scopekeys import SCOPES
 from careledger.demo import shared_data
 from careledger.wallet.node_client import NodeClient
 
@@ -165,12 +167,24 @@ def make_app(
     return app
 
 
+BLOCK_TIME_NS = 1_800_000_000_000_000_000  # run_block's block times: this plus the height
+
+
 def run_block(app: Application, txs: list[bytes]) -> list[int]:
     """Finalize and commit one block; the result codes."""
+    return [int(r.code) for r in run_block_results(app, txs)]
+
+
+def run_block_results(
+    app: Application, txs: list[bytes], time_ns: int | None = None
+) -> list[TxResult]:
+    """Finalize and commit one block (at `time_ns`, default BLOCK_TIME_NS + height); the
+    results, with their logs."""
     height = app.info().last_height + 1
-    result = app.finalize_block(BlockContext(height, 1_800_000_000_000_000_000 + height), txs)
+    when = BLOCK_TIME_NS + height if time_ns is None else time_ns
+    result = app.finalize_block(BlockContext(height, when), txs)
     app.commit()
-    return [int(r.code) for r in result.tx_results]
+    return result.tx_results
 
 
 # --- registrations, vouched as the chain requires ----------------------------------------
@@ -202,6 +216,25 @@ def practitioner_payload(
         "name": name,
         "consent": sign_consent(practitioner, chain_id, org, key, VOUCHER_EXPIRY),
     }
+
+
+def grant_payload(
+    patient: str, grantee: str, action: str = "write", **extra: object
+) -> dict[str, object]:
+    """A `consent/grant` payload: every scope, a fresh id, a period covering every block the
+    tests make (unix seconds); `extra` adds or replaces fields (e.g. purposes for a read)."""
+    payload: dict[str, object] = {
+        "id": os.urandom(16).hex(),
+        "patient": patient,
+        "grantee": grantee,
+        "action": action,
+        "scopes": list(SCOPES),
+        "start": 0,
+        "end": 2**40,
+    }
+    if action == "read":
+        payload["purposes"] = ["TREAT"]
+    return payload | extra
 
 
 def application_payload(

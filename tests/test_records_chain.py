@@ -7,12 +7,22 @@ from typing import Any
 
 import orjson
 
+from careledger.chain.app import BlockContext
 from careledger.chain.codes import Code
 from careledger.chain.modules.identity import sign_voucher
-from careledger.chain.modules.records import record_name
+from careledger.chain.modules.records import record_name, scope_key_payload
 from careledger.chain.tx import Tx
-from careledger.crypto.keys import Identity
-from nodeutil import CHAIN_ID, VOUCHER_EXPIRY, make_app, practitioner_payload, run_block
+from careledger.crypto.keys import Identity, verify_signature
+from careledger.crypto.statements import scope_key_statement
+from nodeutil import (
+    CHAIN_ID,
+    VOUCHER_EXPIRY,
+    grant_payload,
+    make_app,
+    practitioner_payload,
+    run_block,
+    run_block_results,
+)
 
 
 class Actor:
@@ -29,6 +39,14 @@ class Actor:
         voucher = sign_voucher(org.identity, CHAIN_ID, "register_patient", self.did, VOUCHER_EXPIRY)
         payload = {"encryption_key": "11" * 32, "voucher": voucher}
         return self.tx("identity/register_patient", payload)
+
+    def publish(self, scope: str, epoch: int, public_key: str = "22" * 32) -> bytes:
+        """A scope key, signed by this patient as the chain requires."""
+        payload = scope_key_payload(self.identity, CHAIN_ID, scope, epoch, public_key)
+        return self.tx("records/publish_scope_key", payload)
+
+    def consent_to_write(self, grantee: Actor) -> bytes:
+        return self.tx("consent/grant", grant_payload(self.did, grantee.did))
 
 
 def anchor(patient: str, rid: str, version: int, blob: str, **extra: Any) -> dict[str, Any]:
@@ -51,13 +69,11 @@ def setup(tmp_path: Path) -> tuple[Any, Actor, Actor]:
         app,
         [
             patient.register_patient(org),
-            patient.tx(
-                "records/publish_scope_key",
-                {"scope": "diagnostics", "epoch": 1, "public_key": "22" * 32},
-            ),
+            patient.publish("diagnostics", 1),
+            patient.consent_to_write(org),
         ],
     )
-    assert codes == [0, 0]
+    assert codes == [0, 0, 0]
     return app, org, patient
 
 
@@ -110,19 +126,48 @@ def test_who_may_write(tmp_path: Path) -> None:
 
 def test_scope_key_epochs_only_go_up_and_revoked_epochs_take_no_record(tmp_path: Path) -> None:
     app, org, patient = setup(tmp_path)
-    key = {"scope": "diagnostics", "public_key": "33" * 32}
+    by_org = scope_key_payload(org.identity, CHAIN_ID, "diagnostics", 3, "33" * 32)
     codes = run_block(
         app,
         [
-            patient.tx("records/publish_scope_key", {**key, "epoch": 1}),
-            patient.tx("records/publish_scope_key", {**key, "epoch": 2}),
+            patient.publish("diagnostics", 1, "33" * 32),
+            patient.publish("diagnostics", 2, "33" * 32),
             org.tx("records/anchor", anchor(patient.did, "z", 1, "5")),  # epoch 1 is stale now
-            org.tx("records/publish_scope_key", {**key, "epoch": 3}),  # not a patient
+            org.tx("records/publish_scope_key", by_org),  # not a patient
         ],
     )
     assert codes == [Code.CONFLICT, 0, Code.CONFLICT, Code.NOT_FOUND]
-    epochs = [k["epoch"] for k in query(app, "records/scope_keys", patient=patient.did)]
-    assert epochs == [1, 2]
+    keys = query(app, "records/scope_keys", patient=patient.did)
+    assert [k["epoch"] for k in keys] == [1, 2]
+    statement = scope_key_statement(CHAIN_ID, patient.did, "diagnostics", 2, "33" * 32)
+    assert verify_signature(
+        patient.identity.signing_public, bytes.fromhex(keys[1]["signature"]), statement
+    )
+
+
+def test_a_scope_key_signed_by_another_key_is_refused(tmp_path: Path) -> None:
+    """A node answering the scope-key query with a key of its own is caught by writers only
+    if the chain never holds a scope key the patient did not sign: one signed by another
+    key, for another patient, epoch, scope, key or chain is UNAUTHORISED and not stored."""
+    app, org, patient = setup(tmp_path)
+    other = Actor()
+    good = scope_key_payload(patient.identity, CHAIN_ID, "clinical", 1, "44" * 32)
+    forged = [
+        scope_key_payload(org.identity, CHAIN_ID, "clinical", 1, "44" * 32, patient.did),
+        scope_key_payload(other.identity, CHAIN_ID, "clinical", 1, "44" * 32, patient.did),
+        {**good, "public_key": "55" * 32},
+        {**good, "epoch": 2},
+        {**good, "scope": "medications"},
+        scope_key_payload(patient.identity, "another-chain", "clinical", 1, "44" * 32),
+    ]
+    for payload in forged:
+        [result] = run_block_results(app, [patient.tx("records/publish_scope_key", payload)])
+        assert result.code == Code.UNAUTHORISED
+        assert "does not verify with" in result.log
+    assert [k["scope"] for k in query(app, "records/scope_keys", patient=patient.did)] == [
+        "diagnostics"
+    ]
+    assert run_block(app, [patient.tx("records/publish_scope_key", good)]) == [0]
 
 
 def test_erasure_is_the_patients_and_ends_the_record(tmp_path: Path) -> None:
@@ -165,8 +210,6 @@ def test_erase_event_lists_every_version_blob_and_tombstones_have_none(tmp_path:
     run_block(app, [org.tx("records/anchor", anchor(p, "t1", 1, "c"))])
     assert run_block(app, [org.tx("records/anchor", tombstone)]) == [0]
     height = app.info().last_height + 1
-    from careledger.chain.app import BlockContext
-
     result = app.finalize_block(
         BlockContext(height, 1_900_000_000_000_000_000), [patient.tx("records/erase", {"all": 1})]
     )
@@ -214,9 +257,11 @@ class Consortium:
                     for org, member in staff
                 ),
                 self.patient.register_patient(self.a),
+                self.patient.publish("clinical", 1),
+                self.patient.consent_to_write(self.a),
             ],
         )
-        assert codes == [0, 0, 0, 0]
+        assert codes == [0, 0, 0, 0, 0, 0]
 
     def condition(self, rid: str, version: int, blob: str = "", tombstone: bool = False) -> Any:
         payload: dict[str, Any] = {
@@ -230,7 +275,7 @@ class Consortium:
         return payload | {
             "blob_hash": blob * 64,
             "commitment": "cd" * 32,
-            "recipients": [self.doctor.did],
+            "recipients": ["scope/clinical/1", self.doctor.did],
         }
 
     def history(self, rid: str) -> list[tuple[int, str, bool]]:

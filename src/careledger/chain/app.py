@@ -33,6 +33,7 @@ from careledger.chain.modules.base import (
     TxContext,
     ValidatorUpdate,
 )
+from careledger.chain.modules.consent import consent_module
 from careledger.chain.modules.identity import identity_module
 from careledger.chain.modules.identity.vouchers import SELF_REGISTRATIONS
 from careledger.chain.modules.records import records_module
@@ -42,7 +43,7 @@ from careledger.chain.tx import SignedTx, decode_tx, tx_hash
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODULES: tuple[Module, ...] = (identity_module, records_module)
+DEFAULT_MODULES: tuple[Module, ...] = (identity_module, records_module, consent_module)
 
 # The version of the rules. Any change to what a transaction does (including the layout of a
 # state value) changes what a replay computes, so it bumps this: a store written under other
@@ -55,7 +56,7 @@ DEFAULT_MODULES: tuple[Module, ...] = (identity_module, records_module)
 # removal needs two approving members; only the patient or the organisation that wrote a
 # record's version 1 add versions and tombstones. tests/test_golden.py pins this version's
 # app hashes.
-STATE_MACHINE_VERSION = 2
+STATE_MACHINE_VERSION = 3
 
 
 class IncompatibleState(RuntimeError):

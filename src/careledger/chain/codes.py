@@ -18,6 +18,7 @@ class Code(IntEnum):
     NONCE_TOO_FAR = 11  # a nonce further above the sender's highest than MAX_NONCE_JUMP
     ERASED = 12  # the record is erased: it takes no new version and has no content
     UNKNOWN_SENDER = 13  # not a registered identity, and the transaction does not register it
+    NO_CONSENT = 14  # a write (a new record for a patient) without the patient's write consent
     INTERNAL = 99
 
 

@@ -98,6 +98,11 @@ class KV:
     def _key(self, key: str) -> bytes:
         return self._prefix + key.encode()
 
+    def sibling(self, module: str) -> KV:
+        """The same state under another module's prefix (for that module's keeper: a query
+        of one module that needs another's state, as records/read_access needs consent)."""
+        return KV(self._store, module)
+
     def get(self, key: str) -> Any:
         raw = self._store.get(self._key(key))
         return None if raw is None else orjson.loads(raw)

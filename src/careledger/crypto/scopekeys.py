@@ -41,7 +41,13 @@ DIAGNOSTICS = "diagnostics"  # Clinical > Diagnostics
 MEDICATIONS = "medications"  # Clinical > Medications, immunisations
 ADMINISTRATIVE = "administrative"  # Base > Individuals, Entities, Workflow, Management
 FINANCIAL = "financial"  # Financial > Support, Billing, Payment, General
-SCOPES = (CLINICAL, DIAGNOSTICS, MEDICATIONS, ADMINISTRATIVE, FINANCIAL)
+# Mental health, substance use, sexual and reproductive health, HIV, genetics...: chosen by a
+# resource's FHIR security labels, whatever its type (wallet/scopes.py). No broad grant
+# includes it: a grant covers it only when it names it.
+SENSITIVE = "sensitive"
+# What "all" means to a patient granting access: every scope but the sensitive one.
+BROAD_SCOPES = (CLINICAL, DIAGNOSTICS, MEDICATIONS, ADMINISTRATIVE, FINANCIAL)
+SCOPES = (*BROAD_SCOPES, SENSITIVE)
 # Unknown or unlisted types fall into the clinical scope: the one patients grant most
 # carefully, so that a type missing from the table is never over-shared.
 DEFAULT_SCOPE = CLINICAL

@@ -24,6 +24,7 @@ HTTP_STATUS: dict[Code, int] = {
     Code.NONCE_TOO_FAR: 400,
     Code.ERASED: 410,
     Code.UNKNOWN_SENDER: 403,
+    Code.NO_CONSENT: 403,
     Code.INTERNAL: 500,
 }
 

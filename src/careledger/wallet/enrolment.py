@@ -1,17 +1,21 @@
 """Enrolling patients: a clinic makes a patient's identity and hands over its keys.
 
 `enrol_patient` makes a new identity from a fresh recovery phrase, registers it with the
-organisation's enrolment voucher and publishes its first scope keys, all signed as the
-patient; `save_enrolment` writes the key file and phrase to hand over.
+organisation's enrolment voucher, publishes its first scope keys (each signed) and grants the
+organisation write consent, all signed as the patient; `save_enrolment` writes the key file
+and phrase to hand over.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from careledger.chain.block import parse_time_ns
 from careledger.chain.modules.identity.vouchers import ENROLMENT_VOUCHER_BLOCKS, sign_voucher
+from careledger.chain.modules.records import scope_key_payload
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity, identity_from_phrase, new_recovery_phrase
 from careledger.crypto.scopekeys import SCOPES, ScopePublic, derive_scope_key
@@ -19,6 +23,7 @@ from careledger.wallet.node_client import NodeClient, Signer
 from careledger.wallet.refs import raise_for
 
 FIRST_EPOCH = 1
+WRITE_CONSENT_SECONDS = 10 * 365 * 24 * 3600  # about ten years
 
 
 @dataclass(frozen=True)
@@ -64,11 +69,30 @@ def enrol_patient(
     for scope in SCOPES:
         pair = derive_scope_key(scope_root, scope, FIRST_EPOCH)
         publics[scope] = ScopePublic(scope, FIRST_EPOCH, pair.public_bytes)
-        payload = {"scope": scope, "epoch": FIRST_EPOCH, "public_key": pair.public_bytes.hex()}
+        payload = scope_key_payload(
+            identity, status["chain_id"], scope, FIRST_EPOCH, pair.public_bytes.hex()
+        )
         txs.append(signer.sign("records/publish_scope_key", payload))
+    txs.append(signer.sign("consent/grant", write_consent(identity.did, org_did, status)))
     for result in node.submit_many(txs, wait=wait):
         raise_for(result)
     return Enrolment(keyfile, phrase, publics)
+
+
+def write_consent(patient: str, org_did: str, status: dict[str, object]) -> dict[str, object]:
+    """The patient's write grant to the enrolling organisation: every scope, from the node's
+    latest block time (wall clock if it has none) for WRITE_CONSENT_SECONDS."""
+    latest = status.get("latest_block_time")
+    now = parse_time_ns(latest) // 10**9 if isinstance(latest, str) else int(time.time())
+    return {
+        "id": os.urandom(16).hex(),
+        "patient": patient,
+        "grantee": org_did,
+        "action": "write",
+        "scopes": list(SCOPES),
+        "start": now,
+        "end": now + WRITE_CONSENT_SECONDS,
+    }
 
 
 def save_enrolment(enrolment: Enrolment, directory: Path) -> Path:

@@ -121,6 +121,10 @@ class Module:
     init_genesis: Callable[[TxContext, Genesis], None]
 
 
+def _is_decimal(text: str) -> bool:
+    return 0 < len(text) <= 20 and text.isascii() and text.isdigit()
+
+
 class Payload:
     """Typed access to a transaction payload or query parameters; refuses unknown fields."""
 
@@ -140,16 +144,22 @@ class Payload:
             raise self._fail(f"missing field {name!r}")
         return self._data[name]
 
-    def text(self, name: str, max_len: int = 256, optional: bool = False) -> str:
+    def text(self, name: str, max_len: int = 256, optional: bool = False, min_len: int = 1) -> str:
         value = self._take(name, optional)
         if value is None and optional:
             return ""
-        if not isinstance(value, str) or not 0 < len(value) <= max_len:
-            raise self._fail(f"{name!r} must be a string of 1 to {max_len} characters")
+        if not isinstance(value, str) or not min_len <= len(value) <= max_len:
+            raise self._fail(f"{name!r} must be a string of {min_len} to {max_len} characters")
         return value
 
-    def integer(self, name: str, minimum: int = 0, maximum: int = 2**53 - 1) -> int:
+    def integer(
+        self, name: str, minimum: int = 0, maximum: int = 2**53 - 1, digits: bool = False
+    ) -> int:
+        """An integer field; with `digits`, also its decimal string (a query parameter
+        that came in a URL)."""
         value = self._take(name, False)
+        if digits and isinstance(value, str) and _is_decimal(value):
+            value = int(value)
         if type(value) is not int or not minimum <= value <= maximum:
             raise self._fail(f"{name!r} must be an integer in {minimum}..{maximum}")
         return value
@@ -197,6 +207,15 @@ class Payload:
         if not isinstance(value, dict):
             raise self._fail(f"{name!r} must be an object")
         return Payload(value, self._code)
+
+    def objects(self, name: str, max_items: int, min_items: int = 0) -> list[Payload]:
+        """A list of min_items to max_items objects, each as a Payload with the same code."""
+        values = self._take(name, False)
+        if not isinstance(values, list) or not min_items <= len(values) <= max_items:
+            raise self._fail(f"{name!r} must be a list of {min_items} to {max_items} objects")
+        if not all(isinstance(v, dict) for v in values):
+            raise self._fail(f"{name!r} must hold objects")
+        return [Payload(v, self._code) for v in values]
 
     def has(self, name: str) -> bool:
         return name in self._data

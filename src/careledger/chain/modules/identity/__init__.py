@@ -3,6 +3,7 @@
 from careledger.chain.modules.base import Message, Module
 from careledger.chain.modules.identity import handler, messages, queries
 from careledger.chain.modules.identity.keeper import MODULE, IdentityKeeper
+from careledger.chain.modules.identity.messages import rotation_payload
 from careledger.chain.modules.identity.vouchers import (
     SELF_REGISTRATIONS,
     sign_consent,
@@ -37,6 +38,7 @@ __all__ = [
     "SELF_REGISTRATIONS",
     "IdentityKeeper",
     "identity_module",
+    "rotation_payload",
     "sign_consent",
     "sign_voucher",
 ]

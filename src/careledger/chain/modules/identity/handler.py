@@ -53,7 +53,8 @@ from careledger.chain.modules.identity.vouchers import (
     redeem,
     voucher_bytes,
 )
-from careledger.crypto.keys import ed25519_from_did
+from careledger.crypto.keys import ed25519_from_did, verify_signature
+from careledger.crypto.statements import rotation_statement
 
 VALIDATOR_POWER = 10
 # A removal takes effect with at least this many approvals (besides two thirds of the voters),
@@ -148,6 +149,24 @@ def deregister_practitioner(ctx: TxContext, msg: DeregisterPractitioner) -> None
     ctx.emit(PractitionerDeregistered(msg.did, ctx.sender))
 
 
+def _require_rotation_signatures(ctx: TxContext, ident: dict[str, Any], msg: RotateKey) -> None:
+    """The certificate by the current key and the proof by the new one, both over the
+    rotation statement: without the proof an identity could name a key it does not hold
+    (another's, or a did's not yet registered, which could then never register)."""
+    statement = rotation_statement(ctx.chain_id, ctx.sender, msg.signing_key, msg.encryption_key)
+    signers = (
+        ("certificate", ident["signing_key"], msg.certificate, "the current key"),
+        ("proof", msg.signing_key, msg.proof, "the new key (proof of possession)"),
+    )
+    for name, key, signature, by in signers:
+        if not _verifies(key, signature, statement):
+            raise TxFailure(Code.UNAUTHORISED, f"rotate_key: the {name} is not a signature by {by}")
+
+
+def _verifies(key_hex: str, signature_hex: str, message: bytes) -> bool:
+    return verify_signature(bytes.fromhex(key_hex), bytes.fromhex(signature_hex), message)
+
+
 def rotate_key(ctx: TxContext, msg: RotateKey) -> None:
     keeper = _keeper(ctx)
     ident = keeper.active(ctx.sender)
@@ -155,13 +174,21 @@ def rotate_key(ctx: TxContext, msg: RotateKey) -> None:
         raise TxFailure(Code.NOT_FOUND, f"{ctx.sender} is not an active identity")
     if msg.signing_key == ident["signing_key"]:
         raise TxFailure(Code.INVALID_PAYLOAD, "the new signing key is the current one")
+    _require_rotation_signatures(ctx, ident, msg)
     holder = keeper.key_holder(msg.signing_key)
     if holder == ctx.sender:
         raise TxFailure(Code.CONFLICT, "the new signing key is one this identity rotated away from")
     if holder is not None:
         raise TxFailure(Code.CONFLICT, f"the new signing key is already {holder}'s")
     keeper.claim_key(msg.signing_key, ctx.sender)
-    history = [*ident["keys"], {"since": ctx.height, "signing_key": msg.signing_key}]
+    entry = {
+        "since": ctx.height,
+        "signing_key": msg.signing_key,
+        "encryption_key": msg.encryption_key,
+        "certificate": msg.certificate,
+        "proof": msg.proof,
+    }
+    history = [*ident["keys"], entry]
     keeper.put_identity(
         {
             **ident,

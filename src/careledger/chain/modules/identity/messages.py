@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from careledger.chain.modules.base import Payload
 from careledger.chain.modules.identity.vouchers import Consent, Voucher
+from careledger.crypto.keys import Identity
+from careledger.crypto.statements import rotation_statement
 
 MEMBERSHIP_ACTIONS = ("admit", "remove")
 
@@ -59,16 +61,45 @@ class DeregisterPractitioner:
 
 @dataclass(frozen=True)
 class RotateKey:
-    """New keys for the sender's identity; signed by the current key, the old one stops working."""
+    """New keys for the sender's identity; signed by the current key, the old one stops working.
+
+    `certificate` (by the current key) and `proof` (by the new key: proof of possession) are
+    Ed25519 signatures over `rotation_statement` (crypto/statements.py), kept in the key
+    history so that anyone can follow the chain of keys from the did without the chain.
+    """
 
     signing_key: str
     encryption_key: str
+    certificate: str
+    proof: str
 
     @classmethod
     def parse(cls, p: Payload) -> RotateKey:
-        msg = cls(p.hex_bytes("signing_key", 32), p.hex_bytes("encryption_key", 32))
+        msg = cls(
+            p.hex_bytes("signing_key", 32),
+            p.hex_bytes("encryption_key", 32),
+            p.hex_bytes("certificate", 64),
+            p.hex_bytes("proof", 64),
+        )
         p.done()
         return msg
+
+
+def rotation_payload(
+    old: Identity, new: Identity, chain_id: str, did: str = "", encryption_key: str = ""
+) -> dict[str, str]:
+    """A signed `identity/rotate_key` payload moving `did` (default `old.did`) from the key
+    `old` to `new` (its encryption key unless `encryption_key` is given)."""
+    did = did or old.did
+    signing_key = new.signing_public.hex()
+    encryption_key = encryption_key or new.encryption_public.hex()
+    statement = rotation_statement(chain_id, did, signing_key, encryption_key)
+    return {
+        "signing_key": signing_key,
+        "encryption_key": encryption_key,
+        "certificate": old.sign(statement).hex(),
+        "proof": new.sign(statement).hex(),
+    }
 
 
 @dataclass(frozen=True)

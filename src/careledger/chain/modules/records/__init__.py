@@ -3,6 +3,7 @@
 from careledger.chain.modules.base import Message, Module
 from careledger.chain.modules.records import handler, messages, queries
 from careledger.chain.modules.records.keeper import MODULE, RecordsKeeper, record_name
+from careledger.chain.modules.records.messages import scope_key_payload
 
 records_module = Module(
     name=MODULE,
@@ -17,8 +18,9 @@ records_module = Module(
         "blob": queries.blob,
         "blobs": queries.blobs,
         "scope_keys": queries.scope_keys,
+        "read_access": queries.read_access,
     },
     init_genesis=handler.init_genesis,
 )
 
-__all__ = ["MODULE", "RecordsKeeper", "record_name", "records_module"]
+__all__ = ["MODULE", "RecordsKeeper", "record_name", "records_module", "scope_key_payload"]

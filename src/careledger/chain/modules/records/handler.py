@@ -12,7 +12,14 @@
   the same record cannot both win; an erased record takes no new version.
 - A blob anchors one record version only: erasing one record must not delete another's blob.
 - Data keys are wrapped to the patient's *current* scope key (a revoked epoch takes no new
-  record) or directly to a did (e.g. the author keeping access to what it wrote).
+  record), exactly one per version: its scope is the record's, fixed by version 1 (later
+  versions keep it, else CONFLICT). Dids may be recipients too (e.g. the author keeping
+  access to what it wrote).
+- Write consent: version 1 by anyone but the patient needs the patient's active write grant
+  to the author's organisation or to the author itself, covering the record's scope at the
+  block's time (`ConsentKeeper.may_write`); otherwise NO_CONSENT, naming what is missing.
+- A scope key is published with the patient's signature over `scope_key_statement` by their
+  current key (UNAUTHORISED otherwise); it is stored, and `records/scope_keys` returns it.
 - Erasure is the patient's alone; the event lists the blob hashes every node must delete.
 """
 
@@ -23,6 +30,8 @@ from typing import Any
 from careledger.chain.codes import Code, TxFailure
 from careledger.chain.genesis import Genesis
 from careledger.chain.modules.base import TxContext
+from careledger.chain.modules.consent.keeper import MODULE as CONSENT
+from careledger.chain.modules.consent.keeper import ConsentKeeper
 from careledger.chain.modules.identity import IdentityKeeper
 from careledger.chain.modules.records.events import (
     RecordAnchored,
@@ -36,6 +45,10 @@ from careledger.chain.modules.records.messages import (
     PublishScopeKey,
     parse_scope_label,
 )
+from careledger.crypto.keys import verify_signature
+from careledger.crypto.statements import scope_key_statement
+
+NS_PER_SECOND = 1_000_000_000
 
 
 def _keeper(ctx: TxContext) -> RecordsKeeper:
@@ -92,16 +105,44 @@ def _require_current_scopes(keeper: RecordsKeeper, msg: Anchor) -> None:
             )
 
 
-def anchor(ctx: TxContext, msg: Anchor) -> None:
-    _require_patient(ctx, msg.patient)
+def _require_same_scope(rec: dict[str, Any], msg: Anchor) -> str:
+    """The version's scope: the record's (fixed by version 1), which a later version keeps."""
+    scope = msg.scope_key[0] if msg.scope_key else rec["scope"]
+    if rec["versions"] and scope != rec["scope"]:
+        raise TxFailure(
+            Code.CONFLICT,
+            f"record {msg.record} is in scope {rec['scope']}: a version cannot move it to {scope}",
+        )
+    return str(scope)
+
+
+def _require_write_consent(ctx: TxContext, msg: Anchor, author_org: str, scope: str) -> None:
+    """A new record of the patient by anyone else needs the patient's write consent."""
+    if msg.version != 1 or author_org == "":
+        return
+    now = ctx.time_ns // NS_PER_SECOND
+    decision = ConsentKeeper(ctx.kv(CONSENT)).may_write(
+        msg.patient, ctx.sender, author_org, scope, now
+    )
+    if not decision.allowed:
+        raise TxFailure(
+            Code.NO_CONSENT,
+            f"no write consent of {msg.patient} for {ctx.sender} (acting for {author_org}) "
+            f"in scope {scope}: {decision.reason}",
+        )
+
+
+def _checked_record(ctx: TxContext, keeper: RecordsKeeper, msg: Anchor) -> dict[str, Any]:
+    """The record this anchor adds a version to (new for version 1) with its scope, once
+    every rule of who may add which version holds."""
     author_org = _author_org(ctx, msg.patient)
-    keeper = _keeper(ctx)
     rec = keeper.record(msg.patient, msg.record) or {
         "record": msg.record,
         "resource_type": msg.resource_type,
         "versions": 0,
         "erased_at": 0,
         "org": author_org,
+        "scope": "",
     }
     _require_same_org(rec, author_org)
     if rec["erased_at"]:
@@ -114,6 +155,15 @@ def anchor(ctx: TxContext, msg: Anchor) -> None:
             f"version conflict: record {msg.record} is at version {rec['versions']}, "
             f"so the next is {rec['versions'] + 1}, not {msg.version}",
         )
+    scope = _require_same_scope(rec, msg)
+    _require_write_consent(ctx, msg, author_org, scope)
+    return {**rec, "scope": scope}
+
+
+def anchor(ctx: TxContext, msg: Anchor) -> None:
+    _require_patient(ctx, msg.patient)
+    keeper = _keeper(ctx)
+    rec = _checked_record(ctx, keeper, msg)
     if not msg.tombstone:
         if keeper.blob(msg.blob_hash) is not None:
             raise TxFailure(Code.CONFLICT, f"blob {msg.blob_hash} already anchors a record")
@@ -127,6 +177,7 @@ def anchor(ctx: TxContext, msg: Anchor) -> None:
             "blob_hash": msg.blob_hash,
             "commitment": msg.commitment,
             "recipients": list(msg.recipients),
+            "scope": rec["scope"],
             "author": ctx.sender,
             "tombstone": msg.tombstone,
             "height": ctx.height,
@@ -136,8 +187,19 @@ def anchor(ctx: TxContext, msg: Anchor) -> None:
     ctx.emit(RecordAnchored(msg.patient, msg.record, str(msg.version), msg.blob_hash, ctx.sender))
 
 
+def _require_signed_by_patient(ctx: TxContext, msg: PublishScopeKey) -> None:
+    statement = scope_key_statement(ctx.chain_id, ctx.sender, msg.scope, msg.epoch, msg.public_key)
+    key = _identities(ctx).signing_key(ctx.sender)
+    if not verify_signature(key, bytes.fromhex(msg.signature), statement):
+        raise TxFailure(
+            Code.UNAUTHORISED,
+            f"the scope key's signature does not verify with {ctx.sender}'s current key",
+        )
+
+
 def publish_scope_key(ctx: TxContext, msg: PublishScopeKey) -> None:
     _require_patient(ctx, ctx.sender)
+    _require_signed_by_patient(ctx, msg)
     keeper = _keeper(ctx)
     current = keeper.current_scope_key(ctx.sender, msg.scope)
     if current is not None and msg.epoch <= current["epoch"]:
@@ -151,6 +213,7 @@ def publish_scope_key(ctx: TxContext, msg: PublishScopeKey) -> None:
             "scope": msg.scope,
             "epoch": msg.epoch,
             "public_key": msg.public_key,
+            "signature": msg.signature,
             "height": ctx.height,
         },
     )

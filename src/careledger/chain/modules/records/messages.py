@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from careledger.chain.codes import Code, TxFailure
 from careledger.chain.modules.base import Payload
+from careledger.crypto.keys import Identity
 from careledger.crypto.scopekeys import SCOPES
+from careledger.crypto.statements import scope_key_statement
 
 MAX_RECIPIENTS = 8
 MAX_ERASE_RECORDS = 1000
@@ -40,7 +43,9 @@ def parse_scope_label(label: str) -> tuple[str, int] | None:
 class Anchor:
     """One version of one record: what it is, where its ciphertext is, who can open it.
 
-    A tombstone version (a FHIR delete) has no blob, commitment or recipients.
+    A tombstone version (a FHIR delete) has no blob, commitment or recipients, and is never
+    version 1. Any other version names exactly one `scope/<scope>/<epoch>` recipient (the
+    patient's scope key its data key is wrapped to: the record's scope) and may name dids.
     """
 
     patient: str
@@ -66,26 +71,61 @@ class Anchor:
             for label in recipients:
                 if parse_scope_label(label) is None and not label.startswith("did:key:z"):
                     raise _fail(f"recipient {label!r} is neither scope/<scope>/<epoch> nor a did")
+            scopes = [label for label in recipients if parse_scope_label(label)]
+            if len(scopes) != 1:
+                raise _fail(
+                    f"a version names exactly one scope/<scope>/<epoch> recipient, not "
+                    f"{len(scopes)}"
+                )
+        elif version == 1:
+            raise _fail("version 1 of a record cannot be a tombstone")
         p.done()
         return cls(
             patient, resource_type, record, version, blob_hash, commitment, recipients, tombstone
         )
 
+    @property
+    def scope_key(self) -> tuple[str, int] | None:
+        """(scope, epoch) of the scope recipient; None for a tombstone."""
+        for label in self.recipients:
+            parsed = parse_scope_label(label)
+            if parsed is not None:
+                return parsed
+        return None
+
 
 @dataclass(frozen=True)
 class PublishScopeKey:
-    """A patient's scope public key for one scope and epoch (signed by the patient)."""
+    """A patient's scope public key for one scope and epoch, with the patient's signature
+    over `scope_key_statement` (crypto/statements.py) by their current identity key: writers
+    check it before wrapping, so a node cannot pass its own key off as the patient's."""
 
     scope: str
     epoch: int
     public_key: str
+    signature: str
 
     @classmethod
     def parse(cls, p: Payload) -> PublishScopeKey:
         scope, epoch = p.choice("scope", SCOPES), p.integer("epoch", 1, 2**32 - 1)
-        msg = cls(scope, epoch, p.hex_bytes("public_key", 32))
+        msg = cls(scope, epoch, p.hex_bytes("public_key", 32), p.hex_bytes("signature", 64))
         p.done()
         return msg
+
+
+def scope_key_payload(
+    patient: Identity, chain_id: str, scope: str, epoch: int, public_key: str, patient_did: str = ""
+) -> dict[str, Any]:
+    """A signed `records/publish_scope_key` payload (`patient_did`: the patient's did when
+    `patient` is a rotated key; default `patient.did`)."""
+    did = patient_did or patient.did
+    statement = scope_key_statement(chain_id, did, scope, epoch, public_key)
+    return {
+        "scope": scope,
+        "epoch": epoch,
+        "public_key": public_key,
+        "signature": patient.sign(statement).hex(),
+    }
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,9 @@ from typing import Any
 
 from careledger.chain.codes import Code, TxFailure
 from careledger.chain.modules.base import Payload
+from careledger.chain.modules.consent.keeper import MODULE as CONSENT
+from careledger.chain.modules.consent.keeper import ConsentKeeper
+from careledger.chain.modules.consent.messages import MAX_PERIOD_END
 from careledger.chain.modules.records.keeper import RecordsKeeper
 from careledger.chain.state import KV
 
@@ -68,3 +71,44 @@ def scope_keys(kv: KV, params: Payload) -> Any:
     patient = params.text("patient", max_len=128)
     params.done()
     return RecordsKeeper(kv).scope_keys(patient)
+
+
+def read_access(kv: KV, params: Payload) -> Any:
+    """May `reader` read these blobs for `purpose` at `at` (unix seconds, the caller's clock:
+    the decision is not consensus)? JSON {"reader", "purpose" (a PurposeOfUse code or ""),
+    "at", "hashes": [...]}; one answer per hash, in order: {"status": 200 | 403 | 404 | 410,
+    "reason", "patient", "record", "version", "scope", "grant"}. The records keeper finds the
+    record; `ConsentKeeper.read_decision` decides (the one decision function)."""
+    reader = params.text("reader", max_len=128)
+    purpose = params.text("purpose", max_len=32, optional=True, min_len=0)
+    at = params.integer("at", 0, MAX_PERIOD_END, digits=True)
+    hashes = params.text_list("hashes", MAX_BLOBS_QUERY, max_len=64, distinct=False)
+    params.done()
+    records, consent = RecordsKeeper(kv), ConsentKeeper(kv.sibling(CONSENT))
+    return [_access(records, consent, digest, reader, purpose, at) for digest in hashes]
+
+
+def _access(
+    records: RecordsKeeper,
+    consent: ConsentKeeper,
+    digest: str,
+    reader: str,
+    purpose: str,
+    at: int,
+) -> dict[str, Any]:
+    found = records.blob(digest)
+    if found is None:
+        return _answer(404, f"blob {digest} anchors no record")
+    patient, record, version = found["patient"], found["record"], found["version"]
+    rec = records.record(patient, record) or {}
+    where = {"patient": patient, "record": record, "version": version, "scope": rec["scope"]}
+    if rec["erased_at"]:
+        return _answer(410, f"record {record} was erased at height {rec['erased_at']}", **where)
+    decision = consent.read_decision(reader, patient, record, rec["scope"], rec["org"], purpose, at)
+    status = 200 if decision.allowed else 403
+    return _answer(status, decision.reason, grant=decision.grant, **where)
+
+
+def _answer(status: int, reason: str, **found: Any) -> dict[str, Any]:
+    empty = {"patient": "", "record": "", "version": 0, "scope": "", "grant": ""}
+    return {"status": status, "reason": reason, **empty, **found}

@@ -1,0 +1,38 @@
+"""The consent module: grants of read, write and delegation by patients, their revocation,
+the key wraps that come with them, and the one decision of who may read and write."""
+
+from careledger.chain.modules.base import Message, Module
+from careledger.chain.modules.consent import handler, messages, queries
+from careledger.chain.modules.consent.keeper import (
+    MAX_LIVE_GRANTS,
+    MODULE,
+    ConsentKeeper,
+    Decision,
+)
+from careledger.chain.modules.consent.messages import ACTIONS, PURPOSES
+
+consent_module = Module(
+    name=MODULE,
+    messages={
+        "grant": Message(messages.Grant.parse, handler.grant),
+        "revoke": Message(messages.Revoke.parse, handler.revoke),
+        "share_keys": Message(messages.ShareKeys.parse, handler.share_keys),
+    },
+    queries={
+        "grants": queries.grants,
+        "grant": queries.grant,
+        "granted": queries.granted,
+        "readers": queries.readers,
+    },
+    init_genesis=handler.init_genesis,
+)
+
+__all__ = [
+    "ACTIONS",
+    "MAX_LIVE_GRANTS",
+    "MODULE",
+    "PURPOSES",
+    "ConsentKeeper",
+    "Decision",
+    "consent_module",
+]

@@ -1,0 +1,222 @@
+"""The consent module's rules: who may grant, to whom, what, and until when.
+
+- A grant, a revocation or a key share is sent by the patient, or by an active delegate of
+  the patient (a guardian, a proxy: someone the patient named with a `delegate` grant). A
+  delegate acts within its delegation: it may not create delegate grants (nor revoke or add
+  keys to one), and it grants only scopes its delegation names.
+- The grantee of a read or write grant is an organisation that is a member, or an active
+  practitioner of one (a practitioner-level grant; its organisation is recorded as `org`).
+  A delegate is any identity that may act, other than the patient.
+- The period is in unix seconds, start before end, and must not have ended at the block's
+  time. Key wraps name a scope of the grant and a (scope, epoch) the patient published.
+- A patient has at most MAX_LIVE_GRANTS live grants: beyond, expired ones are pruned, and if
+  none has expired the grant is CONFLICT.
+- A grant is revoked once, by the patient, a delegate (not a delegate grant), or its grantee
+  (renouncing it); from the next block no decision counts it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from careledger.chain.codes import Code, TxFailure
+from careledger.chain.genesis import Genesis
+from careledger.chain.modules.base import TxContext
+from careledger.chain.modules.consent.events import (
+    ConsentGranted,
+    ConsentKeysShared,
+    ConsentRevoked,
+)
+from careledger.chain.modules.consent.keeper import MAX_LIVE_GRANTS, MODULE, ConsentKeeper
+from careledger.chain.modules.consent.messages import (
+    DELEGATE,
+    Grant,
+    KeyWrap,
+    Revoke,
+    ShareKeys,
+)
+from careledger.chain.modules.identity.keeper import IdentityKeeper
+from careledger.chain.modules.records.keeper import MODULE as RECORDS
+from careledger.chain.modules.records.keeper import RecordsKeeper
+
+NS_PER_SECOND = 1_000_000_000
+
+
+def _keeper(ctx: TxContext) -> ConsentKeeper:
+    return ConsentKeeper(ctx.kv(MODULE))
+
+
+def block_seconds(ctx: TxContext) -> int:
+    """The block's time in unix seconds: what grant periods are compared with."""
+    return ctx.time_ns // NS_PER_SECOND
+
+
+def _acting_delegation(
+    keeper: ConsentKeeper, ctx: TxContext, patient: str
+) -> dict[str, Any] | None:
+    """None when the sender is the patient; the sender's delegation when it is an active
+    delegate of the patient; UNAUTHORISED otherwise."""
+    if ctx.sender == patient:
+        return None
+    delegation = keeper.delegation(patient, ctx.sender, block_seconds(ctx))
+    if delegation is None:
+        raise TxFailure(
+            Code.UNAUTHORISED,
+            f"{ctx.sender} is neither the patient {patient} nor an active delegate of the patient",
+        )
+    return delegation
+
+
+def _within_delegation(delegation: dict[str, Any] | None, action: str, scopes: Any) -> None:
+    if delegation is None:
+        return
+    if action == DELEGATE:
+        raise TxFailure(
+            Code.UNAUTHORISED, "a delegate may not create, change or revoke a delegate grant"
+        )
+    outside = [s for s in scopes if s not in delegation["scopes"]]
+    if outside:
+        raise TxFailure(
+            Code.UNAUTHORISED,
+            f"delegation {delegation['id']} does not cover scope(s) {', '.join(outside)}",
+        )
+
+
+def _grantee_org(identities: IdentityKeeper, msg: Grant) -> str:
+    """The grantee's organisation (itself for an organisation, "" for a delegate that is a
+    patient); NOT_FOUND "unknown grantee" for anyone a grant of this action cannot name."""
+    ident = identities.acting_identity(msg.grantee)
+    if ident is not None and msg.grantee != msg.patient:
+        if ident["kind"] == "organisation":
+            return msg.grantee
+        if ident["kind"] == "practitioner":
+            return str(ident["org"])
+        if msg.action == DELEGATE:
+            return ""  # another patient: a parent, a partner
+    wanted = (
+        "any active identity other than the patient"
+        if msg.action == DELEGATE
+        else "a member organisation or an active practitioner of one"
+    )
+    raise TxFailure(
+        Code.NOT_FOUND, f"unknown grantee {msg.grantee}: a {msg.action} grant names {wanted}"
+    )
+
+
+def _require_published(ctx: TxContext, patient: str, keys: tuple[KeyWrap, ...]) -> None:
+    records = RecordsKeeper(ctx.kv(RECORDS))
+    for key in keys:
+        if records.scope_key(patient, key.scope, key.epoch) is None:
+            raise TxFailure(
+                Code.NOT_FOUND,
+                f"the patient published no {key.scope} scope key at epoch {key.epoch}",
+            )
+
+
+def _make_room(keeper: ConsentKeeper, patient: str, now: int) -> None:
+    if keeper.live_count(patient) < MAX_LIVE_GRANTS:
+        return
+    keeper.prune_expired(patient, now)
+    if keeper.live_count(patient) >= MAX_LIVE_GRANTS:
+        raise TxFailure(
+            Code.CONFLICT,
+            f"the patient has {MAX_LIVE_GRANTS} active grants, the most there may be: revoke one",
+        )
+
+
+def grant(ctx: TxContext, msg: Grant) -> None:
+    keeper, now = _keeper(ctx), block_seconds(ctx)
+    delegation = _acting_delegation(keeper, ctx, msg.patient)
+    _within_delegation(delegation, msg.action, msg.scopes)
+    if keeper.identities.active(msg.patient, "patient") is None:
+        raise TxFailure(Code.NOT_FOUND, f"{msg.patient} is not a registered active patient")
+    if keeper.grant(msg.id) is not None:
+        raise TxFailure(Code.CONFLICT, f"grant id {msg.id} is taken: choose another")
+    org = _grantee_org(keeper.identities, msg)
+    if msg.end <= now:
+        raise TxFailure(
+            Code.INVALID_PAYLOAD,
+            f"expired or inverted period: it ends at {msg.end}, not after the block time {now}",
+        )
+    _require_published(ctx, msg.patient, msg.keys)
+    _make_room(keeper, msg.patient, now)
+    keeper.put_grant(
+        {
+            "id": msg.id,
+            "patient": msg.patient,
+            "grantee": msg.grantee,
+            "action": msg.action,
+            "scopes": list(msg.scopes),
+            "records": list(msg.records),
+            "purposes": list(msg.purposes),
+            "start": msg.start,
+            "end": msg.end,
+            "org": org,
+            "grantor": ctx.sender,
+            "height": ctx.height,
+            "revoked_at": 0,
+        }
+    )
+    for key in msg.keys:
+        keeper.put_key(msg.id, key)
+    if msg.naming_key:
+        keeper.put_naming_key(msg.id, msg.naming_key)
+    ctx.emit(ConsentGranted(msg.patient, msg.id, msg.grantee, msg.action))
+
+
+def _existing(keeper: ConsentKeeper, grant_id: str) -> dict[str, Any]:
+    found = keeper.grant(grant_id)
+    if found is None:
+        raise TxFailure(Code.NOT_FOUND, f"no grant {grant_id}")
+    return found
+
+
+def _require_not_revoked(found: dict[str, Any]) -> None:
+    if found["revoked_at"]:
+        raise TxFailure(
+            Code.CONFLICT, f"grant {found['id']} was revoked at height {found['revoked_at']}"
+        )
+
+
+def revoke(ctx: TxContext, msg: Revoke) -> None:
+    keeper = _keeper(ctx)
+    found = _existing(keeper, msg.id)
+    if ctx.sender != found["grantee"]:  # a grantee may always renounce its own grant
+        delegation = _acting_delegation(keeper, ctx, found["patient"])
+        _within_delegation(delegation, found["action"], found["scopes"])
+    _require_not_revoked(found)
+    keeper.revoke(found, ctx.height)
+    ctx.emit(ConsentRevoked(found["patient"], found["id"], found["grantee"]))
+
+
+def share_keys(ctx: TxContext, msg: ShareKeys) -> None:
+    keeper = _keeper(ctx)
+    found = _existing(keeper, msg.id)
+    delegation = _acting_delegation(keeper, ctx, found["patient"])
+    _within_delegation(delegation, found["action"], sorted({k.scope for k in msg.keys}))
+    _require_not_revoked(found)
+    if found["end"] <= block_seconds(ctx):
+        raise TxFailure(Code.CONFLICT, f"grant {found['id']} expired at {found['end']}")
+    for key in msg.keys:
+        if key.scope not in found["scopes"]:
+            raise TxFailure(
+                Code.INVALID_PAYLOAD,
+                f"a key for scope {key.scope}, which grant {found['id']} does not name",
+            )
+        if keeper.has_key(found["id"], key.scope, key.epoch):
+            raise TxFailure(
+                Code.CONFLICT,
+                f"grant {found['id']} already has the {key.scope} key of epoch {key.epoch}",
+            )
+    if msg.naming_key and keeper.naming_key(found["id"]):
+        raise TxFailure(Code.CONFLICT, f"grant {found['id']} already has the naming key")
+    _require_published(ctx, found["patient"], msg.keys)
+    for key in msg.keys:
+        keeper.put_key(found["id"], key)
+    if msg.naming_key:
+        keeper.put_naming_key(found["id"], msg.naming_key)
+    ctx.emit(ConsentKeysShared(found["patient"], found["id"]))
+
+
+def init_genesis(ctx: TxContext, genesis: Genesis) -> None:
+    """The consent module starts empty: every grant is a patient's transaction."""
