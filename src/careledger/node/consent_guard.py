@@ -43,22 +43,11 @@ import orjson
 from starlette.datastructures import QueryParams
 
 from careledger.chain.app import QueryResult
+from careledger.chain.modules.consent import PURPOSES
 from careledger.node.auth import Caller
 from careledger.node.errors import ApiError
 
 READ_ACCESS = "records/read_access"
-# TEMPORARY until h-chain lands: chain.modules.consent.PURPOSES
-PURPOSES = [
-    "TREAT",
-    "ETREAT",
-    "HPAYMT",
-    "HOPERAT",
-    "HRESCH",
-    "PUBHLTH",
-    "PATRQT",
-    "COVERAGE",
-    "HLEGAL",
-]
 PURPOSE_PARAM = "purpose"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
