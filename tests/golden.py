@@ -23,8 +23,9 @@ from typing import Any
 
 from careledger.chain.app import STATE_MACHINE_VERSION, Application, BlockContext
 from careledger.chain.genesis import Genesis, GenesisOrganisation
+from careledger.chain.modules.identity import rotation_payload
 from careledger.chain.modules.identity.vouchers import sign_consent, sign_voucher
-from careledger.chain.modules.records import record_name
+from careledger.chain.modules.records import record_name, scope_key_payload
 from careledger.chain.store import StateStore
 from careledger.chain.tx import Tx
 from careledger.crypto.hashing import sha256
@@ -33,6 +34,7 @@ from careledger.crypto.keys import Identity
 CHAIN_ID = "golden-chain"
 GENESIS_TIME = "2026-01-01T00:00:00Z"
 GENESIS_NS = 1_767_225_600_000_000_000  # GENESIS_TIME in nanoseconds
+GENESIS_S = GENESIS_NS // 10**9
 
 
 def vector_identity(name: str) -> Identity:
@@ -48,6 +50,7 @@ VALIDATOR_C = "c0" * 32  # org C's consensus key as it applies
 OBSERVATION = record_name(PATIENT.did, "Observation", "golden-observation")
 CONDITION = record_name(PATIENT.did, "Condition", "golden-condition")
 NURSE_NOTE = record_name(PATIENT.did, "Observation", "golden-nurse-note")
+B_NOTE = record_name(PATIENT.did, "Observation", "golden-b-note")
 # Vouchers and consents last to this height (beyond the sequence), except the expired one.
 EXPIRES_AT = 100
 EXPIRED_AT = 1  # a voucher that expired after block 1
@@ -86,6 +89,24 @@ def anchor(record: str, resource_type: str, version: int, blob: str) -> dict[str
     }
 
 
+def grant(tag: str, grantee: Identity, action: str, **extra: Any) -> dict[str, Any]:
+    """A consent/grant of the patient, id `tag` repeated, for the sequence's whole span."""
+    payload = {
+        "id": tag * 16,
+        "patient": PATIENT.did,
+        "grantee": grantee.did,
+        "action": action,
+        "scopes": ["clinical", "diagnostics"],
+        "start": GENESIS_S,
+        "end": GENESIS_S + 10**8,
+    }
+    return payload | extra
+
+
+def wrap(scope: str, epoch: int) -> dict[str, Any]:
+    return {"scope": scope, "epoch": epoch, "wrapped": "6b" * 80}
+
+
 def patient_registration(
     patient: Identity, voucher_by: Identity, expires_at: int = EXPIRES_AT
 ) -> dict[str, Any]:
@@ -114,7 +135,11 @@ def golden_blocks() -> list[list[bytes]]:
         "validator_pub_key": VALIDATOR_C,
         "voucher": sign_voucher(ORG_B, CHAIN_ID, "apply_membership", ORG_C.did, EXPIRES_AT),
     }
-    scope_key = {"scope": "clinical", "epoch": 1, "public_key": "5c" * 32}
+    scope_key = scope_key_payload(PATIENT, CHAIN_ID, "clinical", 1, "5c" * 32)
+    forged_key = scope_key_payload(ORG_A, CHAIN_ID, "clinical", 1, "5c" * 32, PATIENT.did)
+    read_grant = grant("a3", ORG_B, "read", purposes=["TREAT"], keys=[wrap("clinical", 1)])
+    read_grant["naming_key"] = "6e" * 80
+    rotation = rotation_payload(DOCTOR, DOCTOR_ROTATED, CHAIN_ID)
     blocks = [
         # 1. registrations: a patient (org A's voucher), a practitioner (by org A, with its
         #    consent), and org C applies (org B sponsors it). Refused: C applying again with
@@ -128,12 +153,16 @@ def golden_blocks() -> list[list[bytes]]:
             stranger.tx("records/publish_scope_key", scope_key),
             latecomer.tx("identity/register_patient", patient_registration(LATECOMER, PATIENT)),
         ],
-        # 2. membership: A and B admit C (a validator update); the patient's scope key. B
-        #    registering the nurse with the consent she gave C is refused; C, now a member,
-        #    registers her with it. A voucher that expired after block 1 is refused.
+        # 2. membership: A and B admit C (a validator update); the patient's signed scope key
+        #    (one signed by org A is refused). B registering the nurse with the consent she
+        #    gave C is refused; C, now a member, registers her with it. A voucher that expired
+        #    after block 1 is refused. Consent: the patient's write grant to org A, a
+        #    practitioner-level write grant to the nurse, a read grant to org B with key
+        #    wraps; refused: B granting on the patient's behalf, an expired grant.
         [
             a.tx("identity/approve_membership", {"action": "admit", "subject": ORG_C.did}),
             b.tx("identity/approve_membership", {"action": "admit", "subject": ORG_C.did}),
+            patient.tx("records/publish_scope_key", forged_key),
             patient.tx("records/publish_scope_key", scope_key),
             b.tx("identity/register_practitioner", practitioner_registration(NURSE, ORG_C)),
             c.tx("identity/register_practitioner", practitioner_registration(NURSE, ORG_C)),
@@ -141,27 +170,34 @@ def golden_blocks() -> list[list[bytes]]:
                 "identity/register_patient",
                 patient_registration(LATECOMER, ORG_A, expires_at=EXPIRED_AT),
             ),
+            patient.tx("consent/grant", grant("a1", ORG_A, "write")),
+            patient.tx("consent/grant", grant("a2", NURSE, "write")),
+            patient.tx("consent/grant", read_grant),
+            b.tx("consent/grant", grant("a4", ORG_B, "write")),
+            patient.tx(
+                "consent/grant",
+                grant("a5", ORG_A, "write", start=GENESIS_S - 100, end=GENESIS_S + 1),
+            ),
         ],
-        # 3. anchors by both practitioners and the patient; a replay; the doctor rotates its key.
+        # 3. anchors by both practitioners and the patient; org B without write consent is
+        #    refused; a replay; the doctor rotates its key (a rotation whose proof is not by
+        #    the new key is refused).
         [
             doctor.tx("records/anchor", anchor(OBSERVATION, "Observation", 1, "b1")),
             patient.tx("records/anchor", anchor(CONDITION, "Condition", 1, "b2")),
             nurse.tx("records/anchor", anchor(NURSE_NOTE, "Observation", 1, "b6")),
+            b.tx("records/anchor", anchor(B_NOTE, "Observation", 1, "b8")),
             registration,
-            doctor.tx(
-                "identity/rotate_key",
-                {
-                    "signing_key": DOCTOR_ROTATED.signing_public.hex(),
-                    "encryption_key": DOCTOR_ROTATED.encryption_public.hex(),
-                },
-            ),
+            doctor.tx("identity/rotate_key", {**rotation, "proof": rotation["certificate"]}),
+            doctor.tx("identity/rotate_key", rotation),
         ],
     ]
     doctor.key = DOCTOR_ROTATED
     blocks += [
         # 4. a version under the rotated key, a tombstone, a version conflict, C's removal
-        #    (two approvals of two voters). Refused: member B tombstoning the observation
-        #    org A's doctor started, and the patient rotating to org A's key (taken).
+        #    (two approvals of two voters), the revocation of B's read grant. Refused: member
+        #    B tombstoning the observation org A's doctor started, the patient rotating to
+        #    org A's key (taken, though both signatures verify), the revocation again.
         [
             doctor.tx("records/anchor", anchor(OBSERVATION, "Observation", 2, "b3")),
             b.tx(
@@ -176,8 +212,10 @@ def golden_blocks() -> list[list[bytes]]:
             ),
             patient.tx(
                 "identity/rotate_key",
-                {"signing_key": ORG_A.signing_public.hex(), "encryption_key": "5e" * 32},
+                rotation_payload(PATIENT, ORG_A, CHAIN_ID, encryption_key="5e" * 32),
             ),
+            patient.tx("consent/revoke", {"id": "a3" * 16}),
+            patient.tx("consent/revoke", {"id": "a3" * 16}),
             patient.tx(
                 "records/anchor",
                 {
@@ -195,7 +233,8 @@ def golden_blocks() -> list[list[bytes]]:
         # 5. the patient erases the observation; a new version of it is refused. Removed C,
         #    its nurse and its voucher have no authority left (unknown sender, unknown sender,
         #    not a member); B alone cannot remove A, one of two members (the vote waits);
-        #    the latecomer registers at last with A's voucher.
+        #    the latecomer registers at last with A's voucher. Keys for a revoked grant are
+        #    refused.
         [
             patient.tx("records/erase", {"records": [OBSERVATION]}),
             doctor.tx("records/anchor", anchor(OBSERVATION, "Observation", 3, "b5")),
@@ -204,6 +243,7 @@ def golden_blocks() -> list[list[bytes]]:
             nurse.tx("records/anchor", anchor(NURSE_NOTE, "Observation", 2, "b7")),
             latecomer.tx("identity/register_patient", patient_registration(LATECOMER, ORG_C)),
             latecomer.tx("identity/register_patient", patient_registration(LATECOMER, ORG_A)),
+            patient.tx("consent/share_keys", {"id": "a3" * 16, "keys": [wrap("clinical", 1)]}),
         ],
     ]
     return blocks

@@ -9,6 +9,8 @@ import pytest
 from careledger.chain.app import BlockContext
 from careledger.chain.apphash import changes_hash
 from careledger.chain.codes import Code
+from careledger.chain.modules.identity import rotation_payload
+from careledger.chain.modules.records import scope_key_payload
 from careledger.chain.tx import MAX_TX_BYTES, SIGNATURE_BYTES, Tx
 from careledger.crypto.keys import Identity
 from nodeutil import (
@@ -54,7 +56,7 @@ def test_a_different_transaction_order_gives_a_different_app_hash(tmp_path: Path
         "identity/rotate_key",
         doctor.did,
         1,
-        {"signing_key": "11" * 32, "encryption_key": "22" * 32},
+        rotation_payload(doctor, Identity.generate(), CHAIN_ID),
     ).sign(doctor)
     a = make_app(tmp_path / "a.sqlite", [org])
     b = make_app(tmp_path / "b.sqlite", [org])
@@ -146,7 +148,7 @@ def test_mempool_refuses_a_second_transaction_with_the_same_nonce(tmp_path: Path
     patient = Identity.generate()
     assert app.check_tx(register(patient, org, nonce=5)).code == Code.OK
     assert app.check_tx(register(patient, org, nonce=5)).code == Code.REPLAY
-    scope = {"scope": "clinical", "epoch": 1, "public_key": "55" * 32}
+    scope = scope_key_payload(patient, CHAIN_ID, "clinical", 1, "55" * 32)
     behind = Tx(CHAIN_ID, "records/publish_scope_key", patient.did, 4, scope).sign(patient)
     assert app.check_tx(behind).code == Code.OK  # unused, within the window
 

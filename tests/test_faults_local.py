@@ -29,6 +29,7 @@ from careledger.chain.app import DEFAULT_MODULES, Application, BlockContext, Loc
 from careledger.chain.codes import Code
 from careledger.chain.genesis import Genesis
 from careledger.chain.modules.base import Message, Module, Payload, TxContext
+from careledger.chain.modules.identity import rotation_payload
 from careledger.chain.store import StateStore
 from careledger.chain.tx import Tx, tx_hash
 from careledger.consensus.cometbft import messages as m
@@ -91,9 +92,6 @@ def faulty_app(path: Path, org: Identity) -> Application:
 
 def signed(org: Identity, type_: str, nonce: int, payload: dict[str, object]) -> bytes:
     return Tx(CHAIN_ID, type_, org.did, nonce, payload).sign(org)
-
-
-ROTATION = {"signing_key": "11" * 32, "encryption_key": "22" * 32}
 
 
 def good_tx(org: Identity, nonce: int) -> bytes:
@@ -282,7 +280,8 @@ def test_a_node_whose_state_disk_is_full_stops_and_recovers_on_restart(tmp_path:
         org = KeyFile.load(DataDir(root).organisation_key)
         client = NodeClient(node.url, org, timeout=60)  # the API answers signed requests only
         chain_id = client.status()["chain_id"]
-        raw = Tx(chain_id, "identity/rotate_key", org.did, 1, ROTATION).sign(org.identity)
+        rotation = rotation_payload(org.identity, Identity.generate(), chain_id)
+        raw = Tx(chain_id, "identity/rotate_key", org.did, 1, rotation).sign(org.identity)
         filler = fill(disk)
         try:
             try:

@@ -4,7 +4,9 @@ Issue 7, attack 2: blocks of hostile transactions (random bytes, bodies nested h
 valid signed envelopes with hostile payloads for every message type of every module, extreme
 integers and nonces, unknown types, the wrong chain, odd unicode; vouchers and consents signed
 by the wrong key or for the wrong organisation, purpose, subject or chain, expired, reused,
-malformed or nested deep; unregistered senders) go to `finalize_block` of two
+malformed or nested deep; unregistered senders; scope keys and key rotations signed by the
+wrong key; issue 8's consent grants, revocations and key shares with hostile periods, scopes,
+purposes, grantees, ids and key wraps, by the patient and by others) go to `finalize_block` of two
 independent Applications on real SQLite files. Neither may raise (a raise halts the node: on
 every validator at once, for a transaction anyone can send), both must return the same results
 and the same app hash at every height, and `check_tx` must answer every transaction with a
@@ -39,11 +41,13 @@ from careledger.chain.modules.identity.vouchers import (
     sign_voucher,
     statement_bytes,
 )
-from careledger.chain.modules.records import record_name
+from careledger.chain.modules.records import record_name, scope_key_payload
 from careledger.chain.state import KV
 from careledger.chain.tx import MAX_NONCE, MAX_TX_BYTES, Tx
 from careledger.crypto.hashing import sha256
 from careledger.crypto.keys import Identity
+from careledger.crypto.scopekeys import SCOPES
+from careledger.crypto.statements import rotation_statement, scope_key_statement
 from nodeutil import CHAIN_ID, make_app, run_block
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
@@ -206,6 +210,35 @@ def statements(draw: st.DrawFn) -> Statement:
     return statement
 
 
+@dataclass(frozen=True)
+class Sig:
+    """A signature the Builder makes once the sender and the payload are known: `rotation`
+    over the rotation statement by the sender's current key (the certificate) or `proof` by
+    the new key; `scope_key` over the scope key statement by the sender's current key. `by`
+    signs instead when given (a forgery)."""
+
+    kind: str
+    by: int | None = None
+
+
+def sigs(kind: str) -> st.SearchStrategy[Sig]:
+    """Mostly honest, sometimes by another actor's key."""
+    forger = st.integers(0, len(ACTORS) - 1)
+    return st.builds(Sig, st.just(kind), st.one_of(st.none(), st.none(), st.none(), forger))
+
+
+T0_S = T0 // 10**9  # the blocks' time in unix seconds, for grant periods
+GRANT_IDS = ("0a" * 16, "0b" * 16, "0c" * 16)  # few, so that ids collide and revokes find them
+WRAP = "6b" * 80
+KEY_WRAPS = (
+    [],
+    [{"scope": "clinical", "epoch": 1, "wrapped": WRAP}],
+    [{"scope": "clinical", "epoch": 2, "wrapped": WRAP}],  # an epoch maybe not published
+    [{"scope": "diagnostics", "epoch": 1, "wrapped": WRAP}],
+    [{"scope": "clinical", "epoch": 1, "wrapped": WRAP}] * 2,  # twice
+    [{"scope": "clinical", "epoch": 1, "wrapped": "6b" * 79}],
+)
+
 # Payloads good enough to reach the handlers, each field open to a hostile replacement.
 TEMPLATES: dict[str, dict[str, st.SearchStrategy[Any]]] = {
     "identity/register_patient": {
@@ -224,6 +257,8 @@ TEMPLATES: dict[str, dict[str, st.SearchStrategy[Any]]] = {
     "identity/rotate_key": {
         "signing_key": st.sampled_from([i.signing_public.hex() for i in ROTATED]),
         "encryption_key": st.sampled_from(HEX32[:3]),
+        "certificate": sigs("certificate"),
+        "proof": sigs("proof"),
     },
     "identity/apply_membership": {
         "name": st.sampled_from(["Org C", "y" * 200]),
@@ -245,11 +280,29 @@ TEMPLATES: dict[str, dict[str, st.SearchStrategy[Any]]] = {
         "recipients": st.sampled_from([["scope/clinical/1"], [DOCTOR.did], ["scope/clinical/2"]]),
     },
     "records/publish_scope_key": {
-        "scope": st.sampled_from(["clinical", "clinical", "diagnostics"]),
+        "scope": st.sampled_from(["clinical", "clinical", "diagnostics", "sensitive"]),
         "epoch": st.integers(1, 3),
         "public_key": st.just("66" * 32),
+        "signature": sigs("scope_key"),
     },
     "records/erase": {"records": st.sampled_from([list(RECORDS[:1]), list(RECORDS)])},
+    "consent/grant": {  # honest values; consent_envelopes adds GRANT_FLAWS now and then
+        "id": st.sampled_from(GRANT_IDS),
+        "patient": st.just(PATIENT.did),
+        "grantee": st.sampled_from([ORG_B.did, DOCTOR.did, NURSE.did, ORG_A.did]),
+        "action": st.sampled_from(["read", "read", "write", "delegate"]),
+        "scopes": st.sampled_from([["clinical"], ["clinical", "sensitive"], list(SCOPES)]),
+        "purposes": st.sampled_from([["TREAT"], ["HRESCH", "TREAT"]]),
+        "start": st.sampled_from([0, T0_S]),
+        "end": st.sampled_from([T0_S + 1000, 2**40]),
+        "keys": st.sampled_from(KEY_WRAPS[:2]),
+        "naming_key": st.just(WRAP),
+    },
+    "consent/revoke": {"id": st.sampled_from(GRANT_IDS)},
+    "consent/share_keys": {
+        "id": st.sampled_from(GRANT_IDS),
+        "keys": st.sampled_from(KEY_WRAPS),
+    },
 }
 
 
@@ -302,6 +355,8 @@ def valid_envelopes(draw: st.DrawFn) -> Envelope:
         signer = draw(st.sampled_from([ACTORS.index(STRANGER), ACTORS.index(APPLICANT)]))
     elif type_ == "identity/register_practitioner" and draw(often(7)):  # mostly by a member
         signer = draw(st.sampled_from([ACTORS.index(ORG_A), ACTORS.index(ORG_B)]))
+    elif type_.startswith("consent/") and draw(often(7)):  # mostly by the patient
+        signer = ACTORS.index(PATIENT)
     else:
         signer = draw(st.integers(0, len(ACTORS) - 1))
     return Envelope(signer, None, CHAIN_ID, type_, None, draw(payloads(type_)), False, None)
@@ -406,15 +461,41 @@ class Builder:
         return self.nonces[signer.did]
 
     def _sign_statements(self, type_: Any, sender: Any, payload: Any) -> Any:
-        """The payload with each drawn Statement replaced by the signed voucher or consent."""
+        """The payload with each drawn Statement replaced by the signed voucher or consent,
+        and each Sig by its signature."""
         if not isinstance(payload, dict):
             return payload
-        return {
-            name: self.statement(type_, sender, payload, value)
-            if isinstance(value, Statement)
-            else value
-            for name, value in payload.items()
-        }
+        signed = {}
+        for name, value in payload.items():
+            if isinstance(value, Statement):
+                value = self.statement(type_, sender, payload, value)
+            elif isinstance(value, Sig):
+                value = self.signature(sender, payload, value)
+            signed[name] = value
+        return signed
+
+    def signature(self, sender: Any, payload: dict[str, Any], sig: Sig) -> str:
+        """The hex signature a Sig describes (over garbage when the payload's fields are not
+        strings and integers a statement can hold)."""
+        signer = _actor_with_did(sender)
+        key = self.key_of(signer)
+        try:
+            if sig.kind == "scope_key":
+                message = scope_key_statement(
+                    CHAIN_ID, sender, payload["scope"], payload["epoch"], payload["public_key"]
+                )
+            else:
+                signing_key = payload["signing_key"]
+                message = rotation_statement(
+                    CHAIN_ID, sender, signing_key, payload["encryption_key"]
+                )
+                if sig.kind == "proof":
+                    key = SIGNERS.get(bytes.fromhex(signing_key), key)
+        except (KeyError, ValueError, TypeError):
+            message = b"not a statement"
+        if sig.by is not None:
+            key = ACTORS[sig.by]
+        return key.sign(message).hex()
 
     def statement(self, type_: Any, sender: Any, payload: dict[str, Any], spec: Statement) -> Any:
         """The voucher (for register_practitioner, the consent) that `spec` describes."""
@@ -481,8 +562,18 @@ def _tampered(fields: dict[str, Any], tamper: str | None) -> Any:
 
 def setup_block() -> list[bytes]:
     """Register the patient (org A's voucher), the doctor (by org A, with the doctor's
-    consent) and a scope key, so that the records rules run."""
-    scope_key = {"scope": "clinical", "epoch": 1, "public_key": "77" * 32}
+    consent), a scope key and the patient's write consent for org A, so that the records
+    rules run."""
+    scope_key = scope_key_payload(PATIENT, CHAIN_ID, "clinical", 1, "77" * 32)
+    write_consent = {
+        "id": GRANT_IDS[0],
+        "patient": PATIENT.did,
+        "grantee": ORG_A.did,
+        "action": "write",
+        "scopes": ["clinical"],
+        "start": 0,
+        "end": T0_S + 1000,
+    }
     voucher = sign_voucher(ORG_A, CHAIN_ID, "register_patient", PATIENT.did, SETUP_EXPIRY)
     doctor_key = DOCTOR.encryption_public.hex()
     consent = sign_consent(DOCTOR, CHAIN_ID, ORG_A.did, doctor_key, SETUP_EXPIRY)
@@ -492,6 +583,7 @@ def setup_block() -> list[bytes]:
         Tx(CHAIN_ID, "identity/register_patient", PATIENT.did, 1, patient).sign(PATIENT),
         Tx(CHAIN_ID, "identity/register_practitioner", ORG_A.did, 1, doctor).sign(ORG_A),
         Tx(CHAIN_ID, "records/publish_scope_key", PATIENT.did, 2, scope_key).sign(PATIENT),
+        Tx(CHAIN_ID, "consent/grant", PATIENT.did, 3, write_consent).sign(PATIENT),
     ]
 
 
@@ -500,7 +592,7 @@ def two_state_machines(scratch: Path) -> tuple[Application, Application]:
     b = make_app(scratch / "b.sqlite", [ORG_A, ORG_B])
     b.store.cache.max_bytes = 2048  # evicts nearly every read: a cache must change nothing
     for app in (a, b):
-        assert run_block(app, setup_block()) == [Code.OK] * 3
+        assert run_block(app, setup_block()) == [Code.OK] * 4
     return a, b
 
 
@@ -509,6 +601,47 @@ def two_state_machines(scratch: Path) -> tuple[Application, Application]:
 def test_adversarial_blocks_never_raise_and_two_state_machines_agree(
     drawn: list[list[Envelope | Deep | RawBytes]],
 ) -> None:
+    run_on_two_state_machines(drawn)
+
+
+CONSENT_TYPES = ("consent/grant", "consent/grant", "consent/revoke", "consent/share_keys")
+# One flaw of a grant: its field and the hostile values it takes.
+GRANT_FLAWS: dict[str, st.SearchStrategy[Any]] = {
+    "patient": st.sampled_from([DOCTOR.did, STRANGER.did, ORG_A.did]),
+    "grantee": st.sampled_from([PATIENT.did, STRANGER.did, APPLICANT.did]),
+    "scopes": st.sampled_from([["clinical", "nope"], [], ["clinical", "clinical"]]),
+    "purposes": st.sampled_from([["BOGUS"], [], ["TREAT"] * 10]),
+    "start": st.sampled_from([T0_S + 3, T0_S + 2000, -1]),
+    "end": st.sampled_from([T0_S + 3, T0_S + 1, 2**40 + 1, 0]),
+    "keys": st.sampled_from(KEY_WRAPS[2:]),
+    "naming_key": st.sampled_from(["6b" * 81, ""]),
+    "records": st.sampled_from([list(RECORDS), ["zz" * 32], []]),
+}
+
+
+@st.composite
+def consent_envelopes(draw: st.DrawFn) -> Envelope:
+    """Consent messages (mostly the patient's) among the anchors and scope keys they
+    decide: grants with hostile periods, scopes, purposes, grantees, ids and key wraps."""
+    type_ = draw(st.sampled_from([*CONSENT_TYPES, "records/anchor", "records/publish_scope_key"]))
+    signer = ACTORS.index(PATIENT) if draw(often(6)) else draw(st.integers(0, len(ACTORS) - 1))
+    payload = draw(payloads(type_))
+    if type_ == "consent/grant" and draw(often(4)):
+        flaw = draw(st.sampled_from(sorted(GRANT_FLAWS)))
+        payload[flaw] = draw(GRANT_FLAWS[flaw])
+    return Envelope(signer, None, CHAIN_ID, type_, None, payload, False, None)
+
+
+@FUZZ
+@given(st.lists(st.lists(consent_envelopes(), min_size=1, max_size=8), min_size=1, max_size=3))
+def test_consent_blocks_never_raise_and_two_state_machines_agree(
+    drawn: list[list[Envelope | Deep | RawBytes]],
+) -> None:
+    run_on_two_state_machines(drawn)
+
+
+def run_on_two_state_machines(drawn: list[list[Envelope | Deep | RawBytes]]) -> None:
+    """Each block on both state machines: nothing raises, both agree at every height."""
     with tempfile.TemporaryDirectory() as scratch:
         a, b = two_state_machines(Path(scratch))
         builder = Builder(a)
@@ -585,7 +718,12 @@ def _envelope(**changes: Any) -> Envelope:
         "chain_id": CHAIN_ID,
         "type": "records/publish_scope_key",
         "nonce": None,
-        "payload": {"scope": "clinical", "epoch": 1, "public_key": "66" * 32},
+        "payload": {
+            "scope": "clinical",
+            "epoch": 1,
+            "public_key": "66" * 32,
+            "signature": Sig("scope_key"),
+        },
         "ascii_escapes": False,
         "drop_field": None,
     }
@@ -640,7 +778,12 @@ def test_the_hostile_vouchers_and_consents_are_each_refused_with_a_code(tmp_path
     rotation = _envelope(
         signer=ACTORS.index(ORG_B),
         type="identity/rotate_key",
-        payload={"signing_key": ROTATED[0].signing_public.hex(), "encryption_key": "22" * 32},
+        payload={
+            "signing_key": ROTATED[0].signing_public.hex(),
+            "encryption_key": "22" * 32,
+            "certificate": Sig("certificate"),
+            "proof": Sig("proof"),
+        },
     )
     rotated = Builder(a).build(rotation)
     assert run_block(a, [rotated]) == run_block(b, [rotated]) == [Code.OK]

@@ -1,11 +1,14 @@
 """Golden app hashes: the rules cannot change unnoticed.
 
 `golden.py` runs a fixed block sequence (fixed test-vector keys, fixed times and expiries;
-vouched registrations, a practitioner's consent, membership votes, anchors, a key rotation, a
-tombstone, a replay, a conflict, an erasure; refused: a reused voucher, an expired one, one
-by a non-member, a consent given to another organisation, an unknown sender, a removed
-organisation and its practitioner, another member's tombstone on a record it did not start,
-a rotation to a key already taken, one member of two removing the other) and
+vouched registrations, a practitioner's consent, membership votes, signed scope keys, write
+and read grants, anchors under write consent, a key rotation with certificate and proof, a
+tombstone, a replay, a conflict, a revocation, an erasure; refused: a reused voucher, an
+expired one, one by a non-member, a consent given to another organisation, an unknown sender,
+a removed organisation and its practitioner, another member's tombstone on a record it did
+not start, a rotation to a key already taken, a rotation without proof of possession, a scope
+key signed by another key, a grant by a non-patient, an expired grant, an anchor without write
+consent, a revocation twice, keys for a revoked grant, one member of two removing the other) and
 this test compares the app hash and the result codes at every height with the constants
 below. Update the constants only together with STATE_MACHINE_VERSION (chain/app.py): run
 
@@ -22,14 +25,23 @@ from careledger.chain.app import STATE_MACHINE_VERSION
 from golden import run_golden
 
 # Computed once by tests/golden.py; update only together with STATE_MACHINE_VERSION.
-GOLDEN_RULES_VERSION = 2
+GOLDEN_RULES_VERSION = 3
 GOLDEN = [
     ("a3d5781c94900c50b476a63776322f84d9a1af5b1738e50d23c2d9111d7c4347", []),
     ("d0b94fd53ca7259197e650abc7b7901f1030017a34d62bb27d25ce144564614a", [0, 0, 0, 10, 13, 8]),
-    ("8b77cb82f42dd426ed6429df45a5895f45a78fa3825b02e8756c2146fd97ee24", [0, 0, 0, 8, 0, 8]),
-    ("4c55bbd48777cee7c7a1a042de4dd5e2d6b87a12568c1fc0d522c0c52c8cb31d", [0, 0, 0, 6, 0]),
-    ("4e25f3dcc995d422d9025ebbac3ce26698c9b0ab7aced81fc17b30125fa01c07", [0, 8, 10, 0, 10, 0, 0]),
-    ("b583d8df35f86fcdc2a74405485fa2b73d3d23c3de70684bf43a449520b4f885", [0, 12, 13, 0, 13, 8, 0]),
+    (
+        "2a77c630b3ef24a8450b0961958f7f5925afda92c97c5d0cb96a2af839de21c2",
+        [0, 0, 8, 0, 8, 0, 8, 0, 0, 0, 8, 7],
+    ),
+    ("2e8620e8dc485d8d6826f6ee86a1bf499815bc1ea08b420ac9b1423130b38c58", [0, 0, 0, 14, 6, 8, 0]),
+    (
+        "6c101ffb6f878370b9b4a7f2607179ca7adc2abb15276fec76e1c71823936450",
+        [0, 8, 10, 0, 10, 0, 10, 0, 0],
+    ),
+    (
+        "7f3f3ea2cf1c241f1c8154200b28764df95b804910874fb866456968706bec14",
+        [0, 12, 13, 0, 13, 8, 0, 10],
+    ),
 ]
 
 

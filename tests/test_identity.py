@@ -6,6 +6,7 @@ key rotation and its history. Every attack is performed against the real applica
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from careledger.chain.app import Application, BlockContext, FinalizeResult
 from careledger.chain.codes import Code, TxFailure
 from careledger.chain.genesis import Genesis, GenesisOrganisation
 from careledger.chain.modules.base import TxContext
-from careledger.chain.modules.identity import IdentityKeeper
+from careledger.chain.modules.identity import IdentityKeeper, rotation_payload
 from careledger.chain.modules.identity.vouchers import (
     Voucher,
     check_voucher,
@@ -25,20 +26,28 @@ from careledger.chain.modules.identity.vouchers import (
     statement_bytes,
 )
 from careledger.chain.modules.records import handler as records_handler
-from careledger.chain.modules.records import record_name
+from careledger.chain.modules.records import record_name, scope_key_payload
 from careledger.chain.modules.records.messages import Anchor
 from careledger.chain.state import KV, Overlay
 from careledger.chain.tx import Tx
-from careledger.crypto.keys import Identity
+from careledger.crypto.keys import Identity, verify_signature
+from careledger.crypto.statements import rotation_statement
 from nodeutil import (
     CHAIN_ID,
     VOUCHER_EXPIRY,
     application_payload,
+    grant_payload,
     make_app,
     practitioner_payload,
     register_patient_tx,
     run_block,
+    run_block_results,
 )
+
+
+def clinical_key(patient: Identity) -> dict[str, Any]:
+    """The patient's signed clinical scope key, epoch 1."""
+    return scope_key_payload(patient, CHAIN_ID, "clinical", 1, "22" * 32)
 
 
 class Chain:
@@ -296,7 +305,7 @@ def test_an_unknown_sender_never_reaches_the_state(tmp_path: Path) -> None:
     stranger = Identity.generate()
     patient = Identity.generate()
     assert chain.run(chain.register_patient(patient)) == [Code.OK]
-    scope = {"scope": "clinical", "epoch": 1, "public_key": "22" * 32}
+    scope = scope_key_payload(stranger, CHAIN_ID, "clinical", 1, "22" * 32)
     anchor = {
         "patient": patient.did,
         "resource_type": "Observation",
@@ -304,15 +313,18 @@ def test_an_unknown_sender_never_reaches_the_state(tmp_path: Path) -> None:
         "version": 1,
         "blob_hash": "ab" * 32,
         "commitment": "cd" * 32,
-        "recipients": [stranger.did],
+        "recipients": ["scope/clinical/1", stranger.did],
     }
-    rotate = {"signing_key": "33" * 32, "encryption_key": "44" * 32}
+    rotate = rotation_payload(stranger, Identity.generate(), CHAIN_ID)
+    grant = grant_payload(patient.did, stranger.did)
     for type_, payload in [
         ("records/publish_scope_key", scope),
         ("records/anchor", anchor),
         ("identity/rotate_key", rotate),
         ("identity/approve_membership", {"action": "remove", "subject": chain.members[0].did}),
         ("identity/register_practitioner", practitioner_payload(CHAIN_ID, stranger.did, patient)),
+        ("consent/grant", grant),
+        ("consent/revoke", {"id": grant["id"]}),
     ]:
         refused_everywhere(chain, chain.tx(stranger, type_, payload), Code.UNKNOWN_SENDER)
     assert query(chain.app, "auth/nonce", did=stranger.did)["last_nonce"] == 0
@@ -409,7 +421,7 @@ def test_the_mempool_admits_a_new_patients_transactions_behind_its_registration(
     chain = Chain(tmp_path)
     patient = Identity.generate()
     register = chain.register_patient(patient)
-    scope = {"scope": "clinical", "epoch": 1, "public_key": "22" * 32}
+    scope = scope_key_payload(patient, CHAIN_ID, "clinical", 1, "22" * 32)
     publish = chain.tx(patient, "records/publish_scope_key", scope)
     assert chain.app.check_tx(publish).code == Code.UNKNOWN_SENDER  # not before it
     assert [chain.app.check_tx(register).code, chain.app.check_tx(publish).code] == [0, 0]
@@ -439,14 +451,16 @@ def test_an_expelled_organisations_practitioner_can_no_longer_write(tmp_path: Pa
         if extra.get("tombstone"):
             return base | {"tombstone": 1}
         blob = {"blob_hash": f"{version:02x}" * 32, "commitment": "cd" * 32}
-        return base | blob | {"recipients": [doctor.did]}
+        return base | blob | {"recipients": ["scope/clinical/1", doctor.did]}
 
     setup = chain.run(
         chain.register_practitioner(a, doctor),
         chain.register_patient(patient, a),
+        chain.tx(patient, "records/publish_scope_key", clinical_key(patient)),
+        chain.tx(patient, "consent/grant", grant_payload(patient.did, a.did)),
         chain.tx(doctor, "records/anchor", anchor(1)),
     )
-    assert setup == [Code.OK, Code.OK, Code.OK]
+    assert setup == [Code.OK] * 5
     assert chain.run(chain.vote(b, "remove", a.did)) == [Code.OK]
     assert chain.run(chain.tx(doctor, "records/anchor", anchor(2))) == [Code.OK]  # A not out yet
     assert chain.run(chain.vote(c, "remove", a.did)) == [Code.OK]  # two of the three others
@@ -478,7 +492,7 @@ def test_a_deregistered_practitioner_may_send_nothing(tmp_path: Path) -> None:
     org, doctor = chain.members[0], Identity.generate()
     deregister = chain.tx(org, "identity/deregister_practitioner", {"did": doctor.did})
     assert chain.run(chain.register_practitioner(org, doctor), deregister) == [0, 0]
-    rotate = {"signing_key": "33" * 32, "encryption_key": "44" * 32}
+    rotate = rotation_payload(doctor, Identity.generate(), CHAIN_ID)
     refused_everywhere(chain, chain.tx(doctor, "identity/rotate_key", rotate), Code.UNKNOWN_SENDER)
 
 
@@ -523,7 +537,7 @@ def test_re_registering_a_practitioner_never_resets_a_rotated_key(tmp_path: Path
     key = first.encryption_public.hex()
     original_consent = sign_consent(first, CHAIN_ID, org.did, key, VOUCHER_EXPIRY)
     register = {"did": did, "encryption_key": key, "name": "Dr. R", "consent": original_consent}
-    rotate = {"signing_key": rotated.signing_public.hex(), "encryption_key": key}
+    rotate = rotation_payload(first, rotated, CHAIN_ID, encryption_key=key)
     assert chain.run(
         chain.tx(org, "identity/register_practitioner", register),
         chain.tx(first, "identity/rotate_key", rotate, did=did),
@@ -546,7 +560,8 @@ def test_re_registering_a_practitioner_never_resets_a_rotated_key(tmp_path: Path
     assert record["active"] is True
     assert record["signing_key"] == rotated.signing_public.hex()
     assert record["keys"] == history
-    by_old_key = chain.tx(first, "identity/rotate_key", rotate | {"signing_key": "66" * 32}, did)
+    onward = rotation_payload(first, Identity.generate(), CHAIN_ID, did=did)
+    by_old_key = chain.tx(first, "identity/rotate_key", onward, did)
     assert chain.app.check_tx(by_old_key).code == Code.BAD_SIGNATURE
 
 
@@ -574,21 +589,22 @@ def test_after_key_rotation_the_old_key_cannot_sign_for_the_identity(tmp_path: P
     old, new = Identity.generate(), Identity.generate()
     did = old.did
     register = chain.register_patient(old)
-    keys = {"signing_key": new.signing_public.hex(), "encryption_key": new.encryption_public.hex()}
+    keys = rotation_payload(old, new, CHAIN_ID)
     rotate = chain.tx(old, "identity/rotate_key", keys)
     assert chain.run(register, rotate) == [Code.OK, Code.OK]
     record = chain.query("identity/identity", did=did)
     assert record["signing_key"] == new.signing_public.hex()
 
-    payload = {"signing_key": old.signing_public.hex(), "encryption_key": "55" * 32}
+    payload = rotation_payload(old, Identity.generate(), CHAIN_ID)
     by_old = Tx(CHAIN_ID, "identity/rotate_key", did, 3, payload).sign(old)
     assert chain.app.check_tx(by_old).code == Code.BAD_SIGNATURE
     assert chain.run(by_old) == [Code.BAD_SIGNATURE]
     # The new key may rotate on, but never back to the key it replaced (lost or stolen keys
     # are rotated away from: taking one back would let its holder sign again).
-    back = Tx(CHAIN_ID, "identity/rotate_key", did, 3, payload).sign(new)
+    back_keys = rotation_payload(new, old, CHAIN_ID, did=did)  # it even proves it holds it
+    back = Tx(CHAIN_ID, "identity/rotate_key", did, 3, back_keys).sign(new)
     assert chain.run(back) == [Code.CONFLICT]
-    onward = {"signing_key": Identity.generate().signing_public.hex(), "encryption_key": "55" * 32}
+    onward = rotation_payload(new, Identity.generate(), CHAIN_ID, did=did)
     assert chain.run(Tx(CHAIN_ID, "identity/rotate_key", did, 4, onward).sign(new)) == [Code.OK]
 
 
@@ -605,7 +621,8 @@ def test_a_signing_key_signs_for_one_identity_only(tmp_path: Path) -> None:
     ) == [0, 0]
 
     def rotate(who: Identity, to: Identity, did: str = "") -> bytes:
-        keys = {"signing_key": to.signing_public.hex(), "encryption_key": "44" * 32}
+        """A rotation as its holders would sign it: even with the taken key's proof."""
+        keys = rotation_payload(who, to, CHAIN_ID, did=did or who.did, encryption_key="44" * 32)
         return chain.tx(who, "identity/rotate_key", keys, did=did)
 
     for taken in (c, patient, doctor):  # a founder's, a patient's and a practitioner's key
@@ -613,7 +630,7 @@ def test_a_signing_key_signs_for_one_identity_only(tmp_path: Path) -> None:
     assert chain.query("identity/identity", did=b.did)["keys"][-1]["signing_key"] == (
         b.signing_public.hex()
     )
-    away = {"signing_key": "55" * 32, "encryption_key": "44" * 32}
+    away = rotation_payload(b, Identity.generate(), CHAIN_ID)
     as_b = Tx(CHAIN_ID, "identity/rotate_key", b.did, 99, away)
     assert chain.app.check_tx(as_b.sign(c)).code == Code.BAD_SIGNATURE  # C cannot sign as B
 
@@ -626,35 +643,64 @@ def test_a_signing_key_signs_for_one_identity_only(tmp_path: Path) -> None:
     assert keeper.key_holder(first.signing_public.hex()) == patient.did
 
 
-def test_a_did_whose_key_another_identity_rotated_to_cannot_register(tmp_path: Path) -> None:
-    """rotate_key does not prove possession of the new key, so an identity may rotate to the
-    key of a did that is not registered yet; that did then cannot register (as a patient,
-    a practitioner or a member), or two identities would share one key."""
+def test_a_rotation_needs_a_proof_by_the_new_key_so_no_did_is_squatted(tmp_path: Path) -> None:
+    """rotate_key once named any key: an identity rotated to the key of a did not registered
+    yet, which then could never register (two identities would share one key). A rotation now
+    carries a proof by the new key and a certificate by the current one, over the rotation
+    statement: without the victim's private key the squatter is UNAUTHORISED, writes nothing
+    but its nonce, and every victim registers."""
     chain = Chain(tmp_path)
     members = chain.members
-    holder = Identity.generate()
+    holder, stranger = Identity.generate(), Identity.generate()
     patient, doctor, applicant = Identity.generate(), Identity.generate(), Identity.generate()
     assert chain.run(chain.register_patient(holder)) == [0]
     application = application_payload(CHAIN_ID, applicant, members[0], "Late Clinic")
     assert chain.run(chain.tx(applicant, "identity/apply_membership", application)) == [0]
 
-    signer = holder
+    def forged(victim: Identity, proof_by: Identity, certificate_by: Identity) -> bytes:
+        keys = rotation_payload(holder, victim, CHAIN_ID, encryption_key="44" * 32)
+        statement = rotation_statement(CHAIN_ID, holder.did, victim.signing_public.hex(), "44" * 32)
+        keys["proof"] = proof_by.sign(statement).hex()
+        keys["certificate"] = certificate_by.sign(statement).hex()
+        return chain.tx(holder, "identity/rotate_key", keys)
+
+    identity_before = chain.query("identity/identity", did=holder.did)
     for victim in (patient, doctor, applicant):
-        keys = {"signing_key": victim.signing_public.hex(), "encryption_key": "44" * 32}
-        assert chain.run(chain.tx(signer, "identity/rotate_key", keys, did=holder.did)) == [0]
-        signer = victim  # the victim's key now signs for the holder's did
+        for proof_by, certificate_by, wrong in (
+            (holder, holder, "proof"),  # the squatter's own key proves nothing
+            (stranger, holder, "proof"),
+            (victim, stranger, "certificate"),  # a certificate not by the current key
+        ):
+            [result] = run_block_results(chain.app, [forged(victim, proof_by, certificate_by)])
+            assert result.code == Code.UNAUTHORISED
+            assert f"the {wrong} is not a signature by" in result.log
+    wrong_chain = rotation_payload(holder, Identity.generate(), "another-chain")
+    [result] = run_block_results(chain.app, [chain.tx(holder, "identity/rotate_key", wrong_chain)])
+    assert result.code == Code.UNAUTHORISED
+    assert chain.query("identity/identity", did=holder.did) == identity_before
 
     assert chain.run(
         chain.register_patient(patient),
         chain.register_practitioner(members[0], doctor),
         chain.vote(members[0], "admit", applicant.did),
         chain.vote(members[1], "admit", applicant.did),
-        chain.vote(members[2], "admit", applicant.did),  # two thirds: admission refused
-    ) == [Code.CONFLICT, Code.CONFLICT, 0, 0, Code.CONFLICT]
-    for did in (patient.did, doctor.did, applicant.did):
-        found = chain.app.query("identity/identity", json.dumps({"did": did}).encode())
-        assert found.code == Code.NOT_FOUND
-    assert applicant.did not in member_dids(chain)
+        chain.vote(members[2], "admit", applicant.did),
+    ) == [0, 0, 0, 0, 0]
+    assert applicant.did in member_dids(chain)
+
+
+def test_a_did_whose_key_another_identity_rotated_to_cannot_register(tmp_path: Path) -> None:
+    """The one way left to a did's key becoming another identity's: its holder signs the
+    proof (gives the key away). That did then cannot register, or two identities would share
+    one key."""
+    chain = Chain(tmp_path)
+    holder, given_away = Identity.generate(), Identity.generate()
+    assert chain.run(chain.register_patient(holder)) == [0]
+    keys = rotation_payload(holder, given_away, CHAIN_ID)
+    assert chain.run(chain.tx(holder, "identity/rotate_key", keys)) == [0]
+    assert chain.run(chain.register_patient(given_away)) == [Code.CONFLICT]
+    found = chain.app.query("identity/identity", json.dumps({"did": given_away.did}).encode())
+    assert found.code == Code.NOT_FOUND
 
 
 def test_the_key_history_gives_the_key_in_force_at_any_height(tmp_path: Path) -> None:
@@ -664,8 +710,11 @@ def test_the_key_history_gives_the_key_in_force_at_any_height(tmp_path: Path) ->
     did = first.did
 
     def rotate(signer: Identity, to: Identity) -> bytes:
-        payload = {"signing_key": to.signing_public.hex(), "encryption_key": "11" * 32}
+        payload = rotation_payload(signer, to, CHAIN_ID, did=did, encryption_key="11" * 32)
+        entries.append({"encryption_key": "11" * 32} | payload)
         return chain.tx(signer, "identity/rotate_key", payload, did=did)
+
+    entries: list[dict[str, str]] = []
 
     assert chain.run(chain.register_patient(first)) == [0]
     registered = chain.height
@@ -678,9 +727,17 @@ def test_the_key_history_gives_the_key_in_force_at_any_height(tmp_path: Path) ->
     keys = chain.query("identity/identity", did=did)["keys"]
     assert keys == [
         {"since": registered, "signing_key": first.signing_public.hex()},
-        {"since": second_since, "signing_key": second.signing_public.hex()},
-        {"since": third_since, "signing_key": third.signing_public.hex()},
+        {"since": second_since, **entries[0]},
+        {"since": third_since, **entries[1]},
     ]
+    # Each entry carries what lets anyone follow the keys from the did without the chain:
+    # the certificate by the key before it and the proof by the key itself.
+    for before, entry in itertools.pairwise(keys):
+        statement = rotation_statement(CHAIN_ID, did, entry["signing_key"], entry["encryption_key"])
+        for key, signature in ((before, "certificate"), (entry, "proof")):
+            assert verify_signature(
+                bytes.fromhex(key["signing_key"]), bytes.fromhex(entry[signature]), statement
+            )
     keeper = IdentityKeeper(KV(chain.app.store, "identity"))
     assert keeper.signing_key_at(did, registered - 1) is None
     assert keeper.signing_key_at(did, registered + 1) == first.signing_public

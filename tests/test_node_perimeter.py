@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from careledger.chain.codes import Code
+from careledger.chain.modules.identity import rotation_payload
 from careledger.chain.modules.identity.vouchers import sign_voucher
 from careledger.chain.tx import Tx
 from careledger.crypto.keyfile import KeyFile
@@ -251,20 +252,18 @@ def test_a_request_signed_for_one_did_does_not_pass_as_another_with_the_same_key
     """A rotation could once name any key, so two dids could share one: a registered identity
     rotated to the organisation's public key, and a captured request of the organisation,
     relabelled with that did, passed as a request of it (and as a fresh nonce: the cache is
-    keyed by did) while the did was not in the signed bytes. Two defences now: the chain
-    refuses a rotation to a key another identity holds, and the did is in the signed bytes."""
+    keyed by did) while the did was not in the signed bytes. Three defences now: a rotation
+    carries a proof by the new key (which the mimic cannot sign), the chain refuses a
+    rotation to a key another identity holds, and the did is in the signed bytes."""
     org = node.organisation()
     mimic = Identity.generate()
     NodeClient(node.url, mimic).submit(registration(node, mimic), wait=True)
+    chain_id = NodeClient(node.url, mimic).status()["chain_id"]
+    rotation = rotation_payload(mimic, mimic, chain_id, encryption_key="")  # its own proof
+    rotation["signing_key"] = org.identity.signing_public.hex()
     with pytest.raises(NodeError) as refused:
-        Signer(NodeClient(node.url, mimic), mimic.did, mimic).send(
-            "identity/rotate_key",
-            {
-                "signing_key": org.identity.signing_public.hex(),
-                "encryption_key": mimic.encryption_public.hex(),
-            },
-        )
-    assert refused.value.code == f"code_{int(Code.CONFLICT)}"
+        Signer(NodeClient(node.url, mimic), mimic.did, mimic).send("identity/rotate_key", rotation)
+    assert refused.value.code == f"code_{int(Code.UNAUTHORISED)}"
     target = "/query/identity/members"
     captured = authorization(org.identity, org.did, audience_of(node), "GET", target, b"", now_ms())
     relabelled = captured.replace(f"did={org.did},", f"did={mimic.did},")

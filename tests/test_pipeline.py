@@ -60,7 +60,7 @@ def anchor_payload(blob_hash: str) -> dict[str, object]:
         "version": 1,
         "blob_hash": blob_hash,
         "commitment": os.urandom(32).hex(),
-        "recipients": [Identity.generate().did],
+        "recipients": ["scope/clinical/1", Identity.generate().did],
     }
 
 

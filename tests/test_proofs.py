@@ -20,6 +20,7 @@ import pytest
 
 from careledger.chain.block import BlockHeader, data_hash, tx_inclusion_proof
 from careledger.chain.codes import Code
+from careledger.chain.modules.identity import rotation_payload
 from careledger.chain.results import TxOutcome, result_inclusion_proof, results_hash
 from careledger.chain.tx import Tx, decode_tx
 from careledger.crypto.canonical import canonical_bytes
@@ -208,12 +209,9 @@ def test_a_rotated_authors_proof_needs_the_rotation_that_registered_its_key(
     without it is refused, and a rotation after the anchor cannot vouch for it."""
     before = setup.written[0]
     new_identity = Identity.generate()
+    payload = rotation_payload(setup.org.identity, new_identity, setup.api.status()["chain_id"])
     rotation = Signer(setup.api, setup.org.did, setup.org.identity).send(
-        "identity/rotate_key",
-        {
-            "signing_key": new_identity.signing_public.hex(),
-            "encryption_key": new_identity.encryption_public.hex(),
-        },
+        "identity/rotate_key", payload
     )
     rotated = KeyFile(setup.org.did, "organisation", new_identity, setup.org.name)
     after = RecordsClient(setup.node.url, rotated).write(setup.patient.did, observations(7)[6])
@@ -223,7 +221,7 @@ def test_a_rotated_authors_proof_needs_the_rotation_that_registered_its_key(
     history = setup.api.query("identity/identity", did=setup.org.did)["keys"]
     assert history == [
         {"since": 0, "signing_key": own},
-        {"since": rotation["height"], "signing_key": new_identity.signing_public.hex()},
+        {"since": rotation["height"], **payload},  # the certificate and proof with it
     ]
     reader = RecordsClient(setup.node.url, setup.patient)  # the old org key signs no more
     proof = fresh(reader.proof(after.ref))  # the rotation gathered from the node's history

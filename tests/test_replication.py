@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from careledger.chain.app import Application
 from careledger.chain.modules.identity.vouchers import sign_voucher
-from careledger.chain.modules.records import record_name
+from careledger.chain.modules.records import record_name, scope_key_payload
 from careledger.chain.tx import Tx
 from careledger.crypto.envelope import BlobOwner, WrappedKey, pack_record_blob
 from careledger.crypto.hashing import sha256_hex
@@ -39,7 +39,7 @@ from careledger.node.erasure import BlobEraser
 from careledger.node.replication import BlobReplicator
 from careledger.protocol.frames import pack_results
 from careledger.storage.blobstore import BlobStore
-from nodeutil import CHAIN_ID, VOUCHER_EXPIRY, free_port, make_app, run_block
+from nodeutil import CHAIN_ID, VOUCHER_EXPIRY, free_port, grant_payload, make_app, run_block
 
 ORG, PATIENT = Identity.generate(), Identity.generate()
 GOOD_ID = "good"
@@ -124,10 +124,11 @@ class Chain:
                 ),
                 (
                     "records/publish_scope_key",
-                    {"scope": "diagnostics", "epoch": 1, "public_key": "22" * 32},
+                    scope_key_payload(self.patient, CHAIN_ID, "diagnostics", 1, "22" * 32),
                 ),
+                ("consent/grant", grant_payload(self.patient.did, self.org.did)),
             ],
-        ) == [0, 0]
+        ) == [0, 0, 0]
 
     def replicator(self, peer: str) -> BlobReplicator:
         keyfile = KeyFile(self.org.did, "organisation", self.org)

@@ -30,6 +30,7 @@ from careledger.chain.app import Application, TxResult
 from careledger.chain.block import BlockHeader, parse_time_ns
 from careledger.chain.codes import Code
 from careledger.chain.modules.identity.vouchers import sign_consent, sign_voucher
+from careledger.chain.modules.records import scope_key_payload
 from careledger.chain.results import outcomes_hash
 from careledger.chain.store import StateStore
 from careledger.chain.tx import Tx, tx_hash
@@ -98,7 +99,7 @@ def test_a_transaction_the_application_rejects_never_changes_state(network: Netw
     body = Tx(chain_id, "identity/register_patient", victim.did, 1, payload)
     forged = body.body() + intruder.sign(body.body())  # signed by the wrong key
     garbage = b"not a transaction at all"
-    scope = {"scope": "clinical", "epoch": 1, "public_key": "22" * 32}  # from no identity
+    scope = scope_key_payload(intruder, chain_id, "clinical", 1, "22" * 32)  # from no identity
     unknown = Tx(chain_id, "records/publish_scope_key", intruder.did, 1, scope).sign(intruder)
 
     cases = (

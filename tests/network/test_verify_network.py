@@ -79,7 +79,7 @@ def _anchor_without_its_blob(network: Network, writer: RecordsClient) -> NodeErr
         "version": 1,
         "blob_hash": os.urandom(32).hex(),
         "commitment": os.urandom(32).hex(),
-        "recipients": [org.did],
+        "recipients": ["scope/clinical/1", org.did],
     }
     raw = Tx(client.status()["chain_id"], "records/anchor", org.did, nonce, payload)
     try:

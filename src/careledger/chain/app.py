@@ -54,8 +54,12 @@ DEFAULT_MODULES: tuple[Module, ...] = (identity_module, records_module, consent_
 # applicants register with a member's one-time voucher, practitioners with their consent;
 # identities keep their key history; a signing key belongs to one identity for ever; a
 # removal needs two approving members; only the patient or the organisation that wrote a
-# record's version 1 add versions and tombstones. tests/test_golden.py pins this version's
-# app hashes.
+# record's version 1 add versions and tombstones.
+# Version 3: the consent module (grants, revocations, key wraps); a new record of a patient
+# needs the patient's write consent (NO_CONSENT); scope keys are signed by the patient; an
+# anchor names exactly one scope key, and a record keeps its scope; version 1 is never a
+# tombstone; rotate_key carries a certificate (old key) and a proof (new key).
+# tests/test_golden.py pins this version's app hashes.
 STATE_MACHINE_VERSION = 3
 
 

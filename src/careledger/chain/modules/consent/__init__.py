@@ -9,7 +9,7 @@ from careledger.chain.modules.consent.keeper import (
     ConsentKeeper,
     Decision,
 )
-from careledger.chain.modules.consent.messages import ACTIONS, PURPOSES
+from careledger.chain.modules.consent.messages import ACTIONS, MAX_PERIOD_END, PURPOSES
 
 consent_module = Module(
     name=MODULE,
@@ -30,6 +30,7 @@ consent_module = Module(
 __all__ = [
     "ACTIONS",
     "MAX_LIVE_GRANTS",
+    "MAX_PERIOD_END",
     "MODULE",
     "PURPOSES",
     "ConsentKeeper",

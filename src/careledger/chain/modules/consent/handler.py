@@ -35,9 +35,7 @@ from careledger.chain.modules.consent.messages import (
     Revoke,
     ShareKeys,
 )
-from careledger.chain.modules.identity.keeper import IdentityKeeper
-from careledger.chain.modules.records.keeper import MODULE as RECORDS
-from careledger.chain.modules.records.keeper import RecordsKeeper
+from careledger.chain.modules.identity import IdentityKeeper
 
 NS_PER_SECOND = 1_000_000_000
 
@@ -104,6 +102,11 @@ def _grantee_org(identities: IdentityKeeper, msg: Grant) -> str:
 
 
 def _require_published(ctx: TxContext, patient: str, keys: tuple[KeyWrap, ...]) -> None:
+    # Imported here: the records module asks this one for write consent (records -> consent
+    # at import time), so this one reaches the records keeper only when a grant runs.
+    from careledger.chain.modules.records import MODULE as RECORDS
+    from careledger.chain.modules.records import RecordsKeeper
+
     records = RecordsKeeper(ctx.kv(RECORDS))
     for key in keys:
         if records.scope_key(patient, key.scope, key.epoch) is None:

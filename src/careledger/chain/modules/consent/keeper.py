@@ -39,8 +39,8 @@ from careledger.chain.modules.consent.messages import (
     WRITE,
     KeyWrap,
 )
-from careledger.chain.modules.identity.keeper import MODULE as IDENTITY
-from careledger.chain.modules.identity.keeper import IdentityKeeper
+from careledger.chain.modules.identity import MODULE as IDENTITY
+from careledger.chain.modules.identity import IdentityKeeper
 from careledger.chain.state import KV
 from careledger.crypto.scopekeys import SENSITIVE
 

@@ -30,8 +30,8 @@ from typing import Any
 from careledger.chain.codes import Code, TxFailure
 from careledger.chain.genesis import Genesis
 from careledger.chain.modules.base import TxContext
-from careledger.chain.modules.consent.keeper import MODULE as CONSENT
-from careledger.chain.modules.consent.keeper import ConsentKeeper
+from careledger.chain.modules.consent import MODULE as CONSENT
+from careledger.chain.modules.consent import ConsentKeeper
 from careledger.chain.modules.identity import IdentityKeeper
 from careledger.chain.modules.records.events import (
     RecordAnchored,

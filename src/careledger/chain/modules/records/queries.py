@@ -6,9 +6,8 @@ from typing import Any
 
 from careledger.chain.codes import Code, TxFailure
 from careledger.chain.modules.base import Payload
-from careledger.chain.modules.consent.keeper import MODULE as CONSENT
-from careledger.chain.modules.consent.keeper import ConsentKeeper
-from careledger.chain.modules.consent.messages import MAX_PERIOD_END
+from careledger.chain.modules.consent import MAX_PERIOD_END, ConsentKeeper
+from careledger.chain.modules.consent import MODULE as CONSENT
 from careledger.chain.modules.records.keeper import RecordsKeeper
 from careledger.chain.state import KV
 
