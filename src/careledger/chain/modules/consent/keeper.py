@@ -63,8 +63,9 @@ def _e(epoch: int) -> str:
 
 
 # How far a grant got through the checks of a decision (higher: closer to applying). The
-# denial names the candidate that got furthest: its reason is the most specific.
-_OTHER_GRANTEE, _REVOKED, _NOT_STARTED, _EXPIRED, _SCOPE, _RECORD, _PURPOSE = range(7)
+# denial names the candidate that got furthest: its reason is the most specific. A grant not
+# started yet ranks above an expired one: it is the one that will apply.
+_OTHER_GRANTEE, _REVOKED, _EXPIRED, _NOT_STARTED, _SCOPE, _RECORD, _PURPOSE = range(7)
 
 
 class ConsentKeeper:
@@ -263,10 +264,10 @@ class _Request:
             return _OTHER_GRANTEE, f"{name} names practitioner {grant['grantee']}"
         if grant["revoked_at"]:
             return _REVOKED, f"{name} was revoked at height {grant['revoked_at']}"
-        if self.at < grant["start"]:
-            return _NOT_STARTED, f"{name} starts at {grant['start']}"
         if self.at >= grant["end"]:
             return _EXPIRED, f"{name} expired at {grant['end']}"
+        if self.at < grant["start"]:
+            return _NOT_STARTED, f"{name} starts at {grant['start']}"
         if self.scope not in grant["scopes"]:
             named = " (the sensitive scope must be named)" if self.scope == SENSITIVE else ""
             return _SCOPE, f"{name} does not cover scope {self.scope}{named}"
