@@ -81,17 +81,19 @@ def enrol_patient(
 
 def write_consent(patient: str, org_did: str, status: dict[str, object]) -> dict[str, object]:
     """The patient's write grant to the enrolling organisation: every scope, from the node's
-    latest block time (wall clock if it has none) for WRITE_CONSENT_SECONDS."""
-    latest = status.get("latest_block_time")
-    now = parse_time_ns(latest) // 10**9 if isinstance(latest, str) else int(time.time())
+    latest block time (the chain's clock: the next block is not earlier; 0 before the first
+    block, whose time under CometBFT is the genesis time) for WRITE_CONSENT_SECONDS."""
+    latest, height = status.get("latest_block_time"), status.get("height")
+    has_block = isinstance(latest, str) and isinstance(height, int) and height > 0
+    start = parse_time_ns(latest) // 10**9 if has_block and isinstance(latest, str) else 0
     return {
         "id": os.urandom(16).hex(),
         "patient": patient,
         "grantee": org_did,
         "action": "write",
         "scopes": list(SCOPES),
-        "start": now,
-        "end": now + WRITE_CONSENT_SECONDS,
+        "start": start,
+        "end": max(start, int(time.time())) + WRITE_CONSENT_SECONDS,
     }
 
 

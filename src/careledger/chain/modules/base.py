@@ -95,6 +95,11 @@ class TxContext:
     def kv(self, module: str) -> KV:
         return KV(self.state, module)
 
+    @property
+    def unix_seconds(self) -> int:
+        """The block's time in whole unix seconds (consent periods are in seconds)."""
+        return self.time_ns // 1_000_000_000
+
     def emit(self, event: TypedEvent) -> None:
         self.events.append(event.to_event())
 

@@ -37,16 +37,9 @@ from careledger.chain.modules.consent.messages import (
 )
 from careledger.chain.modules.identity import IdentityKeeper
 
-NS_PER_SECOND = 1_000_000_000
-
 
 def _keeper(ctx: TxContext) -> ConsentKeeper:
     return ConsentKeeper(ctx.kv(MODULE))
-
-
-def block_seconds(ctx: TxContext) -> int:
-    """The block's time in unix seconds: what grant periods are compared with."""
-    return ctx.time_ns // NS_PER_SECOND
 
 
 def _acting_delegation(
@@ -56,7 +49,7 @@ def _acting_delegation(
     delegate of the patient; UNAUTHORISED otherwise."""
     if ctx.sender == patient:
         return None
-    delegation = keeper.delegation(patient, ctx.sender, block_seconds(ctx))
+    delegation = keeper.delegation(patient, ctx.sender, ctx.unix_seconds)
     if delegation is None:
         raise TxFailure(
             Code.UNAUTHORISED,
@@ -128,7 +121,7 @@ def _make_room(keeper: ConsentKeeper, patient: str, now: int) -> None:
 
 
 def grant(ctx: TxContext, msg: Grant) -> None:
-    keeper, now = _keeper(ctx), block_seconds(ctx)
+    keeper, now = _keeper(ctx), ctx.unix_seconds
     delegation = _acting_delegation(keeper, ctx, msg.patient)
     _within_delegation(delegation, msg.action, msg.scopes)
     if keeper.identities.active(msg.patient, "patient") is None:
@@ -198,7 +191,7 @@ def share_keys(ctx: TxContext, msg: ShareKeys) -> None:
     delegation = _acting_delegation(keeper, ctx, found["patient"])
     _within_delegation(delegation, found["action"], sorted({k.scope for k in msg.keys}))
     _require_not_revoked(found)
-    if found["end"] <= block_seconds(ctx):
+    if found["end"] <= ctx.unix_seconds:
         raise TxFailure(Code.CONFLICT, f"grant {found['id']} expired at {found['end']}")
     for key in msg.keys:
         if key.scope not in found["scopes"]:

@@ -48,8 +48,6 @@ from careledger.chain.modules.records.messages import (
 from careledger.crypto.keys import verify_signature
 from careledger.crypto.statements import scope_key_statement
 
-NS_PER_SECOND = 1_000_000_000
-
 
 def _keeper(ctx: TxContext) -> RecordsKeeper:
     return RecordsKeeper(ctx.kv(MODULE))
@@ -120,9 +118,8 @@ def _require_write_consent(ctx: TxContext, msg: Anchor, author_org: str, scope: 
     """A new record of the patient by anyone else needs the patient's write consent."""
     if msg.version != 1 or author_org == "":
         return
-    now = ctx.time_ns // NS_PER_SECOND
     decision = ConsentKeeper(ctx.kv(CONSENT)).may_write(
-        msg.patient, ctx.sender, author_org, scope, now
+        msg.patient, ctx.sender, author_org, scope, ctx.unix_seconds
     )
     if not decision.allowed:
         raise TxFailure(

@@ -100,10 +100,11 @@ def _access(
         return _answer(404, f"blob {digest} anchors no record")
     patient, record, version = found["patient"], found["record"], found["version"]
     rec = records.record(patient, record) or {}
-    where = {"patient": patient, "record": record, "version": version, "scope": rec["scope"]}
-    if rec["erased_at"]:
-        return _answer(410, f"record {record} was erased at height {rec['erased_at']}", **where)
-    decision = consent.read_decision(reader, patient, record, rec["scope"], rec["org"], purpose, at)
+    scope, org, erased_at = rec.get("scope", ""), rec.get("org", ""), rec.get("erased_at", 0)
+    where = {"patient": patient, "record": record, "version": version, "scope": scope}
+    if erased_at:
+        return _answer(410, f"record {record} was erased at height {erased_at}", **where)
+    decision = consent.read_decision(reader, patient, record, scope, org, purpose, at)
     status = 200 if decision.allowed else 403
     return _answer(status, decision.reason, grant=decision.grant, **where)
 
