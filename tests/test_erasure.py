@@ -312,7 +312,7 @@ def test_a_deletion_the_disk_refuses_is_retried_until_it_succeeds_without_a_rest
 
 
 class Tap:
-    """ASGI middleware in front of a real node: notes each `POST /blobs/fetch` and the status
+    """ASGI middleware in front of a real node: notes each `POST /replication/fetch` and the status
     it answered for each hash, and can hold an answer (already made) until released."""
 
     def __init__(self, app: Any) -> None:
@@ -322,7 +322,7 @@ class Tap:
         self.hold: threading.Event | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] != "/blobs/fetch":
+        if scope["type"] != "http" or scope["path"] != "/replication/fetch":
             await self.app(scope, receive, send)
             return
         messages: list[dict[str, Any]] = []

@@ -69,7 +69,7 @@ class Setup:
 @pytest.fixture
 def setup(node: NodeProcess) -> Iterator[Setup]:
     org = KeyFile.load(node.data_dir / "keys" / "organisation.json")
-    writer = RecordsClient(node.url, org)
+    writer = RecordsClient(node.url, org, purpose="TREAT")  # it reads what it wrote, to treat
     patient = writer.enrol_patient("proof test").keyfile
     written = writer.write_many(patient.did, observations(5))  # one block, five anchors
     yield Setup(node, NodeClient(node.url, patient), org, writer, patient, written)

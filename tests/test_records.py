@@ -63,7 +63,9 @@ class Imported:
     server: uvicorn.Server
 
     def client(self, keyfile: KeyFile) -> RecordsClient:
-        return RecordsClient(NodeClient(self.url), keyfile)
+        # Anyone but the patient states why it reads (the node's consent guard asks).
+        purpose = "" if keyfile.kind == "patient" else "TREAT"
+        return RecordsClient(NodeClient(self.url), keyfile, purpose=purpose)
 
     def patient_of(self, written: Written) -> RecordsClient:
         return self.client(self.patients[written.ref.patient])

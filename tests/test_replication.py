@@ -75,7 +75,7 @@ def peer() -> Iterator[str]:
         signed = parse_authorization(request.headers["authorization"])
         assert signed.did == ORG.did
         digest = hashlib.sha256(body).digest()
-        check_signature(signed, ORG.signing_public, PEER, "POST", "/blobs/fetch", digest)
+        check_signature(signed, ORG.signing_public, PEER, "POST", "/replication/fetch", digest)
         hashes = orjson.loads(body)["hashes"]
         return Response(
             pack_results([(200, GOOD if h == sha256_hex(GOOD) else FORGED) for h in hashes])
@@ -83,7 +83,7 @@ def peer() -> Iterator[str]:
 
     port = free_port()
     app = Starlette(
-        routes=[Route("/status", status), Route("/blobs/fetch", fetch, methods=["POST"])]
+        routes=[Route("/status", status), Route("/replication/fetch", fetch, methods=["POST"])]
     )
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)

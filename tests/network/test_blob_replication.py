@@ -1,4 +1,7 @@
-"""Blobs between nodes: a record written through one node can be read from every node."""
+"""Blobs between nodes: a record written through one node can be read from every node.
+
+Nodes copy blobs through `POST /replication/fetch` (member organisations only); who may read
+a copy is decided by each node's consent guard, as on the node that took the write."""
 
 from __future__ import annotations
 
@@ -22,7 +25,9 @@ def test_a_record_written_through_one_node_is_readable_from_every_node(tmp_path:
         written = writer.write_many(patient.keyfile.did, originals)
 
         for index in range(1, len(network.nodes)):
-            reader = RecordsClient(network.nodes[index].api_url, organisation(network, 0))
+            url = network.nodes[index].api_url
+            # The author organisation reads its records from any node, stating why.
+            reader = RecordsClient(url, organisation(network, 0), purpose="TREAT")
             wait_until(partial(_readable, reader, written[-1].ref), 60, f"node{index} has blobs")
             for original, w in zip(originals, written, strict=True):
                 read = reader.read(w.ref)
@@ -30,6 +35,12 @@ def test_a_record_written_through_one_node_is_readable_from_every_node(tmp_path:
                 assert _without_meta(read) == _without_meta(original)
             stored = BlobStore(network.app_data(index).blobs)
             assert {w.blob_hash for w in written} <= set(stored)
+            # The copy is ciphertext in custody: the member running this node has no grant,
+            # and its node does not serve it the blob it holds.
+            member = RecordsClient(url, organisation(network, index), purpose="TREAT")
+            assert [s for s, _ in member.fetch([written[0].blob_hash])] == [403]
+            # The patient reads from every node.
+            assert RecordsClient(url, patient.keyfile).read(written[0].ref)["id"]
 
 
 def _without_meta(resource: dict[str, object]) -> dict[str, object]:

@@ -72,7 +72,7 @@ class Written3:
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Written3]:
     with running_network(tmp_path_factory.mktemp("proofs") / "net") as network:
-        writer = RecordsClient(network.nodes[0].api_url, organisation(network, 0))
+        writer = RecordsClient(network.nodes[0].api_url, organisation(network, 0), purpose="TREAT")
         patient = writer.enrol_patient("network proof").keyfile
         written = writer.write_many(patient.did, observations(3))
         proof = orjson.loads(orjson.dumps(writer.proof(written[1].ref)))

@@ -13,7 +13,8 @@ The order is chosen so that nothing is read or stored for a request that cannot 
 3. only then the body, read with the route's cap while it streams (chunked too);
 4. the signature over the body's hash; then a registered caller's nonce is remembered (only
    a request that verified, of an identity a member vouched for, occupies the replay cache);
-5. the caller (`Caller(did, kind)`) goes on the request's state for the route to authorise.
+5. the caller (`Caller(did, kind, org)`) goes on the request's state for the route to
+   authorise (org: the organisation a practitioner acts for, an organisation's own did).
 
 One exception to "registered": an unregistered did may `POST /tx` exactly one transaction that
 registers that same did (`SELF_REGISTRATION`), signed with the key its did:key names, so a
@@ -121,6 +122,7 @@ def perimeter_of(routes: Sequence[BaseRoute], scope: Scope) -> Perimeter:
 class Caller:
     did: str
     kind: str  # patient, practitioner, organisation, or UNREGISTERED (registering itself)
+    org: str = ""  # the member it acts for: itself, a practitioner's; "" for anyone else
 
 
 def caller_of(request: Request) -> Caller:
@@ -135,7 +137,8 @@ def caller_of(request: Request) -> Caller:
 class Registered:
     kind: str
     signing_key: bytes
-    active: bool
+    active: bool  # may act now: for an organisation, a member; for a practitioner, of one
+    org: str  # the organisation it acts for: its own did, a practitioner's; "" otherwise
 
 
 async def registered_identity(driver: ConsensusDriver, did: str) -> Registered | None:
@@ -146,7 +149,14 @@ async def registered_identity(driver: ConsensusDriver, did: str) -> Registered |
         raise BadAuthorization(f"cannot look up {did}: {found.log}")
     ident = orjson.loads(found.value)
     key = bytes.fromhex(ident["signing_key"])
-    return Registered(str(ident["kind"]), key, bool(ident["active"]))
+    kind = str(ident["kind"])
+    return Registered(kind, key, bool(ident["active"]), _acting_for(did, kind, ident))
+
+
+def _acting_for(did: str, kind: str, ident: dict[str, Any]) -> str:
+    if kind == "organisation":
+        return did
+    return str(ident.get("org", "")) if kind == "practitioner" else ""
 
 
 # --- the middleware -------------------------------------------------------------------------
@@ -209,7 +219,7 @@ class Authentication:
             self.replay.check(signed)
         except Replayed as exc:
             raise ApiError(401, "replayed", str(exc), CLOSE if has_body else None) from None
-        public_key, kind = await self._key_of(signed.did, perimeter)
+        public_key, kind, org = await self._key_of(signed.did, perimeter)
         body = await _read_capped(receive, perimeter.max_body) if has_body else b""
         check_signature(
             signed,
@@ -226,17 +236,18 @@ class Authentication:
             _require_self_registration(signed.did, body)
         else:
             self._remember(signed)
-        scope.setdefault("state", {})["caller"] = Caller(signed.did, kind)
+        scope.setdefault("state", {})["caller"] = Caller(signed.did, kind, org)
         return _replaying(body, receive)
 
-    async def _key_of(self, did: str, perimeter: Perimeter) -> tuple[bytes, str]:
-        """The did's current key and kind; BadAuthorization for anyone who may not call."""
+    async def _key_of(self, did: str, perimeter: Perimeter) -> tuple[bytes, str, str]:
+        """The did's current key, kind and organisation; BadAuthorization for anyone who may
+        not call."""
         found = await registered_identity(self.driver, did)
         if found is not None and found.active:
-            return found.signing_key, found.kind
+            return found.signing_key, found.kind, found.org
         if found is None and perimeter.registers:
             try:
-                return ed25519_from_did(did), UNREGISTERED
+                return ed25519_from_did(did), UNREGISTERED, ""
             except KeyError_ as exc:
                 raise BadAuthorization(str(exc)) from None
         state = "no longer active" if found is not None else "not a registered identity"

@@ -4,13 +4,16 @@ Routes (every one needs a signed request of a registered identity, checked by th
 authentication middleware before any body is read, `node/auth.py`; each route's body is
 capped while it streams, by the limits below):
 
-  PUT  /blobs/{hash}   body: the blob           store one blob; 201 {"hash"}
-  POST /blobs          body: frames             store many, one sync pass; {"hashes": [...]}
-  GET  /blobs/{hash}                            the blob's bytes
-  POST /blobs/fetch    {"hashes": [...]}        many blobs; body: response frames
+  PUT  /blobs/{hash}                 body: the blob       store one blob; 201 {"hash"}
+  POST /blobs                        body: frames         store many, one sync pass
+  GET  /blobs/{hash}?purpose=CODE                         the blob's bytes
+  POST /blobs/fetch?purpose=CODE     {"hashes": [...]}    many blobs; body: response frames
+  POST /replication/fetch            {"hashes": [...]}    member nodes: many blobs, frames
 
 Upload frames are `u32 length || blob`, repeated. Response frames of a fetch are
-`u16 HTTP status || u32 length || blob or UTF-8 error message`, one per hash, in order.
+`u16 HTTP status || u32 length || blob or UTF-8 error message`, one per hash, in order. A
+fetch's response holds at most MAX_FETCH_RESPONSE bytes of blobs: the blob that would pass it,
+and every one after it, answer 413 (fetch them in another request).
 
 Who may do what:
 - Upload: any registered, active identity (patient, practitioner, organisation), within its
@@ -19,13 +22,18 @@ Who may do what:
   of the upload stored). A blob is written durably (fsynced, renamed, directory
   fsynced) before the answer, so an anchor submitted after it never points at a blob a
   crash could lose.
-- Download: the record's patient, the record's author, and any member organisation (an active
-  `organisation` identity). Member organisations are allowed because their nodes hold every
-  ciphertext anyway (network mode replicates blobs between nodes through this route, signing
-  as the node's organisation). Everyone else gets 403; a later consent module narrows this.
-  A blob that anchors no record is 404 (uploads are served only once anchored); a blob of an
-  erased record is 410 "erased"; a blob whose bytes no longer match their hash is 500
-  "corrupted" and is never served.
+- Read (`GET /blobs/{hash}`, `POST /blobs/fetch`): decided by the consent guard
+  (`node/consent_guard.py`) and nowhere else: the patient, and whoever the committed consent
+  allows for the purpose the request states (`?purpose=`, covered by the signature). A denied
+  blob is 403 `forbidden` with the guard's reason; a blob that anchors no record is 404
+  (uploads are served only once anchored); a blob of an erased record is 410 "erased". A fetch
+  answers each of these per blob in its frames.
+- Replication (`POST /replication/fetch`): member organisations only, whose nodes hold every
+  ciphertext anyway (network mode copies blobs between nodes through it, signing as the node's
+  organisation). Anchored blobs only: 404 and 410 as for reads. Not a read: no consent
+  decision, no audit entry; the reader routes do not let an organisation read every blob.
+- Any read: a blob whose bytes no longer match their hash is 500 "corrupted" and is never
+  served.
 
 Anchors (`node/anchor_guard.py`) and erasure (`node/erasure.py`) live beside this module.
 """
@@ -43,11 +51,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
-from careledger.chain.app import QueryResult
-from careledger.chain.codes import Code
 from careledger.chain.modules.records.queries import MAX_BLOBS_QUERY
 from careledger.consensus.driver import ConsensusDriver
 from careledger.node.auth import ApiRoute, Caller, Perimeter, caller_of
+from careledger.node.consent_guard import (
+    AccessDecision,
+    ConsentGuard,
+    require_replication_peer,
+    stated_purpose,
+)
 from careledger.node.errors import ApiError
 from careledger.node.upload_quota import UploadQuota
 from careledger.protocol.frames import (
@@ -69,6 +81,9 @@ log = logging.getLogger(__name__)
 
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024  # one POST /blobs (a writer's chunk is a few MiB)
 FETCH_BODY = 70 * MAX_FETCH + 1024  # {"hashes": [...]}: '"<64 hex>", ' each
+# Blob bytes in one fetch's response: 5,000 hashes of one 16 MiB blob would be 80 GB otherwise.
+MAX_FETCH_RESPONSE = 64 * 1024 * 1024
+REPLICATION_FETCH = "/replication/fetch"
 # Parallel writers: fsyncs from several threads share journal commits, so a batch of
 # blobs syncs in far less than one round trip to the disk each.
 WRITE_THREADS = 8
@@ -81,45 +96,13 @@ class BlobService:
         driver: ConsensusDriver,
         on_missing: Callable[[str], None] = lambda digest: None,
         quota: UploadQuota | None = None,
+        guard: ConsentGuard | None = None,
     ) -> None:
         self.store = store
         self.driver = driver
         self._on_missing = on_missing  # network mode: ask the replicator to fetch it
         self.quota = quota if quota is not None else UploadQuota(driver)
-
-    # --- the chain's view -----------------------------------------------------------------
-
-    async def _query(self, path: str, **params: str) -> QueryResult:
-        return await self.driver.query(path, orjson.dumps(params))
-
-    async def _readable(self, caller: Caller, digest: str) -> tuple[int, str]:
-        """(HTTP status, message) of `caller` reading blob `digest`; 200 when allowed."""
-        found = await self._query("records/blob", hash=digest)
-        if found.code == Code.NOT_FOUND:
-            return 404, f"blob {digest} anchors no record"
-        if found.code != 0:
-            return 400, found.log
-        return _may_read(caller, digest, orjson.loads(found.value))
-
-    async def _readable_many(self, caller: Caller, digests: list[str]) -> list[tuple[int, str]]:
-        """`_readable` for many blobs from one query of the chain's state."""
-        results = [(400, f"not a blob hash: {d[:80]!r}") for d in digests]
-        valid = [i for i, d in enumerate(digests) if _HEX64.fullmatch(d)]
-        if not valid:
-            return results
-        query = orjson.dumps({"hashes": [digests[i] for i in valid]})
-        found = await self.driver.query("records/blobs", query)
-        if found.code != 0:
-            return [(400, found.log)] * len(digests)
-        anchors: list[dict[str, Any] | None] = orjson.loads(found.value)
-        for i, anchor in zip(valid, anchors, strict=True):
-            digest = digests[i]
-            results[i] = (
-                (404, f"blob {digest} anchors no record")
-                if anchor is None
-                else _may_read(caller, digest, anchor)
-            )
-        return results
+        self.guard = guard if guard is not None else ConsentGuard(driver)  # decides reads
 
     # --- routes ---------------------------------------------------------------------------
 
@@ -141,6 +124,12 @@ class BlobService:
                 perimeter=Perimeter(MAX_BLOB_BYTES),
             ),
             ApiRoute("/blobs/{hash}", self.download, methods=["GET"]),
+            ApiRoute(
+                REPLICATION_FETCH,
+                self.replicate,
+                methods=["POST"],
+                perimeter=Perimeter(FETCH_BODY),
+            ),
         ]
 
     async def upload_one(self, request: Request) -> Response:
@@ -217,31 +206,67 @@ class BlobService:
         return [next(by_chunk[i % len(chunks)]) for i in range(len(blobs))]
 
     async def download(self, request: Request) -> Response:
-        caller = caller_of(request)
         digest = _path_hash(request)
-        status, message = await self._readable(caller, digest)
-        if status == 200:
-            status, data = await asyncio.to_thread(self._read, digest)
-            if status == 200:
-                return Response(data, media_type="application/octet-stream")
-            message = data.decode()
-        raise ApiError(status, _ERROR_CODES.get(status, "error"), message)
+        purpose = stated_purpose(request.query_params)
+        (decision,) = await self.guard.decide(caller_of(request), purpose, [digest])
+        if not decision.allowed:
+            raise _refused(decision.status, decision.reason)
+        status, data = await asyncio.to_thread(self._read, digest)
+        if status != 200:
+            raise _refused(status, data.decode())
+        return Response(data, media_type="application/octet-stream")
 
     async def fetch_many(self, request: Request) -> Response:
-        caller = caller_of(request)
-        try:
-            hashes = orjson.loads(await request.body())["hashes"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            raise ApiError(400, "malformed", 'body must be {"hashes": [...]}') from None
-        if not isinstance(hashes, list) or not 0 < len(hashes) <= MAX_FETCH:
-            raise ApiError(400, "malformed", f"'hashes' must list 1 to {MAX_FETCH} blob hashes")
-        digests = [str(digest) for digest in hashes]
-        results = [(s, m.encode()) for s, m in await self._readable_many(caller, digests)]
+        purpose = stated_purpose(request.query_params)
+        digests = await _hashes_of(request)
+        decisions = await self.guard.decide(caller_of(request), purpose, digests)
+        return await self._answer(_as_results(decisions), digests)
+
+    async def replicate(self, request: Request) -> Response:
+        """Member nodes copy anchored blobs (see the module's docstring)."""
+        require_replication_peer(caller_of(request))
+        if request.query_params:
+            raise ApiError(400, "malformed", f"{REPLICATION_FETCH} takes no query parameters")
+        digests = await _hashes_of(request)
+        return await self._answer(await self._anchored(digests), digests)
+
+    async def _anchored(self, digests: list[str]) -> list[tuple[int, bytes]]:
+        """200 for each blob that anchors a live record, else its status and why; one
+        records/blobs query (MAX_FETCH is within MAX_BLOBS_QUERY)."""
+        results = [(400, f"not a blob hash: {d[:80]!r}".encode()) for d in digests]
+        valid = [i for i, d in enumerate(digests) if _HEX64.fullmatch(d)]
+        if not valid:
+            return results
+        query = orjson.dumps({"hashes": [digests[i] for i in valid]})
+        found = await self.driver.query("records/blobs", query)
+        if found.code != 0:
+            raise ApiError(503, "unavailable", f"cannot ask the chain about blobs: {found.log}")
+        anchors: list[dict[str, Any] | None] = orjson.loads(found.value)
+        for i, anchor in zip(valid, anchors, strict=True):
+            results[i] = _anchor_status(digests[i], anchor)
+        return results
+
+    async def _answer(self, results: list[tuple[int, bytes]], digests: list[str]) -> Response:
+        """Response frames: `results`, with the bytes of each blob marked 200 read from disk."""
         allowed = [i for i, (status, _) in enumerate(results) if status == 200]
-        reads = await asyncio.to_thread(lambda: [self._read(hashes[i]) for i in allowed])
+        reads = await asyncio.to_thread(self._read_within, [digests[i] for i in allowed])
         for i, read in zip(allowed, reads, strict=True):
             results[i] = read
         return Response(pack_results(results), media_type="application/octet-stream")
+
+    def _read_within(self, digests: list[str]) -> list[tuple[int, bytes]]:
+        """Read blobs in order until the response would hold over MAX_FETCH_RESPONSE bytes;
+        that blob and the rest answer 413 unread. The first always fits (MAX_BLOB_BYTES)."""
+        reads: list[tuple[int, bytes]] = []
+        total = 0
+        for digest in digests:
+            status, data = self._read(digest)
+            total += len(data) if status == 200 else 0
+            if total > MAX_FETCH_RESPONSE:
+                full = _OVER_RESPONSE.encode()
+                return reads + [(413, full)] * (len(digests) - len(reads))
+            reads.append((status, data))
+        return reads
 
     def _read(self, digest: str) -> tuple[int, bytes]:
         try:
@@ -254,17 +279,46 @@ class BlobService:
             return 500, f"corrupted: blob {digest} no longer matches its hash".encode()
 
 
-def _may_read(caller: Caller, digest: str, anchor: dict[str, Any]) -> tuple[int, str]:
+def _anchor_status(digest: str, anchor: dict[str, Any] | None) -> tuple[int, bytes]:
+    if anchor is None:
+        return 404, f"blob {digest} anchors no record".encode()
     if anchor["erased_at"]:
-        return 410, f"erased: the record of blob {digest} was erased by its patient"
-    allowed = caller.did in (anchor["patient"], anchor["author"])
-    if not (allowed or caller.kind == "organisation"):
-        return 403, f"{caller.did} may not read this record"
-    return 200, ""
+        return 410, f"erased: the record of blob {digest} was erased by its patient".encode()
+    return 200, b""
 
 
+def _as_results(decisions: list[AccessDecision]) -> list[tuple[int, bytes]]:
+    return [(d.status, b"" if d.allowed else d.reason.encode()) for d in decisions]
+
+
+def _refused(status: int, message: str) -> ApiError:
+    return ApiError(status, _ERROR_CODES.get(status, "error"), message)
+
+
+async def _hashes_of(request: Request) -> list[str]:
+    """The body's {"hashes": [...]}: 1 to MAX_FETCH strings; ApiError 400 otherwise."""
+    try:
+        hashes = orjson.loads(await request.body())["hashes"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        raise ApiError(400, "malformed", 'body must be {"hashes": [...]}') from None
+    if not isinstance(hashes, list) or not 0 < len(hashes) <= MAX_FETCH:
+        raise ApiError(400, "malformed", f"'hashes' must list 1 to {MAX_FETCH} blob hashes")
+    return [str(digest) for digest in hashes]
+
+
+_OVER_RESPONSE = (
+    f"over this response's limit of {MAX_FETCH_RESPONSE} bytes of blobs: fetch it in another "
+    "request"
+)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_ERROR_CODES = {403: "forbidden", 404: "not_found", 410: "erased", 500: "corrupted"}
+_ERROR_CODES = {
+    400: "malformed",
+    403: "forbidden",
+    404: "not_found",
+    410: "erased",
+    500: "corrupted",
+    503: "unavailable",
+}
 
 
 def _path_hash(request: Request) -> str:

@@ -7,7 +7,8 @@ A node is, under either driver:
   `python -m careledger.node.network`);
 - the pre-submit pipeline (`node/pipeline.py`) in front of the driver, with the records
   module's checks;
-- the blob store, the blob routes, the eraser and, when the node has peers, the replicator;
+- the blob store, the blob routes with the consent guard that decides every blob read
+  (`node/consent_guard.py`), the eraser and, when the node has peers, the replicator;
 - the commit listeners, registered before any block can be replayed into the state, so that a
   replayed block erases and fetches blobs exactly as a live one does;
 - the start-up sweeps;
@@ -41,6 +42,7 @@ from careledger.crypto.keyfile import KeyFile
 from careledger.node.anchor_guard import register_records_checks
 from careledger.node.api import create_node_api
 from careledger.node.blobs import BlobService
+from careledger.node.consent_guard import ConsentGuard
 from careledger.node.datadir import DataDir
 from careledger.node.erasure import BlobEraser, sweep_erased
 from careledger.node.pipeline import CheckedDriver, SubmitPipeline
@@ -86,6 +88,11 @@ class Node(Generic[D]):
     _running: Running = field(repr=False)
     _close_consensus: Callable[[], None] = field(repr=False)
     _halts: Halts = field(repr=False)
+
+    @property
+    def consent_guard(self) -> ConsentGuard:
+        """The read interceptor: `consent_guard.observers` hear every read decision."""
+        return self.blob_service.guard
 
     def halted(self) -> BaseException | None:
         """The local fault the driver stopped on (the node must not go on), or None."""
@@ -197,7 +204,10 @@ def _assemble(
     register_records_checks(pipeline, blob_store)
     driver = CheckedDriver(consensus.driver, pipeline)
     blob_service = BlobService(
-        blob_store, driver, on_missing=replicator.want if replicator else _no_peers
+        blob_store,
+        driver,
+        on_missing=replicator.want if replicator else _no_peers,
+        guard=ConsentGuard(driver),  # every blob read is decided there
     )
     listeners = [*consensus.listeners, eraser.on_commit]
     if replicator is not None:

@@ -3,8 +3,10 @@
 A writer uploads a record's blob to one node and submits the anchor there (`node/anchor_guard.py`
 makes sure of that order). Every other node learns of the record when the anchor's block
 commits: this listener notes each anchored blob it lacks, and a background task fetches it
-from the peers' `POST /blobs/fetch` route, signed as this node's organisation (member
-organisations may read any blob: nodes hold ciphertext, never keys). A fetched blob is kept
+from the peers' `POST /replication/fetch` route, signed as this node's organisation (a route
+for member organisations only: their nodes hold every ciphertext anyway, never the keys; it is
+not a read, and the reader routes, which consent decides, do not serve an organisation every
+blob). A fetched blob is kept
 only if its SHA-256 is the hash the chain anchored, so a faulty or malicious peer can delay a
 copy but never plant a wrong one.
 
@@ -35,6 +37,7 @@ from careledger.chain.app import CommittedBlock
 from careledger.chain.modules.records.events import RecordAnchored, RecordsErased
 from careledger.crypto.hashing import sha256_hex
 from careledger.crypto.keyfile import KeyFile
+from careledger.node.blobs import REPLICATION_FETCH
 from careledger.node.erasure import BlobEraser, ChainQueryFailed
 from careledger.protocol.frames import MAX_FETCH, unpack_results
 from careledger.protocol.signing import RequestSigner
@@ -42,7 +45,7 @@ from careledger.storage.blobstore import BlobStore, BlobStoreError
 
 log = logging.getLogger(__name__)
 
-FETCH_PATH = "/blobs/fetch"
+FETCH_PATH = REPLICATION_FETCH
 
 
 class BlobReplicator:

@@ -45,12 +45,14 @@ class RecordsClient:
     theirs or a composition of them.
     """
 
-    def __init__(self, node: NodeClient | str, keyfile: KeyFile, *, workers: int = 0) -> None:
+    def __init__(
+        self, node: NodeClient | str, keyfile: KeyFile, *, workers: int = 0, purpose: str = ""
+    ) -> None:
         self.node = (NodeClient(node) if isinstance(node, str) else node).signed_as(keyfile)
         self.did = keyfile.did
         self.identity = keyfile.identity
         self.signer = Signer(self.node, self.did, self.identity)
-        self.api = RecordsApi(self.node)
+        self.api = RecordsApi(self.node, purpose)  # the purpose its reads state
         self.sealer = Sealer(workers)
         self.writer = Writer(self.api, self.signer, self.sealer)
         self.reader = Reader(self.api, self.did, self.identity, keyfile.scope_key)
@@ -75,9 +77,10 @@ class RecordsClient:
         """Store blobs on the node (durable when this returns); their hashes."""
         return self.api.upload(blobs)
 
-    def fetch(self, hashes: Sequence[str]) -> list[tuple[int, bytes]]:
-        """(status, blob or error message) for each hash, from one request."""
-        return self.api.fetch(hashes)
+    def fetch(self, hashes: Sequence[str], purpose: str | None = None) -> list[tuple[int, bytes]]:
+        """(status, blob or error message) for each hash, from one request, for `purpose`
+        (default: the client's)."""
+        return self.api.fetch(hashes, purpose)
 
     def scope_keys(self, patient: str) -> dict[str, ScopePublic]:
         """The patient's current scope public keys, by scope."""

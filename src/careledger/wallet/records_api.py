@@ -1,14 +1,16 @@
 """The node's records endpoints as the records SDK calls them.
 
-Blobs go up and come back through signed `POST /blobs` and `POST /blobs/fetch` (batch
-frames, `protocol.frames`); the records module's chain queries give a patient's scope keys,
-records and version history. The node's refusals become `RecordsError` with its status.
+Blobs go up and come back through signed `POST /blobs` and `POST /blobs/fetch?purpose=CODE`
+(batch frames, `protocol.frames`; the purpose is in the signed target); the records module's
+chain queries give a patient's scope keys, records and version history. The node's refusals
+become `RecordsError` with its status.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -19,10 +21,12 @@ from careledger.wallet.refs import RecordRef, RecordsError
 
 
 class RecordsApi:
-    """Blob transfer and records queries through a signed NodeClient."""
+    """Blob transfer and records queries through a signed NodeClient; `purpose`: the
+    PurposeOfUse code (TREAT, HRESCH, ...) its reads state unless a fetch names another."""
 
-    def __init__(self, node: NodeClient) -> None:
+    def __init__(self, node: NodeClient, purpose: str = "") -> None:
         self.node = node
+        self.purpose = purpose
 
     def _signed(self, method: str, path: str, body: bytes = b"") -> bytes:
         response = self.node.http.request(method, path, content=body, auth=self.node.auth)
@@ -41,9 +45,13 @@ class RecordsApi:
         hashes: list[str] = orjson.loads(body)["hashes"]
         return hashes
 
-    def fetch(self, hashes: Sequence[str]) -> list[tuple[int, bytes]]:
-        """(status, blob or error message) for each hash, from one request."""
-        body = self._signed("POST", "/blobs/fetch", orjson.dumps({"hashes": list(hashes)}))
+    def fetch(self, hashes: Sequence[str], purpose: str | None = None) -> list[tuple[int, bytes]]:
+        """(status, blob or error message) for each hash, from one request, read for
+        `purpose` (default: this api's). A patient reading its own records needs none; anyone
+        else is refused every blob without one (403 "no purpose stated")."""
+        purpose = self.purpose if purpose is None else purpose
+        path = f"/blobs/fetch?purpose={quote(purpose)}" if purpose else "/blobs/fetch"
+        body = self._signed("POST", path, orjson.dumps({"hashes": list(hashes)}))
         return unpack_results(body)
 
     def _query(self, path: str, **params: str) -> Any:
