@@ -522,6 +522,12 @@ def test_period_bounds_are_rounded_inwards() -> None:
     spec = grant_from_consent(consent)
     assert (spec.start, spec.end) == (START, END)
 
+    consent["provision"]["period"] = {"start": "2026", "end": "9999"}
+    assert (
+        grant_from_consent(consent).end
+        == int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()) + 1
+    )
+
     consent["provision"]["period"] = {"start": "2026-01-01T02:00:00+02:00", "end": "2026-02"}
     spec = grant_from_consent(consent)
     assert spec.start == START

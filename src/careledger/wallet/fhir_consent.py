@@ -219,7 +219,9 @@ def _grant_problems(spec: GrantSpec) -> list[str]:
         problems.append("only a read grant may name records")
     if len(spec.records) > MAX_RECORDS:
         problems.append(f"{len(spec.records)} records: a grant names at most {MAX_RECORDS}")
-    if not (0 <= spec.start < spec.end):
+    if not (isinstance(spec.start, int) and isinstance(spec.end, int)):
+        problems.append("start and end are whole unix seconds")
+    elif not (0 <= spec.start < spec.end):
         problems.append(f"period {spec.start}..{spec.end} is inverted or starts before 1970")
     return problems
 
@@ -916,15 +918,25 @@ def _bounds(value: str) -> tuple[Fraction, Fraction]:
     year, month, day = int(match["year"]), int(match["month"] or 1), int(match["day"] or 1)
     if match["time"] is None:
         first = datetime(year, month, day, tzinfo=UTC)
-        if match["day"]:
-            after = first + timedelta(days=1)
-        elif match["month"]:
-            after = first.replace(year=year + month // 12, month=month % 12 + 1)
-        else:
-            after = first.replace(year=year + 1)
-        return Fraction(int(first.timestamp())), Fraction(int(after.timestamp()))
+        return Fraction(int(first.timestamp())), _after(
+            first, bool(match["month"]), bool(match["day"])
+        )
     zone = "+00:00" if match["zone"] == "Z" else match["zone"]
     moment = datetime.fromisoformat(f"{value[:10]}T{match['time']}{zone}")
     fraction = match["fraction"] or ""
     start = Fraction(int(moment.timestamp())) + (Fraction(fraction) if fraction else 0)
     return start, start + Fraction(1, 10 ** max(0, len(fraction) - 1))
+
+
+def _after(first: datetime, has_month: bool, has_day: bool) -> Fraction:
+    """The first second after the year, month or day starting at ``first``."""
+    try:
+        if has_day:
+            after = first + timedelta(days=1)
+        elif has_month:
+            after = first.replace(year=first.year + first.month // 12, month=first.month % 12 + 1)
+        else:
+            after = first.replace(year=first.year + 1)
+    except (ValueError, OverflowError):  # past 9999-12-31: the last FHIR second is the end
+        return Fraction(_LAST_FHIR_SECOND + 1)
+    return Fraction(int(after.timestamp()))
