@@ -11,12 +11,15 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from careledger.crypto.scopekeys import scope_for
 from careledger.wallet.fhir import validate_resource
 from careledger.wallet.fhir_consent import (
     ACT_REASON,
     CONFIDENTIALITY,
+    GRANT_SCOPES,
     PURPOSES,
     RECORD_NAME_SYSTEM,
     RECORD_TYPES,
@@ -40,6 +43,7 @@ GUARDIAN = "did:key:z6MkGuardian"
 START = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp())
 END = int(datetime(2027, 1, 1, tzinfo=UTC).timestamp())
 RECORD_A, RECORD_B = "a" * 64, "b" * 64
+LAST_FHIR_SECOND = int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp())
 
 # The local references of the R4 examples, as a deployment would resolve them to dids.
 LOCAL_DIDS = {
@@ -523,10 +527,7 @@ def test_period_bounds_are_rounded_inwards() -> None:
     assert (spec.start, spec.end) == (START, END)
 
     consent["provision"]["period"] = {"start": "2026", "end": "9999"}
-    assert (
-        grant_from_consent(consent).end
-        == int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()) + 1
-    )
+    assert grant_from_consent(consent).end == LAST_FHIR_SECOND + 1
 
     consent["provision"]["period"] = {"start": "2026-01-01T02:00:00+02:00", "end": "2026-02"}
     spec = grant_from_consent(consent)
@@ -608,3 +609,32 @@ def test_grant_specs_compare_by_what_they_grant() -> None:
         scopes=("clinical", "diagnostics"), purposes=("TREAT", "HRESCH")
     )
     assert grant(records=(RECORD_B, RECORD_A)).payload()["records"] == [RECORD_A, RECORD_B]
+
+
+@st.composite
+def grant_specs(draw: st.DrawFn) -> GrantSpec:
+    action = draw(st.sampled_from(("read", "write", "delegate")))
+    scopes = draw(st.sets(st.sampled_from(GRANT_SCOPES), min_size=1))
+    purposes = draw(st.sets(st.sampled_from(PURPOSES), min_size=1 if action == "read" else 0))
+    records = draw(st.sets(st.text("0123456789abcdef", min_size=64, max_size=64), max_size=3))
+    start = draw(st.integers(0, 2**34))
+    end = draw(st.integers(start + 1, LAST_FHIR_SECOND + 1))
+    return GrantSpec(
+        patient=PATIENT,
+        grantee=draw(st.sampled_from((ORG, NURSE, GUARDIAN))),
+        action=action,
+        scopes=tuple(scopes),
+        purposes=tuple(purposes),
+        records=tuple(records) if action == "read" else (),
+        start=start,
+        end=end,
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(grant_specs())
+def test_every_grant_maps_to_a_valid_consent_and_back(spec: GrantSpec) -> None:
+    consent = consent_from_grant(spec)
+
+    validate_resource(consent)
+    assert grant_from_consent(consent) == spec
