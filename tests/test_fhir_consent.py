@@ -212,6 +212,7 @@ ROUND_TRIPS = {
     ),
     "record-level": grant(records=(RECORD_B, RECORD_A), scopes=("diagnostics",)),
     "from 1970": grant(start=0, end=1),
+    "until the last second FHIR can write": grant(end=LAST_FHIR_SECOND + 1),
 }
 
 

@@ -364,7 +364,7 @@ def _narrative(spec: GrantSpec, revoked: bool) -> str:
         f"the {', '.join(spec.scopes)} records of {spec.patient}"
         + (f" ({len(spec.records)} named records only)" if spec.records else "")
         + (f" for {', '.join(spec.purposes)}" if spec.purposes else "")
-        + f", from {_instant(spec.start)} until before {_instant(spec.end)}."
+        + f", from {_instant(spec.start)} through {_instant(spec.end - 1)}."
     )
     return f'<div xmlns="http://www.w3.org/1999/xhtml"><p>{html.escape(text)}</p></div>'
 
