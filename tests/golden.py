@@ -25,11 +25,12 @@ from careledger.chain.app import STATE_MACHINE_VERSION, Application, BlockContex
 from careledger.chain.genesis import Genesis, GenesisOrganisation
 from careledger.chain.modules.identity import rotation_payload
 from careledger.chain.modules.identity.vouchers import sign_consent, sign_voucher
-from careledger.chain.modules.records import record_name, scope_key_payload
+from careledger.chain.modules.records import scope_key_payload
 from careledger.chain.store import StateStore
 from careledger.chain.tx import Tx
 from careledger.crypto.hashing import sha256
 from careledger.crypto.keys import Identity
+from nodeutil import record_name
 
 CHAIN_ID = "golden-chain"
 GENESIS_TIME = "2026-01-01T00:00:00Z"

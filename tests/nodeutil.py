@@ -6,6 +6,7 @@ and two modules named `conftest` on sys.path shadow each other).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -27,11 +29,17 @@ from careledger.chain.genesis import Genesis
 from careledger.chain.modules.identity.vouchers import sign_consent, sign_voucher
 from careledger.chain.store import StateStore
 from careledger.chain.tx import Tx
-from careledger.crypto.keyfile import KeyFile
+from careledger.crypto.claim import open_claim_package
+from careledger.crypto.envelope import length_prefixed
+from careledger.crypto.keyfile import KeyFile, naming_key_of
 from careledger.crypto.keys import Identity
 from careledger.crypto.scopekeys import SCOPES
 from careledger.demo import shared_data
+from careledger.wallet.custody import new_patient_keys
+from careledger.wallet.enrolment import clinic_voucher, register_patient
+from careledger.wallet.importing import PendingClaim
 from careledger.wallet.node_client import NodeClient
+from careledger.wallet.records import RecordsClient
 
 # The shared FHIR test data (careledger.demo.shared_data); conftest.py stops the run with a
 # clear message when it cannot be found.
@@ -251,3 +259,44 @@ def application_payload(
     if validator_key:
         payload["validator_pub_key"] = validator_key
     return payload
+
+
+# --- patients, the way they really come to be ----------------------------------------------
+
+
+def enrol(clinic: RecordsClient, name: str = "") -> KeyFile:
+    """A patient whose keys are made here, as on their own device (`careledger keys new`),
+    registered with `clinic`'s one-time voucher: registration, signed scope keys and the
+    clinic's write consent, all signed by the patient. Its key file."""
+    patient, _ = new_patient_keys(name)
+    status = clinic.node.status()
+    voucher = clinic_voucher(clinic.identity, clinic.did, patient.did, status)
+    node = NodeClient(clinic.node.url)
+    register_patient(node, patient, voucher, clinic.did, clinic.identity.encryption_public)
+    return patient
+
+
+def write_without_naming_key(writer: RecordsClient, patient: str, resource: dict[str, Any]) -> None:
+    """Write a record for `patient` under a made-up name, as an intruder who holds no naming
+    key of the patient would: sealed, uploaded and anchored, for the chain to judge."""
+    keys = writer.scope_keys(patient)
+    job = writer.writer.job(patient, resource, keys, {}, os.urandom(32))
+    writer.writer.anchor(writer.writer.seal_and_upload([job]))
+
+
+def claimed_keys(pending: PendingClaim) -> KeyFile:
+    """The key file inside a claim package, opened with its code but not claimed (no key
+    rotation): the patient's identity as the clinic enrolled it, for tests of records."""
+    contents = open_claim_package(pending.package, pending.code)
+    identity = contents.identity
+    return KeyFile(pending.did, "patient", identity, naming_key=naming_key_of(identity))
+
+
+def record_name(patient: str, resource_type: str, resource_id: str) -> str:
+    """A distinct record name per (patient, type, id), for tests of the state machine, which
+    treats names as opaque 32-byte values (writers key them: crypto/naming.py). It is the
+    unkeyed hash of rules version 2, so the golden block sequence keeps its names."""
+    data = b"careledger-record-name-v1" + b"".join(
+        length_prefixed(part) for part in (patient, resource_type, resource_id)
+    )
+    return hashlib.sha256(data).hexdigest()

@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 
-from careledger.chain.modules.records.keeper import record_name
 from careledger.consensus.solo.producer import SoloProducer
 from careledger.crypto.envelope import (
     BlobOwner,
@@ -36,7 +35,7 @@ from careledger.node.erasure import sweep_erased
 from careledger.wallet.node_client import NodeError
 from careledger.wallet.records import IntegrityError, RecordRef, RecordsClient, Written
 from careledger.wallet.scopes import scope_for
-from nodeutil import serve_over_http
+from nodeutil import enrol, serve_over_http
 
 OBSERVATION = {
     "resourceType": "Observation",
@@ -63,10 +62,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     node = build_node(root, Solo(0.05))
     with serve_over_http(node.asgi()) as url:
         clinic = RecordsClient(url, organisation)
-        enrolment = clinic.enrol_patient("blob owner test")
-        written = clinic.write(enrolment.keyfile.did, OBSERVATION)
-        attacker = RecordsClient(url, clinic.enrol_patient("attacker").keyfile)
-        yield Setup(node, clinic, RecordsClient(url, enrolment.keyfile), attacker, written)
+        patient = enrol(clinic, "blob owner test")
+        written = clinic.write(patient.did, OBSERVATION)
+        attacker = RecordsClient(url, enrol(clinic, "attacker"))
+        yield Setup(node, clinic, RecordsClient(url, patient), attacker, written)
     node.close()
 
 
@@ -90,15 +89,19 @@ def with_owner(blob: bytes, owner: BlobOwner) -> bytes:
 
 def test_the_writer_names_the_record_in_the_blob_header(setup: Setup) -> None:
     ref = setup.written.ref
-    expected = BlobOwner(ref.patient, record_name(ref.patient, ref.resource_type, ref.resource_id))
+    # The name is keyed: the patient computes the same one from the FHIR type and id.
+    keyed = setup.patient.ref(ref.patient, ref.resource_type, ref.resource_id).name
+    expected = BlobOwner(ref.patient, keyed)
     assert record_blob_owner(stored_blob(setup)) == expected
     assert setup.patient.read(ref)["valueQuantity"]["value"] == 37.2
 
 
 def test_the_reader_refuses_a_blob_whose_header_names_another_record(setup: Setup) -> None:
     ref = setup.written.ref
-    other = RecordRef(ref.patient, "Observation", "someone-elses-record")
-    stranger = RecordRef("did:key:z6MkStrangerPatientOnly", ref.resource_type, ref.resource_id)
+    other = setup.patient.ref(ref.patient, "Observation", "someone-elses-record")
+    stranger = RecordRef(
+        "did:key:z6MkStrangerPatientOnly", ref.resource_type, ref.resource_id, ref.name
+    )
     for liar in (other, stranger):
         forged = with_owner(stored_blob(setup), BlobOwner(liar.patient, liar.name))
         with pytest.raises(IntegrityError, match="names another record"):
@@ -127,7 +130,8 @@ def pending_victim_blob(setup: Setup, resource_id: str) -> tuple[str, bytes]:
     an attacker watching the mempool would see)."""
     victim = setup.written.ref.patient
     blob = with_owner(
-        stored_blob(setup), BlobOwner(victim, RecordRef(victim, "Observation", resource_id).name)
+        stored_blob(setup),
+        BlobOwner(victim, setup.clinic.ref(victim, "Observation", resource_id).name),
     )
     (digest,) = setup.clinic.upload([blob])
     return digest, blob
@@ -136,7 +140,7 @@ def pending_victim_blob(setup: Setup, resource_id: str) -> tuple[str, bytes]:
 def claim(setup: Setup, digest: str, resource_id: str) -> tuple[RecordRef, bytes]:
     """The attacker's anchor of `digest` as a record of its own (signed, not submitted)."""
     attacker = setup.attacker.did
-    ref = RecordRef(attacker, "Observation", resource_id)
+    ref = setup.attacker.ref(attacker, "Observation", resource_id)
     scope = setup.attacker.scope_keys(attacker)[scope_for("Observation")]
     payload = {
         "patient": attacker,
@@ -156,8 +160,9 @@ def test_a_node_refuses_an_anchor_of_a_blob_that_names_another_record(setup: Set
     with pytest.raises(NodeError) as refused:
         setup.attacker.node.submit(raw, wait=True)
     assert refused.value.status == 409
-    assert f"not record {RecordRef(setup.attacker.did, 'Observation', 'stolen-1').name}" in str(
-        refused.value
+    assert (
+        f"not record {setup.attacker.ref(setup.attacker.did, 'Observation', 'stolen-1').name}"
+        in str(refused.value)
     )
     # Nothing was anchored: the victim's record is still free for its own writer.
     victim = setup.written.ref.patient

@@ -71,7 +71,7 @@ def other_code(code: str) -> str:
 
 def enrol(node: NodeProcess, tmp_path: Path) -> tuple[RecordsClient, ClaimEnrolment, Path]:
     org = node.organisation()
-    clinic = RecordsClient(node.url, org)
+    clinic = RecordsClient(node.url, org, purpose="TREAT")
     enrolled = enrol_for_claim(clinic.node, org.identity, org.did, "Jo Claimant", kdf=CHEAP)
     package = tmp_path / "packages" / "claim.json"
     package.parent.mkdir()

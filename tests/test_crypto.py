@@ -4,6 +4,7 @@ import base64
 import gc
 import os
 import sys
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -28,7 +29,7 @@ from careledger.crypto.merkle import (
     verify_inclusion,
 )
 from careledger.crypto.scopekeys import derive_scope_key
-from careledger.wallet.records import Enrolment
+from careledger.wallet.records import ClaimEnrolment, PendingClaim
 
 
 def test_recovery_phrase_restores_the_same_did() -> None:
@@ -153,12 +154,14 @@ def _encodings(secret: bytes) -> list[str]:
     ]
 
 
-def test_no_secret_in_repr_or_str_of_identity_keyfile_or_enrolment() -> None:
+def test_no_secret_in_repr_or_str_of_identity_keyfile_or_enrolment(tmp_path: Path) -> None:
     phrase = new_recovery_phrase()
     ident = identity_from_phrase(phrase)
     ident.sign(b"warm the key cache")
     keyfile = KeyFile(ident.did, "patient", ident, "Jo")
-    enrolment = Enrolment(keyfile, phrase, {})
+    code = "abandon " * 5 + "about"
+    enrolment = ClaimEnrolment(ident.did, ident.master, code, {}, ident.master)
+    pending = PendingClaim(ident.did, tmp_path / "claim.json", code)
     secrets = [ident.master, *_private_seeds(ident)]
     for shown in (
         repr(ident),
@@ -170,12 +173,14 @@ def test_no_secret_in_repr_or_str_of_identity_keyfile_or_enrolment() -> None:
         f"{keyfile}",
         repr(enrolment),
         str(enrolment),
+        repr(pending),
         repr([ident, keyfile]),
     ):
         for secret in secrets:
             for encoded in _encodings(secret):
                 assert encoded not in shown
         assert phrase not in shown and phrase.split()[0] + " " + phrase.split()[1] not in shown
+        assert code not in shown
     assert ident.did in repr(ident) and ident.did in repr(keyfile)
 
 

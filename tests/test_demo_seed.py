@@ -1,4 +1,4 @@
-"""`careledger up --demo` seeds a practitioner and patients that the chain really accepts."""
+"""`careledger up --demo` seeds a practitioner the chain really accepts, and no patient keys."""
 
 from __future__ import annotations
 
@@ -6,19 +6,22 @@ from pathlib import Path
 
 import orjson
 
-from careledger.demo import DEMO_PATIENTS, seed_demo
+from careledger.crypto.keyfile import KeyFile
+from careledger.demo import seed_demo
 from careledger.node.builder import Solo, build_node
 from careledger.node.datadir import initialise
 
 
-def test_the_demo_seed_registers_a_consenting_practitioner_and_vouched_patients(
+def test_the_demo_seed_registers_a_consenting_practitioner_and_makes_no_patient_keys(
     tmp_path: Path,
 ) -> None:
     org = initialise(tmp_path / "data")
     node = build_node(tmp_path / "data", Solo())
     try:
         made = seed_demo(node, org)
-        assert [k.kind for k in made] == ["practitioner"] + ["patient"] * DEMO_PATIENTS
+        assert [k.kind for k in made] == ["practitioner"]
+        kinds = [KeyFile.load(path).kind for path in (tmp_path / "data" / "keys").glob("*.json")]
+        assert "patient" not in kinds and kinds.count("practitioner") == 1
         for keyfile in made:
             found = node.app.query("identity/identity", orjson.dumps({"did": keyfile.did}))
             assert found.code == 0, found.log

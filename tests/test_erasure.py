@@ -32,7 +32,6 @@ import pytest
 
 from careledger.chain.app import Application, BlockContext
 from careledger.chain.codes import Code
-from careledger.chain.modules.records import record_name
 from careledger.chain.store import StateStore
 from careledger.chain.tx import Tx
 from careledger.consensus.solo.producer import SoloProducer
@@ -47,7 +46,7 @@ from careledger.protocol.frames import unpack_results
 from careledger.protocol.signing import RequestSigner
 from careledger.storage.blobstore import BlobErasedWhileWriting, BlobStore
 from careledger.wallet.records import RecordsClient, RecordsError, Written
-from nodeutil import NodeProcess, free_port, run_verify, serve_over_http
+from nodeutil import NodeProcess, enrol, free_port, record_name, run_verify, serve_over_http
 
 OBSERVATION = {
     "resourceType": "Observation",
@@ -166,7 +165,7 @@ def test_an_orphan_expires_by_age_and_storing_it_again_restarts_its_clock(tmp_pa
 def write_record(url: str, org: KeyFile) -> tuple[Written, KeyFile]:
     """A real record: a new patient enrolled by `org`, one Observation written for them."""
     with RecordsClient(url, org) as writer:
-        patient = writer.enrol_patient().keyfile
+        patient = enrol(writer)
         return writer.write(patient.did, OBSERVATION), patient
 
 
@@ -303,7 +302,7 @@ def test_a_deletion_the_disk_refuses_is_retried_until_it_succeeds_without_a_rest
         wait_until(lambda: f"could not delete erased blob {record.blob_hash}" in log.read_text())
         assert path.exists()  # and the retries keep failing while the disk refuses
         with RecordsClient(node.url, org) as writer:  # the node keeps serving meanwhile
-            assert writer.enrol_patient().keyfile.did
+            assert enrol(writer).did
     wait_until(lambda: not path.exists())  # a retry succeeds once the disk allows it
     assert node.process.pid == pid and node.process.poll() is None  # no restart
 

@@ -14,7 +14,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from careledger.crypto.scopekeys import scope_for
 from careledger.wallet.fhir import validate_resource
 from careledger.wallet.fhir_consent import (
     ACT_REASON,
@@ -32,6 +31,7 @@ from careledger.wallet.fhir_consent import (
     grant_from_consent,
     types_of_scope,
 )
+from careledger.wallet.scopes import scope_for
 from nodeutil import SHARED_DATA
 
 EXAMPLES = SHARED_DATA / "fhir-r4-examples"
@@ -310,11 +310,14 @@ def test_record_types_are_the_r4b_resources() -> None:
     assert len(RECORD_TYPES) == len(set(RECORD_TYPES))
 
 
-def test_each_record_type_is_in_exactly_one_broad_scope() -> None:
-    from careledger.wallet.fhir_consent import BROAD_SCOPES
+def test_each_record_type_is_in_exactly_one_scope() -> None:
+    from careledger.wallet.fhir_consent import BROAD_SCOPES, GRANT_SCOPES
 
-    covered = [t for scope in BROAD_SCOPES for t in types_of_scope(scope)]
+    covered = [t for scope in GRANT_SCOPES for t in types_of_scope(scope)]
     assert sorted(covered) == sorted(RECORD_TYPES)
+    # Sensitive by nature (genetics), whatever its labels: never in a broad scope.
+    assert types_of_scope("sensitive") == ["MolecularSequence"]
+    assert all("MolecularSequence" not in types_of_scope(s) for s in BROAD_SCOPES)
     assert types_of_scope("medications", scope_for) == types_of_scope("medications")
 
 

@@ -41,14 +41,14 @@ from careledger.chain.modules.identity.vouchers import (
     sign_voucher,
     statement_bytes,
 )
-from careledger.chain.modules.records import record_name, scope_key_payload
+from careledger.chain.modules.records import scope_key_payload
 from careledger.chain.state import KV
 from careledger.chain.tx import MAX_NONCE, MAX_TX_BYTES, Tx
 from careledger.crypto.hashing import sha256
 from careledger.crypto.keys import Identity
 from careledger.crypto.scopekeys import SCOPES
 from careledger.crypto.statements import rotation_statement, scope_key_statement
-from nodeutil import CHAIN_ID, make_app, run_block
+from nodeutil import CHAIN_ID, make_app, record_name, run_block
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
 FUZZ = settings(

@@ -26,7 +26,7 @@ from careledger.chain.modules.identity.vouchers import (
     statement_bytes,
 )
 from careledger.chain.modules.records import handler as records_handler
-from careledger.chain.modules.records import record_name, scope_key_payload
+from careledger.chain.modules.records import scope_key_payload
 from careledger.chain.modules.records.messages import Anchor
 from careledger.chain.state import KV, Overlay
 from careledger.chain.tx import Tx
@@ -39,6 +39,7 @@ from nodeutil import (
     grant_payload,
     make_app,
     practitioner_payload,
+    record_name,
     register_patient_tx,
     run_block,
     run_block_results,

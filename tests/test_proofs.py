@@ -37,8 +37,8 @@ from careledger.wallet.proofs import (
     verify_record_proof,
 )
 from careledger.wallet.proving import author_key_evidence, tx_evidence
-from careledger.wallet.records import RecordRef, RecordsClient, RecordsError, Written, stamp
-from nodeutil import SHARED_DATA, NodeProcess, careledger_command
+from careledger.wallet.records import RecordsClient, RecordsError, Written, stamp
+from nodeutil import SHARED_DATA, NodeProcess, careledger_command, enrol, write_without_naming_key
 
 
 def observations(count: int) -> list[dict[str, Any]]:
@@ -70,7 +70,7 @@ class Setup:
 def setup(node: NodeProcess) -> Iterator[Setup]:
     org = KeyFile.load(node.data_dir / "keys" / "organisation.json")
     writer = RecordsClient(node.url, org, purpose="TREAT")  # it reads what it wrote, to treat
-    patient = writer.enrol_patient("proof test").keyfile
+    patient = enrol(writer, "proof test")
     written = writer.write_many(patient.did, observations(5))  # one block, five anchors
     yield Setup(node, NodeClient(node.url, patient), org, writer, patient, written)
     writer.close()
@@ -99,10 +99,11 @@ def test_a_proof_of_an_anchor_the_chain_rejected_is_refused(setup: Setup) -> Non
     """A registered patient anchors a made-up record into another patient's record: the
     anchor reaches a block (the sender is registered, the payload well-formed) and fails
     there with UNAUTHORISED. Its proof is complete and honest, and must still be refused."""
-    intruder = setup.writer.enrol_patient("intruder").keyfile
+    intruder = enrol(setup.writer, "intruder")
     made_up = {**observations(6)[5], "id": "made-up-condition"}
+    intruder_client = RecordsClient(setup.node.url, intruder)
     with pytest.raises(RecordsError, match="may not write records"):
-        RecordsClient(setup.node.url, intruder).write(setup.patient.did, made_up)
+        write_without_naming_key(intruder_client, setup.patient.did, made_up)
     failed = _failed_tx_of(setup.api, intruder.did)
     evidence = tx_evidence(setup.api, failed)
     assert evidence["result"]["code"] == Code.UNAUTHORISED
@@ -194,7 +195,10 @@ def test_a_proof_of_altered_content_or_another_record_is_refused(setup: Setup) -
     with pytest.raises(ProofError, match="commitment"):
         verify_record_proof(altered, setup.trust(altered))
     other = fresh(proof)
-    other["resource"]["id"] = "another-id"
+    other["resource"]["id"] = "another-id"  # the commitment binds the id (names are keyed)
+    with pytest.raises(ProofError, match="anchored commitment"):
+        verify_record_proof(other, setup.trust(other))
+    other["resource"]["meta"]["versionId"] = "9"
     with pytest.raises(ProofError, match="not the anchored record"):
         verify_record_proof(other, setup.trust(other))
     with pytest.raises(ProofError, match="format"):
@@ -213,7 +217,7 @@ def test_a_rotated_authors_proof_needs_the_rotation_that_registered_its_key(
     rotation = Signer(setup.api, setup.org.did, setup.org.identity).send(
         "identity/rotate_key", payload
     )
-    rotated = KeyFile(setup.org.did, "organisation", new_identity, setup.org.name)
+    rotated = setup.org.rotated(new_identity, 1)  # keeps the old key: grants were wrapped to it
     after = RecordsClient(setup.node.url, rotated).write(setup.patient.did, observations(7)[6])
     own = setup.org.identity.signing_public.hex()
     # The identity module's key history: each key since the height of the transaction that
@@ -289,7 +293,7 @@ def forged_solo_proof(setup: Setup) -> dict[str, Any]:
     real = BlockHeader.from_json(honest["anchor"]["block"]["header"])
     forger = Identity.generate()
     condition = stamp({"resourceType": "Condition", "id": "made-up-condition"}, 1)
-    ref = RecordRef(setup.patient.did, "Condition", "made-up-condition")
+    ref = setup.writer.ref(setup.patient.did, "Condition", "made-up-condition")
     salt = os.urandom(SALT_SIZE)
     payload = {
         **decode_tx(bytes.fromhex(honest["anchor"]["tx"])).tx.payload,

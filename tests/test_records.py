@@ -45,7 +45,7 @@ from careledger.wallet.records import (
     import_bundle,
     stamp,
 )
-from nodeutil import SHARED_DATA, free_port, run_verify
+from nodeutil import SHARED_DATA, claimed_keys, enrol, free_port, run_verify
 
 SYNTHEA = SHARED_DATA / "synthea-r4"
 
@@ -100,7 +100,7 @@ def imported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Imported]:
                 key = (w.ref.resource_type, w.ref.resource_id)
                 originals[(w.ref.patient, *key)] = by_id[key]
             written += done
-    patients = {k.did: k for k in map(KeyFile.load, summary.patient_keys)}
+    patients = {k.did: k for k in map(claimed_keys, summary.claims)}
     yield Imported(root, url, node, org, summary, written, originals, patients, server)
     server.should_exit = True
     thread.join(10)
@@ -223,14 +223,14 @@ def fresh_patient(imported: Imported, count: int) -> tuple[RecordsClient, list[W
     """A patient of its own with `count` Synthea observations, for a test that changes them
     (so that no other test depends on whether, or in which order, it ran)."""
     writer = imported.client(imported.org)
-    enrolment = writer.enrol_patient("a patient of one test")
+    patient = enrol(writer, "a patient of one test")
     observations = [
         {k: v for k, v in resource.items() if k != "subject"}
         for (_, kind, _), resource in imported.originals.items()
         if kind == "Observation"
     ][:count]
-    written = writer.write_many(enrolment.keyfile.did, observations)
-    return imported.client(enrolment.keyfile), written
+    written = writer.write_many(patient.did, observations)
+    return imported.client(patient), written
 
 
 def test_erasure_deletes_blobs_and_keys(imported: Imported) -> None:
@@ -279,7 +279,10 @@ def test_an_inclusion_proof_verifies_offline_and_fails_for_altered_content(
     with pytest.raises(ProofError, match="commitment"):
         verify_record_proof(altered, trust)
     other = orjson.loads(orjson.dumps(proof))
-    other["resource"]["id"] = "another-id"
+    other["resource"]["id"] = "another-id"  # the commitment binds the id (names are keyed)
+    with pytest.raises(ProofError, match="anchored commitment"):
+        verify_record_proof(other, trust)
+    other["resource"]["meta"]["versionId"] = "7"
     with pytest.raises(ProofError, match="not the anchored record"):
         verify_record_proof(other, trust)
     moved = orjson.loads(orjson.dumps(proof))
@@ -327,9 +330,9 @@ def test_bad_input_gets_clear_errors_and_nothing_half_written(imported: Imported
     assert unregistered.value.status == 404
 
     existing = imported.written[201]
-    job = writer.writer.job(
-        did, imported.originals[(did, *_key(existing))], writer.scope_keys(did), {}
-    )
+    resource = imported.originals[(did, *_key(existing))]
+    naming_key = writer.keyring.naming_key(did)
+    job = writer.writer.job(did, resource, writer.scope_keys(did), {}, naming_key)
     prepared = writer.writer.seal_and_upload([job])  # a well-formed version 1 of an existing record
     with pytest.raises(RecordsError) as conflict:
         writer.writer.anchor(prepared)
@@ -373,6 +376,7 @@ def test_verify_passes_on_the_whole_directory_with_erasures_and_orphans(
         },
         writer.scope_keys(patient.did),
         {},
+        writer.keyring.naming_key(patient.did),
     )
     writer.writer.seal_and_upload([job])  # uploaded, never anchored: an orphan
     copy = snapshot(imported, tmp_path / "copy")

@@ -10,7 +10,7 @@ import orjson
 from careledger.chain.app import BlockContext
 from careledger.chain.codes import Code
 from careledger.chain.modules.identity import sign_voucher
-from careledger.chain.modules.records import record_name, scope_key_payload
+from careledger.chain.modules.records import scope_key_payload
 from careledger.chain.tx import Tx
 from careledger.crypto.keys import Identity, verify_signature
 from careledger.crypto.statements import scope_key_statement
@@ -20,6 +20,7 @@ from nodeutil import (
     grant_payload,
     make_app,
     practitioner_payload,
+    record_name,
     run_block,
     run_block_results,
 )

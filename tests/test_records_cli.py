@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import os
+import re
 import subprocess
 from pathlib import Path
 
 import orjson
 
+from careledger.crypto.claim import open_claim_package
+from careledger.crypto.keyfile import naming_key_of
 from careledger.wallet.node_client import NodeClient
 from nodeutil import SHARED_DATA, NodeProcess, careledger_command
 
@@ -14,14 +19,47 @@ BUNDLE = SHARED_DATA / "synthea-r4" / "Jesus_Alvarez_c0580b5a-6fc2-4b72-b691-57a
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return cli_with_input("", *args)
+
+
+def cli_with_input(stdin: str, *args: str) -> subprocess.CompletedProcess[str]:
+    wide = {**os.environ, "COLUMNS": "250"}  # one table row per line
     return subprocess.run(
-        [*careledger_command(), *args], capture_output=True, text=True, timeout=300
+        [*careledger_command(), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=wide,
     )
+
+
+def claim_code_in(output: str, package: Path) -> str:
+    """The claim code printed beside the package's path (six words)."""
+    for line in output.splitlines():
+        if package.name in line:
+            words = re.findall(r"\b[a-z]+\b", line.split(package.name, 1)[1])
+            assert len(words) == 6, line
+            return " ".join(words)
+    raise AssertionError(f"no claim code printed for {package}:\n{output}")
+
+
+def assert_nowhere_in(roots: list[Path], secrets: list[bytes], texts: list[str]) -> None:
+    """No file under `roots` holds any secret (raw, hex, base64) or any of `texts`."""
+    needles = [t.encode() for t in texts if len(t) >= 3]
+    for secret in secrets:
+        needles += [secret, secret.hex().encode(), base64.b64encode(secret)]
+    for root in roots:
+        for path in root.rglob("*"):
+            if path.is_file():
+                data = path.read_bytes()
+                found = [n for n in needles if n in data]
+                assert not found, f"{path} holds {found[0][:20]!r}"
 
 
 def test_import_list_get_prove_erase_and_verify(node: NodeProcess, tmp_path: Path) -> None:
     org_key = str(node.data_dir / "keys" / "organisation.json")
-    keys = tmp_path / "patient-keys"
+    claims = tmp_path / "claim-packages"
     imported = cli(
         "records",
         "import",
@@ -30,14 +68,29 @@ def test_import_list_get_prove_erase_and_verify(node: NodeProcess, tmp_path: Pat
         org_key,
         "--node",
         node.url,
-        "--patient-keys",
-        str(keys),
+        "--claims",
+        str(claims),
     )
     assert imported.returncode == 0, imported.stderr
     assert "Imported 100 resources for 1 patients" in imported.stdout
     assert "Skipped 1 Organization, 1 Practitioner" in imported.stdout
-    (patient_key,) = keys.glob("patient-*.json")
-    assert (keys / (patient_key.stem + ".phrase.txt")).read_text().count(" ") == 23
+    (package,) = claims.glob("claim-*.json")
+    code = claim_code_in(imported.stdout, package)
+
+    # The clinic's side keeps nothing of the patient in clear: no key, no name, no code.
+    contents = open_claim_package(package, code)
+    identity = contents.identity
+    secrets = [contents.master_secret, identity.secret("scope-keys"), naming_key_of(identity)]
+    assert_nowhere_in(
+        [node.data_dir, claims], secrets, [contents.name, *contents.name.split(), code]
+    )
+
+    patient_key = tmp_path / "patient.json"
+    claimed = cli_with_input(
+        code + "\n", "claim", str(package), "--out", str(patient_key), "--node", node.url
+    )
+    assert claimed.returncode == 0, claimed.stderr
+    assert "Recovery phrase" in claimed.stdout
 
     listed = cli("records", "list", "--as", str(patient_key), "--node", node.url)
     assert listed.returncode == 0 and "100 record(s)" in listed.stdout

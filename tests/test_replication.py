@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from careledger.chain.app import Application
 from careledger.chain.modules.identity.vouchers import sign_voucher
-from careledger.chain.modules.records import record_name, scope_key_payload
+from careledger.chain.modules.records import scope_key_payload
 from careledger.chain.tx import Tx
 from careledger.crypto.envelope import BlobOwner, WrappedKey, pack_record_blob
 from careledger.crypto.hashing import sha256_hex
@@ -39,7 +39,15 @@ from careledger.node.erasure import BlobEraser
 from careledger.node.replication import BlobReplicator
 from careledger.protocol.frames import pack_results
 from careledger.storage.blobstore import BlobStore
-from nodeutil import CHAIN_ID, VOUCHER_EXPIRY, free_port, grant_payload, make_app, run_block
+from nodeutil import (
+    CHAIN_ID,
+    VOUCHER_EXPIRY,
+    free_port,
+    grant_payload,
+    make_app,
+    record_name,
+    run_block,
+)
 
 ORG, PATIENT = Identity.generate(), Identity.generate()
 GOOD_ID = "good"

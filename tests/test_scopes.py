@@ -20,7 +20,7 @@ from careledger.wallet.scopes import (
     scope_of,
     sensitivity_label,
 )
-from nodeutil import NodeProcess
+from nodeutil import NodeProcess, enrol
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "sensitive-data.md"
 
@@ -120,8 +120,8 @@ def test_a_labelled_record_is_written_to_the_sensitive_scope(node: NodeProcess) 
     # Through the real write pipeline: the label decides the key the data key is wrapped to,
     # so a broad grant's keys (which never include `sensitive`) cannot open it.
     org = node.organisation()
-    clinic = RecordsClient(node.url, org)
-    patient = clinic.enrol_patient("sensitive test").keyfile
+    clinic = RecordsClient(node.url, org, purpose="TREAT")
+    patient = enrol(clinic, "sensitive test")
     labelled_observation = {
         "resourceType": "Observation",
         "id": "psy-1",

@@ -17,7 +17,7 @@ from careledger.node.builder import Node, Solo, build_node
 from careledger.node.datadir import initialise
 from careledger.node.upload_quota import UploadQuota
 from careledger.wallet.records import RecordsClient, RecordsError
-from nodeutil import SHARED_DATA, serve_over_http
+from nodeutil import SHARED_DATA, enrol, serve_over_http
 
 QUOTA = 16 * 1024
 HOLD_S = 3600.0
@@ -59,7 +59,7 @@ def observations(count: int) -> list[dict[str, object]]:
 
 def test_an_identity_over_its_upload_quota_is_refused_while_others_upload(served: Served) -> None:
     clinic = RecordsClient(served.url, served.org)
-    patient = RecordsClient(served.url, clinic.enrol_patient("quota test").keyfile)
+    patient = RecordsClient(served.url, enrol(clinic, "quota test"))
 
     # The patient uploads blobs it never anchors, up to its quota; one more is refused.
     junk = [os.urandom(7 * 1024) for _ in range(2)]

@@ -20,6 +20,10 @@ records_app = typer.Typer(
     help="Write, read, list and erase encrypted records.", no_args_is_help=True
 )
 app.add_typer(records_app, name="records")
+consent_app = typer.Typer(
+    help="Who may read and write your records: grant, revoke, list.", no_args_is_help=True
+)
+app.add_typer(consent_app, name="consent")
 app.add_typer(net_app, name="net")
 
 console = Console(emoji=False, highlight=False, soft_wrap=True)
@@ -64,10 +68,11 @@ def up(
     if demo:
         made = seed_demo(node, KeyFile.load(data.organisation_key))
         if made:
-            console.print(f"Demo identities registered; their key files are in {data.keys}/.")
+            console.print(f"A demo practitioner registered; its key file is in {data.keys}/.")
             organisation = KeyFile.load(data.organisation_key)
             url = f"http://{host}:{port}"
-            import_demo_records_when_up(url, organisation, data.keys, console.print)
+            claims = Path(data_dir) / "claims"
+            import_demo_records_when_up(url, organisation, claims, console.print)
     info = node.app.info()
     url = f"http://{host}:{port}"
     console.print(f"Chain {info.chain_id} at height {info.last_height}.")
@@ -238,17 +243,19 @@ def records_import(
     bundles: list[Path] = typer.Argument(..., help="FHIR transaction Bundle JSON files."),
     as_: Path = typer.Option(..., "--as", help="Key file of the writing organisation."),
     node: str = typer.Option(DEFAULT_NODE, help="Node API URL."),
-    patient_keys: Path = typer.Option(
-        Path("patient-keys"),
-        help="Where enrolled patients' key files and recovery phrases are written.",
+    claims: Path = typer.Option(
+        Path("claim-packages"),
+        help="Where each enrolled patient's claim package is written.",
     ),
     workers: int = typer.Option(2, help="Processes validating and sealing."),
 ) -> None:
-    """Enrol each bundle's Patient and write its resources as that patient's records."""
+    """Enrol each bundle's Patient for a claim and write its resources as that patient's
+    records. Each patient's claim code is printed once, here: give it to the patient with
+    their package, out of band. Nothing else about them is kept."""
     from careledger.wallet import records_cli
 
     with records_cli.errors(_fail):
-        records_cli.import_bundles(bundles, _load_key(as_), node, patient_keys, workers, console)
+        records_cli.import_bundles(bundles, _load_key(as_), node, claims, workers, console)
 
 
 @records_app.command("list")
@@ -271,13 +278,21 @@ def records_get(
     patient: str = typer.Option("", help="The patient's did (default: yourself)."),
     version: int = typer.Option(0, help="A version (default: the latest)."),
     proof: Path | None = typer.Option(None, help="Also write a proof file for verify-record."),
+    purpose: str = typer.Option(
+        "", help="Purpose of use (TREAT, HPAYMT, HRESCH...); needed to read another's record."
+    ),
+    organisation: Path | None = typer.Option(
+        None, help="A practitioner's organisation key file (opens what was granted to it)."
+    ),
     node: str = typer.Option(DEFAULT_NODE, help="Node API URL."),
 ) -> None:
     """Print a record, decrypted and checked against its anchor."""
     from careledger.wallet import records_cli
 
+    org = _load_key(organisation) if organisation else None
     with records_cli.errors(_fail):
-        records_cli.get_record(_load_key(as_), patient, reference, version, proof, node, console)
+        client = records_cli.client(_load_key(as_), node, purpose, org)
+        records_cli.get_record(client, patient, reference, version, proof, console)
 
 
 @records_app.command("erase")
@@ -294,6 +309,54 @@ def records_erase(
         raise _fail("name the records to erase, or give --all (not both)")
     with records_cli.errors(_fail):
         records_cli.erase_records(_load_key(as_), references or [], node, console)
+
+
+@consent_app.command("grant")
+def consent_grant(
+    grantee: str = typer.Argument(..., help="did of an organisation, practitioner or delegate."),
+    as_: Path = typer.Option(..., "--as", help="The patient's key file."),
+    action: str = typer.Option("read", help="read, write (contribute records) or delegate."),
+    scopes: str = typer.Option(
+        "all", help="Comma list of scopes, or 'all' (every scope but 'sensitive')."
+    ),
+    purpose: list[str] = typer.Option(["TREAT"], help="Purpose of use codes (repeatable)."),
+    until: str = typer.Option(..., help="Last day of the grant, YYYY-MM-DD."),
+    record: list[str] = typer.Option([], help="Only these records, Type/id (repeatable)."),
+    node: str = typer.Option(DEFAULT_NODE, help="Node API URL."),
+) -> None:
+    """Let an organisation or practitioner read (or write) your records, for a purpose,
+    until a date; their keys are wrapped to the organisation's key."""
+    from careledger.wallet import consent_cli, records_cli
+
+    with records_cli.errors(_fail):
+        consent_cli.grant(
+            _load_key(as_), node, grantee, action, scopes, purpose, until, record, console
+        )
+
+
+@consent_app.command("revoke")
+def consent_revoke(
+    grant_id: str = typer.Argument(..., help="The grant's id (careledger consent list)."),
+    as_: Path = typer.Option(..., "--as", help="The patient's key file."),
+    node: str = typer.Option(DEFAULT_NODE, help="Node API URL."),
+) -> None:
+    """Revoke a grant: refused from the next block on; new key epochs for what it covered."""
+    from careledger.wallet import consent_cli, records_cli
+
+    with records_cli.errors(_fail):
+        consent_cli.revoke(_load_key(as_), node, grant_id, console)
+
+
+@consent_app.command("list")
+def consent_list(
+    as_: Path = typer.Option(..., "--as", help="The patient's key file."),
+    node: str = typer.Option(DEFAULT_NODE, help="Node API URL."),
+) -> None:
+    """Your grants: who, what, for which purpose, until when, active or revoked."""
+    from careledger.wallet import consent_cli, records_cli
+
+    with records_cli.errors(_fail):
+        consent_cli.list_grants(_load_key(as_), node, console)
 
 
 @app.command("verify-record")

@@ -1,4 +1,4 @@
-"""Demo data for `careledger up --demo`: a practitioner, a few pseudonymous patients, records.
+"""Demo data for `careledger up --demo`: a practitioner, and a Synthea patient's records.
 
 It sits above both the node and the wallet: identities are registered through the embedded
 node's own producer before it serves, records are imported through the wallet SDK over HTTP
@@ -18,66 +18,42 @@ from pathlib import Path
 import httpx
 import orjson
 
-from careledger.chain.modules.identity.vouchers import (
-    ENROLMENT_VOUCHER_BLOCKS,
-    sign_consent,
-    sign_voucher,
-)
+from careledger.chain.modules.identity.vouchers import ENROLMENT_VOUCHER_BLOCKS, sign_consent
 from careledger.chain.tx import Tx
 from careledger.consensus.solo.producer import SoloProducer
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
 from careledger.node.builder import Node
 
-DEMO_PATIENTS = 3
-
 
 def seed_demo(node: Node[SoloProducer], organisation: KeyFile) -> list[KeyFile]:
-    """Register a demo practitioner and patients on a fresh chain; their key files go to keys/."""
+    """Register a demo practitioner of the organisation on a fresh chain; its key file goes
+    to keys/ beside the organisation's (both are the organisation's own staff keys).
+
+    No patient keys are made here: patients hold their own (`careledger keys new`), and the
+    demo's Synthea patient is enrolled for a claim (`import_demo_records_when_up`)."""
     if node.app.info().last_height > 0:
         return []
     chain_id = node.app.chain_id
     doctor = Identity.generate()
     practitioner = KeyFile(doctor.did, "practitioner", doctor, "Dr. Demo")
-    patients = [
-        KeyFile(ident.did, "patient", ident, f"demo patient {i + 1}")
-        for i, ident in enumerate(Identity.generate() for _ in range(DEMO_PATIENTS))
-    ]
-    org, expires_at = organisation.identity, ENROLMENT_VOUCHER_BLOCKS  # a fresh chain
+    expires_at = ENROLMENT_VOUCHER_BLOCKS  # a fresh chain
     doctor_key = practitioner.identity.encryption_public.hex()
-    txs = [
-        Tx(
-            chain_id,
-            "identity/register_practitioner",
-            organisation.did,
-            1,
-            {
-                "did": practitioner.did,
-                "encryption_key": doctor_key,
-                "name": practitioner.name,
-                "consent": sign_consent(doctor, chain_id, organisation.did, doctor_key, expires_at),
-            },
-        ).sign(org)
-    ]
-    txs += [
-        Tx(
-            chain_id,
-            "identity/register_patient",
-            p.did,
-            1,
-            {
-                "encryption_key": p.identity.encryption_public.hex(),
-                "voucher": sign_voucher(
-                    org, chain_id, "register_patient", p.did, expires_at, organisation.did
-                ),
-            },
-        ).sign(p.identity)
-        for p in patients
-    ]
-    asyncio.run(_submit_all(node, txs))
-    for keyfile in [practitioner, *patients]:
-        keyfile.save(node.data.keys / f"{keyfile.kind}-{keyfile.did[-8:]}.json")
-    return [practitioner, *patients]
+    tx = Tx(
+        chain_id,
+        "identity/register_practitioner",
+        organisation.did,
+        1,
+        {
+            "did": practitioner.did,
+            "encryption_key": doctor_key,
+            "name": practitioner.name,
+            "consent": sign_consent(doctor, chain_id, organisation.did, doctor_key, expires_at),
+        },
+    ).sign(organisation.identity)
+    asyncio.run(_submit_all(node, [tx]))
+    practitioner.save(node.data.keys / f"practitioner-{practitioner.did[-8:]}.json")
+    return [practitioner]
 
 
 async def _submit_all(node: Node[SoloProducer], txs: list[bytes]) -> None:
@@ -133,9 +109,11 @@ def demo_bundle() -> Path | None:
 
 
 def import_demo_records_when_up(
-    url: str, organisation: KeyFile, keys_dir: Path, say: Callable[[str], None]
+    url: str, organisation: KeyFile, claims_dir: Path, say: Callable[[str], None]
 ) -> threading.Thread | None:
-    """Once the node answers, import the demo bundle through the records SDK (a thread)."""
+    """Once the node answers, import the demo bundle through the records SDK (a thread):
+    its patient is enrolled for a claim, the package written to `claims_dir`, the code
+    shown once."""
     bundle = demo_bundle()
     if bundle is None:
         say("No demo bundle found (set CARELEDGER_DEMO_BUNDLE): starting without records.")
@@ -148,15 +126,20 @@ def import_demo_records_when_up(
         summary = ImportSummary()
         try:
             with RecordsClient(url, organisation) as client:
-                import_bundle(client, orjson.loads(bundle.read_bytes()), keys_dir, summary)
+                import_bundle(client, orjson.loads(bundle.read_bytes()), claims_dir, summary)
         except Exception as exc:  # the demo must not take the node down
             say(f"Demo records not imported: {exc}")
             return
         say(
             f"Demo records: {summary.written} resources of {summary.patients} Synthea patient "
-            f"imported; the patient's key file is in {keys_dir}/ "
-            f"(try: careledger records list --as {summary.patient_keys[0]} --node {url})."
+            "imported, enrolled for a claim. Claim the patient's identity (the code is shown "
+            "only now):"
         )
+        for pending in summary.claims:
+            say(
+                f"  careledger claim {pending.package} --out patient.json --node {url}"
+                f"   (claim code: {pending.code})"
+            )
 
     thread = threading.Thread(target=run, name="demo-records", daemon=True)
     thread.start()

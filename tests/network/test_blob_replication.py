@@ -13,6 +13,7 @@ from netutil import organisation, running_network, some_observations, wait_until
 
 from careledger.storage.blobstore import BlobStore
 from careledger.wallet.records import RecordRef, RecordsClient, RecordsError
+from nodeutil import enrol
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -20,9 +21,9 @@ pytestmark = pytest.mark.timeout(180)
 def test_a_record_written_through_one_node_is_readable_from_every_node(tmp_path: Path) -> None:
     with running_network(tmp_path / "net") as network:
         writer = RecordsClient(network.nodes[0].api_url, organisation(network, 0))
-        patient = writer.enrol_patient("replication test")
+        patient = enrol(writer, "replication test")
         originals = some_observations(3)
-        written = writer.write_many(patient.keyfile.did, originals)
+        written = writer.write_many(patient.did, originals)
 
         for index in range(1, len(network.nodes)):
             url = network.nodes[index].api_url
@@ -40,7 +41,7 @@ def test_a_record_written_through_one_node_is_readable_from_every_node(tmp_path:
             member = RecordsClient(url, organisation(network, index), purpose="TREAT")
             assert [s for s, _ in member.fetch([written[0].blob_hash])] == [403]
             # The patient reads from every node.
-            assert RecordsClient(url, patient.keyfile).read(written[0].ref)["id"]
+            assert RecordsClient(url, patient).read(written[0].ref)["id"]
 
 
 def _without_meta(resource: dict[str, object]) -> dict[str, object]:

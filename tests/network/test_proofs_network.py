@@ -40,7 +40,7 @@ from careledger.wallet.proofs import (
 )
 from careledger.wallet.proving import author_key_evidence, tx_evidence
 from careledger.wallet.records import RecordsClient, RecordsError, Written, stamp
-from nodeutil import SHARED_DATA
+from nodeutil import SHARED_DATA, enrol, write_without_naming_key
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -73,7 +73,7 @@ class Written3:
 def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Written3]:
     with running_network(tmp_path_factory.mktemp("proofs") / "net") as network:
         writer = RecordsClient(network.nodes[0].api_url, organisation(network, 0), purpose="TREAT")
-        patient = writer.enrol_patient("network proof").keyfile
+        patient = enrol(writer, "network proof")
         written = writer.write_many(patient.did, observations(3))
         proof = orjson.loads(orjson.dumps(writer.proof(written[1].ref)))
         genesis = network.home(2) / "config" / "genesis.json"
@@ -167,12 +167,12 @@ def test_a_header_or_result_that_is_not_the_signed_one_is_refused(chain: Written
 
 def test_a_failed_anchor_is_refused_in_network_mode_too(chain: Written3) -> None:
     node = chain.network.nodes[1]
-    intruder = chain.writer.enrol_patient("intruder").keyfile  # through node0
+    intruder = enrol(chain.writer, "intruder")  # through node0
     enrolled_at = int(chain.writer.node.status()["height"])
     wait_for_height(chain.network, 1, enrolled_at)  # node1 has the block that registered it
     made_up = {**observations(5)[4], "id": "made-up-in-network"}
     with pytest.raises(RecordsError, match="may not write records"):
-        RecordsClient(node.api_url, intruder).write(chain.patient_did, made_up)
+        write_without_naming_key(RecordsClient(node.api_url, intruder), chain.patient_did, made_up)
     api = NodeClient(node.api_url, intruder)  # any registered identity may read
     failed = _failed_tx_of(api, intruder.did)
     evidence = tx_evidence(api, failed)

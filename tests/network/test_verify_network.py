@@ -24,7 +24,7 @@ from careledger.localnet.network import Network
 from careledger.storage.blobstore import BlobStore
 from careledger.wallet.node_client import NodeClient, NodeError
 from careledger.wallet.records import RecordsClient, Written
-from nodeutil import run_verify
+from nodeutil import enrol, run_verify
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -50,12 +50,12 @@ def stopped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stopped]:
     root = tmp_path_factory.mktemp("verify-network") / "net"
     with running_network(root, validators=2) as network:
         writer = RecordsClient(network.nodes[0].api_url, organisation(network, 0))
-        enrolment = writer.enrol_patient("verify test")
-        patient = enrolment.keyfile.did
+        enrolled = enrol(writer, "verify test")
+        patient = enrolled.did
         *written, doomed = writer.write_many(patient, some_observations(4))
         node0_blobs = BlobStore(network.app_data(0).blobs)
         doomed_blob = node0_blobs.get(doomed.blob_hash)
-        RecordsClient(network.nodes[0].api_url, enrolment.keyfile).erase([doomed.ref])
+        RecordsClient(network.nodes[0].api_url, enrolled).erase([doomed.ref])
         replica = BlobStore(network.app_data(1).blobs)
         wait_until(partial(_replicated, replica, written, doomed), 60, "node1's blobs")
         refused = _anchor_without_its_blob(network, writer)

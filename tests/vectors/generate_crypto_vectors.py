@@ -20,7 +20,6 @@ from typing import Any
 import zstandard
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from careledger.chain.modules.records.keeper import record_name
 from careledger.crypto import envelope, scopekeys
 from careledger.crypto.canonical import canonical_bytes
 from careledger.crypto.envelope import BlobOwner, RecordBinding, WrappedKey
@@ -82,7 +81,8 @@ def build_vectors() -> dict[str, Any]:
     wrapped_2 = scopekeys._hpke_seal_with_ephemeral(
         grantee_public.public_bytes_raw(), info_2, scope_key.private_bytes(), ephemeral_2
     )
-    owner = BlobOwner(binding.patient, record_name(binding.patient, "Observation", "obs-test-1"))
+    # Any 32-byte name: the blob format does not care how it was made (crypto/naming.py).
+    owner = BlobOwner(binding.patient, _unkeyed_name(binding.patient, "Observation", "obs-test-1"))
     blob = envelope.pack_record_blob(
         owner, [WrappedKey(scope_public.recipient, wrapped_1)], sealed.ciphertext
     )
@@ -149,6 +149,14 @@ def _identity_section(identity: Identity) -> dict[str, str]:
         "x25519_private_key": keys.encryption.private_bytes_raw().hex(),
         "x25519_public_key": identity.encryption_public.hex(),
     }
+
+
+def _unkeyed_name(patient: str, resource_type: str, resource_id: str) -> str:
+    """The record name of rules version 2 (kept so that the pinned vectors stay the same)."""
+    data = b"careledger-record-name-v1" + b"".join(
+        envelope.length_prefixed(p) for p in (patient, resource_type, resource_id)
+    )
+    return hashlib.sha256(data).hexdigest()
 
 
 if __name__ == "__main__":

@@ -1,15 +1,16 @@
-"""Enrolling patients: a clinic makes a patient's identity and hands over its keys.
+"""Enrolling patients: the patient's own keys, or a claim package for one who has none yet.
 
-`enrol_for_claim` makes a new identity from a fresh master secret (no phrase), registers it
-with the organisation's enrolment voucher, publishes its first scope keys (each signed) and
-grants the organisation write consent (with the naming key wrapped to it), all signed as the
-patient, and returns a claim package and its code (crypto/claim.py): the clinic stores the
-package for the patient and gives the code out of band, keeping neither the code nor any key
-or name in clear. The patient claims the package (wallet/custody.py) and rotates to keys the
-clinic never saw.
-
-`enrol_patient` (the clinic makes a recovery phrase and hands it over, `save_enrolment`
-writes it) is the older way: whoever reads what it writes can act as the patient.
+The patient's keys are made on the patient's device, never by a clinic (DESIGN.md, Custody):
+- A patient who has keys (`careledger keys new`, the portal) registers itself: the clinic
+  signs an enrolment voucher for the patient's did (`clinic_voucher`) and the patient's
+  device submits `register_patient`, which also publishes its signed scope keys of the first
+  epoch and grants the clinic write consent (with the naming key wrapped to it), all signed
+  by the patient.
+- For a patient who has no identity yet (importing an EHR), `enrol_for_claim` makes a fresh
+  master secret (no phrase), registers it the same way, and seals it into a claim package
+  under a one-time code (crypto/claim.py): the clinic stores the package for the patient and
+  gives the code out of band, keeping neither the code nor any key or name in clear. The
+  patient claims the package (wallet/custody.py) and rotates to keys the clinic never saw.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from careledger.chain.block import parse_time_ns
 from careledger.chain.modules.identity.vouchers import ENROLMENT_VOUCHER_BLOCKS, sign_voucher
@@ -29,39 +29,14 @@ from careledger.crypto.claim import (
     new_claim_code,
     seal_claim_package,
 )
-from careledger.crypto.keyfile import KeyFile, naming_key_of, scope_key_of
-from careledger.crypto.keys import Identity, identity_from_phrase, new_recovery_phrase
+from careledger.crypto.keyfile import KeyFile, naming_key_of
+from careledger.crypto.keys import Identity
 from careledger.crypto.scopekeys import SCOPES, ScopePublic, wrap_naming_key
 from careledger.wallet.node_client import NodeClient, Signer
 from careledger.wallet.refs import raise_for
 
 FIRST_EPOCH = 1
 WRITE_CONSENT_SECONDS = 10 * 365 * 24 * 3600  # about ten years
-
-
-@dataclass(frozen=True)
-class Enrolment:
-    """A patient enrolled by a clinic: keys to hand over (key file and recovery phrase)."""
-
-    keyfile: KeyFile
-    phrase: str = field(repr=False)  # the recovery phrase: the patient's keys
-    scope_keys: dict[str, ScopePublic]
-
-
-def enrol_patient(
-    node: NodeClient, org: Identity, org_did: str, name: str = "", wait: bool = True
-) -> Enrolment:
-    """Make a new patient identity (recovery phrase), register it with the organisation's
-    (`org`) enrolment voucher, publish its scope keys, grant the organisation write consent.
-
-    The patient signs these transactions; the clinic holds the keys only until it hands
-    the key file and phrase over. Without `wait`, the transactions are only admitted:
-    anchors submitted after them land in the same or a later block, after them.
-    """
-    phrase = new_recovery_phrase()
-    identity = identity_from_phrase(phrase)
-    publics = _register(node, org, org_did, identity, node.status(), wait)
-    return Enrolment(KeyFile(identity.did, "patient", identity, name), phrase, publics)
 
 
 @dataclass(frozen=True)
@@ -74,6 +49,7 @@ class ClaimEnrolment:
     package: bytes = field(repr=False)
     code: str = field(repr=False)
     scope_keys: dict[str, ScopePublic]
+    naming_key: bytes = field(repr=False)  # to name the records written meanwhile
 
 
 def enrol_for_claim(
@@ -97,30 +73,60 @@ def enrol_for_claim(
     code = new_claim_code()
     contents = ClaimContents(identity.did, str(status["chain_id"]), identity.master, name)
     package = seal_claim_package(contents, code, kdf=kdf)  # before anything is on the chain
-    publics = _register(node, org, org_did, identity, status, wait)
-    return ClaimEnrolment(identity.did, package, code, publics)
+    patient = KeyFile(identity.did, "patient", identity, naming_key=naming_key_of(identity))
+    voucher = clinic_voucher(org, org_did, identity.did, status)
+    # The clinic's signed client relays the patient's transactions (signed by the patient).
+    publics = _register(node, patient, voucher, org_did, org.encryption_public, status, wait)
+    return ClaimEnrolment(identity.did, package, code, publics, patient.naming_key)
+
+
+def clinic_voucher(
+    org: Identity, org_did: str, patient: str, status: dict[str, object]
+) -> dict[str, object]:
+    """The clinic's one-time enrolment voucher for `patient` (valid for a few blocks)."""
+    return sign_voucher(
+        org,
+        str(status["chain_id"]),
+        "register_patient",
+        patient,
+        int(str(status["height"])) + ENROLMENT_VOUCHER_BLOCKS,
+        org_did=org_did,
+    )
+
+
+def register_patient(
+    node: NodeClient,
+    patient: KeyFile,
+    voucher: dict[str, object],
+    org_did: str,
+    org_encryption_key: bytes,
+    wait: bool = True,
+) -> dict[str, ScopePublic]:
+    """On the patient's device: register `patient` with the clinic's voucher, publish its
+    signed scope keys of the first epoch, grant the clinic write consent. Its scope keys."""
+    own = node.signed_as(patient)
+    return _register(own, patient, voucher, org_did, org_encryption_key, own.status(), wait)
 
 
 def _register(
     node: NodeClient,
-    org: Identity,
+    patient: KeyFile,
+    voucher: dict[str, object],
     org_did: str,
-    identity: Identity,
+    org_encryption_key: bytes,
     status: dict[str, object],
     wait: bool,
 ) -> dict[str, ScopePublic]:
-    """Register `identity` as a patient with `org`'s voucher, publish its signed scope keys
-    of the first epoch and grant `org` write consent: one batch, signed as the patient."""
+    """Register `patient` with `voucher`, publish its signed scope keys of the first epoch
+    and grant `org_did` write consent with the naming key, all signed as the patient.
+
+    `node` submits them: the clinic's client (one batch), or the patient's own, which as an
+    unregistered did may send its registration alone first (node/auth.py) and the rest once
+    it is registered.
+    """
     chain_id = str(status["chain_id"])
-    signer = Signer(node, identity.did, identity)
-    voucher = sign_voucher(
-        org,
-        chain_id,
-        "register_patient",
-        identity.did,
-        int(str(status["height"])) + ENROLMENT_VOUCHER_BLOCKS,
-        org_did=org_did,
-    )
+    identity = patient.identity
+    signer = Signer(node, patient.did, identity, last_nonce=0)
     txs = [
         signer.sign(
             "identity/register_patient",
@@ -129,14 +135,16 @@ def _register(
     ]
     publics = {}
     for scope in SCOPES:
-        pair = scope_key_of(identity, scope, FIRST_EPOCH)
+        pair = patient.scope_key(scope, FIRST_EPOCH)
         publics[scope] = ScopePublic(scope, FIRST_EPOCH, pair.public_bytes)
         payload = scope_key_payload(identity, chain_id, scope, FIRST_EPOCH, pair.public_bytes.hex())
         txs.append(signer.sign("records/publish_scope_key", payload))
-    consent = write_consent(identity.did, org_did, status)
+    consent = write_consent(patient.did, org_did, status)
     # The organisation names the records it writes: it gets the naming key with its grant.
-    naming = wrap_naming_key(naming_key_of(identity), identity.did, org_did, org.encryption_public)
+    naming = wrap_naming_key(patient.naming_key, patient.did, org_did, org_encryption_key)
     txs.append(signer.sign("consent/grant", {**consent, "naming_key": naming.hex()}))
+    if node.did == patient.did:
+        raise_for(node.submit(txs.pop(0), wait=True), "registration")
     for result in node.submit_many(txs, wait=wait):
         raise_for(result)
     return publics
@@ -158,15 +166,3 @@ def write_consent(patient: str, org_did: str, status: dict[str, object]) -> dict
         "start": start,
         "end": max(start, int(time.time())) + WRITE_CONSENT_SECONDS,
     }
-
-
-def save_enrolment(enrolment: Enrolment, directory: Path) -> Path:
-    """The key file and the recovery phrase, both mode 0600, to hand to the patient."""
-    stem = f"patient-{enrolment.keyfile.did[-12:]}"
-    path = directory / f"{stem}.json"
-    enrolment.keyfile.save(path)
-    phrase_path = directory / f"{stem}.phrase.txt"
-    fd = os.open(phrase_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(enrolment.phrase + "\n")
-    return path

@@ -34,8 +34,9 @@ from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from typing import Any
 
-from careledger.crypto.scopekeys import SCOPES, scope_for
+from careledger.crypto.scopekeys import SCOPES
 from careledger.wallet.fhir import InvalidResource, validate_resource
+from careledger.wallet.scopes import scope_for
 
 # --- the ledger's vocabulary ---------------------------------------------------------------
 

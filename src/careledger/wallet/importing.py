@@ -1,8 +1,10 @@
 """Importing Synthea-style FHIR transaction bundles: patients enrolled, resources written.
 
-Each Patient of a bundle is enrolled (wallet/enrolment.py, its keys saved to hand over) and
-the resources that belong to it are written as its records through the write pipeline
-(wallet/writing.py); entries that belong to no patient are counted and skipped.
+Each Patient of a bundle is enrolled for a claim (wallet/enrolment.py: a claim package
+written to the output directory, its one-time code returned in memory for the caller to give
+out once, never stored) and the resources that belong to it are written as its records
+through the write pipeline (wallet/writing.py); entries that belong to no patient are
+counted and skipped. The importing side keeps no phrase, key or name in clear.
 """
 
 from __future__ import annotations
@@ -12,13 +14,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from careledger.wallet.enrolment import save_enrolment
+from careledger.crypto.claim import write_claim_package
+from careledger.crypto.privatefs import make_private_dir
 from careledger.wallet.fhir import BundleIndex
 from careledger.wallet.refs import Written
 from careledger.wallet.sealing import Job
 
 if TYPE_CHECKING:
     from careledger.wallet.records import RecordsClient
+
+
+@dataclass(frozen=True)
+class PendingClaim:
+    """A patient's claim package on disk and its code, to give the patient once (out of
+    band: printed or told). repr() does not show the code."""
+
+    did: str
+    package: Path
+    code: str = field(repr=False)
 
 
 @dataclass
@@ -28,24 +41,24 @@ class ImportSummary:
     written: int = 0
     skipped: dict[str, int] = field(default_factory=dict)  # resource type -> count
     seconds: float = 0.0
-    patient_keys: list[Path] = field(default_factory=list)
+    claims: list[PendingClaim] = field(default_factory=list)
 
 
 def import_bundle(
     client: RecordsClient,
     bundle: Mapping[str, Any],
-    patient_keys: Path,
+    claims_dir: Path,
     summary: ImportSummary,
     progress: Callable[[int], None] | None = None,
 ) -> list[Written]:
     """Import one bundle (see import_bundles)."""
-    return import_bundles(client, [bundle], patient_keys, summary, progress)
+    return import_bundles(client, [bundle], claims_dir, summary, progress)
 
 
 def import_bundles(
     client: RecordsClient,
     bundles: Iterable[Mapping[str, Any]],
-    patient_keys: Path,
+    claims_dir: Path,
     summary: ImportSummary,
     progress: Callable[[int], None] | None = None,
 ) -> list[Written]:
@@ -62,6 +75,7 @@ def import_bundles(
     enters the pipeline, so their anchors are always admitted after their keys.
     """
     written: list[Written] = []
+    make_private_dir(claims_dir)
 
     def jobs() -> Iterator[Job]:
         for bundle in bundles:
@@ -75,12 +89,17 @@ def import_bundles(
             for group in groups:
                 resources = [index.local_references(group.patient.resource)]
                 resources += [index.local_references(e.resource) for e in group.entries]
-                enrolment = client.enrol_patient(_display_name(group.patient.resource), wait=False)
-                summary.patient_keys.append(save_enrolment(enrolment, patient_keys))
+                enrolment = client.enrol_for_claim(
+                    _display_name(group.patient.resource), wait=False
+                )
+                package = claims_dir / f"claim-{enrolment.did[-12:]}.json"
+                write_claim_package(package, enrolment.package)
+                summary.claims.append(PendingClaim(enrolment.did, package, enrolment.code))
                 summary.patients += 1
-                did = enrolment.keyfile.did
                 for resource in resources:
-                    yield client.writer.job(did, resource, enrolment.scope_keys, {})
+                    yield client.writer.job(
+                        enrolment.did, resource, enrolment.scope_keys, {}, enrolment.naming_key
+                    )
             summary.bundles += 1
 
     for chunk_written in client.writer.pipelined(jobs()):
@@ -92,7 +111,7 @@ def import_bundles(
 
 
 def _display_name(patient: Mapping[str, Any]) -> str:
-    # Kept only in the patient's own key file (a label for the clinic's handover).
+    # Kept only inside the claim package, encrypted under its code.
     names = patient.get("name") or [{}]
     first = names[0] if isinstance(names, list) and names else {}
     given = " ".join(first.get("given") or [])

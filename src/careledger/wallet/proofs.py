@@ -196,15 +196,19 @@ def _check_resource(proof: Mapping[str, Any], payload: Mapping[str, Any]) -> tup
     except (KeyError, TypeError, ValueError) as exc:
         raise ProofError(f"the proof has no resource or salt: {exc}") from None
     try:
-        patient, record, anchored_version = (
+        patient, record, resource_type, anchored_version = (
             payload["patient"],
             payload["record"],
+            payload["resource_type"],
             payload["version"],
         )
     except KeyError as exc:
         raise ProofError(f"the anchor has no {exc}") from None
-    ref, version = _ref_of(patient, resource)
-    if ref.name != record or version != anchored_version:
+    # The record's name is keyed with the patient's naming key, which a proof does not
+    # reveal; the salted commitment binds the resource (its type, id and version included)
+    # to this anchor, and the type and version are checked against the anchor's own.
+    ref, version = _ref_of(patient, record, resource)
+    if ref.resource_type != resource_type or version != anchored_version:
         raise ProofError(f"the resource is {ref} version {version}, not the anchored record")
     if _commitment(resource, salt) != payload["commitment"]:
         raise ProofError("the resource does not match the anchored commitment (altered)")
@@ -220,10 +224,11 @@ def _commitment(resource: Any, salt: bytes) -> str:
         raise ProofError(f"the resource is not JSON: {exc}") from None
 
 
-def _ref_of(patient: str, resource: Any) -> tuple[RecordRef, int]:
+def _ref_of(patient: str, record: str, resource: Any) -> tuple[RecordRef, int]:
     try:
         version = int(resource["meta"]["versionId"])
-        return RecordRef(patient, str(resource["resourceType"]), str(resource["id"])), version
+        ref = RecordRef(patient, str(resource["resourceType"]), str(resource["id"]), record)
+        return ref, version
     except (KeyError, TypeError, ValueError):
         raise ProofError("the resource has no resourceType, id or meta.versionId") from None
 

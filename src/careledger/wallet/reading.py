@@ -9,8 +9,10 @@ another record) and checks the salted commitment.
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from careledger.chain.modules.records.messages import parse_scope_label
 from careledger.crypto.envelope import (
@@ -21,13 +23,8 @@ from careledger.crypto.envelope import (
     unpack_record_blob,
 )
 from careledger.crypto.hashing import sha256_hex
-from careledger.crypto.keys import Identity
-from careledger.crypto.scopekeys import (
-    ScopeKeyError,
-    ScopeKeyPair,
-    derive_scope_key,
-    unwrap_data_key,
-)
+from careledger.crypto.scopekeys import ScopeKeyError, unwrap_data_key
+from careledger.wallet.keyring import Keyring
 from careledger.wallet.records_api import RecordsApi
 from careledger.wallet.refs import Deleted, Erased, IntegrityError, RecordRef, RecordsError
 
@@ -35,23 +32,21 @@ READ_CHUNK = 250  # records per fetch when reading many (the next is fetched whi
 
 
 class Reader:
-    """Reads as one identity (`did`, `identity`): a patient through its scope keys, a writer
-    through the data key wrapped to its own key."""
+    """Reads with a keyring (wallet/keyring.py): a patient through its own scope keys, a
+    grantee through the scope keys its grants wrapped to it, and whoever kept access to
+    what it wrote (`kept_by`: the writer, or its organisation) through that wrap."""
 
     def __init__(
         self,
         api: RecordsApi,
-        did: str,
-        identity: Identity,
-        scope_key: Callable[[str, int], ScopeKeyPair] | None = None,
+        keyring: Keyring,
+        kept_by: str,
+        kept_by_keys: Sequence[X25519PrivateKey],
     ) -> None:
         self.api = api
-        self.did = did
-        self.identity = identity
-        # A patient's scope key of an epoch (KeyFile.scope_key: after a claim or a rotation,
-        # old epochs derive from a previous master); default: from `identity` alone.
-        self._derive = scope_key or self._derive_from_identity
-        self._scope_pairs: dict[tuple[str, int], ScopeKeyPair] = {}
+        self.keyring = keyring
+        self.kept_by = kept_by
+        self.kept_by_keys = kept_by_keys  # the encryption keys of `kept_by`, newest first
 
     def read(self, ref: RecordRef, version: int | None = None) -> dict[str, Any]:
         """The resource (latest version unless one is named), decrypted and checked."""
@@ -131,8 +126,7 @@ class Reader:
             record_blob = unpack_record_blob(blob)
             if record_blob.owner != BlobOwner(ref.patient, ref.name):
                 raise IntegrityError(f"{ref}: the blob's header names another record")
-            label, private_key = self._my_key(ref.patient, anchor["recipients"])
-            data_key = unwrap_data_key(record_blob_key(record_blob, label), binding, private_key)
+            data_key = self._data_key(ref.patient, anchor["recipients"], record_blob, binding)
             opened = open_record(record_blob.ciphertext, data_key, binding)
         except (EnvelopeError, ScopeKeyError, LookupError) as exc:
             raise IntegrityError(f"{ref}: {exc}") from None
@@ -140,24 +134,32 @@ class Reader:
             raise IntegrityError(f"{ref}: content does not match the anchored commitment")
         return opened
 
-    def _my_key(self, patient: str, recipients: Sequence[str]) -> tuple[str, Any]:
+    def _data_key(
+        self, patient: str, recipients: Sequence[str], record_blob: Any, binding: RecordBinding
+    ) -> bytes:
+        """The record's data key, unwrapped with the first key this reader holds for one of
+        its recipients: its own (or its organisation's, any of them since a rotation), else
+        a scope key (its own as the patient, or granted)."""
+        candidates: list[tuple[str, Any]] = [
+            (label, key)
+            for label in recipients
+            if label == self.kept_by
+            for key in self.kept_by_keys
+        ]
         for label in recipients:
             scope = parse_scope_label(label)
-            if scope is not None and patient == self.did:
-                return label, self._scope_pair(*scope)
-            if label == self.did:
-                return label, self.identity.encryption_private
-        raise RecordsError(f"{self.did} holds no key that opens this record", 403)
-
-    def _scope_pair(self, scope: str, epoch: int) -> ScopeKeyPair:
-        pair = self._scope_pairs.get((scope, epoch))
-        if pair is None:
-            pair = self._derive(scope, epoch)
-            self._scope_pairs[(scope, epoch)] = pair
-        return pair
-
-    def _derive_from_identity(self, scope: str, epoch: int) -> ScopeKeyPair:
-        return derive_scope_key(self.identity.secret("scope-keys"), scope, epoch)
+            pair = self.keyring.scope_pair(patient, *scope) if scope else None
+            if pair is not None:
+                candidates.append((label, pair))
+        if not candidates:
+            raise RecordsError(f"{self.kept_by} holds no key that opens this record", 403)
+        for label, private_key in candidates[:-1]:
+            try:
+                return unwrap_data_key(record_blob_key(record_blob, label), binding, private_key)
+            except ScopeKeyError:
+                continue  # wrapped to another of our keys: try the next
+        label, private_key = candidates[-1]
+        return unwrap_data_key(record_blob_key(record_blob, label), binding, private_key)
 
 
 def record_blob_key(record_blob: Any, label: str) -> Any:

@@ -14,7 +14,7 @@ concern, and this module re-exports the names callers use:
 - wallet/sealing.py: validating, sealing and wrapping record versions (a process pool);
 - wallet/writing.py: the write pipeline seal -> upload -> anchor -> commit, tombstones, erasure;
 - wallet/reading.py: reads, checked against the chain and decrypted;
-- wallet/enrolment.py: enrolling patients (Enrolment, save_enrolment);
+- wallet/enrolment.py: enrolling patients (for a claim, or registering their own keys);
 - wallet/importing.py: importing Synthea-style bundles (ImportSummary, import_bundles);
 - wallet/proving.py and wallet/proofs.py: record proofs, made and checked.
 """
@@ -25,16 +25,18 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from careledger.crypto.keyfile import KeyFile
+from careledger.crypto.naming import record_name
 from careledger.crypto.scopekeys import ScopePublic
 from careledger.wallet import enrolment
-from careledger.wallet.enrolment import Enrolment, save_enrolment
-from careledger.wallet.importing import ImportSummary, import_bundle, import_bundles
+from careledger.wallet.enrolment import ClaimEnrolment
+from careledger.wallet.importing import ImportSummary, PendingClaim, import_bundle, import_bundles
+from careledger.wallet.keyring import encryption_keys, keyring_for
 from careledger.wallet.node_client import NodeClient, Signer
 from careledger.wallet.reading import Reader
 from careledger.wallet.records_api import RecordsApi
 from careledger.wallet.refs import Deleted, Erased, IntegrityError, RecordRef, RecordsError, Written
 from careledger.wallet.sealing import Sealer, stamp
-from careledger.wallet.writing import Writer
+from careledger.wallet.writing import KeptBy, Writer
 
 
 class RecordsClient:
@@ -46,16 +48,35 @@ class RecordsClient:
     """
 
     def __init__(
-        self, node: NodeClient | str, keyfile: KeyFile, *, workers: int = 0, purpose: str = ""
+        self,
+        node: NodeClient | str,
+        keyfile: KeyFile,
+        *,
+        workers: int = 0,
+        purpose: str = "",
+        organisation: KeyFile | None = None,
     ) -> None:
+        """`purpose`: the purpose of use its reads state (a FHIR v3 PurposeOfUse code; a
+        patient reading its own records needs none). `organisation`: for a practitioner,
+        its organisation's key file (held by the organisation's gateway), whose key opens
+        what patients granted to the organisation and keeps access to what it writes."""
         self.node = (NodeClient(node) if isinstance(node, str) else node).signed_as(keyfile)
         self.did = keyfile.did
         self.identity = keyfile.identity
         self.signer = Signer(self.node, self.did, self.identity)
-        self.api = RecordsApi(self.node, purpose)  # the purpose its reads state
+        self.api = RecordsApi(self.node, purpose)
+        self.keyring = keyring_for(self.node, keyfile, organisation)
+        holder = organisation or keyfile
         self.sealer = Sealer(workers)
-        self.writer = Writer(self.api, self.signer, self.sealer)
-        self.reader = Reader(self.api, self.did, self.identity, keyfile.scope_key)
+        kept_by = KeptBy(holder.did, holder.identity.encryption_public)
+        self.writer = Writer(self.api, self.signer, self.sealer, kept_by)
+        self.reader = Reader(self.api, self.keyring, holder.did, encryption_keys(holder))
+
+    def ref(self, patient: str, resource_type: str, resource_id: str) -> RecordRef:
+        """The ref of a patient's record by FHIR type and id: its name is keyed with the
+        patient's naming key, which this identity must hold (its own, or granted)."""
+        name = record_name(self.keyring.naming_key(patient), resource_type, resource_id)
+        return RecordRef(patient, resource_type, resource_id, name)
 
     def warm(self) -> None:
         """Start the sealing processes and load the FHIR models in each (a second or two that
@@ -83,7 +104,8 @@ class RecordsClient:
         return self.api.fetch(hashes, purpose)
 
     def scope_keys(self, patient: str) -> dict[str, ScopePublic]:
-        """The patient's current scope public keys, by scope."""
+        """The patient's current scope public keys, by scope, each checked against the
+        patient's signature (wallet/keyring.py): UntrustedKey if any is not the patient's."""
         return self.api.scope_keys(patient)
 
     def records(self, patient: str | None = None) -> list[dict[str, Any]]:
@@ -95,9 +117,10 @@ class RecordsClient:
 
     # --- enrolment ------------------------------------------------------------------------
 
-    def enrol_patient(self, name: str = "", wait: bool = True) -> Enrolment:
-        """Enrol a new patient with this organisation's voucher (see enrolment.enrol_patient)."""
-        return enrolment.enrol_patient(self.node, self.identity, self.did, name, wait)
+    def enrol_for_claim(self, name: str = "", wait: bool = True) -> ClaimEnrolment:
+        """Enrol a patient who has no identity yet, for a claim (enrolment.enrol_for_claim):
+        a claim package and its code, nothing of the patient kept in clear."""
+        return enrolment.enrol_for_claim(self.node, self.identity, self.did, name, wait)
 
     # --- writing --------------------------------------------------------------------------
 
@@ -120,9 +143,12 @@ class RecordsClient:
         so an invalid resource leaves nothing of its chunk behind. `new_patient` skips the
         lookup of existing versions (every record is version 1).
         """
-        keys = dict(scope_keys) if scope_keys is not None else self.api.scope_keys(patient)
+        keys = dict(scope_keys) if scope_keys is not None else self.scope_keys(patient)
         latest = {} if new_patient else self.api.latest_versions(patient)
-        jobs = [self.writer.job(patient, resource, keys, latest) for resource in resources]
+        naming_key = self.keyring.naming_key(patient)
+        jobs = [
+            self.writer.job(patient, resource, keys, latest, naming_key) for resource in resources
+        ]
         written: list[Written] = []
         for chunk_written in self.writer.pipelined(jobs):
             written += chunk_written
@@ -170,17 +196,17 @@ class RecordsClient:
 
 
 __all__ = [
+    "ClaimEnrolment",
     "Deleted",
-    "Enrolment",
     "Erased",
     "ImportSummary",
     "IntegrityError",
+    "PendingClaim",
     "RecordRef",
     "RecordsClient",
     "RecordsError",
     "Written",
     "import_bundle",
     "import_bundles",
-    "save_enrolment",
     "stamp",
 ]

@@ -17,6 +17,7 @@ import orjson
 from careledger.crypto.scopekeys import ScopePublic
 from careledger.protocol.frames import pack_frames, unpack_results
 from careledger.wallet.node_client import NodeClient, NodeError
+from careledger.wallet.keyring import verified_scope_keys
 from careledger.wallet.refs import RecordRef, RecordsError
 
 
@@ -27,6 +28,7 @@ class RecordsApi:
     def __init__(self, node: NodeClient, purpose: str = "") -> None:
         self.node = node
         self.purpose = purpose
+        self._chain_id = ""
 
     def _signed(self, method: str, path: str, body: bytes = b"") -> bytes:
         response = self.node.http.request(method, path, content=body, auth=self.node.auth)
@@ -61,13 +63,14 @@ class RecordsApi:
             raise RecordsError(exc.message, exc.status) from None
 
     def scope_keys(self, patient: str) -> dict[str, ScopePublic]:
-        """The patient's current scope public keys, by scope."""
-        current: dict[str, ScopePublic] = {}
-        for key in self._query("records/scope_keys", patient=patient):
-            current[key["scope"]] = ScopePublic(
-                key["scope"], key["epoch"], bytes.fromhex(key["public_key"])
-            )
-        return current
+        """The patient's current scope public keys, by scope, each checked against the
+        patient's signature (wallet/keyring.py): UntrustedKey if any is not the patient's,
+        404 if the patient is unknown."""
+        if not self._chain_id:
+            self._chain_id = str(self.node.status()["chain_id"])
+        identity = self._query("identity/identity", did=patient)
+        rows = self._query("records/scope_keys", patient=patient)
+        return verified_scope_keys(identity, rows, self._chain_id)
 
     def records(self, patient: str) -> list[dict[str, Any]]:
         """A patient's records, each with its latest anchor."""

@@ -78,7 +78,7 @@ def import_bundles(
     paths: Sequence[Path],
     author: KeyFile,
     node: str,
-    patient_keys: Path,
+    claims_dir: Path,
     workers: int,
     console: Console,
 ) -> ImportSummary:
@@ -100,16 +100,16 @@ def import_bundles(
         import_all(
             client,
             (bundle for _, bundle in bundles),
-            patient_keys,
+            claims_dir,
             summary,
             lambda n: bar.advance(task, n),
         )
     summary.seconds = time.perf_counter() - started
-    _print_summary(summary, console, patient_keys)
+    _print_summary(summary, console)
     return summary
 
 
-def _print_summary(summary: ImportSummary, console: Console, patient_keys: Path) -> None:
+def _print_summary(summary: ImportSummary, console: Console) -> None:
     rate = summary.written / summary.seconds if summary.seconds else 0.0
     console.print(
         f"Imported {summary.written} resources for {summary.patients} patients from "
@@ -122,18 +122,25 @@ def _print_summary(summary: ImportSummary, console: Console, patient_keys: Path)
             "Organizations and Practitioners; a record is always a patient's, encrypted "
             "to the patient's keys)."
         )
-    if summary.patients:
+    if summary.claims:
+        table = Table("claim package", "claim code (give it to the patient, out of band)")
+        for pending in summary.claims:
+            table.add_row(str(pending.package), pending.code)
+        console.print(table)
         console.print(
-            f"Patients' key files and recovery phrases (to hand over, then delete): {patient_keys}/"
+            "The codes are shown only now and kept nowhere: give each patient their package "
+            "and code; they claim it with `careledger claim PACKAGE --out KEYFILE`."
         )
 
 
-def _client(keyfile: KeyFile, node: str) -> RecordsClient:
-    return RecordsClient(NodeClient(node), keyfile)
+def client(
+    keyfile: KeyFile, node: str, purpose: str = "", organisation: KeyFile | None = None
+) -> RecordsClient:
+    return RecordsClient(NodeClient(node), keyfile, purpose=purpose, organisation=organisation)
 
 
 def list_records(keyfile: KeyFile, patient: str, node: str, console: Console) -> None:
-    records = _client(keyfile, node).records(patient or keyfile.did)
+    records = client(keyfile, node).records(patient or keyfile.did)
     table = Table("record", "type", "versions", "author", "state")
     for rec in records:
         latest = rec.get("latest") or {}
@@ -149,27 +156,26 @@ def list_records(keyfile: KeyFile, patient: str, node: str, console: Console) ->
     console.print(f"{len(records)} record(s)")
 
 
-def _ref(keyfile: KeyFile, patient: str, reference: str) -> RecordRef:
+def _ref(client: RecordsClient, patient: str, reference: str) -> RecordRef:
     resource_type, _, resource_id = reference.partition("/")
     if not resource_type or not resource_id:
         raise RecordsError(f"a record is named Type/id, not {reference!r}")
-    return RecordRef(patient or keyfile.did, resource_type, resource_id)
+    return client.ref(patient or client.did, resource_type, resource_id)
 
 
 def get_record(
-    keyfile: KeyFile,
+    reader: RecordsClient,
     patient: str,
     reference: str,
     version: int,
     proof_out: Path | None,
-    node: str,
     console: Console,
 ) -> None:
-    client, ref = _client(keyfile, node), _ref(keyfile, patient, reference)
+    ref = _ref(reader, patient, reference)
     if proof_out is None:
-        resource: Any = client.read(ref, version or None)
+        resource: Any = reader.read(ref, version or None)
     else:
-        proof = client.proof(ref, version or None)
+        proof = reader.proof(ref, version or None)
         proof_out.write_bytes(orjson.dumps(proof, option=orjson.OPT_INDENT_2))
         resource = proof["resource"]
     console.print_json(orjson.dumps(resource).decode())
@@ -178,9 +184,9 @@ def get_record(
 
 
 def erase_records(keyfile: KeyFile, references: Sequence[str], node: str, console: Console) -> None:
-    client = _client(keyfile, node)
-    refs = [_ref(keyfile, "", r) for r in references] if references else None
-    result = client.erase(refs)
+    patient = client(keyfile, node)
+    refs = [_ref(patient, "", r) for r in references] if references else None
+    result = patient.erase(refs)
     erased = [e for e in map(RecordsErased.from_json, result["events"]) if e is not None]
     count = sum(len(e.records) for e in erased)
     console.print(

@@ -1,9 +1,10 @@
 """What the records SDK names and what it raises.
 
-`RecordRef` names a record (patient, resource type, logical id; its on-chain name is a hash
-of these) and `Written` is what a committed write or delete returns. `RecordsError` and its
-kinds (`Erased`, `Deleted`, `IntegrityError`) are what every records operation raises, with
-an HTTP-style `status`; `raise_for` turns a failed transaction result into one.
+`RecordRef` names a record (patient, resource type, logical id, and its on-chain name: a
+hash of type and id keyed with the patient's naming key) and `Written` is what a committed
+write or delete returns. `RecordsError` and its kinds (`Erased`, `Deleted`,
+`IntegrityError`) are what every records operation raises, with an HTTP-style `status`;
+`raise_for` turns a failed transaction result into one.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from careledger.chain.modules.records import record_name
 from careledger.protocol.errors import http_status
 
 
@@ -47,15 +47,16 @@ class IntegrityError(RecordsError):
 
 @dataclass(frozen=True)
 class RecordRef:
-    """A record: whose, what type, which logical id. Its on-chain name is a hash of these."""
+    """A record: whose, what type, which logical id, and its on-chain `name`.
+
+    The name is keyed with the patient's naming key (`crypto.naming.record_name`), so only
+    holders of that key can make a ref from a FHIR id: `RecordsClient.ref` does.
+    """
 
     patient: str
     resource_type: str
     resource_id: str
-
-    @property
-    def name(self) -> str:
-        return record_name(self.patient, self.resource_type, self.resource_id)
+    name: str
 
     def __str__(self) -> str:
         return f"{self.resource_type}/{self.resource_id}"

@@ -34,6 +34,7 @@ from careledger.wallet.refs import RecordRef
 class Job:
     resource: bytes  # JSON
     patient: str
+    record: str  # the record's on-chain name (keyed: crypto/naming.py)
     version: int
     scope: ScopePublic
     author: str
@@ -68,7 +69,7 @@ def prepare(job: Job) -> Prepared | str:
         wrap_to_scope(sealed.data_key, binding, job.scope),
         wrap_data_key(sealed.data_key, binding, job.author, job.author_key),
     ]
-    ref = RecordRef(job.patient, binding.resource_type, binding.resource_id)
+    ref = RecordRef(job.patient, binding.resource_type, binding.resource_id, job.record)
     blob = pack_record_blob(BlobOwner(job.patient, ref.name), wrapped, sealed.ciphertext)
     payload = {
         "patient": job.patient,

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from careledger.chain.modules.records import record_name
+from careledger.crypto.naming import record_name
 from careledger.crypto.scopekeys import ScopePublic
 from careledger.wallet.node_client import NodeError, PendingBatch, Signer
 from careledger.wallet.records_api import RecordsApi
@@ -42,14 +42,27 @@ class _Stopped(Exception):
     """An earlier chunk of the pipeline failed: this one is not written."""
 
 
+@dataclass(frozen=True)
+class KeptBy:
+    """Who keeps access to what a writer writes: the data key is also wrapped to this did's
+    encryption key (the writer itself, or for a practitioner its organisation, so that the
+    organisation's colleagues can open what it wrote)."""
+
+    did: str
+    encryption_key: bytes
+
+
 class Writer:
     """Writes as the signer's identity: blobs through `api`, anchors signed by `signer`."""
 
-    def __init__(self, api: RecordsApi, signer: Signer, sealer: Sealer) -> None:
+    def __init__(
+        self, api: RecordsApi, signer: Signer, sealer: Sealer, kept_by: KeptBy | None = None
+    ) -> None:
         self.api = api
         self.node = api.node
         self.signer = signer
         self.sealer = sealer
+        self.kept_by = kept_by or KeptBy(signer.did, signer.identity.encryption_public)
 
     def job(
         self,
@@ -57,9 +70,11 @@ class Writer:
         resource: Mapping[str, Any],
         keys: Mapping[str, ScopePublic],
         latest: Mapping[str, int],
+        naming_key: bytes,
     ) -> Job:
-        """The sealing job for the next version of the resource's record (`latest`: the
-        current versions by record name; a resource without an id gets a new one)."""
+        """The sealing job for the next version of the resource's record (`keys`: the
+        patient's checked scope keys; `latest`: the current versions by record name;
+        `naming_key`: the patient's; a resource without an id gets a new one)."""
         resource_type = resource.get("resourceType")
         if not isinstance(resource_type, str):
             raise RecordsError("not a FHIR resource: resourceType is missing", 422)
@@ -72,15 +87,16 @@ class Writer:
                 "(is the patient enrolled?)",
                 404,
             )
-        name = record_name(patient, resource_type, str(resource["id"]))
+        name = record_name(naming_key, resource_type, str(resource["id"]))
         version = latest.get(name, 0) + 1
         return Job(
             orjson.dumps(resource),
             patient,
+            name,
             version,
             scope,
-            self.signer.did,
-            self.signer.identity.encryption_public,
+            self.kept_by.did,
+            self.kept_by.encryption_key,
         )
 
     def pipelined(self, jobs: Iterable[Job]) -> Iterator[list[Written]]:

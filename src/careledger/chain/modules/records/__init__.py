@@ -2,7 +2,7 @@
 
 from careledger.chain.modules.base import Message, Module
 from careledger.chain.modules.records import handler, messages, queries
-from careledger.chain.modules.records.keeper import MODULE, RecordsKeeper, record_name
+from careledger.chain.modules.records.keeper import MODULE, RecordsKeeper
 from careledger.chain.modules.records.messages import scope_key_payload
 
 records_module = Module(
@@ -23,4 +23,4 @@ records_module = Module(
     init_genesis=handler.init_genesis,
 )
 
-__all__ = ["MODULE", "RecordsKeeper", "record_name", "records_module", "scope_key_payload"]
+__all__ = ["MODULE", "RecordsKeeper", "records_module", "scope_key_payload"]

@@ -11,32 +11,19 @@ prefix iteration returns versions in order):
                                   routes, for `careledger verify`, and so a blob anchors once)
   scope/<patient>/<scope>/<e>     a published scope public key (`<e>`: epoch, zero-padded)
 
-`<record>` is the record's pseudonymous name, SHA-256 of its binding (see `record_name`):
-the FHIR logical id never appears on-chain in clear (Synthea reuses it as an identifier).
+`<record>` is the record's pseudonymous name, 32 bytes in hex, opaque to the chain: writers
+key it with the patient's naming key (`crypto/naming.py`), so the FHIR logical id never
+appears on-chain and nobody without the key can tell which name stands for a known id.
 Nothing here is secret or identifying: dids are pseudonyms, the rest are hashes and labels.
 """
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from careledger.chain.state import KV
-from careledger.crypto.envelope import length_prefixed
 
 MODULE = "records"
-RECORD_NAME_LABEL = b"careledger-record-name-v1"
-
-
-def record_name(patient: str, resource_type: str, resource_id: str) -> str:
-    """SHA-256("careledger-record-name-v1" || lp(patient) || lp(type) || lp(id)), hex."""
-    data = (
-        RECORD_NAME_LABEL
-        + length_prefixed(patient)
-        + length_prefixed(resource_type)
-        + length_prefixed(resource_id)
-    )
-    return hashlib.sha256(data).hexdigest()
 
 
 def _v(number: int) -> str:
