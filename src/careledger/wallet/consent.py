@@ -100,7 +100,7 @@ class ConsentClient:
         recipient = self.recipient(grantee, action)
         payload["naming_key"] = self._wrapped_naming_key(recipient)
         if action != "write":  # a writer names records; only readers open them
-            keys = self._wrapped_scope_keys(recipient, scopes, self._published_epochs())
+            keys = self._wrapped_scope_keys(recipient, scopes, self.published_epochs())
             if keys:
                 payload["keys"] = keys
         self._submit([self.signer.sign("consent/grant", payload)], "grant")
@@ -132,7 +132,7 @@ class ConsentClient:
                 keys.append({"scope": scope, "epoch": epoch, "wrapped": wrapped.hex()})
         return keys
 
-    def _published_epochs(self) -> dict[str, list[int]]:
+    def published_epochs(self) -> dict[str, list[int]]:
         epochs: dict[str, list[int]] = {}
         for row in self.node.query("records/scope_keys", patient=self.patient):
             epochs.setdefault(row["scope"], []).append(int(row["epoch"]))
@@ -160,7 +160,7 @@ class ConsentClient:
 
     def _new_epochs(self, scopes: Sequence[str], *, exclude: str) -> list[bytes]:
         chain_id = str(self.node.status()["chain_id"])
-        current = {s: max(e) for s, e in self._published_epochs().items()}
+        current = {s: max(e) for s, e in self.published_epochs().items()}
         new_epochs = {scope: current.get(scope, 0) + 1 for scope in scopes}
         txs = [
             self.signer.sign(
