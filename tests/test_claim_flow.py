@@ -16,16 +16,15 @@ from typing import Any
 import pytest
 from mnemonic import Mnemonic
 
+from accessutil import Consortium
 from careledger.crypto.claim import KdfParams, open_claim_package, write_claim_package
 from careledger.crypto.envelope import RecordBinding, unpack_record_blob
 from careledger.crypto.keyfile import KeyFile, naming_key_of, scope_key_of
 from careledger.crypto.keys import Identity, ed25519_from_did, verify_signature
 from careledger.crypto.scopekeys import (
     SCOPES,
-    ScopePublic,
     UnwrapError,
     unwrap_data_key,
-    unwrap_scope_key,
     wrap_scope_key,
 )
 from careledger.crypto.statements import scope_key_statement
@@ -166,13 +165,16 @@ def _opens_with_old_keys(clinic: RecordsClient, written: Written, old: Identity)
     assert len(unwrap_data_key(wrapped, binding, scope_key_of(old, "diagnostics", 1))) == 32
 
 
-def test_a_claim_shares_the_new_epoch_with_existing_read_grants(
+def test_a_read_grant_the_clinic_made_with_the_package_key_gets_nothing_from_the_claim(
     node: NodeProcess, tmp_path: Path
 ) -> None:
+    """Before the claim only the clinic (which made the keys and printed the code) can sign
+    as the patient. It grants its own organisation a research read grant; the claim must
+    not hand the new epochs' keys to it (nor leave it standing): "nothing the clinic ever
+    held opens what is written afterwards"."""
     _, enrolled, package = enrol(node, tmp_path)
     old = open_claim_package(package, enrolled.code).identity
     org = node.organisation()
-    # A read grant holding the epoch-1 diagnostics key, made before the claim.
     key = scope_key_of(old, "diagnostics", 1)
     wrapped = wrap_scope_key(key, enrolled.did, org.did, org.identity.encryption_public)
     grant = grant_payload(
@@ -180,29 +182,42 @@ def test_a_claim_shares_the_new_epoch_with_existing_read_grants(
         org.did,
         "read",
         scopes=["diagnostics"],
+        purposes=["HRESCH"],
         keys=[{"scope": "diagnostics", "epoch": 1, "wrapped": wrapped.hex()}],
     )
-    as_patient = NodeClient(node.url, old)
-    Signer(as_patient, enrolled.did, old).send("consent/grant", grant)
+    Signer(NodeClient(node.url, old), enrolled.did, old).send("consent/grant", grant)
 
     out = tmp_path / "me.json"
-    assert claim_cli(node, package, out, enrolled.code).returncode == 0
-    keyfile = KeyFile.load(out)
-    shared = node.client().query("consent/grant", id=grant["id"])["keys"]
-    assert {(k["scope"], k["epoch"]) for k in shared} == {("diagnostics", 1), ("diagnostics", 2)}
-    new_wrap = next(k for k in shared if k["epoch"] == 2)
-    public = ScopePublic("diagnostics", 2, keyfile.scope_key("diagnostics", 2).public_bytes)
-    pair = unwrap_scope_key(
-        bytes.fromhex(new_wrap["wrapped"]),
-        enrolled.did,
-        public,
-        org.did,
-        org.identity.encryption_private,
-    )
-    assert pair.public_bytes == public.public_key
+    claimed = claim_cli(node, package, out, enrolled.code)
+    assert claimed.returncode == 0 and "Revoked 1 grant" in claimed.stdout
+    after = node.client().query("consent/grant", id=grant["id"])
+    assert {k["epoch"] for k in after["keys"]} == {1}, "the claim shared the new epoch"
+    assert after["revoked_at"], "a grant made with the clinic's copy of the key survives"
+    # The enrolling clinic's write consent (made at registration) stands.
+    grants = node.client().query("consent/grants", patient=enrolled.did)
+    assert [g["action"] for g in grants if not g["revoked_at"]] == ["write"]
     # Finishing again changes nothing: every step is done (an interrupted claim resumes so).
-    finish_claim(NodeClient(node.url), keyfile)
-    assert len(node.client().query("consent/grant", id=grant["id"])["keys"]) == 2
+    assert finish_claim(NodeClient(node.url), KeyFile.load(out)) == ()
+
+
+def test_a_delegation_the_clinic_made_with_the_package_key_does_not_survive_the_claim(
+    node: NodeProcess, tmp_path: Path
+) -> None:
+    """The clinic names itself the patient's delegate (every scope, until 2^40) before
+    handing the package over; after the claim it must not grant as the patient."""
+    _, enrolled, package = enrol(node, tmp_path)
+    old = open_claim_package(package, enrolled.code).identity
+    org = node.organisation()
+    delegation = grant_payload(enrolled.did, org.did, "delegate")
+    Signer(NodeClient(node.url, old), enrolled.did, old).send("consent/grant", delegation)
+
+    assert claim_cli(node, package, tmp_path / "me.json", enrolled.code).returncode == 0
+    consortium = Consortium(node.url, org)
+    self_grant = grant_payload(
+        enrolled.did, org.did, "read", scopes=["sensitive"], purposes=["HRESCH"]
+    )
+    with pytest.raises(NodeError):
+        consortium.send(org, "consent/grant", self_grant)
 
 
 def test_a_package_claims_once_and_refuses_tampering(node: NodeProcess, tmp_path: Path) -> None:

@@ -200,6 +200,11 @@ def claim_package(
         hint = f" (your new keys are in {out}: keep it)" if out.exists() else ""
         raise _fail(f"the node at {node} did not complete the claim: {exc}{hint}") from None
     console.print(f"Claimed {claimed.keyfile.did}; new keys from epoch {claimed.epoch} on.")
+    if claimed.revoked:
+        console.print(
+            f"Revoked {len(claimed.revoked)} grant(s) made before your claim with the clinic's "
+            "copy of the keys (grant again what you want: careledger consent grant)."
+        )
     console.print(f"Key file: {out} (it also holds the keys of your earlier records: keep it)")
     console.print("Recovery phrase (write it down; it is shown only now):")
     console.print(f"[bold]{claimed.phrase}[/bold]")

@@ -11,7 +11,6 @@ the patient then holds keys the clinic never saw.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,14 +20,9 @@ from careledger.chain.modules.records import scope_key_payload
 from careledger.crypto.claim import ClaimError, open_claim_package
 from careledger.crypto.keyfile import KeyFile, naming_key_of
 from careledger.crypto.keys import Identity, identity_from_phrase, new_recovery_phrase
-from careledger.crypto.scopekeys import SCOPES, wrap_scope_key
+from careledger.crypto.scopekeys import SCOPES
 from careledger.wallet.node_client import NodeClient, NodeError, Signer
 from careledger.wallet.refs import RecordsError, raise_for
-
-# The grants a claim shares its new epochs with: those that hold scope keys to read with.
-SHARED = ("read", "delegate")
-# A grant ending this soon is not worth a share (it might expire before the block).
-SHARE_MARGIN_SECONDS = 60
 
 
 def new_patient_keys(name: str = "") -> tuple[KeyFile, str]:
@@ -61,6 +55,7 @@ class Claimed:
     keyfile: KeyFile
     phrase: str = field(repr=False)
     epoch: int
+    revoked: tuple[str, ...] = ()  # grants made with the package's key, revoked by the claim
 
 
 def claim(
@@ -75,10 +70,13 @@ def claim(
        as `previous` for the old epochs, the naming key kept), written to `save_to` now if
        given, so that no crash can lose the new keys once the chain knows them;
     4. `identity/rotate_key`, certified by the old key, proven by the new one;
-    5. every scope at epoch max(current) + 1 from the new master, each signed, and those
-       epochs' keys shared to the patient's active read and delegate grants (finish_claim).
+    5. every scope at epoch max(current) + 1 from the new master, each signed; and every
+       grant made with the package's key revoked, but the enrolling clinic's write consent
+       (finish_claim).
 
-    Records written afterwards are wrapped to keys derived from the new master only.
+    Records written afterwards are wrapped to keys derived from the new master only, and no
+    grant anyone made with the package's key (the clinic held it until now) survives to
+    receive them or to act as the patient's delegate.
     """
     contents = open_claim_package(package_path, code)
     old = contents.identity
@@ -104,14 +102,17 @@ def claim(
         if save_to is not None and exc.status < 500:  # refused: the chain has not changed
             save_to.unlink()
         raise ClaimError(f"the node refused the key rotation: {exc.message}") from exc
-    finish_claim(node, keyfile)
-    return Claimed(keyfile, phrase, epoch)
+    revoked = finish_claim(node, keyfile)
+    return Claimed(keyfile, phrase, epoch, revoked)
 
 
-def finish_claim(node: NodeClient, keyfile: KeyFile) -> None:
+def finish_claim(node: NodeClient, keyfile: KeyFile) -> tuple[str, ...]:
     """After the rotation: publish the new epoch of every scope (signed by the new key) and
-    share it with the active read and delegate grants that hold keys of that scope. What is
-    done already is skipped, so that an interrupted claim can be finished by calling again."""
+    revoke every grant made before the rotation, but the write consent given at registration
+    (the enrolling clinic's: a write grant holds no scope key). Before the claim whoever held
+    the package's key (the clinic) could sign grants as the patient: sharing the new epochs
+    with them would hand the clinic what the claim is for. What is done already is skipped,
+    so that an interrupted claim can be finished by calling again. The revoked grants' ids."""
     epoch = keyfile.previous[-1].below_epoch
     patient = node.signed_as(keyfile.identity, did=keyfile.did)
     chain_id = str(patient.status()["chain_id"])
@@ -125,47 +126,25 @@ def finish_claim(node: NodeClient, keyfile: KeyFile) -> None:
                 keyfile.identity, chain_id, scope, epoch, public, patient_did=keyfile.did
             )
             txs.append(signer.sign("records/publish_scope_key", payload))
-    txs += [signer.sign("consent/share_keys", share) for share in _shares(patient, keyfile, epoch)]
+    stale = _made_with_the_package(patient, keyfile.did)
+    txs += [signer.sign("consent/revoke", {"id": grant_id}) for grant_id in stale]
     _submit(patient, txs)
+    return stale
 
 
-def _shares(node: NodeClient, keyfile: KeyFile, epoch: int) -> list[dict[str, Any]]:
-    """`consent/share_keys` payloads: for each active read or delegate grant, the new
-    epoch's key of every scope the grant already holds keys of, wrapped to the grant's
-    key holder (a read grant's organisation; a delegate)."""
-    now = int(time.time()) + SHARE_MARGIN_SECONDS
-    shares = []
-    for summary in node.query("consent/grants", patient=keyfile.did):
-        if summary["revoked_at"] or summary["end"] <= now or summary["action"] not in SHARED:
+def _made_with_the_package(node: NodeClient, did: str) -> tuple[str, ...]:
+    """The active grants made before the identity's last key rotation (the claim), but
+    write grants made at registration (the enrolling clinic's write consent)."""
+    history = node.query("identity/identity", did=did)["keys"]
+    registered, rotated = int(history[0]["since"]), int(history[-1]["since"])
+    stale = []
+    for grant in node.query("consent/grants", patient=did):
+        if grant["revoked_at"] or grant["height"] >= rotated:
             continue
-        grant = node.query("consent/grant", id=summary["id"])
-        held = {(k["scope"], k["epoch"]) for k in grant["keys"]}
-        scopes = sorted({scope for scope, _ in held if (scope, epoch) not in held})
-        if not scopes:
+        if grant["action"] == "write" and grant["height"] == registered:
             continue
-        holder = key_holder(grant)
-        public = bytes.fromhex(node.query("identity/identity", did=holder)["encryption_key"])
-        keys = [
-            {
-                "scope": scope,
-                "epoch": epoch,
-                "wrapped": wrap_scope_key(
-                    keyfile.scope_key(scope, epoch), keyfile.did, holder, public
-                ).hex(),
-            }
-            for scope in scopes
-        ]
-        shares.append({"id": grant["id"], "keys": keys})
-    return shares
-
-
-def key_holder(grant: dict[str, Any]) -> str:
-    """Whom a grant's keys are wrapped to: the organisation for a read grant (the
-    cryptographic boundary is the organisation; a practitioner-level grant is enforced by
-    the node), the grantee itself for a delegate."""
-    if grant["action"] == "read" and grant.get("org"):
-        return str(grant["org"])
-    return str(grant["grantee"])
+        stale.append(str(grant["id"]))
+    return tuple(stale)
 
 
 def _require_unclaimed(node: NodeClient, did: str, old: Identity) -> None:
