@@ -194,7 +194,7 @@ def test_a_read_grant_the_clinic_made_with_the_package_key_gets_nothing_from_the
     assert {k["epoch"] for k in after["keys"]} == {1}, "the claim shared the new epoch"
     assert after["revoked_at"], "a grant made with the clinic's copy of the key survives"
     # The enrolling clinic's write consent (made at registration) stands.
-    grants = node.client().query("consent/grants", patient=enrolled.did)
+    grants = node.client(KeyFile.load(out)).query("consent/grants", patient=enrolled.did)
     assert [g["action"] for g in grants if not g["revoked_at"]] == ["write"]
     # Finishing again changes nothing: every step is done (an interrupted claim resumes so).
     assert finish_claim(NodeClient(node.url), KeyFile.load(out)) == ()

@@ -34,7 +34,7 @@ from starlette.types import Lifespan
 
 from careledger.chain.tx import MAX_TX_BYTES
 from careledger.consensus.driver import ConsensusDriver
-from careledger.node.auth import ApiRoute, Perimeter, authentication, load_node_id
+from careledger.node.auth import ApiRoute, Perimeter, authentication, caller_of, load_node_id
 from careledger.node.datadir import DataDir
 from careledger.node.errors import (
     ApiError,
@@ -43,6 +43,7 @@ from careledger.node.errors import (
     handle_http_error,
     handle_unexpected,
 )
+from careledger.node.query_guard import QueryGuard
 from careledger.node.replay_cache import ReplayCache
 
 MAX_BATCH = 2_000  # transactions in one POST /txs (a writer's chunk is 1,000)
@@ -59,6 +60,8 @@ class JSON(JSONResponse):
 
 
 def node_routes(driver: ConsensusDriver, node_id: str) -> list[BaseRoute]:
+    queries = QueryGuard(driver)
+
     async def status(request: Request) -> Response:
         return JSON({**await driver.status(), "node_id": node_id})
 
@@ -122,9 +125,13 @@ def node_routes(driver: ConsensusDriver, node_id: str) -> list[BaseRoute]:
     async def query(request: Request) -> Response:
         path = f"{request.path_params['module']}/{request.path_params['name']}"
         params = dict(request.query_params)
+        caller = caller_of(request)
+        await queries.check(caller, path, params)
         result = await driver.query(path, orjson.dumps(params))
         if result.code != 0:
             raise from_chain_code(result.code, result.log)
+        if path == "consent/grant":
+            await queries.check_grant(caller, orjson.loads(result.value))
         return Response(result.value, media_type="application/json")
 
     return [
