@@ -54,10 +54,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 from bench.common import machine, percentile
+from careledger.chain.app import Application
 from careledger.chain.modules.identity.vouchers import sign_consent, sign_voucher
 from careledger.chain.modules.records import scope_key_payload
+from careledger.chain.store import LastCommit, StateStore
 from careledger.chain.tx import Tx
 from careledger.crypto.envelope import BlobOwner, WrappedKey, pack_record_blob
 from careledger.crypto.keyfile import KeyFile
@@ -476,6 +479,24 @@ class ReadBench:
     audience: Audience
     node_pid: int
 
+    def status_floor(self, count: int) -> ReadFigures:
+        """The HTTP stack's floor: `GET /status` (public: no signature, no blob, one small
+        answer from memory), one client."""
+        with httpx.Client(base_url=self.world.url, timeout=60) as http:
+            http.get("/status")
+            latencies = []
+            node_cpu, client_cpu = cpu_seconds(self.node_pid), time.process_time()
+            started = time.perf_counter()
+            for _ in range(count):
+                before = time.perf_counter()
+                http.get("/status").raise_for_status()
+                latencies.append(time.perf_counter() - before)
+            seconds = time.perf_counter() - started
+            node_cpu = cpu_seconds(self.node_pid) - node_cpu
+            client_cpu = time.process_time() - client_cpu
+        name = "floor: GET /status, unsigned, 1 client"
+        return ReadFigures(name, count, seconds, latencies, node_cpu, client_cpu)
+
     def measure(self, reads: list[Read], clients: int, allowed: bool, name: str) -> ReadFigures:
         """`reads` dealt out over `clients` threads, started together; wall time over all,
         and the CPU the node and this process used meanwhile."""
@@ -599,16 +620,81 @@ def load() -> str:
 
 
 def state_size(root: Path) -> str:
-    sizes = {}
-    for entry in sorted(root.iterdir()):
-        if entry.is_dir():
-            sizes[entry.name] = sum(p.stat().st_size for p in entry.rglob("*") if p.is_file())
-        else:
-            sizes[entry.name] = entry.stat().st_size
-    wanted = ["state.sqlite", "blocks.sqlite", "blobs"]
-    shown = [f"{name} {sizes[name] / 2**20:,.1f} MiB" for name in wanted if name in sizes]
-    others = sum(v for k, v in sizes.items() if k not in wanted)
-    return ", ".join([*shown, f"other {others / 2**20:,.1f} MiB"])
+    """The data directory's size: the state and block databases (with their WAL files), the
+    blob store (file bytes, not the file system's blocks) and the rest."""
+    groups = {"state.sqlite": 0, "blocks.sqlite": 0, "blobs": 0, "other": 0}
+    for path in root.rglob("*"):
+        if path.is_file():
+            top = path.relative_to(root).parts[0]
+            group = next((g for g in groups if top.startswith(g)), "other")
+            groups[group] += path.stat().st_size
+    return ", ".join(f"{name} {size / 2**20:,.1f} MiB" for name, size in groups.items())
+
+
+class CountingStore(StateStore):
+    """The state store, counting the reads a query makes."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.calls: collections.Counter[str] = collections.Counter()
+
+    def get(self, key: bytes) -> bytes | None:
+        self.calls["point reads"] += 1
+        return super().get(key)
+
+    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        self.calls["range scans"] += 1
+        return super().iterate(prefix)
+
+    def last_commit(self) -> LastCommit:
+        self.calls["last_commit selects"] += 1
+        return super().last_commit()
+
+
+def chain_costs(root: Path, world: World, count: int) -> None:
+    """The chain's part of a read, in this process on the node's state once it stopped: the
+    two queries the node makes per read (the caller's identity, then the read decision), their
+    time (warm cache, as on the node) and how many state reads each makes."""
+    store = CountingStore(root / "state.sqlite")
+    app = Application(store)
+    rng = random.Random(10)
+    at = int(time.time())
+    print("the chain's part of one read (in process, the node's state, warm cache):")
+    for allowed in (True, False):
+        reads = plan_reads(world, count, allowed, rng)
+        queries = [
+            (
+                "identity/identity",
+                orjson.dumps({"did": world.practitioners[r.practitioner].keyfile.did}),
+            )
+            for r in reads
+        ] + [
+            (
+                "records/read_access",
+                orjson.dumps(
+                    {
+                        "reader": world.practitioners[r.practitioner].keyfile.did,
+                        "purpose": PURPOSE,
+                        "at": at,
+                        "hashes": [r.record.hash],
+                    }
+                ),
+            )
+            for r in reads
+        ]
+        for path, data in queries:  # warm the cache, as the node's was
+            app.query(path, data)
+        label = "allowed" if allowed else "denied"
+        for wanted in ("identity/identity", "records/read_access"):
+            store.calls.clear()
+            mine = [data for path, data in queries if path == wanted]
+            started = time.perf_counter()
+            for data in mine:
+                app.query(wanted, data)
+            micros = (time.perf_counter() - started) / len(mine) * 1e6
+            calls = ", ".join(f"{n / len(mine):.1f} {what}" for what, n in store.calls.items())
+            print(f"  {label:7} {wanted:20} {micros:6.0f} us per query; per query: {calls}")
+    store.close()
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -647,13 +733,15 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
         )
         rows = measure(world, node.pid, args)
         print(f"load after: {load()}")
-        print()
-        print(READ_HEADER)
-        for row in rows:
-            print(row.row())
     finally:
         node.terminate()
         node.wait(30)
+    print()
+    print(READ_HEADER)
+    for row in rows:
+        print(row.row())
+    print()
+    chain_costs(root, world, min(args.reads, 2000))
 
 
 def measure(world: World, node_pid: int, args: argparse.Namespace) -> list[ReadFigures]:
@@ -662,7 +750,8 @@ def measure(world: World, node_pid: int, args: argparse.Namespace) -> list[ReadF
     status = world.client.status()
     bench = ReadBench(world, Audience(str(status["chain_id"]), str(status["node_id"])), node_pid)
     rng = random.Random(9)
-    rows = []
+    rows = [bench.status_floor(args.reads)]
+    print(rows[-1].row(), flush=True)
     for allowed, label in ((True, "allowed (200)"), (False, "denied (403)")):
         single = plan_reads(world, args.reads, allowed, rng)
         rows.append(bench.measure(single, 1, allowed, f"{label}, 1 client"))
