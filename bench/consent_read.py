@@ -148,11 +148,11 @@ class Rejected(RuntimeError):
     """A transaction of the build failed: the state would not be what the figures claim."""
 
 
-def _check(results: list[dict[str, Any]], what: str, field: str = "code") -> int:
-    """How many results; Rejected unless each one's `field` (code, or check_code for the
+def _check(results: list[dict[str, Any]], what: str, key: str = "code") -> int:
+    """How many results; Rejected unless each one's `key` (code, or check_code for the
     mempool's answer) is 0."""
     for result in results:
-        if result.get(field) != 0:
+        if result.get(key) != 0:
             raise Rejected(f"{what}: {result}")
     return len(results)
 
@@ -405,6 +405,8 @@ class Read:
 def plan_reads(world: World, count: int, allowed: bool, rng: random.Random) -> list[Read]:
     """`count` random (practitioner, record) pairs the consent allows (or denies)."""
     everyone = set(range(len(world.practitioners)))
+    if not any((r if allowed else everyone - r) for r in world.readers):
+        raise SystemExit(f"no (practitioner, patient) pair is {'allowed' if allowed else 'denied'}")
     reads = []
     while len(reads) < count:
         record = rng.choice(world.records)
