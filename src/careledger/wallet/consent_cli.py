@@ -85,18 +85,20 @@ def revoke(patient: KeyFile, node: str, grant_id: str, console: Console) -> None
 
 def list_grants(patient: KeyFile, node: str, console: Console) -> None:
     grants = ConsentClient(node, patient).grants()
-    table = Table("id", "grantee", "action", "scopes", "purposes", "until", "state")
+    table = Table("grantee", "action", "scopes", "purposes", "until", "state")
+    table.add_column("id (for revoke)", no_wrap=True, min_width=32)
     for g in grants:
-        until = dt.datetime.fromtimestamp(g["end"], dt.UTC).date().isoformat()
+        # `end` is exclusive: the grant's last second is end - 1, on the day it was granted until.
+        until = dt.datetime.fromtimestamp(g["end"] - 1, dt.UTC).date().isoformat()
         state = f"revoked at height {g['revoked_at']}" if g["revoked_at"] else "active"
         table.add_row(
-            g["id"][:12],
-            g["grantee"][-16:],
+            "…" + g["grantee"][-12:],
             g["action"],
             ",".join(g["scopes"]),
             ",".join(g.get("purposes") or []),
             until,
             state,
+            g["id"],
         )
     console.print(table)
     console.print(f"{len(grants)} grant(s)")
