@@ -13,12 +13,17 @@ for a different step of the decision:
   records  grants for treatment naming 100 other records each (the most a grant may name):
            each grant fails at the record check, after a search of its list
 
+Then the same query through the solo producer (`ConsensusDriver.query`, as the node asks it)
+while a coroutine ticks every millisecond on the event loop: its longest pause is how long
+the node could neither make blocks nor serve its API.
+
 Run: .venv/bin/python -m bench.read_access_worst [--grants 1000] [--records 5000]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import secrets
 import tempfile
 import time
@@ -34,6 +39,8 @@ from careledger.chain.modules.consent.messages import MAX_GRANT_RECORDS
 from careledger.chain.modules.identity.vouchers import sign_voucher
 from careledger.chain.store import StateStore
 from careledger.chain.tx import Tx
+from careledger.consensus.solo.blockstore import BlockStore
+from careledger.consensus.solo.producer import SoloProducer
 from careledger.crypto.keys import Identity
 from careledger.crypto.scopekeys import SCOPES, derive_scope_key
 from careledger.crypto.statements import scope_key_statement
@@ -144,19 +151,48 @@ class Chain:
             payload["records"] = [secrets.token_hex(32) for _ in range(MAX_GRANT_RECORDS)]
         return self.tx("consent/grant", payload)
 
+    def _query(self, hashes: list[str]) -> bytes:
+        query = {"reader": self.org.did, "purpose": "TREAT", "at": 1_800_000_000}
+        return orjson.dumps({**query, "hashes": hashes})
+
     def read_access(self, hashes: list[str]) -> tuple[float, CountingStore, str]:
+        """The query alone, on this thread, counting what it reads of the grants."""
         counting = CountingStore(self.app.store)
         self.app.store = counting  # type: ignore[assignment]
-        query = {"reader": self.org.did, "purpose": "TREAT", "at": 1_800_000_000}
         started = time.perf_counter()
         try:
-            found = self.app.query("records/read_access", orjson.dumps({**query, "hashes": hashes}))
+            found = self.app.query("records/read_access", self._query(hashes))
         finally:
             self.app.store = counting._store
         seconds = time.perf_counter() - started
         answers = orjson.loads(found.value)
         assert len(answers) == len(hashes) and all(a["status"] == 403 for a in answers)
         return seconds, counting, answers[0]["reason"]
+
+    def loop_pause(self, hashes: list[str], blocks: Path) -> float:
+        """The event loop's longest pause while the solo producer answers the query."""
+        producer = SoloProducer(self.app, BlockStore(blocks))
+        return asyncio.run(_longest_pause(producer, self._query(hashes)))
+
+
+async def _longest_pause(producer: SoloProducer, query: bytes) -> float:
+    longest, answered = 0.0, False
+
+    async def tick() -> None:
+        nonlocal longest
+        last = time.perf_counter()
+        while not answered:
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            longest, last = max(longest, now - last), now
+
+    ticking = asyncio.create_task(tick())
+    await asyncio.sleep(0.05)
+    found = await producer.query("records/read_access", query)
+    answered = True
+    await ticking
+    assert found.code == 0, found.log
+    return longest
 
 
 def main() -> None:
@@ -166,7 +202,9 @@ def main() -> None:
     parser.add_argument("--kind", choices=("purpose", "records"), action="append")
     args = parser.parse_args()
     print(machine())
-    print("| grants | hashes | kind | seconds | grant reads | index scans | first reason |")
+    print(
+        "| grants | hashes | kind | query s | grant reads | index scans | loop's longest pause s |"
+    )
     print("|---|---|---|---|---|---|---|")
     for kind in args.kind or ["purpose", "records"]:
         with tempfile.TemporaryDirectory() as tmp:
@@ -174,11 +212,13 @@ def main() -> None:
             hashes = chain.anchors(args.records)
             chain.grants(args.grants, kind)
             seconds, counts, reason = chain.read_access(hashes)
+            pause = chain.loop_pause(hashes, Path(tmp) / "blocks.sqlite")
             chain.app.store.close()
         print(
             f"| {args.grants:,} | {len(hashes):,} | {kind} | {seconds:.2f} "
-            f"| {counts.grant_reads:,} | {counts.index_scans:,} | {reason[:48]} |"
+            f"| {counts.grant_reads:,} | {counts.index_scans:,} | {pause:.3f} |"
         )
+        print(f"  first answer: {reason}")
 
 
 if __name__ == "__main__":
