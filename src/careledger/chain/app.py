@@ -16,7 +16,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -37,8 +37,8 @@ from careledger.chain.modules.consent import consent_module
 from careledger.chain.modules.identity import identity_module
 from careledger.chain.modules.identity.vouchers import SELF_REGISTRATIONS
 from careledger.chain.modules.records import records_module
-from careledger.chain.state import KV, Overlay
-from careledger.chain.store import StateStore
+from careledger.chain.state import KV, Overlay, Readable
+from careledger.chain.store import LastCommit, StateStore
 from careledger.chain.tx import SignedTx, decode_tx, tx_hash
 
 log = logging.getLogger(__name__)
@@ -375,12 +375,22 @@ class Application:
 
     def query(self, path: str, data: bytes = b"") -> QueryResult:
         """`<module>/<query>` with JSON parameters, answered from the last committed state."""
-        height = self.store.last_commit().height
+        return self._query(self.store, path, data)
+
+    def query_snapshot(self, path: str, data: bytes = b"") -> QueryResult:
+        """`query`, on a snapshot of the last commit read on the calling thread's own
+        connection: safe in a worker thread while blocks commit on another (the consensus
+        drivers run every query so, so that a long one never holds up the event loop)."""
+        with self.store.snapshot() as snapshot:
+            return self._query(snapshot, path, data)
+
+    def _query(self, state: CommittedState, path: str, data: bytes) -> QueryResult:
+        height = state.last_commit().height
         try:
             params = orjson.loads(data) if data else {}
             if not isinstance(params, dict):
                 raise TxFailure(Code.MALFORMED, "query parameters must be a JSON object")
-            value = self._answer(path, Payload(params, Code.MALFORMED))
+            value = self._answer(state, path, Payload(params, Code.MALFORMED))
         except orjson.JSONDecodeError as exc:
             return QueryResult(
                 Code.MALFORMED, f"query parameters are not JSON: {exc}", height=height
@@ -389,17 +399,23 @@ class Application:
             return QueryResult(failure.code, failure.log, height=height)
         return QueryResult(Code.OK, value=orjson.dumps(value), height=height)
 
-    def _answer(self, path: str, params: Payload) -> object:
+    def _answer(self, state: CommittedState, path: str, params: Payload) -> object:
         module_name, _, query_name = path.strip("/").partition("/")
         if module_name == auth.MODULE and query_name == "nonce":
             did = params.text("did", max_len=128)
             params.done()
-            return {"did": did, "last_nonce": auth.last_nonce(KV(self.store, auth.MODULE), did)}
+            return {"did": did, "last_nonce": auth.last_nonce(KV(state, auth.MODULE), did)}
         module = self._modules.get(module_name)
         handler = module.queries.get(query_name) if module else None
         if module is None or handler is None:
             raise TxFailure(Code.NOT_FOUND, f"unknown query {path[:64]!r}")
-        return handler(KV(self.store, module.name), params)
+        return handler(KV(state, module.name), params)
+
+
+class CommittedState(Readable, Protocol):
+    """What a query reads: the state store, or a snapshot of it."""
+
+    def last_commit(self) -> LastCommit: ...
 
 
 def _local_fault(where: str, exc: Exception) -> LocalFault:

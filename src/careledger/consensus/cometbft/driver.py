@@ -214,7 +214,9 @@ class CometDriver:
             page += 1
 
     async def query(self, path: str, data: bytes) -> QueryResult:
-        return self.app.query(path, data)
+        # In a worker thread, on a snapshot: a query may take a while (up to 5,000 hashes,
+        # each decided against a patient's grants), and the event loop makes the blocks.
+        return await asyncio.to_thread(self.app.query_snapshot, path, data)
 
 
 def _header(header: dict[str, Any], num_txs: int) -> dict[str, Any]:

@@ -234,7 +234,9 @@ class SoloProducer:
         }
 
     async def query(self, path: str, data: bytes) -> QueryResult:
-        return self.app.query(path, data)
+        # In a worker thread, on a snapshot: a query may take a while (up to 5,000 hashes,
+        # each decided against a patient's grants), and the event loop makes the blocks.
+        return await asyncio.to_thread(self.app.query_snapshot, path, data)
 
 
 def _resolve(pending: _Pending, outcome: Submission) -> None:

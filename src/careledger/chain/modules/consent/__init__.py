@@ -8,6 +8,7 @@ from careledger.chain.modules.consent.keeper import (
     MODULE,
     ConsentKeeper,
     Decision,
+    DecisionMemo,
 )
 from careledger.chain.modules.consent.messages import ACTIONS, MAX_PERIOD_END, PURPOSES
 
@@ -35,5 +36,6 @@ __all__ = [
     "PURPOSES",
     "ConsentKeeper",
     "Decision",
+    "DecisionMemo",
     "consent_module",
 ]

@@ -157,29 +157,58 @@ class ConsentKeeper:
         grants = [g for g in found if g is not None]
         return sorted(grants, key=lambda g: (g["height"], g["id"]), reverse=True)
 
-    def _live_under(self, patient: str, dids: Iterable[str], action: str) -> list[dict[str, Any]]:
+    # --- what a decision reads, once per memo ---------------------------------------------
+
+    def _grant_in(self, memo: DecisionMemo, grant_id: str) -> dict[str, Any] | None:
+        if grant_id not in memo.grants:
+            memo.grants[grant_id] = self.grant(grant_id)
+        return memo.grants[grant_id]
+
+    def _indexed(self, memo: DecisionMemo, patient: str, did: str) -> list[tuple[str, str]]:
+        """(grant id, action) of every live grant of `patient` indexed under `did`."""
+        found = memo.about(patient).indexed.get(did)
+        if found is None:
+            prefix = f"pg/{patient}/{did}/"
+            found = [(key[len(prefix) :], action) for key, action in self.kv.items(prefix)]
+            memo.indexed[did] = found
+        return found
+
+    def _live_under(
+        self, memo: DecisionMemo, patient: str, dids: Iterable[str], action: str
+    ) -> list[dict[str, Any]]:
         """The live grants of `action` indexed under any of `dids`, by id."""
         ids: set[str] = set()
         for did in dict.fromkeys(d for d in dids if d):
-            prefix = f"pg/{patient}/{did}/"
-            ids.update(key[len(prefix) :] for key, a in self.kv.items(prefix) if a == action)
-        return [g for g in (self.grant(i) for i in sorted(ids)) if g is not None]
+            ids.update(i for i, a in self._indexed(memo, patient, did) if a == action)
+        return [g for g in (self._grant_in(memo, i) for i in sorted(ids)) if g is not None]
 
-    def _last_revoked(self, patient: str, dids: Iterable[str], action: str) -> list[dict[str, Any]]:
+    def _last_revoked(
+        self, memo: DecisionMemo, patient: str, dids: Iterable[str], action: str
+    ) -> list[dict[str, Any]]:
         found = []
         for did in dict.fromkeys(d for d in dids if d):
-            grant_id = self.kv.get(f"last_revoked/{patient}/{did}")
-            grant = self.grant(grant_id) if isinstance(grant_id, str) else None
+            if did not in memo.about(patient).last_revoked:
+                grant_id = self.kv.get(f"last_revoked/{patient}/{did}")
+                memo.last_revoked[did] = grant_id if isinstance(grant_id, str) else ""
+            grant_id = memo.last_revoked[did]
+            grant = self._grant_in(memo, grant_id) if grant_id else None
             if grant is not None and grant["action"] == action:
                 found.append(grant)
         return found
 
     # --- decisions ------------------------------------------------------------------------
 
-    def delegation(self, patient: str, did: str, at: int, scope: str = "") -> dict[str, Any] | None:
+    def delegation(
+        self,
+        patient: str,
+        did: str,
+        at: int,
+        scope: str = "",
+        memo: DecisionMemo | None = None,
+    ) -> dict[str, Any] | None:
         """The active delegate grant of `patient` to `did` at time `at` (covering `scope`
         when given), if any."""
-        for grant in self._live_under(patient, [did], DELEGATE):
+        for grant in self._live_under(memo or DecisionMemo(), patient, [did], DELEGATE):
             in_period = grant["start"] <= at < grant["end"]
             if in_period and grant["grantee"] == did and (not scope or scope in grant["scopes"]):
                 return grant
@@ -194,12 +223,38 @@ class ConsentKeeper:
         record_org: str,
         purpose: str,
         at: int,
+        memo: DecisionMemo | None = None,
     ) -> Decision:
         """May `reader` read `patient`'s `record` (in `scope`, started by `record_org`) for
-        `purpose` at unix time `at`? The one read decision; rules in docs/chain.md."""
+        `purpose` at unix time `at`? The one read decision; rules in docs/chain.md.
+
+        Pass one `memo` to every decision of a query (records/read_access asks up to 5,000):
+        each grant list is then read once, and the decision is worked out once for all the
+        records sharing (patient, scope, record_org), then applied to each record in
+        O(1 + grants naming it). The answers are the same with or without it."""
+        memo = memo if memo is not None else DecisionMemo()
+        key = (reader, scope, record_org, purpose, at)
+        answer = memo.about(patient).reads.get(key)
+        if answer is None:
+            answer = self._read_answer(reader, patient, scope, record_org, purpose, at, memo)
+            memo.reads[key] = answer
+        return answer if isinstance(answer, Decision) else answer.decide(record)
+
+    def _read_answer(
+        self,
+        reader: str,
+        patient: str,
+        scope: str,
+        record_org: str,
+        purpose: str,
+        at: int,
+        memo: DecisionMemo,
+    ) -> Decision | _Plan:
+        """The read decision for any record of (patient, scope, record_org): a Decision when
+        the record cannot change it, else the grants' plan that decides per record."""
         if reader == patient:
             return Decision(True, "patient")
-        delegation = self.delegation(patient, reader, at, scope)
+        delegation = self.delegation(patient, reader, at, scope, memo)
         if delegation is not None and self.identities.acting_identity(reader) is not None:
             return Decision(True, "delegate of the patient", delegation["id"])
         if not purpose:
@@ -211,30 +266,56 @@ class ConsentKeeper:
             return Decision(False, "not acting for a member organisation")
         if org == record_org:
             return Decision(True, "author organisation")
-        request = _Request(reader, org, scope, at, record, purpose)
-        return self._by_grants(patient, request, READ)
+        return self._plan(memo, patient, _Request(reader, org, scope, at, purpose), READ)
 
     def may_write(self, patient: str, sender: str, org: str, scope: str, at: int) -> Decision:
         """May `sender`, acting for `org`, start a new record of `patient` in `scope` at
         unix time `at`? Only a write grant to the organisation or to the sender allows it."""
         if sender == patient:
             return Decision(True, "patient")
-        return self._by_grants(patient, _Request(sender, org, scope, at), WRITE)
+        plan = self._plan(DecisionMemo(), patient, _Request(sender, org, scope, at), WRITE)
+        return plan.decide("")
 
-    def _by_grants(self, patient: str, request: _Request, action: str) -> Decision:
-        dids = (request.actor, request.org)
-        candidates = self._live_under(patient, dids, action)
-        candidates += self._last_revoked(patient, dids, action)
-        best: tuple[int, str, str] | None = None
-        for grant in candidates:
-            step, reason = request.check(grant)
-            if step is None:
-                return Decision(True, f"{action} grant {grant['id']}", grant["id"])
-            if best is None or step > best[0]:
-                best = (step, reason, grant["id"])
-        if best is None:
-            return Decision(False, f"no {action} grant of the patient covers {request.actor}")
-        return Decision(False, best[1])
+    def _plan(self, memo: DecisionMemo, patient: str, request: _Request, action: str) -> _Plan:
+        key = (request, action)
+        plan = memo.about(patient).plans.get(key)
+        if plan is None:
+            dids = (request.actor, request.org)
+            candidates = self._live_under(memo, patient, dids, action)
+            candidates += self._last_revoked(memo, patient, dids, action)
+            plan = memo.plans[key] = _Plan(request, action, candidates)
+        return plan
+
+
+class DecisionMemo:
+    """What the decisions of one query have read of one patient's consent state, kept for
+    the next decisions about that patient.
+
+    Made for one query and dropped with it, never shared between queries: the state changes
+    from block to block, and a memo only ever describes the state view it was read from.
+    It holds one patient at a time (asked about another, it starts afresh), so it keeps at
+    most that patient's live grants under two dids (MAX_LIVE_GRANTS), two revoked ones, and
+    one answer per (scope, record organisation) and per record asked about: a caller with
+    many patients should ask about each patient's records together (records/read_access
+    sorts them by patient).
+    """
+
+    def __init__(self) -> None:
+        self._start("")
+
+    def _start(self, patient: str) -> None:
+        self.patient = patient
+        self.grants: dict[str, dict[str, Any] | None] = {}
+        self.indexed: dict[str, list[tuple[str, str]]] = {}  # did -> [(grant id, action)]
+        self.last_revoked: dict[str, str] = {}  # did -> grant id ("" for none)
+        self.plans: dict[tuple[_Request, str], _Plan] = {}
+        self.reads: dict[tuple[str, str, str, str, int], Decision | _Plan] = {}
+
+    def about(self, patient: str) -> DecisionMemo:
+        """This memo, emptied first if it held another patient's state."""
+        if patient != self.patient:
+            self._start(patient)
+        return self
 
 
 def _indexed_under(grant: dict[str, Any]) -> list[str]:
@@ -248,17 +329,19 @@ def _indexed_under(grant: dict[str, Any]) -> list[str]:
 
 @dataclass(frozen=True)
 class _Request:
-    """One access asked of the grants: by `actor` acting for `org`."""
+    """One access asked of the grants: by `actor` acting for `org`, for any record (the
+    record is the plan's to check: `_Plan.decide`)."""
 
     actor: str
     org: str
     scope: str
     at: int
-    record: str = ""
     purpose: str = ""  # "" for a write: write grants are not limited by purpose
 
     def check(self, grant: dict[str, Any]) -> tuple[int | None, str]:
-        """(None, "") if the grant allows this access, else how far it got and why not."""
+        """(None, "") if the grant allows this access to a record it does not exclude
+        (`records`, checked after scope and before purpose), else how far it got and why
+        not."""
         name = f"grant {grant['id']}"
         if grant["grantee"] not in (self.actor, self.org):
             return _OTHER_GRANTEE, f"{name} names practitioner {grant['grantee']}"
@@ -271,9 +354,91 @@ class _Request:
         if self.scope not in grant["scopes"]:
             named = " (the sensitive scope must be named)" if self.scope == SENSITIVE else ""
             return _SCOPE, f"{name} does not cover scope {self.scope}{named}"
-        if self.record and grant["records"] and self.record not in grant["records"]:
-            return _RECORD, f"{name} does not name record {self.record}"
         if self.purpose and self.purpose not in grant["purposes"]:
             purposes = ", ".join(grant["purposes"])
             return _PURPOSE, f"{name} is for purposes {purposes}, not {self.purpose}"
         return None, ""
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """A candidate grant's answer: its place among the candidates, and `_Request.check`'s
+    (step None: it allows the access)."""
+
+    index: int
+    grant: str
+    step: int | None
+    reason: str
+
+    def rank(self) -> tuple[int, int]:
+        """A denial's rank: the furthest step, then the earlier candidate (the first to get
+        that far)."""
+        return (-1 if self.step is None else self.step, -self.index)
+
+
+class _Plan:
+    """The grants' decision on one request, worked out once, for any record.
+
+    The rule (as one pass over the candidates applies it): the first candidate that allows
+    the access wins; else the denial names the candidate that got furthest, the first of
+    those on a tie. Only one check depends on the record: a grant naming `records` that
+    passes scope fails on a record it does not name (`_RECORD`, between scope and purpose).
+    So the candidates are split once into those whose answer is the same for every record
+    (`fixed`: summed up by their first allowing one and their furthest denial) and the
+    record-narrowed ones that got past scope (`narrowed`, indexed by record name). A record's
+    decision then looks only at the narrowed grants naming it and at the first that does not,
+    once per record: a query of 5,000 records against 1,000 grants makes 1,000 checks, not
+    5,000,000.
+    """
+
+    def __init__(self, request: _Request, action: str, candidates: list[dict[str, Any]]) -> None:
+        self.request, self.action = request, action
+        self.fixed_allowed: _Outcome | None = None
+        self.fixed_best: _Outcome | None = None
+        self.narrowed: list[_Outcome] = []
+        self.naming: dict[str, list[int]] = {}  # record -> its positions in `narrowed`
+        self.decided: dict[str, Decision] = {}
+        for index, grant in enumerate(candidates):
+            step, reason = request.check(grant)
+            outcome = _Outcome(index, grant["id"], step, reason)
+            if grant["records"] and (step is None or step > _RECORD):
+                for record in dict.fromkeys(grant["records"]):
+                    self.naming.setdefault(record, []).append(len(self.narrowed))
+                self.narrowed.append(outcome)
+            elif step is None:
+                self.fixed_allowed = self.fixed_allowed or outcome
+            elif self.fixed_best is None or outcome.rank() > self.fixed_best.rank():
+                self.fixed_best = outcome
+
+    def decide(self, record: str) -> Decision:
+        """The decision for `record` ("" when no record is concerned: a write)."""
+        decision = self.decided.get(record)
+        if decision is None:
+            decision = self.decided[record] = self._decide(record)
+        return decision
+
+    def _decide(self, record: str) -> Decision:
+        positions = self.naming.get(record, []) if record else range(len(self.narrowed))
+        naming = [self.narrowed[p] for p in positions]
+        allowing = [o for o in (*naming, self.fixed_allowed) if o and o.step is None]
+        if allowing:
+            grant = min(allowing, key=lambda o: o.index).grant
+            return Decision(True, f"{self.action} grant {grant}", grant)
+        # Every narrowed grant naming the record failed at purpose: the first of them ranks
+        # highest among them.
+        denials = [o for o in (self.fixed_best, *naming[:1], self._first_excluding(record)) if o]
+        if not denials:
+            actor = self.request.actor
+            return Decision(False, f"no {self.action} grant of the patient covers {actor}")
+        return Decision(False, max(denials, key=_Outcome.rank).reason)
+
+    def _first_excluding(self, record: str) -> _Outcome | None:
+        """The first narrowed grant that does not name `record`: it fails at `_RECORD`."""
+        if not record:
+            return None
+        named = set(self.naming.get(record, []))
+        for position, outcome in enumerate(self.narrowed):
+            if position not in named:
+                reason = f"grant {outcome.grant} does not name record {record}"
+                return _Outcome(outcome.index, outcome.grant, _RECORD, reason)
+        return None

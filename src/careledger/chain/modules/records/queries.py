@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from careledger.chain.codes import Code, TxFailure
 from careledger.chain.modules.base import Payload
-from careledger.chain.modules.consent import MAX_PERIOD_END, ConsentKeeper
+from careledger.chain.modules.consent import MAX_PERIOD_END, ConsentKeeper, DecisionMemo
 from careledger.chain.modules.consent import MODULE as CONSENT
 from careledger.chain.modules.records.keeper import RecordsKeeper
 from careledger.chain.state import KV
@@ -77,36 +78,66 @@ def read_access(kv: KV, params: Payload) -> Any:
     the decision is not consensus)? JSON {"reader", "purpose" (a PurposeOfUse code or ""),
     "at", "hashes": [...]}; one answer per hash, in order: {"status": 200 | 403 | 404 | 410,
     "reason", "patient", "record", "version", "scope", "grant"}. The records keeper finds the
-    record; `ConsentKeeper.read_decision` decides (the one decision function)."""
+    record; `ConsentKeeper.read_decision` decides (the one decision function).
+
+    Bounded work: the records are decided patient by patient with one DecisionMemo, so each
+    of a patient's grant lists is read once per query, not once per hash (1,000 grants and
+    5,000 hashes: 1,000 grant reads instead of 5,000,000; BENCHMARKS.md, issue 8)."""
     reader = params.text("reader", max_len=128)
     purpose = params.text("purpose", max_len=32, optional=True, min_len=0)
     at = params.integer("at", 0, MAX_PERIOD_END, digits=True)
     hashes = params.text_list("hashes", MAX_BLOBS_QUERY, max_len=64, distinct=False)
     params.done()
     records, consent = RecordsKeeper(kv), ConsentKeeper(kv.sibling(CONSENT))
-    return [_access(records, consent, digest, reader, purpose, at) for digest in hashes]
+    found = [_locate(records, digest) for digest in hashes]
+    memo = DecisionMemo()
+    for where in sorted((w for w in found if isinstance(w, _Found)), key=lambda w: w.patient):
+        where.decide(consent, reader, purpose, at, memo)
+    return [where.answer if isinstance(where, _Found) else where for where in found]
 
 
-def _access(
-    records: RecordsKeeper,
-    consent: ConsentKeeper,
-    digest: str,
-    reader: str,
-    purpose: str,
-    at: int,
-) -> dict[str, Any]:
+@dataclass
+class _Found:
+    """A hash's record, to be decided."""
+
+    patient: str
+    record: str
+    version: int
+    scope: str
+    org: str
+    answer: dict[str, Any] = field(default_factory=dict)
+
+    def decide(
+        self, consent: ConsentKeeper, reader: str, purpose: str, at: int, memo: DecisionMemo
+    ) -> None:
+        decision = consent.read_decision(
+            reader, self.patient, self.record, self.scope, self.org, purpose, at, memo
+        )
+        status = 200 if decision.allowed else 403
+        self.answer = _answer(status, decision.reason, grant=decision.grant, **self._where())
+
+    def _where(self) -> dict[str, Any]:
+        return {
+            "patient": self.patient,
+            "record": self.record,
+            "version": self.version,
+            "scope": self.scope,
+        }
+
+
+def _locate(records: RecordsKeeper, digest: str) -> _Found | dict[str, Any]:
+    """The record a hash anchors, or the final answer when there is nothing to decide."""
     found = records.blob(digest)
     if found is None:
         return _answer(404, f"blob {digest} anchors no record")
     patient, record, version = found["patient"], found["record"], found["version"]
     rec = records.record(patient, record) or {}
-    scope, org, erased_at = rec.get("scope", ""), rec.get("org", ""), rec.get("erased_at", 0)
-    where = {"patient": patient, "record": record, "version": version, "scope": scope}
-    if erased_at:
-        return _answer(410, f"record {record} was erased at height {erased_at}", **where)
-    decision = consent.read_decision(reader, patient, record, scope, org, purpose, at)
-    status = 200 if decision.allowed else 403
-    return _answer(status, decision.reason, grant=decision.grant, **where)
+    located = _Found(patient, record, version, rec.get("scope", ""), rec.get("org", ""))
+    if rec.get("erased_at", 0):
+        return _answer(
+            410, f"record {record} was erased at height {rec['erased_at']}", **located._where()
+        )
+    return located
 
 
 def _answer(status: int, reason: str, **found: Any) -> dict[str, Any]:
