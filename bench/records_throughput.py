@@ -26,7 +26,8 @@ from pathlib import Path
 import orjson
 
 from bench.common import machine
-from careledger.crypto.keyfile import KeyFile
+from careledger.crypto.claim import open_claim_package
+from careledger.crypto.keyfile import KeyFile, naming_key_of
 from careledger.crypto.keys import Identity
 from careledger.crypto.scopekeys import ScopePublic
 from careledger.demo import shared_data
@@ -79,7 +80,7 @@ def end_to_end(paths: list[Path], workers: int) -> None:
             bundles = [orjson.loads(p.read_bytes()) for p in paths]
             source_bytes = sum(p.stat().st_size for p in paths)
             with RecordsClient(url, org, workers=workers) as client:
-                client.enrol_patient()  # warm the connection
+                client.node.status()  # warm the connection
                 client.warm()  # start the pool's processes, load the FHIR models
                 started = time.perf_counter()
                 written += import_bundles(client, bundles, Path(scratch) / "keys", summary)
@@ -113,12 +114,19 @@ def read_all(url: str, summary: ImportSummary, written: list[Written]) -> tuple[
     by_patient: dict[str, list[Written]] = {}
     for w in written:
         by_patient.setdefault(w.ref.patient, []).append(w)
-    keys = {k.did: k for k in map(KeyFile.load, summary.patient_keys)}
+    keys = {c.did: patient_keys(c.package, c.code) for c in summary.claims}
     started, count = time.perf_counter(), 0
     for did, writes in by_patient.items():
         client = RecordsClient(url, keys[did])
         count += len(client.read_many([w.ref for w in writes]))
     return time.perf_counter() - started, count
+
+
+def patient_keys(package: Path, code: str) -> KeyFile:
+    """The patient's keys from its claim package (unclaimed: the benchmark reads as the
+    identity the clinic enrolled; a claim would only add one rotation)."""
+    identity = open_claim_package(package, code).identity
+    return KeyFile(identity.did, "patient", identity, naming_key=naming_key_of(identity))
 
 
 def stages(paths: list[Path]) -> None:
@@ -129,7 +137,10 @@ def stages(paths: list[Path]) -> None:
         resources += [index.local_references(e.resource) for e in index.entries]
     me, scope = Identity.generate(), Identity.generate()
     sp = ScopePublic("clinical", 1, scope.encryption_public)
-    jobs = [Job(orjson.dumps(r), me.did, 1, sp, me.did, me.encryption_public) for r in resources]
+    jobs = [
+        Job(orjson.dumps(r), me.did, "00" * 32, 1, sp, me.did, me.encryption_public)
+        for r in resources
+    ]
     for r in resources[:200]:
         validate_resource(r)  # import the models first
     t = time.perf_counter()
