@@ -10,8 +10,9 @@ from pathlib import Path
 
 import orjson
 
+from accessutil import Consortium
 from careledger.crypto.claim import open_claim_package
-from careledger.crypto.keyfile import naming_key_of
+from careledger.crypto.keyfile import KeyFile, naming_key_of
 from careledger.wallet.node_client import NodeClient
 from nodeutil import SHARED_DATA, NodeProcess, careledger_command
 
@@ -150,3 +151,60 @@ def test_import_names_a_file_that_is_not_a_bundle_and_writes_nothing(
         assert f"{path} {message}" in result.stderr
         assert "Traceback" not in result.stderr
     assert NodeClient(node.url).status()["height"] == before
+
+
+def test_consent_grant_list_revoke_through_the_cli(node: NodeProcess, tmp_path: Path) -> None:
+    """A claimed patient grants an organisation, lists, and revokes, all as commands; the
+    organisation reads for the granted purpose and is refused for another."""
+    org_key = str(node.data_dir / "keys" / "organisation.json")
+    claims = tmp_path / "claims"
+    imported = cli(
+        "records",
+        "import",
+        str(BUNDLE),
+        "--as",
+        org_key,
+        "--node",
+        node.url,
+        "--claims",
+        str(claims),
+    )
+    (package,) = claims.glob("claim-*.json")
+    patient_key = tmp_path / "patient.json"
+    code = claim_code_in(imported.stdout, package)
+    claimed = cli_with_input(
+        code + "\n", "claim", str(package), "--out", str(patient_key), "--node", node.url
+    )
+    assert claimed.returncode == 0, claimed.stderr
+    patient = KeyFile.load(patient_key)
+    reader_org = Consortium(node.url, node.organisation())
+    second = reader_org.admit_member("Second Clinic")
+    second_key = tmp_path / "second.json"
+    second.save(second_key)
+
+    granted = cli(
+        "consent", "grant", second.did, "--as", str(patient_key), "--node", node.url,
+        "--scopes", "all", "--purpose", "TREAT", "--until", "2099-12-31",
+    )  # fmt: skip
+    assert granted.returncode == 0, granted.stderr
+    grant_id = granted.stdout.split("Granted: ")[1].split()[0]
+    listed = cli("consent", "list", "--as", str(patient_key), "--node", node.url)
+    assert grant_id in listed.stdout and "2099-12-31" in listed.stdout and "active" in listed.stdout
+
+    bundle = orjson.loads(BUNDLE.read_bytes())
+    (patient_id,) = [
+        e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"
+    ]
+    get = ("records", "get", f"Patient/{patient_id}", "--as", str(second_key), "--patient",
+           patient.did, "--node", node.url)  # fmt: skip
+    assert '"birthDate"' in cli(*get, "--purpose", "TREAT").stdout
+    research = cli(*get, "--purpose", "HRESCH")
+    assert research.returncode == 1 and "403" in research.stderr and "HRESCH" in research.stderr
+
+    revoked = cli("consent", "revoke", grant_id, "--as", str(patient_key), "--node", node.url)
+    assert revoked.returncode == 0 and "New key epochs" in revoked.stdout, revoked.stderr
+    after = cli(*get, "--purpose", "TREAT")  # refused: it holds nothing of the patient now
+    assert after.returncode == 1 and "HTTP 403" in after.stderr
+    bad = cli("consent", "grant", second.did, "--as", str(patient_key), "--node", node.url,
+              "--until", "31/12/2099")  # fmt: skip
+    assert bad.returncode == 1 and "YYYY-MM-DD" in bad.stderr
