@@ -141,6 +141,9 @@ def golden_blocks() -> list[list[bytes]]:
     read_grant = grant("a3", ORG_B, "read", purposes=["TREAT"], keys=[wrap("clinical", 1)])
     read_grant["naming_key"] = "6e" * 80
     rotation = rotation_payload(DOCTOR, DOCTOR_ROTATED, CHAIN_ID)
+    delegation = grant("a6", DOCTOR, "delegate", scopes=["clinical"], end=GENESIS_S + 10**7)
+    by_delegate = grant("a7", ORG_B, "read", scopes=["clinical"], purposes=["TREAT"])
+    by_delegate["end"] = GENESIS_S + 10**7
     blocks = [
         # 1. registrations: a patient (org A's voucher), a practitioner (by org A, with its
         #    consent), and org C applies (org B sponsors it). Refused: C applying again with
@@ -159,7 +162,8 @@ def golden_blocks() -> list[list[bytes]]:
         #    gave C is refused; C, now a member, registers her with it. A voucher that expired
         #    after block 1 is refused. Consent: the patient's write grant to org A, a
         #    practitioner-level write grant to the nurse, a read grant to org B with key
-        #    wraps; refused: B granting on the patient's behalf, an expired grant.
+        #    wraps, a delegation (clinical, shorter than the sequence's span) to the doctor;
+        #    refused: B granting on the patient's behalf, an expired grant.
         [
             a.tx("identity/approve_membership", {"action": "admit", "subject": ORG_C.did}),
             b.tx("identity/approve_membership", {"action": "admit", "subject": ORG_C.did}),
@@ -179,16 +183,20 @@ def golden_blocks() -> list[list[bytes]]:
                 "consent/grant",
                 grant("a5", ORG_A, "write", start=GENESIS_S - 100, end=GENESIS_S + 1),
             ),
+            patient.tx("consent/grant", delegation),
         ],
         # 3. anchors by both practitioners and the patient; org B without write consent is
-        #    refused; a replay; the doctor rotates its key (a rotation whose proof is not by
-        #    the new key is refused).
+        #    refused; a replay; the doctor, as the patient's delegate, grants org B a read
+        #    within its delegation (one outliving the delegation is refused); the doctor
+        #    rotates its key (a rotation whose proof is not by the new key is refused).
         [
             doctor.tx("records/anchor", anchor(OBSERVATION, "Observation", 1, "b1")),
             patient.tx("records/anchor", anchor(CONDITION, "Condition", 1, "b2")),
             nurse.tx("records/anchor", anchor(NURSE_NOTE, "Observation", 1, "b6")),
             b.tx("records/anchor", anchor(B_NOTE, "Observation", 1, "b8")),
             registration,
+            doctor.tx("consent/grant", by_delegate),
+            doctor.tx("consent/grant", {**by_delegate, "id": "a8" * 16, "end": GENESIS_S + 10**8}),
             doctor.tx("identity/rotate_key", {**rotation, "proof": rotation["certificate"]}),
             doctor.tx("identity/rotate_key", rotation),
         ],
@@ -196,9 +204,11 @@ def golden_blocks() -> list[list[bytes]]:
     doctor.key = DOCTOR_ROTATED
     blocks += [
         # 4. a version under the rotated key, a tombstone, a version conflict, C's removal
-        #    (two approvals of two voters), the revocation of B's read grant. Refused: member
-        #    B tombstoning the observation org A's doctor started, the patient rotating to
-        #    org A's key (taken, though both signatures verify), the revocation again.
+        #    (two approvals of two voters), the revocation of B's read grant, and of the
+        #    doctor's delegation (which revokes the read grant the doctor made under it).
+        #    Refused: member B tombstoning the observation org A's doctor started, the
+        #    patient rotating to org A's key (taken, though both signatures verify), the
+        #    revocation again.
         [
             doctor.tx("records/anchor", anchor(OBSERVATION, "Observation", 2, "b3")),
             b.tx(
@@ -217,6 +227,7 @@ def golden_blocks() -> list[list[bytes]]:
             ),
             patient.tx("consent/revoke", {"id": "a3" * 16}),
             patient.tx("consent/revoke", {"id": "a3" * 16}),
+            patient.tx("consent/revoke", {"id": "a6" * 16}),
             patient.tx(
                 "records/anchor",
                 {

@@ -314,3 +314,38 @@ def _unkeyed(ref: RecordRef) -> str:
     from nodeutil import record_name as unkeyed_name
 
     return unkeyed_name(ref.patient, ref.resource_type, ref.resource_id)
+
+
+# --- a delegate's grants (run last: it gives F a grant, then revokes it) -----------------------
+
+
+def test_revoking_a_delegation_through_the_wallet_takes_the_delegates_grants_along(
+    world: World,
+) -> None:
+    """The patient names practitioner c2 guardian (clinical); the guardian grants F reads for
+    its whole delegation; the patient revokes the guardianship with the wallet. The chain
+    revokes F's grant with it, and the wallet's new epoch is not offered to F (a key share to
+    a grant revoked in the same submission would fail the revocation)."""
+    consent = ConsentClient(world.node.url, world.patient)
+    delegation = consent.grant(
+        world.staff["c2"].did, action="delegate", scopes=("clinical",), purposes=()
+    )
+    period = consent.grant_detail(delegation)
+    guardian = world.staff["c2"]
+    by_guardian = {
+        "id": "6d" * 16,
+        "patient": world.patient.did,
+        "grantee": world.members["F"].did,
+        "action": "read",
+        "scopes": ["clinical"],
+        "purposes": ["TREAT"],
+        "start": period["start"],
+        "end": period["end"],
+    }
+    signer = Signer(NodeClient(world.node.url, guardian), guardian.did, guardian.identity)
+    signer.send("consent/grant", by_guardian)
+    assert consent.grant_detail(by_guardian["id"])["delegation"] == delegation
+
+    assert consent.revoke(delegation) == ["clinical"]
+    assert consent.grant_detail(by_guardian["id"])["revoked_at"] > 0
+    assert consent.grant_detail(delegation)["revoked_at"] > 0

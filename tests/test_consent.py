@@ -152,9 +152,9 @@ class World:
         return orjson.loads(result.value)
 
     def access(
-        self, reader: Actor, *rids: str, purpose: str = "TREAT", at: int = T
+        self, reader: Actor, *rids: str, purpose: str = "TREAT", at: int = T, version: int = 1
     ) -> list[dict[str, Any]]:
-        hashes = [blob(rid, 1) for rid in rids]
+        hashes = [blob(rid, version) for rid in rids]
         return self.query(
             "records/read_access", reader=reader.did, purpose=purpose, at=at, hashes=hashes
         )
@@ -215,6 +215,7 @@ def test_the_patient_grants_and_the_grant_is_stored_with_its_keys(world: World) 
         "end": T + 1000,
         "org": world.b.did,
         "grantor": world.patient.did,
+        "delegation": "",
         "height": world.app.info().last_height,
         "revoked_at": 0,
         "keys": [wrap("clinical"), wrap("sensitive")],
@@ -246,10 +247,105 @@ def test_a_delegation_outside_its_period_gives_no_authority(world: World) -> Non
     world.granted(world.guardian, "delegate", scopes=["clinical"], start=T + 100, end=T + 200)
     early, _ = world.grant(world.b, sender=world.guardian, scopes=["clinical"])
     world.refused(early, Code.UNAUTHORISED, "is neither the patient")
-    during, _ = world.grant(world.b, sender=world.guardian, scopes=["clinical"], end=T + 1000)
+    during, _ = world.grant(
+        world.b, sender=world.guardian, scopes=["clinical"], start=T + 100, end=T + 200
+    )
     assert world.codes(during, at=T + 150) == [0]
     late, _ = world.grant(world.b, sender=world.guardian, scopes=["clinical"], end=T + 1000)
     world.refused(late, Code.UNAUTHORISED, "is neither the patient", at=T + 200)
+
+
+def test_a_delegates_grant_does_not_outlive_its_delegation(world: World) -> None:
+    """Review of issue 8: a guardian named until T+100 granted organisation B reads from 0
+    until 2^40, and B kept reading long after the guardianship ended. A delegate's grant must
+    lie inside its delegation's period, start and end (UNAUTHORISED otherwise), so it ends
+    with the delegation at the latest."""
+    delegation = world.granted(
+        world.guardian, "delegate", scopes=["clinical"], start=T - 100, end=T + 100
+    )
+    for start, end in ((0, 2**40), (T - 100, T + 101), (T - 101, T + 100)):
+        raw, _ = world.grant(
+            world.b, sender=world.guardian, scopes=["clinical"], start=start, end=end
+        )
+        world.refused(
+            raw,
+            Code.UNAUTHORISED,
+            f"delegation {delegation} runs from {T - 100} to {T + 100}: a grant by its "
+            f"delegate must lie within it, not run from {start} to {end}",
+        )
+    inside, grant_id = world.grant(
+        world.b, sender=world.guardian, scopes=["clinical"], start=T - 100, end=T + 100
+    )
+    assert world.codes(inside) == [0]
+    assert world.query("consent/grant", id=grant_id)["delegation"] == delegation
+    assert world.codes(world.anchor(world.patient, "r1")) == [0]
+    assert world.decision(world.rival, "r1", at=T + 99)[0] == 200
+    assert world.decision(world.rival, "r1", at=T + 1000)[:2] == (
+        403,
+        f"grant {grant_id} expired at {T + 100}",
+    )
+
+
+def test_revoking_a_delegation_revokes_the_grants_its_delegate_made(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The review's second half: the patient revokes the guardian; the guardian's grants stop
+    counting in the same transaction (B reads no more), and the live places the guardian
+    filled are the patient's again (the limit lowered to 3 here: 1,000 in the chain)."""
+    monkeypatch.setattr(handler, "MAX_LIVE_GRANTS", 3)
+    delegation = world.granted(world.guardian, "delegate", scopes=["clinical"])
+    assert world.codes(world.anchor(world.patient, "p1")) == [0]
+    made = []
+    for grantee in (world.b, world.c):
+        raw, grant_id = world.grant(grantee, sender=world.guardian, scopes=["clinical"])
+        assert world.codes(raw) == [0]
+        made.append(grant_id)
+    assert world.decision(world.rival, "p1")[:2] == (200, f"read grant {made[0]}")
+    world.refused(world.grant(world.colleague)[0], Code.CONFLICT, "the patient has 3 active")
+
+    [result] = world.run(world.patient.tx("consent/revoke", {"id": delegation}))
+    assert result.code == 0, result.log
+    height = world.app.info().last_height
+    assert ConsentRevoked.all_in(result.events) == [
+        *(
+            ConsentRevoked(world.patient.did, g, grantee.did)
+            for g, grantee in sorted(zip(made, (world.b, world.c), strict=True))
+        ),
+        ConsentRevoked(world.patient.did, delegation, world.guardian.did),
+    ]
+    for grant_id in made:
+        assert world.query("consent/grant", id=grant_id)["revoked_at"] == height
+    assert world.decision(world.rival, "p1")[:2] == (
+        403,
+        f"grant {made[0]} was revoked at height {height}",
+    )
+    keeper = ConsentKeeper(KV(world.app.store, "consent"))
+    assert keeper.live_count(world.patient.did) == 0
+    assert world.rows("consent/under/") == {}
+    assert world.codes(*(world.grant(g)[0] for g in (world.colleague, world.b, world.c))) == [0] * 3
+    # a revoked grant the delegate made is not revoked twice, nor is the patient's own touched
+    assert world.query("consent/grants", patient=world.patient.did)[0]["revoked_at"] == 0
+
+
+def test_a_delegate_renouncing_one_delegation_takes_only_its_grants_along(
+    world: World,
+) -> None:
+    """A guardian holding two delegations acts under the one that covers the grant; renouncing
+    one revokes the grants made under it and keeps those made under the other."""
+    clinical = world.granted(world.guardian, "delegate", scopes=["clinical"])
+    diagnostics = world.granted(world.guardian, "delegate", scopes=["diagnostics"])
+    made = {}
+    for scope in ("clinical", "diagnostics"):
+        raw, made[scope] = world.grant(world.b, sender=world.guardian, scopes=[scope])
+        assert world.codes(raw) == [0]
+    assert world.query("consent/grant", id=made["clinical"])["delegation"] == clinical
+    assert world.query("consent/grant", id=made["diagnostics"])["delegation"] == diagnostics
+    both, _ = world.grant(world.b, sender=world.guardian, scopes=["clinical", "diagnostics"])
+    world.refused(both, Code.UNAUTHORISED, "does not cover scope(s)")
+
+    assert world.codes(world.guardian.tx("consent/revoke", {"id": clinical})) == [0]
+    assert world.query("consent/grant", id=made["clinical"])["revoked_at"] > 0
+    assert world.query("consent/grant", id=made["diagnostics"])["revoked_at"] == 0
 
 
 def test_a_grant_to_an_unknown_grantee_is_refused(world: World) -> None:
@@ -579,6 +675,39 @@ def test_a_delegate_reads_within_its_delegation(records: World) -> None:
     delegation = w.granted(w.guardian, "delegate", scopes=["clinical"])
     assert w.decision(w.guardian, "a1", purpose="") == (200, "delegate of the patient", delegation)
     assert w.decision(w.guardian, "s1")[:2] == (403, "not acting for a member organisation")
+
+
+def test_the_author_organisation_is_not_served_a_version_the_patient_wrote(
+    records: World,
+) -> None:
+    """Review of issue 8: A wrote version 1; the patient revoked A's write consent and wrote a
+    correction (version 2, wrapped to the scope key only), and A's nurse was served it for
+    research as the "author organisation". The rule now names the organisation the version's
+    author wrote for: A reads its versions, not the patient's."""
+    w = records
+    [write] = [g["id"] for g in w.query("consent/grants", patient=w.patient.did)]
+    assert w.codes(w.patient.tx("consent/revoke", {"id": write})) == [0]
+    correction = {
+        "patient": w.patient.did,
+        "resource_type": "Observation",
+        "record": record("a1"),
+        "version": 2,
+        "blob_hash": blob("a1", 2),
+        "commitment": "cd" * 32,
+        "recipients": ["scope/clinical/1"],
+    }
+    assert w.codes(w.patient.tx("records/anchor", correction)) == [0]
+    assert w.decision(w.nurse, "a1", purpose="HRESCH", version=2)[:2] == (
+        403,
+        f"no read grant of the patient covers {w.nurse.did}",
+    )
+    assert w.decision(w.nurse, "a1", purpose="HRESCH") == (200, "author organisation", "")
+    # A may still correct what it started (a later version needs no write consent): that
+    # version is A's again
+    assert w.codes(w.anchor(w.doctor, "a1", version=3)) == [0]
+    assert w.decision(w.nurse, "a1", version=3) == (200, "author organisation", "")
+    history = w.query("records/versions", patient=w.patient.did, record=record("a1"))["history"]
+    assert [v["org"] for v in history] == [w.a.did, "", w.a.did]
 
 
 def test_an_organisation_level_read_grant_covers_its_practitioners(records: World) -> None:

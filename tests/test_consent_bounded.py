@@ -287,6 +287,7 @@ def _put(
         "end": shape["end"],
         "org": org,
         "grantor": clinic.patient.did,
+        "delegation": "",
         "height": height,
         "revoked_at": 0,
     }

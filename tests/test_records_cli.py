@@ -9,10 +9,12 @@ import subprocess
 from pathlib import Path
 
 import orjson
+from rich.console import Console
 
 from accessutil import Consortium
 from careledger.crypto.claim import open_claim_package
 from careledger.crypto.keyfile import KeyFile, naming_key_of
+from careledger.wallet.consent_cli import grants_table
 from careledger.wallet.node_client import NodeClient
 from nodeutil import SHARED_DATA, NodeProcess, careledger_command
 
@@ -208,3 +210,29 @@ def test_consent_grant_list_revoke_through_the_cli(node: NodeProcess, tmp_path: 
     bad = cli("consent", "grant", second.did, "--as", str(patient_key), "--node", node.url,
               "--until", "31/12/2099")  # fmt: skip
     assert bad.returncode == 1 and "YYYY-MM-DD" in bad.stderr
+
+
+def test_consent_list_shows_ended_grants_and_who_made_each() -> None:
+    """`consent list`: a grant past its end is "ended", not "active"; a revoked one says so;
+    the "by" column names the patient or the delegate that made the grant."""
+    patient, guardian = "did:careledger:patient0001", "did:careledger:guardian0042"
+
+    def grant(grant_id: str, end: int, grantor: str, revoked_at: int = 0) -> dict[str, object]:
+        return {"id": grant_id, "grantee": "did:careledger:clinic", "action": "read",
+                "scopes": ["clinical"], "purposes": ["TREAT"], "start": 0, "end": end,
+                "grantor": grantor, "revoked_at": revoked_at}  # fmt: skip
+
+    now = 1_800_000_000
+    grants = [
+        grant("a" * 32, now + 1, patient),
+        grant("b" * 32, now, guardian),
+        grant("c" * 32, now + 1, patient, revoked_at=7),
+    ]
+    console = Console(record=True, width=250)
+    console.print(grants_table(grants, patient, now))
+    rows = {line.split("│")[-2].strip(): line for line in console.export_text().splitlines()
+            if line.count("│") > 2 and "id (for" not in line}  # fmt: skip
+    assert "active" in rows["a" * 32] and "patient" in rows["a" * 32]
+    assert "ended" in rows["b" * 32] and "active" not in rows["b" * 32]
+    assert "…guardian0042" in rows["b" * 32]
+    assert "revoked at height 7" in rows["c" * 32]

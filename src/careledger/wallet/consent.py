@@ -177,7 +177,9 @@ class ConsentClient:
             for scope, epoch in new_epochs.items()
         ]
         for grant in self.grants(active_only=True):
-            if grant["id"] == exclude or grant["action"] == "write":
+            # A delegation's revocation revokes the grants its delegate made under it too.
+            revoked = exclude and exclude in (grant["id"], grant.get("delegation"))
+            if revoked or grant["action"] == "write":
                 continue
             shared = [s for s in grant["scopes"] if s in new_epochs]
             if not shared:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -85,20 +87,33 @@ def revoke(patient: KeyFile, node: str, grant_id: str, console: Console) -> None
 
 def list_grants(patient: KeyFile, node: str, console: Console) -> None:
     grants = ConsentClient(node, patient).grants()
-    table = Table("grantee", "action", "scopes", "purposes", "until", "state")
+    console.print(grants_table(grants, patient.did, int(time.time())))
+    console.print(f"{len(grants)} grant(s)")
+
+
+def grants_table(grants: Sequence[dict[str, Any]], patient: str, now: int) -> Table:
+    """The patient's grants as a table, their state at unix time `now`, and who made each
+    ("patient", or the tail of the delegate's did)."""
+    table = Table("grantee", "action", "scopes", "purposes", "until", "state", "by")
     table.add_column("id (for revoke)", no_wrap=True, min_width=32)
     for g in grants:
         # `end` is exclusive: the grant's last second is end - 1, on the day it was granted until.
         until = dt.datetime.fromtimestamp(g["end"] - 1, dt.UTC).date().isoformat()
-        state = f"revoked at height {g['revoked_at']}" if g["revoked_at"] else "active"
+        grantor = g.get("grantor", patient)
         table.add_row(
             "…" + g["grantee"][-12:],
             g["action"],
             ",".join(g["scopes"]),
             ",".join(g.get("purposes") or []),
             until,
-            state,
+            _state(g, now),
+            "patient" if grantor == patient else "…" + grantor[-12:],
             g["id"],
         )
-    console.print(table)
-    console.print(f"{len(grants)} grant(s)")
+    return table
+
+
+def _state(grant: dict[str, Any], now: int) -> str:
+    if grant["revoked_at"]:
+        return f"revoked at height {grant['revoked_at']}"
+    return "ended" if grant["end"] <= now else "active"

@@ -3,7 +3,8 @@
 - A grant, a revocation or a key share is sent by the patient, or by an active delegate of
   the patient (a guardian, a proxy: someone the patient named with a `delegate` grant). A
   delegate acts within its delegation: it may not create delegate grants (nor revoke or add
-  keys to one), and it grants only scopes its delegation names.
+  keys to one), it grants only scopes its delegation names, and only for a period inside its
+  delegation's. The grant records the delegation it was made under (`delegation`).
 - The grantee of a read or write grant is an organisation that is a member, or an active
   practitioner of one (a practitioner-level grant; its organisation is recorded as `org`).
   A delegate is any identity that may act, other than the patient.
@@ -12,11 +13,14 @@
 - A patient has at most MAX_LIVE_GRANTS live grants: beyond, expired ones are pruned, and if
   none has expired the grant is CONFLICT.
 - A grant is revoked once, by the patient, a delegate (not a delegate grant), or its grantee
-  (renouncing it); from the next block no decision counts it.
+  (renouncing it); from the next block no decision counts it. Revoking a delegation (by the
+  patient, or by the delegate renouncing it) revokes with it every live grant its delegate
+  made under it, in the same transaction: a delegate's grants never outlive its authority.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from careledger.chain.codes import Code, TxFailure
@@ -43,34 +47,54 @@ def _keeper(ctx: TxContext) -> ConsentKeeper:
 
 
 def _acting_delegation(
-    keeper: ConsentKeeper, ctx: TxContext, patient: str
+    keeper: ConsentKeeper,
+    ctx: TxContext,
+    patient: str,
+    action: str,
+    scopes: Sequence[str],
+    period: tuple[int, int] | None = None,
 ) -> dict[str, Any] | None:
-    """None when the sender is the patient; the sender's delegation when it is an active
-    delegate of the patient; UNAUTHORISED otherwise."""
+    """None when the sender is the patient; else the sender's active delegation of the
+    patient under which it may act on a grant of `action` in `scopes` (and, for a new grant,
+    lasting `period`): UNAUTHORISED when it holds none. A delegate's authority is its
+    delegation's: never a delegate grant, no scope its delegation does not name, and no
+    grant running before or after its delegation (a guardian named until June cannot grant
+    reads until 2100)."""
     if ctx.sender == patient:
         return None
-    delegation = keeper.delegation(patient, ctx.sender, ctx.unix_seconds)
-    if delegation is None:
+    delegations = keeper.delegations(patient, ctx.sender, ctx.unix_seconds)
+    if not delegations:
         raise TxFailure(
             Code.UNAUTHORISED,
             f"{ctx.sender} is neither the patient {patient} nor an active delegate of the patient",
         )
-    return delegation
-
-
-def _within_delegation(delegation: dict[str, Any] | None, action: str, scopes: Any) -> None:
-    if delegation is None:
-        return
     if action == DELEGATE:
         raise TxFailure(
             Code.UNAUTHORISED, "a delegate may not create, change or revoke a delegate grant"
         )
+    refusals = [_outside(delegation, scopes, period) for delegation in delegations]
+    for delegation, refusal in zip(delegations, refusals, strict=True):
+        if not refusal:
+            return delegation
+    raise TxFailure(Code.UNAUTHORISED, refusals[0])
+
+
+def _outside(
+    delegation: dict[str, Any], scopes: Sequence[str], period: tuple[int, int] | None
+) -> str:
+    """Why a delegate may not act under this delegation ("" when it may)."""
     outside = [s for s in scopes if s not in delegation["scopes"]]
     if outside:
-        raise TxFailure(
-            Code.UNAUTHORISED,
-            f"delegation {delegation['id']} does not cover scope(s) {', '.join(outside)}",
-        )
+        return f"delegation {delegation['id']} does not cover scope(s) {', '.join(outside)}"
+    if period is not None:
+        start, end = period
+        if start < delegation["start"] or end > delegation["end"]:
+            return (
+                f"delegation {delegation['id']} runs from {delegation['start']} to "
+                f"{delegation['end']}: a grant by its delegate must lie within it, not run "
+                f"from {start} to {end}"
+            )
+    return ""
 
 
 def _grantee_org(identities: IdentityKeeper, msg: Grant) -> str:
@@ -122,8 +146,9 @@ def _make_room(keeper: ConsentKeeper, patient: str, now: int) -> None:
 
 def grant(ctx: TxContext, msg: Grant) -> None:
     keeper, now = _keeper(ctx), ctx.unix_seconds
-    delegation = _acting_delegation(keeper, ctx, msg.patient)
-    _within_delegation(delegation, msg.action, msg.scopes)
+    delegation = _acting_delegation(
+        keeper, ctx, msg.patient, msg.action, msg.scopes, (msg.start, msg.end)
+    )
     if keeper.identities.active(msg.patient, "patient") is None:
         raise TxFailure(Code.NOT_FOUND, f"{msg.patient} is not a registered active patient")
     if keeper.grant(msg.id) is not None:
@@ -149,6 +174,7 @@ def grant(ctx: TxContext, msg: Grant) -> None:
             "end": msg.end,
             "org": org,
             "grantor": ctx.sender,
+            "delegation": delegation["id"] if delegation else "",
             "height": ctx.height,
             "revoked_at": 0,
         }
@@ -178,18 +204,19 @@ def revoke(ctx: TxContext, msg: Revoke) -> None:
     keeper = _keeper(ctx)
     found = _existing(keeper, msg.id)
     if ctx.sender != found["grantee"]:  # a grantee may always renounce its own grant
-        delegation = _acting_delegation(keeper, ctx, found["patient"])
-        _within_delegation(delegation, found["action"], found["scopes"])
+        _acting_delegation(keeper, ctx, found["patient"], found["action"], found["scopes"])
     _require_not_revoked(found)
-    keeper.revoke(found, ctx.height)
-    ctx.emit(ConsentRevoked(found["patient"], found["id"], found["grantee"]))
+    # A delegation takes the grants its delegate made under it along (in this same state
+    # change): each gets its own event, the delegation's last.
+    for revoked in keeper.revoke(found, ctx.height):
+        ctx.emit(ConsentRevoked(revoked["patient"], revoked["id"], revoked["grantee"]))
 
 
 def share_keys(ctx: TxContext, msg: ShareKeys) -> None:
     keeper = _keeper(ctx)
     found = _existing(keeper, msg.id)
-    delegation = _acting_delegation(keeper, ctx, found["patient"])
-    _within_delegation(delegation, found["action"], sorted({k.scope for k in msg.keys}))
+    scopes = sorted({k.scope for k in msg.keys})
+    _acting_delegation(keeper, ctx, found["patient"], found["action"], scopes)
     _require_not_revoked(found)
     if found["end"] <= ctx.unix_seconds:
         raise TxFailure(Code.CONFLICT, f"grant {found['id']} expired at {found['end']}")

@@ -5,8 +5,9 @@ Layout under the `consent/` prefix (`<e>`: an epoch as 10 zero-padded digits):
                                 purposes, start, end (unix seconds), org (the grantee's
                                 organisation; the grantee itself for an organisation; "" for
                                 a delegate that is not an organisation's), grantor (who sent
-                                it: the patient or a delegate), height, revoked_at (0, or the
-                                height that revoked it)
+                                it: the patient or a delegate), delegation (the id of the
+                                delegation a delegate made it under; "" when the patient made
+                                it), height, revoked_at (0, or the height that revoked it)
   key/<id>/<scope>/<e>          a scope private key wrapped to the grantee: scope, epoch,
                                 wrapped (hex)
   naming/<id>                   the patient's naming key wrapped to the grantee (hex)
@@ -20,10 +21,14 @@ Layout under the `consent/` prefix (`<e>`: an epoch as 10 zero-padded digits):
                                 every decision reads only these rows, never all grants
   last_revoked/<patient>/<did>  the last grant revoked that was indexed under did: revoked
                                 grants leave `pg`, this keeps the reason a revoked reader gets
+  under/<delegation>/<id>       a live grant a delegate made under that delegation (value:
+                                end): revoking the delegation revokes these with it
 
 Bounded work: a patient has at most MAX_LIVE_GRANTS live grants (expired ones are pruned when
 the limit is reached), so a decision reads at most that many `pg` rows and two `last_revoked`
-rows, however many grants the patient made and revoked over the years.
+rows, however many grants the patient made and revoked over the years. Revoking a
+delegation revokes at most MAX_LIVE_GRANTS grants made under it (the `under` rows are live
+grants only).
 """
 
 from __future__ import annotations
@@ -88,13 +93,31 @@ class ConsentKeeper:
         self.kv.set(f"live/{patient}/{grant_id}", grant["end"])
         for did in _indexed_under(grant):
             self.kv.set(f"pg/{patient}/{did}/{grant_id}", grant["action"])
+        if grant["delegation"]:
+            self.kv.set(f"under/{grant['delegation']}/{grant_id}", grant["end"])
         self.kv.set(f"live_count/{patient}", self.live_count(patient) + 1)
 
-    def revoke(self, grant: dict[str, Any], height: int) -> None:
-        self.kv.set(f"grant/{grant['id']}", {**grant, "revoked_at": height})
-        self._unlist(grant)
-        for did in _indexed_under(grant):
-            self.kv.set(f"last_revoked/{grant['patient']}/{did}", grant["id"])
+    def revoke(self, grant: dict[str, Any], height: int) -> list[dict[str, Any]]:
+        """Revoke a grant and, for a delegation, every live grant its delegate made under it
+        (a delegate's grants stand on its delegation and fall with it). The grants revoked,
+        the delegation's own last."""
+        revoked = self.made_under(grant["id"]) if grant["action"] == DELEGATE else []
+        revoked.append(grant)
+        for each in revoked:
+            self.kv.set(f"grant/{each['id']}", {**each, "revoked_at": height})
+            self._unlist(each)
+            for did in _indexed_under(each):
+                self.kv.set(f"last_revoked/{each['patient']}/{did}", each["id"])
+        return revoked
+
+    def made_under(self, delegation_id: str) -> list[dict[str, Any]]:
+        """The live grants a delegate made under this delegation, by id (at most
+        MAX_LIVE_GRANTS: they count among the patient's live grants)."""
+        found = [
+            self.grant(key.rpartition("/")[2])
+            for key, _ in self.kv.items(f"under/{delegation_id}/")
+        ]
+        return [g for g in found if g is not None]
 
     def _unlist(self, grant: dict[str, Any]) -> None:
         """Take a grant out of the live rows (revoked, or pruned after expiry)."""
@@ -104,6 +127,8 @@ class ConsentKeeper:
         self.kv.delete(f"live/{patient}/{grant['id']}")
         for did in _indexed_under(grant):
             self.kv.delete(f"pg/{patient}/{did}/{grant['id']}")
+        if grant["delegation"]:
+            self.kv.delete(f"under/{grant['delegation']}/{grant['id']}")
         self.kv.set(f"live_count/{patient}", self.live_count(patient) - 1)
 
     def live_count(self, patient: str) -> int:
@@ -198,6 +223,16 @@ class ConsentKeeper:
 
     # --- decisions ------------------------------------------------------------------------
 
+    def delegations(
+        self, patient: str, did: str, at: int, memo: DecisionMemo | None = None
+    ) -> list[dict[str, Any]]:
+        """The active delegate grants of `patient` to `did` at time `at`, by id."""
+        return [
+            grant
+            for grant in self._live_under(memo or DecisionMemo(), patient, [did], DELEGATE)
+            if grant["start"] <= at < grant["end"] and grant["grantee"] == did
+        ]
+
     def delegation(
         self,
         patient: str,
@@ -206,11 +241,10 @@ class ConsentKeeper:
         scope: str = "",
         memo: DecisionMemo | None = None,
     ) -> dict[str, Any] | None:
-        """The active delegate grant of `patient` to `did` at time `at` (covering `scope`
-        when given), if any."""
-        for grant in self._live_under(memo or DecisionMemo(), patient, [did], DELEGATE):
-            in_period = grant["start"] <= at < grant["end"]
-            if in_period and grant["grantee"] == did and (not scope or scope in grant["scopes"]):
+        """The first active delegate grant of `patient` to `did` at time `at` (covering
+        `scope` when given), if any."""
+        for grant in self.delegations(patient, did, at, memo):
+            if not scope or scope in grant["scopes"]:
                 return grant
         return None
 
@@ -220,23 +254,25 @@ class ConsentKeeper:
         patient: str,
         record: str,
         scope: str,
-        record_org: str,
+        author_org: str,
         purpose: str,
         at: int,
         memo: DecisionMemo | None = None,
     ) -> Decision:
-        """May `reader` read `patient`'s `record` (in `scope`, started by `record_org`) for
-        `purpose` at unix time `at`? The one read decision; rules in docs/chain.md.
+        """May `reader` read `patient`'s `record` (in `scope`) for `purpose` at unix time
+        `at`? `author_org` is the organisation the author of the version read acted for when
+        it wrote that version ("" when the patient wrote it): only that organisation reads
+        it without a grant. The one read decision; rules in docs/chain.md.
 
         Pass one `memo` to every decision of a query (records/read_access asks up to 5,000):
         each grant list is then read once, and the decision is worked out once for all the
-        records sharing (patient, scope, record_org), then applied to each record in
+        versions sharing (patient, scope, author_org), then applied to each record in
         O(1 + grants naming it). The answers are the same with or without it."""
         memo = memo if memo is not None else DecisionMemo()
-        key = (reader, scope, record_org, purpose, at)
+        key = (reader, scope, author_org, purpose, at)
         answer = memo.about(patient).reads.get(key)
         if answer is None:
-            answer = self._read_answer(reader, patient, scope, record_org, purpose, at, memo)
+            answer = self._read_answer(reader, patient, scope, author_org, purpose, at, memo)
             memo.reads[key] = answer
         return answer if isinstance(answer, Decision) else answer.decide(record)
 
@@ -245,12 +281,12 @@ class ConsentKeeper:
         reader: str,
         patient: str,
         scope: str,
-        record_org: str,
+        author_org: str,
         purpose: str,
         at: int,
         memo: DecisionMemo,
     ) -> Decision | _Plan:
-        """The read decision for any record of (patient, scope, record_org): a Decision when
+        """The read decision for any record of (patient, scope, author_org): a Decision when
         the record cannot change it, else the grants' plan that decides per record."""
         if reader == patient:
             return Decision(True, "patient")
@@ -264,7 +300,7 @@ class ConsentKeeper:
         org = self.identities.acting_for(reader)
         if org is None:
             return Decision(False, "not acting for a member organisation")
-        if org == record_org:
+        if author_org and org == author_org:  # it wrote this version: it reads what it wrote
             return Decision(True, "author organisation")
         return self._plan(memo, patient, _Request(reader, org, scope, at, purpose), READ)
 
@@ -295,7 +331,7 @@ class DecisionMemo:
     from block to block, and a memo only ever describes the state view it was read from.
     It holds one patient at a time (asked about another, it starts afresh), so it keeps at
     most that patient's live grants under two dids (MAX_LIVE_GRANTS), two revoked ones, and
-    one answer per (scope, record organisation) and per record asked about: a caller with
+    one answer per (scope, author organisation) and per record asked about: a caller with
     many patients should ask about each patient's records together (records/read_access
     sorts them by patient).
     """

@@ -15,6 +15,9 @@
   record), exactly one per version: its scope is the record's, fixed by version 1 (later
   versions keep it, else CONFLICT). Dids may be recipients too (e.g. the author keeping
   access to what it wrote).
+- Each version records `org`, the organisation its author wrote it for ("" for the
+  patient): the read decision lets that organisation read that version without a grant, and
+  no other version (a correction the patient wrote is not its author organisation's).
 - Write consent: version 1 by anyone but the patient needs the patient's active write grant
   to the author's organisation or to the author itself, covering the record's scope at the
   block's time (`ConsentKeeper.may_write`); otherwise NO_CONSENT, naming what is missing.
@@ -129,9 +132,12 @@ def _require_write_consent(ctx: TxContext, msg: Anchor, author_org: str, scope: 
         )
 
 
-def _checked_record(ctx: TxContext, keeper: RecordsKeeper, msg: Anchor) -> dict[str, Any]:
-    """The record this anchor adds a version to (new for version 1) with its scope, once
-    every rule of who may add which version holds."""
+def _checked_record(
+    ctx: TxContext, keeper: RecordsKeeper, msg: Anchor
+) -> tuple[dict[str, Any], str]:
+    """The record this anchor adds a version to (new for version 1) with its scope, and the
+    organisation the author writes for ("" for the patient), once every rule of who may add
+    which version holds."""
     author_org = _author_org(ctx, msg.patient)
     rec = keeper.record(msg.patient, msg.record) or {
         "record": msg.record,
@@ -154,13 +160,13 @@ def _checked_record(ctx: TxContext, keeper: RecordsKeeper, msg: Anchor) -> dict[
         )
     scope = _require_same_scope(rec, msg)
     _require_write_consent(ctx, msg, author_org, scope)
-    return {**rec, "scope": scope}
+    return {**rec, "scope": scope}, author_org
 
 
 def anchor(ctx: TxContext, msg: Anchor) -> None:
     _require_patient(ctx, msg.patient)
     keeper = _keeper(ctx)
-    rec = _checked_record(ctx, keeper, msg)
+    rec, author_org = _checked_record(ctx, keeper, msg)
     if not msg.tombstone:
         if keeper.blob(msg.blob_hash) is not None:
             raise TxFailure(Code.CONFLICT, f"blob {msg.blob_hash} already anchors a record")
@@ -176,6 +182,7 @@ def anchor(ctx: TxContext, msg: Anchor) -> None:
             "recipients": list(msg.recipients),
             "scope": rec["scope"],
             "author": ctx.sender,
+            "org": author_org,
             "tombstone": msg.tombstone,
             "height": ctx.height,
         },

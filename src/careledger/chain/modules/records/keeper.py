@@ -6,7 +6,9 @@ prefix iteration returns versions in order):
                                   `org`: the organisation version 1's author acted for (""
                                   if the patient wrote it), the only one that may add more
   ver/<patient>/<record>/<v>      one version's anchor: blob hash, commitment, recipient
-                                  labels, author, tombstone flag, height
+                                  labels, scope, author, `org` (the organisation the author
+                                  wrote this version for, "" for the patient), tombstone
+                                  flag, height
   blob/<blob hash>                which record version a blob belongs to (for the node's blob
                                   routes, for `careledger verify`, and so a blob anchors once)
   scope/<patient>/<scope>/<e>     a published scope public key (`<e>`: epoch, zero-padded)

@@ -78,7 +78,9 @@ def read_access(kv: KV, params: Payload) -> Any:
     the decision is not consensus)? JSON {"reader", "purpose" (a PurposeOfUse code or ""),
     "at", "hashes": [...]}; one answer per hash, in order: {"status": 200 | 403 | 404 | 410,
     "reason", "patient", "record", "version", "scope", "grant"}. The records keeper finds the
-    record; `ConsentKeeper.read_decision` decides (the one decision function).
+    record version; `ConsentKeeper.read_decision` decides (the one decision function), told
+    the organisation that version's author wrote for (the author organisation reads what it
+    wrote, not a later version the patient or anyone else wrote).
 
     Bounded work: the records are decided patient by patient with one DecisionMemo, so each
     of a patient's grant lists is read once per query, not once per hash (1,000 grants and
@@ -104,14 +106,14 @@ class _Found:
     record: str
     version: int
     scope: str
-    org: str
+    author_org: str  # the organisation the version's author wrote it for ("": the patient)
     answer: dict[str, Any] = field(default_factory=dict)
 
     def decide(
         self, consent: ConsentKeeper, reader: str, purpose: str, at: int, memo: DecisionMemo
     ) -> None:
         decision = consent.read_decision(
-            reader, self.patient, self.record, self.scope, self.org, purpose, at, memo
+            reader, self.patient, self.record, self.scope, self.author_org, purpose, at, memo
         )
         status = 200 if decision.allowed else 403
         self.answer = _answer(status, decision.reason, grant=decision.grant, **self._where())
@@ -132,7 +134,8 @@ def _locate(records: RecordsKeeper, digest: str) -> _Found | dict[str, Any]:
         return _answer(404, f"blob {digest} anchors no record")
     patient, record, version = found["patient"], found["record"], found["version"]
     rec = records.record(patient, record) or {}
-    located = _Found(patient, record, version, rec.get("scope", ""), rec.get("org", ""))
+    anchor = records.version(patient, record, version) or {}
+    located = _Found(patient, record, version, rec.get("scope", ""), anchor.get("org", ""))
     if rec.get("erased_at", 0):
         return _answer(
             410, f"record {record} was erased at height {rec['erased_at']}", **located._where()
