@@ -16,8 +16,8 @@ import orjson
 
 from careledger.crypto.scopekeys import ScopePublic
 from careledger.protocol.frames import pack_frames, unpack_results
-from careledger.wallet.node_client import NodeClient, NodeError
 from careledger.wallet.keyring import verified_scope_keys
+from careledger.wallet.node_client import NodeClient, NodeError
 from careledger.wallet.refs import RecordRef, RecordsError
 
 
