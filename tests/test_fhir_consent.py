@@ -1,4 +1,4 @@
-"""Grants to and from FHIR R4 Consent (wallet/fhir_consent.py), on the R4 specification's own
+"""Grants to and from FHIR R4 Consent (wallet/fhir_consent/), on the R4 specification's own
 Consent examples and on round trips; each refusal that guards against a wider grant is an
 attack row of docs/security/fhirconsent.md."""
 
@@ -31,7 +31,7 @@ from careledger.wallet.fhir_consent import (
     grant_from_consent,
     types_of_scope,
 )
-from careledger.wallet.scopes import scope_for
+from careledger.wallet.scopes import SENSITIVE_CODES, scope_for
 from nodeutil import SHARED_DATA
 
 EXAMPLES = SHARED_DATA / "fhir-r4-examples"
@@ -337,13 +337,13 @@ def read_consent(**changes: Any) -> dict[str, Any]:
 def test_a_deny_nested_in_a_permit_is_refused_not_dropped() -> None:
     consent = read_consent()
     withheld = {"type": "deny", "class": [{"system": RESOURCE_TYPES, "code": "Observation"}]}
-    consent["provision"]["provision"][0]["provision"].append(withheld)
+    denies = consent["provision"]["provision"][0]["provision"]
+    denies.append(withheld)
 
     reasons = refusal(consent)
 
-    assert_reasons(
-        reasons, ["provision.provision[0].provision[13] is a deny rule nested in a permit"]
-    )
+    nested = f"provision.provision[0].provision[{len(denies) - 1}]"
+    assert_reasons(reasons, [f"{nested} is a deny rule nested in a permit"])
     assert "would allow what it withholds" in reasons[0]
 
 
@@ -411,6 +411,28 @@ def test_a_deny_of_normal_confidentiality_inside_a_broad_permit_is_refused() -> 
     consent["provision"]["provision"][0]["provision"] = [normal]
 
     assert_reasons(refusal(consent), ["provision.provision[0].provision[0] is a deny rule nested"])
+
+
+def test_a_broad_permit_withholds_exactly_the_ledgers_sensitive_labels() -> None:
+    # The exclusions are the table that decides a record's scope (wallet/scopes.py), so the
+    # Consent states no more and no less than what the ledger keeps out of a broad scope.
+    broad = consent_from_grant(grant())["provision"]["provision"][0]
+    withheld = {
+        (label["system"], label["code"])
+        for deny in broad["provision"]
+        for label in deny["securityLabel"]
+    }
+    ledger = {(system, code) for system, codes in SENSITIVE_CODES.items() for code in codes}
+
+    # R4: a deny of R withholds R and everything above it, V.
+    assert withheld | {(CONFIDENTIALITY, "V")} == ledger
+    for system, code in sorted(ledger):  # a deny of any one of them maps too
+        consent = read_consent()
+        label = {"system": system, "code": code}
+        consent["provision"]["provision"][0]["provision"] = [
+            {"type": "deny", "securityLabel": [label]}
+        ]
+        assert grant_from_consent(consent) == grant()
 
 
 def test_a_modifier_extension_is_refused() -> None:

@@ -28,21 +28,21 @@ from golden import run_golden
 GOLDEN_RULES_VERSION = 3
 GOLDEN = [
     ("a3d5781c94900c50b476a63776322f84d9a1af5b1738e50d23c2d9111d7c4347", []),
-    ("d0b94fd53ca7259197e650abc7b7901f1030017a34d62bb27d25ce144564614a", [0, 0, 0, 10, 13, 8]),
+    ("c8ce0a1b10cf433f22d4474da76902536e6841eeffdc6b4bf66dc13c28c15474", [0, 0, 0, 10, 13, 8]),
     (
-        "b09fd5ffdbc27c0707f6b4069627da103e86f346c79fb02d66b177b910610836",
+        "2ece974bf48bb9b9b14ee551e79bf738a6de2ad6aa638f47d481b2e62b3024c8",
         [0, 0, 8, 0, 8, 0, 8, 0, 0, 0, 8, 7, 0],
     ),
     (
-        "219bedf7a77c9f4bd36bb18f1791bc6bfdb0fcc8f55de427d08e2e2b13b7862c",
+        "c392881f4f50610e73fc8bb053c0e573bcdfefd92ea91de04e9aff073b4dd721",
         [0, 0, 0, 14, 6, 0, 8, 8, 0],
     ),
     (
-        "bffb512bd611dab84158eed131ac61fbfbc8fef2f7c441e2e8e90a3f36809f3a",
+        "12311aab11e1667071ef0709d5ad3ab023a95acc1f8223755cb296fd96ea89b8",
         [0, 8, 10, 0, 10, 0, 0, 10, 0, 0],
     ),
     (
-        "76f055364baaa8ec680650d102222075a6843e837fe967d50ff79a6ee022c96d",
+        "3a717d184b82d975e0ce184ef70b7f9a751a7d6b08494da168608e36e694ee4c",
         [0, 12, 13, 0, 13, 8, 0, 10],
     ),
 ]

@@ -784,7 +784,9 @@ def test_patient_identity_holds_nothing_but_a_did_and_keys(tmp_path: Path) -> No
         "encryption_key",
         "active",
         "registered_at",
+        "enrolled_by",  # the vouching member: the link its write consent shows anyway
     }
+    assert record["enrolled_by"] == chain.members[0].did
     payload = json.loads(raw[:-64])["payload"] | {"name": "Jane Doe"}
     named = Tx(CHAIN_ID, "identity/register_patient", patient.did, 2, payload).sign(patient)
     assert chain.app.check_tx(named).code == Code.INVALID_PAYLOAD

@@ -164,7 +164,10 @@ class KdfParams:
 
 # 256 MiB, 2 passes, 4 lanes: about 0.4 s per try on the 2-core machine the figures of
 # docs/crypto.md (section 9) were measured on.
-DEFAULT_KDF = KdfParams(memory_kib=256 * 1024, iterations=2, lanes=4)
+# 64 MiB, 3 passes: 0.15 s a try here (docs/crypto.md 9.4). An import pays one per patient
+# (256 MiB, 2 passes cost 0.54 s and halved the records an import wrote per second); against
+# a 66-bit code the guessing cost stays out of reach (about 10^8 GPU-years).
+DEFAULT_KDF = KdfParams(memory_kib=64 * 1024, iterations=3, lanes=4)
 
 
 @dataclass(frozen=True)

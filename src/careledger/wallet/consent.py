@@ -13,7 +13,7 @@ the organisation's).
 
 A revocation ends the policy at the next block. Cryptographically the revoked party still
 holds the old epochs' keys, so the revoke also starts a new epoch of every scope it covered
-and wraps the new keys to the remaining grantees of that scope, in the same submission:
+and, once those are committed, wraps the new keys to the remaining grantees of that scope:
 records written afterwards go to the new epoch, which the revoked party cannot open.
 """
 
@@ -142,27 +142,40 @@ class ConsentClient:
 
     def revoke(self, grant_id: str) -> list[str]:
         """Revoke a grant; if it held keys, start a new epoch of each scope it covered and
-        share the new keys with the remaining grantees of that scope, all in one submission.
-        Returns the scopes that moved to a new epoch."""
+        share the new keys with the remaining grantees of that scope (the revocation and the
+        new epochs in one submission, the shares in the next). Returns the scopes that moved
+        to a new epoch."""
         grant = self.grant_detail(grant_id)
         txs = [self.signer.sign("consent/revoke", {"id": grant_id})]
         rotated: list[str] = []
+        shares: list[bytes] = []
         if grant["action"] != "write":
             rotated = list(grant["scopes"])
-            txs += self._new_epochs(rotated, exclude=grant_id)
+            epochs, shares = self._new_epochs(rotated, exclude=grant_id)
+            txs += epochs
         self._submit(txs, "revoke")
+        if shares:
+            self._submit(shares, "revoke")
         return rotated
 
     def rotate(self, scopes: Sequence[str], *, exclude: str = "") -> None:
         """Start a new epoch of `scopes` for the current grantees (after a delegate revoked
         a grant, or to retire keys that may have leaked)."""
-        self._submit(self._new_epochs(scopes, exclude=exclude), "rotate")
+        epochs, shares = self._new_epochs(scopes, exclude=exclude)
+        self._submit(epochs, "rotate")
+        if shares:
+            self._submit(shares, "rotate")
 
-    def _new_epochs(self, scopes: Sequence[str], *, exclude: str) -> list[bytes]:
+    def _new_epochs(
+        self, scopes: Sequence[str], *, exclude: str
+    ) -> tuple[list[bytes], list[bytes]]:
+        """The new epochs' scope keys, and their shares with the remaining grantees: two
+        submissions, since a share names a published epoch and a batch's transactions reach
+        a network's mempools in no set order (nor all in one block)."""
         chain_id = str(self.node.status()["chain_id"])
         current = {s: max(e) for s, e in self.published_epochs().items()}
         new_epochs = {scope: current.get(scope, 0) + 1 for scope in scopes}
-        txs = [
+        epochs = [
             self.signer.sign(
                 "records/publish_scope_key",
                 scope_key_payload(
@@ -176,6 +189,7 @@ class ConsentClient:
             )
             for scope, epoch in new_epochs.items()
         ]
+        shares = []
         for grant in self.grants(active_only=True):
             # A delegation's revocation revokes the grants its delegate made under it too.
             revoked = exclude and exclude in (grant["id"], grant.get("delegation"))
@@ -186,8 +200,8 @@ class ConsentClient:
                 continue
             recipient = self.recipient(grant["grantee"], grant["action"])
             keys = self._wrapped_scope_keys(recipient, shared, {s: [new_epochs[s]] for s in shared})
-            txs.append(self.signer.sign("consent/share_keys", {"id": grant["id"], "keys": keys}))
-        return txs
+            shares.append(self.signer.sign("consent/share_keys", {"id": grant["id"], "keys": keys}))
+        return epochs, shares
 
     def _submit(self, txs: list[bytes], what: str) -> None:
         results = self.node.submit_many(txs, wait=True)

@@ -133,15 +133,15 @@ def finish_claim(node: NodeClient, keyfile: KeyFile) -> tuple[str, ...]:
 
 
 def _made_with_the_package(node: NodeClient, did: str) -> tuple[str, ...]:
-    """The active grants made before the identity's last key rotation (the claim), but
-    write grants made at registration (the enrolling clinic's write consent)."""
-    history = node.query("identity/identity", did=did)["keys"]
-    registered, rotated = int(history[0]["since"]), int(history[-1]["since"])
+    """The active grants made before the identity's last key rotation (the claim), but the
+    write consent to the clinic that enrolled the patient (`enrolled_by`: its voucher)."""
+    identity = node.query("identity/identity", did=did)
+    rotated, clinic = int(identity["keys"][-1]["since"]), identity.get("enrolled_by", "")
     stale = []
     for grant in node.query("consent/grants", patient=did):
         if grant["revoked_at"] or grant["height"] >= rotated:
             continue
-        if grant["action"] == "write" and grant["height"] == registered:
+        if grant["action"] == "write" and grant["grantee"] == clinic:
             continue
         stale.append(str(grant["id"]))
     return tuple(stale)

@@ -143,8 +143,10 @@ def _register(
     # The organisation names the records it writes: it gets the naming key with its grant.
     naming = wrap_naming_key(patient.naming_key, patient.did, org_did, org_encryption_key)
     txs.append(signer.sign("consent/grant", {**consent, "naming_key": naming.hex()}))
-    if node.did == patient.did:
-        raise_for(node.submit(txs.pop(0), wait=True), "registration")
+    # The registration goes first on its own: a batch reaches a network's mempools in no set
+    # order, and a scope key checked before its sender is registered is refused. The
+    # patient's own (unregistered) client also needs the block before it may sign requests.
+    raise_for(node.submit(txs.pop(0), wait=node.did == patient.did), "registration")
     for result in node.submit_many(txs, wait=wait):
         raise_for(result)
     return publics

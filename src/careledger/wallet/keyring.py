@@ -86,7 +86,9 @@ class GrantedKeys:
     (grants to it and to its organisation) and `holder` its organisation, whose key the
     patient wrapped to (the organisation is the cryptographic boundary; a practitioner-level
     limit is policy, enforced by the node). For a delegate both are the delegate's did.
-    One `consent/granted` query per patient, cached for this object's life.
+    One `consent/granted` query per patient, cached; a key or naming key not found in the
+    cache is looked for once more in a fresh answer (`_refresh`), so that a long-lived client
+    sees a grant made since, and a new epoch's keys shared after a revocation.
     """
 
     def __init__(
@@ -121,7 +123,25 @@ class GrantedKeys:
             }
         return self._published[patient]
 
+    def _refresh(self, patient: str) -> None:
+        """Forget the cached answers about `patient`: the next look asks the node again."""
+        self._grants.pop(patient, None)
+        self._published.pop(patient, None)
+
+    def _cached(self, patient: str) -> bool:
+        return patient in self._grants or patient in self._published
+
     def naming_key(self, patient: str) -> bytes:
+        cached = self._cached(patient)
+        found = self._naming_key(patient)
+        if found is None and cached:  # granted since we last asked? Ask once more.
+            self._refresh(patient)
+            found = self._naming_key(patient)
+        if found is None:
+            raise RecordsError(f"{patient} has not shared their naming key with {self.holder}", 403)
+        return found
+
+    def _naming_key(self, patient: str) -> bytes | None:
         for grant in self._grants_of(patient):
             wrapped = str(grant.get("naming_key") or "")
             for private_key in self.private_keys if wrapped else ():
@@ -131,12 +151,17 @@ class GrantedKeys:
                     )
                 except ScopeKeyError:
                     continue  # wrapped to another of our keys, or not ours: try the next
-        raise RecordsError(f"{patient} has not shared their naming key with {self.holder}", 403)
+        return None
 
     def scope_pair(self, patient: str, scope: str, epoch: int) -> ScopeKeyPair | None:
         cached = (patient, scope, epoch)
         if cached not in self._pairs:
-            self._pairs[cached] = self._unwrap(patient, scope, epoch)
+            stale = self._cached(patient)
+            pair = self._unwrap(patient, scope, epoch)
+            if pair is None and stale:  # shared since we last asked (a new epoch after a
+                self._refresh(patient)  # revocation, a new grant)? Ask once more.
+                pair = self._unwrap(patient, scope, epoch)
+            self._pairs[cached] = pair
         return self._pairs[cached]
 
     def _unwrap(self, patient: str, scope: str, epoch: int) -> ScopeKeyPair | None:

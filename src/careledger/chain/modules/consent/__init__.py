@@ -10,7 +10,12 @@ from careledger.chain.modules.consent.keeper import (
     Decision,
     DecisionMemo,
 )
-from careledger.chain.modules.consent.messages import ACTIONS, MAX_PERIOD_END, PURPOSES
+from careledger.chain.modules.consent.messages import (
+    ACTIONS,
+    MAX_GRANT_RECORDS,
+    MAX_PERIOD_END,
+    PURPOSES,
+)
 
 consent_module = Module(
     name=MODULE,
@@ -30,6 +35,7 @@ consent_module = Module(
 
 __all__ = [
     "ACTIONS",
+    "MAX_GRANT_RECORDS",
     "MAX_LIVE_GRANTS",
     "MAX_PERIOD_END",
     "MODULE",

@@ -112,7 +112,9 @@ def register_patient(ctx: TxContext, msg: RegisterPatient) -> None:
     _require_unregistered(keeper, ctx.sender)
     _redeem_voucher(ctx, keeper, "register_patient", msg.voucher)
     _claim_own_key(keeper, ctx.sender)
-    keeper.put_identity(_new_identity(ctx, ctx.sender, "patient", msg.encryption_key))
+    patient = _new_identity(ctx, ctx.sender, "patient", msg.encryption_key)
+    # Who vouched: the clinic that enrolled the patient (a claim keeps its write consent).
+    keeper.put_identity({**patient, "enrolled_by": msg.voucher.org})
     ctx.emit(IdentityRegistered(ctx.sender, "patient"))
 
 

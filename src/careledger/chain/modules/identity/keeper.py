@@ -2,7 +2,8 @@
 
 Layout under the `identity/` prefix:
   id/<did>                    the identity: kind, current keys, key history (`keys`: each
-                              signing key and the height it took effect), organisation, active
+                              signing key and the height it took effect), organisation, active;
+                              a patient's `enrolled_by`: the member whose voucher registered it
   member/<did>                a member organisation of the consortium
   staff/<org did>/<did>       a practitioner registered by an organisation
   proposal/<action>/<did>     an open vote to admit or remove an organisation
