@@ -150,6 +150,13 @@ def reads(
     return world.reader(who, purpose).read(world.records[record].ref)
 
 
+def blob_refusal(world: World, who: str, record: str = "observation") -> str:
+    """The consent guard's answer to `who` fetching the record's blob directly."""
+    ((status, message),) = world.reader(who).fetch([world.records[record].blob_hash])
+    assert status == 403, (status, message[:80])
+    return message.decode()
+
+
 def refused(world: World, who: str, record: str = "observation", purpose: str = "TREAT") -> str:
     with pytest.raises(RecordsError) as denied:
         reads(world, who, record, purpose)
@@ -194,7 +201,8 @@ def test_a_practitioner_level_grant_serves_only_the_named_practitioner(world: Wo
 
 
 def test_an_organisation_without_a_grant_is_refused_and_holds_no_key(world: World) -> None:
-    assert "no read grant" in refused(world, "F")
+    # Refused before any blob: it may not even list the patient's records (node/query_guard).
+    assert "parties of its consent" in refused(world, "F")
     reader = world.reader("F")
     with pytest.raises(RecordsError) as no_name:
         reader.ref(world.patient.did, "Observation", "obs-1")
@@ -203,11 +211,13 @@ def test_an_organisation_without_a_grant_is_refused_and_holds_no_key(world: Worl
 
 
 def test_a_revoked_grantee_is_refused(world: World) -> None:
-    assert "revoked" in refused(world, "D")
+    assert "parties of its consent" in refused(world, "D")  # not even the listing
+    assert "revoked" in blob_refusal(world, "D")  # and the blob guard says why
 
 
 def test_an_expired_grant_is_refused(world: World) -> None:
-    assert "expired" in refused(world, "E")
+    assert "parties of its consent" in refused(world, "E")
+    assert "expired" in blob_refusal(world, "E")
 
 
 def test_an_expelled_organisation_can_neither_read_nor_write(world: World) -> None:
@@ -234,7 +244,8 @@ def test_a_revocation_ends_reads_at_its_block_and_keys_for_what_is_written_after
 
     rotated = consent.revoke(again)  # returns once its block committed
     assert set(rotated) == set(BROAD_SCOPES)
-    assert "revoked" in refused(world, "D")  # from the very next read on
+    assert "revoked" in blob_refusal(world, "D")  # from the very next read on
+    assert "parties of its consent" in refused(world, "D")
 
     # Written after the revocation: to the new epoch, which D never received. B, whose grant
     # was made before, received it with the revocation and reads on without the patient

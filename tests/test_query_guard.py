@@ -68,3 +68,33 @@ def test_a_client_cannot_ask_read_access_for_a_reader_and_time_of_its_choosing(
     )
     assert response.status_code == 404, response.text
     assert x.did not in response.text
+
+
+def test_a_patients_records_are_listed_only_to_the_parties_of_its_consent(
+    node: NodeProcess,
+) -> None:
+    """`records/records` names the organisations that wrote a patient's records (who treats
+    whom): a stranger is refused; the patient, a grantee and the writing organisation are
+    answered."""
+    consortium = Consortium(node.url, node.organisation())
+    clinic = consortium.founder
+    x, stranger = consortium.patient(), consortium.patient()
+    consortium.grant(x, clinic.did, action="write")
+    record = consortium.write(clinic, x.did)
+    other = consortium.admit_member("Other Clinic")
+    for path, params in (
+        ("records/records", {"patient": x.did}),
+        ("records/versions", {"patient": x.did, "record": record.name}),
+    ):
+        for outsider in (stranger, other):
+            with pytest.raises(NodeError) as refused:
+                consortium.client.signed_as(outsider).query(path, **params)
+            assert refused.value.status == 403, (path, refused.value)
+        assert consortium.client.signed_as(x).query(path, **params)  # the patient
+    consortium.grant(x, other.did, scopes=("clinical",))  # now a party: answered
+    assert consortium.client.signed_as(other).query("records/records", patient=x.did)
+    # The writing organisation is answered for the records it wrote, grant or not.
+    grants = consortium.client.signed_as(x).query("consent/grants", patient=x.did)
+    (write,) = [g["id"] for g in grants if g["action"] == "write"]
+    consortium.revoke(x, write)
+    assert consortium.client.query("records/records", patient=x.did)[0]["org"] == clinic.did

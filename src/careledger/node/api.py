@@ -43,7 +43,7 @@ from careledger.node.errors import (
     handle_http_error,
     handle_unexpected,
 )
-from careledger.node.query_guard import QueryGuard
+from careledger.node.query_guard import RECORDS_OF_A_PATIENT, QueryGuard
 from careledger.node.replay_cache import ReplayCache
 
 MAX_BATCH = 2_000  # transactions in one POST /txs (a writer's chunk is 1,000)
@@ -132,6 +132,8 @@ def node_routes(driver: ConsensusDriver, node_id: str) -> list[BaseRoute]:
             raise from_chain_code(result.code, result.log)
         if path == "consent/grant":
             await queries.check_grant(caller, orjson.loads(result.value))
+        if path in RECORDS_OF_A_PATIENT:
+            await queries.check_records(caller, params, orjson.loads(result.value))
         return Response(result.value, media_type="application/json")
 
     return [

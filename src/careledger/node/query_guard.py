@@ -10,7 +10,11 @@ Consent says who treats whom, so its queries are answered only to the parties of
                                grants are the organisation's business: it holds their keys)
   consent/grant?id=X           X's patient, an active delegate of the patient, X's grantee,
                                or the organisation X's grantee acts for
-  records/read_access          never: it is the consent guard's own question (node-side)
+  records/records?patient=P    P; a party of P's consent in force (a delegate, a grantee, or
+  records/versions?patient=P   the organisation of one: `consent/party`); or an organisation
+                               that wrote one of the records answered (their `org`)
+  records/read_access          never: the consent guard's own question (node-side)
+  consent/party                never: this guard's own question
 
 Every other query is answered to any registered identity, as before. Member organisations'
 node operators hold the whole state anyway; this guards the API, not the disk.
@@ -28,8 +32,9 @@ from careledger.consensus.driver import ConsensusDriver
 from careledger.node.auth import Caller
 from careledger.node.errors import ApiError
 
-NODE_ONLY = frozenset({"records/read_access"})
+NODE_ONLY = frozenset({"records/read_access", "consent/party"})
 OF_A_PATIENT = frozenset({"consent/grants", "consent/readers"})
+RECORDS_OF_A_PATIENT = frozenset({"records/records", "records/versions"})
 
 
 class QueryGuard:
@@ -48,6 +53,27 @@ class QueryGuard:
                 raise ApiError(
                     403, "forbidden", "only a grantee (or its organisation) lists its grants"
                 )
+
+    async def check_records(self, caller: Caller, params: Mapping[str, str], answer: Any) -> None:
+        """After `records/records` or `records/versions`: 403 unless `caller` is the patient,
+        a party of its consent, or the organisation that wrote one of the records answered
+        (it reads what it wrote without a grant: docs/design-changes.md 13)."""
+        patient = str(params.get("patient", ""))
+        if caller.did == patient or await self._party(caller, patient):
+            return
+        rows = answer if isinstance(answer, list) else [answer, *answer.get("history", [])]
+        if caller.org and any(row.get("org") == caller.org for row in rows):
+            return
+        raise ApiError(
+            403, "forbidden", "a patient's records are listed only to the parties of its consent"
+        )
+
+    async def _party(self, caller: Caller, patient: str) -> bool:
+        query = {"patient": patient, "did": caller.did, "at": str(int(time.time()))}
+        if caller.org:
+            query["org"] = caller.org
+        found = await self.driver.query("consent/party", orjson.dumps(query))
+        return found.code == 0 and bool(orjson.loads(found.value)["party"])
 
     async def check_grant(self, caller: Caller, grant: Mapping[str, Any]) -> None:
         """After `consent/grant?id=`: 403 unless `caller` is a party of the grant."""

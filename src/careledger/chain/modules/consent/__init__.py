@@ -29,6 +29,7 @@ consent_module = Module(
         "grant": queries.grant,
         "granted": queries.granted,
         "readers": queries.readers,
+        "party": queries.party,
     },
     init_genesis=handler.init_genesis,
 )

@@ -221,6 +221,18 @@ class ConsentKeeper:
                 found.append(grant)
         return found
 
+    def is_party(self, patient: str, did: str, org: str, at: int) -> bool:
+        """Whether `did` (or the organisation `org` it acts for) holds a grant of `patient` in
+        force at `at`, of any action: a party of the patient's consent. One index scan per
+        did (`pg/<patient>/<did>/`), never all the patient's grants."""
+        memo = DecisionMemo()
+        for grantee in dict.fromkeys(d for d in (did, org) if d):
+            for grant_id, _ in self._indexed(memo, patient, grantee):
+                grant = self._grant_in(memo, grant_id)
+                if grant is not None and grant["start"] <= at < grant["end"]:
+                    return True
+        return False
+
     # --- decisions ------------------------------------------------------------------------
 
     def delegations(

@@ -83,3 +83,16 @@ def readers(kv: KV, params: Payload) -> Any:
     params.done()
     live = ConsentKeeper(kv).live_grants(patient)
     return [g for g in live if g["action"] == READ and scope in g["scopes"] and _active(g, at)]
+
+
+def party(kv: KV, params: Payload) -> Any:
+    """Whether a did (or its organisation) is party to a patient's consent at a time:
+    ?patient=&did=&org=&at= -> {"party": bool}. The node asks it to decide who may list a
+    patient's records (node/query_guard.py)."""
+    patient, did = params.did("patient"), params.did("did")
+    org = params.text("org", max_len=128, optional=True)
+    at = _at(params)
+    params.done()
+    if at is None:
+        raise TxFailure(Code.INVALID_PAYLOAD, "'at' is required")
+    return {"party": ConsentKeeper(kv).is_party(patient, did, org, at)}
