@@ -149,10 +149,14 @@ def assert_reads(client: RecordsClient, record: Record) -> None:
 
 
 def assert_refused(client: RecordsClient, record: Record, reason: str) -> None:
+    """Refused twice over: the node does not even list the patient's records to a
+    non-party (node/query_guard.py), and its consent guard refuses the blob for `reason`."""
     with pytest.raises(RecordsError) as refused:
         client.read(record.ref)
     assert refused.value.status == 403
-    assert reason in str(refused.value)
+    assert "parties of its consent" in str(refused.value)
+    ((status, message),) = client.fetch([record.written.blob_hash])
+    assert status == 403 and reason in message.decode(), (status, message[:120])
 
 
 def _without_meta(resource: Mapping[str, Any]) -> dict[str, Any]:
@@ -376,7 +380,8 @@ def test_a_new_record_without_write_consent_is_refused_by_every_node_and_nothing
     for node in NODES:
         wait_for_app_height(network, node, top)
         client = RecordsClient(url(network, node), intruder)
-        assert [r["record"] for r in client.records(patient.did)] == [existing.ref.name]
+        mine = RecordsClient(url(network, node), patient)
+        assert [r["record"] for r in mine.records()] == [existing.ref.name]
         for blob_hash in attempted:
             with pytest.raises(NodeError) as unanchored:
                 client.node.query("records/blob", hash=blob_hash)
