@@ -5,7 +5,7 @@ Issue 8: a patient gave an organisation 1,000 grants and wrote 5,000 records; th
 organisation's one `records/read_access` query of all 5,000 hashes re-read and re-parsed the
 same 1,000 grants for each hash (5,000,000 grant reads, 30 s of the node's event loop). Now a
 query reads each of a patient's grant lists once (`DecisionMemo`) and works the decision out
-once per (patient, scope, record organisation) and once per record (`_Plan`). Counted here
+once per (patient, scope, record organisation) and once per record (`Plan`). Counted here
 on the real state machine (real SQLite) by a store that counts reads, not timed.
 """
 
@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from careledger.chain.app import Application
 from careledger.chain.modules.consent import MODULE as CONSENT
 from careledger.chain.modules.consent import ConsentKeeper, DecisionMemo
-from careledger.chain.modules.consent import keeper as consent_keeper
+from careledger.chain.modules.consent import decision as consent_decision
 from careledger.chain.modules.records import scope_key_payload
 from careledger.chain.state import KV, Overlay
 from careledger.chain.store import StateStore
@@ -206,13 +206,13 @@ def test_a_grant_naming_a_record_is_still_found_among_many(clinic: Clinic) -> No
 def _count_checks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Count the grant checks the decisions make (each a grant against a request)."""
     count = [0]
-    check = consent_keeper._Request.check
+    check = consent_decision.Request.check
 
     def counted(self: Any, grant: dict[str, Any]) -> tuple[int | None, str]:
         count[0] += 1
         return check(self, grant)
 
-    monkeypatch.setattr(consent_keeper._Request, "check", counted)
+    monkeypatch.setattr(consent_decision.Request, "check", counted)
     return count
 
 

@@ -37,6 +37,25 @@ def cli_with_input(stdin: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def import_bundle(node: NodeProcess, claims: Path) -> subprocess.CompletedProcess[str]:
+    """`records import` of the demo bundle as the node's organisation, packages to `claims`."""
+    org_key = str(node.data_dir / "keys" / "organisation.json")
+    imported = cli("records", "import", str(BUNDLE), "--as", org_key, "--node", node.url,
+                   "--claims", str(claims))  # fmt: skip
+    assert imported.returncode == 0, imported.stderr
+    return imported
+
+
+def claim(
+    node: NodeProcess, package: Path, code: str, out: Path
+) -> subprocess.CompletedProcess[str]:
+    """`careledger claim` with the code on standard input; the new key file at `out`."""
+    claimed = cli_with_input(code + "\n", "claim", str(package), "--out", str(out),
+                             "--node", node.url)  # fmt: skip
+    assert claimed.returncode == 0, claimed.stderr
+    return claimed
+
+
 def claim_code_in(output: str, package: Path) -> str:
     """The claim code printed beside the package's path (six words)."""
     for line in output.splitlines():
@@ -61,20 +80,8 @@ def assert_nowhere_in(roots: list[Path], secrets: list[bytes], texts: list[str])
 
 
 def test_import_list_get_prove_erase_and_verify(node: NodeProcess, tmp_path: Path) -> None:
-    org_key = str(node.data_dir / "keys" / "organisation.json")
     claims = tmp_path / "claim-packages"
-    imported = cli(
-        "records",
-        "import",
-        str(BUNDLE),
-        "--as",
-        org_key,
-        "--node",
-        node.url,
-        "--claims",
-        str(claims),
-    )
-    assert imported.returncode == 0, imported.stderr
+    imported = import_bundle(node, claims)
     assert "Imported 100 resources for 1 patients" in imported.stdout
     assert "Skipped 1 Organization, 1 Practitioner" in imported.stdout
     (package,) = claims.glob("claim-*.json")
@@ -89,10 +96,7 @@ def test_import_list_get_prove_erase_and_verify(node: NodeProcess, tmp_path: Pat
     )
 
     patient_key = tmp_path / "patient.json"
-    claimed = cli_with_input(
-        code + "\n", "claim", str(package), "--out", str(patient_key), "--node", node.url
-    )
-    assert claimed.returncode == 0, claimed.stderr
+    claimed = claim(node, package, code, patient_key)
     assert "Recovery phrase" in claimed.stdout
 
     listed = cli("records", "list", "--as", str(patient_key), "--node", node.url)
@@ -158,26 +162,11 @@ def test_import_names_a_file_that_is_not_a_bundle_and_writes_nothing(
 def test_consent_grant_list_revoke_through_the_cli(node: NodeProcess, tmp_path: Path) -> None:
     """A claimed patient grants an organisation, lists, and revokes, all as commands; the
     organisation reads for the granted purpose and is refused for another."""
-    org_key = str(node.data_dir / "keys" / "organisation.json")
     claims = tmp_path / "claims"
-    imported = cli(
-        "records",
-        "import",
-        str(BUNDLE),
-        "--as",
-        org_key,
-        "--node",
-        node.url,
-        "--claims",
-        str(claims),
-    )
+    imported = import_bundle(node, claims)
     (package,) = claims.glob("claim-*.json")
     patient_key = tmp_path / "patient.json"
-    code = claim_code_in(imported.stdout, package)
-    claimed = cli_with_input(
-        code + "\n", "claim", str(package), "--out", str(patient_key), "--node", node.url
-    )
-    assert claimed.returncode == 0, claimed.stderr
+    claim(node, package, claim_code_in(imported.stdout, package), patient_key)
     patient = KeyFile.load(patient_key)
     reader_org = Consortium(node.url, node.organisation())
     second = reader_org.admit_member("Second Clinic")

@@ -3,13 +3,8 @@ the key wraps that come with them, and the one decision of who may read and writ
 
 from careledger.chain.modules.base import Message, Module
 from careledger.chain.modules.consent import handler, messages, queries
-from careledger.chain.modules.consent.keeper import (
-    MAX_LIVE_GRANTS,
-    MODULE,
-    ConsentKeeper,
-    Decision,
-    DecisionMemo,
-)
+from careledger.chain.modules.consent.decision import Decision, DecisionMemo
+from careledger.chain.modules.consent.keeper import MAX_LIVE_GRANTS, MODULE, ConsentKeeper
 from careledger.chain.modules.consent.messages import (
     ACTIONS,
     MAX_GRANT_RECORDS,
