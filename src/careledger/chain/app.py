@@ -25,6 +25,7 @@ from careledger.chain.apphash import changes_hash, next_app_hash
 from careledger.chain.block import parse_time_ns
 from careledger.chain.codes import Code, TxFailure
 from careledger.chain.genesis import Genesis
+from careledger.chain.modules.audit import audit_module
 from careledger.chain.modules.base import (
     Event,
     Message,
@@ -43,7 +44,12 @@ from careledger.chain.tx import SignedTx, decode_tx, tx_hash
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODULES: tuple[Module, ...] = (identity_module, records_module, consent_module)
+DEFAULT_MODULES: tuple[Module, ...] = (
+    identity_module,
+    records_module,
+    consent_module,
+    audit_module,
+)
 
 # The version of the rules. Any change to what a transaction does (including the layout of a
 # state value) changes what a replay computes, so it bumps this: a store written under other
@@ -59,8 +65,12 @@ DEFAULT_MODULES: tuple[Module, ...] = (identity_module, records_module, consent_
 # needs the patient's write consent (NO_CONSENT); scope keys are signed by the patient; an
 # anchor names exactly one scope key, and a record keeps its scope; version 1 is never a
 # tombstone; rotate_key carries a certificate (old key) and a proof (new key).
+# Version 4: node identities (kind "node", acting for their organisation while it is a
+# member; founders' nodes registered at genesis, later ones with identity/register_node);
+# the audit module (audit/record_batch: access entries batched and signed by the serving
+# node, the patient's access log, alerts); TxContext carries the transaction's hash and index.
 # tests/test_golden.py pins this version's app hashes.
-STATE_MACHINE_VERSION = 3
+STATE_MACHINE_VERSION = 4
 
 
 class IncompatibleState(RuntimeError):
@@ -291,9 +301,9 @@ class Application:
         block_state = Overlay(self.store)
         results: list[TxResult] = []
         updates: list[ValidatorUpdate] = []
-        for raw in txs:
+        for index, raw in enumerate(txs):
             try:
-                result, tx_updates = self._deliver(block_state, ctx, raw)
+                result, tx_updates = self._deliver(block_state, ctx, raw, index)
             except Exception as exc:
                 where = f"block {ctx.height}, transaction {tx_hash(raw).hex()}"
                 raise _local_fault(where, exc) from exc
@@ -331,7 +341,7 @@ class Application:
                 log.exception("commit listener failed at height %d", pending.height)
 
     def _deliver(
-        self, block_state: Overlay, block: BlockContext, raw: bytes
+        self, block_state: Overlay, block: BlockContext, raw: bytes, index: int
     ) -> tuple[TxResult, list[ValidatorUpdate]]:
         """One transaction's result; raises only for a local fault (never a TxFailure)."""
         tx_state = Overlay(block_state)
@@ -345,7 +355,13 @@ class Application:
         except TxFailure as failure:
             return TxResult(failure.code, failure.log), []
         ctx = TxContext(
-            tx_state, stx.tx.sender, block.height, block.time_ns, chain_id=self.chain_id
+            tx_state,
+            stx.tx.sender,
+            block.height,
+            block.time_ns,
+            chain_id=self.chain_id,
+            tx_hash=tx_hash(raw).hex(),
+            tx_index=index,
         )
         nonce_write = dict(tx_state.changes)
         try:
