@@ -291,9 +291,9 @@ class Application:
         block_state = Overlay(self.store)
         results: list[TxResult] = []
         updates: list[ValidatorUpdate] = []
-        for raw in txs:
+        for index, raw in enumerate(txs):
             try:
-                result, tx_updates = self._deliver(block_state, ctx, raw)
+                result, tx_updates = self._deliver(block_state, ctx, raw, index)
             except Exception as exc:
                 where = f"block {ctx.height}, transaction {tx_hash(raw).hex()}"
                 raise _local_fault(where, exc) from exc
@@ -331,7 +331,7 @@ class Application:
                 log.exception("commit listener failed at height %d", pending.height)
 
     def _deliver(
-        self, block_state: Overlay, block: BlockContext, raw: bytes
+        self, block_state: Overlay, block: BlockContext, raw: bytes, index: int
     ) -> tuple[TxResult, list[ValidatorUpdate]]:
         """One transaction's result; raises only for a local fault (never a TxFailure)."""
         tx_state = Overlay(block_state)
@@ -345,7 +345,13 @@ class Application:
         except TxFailure as failure:
             return TxResult(failure.code, failure.log), []
         ctx = TxContext(
-            tx_state, stx.tx.sender, block.height, block.time_ns, chain_id=self.chain_id
+            tx_state,
+            stx.tx.sender,
+            block.height,
+            block.time_ns,
+            chain_id=self.chain_id,
+            tx_hash=tx_hash(raw).hex(),
+            tx_index=index,
         )
         nonce_write = dict(tx_state.changes)
         try:

@@ -91,6 +91,10 @@ class TxContext:
     events: list[Event] = field(default_factory=list)
     validator_updates: list[ValidatorUpdate] = field(default_factory=list)
     chain_id: str = ""  # for checking signatures over chain-bound bytes (vouchers, consents)
+    # The transaction being executed: its SHA-256 (hex) and position in the block. Set in
+    # finalize_block only; check_tx and genesis leave them empty (nothing they write keeps them).
+    tx_hash: str = ""
+    tx_index: int = 0
 
     def kv(self, module: str) -> KV:
         return KV(self.state, module)
