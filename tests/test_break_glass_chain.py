@@ -199,7 +199,7 @@ def test_a_break_glass_is_recorded_with_its_alert_in_the_same_block(opened: Worl
         "reason": "unconscious in A&E, no consent obtainable",
         "scopes": ["clinical"],
         "escrow": "e5" * 16,
-        "epochs": {"clinical": 1},
+        "epochs": {"clinical": 1, "diagnostics": 1},
         "start": T,
         "until": T + 600,
         "height": height,

@@ -342,7 +342,9 @@ def break_glass(ctx: TxContext, msg: BreakGlass) -> None:
         "reason": msg.reason,
         "scopes": list(msg.scopes),
         "escrow": escrow["escrow"],
-        "epochs": {s: escrow["epochs"][s] for s in msg.scopes},
+        # Every escrowed scope's epoch: the bundle a requester opens holds all of them, so
+        # the patient's rotation afterwards covers all of them (wallet/break_glass.py).
+        "epochs": dict(escrow["epochs"]),
         "start": now,
         "until": now + msg.seconds,
         "height": ctx.height,

@@ -27,8 +27,8 @@ Layout under the `consent/` prefix (`<e>`: an epoch as 10 zero-padded digits):
                                 (consent/open_emergency): escrow, scopes, sensitive,
                                 threshold, members, shares, sealed, epochs, height
   break_glass/<id>              a break-glass: id, patient, requester, org, reason, scopes,
-                                escrow, epochs (the escrow's, at the time), start, until,
-                                height
+                                escrow, epochs (every escrowed scope's, at the time), start,
+                                until, height
   bg/<patient>/<requester>      the requester's latest break-glass of the patient (value: id):
                                 a requester has at most one active per patient, so a decision
                                 reads this one row
