@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -53,6 +53,9 @@ def wall_clock_s() -> int:
     return time.time_ns() // 1_000_000_000
 
 
+Ask = Callable[[str, dict[str, str]], Awaitable[Any]]  # a chain query: its answer, or None
+
+
 class ShareRelease:
     """The route of a node whose organisation's key file is `organisation` (None: a node
     without one answers 503 `no_organisation_key`)."""
@@ -77,82 +80,96 @@ class ShareRelease:
         glass_id = await _glass_id(request)
         if self.organisation is None:
             raise ApiError(503, "no_organisation_key", "this node holds no organisation key")
-        glass = await self._query("consent/break_glass", id=glass_id)
-        if glass is None:
-            raise ApiError(404, "not_found", f"no committed break-glass {glass_id} on this node")
-        if caller.did != glass["requester"]:
-            raise ApiError(
-                403,
-                "forbidden",
-                f"only the practitioner who broke glass {glass_id} receives its shares",
-            )
-        if self.clock() >= glass["until"]:
-            raise ApiError(410, "expired", f"break-glass {glass_id} ended at {glass['until']}")
-        org = self.organisation.did
-        await self._require_member(org)
-        share = await self._share_of(org, glass)
-        requester = await self._query("identity/identity", did=caller.did)
-        if requester is None:  # the middleware found it a moment ago
-            raise ApiError(404, "not_found", f"no identity {caller.did}")
-        wrapped = self._rewrap(glass, share, bytes.fromhex(requester["encryption_key"]))
-        answer = {**share, "id": glass_id, "escrow": glass["escrow"], "wrapped": wrapped.hex()}
+        answer = await release_share(
+            self._query, self.organisation, caller.did, glass_id, self.clock()
+        )
         return JSONResponse(answer)
 
-    async def _require_member(self, org: str) -> None:
-        found = await self._query("identity/identity", did=org)
-        if found is None or found["kind"] != "organisation" or not found["active"]:
-            raise ApiError(
-                403,
-                "not_member",
-                f"this node's organisation {org} is not a member: it releases no share",
-            )
-
-    async def _share_of(self, org: str, glass: dict[str, Any]) -> dict[str, Any]:
-        """This organisation's share of the escrow the break-glass names."""
-        escrow = await self._query("consent/emergency", patient=glass["patient"])
-        if escrow is None or escrow["escrow"] != glass["escrow"]:
-            raise ApiError(
-                410,
-                "superseded",
-                f"escrow {glass['escrow']} is no longer the patient's: the patient re-escrowed "
-                "since (break the glass again)",
-            )
-        for share in escrow["shares"]:
-            if share["org"] == org:
-                return {"org": org, "index": int(share["index"]), "wrapped": share["wrapped"]}
-        raise ApiError(
-            403, "no_share", f"this node's organisation holds no share of escrow {glass['escrow']}"
-        )
-
-    def _rewrap(self, glass: dict[str, Any], share: dict[str, Any], requester_key: bytes) -> bytes:
-        assert self.organisation is not None
-        for private in _encryption_keys(self.organisation):
-            try:
-                return rewrap_share(
-                    bytes.fromhex(share["wrapped"]),
-                    glass["patient"],
-                    glass["escrow"],
-                    share["org"],
-                    share["index"],
-                    private,
-                    glass["requester"],
-                    requester_key,
-                )
-            except ShareError:
-                continue  # wrapped to an earlier key of the organisation: try the next
-        raise ApiError(
-            500,
-            "share_unusable",
-            f"this organisation's share of escrow {glass['escrow']} does not open with its keys",
-        )
-
-    async def _query(self, path: str, **params: str) -> Any:
+    async def _query(self, path: str, params: dict[str, str]) -> Any:
         found = await self.driver.query(path, orjson.dumps(params))
         if found.code == Code.NOT_FOUND:
             return None
         if found.code != Code.OK:
             raise ApiError(503, "unavailable", f"cannot ask the chain ({path}): {found.log}")
         return orjson.loads(found.value)
+
+
+async def release_share(
+    ask: Ask, organisation: KeyFile, caller: str, glass_id: str, now: int
+) -> dict[str, Any]:
+    """What this route answers `caller` for break-glass `glass_id` at unix time `now`, as
+    member `organisation` (see the module's docstring), asking the committed state with
+    `ask`; ApiError for each refusal."""
+    glass = await ask("consent/break_glass", {"id": glass_id})
+    if glass is None:
+        raise ApiError(404, "not_found", f"no committed break-glass {glass_id} on this node")
+    if caller != glass["requester"]:
+        raise ApiError(
+            403,
+            "forbidden",
+            f"only the practitioner who broke glass {glass_id} receives its shares",
+        )
+    if now >= glass["until"]:
+        raise ApiError(410, "expired", f"break-glass {glass_id} ended at {glass['until']}")
+    await _require_member(ask, organisation.did)
+    share = await _share_of(ask, organisation.did, glass)
+    requester = await ask("identity/identity", {"did": caller})
+    if requester is None:  # the middleware found it a moment ago
+        raise ApiError(404, "not_found", f"no identity {caller}")
+    wrapped = _rewrap(organisation, glass, share, bytes.fromhex(requester["encryption_key"]))
+    return {**share, "id": glass_id, "escrow": glass["escrow"], "wrapped": wrapped.hex()}
+
+
+async def _require_member(ask: Ask, org: str) -> None:
+    found = await ask("identity/identity", {"did": org})
+    if found is None or found["kind"] != "organisation" or not found["active"]:
+        raise ApiError(
+            403,
+            "not_member",
+            f"this node's organisation {org} is not a member: it releases no share",
+        )
+
+
+async def _share_of(ask: Ask, org: str, glass: dict[str, Any]) -> dict[str, Any]:
+    """This organisation's share of the escrow the break-glass names."""
+    escrow = await ask("consent/emergency", {"patient": glass["patient"]})
+    if escrow is None or escrow["escrow"] != glass["escrow"]:
+        raise ApiError(
+            410,
+            "superseded",
+            f"escrow {glass['escrow']} is no longer the patient's: the patient re-escrowed "
+            "since (break the glass again)",
+        )
+    for share in escrow["shares"]:
+        if share["org"] == org:
+            return {"org": org, "index": int(share["index"]), "wrapped": share["wrapped"]}
+    raise ApiError(
+        403, "no_share", f"this node's organisation holds no share of escrow {glass['escrow']}"
+    )
+
+
+def _rewrap(
+    organisation: KeyFile, glass: dict[str, Any], share: dict[str, Any], requester_key: bytes
+) -> bytes:
+    for private in _encryption_keys(organisation):
+        try:
+            return rewrap_share(
+                bytes.fromhex(share["wrapped"]),
+                glass["patient"],
+                glass["escrow"],
+                share["org"],
+                share["index"],
+                private,
+                glass["requester"],
+                requester_key,
+            )
+        except ShareError:
+            continue  # wrapped to an earlier key of the organisation: try the next
+    raise ApiError(
+        500,
+        "share_unusable",
+        f"this organisation's share of escrow {glass['escrow']} does not open with its keys",
+    )
 
 
 async def _glass_id(request: Request) -> str:

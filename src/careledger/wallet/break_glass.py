@@ -115,6 +115,21 @@ def break_glass(
     API URLs to ask for shares (default: `node` alone). RecordsError with the chain's reason
     when it refuses; NotEnoughShares when fewer than k nodes release."""
     client = (NodeClient(node) if isinstance(node, str) else node).signed_as(practitioner)
+    glass = submit_break_glass(client, practitioner, patient, reason, scopes, seconds)
+    answers, refusals = collect_shares(client, practitioner, glass["id"], [*nodes] or [client.url])
+    return emergency_keys(client, practitioner, glass, answers, refusals)
+
+
+def submit_break_glass(
+    client: NodeClient,
+    practitioner: KeyFile,
+    patient: str,
+    reason: str,
+    scopes: Sequence[str] = (),
+    seconds: int = MAX_BREAK_GLASS_SECONDS,
+) -> dict[str, Any]:
+    """Submit `consent/break_glass` and wait for its block: the committed break-glass (its
+    id is the transaction hash's first 16 bytes). RecordsError with the chain's reason."""
     escrow = _escrow_of(client, patient)
     chosen = list(scopes) or [s for s in escrow["scopes"] if s != SENSITIVE]
     payload = {"patient": patient, "reason": reason, "scopes": chosen, "seconds": seconds}
@@ -122,16 +137,59 @@ def break_glass(
         "consent/break_glass", payload
     )
     raise_for(client.submit(raw, wait=True), "break-glass")
-    glass = client.query("consent/break_glass", id=tx_hash(raw).hex()[:32])
-    if glass["escrow"] != escrow["escrow"]:
-        escrow = _escrow_of(client, patient)  # re-escrowed between our two looks
-    shares, refusals = _released(practitioner, glass, [*nodes] or [client.url], client)
+    glass: dict[str, Any] = client.query("consent/break_glass", id=tx_hash(raw).hex()[:32])
+    return glass
+
+
+def collect_shares(
+    client: NodeClient, practitioner: KeyFile, glass_id: str, urls: Sequence[str]
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Each member node's answer to `POST /break-glass/share` (at `urls`), and why each other
+    node released nothing."""
+    answers: list[dict[str, Any]] = []
+    refusals: dict[str, str] = {}
+    for url in urls:
+        member = client if url.rstrip("/") == client.url else NodeClient(url, practitioner)
+        try:
+            answers.append(request_share(member, glass_id))
+        except (NodeError, RecordsError) as exc:
+            refusals[url] = str(exc)
+        finally:
+            if member is not client:
+                member.close()
+    return answers, refusals
+
+
+def emergency_keys(
+    client: NodeClient,
+    practitioner: KeyFile,
+    glass: Mapping[str, Any],
+    answers: Sequence[Mapping[str, Any]],
+    refusals: Mapping[str, str] | None = None,
+) -> EmergencyKeys:
+    """The emergency keys from the released shares (`answers`): NotEnoughShares with fewer
+    than k that unwrap; RecordsError 502 when k shares do not open the escrow or the keys
+    are not the patient's published ones."""
+    patient = str(glass["patient"])
+    escrow = _escrow_of(client, patient)
+    if escrow["escrow"] != glass["escrow"]:
+        raise RecordsError(
+            f"the patient re-escrowed since break-glass {glass['id']}: break the glass again", 409
+        )
+    refused = dict(refusals or {})
+    shares: list[Share] = []
+    for answer in answers:
+        try:
+            shares.append(_unwrap(practitioner, glass, answer))
+        except (ShareError, KeyError, ValueError) as exc:
+            refused[str(answer.get("org", "?"))] = f"unusable share: {exc}"
     threshold = int(escrow["threshold"])
-    if len({s.index for s in shares}) < threshold:
-        raise NotEnoughShares(len(shares), threshold, refusals)
+    distinct = len({s.index for s in shares})
+    if distinct < threshold:
+        raise NotEnoughShares(distinct, threshold, refused)
     try:
         bundle = open_escrow(
-            bytes.fromhex(escrow["sealed"]), shares, patient, glass["escrow"], threshold
+            bytes.fromhex(escrow["sealed"]), shares, patient, str(glass["escrow"]), threshold
         )
         bundle.check_against(_published(client, patient))
     except EscrowError as exc:
@@ -147,25 +205,6 @@ def _escrow_of(client: NodeClient, patient: str) -> dict[str, Any]:
             raise RecordsError(f"{patient} opened no scope to emergency access", 404) from None
         raise
     return found
-
-
-def _released(
-    practitioner: KeyFile, glass: Mapping[str, Any], urls: Sequence[str], client: NodeClient
-) -> tuple[list[Share], dict[str, str]]:
-    """The shares the nodes at `urls` release, unwrapped; and why each other node did not."""
-    shares: list[Share] = []
-    refusals: dict[str, str] = {}
-    for url in urls:
-        member = client if url.rstrip("/") == client.url else NodeClient(url, practitioner)
-        try:
-            answer = request_share(member, str(glass["id"]))
-            shares.append(_unwrap(practitioner, glass, answer))
-        except (NodeError, ShareError, KeyError, ValueError) as exc:
-            refusals[url] = str(exc)
-        finally:
-            if member is not client:
-                member.close()
-    return shares, refusals
 
 
 def request_share(member: NodeClient, glass_id: str) -> dict[str, Any]:
