@@ -19,7 +19,7 @@ from careledger.chain.modules.audit.events import BreakGlassAlert
 from careledger.chain.modules.consent import emergency_threshold
 from careledger.chain.modules.consent.events import EmergencyOpened
 from careledger.chain.modules.records import scope_key_payload
-from test_consent import CHAIN_ID, T, Actor, World, blob
+from test_consent import CHAIN_ID, Actor, T, World, blob
 
 SHARE = "5e" * 64  # a wrapped share: the chain checks its shape only
 SEALED = "5a" * 200

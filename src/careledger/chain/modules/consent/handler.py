@@ -25,6 +25,8 @@ from typing import Any
 
 from careledger.chain.codes import Code, TxFailure
 from careledger.chain.genesis import Genesis
+from careledger.chain.modules.audit import AuditKeeper
+from careledger.chain.modules.audit.events import BreakGlassAlert
 from careledger.chain.modules.base import TxContext
 from careledger.chain.modules.consent.events import (
     ConsentGranted,
@@ -390,12 +392,8 @@ def _require_opened(escrow: dict[str, Any], scopes: Sequence[str]) -> None:
 
 def _raise_alert(ctx: TxContext, glass: dict[str, Any]) -> None:
     """The patient's alert, in the audit module's state and as its typed event."""
-    from careledger.chain.modules.audit import MODULE as AUDIT
-    from careledger.chain.modules.audit import AuditKeeper
-    from careledger.chain.modules.audit.events import BreakGlassAlert
-
     alert = {k: glass[k] for k in ("id", "requester", "org", "reason", "scopes", "start")}
-    AuditKeeper(ctx.kv(AUDIT)).record_alert(glass["patient"], {**alert, "until": glass["until"]})
+    AuditKeeper.of(ctx).record_alert(glass["patient"], {**alert, "until": glass["until"]})
     ctx.emit(
         BreakGlassAlert(
             glass["patient"],
