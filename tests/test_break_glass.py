@@ -14,14 +14,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
 
 from accessutil import Consortium
+from careledger.chain.tx import tx_hash
 from careledger.crypto.keyfile import KeyFile
+from careledger.crypto.keys import Identity
 from careledger.node.break_glass import release_share
 from careledger.node.errors import ApiError
 from careledger.wallet.break_glass import (
@@ -35,11 +37,15 @@ from careledger.wallet.break_glass import (
 )
 from careledger.wallet.node_client import NodeClient, NodeError, Signer
 from careledger.wallet.records import RecordsClient, RecordsError, Written
-from nodeutil import NodeProcess, enrol, free_port
+from nodeutil import NodeProcess, enrol, free_port, practitioner_payload
 
 REASON = "unconscious in A&E, no consent obtainable"
 RECORDS = {
-    "condition": {"resourceType": "Condition", "code": {"text": "asthma"}},  # clinical
+    "condition": {  # clinical
+        "resourceType": "Condition",
+        "subject": {"reference": "Patient/p-1"},
+        "code": {"text": "asthma"},
+    },
     "observation": {  # diagnostics
         "resourceType": "Observation",
         "status": "final",
@@ -74,18 +80,23 @@ class World:
     staff: dict[str, list[KeyFile]]  # practitioners registered up front, used once each
     patient: KeyFile
     records: dict[str, Written]
+    expelled: dict[str, KeyFile] = field(default_factory=dict)
 
     def practitioner(self, org: str = "C") -> KeyFile:
         """A practitioner of `org` that has not broken the glass yet (one break-glass runs
-        per practitioner and patient)."""
+        per practitioner and patient). All are registered up front, each transaction of the
+        organisations signed by a fresh signer that numbers from the node's nonce: the
+        clinic's records client numbers the founder's writes on its own."""
         return self.staff[org].pop()
 
     def client(self, keyfile: KeyFile) -> NodeClient:
         return NodeClient(self.node.url, keyfile)
 
     def released_by(self, org: str, requester: KeyFile, glass_id: str) -> dict[str, Any]:
-        """Member `org`'s release, as its node's route would answer, on this node's state."""
-        asker = self.client(self.members[org])
+        """Member `org`'s release, as its node's route would answer, on this node's state
+        (an expelled member's too: it keeps its key file; it asks as the requester)."""
+        organisation = self.members.get(org) or self.expelled[org]
+        asker = self.client(requester)
 
         async def ask(path: str, params: dict[str, str]) -> Any:
             try:
@@ -95,7 +106,7 @@ class World:
                     return None
                 raise
 
-        answer = release_share(ask, self.members[org], requester.did, glass_id, int(time.time()))
+        answer = release_share(ask, organisation, requester.did, glass_id, int(time.time()))
         return asyncio.run(answer)
 
 
@@ -105,6 +116,15 @@ def vote(url: str, voter: KeyFile, action: str, subject: str) -> None:
     Signer(NodeClient(url, voter), voter.did, voter.identity).send(
         "identity/approve_membership", {"action": action, "subject": subject}
     )
+
+
+def practitioner(url: str, org: KeyFile, name: str) -> KeyFile:
+    """A practitioner registered by `org` (a fresh signer, as for votes)."""
+    client = NodeClient(url, org)
+    ident = Identity.generate()
+    payload = practitioner_payload(str(client.status()["chain_id"]), org.did, ident, name)
+    Signer(client, org.did, org.identity).send("identity/register_practitioner", payload)
+    return KeyFile(ident.did, "practitioner", ident, name)
 
 
 def members_now(url: str, asker: KeyFile) -> list[str]:
@@ -121,7 +141,8 @@ def admit(consortium: Consortium, members: dict[str, KeyFile], name: str) -> Key
 
 
 def expel(world: World, name: str) -> None:
-    subject = world.members.pop(name).did
+    world.expelled[name] = world.members.pop(name)
+    subject = world.expelled[name].did
     for voter in list(world.members.values()):
         vote(world.node.url, voter, "remove", subject)
         if subject not in members_now(world.node.url, voter):
@@ -139,10 +160,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         members = {"A": founder}
         for name in "BC":
             members[name] = admit(consortium, members, f"Org {name}")
-        # Every practitioner up front: the founder's signers below number their own nonces.
         staff = {
-            org: [consortium.practitioner(members[org], f"Dr. {org}{i}") for i in range(n)]
-            for org, n in (("A", 2), ("B", 3), ("C", 10))
+            org: [practitioner(node.url, members[org], f"Dr. {org}{i}") for i in range(n)]
+            for org, n in (("A", 2), ("B", 2), ("C", 14))
         }
         clinic = RecordsClient(node.url, founder, purpose="TREAT")
         patient = enrol(clinic, "glass patient")
@@ -259,8 +279,6 @@ def test_the_alert_is_committed_before_any_share_is_released(world: World) -> No
         "seconds": 600,
     }
     raw = signer.sign("consent/break_glass", payload)
-    from careledger.chain.tx import tx_hash
-
     glass_id = tx_hash(raw).hex()[:32]
     # Signed, not yet submitted: no member's node releases anything for it.
     status, code, _ = error_of(post_share(world, doctor, {"id": glass_id}))

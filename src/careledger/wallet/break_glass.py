@@ -29,6 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
 from careledger.chain.modules.consent import (
     DEFAULT_EMERGENCY_SCOPES,
     MAX_BREAK_GLASS_SECONDS,
@@ -136,7 +138,10 @@ def submit_break_glass(
     raw = Signer(client, practitioner.did, practitioner.identity).sign(
         "consent/break_glass", payload
     )
-    raise_for(client.submit(raw, wait=True), "break-glass")
+    try:
+        raise_for(client.submit(raw, wait=True), "break-glass")
+    except NodeError as exc:  # refused before a block (the payload's shape)
+        raise RecordsError(f"break-glass: {exc.message}", exc.status) from None
     glass: dict[str, Any] = client.query("consent/break_glass", id=tx_hash(raw).hex()[:32])
     return glass
 
@@ -154,6 +159,8 @@ def collect_shares(
             answers.append(request_share(member, glass_id))
         except (NodeError, RecordsError) as exc:
             refusals[url] = str(exc)
+        except httpx.HTTPError as exc:
+            refusals[url] = f"cannot reach the node: {exc}"
         finally:
             if member is not client:
                 member.close()
