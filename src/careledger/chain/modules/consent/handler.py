@@ -25,8 +25,7 @@ from typing import Any
 
 from careledger.chain.codes import Code, TxFailure
 from careledger.chain.genesis import Genesis
-from careledger.chain.modules.audit import AuditKeeper
-from careledger.chain.modules.audit.events import BreakGlassAlert
+from careledger.chain.modules.audit import AuditKeeper, BreakGlassAlert
 from careledger.chain.modules.base import TxContext
 from careledger.chain.modules.consent.events import (
     ConsentGranted,
