@@ -34,6 +34,7 @@ import httpx
 from careledger.chain.modules.consent import (
     DEFAULT_EMERGENCY_SCOPES,
     MAX_BREAK_GLASS_SECONDS,
+    MAX_SEALED_BYTES,
     emergency_threshold,
 )
 from careledger.chain.tx import tx_hash
@@ -309,6 +310,12 @@ class EmergencyClient:
         bundle = EmergencyBundle(self.patient, self.keyfile.naming_key, keys)
         members = self._member_keys()
         made = make_escrow(bundle, members, threshold or emergency_threshold(len(members)))
+        if len(made.sealed) > MAX_SEALED_BYTES:
+            raise RecordsError(
+                f"{len(keys)} scope keys are more than an escrow holds ({MAX_SEALED_BYTES} "
+                "bytes sealed): open fewer scopes",
+                413,
+            )
         payload = {
             "scopes": list(scopes),
             "sensitive": sensitive,
@@ -354,7 +361,20 @@ class EmergencyClient:
         found: list[dict[str, Any]] = self.node.query("consent/break_glasses", patient=self.patient)
         return found
 
-    def ended_unrotated(self, now: int | None = None) -> list[dict[str, Any]]:
+    def open_emergency(
+    node: NodeClient | str,
+    patient: KeyFile,
+    scopes: Sequence[str] = DEFAULT_EMERGENCY_SCOPES,
+    *,
+    sensitive: bool = False,
+    threshold: int = 0,
+) -> str:
+    """The patient opens `scopes` to emergency access (`EmergencyClient.open`): the escrow
+    id once committed."""
+    return EmergencyClient(node, patient).open(scopes, sensitive=sensitive, threshold=threshold)
+
+
+def ended_unrotated(self, now: int | None = None) -> list[dict[str, Any]]:
         """The patient's break-glasses that ended (at `now`, default the clock) and whose
         escrowed scopes were not all rotated since: the patient's next sign-in offers to
         rotate them (`rotate_after`)."""
@@ -373,6 +393,19 @@ class EmergencyClient:
         if self.escrow() is not None:
             self.reescrow()
         return scopes
+
+
+def open_emergency(
+    node: NodeClient | str,
+    patient: KeyFile,
+    scopes: Sequence[str] = DEFAULT_EMERGENCY_SCOPES,
+    *,
+    sensitive: bool = False,
+    threshold: int = 0,
+) -> str:
+    """The patient opens `scopes` to emergency access (`EmergencyClient.open`): the escrow
+    id once committed."""
+    return EmergencyClient(node, patient).open(scopes, sensitive=sensitive, threshold=threshold)
 
 
 def ended_unrotated(

@@ -12,6 +12,7 @@ from careledger.chain.modules.consent.messages import (
     MAX_BREAK_GLASS_SECONDS,
     MAX_GRANT_RECORDS,
     MAX_PERIOD_END,
+    MAX_SEALED_BYTES,
     PURPOSES,
     emergency_threshold,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "MAX_GRANT_RECORDS",
     "MAX_LIVE_GRANTS",
     "MAX_PERIOD_END",
+    "MAX_SEALED_BYTES",
     "MODULE",
     "PURPOSES",
     "ConsentKeeper",
