@@ -361,20 +361,7 @@ class EmergencyClient:
         found: list[dict[str, Any]] = self.node.query("consent/break_glasses", patient=self.patient)
         return found
 
-    def open_emergency(
-    node: NodeClient | str,
-    patient: KeyFile,
-    scopes: Sequence[str] = DEFAULT_EMERGENCY_SCOPES,
-    *,
-    sensitive: bool = False,
-    threshold: int = 0,
-) -> str:
-    """The patient opens `scopes` to emergency access (`EmergencyClient.open`): the escrow
-    id once committed."""
-    return EmergencyClient(node, patient).open(scopes, sensitive=sensitive, threshold=threshold)
-
-
-def ended_unrotated(self, now: int | None = None) -> list[dict[str, Any]]:
+    def ended_unrotated(self, now: int | None = None) -> list[dict[str, Any]]:
         """The patient's break-glasses that ended (at `now`, default the clock) and whose
         escrowed scopes were not all rotated since: the patient's next sign-in offers to
         rotate them (`rotate_after`)."""
