@@ -22,6 +22,7 @@ import pytest
 
 from accessutil import Consortium
 from careledger.chain.tx import tx_hash
+from careledger.crypto.escrow import EmergencyBundle
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
 from careledger.node.break_glass import release_share
@@ -33,6 +34,7 @@ from careledger.wallet.break_glass import (
     break_glass,
     collect_shares,
     emergency_keys,
+    ended_unrotated,
     submit_break_glass,
 )
 from careledger.wallet.node_client import NodeClient, NodeError, Signer
@@ -309,6 +311,16 @@ def test_the_share_goes_only_to_the_requester(world: World) -> None:
         assert (status, code) == (403, "forbidden")
         assert "only the practitioner who broke glass" in message
     assert post_share(world, doctor, {"id": glass["id"]}).status_code == 200
+    # Nor may another practitioner or patient read who broke the glass for whom.
+    for other in (
+        world.practitioner("C"),
+        enrol(RecordsClient(world.node.url, world.members["A"])),
+    ):
+        with pytest.raises(NodeError) as refused:
+            world.client(other).query("consent/break_glass", id=glass["id"])
+        assert refused.value.status == 403
+    for allowed in (doctor, world.patient, world.members["B"]):
+        assert world.client(allowed).query("consent/break_glass", id=glass["id"]) == glass
 
 
 def test_a_malformed_or_unknown_request_is_refused(world: World) -> None:
@@ -420,3 +432,33 @@ def test_membership_changes_no_share_for_a_newcomer_none_from_an_expelled_member
     with RecordsClient(world.node.url, surgeon, purpose="ETREAT", keyring=keys) as reader:
         assert reader.read(world.records["condition"].ref)["id"] == "condition-1"
     assert emergency.needs_reescrow() == changed
+
+
+# --- without a node ----------------------------------------------------------------------------
+
+
+def test_ended_unrotated_lists_the_ended_break_glasses_a_rotation_has_not_covered() -> None:
+    glasses = [
+        {"id": "running", "until": 200, "epochs": {"clinical": 2}},
+        {"id": "rotated", "until": 100, "epochs": {"clinical": 1}},
+        {"id": "partly", "until": 100, "epochs": {"clinical": 1, "medications": 2}},
+    ]
+    current = {"clinical": 2, "medications": 2}
+    assert [g["id"] for g in ended_unrotated(glasses, current, now=150)] == ["partly"]
+    assert [g["id"] for g in ended_unrotated(glasses, current, now=200)] == ["running", "partly"]
+    assert ended_unrotated(glasses, {"clinical": 3, "medications": 3}, now=500) == []
+
+
+def test_emergency_keys_show_no_key_and_open_only_their_patient_and_scopes() -> None:
+    ident = Identity.generate()
+    patient = KeyFile(ident.did, "patient", ident)
+    pairs = tuple(patient.scope_key(s, 1) for s in ("clinical", "diagnostics"))
+    bundle = EmergencyBundle(patient.did, patient.naming_key, pairs)
+    keys = EmergencyKeys(patient.did, "ab" * 16, ("clinical",), 100, bundle)
+    assert patient.naming_key.hex() not in repr(keys)
+    assert all(p.private_bytes().hex() not in repr(keys) for p in pairs)
+    assert keys.scope_pair(patient.did, "clinical", 1) == pairs[0]
+    assert keys.scope_pair(patient.did, "diagnostics", 1) is None  # escrowed, not broken into
+    assert keys.scope_pair(Identity.generate().did, "clinical", 1) is None
+    with pytest.raises(RecordsError, match="is for"):
+        keys.naming_key(Identity.generate().did)
