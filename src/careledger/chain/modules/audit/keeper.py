@@ -5,8 +5,11 @@ Layout under the `audit/` prefix:
   batch/<node did>/<seq, 16 digits>   {node, org, seq, height, tx, count, root}: `tx` the
                                       transaction's hash (hex), `root` the RFC 6962 Merkle
                                       root (hex) of the batch's entry leaves, in order
-  log/<patient>/<h>/<t>/<i>           one access entry to the patient's records:
-                                      {entry (compact), height, tx, node, seq, index}
+  log/<patient>/<h>/<t>/<i>           one access entry to the patient's records, short:
+                                      {"e": [reader, org, record prefix, version, purpose,
+                                      outcome, at], "b": [node, seq, index]}: the patient is
+                                      in the key, the height and transaction in the batch row
+                                      (`log` answers the full entry and both)
   alert/<patient>/<h>/<t>/<n>         a break-glass alert: {alert, height, tx}
 
 <h>, <t>, <i>, <n> are the height (16 digits), the transaction's index in its block (8), the
@@ -115,16 +118,8 @@ class AuditKeeper:
         self.kv.set(f"batch/{node}/{seq:0{SEQ_DIGITS}d}", batch)
         for index, entry in enumerate(entries):
             if entry.patient:
-                row = {
-                    "entry": entry.to_json(),
-                    "height": at.height,
-                    "tx": at.tx,
-                    "node": node,
-                    "seq": seq,
-                    "index": index,
-                }
                 where = f"{at.key()}/{_inverted(index, INDEX_DIGITS)}"
-                self.kv.set(f"log/{entry.patient}/{where}", row)
+                self.kv.set(f"log/{entry.patient}/{where}", _short_row(entry, node, seq, index))
         return batch
 
     # --- alerts ---------------------------------------------------------------------------
@@ -155,4 +150,33 @@ class AuditKeeper:
         more = len(rows) > limit
         page = rows[:limit]
         cursor = page[-1][0][len(prefix) :] if more else ""
-        return LogPage(alerts, [row for _, row in page], cursor)
+        batches: dict[tuple[str, int], dict[str, Any]] = {}  # one read per batch of the page
+        return LogPage(alerts, [self._logged(patient, row, batches) for _, row in page], cursor)
+
+    def _logged(
+        self, patient: str, row: dict[str, Any], batches: dict[tuple[str, int], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """A log row as the query answers it: {entry (full compact JSON), height, tx, node,
+        seq, index}."""
+        reader, org, record, version, purpose, outcome, at = row["e"]
+        node, seq, index = row["b"]
+        batch = batches.get((node, seq))
+        if batch is None:
+            batch = batches[(node, seq)] = self.batch(node, seq) or {"height": 0, "tx": ""}
+        entry = AccessEntry(patient, record, version, reader, org, purpose, outcome, at)
+        return {
+            "entry": entry.to_json(),
+            "height": batch["height"],
+            "tx": batch["tx"],
+            "node": node,
+            "seq": seq,
+            "index": index,
+        }
+
+
+def _short_row(entry: AccessEntry, node: str, seq: int, index: int) -> dict[str, Any]:
+    e = entry
+    return {
+        "e": [e.reader, e.org, e.record, e.version, e.purpose, e.outcome, e.at],
+        "b": [node, seq, index],
+    }
