@@ -291,12 +291,12 @@ class Observer:
     def __init__(self) -> None:
         self.heard: list[list[AccessDecision]] = []
 
-    def on_decision(self, decisions: Sequence[AccessDecision]) -> None:
+    async def on_decision(self, decisions: Sequence[AccessDecision]) -> None:
         self.heard.append(list(decisions))
 
 
 class Failing:
-    def on_decision(self, decisions: Sequence[AccessDecision]) -> None:
+    async def on_decision(self, decisions: Sequence[AccessDecision]) -> None:
         raise RuntimeError("the audit log is unavailable")
 
 

@@ -9,11 +9,13 @@ A node is, under either driver:
   module's checks;
 - the blob store, the blob routes with the consent guard that decides every blob read
   (`node/consent_guard.py`), the eraser and, when the node has peers, the replicator;
+- the audit (`node/audit/`): the journal every read decision is written to before the read
+  is served, and the batcher that commits them on chain (when the node has its own key);
 - the commit listeners, registered before any block can be replayed into the state, so that a
   replayed block erases and fetches blobs exactly as a live one does;
 - the start-up sweeps;
 - the ASGI app (`node/api.py`) whose lifespan runs the driver (the producer's task, or the ABCI
-  server), the eraser's sweeps and retries, and the replicator.
+  server), the eraser's sweeps and retries, the replicator and the audit batcher.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from careledger.consensus.solo.producer import SoloProducer
 from careledger.crypto.keyfile import KeyFile
 from careledger.node.anchor_guard import register_records_checks
 from careledger.node.api import create_node_api
+from careledger.node.audit import NodeAudit, node_audit, not_batching
 from careledger.node.blobs import BlobService
 from careledger.node.consent_guard import ConsentGuard
 from careledger.node.datadir import DataDir
@@ -85,6 +88,7 @@ class Node(Generic[D]):
     eraser: BlobEraser
     replicator: BlobReplicator | None
     replayed: int  # stored blocks replayed into the state at start (solo)
+    audit: NodeAudit  # the read journal and the batcher
     _running: Running = field(repr=False)
     _close_consensus: Callable[[], None] = field(repr=False)
     _halts: Halts = field(repr=False)
@@ -119,10 +123,17 @@ class Node(Generic[D]):
             await running.enter_async_context(_background("eraser", self.eraser.run))
             if self.replicator is not None:
                 await running.enter_async_context(_background("replicator", self.replicator.run))
+            batcher = self.audit.batcher
+            await running.enter_async_context(
+                _background("audit batcher", batcher.run)
+                if batcher is not None
+                else not_batching(self.audit.why_not_batching)
+            )
             yield
 
     def close(self) -> None:
         self._close_consensus()
+        self.audit.close()
         self.store.close()
 
 
@@ -203,18 +214,25 @@ def _assemble(
     pipeline = SubmitPipeline()
     register_records_checks(pipeline, blob_store)
     driver = CheckedDriver(consensus.driver, pipeline)
+    guard = ConsentGuard(driver)  # every blob read is decided there
+    audit = node_audit(data.root, data.keys, data.load_genesis().chain_id, driver)
+    guard.auditor = audit.observer  # ...and journaled before it is served
     blob_service = BlobService(
         blob_store,
         driver,
         on_missing=replicator.want if replicator else _no_peers,
-        guard=ConsentGuard(driver),  # every blob read is decided there
+        guard=guard,
     )
     listeners = [*consensus.listeners, eraser.on_commit]
     if replicator is not None:
         listeners.append(replicator.on_commit)
     for listener in listeners:
         app.on_commit(listener)
-    replayed = _start_up(app, blob_store, consensus.catch_up)
+    try:
+        replayed = _start_up(app, blob_store, consensus.catch_up)
+    except BaseException:
+        audit.close()
+        raise
     return Node(
         data,
         store,
@@ -227,6 +245,7 @@ def _assemble(
         eraser,
         replicator,
         replayed,
+        audit,
         consensus.running,
         consensus.close,
         consensus.halts,
