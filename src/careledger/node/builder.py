@@ -111,7 +111,7 @@ class Node(Generic[D]):
     ) -> Starlette:
         """The node API; serving it runs the driver and the replicator for its lifetime.
         `replay`: a replay cache of other bounds than the default (tests)."""
-        routes = [*self.blob_service.routes(), *extra_routes]
+        routes = [*self.blob_service.routes(), *self.audit.routes(), *extra_routes]
         return create_node_api(
             self.driver, self.data, routes, lifespan=self._lifespan, replay=replay
         )

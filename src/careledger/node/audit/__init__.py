@@ -10,10 +10,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from starlette.routing import BaseRoute
+
 from careledger.crypto.keyfile import KeyFile
 from careledger.node.audit.batcher import AuditBatcher, BatchDriver, interval_from_env
 from careledger.node.audit.journal import JOURNAL_FILE, AuditJournal
 from careledger.node.audit.observer import AuditObserver
+from careledger.node.audit.routes import AuditRoutes
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,9 @@ class NodeAudit:
     observer: AuditObserver
     batcher: AuditBatcher | None
     why_not_batching: str = ""
+
+    def routes(self) -> list[BaseRoute]:
+        return AuditRoutes(self.journal).routes()
 
     def close(self) -> None:
         self.journal.close()

@@ -111,11 +111,12 @@ class Located:
     tx_hash: str
     index: int
     committed: bool
+    height: int | None
 
 
 @dataclass
 class _Append:
-    entries: list[bytes]
+    entries: list[str]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[int]
 
@@ -146,6 +147,7 @@ class AuditJournal:
         self._pending = 0  # entries queued, not yet written
         self._pending_lock = threading.Lock()
         self._closed = False
+        self.group_commits = 0  # append transactions written (each one fsync)
         self._writer = threading.Thread(target=self._write_loop, name="audit journal", daemon=True)
         self._writer.start()
 
@@ -157,7 +159,7 @@ class AuditJournal:
         when the write failed."""
         if not entries:
             raise ValueError("nothing to journal")
-        encoded = [orjson.dumps(e) for e in entries]
+        encoded = [orjson.dumps(e).decode() for e in entries]
         with self._pending_lock:
             if self._closed:
                 raise JournalFailed("the audit journal is closed")
@@ -259,7 +261,7 @@ class AuditJournal:
 
     def _write_appends(self, appends: list[_Append]) -> None:
         seq = self._next_seq
-        rows: list[tuple[int, bytes]] = []
+        rows: list[tuple[int, str]] = []
         firsts: list[int] = []
         for append in appends:
             firsts.append(seq)
@@ -272,6 +274,7 @@ class AuditJournal:
             self._db.executemany("INSERT INTO entries (seq, entry) VALUES (?, ?)", rows)
             self._db.execute("COMMIT")  # the fsync: every append of the group at once
             self._next_seq = seq
+            self.group_commits += 1
         except sqlite3.Error as exc:
             error = exc
             with contextlib.suppress(sqlite3.Error):
@@ -368,12 +371,12 @@ def _add_batch(db: sqlite3.Connection, batch: JournalBatch) -> None:
 
 def _locate(db: sqlite3.Connection, first: int, count: int) -> list[Located]:
     rows = db.execute(
-        "SELECT e.seq, e.entry, e.batch, b.first, b.tx_hash, b.committed FROM entries e "
+        "SELECT e.seq, e.entry, e.batch, b.first, b.tx_hash, b.committed, b.height FROM entries e "
         "LEFT JOIN batches b ON b.seq = e.batch WHERE e.seq >= ? AND e.seq < ? ORDER BY e.seq",
         (first, first + count),
     )
     located = []
-    for seq, entry, batch, batch_first, tx_hash, committed in rows:
+    for seq, entry, batch, batch_first, tx_hash, committed, height in rows:
         held = batch is not None
         located.append(
             Located(
@@ -383,6 +386,7 @@ def _locate(db: sqlite3.Connection, first: int, count: int) -> list[Located]:
                 str(tx_hash) if held else "",
                 int(seq) - int(batch_first) if held else -1,
                 bool(committed) if held else False,
+                None if height is None else int(height),
             )
         )
     return located
