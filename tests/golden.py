@@ -22,9 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from careledger.chain.app import STATE_MACHINE_VERSION, Application, BlockContext
-from careledger.chain.genesis import Genesis, GenesisOrganisation
+from careledger.chain.genesis import Genesis, founder
 from careledger.chain.modules.identity import rotation_payload
-from careledger.chain.modules.identity.vouchers import sign_consent, sign_voucher
+from careledger.chain.modules.identity.vouchers import (
+    NODE_CONSENT_PURPOSE,
+    sign_consent,
+    sign_voucher,
+)
 from careledger.chain.modules.records import scope_key_payload
 from careledger.chain.store import StateStore
 from careledger.chain.tx import Tx
@@ -47,6 +51,7 @@ PATIENT, DOCTOR, DOCTOR_ROTATED, NURSE = (
     vector_identity(n) for n in ("patient", "doctor", "doctor-rotated", "nurse")
 )
 STRANGER, LATECOMER = (vector_identity(n) for n in ("stranger", "latecomer"))
+NODE_A, NODE_C = (vector_identity(n) for n in ("node-a", "node-c"))
 VALIDATOR_C = "c0" * 32  # org C's consensus key as it applies
 OBSERVATION = record_name(PATIENT.did, "Observation", "golden-observation")
 CONDITION = record_name(PATIENT.did, "Condition", "golden-condition")
@@ -71,10 +76,8 @@ class Signer:
 
 
 def genesis() -> Genesis:
-    orgs = tuple(
-        GenesisOrganisation(ident.did, name, ident.encryption_public.hex())
-        for name, ident in (("Org A", ORG_A), ("Org B", ORG_B))
-    )
+    """Org A with its node, org B without one."""
+    orgs = (founder("Org A", ORG_A, "", NODE_A), founder("Org B", ORG_B))
     return Genesis(CHAIN_ID, GENESIS_TIME, orgs)
 
 
@@ -125,6 +128,13 @@ def practitioner_registration(practitioner: Identity, consent_to: Identity) -> d
     return {"did": practitioner.did, "encryption_key": key, "consent": consent}
 
 
+def node_registration(node: Identity, consent_to: Identity, purpose: str) -> dict[str, Any]:
+    """register_node's payload with the node's consent (for `purpose`) to join `consent_to`."""
+    key = node.encryption_public.hex()
+    consent = sign_consent(node, CHAIN_ID, consent_to.did, key, EXPIRES_AT, purpose=purpose)
+    return {"did": node.did, "encryption_key": key, "consent": consent}
+
+
 def golden_blocks() -> list[list[bytes]]:
     a, b, c = Signer(ORG_A), Signer(ORG_B), Signer(ORG_C)
     patient, doctor, nurse = Signer(PATIENT), Signer(DOCTOR), Signer(NURSE)
@@ -163,7 +173,8 @@ def golden_blocks() -> list[list[bytes]]:
         #    after block 1 is refused. Consent: the patient's write grant to org A, a
         #    practitioner-level write grant to the nurse, a read grant to org B with key
         #    wraps, a delegation (clinical, shorter than the sequence's span) to the doctor;
-        #    refused: B granting on the patient's behalf, an expired grant.
+        #    refused: B granting on the patient's behalf, an expired grant. C registers its
+        #    node with the node's consent; one with a practitioner's consent is refused.
         [
             a.tx("identity/approve_membership", {"action": "admit", "subject": ORG_C.did}),
             b.tx("identity/approve_membership", {"action": "admit", "subject": ORG_C.did}),
@@ -184,6 +195,10 @@ def golden_blocks() -> list[list[bytes]]:
                 grant("a5", ORG_A, "write", start=GENESIS_S - 100, end=GENESIS_S + 1),
             ),
             patient.tx("consent/grant", delegation),
+            c.tx(
+                "identity/register_node", node_registration(NODE_C, ORG_C, "register_practitioner")
+            ),
+            c.tx("identity/register_node", node_registration(NODE_C, ORG_C, NODE_CONSENT_PURPOSE)),
         ],
         # 3. anchors by both practitioners and the patient; org B without write consent is
         #    refused; a replay; the doctor, as the patient's delegate, grants org B a read

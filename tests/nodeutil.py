@@ -26,7 +26,11 @@ from starlette.types import ASGIApp
 
 from careledger.chain.app import Application, BlockContext, TxResult
 from careledger.chain.genesis import Genesis
-from careledger.chain.modules.identity.vouchers import sign_consent, sign_voucher
+from careledger.chain.modules.identity.vouchers import (
+    NODE_CONSENT_PURPOSE,
+    sign_consent,
+    sign_voucher,
+)
 from careledger.chain.store import StateStore
 from careledger.chain.tx import Tx
 from careledger.crypto.claim import open_claim_package
@@ -165,11 +169,13 @@ def make_app(
     organisations: list[Identity],
     chain_id: str = CHAIN_ID,
     validator_keys: list[str] | None = None,
+    nodes: list[Identity | None] | None = None,
 ) -> Application:
-    """A state machine on a real SQLite file with these founding organisations."""
+    """A state machine on a real SQLite file with these founding organisations (and their
+    nodes, in the same order, registered at genesis)."""
     app = Application(StateStore(path))
     orgs = tuple((f"Org {i}", ident) for i, ident in enumerate(organisations))
-    genesis = Genesis.for_organisations(chain_id, list(orgs), validator_keys)
+    genesis = Genesis.for_organisations(chain_id, list(orgs), validator_keys, nodes)
     genesis = Genesis(chain_id, GENESIS_TIME, genesis.organisations)
     app.init_chain(genesis)
     return app
@@ -223,6 +229,19 @@ def practitioner_payload(
         "encryption_key": key,
         "name": name,
         "consent": sign_consent(practitioner, chain_id, org, key, VOUCHER_EXPIRY),
+    }
+
+
+def node_payload(
+    chain_id: str, org: str, node: Identity, purpose: str = NODE_CONSENT_PURPOSE
+) -> dict[str, object]:
+    """An `identity/register_node` payload with the node's consent."""
+    key = node.encryption_public.hex()
+    return {
+        "did": node.did,
+        "encryption_key": key,
+        "name": "a node",
+        "consent": sign_consent(node, chain_id, org, key, VOUCHER_EXPIRY, purpose=purpose),
     }
 
 

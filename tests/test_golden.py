@@ -8,9 +8,11 @@ expired one, one by a non-member, a consent given to another organisation, an un
 a removed organisation and its practitioner, another member's tombstone on a record it did
 not start, a rotation to a key already taken, a rotation without proof of possession, a scope
 key signed by another key, a grant by a non-patient, an expired grant, an anchor without write
-consent, a revocation twice, keys for a revoked grant, one member of two removing the other) and
-this test compares the app hash and the result codes at every height with the constants
-below. Update the constants only together with STATE_MACHINE_VERSION (chain/app.py): run
+consent, a revocation twice, keys for a revoked grant, one member of two removing the other;
+node identities: a founder's at genesis, one registered with its consent and one refused with
+a practitioner's consent) and this test compares the app hash and the result codes at every
+height with the constants below. Update the constants only together with
+STATE_MACHINE_VERSION (chain/app.py): run
 
     PYTHONPATH=src .venv/bin/python tests/golden.py
 
@@ -25,24 +27,24 @@ from careledger.chain.app import STATE_MACHINE_VERSION
 from golden import run_golden
 
 # Computed once by tests/golden.py; update only together with STATE_MACHINE_VERSION.
-GOLDEN_RULES_VERSION = 3
+GOLDEN_RULES_VERSION = 4
 GOLDEN = [
-    ("a3d5781c94900c50b476a63776322f84d9a1af5b1738e50d23c2d9111d7c4347", []),
-    ("c8ce0a1b10cf433f22d4474da76902536e6841eeffdc6b4bf66dc13c28c15474", [0, 0, 0, 10, 13, 8]),
+    ("de699b5399c73765d7a88d4d531bcd73f23ace3a53f87ee455d1a634c7c9f7ea", []),
+    ("f469ef1f7af45d364c6bf4812b710446a29adee87229dbc600aa14e3273663e7", [0, 0, 0, 10, 13, 8]),
     (
-        "2ece974bf48bb9b9b14ee551e79bf738a6de2ad6aa638f47d481b2e62b3024c8",
-        [0, 0, 8, 0, 8, 0, 8, 0, 0, 0, 8, 7, 0],
+        "7c1b0cc9b06552fc02ad67b35e95a08e9ce624d6a3d595c1a15a1968004461df",
+        [0, 0, 8, 0, 8, 0, 8, 0, 0, 0, 8, 7, 0, 8, 0],
     ),
     (
-        "c392881f4f50610e73fc8bb053c0e573bcdfefd92ea91de04e9aff073b4dd721",
+        "017213be8d90f8cfcd760fa276c3413a65bc3f3ccc3b6af792a66f4291e8050d",
         [0, 0, 0, 14, 6, 0, 8, 8, 0],
     ),
     (
-        "12311aab11e1667071ef0709d5ad3ab023a95acc1f8223755cb296fd96ea89b8",
+        "39761468e4c8e041eb19c8637ac93fdf986c96e35f4e063bc1b54f6e4b3953b7",
         [0, 8, 10, 0, 10, 0, 0, 10, 0, 0],
     ),
     (
-        "3a717d184b82d975e0ce184ef70b7f9a751a7d6b08494da168608e36e694ee4c",
+        "8c7660d6c3792e9b0bcfa5082db3f18595b2e9ee12252f464a70389ed29dc99e",
         [0, 12, 13, 0, 13, 8, 0, 10],
     ),
 ]

@@ -59,8 +59,12 @@ DEFAULT_MODULES: tuple[Module, ...] = (identity_module, records_module, consent_
 # needs the patient's write consent (NO_CONSENT); scope keys are signed by the patient; an
 # anchor names exactly one scope key, and a record keeps its scope; version 1 is never a
 # tombstone; rotate_key carries a certificate (old key) and a proof (new key).
+# Version 4: node identities (kind "node", acting for their organisation while it is a
+# member; founders' nodes registered at genesis, later ones with identity/register_node);
+# the audit module (audit/record_batch: access entries batched and signed by the serving
+# node, the patient's access log, alerts); TxContext carries the transaction's hash and index.
 # tests/test_golden.py pins this version's app hashes.
-STATE_MACHINE_VERSION = 3
+STATE_MACHINE_VERSION = 4
 
 
 class IncompatibleState(RuntimeError):

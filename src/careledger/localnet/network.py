@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 import orjson
 
-from careledger.chain.genesis import Genesis, GenesisOrganisation
+from careledger.chain.genesis import Genesis, founder
 from careledger.consensus.cometbft.binary import CometBftNotFound
 from careledger.consensus.cometbft.binary import cometbft_binary as _find_binary
 from careledger.consensus.cometbft.config import (
@@ -43,9 +43,7 @@ from careledger.consensus.cometbft.config import (
 )
 from careledger.consensus.cometbft.rpc import sync_call
 from careledger.consensus.cometbft.server import abci_socket_path
-from careledger.crypto.keyfile import KeyFile
-from careledger.crypto.keys import Identity
-from careledger.node.datadir import DataDir
+from careledger.node.datadir import DataDir, write_organisation_keys
 from careledger.node.network import APP_DIR, COMETBFT_HOME, CONFIG_FILE, NodeConfig
 
 DEFAULT_BASE_PORT = 26656  # p2p; rpc is +1, the node API +2
@@ -145,16 +143,16 @@ def create_network(
 
 
 def _write_organisations(network: Network) -> Genesis:
-    """One founding organisation per node: its key file, and its validator key in genesis."""
+    """One founding organisation per node: its key file and its node's, and in genesis its
+    validator key and its node's did."""
     orgs = []
     for node in network.nodes:
-        identity = Identity.generate()
         name = f"Hospital {node.index}"
         data = network.app_data(node.index)
         data.root.mkdir(parents=True, exist_ok=True)
-        KeyFile(identity.did, "organisation", identity, name).save(data.organisation_key)
+        org_key, node_key = write_organisation_keys(data, name)
         vkey = validator_public_key(network.home(node.index)).hex()
-        orgs.append(GenesisOrganisation(identity.did, name, identity.encryption_public.hex(), vkey))
+        orgs.append(founder(name, org_key.identity, vkey, node_key.identity))
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     genesis = Genesis(network.chain_id, now, tuple(orgs))
     for node in network.nodes:

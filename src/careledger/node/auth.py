@@ -121,8 +121,8 @@ def perimeter_of(routes: Sequence[BaseRoute], scope: Scope) -> Perimeter:
 @dataclass(frozen=True)
 class Caller:
     did: str
-    kind: str  # patient, practitioner, organisation, or UNREGISTERED (registering itself)
-    org: str = ""  # the member it acts for: itself, a practitioner's; "" for anyone else
+    kind: str  # patient, practitioner, organisation, node, or UNREGISTERED (registering itself)
+    org: str = ""  # the member it acts for: itself, a practitioner's or node's; "" otherwise
 
 
 def caller_of(request: Request) -> Caller:
@@ -156,7 +156,7 @@ async def registered_identity(driver: ConsensusDriver, did: str) -> Registered |
 def _acting_for(did: str, kind: str, ident: dict[str, Any]) -> str:
     if kind == "organisation":
         return did
-    return str(ident.get("org", "")) if kind == "practitioner" else ""
+    return str(ident.get("org", "")) if kind in ("practitioner", "node") else ""
 
 
 # --- the middleware -------------------------------------------------------------------------

@@ -40,6 +40,12 @@ class DataDir:
     def organisation_key(self) -> Path:
         return self.keys / "organisation.json"
 
+    @property
+    def node_key(self) -> Path:
+        """The node's own key (kind "node"): it signs the node's audit batches. Registered at
+        genesis for a founder's node, with identity/register_node for a later member's."""
+        return self.keys / "node.json"
+
     def exists(self) -> bool:
         return self.genesis.exists()
 
@@ -48,13 +54,24 @@ class DataDir:
 
 
 def initialise(root: Path, organisation: str = "Demo Hospital") -> KeyFile:
-    """A fresh one-organisation chain: its genesis and the organisation's key file."""
+    """A fresh one-organisation chain: its genesis, the organisation's key file and its
+    node's (registered at genesis); the organisation's key file."""
     data = DataDir(root)
     make_private_dir(root)  # 0700 and every file in it 0600, whatever the umask
-    identity = Identity.generate()
-    keyfile = KeyFile(did=identity.did, kind="organisation", identity=identity, name=organisation)
-    keyfile.save(data.organisation_key)
+    keyfile, node = write_organisation_keys(data, organisation)
     chain_id = "careledger-" + os.urandom(3).hex()
-    genesis = Genesis.for_organisations(chain_id, [(organisation, identity)])
+    genesis = Genesis.for_organisations(
+        chain_id, [(organisation, keyfile.identity)], nodes=[node.identity]
+    )
     write_private_file(data.genesis, genesis.to_json())
     return keyfile
+
+
+def write_organisation_keys(data: DataDir, organisation: str) -> tuple[KeyFile, KeyFile]:
+    """New key files for an organisation and its node, saved in the data directory."""
+    identity, node_identity = Identity.generate(), Identity.generate()
+    keyfile = KeyFile(did=identity.did, kind="organisation", identity=identity, name=organisation)
+    node = KeyFile(node_identity.did, "node", node_identity, f"{organisation} node")
+    keyfile.save(data.organisation_key)
+    node.save(data.node_key)
+    return keyfile, node

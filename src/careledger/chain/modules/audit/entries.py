@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from careledger.chain.modules.consent.messages import PURPOSES
+from careledger.chain.modules.consent import PURPOSES
 from careledger.crypto.canonical import canonical_bytes
 from careledger.crypto.hashing import sha256
 

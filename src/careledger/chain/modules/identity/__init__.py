@@ -17,6 +17,7 @@ identity_module = Module(
         "register_practitioner": Message(
             messages.RegisterPractitioner.parse, handler.register_practitioner
         ),
+        "register_node": Message(messages.RegisterNode.parse, handler.register_node),
         "deregister_practitioner": Message(
             messages.DeregisterPractitioner.parse, handler.deregister_practitioner
         ),

@@ -6,9 +6,11 @@
   every other transaction of an unregistered did (UNKNOWN_SENDER); the handler records the
   voucher as used.
 - A member registers a practitioner only with the practitioner's consent (signed by the
-  practitioner's current key). Re-registering a deregistered practitioner (same organisation
-  only) keeps its signing key and key history: registration never sets a signing key on a did
-  that already has one, so it cannot undo a rotation.
+  practitioner's current key), and a node of its own likewise (`register_node`; founders'
+  nodes are registered at genesis). A node acts for its organisation while it is a member.
+  Re-registering a deregistered practitioner (same organisation only) keeps its signing key
+  and key history: registration never sets a signing key on a did that already has one, so
+  it cannot undo a rotation.
 - Validator keys are unique among members: checked at application and again at admission.
 - Signing keys are unique among identities, for ever (`key/<hex>` in the keeper): a rotation
   to a key that is or was any identity's (its own earlier keys included) is CONFLICT, and so
@@ -43,11 +45,13 @@ from careledger.chain.modules.identity.messages import (
     ApplyMembership,
     ApproveMembership,
     DeregisterPractitioner,
+    RegisterNode,
     RegisterPatient,
     RegisterPractitioner,
     RotateKey,
 )
 from careledger.chain.modules.identity.vouchers import (
+    NODE_CONSENT_PURPOSE,
     Voucher,
     check_consent,
     redeem,
@@ -137,6 +141,30 @@ def register_practitioner(ctx: TxContext, msg: RegisterPractitioner) -> None:
     keeper.put_identity(ident)
     keeper.add_staff(ctx.sender, msg.did)
     ctx.emit(IdentityRegistered(msg.did, "practitioner", ctx.sender))
+
+
+def register_node(ctx: TxContext, msg: RegisterNode) -> None:
+    """A member registers one of its nodes, which consents by signing (purpose
+    "register_node", so a practitioner's consent never registers a node). A node is never
+    re-registered or moved to another organisation: it gets a new key instead."""
+    keeper = _keeper(ctx)
+    _require_member(keeper, ctx.sender)
+    _require_unregistered(keeper, msg.did)
+    statement = check_consent(
+        keeper,
+        ctx.chain_id,
+        ctx.sender,
+        msg.did,
+        msg.encryption_key,
+        msg.consent,
+        ctx.height,
+        purpose=NODE_CONSENT_PURPOSE,
+    )
+    redeem(keeper, statement, ctx.height)
+    _claim_own_key(keeper, msg.did)
+    node = _new_identity(ctx, msg.did, "node", msg.encryption_key)
+    keeper.put_identity({**node, "org": ctx.sender, "name": msg.name})
+    ctx.emit(IdentityRegistered(msg.did, "node", ctx.sender))
 
 
 def deregister_practitioner(ctx: TxContext, msg: DeregisterPractitioner) -> None:
@@ -316,3 +344,7 @@ def init_genesis(ctx: TxContext, genesis: Genesis) -> None:
                 "since": 0,
             }
         )
+        if org.node:
+            _claim_own_key(keeper, org.node)  # Genesis refuses a node did twice or a founder's
+            node = _new_identity(ctx, org.node, "node", org.node_encryption_key)
+            keeper.put_identity({**node, "org": org.did, "name": f"{org.name} node"})

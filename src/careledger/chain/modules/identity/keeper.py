@@ -3,7 +3,8 @@
 Layout under the `identity/` prefix:
   id/<did>                    the identity: kind, current keys, key history (`keys`: each
                               signing key and the height it took effect), organisation, active;
-                              a patient's `enrolled_by`: the member whose voucher registered it
+                              a patient's `enrolled_by`: the member whose voucher registered it;
+                              a node's `org`: the member whose node it is
   member/<did>                a member organisation of the consortium
   staff/<org did>/<did>       a practitioner registered by an organisation
   proposal/<action>/<did>     an open vote to admit or remove an organisation
@@ -13,7 +14,7 @@ Layout under the `identity/` prefix:
                               one identity only (and a rotated-away key is never taken again)
 
 Who may act (`acting_identity`): an active identity; an organisation only while it is a
-member; a practitioner only while active *and* its organisation is a member. A removed
+member; a practitioner or a node only while active *and* its organisation is a member. A removed
 organisation's practitioners keep their rows (with `active` true) but lose all authority the
 moment the removal commits, without the removal having to touch each of them.
 """
@@ -26,7 +27,9 @@ from careledger.chain.state import KV
 from careledger.crypto.keys import ed25519_from_did
 
 MODULE = "identity"
-KINDS = ("organisation", "practitioner", "patient")
+KINDS = ("organisation", "practitioner", "patient", "node")
+# Kinds that act for an organisation (their `org`), and only while it is a member.
+STAFF_KINDS = ("practitioner", "node")
 
 
 class IdentityKeeper:
@@ -56,14 +59,14 @@ class IdentityKeeper:
             return False
         if ident["kind"] == "organisation":
             return self.is_member(ident["did"])
-        if ident["kind"] == "practitioner":
+        if ident["kind"] in STAFF_KINDS:
             return self.is_member(str(ident.get("org", "")))
         return True
 
     def acting_for(self, did: str) -> str | None:
         """The member organisation on whose authority `did` acts: itself for a member, its
-        organisation for an active practitioner of a member; None for anyone else (patients,
-        deregistered practitioners, practitioners of a removed organisation)."""
+        organisation for an active practitioner or node of a member; None for anyone else
+        (patients, deregistered practitioners, those of a removed organisation)."""
         ident = self.acting_identity(did)
         if ident is None or ident["kind"] == "patient":
             return None

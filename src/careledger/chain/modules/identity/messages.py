@@ -49,6 +49,28 @@ class RegisterPractitioner:
 
 
 @dataclass(frozen=True)
+class RegisterNode:
+    """A member registers one of its nodes (the key its audit batches are signed with); the
+    node consents by signing, as a practitioner does (vouchers.py, purpose "register_node")."""
+
+    did: str
+    encryption_key: str
+    name: str
+    consent: Consent
+
+    @classmethod
+    def parse(cls, p: Payload) -> RegisterNode:
+        msg = cls(
+            p.did("did"),
+            p.hex_bytes("encryption_key", 32),
+            p.text("name", max_len=200, optional=True),
+            Consent.parse(p.nested("consent")),
+        )
+        p.done()
+        return msg
+
+
+@dataclass(frozen=True)
 class DeregisterPractitioner:
     did: str
 

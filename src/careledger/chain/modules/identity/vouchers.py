@@ -5,8 +5,8 @@ patient's `register_patient` and an applicant's `apply_membership` carry one in 
 
     "voucher": {"org": <member did>, "expires_at": <height>, "signature": <128 hex>}
 
-A **consent** is a practitioner's word that an organisation may register them:
-`register_practitioner` carries
+A **consent** is a practitioner's (or a node's) word that an organisation may register them:
+`register_practitioner` (and `register_node`) carries
 
     "consent": {"expires_at": <height>, "signature": <128 hex>}
 
@@ -16,7 +16,8 @@ the RFC 8785 bytes of one statement:
     {"domain": "careledger-statement-v1", "chain_id", "purpose", "subject", "org",
      "expires_at", "encryption_key"}
 
-- `purpose` is "register_patient", "apply_membership" or "register_practitioner", so a
+- `purpose` is "register_patient", "apply_membership", "register_practitioner" or
+  "register_node", so a
   statement for one act is never accepted for another; `chain_id` ties it to one chain, and
   the domain keeps it apart from transaction bodies and signed requests.
 - `subject` is the did that registers (the sender of a self-registration; the practitioner).
@@ -56,6 +57,8 @@ SELF_REGISTRATIONS = {
 }
 VOUCHED_PURPOSES = tuple(SELF_REGISTRATIONS.values())
 CONSENT_PURPOSE = "register_practitioner"
+NODE_CONSENT_PURPOSE = "register_node"
+CONSENT_PURPOSES = (CONSENT_PURPOSE, NODE_CONSENT_PURPOSE)
 MAX_HEIGHT = 2**53 - 1
 # How long a clinic's enrolment voucher lasts when it signs one for immediate use (blocks).
 ENROLMENT_VOUCHER_BLOCKS = 1000
@@ -137,9 +140,16 @@ def voucher_bytes(chain_id: str, purpose: str, subject: str, org: str, expires_a
 
 
 def consent_bytes(
-    chain_id: str, org: str, practitioner: str, encryption_key: str, expires_at: int
+    chain_id: str,
+    org: str,
+    practitioner: str,
+    encryption_key: str,
+    expires_at: int,
+    purpose: str = CONSENT_PURPOSE,
 ) -> bytes:
-    return statement_bytes(chain_id, CONSENT_PURPOSE, practitioner, org, expires_at, encryption_key)
+    if purpose not in CONSENT_PURPOSES:
+        raise ValueError(f"a consent is for one of {', '.join(CONSENT_PURPOSES)}")
+    return statement_bytes(chain_id, purpose, practitioner, org, expires_at, encryption_key)
 
 
 # --- signing (wallet and tests) -------------------------------------------------------------
@@ -169,10 +179,13 @@ def sign_consent(
     encryption_key: str,
     expires_at: int,
     practitioner_did: str = "",
+    purpose: str = CONSENT_PURPOSE,
 ) -> dict[str, Any]:
-    """The `consent` payload field: the practitioner agrees that `org` registers them."""
+    """The `consent` payload field: the practitioner (or node, with purpose
+    NODE_CONSENT_PURPOSE) agrees that `org` registers them."""
     did = practitioner_did or practitioner.did
-    signature = practitioner.sign(consent_bytes(chain_id, org, did, encryption_key, expires_at))
+    statement = consent_bytes(chain_id, org, did, encryption_key, expires_at, purpose)
+    signature = practitioner.sign(statement)
     return {"expires_at": expires_at, "signature": signature.hex()}
 
 
@@ -236,10 +249,13 @@ def check_consent(
     encryption_key: str,
     consent: Consent,
     height: int,
+    purpose: str = CONSENT_PURPOSE,
 ) -> bytes:
-    """The consent's statement bytes; TxFailure unless the practitioner's current key signed
-    it (the did's own key while unregistered), unexpired and unused."""
-    statement = consent_bytes(chain_id, org, practitioner, encryption_key, consent.expires_at)
+    """The consent's statement bytes; TxFailure unless the practitioner's (node's) current
+    key signed it (the did's own key while unregistered), unexpired and unused."""
+    statement = consent_bytes(
+        chain_id, org, practitioner, encryption_key, consent.expires_at, purpose
+    )
     _check_statement(keeper, statement, consent.expires_at, height)
     try:
         key = keeper.signing_key(practitioner)
