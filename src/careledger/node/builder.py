@@ -138,18 +138,35 @@ class Node(Generic[D]):
 
 
 @overload
-def build_node(root: Path, consensus: Solo, *, peers: Sequence[str] = ()) -> Node[SoloProducer]: ...
+def build_node(
+    root: Path,
+    consensus: Solo,
+    *,
+    peers: Sequence[str] = (),
+    audit_interval: float | None = None,
+) -> Node[SoloProducer]: ...
 
 
 @overload
 def build_node(
-    root: Path, consensus: CometBft, *, peers: Sequence[str] = ()
+    root: Path,
+    consensus: CometBft,
+    *,
+    peers: Sequence[str] = (),
+    audit_interval: float | None = None,
 ) -> Node[CometDriver]: ...
 
 
-def build_node(root: Path, consensus: Solo | CometBft, *, peers: Sequence[str] = ()) -> Node[Any]:
+def build_node(
+    root: Path,
+    consensus: Solo | CometBft,
+    *,
+    peers: Sequence[str] = (),
+    audit_interval: float | None = None,
+) -> Node[Any]:
     """The node of data directory `root` under this driver; `peers` are other nodes' API URLs
-    to fetch anchored blobs from (a node without peers does not replicate).
+    to fetch anchored blobs from (a node without peers does not replicate); `audit_interval`
+    the seconds between audit batches (None: CARELEDGER_AUDIT_INTERVAL or 0.25; 0: none).
 
     Raises FileNotFoundError for a directory without genesis.json and IncompatibleState for
     a state written under other rules.
@@ -159,7 +176,7 @@ def build_node(root: Path, consensus: Solo | CometBft, *, peers: Sequence[str] =
         raise FileNotFoundError(f"{root} has no genesis.json: not a CareLedger data directory")
     store = StateStore(data.state)
     try:
-        return _assemble(data, store, consensus, peers)
+        return _assemble(data, store, consensus, peers, audit_interval)
     except BaseException:
         store.close()
         raise
@@ -201,7 +218,11 @@ class _Consensus(Generic[D]):
 
 
 def _assemble(
-    data: DataDir, store: StateStore, spec: Solo | CometBft, peers: Sequence[str]
+    data: DataDir,
+    store: StateStore,
+    spec: Solo | CometBft,
+    peers: Sequence[str],
+    audit_interval: float | None,
 ) -> Node[Any]:
     app = Application(store)
     consensus = _solo(app, data, spec) if isinstance(spec, Solo) else _cometbft(app, spec)
@@ -215,7 +236,8 @@ def _assemble(
     register_records_checks(pipeline, blob_store)
     driver = CheckedDriver(consensus.driver, pipeline)
     guard = ConsentGuard(driver)  # every blob read is decided there
-    audit = node_audit(data.root, data.keys, data.load_genesis().chain_id, driver)
+    chain_id = data.load_genesis().chain_id
+    audit = node_audit(data.root, data.node_key, chain_id, driver, audit_interval)
     guard.auditor = audit.observer  # ...and journaled before it is served
     blob_service = BlobService(
         blob_store,

@@ -164,6 +164,7 @@ class AuditClient:
             self.node = NodeClient(node, keyfile)
         self.patient = keyfile.did
         self.trust = trust
+        self._proofs = _Proofs(self.node, trust)
 
     def close(self) -> None:
         self.node.close()
@@ -187,9 +188,12 @@ class AuditClient:
             alerts += [a for a in page.get("alerts", []) if a not in alerts]
             entries += [_logged(row, self.patient) for row in page.get("entries", [])]
         if verify:
-            proofs = _Proofs(self.node, self.trust)
-            entries = [proofs.prove(access) for access in entries]
+            entries = [self.prove(access) for access in entries]
         return AccessLog(alerts, entries)
+
+    def prove(self, access: LoggedAccess) -> LoggedAccess:
+        """The entry with its verified block; ProofError if its batch does not show it."""
+        return self._proofs.prove(access)
 
     def _pages(self) -> Iterator[dict[str, Any]]:
         before = ""

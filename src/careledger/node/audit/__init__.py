@@ -20,8 +20,6 @@ from careledger.node.audit.routes import AuditRoutes
 
 log = logging.getLogger(__name__)
 
-NODE_KEY_FILE = "node.json"  # keys/node.json: DataDir.node_key
-
 
 @dataclass(eq=False)
 class NodeAudit:
@@ -41,13 +39,12 @@ class NodeAudit:
 
 
 def node_audit(
-    root: Path, keys: Path, chain_id: str, driver: BatchDriver, interval: float | None = None
+    root: Path, key_path: Path, chain_id: str, driver: BatchDriver, interval: float | None = None
 ) -> NodeAudit:
     """The audit of the node whose data directory is `root`: journal `root/audit.sqlite`,
-    node key `keys/node.json` if there is one; `interval` (None: CARELEDGER_AUDIT_INTERVAL,
-    default 0.25 s; 0: no batching)."""
+    the node's key `key_path` (DataDir.node_key) if there is one; `interval` (None:
+    CARELEDGER_AUDIT_INTERVAL, default 0.25 s; 0: no batching)."""
     journal = AuditJournal(root / JOURNAL_FILE)
-    key_path = keys / NODE_KEY_FILE
     node_key = KeyFile.load(key_path) if key_path.exists() else None
     seconds = interval_from_env() if interval is None else interval
     batcher = None
