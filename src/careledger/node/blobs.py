@@ -28,6 +28,10 @@ Who may do what:
   blob is 403 `forbidden` with the guard's reason; a blob that anchors no record is 404
   (uploads are served only once anchored); a blob of an erased record is 410 "erased". A fetch
   answers each of these per blob in its frames.
+- Audit: every read answer (served or refused, GET or fetch) is preceded by its entries'
+  durable write to the node's audit journal and carries the node's receipt, the
+  `CareLedger-Audit` header (`node/audit/`, `protocol/receipts.py`); a journal that cannot
+  take them refuses the read (503).
 - Replication (`POST /replication/fetch`): member organisations only, whose nodes hold every
   ciphertext anyway (network mode copies blobs between nodes through it, signing as the node's
   organisation). Anchored blobs only: 404 and 410 as for reads. Not a read: no consent
