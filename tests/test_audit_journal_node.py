@@ -1,21 +1,31 @@
 """The audit inside one node (in process, real HTTP on loopback): a read is refused, never
-served unaudited, when the journal cannot take it; access entries as FHIR AuditEvents."""
+served unaudited, when the journal cannot take it; a batch a crash left unsubmitted is
+submitted the same at the next start; access entries as FHIR AuditEvents."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from accessutil import Consortium
+from careledger.chain.app import QueryResult
 from careledger.chain.modules.audit.entries import OUTCOMES, AccessEntry
+from careledger.chain.tx import decode_tx
+from careledger.consensus.driver import Submission
+from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
+from careledger.node.audit.batcher import AuditBatcher, BatchDriver
 from careledger.node.builder import Solo, build_node
-from careledger.node.datadir import initialise
+from careledger.node.datadir import DataDir, initialise
 from careledger.protocol.receipts import HEADER
-from careledger.wallet.audit import LoggedAccess, to_audit_event
+from careledger.wallet.audit import AuditClient, LoggedAccess, to_audit_event
 from careledger.wallet.fhir import validate_resource
+from careledger.wallet.node_client import NodeClient, NodeError
 from nodeutil import serve_over_http
 
 pytestmark = pytest.mark.timeout(120)
@@ -83,3 +93,72 @@ def test_every_outcome_maps_to_a_valid_fhir_audit_event(outcome: str) -> None:
     assert event["recorded"] == "2027-01-15T08:00:00Z"
     if access.entry.patient:
         assert event["entity"][0]["what"]["identifier"]["value"] == access.entry.patient
+
+
+class _Crash(Exception):
+    """The process dies here: after the batch row is written, before the submission."""
+
+
+class _CrashingDriver:
+    """The node's own driver for queries; a submission is where the 'process' dies."""
+
+    def __init__(self, inner: BatchDriver) -> None:
+        self.inner = inner
+
+    async def query(self, path: str, data: bytes) -> QueryResult:
+        return await self.inner.query(path, data)
+
+    async def submit(self, raw: bytes, wait: bool) -> Submission:
+        raise _Crash
+
+
+def test_a_batch_recorded_but_not_submitted_is_resubmitted_the_same(tmp_path: Path) -> None:
+    """A crash between writing a batch row and its submission: at the next start the node
+    submits that same batch (same seq, same entries), then batches the rest."""
+    root = tmp_path / "data"
+    founder = initialise(root)
+    node = build_node(root, Solo(block_interval=0.05), audit_interval=0)
+    try:
+        with serve_over_http(node.asgi()) as url:
+            net = Consortium(url, founder)
+            patient = net.patient()
+            record = net.write(patient, patient.did)
+            assert net.reader(patient).get(record.hash).status_code == 200
+            node_key = KeyFile.load(DataDir(root).node_key)
+            crashing = AuditBatcher(
+                node.audit.journal, _CrashingDriver(node.driver), node_key, net.chain_id
+            )
+            with pytest.raises(_Crash):
+                asyncio.run(crashing.batch_once())
+            (recorded,) = asyncio.run(node.audit.journal.uncommitted())
+            assert net.reader(patient).get(record.hash).status_code == 200  # after the batch
+    finally:
+        node.close()
+    assert (recorded.seq, recorded.first, recorded.count) == (1, 1, 1)
+
+    restarted = build_node(root, Solo(block_interval=0.05), audit_interval=0.05)
+    try:
+        with serve_over_http(restarted.asgi()) as url:
+            client = NodeClient(url, founder)
+            batch = _wait_for_batch(client, node_key.did, 2)
+            first = client.query("audit/batch", node=node_key.did, seq="1")
+            on_chain = decode_tx(bytes.fromhex(client.transaction(first["tx"])["tx"]))
+            assert on_chain.tx.payload == recorded.payload  # the same batch, re-signed
+            assert (first["count"], batch["count"]) == (1, 1)
+            log = AuditClient(url, patient).log(verify=True)
+            assert [a.entry.outcome for a in log] == ["patient", "patient"]
+            assert asyncio.run(restarted.audit.journal.uncommitted()) == []
+    finally:
+        restarted.close()
+
+
+def _wait_for_batch(client: NodeClient, node: str, seq: int) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            found: dict[str, Any] = client.query("audit/batch", node=node, seq=str(seq))
+            return found
+        except NodeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
