@@ -11,6 +11,7 @@ is ever served without its entry.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 
@@ -22,6 +23,8 @@ from careledger.node.errors import ApiError
 from careledger.protocol.receipts import AuditReceipt, sign_receipt
 
 log = logging.getLogger(__name__)
+
+OFF_LOOP = 64  # decisions above which entries and leaves are made in a worker thread
 
 # Until the chain's answer names its basis, the allowed reasons that are not a grant's.
 _ALLOWED_BY_REASON = {
@@ -65,6 +68,13 @@ def access_entry(decision: AccessDecision) -> AccessEntry:
     )
 
 
+def _entries_and_leaves(
+    decisions: Sequence[AccessDecision],
+) -> tuple[list[AccessEntry], list[bytes]]:
+    entries = [access_entry(d) for d in decisions]
+    return entries, [e.leaf() for e in entries]
+
+
 class AuditObserver:
     """Journals every request's decisions and signs its receipt (None without a node key)."""
 
@@ -76,7 +86,10 @@ class AuditObserver:
     async def audit(self, decisions: Sequence[AccessDecision], request: str) -> AuditReceipt | None:
         """Journal the decisions' entries durably; the receipt for the request whose digest
         is `request`. ApiError 503 when the journal cannot take them: nothing is served."""
-        entries = [access_entry(d) for d in decisions]
+        if len(decisions) > OFF_LOOP:  # a big fetch: its leaves off the event loop
+            entries, leaves = await asyncio.to_thread(_entries_and_leaves, decisions)
+        else:
+            entries, leaves = _entries_and_leaves(decisions)
         try:
             first = await self.journal.append([e.to_json() for e in entries])
         except JournalError as exc:
@@ -88,6 +101,5 @@ class AuditObserver:
             ) from None
         if self.node_key is None:
             return None
-        leaves = [e.leaf() for e in entries]
         key = self.node_key
         return sign_receipt(key.identity, self.chain_id, key.did, request, first, leaves)
