@@ -644,9 +644,9 @@ class CountingStore(StateStore):
         self.calls["point reads"] += 1
         return super().get(key)
 
-    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    def iterate(self, prefix: bytes, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         self.calls["range scans"] += 1
-        return super().iterate(prefix)
+        return super().iterate(prefix, start)
 
     def last_commit(self) -> LastCommit:
         self.calls["last_commit selects"] += 1

@@ -63,10 +63,10 @@ class CountingStore:
             self.grant_reads += 1
         return self._store.get(key)
 
-    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    def iterate(self, prefix: bytes, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         if prefix.startswith(b"consent/pg/"):
             self.index_scans += 1
-        return self._store.iterate(prefix)
+        return self._store.iterate(prefix, start)
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._store, name)

@@ -23,6 +23,7 @@ from typing import Any
 
 from careledger.chain.app import STATE_MACHINE_VERSION, Application, BlockContext
 from careledger.chain.genesis import Genesis, founder
+from careledger.chain.modules.audit import AccessEntry, encode_batch
 from careledger.chain.modules.identity import rotation_payload
 from careledger.chain.modules.identity.vouchers import (
     NODE_CONSENT_PURPOSE,
@@ -135,8 +136,20 @@ def node_registration(node: Identity, consent_to: Identity, purpose: str) -> dic
     return {"did": node.did, "encryption_key": key, "consent": consent}
 
 
+def access_batch(node: Identity, seq: int, at: int) -> dict[str, Any]:
+    """An audit/record_batch payload of `node`: the doctor's read of the observation (a
+    grant), org B's refused read of the condition, a read of a blob that anchors nothing."""
+    reads = [
+        AccessEntry(PATIENT.did, OBSERVATION, 1, DOCTOR.did, ORG_A.did, "TREAT", "grant", at),
+        AccessEntry(PATIENT.did, CONDITION, 1, ORG_B.did, ORG_B.did, "HRESCH", "denied", at + 1),
+        AccessEntry("", "", 0, NURSE.did, ORG_C.did, "", "not_found", at + 2),
+    ]
+    return encode_batch(node.did, seq, reads)
+
+
 def golden_blocks() -> list[list[bytes]]:
     a, b, c = Signer(ORG_A), Signer(ORG_B), Signer(ORG_C)
+    node_a, node_c = Signer(NODE_A), Signer(NODE_C)
     patient, doctor, nurse = Signer(PATIENT), Signer(DOCTOR), Signer(NURSE)
     stranger, latecomer = Signer(STRANGER), Signer(LATECOMER)
     registration = patient.tx("identity/register_patient", patient_registration(PATIENT, ORG_A))
@@ -204,6 +217,8 @@ def golden_blocks() -> list[list[bytes]]:
         #    refused; a replay; the doctor, as the patient's delegate, grants org B a read
         #    within its delegation (one outliving the delegation is refused); the doctor
         #    rotates its key (a rotation whose proof is not by the new key is refused).
+        #    Audit: node A records its first batch of reads; org B sending one is refused,
+        #    and node C's batch naming node A.
         [
             doctor.tx("records/anchor", anchor(OBSERVATION, "Observation", 1, "b1")),
             patient.tx("records/anchor", anchor(CONDITION, "Condition", 1, "b2")),
@@ -214,6 +229,9 @@ def golden_blocks() -> list[list[bytes]]:
             doctor.tx("consent/grant", {**by_delegate, "id": "a8" * 16, "end": GENESIS_S + 10**8}),
             doctor.tx("identity/rotate_key", {**rotation, "proof": rotation["certificate"]}),
             doctor.tx("identity/rotate_key", rotation),
+            node_a.tx("audit/record_batch", access_batch(NODE_A, 1, GENESIS_S + 2)),
+            b.tx("audit/record_batch", access_batch(ORG_B, 1, GENESIS_S + 2)),
+            node_c.tx("audit/record_batch", access_batch(NODE_A, 2, GENESIS_S + 2)),
         ],
     ]
     doctor.key = DOCTOR_ROTATED
@@ -223,7 +241,8 @@ def golden_blocks() -> list[list[bytes]]:
         #    doctor's delegation (which revokes the read grant the doctor made under it).
         #    Refused: member B tombstoning the observation org A's doctor started, the
         #    patient rotating to org A's key (taken, though both signatures verify), the
-        #    revocation again.
+        #    revocation again. Node A's batch 1 again (replayed) and batch 3 (skipped) are
+        #    refused, its batch 2 recorded.
         [
             doctor.tx("records/anchor", anchor(OBSERVATION, "Observation", 2, "b3")),
             b.tx(
@@ -256,12 +275,15 @@ def golden_blocks() -> list[list[bytes]]:
             doctor.tx("records/anchor", anchor(OBSERVATION, "Observation", 2, "b4")),
             a.tx("identity/approve_membership", {"action": "remove", "subject": ORG_C.did}),
             b.tx("identity/approve_membership", {"action": "remove", "subject": ORG_C.did}),
+            node_a.tx("audit/record_batch", access_batch(NODE_A, 1, GENESIS_S + 3)),
+            node_a.tx("audit/record_batch", access_batch(NODE_A, 3, GENESIS_S + 3)),
+            node_a.tx("audit/record_batch", access_batch(NODE_A, 2, GENESIS_S + 3)),
         ],
         # 5. the patient erases the observation; a new version of it is refused. Removed C,
         #    its nurse and its voucher have no authority left (unknown sender, unknown sender,
         #    not a member); B alone cannot remove A, one of two members (the vote waits);
         #    the latecomer registers at last with A's voucher. Keys for a revoked grant are
-        #    refused.
+        #    refused. Removed C's node records nothing (unknown sender).
         [
             patient.tx("records/erase", {"records": [OBSERVATION]}),
             doctor.tx("records/anchor", anchor(OBSERVATION, "Observation", 3, "b5")),
@@ -271,6 +293,7 @@ def golden_blocks() -> list[list[bytes]]:
             latecomer.tx("identity/register_patient", patient_registration(LATECOMER, ORG_C)),
             latecomer.tx("identity/register_patient", patient_registration(LATECOMER, ORG_A)),
             patient.tx("consent/share_keys", {"id": "a3" * 16, "keys": [wrap("clinical", 1)]}),
+            node_c.tx("audit/record_batch", access_batch(NODE_C, 1, GENESIS_S + 4)),
         ],
     ]
     return blocks

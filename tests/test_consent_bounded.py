@@ -56,9 +56,9 @@ class CountingStore:
         self.grant_reads += key.startswith(b"consent/grant/")
         return self.store.get(key)
 
-    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    def iterate(self, prefix: bytes, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         self.index_scans += prefix.startswith(b"consent/pg/")
-        return self.store.iterate(prefix)
+        return self.store.iterate(prefix, start)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)

@@ -10,9 +10,10 @@ not start, a rotation to a key already taken, a rotation without proof of posses
 key signed by another key, a grant by a non-patient, an expired grant, an anchor without write
 consent, a revocation twice, keys for a revoked grant, one member of two removing the other;
 node identities: a founder's at genesis, one registered with its consent and one refused with
-a practitioner's consent) and this test compares the app hash and the result codes at every
-height with the constants below. Update the constants only together with
-STATE_MACHINE_VERSION (chain/app.py): run
+a practitioner's consent; audit batches recorded, and refused: from an organisation, naming
+another node, replayed, skipped, from a removed organisation's node) and this test compares
+the app hash and the result codes at every height with the constants below. Update the
+constants only together with STATE_MACHINE_VERSION (chain/app.py): run
 
     PYTHONPATH=src .venv/bin/python tests/golden.py
 
@@ -36,16 +37,16 @@ GOLDEN = [
         [0, 0, 8, 0, 8, 0, 8, 0, 0, 0, 8, 7, 0, 8, 0],
     ),
     (
-        "017213be8d90f8cfcd760fa276c3413a65bc3f3ccc3b6af792a66f4291e8050d",
-        [0, 0, 0, 14, 6, 0, 8, 8, 0],
+        "041dbfbbc03119851ad6b0d0e9fe940e1b75a9f1cc56b54bc6b4e55b02f10110",
+        [0, 0, 0, 14, 6, 0, 8, 8, 0, 0, 8, 8],
     ),
     (
-        "39761468e4c8e041eb19c8637ac93fdf986c96e35f4e063bc1b54f6e4b3953b7",
-        [0, 8, 10, 0, 10, 0, 0, 10, 0, 0],
+        "1aaf5146ed7aca8de810444557d7719952e9b289c3dd0895d4b85e9d1f216e3a",
+        [0, 8, 10, 0, 10, 0, 0, 10, 0, 0, 16, 17, 0],
     ),
     (
-        "8c7660d6c3792e9b0bcfa5082db3f18595b2e9ee12252f464a70389ed29dc99e",
-        [0, 12, 13, 0, 13, 8, 0, 10],
+        "856d812899735d0de245866a07dcd71616d57466a6d2763881092cb5289ec846",
+        [0, 12, 13, 0, 13, 8, 0, 10, 13],
     ),
 ]
 

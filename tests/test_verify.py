@@ -7,33 +7,42 @@ import random
 import shutil
 import sqlite3
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from careledger.chain.modules.audit import AccessEntry, encode_batch
 from careledger.chain.tx import Tx
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
 from careledger.node.builder import Solo, build_node
-from careledger.node.datadir import initialise
+from careledger.node.datadir import DataDir, initialise
 from nodeutil import careledger_command, practitioner_payload, register_patient_tx, run_verify
 
 
 @pytest.fixture(scope="module")
 def honest_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data directory with a few blocks of real transactions, made by the embedded node."""
+    """A data directory with a few blocks of real transactions, made by the embedded node:
+    registrations, and the node's audit batches of reads of the patients' records."""
     root = tmp_path_factory.mktemp("honest") / "data"
     org = initialise(root)
+    node_key = KeyFile.load(DataDir(root).node_key)
     node = build_node(root, Solo())
     chain_id = node.app.chain_id
 
     async def fill() -> None:
         for block in range(4):
-            for _ in range(5):
-                raw = register_patient_tx(chain_id, Identity.generate(), org.identity)
+            patients = [Identity.generate() for _ in range(5)]
+            for patient in patients:
+                raw = register_patient_tx(chain_id, patient, org.identity)
                 await node.consensus.submit(raw, wait=False)
+            if block:
+                batch = encode_batch(node_key.did, block, [read_of(p, org.did) for p in patients])
+                audit = Tx(chain_id, "audit/record_batch", node_key.did, block, batch)
+                await node.consensus.submit(audit.sign(node_key.identity), wait=False)
             reg = Tx(
                 chain_id,
                 "identity/register_practitioner",
@@ -47,6 +56,12 @@ def honest_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     asyncio.run(fill())
     node.close()
     return root
+
+
+def read_of(patient: Identity, org: str) -> AccessEntry:
+    """An access entry: the organisation read one of the patient's records (block time)."""
+    at = int(time.time())
+    return AccessEntry(patient.did, "ab" * 32, 1, org, org, "TREAT", "denied", at)
 
 
 def tampered_copy(honest: Path, tmp_path: Path) -> Path:
@@ -102,7 +117,16 @@ def expected_fault(table: str, column: str, flipped: Flipped) -> str:
 def test_verify_passes_on_an_honest_data_directory(honest_dir: Path) -> None:
     result = run_verify(honest_dir)
     assert result.returncode == 0, result.stderr
-    assert "OK: 4 blocks, 24 transactions" in result.stdout
+    assert "OK: 4 blocks, 27 transactions" in result.stdout
+    db = sqlite3.connect(honest_dir / "state.sqlite")
+    batches, logged = (
+        db.execute(
+            "SELECT count(*) FROM state WHERE substr(key, 1, ?) = ?", (len(p), p)
+        ).fetchone()[0]
+        for p in (b"audit/batch/", b"audit/log/")
+    )
+    db.close()
+    assert (batches, logged) == (3, 15)  # every batch committed, each entry in a log
 
 
 TARGETS = [

@@ -25,6 +25,7 @@ from careledger.chain.apphash import changes_hash, next_app_hash
 from careledger.chain.block import parse_time_ns
 from careledger.chain.codes import Code, TxFailure
 from careledger.chain.genesis import Genesis
+from careledger.chain.modules.audit import audit_module
 from careledger.chain.modules.base import (
     Event,
     Message,
@@ -43,7 +44,12 @@ from careledger.chain.tx import SignedTx, decode_tx, tx_hash
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODULES: tuple[Module, ...] = (identity_module, records_module, consent_module)
+DEFAULT_MODULES: tuple[Module, ...] = (
+    identity_module,
+    records_module,
+    consent_module,
+    audit_module,
+)
 
 # The version of the rules. Any change to what a transaction does (including the layout of a
 # state value) changes what a replay computes, so it bumps this: a store written under other

@@ -19,6 +19,9 @@ class Code(IntEnum):
     ERASED = 12  # the record is erased: it takes no new version and has no content
     UNKNOWN_SENDER = 13  # not a registered identity, and the transaction does not register it
     NO_CONSENT = 14  # a write (a new record for a patient) without the patient's write consent
+    BAD_BATCH = 15  # an audit batch that is not in the one format, or out of its time window
+    BATCH_REPLAYED = 16  # an audit batch whose sequence number this node already used
+    BATCH_GAP = 17  # an audit batch that skips sequence numbers: the one before is missing
     INTERNAL = 99
 
 

@@ -16,7 +16,9 @@ import orjson
 
 class Readable(Protocol):
     def get(self, key: bytes) -> bytes | None: ...
-    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]: ...
+    def iterate(self, prefix: bytes, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """Pairs whose key has this prefix (and is at least `start`), in key order."""
+        ...
 
 
 class Overlay:
@@ -58,22 +60,22 @@ class Overlay:
     def delete(self, key: bytes) -> None:
         self._put(key, None)
 
-    def _changed_under(self, prefix: bytes) -> list[tuple[bytes, bytes | None]]:
+    def _changed_under(self, prefix: bytes, start: bytes) -> list[tuple[bytes, bytes | None]]:
         if self._sorted is None:
             self._sorted = sorted(self._changes)
         keys, found = self._sorted, []
-        for i in range(bisect.bisect_left(keys, prefix), len(keys)):
+        for i in range(bisect.bisect_left(keys, max(prefix, start)), len(keys)):
             key = keys[i]
             if not key.startswith(prefix):
                 break
             found.append((key, self._changes[key]))
         return found
 
-    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        mine = self._changed_under(prefix)
+    def iterate(self, prefix: bytes, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        mine = self._changed_under(prefix, start)
         merged = heapq.merge(
             ((k, 0, v) for k, v in mine),
-            ((k, 1, v) for k, v in self._parent.iterate(prefix)),
+            ((k, 1, v) for k, v in self._parent.iterate(prefix, start)),
         )
         last: bytes | None = None
         for key, _, value in merged:
@@ -116,9 +118,12 @@ class KV:
     def delete(self, key: str) -> None:
         self._writable().delete(self._key(key))
 
-    def items(self, prefix: str) -> Iterator[tuple[str, Any]]:
+    def items(self, prefix: str, after: str = "") -> Iterator[tuple[str, Any]]:
+        """(key, value) under `prefix` in key order; with `after`, only the keys that sort
+        after prefix + after (a cursor: the seek costs one index lookup, not a scan)."""
         skip = len(self._prefix)
-        for key, raw in self._store.iterate(self._key(prefix)):
+        start = self._key(prefix + after) + b"\x00" if after else b""
+        for key, raw in self._store.iterate(self._key(prefix), start):
             yield key[skip:].decode(), orjson.loads(raw)
 
     def _writable(self) -> Overlay:

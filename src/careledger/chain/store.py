@@ -124,9 +124,10 @@ class StateStore:
         self.cache.put(key, value)
         return value
 
-    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """Key/value pairs whose key starts with prefix, in key order."""
-        return _iterate(self._db, prefix)
+    def iterate(self, prefix: bytes, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """Key/value pairs whose key starts with prefix (and is at least start), in key
+        order."""
+        return _iterate(self._db, prefix, start)
 
     def last_commit(self) -> LastCommit:
         return _last_commit(self._db)
@@ -214,8 +215,8 @@ class Snapshot:
     def get(self, key: bytes) -> bytes | None:
         return _get(self._db, key)
 
-    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        return _iterate(self._db, prefix)
+    def iterate(self, prefix: bytes, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        return _iterate(self._db, prefix, start)
 
     def last_commit(self) -> LastCommit:
         return _last_commit(self._db)
@@ -226,10 +227,10 @@ def _get(db: sqlite3.Connection, key: bytes) -> bytes | None:
     return None if row is None else bytes(row[0])
 
 
-def _iterate(db: sqlite3.Connection, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+def _iterate(db: sqlite3.Connection, prefix: bytes, start: bytes) -> Iterator[tuple[bytes, bytes]]:
     rows = db.execute(
         "SELECT key, value FROM state WHERE key >= ? AND key < ? ORDER BY key",
-        (prefix, _prefix_end(prefix)),
+        (max(prefix, start), _prefix_end(prefix)),
     )
     for key, value in rows:
         yield bytes(key), bytes(value)

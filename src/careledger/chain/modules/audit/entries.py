@@ -33,7 +33,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from careledger.chain.modules.consent import PURPOSES
+from careledger.chain.modules.purposes import PURPOSES
+from careledger.chain.tx import MAX_TX_BYTES
 from careledger.crypto.canonical import canonical_bytes
 from careledger.crypto.hashing import sha256
 
@@ -65,6 +66,11 @@ RECORD_PREFIX_HEX = 32  # 16 bytes of the record name
 RECORD_NAME_HEX = 64
 BATCH_FIELDS = frozenset({"node", "seq", "time", "parties", "records", "entries"})
 MAX_SEQ = 2**53 - 1
+# The largest batch payload a transaction carries: MAX_TX_BYTES less the envelope (chain id,
+# type, sender, nonce: under 400 bytes; the signature: 64). A batch of MAX_BATCH_ENTRIES
+# entries of a few records fits; one of distinct records holds about 1,000 (each record prefix
+# costs 35 bytes in the table): the batcher cuts its batches with `entries_fitting`.
+MAX_BATCH_PAYLOAD_BYTES = MAX_TX_BYTES - 1024
 
 _DID = re.compile(r"did:key:z[1-9A-HJ-NP-Za-km-z]{1,119}")
 _HEX = re.compile(r"[0-9a-f]*")
@@ -222,7 +228,12 @@ def batch_bytes(payload: Mapping[str, Any]) -> int:
     return len(canonical_bytes(dict(payload)))
 
 
-def entries_fitting(node: str, seq: int, entries: Sequence[AccessEntry], max_bytes: int) -> int:
+def entries_fitting(
+    node: str,
+    seq: int,
+    entries: Sequence[AccessEntry],
+    max_bytes: int = MAX_BATCH_PAYLOAD_BYTES,
+) -> int:
     """How many of the leading entries one batch payload of at most max_bytes holds (0 if
     not even one): a transaction is at most chain.tx.MAX_TX_BYTES, and distinct records cost
     35 bytes each in the table, so a full MAX_BATCH_ENTRIES batch may not fit."""

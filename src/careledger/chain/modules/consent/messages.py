@@ -11,22 +11,9 @@ from dataclasses import dataclass
 
 from careledger.chain.codes import Code, TxFailure
 from careledger.chain.modules.base import Payload
+from careledger.chain.modules.purposes import PURPOSES as PURPOSES  # re-exported
 from careledger.crypto.scopekeys import SCOPES
 
-# FHIR v3 PurposeOfUse codes (http://terminology.hl7.org/CodeSystem/v3-ActReason): treatment,
-# emergency treatment, payment, operations, research, public health, patient request,
-# coverage, legal.
-PURPOSES = (
-    "TREAT",
-    "ETREAT",
-    "HPAYMT",
-    "HOPERAT",
-    "HRESCH",
-    "PUBHLTH",
-    "PATRQT",
-    "COVERAGE",
-    "HLEGAL",
-)
 READ, WRITE, DELEGATE = "read", "write", "delegate"
 ACTIONS = (READ, WRITE, DELEGATE)
 
