@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from accessutil import Consortium
@@ -162,3 +163,23 @@ def _wait_for_batch(client: NodeClient, node: str, seq: int) -> dict[str, Any]:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def test_a_node_without_its_own_key_journals_reads_and_sends_no_receipt(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    founder = initialise(root)
+    DataDir(root).node_key.unlink()  # a data directory from before node keys
+    node = build_node(root, Solo(block_interval=0.05))
+    try:
+        assert node.audit.batcher is None and "no node key" in node.audit.why_not_batching
+        with serve_over_http(node.asgi()) as url:
+            net = Consortium(url, founder)
+            patient = net.patient()
+            record = net.write(patient, patient.did)
+            served = net.reader(patient).get(record.hash)
+            assert served.content == record.blob and HEADER.lower() not in served.headers
+    finally:
+        node.close()
+    rows = sqlite3.connect(root / "audit.sqlite").execute("SELECT entry FROM entries")
+    (entry,) = [orjson.loads(row[0]) for row in rows]
+    assert (entry["reader"], entry["outcome"]) == (patient.did, "patient")

@@ -10,6 +10,8 @@ every read a real signed HTTP request. The batch interval is set with `--audit-i
 from __future__ import annotations
 
 import secrets
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,10 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from accessutil import Consortium, Reader
 from careledger.crypto.keyfile import KeyFile
@@ -31,7 +37,7 @@ from careledger.wallet.audit import (
 )
 from careledger.wallet.evidence import ProofError
 from careledger.wallet.node_client import NodeClient, NodeError
-from nodeutil import NodeProcess, free_port
+from nodeutil import NodeProcess, careledger_command, free_port, serve_over_http
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -244,3 +250,75 @@ def _lying_client(
 ) -> NodeClient:
     http = httpx.Client(base_url=url, transport=_Lying(path, rewrite), timeout=30)
     return NodeClient(url, keyfile, http=http)
+
+
+def test_careledger_audit_prints_the_log_with_each_proof(world: World, tmp_path: Path) -> None:
+    net = world.net
+    patient = net.patient()
+    record = net.write(patient, patient.did)
+    net.grant(patient, world.doctor.did)
+    assert net.reader(world.doctor).get(record.hash, "TREAT").status_code == 200
+    assert net.reader(world.doctor).get(record.hash, "HRESCH").status_code == 403
+    keys = tmp_path / "patient.json"
+    patient.save(keys)
+    _wait_for_log(world.node.url, patient, 2)
+    command = [*careledger_command(), "audit", "--keys", str(keys), "--node", world.node.url]
+    table = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.count("proof ok") == 2 and "2 proof(s) ok" in table.stdout
+    assert "denied" in table.stdout and "grant" in table.stdout
+    as_json = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=120)
+    assert as_json.returncode == 0, as_json.stderr
+    entries = orjson.loads(as_json.stdout)["entries"]
+    assert [(e["entry"]["outcome"], e["entry"]["purpose"], e["proof"]) for e in entries] == [
+        ("denied", "HRESCH", "ok"),
+        ("grant", "TREAT", "ok"),
+    ]
+
+
+def _wait_for_log(url: str, patient: KeyFile, count: int) -> None:
+    deadline = time.monotonic() + 30
+    while len(AuditClient(url, patient).log(verify=False)) < count:
+        assert time.monotonic() < deadline, "the reads never reached the log"
+        time.sleep(0.05)
+
+
+def test_careledger_audit_exits_non_zero_when_a_proof_fails(world: World, tmp_path: Path) -> None:
+    """Through a node that alters one entry of the log it answers (a proxy in front of the
+    real node, passing the signed requests through): the altered entry's proof fails."""
+    net = world.net
+    patient = net.patient()
+    record = net.write(patient, patient.did)
+    for _ in range(2):
+        assert net.reader(patient).get(record.hash).status_code == 200
+    _wait_for_log(world.node.url, patient, 2)
+    keys = tmp_path / "patient.json"
+    patient.save(keys)
+
+    def flip_version(body: bytes) -> bytes:
+        page = orjson.loads(body)
+        page["entries"][0]["entry"]["version"] += 1
+        return orjson.dumps(page)
+
+    with serve_over_http(_tampering_proxy(world.node.url, "/query/audit/log", flip_version)) as url:
+        command = [*careledger_command(), "audit", "--keys", str(keys), "--node", url]
+        failed = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 1
+    assert failed.stdout.count("proof ok") == 1 and "FAILED" in failed.stdout
+    assert "1 entr(ies) failed their proof" in failed.stderr
+
+
+def _tampering_proxy(upstream: str, path: str, rewrite: Callable[[bytes], bytes]) -> Starlette:
+    client = httpx.AsyncClient(base_url=upstream, timeout=30)
+
+    async def forward(request: Request) -> Response:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        answer = await client.request(
+            request.method, target, headers=headers, content=await request.body()
+        )
+        body = rewrite(answer.content) if request.url.path == path else answer.content
+        kept = {k: v for k, v in answer.headers.items() if k.lower() in ("content-type",)}
+        return Response(body, status_code=answer.status_code, headers=kept)
+
+    return Starlette(routes=[Route("/{rest:path}", forward, methods=["GET", "POST"])])
