@@ -818,6 +818,7 @@ def test_read_access_answers_unknown_and_erased_blobs(records: World) -> None:
         "version": 0,
         "scope": "",
         "grant": "",
+        "basis": "",
     }
     assert w.codes(w.patient.tx("records/erase", {"records": [record("a1")]})) == [0]
     erased, kept = w.access(w.patient, "a1", "p1")
@@ -830,6 +831,7 @@ def test_read_access_answers_unknown_and_erased_blobs(records: World) -> None:
         "version": 1,
         "scope": "clinical",
         "grant": "",
+        "basis": "patient",
     }
     bad = w.app.query("records/read_access", orjson.dumps({"reader": w.doctor.did, "at": T}))
     assert bad.code == Code.MALFORMED and "missing field 'hashes'" in bad.log

@@ -349,6 +349,7 @@ def test_every_decision_reaches_the_observers_in_one_shape(tmp_path: Path) -> No
                 reason=f"read grant {grant}",
                 grant=grant,
                 at=allowed.at,
+                basis="grant",
             )
             assert (denied.allowed, denied.status, denied.record, denied.grant) == (
                 False,

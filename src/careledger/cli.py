@@ -387,6 +387,47 @@ def audit(
         audit_cli.show_log(_load_key(keys), node, as_json, console)
 
 
+@consent_app.command("emergency")
+def consent_emergency(
+    as_: Path = typer.Option(..., "--as", help="The patient's key file."),
+    scopes: str = typer.Option(
+        "default",
+        help="Comma list of scopes to open, or 'default' (clinical, medications, diagnostics).",
+    ),
+    sensitive: bool = typer.Option(False, help="Open the sensitive scope too (opt-in)."),
+    threshold: int = typer.Option(0, help="Shares needed (default: two thirds of members)."),
+    node: str = typer.Option(DEFAULT_NODE, help="Node API URL."),
+) -> None:
+    """Open scopes to emergency access (break-glass): their keys escrowed, split among the
+    member organisations; any break-glass raises an alert you see first."""
+    from careledger.wallet import break_glass_cli, records_cli
+
+    with records_cli.errors(_fail):
+        break_glass_cli.open_emergency(_load_key(as_), node, scopes, sensitive, threshold, console)
+
+
+@app.command("break-glass")
+def break_glass(
+    as_: Path = typer.Option(..., "--as", help="The practitioner's key file."),
+    patient: str = typer.Option(..., help="The patient's did."),
+    reason: str = typer.Option(..., help="Why (1 to 500 characters): the patient reads it."),
+    scopes: str = typer.Option(
+        "opened", help="Comma list of scopes, or 'opened' (all the patient opened but sensitive)."
+    ),
+    seconds: int = typer.Option(3600, help="How long (at most 3600)."),
+    node: list[str] = typer.Option(..., help="Member node URLs to ask for shares (repeatable)."),
+    read: list[str] = typer.Option([], help="Records to read, Type/id (repeatable)."),
+) -> None:
+    """Emergency access without consent: a stated reason, the patient's opened scopes only,
+    an hour at most, an alert the patient sees first, and k member nodes must release."""
+    from careledger.wallet import break_glass_cli, records_cli
+
+    with records_cli.errors(_fail):
+        break_glass_cli.break_the_glass(
+            _load_key(as_), patient, reason, scopes, seconds, node, read, console
+        )
+
+
 @app.command("verify-record")
 def verify_record(
     proof: Path = typer.Argument(..., help="A proof file from records get."),

@@ -132,6 +132,8 @@ def node_routes(driver: ConsensusDriver, node_id: str) -> list[BaseRoute]:
             raise from_chain_code(result.code, result.log)
         if path == "consent/grant":
             await queries.check_grant(caller, orjson.loads(result.value))
+        if path == "consent/break_glass":
+            await queries.check_break_glass(caller, orjson.loads(result.value))
         if path in RECORDS_OF_A_PATIENT:
             await queries.check_records(caller, params, orjson.loads(result.value))
         return Response(result.value, media_type="application/json")

@@ -11,6 +11,7 @@ A node is, under either driver:
   (`node/consent_guard.py`), the eraser and, when the node has peers, the replicator;
 - the audit (`node/audit/`): the journal every read decision is written to before the read
   is served, and the batcher that commits them on chain (when the node has its own key);
+- the break-glass share release (`node/break_glass.py`), with the organisation's key file;
 - the commit listeners, registered before any block can be replayed into the state, so that a
   replayed block erases and fetches blobs exactly as a live one does;
 - the start-up sweeps;
@@ -45,6 +46,7 @@ from careledger.node.anchor_guard import register_records_checks
 from careledger.node.api import create_node_api
 from careledger.node.audit import NodeAudit, node_audit, not_batching
 from careledger.node.blobs import BlobService
+from careledger.node.break_glass import ShareRelease
 from careledger.node.consent_guard import ConsentGuard
 from careledger.node.datadir import DataDir
 from careledger.node.erasure import BlobEraser, sweep_erased
@@ -111,7 +113,15 @@ class Node(Generic[D]):
     ) -> Starlette:
         """The node API; serving it runs the driver and the replicator for its lifetime.
         `replay`: a replay cache of other bounds than the default (tests)."""
-        routes = [*self.blob_service.routes(), *self.audit.routes(), *extra_routes]
+        # The break-glass share release signs nothing: it needs the organisation's key only
+        # to open its shares.
+        shares: ShareRelease = ShareRelease(self.driver, _organisation_key(self.data))
+        routes = [
+            *self.blob_service.routes(),
+            *shares.routes(),
+            *self.audit.routes(),
+            *extra_routes,
+        ]
         return create_node_api(
             self.driver, self.data, routes, lifespan=self._lifespan, replay=replay
         )
@@ -315,6 +325,11 @@ def _cometbft(app: Application, spec: CometBft) -> _Consensus[CometDriver]:
 
     halts = Halts(lambda: server.handler.halted, lambda stop: setattr(server, "on_halt", stop))
     return _Consensus(driver, [driver.on_commit], lambda: 0, running, lambda: None, halts)
+
+
+def _organisation_key(data: DataDir) -> KeyFile | None:
+    """The organisation key file of the node's data directory, if it has one."""
+    return KeyFile.load(data.organisation_key) if data.organisation_key.exists() else None
 
 
 def _no_peers(digest: str) -> None:

@@ -83,6 +83,8 @@ class AccessDecision:
     reason: str  # why, in words ("patient", "grant ... is for purposes TREAT, not HRESCH")
     grant: str  # the grant that allowed it ("" otherwise)
     at: int  # unix seconds, this node's clock
+    basis: str = ""  # the chain's basis of an allowed read: patient, author, grant, delegate,
+    # emergency ("" when refused); the audit entry's outcome
 
 
 class AccessObserver(Protocol):
@@ -181,6 +183,7 @@ def _decision(
         reason=str(answer["reason"]),
         grant=str(answer.get("grant", "")),
         at=at,
+        basis=str(answer.get("basis", "")),
     )
 
 

@@ -17,6 +17,9 @@ Consent says who treats whom, so its queries are answered only to the parties of
   consent/party                never: this guard's own question
   audit/log?patient=P          P only: who read a patient's records is the patient's to know
   audit/batch, audit/last_seq  member organisations and nodes (batch bookkeeping)
+  consent/break_glasses?patient=P   P, or an active delegate of P
+  consent/break_glass?id=X     X's patient, an active delegate of the patient, X's requester,
+                               or any member organisation (its node releases shares for X)
 
 Every other query is answered to any registered identity, as before. Member organisations'
 node operators hold the whole state anyway; this guards the API, not the disk.
@@ -35,7 +38,7 @@ from careledger.node.auth import Caller
 from careledger.node.errors import ApiError
 
 NODE_ONLY = frozenset({"records/read_access", "consent/party"})
-OF_A_PATIENT = frozenset({"consent/grants", "consent/readers"})
+OF_A_PATIENT = frozenset({"consent/grants", "consent/readers", "consent/break_glasses"})
 RECORDS_OF_A_PATIENT = frozenset({"records/records", "records/versions"})
 AUDIT_LOG = "audit/log"
 FOR_MEMBERS_AND_NODES = frozenset({"audit/batch", "audit/last_seq"})
@@ -92,6 +95,17 @@ class QueryGuard:
         if caller.org and caller.org in (grant.get("grantee"), grant.get("org")):
             return
         await self._require_patient_side(caller, str(grant.get("patient", "")), "consent/grant")
+
+    async def check_break_glass(self, caller: Caller, glass: Mapping[str, Any]) -> None:
+        """After `consent/break_glass?id=`: 403 unless `caller` is its patient or requester,
+        or a member organisation or its node (the middleware admits them only while the
+        organisation is a member), or an active delegate of the patient."""
+        if caller.did in (glass.get("patient"), glass.get("requester")):
+            return
+        if caller.kind in ("organisation", "node"):
+            return
+        patient = str(glass.get("patient", ""))
+        await self._require_patient_side(caller, patient, "consent/break_glass")
 
     async def _require_patient_side(self, caller: Caller, patient: str, path: str) -> None:
         if caller.did == patient or await self._delegate_of(caller.did, patient):

@@ -30,7 +30,7 @@ from careledger.crypto.scopekeys import ScopePublic
 from careledger.wallet import enrolment
 from careledger.wallet.enrolment import ClaimEnrolment
 from careledger.wallet.importing import ImportSummary, PendingClaim, import_bundle, import_bundles
-from careledger.wallet.keyring import encryption_keys, keyring_for
+from careledger.wallet.keyring import Keyring, encryption_keys, keyring_for
 from careledger.wallet.node_client import NodeClient, Signer
 from careledger.wallet.reading import Reader
 from careledger.wallet.records_api import RecordsApi
@@ -55,17 +55,20 @@ class RecordsClient:
         workers: int = 0,
         purpose: str = "",
         organisation: KeyFile | None = None,
+        keyring: Keyring | None = None,
     ) -> None:
         """`purpose`: the purpose of use its reads state (a FHIR v3 PurposeOfUse code; a
         patient reading its own records needs none). `organisation`: for a practitioner,
         its organisation's key file (held by the organisation's gateway), whose key opens
-        what patients granted to the organisation and keeps access to what it writes."""
+        what patients granted to the organisation and keeps access to what it writes.
+        `keyring`: other keys to read with than the key file's and its grants' (a
+        break-glass's, wallet/break_glass.py)."""
         self.node = (NodeClient(node) if isinstance(node, str) else node).signed_as(keyfile)
         self.did = keyfile.did
         self.identity = keyfile.identity
         self.signer = Signer(self.node, self.did, self.identity)
         self.api = RecordsApi(self.node, purpose)
-        self.keyring = keyring_for(self.node, keyfile, organisation)
+        self.keyring = keyring or keyring_for(self.node, keyfile, organisation)
         holder = organisation or keyfile
         self.sealer = Sealer(workers)
         kept_by = KeptBy(holder.did, holder.identity.encryption_public)

@@ -196,6 +196,12 @@ class Payload:
             raise self._fail(f"{name!r} must be {nbytes} bytes in lowercase hex")
         return value
 
+    def boolean(self, name: str) -> bool:
+        value = self._take(name, False)
+        if not isinstance(value, bool):
+            raise self._fail(f"{name!r} must be true or false")
+        return value
+
     def did(self, name: str) -> str:
         value = self.text(name, max_len=128)
         try:

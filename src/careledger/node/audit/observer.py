@@ -45,9 +45,8 @@ def outcome_of(decision: AccessDecision) -> str:
     """The entry's outcome: the chain's basis of an allowed read when it names one, else
     what the reason says; a refusal's from its status (anything else is "unavailable")."""
     if decision.allowed:
-        basis = getattr(decision, "basis", "")
-        if basis in ALLOWED_OUTCOMES:
-            return str(basis)
+        if decision.basis in ALLOWED_OUTCOMES:
+            return decision.basis
         return _ALLOWED_BY_REASON.get(decision.reason, "grant")
     return _REFUSED_BY_STATUS.get(decision.status, "unavailable")
 

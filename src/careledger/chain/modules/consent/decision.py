@@ -19,14 +19,26 @@ from careledger.crypto.scopekeys import SENSITIVE
 _OTHER_GRANTEE, _REVOKED, _EXPIRED, _NOT_STARTED, _SCOPE, _RECORD, _PURPOSE = range(7)
 
 
+# On what basis a read was allowed (Decision.basis; "" when denied): the audit's outcome.
+PATIENT, AUTHOR, GRANT, DELEGATE_BASIS, EMERGENCY = (
+    "patient",
+    "author",
+    "grant",
+    "delegate",
+    "emergency",
+)
+BASES = (PATIENT, AUTHOR, GRANT, DELEGATE_BASIS, EMERGENCY)
+
+
 @dataclass(frozen=True)
 class Decision:
-    """Whether an access is allowed, why (a sentence for the caller and the audit), and the
-    grant that allowed it ("" when none did)."""
+    """Whether an access is allowed, why (a sentence for the caller and the audit), the grant
+    that allowed it ("" when none did), and on what basis (one of BASES; "" when denied)."""
 
     allowed: bool
     reason: str
     grant: str = ""
+    basis: str = ""
 
 
 class DecisionMemo:
@@ -51,7 +63,7 @@ class DecisionMemo:
         self.indexed: dict[str, list[tuple[str, str]]] = {}  # did -> [(grant id, action)]
         self.last_revoked: dict[str, str] = {}  # did -> grant id ("" for none)
         self.plans: dict[tuple[Request, str], Plan] = {}
-        self.reads: dict[tuple[str, str, str, str, int], Decision | Plan] = {}
+        self.reads: dict[tuple[str, str, str, str, int], Decision | Plan | WithEmergency] = {}
 
     def about(self, patient: str) -> DecisionMemo:
         """This memo, emptied first if it held another patient's state."""
@@ -165,7 +177,7 @@ class Plan:
         allowing = [o for o in (*naming, self.fixed_allowed) if o and o.step is None]
         if allowing:
             grant = min(allowing, key=lambda o: o.index).grant
-            return Decision(True, f"{self.action} grant {grant}", grant)
+            return Decision(True, f"{self.action} grant {grant}", grant, GRANT)
         # Every narrowed grant naming the record failed at purpose: the first of them ranks
         # highest among them.
         denials = [o for o in (self.fixed_best, *naming[:1], self._first_excluding(record)) if o]
@@ -184,3 +196,18 @@ class Plan:
                 reason = f"grant {outcome.grant} does not name record {record}"
                 return Outcome(outcome.index, outcome.grant, _RECORD, reason)
         return None
+
+
+class WithEmergency:
+    """The grants' plan, and what a break-glass of the reader says when the grants deny: an
+    emergency read is allowed only where no grant allows it (its basis is then "emergency"),
+    and a denial names the break-glass (ended, or not covering the scope) rather than the
+    grants, since the reader asked for emergency treatment."""
+
+    def __init__(self, plan: Plan, emergency: Decision) -> None:
+        self.plan = plan
+        self.emergency = emergency
+
+    def decide(self, record: str) -> Decision:
+        decision = self.plan.decide(record)
+        return decision if decision.allowed else self.emergency

@@ -32,3 +32,13 @@ class ConsentKeysShared(TypedEvent):
     TYPE = "consent.keys_shared"
     patient: str
     grant: str
+
+
+@dataclass(frozen=True)
+class EmergencyOpened(TypedEvent):
+    """A patient escrowed its emergency keys (a new escrow replaces the previous one)."""
+
+    TYPE = "consent.emergency_opened"
+    patient: str
+    escrow: str
+    scopes: tuple[str, ...]

@@ -25,19 +25,24 @@ from typing import Any
 
 from careledger.chain.codes import Code, TxFailure
 from careledger.chain.genesis import Genesis
+from careledger.chain.modules.audit import AuditKeeper, BreakGlassAlert
 from careledger.chain.modules.base import TxContext
 from careledger.chain.modules.consent.events import (
     ConsentGranted,
     ConsentKeysShared,
     ConsentRevoked,
+    EmergencyOpened,
 )
 from careledger.chain.modules.consent.keeper import MAX_LIVE_GRANTS, MODULE, ConsentKeeper
 from careledger.chain.modules.consent.messages import (
     DELEGATE,
+    BreakGlass,
     Grant,
     KeyWrap,
+    OpenEmergency,
     Revoke,
     ShareKeys,
+    emergency_threshold,
 )
 from careledger.chain.modules.identity import IdentityKeeper
 
@@ -239,6 +244,165 @@ def share_keys(ctx: TxContext, msg: ShareKeys) -> None:
     if msg.naming_key:
         keeper.put_naming_key(found["id"], msg.naming_key)
     ctx.emit(ConsentKeysShared(found["patient"], found["id"]))
+
+
+# --- break-glass ----------------------------------------------------------------------------
+
+
+def open_emergency(ctx: TxContext, msg: OpenEmergency) -> None:
+    """The patient escrows its emergency keys (docs/chain.md "Break-glass"): only the patient,
+    to exactly the current members, with k at least EMERGENCY_THRESHOLD, and epochs that are
+    the patient's current ones. A new escrow replaces the previous one."""
+    keeper = _keeper(ctx)
+    if keeper.identities.active(ctx.sender, "patient") is None:
+        raise TxFailure(
+            Code.UNAUTHORISED, "only a patient opens emergency access, to its own records"
+        )
+    current = sorted(str(m["did"]) for m in keeper.identities.members())
+    if list(msg.members) != current:
+        raise TxFailure(
+            Code.CONFLICT,
+            f"the escrow names members {', '.join(msg.members)} but the current members are "
+            f"{', '.join(current)}: split it among exactly the current members",
+        )
+    least = emergency_threshold(len(current))
+    if msg.threshold < least:
+        raise TxFailure(
+            Code.INVALID_PAYLOAD,
+            f"threshold {msg.threshold} is below the policy's {least} of {len(current)} members "
+            "(ceil(2n/3))",
+        )
+    _require_current_epochs(ctx, ctx.sender, msg.epochs)
+    keeper.put_emergency(
+        ctx.sender,
+        {
+            "patient": ctx.sender,
+            "escrow": msg.escrow,
+            "scopes": list(msg.scopes),
+            "sensitive": msg.sensitive,
+            "threshold": msg.threshold,
+            "members": list(msg.members),
+            "shares": [s.to_json() for s in msg.shares],
+            "sealed": msg.sealed,
+            "epochs": dict(msg.epochs),
+            "height": ctx.height,
+        },
+    )
+    ctx.emit(EmergencyOpened(ctx.sender, msg.escrow, msg.scopes))
+
+
+def _require_current_epochs(
+    ctx: TxContext, patient: str, epochs: tuple[tuple[str, int], ...]
+) -> None:
+    from careledger.chain.modules.records import MODULE as RECORDS
+    from careledger.chain.modules.records import RecordsKeeper
+
+    records = RecordsKeeper(ctx.kv(RECORDS))
+    for scope, epoch in epochs:
+        current = records.current_scope_key(patient, scope)
+        if current is None or current["epoch"] != epoch:
+            now = current["epoch"] if current else "none"
+            raise TxFailure(
+                Code.CONFLICT,
+                f"the escrow holds the {scope} key of epoch {epoch}, but the patient's current "
+                f"{scope} epoch is {now}",
+            )
+
+
+def break_glass(ctx: TxContext, msg: BreakGlass) -> None:
+    """A practitioner of a member breaks the glass (docs/chain.md "Break-glass"): a stated
+    reason, only the scopes the patient opened (sensitive only if it opted in), at most
+    MAX_BREAK_GLASS_SECONDS. Recorded with an alert the patient sees first (the audit
+    module's), in this same transaction: no member's node releases a share before both are
+    committed."""
+    keeper = _keeper(ctx)
+    org = _breaking_practitioner_org(keeper, ctx.sender)
+    if keeper.identities.active(msg.patient, "patient") is None:
+        raise TxFailure(Code.NOT_FOUND, f"{msg.patient} is not a registered active patient")
+    escrow = keeper.emergency(msg.patient)
+    if escrow is None:
+        raise TxFailure(
+            Code.NOT_FOUND,
+            f"{msg.patient} opened no scope to emergency access (no escrow): nothing could be "
+            "released",
+        )
+    _require_opened(escrow, msg.scopes)
+    now = ctx.unix_seconds
+    running = keeper.active_break_glass(msg.patient, ctx.sender, now)
+    if running is not None:
+        raise TxFailure(
+            Code.CONFLICT,
+            f"break-glass {running['id']} of {ctx.sender} for this patient runs until "
+            f"{running['until']}",
+        )
+    glass = {
+        "id": ctx.tx_hash[:32],
+        "patient": msg.patient,
+        "requester": ctx.sender,
+        "org": org,
+        "reason": msg.reason,
+        "scopes": list(msg.scopes),
+        "escrow": escrow["escrow"],
+        # Every escrowed scope's epoch: the bundle a requester opens holds all of them, so
+        # the patient's rotation afterwards covers all of them (wallet/break_glass.py).
+        "epochs": dict(escrow["epochs"]),
+        "start": now,
+        "until": now + msg.seconds,
+        "height": ctx.height,
+    }
+    if len(glass["id"]) != 32:
+        raise TxFailure(Code.INTERNAL, "a break-glass is recorded only in a block")
+    keeper.put_break_glass(glass)
+    _raise_alert(ctx, glass)
+
+
+def _breaking_practitioner_org(keeper: ConsentKeeper, sender: str) -> str:
+    """The member organisation of the practitioner breaking the glass; UNAUTHORISED for
+    anyone else (a patient, an organisation itself, a node: a break-glass names the person)."""
+    ident = keeper.identities.identity(sender)
+    kind = str(ident["kind"]) if ident else "unregistered identity"
+    if kind != "practitioner":
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise TxFailure(
+            Code.UNAUTHORISED,
+            f"{article} {kind} cannot break the glass: only a practitioner of a member "
+            "organisation, by name",
+        )
+    org = keeper.identities.acting_for(sender)
+    if org is None:  # authentication refuses these already; kept for any other caller
+        raise TxFailure(Code.UNAUTHORISED, f"{sender} does not act for a member organisation")
+    return org
+
+
+def _require_opened(escrow: dict[str, Any], scopes: Sequence[str]) -> None:
+    if "sensitive" in scopes and not escrow["sensitive"]:
+        raise TxFailure(
+            Code.UNAUTHORISED,
+            "the patient did not open the sensitive scope to emergency access (no opt-in)",
+        )
+    closed = [s for s in scopes if s not in escrow["scopes"]]
+    if closed:
+        raise TxFailure(
+            Code.UNAUTHORISED,
+            f"scope(s) {', '.join(closed)} not opened to emergency access by the patient "
+            f"(opened: {', '.join(escrow['scopes'])})",
+        )
+
+
+def _raise_alert(ctx: TxContext, glass: dict[str, Any]) -> None:
+    """The patient's alert, in the audit module's state and as its typed event."""
+    alert = {k: glass[k] for k in ("id", "requester", "org", "reason", "scopes", "start")}
+    AuditKeeper.of(ctx).record_alert(glass["patient"], {**alert, "until": glass["until"]})
+    ctx.emit(
+        BreakGlassAlert(
+            glass["patient"],
+            glass["id"],
+            glass["requester"],
+            glass["org"],
+            tuple(glass["scopes"]),
+            str(glass["until"]),
+        )
+    )
 
 
 def init_genesis(ctx: TxContext, genesis: Genesis) -> None:

@@ -23,6 +23,16 @@ Layout under the `consent/` prefix (`<e>`: an epoch as 10 zero-padded digits):
                                 grants leave `pg`, this keeps the reason a revoked reader gets
   under/<delegation>/<id>       a live grant a delegate made under that delegation (value:
                                 end): revoking the delegation revokes these with it
+  emergency/<patient>           the patient's current escrow of its emergency keys
+                                (consent/open_emergency): escrow, scopes, sensitive,
+                                threshold, members, shares, sealed, epochs, height
+  break_glass/<id>              a break-glass: id, patient, requester, org, reason, scopes,
+                                escrow, epochs (every escrowed scope's, at the time), start,
+                                until, height
+  bg/<patient>/<requester>      the requester's latest break-glass of the patient (value: id):
+                                a requester has at most one active per patient, so a decision
+                                reads this one row
+  bgp/<patient>/<id>            every break-glass of a patient (value: height)
 
 Bounded work: a patient has at most MAX_LIVE_GRANTS live grants (expired ones are pruned when
 the limit is reached), so a decision reads at most that many `pg` rows and two `last_revoked`
@@ -37,14 +47,20 @@ from collections.abc import Iterable
 from typing import Any
 
 from careledger.chain.modules.consent.decision import (
+    AUTHOR,
+    DELEGATE_BASIS,
+    EMERGENCY,
+    PATIENT,
     Decision,
     DecisionMemo,
     Plan,
     Request,
+    WithEmergency,
     indexed_under,
 )
 from careledger.chain.modules.consent.messages import (
     DELEGATE,
+    ETREAT,
     PURPOSES,
     READ,
     WRITE,
@@ -212,8 +228,11 @@ class ConsentKeeper:
 
     def is_party(self, patient: str, did: str, org: str, at: int) -> bool:
         """Whether `did` (or the organisation `org` it acts for) holds a grant of `patient` in
-        force at `at`, of any action: a party of the patient's consent. One index scan per
+        force at `at`, of any action, or `did` broke the glass for the patient and its
+        break-glass is running at `at`: a party of the patient's consent. One index scan per
         did (`pg/<patient>/<did>/`), never all the patient's grants."""
+        if self.active_break_glass(patient, did, at) is not None:
+            return True
         memo = DecisionMemo()
         for grantee in dict.fromkeys(d for d in (did, org) if d):
             for grant_id, _ in self._indexed(memo, patient, grantee):
@@ -274,6 +293,8 @@ class ConsentKeeper:
         answer = memo.about(patient).reads.get(key)
         if answer is None:
             answer = self._read_answer(reader, patient, scope, author_org, purpose, at, memo)
+            if purpose == ETREAT and not isinstance(answer, Decision):
+                answer = self._with_emergency(answer, reader, patient, scope, at)
             memo.reads[key] = answer
         return answer if isinstance(answer, Decision) else answer.decide(record)
 
@@ -290,10 +311,10 @@ class ConsentKeeper:
         """The read decision for any record of (patient, scope, author_org): a Decision when
         the record cannot change it, else the grants' plan that decides per record."""
         if reader == patient:
-            return Decision(True, "patient")
+            return Decision(True, "patient", basis=PATIENT)
         delegation = self.delegation(patient, reader, at, scope, memo)
         if delegation is not None and self.identities.acting_identity(reader) is not None:
-            return Decision(True, "delegate of the patient", delegation["id"])
+            return Decision(True, "delegate of the patient", delegation["id"], DELEGATE_BASIS)
         if not purpose:
             return Decision(False, "no purpose stated")
         if purpose not in PURPOSES:
@@ -302,14 +323,73 @@ class ConsentKeeper:
         if org is None:
             return Decision(False, "not acting for a member organisation")
         if author_org and org == author_org:  # it wrote this version: it reads what it wrote
-            return Decision(True, "author organisation")
+            return Decision(True, "author organisation", basis=AUTHOR)
         return self._plan(memo, patient, Request(reader, org, scope, at, purpose), READ)
+
+    def _with_emergency(
+        self, plan: Plan, reader: str, patient: str, scope: str, at: int
+    ) -> Plan | WithEmergency:
+        """The plan, falling back on the reader's break-glass of the patient if it has one
+        (an emergency read: purpose ETREAT, its window, its scopes; docs/chain.md)."""
+        found = self.kv.get(f"bg/{patient}/{reader}")
+        glass = self.break_glass(found) if isinstance(found, str) else None
+        if glass is None:
+            return plan
+        name = f"break-glass {glass['id']}"
+        if at < glass["start"]:
+            return WithEmergency(plan, Decision(False, f"{name} starts at {glass['start']}"))
+        if at >= glass["until"]:
+            return WithEmergency(plan, Decision(False, f"{name} ended at {glass['until']}"))
+        if scope not in glass["scopes"]:
+            covered = ", ".join(glass["scopes"])
+            return WithEmergency(
+                plan, Decision(False, f"{name} covers {covered}, not scope {scope}")
+            )
+        allowed = f"{name}: emergency access until {glass['until']}"
+        return WithEmergency(plan, Decision(True, allowed, basis=EMERGENCY))
+
+    # --- break-glass ----------------------------------------------------------------------
+
+    def emergency(self, patient: str) -> dict[str, Any] | None:
+        """The patient's current escrow of its emergency keys, if it opened any."""
+        value = self.kv.get(f"emergency/{patient}")
+        return value if isinstance(value, dict) else None
+
+    def put_emergency(self, patient: str, escrow: dict[str, Any]) -> None:
+        self.kv.set(f"emergency/{patient}", escrow)
+
+    def break_glass(self, glass_id: str) -> dict[str, Any] | None:
+        value = self.kv.get(f"break_glass/{glass_id}")
+        return value if isinstance(value, dict) else None
+
+    def put_break_glass(self, glass: dict[str, Any]) -> None:
+        patient = glass["patient"]
+        self.kv.set(f"break_glass/{glass['id']}", glass)
+        self.kv.set(f"bg/{patient}/{glass['requester']}", glass["id"])
+        self.kv.set(f"bgp/{patient}/{glass['id']}", glass["height"])
+
+    def latest_break_glass(self, patient: str, requester: str) -> dict[str, Any] | None:
+        found = self.kv.get(f"bg/{patient}/{requester}")
+        return self.break_glass(found) if isinstance(found, str) else None
+
+    def active_break_glass(self, patient: str, requester: str, at: int) -> dict[str, Any] | None:
+        """The requester's break-glass of the patient running at unix time `at`, if any."""
+        glass = self.latest_break_glass(patient, requester)
+        return glass if glass is not None and glass["start"] <= at < glass["until"] else None
+
+    def break_glasses_of(self, patient: str) -> list[dict[str, Any]]:
+        """Every break-glass of the patient, newest first."""
+        found = [
+            self.break_glass(key.rpartition("/")[2]) for key, _ in self.kv.items(f"bgp/{patient}/")
+        ]
+        glasses = [g for g in found if g is not None]
+        return sorted(glasses, key=lambda g: (g["height"], g["id"]), reverse=True)
 
     def may_write(self, patient: str, sender: str, org: str, scope: str, at: int) -> Decision:
         """May `sender`, acting for `org`, start a new record of `patient` in `scope` at
         unix time `at`? Only a write grant to the organisation or to the sender allows it."""
         if sender == patient:
-            return Decision(True, "patient")
+            return Decision(True, "patient", basis=PATIENT)
         plan = self._plan(DecisionMemo(), patient, Request(sender, org, scope, at), WRITE)
         return plan.decide("")
 

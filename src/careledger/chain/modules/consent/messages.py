@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from careledger.chain.codes import Code, TxFailure
 from careledger.chain.modules.base import Payload
 from careledger.chain.modules.purposes import PURPOSES as PURPOSES  # re-exported
-from careledger.crypto.scopekeys import SCOPES
+from careledger.crypto.scopekeys import SCOPES, SENSITIVE
 
 READ, WRITE, DELEGATE = "read", "write", "delegate"
 ACTIONS = (READ, WRITE, DELEGATE)
@@ -172,3 +172,137 @@ class ShareKeys:
         if not keys and not naming_key:
             raise _fail("nothing to share: give 'keys' (1 or more) or 'naming_key'")
         return cls(grant_id, keys, naming_key)
+
+
+# --- break-glass ----------------------------------------------------------------------------
+
+ETREAT = "ETREAT"  # the purpose an emergency read states
+# Genesis policy (consent module constants; docs/chain.md "Break-glass"): the scopes the
+# wallet opens when the patient does not choose, the longest break-glass, and the threshold.
+DEFAULT_EMERGENCY_SCOPES = ("clinical", "medications", "diagnostics")
+MAX_BREAK_GLASS_SECONDS = 3600
+MAX_REASON = 500
+ESCROW_ID_BYTES = 16
+MAX_ESCROW_MEMBERS = 255  # the escrow's shares are indexed by one byte
+WRAPPED_SHARE_BYTES = 64  # HPKE enc (32) + a 16-byte share + tag (16)
+# The sealed bundle: nonce + AES-GCM tag + about 115 bytes of JSON per escrowed scope key, so
+# some 200 keys (epochs) in all, and room left in a transaction (MAX_TX_BYTES) for the shares.
+MAX_SEALED_BYTES = 24 * 1024
+MIN_SEALED_BYTES = 12 + 16 + 2
+
+
+def emergency_threshold(members: int) -> int:
+    """EMERGENCY_THRESHOLD: the least k of an escrow among `members` members, ceil(2n/3)
+    and at least 1 (docs/crypto.md 11.2)."""
+    return max(1, -(-2 * members // 3))
+
+
+@dataclass(frozen=True)
+class ShareWrap:
+    """Share `index` of an escrow's secret, HPKE-wrapped to member organisation `org`."""
+
+    org: str
+    index: int
+    wrapped: str  # hex
+
+    @classmethod
+    def parse(cls, p: Payload) -> ShareWrap:
+        share = cls(
+            p.did("org"),
+            p.integer("index", 1, MAX_ESCROW_MEMBERS),
+            p.hex_bytes("wrapped", WRAPPED_SHARE_BYTES),
+        )
+        p.done()
+        return share
+
+    def to_json(self) -> dict[str, object]:
+        return {"org": self.org, "index": self.index, "wrapped": self.wrapped}
+
+
+@dataclass(frozen=True)
+class OpenEmergency:
+    """A patient's escrow of its emergency keys (crypto/escrow.py): which scopes it opens to
+    a break-glass, split k-of-n among `members` (all current members, sorted)."""
+
+    scopes: tuple[str, ...]
+    sensitive: bool
+    threshold: int
+    members: tuple[str, ...]
+    shares: tuple[ShareWrap, ...]
+    sealed: str
+    epochs: tuple[tuple[str, int], ...]  # (scope, its current epoch), in `scopes` order
+    escrow: str
+
+    @classmethod
+    def parse(cls, p: Payload) -> OpenEmergency:
+        scopes, sensitive = _choices(p, "scopes", SCOPES), p.boolean("sensitive")
+        members = tuple(p.text_list("members", MAX_ESCROW_MEMBERS, max_len=128))
+        threshold = p.integer("threshold", 1, MAX_ESCROW_MEMBERS)
+        shares = tuple(ShareWrap.parse(s) for s in p.objects("shares", MAX_ESCROW_MEMBERS, 1))
+        msg = cls(
+            scopes,
+            sensitive,
+            threshold,
+            members,
+            shares,
+            _sealed(p),
+            _epochs(p.nested("epochs"), scopes),
+            p.hex_bytes("escrow", ESCROW_ID_BYTES),
+        )
+        p.done()
+        msg._check()
+        return msg
+
+    def _check(self) -> None:
+        if SENSITIVE in self.scopes and not self.sensitive:
+            raise _fail('the sensitive scope is opened to emergencies only with "sensitive": true')
+        if self.sensitive and SENSITIVE not in self.scopes:
+            raise _fail('"sensitive": true, but the scopes do not name the sensitive scope')
+        if list(self.members) != sorted(self.members):
+            raise _fail("'members' must be sorted")
+        if self.threshold > len(self.members):
+            raise _fail(f"threshold {self.threshold} is above the {len(self.members)} members")
+        expected = [(m, i) for i, m in enumerate(self.members, start=1)]
+        if [(s.org, s.index) for s in self.shares] != expected:
+            raise _fail("'shares' must hold share i of member i (in 'members' order), one each")
+
+
+def _sealed(p: Payload) -> str:
+    sealed = p.text("sealed", max_len=2 * MAX_SEALED_BYTES, min_len=2 * MIN_SEALED_BYTES)
+    if len(sealed) % 2 or sealed.strip("0123456789abcdef"):
+        raise _fail("'sealed' must be lowercase hex")
+    return sealed
+
+
+def _epochs(p: Payload, scopes: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
+    """{scope: epoch} for exactly the opened scopes."""
+    epochs = tuple((scope, p.integer(scope, 1, MAX_EPOCH)) for scope in scopes)
+    p.done()
+    return epochs
+
+
+@dataclass(frozen=True)
+class BreakGlass:
+    """A practitioner's emergency access to a patient's opened scopes, for `seconds`."""
+
+    patient: str
+    reason: str
+    scopes: tuple[str, ...]
+    seconds: int
+
+    @classmethod
+    def parse(cls, p: Payload) -> BreakGlass:
+        patient = p.did("patient")
+        reason = p.text("reason", max_len=2000, optional=True, min_len=0)
+        if not reason.strip():
+            raise _fail("a break-glass states its reason ('reason': 1 to 500 characters)")
+        if len(reason) > MAX_REASON:
+            raise _fail(f"a break-glass reason is at most {MAX_REASON} characters")
+        scopes = _choices(p, "scopes", SCOPES)
+        seconds = p.integer("seconds", 0, 2**40)
+        if not 0 < seconds <= MAX_BREAK_GLASS_SECONDS:
+            raise _fail(
+                f"a break-glass lasts 1 to {MAX_BREAK_GLASS_SECONDS} seconds, not {seconds}"
+            )
+        p.done()
+        return cls(patient, reason, scopes, seconds)

@@ -12,6 +12,7 @@ from careledger.chain.codes import Code, TxFailure
 from careledger.chain.modules.base import Payload
 from careledger.chain.modules.consent.keeper import ConsentKeeper
 from careledger.chain.modules.consent.messages import (
+    ESCROW_ID_BYTES,
     GRANT_ID_BYTES,
     MAX_PERIOD_END,
     READ,
@@ -96,3 +97,34 @@ def party(kv: KV, params: Payload) -> Any:
     if at is None:
         raise TxFailure(Code.INVALID_PAYLOAD, "'at' is required")
     return {"party": ConsentKeeper(kv).is_party(patient, did, org, at)}
+
+
+def emergency(kv: KV, params: Payload) -> Any:
+    """The patient's escrow of its emergency keys (public: opened scopes, sensitive, k, the
+    members, the wrapped shares and the sealed bundle, which open only with k shares), with
+    `current_members` (sorted) so that a wallet sees when it must re-escrow: ?patient=<did>."""
+    patient = params.did("patient")
+    params.done()
+    keeper = ConsentKeeper(kv)
+    found = keeper.emergency(patient)
+    if found is None:
+        raise TxFailure(Code.NOT_FOUND, f"{patient} opened no scope to emergency access")
+    members = sorted(str(m["did"]) for m in keeper.identities.members())
+    return {**found, "current_members": members}
+
+
+def break_glass(kv: KV, params: Payload) -> Any:
+    """One break-glass: ?id=<32 hex>."""
+    glass_id = params.hex_bytes("id", ESCROW_ID_BYTES)
+    params.done()
+    found = ConsentKeeper(kv).break_glass(glass_id)
+    if found is None:
+        raise TxFailure(Code.NOT_FOUND, f"no break-glass {glass_id}")
+    return found
+
+
+def break_glasses(kv: KV, params: Payload) -> Any:
+    """Every break-glass of a patient, newest first: ?patient=<did>."""
+    patient = params.did("patient")
+    params.done()
+    return ConsentKeeper(kv).break_glasses_of(patient)

@@ -77,7 +77,8 @@ def read_access(kv: KV, params: Payload) -> Any:
     """May `reader` read these blobs for `purpose` at `at` (unix seconds, the caller's clock:
     the decision is not consensus)? JSON {"reader", "purpose" (a PurposeOfUse code or ""),
     "at", "hashes": [...]}; one answer per hash, in order: {"status": 200 | 403 | 404 | 410,
-    "reason", "patient", "record", "version", "scope", "grant"}. The records keeper finds the
+    "reason", "patient", "record", "version", "scope", "grant", "basis" (Decision.basis: "patient",
+    "author", "grant", "delegate", "emergency"; "" when denied)}. The records keeper finds the
     record version; `ConsentKeeper.read_decision` decides (the one decision function), told
     the organisation that version's author wrote for (the author organisation reads what it
     wrote, not a later version the patient or anyone else wrote).
@@ -116,7 +117,9 @@ class _Found:
             reader, self.patient, self.record, self.scope, self.author_org, purpose, at, memo
         )
         status = 200 if decision.allowed else 403
-        self.answer = _answer(status, decision.reason, grant=decision.grant, **self._where())
+        self.answer = _answer(
+            status, decision.reason, grant=decision.grant, basis=decision.basis, **self._where()
+        )
 
     def _where(self) -> dict[str, Any]:
         return {
@@ -144,5 +147,5 @@ def _locate(records: RecordsKeeper, digest: str) -> _Found | dict[str, Any]:
 
 
 def _answer(status: int, reason: str, **found: Any) -> dict[str, Any]:
-    empty = {"patient": "", "record": "", "version": 0, "scope": "", "grant": ""}
+    empty = {"patient": "", "record": "", "version": 0, "scope": "", "grant": "", "basis": ""}
     return {"status": status, "reason": reason, **empty, **found}
