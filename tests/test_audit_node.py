@@ -35,9 +35,12 @@ from careledger.wallet.audit import (
     check_receipt,
     receipt_of,
 )
+from careledger.wallet.break_glass import EmergencyClient, break_glass
 from careledger.wallet.evidence import ProofError
 from careledger.wallet.node_client import NodeClient, NodeError
-from nodeutil import NodeProcess, careledger_command, free_port, serve_over_http
+from careledger.wallet.records import RecordsClient
+from nodeutil import NodeProcess, careledger_command, enrol, free_port, serve_over_http
+from test_break_glass import practitioner
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -322,3 +325,49 @@ def _tampering_proxy(upstream: str, path: str, rewrite: Callable[[bytes], bytes]
         return Response(body, status_code=answer.status_code, headers=kept)
 
     return Starlette(routes=[Route("/{rest:path}", forward, methods=["GET", "POST"])])
+
+
+def test_a_break_glass_read_is_an_emergency_entry_under_its_alert(tmp_path: Path) -> None:
+    """The alert is on top of the patient's log, the emergency read is an "emergency" entry
+    proven on chain, and once the break-glass ended `careledger audit` offers to rotate the
+    scopes it exposed (and rotates them with --rotate)."""
+    node = _start(tmp_path, "--audit-interval", "0.05")  # one member: k = 1, its node releases
+    try:
+        clinic = RecordsClient(node.url, node.organisation())
+        patient = enrol(clinic, "glass patient")
+        written = RecordsClient(node.url, patient).write(patient.did, CONDITION)
+        EmergencyClient(node.url, patient).open()
+        doctor = practitioner(node.url, node.organisation(), "Dr. Glass")
+        keys = break_glass(node.url, doctor, patient.did, "unconscious", seconds=3)
+        response = Reader(node.url, doctor).get(written.blob_hash, "ETREAT")
+        assert response.status_code == 200, response.text
+        (proven,) = check_receipt(receipt_of(response), _client(node.url, doctor))
+        assert (proven.entry.outcome, proven.entry.purpose) == ("emergency", "ETREAT")
+        log = AuditClient(node.url, patient).access_log()
+        ((alert, _),) = [(a["alert"], a["height"]) for a in log.alerts]
+        assert (alert["requester"], alert["reason"]) == (doctor.did, "unconscious")
+        assert log.entries[0].entry.outcome == "emergency"
+
+        while time.time() <= keys.until:  # the break-glass ends
+            time.sleep(0.2)
+        keys_file = tmp_path / "patient.json"
+        patient.save(keys_file)
+        command = [*careledger_command(), "audit", "--keys", str(keys_file), "--node", node.url]
+        offered = subprocess.run([*command, "--no-rotate"], capture_output=True, text=True)
+        assert offered.returncode == 0, offered.stderr
+        assert offered.stdout.index("BREAK-GLASS") < offered.stdout.index("proof ok")
+        assert "1 break-glass(es) ended" in offered.stdout and "Not rotated" in offered.stdout
+        rotated = subprocess.run([*command, "--rotate"], capture_output=True, text=True)
+        assert rotated.returncode == 0, rotated.stderr
+        assert "Rotated clinical, diagnostics, medications" in rotated.stdout
+        assert EmergencyClient(node.url, patient).ended_unrotated() == []
+    finally:
+        node.stop()
+
+
+CONDITION = {
+    "resourceType": "Condition",
+    "id": "condition-1",
+    "subject": {"reference": "Patient/p-1"},
+    "code": {"text": "asthma"},
+}

@@ -377,14 +377,19 @@ def audit(
     keys: Path = typer.Option(..., "--keys", "--as", help="The patient's key file."),
     node: str = typer.Option(DEFAULT_NODE, help="Node API URL."),
     as_json: bool = typer.Option(False, "--json", help="JSON instead of a table."),
+    rotate: bool | None = typer.Option(
+        None,
+        "--rotate/--no-rotate",
+        help="After an ended break-glass, rotate the scopes it exposed (default: ask).",
+    ),
 ) -> None:
     """Your access log: break-glass alerts first, then every read of your records (allowed
-    or refused) newest first, each checked against its batch on chain ("proof ok"); exit 1
-    if any proof fails."""
+    or refused) newest first, each checked against its batch on chain ("proof ok"); then,
+    if a break-glass ended, the offer to rotate what it exposed. Exit 1 if any proof fails."""
     from careledger.wallet import audit_cli, records_cli
 
     with records_cli.errors(_fail):
-        audit_cli.show_log(_load_key(keys), node, as_json, console)
+        audit_cli.show_log(_load_key(keys), node, as_json, rotate, console)
 
 
 @consent_app.command("emergency")

@@ -14,28 +14,62 @@ from rich.table import Table
 
 from careledger.crypto.keyfile import KeyFile
 from careledger.wallet.audit import AuditClient, LoggedAccess
+from careledger.wallet.break_glass import EmergencyClient
 from careledger.wallet.evidence import ProofError
 
 PROOF_FAILED_EXIT = 1
 
 
-def show_log(patient: KeyFile, node: str, as_json: bool, console: Console) -> None:
-    """Print the log (alerts, then entries newest first) with each entry's proof; exit 1
-    after printing if any proof failed."""
+def show_log(
+    patient: KeyFile, node: str, as_json: bool, rotate: bool | None, console: Console
+) -> None:
+    """Print the log (alerts, then entries newest first) with each entry's proof; then offer
+    to rotate the scopes an ended break-glass exposed (`rotate`: True rotates, False does
+    not, None asks on a terminal); exit 1 after printing if any proof failed."""
     with AuditClient(node, patient) as client:
         log = client.access_log(verify=False)
         checked = [_checked(client, access) for access in log.entries]
+    emergency = EmergencyClient(node, patient)
+    unrotated = emergency.ended_unrotated()
     failed = sum(1 for _, problem in checked if problem)
     if as_json:
-        document = {"alerts": log.alerts, "entries": [_json(a, p) for a, p in checked]}
+        document = {
+            "alerts": log.alerts,
+            "entries": [_json(a, p) for a, p in checked],
+            "ended_unrotated": unrotated,
+        }
         sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         _print_alerts(log.alerts, console)
         console.print(_table(checked))
         console.print(f"{len(checked)} access(es), {len(checked) - failed} proof(s) ok")
+    if unrotated:
+        _offer_rotation(emergency, unrotated, rotate, console)
     if failed:
         Console(stderr=True).print(f"[red]error:[/red] {failed} entr(ies) failed their proof")
         raise typer.Exit(code=PROOF_FAILED_EXIT)
+
+
+def _offer_rotation(
+    emergency: EmergencyClient,
+    unrotated: list[dict[str, Any]],
+    rotate: bool | None,
+    console: Console,
+) -> None:
+    """After a break-glass ended, its requester still holds keys that open what is written
+    now in the scopes it exposed: new epochs (and a fresh escrow) end that."""
+    scopes = sorted({s for g in unrotated for s in g["epochs"]})
+    console.print(
+        f"{len(unrotated)} break-glass(es) ended; whoever broke the glass still holds the keys "
+        f"of {', '.join(scopes)}: rotate them (new keys for what is written from now on)."
+    )
+    if rotate is None:
+        rotate = sys.stdin.isatty() and typer.confirm("Rotate them now?", default=True)
+    if not rotate:
+        console.print("Not rotated: careledger audit --rotate does it.")
+        return
+    rotated = emergency.rotate_after(unrotated)
+    console.print(f"Rotated {', '.join(rotated)}; the emergency escrow holds the new keys.")
 
 
 def _checked(client: AuditClient, access: LoggedAccess) -> tuple[LoggedAccess, str]:
