@@ -15,7 +15,7 @@ import pytest
 
 from accessutil import Consortium
 from careledger.chain.app import QueryResult
-from careledger.chain.modules.audit.entries import OUTCOMES, AccessEntry
+from careledger.chain.modules.audit.entries import MAX_BATCH_ENTRIES, OUTCOMES, AccessEntry
 from careledger.chain.tx import decode_tx
 from careledger.consensus.driver import Submission
 from careledger.crypto.keyfile import KeyFile
@@ -61,7 +61,7 @@ def test_a_full_journal_refuses_the_read_with_503_and_serves_nothing(tmp_path: P
     assert rows.fetchone()[0] == 2  # the two served reads, not the refused ones
 
 
-def _access(outcome: str, purpose: str = "TREAT") -> LoggedAccess:
+def _access(outcome: str, purpose: str = "TREAT", at: int = 1_800_000_000) -> LoggedAccess:
     reader, org, patient, node = (Identity.generate().did for _ in range(4))
     anchored = outcome not in ("not_found", "malformed", "unavailable")
     entry = AccessEntry(
@@ -72,7 +72,7 @@ def _access(outcome: str, purpose: str = "TREAT") -> LoggedAccess:
         org=org,
         purpose=purpose,
         outcome=outcome,
-        at=1_800_000_000,
+        at=at,
     )
     return LoggedAccess(entry, 12, "cd" * 32, node, 3, 0)
 
@@ -183,3 +183,40 @@ def test_a_node_without_its_own_key_journals_reads_and_sends_no_receipt(tmp_path
     rows = sqlite3.connect(root / "audit.sqlite").execute("SELECT entry FROM entries")
     (entry,) = [orjson.loads(row[0]) for row in rows]
     assert (entry["reader"], entry["outcome"]) == (patient.did, "patient")
+
+
+def test_a_backlog_of_distinct_parties_is_split_into_batches_the_chain_takes(
+    tmp_path: Path,
+) -> None:
+    """3,000 journaled entries, each of a different reader, organisation and patient: no
+    batch may hold them all (parties, records and transaction bytes are bounded), so the
+    batcher splits them, and the chain takes every batch, in order, none lost."""
+    root = tmp_path / "data"
+    initialise(root)
+    node = build_node(root, Solo(block_interval=0.05), audit_interval=0.05)
+    journal, batcher = node.audit.journal, node.audit.batcher
+    assert batcher is not None
+    now = int(time.time())
+    asyncio.run(journal.append([_access("denied", at=now).entry.to_json() for _ in range(3000)]))
+    try:
+        with serve_over_http(node.asgi()):  # its lifespan runs the batcher
+            deadline = time.monotonic() + 60
+            while asyncio.run(journal.unbatched(1)) or asyncio.run(journal.uncommitted()):
+                assert time.monotonic() < deadline, "the backlog was not committed"
+                time.sleep(0.05)
+            node_did = batcher.node_key.did
+            counts = [
+                asyncio.run(_batch(node.driver, node_did, seq))["count"]
+                for seq in range(1, asyncio.run(journal.last_batch_seq()) + 1)
+            ]
+    finally:
+        node.close()
+    assert sum(counts) == 3000 and len(counts) >= 3  # 9,000 parties: at least 3 batches
+    assert all(count <= MAX_BATCH_ENTRIES for count in counts)
+
+
+async def _batch(driver: BatchDriver, node: str, seq: int) -> dict[str, Any]:
+    found = await driver.query("audit/batch", orjson.dumps({"node": node, "seq": str(seq)}))
+    assert found.code == 0, found.log
+    answer: dict[str, Any] = orjson.loads(found.value)
+    return answer
