@@ -224,3 +224,4 @@ def test_entries_fitting_finds_the_longest_prefix_under_a_size() -> None:
     assert batch_bytes(encode_batch(NODE, 1, entries[:n])) <= limit
     assert batch_bytes(encode_batch(NODE, 1, entries[: n + 1])) > limit
     assert entries_fitting(NODE, 1, entries, 10) == 0
+    assert entries_fitting(NODE, 1, entries) == 300  # 300 distinct records fit one transaction

@@ -238,6 +238,8 @@ def entries_fitting(
     not even one): a transaction is at most chain.tx.MAX_TX_BYTES, and distinct records cost
     35 bytes each in the table, so a full MAX_BATCH_ENTRIES batch may not fit."""
     low, high = 0, min(len(entries), MAX_BATCH_ENTRIES)
+    if high and batch_bytes(encode_batch(node, seq, entries[:high])) <= max_bytes:
+        return high  # the usual case: one encoding, no search
     while low < high:  # the largest n whose payload fits: sizes grow with n
         n = (low + high + 1) // 2
         if batch_bytes(encode_batch(node, seq, entries[:n])) <= max_bytes:
