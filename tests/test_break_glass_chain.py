@@ -380,6 +380,8 @@ def test_one_running_break_glass_per_requester_and_patient(opened: World) -> Non
     assert access(w, w.rival, "a1", at=T + 601)["status"] == 403
     listed = w.query("consent/break_glasses", patient=w.patient.did)
     assert [g["id"] for g in listed] == [later["id"], glass["id"]]
+    latest = w.query("consent/break_glasses", patient=w.patient.did, limit="1")
+    assert [g["id"] for g in latest] == [later["id"]]
 
 
 def test_a_running_break_glass_makes_its_requester_a_party(opened: World) -> None:

@@ -415,7 +415,11 @@ def consent_emergency(
 def break_glass(
     as_: Path = typer.Option(..., "--as", help="The practitioner's key file."),
     patient: str = typer.Option(..., help="The patient's did."),
-    reason: str = typer.Option(..., help="Why (1 to 500 characters): the patient reads it."),
+    reason: str = typer.Option(
+        ...,
+        help="Why (1 to 500 characters): the patient reads it, and so can member node "
+        "operators: the situation, no identifying details.",
+    ),
     scopes: str = typer.Option(
         "opened", help="Comma list of scopes, or 'opened' (all the patient opened but sensitive)."
     ),

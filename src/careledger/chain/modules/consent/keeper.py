@@ -32,7 +32,8 @@ Layout under the `consent/` prefix (`<e>`: an epoch as 10 zero-padded digits):
   bg/<patient>/<requester>      the requester's latest break-glass of the patient (value: id):
                                 a requester has at most one active per patient, so a decision
                                 reads this one row
-  bgp/<patient>/<id>            every break-glass of a patient (value: height)
+  bgp/<patient>/<inverted height>/<id>  every break-glass of a patient, newest first (value:
+                                its id); the inverted height is 10^12 - height, 12 digits
 
 Bounded work: a patient has at most MAX_LIVE_GRANTS live grants (expired ones are pruned when
 the limit is reached), so a decision reads at most that many `pg` rows and two `last_revoked`
@@ -44,6 +45,7 @@ grants only).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import islice
 from typing import Any
 
 from careledger.chain.modules.consent.decision import (
@@ -72,6 +74,11 @@ from careledger.chain.state import KV
 
 MODULE = "consent"
 MAX_LIVE_GRANTS = 1000
+
+
+def _newest_first(height: int) -> str:
+    """A height as a key that sorts newest first."""
+    return f"{10**12 - height:012d}"
 
 
 def _e(epoch: int) -> str:
@@ -366,7 +373,7 @@ class ConsentKeeper:
         patient = glass["patient"]
         self.kv.set(f"break_glass/{glass['id']}", glass)
         self.kv.set(f"bg/{patient}/{glass['requester']}", glass["id"])
-        self.kv.set(f"bgp/{patient}/{glass['id']}", glass["height"])
+        self.kv.set(f"bgp/{patient}/{_newest_first(glass['height'])}/{glass['id']}", glass["id"])
 
     def latest_break_glass(self, patient: str, requester: str) -> dict[str, Any] | None:
         found = self.kv.get(f"bg/{patient}/{requester}")
@@ -377,13 +384,12 @@ class ConsentKeeper:
         glass = self.latest_break_glass(patient, requester)
         return glass if glass is not None and glass["start"] <= at < glass["until"] else None
 
-    def break_glasses_of(self, patient: str) -> list[dict[str, Any]]:
-        """Every break-glass of the patient, newest first."""
-        found = [
-            self.break_glass(key.rpartition("/")[2]) for key, _ in self.kv.items(f"bgp/{patient}/")
-        ]
-        glasses = [g for g in found if g is not None]
-        return sorted(glasses, key=lambda g: (g["height"], g["id"]), reverse=True)
+    def break_glasses_of(self, patient: str, limit: int) -> list[dict[str, Any]]:
+        """The patient's `limit` latest break-glasses, newest first (at most `limit` rows
+        read, however many there were)."""
+        rows = islice(self.kv.items(f"bgp/{patient}/"), limit)
+        found = [self.break_glass(glass_id) for _, glass_id in rows]
+        return [g for g in found if g is not None]
 
     def may_write(self, patient: str, sender: str, org: str, scope: str, at: int) -> Decision:
         """May `sender`, acting for `org`, start a new record of `patient` in `scope` at

@@ -123,8 +123,15 @@ def break_glass(kv: KV, params: Payload) -> Any:
     return found
 
 
+MAX_BREAK_GLASSES = 500
+
+
 def break_glasses(kv: KV, params: Payload) -> Any:
-    """Every break-glass of a patient, newest first: ?patient=<did>."""
+    """A patient's latest break-glasses, newest first: ?patient=<did>[&limit=1..500, default
+    100]."""
     patient = params.did("patient")
+    limit = (
+        params.integer("limit", 1, MAX_BREAK_GLASSES, digits=True) if params.has("limit") else 100
+    )
     params.done()
-    return ConsentKeeper(kv).break_glasses_of(patient)
+    return ConsentKeeper(kv).break_glasses_of(patient, limit)
