@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from careledger.node.audit.journal import AuditJournal, JournalBatch, JournalFull
+from careledger.node.audit.journal import AuditJournal, JournalBatch, JournalFailed, JournalFull
 
 
 def _entry(i: int) -> dict[str, Any]:
@@ -127,3 +127,27 @@ def test_a_failing_job_fails_alone(tmp_path: Path) -> None:
         asyncio.run(main())
     finally:
         journal.close()
+
+
+def test_a_failed_write_fails_its_reads_and_the_journal_goes_on(tmp_path: Path) -> None:
+    """A write that fails (here: the next number already taken behind the writer's back, as
+    a disk error would fail it) fails every read of its group with JournalFailed, writes
+    nothing of them, and the next reads are journaled after what is on disk."""
+    journal = AuditJournal(tmp_path / "audit.sqlite")
+
+    def squat(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO entries (seq, entry) VALUES (2, '{}')")
+
+    async def main() -> None:
+        assert await journal.append([_entry(1)]) == 1
+        await journal.run(squat)
+        with pytest.raises(JournalFailed, match="could not write"):
+            await journal.append([_entry(2), _entry(3)])
+        assert await journal.append([_entry(4)]) == 3
+
+    try:
+        asyncio.run(main())
+    finally:
+        journal.close()
+    rows = sqlite3.connect(tmp_path / "audit.sqlite").execute("SELECT seq FROM entries")
+    assert [r[0] for r in rows] == [1, 2, 3]

@@ -160,7 +160,9 @@ class AuditJournal:
         if not entries:
             raise ValueError("nothing to journal")
         encoded = [orjson.dumps(e).decode() for e in entries]
-        with self._pending_lock:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        with self._pending_lock:  # queued under the lock: never after close()'s stop
             if self._closed:
                 raise JournalFailed("the audit journal is closed")
             if self._pending + len(encoded) > self.max_pending:
@@ -169,9 +171,7 @@ class AuditJournal:
                     f"(limit {self.max_pending}): reads are refused until it catches up"
                 )
             self._pending += len(encoded)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[int] = loop.create_future()
-        self._queue.put(_Append(encoded, loop, future))
+            self._queue.put(_Append(encoded, loop, future))
         return await future
 
     # --- the batcher's path ----------------------------------------------------------------
@@ -183,7 +183,7 @@ class AuditJournal:
         with self._pending_lock:
             if self._closed:
                 raise JournalFailed("the audit journal is closed")
-        self._queue.put(_Job(work, loop, future))
+            self._queue.put(_Job(work, loop, future))
         return await future
 
     async def unbatched(self, limit: int) -> list[Journaled]:
@@ -275,11 +275,14 @@ class AuditJournal:
             self._db.execute("COMMIT")  # the fsync: every append of the group at once
             self._next_seq = seq
             self.group_commits += 1
-        except sqlite3.Error as exc:
+        except Exception as exc:  # the thread goes on: every waiting read gets the error
             error = exc
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
             log.error("the audit journal could not write %d entries: %s", len(rows), exc)
+            with contextlib.suppress(sqlite3.Error):  # number on from what is on disk
+                row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM entries").fetchone()
+                self._next_seq = int(row[0]) + 1
         with self._pending_lock:
             self._pending -= len(rows)
         for append, first in zip(appends, firsts, strict=True):
