@@ -291,12 +291,12 @@ class Observer:
     def __init__(self) -> None:
         self.heard: list[list[AccessDecision]] = []
 
-    def on_decision(self, decisions: Sequence[AccessDecision]) -> None:
+    async def on_decision(self, decisions: Sequence[AccessDecision]) -> None:
         self.heard.append(list(decisions))
 
 
 class Failing:
-    def on_decision(self, decisions: Sequence[AccessDecision]) -> None:
+    async def on_decision(self, decisions: Sequence[AccessDecision]) -> None:
         raise RuntimeError("the audit log is unavailable")
 
 
@@ -349,6 +349,7 @@ def test_every_decision_reaches_the_observers_in_one_shape(tmp_path: Path) -> No
                 reason=f"read grant {grant}",
                 grant=grant,
                 at=allowed.at,
+                basis="grant",
             )
             assert (denied.allowed, denied.status, denied.record, denied.grant) == (
                 False,

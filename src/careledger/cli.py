@@ -45,6 +45,12 @@ def up(
     port: int = typer.Option(8000, min=1, max=65535, help="Port of the node API."),
     demo: bool = typer.Option(False, help="On a fresh chain, register demo identities."),
     block_interval: float = typer.Option(0.25, help="Seconds between blocks."),
+    audit_interval: float | None = typer.Option(
+        None,
+        min=0,
+        help="Seconds between audit batches (default: $CARELEDGER_AUDIT_INTERVAL, else 0.25; "
+        "0: reads are journaled and receipted but never committed, for tests).",
+    ),
 ) -> None:
     """Start the embedded node (solo block producer, SQLite, blobs on disk)."""
     from careledger.chain.app import IncompatibleState, LocalFault
@@ -60,7 +66,9 @@ def up(
         )
         console.print(f"Its key file: {data.organisation_key}  (did {keyfile.did})")
     try:
-        node = build_node(data_dir, Solo(block_interval=block_interval))
+        node = build_node(
+            data_dir, Solo(block_interval=block_interval), audit_interval=audit_interval
+        )
     except (IncompatibleState, LocalFault) as exc:
         raise _fail(str(exc)) from None
     if node.replayed:
@@ -362,6 +370,26 @@ def consent_list(
 
     with records_cli.errors(_fail):
         consent_cli.list_grants(_load_key(as_), node, console)
+
+
+@app.command("audit")
+def audit(
+    keys: Path = typer.Option(..., "--keys", "--as", help="The patient's key file."),
+    node: str = typer.Option(DEFAULT_NODE, help="Node API URL."),
+    as_json: bool = typer.Option(False, "--json", help="JSON instead of a table."),
+    rotate: bool | None = typer.Option(
+        None,
+        "--rotate/--no-rotate",
+        help="After an ended break-glass, rotate the scopes it exposed (default: ask).",
+    ),
+) -> None:
+    """Your access log: break-glass alerts first, then every read of your records (allowed
+    or refused) newest first, each checked against its batch on chain ("proof ok"); then,
+    if a break-glass ended, the offer to rotate what it exposed. Exit 1 if any proof fails."""
+    from careledger.wallet import audit_cli, records_cli
+
+    with records_cli.errors(_fail):
+        audit_cli.show_log(_load_key(keys), node, as_json, rotate, console)
 
 
 @consent_app.command("emergency")

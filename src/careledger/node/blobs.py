@@ -28,6 +28,10 @@ Who may do what:
   blob is 403 `forbidden` with the guard's reason; a blob that anchors no record is 404
   (uploads are served only once anchored); a blob of an erased record is 410 "erased". A fetch
   answers each of these per blob in its frames.
+- Audit: every read answer (served or refused, GET or fetch) is preceded by its entries'
+  durable write to the node's audit journal and carries the node's receipt, the
+  `CareLedger-Audit` header (`node/audit/`, `protocol/receipts.py`); a journal that cannot
+  take them refuses the read (503).
 - Replication (`POST /replication/fetch`): member organisations only, whose nodes hold every
   ciphertext anyway (network mode copies blobs between nodes through it, signing as the node's
   organisation). Anchored blobs only: 404 and 410 as for reads. Not a read: no consent
@@ -69,6 +73,7 @@ from careledger.protocol.frames import (
     pack_results,
     unpack_frames,
 )
+from careledger.protocol.receipts import request_digest
 from careledger.storage.blobstore import (
     SYNCFS_BATCH,
     BlobCorrupted,
@@ -208,19 +213,27 @@ class BlobService:
     async def download(self, request: Request) -> Response:
         digest = _path_hash(request)
         purpose = stated_purpose(request.query_params)
-        (decision,) = await self.guard.decide(caller_of(request), purpose, [digest])
+        decided = await self.guard.decide(
+            caller_of(request), purpose, [digest], request=_request_digest(request)
+        )
+        (decision,) = decided.decisions
+        receipt = decided.headers()  # on refusals too: a denied read is audited alike
         if not decision.allowed:
-            raise _refused(decision.status, decision.reason)
+            raise _refused(decision.status, decision.reason, receipt)
         status, data = await asyncio.to_thread(self._read, digest)
         if status != 200:
-            raise _refused(status, data.decode())
-        return Response(data, media_type="application/octet-stream")
+            raise _refused(status, data.decode(), receipt)
+        return Response(data, media_type="application/octet-stream", headers=receipt)
 
     async def fetch_many(self, request: Request) -> Response:
         purpose = stated_purpose(request.query_params)
         digests = await _hashes_of(request)
-        decisions = await self.guard.decide(caller_of(request), purpose, digests)
-        return await self._answer(_as_results(decisions), digests)
+        decided = await self.guard.decide(
+            caller_of(request), purpose, digests, request=_request_digest(request)
+        )
+        answer = await self._answer(_as_results(decided.decisions), digests)
+        answer.headers.update(decided.headers())
+        return answer
 
     async def replicate(self, request: Request) -> Response:
         """Member nodes copy anchored blobs (see the module's docstring)."""
@@ -291,8 +304,14 @@ def _as_results(decisions: list[AccessDecision]) -> list[tuple[int, bytes]]:
     return [(d.status, b"" if d.allowed else d.reason.encode()) for d in decisions]
 
 
-def _refused(status: int, message: str) -> ApiError:
-    return ApiError(status, _ERROR_CODES.get(status, "error"), message)
+def _refused(status: int, message: str, headers: dict[str, str] | None = None) -> ApiError:
+    return ApiError(status, _ERROR_CODES.get(status, "error"), message, headers)
+
+
+def _request_digest(request: Request) -> str:
+    """What the read's receipt names: the digest of its signature (the authentication
+    middleware verified it before the route ran)."""
+    return request_digest(request.headers.get("authorization", ""))
 
 
 async def _hashes_of(request: Request) -> list[str]:

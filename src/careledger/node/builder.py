@@ -9,12 +9,14 @@ A node is, under either driver:
   module's checks;
 - the blob store, the blob routes with the consent guard that decides every blob read
   (`node/consent_guard.py`), the eraser and, when the node has peers, the replicator;
+- the audit (`node/audit/`): the journal every read decision is written to before the read
+  is served, and the batcher that commits them on chain (when the node has its own key);
 - the break-glass share release (`node/break_glass.py`), with the organisation's key file;
 - the commit listeners, registered before any block can be replayed into the state, so that a
   replayed block erases and fetches blobs exactly as a live one does;
 - the start-up sweeps;
 - the ASGI app (`node/api.py`) whose lifespan runs the driver (the producer's task, or the ABCI
-  server), the eraser's sweeps and retries, and the replicator.
+  server), the eraser's sweeps and retries, the replicator and the audit batcher.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from careledger.consensus.solo.producer import SoloProducer
 from careledger.crypto.keyfile import KeyFile
 from careledger.node.anchor_guard import register_records_checks
 from careledger.node.api import create_node_api
+from careledger.node.audit import NodeAudit, node_audit, not_batching
 from careledger.node.blobs import BlobService
 from careledger.node.break_glass import ShareRelease
 from careledger.node.consent_guard import ConsentGuard
@@ -87,6 +90,7 @@ class Node(Generic[D]):
     eraser: BlobEraser
     replicator: BlobReplicator | None
     replayed: int  # stored blocks replayed into the state at start (solo)
+    audit: NodeAudit  # the read journal and the batcher
     _running: Running = field(repr=False)
     _close_consensus: Callable[[], None] = field(repr=False)
     _halts: Halts = field(repr=False)
@@ -112,7 +116,12 @@ class Node(Generic[D]):
         # The break-glass share release signs nothing: it needs the organisation's key only
         # to open its shares.
         shares: ShareRelease = ShareRelease(self.driver, _organisation_key(self.data))
-        routes = [*self.blob_service.routes(), *shares.routes(), *extra_routes]
+        routes = [
+            *self.blob_service.routes(),
+            *shares.routes(),
+            *self.audit.routes(),
+            *extra_routes,
+        ]
         return create_node_api(
             self.driver, self.data, routes, lifespan=self._lifespan, replay=replay
         )
@@ -124,26 +133,50 @@ class Node(Generic[D]):
             await running.enter_async_context(_background("eraser", self.eraser.run))
             if self.replicator is not None:
                 await running.enter_async_context(_background("replicator", self.replicator.run))
+            batcher = self.audit.batcher
+            await running.enter_async_context(
+                _background("audit batcher", batcher.run)
+                if batcher is not None
+                else not_batching(self.audit.why_not_batching)
+            )
             yield
 
     def close(self) -> None:
         self._close_consensus()
+        self.audit.close()
         self.store.close()
 
 
 @overload
-def build_node(root: Path, consensus: Solo, *, peers: Sequence[str] = ()) -> Node[SoloProducer]: ...
+def build_node(
+    root: Path,
+    consensus: Solo,
+    *,
+    peers: Sequence[str] = (),
+    audit_interval: float | None = None,
+) -> Node[SoloProducer]: ...
 
 
 @overload
 def build_node(
-    root: Path, consensus: CometBft, *, peers: Sequence[str] = ()
+    root: Path,
+    consensus: CometBft,
+    *,
+    peers: Sequence[str] = (),
+    audit_interval: float | None = None,
 ) -> Node[CometDriver]: ...
 
 
-def build_node(root: Path, consensus: Solo | CometBft, *, peers: Sequence[str] = ()) -> Node[Any]:
+def build_node(
+    root: Path,
+    consensus: Solo | CometBft,
+    *,
+    peers: Sequence[str] = (),
+    audit_interval: float | None = None,
+) -> Node[Any]:
     """The node of data directory `root` under this driver; `peers` are other nodes' API URLs
-    to fetch anchored blobs from (a node without peers does not replicate).
+    to fetch anchored blobs from (a node without peers does not replicate); `audit_interval`
+    the seconds between audit batches (None: CARELEDGER_AUDIT_INTERVAL or 0.25; 0: none).
 
     Raises FileNotFoundError for a directory without genesis.json and IncompatibleState for
     a state written under other rules.
@@ -153,7 +186,7 @@ def build_node(root: Path, consensus: Solo | CometBft, *, peers: Sequence[str] =
         raise FileNotFoundError(f"{root} has no genesis.json: not a CareLedger data directory")
     store = StateStore(data.state)
     try:
-        return _assemble(data, store, consensus, peers)
+        return _assemble(data, store, consensus, peers, audit_interval)
     except BaseException:
         store.close()
         raise
@@ -195,7 +228,11 @@ class _Consensus(Generic[D]):
 
 
 def _assemble(
-    data: DataDir, store: StateStore, spec: Solo | CometBft, peers: Sequence[str]
+    data: DataDir,
+    store: StateStore,
+    spec: Solo | CometBft,
+    peers: Sequence[str],
+    audit_interval: float | None,
 ) -> Node[Any]:
     app = Application(store)
     consensus = _solo(app, data, spec) if isinstance(spec, Solo) else _cometbft(app, spec)
@@ -208,18 +245,26 @@ def _assemble(
     pipeline = SubmitPipeline()
     register_records_checks(pipeline, blob_store)
     driver = CheckedDriver(consensus.driver, pipeline)
+    guard = ConsentGuard(driver)  # every blob read is decided there
+    chain_id = data.load_genesis().chain_id
+    audit = node_audit(data.root, data.node_key, chain_id, driver, audit_interval)
+    guard.auditor = audit.observer  # ...and journaled before it is served
     blob_service = BlobService(
         blob_store,
         driver,
         on_missing=replicator.want if replicator else _no_peers,
-        guard=ConsentGuard(driver),  # every blob read is decided there
+        guard=guard,
     )
     listeners = [*consensus.listeners, eraser.on_commit]
     if replicator is not None:
         listeners.append(replicator.on_commit)
     for listener in listeners:
         app.on_commit(listener)
-    replayed = _start_up(app, blob_store, consensus.catch_up)
+    try:
+        replayed = _start_up(app, blob_store, consensus.catch_up)
+    except BaseException:
+        audit.close()
+        raise
     return Node(
         data,
         store,
@@ -232,6 +277,7 @@ def _assemble(
         eraser,
         replicator,
         replayed,
+        audit,
         consensus.running,
         consensus.close,
         consensus.halts,

@@ -25,6 +25,10 @@ decides alike from the same state. What the node adds:
 - **Failing closed.** A chain query that fails denies every hash of the request (503); an
   observer that raises stops the read (the route answers 500, nothing is served), so a blob
   is never served without its decision reaching every observer.
+- **Audit.** The `auditor` (issue 9, `node/audit/observer.py`) is awaited first: it journals
+  the request's entries durably and signs a receipt, which the routes send as the
+  `CareLedger-Audit` header (`protocol/receipts.py`). Observers are awaited after it, and
+  both before `decide` returns, so before any byte of the response.
 
 Replication between member nodes is not a read (ciphertext moves between custodians who hold
 all of it anyway) and does not pass here: `POST /replication/fetch` admits member
@@ -46,6 +50,8 @@ from careledger.chain.app import QueryResult
 from careledger.chain.modules.consent import PURPOSES
 from careledger.node.auth import Caller
 from careledger.node.errors import ApiError
+from careledger.protocol.receipts import HEADER as RECEIPT_HEADER
+from careledger.protocol.receipts import AuditReceipt
 
 READ_ACCESS = "records/read_access"
 PURPOSE_PARAM = "purpose"
@@ -77,13 +83,35 @@ class AccessDecision:
     reason: str  # why, in words ("patient", "grant ... is for purposes TREAT, not HRESCH")
     grant: str  # the grant that allowed it ("" otherwise)
     at: int  # unix seconds, this node's clock
+    basis: str = ""  # the chain's basis of an allowed read: patient, author, grant, delegate,
+    # emergency ("" when refused); the audit entry's outcome
 
 
 class AccessObserver(Protocol):
-    def on_decision(self, decisions: Sequence[AccessDecision]) -> None:
-        """Called with every request's decisions, in order, before anything is served. It
-        runs on the node's event loop: queue, do not block. Raising stops the read."""
+    async def on_decision(self, decisions: Sequence[AccessDecision]) -> None:
+        """Awaited with every request's decisions, in order, before anything is served. It
+        runs on the node's event loop: await, do not block. Raising stops the read."""
         ...
+
+
+class Auditor(Protocol):
+    async def audit(self, decisions: Sequence[AccessDecision], request: str) -> AuditReceipt | None:
+        """Journal the request's decisions durably before anything is served; the receipt for
+        the request whose digest is `request` (None: this node signs none). Raising (ApiError
+        503 when the journal is full) stops the read."""
+        ...
+
+
+@dataclass(frozen=True)
+class Decided:
+    """A request's decisions, one per hash in order, and the receipt of their audit."""
+
+    decisions: list[AccessDecision]
+    receipt: AuditReceipt | None = None
+
+    def headers(self) -> dict[str, str]:
+        """The response headers that carry the receipt."""
+        return {} if self.receipt is None else {RECEIPT_HEADER: self.receipt.header()}
 
 
 class QueryDriver(Protocol):
@@ -97,21 +125,31 @@ class ConsentGuard:
         self.driver = driver
         self.clock = clock
         self.observers: list[AccessObserver] = []
+        self.auditor: Auditor | None = None
 
     async def decide(
-        self, caller: Caller, purpose: str, hashes: Sequence[str], now: int | None = None
-    ) -> list[AccessDecision]:
+        self,
+        caller: Caller,
+        purpose: str,
+        hashes: Sequence[str],
+        now: int | None = None,
+        request: str = "",
+    ) -> Decided:
         """One decision per hash, in order, from one chain query; `now` defaults to the
-        node's clock. Observers hear them before this returns."""
+        node's clock. The auditor journals them (for the request whose digest is `request`,
+        `protocol/receipts.request_digest`) and observers hear them before this returns."""
         at = self.clock() if now is None else now
         asked = list(dict.fromkeys(h for h in hashes if _HEX64.fullmatch(h)))
         answers = await self._ask_chain(caller, purpose, asked, at) if asked else {}
         decisions = [
             _decision(caller, purpose, at, digest, answers.get(digest)) for digest in hashes
         ]
+        receipt = None
+        if self.auditor is not None:
+            receipt = await self.auditor.audit(decisions, request)
         for observer in self.observers:
-            observer.on_decision(decisions)
-        return decisions
+            await observer.on_decision(decisions)
+        return Decided(decisions, receipt)
 
     async def _ask_chain(
         self, caller: Caller, purpose: str, hashes: list[str], at: int
@@ -145,6 +183,7 @@ def _decision(
         reason=str(answer["reason"]),
         grant=str(answer.get("grant", "")),
         at=at,
+        basis=str(answer.get("basis", "")),
     )
 
 

@@ -15,6 +15,8 @@ Consent says who treats whom, so its queries are answered only to the parties of
                                that wrote one of the records answered (their `org`)
   records/read_access          never: the consent guard's own question (node-side)
   consent/party                never: this guard's own question
+  audit/log?patient=P          P only: who read a patient's records is the patient's to know
+  audit/batch, audit/last_seq  member organisations and nodes (batch bookkeeping)
   consent/break_glasses?patient=P   P, or an active delegate of P
   consent/break_glass?id=X     X's patient, an active delegate of the patient, X's requester,
                                or any member organisation (its node releases shares for X)
@@ -38,6 +40,9 @@ from careledger.node.errors import ApiError
 NODE_ONLY = frozenset({"records/read_access", "consent/party"})
 OF_A_PATIENT = frozenset({"consent/grants", "consent/readers", "consent/break_glasses"})
 RECORDS_OF_A_PATIENT = frozenset({"records/records", "records/versions"})
+AUDIT_LOG = "audit/log"
+FOR_MEMBERS_AND_NODES = frozenset({"audit/batch", "audit/last_seq"})
+MEMBER_KINDS = frozenset({"organisation", "node"})
 
 
 class QueryGuard:
@@ -50,6 +55,11 @@ class QueryGuard:
             raise ApiError(404, "not_found", f"no query {path} on this API")
         if path in OF_A_PATIENT:
             await self._require_patient_side(caller, str(params.get("patient", "")), path)
+        elif path == AUDIT_LOG:
+            if not caller.did or params.get("patient", "") != caller.did:
+                raise ApiError(403, "forbidden", "audit/log: a patient's access log is its own")
+        elif path in FOR_MEMBERS_AND_NODES and caller.kind not in MEMBER_KINDS:
+            raise ApiError(403, "forbidden", f"{path}: for member organisations and their nodes")
         elif path == "consent/granted":
             grantee = params.get("grantee", "")
             if not grantee or grantee not in (caller.did, caller.org):

@@ -123,6 +123,10 @@ class NodeClient:
     def query(self, path: str, **params: str) -> Any:
         return self._call("GET", f"/query/{path}", params=params)
 
+    def get(self, path: str, **params: str) -> Any:
+        """A signed GET of another route (e.g. /audit/entries); its JSON."""
+        return self._call("GET", path, params=params)
+
 
 class PendingBatch:
     """A batch the mempool answered (`admitted`, one check result each); `results()` waits

@@ -1,0 +1,216 @@
+"""The node's audit batcher: journaled access entries, committed on chain in signed batches.
+
+A background task of the node (`node/builder.py`). Every `interval` seconds it takes the
+oldest journaled entries no batch holds yet (up to what one `audit/record_batch` takes:
+MAX_BATCH_ENTRIES entries, the parties and records tables' bounds, MAX_DT seconds between
+the first and last, a transaction's bytes), and:
+
+1. encodes and signs the batch with this node's key (`DataDir.node_key`) with the next
+   sequence number, and records it in the journal, entries marked, BEFORE submitting it:
+   a crash after this point resubmits the same batch, never a different one under that seq;
+2. submits it through the node's driver and waits for its block;
+3. marks it committed.
+
+At start, and after any failure, it asks the chain (`audit/last_seq`) how far this node's
+batches got: an uncommitted batch whose seq the chain already has was committed before the
+crash (marked so); the first one it lacks is signed again with a fresh nonce (a nonce spent by a
+failed transaction is not reusable) and resubmitted. A failure (the chain refuses, the node
+is not yet registered) is logged once per distinct reason and retried with a growing pause:
+the entries stay journaled meanwhile, and reads keep being served and journaled.
+
+`CARELEDGER_AUDIT_INTERVAL` (seconds, default 0.25) sets the interval of `careledger up` and
+network nodes; 0 disables batching (reads are still journaled and receipted): tests use it
+to make a node that promises and never commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import orjson
+
+from careledger.chain.app import QueryResult
+from careledger.chain.modules.audit.entries import (
+    MAX_BATCH_ENTRIES,
+    MAX_BATCH_PARTIES,
+    MAX_BATCH_RECORDS,
+    MAX_DT,
+    RECORD_PREFIX_HEX,
+    AccessEntry,
+    encode_batch,
+    entries_fitting,
+)
+from careledger.chain.tx import MAX_TX_BYTES, Tx, tx_hash
+from careledger.consensus.driver import Submission
+from careledger.crypto.keyfile import KeyFile
+from careledger.node.audit.journal import AuditJournal, JournalBatch
+
+log = logging.getLogger(__name__)
+
+RECORD_BATCH = "audit/record_batch"
+INTERVAL_ENV = "CARELEDGER_AUDIT_INTERVAL"
+DEFAULT_INTERVAL = 0.25
+MAX_PAUSE = 10.0  # seconds between retries after failures, at most
+ENVELOPE_BYTES = 1024  # chain id, type, sender, nonce and signature around the payload
+
+
+def interval_from_env(default: float = DEFAULT_INTERVAL) -> float:
+    """The batch interval `CARELEDGER_AUDIT_INTERVAL` names (0: no batching); ValueError
+    for anything but a non-negative number."""
+    text = os.environ.get(INTERVAL_ENV, "").strip()
+    if not text:
+        return default
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"{INTERVAL_ENV} must be a number of seconds >= 0, not {text!r}")
+    return value
+
+
+class BatchDriver(Protocol):
+    async def submit(self, raw: bytes, wait: bool) -> Submission: ...
+
+    async def query(self, path: str, data: bytes) -> QueryResult: ...
+
+
+class BatchNotCommitted(Exception):
+    """A batch the chain did not take (the message says why); it is retried."""
+
+
+class AuditBatcher:
+    def __init__(
+        self,
+        journal: AuditJournal,
+        driver: BatchDriver,
+        node_key: KeyFile,
+        chain_id: str,
+        interval: float = DEFAULT_INTERVAL,
+    ) -> None:
+        self.journal = journal
+        self.driver = driver
+        self.node_key = node_key
+        self.chain_id = chain_id
+        self.interval = interval
+        self.committed = 0  # batches committed by this process (tests, logs)
+        self._nonce: int | None = None
+        self._last_error = ""
+
+    async def run(self) -> None:
+        """Batch until cancelled (the node's lifespan)."""
+        pause = self.interval
+        while True:
+            try:
+                await self.catch_up()
+                while await self.batch_once():
+                    pass  # a full batch was taken: the backlog goes on at once
+                pause = self.interval
+                self._last_error = ""
+            except Exception as exc:  # a batcher that dies would audit nothing more
+                self._report(str(exc) if isinstance(exc, BatchNotCommitted) else repr(exc))
+                pause = min(max(pause * 2, self.interval), MAX_PAUSE)
+            await asyncio.sleep(pause)
+
+    async def catch_up(self) -> None:
+        """Settle the journal's uncommitted batches with the chain: mark those it has,
+        resubmit the first it lacks (and the rest after it, in order)."""
+        pending = await self.journal.uncommitted()
+        if not pending:
+            return
+        last = await self._last_seq()
+        for batch in pending:
+            if batch.seq <= last:
+                await self._settle_committed(batch.seq)
+            else:
+                await self._submit(batch, fresh_nonce=True)
+
+    async def batch_once(self) -> bool:
+        """Make, record and commit one batch from unbatched entries; True if it was full
+        (more entries may be waiting)."""
+        rows = await self.journal.unbatched(MAX_BATCH_ENTRIES)
+        if not rows:
+            return False
+        seq = max(await self.journal.last_batch_seq(), await self._last_seq()) + 1
+        entries = [AccessEntry.from_json(r.entry) for r in rows]
+        count = self._fitting(seq, entries)
+        payload = encode_batch(self.node_key.did, seq, entries[:count])
+        raw = await self._sign(payload)
+        batch = JournalBatch(seq, rows[0].seq, count, payload, raw, tx_hash(raw).hex(), False, None)
+        await self.journal.add_batch(batch)  # before submitting: a crash resubmits this one
+        await self._submit(batch, fresh_nonce=False)
+        return count == MAX_BATCH_ENTRIES or count < len(rows)
+
+    def _fitting(self, seq: int, entries: Sequence[AccessEntry]) -> int:
+        """How many leading entries one batch takes (at least one)."""
+        parties: set[str] = set()
+        records: set[str] = set()
+        low = high = entries[0].at
+        n = 0
+        for entry in entries:
+            parties |= {p for p in (entry.patient, entry.reader, entry.org) if p}
+            if entry.record:
+                records.add(entry.record[:RECORD_PREFIX_HEX])
+            low, high = min(low, entry.at), max(high, entry.at)
+            if (
+                len(parties) > MAX_BATCH_PARTIES
+                or len(records) > MAX_BATCH_RECORDS
+                or high - low > MAX_DT
+            ):
+                break
+            n += 1
+        max_bytes = MAX_TX_BYTES - ENVELOPE_BYTES
+        return max(1, entries_fitting(self.node_key.did, seq, entries[: max(n, 1)], max_bytes))
+
+    async def _submit(self, batch: JournalBatch, fresh_nonce: bool) -> None:
+        if fresh_nonce:
+            batch = await self._signed_again(batch)
+        submission = await self.driver.submit(batch.tx, wait=True)
+        if submission.accepted and submission.code == 0:
+            await self.journal.mark_committed(batch.seq, submission.height, batch.tx_hash)
+            self.committed += 1
+            return
+        self._nonce = None  # spent or not, ask the chain before the next signature
+        if await self._last_seq() >= batch.seq:  # it made it after all (an earlier try)
+            await self._settle_committed(batch.seq)
+            return
+        why = submission.check_log if not submission.accepted else submission.log
+        raise BatchNotCommitted(f"audit batch {batch.seq} was not committed: {why}")
+
+    async def _settle_committed(self, seq: int) -> None:
+        """Mark a batch the chain already has, with the transaction that carried it there
+        (an earlier submission than the journal's last signature, maybe)."""
+        found = await self._query("audit/batch", {"node": self.node_key.did, "seq": str(seq)})
+        await self.journal.mark_committed(seq, int(found["height"]), str(found["tx"]))
+        self.committed += 1
+
+    async def _signed_again(self, batch: JournalBatch) -> JournalBatch:
+        raw = await self._sign(batch.payload)
+        digest = tx_hash(raw).hex()
+        await self.journal.replace_tx(batch.seq, raw, digest)
+        return JournalBatch(
+            batch.seq, batch.first, batch.count, batch.payload, raw, digest, False, None
+        )
+
+    async def _sign(self, payload: dict[str, Any]) -> bytes:
+        if self._nonce is None:
+            found = await self._query("auth/nonce", {"did": self.node_key.did})
+            self._nonce = int(found["last_nonce"])
+        self._nonce += 1
+        tx = Tx(self.chain_id, RECORD_BATCH, self.node_key.did, self._nonce, payload)
+        return tx.sign(self.node_key.identity)
+
+    async def _last_seq(self) -> int:
+        return int((await self._query("audit/last_seq", {"node": self.node_key.did}))["seq"])
+
+    async def _query(self, path: str, params: dict[str, str]) -> Any:
+        found = await self.driver.query(path, orjson.dumps(params))
+        if found.code != 0:
+            raise BatchNotCommitted(f"cannot ask the chain {path}: {found.log}")
+        return orjson.loads(found.value)
+
+    def _report(self, error: str) -> None:
+        if error != self._last_error:  # once per distinct reason, not every retry
+            log.error("%s (the entries stay journaled; retrying)", error)
+            self._last_error = error
