@@ -1,0 +1,259 @@
+"""Consent-checked, audited reads of one record on the embedded node; audit entries committed
+per second; on-chain bytes per access entry (issue 9).
+
+The state is `bench/consent_read.py`'s (a real `careledger up` process, 1,000 patients x 100
+records = 100,000 records, 10,000 read grants, 4 members, 20 practitioners; every piece a real
+signed transaction). A read is a practitioner's signed `GET /blobs/{hash}?purpose=TREAT`: the
+request signature and the caller's identity (authentication), the consent guard's decision
+(`records/read_access`), the access entry journaled durably (fsync, group commit) before the
+blob is served, the blob read from disk, the receipt header. Every answer is checked (200 and
+the blob's exact bytes, with a receipt). Then the node batches the entries onto the chain:
+what is measured there is how many entries per second become committed, and how many bytes
+of transaction each entry costs.
+
+The load generator is lean on purpose: the node and the clients share this machine's cores,
+and the figure wanted is the node's. Requests are signed before the clock (each unique: its
+own nonce and timestamp, as a live client makes them; the node's replay cache and freshness
+window apply as usual) and sent with `http.client` on keep-alive connections, one per client
+thread. The same reads through `httpx` with signing on the clock are consent_read's figures.
+
+Run: .venv/bin/python -m bench.audited_read [--clients 8] [--reads 3000] [consent_read's
+     state options]
+Smoke: --patients 20 --records-per-patient 10 --grants-per-patient 3 --reads 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import random
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.common import machine
+from bench.consent_read import (
+    PURPOSE,
+    Read,
+    ReadFigures,
+    World,
+    build,
+    cpu_seconds,
+    free_port,
+    load,
+    plan_reads,
+    start_node,
+    state_size,
+)
+from careledger.crypto.keyfile import KeyFile
+from careledger.crypto.requestsig import Audience, authorization
+from careledger.node.datadir import DataDir, initialise
+from careledger.storage.blobstore import blob_hash
+from careledger.wallet.node_client import NodeClient
+
+RECEIPT_HEADER = "careledger-audit"
+READ_HEADER = (
+    "| reads | count | p50 ms | p99 ms | reads/s | node CPU ms/read | client CPU ms/read |\n"
+    "|---|---|---|---|---|---|---|"
+)
+
+
+@dataclass(frozen=True)
+class SignedRead:
+    target: str
+    authorization: str
+    expected: str  # the blob's hash
+
+
+def sign_reads(world: World, audience: Audience, reads: list[Read]) -> list[SignedRead]:
+    """Each read signed now, as its practitioner's client would sign it."""
+    signed = []
+    for read in reads:
+        practitioner = world.practitioners[read.practitioner].keyfile
+        target = f"/blobs/{read.record.hash}?purpose={PURPOSE}"
+        header = authorization(
+            practitioner.identity,
+            practitioner.did,
+            audience,
+            "GET",
+            target,
+            b"",
+            time.time_ns() // 1_000_000,
+        )
+        signed.append(SignedRead(target, header, read.record.hash))
+    return signed
+
+
+def read_all(host: str, port: int, reads: list[SignedRead]) -> list[float]:
+    """One client: its reads in order on one keep-alive connection; latency of each."""
+    connection = http.client.HTTPConnection(host, port, timeout=60)
+    latencies = []
+    try:
+        for read in reads:
+            started = time.perf_counter()
+            connection.request("GET", read.target, headers={"Authorization": read.authorization})
+            response = connection.getresponse()
+            body = response.read()
+            latencies.append(time.perf_counter() - started)
+            if response.status != 200 or blob_hash(body) != read.expected:
+                raise RuntimeError(f"{read.target}: {response.status} {body[:200]!r}")
+            if not response.getheader(RECEIPT_HEADER):
+                raise RuntimeError(f"{read.target}: served without an audit receipt")
+    finally:
+        connection.close()
+    return latencies
+
+
+def measure(
+    world: World, audience: Audience, port: int, node_pid: int, reads: list[Read], clients: int
+) -> ReadFigures:
+    """`reads` signed, dealt out over `clients` threads started together; wall time over
+    all, and the CPU the node and this process used meanwhile."""
+    signed = sign_reads(world, audience, reads)
+    shares = [signed[i::clients] for i in range(clients)]
+    results: list[list[float]] = [[] for _ in range(clients)]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(clients + 1)
+
+    def work(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = read_all("127.0.0.1", port, shares[i])
+        except BaseException as exc:  # raised below, after the join
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    node_cpu, client_cpu = cpu_seconds(node_pid), time.process_time()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started
+    node_cpu = cpu_seconds(node_pid) - node_cpu
+    client_cpu = time.process_time() - client_cpu
+    if errors:
+        raise errors[0]
+    latencies = [x for r in results for x in r]
+    name = f"audited read (200), {clients} client{'s' if clients > 1 else ''}"
+    return ReadFigures(name, len(reads), seconds, latencies, node_cpu, client_cpu)
+
+
+# --- the audit's side: entries committed, bytes on chain ---------------------------------------
+
+
+@dataclass(frozen=True)
+class ChainAudit:
+    """What the chain holds of this node's access entries."""
+
+    batches: int
+    entries: int
+    tx_bytes: int
+
+
+def committed_audit(client: NodeClient, node_did: str) -> ChainAudit:
+    last = int(client.query("audit/last_seq", node=node_did)["seq"])
+    entries = tx_bytes = 0
+    for seq in range(1, last + 1):
+        batch: dict[str, Any] = client.query("audit/batch", node=node_did, seq=str(seq))
+        entries += int(batch["count"])
+        found = client.transaction(str(batch["tx"]))
+        tx_bytes += len(bytes.fromhex(str(found["evidence"]["tx"])))
+    return ChainAudit(last, entries, tx_bytes)
+
+
+def wait_for_entries(client: NodeClient, node_did: str, total: int, timeout: float) -> float:
+    """Seconds until the chain holds `total` entries of this node (counted from the call)."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        if committed_audit(client, node_did).entries >= total:
+            return time.perf_counter() - started
+        time.sleep(0.05)
+    raise RuntimeError(f"fewer than {total} entries committed after {timeout} s")
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace, scratch: Path) -> None:
+    root = scratch / "data"
+    founder = initialise(root)
+    node_did = KeyFile.load(DataDir(root).node_key).did
+    port = free_port()
+    node = start_node(root, port, args.block_interval)
+    url = f"http://127.0.0.1:{port}"
+    rows: list[ReadFigures] = []
+    try:
+        client = NodeClient(url, founder, timeout=300)
+        status = client.status()
+        world = World(url, founder, str(status["chain_id"]), client)
+        audience = Audience(str(status["chain_id"]), str(status["node_id"]))
+        print(f"machine: {machine()}")
+        print(f"load before: {load()} (1, 5, 15 min)")
+        started = time.perf_counter()
+        build(world, args)
+        print(f"state built in {time.perf_counter() - started:.0f} s; on disk: {state_size(root)}")
+        rng = random.Random(9)
+        before = committed_audit(client, node_did).entries
+        for clients in (1, args.clients):
+            count = args.reads if clients == 1 else 2 * args.reads
+            reads = plan_reads(world, count, True, rng)
+            rows.append(measure(world, audience, port, node.pid, reads, clients))
+            print(rows[-1].row(), flush=True)
+        read_total = sum(r.reads for r in rows)
+        # Entries per second: a burst of reads as fast as the clients go, then the time until
+        # the chain holds every entry of the burst, from the burst's start.
+        burst = plan_reads(world, 2 * args.reads, True, rng)
+        already = committed_audit(client, node_did).entries
+        rows.append(measure(world, audience, port, node.pid, burst, args.clients))
+        committed_s = wait_for_entries(client, node_did, already + len(burst), 120)
+        committed_s += rows[-1].seconds
+        audit = committed_audit(client, node_did)
+        print(f"load after: {load()}")
+    finally:
+        node.terminate()
+        node.wait(30)
+    print()
+    print(READ_HEADER)
+    for row in rows:
+        print(row.row())
+    print()
+    new_entries = audit.entries - before
+    print(
+        f"entries: {new_entries:,} for {read_total + rows[-1].reads:,} reads (bench reads; "
+        f"{before:,} entries of the build's own checks before)"
+    )
+    print(
+        f"audit entries committed per second (burst of {rows[-1].reads:,} reads, from its "
+        f"start to its last entry committed): {rows[-1].reads / committed_s:,.0f}"
+    )
+    print(
+        f"on-chain bytes per entry: {audit.tx_bytes / max(audit.entries, 1):.1f} "
+        f"({audit.tx_bytes:,} bytes of batch transactions, {audit.batches} batches, "
+        f"{audit.entries:,} entries)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--patients", type=int, default=1000)
+    parser.add_argument("--records-per-patient", type=int, default=100)
+    parser.add_argument("--grants-per-patient", type=int, default=10)
+    parser.add_argument("--orgs", type=int, default=3, help="reader organisations")
+    parser.add_argument("--practitioners", type=int, default=20)
+    parser.add_argument("--ciphertext-bytes", type=int, default=600)
+    parser.add_argument("--grant-batch", type=int, default=1000)
+    parser.add_argument("--reads", type=int, default=3000, help="per single-client run")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--block-interval", type=float, default=0.25)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        run(args, Path(scratch))
+
+
+if __name__ == "__main__":
+    main()
