@@ -106,7 +106,7 @@ class _CrashingDriver:
     def __init__(self, inner: BatchDriver) -> None:
         self.inner = inner
 
-    async def query(self, path: str, data: bytes) -> QueryResult:
+    async def query(self, path: str, data: bytes, *, inline: bool = False) -> QueryResult:
         return await self.inner.query(path, data)
 
     async def submit(self, raw: bytes, wait: bool) -> Submission:

@@ -20,7 +20,7 @@ from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.requestsig import Audience, authorization
 from careledger.node.blobs import MAX_FETCH_RESPONSE
 from careledger.node.builder import Solo, build_node
-from careledger.node.consent_guard import AccessDecision, QueryDriver
+from careledger.node.consent_guard import INLINE_DECISIONS, AccessDecision, QueryDriver
 from careledger.node.datadir import initialise
 from careledger.protocol.frames import MAX_BLOB_BYTES, unpack_results
 from careledger.wallet.records_api import RecordsApi
@@ -306,10 +306,12 @@ class Counting:
     def __init__(self, inner: QueryDriver) -> None:
         self.inner = inner
         self.paths: list[str] = []
+        self.inline: list[bool] = []
 
-    async def query(self, path: str, data: bytes) -> QueryResult:
+    async def query(self, path: str, data: bytes, *, inline: bool = False) -> QueryResult:
         self.paths.append(path)
-        return await self.inner.query(path, data)
+        self.inline.append(inline)
+        return await self.inner.query(path, data, inline=inline)
 
 
 def test_every_decision_reaches_the_observers_in_one_shape(tmp_path: Path) -> None:
@@ -331,8 +333,14 @@ def test_every_decision_reaches_the_observers_in_one_shape(tmp_path: Path) -> No
             after = int(time.time())
             assert [s for s, _ in frames] == [200, 403, 400]
             assert counting.paths == ["records/read_access"]  # one query for the request
+            # Two hashes are decided on the event loop; a big fetch's in a worker thread
+            # (a long decision must not hold up the loop that makes the blocks).
+            assert counting.inline == [True]
+            many = [mine.hash] + [f"{i:064x}" for i in range(INLINE_DECISIONS)]
+            Reader(url, doctor).fetch(many, "TREAT")
+            assert counting.inline == [True, False]
 
-            (decisions,) = observer.heard
+            decisions = observer.heard[0]
             allowed, denied, malformed = decisions
             assert before <= allowed.at <= after
             assert allowed == AccessDecision(
@@ -368,6 +376,6 @@ def test_every_decision_reaches_the_observers_in_one_shape(tmp_path: Path) -> No
             node.consent_guard.observers.append(Failing())
             failed = patient_reader.get(mine.hash)
             assert failed.status_code == 500 and mine.blob not in failed.content
-            assert len(observer.heard) == 3  # it heard the decision that was not served
+            assert len(observer.heard) == 4  # it heard the decision that was not served
     finally:
         node.close()

@@ -191,7 +191,7 @@ class AppQueries:
     def __init__(self, app: Application) -> None:
         self.app = app
 
-    async def query(self, path: str, data: bytes) -> QueryResult:
+    async def query(self, path: str, data: bytes, *, inline: bool = False) -> QueryResult:
         return self.app.query(path, data)
 
 

@@ -76,4 +76,9 @@ class ConsensusDriver(Protocol):
         the driver can give it (CometBFT: block H+1 is not committed yet)."""
         ...
 
-    async def query(self, path: str, data: bytes) -> QueryResult: ...
+    async def query(self, path: str, data: bytes, *, inline: bool = False) -> QueryResult:
+        """A module query on the last committed state. In a worker thread by default (a query
+        may take a while, and the event loop makes the blocks); `inline`: on the event loop,
+        for a point lookup (one identity, one blob's decision) whose tens of microseconds
+        cost less than the hand-off to a thread (BENCHMARKS.md, issue 9)."""
+        ...

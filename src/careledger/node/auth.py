@@ -142,7 +142,7 @@ class Registered:
 
 
 async def registered_identity(driver: ConsensusDriver, did: str) -> Registered | None:
-    found = await driver.query("identity/identity", orjson.dumps({"did": did}))
+    found = await driver.query("identity/identity", orjson.dumps({"did": did}), inline=True)
     if found.code == Code.NOT_FOUND:
         return None
     if found.code != Code.OK:

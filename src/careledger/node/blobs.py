@@ -88,6 +88,7 @@ MAX_UPLOAD_BYTES = 64 * 1024 * 1024  # one POST /blobs (a writer's chunk is a fe
 FETCH_BODY = 70 * MAX_FETCH + 1024  # {"hashes": [...]}: '"<64 hex>", ' each
 # Blob bytes in one fetch's response: 5,000 hashes of one 16 MiB blob would be 80 GB otherwise.
 MAX_FETCH_RESPONSE = 64 * 1024 * 1024
+INLINE_READ_BYTES = 64 * 1024  # a blob at most this big is read on the event loop
 REPLICATION_FETCH = "/replication/fetch"
 # Parallel writers: fsyncs from several threads share journal commits, so a batch of
 # blobs syncs in far less than one round trip to the disk each.
@@ -220,7 +221,7 @@ class BlobService:
         receipt = decided.headers()  # on refusals too: a denied read is audited alike
         if not decision.allowed:
             raise _refused(decision.status, decision.reason, receipt)
-        status, data = await asyncio.to_thread(self._read, digest)
+        status, data = await self._read_one(digest)
         if status != 200:
             raise _refused(status, data.decode(), receipt)
         return Response(data, media_type="application/octet-stream", headers=receipt)
@@ -280,6 +281,14 @@ class BlobService:
                 return reads + [(413, full)] * (len(digests) - len(reads))
             reads.append((status, data))
         return reads
+
+    async def _read_one(self, digest: str) -> tuple[int, bytes]:
+        """One blob: a small one read (and re-hashed) on the event loop, where it costs a few
+        microseconds against a worker thread's hand-off of tens (BENCHMARKS.md, issue 9); a
+        large one in a worker thread."""
+        if self.store.size(digest) <= INLINE_READ_BYTES:
+            return self._read(digest)
+        return await asyncio.to_thread(self._read, digest)
 
     def _read(self, digest: str) -> tuple[int, bytes]:
         try:

@@ -159,6 +159,14 @@ class BlobStore:
         except FileNotFoundError as exc:
             raise BlobNotFound(digest) from exc
 
+    def size(self, digest: str) -> int:
+        """The stored blob's size in bytes, 0 when it is not stored (unchecked: `get`
+        re-hashes)."""
+        try:
+            return self.path_of(digest).stat().st_size
+        except FileNotFoundError:
+            return 0
+
     def has(self, digest: str) -> bool:
         return self.path_of(digest).is_file()
 
