@@ -7,9 +7,13 @@ signed transaction). A read is a practitioner's signed `GET /blobs/{hash}?purpos
 request signature and the caller's identity (authentication), the consent guard's decision
 (`records/read_access`), the access entry journaled durably (fsync, group commit) before the
 blob is served, the blob read from disk, the receipt header. Every answer is checked (200 and
-the blob's exact bytes, with a receipt). Then the node batches the entries onto the chain:
-what is measured there is how many entries per second become committed, and how many bytes
-of transaction each entry costs.
+the blob's exact bytes, with a receipt). Then:
+- entries committed per second: a burst of reads on the node restarted with batching off
+  (`--audit-interval 0`: journaled and receipted, not batched), then the node restarted as
+  usual, timed until the chain holds the whole backlog (the batcher's pace, not the reads');
+- on-chain bytes per entry: the batch transactions' bytes over their entries;
+- the read pipeline in process (the same decision, audit and blob read, without HTTP and
+  authentication), on the stopped node's data directory.
 
 The load generator is lean on purpose: the node and the clients share this machine's cores,
 and the figure wanted is the node's. Requests are signed before the clock (each unique: its
@@ -25,7 +29,9 @@ Smoke: --patients 20 --records-per-patient 10 --grants-per-patient 3 --reads 200
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
+import os
 import random
 import tempfile
 import threading
@@ -50,6 +56,8 @@ from bench.consent_read import (
 )
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.requestsig import Audience, authorization
+from careledger.node.auth import Caller
+from careledger.node.builder import Node, Solo, build_node
 from careledger.node.datadir import DataDir, initialise
 from careledger.storage.blobstore import blob_hash
 from careledger.wallet.node_client import NodeClient
@@ -176,6 +184,50 @@ def wait_for_entries(client: NodeClient, node_did: str, total: int, timeout: flo
     raise RuntimeError(f"fewer than {total} entries committed after {timeout} s")
 
 
+# --- the pipeline in process: no HTTP, no request signature ------------------------------------
+
+
+def in_process(root: Path, world: World, reads: list[Read], clients: int) -> ReadFigures:
+    """The same reads through the embedded node's read pipeline, in this process: the consent
+    guard's decision (the chain query, inline), the audit (entries journaled with fsync, the
+    receipt signed) and the blob read, as `GET /blobs/{hash}` runs them after authentication;
+    `clients` tasks on one event loop. What HTTP and authentication add is the difference to
+    the rows above."""
+    node = build_node(root, Solo())
+    try:
+        return asyncio.run(_pipeline(node, world, reads, clients))
+    finally:
+        node.close()
+
+
+async def _pipeline(node: Node[Any], world: World, reads: list[Read], clients: int) -> ReadFigures:
+    guard, blobs = node.consent_guard, node.blob_store
+    callers = [Caller(p.keyfile.did, "practitioner", p.org) for p in world.practitioners]
+
+    async def one_client(share: list[Read]) -> list[float]:
+        latencies = []
+        for read in share:
+            started = time.perf_counter()
+            request = os.urandom(32).hex()  # the digest of a request this node never saw
+            decided = await guard.decide(
+                callers[read.practitioner], PURPOSE, [read.record.hash], request=request
+            )
+            if not decided.decisions[0].allowed or decided.receipt is None:
+                raise RuntimeError(f"{read}: {decided.decisions[0].reason}")
+            if blob_hash(blobs.get(read.record.hash)) != read.record.hash:
+                raise RuntimeError(f"{read}: wrong blob")
+            latencies.append(time.perf_counter() - started)
+        return latencies
+
+    shares = [reads[i::clients] for i in range(clients)]
+    cpu, started = time.process_time(), time.perf_counter()
+    results = await asyncio.gather(*(one_client(share) for share in shares))
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    latencies = [x for r in results for x in r]
+    name = f"in process: decision + audit + blob read, {clients} tasks"
+    return ReadFigures(name, len(reads), seconds, latencies, cpu, 0.0)
+
+
 # --- main -------------------------------------------------------------------------------------
 
 
@@ -205,37 +257,59 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
             rows.append(measure(world, audience, port, node.pid, reads, clients))
             print(rows[-1].row(), flush=True)
         read_total = sum(r.reads for r in rows)
-        # Entries per second: a burst of reads as fast as the clients go, then the time until
-        # the chain holds every entry of the burst, from the burst's start.
-        burst = plan_reads(world, 2 * args.reads, True, rng)
-        already = committed_audit(client, node_did).entries
-        rows.append(measure(world, audience, port, node.pid, burst, args.clients))
-        committed_s = wait_for_entries(client, node_did, already + len(burst), 120)
-        committed_s += rows[-1].seconds
+        wait_for_entries(client, node_did, before + read_total, 120)
         audit = committed_audit(client, node_did)
-        print(f"load after: {load()}")
     finally:
         node.terminate()
         node.wait(30)
+    drained = backlog(root, port, world, audience, args, audit.entries, rng)
+    rows.append(in_process(root, world, plan_reads(world, 2 * args.reads, True, rng), args.clients))
+    print(f"load after: {load()}")
     print()
     print(READ_HEADER)
     for row in rows:
         print(row.row())
     print()
-    new_entries = audit.entries - before
+    print(f"entries: {audit.entries - before:,} committed for {read_total:,} reads")
     print(
-        f"entries: {new_entries:,} for {read_total + rows[-1].reads:,} reads (bench reads; "
-        f"{before:,} entries of the build's own checks before)"
-    )
-    print(
-        f"audit entries committed per second (burst of {rows[-1].reads:,} reads, from its "
-        f"start to its last entry committed): {rows[-1].reads / committed_s:,.0f}"
+        f"audit entries committed per second, a backlog of {drained[0]:,} entries journaled "
+        f"with batching off, then batched by the restarted node: {drained[0] / drained[1]:,.0f} "
+        f"({drained[1]:.1f} s from the restart's first answer to the last entry committed)"
     )
     print(
         f"on-chain bytes per entry: {audit.tx_bytes / max(audit.entries, 1):.1f} "
         f"({audit.tx_bytes:,} bytes of batch transactions, {audit.batches} batches, "
         f"{audit.entries:,} entries)"
     )
+
+
+def backlog(
+    root: Path,
+    port: int,
+    world: World,
+    audience: Audience,
+    args: argparse.Namespace,
+    committed: int,
+    rng: random.Random,
+) -> tuple[int, float]:
+    """A burst of reads on a node that journals but does not batch (`--audit-interval 0`),
+    then the node restarted as usual: (entries, seconds until the chain holds them all)."""
+    reads = plan_reads(world, 2 * args.reads, True, rng)
+    node = start_node(root, port, args.block_interval, ["--audit-interval", "0"])
+    try:
+        measure(world, audience, port, node.pid, reads, args.clients)
+    finally:
+        node.terminate()
+        node.wait(30)
+    node = start_node(root, port, args.block_interval)
+    try:
+        client = NodeClient(f"http://127.0.0.1:{port}", world.founder, timeout=300)
+        node_did = KeyFile.load(DataDir(root).node_key).did
+        seconds = wait_for_entries(client, node_did, committed + len(reads), 300)
+    finally:
+        node.terminate()
+        node.wait(30)
+    return len(reads), seconds
 
 
 def main() -> None:

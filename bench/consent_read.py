@@ -48,7 +48,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,11 +93,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_node(root: Path, port: int, block_interval: float) -> subprocess.Popen[bytes]:
-    """`careledger up` on `root`, its output in `root`/../node.log; returns once it answers."""
+def start_node(
+    root: Path, port: int, block_interval: float, extra: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
+    """`careledger up` on `root` (with `extra` options), its output in `root`/../node.log;
+    returns once it answers."""
     log = open(root.parent / "node.log", "ab")  # noqa: SIM115 (the child keeps it)
     command = [sys.executable, "-m", "careledger.cli", "up", "--data-dir", str(root)]
-    command += ["--port", str(port), "--block-interval", str(block_interval)]
+    command += ["--port", str(port), "--block-interval", str(block_interval), *extra]
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     for _ in range(300):
         if proc.poll() is not None:
