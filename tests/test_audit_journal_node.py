@@ -17,7 +17,7 @@ from accessutil import Consortium
 from careledger.chain.app import QueryResult
 from careledger.chain.modules.audit.entries import MAX_BATCH_ENTRIES, OUTCOMES, AccessEntry
 from careledger.chain.tx import decode_tx
-from careledger.consensus.driver import Submission
+from careledger.consensus.driver import Admission, Submission
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
 from careledger.node.audit.batcher import AuditBatcher, BatchDriver
@@ -110,6 +110,9 @@ class _CrashingDriver:
         return await self.inner.query(path, data)
 
     async def submit(self, raw: bytes, wait: bool) -> Submission:
+        raise _Crash
+
+    async def admit(self, raw: bytes, wait: bool) -> Admission:
         raise _Crash
 
 

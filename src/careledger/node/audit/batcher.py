@@ -45,7 +45,7 @@ from careledger.chain.modules.audit.entries import (
     entries_fitting,
 )
 from careledger.chain.tx import MAX_TX_BYTES, Tx, tx_hash
-from careledger.consensus.driver import Submission
+from careledger.consensus.driver import Admission, Submission
 from careledger.crypto.keyfile import KeyFile
 from careledger.node.audit.journal import AuditJournal, JournalBatch
 
@@ -55,6 +55,9 @@ RECORD_BATCH = "audit/record_batch"
 INTERVAL_ENV = "CARELEDGER_AUDIT_INTERVAL"
 DEFAULT_INTERVAL = 0.25
 MAX_PAUSE = 10.0  # seconds between retries after failures, at most
+# Batches made and submitted together: admitted one after the other (in seq order), their
+# blocks awaited together, so a backlog drains several batches a block, not one.
+PIPELINE = 4
 ENVELOPE_BYTES = 1024  # chain id, type, sender, nonce and signature around the payload
 
 
@@ -72,6 +75,8 @@ def interval_from_env(default: float = DEFAULT_INTERVAL) -> float:
 
 class BatchDriver(Protocol):
     async def submit(self, raw: bytes, wait: bool) -> Submission: ...
+
+    async def admit(self, raw: bytes, wait: bool) -> Admission: ...
 
     async def query(self, path: str, data: bytes, *, inline: bool = False) -> QueryResult: ...
 
@@ -127,20 +132,39 @@ class AuditBatcher:
                 await self._submit(batch, fresh_nonce=True)
 
     async def batch_once(self) -> bool:
-        """Make, record and commit one batch from unbatched entries; True if it was full
-        (more entries may be waiting)."""
-        rows = await self.journal.unbatched(MAX_BATCH_ENTRIES)
+        """Make, record and commit up to PIPELINE batches from unbatched entries; True if
+        they took all they could (more entries may be waiting)."""
+        rows = await self.journal.unbatched(PIPELINE * MAX_BATCH_ENTRIES)
         if not rows:
             return False
         seq = max(await self.journal.last_batch_seq(), await self._last_seq()) + 1
         entries = [AccessEntry.from_json(r.entry) for r in rows]
-        count = self._fitting(seq, entries)
-        payload = encode_batch(self.node_key.did, seq, entries[:count])
-        raw = await self._sign(payload)
-        batch = JournalBatch(seq, rows[0].seq, count, payload, raw, tx_hash(raw).hex(), False, None)
-        await self.journal.add_batch(batch)  # before submitting: a crash resubmits this one
-        await self._submit(batch, fresh_nonce=False)
-        return count == MAX_BATCH_ENTRIES or count < len(rows)
+        batches: list[JournalBatch] = []
+        taken = 0
+        while taken < len(rows) and len(batches) < PIPELINE:
+            count = self._fitting(seq, entries[taken:])
+            payload = encode_batch(self.node_key.did, seq, entries[taken : taken + count])
+            raw = await self._sign(payload)
+            first = rows[taken].seq
+            batch = JournalBatch(seq, first, count, payload, raw, tx_hash(raw).hex(), False, None)
+            await self.journal.add_batch(batch)  # before submitting: a crash resubmits it
+            batches.append(batch)
+            taken, seq = taken + count, seq + 1
+        await self._submit_all(batches)
+        return taken == PIPELINE * MAX_BATCH_ENTRIES or taken < len(rows)
+
+    async def _submit_all(self, batches: Sequence[JournalBatch]) -> None:
+        """Admit the batches in seq order, then wait for their blocks. The first the mempool
+        refuses is settled with its refusal (found on chain, or BatchNotCommitted); those
+        after it stay recorded, uncommitted, for the next run's `catch_up`."""
+        admitted: list[tuple[JournalBatch, Admission]] = []
+        for batch in batches:
+            admission = await self.driver.admit(batch.tx, True)
+            admitted.append((batch, admission))
+            if not admission.checked.accepted:
+                break
+        for batch, admission in admitted:
+            await self._settle(batch, await admission.outcome())
 
     def _fitting(self, seq: int, entries: Sequence[AccessEntry]) -> int:
         """How many leading entries one batch takes (at least one)."""
@@ -166,7 +190,10 @@ class AuditBatcher:
     async def _submit(self, batch: JournalBatch, fresh_nonce: bool) -> None:
         if fresh_nonce:
             batch = await self._signed_again(batch)
-        submission = await self.driver.submit(batch.tx, wait=True)
+        await self._settle(batch, await self.driver.submit(batch.tx, wait=True))
+
+    async def _settle(self, batch: JournalBatch, submission: Submission) -> None:
+        """Mark the batch committed, or find it on chain, or raise BatchNotCommitted."""
         if submission.accepted and submission.code == 0:
             await self.journal.mark_committed(batch.seq, submission.height, batch.tx_hash)
             self.committed += 1
