@@ -46,6 +46,7 @@ from bench.consent_read import (
     Read,
     ReadFigures,
     World,
+    add_state_options,
     build,
     cpu_seconds,
     free_port,
@@ -314,16 +315,7 @@ def backlog(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
-    parser.add_argument("--patients", type=int, default=1000)
-    parser.add_argument("--records-per-patient", type=int, default=100)
-    parser.add_argument("--grants-per-patient", type=int, default=10)
-    parser.add_argument("--orgs", type=int, default=3, help="reader organisations")
-    parser.add_argument("--practitioners", type=int, default=20)
-    parser.add_argument("--ciphertext-bytes", type=int, default=600)
-    parser.add_argument("--grant-batch", type=int, default=1000)
-    parser.add_argument("--reads", type=int, default=3000, help="per single-client run")
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--block-interval", type=float, default=0.25)
+    add_state_options(parser)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         run(args, Path(scratch))

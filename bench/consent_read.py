@@ -771,8 +771,8 @@ def measure(world: World, node_pid: int, args: argparse.Namespace) -> list[ReadF
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+def add_state_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the state `build` makes, and of the reads (bench.audited_read too)."""
     parser.add_argument("--patients", type=int, default=1000)
     parser.add_argument("--records-per-patient", type=int, default=100)
     parser.add_argument("--grants-per-patient", type=int, default=10)
@@ -783,6 +783,11 @@ def main() -> None:
     parser.add_argument("--reads", type=int, default=3000, help="per single-client run")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--block-interval", type=float, default=0.25)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    add_state_options(parser)
     parser.add_argument("--profile", default="", help="a directory: py-spy the node's reads")
     args = parser.parse_args()
     if args.grants_per_patient < 1 or args.orgs < 2:
