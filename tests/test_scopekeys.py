@@ -8,8 +8,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from careledger.crypto.envelope import RecordBinding, WrappedKey
+from careledger.crypto.hpke import SUITE
 from careledger.crypto.scopekeys import (
-    _SUITE,
     WRAPPED_DATA_KEY_SIZE,
     WRAPPED_NAMING_KEY_SIZE,
     ScopePublic,
@@ -161,7 +161,7 @@ def test_internal_hpke_and_cryptography_hpke_agree() -> None:
     ours = _hpke_seal_with_ephemeral(
         recipient.public_key().public_bytes_raw(), b"info", b"payload", os.urandom(32)
     )
-    assert _SUITE.decrypt(ours, recipient, b"info") == b"payload"
+    assert SUITE.decrypt(ours, recipient, b"info") == b"payload"
 
 
 # --- the naming key ---------------------------------------------------------------------

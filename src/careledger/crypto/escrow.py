@@ -33,11 +33,11 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.hpke import AEAD, KDF, KEM, Suite
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from careledger.crypto.canonical import NotCanonical, canonical_bytes, parse_canonical
 from careledger.crypto.envelope import length_prefixed, u32
+from careledger.crypto.hpke import SUITE, x25519_public
 from careledger.crypto.scopekeys import SCOPES, ScopeKeyPair, ScopePublic
 
 EMERGENCY_LABEL = b"careledger-emergency-v1"
@@ -50,7 +50,6 @@ KEY_SIZE = 32
 # HPKE enc (32) + the share (16) + tag (16)
 WRAPPED_SHARE_SIZE = 32 + SECRET_SIZE + 16
 MAX_MEMBERS = 255  # pycryptodome's shares are indexed by one byte
-_SUITE = Suite(KEM.X25519, KDF.HKDF_SHA256, AEAD.AES_256_GCM)
 
 
 class EscrowError(Exception):
@@ -269,7 +268,7 @@ def wrap_share(
 ) -> bytes:
     """HPKE-wrap a share to the member organisation that keeps it."""
     info = share_info(patient, share.escrow, member, share.index)
-    return _SUITE.encrypt(share.value, _public(member_public), info)
+    return SUITE.encrypt(share.value, x25519_public(member_public), info)
 
 
 def unwrap_share(
@@ -299,7 +298,7 @@ def rewrap_share(
     requester (what `POST /break-glass/share` answers). ShareError if it does not unwrap."""
     share = unwrap_share(wrapped, patient, escrow, member, index, member_private)
     info = release_info(patient, escrow, member, index, requester)
-    return _SUITE.encrypt(share.value, _public(requester_public), info)
+    return SUITE.encrypt(share.value, x25519_public(requester_public), info)
 
 
 def unwrap_released_share(
@@ -397,17 +396,9 @@ def _check_escrow_id(escrow: str) -> bytes:
     return raw
 
 
-def _public(key: X25519PublicKey | bytes) -> X25519PublicKey:
-    if isinstance(key, X25519PublicKey):
-        return key
-    if len(key) != 32:
-        raise ValueError("an X25519 public key is 32 bytes")
-    return X25519PublicKey.from_public_bytes(key)
-
-
 def _open(wrapped: bytes, private_key: X25519PrivateKey, info: bytes, what: str) -> bytes:
     try:
-        value = _SUITE.decrypt(wrapped, private_key, info)
+        value = SUITE.decrypt(wrapped, private_key, info)
     except Exception as exc:  # cryptography raises InvalidTag or ValueError for bad input
         raise ShareError(
             f"{what} does not unwrap: wrong key, patient, escrow, member or index, or altered bytes"

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.hpke import AEAD, KDF, KEM, Suite
 
 from careledger.crypto.envelope import (
     DATA_KEY_SIZE,
@@ -31,6 +30,7 @@ from careledger.crypto.envelope import (
     length_prefixed,
     u32,
 )
+from careledger.crypto.hpke import SUITE, x25519_public
 
 # --- scopes -------------------------------------------------------------------------------
 
@@ -115,7 +115,6 @@ def _check_scope(scope: str, epoch: int) -> None:
 
 # --- wrapping a record's data key ---------------------------------------------------------
 
-_SUITE = Suite(KEM.X25519, KDF.HKDF_SHA256, AEAD.AES_256_GCM)
 ENC_SIZE = 32
 WRAPPED_DATA_KEY_SIZE = ENC_SIZE + DATA_KEY_SIZE + 16
 
@@ -131,7 +130,7 @@ def wrap_data_key(
     """HPKE-wrap a data key to one recipient (a scope key, see ScopeKeyPair.recipient)."""
     if len(data_key) != DATA_KEY_SIZE:
         raise ValueError(f"a data key is {DATA_KEY_SIZE} bytes")
-    wrapped = _SUITE.encrypt(data_key, _public(public_key), data_key_info(binding, recipient))
+    wrapped = SUITE.encrypt(data_key, x25519_public(public_key), data_key_info(binding, recipient))
     return WrappedKey(recipient=recipient, wrapped=wrapped)
 
 
@@ -185,7 +184,7 @@ def wrap_scope_key(
 ) -> bytes:
     """HPKE-wrap a scope private key to a grantee (an organisation's X25519 key)."""
     info = grant_info(patient, scope_key.scope, scope_key.epoch, grantee)
-    return _SUITE.encrypt(scope_key.private_bytes(), _public(grantee_public), info)
+    return SUITE.encrypt(scope_key.private_bytes(), x25519_public(grantee_public), info)
 
 
 def unwrap_scope_key(
@@ -224,7 +223,9 @@ def wrap_naming_key(
     """HPKE-wrap the patient's naming key (crypto/naming.py) to a grantee: 80 bytes."""
     if len(naming_key) != NAMING_KEY_SIZE:
         raise ValueError(f"a naming key is {NAMING_KEY_SIZE} bytes")
-    return _SUITE.encrypt(naming_key, _public(grantee_public), naming_grant_info(patient, grantee))
+    return SUITE.encrypt(
+        naming_key, x25519_public(grantee_public), naming_grant_info(patient, grantee)
+    )
 
 
 def unwrap_naming_key(
@@ -242,17 +243,9 @@ def unwrap_naming_key(
 # --- HPKE helpers -------------------------------------------------------------------------
 
 
-def _public(key: X25519PublicKey | bytes) -> X25519PublicKey:
-    if isinstance(key, X25519PublicKey):
-        return key
-    if len(key) != 32:
-        raise ValueError("an X25519 public key is 32 bytes")
-    return X25519PublicKey.from_public_bytes(key)
-
-
 def _hpke_open(wrapped: bytes, private_key: X25519PrivateKey, info: bytes, what: str) -> bytes:
     try:
-        return _SUITE.decrypt(wrapped, private_key, info)
+        return SUITE.decrypt(wrapped, private_key, info)
     except Exception as exc:  # cryptography raises InvalidTag or ValueError for bad input
         raise UnwrapError(
             f"{what} does not unwrap: wrong private key, wrong record or grant, or altered bytes"
