@@ -18,6 +18,12 @@ failed transaction is not reusable) and resubmitted. A failure (the chain refuse
 is not yet registered) is logged once per distinct reason and retried with a growing pause:
 the entries stay journaled meanwhile, and reads keep being served and journaled.
 
+A batch the chain refuses for good, its time more than a day (the chain's MAX_BATCH_AGE)
+before now, is abandoned (`AuditJournal.abandon`, logged as an error) rather than retried
+forever: retrying would hold back every entry after it, so a node that was down for a day
+would never commit a read again. Its entries stay in the journal, marked as not on chain
+(their receipts fail `check_receipt`, which is the truth).
+
 `CARELEDGER_AUDIT_INTERVAL` (seconds, default 0.25) sets the interval of `careledger up` and
 network nodes; 0 disables batching (reads are still journaled and receipted): tests use it
 to make a node that promises and never commits.
@@ -28,12 +34,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import orjson
 
 from careledger.chain.app import QueryResult
+from careledger.chain.codes import Code
 from careledger.chain.modules.audit.entries import (
     MAX_BATCH_ENTRIES,
     MAX_BATCH_PARTIES,
@@ -44,10 +51,12 @@ from careledger.chain.modules.audit.entries import (
     encode_batch,
     entries_fitting,
 )
+from careledger.chain.modules.audit.handler import MAX_BATCH_AGE
 from careledger.chain.tx import MAX_TX_BYTES, Tx, tx_hash
 from careledger.consensus.driver import Submission
 from careledger.crypto.keyfile import KeyFile
 from careledger.node.audit.journal import AuditJournal, JournalBatch
+from careledger.node.consent_guard import wall_clock_s
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +97,14 @@ class AuditBatcher:
         node_key: KeyFile,
         chain_id: str,
         interval: float = DEFAULT_INTERVAL,
+        clock: Callable[[], int] = wall_clock_s,
     ) -> None:
         self.journal = journal
         self.driver = driver
         self.node_key = node_key
         self.chain_id = chain_id
         self.interval = interval
+        self.clock = clock  # unix seconds: how old a refused batch is
         self.committed = 0  # batches committed by this process (tests, logs)
         self._nonce: int | None = None
         self._last_error = ""
@@ -123,8 +134,8 @@ class AuditBatcher:
         for batch in pending:
             if batch.seq <= last:
                 await self._settle_committed(batch.seq)
-            else:
-                await self._submit(batch, fresh_nonce=True)
+            elif not await self._submit(batch, fresh_nonce=True):
+                return  # abandoned: the batches after it were unrecorded with it
 
     async def batch_once(self) -> bool:
         """Make, record and commit one batch from unbatched entries; True if it was full
@@ -163,20 +174,40 @@ class AuditBatcher:
         max_bytes = MAX_TX_BYTES - ENVELOPE_BYTES
         return max(1, entries_fitting(self.node_key.did, seq, entries[: max(n, 1)], max_bytes))
 
-    async def _submit(self, batch: JournalBatch, fresh_nonce: bool) -> None:
+    async def _submit(self, batch: JournalBatch, fresh_nonce: bool) -> bool:
+        """Submit and mark committed (True); False if the batch was abandoned (refused for
+        good); BatchNotCommitted for a refusal worth retrying."""
         if fresh_nonce:
             batch = await self._signed_again(batch)
         submission = await self.driver.submit(batch.tx, wait=True)
         if submission.accepted and submission.code == 0:
             await self.journal.mark_committed(batch.seq, submission.height, batch.tx_hash)
             self.committed += 1
-            return
+            return True
         self._nonce = None  # spent or not, ask the chain before the next signature
         if await self._last_seq() >= batch.seq:  # it made it after all (an earlier try)
             await self._settle_committed(batch.seq)
-            return
+            return True
         why = submission.check_log if not submission.accepted else submission.log
+        code = submission.check_code if not submission.accepted else submission.code
+        if code == Code.BAD_BATCH and self._too_old(batch):
+            # Refused for good (it would be at every retry) and holding back every entry
+            # after it: give it up, say so, and go on with the next entries.
+            await self.journal.abandon(batch.seq)
+            log.error(
+                "audit batch %d abandoned: the chain refuses it for good (%s); its %d "
+                "entries stay in the journal, not on chain",
+                batch.seq,
+                why,
+                batch.count,
+            )
+            return False
         raise BatchNotCommitted(f"audit batch {batch.seq} was not committed: {why}")
+
+    def _too_old(self, batch: JournalBatch) -> bool:
+        """Whether the batch's time lies more than the chain's MAX_BATCH_AGE before now: no
+        later block takes it (a batch dated ahead of the block, or malformed, is retried)."""
+        return int(batch.payload["time"]) < self.clock() - MAX_BATCH_AGE
 
     async def _settle_committed(self, seq: int) -> None:
         """Mark a batch the chain already has, with the transaction that carried it there

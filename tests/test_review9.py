@@ -1,0 +1,57 @@
+"""Issue 9 review: attacks on the audit and break-glass, each against the real code (a real
+node in process over real HTTP, or the real Application on SQLite)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from accessutil import Consortium
+from careledger.chain.modules.audit.entries import AccessEntry
+from careledger.chain.modules.audit.handler import MAX_BATCH_AGE
+from careledger.crypto.keys import Identity
+from careledger.node.builder import Solo, build_node
+from careledger.node.datadir import initialise
+from careledger.wallet.audit import AuditClient
+from nodeutil import serve_over_http
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _stale_entry(at: int) -> AccessEntry:
+    reader, org = Identity.generate().did, Identity.generate().did
+    return AccessEntry("", "", 0, reader, org, "TREAT", "not_found", at)
+
+
+def test_a_batch_too_old_for_the_chain_does_not_stall_the_audit_for_good(tmp_path: Path) -> None:
+    """A node down for two days restarts with a journaled read no batch held yet: the chain
+    refuses its batch for good (more than a day before the block). The batcher must give that
+    batch up (its entries stay in the journal, marked as not on chain) and go on: the reads
+    served after the restart are committed, not held back forever behind it."""
+    root = tmp_path / "data"
+    founder = initialise(root)
+    node = build_node(root, Solo(block_interval=0.05), audit_interval=0.05)
+    two_days_ago = int(time.time()) - 2 * MAX_BATCH_AGE
+    asyncio.run(node.audit.journal.append([_stale_entry(two_days_ago).to_json()]))
+    try:
+        with serve_over_http(node.asgi()) as url:
+            net = Consortium(url, founder)
+            patient = net.patient()
+            record = net.write(patient, patient.did)
+            assert net.reader(patient).get(record.hash).status_code == 200
+            deadline = time.monotonic() + 30
+            log = AuditClient(url, patient).log(verify=True)
+            while not log and time.monotonic() < deadline:
+                time.sleep(0.1)
+                log = AuditClient(url, patient).log(verify=True)
+            assert [a.entry.outcome for a in log] == ["patient"], "the later read never committed"
+    finally:
+        node.close()
+    db = sqlite3.connect(root / "audit.sqlite")
+    (stale,) = db.execute("SELECT batch FROM entries WHERE seq = 1").fetchone()
+    committed = db.execute("SELECT committed FROM batches WHERE seq = ?", (stale,)).fetchone()
+    assert committed == (0,)  # the stale entry is not claimed to be on chain
