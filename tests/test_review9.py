@@ -13,9 +13,11 @@ import pytest
 from accessutil import Consortium
 from careledger.chain.modules.audit.entries import AccessEntry
 from careledger.chain.modules.audit.handler import MAX_BATCH_AGE
+from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
 from careledger.node.builder import Solo, build_node
-from careledger.node.datadir import initialise
+from careledger.node.datadir import DataDir, initialise
+from careledger.protocol.receipts import HEADER
 from careledger.wallet.audit import AuditClient
 from nodeutil import serve_over_http
 
@@ -55,3 +57,32 @@ def test_a_batch_too_old_for_the_chain_does_not_stall_the_audit_for_good(tmp_pat
     (stale,) = db.execute("SELECT batch FROM entries WHERE seq = 1").fetchone()
     committed = db.execute("SELECT committed FROM batches WHERE seq = ?", (stale,)).fetchone()
     assert committed == (0,)  # the stale entry is not claimed to be on chain
+
+
+def test_a_node_whose_key_may_not_act_on_chain_serves_no_read(tmp_path: Path) -> None:
+    """A node whose own key is not a registered node identity that may act (a later member's
+    node before `identity/register_node`, a node of an expelled organisation) has every batch
+    refused: it must not serve reads whose entries can never be committed. 503
+    `node_not_registered`, nothing served, nothing receipted."""
+    root = tmp_path / "data"
+    founder = initialise(root)
+    stranger = Identity.generate()  # a node key the chain never registered
+    DataDir(root).node_key.unlink()
+    KeyFile(stranger.did, "node", stranger, "Demo Hospital node").save(DataDir(root).node_key)
+    node = build_node(root, Solo(block_interval=0.05), audit_interval=0.05)
+    try:
+        with serve_over_http(node.asgi()) as url:
+            net = Consortium(url, founder)
+            patient = net.patient()
+            record = net.write(patient, patient.did)
+            reader = net.reader(patient)
+            refused = reader.get(record.hash)
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"]["code"] == "node_not_registered"
+            assert record.blob not in refused.content and HEADER.lower() not in refused.headers
+            frames = reader.http.post(
+                "/blobs/fetch", json={"hashes": [record.hash]}, auth=reader.auth
+            )
+            assert frames.status_code == 503 and record.blob not in frames.content
+    finally:
+        node.close()
