@@ -11,14 +11,19 @@ from pathlib import Path
 import pytest
 
 from accessutil import Consortium
-from careledger.chain.modules.audit.entries import AccessEntry
+from careledger.chain.app import QueryResult
+from careledger.chain.modules.audit.entries import AccessEntry, encode_batch
 from careledger.chain.modules.audit.handler import MAX_BATCH_AGE
+from careledger.chain.tx import Tx
+from careledger.consensus.driver import Submission
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
+from careledger.node.audit.batcher import AuditBatcher, BatchDriver
 from careledger.node.builder import Solo, build_node
 from careledger.node.datadir import DataDir, initialise
 from careledger.protocol.receipts import HEADER
 from careledger.wallet.audit import AuditClient
+from careledger.wallet.node_client import NodeClient
 from nodeutil import serve_over_http
 
 pytestmark = pytest.mark.timeout(120)
@@ -86,3 +91,62 @@ def test_a_node_whose_key_may_not_act_on_chain_serves_no_read(tmp_path: Path) ->
             assert frames.status_code == 503 and record.blob not in frames.content
     finally:
         node.close()
+
+
+class _Crash(Exception):
+    """The process dies after writing its batch row, before submitting it."""
+
+
+class _CrashingDriver:
+    def __init__(self, inner: BatchDriver) -> None:
+        self.inner = inner
+
+    async def query(self, path: str, data: bytes) -> QueryResult:
+        return await self.inner.query(path, data)
+
+    async def submit(self, raw: bytes, wait: bool) -> Submission:
+        raise _Crash
+
+
+def test_a_batch_number_the_chain_holds_with_other_entries_is_not_taken_as_ours(
+    tmp_path: Path,
+) -> None:
+    """The journal holds batch 1 uncommitted (a crash before its submission), and the chain
+    already has a batch 1 of this node key with OTHER entries (a second process run from a
+    copy of the data directory, the same key). At restart the node must not mark its own
+    batch committed on the strength of the number alone (its entries would be lost while the
+    journal says they are on chain): it compares the chain's root with its batch's, and
+    batches its entries again under the next number."""
+    root = tmp_path / "data"
+    founder = initialise(root)
+    node_key = KeyFile.load(DataDir(root).node_key)
+    node = build_node(root, Solo(block_interval=0.05), audit_interval=0)
+    try:
+        with serve_over_http(node.asgi()) as url:
+            net = Consortium(url, founder)
+            patient = net.patient()
+            record = net.write(patient, patient.did)
+            assert net.reader(patient).get(record.hash).status_code == 200
+            crashing = AuditBatcher(
+                node.audit.journal, _CrashingDriver(node.driver), node_key, net.chain_id
+            )
+            with pytest.raises(_Crash):
+                asyncio.run(crashing.batch_once())
+            twin = encode_batch(node_key.did, 1, [_stale_entry(int(time.time()))])
+            raw = Tx(net.chain_id, "audit/record_batch", node_key.did, 1, twin)
+            assert NodeClient(url, founder).submit(raw.sign(node_key.identity))["code"] == 0
+    finally:
+        node.close()
+
+    restarted = build_node(root, Solo(block_interval=0.05), audit_interval=0.05)
+    try:
+        with serve_over_http(restarted.asgi()) as url:
+            deadline = time.monotonic() + 30
+            log = AuditClient(url, patient).log(verify=True)
+            while not log and time.monotonic() < deadline:
+                time.sleep(0.1)
+                log = AuditClient(url, patient).log(verify=True)
+            assert [a.entry.outcome for a in log] == ["patient"], "the read was lost"
+            assert [a.seq for a in log] == [2]
+    finally:
+        restarted.close()

@@ -13,7 +13,9 @@ the first and last, a transaction's bytes), and:
 
 At start, and after any failure, it asks the chain (`audit/last_seq`) how far this node's
 batches got: an uncommitted batch whose seq the chain already has was committed before the
-crash (marked so); the first one it lacks is signed again with a fresh nonce (a nonce spent by a
+crash (marked so, once the chain's root of that batch is this batch's: if it is not, another
+process signs with this node's key, and the batch is unrecorded and its entries batched
+again); the first one it lacks is signed again with a fresh nonce (a nonce spent by a
 failed transaction is not reusable) and resubmitted. A failure (the chain refuses, the node
 is not yet registered) is logged once per distinct reason and retried with a growing pause:
 the entries stay journaled meanwhile, and reads keep being served and journaled.
@@ -48,6 +50,7 @@ from careledger.chain.modules.audit.entries import (
     MAX_DT,
     RECORD_PREFIX_HEX,
     AccessEntry,
+    decode_batch,
     encode_batch,
     entries_fitting,
 )
@@ -55,6 +58,7 @@ from careledger.chain.modules.audit.handler import MAX_BATCH_AGE
 from careledger.chain.tx import MAX_TX_BYTES, Tx, tx_hash
 from careledger.consensus.driver import Submission
 from careledger.crypto.keyfile import KeyFile
+from careledger.crypto.merkle import merkle_root
 from careledger.node.audit.journal import AuditJournal, JournalBatch
 from careledger.node.consent_guard import wall_clock_s
 
@@ -133,9 +137,11 @@ class AuditBatcher:
         last = await self._last_seq()
         for batch in pending:
             if batch.seq <= last:
-                await self._settle_committed(batch.seq)
-            elif not await self._submit(batch, fresh_nonce=True):
-                return  # abandoned: the batches after it were unrecorded with it
+                settled = await self._settle_committed(batch)
+            else:
+                settled = await self._submit(batch, fresh_nonce=True)
+            if not settled:
+                return  # given up or unrecorded: the batches after it were unrecorded too
 
     async def batch_once(self) -> bool:
         """Make, record and commit one batch from unbatched entries; True if it was full
@@ -185,9 +191,8 @@ class AuditBatcher:
             self.committed += 1
             return True
         self._nonce = None  # spent or not, ask the chain before the next signature
-        if await self._last_seq() >= batch.seq:  # it made it after all (an earlier try)
-            await self._settle_committed(batch.seq)
-            return True
+        if await self._last_seq() >= batch.seq:  # it made it after all (an earlier try)?
+            return await self._settle_committed(batch)
         why = submission.check_log if not submission.accepted else submission.log
         code = submission.check_code if not submission.accepted else submission.code
         if code == Code.BAD_BATCH and self._too_old(batch):
@@ -209,12 +214,30 @@ class AuditBatcher:
         later block takes it (a batch dated ahead of the block, or malformed, is retried)."""
         return int(batch.payload["time"]) < self.clock() - MAX_BATCH_AGE
 
-    async def _settle_committed(self, seq: int) -> None:
-        """Mark a batch the chain already has, with the transaction that carried it there
-        (an earlier submission than the journal's last signature, maybe)."""
+    async def _settle_committed(self, batch: JournalBatch) -> bool:
+        """Mark a batch whose number the chain already has, with the transaction that carried
+        it there (an earlier submission than the journal's last signature, maybe): True. If
+        the chain's batch of that number has other entries (its root differs: another process
+        signs with this node's key), this one was never committed: it is unrecorded, its
+        entries batched again under the next numbers, and False."""
+        seq = batch.seq
         found = await self._query("audit/batch", {"node": self.node_key.did, "seq": str(seq)})
+        ours = merkle_root([e.leaf() for e in decode_batch(batch.payload)]).hex()
+        if found["root"] != ours:
+            await self.journal.unrecord(seq)
+            log.error(
+                "audit batch %d on chain (tx %s) holds other entries than this node's batch %d: "
+                "is another process signing with this node's key? Its %d entries are batched "
+                "again",
+                seq,
+                found["tx"],
+                seq,
+                batch.count,
+            )
+            return False
         await self.journal.mark_committed(seq, int(found["height"]), str(found["tx"]))
         self.committed += 1
+        return True
 
     async def _signed_again(self, batch: JournalBatch) -> JournalBatch:
         raw = await self._sign(batch.payload)

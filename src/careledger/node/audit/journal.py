@@ -229,6 +229,11 @@ class AuditJournal:
             ]
         )
 
+    async def unrecord(self, seq: int) -> None:
+        """Forget uncommitted batch `seq` and any after it (the chain holds another batch
+        under that number): their entries are batched again, under new numbers."""
+        await self.run(lambda db: _unrecord(db, seq))
+
     async def abandon(self, seq: int) -> None:
         """Give up batch `seq`, which the chain refuses for good (see the module's
         docstring); later uncommitted batches are unrecorded, their entries batched again
@@ -388,10 +393,15 @@ def _add_batch(db: sqlite3.Connection, batch: JournalBatch) -> None:
     )
 
 
+def _unrecord(db: sqlite3.Connection, seq: int) -> None:
+    """Forget the uncommitted batches from `seq` on: their entries are unbatched again."""
+    held = "SELECT seq FROM batches WHERE seq >= ? AND committed = 0"
+    db.execute(f"UPDATE entries SET batch = NULL WHERE batch IN ({held})", (seq,))
+    db.execute("DELETE FROM batches WHERE seq >= ? AND committed = 0", (seq,))
+
+
 def _abandon(db: sqlite3.Connection, seq: int) -> None:
-    later = "SELECT seq FROM batches WHERE seq > ? AND committed = 0"
-    db.execute(f"UPDATE entries SET batch = NULL WHERE batch IN ({later})", (seq,))
-    db.execute("DELETE FROM batches WHERE seq > ? AND committed = 0", (seq,))
+    _unrecord(db, seq + 1)
     (first,) = db.execute("SELECT first FROM batches WHERE seq = ?", (seq,)).fetchone()
     db.execute("UPDATE entries SET batch = ? WHERE batch = ?", (-first, seq))
     db.execute(
