@@ -24,7 +24,10 @@ from careledger.node.datadir import DataDir, initialise
 from careledger.protocol.receipts import HEADER
 from careledger.wallet.audit import AuditClient
 from careledger.wallet.node_client import NodeClient
-from nodeutil import serve_over_http
+from careledger.wallet.records import RecordsClient
+from nodeutil import NodeProcess, enrol, free_port, serve_over_http
+from test_break_glass import RECORDS, practitioner
+from test_break_glass_cli import careledger
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -150,3 +153,32 @@ def test_a_batch_number_the_chain_holds_with_other_entries_is_not_taken_as_ours(
             assert [a.seq for a in log] == [2]
     finally:
         restarted.close()
+
+
+def test_a_break_glass_reason_cannot_crash_or_restyle_the_patients_audit(tmp_path: Path) -> None:
+    """The reason is the practitioner's free text, printed by the patient's `careledger
+    audit`. As rich markup, "[/x]" made the CLI die (MarkupError) before the patient saw its
+    log: the break-glass hid its own alert. It is printed literally."""
+    node = NodeProcess(tmp_path / "data", free_port())
+    node.start("--block-interval", "0.05")
+    try:
+        clinic = RecordsClient(node.url, node.organisation())
+        patient = enrol(clinic, "patient")
+        RecordsClient(node.url, patient).write(patient.did, {**RECORDS["condition"], "id": "c1"})
+        patient_file, doctor_file = tmp_path / "patient.json", tmp_path / "doctor.json"
+        patient.save(patient_file)
+        practitioner(node.url, node.organisation(), "Dr. Hide").save(doctor_file)
+        opened = careledger("consent", "emergency", "--as", str(patient_file), "--node", node.url)
+        assert opened.returncode == 0, opened.stderr
+        reason = "[/x] [green]no break-glass here[/green]"
+        broke = careledger(
+            "break-glass", "--as", str(doctor_file), "--patient", patient.did,
+            "--reason", reason, "--seconds", "600", "--node", node.url,
+        )  # fmt: skip
+        assert broke.returncode == 0, broke.stderr
+        audit = careledger("audit", "--keys", str(patient_file), "--node", node.url, "--no-rotate")
+        assert audit.returncode == 0, audit.stderr
+        printed = " ".join(audit.stdout.split())  # rich wraps long lines at spaces
+        assert "BREAK-GLASS" in printed and reason in printed
+    finally:
+        node.stop()
