@@ -29,6 +29,7 @@ from careledger.chain.modules.audit import (
 )
 from careledger.chain.modules.audit.handler import MAX_BATCH_AGE, MAX_CLOCK_AHEAD
 from careledger.chain.modules.base import Message, Module, Payload, TxContext
+from careledger.chain.modules.records import scope_key_payload
 from careledger.chain.state import KV, Overlay
 from careledger.chain.store import StateStore
 from careledger.chain.tx import Tx, decode_tx, tx_hash
@@ -101,6 +102,32 @@ class World:
                 register_patient_tx(CHAIN_ID, person.identity, self.a.identity, person.nonce)
             )
         assert [r.code for r in self.run(*registrations)] == [0, 0, 0]
+        # The records the entries name: the patient's "ab..." (12 versions), the other's
+        # "cd..." (2): a batch names only records of its entries' patients.
+        self.records = {self.patient.did: ("ab" * 32, 12), self.other.did: ("cd" * 32, 2)}
+        anchors = [
+            tx
+            for person in (self.patient, self.other)
+            for tx in self.own_record(person, *self.records[person.did])
+        ]
+        assert {r.code for r in self.run(*anchors)} == {0}
+
+    def own_record(self, person: Actor, record: str, versions: int) -> list[bytes]:
+        """The transactions by which `person` publishes a scope key and writes `record`."""
+        key = scope_key_payload(person.identity, CHAIN_ID, "diagnostics", 1, "22" * 32)
+        txs = [person.tx("records/publish_scope_key", key)]
+        for version in range(1, versions + 1):
+            anchor = {
+                "patient": person.did,
+                "resource_type": "Observation",
+                "record": record,
+                "version": version,
+                "blob_hash": f"{version:02x}{record[2:4]}" * 16,
+                "commitment": "ab" * 32,
+                "recipients": ["scope/diagnostics/1"],
+            }
+            txs.append(person.tx("records/anchor", anchor))
+        return txs
 
     def run(self, *txs: bytes, at: int | None = None) -> list[TxResult]:
         time_ns = None if at is None else at * 10**9
@@ -294,6 +321,23 @@ def test_a_node_of_an_expelled_organisation_records_nothing(world: World) -> Non
     raw = world.batch(world.node_a, [world.entry()])
     assert world.app.check_tx(raw).code == Code.UNKNOWN_SENDER
     world.refused(raw, Code.UNKNOWN_SENDER, "may no longer act")
+
+
+@pytest.mark.parametrize(
+    "record, version",
+    [("cd" * 32, 1), ("ef" * 32, 1), ("ab" * 32, 13)],
+    ids=["another patient's record", "no such record", "no such version"],
+)
+def test_a_batch_naming_a_record_its_patient_does_not_have_is_refused(
+    world: World, record: str, version: int
+) -> None:
+    """A node fills the patient's log with reads of the other patient's record, of a record
+    that does not exist, or of a version the record does not have: BAD_BATCH, nothing of the
+    batch written (the honest entry beside it included)."""
+    poisoned = world.entry(record=record, version=version, outcome="denied")
+    raw = world.batch(world.node_a, [world.entry(), poisoned], seq=1)
+    world.refused(raw, Code.BAD_BATCH, f"entry 1: patient {world.patient.did} has no record")
+    assert world.query("audit/log", patient=world.patient.did)["entries"] == []
 
 
 def test_a_batch_out_of_its_time_window_is_refused(world: World) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from careledger.chain.modules.audit import AccessEntry, encode_batch
+from careledger.chain.modules.records import scope_key_payload
 from careledger.chain.tx import Tx
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
@@ -39,6 +40,10 @@ def honest_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             for patient in patients:
                 raw = register_patient_tx(chain_id, patient, org.identity)
                 await node.consensus.submit(raw, wait=False)
+                if block:  # the record its batch's entry names, its blob stored
+                    blob = node.blob_store.put(b"ciphertext of " + patient.did.encode())
+                    for raw in own_record(chain_id, patient, blob):
+                        await node.consensus.submit(raw, wait=False)
             if block:
                 batch = encode_batch(node_key.did, block, [read_of(p, org.did) for p in patients])
                 audit = Tx(chain_id, "audit/record_batch", node_key.did, block, batch)
@@ -56,6 +61,24 @@ def honest_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     asyncio.run(fill())
     node.close()
     return root
+
+
+def own_record(chain_id: str, patient: Identity, blob: str) -> list[bytes]:
+    """The patient publishes a scope key and writes record "ab..." (version 1)."""
+    key = scope_key_payload(patient, chain_id, "diagnostics", 1, "22" * 32)
+    anchor = {
+        "patient": patient.did,
+        "resource_type": "Observation",
+        "record": "ab" * 32,
+        "version": 1,
+        "blob_hash": blob,
+        "commitment": "ab" * 32,
+        "recipients": ["scope/diagnostics/1"],
+    }
+    return [
+        Tx(chain_id, "records/publish_scope_key", patient.did, 2, key).sign(patient),
+        Tx(chain_id, "records/anchor", patient.did, 3, anchor).sign(patient),
+    ]
 
 
 def read_of(patient: Identity, org: str) -> AccessEntry:
@@ -117,7 +140,7 @@ def expected_fault(table: str, column: str, flipped: Flipped) -> str:
 def test_verify_passes_on_an_honest_data_directory(honest_dir: Path) -> None:
     result = run_verify(honest_dir)
     assert result.returncode == 0, result.stderr
-    assert "OK: 4 blocks, 27 transactions" in result.stdout
+    assert "OK: 4 blocks, 57 transactions" in result.stdout
     db = sqlite3.connect(honest_dir / "state.sqlite")
     batches, logged = (
         db.execute(

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from careledger.crypto.keyfile import KeyFile
@@ -86,12 +87,14 @@ def _when(at: int) -> str:
 def _print_alerts(alerts: list[dict[str, Any]], console: Console) -> None:
     for row in alerts:
         alert = row.get("alert", row)
-        console.print(
-            f"[bold red]BREAK-GLASS[/bold red] by {alert.get('requester', '?')} "
-            f"({alert.get('org', '?')}) for {', '.join(alert.get('scopes', []))}, "
-            f"reason: {alert.get('reason', '')!r}, until {_when(int(alert.get('until', 0)))} "
-            f"(block {row.get('height', '?')})"
+        # Every part but the label is the node's answer, the reason a practitioner's free
+        # text: printed literally (as markup, "[/x]" would crash this listing).
+        details = escape(
+            f"by {alert.get('requester', '?')} ({alert.get('org', '?')}) for "
+            f"{', '.join(map(str, alert.get('scopes', [])))}, reason: {alert.get('reason', '')!r}, "
+            f"until {_when(int(alert.get('until', 0)))} (block {row.get('height', '?')})"
         )
+        console.print(f"[bold red]BREAK-GLASS[/bold red] {details}")
 
 
 def _table(checked: list[tuple[LoggedAccess, str]]) -> Table:

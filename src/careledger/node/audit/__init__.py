@@ -50,12 +50,13 @@ def node_audit(
     batcher = None
     why = ""
     if node_key is None:
-        why = f"no node key ({key_path}): reads are journaled, not committed on chain"
+        why = f"no node key ({key_path}): reads are refused (503), none could be committed"
     elif seconds == 0:
         why = "batching is off (CARELEDGER_AUDIT_INTERVAL=0): reads are journaled only"
     else:
         batcher = AuditBatcher(journal, driver, node_key, chain_id, seconds)
-    return NodeAudit(journal, AuditObserver(journal, chain_id, node_key), batcher, why)
+    observer = AuditObserver(journal, chain_id, node_key, chain=driver)
+    return NodeAudit(journal, observer, batcher, why)
 
 
 @contextlib.asynccontextmanager

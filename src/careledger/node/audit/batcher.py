@@ -13,10 +13,18 @@ the first and last, a transaction's bytes), and:
 
 At start, and after any failure, it asks the chain (`audit/last_seq`) how far this node's
 batches got: an uncommitted batch whose seq the chain already has was committed before the
-crash (marked so); the first one it lacks is signed again with a fresh nonce (a nonce spent by a
+crash (marked so, once the chain's root of that batch is this batch's: if it is not, another
+process signs with this node's key, and the batch is unrecorded and its entries batched
+again); the first one it lacks is signed again with a fresh nonce (a nonce spent by a
 failed transaction is not reusable) and resubmitted. A failure (the chain refuses, the node
 is not yet registered) is logged once per distinct reason and retried with a growing pause:
 the entries stay journaled meanwhile, and reads keep being served and journaled.
+
+A batch the chain refuses for good, its time more than a day (the chain's MAX_BATCH_AGE)
+before now, is abandoned (`AuditJournal.abandon`, logged as an error) rather than retried
+forever: retrying would hold back every entry after it, so a node that was down for a day
+would never commit a read again. Its entries stay in the journal, marked as not on chain
+(their receipts fail `check_receipt`, which is the truth).
 
 `CARELEDGER_AUDIT_INTERVAL` (seconds, default 0.25) sets the interval of `careledger up` and
 network nodes; 0 disables batching (reads are still journaled and receipted): tests use it
@@ -28,12 +36,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import orjson
 
 from careledger.chain.app import QueryResult
+from careledger.chain.codes import Code
 from careledger.chain.modules.audit.entries import (
     MAX_BATCH_ENTRIES,
     MAX_BATCH_PARTIES,
@@ -41,13 +50,17 @@ from careledger.chain.modules.audit.entries import (
     MAX_DT,
     RECORD_PREFIX_HEX,
     AccessEntry,
+    decode_batch,
     encode_batch,
     entries_fitting,
 )
+from careledger.chain.modules.audit.handler import MAX_BATCH_AGE
 from careledger.chain.tx import MAX_TX_BYTES, Tx, tx_hash
 from careledger.consensus.driver import Admission, Submission
 from careledger.crypto.keyfile import KeyFile
+from careledger.crypto.merkle import merkle_root
 from careledger.node.audit.journal import AuditJournal, JournalBatch
+from careledger.node.consent_guard import wall_clock_s
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +106,14 @@ class AuditBatcher:
         node_key: KeyFile,
         chain_id: str,
         interval: float = DEFAULT_INTERVAL,
+        clock: Callable[[], int] = wall_clock_s,
     ) -> None:
         self.journal = journal
         self.driver = driver
         self.node_key = node_key
         self.chain_id = chain_id
         self.interval = interval
+        self.clock = clock  # unix seconds: how old a refused batch is
         self.committed = 0  # batches committed by this process (tests, logs)
         self._nonce: int | None = None
         self._last_error = ""
@@ -127,9 +142,11 @@ class AuditBatcher:
         last = await self._last_seq()
         for batch in pending:
             if batch.seq <= last:
-                await self._settle_committed(batch.seq)
+                settled = await self._settle_committed(batch)
             else:
-                await self._submit(batch, fresh_nonce=True)
+                settled = await self._submit(batch, fresh_nonce=True)
+            if not settled:
+                return  # given up or unrecorded: the batches after it were unrecorded too
 
     async def batch_once(self) -> bool:
         """Make, record and commit up to PIPELINE batches from unbatched entries; True if
@@ -187,7 +204,9 @@ class AuditBatcher:
         max_bytes = MAX_TX_BYTES - ENVELOPE_BYTES
         return max(1, entries_fitting(self.node_key.did, seq, entries[: max(n, 1)], max_bytes))
 
-    async def _submit(self, batch: JournalBatch, fresh_nonce: bool) -> None:
+    async def _submit(self, batch: JournalBatch, fresh_nonce: bool) -> bool:
+        """Submit and mark committed (True); False if the batch was abandoned (refused for
+        good); BatchNotCommitted for a refusal worth retrying."""
         if fresh_nonce:
             batch = await self._signed_again(batch)
         await self._settle(batch, await self.driver.submit(batch.tx, wait=True))
@@ -197,20 +216,55 @@ class AuditBatcher:
         if submission.accepted and submission.code == 0:
             await self.journal.mark_committed(batch.seq, submission.height, batch.tx_hash)
             self.committed += 1
-            return
+            return True
         self._nonce = None  # spent or not, ask the chain before the next signature
-        if await self._last_seq() >= batch.seq:  # it made it after all (an earlier try)
-            await self._settle_committed(batch.seq)
-            return
+        if await self._last_seq() >= batch.seq:  # it made it after all (an earlier try)?
+            return await self._settle_committed(batch)
         why = submission.check_log if not submission.accepted else submission.log
+        code = submission.check_code if not submission.accepted else submission.code
+        if code == Code.BAD_BATCH and self._too_old(batch):
+            # Refused for good (it would be at every retry) and holding back every entry
+            # after it: give it up, say so, and go on with the next entries.
+            await self.journal.abandon(batch.seq)
+            log.error(
+                "audit batch %d abandoned: the chain refuses it for good (%s); its %d "
+                "entries stay in the journal, not on chain",
+                batch.seq,
+                why,
+                batch.count,
+            )
+            return False
         raise BatchNotCommitted(f"audit batch {batch.seq} was not committed: {why}")
 
-    async def _settle_committed(self, seq: int) -> None:
-        """Mark a batch the chain already has, with the transaction that carried it there
-        (an earlier submission than the journal's last signature, maybe)."""
+    def _too_old(self, batch: JournalBatch) -> bool:
+        """Whether the batch's time lies more than the chain's MAX_BATCH_AGE before now: no
+        later block takes it (a batch dated ahead of the block, or malformed, is retried)."""
+        return int(batch.payload["time"]) < self.clock() - MAX_BATCH_AGE
+
+    async def _settle_committed(self, batch: JournalBatch) -> bool:
+        """Mark a batch whose number the chain already has, with the transaction that carried
+        it there (an earlier submission than the journal's last signature, maybe): True. If
+        the chain's batch of that number has other entries (its root differs: another process
+        signs with this node's key), this one was never committed: it is unrecorded, its
+        entries batched again under the next numbers, and False."""
+        seq = batch.seq
         found = await self._query("audit/batch", {"node": self.node_key.did, "seq": str(seq)})
+        ours = merkle_root([e.leaf() for e in decode_batch(batch.payload)]).hex()
+        if found["root"] != ours:
+            await self.journal.unrecord(seq)
+            log.error(
+                "audit batch %d on chain (tx %s) holds other entries than this node's batch %d: "
+                "is another process signing with this node's key? Its %d entries are batched "
+                "again",
+                seq,
+                found["tx"],
+                seq,
+                batch.count,
+            )
+            return False
         await self.journal.mark_committed(seq, int(found["height"]), str(found["tx"]))
         self.committed += 1
+        return True
 
     async def _signed_again(self, batch: JournalBatch) -> JournalBatch:
         raw = await self._sign(batch.payload)

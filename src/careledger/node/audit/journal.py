@@ -9,6 +9,11 @@ Tables:
   batches(seq PK, first, count, payload JSON,  one row per audit/record_batch this node made:
           tx hex, tx_hash, committed, height)  its entries are seqs first..first+count-1
 
+A batch the chain refuses for good (its entries more than a day older than the block time:
+the node was down that long) is *abandoned*: its row is kept under seq -first (negative, so
+it holds its entries and no chain number), uncommitted, with no transaction, and its number
+is free for the next batch. Its entries stay in the journal, never claimed to be on chain.
+
 **Group commit.** Every write goes through one writer thread. A read appends its entries
 (`await append(entries)`: no blocking on the event loop) and waits for the writer; the writer
 takes everything queued since its last commit and writes it in ONE transaction, one fsync, then
@@ -213,17 +218,33 @@ class AuditJournal:
         )
 
     async def uncommitted(self) -> list[JournalBatch]:
-        """Batches recorded but not known to be on chain, oldest first."""
+        """Batches recorded but not known to be on chain, oldest first (abandoned ones are
+        not: they will never be)."""
         return await self.run(
             lambda db: [
                 _batch(row)
-                for row in db.execute(f"{_BATCH_SELECT} WHERE committed = 0 ORDER BY seq")
+                for row in db.execute(
+                    f"{_BATCH_SELECT} WHERE committed = 0 AND seq > 0 ORDER BY seq"
+                )
             ]
         )
 
+    async def unrecord(self, seq: int) -> None:
+        """Forget uncommitted batch `seq` and any after it (the chain holds another batch
+        under that number): their entries are batched again, under new numbers."""
+        await self.run(lambda db: _unrecord(db, seq))
+
+    async def abandon(self, seq: int) -> None:
+        """Give up batch `seq`, which the chain refuses for good (see the module's
+        docstring); later uncommitted batches are unrecorded, their entries batched again
+        (the chain has none of them: it refused `seq`, so it took nothing after it)."""
+        await self.run(lambda db: _abandon(db, seq))
+
     async def last_batch_seq(self) -> int:
         return await self.run(
-            lambda db: int(db.execute("SELECT COALESCE(MAX(seq), 0) FROM batches").fetchone()[0])
+            lambda db: int(
+                db.execute("SELECT COALESCE(MAX(seq), 0) FROM batches WHERE seq > 0").fetchone()[0]
+            )
         )
 
     async def locate(self, first: int, count: int) -> list[Located]:
@@ -369,6 +390,23 @@ def _add_batch(db: sqlite3.Connection, batch: JournalBatch) -> None:
     db.execute(
         "UPDATE entries SET batch = ? WHERE seq >= ? AND seq < ?",
         (batch.seq, batch.first, batch.first + batch.count),
+    )
+
+
+def _unrecord(db: sqlite3.Connection, seq: int) -> None:
+    """Forget the uncommitted batches from `seq` on: their entries are unbatched again."""
+    held = "SELECT seq FROM batches WHERE seq >= ? AND committed = 0"
+    db.execute(f"UPDATE entries SET batch = NULL WHERE batch IN ({held})", (seq,))
+    db.execute("DELETE FROM batches WHERE seq >= ? AND committed = 0", (seq,))
+
+
+def _abandon(db: sqlite3.Connection, seq: int) -> None:
+    _unrecord(db, seq + 1)
+    (first,) = db.execute("SELECT first FROM batches WHERE seq = ?", (seq,)).fetchone()
+    db.execute("UPDATE entries SET batch = ? WHERE batch = ?", (-first, seq))
+    db.execute(
+        "UPDATE batches SET seq = ?, tx = '', tx_hash = '', committed = 0 WHERE seq = ?",
+        (-first, seq),
     )
 
 

@@ -8,6 +8,9 @@
 - Batches of a node are numbered 1, 2, ... without gaps: a replayed batch (a number already
   recorded) is BATCH_REPLAYED, one that skips a number BATCH_GAP, so a node cannot drop a
   batch it signed and a patient can count a node's batches.
+- An entry that names a record names a record of that patient at a version it has
+  (BAD_BATCH otherwise): a node cannot fill a patient's log with reads of another patient's
+  records, or of records that do not exist.
 - The batch's base time is at most MAX_BATCH_AGE before the block's time and its last entry at
   most MAX_CLOCK_AHEAD after it: a node's entries carry the node's clock, and a node that held
   its entries back for a day, or dated them ahead, is refused (BAD_BATCH).
@@ -41,6 +44,7 @@ def record_batch(ctx: TxContext, msg: RecordBatch) -> None:
     keeper = AuditKeeper.of(ctx)
     _require_next(keeper, msg)
     _require_timely(ctx, msg)
+    _require_patients_records(ctx, msg)
     batch = keeper.record_batch(msg.node, org, msg.seq, msg.entries)
     ctx.emit(AccessBatchRecorded(msg.node, org, str(msg.seq), str(batch["count"]), batch["root"]))
 
@@ -84,3 +88,28 @@ def _require_timely(ctx: TxContext, msg: RecordBatch) -> None:
             f"an entry at {msg.last_at} is more than {MAX_CLOCK_AHEAD} s after the block's"
             f" time ({now})",
         )
+
+
+def _require_patients_records(ctx: TxContext, msg: RecordBatch) -> None:
+    """Every entry naming a record names a record of its patient, at a version the record
+    has: a node cannot put into a patient's log reads of another patient's records, or of
+    records that do not exist (an honest node's entries come from the chain's own read
+    decision, on a state no newer than the block's). One index seek per distinct record."""
+    from careledger.chain.modules.records import MODULE as RECORDS  # (records -> consent -> audit)
+    from careledger.chain.modules.records import RecordsKeeper
+
+    records = RecordsKeeper(ctx.kv(RECORDS))
+    versions: dict[tuple[str, str], int] = {}
+    for index, entry in enumerate(msg.entries):
+        if not entry.record:
+            continue
+        key = (entry.patient, entry.record)
+        if key not in versions:
+            found = records.record_by_prefix(entry.patient, entry.record)
+            versions[key] = int(found["versions"]) if found is not None else 0
+        if entry.version > versions[key]:
+            raise TxFailure(
+                Code.BAD_BATCH,
+                f"entry {index}: patient {entry.patient} has no record {entry.record} at version "
+                f"{entry.version}: an entry names a record of its own patient",
+            )

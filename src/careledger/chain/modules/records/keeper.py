@@ -45,6 +45,13 @@ class RecordsKeeper:
     def put_record(self, patient: str, rec: dict[str, Any]) -> None:
         self.kv.set(f"rec/{patient}/{rec['record']}", rec)
 
+    def record_by_prefix(self, patient: str, prefix: str) -> dict[str, Any] | None:
+        """The patient's record whose name starts with `prefix` (hex; the audit's 16-byte
+        prefixes), if any: one index seek."""
+        for _, value in self.kv.items(f"rec/{patient}/{prefix}"):
+            return value if isinstance(value, dict) else None
+        return None
+
     def records_of(self, patient: str) -> list[dict[str, Any]]:
         return [value for _, value in self.kv.items(f"rec/{patient}/")]
 
