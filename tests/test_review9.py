@@ -11,14 +11,12 @@ from pathlib import Path
 import pytest
 
 from accessutil import Consortium
-from careledger.chain.app import QueryResult
 from careledger.chain.modules.audit.entries import AccessEntry, encode_batch
 from careledger.chain.modules.audit.handler import MAX_BATCH_AGE
 from careledger.chain.tx import Tx
-from careledger.consensus.driver import Submission
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
-from careledger.node.audit.batcher import AuditBatcher, BatchDriver
+from careledger.node.audit.batcher import AuditBatcher
 from careledger.node.builder import Solo, build_node
 from careledger.node.datadir import DataDir, initialise
 from careledger.protocol.receipts import HEADER
@@ -26,6 +24,7 @@ from careledger.wallet.audit import AuditClient
 from careledger.wallet.node_client import NodeClient
 from careledger.wallet.records import RecordsClient
 from nodeutil import NodeProcess, enrol, free_port, serve_over_http
+from test_audit_journal_node import _Crash, _CrashingDriver
 from test_break_glass import RECORDS, practitioner
 from test_break_glass_cli import careledger
 
@@ -94,21 +93,6 @@ def test_a_node_whose_key_may_not_act_on_chain_serves_no_read(tmp_path: Path) ->
             assert frames.status_code == 503 and record.blob not in frames.content
     finally:
         node.close()
-
-
-class _Crash(Exception):
-    """The process dies after writing its batch row, before submitting it."""
-
-
-class _CrashingDriver:
-    def __init__(self, inner: BatchDriver) -> None:
-        self.inner = inner
-
-    async def query(self, path: str, data: bytes) -> QueryResult:
-        return await self.inner.query(path, data)
-
-    async def submit(self, raw: bytes, wait: bool) -> Submission:
-        raise _Crash
 
 
 def test_a_batch_number_the_chain_holds_with_other_entries_is_not_taken_as_ours(

@@ -172,8 +172,9 @@ class AuditBatcher:
 
     async def _submit_all(self, batches: Sequence[JournalBatch]) -> None:
         """Admit the batches in seq order, then wait for their blocks. The first the mempool
-        refuses is settled with its refusal (found on chain, or BatchNotCommitted); those
-        after it stay recorded, uncommitted, for the next run's `catch_up`."""
+        refuses is settled with its refusal (found on chain, abandoned, or
+        BatchNotCommitted); those after it stay recorded, uncommitted, for the next run's
+        `catch_up` (an abandoned or unrecorded batch unrecords them: the chain took none)."""
         admitted: list[tuple[JournalBatch, Admission]] = []
         for batch in batches:
             admission = await self.driver.admit(batch.tx, True)
@@ -181,7 +182,8 @@ class AuditBatcher:
             if not admission.checked.accepted:
                 break
         for batch, admission in admitted:
-            await self._settle(batch, await admission.outcome())
+            if not await self._settle(batch, await admission.outcome()):
+                return
 
     def _fitting(self, seq: int, entries: Sequence[AccessEntry]) -> int:
         """How many leading entries one batch takes (at least one)."""
@@ -209,10 +211,11 @@ class AuditBatcher:
         good); BatchNotCommitted for a refusal worth retrying."""
         if fresh_nonce:
             batch = await self._signed_again(batch)
-        await self._settle(batch, await self.driver.submit(batch.tx, wait=True))
+        return await self._settle(batch, await self.driver.submit(batch.tx, wait=True))
 
-    async def _settle(self, batch: JournalBatch, submission: Submission) -> None:
-        """Mark the batch committed, or find it on chain, or raise BatchNotCommitted."""
+    async def _settle(self, batch: JournalBatch, submission: Submission) -> bool:
+        """Mark the batch committed, or find it on chain (True); abandon or unrecord it
+        (False); or raise BatchNotCommitted."""
         if submission.accepted and submission.code == 0:
             await self.journal.mark_committed(batch.seq, submission.height, batch.tx_hash)
             self.committed += 1
