@@ -55,6 +55,7 @@ from bench.consent_read import (
     start_node,
     state_size,
 )
+from careledger.chain.store import StateStore
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.requestsig import Audience, authorization
 from careledger.node.auth import Caller
@@ -185,6 +186,16 @@ def wait_for_entries(client: NodeClient, node_did: str, total: int, timeout: flo
     raise RuntimeError(f"fewer than {total} entries committed after {timeout} s")
 
 
+def audit_state(root: Path) -> tuple[int, int]:
+    """(bytes, rows) the audit module keeps in the stopped node's state (keys and values)."""
+    store = StateStore(root / "state.sqlite")
+    try:
+        rows = list(store.iterate(b"audit/"))
+    finally:
+        store.close()
+    return sum(len(k) + len(v) for k, v in rows), len(rows)
+
+
 # --- the pipeline in process: no HTTP, no request signature ------------------------------------
 
 
@@ -263,6 +274,7 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
     finally:
         node.terminate()
         node.wait(30)
+    state, state_rows = audit_state(root)
     drained = backlog(root, port, world, audience, args, audit.entries, rng)
     rows.append(in_process(root, world, plan_reads(world, 2 * args.reads, True, rng), args.clients))
     print(f"load after: {load()}")
@@ -276,6 +288,10 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
         f"audit entries committed per second, a backlog of {drained[0]:,} entries journaled "
         f"with batching off, then batched by the restarted node: {drained[0] / drained[1]:,.0f} "
         f"({drained[1]:.1f} s from the restart's first answer to the last entry committed)"
+    )
+    print(
+        f"state kept per entry: {state / max(audit.entries, 1):.1f} bytes (the audit module's "
+        f"{state_rows:,} rows, keys and values, for {audit.entries:,} entries)"
     )
     print(
         f"on-chain bytes per entry: {audit.tx_bytes / max(audit.entries, 1):.1f} "
