@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from accessutil import Consortium
+from accessutil import Consortium, Reader
 from careledger.chain.modules.audit.entries import AccessEntry, encode_batch
 from careledger.chain.modules.audit.handler import MAX_BATCH_AGE
 from careledger.chain.tx import Tx
@@ -164,5 +164,56 @@ def test_a_break_glass_reason_cannot_crash_or_restyle_the_patients_audit(tmp_pat
         assert audit.returncode == 0, audit.stderr
         printed = " ".join(audit.stdout.split())  # rich wraps long lines at spaces
         assert "BREAK-GLASS" in printed and reason in printed
+    finally:
+        node.stop()
+
+
+def _txs(url: str, keyfile: KeyFile, digest: str) -> int:
+    """The status of `keyfile` asking this node for transaction `digest`."""
+    reader = Reader(url, keyfile)
+    return reader.http.get(f"/txs/{digest}", auth=reader.auth).status_code
+
+
+def test_an_audit_batch_and_a_break_glass_are_shown_only_to_their_parties(
+    tmp_path: Path,
+) -> None:
+    """`GET /txs/{hash}` shows a transaction's payload: an audit batch says who read whose
+    records, a break-glass its reason. Any registered identity could fetch them (the hashes
+    are listed in `/blocks/{height}`). Now: a batch to members, nodes and the parties it
+    names; a break-glass to its patient, requester and members."""
+    node = NodeProcess(tmp_path / "data", free_port())
+    node.start("--block-interval", "0.05", "--audit-interval", "0.05")
+    try:
+        organisation = node.organisation()
+        clinic = RecordsClient(node.url, organisation)
+        patient, stranger = enrol(clinic, "patient"), enrol(clinic, "stranger")
+        written = RecordsClient(node.url, patient).write(
+            patient.did, {**RECORDS["condition"], "id": "c1"}
+        )
+        assert RecordsClient(node.url, patient).fetch([written.blob_hash])[0][0] == 200
+        audit = AuditClient(node.url, patient)
+        deadline = time.monotonic() + 30
+        while not audit.log(verify=False) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (entry,) = audit.log(verify=True)  # the patient's own proof still fetches it
+        assert _txs(node.url, patient, entry.tx) == 200
+        assert _txs(node.url, organisation, entry.tx) == 200
+        assert _txs(node.url, stranger, entry.tx) == 403
+
+        patient_file, doctor_file = tmp_path / "patient.json", tmp_path / "doctor.json"
+        patient.save(patient_file)
+        doctor = practitioner(node.url, organisation, "Dr. Seen")
+        doctor.save(doctor_file)
+        opened = careledger("consent", "emergency", "--as", str(patient_file), "--node", node.url)
+        assert opened.returncode == 0, opened.stderr
+        broke = careledger(
+            "break-glass", "--as", str(doctor_file), "--patient", patient.did,
+            "--reason", "found unconscious", "--seconds", "600", "--node", node.url,
+        )  # fmt: skip
+        assert broke.returncode == 0, broke.stderr
+        (alert,) = audit.access_log(verify=False).alerts
+        assert _txs(node.url, patient, alert["tx"]) == 200
+        assert _txs(node.url, doctor, alert["tx"]) == 200
+        assert _txs(node.url, stranger, alert["tx"]) == 403
     finally:
         node.stop()

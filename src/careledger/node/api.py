@@ -120,6 +120,7 @@ def node_routes(driver: ConsensusDriver, node_id: str) -> list[BaseRoute]:
         found = await driver.transaction(digest)
         if found is None:
             raise ApiError(404, "not_found", f"no committed transaction {text}")
+        await queries.check_transaction(caller_of(request), found)
         return JSON(found)
 
     async def query(request: Request) -> Response:

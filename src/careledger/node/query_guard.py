@@ -21,6 +21,11 @@ Consent says who treats whom, so its queries are answered only to the parties of
   consent/break_glass?id=X     X's patient, an active delegate of the patient, X's requester,
                                or any member organisation (its node releases shares for X)
 
+The same parties guard a transaction's own bytes (`GET /txs/{hash}`), which say as much:
+  audit/record_batch           member organisations and nodes, and the patients and readers
+                               the batch names (a patient proves its log entries with it)
+  consent/break_glass          as consent/break_glass?id= (the reason is in the payload)
+
 Every other query is answered to any registered identity, as before. Member organisations'
 node operators hold the whole state anyway; this guards the API, not the disk.
 """
@@ -33,6 +38,7 @@ from typing import Any
 
 import orjson
 
+from careledger.chain.tx import decode_tx
 from careledger.consensus.driver import ConsensusDriver
 from careledger.node.auth import Caller
 from careledger.node.errors import ApiError
@@ -43,6 +49,8 @@ RECORDS_OF_A_PATIENT = frozenset({"records/records", "records/versions"})
 AUDIT_LOG = "audit/log"
 FOR_MEMBERS_AND_NODES = frozenset({"audit/batch", "audit/last_seq"})
 MEMBER_KINDS = frozenset({"organisation", "node"})
+RECORD_BATCH = "audit/record_batch"
+BREAK_GLASS = "consent/break_glass"
 
 
 class QueryGuard:
@@ -106,6 +114,22 @@ class QueryGuard:
             return
         patient = str(glass.get("patient", ""))
         await self._require_patient_side(caller, patient, "consent/break_glass")
+
+    async def check_transaction(self, caller: Caller, found: Mapping[str, Any]) -> None:
+        """After `GET /txs/{hash}`: 403 unless `caller` may see this transaction's payload
+        (the module's docstring: audit batches and break-glasses; every other type, as any
+        query, to any registered identity)."""
+        tx = decode_tx(bytes.fromhex(str(found["tx"]))).tx
+        if tx.type == RECORD_BATCH and caller.kind not in MEMBER_KINDS:
+            if caller.did not in tx.payload.get("parties", []):
+                raise ApiError(
+                    403,
+                    "forbidden",
+                    "an audit batch is shown to members, nodes and the parties it names",
+                )
+        elif tx.type == BREAK_GLASS:
+            glass = {"patient": tx.payload.get("patient"), "requester": tx.sender}
+            await self.check_break_glass(caller, glass)
 
     async def _require_patient_side(self, caller: Caller, patient: str, path: str) -> None:
         if caller.did == patient or await self._delegate_of(caller.did, patient):
