@@ -179,20 +179,23 @@ def test_a_node_without_its_own_key_serves_no_read(tmp_path: Path) -> None:
     try:
         assert node.audit.batcher is None and "no node key" in node.audit.why_not_batching
         with serve_over_http(node.asgi()) as url:
-            net = Consortium(url, founder)
-            patient = net.patient()
-            record = net.write(patient, patient.did)
-            reader = net.reader(patient)
-            refused = reader.get(record.hash)
-            assert refused.status_code == 503, refused.text
-            assert refused.json()["error"]["code"] == "no_node_key"
-            assert record.blob not in refused.content
-            frames = reader.http.post(
-                "/blobs/fetch", json={"hashes": [record.hash]}, auth=reader.auth
-            )
-            assert frames.status_code == 503 and record.blob not in frames.content
+            assert_every_read_refused(Consortium(url, founder), "no_node_key")
     finally:
         node.close()
+
+
+def assert_every_read_refused(net: Consortium, code: str) -> None:
+    """A patient's read of its own record, GET and fetch: 503 `code`, no byte of the blob
+    served, no receipt."""
+    patient = net.patient()
+    record = net.write(patient, patient.did)
+    reader = net.reader(patient)
+    refused = reader.get(record.hash)
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"]["code"] == code
+    assert record.blob not in refused.content and HEADER.lower() not in refused.headers
+    frames = reader.http.post("/blobs/fetch", json={"hashes": [record.hash]}, auth=reader.auth)
+    assert frames.status_code == 503 and record.blob not in frames.content
 
 
 def test_a_backlog_of_distinct_parties_is_split_into_batches_the_chain_takes(

@@ -19,12 +19,11 @@ from careledger.crypto.keys import Identity
 from careledger.node.audit.batcher import AuditBatcher
 from careledger.node.builder import Solo, build_node
 from careledger.node.datadir import DataDir, initialise
-from careledger.protocol.receipts import HEADER
 from careledger.wallet.audit import AuditClient
 from careledger.wallet.node_client import NodeClient
 from careledger.wallet.records import RecordsClient
 from nodeutil import NodeProcess, enrol, free_port, serve_over_http
-from test_audit_journal_node import _Crash, _CrashingDriver
+from test_audit_journal_node import _Crash, _CrashingDriver, assert_every_read_refused
 from test_break_glass import RECORDS, practitioner
 from test_break_glass_cli import careledger
 
@@ -79,18 +78,7 @@ def test_a_node_whose_key_may_not_act_on_chain_serves_no_read(tmp_path: Path) ->
     node = build_node(root, Solo(block_interval=0.05), audit_interval=0.05)
     try:
         with serve_over_http(node.asgi()) as url:
-            net = Consortium(url, founder)
-            patient = net.patient()
-            record = net.write(patient, patient.did)
-            reader = net.reader(patient)
-            refused = reader.get(record.hash)
-            assert refused.status_code == 503, refused.text
-            assert refused.json()["error"]["code"] == "node_not_registered"
-            assert record.blob not in refused.content and HEADER.lower() not in refused.headers
-            frames = reader.http.post(
-                "/blobs/fetch", json={"hashes": [record.hash]}, auth=reader.auth
-            )
-            assert frames.status_code == 503 and record.blob not in frames.content
+            assert_every_read_refused(Consortium(url, founder), "node_not_registered")
     finally:
         node.close()
 
