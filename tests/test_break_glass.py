@@ -337,7 +337,8 @@ def test_a_malformed_or_unknown_request_is_refused(world: World) -> None:
 
 def test_no_share_after_the_time_limit_and_no_read_either(world: World) -> None:
     doctor = world.practitioner("C")
-    glass = broken(world, doctor, scopes=["clinical"], seconds=1)
+    # Long enough for the shares to be collected first on a slow machine (1 s was not).
+    glass = broken(world, doctor, scopes=["clinical"], seconds=5)
     keys = keys_from(world, doctor, glass)
     time.sleep(max(0.0, glass["until"] + 0.5 - time.time()))
     status, code, message = error_of(post_share(world, doctor, {"id": glass["id"]}))
