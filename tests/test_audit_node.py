@@ -38,7 +38,7 @@ from careledger.wallet.audit import (
 from careledger.wallet.break_glass import EmergencyClient, break_glass
 from careledger.wallet.evidence import ProofError
 from careledger.wallet.node_client import NodeClient, NodeError
-from careledger.wallet.records import RecordsClient
+from careledger.wallet.records import RecordsClient, RecordsError
 from nodeutil import NodeProcess, careledger_command, enrol, free_port, serve_over_http
 from test_break_glass import practitioner
 
@@ -185,6 +185,21 @@ def test_a_receipt_is_for_its_request_and_its_entries_only(world: World) -> None
             "/audit/entries", first=str(r.first), count=str(r.entries)
         )
     assert refused.value.status == 403
+
+
+def test_the_records_sdk_refuses_a_read_served_without_its_receipt(world: World) -> None:
+    """Through a node that strips the receipt (a proxy in front of the real node, passing
+    the signed requests through, keeping only the content type): the SDK refuses the blobs
+    at once (502 "not audited"), though their bytes came; straight from the node it reads."""
+    net = world.net
+    patient = net.patient()
+    record = net.write(patient, patient.did)
+    direct = RecordsClient(world.node.url, patient).fetch([record.hash])
+    assert direct == [(200, record.blob)]
+    stripping = _tampering_proxy(world.node.url, "/none", lambda b: b)
+    with serve_over_http(stripping) as url, pytest.raises(RecordsError) as refused:
+        RecordsClient(url, patient).fetch([record.hash])
+    assert refused.value.status == 502 and "not audited" in str(refused.value)
 
 
 def test_an_answered_read_survives_a_kill_before_its_batch(tmp_path: Path) -> None:

@@ -4,6 +4,11 @@ Blobs go up and come back through signed `POST /blobs` and `POST /blobs/fetch?pu
 (batch frames, `protocol.frames`; the purpose is in the signed target); the records module's
 chain queries give a patient's scope keys, records and version history. The node's refusals
 become `RecordsError` with its status.
+
+Every fetch's answer must carry the node's audit receipt for that request and its entries,
+signed by a node identity of the chain (`protocol/receipts.py`): a node that serves a read
+without promising its access entries is refused at once (RecordsError 502), and what it
+promised can be proven later (`wallet/audit.check_receipt`).
 """
 
 from __future__ import annotations
@@ -12,10 +17,12 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 import orjson
 
 from careledger.crypto.scopekeys import ScopePublic
 from careledger.protocol.frames import pack_frames, unpack_results
+from careledger.protocol.receipts import HEADER, AuditReceipt, BadReceipt, request_digest
 from careledger.wallet.keyring import verified_scope_keys
 from careledger.wallet.node_client import NodeClient, NodeError
 from careledger.wallet.refs import RecordRef, RecordsError
@@ -29,8 +36,9 @@ class RecordsApi:
         self.node = node
         self.purpose = purpose
         self._chain_id = ""
+        self._node_keys: dict[str, bytes] = {}  # node did -> its registered signing key
 
-    def _signed(self, method: str, path: str, body: bytes = b"") -> bytes:
+    def _signed(self, method: str, path: str, body: bytes = b"") -> httpx.Response:
         response = self.node.http.request(method, path, content=body, auth=self.node.auth)
         if response.status_code >= 400:
             try:
@@ -39,11 +47,11 @@ class RecordsApi:
             except (ValueError, KeyError, TypeError):
                 message, code = response.text, "http_error"
             raise RecordsError(f"{code}: {message}", response.status_code)
-        return response.content
+        return response
 
     def upload(self, blobs: Sequence[bytes]) -> list[str]:
         """Store blobs on the node (durable when this returns); their hashes."""
-        body = self._signed("POST", "/blobs", pack_frames(blobs))
+        body = self._signed("POST", "/blobs", pack_frames(blobs)).content
         hashes: list[str] = orjson.loads(body)["hashes"]
         return hashes
 
@@ -53,8 +61,36 @@ class RecordsApi:
         else is refused every blob without one (403 "no purpose stated")."""
         purpose = self.purpose if purpose is None else purpose
         path = f"/blobs/fetch?purpose={quote(purpose)}" if purpose else "/blobs/fetch"
-        body = self._signed("POST", path, orjson.dumps({"hashes": list(hashes)}))
-        return unpack_results(body)
+        response = self._signed("POST", path, orjson.dumps({"hashes": list(hashes)}))
+        self._check_receipt(response, len(hashes))
+        return unpack_results(response.content)
+
+    def _check_receipt(self, response: httpx.Response, entries: int) -> None:
+        """RecordsError 502 unless the answer carries a receipt of `entries` entries for this
+        request, signed by a node identity of this chain."""
+        try:
+            receipt = AuditReceipt.parse(response.headers.get(HEADER))
+            if receipt.entries != entries:
+                raise BadReceipt(f"it receipts {receipt.entries} entries for {entries} reads")
+            request = request_digest(response.request.headers.get("authorization", ""))
+            receipt.check(self._chain(), request, self._node_key(receipt.node))
+        except BadReceipt as exc:
+            raise RecordsError(f"not audited: {exc}", 502) from None
+
+    def _node_key(self, did: str) -> bytes:
+        """The signing key of node `did` as the chain registered it (asked once per node)."""
+        key = self._node_keys.get(did)
+        if key is None:
+            identity = self._query("identity/identity", did=did)
+            if identity.get("kind") != "node":
+                raise BadReceipt(f"the receipt is signed by {did}, not a node of the chain")
+            key = self._node_keys[did] = bytes.fromhex(str(identity["signing_key"]))
+        return key
+
+    def _chain(self) -> str:
+        if not self._chain_id:
+            self._chain_id = str(self.node.status()["chain_id"])
+        return self._chain_id
 
     def _query(self, path: str, **params: str) -> Any:
         try:
@@ -66,11 +102,9 @@ class RecordsApi:
         """The patient's current scope public keys, by scope, each checked against the
         patient's signature (wallet/keyring.py): UntrustedKey if any is not the patient's,
         404 if the patient is unknown."""
-        if not self._chain_id:
-            self._chain_id = str(self.node.status()["chain_id"])
         identity = self._query("identity/identity", did=patient)
         rows = self._query("records/scope_keys", patient=patient)
-        return verified_scope_keys(identity, rows, self._chain_id)
+        return verified_scope_keys(identity, rows, self._chain())
 
     def records(self, patient: str) -> list[dict[str, Any]]:
         """A patient's records, each with its latest anchor."""
