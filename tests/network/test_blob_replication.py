@@ -29,7 +29,9 @@ def test_a_record_written_through_one_node_is_readable_from_every_node(tmp_path:
             url = network.nodes[index].api_url
             # The author organisation reads its records from any node, stating why.
             reader = RecordsClient(url, organisation(network, 0), purpose="TREAT")
-            wait_until(partial(_readable, reader, written[-1].ref), 60, f"node{index} has blobs")
+            # Blobs replicate in no set order: wait for each (the last written may come first).
+            for w in written:
+                wait_until(partial(_readable, reader, w.ref), 60, f"node{index} has {w.ref}")
             for original, w in zip(originals, written, strict=True):
                 read = reader.read(w.ref)
                 assert read["meta"]["versionId"] == "1"
