@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from accessutil import Consortium
+from accessutil import Consortium, Record
 from careledger.chain.app import QueryResult
 from careledger.chain.modules.audit.entries import MAX_BATCH_ENTRIES, OUTCOMES, AccessEntry
 from careledger.chain.tx import decode_tx
@@ -21,7 +21,7 @@ from careledger.consensus.driver import Admission, Submission
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
 from careledger.node.audit.batcher import AuditBatcher, BatchDriver
-from careledger.node.builder import Solo, build_node
+from careledger.node.builder import Node, Solo, build_node
 from careledger.node.datadir import DataDir, initialise
 from careledger.protocol.receipts import HEADER
 from careledger.wallet.audit import AuditClient, LoggedAccess, to_audit_event
@@ -116,6 +116,21 @@ class _CrashingDriver:
         raise _Crash
 
 
+def read_then_crash_at_the_batch(node: Node[Any], net: Consortium) -> tuple[KeyFile, Record]:
+    """A patient reads its own record (journaled; batching is off), then a batcher records
+    the read's batch and "dies" before submitting it: the journal holds batch 1 uncommitted."""
+    patient = net.patient()
+    record = net.write(patient, patient.did)
+    assert net.reader(patient).get(record.hash).status_code == 200
+    node_key = KeyFile.load(node.data.node_key)
+    crashing = AuditBatcher(
+        node.audit.journal, _CrashingDriver(node.driver), node_key, net.chain_id
+    )
+    with pytest.raises(_Crash):
+        asyncio.run(crashing.batch_once())
+    return patient, record
+
+
 def test_a_batch_recorded_but_not_submitted_is_resubmitted_the_same(tmp_path: Path) -> None:
     """A crash between writing a batch row and its submission: at the next start the node
     submits that same batch (same seq, same entries), then batches the rest."""
@@ -125,15 +140,8 @@ def test_a_batch_recorded_but_not_submitted_is_resubmitted_the_same(tmp_path: Pa
     try:
         with serve_over_http(node.asgi()) as url:
             net = Consortium(url, founder)
-            patient = net.patient()
-            record = net.write(patient, patient.did)
-            assert net.reader(patient).get(record.hash).status_code == 200
+            patient, record = read_then_crash_at_the_batch(node, net)
             node_key = KeyFile.load(DataDir(root).node_key)
-            crashing = AuditBatcher(
-                node.audit.journal, _CrashingDriver(node.driver), node_key, net.chain_id
-            )
-            with pytest.raises(_Crash):
-                asyncio.run(crashing.batch_once())
             (recorded,) = asyncio.run(node.audit.journal.uncommitted())
             assert net.reader(patient).get(record.hash).status_code == 200  # after the batch
     finally:

@@ -16,14 +16,13 @@ from careledger.chain.modules.audit.handler import MAX_BATCH_AGE
 from careledger.chain.tx import Tx
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
-from careledger.node.audit.batcher import AuditBatcher
 from careledger.node.builder import Solo, build_node
 from careledger.node.datadir import DataDir, initialise
 from careledger.wallet.audit import AuditClient
 from careledger.wallet.node_client import NodeClient
 from careledger.wallet.records import RecordsClient
 from nodeutil import NodeProcess, enrol, free_port, serve_over_http
-from test_audit_journal_node import _Crash, _CrashingDriver, assert_every_read_refused
+from test_audit_journal_node import assert_every_read_refused, read_then_crash_at_the_batch
 from test_break_glass import RECORDS, practitioner
 from test_break_glass_cli import careledger
 
@@ -99,14 +98,7 @@ def test_a_batch_number_the_chain_holds_with_other_entries_is_not_taken_as_ours(
     try:
         with serve_over_http(node.asgi()) as url:
             net = Consortium(url, founder)
-            patient = net.patient()
-            record = net.write(patient, patient.did)
-            assert net.reader(patient).get(record.hash).status_code == 200
-            crashing = AuditBatcher(
-                node.audit.journal, _CrashingDriver(node.driver), node_key, net.chain_id
-            )
-            with pytest.raises(_Crash):
-                asyncio.run(crashing.batch_once())
+            patient, _ = read_then_crash_at_the_batch(node, net)
             twin = encode_batch(node_key.did, 1, [_stale_entry(int(time.time()))])
             raw = Tx(net.chain_id, "audit/record_batch", node_key.did, 1, twin)
             assert NodeClient(url, founder).submit(raw.sign(node_key.identity))["code"] == 0
