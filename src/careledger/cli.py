@@ -55,6 +55,8 @@ def up(
     """Start the embedded node (solo block producer, SQLite, blobs on disk)."""
     from careledger.chain.app import IncompatibleState, LocalFault
     from careledger.demo import import_demo_records_when_up, seed_demo
+    from careledger.gateway.app import compose, gateway_app
+    from careledger.gateway.context import Gateway
     from careledger.node.builder import Solo, build_node, serve
     from careledger.node.datadir import DataDir, initialise
 
@@ -88,12 +90,25 @@ def up(
         f"Node API: {url}/status  (every other route answers signed requests: docs/node-api.md)"
     )
     console.print("Check the chain any time with: careledger verify --data-dir " + str(data_dir))
+    gateway = Gateway(
+        f"http://{_loopback(host)}:{port}",
+        KeyFile.load(data.organisation_key),
+        Path(data_dir) / "gateway",
+        keys_dir=data.keys,
+    )
+    console.print(f"FHIR R4 API: {url}/fhir  (SMART Backend Services tokens: {url}/auth/token)")
     try:
-        serve(node, host, port)
+        serve(node, host, port, beside=lambda node_api: compose(node_api, gateway_app(gateway)))
     finally:
+        gateway.close()
         node.close()
     if node.halted() is not None:
         raise _fail(f"the node stopped after a local fault: {node.halted()}")
+
+
+def _loopback(host: str) -> str:
+    """Where this machine reaches a server listening on `host`."""
+    return "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
 
 
 @app.command()

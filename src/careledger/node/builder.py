@@ -33,6 +33,7 @@ from typing import Any, Generic, TypeVar, overload
 import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
+from starlette.types import ASGIApp
 
 from careledger.chain.app import Application, CommitListener
 from careledger.chain.store import StateStore
@@ -192,12 +193,21 @@ def build_node(
         raise
 
 
-def serve(node: Node[Any], host: str, port: int) -> None:
+def serve(
+    node: Node[Any],
+    host: str,
+    port: int,
+    beside: Callable[[ASGIApp], ASGIApp] | None = None,
+) -> None:
     """Serve until SIGINT or SIGTERM, or until the driver halts on a local fault. The
     lifespan is required: without it nothing would make blocks, so a failure to start (say,
-    the ABCI socket) ends the process."""
+    the ABCI socket) ends the process. `beside`: what serves other apps beside the node API
+    in the same server (the FHIR gateway: gateway/app.py `compose`)."""
+    app: ASGIApp = node.asgi()
+    if beside is not None:
+        app = beside(app)
     config = uvicorn.Config(
-        node.asgi(), host=host, port=port, log_level="warning", access_log=False, lifespan="on"
+        app, host=host, port=port, log_level="warning", access_log=False, lifespan="on"
     )
     server = uvicorn.Server(config)
     node.on_halt(lambda: setattr(server, "should_exit", True))

@@ -1,0 +1,45 @@
+"""The gateway's ASGI app, and how it sits beside the node API in one server.
+
+`gateway_app` assembles the routes of each part (each a route factory taking the `Gateway`),
+the bearer-token middleware and the one exception-handler table. `compose` serves it beside
+the node API: `/fhir/...` and `/auth/...` go to the gateway, everything else (and the
+lifespan) to the node, so `careledger up` is one process with one port.
+"""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute, Mount
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from careledger.gateway.context import Gateway
+from careledger.gateway.outcome import HANDLERS
+
+
+def gateway_routes(gateway: Gateway) -> list[BaseRoute]:
+    """Every route of the gateway, under /fhir (FHIR) and /auth (the token endpoint)."""
+    fhir: list[BaseRoute] = []
+    auth: list[BaseRoute] = []
+    return [Mount("/auth", routes=auth), Mount("/fhir", routes=fhir)]
+
+
+def gateway_app(gateway: Gateway) -> Starlette:
+    app = Starlette(routes=gateway_routes(gateway), exception_handlers=HANDLERS)
+    app.state.gateway = gateway
+    return app
+
+
+def compose(node: ASGIApp, gateway: ASGIApp) -> ASGIApp:
+    """One ASGI app: the gateway's paths to `gateway`, the rest (and lifespan) to `node`."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and _is_gateway_path(scope["path"]):
+            await gateway(scope, receive, send)
+        else:
+            await node(scope, receive, send)
+
+    return app
+
+
+def _is_gateway_path(path: str) -> bool:
+    return path == "/fhir" or any(path.startswith(prefix) for prefix in ("/fhir/", "/auth/"))

@@ -1,0 +1,98 @@
+"""`Gateway`: what every route of the gateway shares.
+
+The node it talks to (the node API over HTTP: the embedded node's own loopback address, or a
+remote node's), the key files it acts with (the organisation's, and its practitioners', which
+the organisation keeps), its database and the index in it. Routes get it from the route
+factories in app.py; nothing here is global.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from starlette.requests import Request
+
+from careledger.crypto.keyfile import KeyFile, KeyFileError
+from careledger.gateway.db import GatewayDb
+from careledger.gateway.index import store as index_store
+from careledger.gateway.index.store import RecordIndex
+from careledger.gateway.outcome import FhirError
+from careledger.gateway.principal import Principal
+from careledger.wallet.node_client import NodeClient
+from careledger.wallet.records import RecordsClient
+
+# Every table of gateway.sqlite, by the part that owns it.
+SCHEMAS = [index_store.SCHEMA]
+
+
+class Gateway:
+    def __init__(
+        self,
+        node_url: str,
+        organisation: KeyFile,
+        data_dir: Path,
+        keys_dir: Path | None = None,
+        base_url: str | None = None,
+    ) -> None:
+        """`data_dir`: the gateway's own files (gateway.sqlite, claim packages); `keys_dir`:
+        where the organisation keeps its practitioners' key files (`practitioner-*.json`);
+        `base_url`: the public base of the FHIR API (default: from each request)."""
+        self.node_url = node_url.rstrip("/")
+        self.organisation = organisation
+        self.data_dir = data_dir
+        self.keys_dir = keys_dir
+        self.base_url = base_url.rstrip("/") if base_url else None
+        self.db = GatewayDb.open(data_dir / "gateway.sqlite", SCHEMAS)
+        self.index = RecordIndex(self.db)
+        self.node = NodeClient(self.node_url)
+        self._clients: dict[tuple[str, str], RecordsClient] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def claims_dir(self) -> Path:
+        """Claim packages of patients the gateway enrolled (each encrypted under its code)."""
+        return self.data_dir / "claims"
+
+    def fhir_base(self, request: Request) -> str:
+        """The absolute base URL of the FHIR API (for Location, fullUrl and paging links)."""
+        if self.base_url:
+            return self.base_url
+        return str(request.base_url).rstrip("/") + "/fhir"
+
+    def key_of(self, did: str) -> KeyFile:
+        """The key file the gateway acts with for `did`: the organisation's, or one of its
+        practitioners' (500 if a client is bound to an identity whose key is not here)."""
+        if did == self.organisation.did:
+            return self.organisation
+        if self.keys_dir is not None:
+            for path in sorted(self.keys_dir.glob("practitioner-*.json")):
+                try:
+                    keyfile = KeyFile.load(path)
+                except KeyFileError:
+                    continue
+                if keyfile.did == did:
+                    return keyfile
+        raise FhirError(500, f"the gateway holds no key for {did}: register its key file")
+
+    def records_for(self, principal: Principal) -> RecordsClient:
+        """The records SDK acting as the principal's identity, stating its purpose."""
+        key = (principal.did, principal.purpose)
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                keyfile = self.key_of(principal.did)
+                organisation = None if keyfile is self.organisation else self.organisation
+                client = RecordsClient(
+                    self.node, keyfile, purpose=principal.purpose, organisation=organisation
+                )
+                self._clients[key] = client
+        return client
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
+        self.node.close()
+        self.db.close()
