@@ -14,8 +14,9 @@ consent and audits the access.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from careledger.gateway.db import GatewayDb
 
@@ -98,10 +99,11 @@ class RecordIndex:
             ).fetchone()
         return str(row[0]) if row else None
 
-    def put(self, entries: Iterable[Located]) -> None:
-        """Record new latest versions (and their history rows), atomically."""
+    def put(self, items: Iterable[tuple[Located, Mapping[str, Any] | None]]) -> None:
+        """Record new latest versions (and their history rows), atomically. Each comes with
+        the decrypted resource (None for a tombstone), whose search parameters are indexed."""
         with self.db.write() as sql:
-            for entry in entries:
+            for entry, _resource in items:
                 _put_one(sql, entry)
 
     def of_patient(self, did: str) -> list[Located]:
