@@ -5,8 +5,11 @@ BIN := $(VENV)/bin
 COMETBFT_VERSION := v0.38.25
 COMETBFT := .bin/cometbft
 STAMP := $(VENV)/.installed
+# Bundles as current Synthea writes them (conditional references), made by Synthea 3.3.0 from
+# Maven Central with a fixed seed (tools/synthea/): tests/gateway/ imports them.
+SYNTHEA_DATA := .data/synthea-3.3.0
 
-.PHONY: run test lint typecheck bench cometbft clean
+.PHONY: run test lint typecheck bench cometbft synthea clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +27,15 @@ $(COMETBFT):
 
 cometbft: $(COMETBFT)
 
+$(SYNTHEA_DATA):
+	@command -v java >/dev/null && command -v mvn >/dev/null || { echo "Java 17+ and Maven are needed to generate the Synthea test bundles"; exit 1; }
+	tools/synthea/generate.sh $(SYNTHEA_DATA) 3
+
+synthea: $(SYNTHEA_DATA)
+
 # Lint and types first: a change that breaks them fails like a failing test.
-test: $(STAMP) $(COMETBFT) lint
-	COMETBFT_BIN=$(CURDIR)/$(COMETBFT) $(BIN)/pytest -q
+test: $(STAMP) $(COMETBFT) $(SYNTHEA_DATA) lint
+	COMETBFT_BIN=$(CURDIR)/$(COMETBFT) CARELEDGER_SYNTHEA_DATA=$(CURDIR)/$(SYNTHEA_DATA) $(BIN)/pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
@@ -40,4 +49,4 @@ bench: $(STAMP) $(COMETBFT)
 	COMETBFT_BIN=$(CURDIR)/$(COMETBFT) $(BIN)/python -m bench.network_throughput
 
 clean:
-	rm -rf $(VENV) .bin build
+	rm -rf $(VENV) .bin build .data tools/synthea/lib
