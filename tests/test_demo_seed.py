@@ -19,14 +19,20 @@ def test_the_demo_seed_registers_a_consenting_practitioner_and_makes_no_patient_
     node = build_node(tmp_path / "data", Solo())
     try:
         made = seed_demo(node, org)
-        assert [k.kind for k in made] == ["practitioner"]
-        kinds = [KeyFile.load(path).kind for path in (tmp_path / "data" / "keys").glob("*.json")]
-        assert "patient" not in kinds and kinds.count("practitioner") == 1
+        assert [k.kind for k in made] == ["practitioner", "organisation", "practitioner"]
+        keys = [
+            *(tmp_path / "data" / "keys").glob("*.json"),
+            *(tmp_path / "data" / "demo").glob("*.json"),
+        ]
+        kinds = [KeyFile.load(path).kind for path in keys]
+        assert "patient" not in kinds and kinds.count("practitioner") == 2
         for keyfile in made:
             found = node.app.query("identity/identity", orjson.dumps({"did": keyfile.did}))
             assert found.code == 0, found.log
             ident = orjson.loads(found.value)
             assert (ident["kind"], ident["active"]) == (keyfile.kind, True)
+        members = orjson.loads(node.app.query("identity/members", b"{}").value)
+        assert made[1].did in str(members)  # the second organisation was admitted
         assert seed_demo(node, org) == []  # only on a fresh chain
     finally:
         node.close()

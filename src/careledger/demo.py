@@ -18,42 +18,111 @@ from pathlib import Path
 import httpx
 import orjson
 
-from careledger.chain.modules.identity.vouchers import ENROLMENT_VOUCHER_BLOCKS, sign_consent
+from careledger.chain.modules.identity.vouchers import (
+    ENROLMENT_VOUCHER_BLOCKS,
+    sign_consent,
+    sign_voucher,
+)
 from careledger.chain.tx import Tx
 from careledger.consensus.solo.producer import SoloProducer
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
+from careledger.crypto.privatefs import make_private_dir
 from careledger.node.builder import Node
+
+SECOND_ORGANISATION = "Northside Clinic"
 
 
 def seed_demo(node: Node[SoloProducer], organisation: KeyFile) -> list[KeyFile]:
-    """Register a demo practitioner of the organisation on a fresh chain; its key file goes
-    to keys/ beside the organisation's (both are the organisation's own staff keys).
+    """On a fresh chain, a demo consortium: a second member organisation (Northside Clinic,
+    admitted by the founder's vote) and a practitioner of each. The founder's practitioner
+    key goes to keys/ beside the organisation's (the gateway acts with both); the second
+    organisation's keys go to demo/ (it would run its own gateway: `careledger gateway`).
 
-    No patient keys are made here: patients hold their own (`careledger keys new`), and the
-    demo's Synthea patient is enrolled for a claim (`import_demo_records_when_up`)."""
+    No patient keys are made here: patients hold their own, and the demo's Synthea patients
+    are enrolled for a claim through the gateway and claimed (`import_demo_records_when_up`)."""
     if node.app.info().last_height > 0:
         return []
     chain_id = node.app.chain_id
-    doctor = Identity.generate()
-    practitioner = KeyFile(doctor.did, "practitioner", doctor, "Dr. Demo")
+    northside = _new_key("organisation", SECOND_ORGANISATION)
+    doctor = _new_key("practitioner", "Dr. Demo")
+    nurse = _new_key("practitioner", "Dr. Northside")
+    # One block per round: each round's transactions need the state the previous made.
+    rounds = [
+        [
+            Tx(
+                chain_id,
+                "identity/register_practitioner",
+                organisation.did,
+                1,
+                _practitioner_payload(chain_id, organisation, doctor),
+            ).sign(organisation.identity),
+            Tx(
+                chain_id,
+                "identity/apply_membership",
+                northside.did,
+                1,
+                _application_payload(chain_id, organisation, northside),
+            ).sign(northside.identity),
+        ],
+        [
+            Tx(
+                chain_id,
+                "identity/approve_membership",
+                organisation.did,
+                2,
+                {"action": "admit", "subject": northside.did},
+            ).sign(organisation.identity),
+        ],
+        [
+            Tx(
+                chain_id,
+                "identity/register_practitioner",
+                northside.did,
+                2,
+                _practitioner_payload(chain_id, northside, nurse),
+            ).sign(northside.identity),
+        ],
+    ]
+    for txs in rounds:
+        asyncio.run(_submit_all(node, txs))
+    doctor.save(node.data.keys / f"practitioner-{doctor.did[-8:]}.json")
+    demo = node.data.root / "demo"
+    make_private_dir(demo)
+    northside.save(demo / "northside-clinic.json")
+    nurse.save(demo / "practitioner-northside.json")
+    return [doctor, northside, nurse]
+
+
+def _new_key(kind: str, name: str) -> KeyFile:
+    identity = Identity.generate()
+    return KeyFile(identity.did, kind, identity, name)
+
+
+def _practitioner_payload(
+    chain_id: str, organisation: KeyFile, practitioner: KeyFile
+) -> dict[str, object]:
+    key = practitioner.identity.encryption_public.hex()
     expires_at = ENROLMENT_VOUCHER_BLOCKS  # a fresh chain
-    doctor_key = practitioner.identity.encryption_public.hex()
-    tx = Tx(
-        chain_id,
-        "identity/register_practitioner",
-        organisation.did,
-        1,
-        {
-            "did": practitioner.did,
-            "encryption_key": doctor_key,
-            "name": practitioner.name,
-            "consent": sign_consent(doctor, chain_id, organisation.did, doctor_key, expires_at),
-        },
-    ).sign(organisation.identity)
-    asyncio.run(_submit_all(node, [tx]))
-    practitioner.save(node.data.keys / f"practitioner-{practitioner.did[-8:]}.json")
-    return [practitioner]
+    consent = sign_consent(practitioner.identity, chain_id, organisation.did, key, expires_at)
+    return {
+        "did": practitioner.did,
+        "encryption_key": key,
+        "name": practitioner.name,
+        "consent": consent,
+    }
+
+
+def _application_payload(chain_id: str, sponsor: KeyFile, applicant: KeyFile) -> dict[str, object]:
+    expires_at = ENROLMENT_VOUCHER_BLOCKS
+    voucher = sign_voucher(
+        sponsor.identity, chain_id, "apply_membership", applicant.did, expires_at
+    )
+    return {
+        "name": applicant.name,
+        "encryption_key": applicant.identity.encryption_public.hex(),
+        "voucher": voucher,
+    }
 
 
 async def _submit_all(node: Node[SoloProducer], txs: list[bytes]) -> None:
