@@ -13,6 +13,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from careledger.gateway.capability import capability_routes
 from careledger.gateway.context import Gateway
 from careledger.gateway.outcome import HANDLERS
 from careledger.gateway.smart.middleware import BearerAuth
@@ -21,7 +22,7 @@ from careledger.gateway.smart.tokens import TokenStore, token_routes
 
 def gateway_routes(gateway: Gateway) -> list[BaseRoute]:
     """Every route of the gateway, under /fhir (FHIR) and /auth (the token endpoint)."""
-    fhir: list[BaseRoute] = []
+    fhir: list[BaseRoute] = [*capability_routes(gateway)]
     auth: list[BaseRoute] = [*token_routes(gateway)]
     return [Mount("/auth", routes=auth), Mount("/fhir", routes=fhir)]
 
