@@ -101,6 +101,10 @@ def up(
         keys_dir=data.keys,
     )
     console.print(f"FHIR R4 API: {url}/fhir  (SMART Backend Services tokens: {url}/auth/token)")
+    console.print(
+        f"Register a backend client: careledger clients add --data-dir {data_dir} "
+        "--new-key client.json; then careledger token --key client.json"
+    )
     try:
         serve(node, host, port, beside=lambda node_api: compose(node_api, gateway_app(gateway)))
     finally:
