@@ -102,8 +102,8 @@ def up(
     )
     console.print(f"FHIR R4 API: {url}/fhir  (SMART Backend Services tokens: {url}/auth/token)")
     console.print(
-        f"Register a backend client: careledger clients add --data-dir {data_dir} "
-        "--new-key client.json; then careledger token --key client.json"
+        f"Register a backend client: careledger clients add --data-dir {data_dir} --new-key "
+        f"client.json --token-url {url}/auth/token; then careledger token --key client.json"
     )
     try:
         serve(node, host, port, beside=lambda node_api: compose(node_api, gateway_app(gateway)))
