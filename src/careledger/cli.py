@@ -567,6 +567,24 @@ def token(
         raise _fail(str(exc)) from None
 
 
+@app.command("import")
+def import_(
+    paths: list[Path] = typer.Argument(..., help="FHIR Bundle files, or folders of them."),
+    key: Path = typer.Option(..., help="The backend client's key file (clients add --new-key)."),
+    url: str = typer.Option(DEFAULT_NODE + "/fhir", help="The gateway's FHIR base URL."),
+    state: Path = typer.Option(
+        Path(".careledger-import.json"), help="Which bundles are done (for resuming)."
+    ),
+) -> None:
+    """Post FHIR bundles to a gateway, one transaction each (directory bundles first),
+    resuming after an interruption without duplicating anything. Each enrolled patient's
+    claim code is printed once, here: give it to the patient out of band."""
+    from careledger.gateway import import_cli
+
+    with import_cli.errors(_fail):
+        import_cli.run(paths, key, url, state, console)
+
+
 def _load_key(path: Path) -> KeyFile:
     try:
         return KeyFile.load(path)

@@ -139,3 +139,32 @@ def discover_token_url(fhir_base: str) -> str:
     if not isinstance(found, str):
         raise TokenRequestError(f"{url} names no token_endpoint")
     return found
+
+
+class BackendServicesAuth(httpx.Auth):
+    """SMART Backend Services as an `httpx.Auth`: a bearer token from the client's key,
+    fetched when first needed, renewed a little before it expires and once more if the
+    server answers 401 (a restarted gateway forgets its tokens)."""
+
+    RENEW_BEFORE = 30  # seconds
+
+    def __init__(self, client: ClientKey, scope: str | None = None) -> None:
+        self.client = client
+        self.scope = scope
+        self._token = ""
+        self._expires = 0.0
+
+    def auth_flow(self, request: httpx.Request) -> Any:
+        if not self._token or time.monotonic() > self._expires - self.RENEW_BEFORE:
+            self._renew()
+        request.headers["Authorization"] = f"Bearer {self._token}"
+        response = yield request
+        if response.status_code == 401:
+            self._renew()
+            request.headers["Authorization"] = f"Bearer {self._token}"
+            yield request
+
+    def _renew(self) -> None:
+        answer = request_token(self.client, self.scope)
+        self._token = str(answer["access_token"])
+        self._expires = time.monotonic() + float(answer.get("expires_in", 300))
