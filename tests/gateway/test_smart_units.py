@@ -164,6 +164,10 @@ class KeyServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 owner.hits += 1
+                if self.path == "/down":
+                    self.send_response(503)
+                    self.end_headers()
+                    return
                 if self.path == "/redirect":
                     self.send_response(302)
                     self.send_header("location", "/jwks")
@@ -230,3 +234,18 @@ def test_an_unreachable_jwks_url_is_invalid_client(db: GatewayDb) -> None:
     verifier = AssertionVerifier(registry, db, JwksCache())
     with pytest.raises(InvalidAssertion, match="cannot be read"):
         verifier.verify(sign_assertion(key, client_id, TOKEN_URL, now=None), TOKEN_URL)
+
+
+def test_a_failing_jwks_url_is_not_asked_again_at_once(
+    db: GatewayDb, key_server: KeyServer
+) -> None:
+    """Each fetch may hold a worker thread: anyone who knows the client id could otherwise
+    make the gateway ask a key server that is down again and again."""
+    key = new_private_jwk("EdDSA")
+    registry = ClientRegistry(db)
+    client_id = registry.register(jwks_url=key_server.base + "/down")
+    verifier = AssertionVerifier(registry, db, JwksCache())
+    for _ in range(3):
+        with pytest.raises(InvalidAssertion, match="503"):
+            verifier.verify(sign_assertion(key, client_id, TOKEN_URL), TOKEN_URL)
+    assert key_server.hits == 1

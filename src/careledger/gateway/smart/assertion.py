@@ -72,14 +72,28 @@ class InvalidAssertion(Exception):
 
 @dataclass
 class _Fetched:
-    keys: list[dict[str, Any]]
+    keys: list[dict[str, Any]] | None  # None: never fetched successfully
     at: float
+    error: str = ""  # why the last fetch failed ("" if it did not)
+
+    def still_good(self, now: float, refresh: bool) -> bool:
+        age = now - self.at
+        if age < JWKS_REFRESH_AFTER:
+            return True
+        return not refresh and not self.error and age < JWKS_TTL
+
+    def answer(self) -> list[dict[str, Any]]:
+        if self.keys is None:
+            raise InvalidAssertion(self.error)
+        return self.keys
 
 
 class JwksCache:
     """Key sets of clients registered with a JWKS URL: fetched with a size and time bound,
     without redirects, kept JWKS_TTL seconds; an unknown kid refetches, rate-limited, so that
-    a key rotation is seen without letting anyone make the gateway fetch at will."""
+    a key rotation is seen without letting anyone make the gateway fetch at will. A failed
+    fetch is remembered as long (each may hold a worker thread for JWKS_TIMEOUT), and the
+    last good set, if any, still holds meanwhile."""
 
     def __init__(self, transport: httpx.BaseTransport | None = None) -> None:
         self._http = httpx.Client(timeout=JWKS_TIMEOUT, follow_redirects=False, transport=transport)
@@ -90,19 +104,15 @@ class JwksCache:
         now = time.monotonic()
         with self._lock:
             cached = self._sets.get(url)
-        fresh = cached is not None and now - cached.at < JWKS_TTL
-        recently = cached is not None and now - cached.at < JWKS_REFRESH_AFTER
-        if cached is not None and ((fresh and not refresh) or recently):
-            return cached.keys
+        if cached is not None and cached.still_good(now, refresh):
+            return cached.answer()
         try:
-            keys = self._fetch(url)
-        except InvalidAssertion:
-            if cached is not None:
-                return cached.keys  # the key server is down: the last good set still holds
-            raise
+            fetched = _Fetched(self._fetch(url), now)
+        except InvalidAssertion as exc:
+            fetched = _Fetched(cached.keys if cached else None, now, str(exc))
         with self._lock:
-            self._sets[url] = _Fetched(keys, now)
-        return keys
+            self._sets[url] = fetched
+        return fetched.answer()
 
     def _fetch(self, url: str) -> list[dict[str, Any]]:
         try:
@@ -110,10 +120,13 @@ class JwksCache:
                 if reply.status_code != 200:
                     raise InvalidAssertion(f"the client's JWKS URL answered {reply.status_code}")
                 body = bytearray()
+                deadline = time.monotonic() + JWKS_TIMEOUT  # in all, not per read: no drip
                 for chunk in reply.iter_bytes():
                     body += chunk
                     if len(body) > JWKS_MAX_BYTES:
                         raise InvalidAssertion("the client's JWKS is over 64 KiB")
+                    if time.monotonic() > deadline:
+                        raise InvalidAssertion("the client's JWKS URL is too slow")
         except httpx.HTTPError as exc:
             raise InvalidAssertion(f"the client's JWKS URL cannot be read: {exc}") from None
         try:
