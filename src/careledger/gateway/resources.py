@@ -554,6 +554,7 @@ class _Batch:
     # --- writes --------------------------------------------------------------------------
 
     def write_directory(self, plans: Sequence[_Plan]) -> None:
+        """The directory's writes and deletions, in one transaction."""
         writes = [
             DirectoryWrite(
                 plan.write.resource_type, plan.resource_id, plan.version, self.when, plan.resource
@@ -637,11 +638,9 @@ class _Batch:
         for plan in plans:
             if plan.resource is not None or plan.unchanged is not None:
                 continue
-            kind = plan.write.resource_type
             if plan.directory:
-                write = DirectoryWrite(kind, plan.resource_id, plan.version, self.when, None)
-                self.resources.directory.put([write])
-                continue
+                continue  # written with the directory's other writes
+            kind = plan.write.resource_type
             assert plan.patient is not None and plan.record is not None
             ref = RecordRef(plan.patient, kind, plan.resource_id, plan.record)
             written = self.client.delete(ref)
