@@ -13,12 +13,14 @@ from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from careledger.gateway.context import Gateway
+from careledger.gateway.interactions import interaction_routes
 from careledger.gateway.outcome import HANDLERS
 
 
 def gateway_routes(gateway: Gateway) -> list[BaseRoute]:
     """Every route of the gateway, under /fhir (FHIR) and /auth (the token endpoint)."""
     fhir: list[BaseRoute] = []
+    fhir += interaction_routes(gateway)
     auth: list[BaseRoute] = []
     return [Mount("/auth", routes=auth), Mount("/fhir", routes=fhir)]
 
