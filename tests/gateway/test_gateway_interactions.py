@@ -1,13 +1,13 @@
-"""The FHIR interactions over real HTTP (gateway/interactions.py): the gateway app served on
-loopback in front of a real `careledger up` node, a second member organisation's gateway
-beside it, patients claimed from the packages the gateway wrote.
-
-Who a request acts as is set by `as_principal` (the bearer-token middleware's job in
-production, tested by the auth stream): scopes and purpose per request, from test headers.
+"""The FHIR interactions over real HTTP (gateway/interactions.py), with tokens got the SMART
+way: organisation A's `careledger up` process (node API + gateway, tests/gatewayutil.py),
+and gateways of the same chain run in this process in front of that node over HTTP (as
+`careledger gateway` runs them): a second member organisation B's, and a second gateway of
+A. Patients are claimed from the packages the gateway wrote, with the code it returned.
 """
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,21 +18,23 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from accessutil import Consortium
 from careledger.crypto.keyfile import KeyFile
 from careledger.gateway.app import gateway_app
-from careledger.gateway.context import Gateway
+from careledger.gateway.context import SCHEMAS, Gateway
+from careledger.gateway.db import GatewayDb
 from careledger.gateway.http import MAX_RESOURCE_BYTES
-from careledger.gateway.principal import PRINCIPAL, Principal
-from careledger.gateway.smart.scopes import parse_scopes
+from careledger.gateway.index.store import RecordIndex
+from careledger.gateway.smart.backend_client import new_private_jwk, public_jwk
+from careledger.gateway.smart.clients import ClientRegistry
 from careledger.wallet.audit import AuditClient
 from careledger.wallet.consent import ConsentClient
 from careledger.wallet.fhir import BundleIndex
 from careledger.wallet.importing import PendingClaim
 from careledger.wallet.records import RecordsClient
-from nodeutil import SHARED_DATA, NodeProcess, claimed_keys, free_port, serve_over_http
+from gatewayutil import GatewayClient, GatewayProcess
+from nodeutil import SHARED_DATA, careledger_command, claimed_keys, free_port, serve_over_http
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -41,60 +43,71 @@ EXAMPLES = SHARED_DATA / "fhir-r4-examples"
 SYNTHEA = SHARED_DATA / "synthea-r4"
 
 
-def as_principal(app: ASGIApp, did: str) -> ASGIApp:
-    """Every request acts as `did`, with the scopes and purpose of its test headers."""
-
-    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            headers = {k.decode(): v.decode() for k, v in scope["headers"]}
-            scopes = parse_scopes(headers.get("x-test-scopes", "system/*.cruds"))
-            purpose = headers.get("x-test-purpose", "TREAT")
-            scope[PRINCIPAL] = Principal("test-client", did, scopes, purpose)
-        await app(scope, receive, send)
-
-    return wrapped
-
-
 @dataclass
 class Served:
-    gateway: Gateway
-    http: httpx.Client
+    """A running gateway as a test sees it: its FHIR base, a client with every scope, its
+    index and claim packages (read from its gateway.sqlite), and how to add clients."""
 
-    @property
-    def fhir(self) -> str:
-        return str(self.http.base_url).rstrip("/")
+    fhir: str
+    http: httpx.Client
+    index: RecordIndex
+    claims_dir: Path
+    registry: ClientRegistry
+
+    def client(self, scopes: str = "system/*.cruds", purpose: str = "TREAT") -> httpx.Client:
+        """A new registered client's HTTP session (close it)."""
+        key = new_private_jwk("ES384")
+        client_id = self.registry.register(
+            jwk=public_jwk(key), scopes=scopes, purpose=purpose, name="test"
+        )
+        token_url = self.fhir.removesuffix("/fhir") + "/auth/token"
+        return GatewayClient(client_id, key, token_url, self.fhir).http()
+
+
+@contextmanager
+def served_process(process: GatewayProcess) -> Iterator[Served]:
+    db = GatewayDb.open(process.gateway_dir / "gateway.sqlite", SCHEMAS)
+    try:
+        registry = ClientRegistry(db)
+        claims = process.gateway_dir / "claims"
+        yield Served(process.fhir_url, process.http, RecordIndex(db), claims, registry)
+    finally:
+        db.close()
+
+
+@contextmanager
+def served_here(node_url: str, org: KeyFile, data: Path) -> Iterator[Served]:
+    """A gateway of `org` in this process, in front of the node at `node_url`."""
+    gateway = Gateway(node_url, org, data)
+    try:
+        with serve_over_http(gateway_app(gateway)) as url:
+            fhir = url + "/fhir"
+            served = Served(
+                fhir, httpx.Client(), gateway.index, gateway.claims_dir, ClientRegistry(gateway.db)
+            )
+            with served.client() as http:
+                served.http = http
+                yield served
+    finally:
+        gateway.close()
 
 
 @dataclass
 class World:
-    node: NodeProcess
-    a: Served  # the founding organisation's gateway
+    node: GatewayProcess  # A's careledger up: the node and A's gateway
+    a: Served
     b: Served  # a second member organisation's gateway
     org_b: KeyFile
-
-
-@contextmanager
-def served(node: NodeProcess, org: KeyFile, data: Path) -> Iterator[Served]:
-    gateway = Gateway(node.url, org, data, keys_dir=node.data_dir / "keys")
-    try:
-        app = as_principal(gateway_app(gateway), org.did)
-        with serve_over_http(app) as url, httpx.Client(base_url=url + "/fhir", timeout=60) as http:
-            yield Served(gateway, http)
-    finally:
-        gateway.close()
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("interactions")
-    node = NodeProcess(tmp / "data", free_port())
+    node = GatewayProcess(tmp / "data", free_port())
     node.start("--block-interval", "0.05")
     try:
         org_b = Consortium(node.url, node.organisation()).admit_member("Second Clinic")
-        with (
-            served(node, node.organisation(), tmp / "gw-a") as a,
-            served(node, org_b, tmp / "gw-b") as b,
-        ):
+        with served_process(node) as a, served_here(node.url, org_b, tmp / "gw-b") as b:
             yield World(node, a, b, org_b)
     finally:
         node.stop()
@@ -142,9 +155,9 @@ def new_patient(served: Served, name: str = "Angelita_Howe") -> tuple[str, Pendi
     response = post(served, patient)
     assert response.status_code == 201, response.text
     patient_id = response.json()["id"]
-    did = served.gateway.index.patient_did(patient_id)
+    did = served.index.patient_did(patient_id)
     assert did is not None
-    package = served.gateway.claims_dir / f"claim-{did.rsplit(':', 1)[-1]}.json"
+    package = served.claims_dir / f"claim-{did.rsplit(':', 1)[-1]}.json"
     return patient_id, PendingClaim(did, package, response.headers["careledger-claim-code"])
 
 
@@ -261,12 +274,12 @@ def test_refusals_as_operation_outcomes(world: World) -> None:
     assert status(a.http.get("/Observation/not-there")) == 404
     assert status(post(a, example("auditevent-example.json"))) == 405
     assert status(a.http.patch(f"/Patient/{patient_id}", content=b"[]")) == 405
-    scoped = a.http.post(
-        "/Observation",
-        content=orjson.dumps(observation(patient_id)),
-        headers={**raw, "x-test-scopes": "system/Observation.rs"},
-    )
-    assert status(scoped) == 403
+    with a.client(scopes="system/Observation.rs") as reader:
+        scoped = reader.post(
+            "Observation", content=orjson.dumps(observation(patient_id)), headers=raw
+        )
+        assert status(scoped) == 403
+        assert reader.get(f"Patient/{patient_id}").status_code == 403
 
     invalid = {**observation(patient_id), "status": 42, "valueQuantity": {"value": "x"}}
     refused = post(a, invalid)
@@ -320,13 +333,14 @@ def test_no_consent_is_403_and_audited_erased_is_410(world: World) -> None:
     patient = claimed_keys(claim)
     ConsentClient(world.node.url, patient).grant(world.org_b.did, purposes=["TREAT"])
     # What B's chain follower does once the grant is on chain: index the granted record.
-    located = a.gateway.index.locate("Observation", obs["id"])
+    located = a.index.locate("Observation", obs["id"])
     assert located is not None
-    b.gateway.index.put([(located, obs)])
+    b.index.put([(located, obs)])
 
     allowed = b.http.get(f"/Observation/{obs['id']}")
     assert allowed.status_code == 200 and allowed.json() == obs
-    refused = b.http.get(f"/Observation/{obs['id']}", headers={"x-test-purpose": "HRESCH"})
+    with b.client(purpose="HRESCH") as researcher:
+        refused = researcher.get(f"Observation/{obs['id']}")
     assert refused.status_code == 403 and outcome_of(refused)["issue"][0]["code"] == "forbidden"
 
     with AuditClient(world.node.url, patient) as audit:
@@ -354,12 +368,72 @@ def test_a_version_the_chain_holds_already_is_409(world: World) -> None:
     patient_id, _ = new_patient(a, "Chau_Anderson")
     body = {**observation(patient_id), "id": "shared-id"}
     assert put(a, body).status_code == 201
-    with served(world.node, world.node.organisation(), world.node.data_dir.parent / "gw-a2") as a2:
-        row = a.gateway.index.locate("Patient", patient_id)
+    second = world.node.data_dir.parent / "gw-a2"
+    with served_here(world.node.url, world.node.organisation(), second) as a2:
+        row = a.index.locate("Patient", patient_id)
         assert row is not None
-        a2.gateway.index.put([(row, None)])
+        a2.index.put([(row, None)])
         conflict = put(a2, {**body, "status": "amended"})
         assert (
             conflict.status_code == 409 and outcome_of(conflict)["issue"][0]["code"] == "conflict"
         )
-        assert a2.gateway.index.locate("Observation", "shared-id") is None  # nothing indexed
+        assert a2.index.locate("Observation", "shared-id") is None  # nothing indexed
+
+
+def test_careledger_gateway_alone_in_front_of_a_remote_node(world: World, tmp_path: Path) -> None:
+    """`careledger gateway --node URL --as ORGKEY`: organisation B's gateway as its own
+    process, talking to A's node over HTTP; a Patient and a record written through it."""
+    key_file = tmp_path / "org-b.json"
+    world.org_b.save(key_file)
+    data = tmp_path / "gw"
+    port = free_port()
+    command = [
+        *careledger_command(), "gateway", "--node", world.node.url, "--as", str(key_file),
+        "--data-dir", str(data), "--port", str(port),
+    ]  # fmt: skip
+    log = open(tmp_path / "gateway.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _answers(url + "/fhir/metadata"), "the gateway to listen")
+        assert httpx.get(url + "/fhir/Patient/x").status_code == 401  # no token
+        db = GatewayDb.open(data / "gateway.sqlite", SCHEMAS)
+        try:
+            served = Served(url + "/fhir", httpx.Client(), RecordIndex(db), data / "claims",
+                            ClientRegistry(db))  # fmt: skip
+            with served.client() as http:
+                served.http = http
+                patient_id, claim = new_patient(served, "Claudie_Walsh")
+                obs = post(served, observation(patient_id))
+                assert obs.status_code == 201
+                read = http.get(f"Observation/{obs.json()['id']}")
+                assert read.status_code == 200 and read.json() == obs.json()
+        finally:
+            db.close()
+        assert claim.package.exists() and claim.did.startswith("did:")
+    finally:
+        process.terminate()
+        process.wait(20)
+        log.close()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_careledger_gateway_refuses_a_node_that_does_not_answer(
+    world: World, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "org.json"
+    world.org_b.save(key_file)
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    command = [
+        *careledger_command(), "gateway", "--node", nowhere, "--as", str(key_file),
+        "--data-dir", str(tmp_path / "gw"), "--port", str(free_port()),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "no CareLedger node answers" in done.stderr
