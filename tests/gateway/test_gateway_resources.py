@@ -236,3 +236,17 @@ def test_write_many_a_whole_synthea_patient(resources: Resources, gateway: Gatew
     assert {k: v for k, v in read.resource.items() if k != "meta"} == {
         k: v for k, v in some.items() if k != "meta"
     }
+
+
+def test_a_record_cannot_move_to_another_patient(resources: Resources, gateway: Gateway) -> None:
+    """An update that re-points a record at another patient is refused (it is encrypted to
+    its patient's keys and named with its patient's naming key): nothing is written."""
+    who = principal_of(gateway)
+    first, second = new_patient(resources, who), new_patient(resources, who)
+    created = resources.create(who, observation_of(first))
+    moved = {**created.resource, "subject": {"reference": f"Patient/{second}"}}
+    assert status_of(lambda: resources.update(who, "Observation", moved["id"], moved, None)) == 422
+    assert resources.read(who, "Observation", moved["id"]).version == 1
+    assert resources.read(who, "Observation", moved["id"]).resource["subject"] == {
+        "reference": f"Patient/{first}"
+    }
