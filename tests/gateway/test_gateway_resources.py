@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
+from accessutil import Consortium
 from careledger.gateway.context import Gateway
 from careledger.gateway.outcome import FhirError
 from careledger.gateway.principal import Principal
@@ -250,3 +251,23 @@ def test_a_record_cannot_move_to_another_patient(resources: Resources, gateway: 
     assert resources.read(who, "Observation", moved["id"]).resource["subject"] == {
         "reference": f"Patient/{first}"
     }
+
+
+def test_a_practitioner_bound_client_enrols_writes_and_reads(
+    resources: Resources, gateway: Gateway, node: NodeProcess
+) -> None:
+    """A client bound to a practitioner: the gateway acts with the practitioner's key (held
+    by the organisation), enrols with the organisation's voucher, and the practitioner's
+    reads of what it wrote are served (it acts for the author organisation)."""
+    doctor = Consortium(node.url, node.organisation()).practitioner(node.organisation())
+    assert gateway.keys_dir is not None
+    doctor.save(gateway.keys_dir / "practitioner-gateway-test.json")
+    who = Principal("doctor-client", doctor.did, parse_scopes("system/*.cruds"), "TREAT")
+    patient, _ = synthea_patient("Crysta_Rogahn")
+    stored = resources.create(who, patient)
+    assert stored.claim_code
+    created = resources.create(who, observation_of(stored.resource["id"]))
+    assert resources.read(who, "Observation", created.resource["id"]).resource == created.resource
+    # The organisation's own clients read it too: the organisation keeps access.
+    org = principal_of(gateway)
+    assert resources.read(org, "Observation", created.resource["id"]).version == 1
