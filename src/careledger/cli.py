@@ -97,6 +97,7 @@ def up(
         keys_dir=data.keys,
     )
     console.print(f"FHIR R4 API: {url}/fhir  (SMART Backend Services tokens: {url}/auth/token)")
+    gateway.start()
     try:
         serve(node, host, port, beside=lambda node_api: compose(node_api, gateway_app(gateway)))
     finally:

@@ -18,8 +18,11 @@ from careledger.gateway.outcome import HANDLERS
 
 def gateway_routes(gateway: Gateway) -> list[BaseRoute]:
     """Every route of the gateway, under /fhir (FHIR) and /auth (the token endpoint)."""
+    from careledger.gateway.search import search_routes
+
     fhir: list[BaseRoute] = []
     auth: list[BaseRoute] = []
+    fhir += search_routes(gateway)
     return [Mount("/auth", routes=auth), Mount("/fhir", routes=fhir)]
 
 

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from careledger.gateway.db import GatewayDb
+from careledger.gateway.index import params
+from careledger.wallet.scopes import scope_of
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources (
@@ -29,6 +31,8 @@ CREATE TABLE IF NOT EXISTS resources (
     version INTEGER NOT NULL,
     last_updated TEXT NOT NULL,
     deleted INTEGER NOT NULL DEFAULT 0,
+    scope TEXT NOT NULL DEFAULT '',
+    author_org TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (resource_type, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS resources_by_patient ON resources (patient, resource_type);
@@ -42,7 +46,37 @@ CREATE TABLE IF NOT EXISTS versions (
     PRIMARY KEY (resource_type, id, version)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS versions_by_time ON versions (resource_type, last_updated);
+CREATE INDEX IF NOT EXISTS resources_by_type ON resources (resource_type, deleted);
+-- Search parameter values (index/params.py): one row per value, keyed so that both "which
+-- resources have this value" and "has this resource this value" are index lookups.
+CREATE TABLE IF NOT EXISTS search_token (
+    resource_type TEXT NOT NULL,
+    name TEXT NOT NULL,
+    code TEXT NOT NULL,
+    id TEXT NOT NULL,
+    system TEXT NOT NULL,
+    PRIMARY KEY (resource_type, name, code, id, system)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS search_token_of ON search_token (resource_type, id);
+CREATE TABLE IF NOT EXISTS search_string (
+    resource_type TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    id TEXT NOT NULL,
+    PRIMARY KEY (resource_type, name, value, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS search_string_of ON search_string (resource_type, id);
+CREATE TABLE IF NOT EXISTS search_date (
+    resource_type TEXT NOT NULL,
+    id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    low INTEGER NOT NULL,
+    high INTEGER NOT NULL,
+    PRIMARY KEY (resource_type, id, name, low, high)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS search_date_by_low ON search_date (resource_type, name, low);
 """
+SEARCH_TABLES = ("search_token", "search_string", "search_date")
 
 
 @dataclass(frozen=True)
@@ -54,10 +88,15 @@ class Located:
     version: int  # the latest version
     last_updated: str  # FHIR instant of the latest version
     deleted: bool  # the latest version is a tombstone
+    # The record's scope and the organisation its latest version's author wrote for: what
+    # search decides readability by before reading ("" : worked out by `put`: the scope
+    # from the resource, the author organisation the index's own).
+    scope: str = ""
+    author_org: str = ""
 
     @classmethod
     def of(cls, row: Sequence[object]) -> Located:
-        kind, id_, patient, record, version, updated, deleted = row
+        kind, id_, patient, record, version, updated, deleted, scope, author_org = row
         return cls(
             str(kind),
             str(id_),
@@ -66,15 +105,20 @@ class Located:
             int(str(version)),
             str(updated),
             bool(deleted),
+            str(scope),
+            str(author_org),
         )
 
 
-_COLUMNS = "resource_type, id, patient, record, version, last_updated, deleted"
+_COLUMNS = "resource_type, id, patient, record, version, last_updated, deleted, scope, author_org"
 
 
 class RecordIndex:
-    def __init__(self, db: GatewayDb) -> None:
+    def __init__(self, db: GatewayDb, organisation: str = "") -> None:
+        """`organisation`: the did the gateway acts for (the author organisation of what it
+        writes, when a `Located` does not name one)."""
         self.db = db
+        self.organisation = organisation
 
     def locate(self, resource_type: str, resource_id: str) -> Located | None:
         with self.db.read() as sql:
@@ -103,8 +147,18 @@ class RecordIndex:
         """Record new latest versions (and their history rows), atomically. Each comes with
         the decrypted resource (None for a tombstone), whose search parameters are indexed."""
         with self.db.write() as sql:
-            for entry, _resource in items:
-                _put_one(sql, entry)
+            for entry, resource in items:
+                _put_one(sql, self._completed(entry, resource), resource)
+
+    def _completed(self, entry: Located, resource: Mapping[str, Any] | None) -> Located:
+        scope, author_org = entry.scope, entry.author_org or self.organisation
+        if not scope:
+            previous = self.locate(entry.resource_type, entry.id)
+            if previous is not None and previous.scope:
+                scope = previous.scope  # a record keeps the scope of its version 1
+            elif resource is not None:
+                scope = scope_of(resource)
+        return replace(entry, scope=scope, author_org=author_org)
 
     def of_patient(self, did: str) -> list[Located]:
         with self.db.read() as sql:
@@ -113,6 +167,23 @@ class RecordIndex:
                 (did,),
             ).fetchall()
         return [Located.of(row) for row in rows]
+
+    def patients(self) -> set[str]:
+        """Every patient the index holds a record of."""
+        with self.db.read() as sql:
+            rows = sql.execute("SELECT DISTINCT patient FROM resources").fetchall()
+        return {str(row[0]) for row in rows}
+
+    def references_of(self, patient: str) -> set[tuple[str, str]]:
+        """(type, id) of every resource the patient's indexed resources refer to."""
+        with self.db.read() as sql:
+            rows = sql.execute(
+                "SELECT DISTINCT t.system, t.code FROM resources r JOIN search_token t "
+                "ON t.resource_type = r.resource_type AND t.id = r.id "
+                "WHERE r.patient = ? AND t.name = ?",
+                (patient, params.REFERENCES),
+            ).fetchall()
+        return {(str(kind), str(id_)) for kind, id_ in rows}
 
     def forget_records(self, patient: str, records: Iterable[str]) -> int:
         """Drop these records of a patient (erased): rows and history. How many went."""
@@ -139,9 +210,9 @@ class RecordIndex:
         return len(rows)
 
 
-def _put_one(sql: sqlite3.Connection, entry: Located) -> None:
+def _put_one(sql: sqlite3.Connection, entry: Located, resource: Mapping[str, Any] | None) -> None:
     sql.execute(
-        f"INSERT OR REPLACE INTO resources ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT OR REPLACE INTO resources ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             entry.resource_type,
             entry.id,
@@ -150,8 +221,11 @@ def _put_one(sql: sqlite3.Connection, entry: Located) -> None:
             entry.version,
             entry.last_updated,
             int(entry.deleted),
+            entry.scope,
+            entry.author_org,
         ),
     )
+    _put_values(sql, entry, resource)
     sql.execute(
         "INSERT OR REPLACE INTO versions (resource_type, id, version, last_updated, deleted) "
         "VALUES (?, ?, ?, ?, ?)",
@@ -159,8 +233,35 @@ def _put_one(sql: sqlite3.Connection, entry: Located) -> None:
     )
 
 
+def _put_values(
+    sql: sqlite3.Connection, entry: Located, resource: Mapping[str, Any] | None
+) -> None:
+    """Replace the resource's search values with those of this version (none for a
+    tombstone: a deleted resource is found by no search)."""
+    kind, id_ = entry.resource_type, entry.id
+    for table in SEARCH_TABLES:
+        sql.execute(f"DELETE FROM {table} WHERE resource_type = ? AND id = ?", (kind, id_))
+    if resource is None or entry.deleted:
+        return
+    values = params.extract(resource, entry.last_updated)
+    sql.executemany(
+        "INSERT OR IGNORE INTO search_token (resource_type, name, code, id, system) "
+        "VALUES (?, ?, ?, ?, ?)",
+        [(kind, name, code, id_, system) for name, system, code in values.tokens],
+    )
+    sql.executemany(
+        "INSERT OR IGNORE INTO search_string (resource_type, name, value, id) VALUES (?, ?, ?, ?)",
+        [(kind, name, value, id_) for name, value in values.strings],
+    )
+    sql.executemany(
+        "INSERT OR IGNORE INTO search_date (resource_type, id, name, low, high) "
+        "VALUES (?, ?, ?, ?, ?)",
+        [(kind, id_, name, low, high) for name, low, high in values.dates],
+    )
+
+
 def _forget(sql: sqlite3.Connection, resource_type: str, resource_id: str) -> None:
-    for table in ("resources", "versions"):
+    for table in ("resources", "versions", *SEARCH_TABLES):
         sql.execute(
             f"DELETE FROM {table} WHERE resource_type = ? AND id = ?", (resource_type, resource_id)
         )
