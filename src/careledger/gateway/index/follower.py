@@ -219,12 +219,8 @@ class Follower:
         newly indexed resource's references are tried in the next)."""
         if not covers:
             return
-        organisation_client = self.gateway.records_for(
-            _principal(self.gateway.organisation.did, AUTHOR_PURPOSE)
-        )
-        try:
-            naming_key = organisation_client.keyring.naming_key(patient)
-        except RecordsError:
+        naming_key = self._naming_key(patient, covers)
+        if naming_key is None:
             return  # the patient shared no naming key with the organisation
         tried: set[tuple[str, str]] = set()
         for _ in range(DISCOVERY_ROUNDS):
@@ -248,6 +244,17 @@ class Follower:
             and not rec["erased_at"]
             and any(c.covers(_new_row(patient, "", "", name, rec)) for c in covers)
         )
+
+    def _naming_key(self, patient: str, covers: Sequence[Cover]) -> bytes | None:
+        """The patient's naming key, as a grant wrapped it to the organisation (asked as
+        each covered reader: a grant to a practitioner is listed to the practitioner)."""
+        for did, purpose in dict.fromkeys((c.reader, c.purpose) for c in covers):
+            keyring = self.gateway.records_for(_principal(did, purpose)).keyring
+            try:
+                return keyring.naming_key(patient)
+            except RecordsError:
+                continue
+        return None
 
 
 def _cover_of(grant: Mapping[str, Any], reader: str, organisation: str, now: int) -> Cover | None:
