@@ -24,8 +24,15 @@ from starlette.routing import BaseRoute, Route
 
 from careledger.gateway.context import Gateway
 from careledger.gateway.http import FhirResponse, check_format
+from careledger.gateway.index.params import extract
 from careledger.gateway.index.reading import read_readable
-from careledger.gateway.index.search import Access, IndexSearch, Query, parse_query
+from careledger.gateway.index.search import (
+    Access,
+    IndexSearch,
+    Query,
+    matches_values,
+    parse_query,
+)
 from careledger.gateway.index.store import Located
 from careledger.gateway.outcome import FhirError
 from careledger.gateway.principal import Principal, principal_of
@@ -88,6 +95,30 @@ def search(gateway: Gateway, principal: Principal, query: Query) -> Searchset:
     return result
 
 
+def search_directory(gateway: Gateway, principal: Principal, query: Query) -> Searchset:
+    """A search of the organisation's directory (no patient's data: every client of the
+    organisation sees it), matched in memory: it holds hundreds of resources, not records."""
+    from careledger.gateway.directory import Directory  # the rest stream's table
+
+    principal.require(query.resource_type, "s")
+    if query.sort or query.include:
+        raise FhirError(400, "the directory's searches take no _sort or _include")
+    directory = Directory(gateway.db)
+    matched = []
+    for resource_id in directory.ids(query.resource_type):
+        entry = directory.latest(query.resource_type, resource_id)
+        if entry is None or entry.resource is None:
+            continue
+        values = extract(entry.resource, entry.last_updated)
+        if matches_values(query, resource_id, values):
+            located = Located(
+                query.resource_type, resource_id, "", "", entry.version, entry.last_updated, False
+            )
+            matched.append((located, entry.resource))
+    page = [] if query.summary_count else matched[query.offset : query.offset + query.count]
+    return Searchset(len(matched), page)
+
+
 def _included(
     gateway: Gateway,
     client: RecordsClient,
@@ -138,11 +169,14 @@ async def _answer(gateway: Gateway, request: Request, items: list[tuple[str, str
     check_format(request)
     principal = principal_of(request)
     resource_type = str(request.path_params["resource_type"])
-    if resource_type not in RECORD_TYPES:
+    if resource_type not in RECORD_TYPES | DIRECTORY_TYPES:
         raise FhirError(404, f"{resource_type} is not searched here")
     lenient = "handling=lenient" in request.headers.get("prefer", "").replace(" ", "")
     query = parse_query(resource_type, items, lenient=lenient)
-    found = await run_in_threadpool(search, gateway, principal, query)
+    if resource_type in DIRECTORY_TYPES:
+        found = await run_in_threadpool(search_directory, gateway, principal, query)
+    else:
+        found = await run_in_threadpool(search, gateway, principal, query)
     return FhirResponse(searchset_bundle(gateway.fhir_base(request), query, found))
 
 

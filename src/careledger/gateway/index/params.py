@@ -179,12 +179,30 @@ PARAMETERS_OF_TYPE: dict[str, dict[str, Param]] = {
     },
 }
 
+# The directory's types (no patient's data; searched in the gateway's directory table).
+DIRECTORY_PARAMETERS: dict[str, dict[str, Param]] = {
+    "Organization": {"name": _p(STRING, "name", "alias"), "type": _p(TOKEN, "type")},
+    "Practitioner": {
+        "name": _p(STRING, "name"),
+        "family": _p(STRING, "name.family"),
+        "given": _p(STRING, "name.given"),
+        "gender": _p(TOKEN, "gender"),
+    },
+    "PractitionerRole": {"role": _p(TOKEN, "code"), "specialty": _p(TOKEN, "specialty")},
+    "Location": {"name": _p(STRING, "name", "alias"), "type": _p(TOKEN, "type")},
+    "HealthcareService": {"name": _p(STRING, "name"), "service-type": _p(TOKEN, "type")},
+    "Endpoint": {"name": _p(STRING, "name"), "connection-type": _p(TOKEN, "connectionType")},
+    "Medication": {"code": _p(TOKEN, "code")},
+}
+
 # The parameters a sort may name, and the one the index sorts by for each.
 SORTABLE = frozenset({"date", "_lastUpdated"})
 
 
 def parameters_of(resource_type: str) -> dict[str, Param]:
-    """Every search parameter the gateway supports on `resource_type` (a patient's record)."""
+    """Every search parameter the gateway supports on `resource_type`."""
+    if resource_type in DIRECTORY_PARAMETERS:
+        return {**COMMON, **DIRECTORY_PARAMETERS[resource_type]}
     found = {**COMMON, **PARAMETERS_OF_TYPE.get(resource_type, {"status": STATUS})}
     if resource_type != "Patient":
         found.update(PATIENT_PARAMS)
@@ -279,9 +297,18 @@ def strings_of(value: Any) -> Iterator[str]:
                     yield normalise(text)
 
 
+# Latin letters with a stroke or ligatures, which Unicode does not decompose into a base
+# letter and a mark: searched as their base letters, as people type them.
+_UNDECOMPOSED = str.maketrans(
+    {"ø": "o", "Ø": "o", "đ": "d", "Đ": "d", "ł": "l", "Ł": "l", "ħ": "h", "\u0131": "i"}
+    | {"æ": "ae", "Æ": "ae", "œ": "oe", "Œ": "oe", "þ": "th", "Þ": "th"}
+)
+
+
 def normalise(text: str) -> str:
-    """Accents stripped, case folded: what FHIR string search compares."""
-    decomposed = unicodedata.normalize("NFKD", text)
+    """Accents stripped, case folded: what FHIR string search compares ("Søren" is found
+    by "soren", "José" by "jose", "Straße" by "strasse")."""
+    decomposed = unicodedata.normalize("NFKD", text.translate(_UNDECOMPOSED))
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold().strip()
 
 

@@ -371,3 +371,56 @@ def _order_by(resource_type: str, name: str, descending: bool) -> str:
     )
     # Resources without the value last, whichever the direction.
     return f"{key} IS NULL, {key} {'DESC' if descending else 'ASC'}"
+
+
+# --- the directory: a few hundred resources, matched in memory ------------------------------
+
+
+def matches_values(query: Query, resource_id: str, values: params.Values) -> bool:
+    """Whether a resource with these search values matches every criterion (for the
+    directory's resources, which are not in the index's tables)."""
+    return all(_matches(criterion, resource_id, values) for criterion in query.criteria)
+
+
+def _matches(criterion: Criterion, resource_id: str, values: params.Values) -> bool:
+    name, kind = criterion.name, criterion.param.kind
+    if name == "_id":
+        return resource_id in criterion.values
+    if kind == TOKEN:
+        mine = [(system, code) for n, system, code in values.tokens if n == name]
+        return any(_token_matches(value, mine) for value in criterion.values)
+    if kind == STRING:
+        texts = [text for n, text in values.strings if n == name]
+        return any(_string_matches(criterion.modifier, value, texts) for value in criterion.values)
+    if kind == DATE:
+        ranges = [(low, high) for n, low, high in values.dates if n == name]
+        return any(_date_matches(name, value, ranges) for value in criterion.values)
+    return False
+
+
+def _token_matches(value: str, mine: Sequence[tuple[str, str]]) -> bool:
+    if "|" not in value:
+        return any(code == value for _, code in mine)
+    system, _, code = value.partition("|")
+    return any(s == system and (not code or c == code) for s, c in mine)
+
+
+def _string_matches(modifier: str, value: str, texts: Sequence[str]) -> bool:
+    wanted = params.normalise(value)
+    if modifier == "exact":
+        return wanted in texts
+    if modifier == "contains":
+        return any(wanted in text for text in texts)
+    return any(text.startswith(wanted) for text in texts)
+
+
+def _date_matches(name: str, value: str, ranges: Sequence[tuple[int, int]]) -> bool:
+    prefix, low, high = _date_value(name, value)
+    tests = {
+        "eq": lambda lo, hi: lo >= low and hi <= high,
+        "ge": lambda lo, hi: hi >= low,
+        "le": lambda lo, hi: lo <= high,
+        "gt": lambda lo, hi: hi > high,
+        "lt": lambda lo, hi: lo < low,
+    }
+    return any(tests[prefix](lo, hi) for lo, hi in ranges)
