@@ -252,8 +252,11 @@ class IndexSearch:
 
     def matches(self, query: Query) -> list[Located]:
         where, args = ["r.resource_type = ?", "r.deleted = 0"], [query.resource_type]
+        # With a patient or ids named, few rows qualify: test each of them against the value
+        # tables (correlated EXISTS on their keys); else let the value tables drive (IN).
+        driven = any(c.param.kind == REFERENCE or c.name == "_id" for c in query.criteria)
         for criterion in query.criteria:
-            clause, clause_args = self._clause(query.resource_type, criterion)
+            clause, clause_args = self._clause(query.resource_type, criterion, driven)
             where.append(clause)
             args += clause_args
         order = [_order_by(query.resource_type, name, desc) for name, desc in query.sort]
@@ -266,7 +269,9 @@ class IndexSearch:
             rows = db.execute(sql, args).fetchall()
         return [Located.of(row) for row in rows]
 
-    def _clause(self, resource_type: str, criterion: Criterion) -> tuple[str, list[Any]]:
+    def _clause(
+        self, resource_type: str, criterion: Criterion, driven: bool
+    ) -> tuple[str, list[Any]]:
         if criterion.name == "_id":
             marks = ", ".join("?" * len(criterion.values))
             return f"r.id IN ({marks})", list(criterion.values)
@@ -277,10 +282,22 @@ class IndexSearch:
                 return "0", []
             return f"r.patient IN ({', '.join('?' * len(dids))})", dids
         if kind == TOKEN:
-            return _token_clause(resource_type, criterion)
-        if kind == STRING:
-            return _string_clause(resource_type, criterion)
-        return _date_clause(resource_type, criterion)
+            table, alias, tests, test_args = "search_token", "t", *_token_tests(criterion)
+        elif kind == STRING:
+            table, alias, tests, test_args = "search_string", "s", *_string_tests(criterion)
+        else:
+            table, alias, tests, test_args = "search_date", "d", *_date_tests(criterion)
+        if driven:
+            sub = (
+                f"EXISTS (SELECT 1 FROM {table} {alias} WHERE {alias}.resource_type = "
+                f"r.resource_type AND {alias}.id = r.id AND {alias}.name = ? AND ({tests}))"
+            )
+            return sub, [criterion.name, *test_args]
+        sub = (
+            f"r.id IN (SELECT {alias}.id FROM {table} {alias} WHERE {alias}.resource_type = ? "
+            f"AND {alias}.name = ? AND ({tests}))"
+        )
+        return sub, [resource_type, criterion.name, *test_args]
 
     def _patients(self, values: Sequence[str]) -> list[str]:
         """The dids of the patients named (Patient/x, x, or an absolute URL)."""
@@ -293,7 +310,7 @@ class IndexSearch:
         return dids
 
 
-def _token_clause(resource_type: str, criterion: Criterion) -> tuple[str, list[Any]]:
+def _token_tests(criterion: Criterion) -> tuple[str, list[Any]]:
     ors, args = [], []
     for value in criterion.values:
         if "|" not in value:
@@ -307,14 +324,10 @@ def _token_clause(resource_type: str, criterion: Criterion) -> tuple[str, list[A
         else:
             ors.append("t.system = ?")
             args.append(system)
-    sub = (
-        "r.id IN (SELECT t.id FROM search_token t WHERE t.resource_type = ? AND t.name = ? "
-        f"AND ({' OR '.join(ors)}))"
-    )
-    return sub, [resource_type, criterion.name, *args]
+    return " OR ".join(ors), args
 
 
-def _string_clause(resource_type: str, criterion: Criterion) -> tuple[str, list[Any]]:
+def _string_tests(criterion: Criterion) -> tuple[str, list[Any]]:
     ors, args = [], []
     for value in criterion.values:
         text = params.normalise(value)
@@ -328,11 +341,7 @@ def _string_clause(resource_type: str, criterion: Criterion) -> tuple[str, list[
         else:
             ors.append("(s.value >= ? AND s.value < ?)")
             args += [text, text + "\U0010ffff"]
-    sub = (
-        "r.id IN (SELECT s.id FROM search_string s WHERE s.resource_type = ? AND s.name = ? "
-        f"AND ({' OR '.join(ors)}))"
-    )
-    return sub, [resource_type, criterion.name, *args]
+    return " OR ".join(ors), args
 
 
 _DATE_TEST = {
@@ -349,17 +358,13 @@ def _date_bounds(prefix: str, low: int, high: int) -> list[int]:
     return {"eq": [low, high], "ge": [low], "le": [high], "gt": [high], "lt": [low]}[prefix]
 
 
-def _date_clause(resource_type: str, criterion: Criterion) -> tuple[str, list[Any]]:
+def _date_tests(criterion: Criterion) -> tuple[str, list[Any]]:
     ors, args = [], []
     for text in criterion.values:
         prefix, low, high = _date_value(criterion.name, text)
         ors.append(_DATE_TEST[prefix])
         args += _date_bounds(prefix, low, high)
-    sub = (
-        "r.id IN (SELECT d.id FROM search_date d WHERE d.resource_type = ? AND d.name = ? "
-        f"AND ({' OR '.join(ors)}))"
-    )
-    return sub, [resource_type, criterion.name, *args]
+    return " OR ".join(ors), args
 
 
 def _order_by(resource_type: str, name: str, descending: bool) -> str:

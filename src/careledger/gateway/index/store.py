@@ -96,7 +96,11 @@ class Located:
 
     @classmethod
     def of(cls, row: Sequence[object]) -> Located:
-        kind, id_, patient, record, version, updated, deleted, scope, author_org = row
+        """From a row of the index's columns (the first seven alone are enough: scope and
+        author organisation then empty)."""
+        kind, id_, patient, record, version, updated, deleted, scope, author_org = (
+            [*row, "", ""] if len(row) == 7 else row
+        )
         return cls(
             str(kind),
             str(id_),
@@ -145,20 +149,25 @@ class RecordIndex:
 
     def put(self, items: Iterable[tuple[Located, Mapping[str, Any] | None]]) -> None:
         """Record new latest versions (and their history rows), atomically. Each comes with
-        the decrypted resource (None for a tombstone), whose search parameters are indexed."""
+        the decrypted resource (None for a tombstone), whose search parameters are indexed.
+        Values are extracted before the transaction and written in one statement per table
+        (an import puts thousands at once)."""
+        rows = _Rows()
+        items = list(items)
+        with self.db.read() as sql:
+            previous = [_previous_scope(sql, entry) for entry, _ in items]
+        for (entry, resource), known in zip(items, previous, strict=True):
+            rows.add(self._completed(entry, resource, known), resource, replacing=known is not None)
         with self.db.write() as sql:
-            for entry, resource in items:
-                _put_one(sql, self._completed(entry, resource), resource)
+            rows.write(sql)
 
-    def _completed(self, entry: Located, resource: Mapping[str, Any] | None) -> Located:
-        scope, author_org = entry.scope, entry.author_org or self.organisation
-        if not scope:
-            previous = self.locate(entry.resource_type, entry.id)
-            if previous is not None and previous.scope:
-                scope = previous.scope  # a record keeps the scope of its version 1
-            elif resource is not None:
-                scope = scope_of(resource)
-        return replace(entry, scope=scope, author_org=author_org)
+    def _completed(
+        self, entry: Located, resource: Mapping[str, Any] | None, previous: str | None
+    ) -> Located:
+        """The entry with its scope (a record keeps the scope of its version 1) and author
+        organisation (the gateway's own, unless named)."""
+        scope = entry.scope or previous or (scope_of(resource) if resource is not None else "")
+        return replace(entry, scope=scope, author_org=entry.author_org or self.organisation)
 
     def of_patient(self, did: str) -> list[Located]:
         with self.db.read() as sql:
@@ -210,54 +219,70 @@ class RecordIndex:
         return len(rows)
 
 
-def _put_one(sql: sqlite3.Connection, entry: Located, resource: Mapping[str, Any] | None) -> None:
-    sql.execute(
-        f"INSERT OR REPLACE INTO resources ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            entry.resource_type,
-            entry.id,
-            entry.patient,
-            entry.record,
-            entry.version,
-            entry.last_updated,
-            int(entry.deleted),
-            entry.scope,
-            entry.author_org,
-        ),
-    )
-    _put_values(sql, entry, resource)
-    sql.execute(
-        "INSERT OR REPLACE INTO versions (resource_type, id, version, last_updated, deleted) "
-        "VALUES (?, ?, ?, ?, ?)",
-        (entry.resource_type, entry.id, entry.version, entry.last_updated, int(entry.deleted)),
-    )
+def _previous_scope(sql: sqlite3.Connection, entry: Located) -> str | None:
+    """The scope the index holds for this resource ("" if none yet), None if it holds no
+    row of it."""
+    row = sql.execute(
+        "SELECT scope FROM resources WHERE resource_type = ? AND id = ?",
+        (entry.resource_type, entry.id),
+    ).fetchone()
+    return None if row is None else str(row[0])
 
 
-def _put_values(
-    sql: sqlite3.Connection, entry: Located, resource: Mapping[str, Any] | None
-) -> None:
-    """Replace the resource's search values with those of this version (none for a
-    tombstone: a deleted resource is found by no search)."""
-    kind, id_ = entry.resource_type, entry.id
-    for table in SEARCH_TABLES:
-        sql.execute(f"DELETE FROM {table} WHERE resource_type = ? AND id = ?", (kind, id_))
-    if resource is None or entry.deleted:
-        return
-    values = params.extract(resource, entry.last_updated)
-    sql.executemany(
-        "INSERT OR IGNORE INTO search_token (resource_type, name, code, id, system) "
-        "VALUES (?, ?, ?, ?, ?)",
-        [(kind, name, code, id_, system) for name, system, code in values.tokens],
-    )
-    sql.executemany(
-        "INSERT OR IGNORE INTO search_string (resource_type, name, value, id) VALUES (?, ?, ?, ?)",
-        [(kind, name, value, id_) for name, value in values.strings],
-    )
-    sql.executemany(
-        "INSERT OR IGNORE INTO search_date (resource_type, id, name, low, high) "
-        "VALUES (?, ?, ?, ?, ?)",
-        [(kind, id_, name, low, high) for name, low, high in values.dates],
-    )
+class _Rows:
+    """The rows of many puts, written together."""
+
+    def __init__(self) -> None:
+        self.resources: list[tuple[Any, ...]] = []
+        self.versions: list[tuple[Any, ...]] = []
+        self.stale: list[tuple[str, str]] = []  # (type, id) whose old search values go
+        self.tokens: list[tuple[str, ...]] = []
+        self.strings: list[tuple[str, ...]] = []
+        self.dates: list[tuple[Any, ...]] = []
+
+    def add(self, entry: Located, resource: Mapping[str, Any] | None, *, replacing: bool) -> None:
+        kind, id_ = entry.resource_type, entry.id
+        where = (entry.patient, entry.record, entry.version, entry.last_updated)
+        self.resources.append(
+            (kind, id_, *where, int(entry.deleted), entry.scope, entry.author_org)
+        )
+        self.versions.append((kind, id_, entry.version, entry.last_updated, int(entry.deleted)))
+        if replacing:
+            self.stale.append((kind, id_))
+        if resource is None or entry.deleted:
+            return  # a deleted resource is found by no search
+        values = params.extract(resource, entry.last_updated)
+        self.tokens += [(kind, name, code, id_, system) for name, system, code in values.tokens]
+        self.strings += [(kind, name, value, id_) for name, value in values.strings]
+        self.dates += [(kind, id_, name, low, high) for name, low, high in values.dates]
+
+    def write(self, sql: sqlite3.Connection) -> None:
+        for table in SEARCH_TABLES:
+            sql.executemany(f"DELETE FROM {table} WHERE resource_type = ? AND id = ?", self.stale)
+        sql.executemany(
+            f"INSERT OR REPLACE INTO resources ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            self.resources,
+        )
+        sql.executemany(
+            "INSERT OR REPLACE INTO versions (resource_type, id, version, last_updated, deleted) "
+            "VALUES (?, ?, ?, ?, ?)",
+            self.versions,
+        )
+        sql.executemany(
+            "INSERT OR IGNORE INTO search_token (resource_type, name, code, id, system) "
+            "VALUES (?, ?, ?, ?, ?)",
+            self.tokens,
+        )
+        sql.executemany(
+            "INSERT OR IGNORE INTO search_string (resource_type, name, value, id) "
+            "VALUES (?, ?, ?, ?)",
+            self.strings,
+        )
+        sql.executemany(
+            "INSERT OR IGNORE INTO search_date (resource_type, id, name, low, high) "
+            "VALUES (?, ?, ?, ?, ?)",
+            self.dates,
+        )
 
 
 def _forget(sql: sqlite3.Connection, resource_type: str, resource_id: str) -> None:
