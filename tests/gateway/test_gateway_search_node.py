@@ -120,6 +120,7 @@ def resources_of(label: str, n: int) -> list[dict[str, Any]]:
                         ]
                     }
                 ],
+                "identifier": [{"system": "urn:test", "value": f"MARK-{label}-{i}"}],
                 "code": {"coding": [{"system": LOINC, "code": code}]},
                 "subject": subject,
                 "encounter": {"reference": f"Encounter/enc-{label}"},
@@ -374,6 +375,14 @@ def test_paging_links_walk_every_match_once(world: World) -> None:
     assert set(seen) == observations
 
 
+def test_the_index_file_is_owner_only(world: World) -> None:
+    files = list(world.gateway.data_dir.glob("gateway.sqlite*"))
+    assert files
+    for path in files:
+        assert path.stat().st_mode & 0o777 == 0o600, path
+    assert world.gateway.data_dir.stat().st_mode & 0o077 == 0
+
+
 def test_find_answers_only_readable_matches(world: World) -> None:
     """What conditional references and If-None-Exist see: only the caller's."""
     found = find(world.gateway, world.principal("a2"), "Patient", [("_id", "pP5")])
@@ -405,6 +414,11 @@ def test_the_follower_forgets_ended_grants_and_erased_records(world: World) -> N
     assert "obs-P1-0" not in {loc.id for loc, _ in found.matches}
     world.gateway.follower.sync_once()
     assert "obs-P1-0" not in {row.id for row in index.of_patient(patient["P1"])}
+    # ... and from the disk: its search values are overwritten, not left in free pages or
+    # in the write-ahead log (a P1 record still indexed is there: the control).
+    on_disk = b"".join(p.read_bytes() for p in world.gateway.data_dir.glob("gateway.sqlite*"))
+    assert b"MARK-P1-1" in on_disk and b"MARK-P1-0" not in on_disk
+    assert b"MARK-P3-0" not in on_disk and b"MARK-P4-0" not in on_disk  # grants ended
     # P1 revokes: everything of P1 leaves the index (B wrote it all).
     ConsentClient(world.node.url, world.patients["P1"]).revoke(world.grants["P1"])
     world.gateway.follower.sync_once()
