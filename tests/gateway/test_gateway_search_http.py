@@ -249,6 +249,16 @@ def test_bad_parameters_are_400_operation_outcomes(
         assert outcome["issue"][0]["code"] == "invalid"
 
 
+def test_an_oversized_search_form_is_413(world: World) -> None:
+    response = world.http.post(
+        "Observation/_search",
+        content="code=" + "x" * (65 * 1024),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 413
+    assert response.json()["resourceType"] == "OperationOutcome"
+
+
 def test_no_token_is_401_and_scopes_without_search_are_403(world: World) -> None:
     assert httpx.get(f"{world.node.fhir_url}/Observation").status_code == 401
     with world.node.client.http(scope="system/Patient.rs") as narrow:

@@ -325,6 +325,8 @@ def _grant(patient: str, scopes: list[str], **extra: Any) -> dict[str, Any]:
         ([("_summary", "data")], "_summary"),
         ([("code:below", "x")], "modifier"),
         ([("code", "a,,b")], "non-empty"),
+        ([("code", ",".join(["x"] * 101))], "1 to 100"),
+        ([("_offset", "x")], "_offset"),
     ],
 )
 def test_malformed_parameters_are_400(items: list[tuple[str, str]], message: str) -> None:
