@@ -192,7 +192,11 @@ DIRECTORY_PARAMETERS: dict[str, dict[str, Param]] = {
         "gender": _p(TOKEN, "gender"),
     },
     "PractitionerRole": {"role": _p(TOKEN, "code"), "specialty": _p(TOKEN, "specialty")},
-    "Location": {"name": _p(STRING, "name", "alias"), "type": _p(TOKEN, "type")},
+    "Location": {
+        "name": _p(STRING, "name", "alias"),
+        "type": _p(TOKEN, "type"),
+        "status": STATUS,
+    },
     "HealthcareService": {"name": _p(STRING, "name"), "service-type": _p(TOKEN, "type")},
     "Endpoint": {"name": _p(STRING, "name"), "connection-type": _p(TOKEN, "connectionType")},
     "Medication": {"code": _p(TOKEN, "code")},

@@ -19,6 +19,10 @@ from careledger.wallet.records import RecordRef, RecordsClient, RecordsError
 
 log = logging.getLogger(__name__)
 
+# Up to this many records of one patient on a page: one `records/versions` query each; more:
+# one `records/records` query for all of the patient's records.
+PER_RECORD_QUERIES = 2
+
 
 def read_readable(
     index: RecordIndex, client: RecordsClient, items: Sequence[Located]
@@ -28,18 +32,17 @@ def read_readable(
     Refused, erased, deleted or altered records are left out (erased ones leave the index)."""
     anchored: list[tuple[Located, RecordRef, dict[str, Any]]] = []
     erased: list[Located] = []
+    states = _chain_states(client, items)
     for located in items:
         ref = RecordRef(located.patient, located.resource_type, located.id, located.record)
-        try:
-            info = client.versions(ref)
-        except RecordsError:
+        state = states.get((located.patient, located.record))
+        if state is None:
             continue  # not a party of the patient's consent (403), or gone (404)
-        if info["erased_at"]:
+        if state["erased_at"]:
             erased.append(located)
             continue
-        latest = max(info["history"], key=lambda anchor: int(anchor["version"]))
-        if not latest["tombstone"]:
-            anchored.append((located, ref, latest))
+        if not state["latest"]["tombstone"]:
+            anchored.append((located, ref, state["latest"]))
     for located in erased:
         index.forget_records(located.patient, [located.record])
     if not anchored:
@@ -62,6 +65,34 @@ def read_readable(
         )
         readable.append((current, _as_served(resource, current)))
     return readable
+
+
+def _chain_states(
+    client: RecordsClient, items: Sequence[Located]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Each record's state on chain ({erased_at, latest: its latest anchor}), by (patient,
+    record): one `records/records` query for a patient with several records on the page,
+    else `records/versions` for the one. A refused or failed query leaves its records out."""
+    by_patient: dict[str, list[Located]] = {}
+    for located in items:
+        by_patient.setdefault(located.patient, []).append(located)
+    states: dict[tuple[str, str], dict[str, Any]] = {}
+    for patient, located_list in by_patient.items():
+        try:
+            if len(located_list) > PER_RECORD_QUERIES:
+                wanted = {located.record for located in located_list}
+                for rec in client.records(patient):
+                    if rec["record"] in wanted:
+                        states[(patient, str(rec["record"]))] = rec
+                continue
+            for located in located_list:
+                ref = RecordRef(patient, located.resource_type, located.id, located.record)
+                info = client.versions(ref)
+                latest = max(info["history"], key=lambda anchor: int(anchor["version"]))
+                states[(patient, located.record)] = {**info, "latest": latest}
+        except RecordsError:
+            continue
+    return states
 
 
 def _as_served(resource: dict[str, Any], located: Located) -> dict[str, Any]:
