@@ -284,3 +284,41 @@ def test_directory_search(world: World) -> None:
     assert by_id["total"] == 1
     assert world.http.get("Organization", params={"_summary": "count"}).json()["total"] == 2
     assert world.http.get("Organization", params={"nonsense": "x"}).status_code == 400
+
+
+def test_find_resolves_conditional_references_in_the_directory(world: World) -> None:
+    """What gateway/bundles.py calls for `Practitioner?identifier=...`: the directory's
+    matches, through the gateway's own database (the process's gateway.sqlite)."""
+    post(
+        world.http,
+        {
+            "resourceType": "Practitioner",
+            "identifier": [{"system": "http://hl7.org/fhir/sid/us-npi", "value": "999"}],
+            "name": [{"family": "Ng"}],
+        },
+    )
+    from careledger.gateway.principal import Principal
+    from careledger.gateway.search import find
+    from careledger.gateway.smart.scopes import parse_scopes
+
+    gateway = Gateway(world.node.url, world.node.organisation(), world.node.gateway_dir)
+    try:
+        principal = Principal("t", gateway.organisation.did, parse_scopes("system/*.rs"), "TREAT")
+        found = find(
+            gateway,
+            principal,
+            "Practitioner",
+            [("identifier", "http://hl7.org/fhir/sid/us-npi|999")],
+        )
+        assert [f.resource_type for f in found] == ["Practitioner"]
+        assert (
+            find(
+                gateway,
+                principal,
+                "Practitioner",
+                [("identifier", "http://hl7.org/fhir/sid/us-npi|998")],
+            )
+            == []
+        )
+    finally:
+        gateway.close()

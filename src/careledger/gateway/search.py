@@ -76,10 +76,13 @@ def find(
     gateway: Gateway, principal: Principal, resource_type: str, items: Sequence[tuple[str, str]]
 ) -> list[Located]:
     """Every match of a search that `principal` may read, unread (for conditional references
-    and If-None-Exist: "exactly one match"). 400 for a malformed or unknown parameter."""
+    and If-None-Exist: "exactly one match"), of a patient's records or of the directory
+    (whose Located name no patient or record). 400 for a malformed or unknown parameter."""
     principal.require(resource_type, "s")
     query = parse_query(resource_type, items)
     query.count, query.offset = 10**9, 0
+    if resource_type in DIRECTORY_TYPES:  # Practitioner?identifier=..., the usual case
+        return [located for located, _ in search_directory(gateway, principal, query).matches]
     return IndexSearch(gateway.index).run(query, access_of(gateway, principal)).page
 
 
