@@ -472,3 +472,24 @@ def test_the_follower_indexes_what_known_records_refer_to_and_new_versions(
         assert found.matches[0][1]["meta"]["versionId"] == "2"
     finally:
         gateway.close()
+
+
+def test_a_stale_practitioner_key_file_does_not_stop_the_follower(
+    world: World, tmp_path: Path
+) -> None:
+    """A key file of a practitioner the chain does not know (never registered) is skipped;
+    the pass goes on for the others."""
+    from careledger.crypto.keys import Identity
+
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    world.staff["a1"].save(keys / "practitioner-a1.json")
+    stranger = Identity.generate()
+    KeyFile(stranger.did, "practitioner", stranger, "gone").save(keys / "practitioner-old.json")
+    gateway = Gateway(world.node.url, world.a, tmp_path / "gw", keys_dir=keys)
+    try:
+        report = gateway.follower.sync_once()
+        assert any(stranger.did in error for error in report.errors)
+        assert gateway.follower.interval > 0
+    finally:
+        gateway.close()

@@ -92,7 +92,8 @@ class Follower:
     # --- the thread ------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is not None:
+        """Start the passes (none when the interval is 0: $CARELEDGER_GATEWAY_SYNC=0)."""
+        if self._thread is not None or self.interval <= 0:
             return
         self._thread = threading.Thread(target=self._run, name="gateway-follower", daemon=True)
         self._thread.start()
@@ -118,7 +119,7 @@ class Follower:
     def sync_once(self) -> SyncReport:
         with self._lock:
             report = SyncReport()
-            covers = self._covers(int(time.time()))
+            covers = self._covers(int(time.time()), report)
             for patient in sorted(self.gateway.index.patients() | covers.keys()):
                 try:
                     self._sync_patient(patient, covers.get(patient, []), report)
@@ -126,13 +127,22 @@ class Follower:
                     report.errors.append(f"{patient}: {exc}")
             return report
 
-    def _covers(self, now: int) -> dict[str, list[Cover]]:
-        """The active read grants to the organisation or its practitioners, by patient."""
+    def _covers(self, now: int, report: SyncReport) -> dict[str, list[Cover]]:
+        """The active read grants to the organisation or its practitioners, by patient. Any
+        failure but a practitioner unknown to the chain ends the pass (forgetting on a
+        partial answer would drop what is still granted)."""
         organisation = self.gateway.organisation.did
         found: dict[str, list[Cover]] = {}
         for reader in [organisation, *self._practitioners()]:
             client = self.gateway.records_for(_principal(reader, AUTHOR_PURPOSE))
-            for grant in client.node.query("consent/granted", grantee=reader, at=str(now)):
+            try:
+                grants = client.node.query("consent/granted", grantee=reader, at=str(now))
+            except NodeError as exc:
+                if reader == organisation or exc.status not in (401, 403, 404):
+                    raise
+                report.errors.append(f"practitioner {reader} skipped: {exc}")  # not registered
+                continue
+            for grant in grants:
                 cover = _cover_of(grant, reader, organisation, now)
                 if cover is not None:
                     found.setdefault(str(grant["patient"]), []).append(cover)
