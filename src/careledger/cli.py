@@ -105,6 +105,7 @@ def up(
         f"Register a backend client: careledger clients add --data-dir {data_dir} --new-key "
         f"client.json --token-url {url}/auth/token; then careledger token --key client.json"
     )
+    gateway.start()
     try:
         serve(node, host, port, beside=lambda node_api: compose(node_api, gateway_app(gateway)))
     finally:

@@ -248,6 +248,24 @@ def test_conditional_create(world: World) -> None:
     patient_id, _ = new_patient(a, "Berneice_Little")
     existing = post(a, {"resourceType": "Patient"}, **{"if-none-exist": f"_id={patient_id}"})
     assert existing.status_code == 200 and existing.json()["id"] == patient_id
+    # A patient's record by identifier: the search index finds it (what the caller may read).
+    patient, _ = synthea_patient("Yi_Weissnat")
+    mrn = next(
+        i for i in patient["identifier"] if i.get("type", {}).get("text") == "Medical Record Number"
+    )
+    condition = f"identifier={mrn['system']}|{mrn['value']}"
+    first = post(a, patient, **{"if-none-exist": condition})
+    assert first.status_code == 201 and first.headers["careledger-claim-code"]
+    again = post(a, patient, **{"if-none-exist": condition})
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    assert "careledger-claim-code" not in again.headers  # enrolled once, its code given once
+    with a.client(scopes="system/Patient.cr") as no_search:
+        refused = no_search.post(
+            "Patient",
+            content=orjson.dumps(patient),
+            headers={"content-type": FHIR_JSON, "if-none-exist": condition},
+        )
+        assert refused.status_code == 403 and outcome_of(refused)
 
 
 def test_refusals_as_operation_outcomes(world: World) -> None:
@@ -356,9 +374,11 @@ def test_no_consent_is_403_and_audited_erased_is_410(world: World) -> None:
 
     with RecordsClient(world.node.url, patient) as own:
         own.erase([own.ref(patient.did, "Observation", obs["id"])])
-    erased = a.http.get(f"/Observation/{obs['id']}")
-    assert erased.status_code == 410 and outcome_of(erased)
-    assert put(a, {**obs, "status": "amended"}).status_code == 410
+    # B's index still lists it (B runs no follower here: the node's answer is what counts).
+    erased = b.http.get(f"/Observation/{obs['id']}")
+    assert erased.status_code == 410 and outcome_of(erased)["issue"][0]["code"] == "deleted"
+    assert put(b, {**obs, "status": "amended"}).status_code == 410
+    assert b.http.get(f"/Observation/{obs['id']}/_history").status_code == 410
 
 
 def test_a_version_the_chain_holds_already_is_409(world: World) -> None:

@@ -23,7 +23,10 @@ from careledger.gateway.smart.tokens import TokenStore, token_routes
 
 def gateway_routes(gateway: Gateway) -> list[BaseRoute]:
     """Every route of the gateway, under /fhir (FHIR) and /auth (the token endpoint)."""
+    from careledger.gateway.search import search_routes
+
     fhir: list[BaseRoute] = [*capability_routes(gateway)]
+    fhir += search_routes(gateway)  # GET /{type}, POST /{type}/_search
     fhir += interaction_routes(gateway)  # after the fixed paths: /{type}/{id} takes any pair
     auth: list[BaseRoute] = [*token_routes(gateway)]
     return [Mount("/auth", routes=auth), Mount("/fhir", routes=fhir)]

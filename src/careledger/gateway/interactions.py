@@ -87,10 +87,11 @@ class _Endpoints:
     def _existing(self, principal: Principal, kind: str, condition: str) -> Stored | None:
         """The resource If-None-Exist names, if exactly one matches (412 if several)."""
         criteria = dict(parse_qsl(condition.split("?", 1)[-1], keep_blank_values=True))
+        # (a repeated parameter keeps its last value: If-None-Exist names one match)
         if not criteria:
             raise FhirError(400, f"If-None-Exist {condition!r} names no search parameter")
         principal.require(kind, "s")
-        found = self.resources.matching(kind, criteria)
+        found = self.resources.matching(kind, criteria, principal)
         if len(found) > 1:
             raise FhirError(412, f"If-None-Exist matches {len(found)} {kind} resources")
         return self.resources.read(principal, kind, found[0]) if found else None

@@ -38,6 +38,7 @@ from careledger.gateway.resource_types import (
     RESOURCE_TYPES,
     VIEW_TYPES,
 )
+from careledger.gateway.search import find
 from careledger.wallet.fhir import validate_resource
 from careledger.wallet.records import RecordRef, RecordsClient, RecordsError, Written
 from careledger.wallet.sealing import Job
@@ -70,18 +71,6 @@ class Write:
     resource: Mapping[str, Any] | None = None
     resource_id: str | None = None
     if_match: int | None = None
-
-
-def identifier_search(
-    gateway: Gateway, resource_type: str, system: str | None, value: str
-) -> list[str]:
-    """Ids of a patient-record type with this identifier: the search index's answer
-    (gateway/index, h10-search); until it holds identifiers, only the directory's are found."""
-    raise FhirError(
-        400,
-        f"a conditional match on {resource_type}'s identifier needs the search index",
-        code="not-supported",
-    )
 
 
 def instant_now() -> str:
@@ -287,21 +276,31 @@ class Resources:
             principal, [Write(DELETE, resource_type, None, resource_id, if_match)]
         )[0]
 
-    def matching(self, resource_type: str, criteria: Mapping[str, str]) -> list[str]:
-        """Ids of the live resources of a type that match `criteria` (`_id`, `identifier`
-        as `system|value`, `|value` or `value`), for If-None-Exist and conditional
-        references: 400 for any other parameter."""
+    def matching(
+        self,
+        resource_type: str,
+        criteria: Mapping[str, str],
+        principal: Principal | None = None,
+    ) -> list[str]:
+        """Ids of the live resources of a type that match `criteria`, for If-None-Exist and
+        conditional references. `_id`, and `identifier` (`system|value`, `|value`, `value`)
+        of the directory, are matched here; with the caller's `principal`, any search the
+        index serves (gateway/search.py `find`: only what the caller may read), else 400."""
+        if principal is not None and (
+            resource_type not in DIRECTORY_TYPES or set(criteria) - {"_id", "identifier"}
+        ):
+            found = find(self.gateway, principal, resource_type, list(criteria.items()))
+            return sorted({located.id for located in found})
         unknown = set(criteria) - {"_id", "identifier"}
-        if unknown:
-            raise FhirError(
-                400, f"conditional match on {', '.join(sorted(unknown))} is not supported"
-            )
+        if unknown or (resource_type not in DIRECTORY_TYPES and "identifier" in criteria):
+            asked = ", ".join(sorted(unknown or {"identifier"}))
+            raise FhirError(400, f"conditional match on {resource_type}'s {asked} needs a search")
         candidates: set[str] | None = None
         if "_id" in criteria:
             candidates = {criteria["_id"]} if self._live(resource_type, criteria["_id"]) else set()
         if "identifier" in criteria:
-            found = set(self._by_identifier(resource_type, criteria["identifier"]))
-            candidates = found if candidates is None else candidates & found
+            found_ids = set(self._by_identifier(resource_type, criteria["identifier"]))
+            candidates = found_ids if candidates is None else candidates & found_ids
         return sorted(candidates or ())
 
     def _live(self, resource_type: str, resource_id: str) -> bool:
@@ -316,9 +315,7 @@ class Resources:
         if not bar:
             system, value = "", token
         wanted_system = system if bar else None
-        if resource_type in DIRECTORY_TYPES:
-            return self.directory.by_identifier(resource_type, wanted_system, value)
-        return identifier_search(self.gateway, resource_type, wanted_system, value)
+        return self.directory.by_identifier(resource_type, wanted_system, value)
 
     def find_patient(self, resource: Mapping[str, Any]) -> str:
         """The did of the patient a resource belongs to (422 names none or an unknown one;

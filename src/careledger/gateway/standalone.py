@@ -44,6 +44,7 @@ def serve_gateway(
 ) -> None:
     """Serve the gateway until SIGINT or SIGTERM."""
     gateway = Gateway(node_url, organisation, data_dir, keys_dir=keys_dir, base_url=base_url)
+    gateway.start()
     try:
         config = uvicorn.Config(
             gateway_app(gateway), host=host, port=port, log_level="warning", access_log=False
