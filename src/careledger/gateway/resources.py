@@ -18,6 +18,7 @@ current version's (ignoring meta.versionId and meta.lastUpdated) writes no new v
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -615,6 +616,8 @@ class _Batch:
             naming_key = self.client.keyring.naming_key(plan.patient)
         latest = {plan.record: plan.version - 1} if plan.record else {}
         job = self.client.writer.job(plan.patient, plan.resource, keys, latest, naming_key)
+        # Validated in the checks (every one before anything is written): not again.
+        job = dataclasses.replace(job, validated=True)
         plan.record = job.record
         if job.version != plan.version:  # a fresh name, and the version we planned
             raise FhirError(409, f"{plan.write.resource_type}/{plan.resource_id}: version race")
