@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from careledger.gateway.capability import capability_routes
 from careledger.gateway.context import Gateway
+from careledger.gateway.interactions import interaction_routes
 from careledger.gateway.outcome import HANDLERS
 from careledger.gateway.smart.middleware import BearerAuth
 from careledger.gateway.smart.tokens import TokenStore, token_routes
@@ -22,7 +23,11 @@ from careledger.gateway.smart.tokens import TokenStore, token_routes
 
 def gateway_routes(gateway: Gateway) -> list[BaseRoute]:
     """Every route of the gateway, under /fhir (FHIR) and /auth (the token endpoint)."""
+    from careledger.gateway.search import search_routes
+
     fhir: list[BaseRoute] = [*capability_routes(gateway)]
+    fhir += search_routes(gateway)  # GET /{type}, POST /{type}/_search
+    fhir += interaction_routes(gateway)  # after the fixed paths: /{type}/{id} takes any pair
     auth: list[BaseRoute] = [*token_routes(gateway)]
     return [Mount("/auth", routes=auth), Mount("/fhir", routes=fhir)]
 
