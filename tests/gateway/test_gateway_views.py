@@ -160,7 +160,7 @@ def test_a_refused_read_shows_as_a_failed_audit_event(gateway: Gateway, node: No
 
 def test_a_served_read_shows_as_an_audit_event_of_its_patient(gateway: Gateway) -> None:
     principal = _principal(gateway)
-    patient, written = _write_indexed(gateway, principal)
+    _, written = _write_indexed(gateway, principal)
     client = gateway.records_for(principal)
     assert client.read(written[1].ref)["id"] == "o1"
     views = Views(gateway)
