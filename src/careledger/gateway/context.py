@@ -17,6 +17,7 @@ from starlette.requests import Request
 from careledger.crypto.keyfile import KeyFile, KeyFileError
 from careledger.gateway import receipts
 from careledger.gateway.db import GatewayDb
+from careledger.gateway.directory import SCHEMA as directory_schema
 from careledger.gateway.index import store as index_store
 from careledger.gateway.index.store import RecordIndex
 from careledger.gateway.outcome import FhirError
@@ -25,7 +26,7 @@ from careledger.wallet.node_client import NodeClient
 from careledger.wallet.records import RecordsClient
 
 # Every table of gateway.sqlite, by the part that owns it.
-SCHEMAS = [index_store.SCHEMA, receipts.SCHEMA]
+SCHEMAS = [index_store.SCHEMA, directory_schema, receipts.SCHEMA]
 
 
 class Gateway:
