@@ -12,15 +12,20 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from careledger.gateway.bundles import bundle_routes
 from careledger.gateway.context import Gateway
+from careledger.gateway.everything import everything_routes
 from careledger.gateway.outcome import HANDLERS
+from careledger.gateway.views import view_routes
 
 
 def gateway_routes(gateway: Gateway) -> list[BaseRoute]:
     """Every route of the gateway, under /fhir (FHIR) and /auth (the token endpoint)."""
     fhir: list[BaseRoute] = []
+    fhir += view_routes(gateway)  # before the generic interaction routes: views are read-only
+    fhir += everything_routes(gateway)
     auth: list[BaseRoute] = []
-    return [Mount("/auth", routes=auth), Mount("/fhir", routes=fhir)]
+    return [*bundle_routes(gateway), Mount("/auth", routes=auth), Mount("/fhir", routes=fhir)]
 
 
 def gateway_app(gateway: Gateway) -> Starlette:

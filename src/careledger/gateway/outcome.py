@@ -61,6 +61,7 @@ class FhirError(Exception):
         self.code = code or ISSUE_TYPE.get(status, "processing")
         self.issues = tuple(issues)  # (location, message) of each problem, if many
         self.headers = dict(headers or {})
+        self.entry: int | None = None  # the write of a batch it is about (bundle entries)
 
     def outcome(self) -> dict[str, Any]:
         if not self.issues:
