@@ -25,6 +25,10 @@ consent_app = typer.Typer(
 )
 app.add_typer(consent_app, name="consent")
 app.add_typer(net_app, name="net")
+clients_app = typer.Typer(
+    help="SMART backend clients of the FHIR gateway: add, list, remove.", no_args_is_help=True
+)
+app.add_typer(clients_app, name="clients")
 
 console = Console(emoji=False, highlight=False, soft_wrap=True)
 err = Console(stderr=True, emoji=False, highlight=False, soft_wrap=True)
@@ -482,6 +486,81 @@ def verify_record(
     options = records_cli.TrustOptions(validators, header_hash, node, keyfile)
     with records_cli.errors(_fail):
         records_cli.verify_proof_file(proof, options, console)
+
+
+@clients_app.command("add")
+def clients_add(
+    data_dir: Path = typer.Option(DEFAULT_DATA_DIR, help="Data directory of the gateway."),
+    jwks: Path | None = typer.Option(None, help="The client's public JWKS file."),
+    jwk: Path | None = typer.Option(None, help="The client's public JWK file."),
+    jwks_url: str | None = typer.Option(None, help="Where the gateway fetches its JWKS."),
+    new_key: Path | None = typer.Option(
+        None, help="Make a key pair; write the private key, client id and token URL here."
+    ),
+    alg: str = typer.Option("EdDSA", help="With --new-key: EdDSA, ES384 or RS384."),
+    practitioner: str | None = typer.Option(
+        None, help="Act as this practitioner (did; default: the organisation)."
+    ),
+    scope: str = typer.Option("system/*.cruds", help="The most its tokens may carry."),
+    purpose: str = typer.Option("TREAT", help="Purpose of use its reads state."),
+    name: str = typer.Option("", help="A label."),
+    keys: Path | None = typer.Option(None, help="Practitioners' key files (default DIR/keys)."),
+    token_url: str = typer.Option(
+        DEFAULT_NODE + "/auth/token", help="With --new-key: the token URL to write."
+    ),
+) -> None:
+    """Register a SMART backend client; prints its client id."""
+    from careledger.gateway import clients_cli as cc
+
+    sources = cc.KeySource(jwks, jwk, jwks_url, new_key, alg)
+    binding = cc.Binding(practitioner, scope, purpose, name)
+    try:
+        console.print(cc.add_client(data_dir, sources, binding, keys, token_url))
+    except cc.CommandError as exc:
+        raise _fail(str(exc)) from None
+
+
+@clients_app.command("list")
+def clients_list(
+    data_dir: Path = typer.Option(DEFAULT_DATA_DIR, help="Data directory of the gateway."),
+) -> None:
+    """The registered clients: id, name, who they act as, scopes, purpose, keys."""
+    from careledger.gateway import clients_cli as cc
+
+    try:
+        cc.list_clients(data_dir, console)
+    except cc.CommandError as exc:
+        raise _fail(str(exc)) from None
+
+
+@clients_app.command("remove")
+def clients_remove(
+    client_id: str = typer.Argument(..., help="The client's id."),
+    data_dir: Path = typer.Option(DEFAULT_DATA_DIR, help="Data directory of the gateway."),
+) -> None:
+    """Remove a client; its tokens stop working at once."""
+    from careledger.gateway import clients_cli as cc
+
+    try:
+        cc.remove_client(data_dir, client_id)
+    except cc.CommandError as exc:
+        raise _fail(str(exc)) from None
+    err.print(f"Removed client {client_id}.")
+
+
+@app.command()
+def token(
+    key: Path = typer.Option(..., help="The client key file (clients add --new-key)."),
+    scope: str | None = typer.Option(None, help="Scopes to ask for (default: all its own)."),
+    url: str | None = typer.Option(None, help="Token URL, or the FHIR base URL to ask."),
+) -> None:
+    """Get a bearer token the SMART way (a signed assertion) and print it, alone."""
+    from careledger.gateway import clients_cli as cc
+
+    try:
+        print(cc.get_token(key, scope, url))
+    except cc.CommandError as exc:
+        raise _fail(str(exc)) from None
 
 
 def _load_key(path: Path) -> KeyFile:

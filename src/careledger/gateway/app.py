@@ -9,27 +9,36 @@ lifespan) to the node, so `careledger up` is one process with one port.
 from __future__ import annotations
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from careledger.gateway.bundles import bundle_routes
+from careledger.gateway.capability import capability_routes
 from careledger.gateway.context import Gateway
 from careledger.gateway.everything import everything_routes
 from careledger.gateway.outcome import HANDLERS
+from careledger.gateway.smart.middleware import BearerAuth
+from careledger.gateway.smart.tokens import TokenStore, token_routes
 from careledger.gateway.views import view_routes
 
 
 def gateway_routes(gateway: Gateway) -> list[BaseRoute]:
     """Every route of the gateway, under /fhir (FHIR) and /auth (the token endpoint)."""
-    fhir: list[BaseRoute] = []
+    fhir: list[BaseRoute] = [*capability_routes(gateway)]
     fhir += view_routes(gateway)  # before the generic interaction routes: views are read-only
     fhir += everything_routes(gateway)
-    auth: list[BaseRoute] = []
+    auth: list[BaseRoute] = [*token_routes(gateway)]
     return [*bundle_routes(gateway), Mount("/auth", routes=auth), Mount("/fhir", routes=fhir)]
 
 
 def gateway_app(gateway: Gateway) -> Starlette:
-    app = Starlette(routes=gateway_routes(gateway), exception_handlers=HANDLERS)
+    tokens = TokenStore(gateway.db, gateway.organisation.did)
+    app = Starlette(
+        routes=gateway_routes(gateway),
+        exception_handlers=HANDLERS,
+        middleware=[Middleware(BearerAuth, tokens=tokens)],
+    )
     app.state.gateway = gateway
     return app
 

@@ -22,11 +22,12 @@ from careledger.gateway.index import store as index_store
 from careledger.gateway.index.store import RecordIndex
 from careledger.gateway.outcome import FhirError
 from careledger.gateway.principal import Principal
+from careledger.gateway.smart import clients as smart_clients
 from careledger.wallet.node_client import NodeClient
 from careledger.wallet.records import RecordsClient
 
 # Every table of gateway.sqlite, by the part that owns it.
-SCHEMAS = [index_store.SCHEMA, directory_schema, receipts.SCHEMA]
+SCHEMAS = [index_store.SCHEMA, directory_schema, receipts.SCHEMA, smart_clients.SCHEMA]
 
 
 class Gateway:

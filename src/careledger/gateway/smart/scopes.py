@@ -39,9 +39,40 @@ class ScopeSet:
         return (resource_type, interaction) in self.granted or ("*", interaction) in self.granted
 
     def narrowed_to(self, requested: ScopeSet) -> ScopeSet:
-        """The requested scopes that this (a client's registered) set allows."""
-        kept = frozenset(pair for pair in requested.granted if self.allows(*pair))
-        return ScopeSet(kept, requested.text)
+        """What both this (a client's registered) set and `requested` allow: the requested
+        scopes' text if all of it is allowed, else the v2 scopes of what is left (a wildcard
+        on one side keeps the other side's type)."""
+        kept = frozenset(
+            pair
+            for asked in requested.granted
+            for held in self.granted
+            if (pair := _meet(asked, held)) is not None
+        )
+        if kept == requested.granted:
+            return requested
+        return ScopeSet(kept, _v2_text(kept))
+
+
+def _meet(asked: tuple[str, str], held: tuple[str, str]) -> tuple[str, str] | None:
+    """The (type, letter) both allow, if any."""
+    (asked_type, letter), (held_type, held_letter) = asked, held
+    if letter != held_letter:
+        return None
+    if held_type in ("*", asked_type):
+        return asked
+    if asked_type == "*":
+        return held
+    return None
+
+
+def _v2_text(pairs: frozenset[tuple[str, str]]) -> str:
+    """SMART v2 scopes for these pairs, one per type, letters in c r u d s order."""
+    types = sorted({resource_type for resource_type, _ in pairs})
+    words = []
+    for resource_type in types:
+        letters = "".join(letter for letter in "cruds" if (resource_type, letter) in pairs)
+        words.append(f"system/{resource_type}.{letters}")
+    return " ".join(words)
 
 
 def parse_scopes(text: str) -> ScopeSet:
