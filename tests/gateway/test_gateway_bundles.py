@@ -445,7 +445,7 @@ def test_a_transaction_refuses_what_the_token_does_not_allow(gateway: Gateway) -
     assert _index_rows(gateway) == rows
 
 
-def test_references_to_another_patient_cannot_move_a_record(gateway: Gateway) -> None:
+def test_an_update_cannot_move_a_record_to_another_patient(gateway: Gateway) -> None:
     first = _post(gateway, _transaction(_post_entry({"resourceType": "Patient"})))
     second = _post(gateway, _transaction(_post_entry({"resourceType": "Patient"})))
     one = "/".join(first["entry"][0]["response"]["location"].split("/")[:2])
@@ -458,6 +458,55 @@ def test_references_to_another_patient_cannot_move_a_record(gateway: Gateway) ->
     }
     error = _refused(gateway, _transaction(moved))
     assert error.status == 422
-    stored = copy.deepcopy(_everything(gateway, one.split("/")[1]))
+    stored = _everything(gateway, one.split("/")[1])
     assert any(r["id"] == observation.split("/")[1] for r in stored)
     validate_resource(stored[0])
+
+
+def test_a_post_whose_uuid_is_taken_gets_a_new_id_and_overwrites_nothing(
+    gateway: Gateway,
+) -> None:
+    patient_url = f"urn:uuid:{uuid.uuid4()}"
+    bundle = _transaction(
+        _post_entry({"resourceType": "Patient", "gender": "female"}, patient_url),
+        _post_entry(_observation(patient_url)),
+    )
+    first = _post(gateway, bundle)
+    first_patient = first["entry"][0]["response"]["location"].split("/")[1]
+    assert first_patient == patient_url.removeprefix("urn:uuid:")  # the fullUrl's uuid, free
+    replayed = copy.deepcopy(bundle)
+    replayed["entry"][1]["resource"]["valueQuantity"]["value"] = 999
+    second = _post(gateway, replayed)
+    second_patient = second["entry"][0]["response"]["location"].split("/")[1]
+    assert second_patient != first_patient  # taken: a new id, a new patient
+    assert [e["response"]["status"] for e in second["entry"]] == ["201 Created"] * 2
+    kept = _everything(gateway, first_patient)
+    assert [r["valueQuantity"]["value"] for r in kept if r["resourceType"] == "Observation"] == [70]
+    assert all(r["meta"]["versionId"] == "1" for r in kept)
+
+
+def test_everything_includes_no_other_patients_records(gateway: Gateway) -> None:
+    other = _post(
+        gateway,
+        _transaction(
+            _post_entry(
+                {"resourceType": "Patient", "gender": "male"}, "urn:uuid:" + str(uuid.uuid4())
+            ),
+        ),
+    )
+    other_patient = "/".join(other["entry"][0]["response"]["location"].split("/")[:2])
+    theirs = _post(gateway, _transaction(_post_entry(_observation(other_patient))))
+    their_observation = "/".join(theirs["entry"][0]["response"]["location"].split("/")[:2])
+    patient_url = f"urn:uuid:{uuid.uuid4()}"
+    mine = _post(
+        gateway,
+        _transaction(
+            _post_entry({"resourceType": "Patient", "gender": "female"}, patient_url),
+            _post_entry(_observation(patient_url, hasMember=[{"reference": their_observation}])),
+        ),
+    )
+    patient_id = mine["entry"][0]["response"]["location"].split("/")[1]
+    returned = _everything(gateway, patient_id)
+    assert [r["resourceType"] for r in returned] == ["Patient", "Observation"]
+    assert returned[1]["hasMember"][0]["reference"] == their_observation  # a reference only
+    assert other_patient.split("/")[1] not in {r["id"] for r in returned}
