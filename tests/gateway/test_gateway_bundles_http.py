@@ -84,6 +84,14 @@ def test_views_over_http(gateway: GatewayProcess) -> None:
         assert refused.status_code == 405, kind
         assert refused.json()["resourceType"] == "OperationOutcome"
         assert gateway.http.delete(f"{kind}/x").status_code == 405
+        wrapped = {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {"resource": {"resourceType": kind}, "request": {"method": "POST", "url": kind}}
+            ],
+        }
+        assert _post_bundle(gateway.http, orjson.dumps(wrapped)).status_code == 405, kind
     consents = gateway.http.get("Consent", params={"patient": f"Patient/{patient}"}).json()
     assert consents["total"] == 1
     assert consents["entry"][0]["resource"]["patient"]["reference"] == f"Patient/{patient}"
