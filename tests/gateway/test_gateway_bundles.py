@@ -259,6 +259,25 @@ def test_a_bundle_as_current_synthea_writes_it_imports(gateway: Gateway) -> None
     assert returned["Observation"]["performer"][0]["reference"] == ids[2]
     assert returned["Observation"]["encounter"]["reference"] == f"Encounter/{encounter['id']}"
     assert {"Organization", "Location", "Practitioner"} <= set(returned)  # the includes
+    renamed = {**directory["entry"][0]["resource"], "name": "Renamed General Hospital"}
+    conditional_put = {
+        "resource": renamed,
+        "request": {"method": "PUT", "url": f"Organization?identifier={SYNTHEA_ID}|{org}"},
+    }
+    searched = {
+        "request": {"method": "GET", "url": f"Practitioner?identifier={NPI}|{npi}"},
+    }
+    updated = _post(gateway, _transaction(conditional_put, searched))
+    assert updated["entry"][0]["response"]["status"] == "200 OK"
+    assert updated["entry"][0]["response"]["location"] == f"{ids[0]}/_history/2"
+    found = updated["entry"][1]["resource"]
+    assert found["type"] == "searchset"
+    assert [e["resource"]["id"] for e in found["entry"]] == [ids[2].split("/")[1]]
+    wrong_id = {
+        "resource": {**renamed, "id": "not-the-match"},
+        "request": {"method": "PUT", "url": f"Organization?identifier={SYNTHEA_ID}|{org}"},
+    }
+    assert _refused(gateway, _transaction(wrong_id)).status == 400
 
 
 def test_bundles_synthea_3_3_generated(gateway: Gateway) -> None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
@@ -104,11 +104,6 @@ class _Entry:
     existing: bool = False  # ifNoneExist matched: nothing to write
     skip: bool = False  # a conditional DELETE that matched nothing
     answer: dict[str, Any] | None = None  # its response entry, once known
-    errors: list[FhirError] = field(default_factory=list)
-
-    @property
-    def where(self) -> str:
-        return f"Bundle.entry[{self.index}]"
 
     @property
     def reference(self) -> str:
@@ -271,7 +266,7 @@ class BundleProcessor:
         """Which resource each entry acts on, and the Type/id its fullUrl stands for."""
         if entry.method == "POST":
             self._post_target(entry)
-        elif entry.condition is not None:
+        elif entry.condition is not None and entry.method != "GET":
             matches = self.resources.matching(entry.resource_type, entry.condition)
             if len(matches) > 1:
                 raise FhirError(
@@ -320,7 +315,14 @@ class BundleProcessor:
         if entry.resource is None or entry.existing:
             return
         resource = self._rewritten(entry.resource, entry.resource_type)
-        resource["id"] = entry.resource_id
+        if entry.method == "POST" or "id" not in resource:
+            resource["id"] = entry.resource_id  # a create's id is the server's (FHIR)
+        elif entry.condition is not None and resource["id"] != entry.resource_id:
+            raise FhirError(
+                400,
+                f"the resource's id {resource['id']!r} is not the id the condition matched "
+                f"({entry.resource_id!r})",
+            )
         entry.resource = resource
 
     def _rewritten(self, value: Any, path: str) -> Any:
@@ -423,6 +425,8 @@ class BundleProcessor:
     def _answer_without_write(self, entry: _Entry) -> dict[str, Any]:
         if entry.skip:
             return {"response": {"status": _status(204)}}
+        if entry.condition is not None and entry.method == "GET":
+            return self._search(entry.resource_type, entry.condition)
         assert entry.resource_id is not None
         if entry.method == "GET":
             if entry.version is not None:
@@ -437,6 +441,35 @@ class BundleProcessor:
         # ifNoneExist matched: the existing resource, nothing created (200, as HAPI answers).
         stored = self.resources.read(self.principal, entry.resource_type, entry.resource_id)
         return self._located(entry.reference, stored, 200)
+
+    def _search(self, resource_type: str, condition: Mapping[str, str]) -> dict[str, Any]:
+        """A GET entry's search (`_id`, `identifier`): a searchset of what the caller may
+        read (a record the node refuses is left out, its refusal audited)."""
+        self.principal.require(resource_type, "s")
+        found = []
+        for resource_id in self.resources.matching(resource_type, condition):
+            try:
+                found.append(self.resources.read(self.principal, resource_type, resource_id))
+            except FhirError as exc:
+                if exc.status not in (403, 404, 410):
+                    raise
+            except RecordsError as exc:
+                if exc.status not in (403, 404, 410):
+                    raise
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": len(found),
+            "entry": [
+                {
+                    "fullUrl": f"{self.base}/{resource_type}/{stored.resource['id']}",
+                    "resource": stored.resource,
+                    "search": {"mode": "match"},
+                }
+                for stored in found
+            ],
+        }
+        return {"resource": bundle, "response": {"status": _status(200)}}
 
 
 def _writes(entry: _Entry) -> bool:

@@ -446,8 +446,14 @@ class Views:
                     receipts.settle_receipt(self.gateway.db, kept, receipts.FAILED, "not on chain")
                 return
             proven = check_receipt(Receipted(receipt, kept.request), node, grace=0)
-        except (NodeError, BadReceipt, NotAudited, ProofError) as exc:
+        except BadReceipt as exc:  # not the node's signature for this read: never will be
             receipts.settle_receipt(self.gateway.db, kept, receipts.FAILED, str(exc)[:500])
+            return
+        except (NodeError, NotAudited, ProofError) as exc:
+            # Perhaps not yet (the block that proves the batch is not in, the node is busy):
+            # asked again next time, until the receipt is older than RECEIPT_PATIENCE.
+            if time.time() - kept.received > RECEIPT_PATIENCE:
+                receipts.settle_receipt(self.gateway.db, kept, receipts.FAILED, str(exc)[:500])
             return
         with self.gateway.db.write() as sql:
             for access in proven:
