@@ -281,17 +281,40 @@ def test_a_bundle_as_current_synthea_writes_it_imports(gateway: Gateway) -> None
 
 
 def test_bundles_synthea_3_3_generated(gateway: Gateway) -> None:
-    """Bundles Synthea 3.3.0 generated (`make synthea`), when present."""
+    """Bundles Synthea 3.3.0 generated (`make synthea`: conditional references to the
+    directory, ifNoneExist, a Provenance per patient), when present: each imports, and
+    $everything gives back every resource but the Provenance, its references resolved."""
     folder = Path(os.environ.get("CARELEDGER_SYNTHEA_DATA", "/nonexistent"))
     files = sorted(
         folder.glob("*.json"), key=lambda f: (not f.name.startswith(("hosp", "prac")), f.name)
     )
     if not files:
         pytest.skip("no Synthea 3.3.0 bundles (make synthea; CARELEDGER_SYNTHEA_DATA)")
+    by_identifier: dict[str, str] = {}  # "Type?identifier=system|value" -> Type/id
     for path in files:
-        answer = _post(gateway, _load(path))
+        bundle = _load(path)
+        answer = _post(gateway, bundle)
         statuses = {e["response"]["status"] for e in answer["entry"]}
         assert statuses <= {"201 Created", "200 OK"}, path.name
+        assigned = _assigned(bundle, answer) | by_identifier
+        for entry in bundle["entry"]:
+            for identifier in entry["resource"].get("identifier", []):
+                key = f"{entry['resource']['resourceType']}?identifier="
+                key += f"{identifier.get('system')}|{identifier.get('value')}"
+                by_identifier[key] = assigned[entry["fullUrl"]]
+        patients = [e for e in answer["entry"] if e["response"]["location"].startswith("Patient/")]
+        if not patients or bundle["type"] != "transaction":
+            continue
+        provenance = answer["entry"][-1]["response"]
+        assert provenance["location"].startswith("Provenance/")
+        assert provenance["outcome"]["issue"][0]["severity"] == "information"
+        returned = _everything(gateway, patients[0]["response"]["location"].split("/")[1])
+        by_reference = {f"{r['resourceType']}/{r['id']}": r for r in returned}
+        for entry in bundle["entry"]:
+            if entry["resource"]["resourceType"] == "Provenance":
+                continue
+            stored = by_reference[assigned[entry["fullUrl"]]]
+            assert _comparable(stored) == _comparable(entry["resource"], assigned), path.name
 
 
 def _transaction(*entries: dict[str, Any]) -> dict[str, Any]:

@@ -59,7 +59,7 @@ from careledger.gateway.outcome import (
 )
 from careledger.gateway.principal import Principal, principal_of
 from careledger.gateway.resources import CREATE, DELETE, UPDATE, Resources, Stored, Write
-from careledger.wallet.fhir import InvalidResource
+from careledger.wallet.fhir import InvalidResource, validate_resource
 from careledger.wallet.refs import RecordsError
 
 MAX_ENTRIES = 20_000  # Synthea's largest shared bundle has about 700
@@ -102,6 +102,7 @@ class _Entry:
     resource: dict[str, Any] | None = None
     full_url: str | None = None
     existing: bool = False  # ifNoneExist matched: nothing to write
+    derived: bool = False  # a client's Provenance: the chain's own stands for it
     skip: bool = False  # a conditional DELETE that matched nothing
     answer: dict[str, Any] | None = None  # its response entry, once known
 
@@ -223,6 +224,7 @@ class BundleProcessor:
                     f"{entry.resource_type}",
                 )
             entry.resource = resource
+            entry.derived = method == "POST" and entry.resource_type == "Provenance"
         if method == "POST" and request.get("ifNoneExist"):
             condition = str(request["ifNoneExist"])
             entry.if_none_exist = self._query(condition.partition("?")[2] or condition)
@@ -323,6 +325,8 @@ class BundleProcessor:
                 f"the resource's id {resource['id']!r} is not the id the condition matched "
                 f"({entry.resource_id!r})",
             )
+        if entry.derived:
+            validate_resource(resource)  # checked like any entry, though not stored
         entry.resource = resource
 
     def _rewritten(self, value: Any, path: str) -> Any:
@@ -425,6 +429,8 @@ class BundleProcessor:
     def _answer_without_write(self, entry: _Entry) -> dict[str, Any]:
         if entry.skip:
             return {"response": {"status": _status(204)}}
+        if entry.derived:
+            return self._chain_provenance(entry)
         if entry.condition is not None and entry.method == "GET":
             return self._search(entry.resource_type, entry.condition)
         assert entry.resource_id is not None
@@ -441,6 +447,26 @@ class BundleProcessor:
         # ifNoneExist matched: the existing resource, nothing created (200, as HAPI answers).
         stored = self.resources.read(self.principal, entry.resource_type, entry.resource_id)
         return self._located(entry.reference, stored, 200)
+
+    def _chain_provenance(self, entry: _Entry) -> dict[str, Any]:
+        """A client's Provenance (current Synthea ends each bundle with one): not stored,
+        since Provenance here is the chain's record of each version (gateway/views.py). The
+        entry is answered with the chain's Provenance of its first target, which this
+        transaction wrote, and says so."""
+        assert entry.resource is not None
+        targets = entry.resource.get("target") or [{}]
+        reference = str(targets[0].get("reference", "")).split("/_history/")[0]
+        kind, _, target_id = reference.partition("/")
+        located = self.gateway.index.locate(kind, target_id) if target_id else None
+        answer: dict[str, Any] = {"response": {"status": _status(200)}}
+        note = (
+            "not stored: Provenance is the chain's own record of each version written "
+            f"(GET Provenance?target={reference})"
+        )
+        if located is not None:
+            answer["response"]["location"] = f"Provenance/{located.record[:32]}-{located.version}"
+        answer["response"]["outcome"] = operation_outcome("informational", note, "information")
+        return answer
 
     def _search(self, resource_type: str, condition: Mapping[str, str]) -> dict[str, Any]:
         """A GET entry's search (`_id`, `identifier`): a searchset of what the caller may
@@ -473,7 +499,9 @@ class BundleProcessor:
 
 
 def _writes(entry: _Entry) -> bool:
-    return entry.method in ("POST", "PUT", "DELETE") and not entry.existing and not entry.skip
+    return entry.method in ("POST", "PUT", "DELETE") and not (
+        entry.existing or entry.skip or entry.derived
+    )
 
 
 def _in_order(entries: list[_Entry]) -> list[_Entry]:
