@@ -23,6 +23,7 @@ from careledger.gateway.outcome import FhirError
 from careledger.gateway.principal import Principal
 from careledger.gateway.resources import Resources
 from careledger.gateway.smart.scopes import parse_scopes
+from careledger.gateway.views import Views
 from careledger.wallet.consent import ConsentClient
 from careledger.wallet.fhir import validate_resource
 from nodeutil import SHARED_DATA, NodeProcess, enrol
@@ -552,3 +553,43 @@ def test_everything_includes_no_other_patients_records(gateway: Gateway) -> None
     assert [r["resourceType"] for r in returned] == ["Patient", "Observation"]
     assert returned[1]["hasMember"][0]["reference"] == their_observation  # a reference only
     assert other_patient.split("/")[1] not in {r["id"] for r in returned}
+
+
+def test_a_clients_provenance_is_answered_with_the_chains_own(gateway: Gateway) -> None:
+    patient_url = f"urn:uuid:{uuid.uuid4()}"
+    provenance_id = str(uuid.uuid4())
+    claimed = {
+        "resourceType": "Provenance",
+        "id": provenance_id,
+        "target": [{"reference": patient_url}],
+        "recorded": "2020-01-01T00:00:00Z",
+        "agent": [{"who": {"display": "someone else"}}],
+    }
+    answer = _post(
+        gateway,
+        _transaction(
+            _post_entry({"resourceType": "Patient", "gender": "other"}, patient_url),
+            {  # as careledger import sends it: a PUT to its id
+                "fullUrl": f"urn:uuid:{provenance_id}",
+                "resource": claimed,
+                "request": {"method": "PUT", "url": f"Provenance/{provenance_id}"},
+            },
+        ),
+    )
+    patient = "/".join(answer["entry"][0]["response"]["location"].split("/")[:2])
+    reply = answer["entry"][1]["response"]
+    assert reply["status"] == "200 OK"
+    assert "not stored" in reply["outcome"]["issue"][0]["diagnostics"]
+    views = Views(gateway)
+    [chain] = views.search_provenance(_principal(gateway), {"target": patient})
+    assert reply["location"] == f"Provenance/{chain['id']}"
+    assert chain["agent"][0]["who"]["identifier"]["value"] == gateway.organisation.did
+    invalid = {**claimed, "recorded": "yesterday"}
+    error = _refused(
+        gateway,
+        _transaction(
+            _post_entry({"resourceType": "Patient"}, patient_url),
+            {"resource": invalid, "request": {"method": "POST", "url": "Provenance"}},
+        ),
+    )
+    assert error.entry == 1

@@ -224,7 +224,7 @@ class BundleProcessor:
                     f"{entry.resource_type}",
                 )
             entry.resource = resource
-            entry.derived = method == "POST" and entry.resource_type == "Provenance"
+            entry.derived = entry.resource_type == "Provenance"  # POST, or PUT (careledger import)
         if method == "POST" and request.get("ifNoneExist"):
             condition = str(request["ifNoneExist"])
             entry.if_none_exist = self._query(condition.partition("?")[2] or condition)
