@@ -10,8 +10,12 @@ import httpx
 import orjson
 
 from careledger.gateway.bundles import MAX_ENTRIES
+from careledger.gateway.context import SCHEMAS
+from careledger.gateway.db import GatewayDb
+from careledger.gateway.index.store import Located, RecordIndex
+from careledger.wallet.records import RecordsClient
 from gatewayutil import GatewayProcess
-from nodeutil import SHARED_DATA
+from nodeutil import SHARED_DATA, enrol
 
 PATIENT_BUNDLE = next((SHARED_DATA / "synthea-r4").glob("Delbert_Williamson_*.json"))
 
@@ -118,3 +122,54 @@ def test_views_over_http(gateway: GatewayProcess) -> None:
         gateway.fhir_url + "/Consent", headers={"authorization": f"Bearer {narrow}"}
     )
     assert forbidden.status_code == 403
+
+
+def test_a_refused_read_over_http_leaves_a_failed_audit_event(gateway: GatewayProcess) -> None:
+    """The index still names a patient whose records the organisation may not read (as the
+    follower's rows do until a revoked grant is seen): $everything leaves the records out,
+    and each refusal is an AuditEvent with outcome 4."""
+    with RecordsClient(gateway.url, gateway.organisation()) as clinic:
+        keys = enrol(clinic, "Own Keys")
+    with RecordsClient(gateway.url, keys) as patient:
+        own = patient.write_many(
+            keys.did,
+            [
+                {"resourceType": "Patient", "id": "own", "gender": "female"},
+                {
+                    "resourceType": "Observation",
+                    "id": "own-obs",
+                    "status": "final",
+                    "code": {"text": "pulse"},
+                    "subject": {"reference": "Patient/own"},
+                },
+            ],
+        )
+    index = RecordIndex(GatewayDb.open(gateway.gateway_dir / "gateway.sqlite", SCHEMAS))
+    index.put(
+        (
+            Located(
+                w.ref.resource_type,
+                w.ref.resource_id,
+                keys.did,
+                w.ref.name,
+                1,
+                "2026-01-01T00:00:00.000Z",
+                False,
+            ),
+            None,
+        )
+        for w in own
+    )
+    everything = gateway.http.get("Patient/own/$everything")
+    assert everything.status_code == 200
+    assert everything.json()["entry"] == []  # nothing the organisation may not read
+    deadline = time.monotonic() + 60
+    failed: list[dict[str, Any]] = []
+    while len(failed) < 2 and time.monotonic() < deadline:
+        found = gateway.http.get("AuditEvent", params={"patient": "Patient/own", "outcome": "4"})
+        failed = [e["resource"] for e in found.json()["entry"]]
+        time.sleep(0.2)
+    assert {e["outcomeDesc"] for e in failed} == {"denied"}
+    records = {e["entity"][1]["what"]["identifier"]["value"] for e in failed}
+    assert records == {w.ref.name[:32] for w in own}
+    assert all(e["entity"][0]["what"]["reference"] == "Patient/own" for e in failed)
