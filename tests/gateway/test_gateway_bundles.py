@@ -373,6 +373,10 @@ def test_a_transaction_is_all_or_nothing(gateway: Gateway) -> None:
     dangling = _post_entry(_observation(f"urn:uuid:{uuid.uuid4()}"))
     assert _refused(gateway, _transaction(patient, dangling)).entry == 1
 
+    missing = {"request": {"method": "GET", "url": "Observation/not-here"}}
+    error = _refused(gateway, _transaction(patient, valid, missing))
+    assert (error.status, error.entry) == (404, 2)
+
     answer = _post(gateway, _transaction(patient, valid))  # the same, valid: written
     observation = "/".join(answer["entry"][1]["response"]["location"].split("/")[:2])
     patient_ref = "/".join(answer["entry"][0]["response"]["location"].split("/")[:2])

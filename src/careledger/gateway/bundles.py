@@ -58,6 +58,7 @@ from careledger.gateway.outcome import (
     operation_outcome,
 )
 from careledger.gateway.principal import Principal, principal_of
+from careledger.gateway.resource_types import DIRECTORY_TYPES
 from careledger.gateway.resources import CREATE, DELETE, UPDATE, Resources, Stored, Write
 from careledger.wallet.fhir import InvalidResource, validate_resource
 from careledger.wallet.refs import RecordsError
@@ -268,7 +269,9 @@ class BundleProcessor:
         """Which resource each entry acts on, and the Type/id its fullUrl stands for."""
         if entry.method == "POST":
             self._post_target(entry)
-        elif entry.condition is not None and entry.method != "GET":
+        elif entry.method == "GET":
+            self._check_get(entry)
+        elif entry.condition is not None:
             matches = self.resources.matching(entry.resource_type, entry.condition)
             if len(matches) > 1:
                 raise FhirError(
@@ -287,6 +290,22 @@ class BundleProcessor:
                 self._references[entry.full_url] = entry.reference
             if entry.resource is not None and not entry.existing:
                 self._created[entry.reference] = entry.resource
+
+    def _check_get(self, entry: _Entry) -> None:
+        """A GET's scope, and that its resource exists, before a transaction writes."""
+        self.principal.require(entry.resource_type, "s" if entry.condition else "r")
+        if entry.resource_id is not None and self._current(entry.reference) is None:
+            raise FhirError(404, f"{entry.reference} is not known here")
+
+    def _current(self, reference: str) -> tuple[int, str] | None:
+        """(version, lastUpdated) of a resource as the gateway knows it, without reading
+        it through the node (None: unknown)."""
+        kind, _, resource_id = reference.partition("/")
+        if kind in DIRECTORY_TYPES:
+            entry = self.resources.directory.latest(kind, resource_id)
+            return (entry.version, entry.last_updated) if entry is not None else None
+        located = self.gateway.index.locate(kind, resource_id)
+        return (located.version, located.last_updated) if located is not None else None
 
     def _post_target(self, entry: _Entry) -> None:
         if entry.if_none_exist is not None:
@@ -414,7 +433,7 @@ class BundleProcessor:
 
     def _located(self, reference: str, stored: Stored, status: int) -> dict[str, Any]:
         answer: dict[str, Any] = {
-            "fullUrl": f"{self.base}/{reference}" if self.base else reference,
+            "fullUrl": self._full_url(reference),
             "response": {
                 "status": _status(status),
                 "location": f"{reference}/_history/{stored.version}",
@@ -431,22 +450,41 @@ class BundleProcessor:
             return {"response": {"status": _status(204)}}
         if entry.derived:
             return self._chain_provenance(entry)
-        if entry.condition is not None and entry.method == "GET":
+        if entry.method == "GET":
+            try:  # after a transaction's writes: a refusal answers this entry alone
+                return self._get(entry)
+            except (FhirError, InvalidResource, RecordsError) as exc:
+                return _refusal(_as_fhir_error(exc))
+        # ifNoneExist matched: the existing resource, nothing created (200, as HAPI answers).
+        current = self._current(entry.reference)
+        assert current is not None
+        answer: dict[str, Any] = {
+            "fullUrl": self._full_url(entry.reference),
+            "response": {
+                "status": _status(200),
+                "location": f"{entry.reference}/_history/{current[0]}",
+                "etag": etag(current[0]),
+                "lastModified": current[1],
+            },
+        }
+        return answer
+
+    def _get(self, entry: _Entry) -> dict[str, Any]:
+        if entry.condition is not None:
             return self._search(entry.resource_type, entry.condition)
         assert entry.resource_id is not None
-        if entry.method == "GET":
-            if entry.version is not None:
-                stored = self.resources.vread(
-                    self.principal, entry.resource_type, entry.resource_id, entry.version
-                )
-            else:
-                stored = self.resources.read(self.principal, entry.resource_type, entry.resource_id)
-            answer = self._located(entry.reference, stored, 200)
-            answer["resource"] = stored.resource
-            return answer
-        # ifNoneExist matched: the existing resource, nothing created (200, as HAPI answers).
-        stored = self.resources.read(self.principal, entry.resource_type, entry.resource_id)
-        return self._located(entry.reference, stored, 200)
+        if entry.version is not None:
+            stored = self.resources.vread(
+                self.principal, entry.resource_type, entry.resource_id, entry.version
+            )
+        else:
+            stored = self.resources.read(self.principal, entry.resource_type, entry.resource_id)
+        answer = self._located(entry.reference, stored, 200)
+        answer["resource"] = stored.resource
+        return answer
+
+    def _full_url(self, reference: str) -> str:
+        return f"{self.base}/{reference}" if self.base else reference
 
     def _chain_provenance(self, entry: _Entry) -> dict[str, Any]:
         """A client's Provenance (current Synthea ends each bundle with one): not stored,
