@@ -242,6 +242,15 @@ def test_a_bundle_as_current_synthea_writes_it_imports(gateway: Gateway) -> None
     directory = _current_synthea_directory(npi, org, location)
     first = _post(gateway, directory)
     assert [e["response"]["status"] for e in first["entry"]] == ["201 Created"] * 3
+    twice = _current_synthea_directory("1112223333", org + "-2", location + "-2")
+    twice["entry"] += _current_synthea_directory("1112223333", org + "-2", location + "-2")["entry"]
+    created_once = _post(gateway, twice)
+    assert [e["response"]["status"] for e in created_once["entry"]] == ["201 Created"] * 3 + [
+        "200 OK"
+    ] * 3
+    assert [e["response"]["location"] for e in created_once["entry"][3:]] == [
+        e["response"]["location"] for e in created_once["entry"][:3]
+    ]
     again = _post(gateway, _current_synthea_directory(npi, org, location))
     assert [e["response"]["status"] for e in again["entry"]] == ["200 OK"] * 3
     assert [e["response"]["location"] for e in again["entry"]] == [

@@ -309,7 +309,11 @@ class BundleProcessor:
 
     def _post_target(self, entry: _Entry) -> None:
         if entry.if_none_exist is not None:
-            matches = self.resources.matching(entry.resource_type, entry.if_none_exist)
+            # What is stored, and what an earlier entry of this Bundle creates (the same
+            # conditional create twice in one Bundle creates once, as HAPI does).
+            stored = self.resources.matching(entry.resource_type, entry.if_none_exist)
+            created = self._bundle_matches(entry.resource_type, entry.if_none_exist)
+            matches = sorted(set(stored) | {target.split("/", 1)[1] for target in created})
             if len(matches) > 1:
                 raise FhirError(
                     412,

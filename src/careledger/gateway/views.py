@@ -48,7 +48,14 @@ from careledger.gateway.index.store import Located
 from careledger.gateway.outcome import FhirError
 from careledger.gateway.principal import Principal, principal_of
 from careledger.protocol.receipts import BadReceipt
-from careledger.wallet.audit import DID_SYSTEM, NotAudited, Receipted, check_receipt, to_audit_event
+from careledger.wallet.audit import (
+    DID_SYSTEM,
+    OUTCOME_CODES,
+    NotAudited,
+    Receipted,
+    check_receipt,
+    to_audit_event,
+)
 from careledger.wallet.evidence import ProofError
 from careledger.wallet.fhir_consent.to_fhir import consent_from_grant
 from careledger.wallet.node_client import NodeClient, NodeError
@@ -395,16 +402,18 @@ class Views:
         if "_id" in params:
             clauses.append("id = ?")
             values.append(params["_id"])
+        if "outcome" in params:  # FHIR codes (0, 4, 8) -> the entries' outcomes
+            wanted = params["outcome"].split(",")
+            names = sorted(name for name, code in OUTCOME_CODES.items() if code in wanted)
+            clauses.append(f"outcome IN ({', '.join('?' * len(names)) or 'NULL'})")
+            values += names
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         with self.gateway.db.read() as sql:
             rows = sql.execute(
                 f"SELECT event FROM audit_events {where} ORDER BY at DESC, id LIMIT ?",
                 (*values, MAX_COUNT),
             ).fetchall()
-        events = [self._audit_event(orjson.loads(row[0])) for row in rows]
-        if "outcome" in params:
-            events = [e for e in events if e["outcome"] in params["outcome"].split(",")]
-        return events
+        return [self._audit_event(orjson.loads(row[0])) for row in rows]
 
     def read_audit_event(self, principal: Principal, event_id: str) -> dict[str, Any]:
         if _AUDIT_ID.fullmatch(event_id):
