@@ -101,6 +101,11 @@ def up(
         keys_dir=data.keys,
     )
     console.print(f"FHIR R4 API: {url}/fhir  (SMART Backend Services tokens: {url}/auth/token)")
+    console.print(
+        f"Register a backend client: careledger clients add --data-dir {data_dir} --new-key "
+        f"client.json --token-url {url}/auth/token; then careledger token --key client.json"
+    )
+    gateway.start()
     try:
         serve(node, host, port, beside=lambda node_api: compose(node_api, gateway_app(gateway)))
     finally:
@@ -108,6 +113,30 @@ def up(
         node.close()
     if node.halted() is not None:
         raise _fail(f"the node stopped after a local fault: {node.halted()}")
+
+
+@app.command("gateway")
+def gateway_command(
+    node: str = typer.Option(..., help="Node API URL of the node to talk to."),
+    as_: Path = typer.Option(..., "--as", help="The organisation's key file."),
+    data_dir: Path = typer.Option(..., help="The gateway's own files (index, directory)."),
+    keys: Path | None = typer.Option(None, help="Where its practitioners' key files are."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8080, min=1, max=65535, help="Port of the FHIR API."),
+    base_url: str | None = typer.Option(None, help="Public base URL of /fhir (for links)."),
+) -> None:
+    """Serve the FHIR R4 gateway alone, in front of a node that runs elsewhere."""
+    from careledger.gateway.standalone import GatewayStartError, check_node, serve_gateway
+
+    organisation = _load_key(as_)
+    try:
+        chain_id = check_node(node)
+    except GatewayStartError as exc:
+        raise _fail(str(exc)) from None
+    url = f"http://{host}:{port}"
+    console.print(f"FHIR R4 gateway of {organisation.did} for chain {chain_id} via {node}")
+    console.print(f"FHIR R4 API: {url}/fhir  (SMART Backend Services tokens: {url}/auth/token)")
+    serve_gateway(node, organisation, data_dir, keys, host, port, base_url)
 
 
 def _loopback(host: str) -> str:

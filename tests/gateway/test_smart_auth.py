@@ -9,7 +9,6 @@ import json
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,10 +17,9 @@ from typing import Any
 import httpx
 import pytest
 from joserfc import jwt
-from joserfc.errors import SecurityWarning
 from joserfc.jwk import JWKRegistry, OctKey
 
-from careledger.gateway.smart.assertion import JWT_BEARER
+from careledger.gateway.smart.assertion import JWT_BEARER, jws_registry
 from careledger.gateway.smart.backend_client import (
     new_private_jwk,
     public_jwk,
@@ -55,9 +53,8 @@ def signed(
 ) -> str:
     """An assertion with exactly these claims (and header members), signed with `key`."""
     head = {"alg": key["alg"]} | ({"kid": key["kid"]} if "kid" in key else {}) | (header or {})
-    with warnings.catch_warnings():  # joserfc: "EdDSA" is deprecated by RFC 9864
-        warnings.simplefilter("ignore", SecurityWarning)
-        return jwt.encode(head, claims, JWKRegistry.import_key(key), algorithms=[head["alg"]])
+    private = JWKRegistry.import_key(key)
+    return jwt.encode(head, claims, private, registry=jws_registry(head["alg"]))
 
 
 def claims_for(client: GatewayClient, **changes: Any) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from careledger.gateway.bundles import bundle_routes
 from careledger.gateway.capability import capability_routes
 from careledger.gateway.context import Gateway
 from careledger.gateway.everything import everything_routes
+from careledger.gateway.interactions import interaction_routes
 from careledger.gateway.outcome import HANDLERS
 from careledger.gateway.smart.middleware import BearerAuth
 from careledger.gateway.smart.tokens import TokenStore, token_routes
@@ -25,9 +26,13 @@ from careledger.gateway.views import view_routes
 
 def gateway_routes(gateway: Gateway) -> list[BaseRoute]:
     """Every route of the gateway, under /fhir (FHIR) and /auth (the token endpoint)."""
+    from careledger.gateway.search import search_routes
+
     fhir: list[BaseRoute] = [*capability_routes(gateway)]
-    fhir += view_routes(gateway)  # before the generic interaction routes: views are read-only
+    fhir += view_routes(gateway)  # before search and interactions: views are read-only
     fhir += everything_routes(gateway)
+    fhir += search_routes(gateway)  # GET /{type}, POST /{type}/_search
+    fhir += interaction_routes(gateway)  # after the fixed paths: /{type}/{id} takes any pair
     auth: list[BaseRoute] = [*token_routes(gateway)]
     return [*bundle_routes(gateway), Mount("/auth", routes=auth), Mount("/fhir", routes=fhir)]
 

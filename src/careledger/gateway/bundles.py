@@ -53,6 +53,7 @@ from careledger.gateway.http import (
 )
 from careledger.gateway.outcome import (
     FhirError,
+    entry_of,
     from_invalid_resource,
     from_records_error,
     operation_outcome,
@@ -272,7 +273,7 @@ class BundleProcessor:
         elif entry.method == "GET":
             self._check_get(entry)
         elif entry.condition is not None:
-            matches = self.resources.matching(entry.resource_type, entry.condition)
+            matches = self.resources.matching(entry.resource_type, entry.condition, self.principal)
             if len(matches) > 1:
                 raise FhirError(
                     412, f"{len(matches)} {entry.resource_type} resources match the condition"
@@ -311,7 +312,9 @@ class BundleProcessor:
         if entry.if_none_exist is not None:
             # What is stored, and what an earlier entry of this Bundle creates (the same
             # conditional create twice in one Bundle creates once, as HAPI does).
-            stored = self.resources.matching(entry.resource_type, entry.if_none_exist)
+            stored = self.resources.matching(
+                entry.resource_type, entry.if_none_exist, self.principal
+            )
             created = self._bundle_matches(entry.resource_type, entry.if_none_exist)
             matches = sorted(set(stored) | {target.split("/", 1)[1] for target in created})
             if len(matches) > 1:
@@ -390,7 +393,7 @@ class BundleProcessor:
     def _match_reference(self, resource_type: str, query: str, path: str) -> str:
         """A conditional reference's one match: stored, or created by this Bundle."""
         criteria = self._query(query)
-        stored = set(self.resources.matching(resource_type, criteria))
+        stored = set(self.resources.matching(resource_type, criteria, self.principal))
         created = {
             target.split("/", 1)[1] for target in self._bundle_matches(resource_type, criteria)
         }
@@ -515,7 +518,7 @@ class BundleProcessor:
         read (a record the node refuses is left out, its refusal audited)."""
         self.principal.require(resource_type, "s")
         found = []
-        for resource_id in self.resources.matching(resource_type, condition):
+        for resource_id in self.resources.matching(resource_type, condition, self.principal):
             try:
                 found.append(self.resources.read(self.principal, resource_type, resource_id))
             except FhirError as exc:
@@ -581,12 +584,16 @@ def _fatal(index: int, step: Callable[..., Any], *args: Any) -> Any:
 
 
 def _as_fhir_error(exc: Exception) -> FhirError:
+    """A refusal as a FhirError, still naming the write it is about."""
     if isinstance(exc, FhirError):
         return exc
     if isinstance(exc, InvalidResource):
-        return from_invalid_resource(exc)
-    assert isinstance(exc, RecordsError)
-    return from_records_error(exc)
+        error = from_invalid_resource(exc)
+    else:
+        assert isinstance(exc, RecordsError)
+        error = from_records_error(exc)
+    error.entry = entry_of(exc)
+    return error
 
 
 def _named(error: FhirError, entry: _Entry | None) -> FhirError:

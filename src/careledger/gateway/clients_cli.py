@@ -17,7 +17,6 @@ from typing import Any
 
 import orjson
 from rich.console import Console
-from rich.table import Table
 
 from careledger.crypto.keyfile import KeyFile, KeyFileError
 from careledger.gateway.context import SCHEMAS
@@ -143,20 +142,15 @@ def list_clients(data_dir: Path, console: Console) -> None:
     if not clients:
         console.print("No clients registered.")
         return
-    table = Table("client id", "name", "acts as", "scopes", "purpose", "keys")
     for client in clients:
         keys = f"{len(client.jwks.get('keys', []))} key(s)"
         if client.jwks_url:
-            keys += f" + {client.jwks_url}"
-        table.add_row(
-            client.client_id,
-            client.name,
-            client.did or "the organisation",
-            client.scopes.text,
-            client.purpose,
-            keys,
-        )
-    console.print(table)
+            keys += f" and {client.jwks_url}"
+        console.print(f"{client.client_id}  {client.name}")
+        console.print(f"  acts as  {client.did or 'the organisation'}")
+        console.print(f"  scopes   {client.scopes.text}")
+        console.print(f"  purpose  {client.purpose}")
+        console.print(f"  keys     {keys}")
 
 
 def remove_client(data_dir: Path, client_id: str) -> None:

@@ -19,6 +19,7 @@ from careledger.gateway import receipts
 from careledger.gateway.db import GatewayDb
 from careledger.gateway.directory import SCHEMA as directory_schema
 from careledger.gateway.index import store as index_store
+from careledger.gateway.index.follower import Follower
 from careledger.gateway.index.store import RecordIndex
 from careledger.gateway.outcome import FhirError
 from careledger.gateway.principal import Principal
@@ -27,7 +28,7 @@ from careledger.wallet.node_client import NodeClient
 from careledger.wallet.records import RecordsClient
 
 # Every table of gateway.sqlite, by the part that owns it.
-SCHEMAS = [index_store.SCHEMA, directory_schema, receipts.SCHEMA, smart_clients.SCHEMA]
+SCHEMAS = [index_store.SCHEMA, smart_clients.SCHEMA, directory_schema, receipts.SCHEMA]
 
 
 class Gateway:
@@ -48,10 +49,16 @@ class Gateway:
         self.keys_dir = keys_dir
         self.base_url = base_url.rstrip("/") if base_url else None
         self.db = GatewayDb.open(data_dir / "gateway.sqlite", SCHEMAS)
-        self.index = RecordIndex(self.db)
+        self.index = RecordIndex(self.db, organisation.did)
         self.node = NodeClient(self.node_url)
         self._clients: dict[tuple[str, str], RecordsClient] = {}
         self._lock = threading.Lock()
+        self.follower = Follower(self)
+
+    def start(self) -> None:
+        """Start keeping the index current with the chain (index/follower.py): a thread,
+        one pass every `follower.interval` seconds ($CARELEDGER_GATEWAY_SYNC)."""
+        self.follower.start()
 
     @property
     def claims_dir(self) -> Path:
@@ -97,6 +104,7 @@ class Gateway:
         return client
 
     def close(self) -> None:
+        self.follower.stop()
         with self._lock:
             for client in self._clients.values():
                 client.close()

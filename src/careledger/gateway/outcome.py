@@ -80,6 +80,17 @@ class FhirError(Exception):
         }
 
 
+def mark_entry(exc: Exception, index: int) -> None:
+    """Note on a refusal (a FhirError, or the SDK's InvalidResource or RecordsError, kept as
+    raised) which write of a batch it is about, so that a Bundle's answer names the entry."""
+    exc.__dict__["entry"] = index
+
+
+def entry_of(exc: Exception) -> int | None:
+    found = exc.__dict__.get("entry")
+    return found if isinstance(found, int) else None
+
+
 def operation_outcome(
     code: str, diagnostics: str, severity: str = "error", expression: Sequence[str] = ()
 ) -> dict[str, Any]:

@@ -18,6 +18,7 @@ current version's (ignoring meta.versionId and meta.lastUpdated) writes no new v
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -29,7 +30,7 @@ from careledger.crypto.scopekeys import ScopePublic
 from careledger.gateway.context import Gateway
 from careledger.gateway.directory import Directory, DirectoryWrite, Entry
 from careledger.gateway.index.store import Located
-from careledger.gateway.outcome import FhirError, from_invalid_resource, from_records_error
+from careledger.gateway.outcome import FhirError, mark_entry
 from careledger.gateway.patients import Enrolled, enrol_patient, find_patient, patient_id_of
 from careledger.gateway.principal import Principal
 from careledger.gateway.resource_types import (
@@ -38,6 +39,7 @@ from careledger.gateway.resource_types import (
     RESOURCE_TYPES,
     VIEW_TYPES,
 )
+from careledger.gateway.search import find
 from careledger.wallet.fhir import InvalidResource, validate_resource
 from careledger.wallet.records import RecordRef, RecordsClient, RecordsError, Written
 from careledger.wallet.sealing import Job
@@ -72,18 +74,6 @@ class Write:
     resource: Mapping[str, Any] | None = None
     resource_id: str | None = None
     if_match: int | None = None
-
-
-def identifier_search(
-    gateway: Gateway, resource_type: str, system: str | None, value: str
-) -> list[str]:
-    """Ids of a patient-record type with this identifier: the search index's answer
-    (gateway/index, h10-search); until it holds identifiers, only the directory's are found."""
-    raise FhirError(
-        400,
-        f"a conditional match on {resource_type}'s identifier needs the search index",
-        code="not-supported",
-    )
 
 
 def instant_now() -> str:
@@ -289,21 +279,31 @@ class Resources:
             principal, [Write(DELETE, resource_type, None, resource_id, if_match)]
         )[0]
 
-    def matching(self, resource_type: str, criteria: Mapping[str, str]) -> list[str]:
-        """Ids of the live resources of a type that match `criteria` (`_id`, `identifier`
-        as `system|value`, `|value` or `value`), for If-None-Exist and conditional
-        references: 400 for any other parameter."""
+    def matching(
+        self,
+        resource_type: str,
+        criteria: Mapping[str, str],
+        principal: Principal | None = None,
+    ) -> list[str]:
+        """Ids of the live resources of a type that match `criteria`, for If-None-Exist and
+        conditional references. `_id`, and `identifier` (`system|value`, `|value`, `value`)
+        of the directory, are matched here; with the caller's `principal`, any search the
+        index serves (gateway/search.py `find`: only what the caller may read), else 400."""
+        if principal is not None and (
+            resource_type not in DIRECTORY_TYPES or set(criteria) - {"_id", "identifier"}
+        ):
+            found = find(self.gateway, principal, resource_type, list(criteria.items()))
+            return sorted({located.id for located in found})
         unknown = set(criteria) - {"_id", "identifier"}
-        if unknown:
-            raise FhirError(
-                400, f"conditional match on {', '.join(sorted(unknown))} is not supported"
-            )
+        if unknown or (resource_type not in DIRECTORY_TYPES and "identifier" in criteria):
+            asked = ", ".join(sorted(unknown or {"identifier"}))
+            raise FhirError(400, f"conditional match on {resource_type}'s {asked} needs a search")
         candidates: set[str] | None = None
         if "_id" in criteria:
             candidates = {criteria["_id"]} if self._live(resource_type, criteria["_id"]) else set()
         if "identifier" in criteria:
-            found = set(self._by_identifier(resource_type, criteria["identifier"]))
-            candidates = found if candidates is None else candidates & found
+            found_ids = set(self._by_identifier(resource_type, criteria["identifier"]))
+            candidates = found_ids if candidates is None else candidates & found_ids
         return sorted(candidates or ())
 
     def _live(self, resource_type: str, resource_id: str) -> bool:
@@ -318,9 +318,7 @@ class Resources:
         if not bar:
             system, value = "", token
         wanted_system = system if bar else None
-        if resource_type in DIRECTORY_TYPES:
-            return self.directory.by_identifier(resource_type, wanted_system, value)
-        return identifier_search(self.gateway, resource_type, wanted_system, value)
+        return self.directory.by_identifier(resource_type, wanted_system, value)
 
     def find_patient(self, resource: Mapping[str, Any]) -> str:
         """The did of the patient a resource belongs to (422 names none or an unknown one;
@@ -558,6 +556,7 @@ class _Batch:
     # --- writes --------------------------------------------------------------------------
 
     def write_directory(self, plans: Sequence[_Plan]) -> None:
+        """The directory's writes and deletions, in one transaction."""
         writes = [
             DirectoryWrite(
                 plan.write.resource_type, plan.resource_id, plan.version, self.when, plan.resource
@@ -621,6 +620,8 @@ class _Batch:
             naming_key = self.client.keyring.naming_key(plan.patient)
         latest = {plan.record: plan.version - 1} if plan.record else {}
         job = self.client.writer.job(plan.patient, plan.resource, keys, latest, naming_key)
+        # Validated in the checks (every one before anything is written): not again.
+        job = dataclasses.replace(job, validated=True)
         plan.record = job.record
         if job.version != plan.version:  # a fresh name, and the version we planned
             raise FhirError(409, f"{plan.write.resource_type}/{plan.resource_id}: version race")
@@ -641,11 +642,9 @@ class _Batch:
         for plan in plans:
             if plan.resource is not None or plan.unchanged is not None:
                 continue
-            kind = plan.write.resource_type
             if plan.directory:
-                write = DirectoryWrite(kind, plan.resource_id, plan.version, self.when, None)
-                self.resources.directory.put([write])
-                continue
+                continue  # written with the directory's other writes
+            kind = plan.write.resource_type
             assert plan.patient is not None and plan.record is not None
             ref = RecordRef(plan.patient, kind, plan.resource_id, plan.record)
             written = self.client.delete(ref)
@@ -679,19 +678,13 @@ class _Batch:
 
 
 def about_write(index: int, check: Callable[[_T], _R], item: _T) -> _R:
-    """`check(item)`; a refusal names the write it is about (`FhirError.entry`), so that a
-    bundle's OperationOutcome names its entry."""
+    """`check(item)`; a refusal notes the write it is about (`outcome.mark_entry`), so that
+    a bundle's OperationOutcome names its entry."""
     try:
         return check(item)
-    except FhirError as exc:
-        exc.entry = index
+    except (FhirError, InvalidResource, RecordsError) as exc:
+        mark_entry(exc, index)
         raise
-    except InvalidResource as exc:
-        error = from_invalid_resource(exc)
-    except RecordsError as exc:
-        error = from_records_error(exc)
-    error.entry = index
-    raise error from None
 
 
 @dataclass(frozen=True)

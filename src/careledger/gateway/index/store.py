@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from careledger.gateway.db import GatewayDb
+from careledger.gateway.index import params
+from careledger.wallet.scopes import scope_of
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources (
@@ -29,6 +31,8 @@ CREATE TABLE IF NOT EXISTS resources (
     version INTEGER NOT NULL,
     last_updated TEXT NOT NULL,
     deleted INTEGER NOT NULL DEFAULT 0,
+    scope TEXT NOT NULL DEFAULT '',
+    author_org TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (resource_type, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS resources_by_patient ON resources (patient, resource_type);
@@ -42,7 +46,37 @@ CREATE TABLE IF NOT EXISTS versions (
     PRIMARY KEY (resource_type, id, version)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS versions_by_time ON versions (resource_type, last_updated);
+CREATE INDEX IF NOT EXISTS resources_by_type ON resources (resource_type, deleted);
+-- Search parameter values (index/params.py): one row per value, keyed so that both "which
+-- resources have this value" and "has this resource this value" are index lookups.
+CREATE TABLE IF NOT EXISTS search_token (
+    resource_type TEXT NOT NULL,
+    name TEXT NOT NULL,
+    code TEXT NOT NULL,
+    id TEXT NOT NULL,
+    system TEXT NOT NULL,
+    PRIMARY KEY (resource_type, name, code, id, system)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS search_token_of ON search_token (resource_type, id);
+CREATE TABLE IF NOT EXISTS search_string (
+    resource_type TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    id TEXT NOT NULL,
+    PRIMARY KEY (resource_type, name, value, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS search_string_of ON search_string (resource_type, id);
+CREATE TABLE IF NOT EXISTS search_date (
+    resource_type TEXT NOT NULL,
+    id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    low INTEGER NOT NULL,
+    high INTEGER NOT NULL,
+    PRIMARY KEY (resource_type, id, name, low, high)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS search_date_by_low ON search_date (resource_type, name, low);
 """
+SEARCH_TABLES = ("search_token", "search_string", "search_date")
 
 
 @dataclass(frozen=True)
@@ -54,10 +88,19 @@ class Located:
     version: int  # the latest version
     last_updated: str  # FHIR instant of the latest version
     deleted: bool  # the latest version is a tombstone
+    # The record's scope and the organisation its latest version's author wrote for: what
+    # search decides readability by before reading ("" : worked out by `put`: the scope
+    # from the resource, the author organisation the index's own).
+    scope: str = ""
+    author_org: str = ""
 
     @classmethod
     def of(cls, row: Sequence[object]) -> Located:
-        kind, id_, patient, record, version, updated, deleted = row
+        """From a row of the index's columns (the first seven alone are enough: scope and
+        author organisation then empty)."""
+        kind, id_, patient, record, version, updated, deleted, scope, author_org = (
+            [*row, "", ""] if len(row) == 7 else row
+        )
         return cls(
             str(kind),
             str(id_),
@@ -66,15 +109,24 @@ class Located:
             int(str(version)),
             str(updated),
             bool(deleted),
+            str(scope),
+            str(author_org),
         )
 
 
-_COLUMNS = "resource_type, id, patient, record, version, last_updated, deleted"
+_COLUMNS = "resource_type, id, patient, record, version, last_updated, deleted, scope, author_org"
 
 
 class RecordIndex:
-    def __init__(self, db: GatewayDb) -> None:
+    def __init__(self, db: GatewayDb, organisation: str = "") -> None:
+        """`organisation`: the did the gateway acts for (the author organisation of what it
+        writes, when a `Located` does not name one)."""
         self.db = db
+        self.organisation = organisation
+        with db.read() as sql:
+            # What the index forgets (an erased record, a patient whose grant ended) is
+            # overwritten on disk, not left in free pages (docs/gateway-index.md).
+            sql.execute("PRAGMA secure_delete = ON")
 
     def locate(self, resource_type: str, resource_id: str) -> Located | None:
         with self.db.read() as sql:
@@ -101,10 +153,25 @@ class RecordIndex:
 
     def put(self, items: Iterable[tuple[Located, Mapping[str, Any] | None]]) -> None:
         """Record new latest versions (and their history rows), atomically. Each comes with
-        the decrypted resource (None for a tombstone), whose search parameters are indexed."""
+        the decrypted resource (None for a tombstone), whose search parameters are indexed.
+        Values are extracted before the transaction and written in one statement per table
+        (an import puts thousands at once)."""
+        rows = _Rows()
+        items = list(items)
+        with self.db.read() as sql:
+            previous = [_previous_scope(sql, entry) for entry, _ in items]
+        for (entry, resource), known in zip(items, previous, strict=True):
+            rows.add(self._completed(entry, resource, known), resource, replacing=known is not None)
         with self.db.write() as sql:
-            for entry, _resource in items:
-                _put_one(sql, entry)
+            rows.write(sql)
+
+    def _completed(
+        self, entry: Located, resource: Mapping[str, Any] | None, previous: str | None
+    ) -> Located:
+        """The entry with its scope (a record keeps the scope of its version 1) and author
+        organisation (the gateway's own, unless named)."""
+        scope = entry.scope or previous or (scope_of(resource) if resource is not None else "")
+        return replace(entry, scope=scope, author_org=entry.author_org or self.organisation)
 
     def of_patient(self, did: str) -> list[Located]:
         with self.db.read() as sql:
@@ -113,6 +180,23 @@ class RecordIndex:
                 (did,),
             ).fetchall()
         return [Located.of(row) for row in rows]
+
+    def patients(self) -> set[str]:
+        """Every patient the index holds a record of."""
+        with self.db.read() as sql:
+            rows = sql.execute("SELECT DISTINCT patient FROM resources").fetchall()
+        return {str(row[0]) for row in rows}
+
+    def references_of(self, patient: str) -> set[tuple[str, str]]:
+        """(type, id) of every resource the patient's indexed resources refer to."""
+        with self.db.read() as sql:
+            rows = sql.execute(
+                "SELECT DISTINCT t.system, t.code FROM resources r JOIN search_token t "
+                "ON t.resource_type = r.resource_type AND t.id = r.id "
+                "WHERE r.patient = ? AND t.name = ?",
+                (patient, params.REFERENCES),
+            ).fetchall()
+        return {(str(kind), str(id_)) for kind, id_ in rows}
 
     def forget_records(self, patient: str, records: Iterable[str]) -> int:
         """Drop these records of a patient (erased): rows and history. How many went."""
@@ -126,6 +210,8 @@ class RecordIndex:
                 if found is not None:
                     _forget(sql, str(found[0]), str(found[1]))
                     gone += 1
+        if gone:
+            self._scrub()
         return gone
 
     def forget_patient(self, patient: str) -> int:
@@ -136,31 +222,85 @@ class RecordIndex:
             ).fetchall()
             for kind, id_ in rows:
                 _forget(sql, str(kind), str(id_))
+        if rows:
+            self._scrub()
         return len(rows)
 
+    def _scrub(self) -> None:
+        """Copy the write-ahead log into the database and empty it: the log still holds the
+        pages as they were before a forget (secure_delete zeroes them in the database)."""
+        with self.db.read() as sql:
+            sql.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
-def _put_one(sql: sqlite3.Connection, entry: Located) -> None:
-    sql.execute(
-        f"INSERT OR REPLACE INTO resources ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (
-            entry.resource_type,
-            entry.id,
-            entry.patient,
-            entry.record,
-            entry.version,
-            entry.last_updated,
-            int(entry.deleted),
-        ),
-    )
-    sql.execute(
-        "INSERT OR REPLACE INTO versions (resource_type, id, version, last_updated, deleted) "
-        "VALUES (?, ?, ?, ?, ?)",
-        (entry.resource_type, entry.id, entry.version, entry.last_updated, int(entry.deleted)),
-    )
+
+def _previous_scope(sql: sqlite3.Connection, entry: Located) -> str | None:
+    """The scope the index holds for this resource ("" if none yet), None if it holds no
+    row of it."""
+    row = sql.execute(
+        "SELECT scope FROM resources WHERE resource_type = ? AND id = ?",
+        (entry.resource_type, entry.id),
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+class _Rows:
+    """The rows of many puts, written together."""
+
+    def __init__(self) -> None:
+        self.resources: list[tuple[Any, ...]] = []
+        self.versions: list[tuple[Any, ...]] = []
+        self.stale: list[tuple[str, str]] = []  # (type, id) whose old search values go
+        self.tokens: list[tuple[str, ...]] = []
+        self.strings: list[tuple[str, ...]] = []
+        self.dates: list[tuple[Any, ...]] = []
+
+    def add(self, entry: Located, resource: Mapping[str, Any] | None, *, replacing: bool) -> None:
+        kind, id_ = entry.resource_type, entry.id
+        where = (entry.patient, entry.record, entry.version, entry.last_updated)
+        self.resources.append(
+            (kind, id_, *where, int(entry.deleted), entry.scope, entry.author_org)
+        )
+        self.versions.append((kind, id_, entry.version, entry.last_updated, int(entry.deleted)))
+        if replacing:
+            self.stale.append((kind, id_))
+        if resource is None or entry.deleted:
+            return  # a deleted resource is found by no search
+        values = params.extract(resource, entry.last_updated)
+        self.tokens += [(kind, name, code, id_, system) for name, system, code in values.tokens]
+        self.strings += [(kind, name, value, id_) for name, value in values.strings]
+        self.dates += [(kind, id_, name, low, high) for name, low, high in values.dates]
+
+    def write(self, sql: sqlite3.Connection) -> None:
+        for table in SEARCH_TABLES:
+            sql.executemany(f"DELETE FROM {table} WHERE resource_type = ? AND id = ?", self.stale)
+        sql.executemany(
+            f"INSERT OR REPLACE INTO resources ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            self.resources,
+        )
+        sql.executemany(
+            "INSERT OR REPLACE INTO versions (resource_type, id, version, last_updated, deleted) "
+            "VALUES (?, ?, ?, ?, ?)",
+            self.versions,
+        )
+        sql.executemany(
+            "INSERT OR IGNORE INTO search_token (resource_type, name, code, id, system) "
+            "VALUES (?, ?, ?, ?, ?)",
+            self.tokens,
+        )
+        sql.executemany(
+            "INSERT OR IGNORE INTO search_string (resource_type, name, value, id) "
+            "VALUES (?, ?, ?, ?)",
+            self.strings,
+        )
+        sql.executemany(
+            "INSERT OR IGNORE INTO search_date (resource_type, id, name, low, high) "
+            "VALUES (?, ?, ?, ?, ?)",
+            self.dates,
+        )
 
 
 def _forget(sql: sqlite3.Connection, resource_type: str, resource_id: str) -> None:
-    for table in ("resources", "versions"):
+    for table in ("resources", "versions", *SEARCH_TABLES):
         sql.execute(
             f"DELETE FROM {table} WHERE resource_type = ? AND id = ?", (resource_type, resource_id)
         )

@@ -14,10 +14,10 @@ Every failure is `invalid_client` (RFC 7523 3.2).
 
 from __future__ import annotations
 
+import copy
 import sqlite3
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import orjson
 from joserfc import jws
-from joserfc.errors import JoseError, SecurityWarning
+from joserfc.errors import JoseError
 from joserfc.jwk import JWKRegistry
 
 from careledger.gateway.db import GatewayDb
@@ -39,9 +39,21 @@ from careledger.gateway.smart.clients import (
     public_key,
 )
 
-# RFC 9864 deprecates the name "EdDSA" (for "Ed25519"); SMART clients still send it and the
-# issue asks for it. It names Ed25519 only here (algorithms_of), so the warning is moot.
-warnings.filterwarnings("ignore", "EdDSA is deprecated", SecurityWarning)
+
+class _Registry(jws.JWSRegistry):
+    """joserfc's JWS algorithms, "EdDSA" without its warning: RFC 9864 deprecates the name
+    (it could mean Ed448 too) for "Ed25519"; SMART clients still send it, and here it is
+    only ever verified with an Ed25519 key (algorithms_of), which is what the RFC wants."""
+
+    algorithms = dict(jws.JWSRegistry.algorithms)  # noqa: RUF012 (joserfc reads the class)
+    algorithms["EdDSA"] = copy.copy(algorithms["EdDSA"])
+    algorithms["EdDSA"].security_warning = None
+
+
+def jws_registry(alg: str) -> jws.JWSRegistry:
+    """A registry allowing `alg` alone."""
+    return _Registry(algorithms=[alg])
+
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 MAX_ASSERTION_BYTES = 8 * 1024
@@ -165,7 +177,7 @@ class AssertionVerifier:
             raise InvalidAssertion(f"the client has no key for alg {alg}{named}")
         for key in candidates:
             try:
-                jws.deserialize_compact(assertion.encode(), key, algorithms=[alg])
+                jws.deserialize_compact(assertion.encode(), key, registry=jws_registry(alg))
             except JoseError:
                 continue
             return

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 import uuid
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,11 +17,10 @@ from typing import Any
 import httpx
 import orjson
 from joserfc import jwt
-from joserfc.errors import SecurityWarning
 from joserfc.jwk import ECKey, JWKRegistry, OKPKey, RSAKey
 
 from careledger.crypto.privatefs import write_private_file
-from careledger.gateway.smart.assertion import JWT_BEARER
+from careledger.gateway.smart.assertion import JWT_BEARER, jws_registry
 
 KEY_TYPES = {"EdDSA": ("OKP", "Ed25519"), "ES384": ("EC", "P-384"), "RS384": ("RSA", 2048)}
 ASSERTION_LIFETIME = 240  # seconds: under the five minutes the gateway allows, with room
@@ -97,9 +95,7 @@ def sign_assertion(
         "jti": str(uuid.uuid4()),
     }
     private = JWKRegistry.import_key(key)
-    with warnings.catch_warnings():  # "EdDSA" is deprecated by RFC 9864 (see assertion.py)
-        warnings.simplefilter("ignore", SecurityWarning)
-        return jwt.encode(header, claims, private, algorithms=[key["alg"]])
+    return jwt.encode(header, claims, private, registry=jws_registry(key["alg"]))
 
 
 def token_request(assertion: str, scope: str | None = None) -> dict[str, str]:
