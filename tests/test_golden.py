@@ -13,8 +13,8 @@ node identities: a founder's at genesis, one registered with its consent and one
 a practitioner's consent; audit batches recorded, and refused: from an organisation, naming
 another node, replayed, skipped, from a removed organisation's node; batches of anchors: one
 naming an erased record and one without write consent refused whole, then one committed) and
-this test compares the app hash and the result codes at every height with the constants below. Update the
-constants only together with STATE_MACHINE_VERSION (chain/app.py): run
+this test compares the app hash and the result codes at every height with the constants
+below. Update the constants only together with STATE_MACHINE_VERSION (chain/app.py): run
 
     PYTHONPATH=src .venv/bin/python tests/golden.py
 

@@ -136,7 +136,7 @@ def test_the_builder_registers_the_records_checks(tmp_path: Path) -> None:
     initialise(root)
     node = build_node(root, Solo())
     try:
-        assert node.pipeline.checked_types() == {"records/anchor"}
+        assert node.pipeline.checked_types() == {"records/anchor", "records/anchor_batch"}
         assert node.driver.inner is node.consensus
     finally:
         node.close()
