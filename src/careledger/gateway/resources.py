@@ -348,6 +348,7 @@ class Resources:
     def _locate(self, resource_type: str, resource_id: str) -> Located:
         located = self.gateway.index.locate(resource_type, resource_id)
         if located is None:
+            _refuse_erased(self.gateway, resource_type, resource_id)
             raise FhirError(404, f"{resource_type}/{resource_id} is not known here")
         return located
 
@@ -493,6 +494,7 @@ class _Batch:
             return _Current(entry.version, entry.deleted, entry.last_updated, None, entry)
         located = self.gateway.index.locate(kind, resource_id)
         if located is None:
+            _refuse_erased(self.gateway, kind, resource_id)  # no new resource in its place
             return None
         info = self.client.versions(_ref(located))
         if info["erased_at"]:
@@ -694,6 +696,12 @@ class _Current:
     last_updated: str
     located: Located | None  # a record's
     entry: Entry | None  # a directory resource's
+
+
+def _refuse_erased(gateway: Gateway, resource_type: str, resource_id: str) -> None:
+    """410 for a resource the follower forgot because its patient erased it."""
+    if gateway.index.was_erased(resource_type, resource_id):
+        raise FhirError(410, f"{resource_type}/{resource_id} was erased by its patient")
 
 
 def _ref(located: Located) -> RecordRef:

@@ -179,7 +179,8 @@ class Follower:
                 current[name] = (row, latest)
             else:
                 gone.append(name)
-        report.forgotten += index.forget_records(patient, gone)
+        erased = [name for name in gone if name in chain and chain[name]["erased_at"]]
+        report.forgotten += index.forget_records(patient, gone, erased)
         stale = [row for row, latest in current.values() if _is_newer(row, latest, indexed)]
         self._index(stale, covers, report)
         self._discover(patient, chain, covers, report)

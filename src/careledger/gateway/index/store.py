@@ -75,6 +75,14 @@ CREATE TABLE IF NOT EXISTS search_date (
     PRIMARY KEY (resource_type, id, name, low, high)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS search_date_by_low ON search_date (resource_type, name, low);
+-- Resources whose record its patient erased: only (type, id), no patient, no value. Their
+-- rows above are forgotten; this keeps a later read, update or delete of the id at 410 Gone
+-- (not 404, and not a new resource created under the erased one's id).
+CREATE TABLE IF NOT EXISTS erased (
+    resource_type TEXT NOT NULL,
+    id TEXT NOT NULL,
+    PRIMARY KEY (resource_type, id)
+) WITHOUT ROWID;
 """
 SEARCH_TABLES = ("search_token", "search_string", "search_date")
 
@@ -135,6 +143,15 @@ class RecordIndex:
                 (resource_type, resource_id),
             ).fetchone()
         return Located.of(row) if row else None
+
+    def was_erased(self, resource_type: str, resource_id: str) -> bool:
+        """Whether the index forgot this resource because its patient erased it."""
+        with self.db.read() as sql:
+            row = sql.execute(
+                "SELECT 1 FROM erased WHERE resource_type = ? AND id = ?",
+                (resource_type, resource_id),
+            ).fetchone()
+        return row is not None
 
     def patient_did(self, patient_id: str) -> str | None:
         """The did of the patient whose Patient resource has this id."""
@@ -198,9 +215,14 @@ class RecordIndex:
             ).fetchall()
         return {(str(kind), str(id_)) for kind, id_ in rows}
 
-    def forget_records(self, patient: str, records: Iterable[str]) -> int:
-        """Drop these records of a patient (erased): rows and history. How many went."""
+    def forget_records(
+        self, patient: str, records: Iterable[str], erased: Iterable[str] = ()
+    ) -> int:
+        """Drop these records of a patient (no longer readable): rows and history. Those
+        named in `erased` (the patient erased them) leave a marker: `was_erased`. How many
+        went."""
         gone = 0
+        erased = set(erased)
         with self.db.write() as sql:
             for record in records:
                 found = sql.execute(
@@ -209,6 +231,11 @@ class RecordIndex:
                 ).fetchone()
                 if found is not None:
                     _forget(sql, str(found[0]), str(found[1]))
+                    if record in erased:
+                        sql.execute(
+                            "INSERT OR IGNORE INTO erased (resource_type, id) VALUES (?, ?)",
+                            (str(found[0]), str(found[1])),
+                        )
                     gone += 1
         if gone:
             self._scrub()

@@ -1,0 +1,92 @@
+"""Attacks of the issue 10 review on the merged gateway, each against a real `careledger up`
+process over HTTP (tests/gatewayutil.py): what the streams' own tests did not reach."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from careledger.gateway.context import SCHEMAS
+from careledger.gateway.db import GatewayDb
+from careledger.gateway.index.store import RecordIndex
+from careledger.wallet.importing import PendingClaim
+from careledger.wallet.records import RecordsClient
+from gatewayutil import GatewayProcess
+from nodeutil import claimed_keys
+
+pytestmark = pytest.mark.timeout(300)
+
+FHIR_JSON = "application/fhir+json"
+
+
+def send(http: httpx.Client, method: str, path: str, resource: dict[str, Any]) -> httpx.Response:
+    return http.request(
+        method, path, content=orjson.dumps(resource), headers={"content-type": FHIR_JSON}
+    )
+
+
+def new_patient(gateway: GatewayProcess, index: RecordIndex) -> tuple[str, PendingClaim]:
+    created = send(gateway.http, "POST", "Patient", {"resourceType": "Patient", "gender": "male"})
+    assert created.status_code == 201, created.text
+    patient_id = created.json()["id"]
+    did = index.patient_did(patient_id)
+    assert did is not None
+    package = gateway.gateway_dir / "claims" / f"claim-{did.rsplit(':', 1)[-1]}.json"
+    return patient_id, PendingClaim(did, package, created.headers["careledger-claim-code"])
+
+
+def observation(patient_id: str, status: str = "final") -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "status": status,
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"reference": f"Patient/{patient_id}"},
+    }
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_an_erased_record_stays_gone_after_the_follower_forgets_it(
+    gateway: GatewayProcess,
+) -> None:
+    """The patient erases a record; the gateway's follower drops it from the index. Reading,
+    vreading, its history, updating or deleting it later is 410 Gone (not 404), and an
+    update cannot create a new resource under the erased one's id."""
+    db = GatewayDb.open(gateway.gateway_dir / "gateway.sqlite", SCHEMAS)
+    try:
+        index = RecordIndex(db)
+        patient_id, claim = new_patient(gateway, index)
+        obs = send(gateway.http, "POST", "Observation", observation(patient_id)).json()
+        patient = claimed_keys(claim)
+        with RecordsClient(gateway.url, patient) as own:
+            own.erase([own.ref(patient.did, "Observation", obs["id"])])
+        wait_for(lambda: index.locate("Observation", obs["id"]) is None, "the follower's pass")
+    finally:
+        db.close()
+    path = f"Observation/{obs['id']}"
+    for method, url in [
+        ("GET", path),
+        ("GET", path + "/_history/1"),
+        ("GET", path + "/_history"),
+        ("DELETE", path),
+    ]:
+        answer = gateway.http.request(method, url)
+        assert answer.status_code == 410, (method, url, answer.text)
+        assert answer.json()["issue"][0]["code"] == "deleted"
+    again = send(gateway.http, "PUT", path, {**observation(patient_id, "amended"), "id": obs["id"]})
+    assert again.status_code == 410, again.text
+    assert gateway.http.get(path).status_code == 410
+    # A resource that never existed is still 404.
+    assert gateway.http.get("Observation/never-was").status_code == 404
