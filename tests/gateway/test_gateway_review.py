@@ -90,3 +90,18 @@ def test_an_erased_record_stays_gone_after_the_follower_forgets_it(
     assert gateway.http.get(path).status_code == 410
     # A resource that never existed is still 404.
     assert gateway.http.get("Observation/never-was").status_code == 404
+
+
+def test_a_huge_search_form_to_a_view_is_413(gateway: GatewayProcess) -> None:
+    """`POST Consent/_search` (and the other views') read the whole body before: a token
+    holder could make the gateway hold any amount. Now the same bound as every `_search`."""
+    form = b"patient=" + b"x" * (1 << 20)
+    for kind in ("Consent", "Provenance", "AuditEvent", "Observation"):
+        answer = gateway.http.post(
+            f"{kind}/_search",
+            content=form,
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+        assert answer.status_code == 413, (kind, answer.text)
+        assert answer.json()["resourceType"] == "OperationOutcome"
+    assert gateway.http.post("Consent/_search", content=b"status=active").status_code == 200

@@ -147,24 +147,30 @@ def search_routes(gateway: Gateway) -> list[BaseRoute]:
         return await _answer(gateway, request, list(request.query_params.multi_items()))
 
     async def post(request: Request) -> FhirResponse:
-        kind = request.headers.get("content-type", "").split(";")[0].strip()
-        if kind not in ("application/x-www-form-urlencoded", ""):
-            raise FhirError(415, f"_search takes a form body, not {kind!r}")
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_FORM_BYTES:
-                raise FhirError(413, f"a search form is at most {MAX_FORM_BYTES} bytes")
-        try:
-            form = parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=bool(body))
-        except (UnicodeDecodeError, ValueError):
-            raise FhirError(400, "the _search body is not a form") from None
+        form = await search_form(request)
         return await _answer(gateway, request, [*request.query_params.multi_items(), *form])
 
     return [
         Route("/{resource_type}", get, methods=["GET"]),
         Route("/{resource_type}/_search", post, methods=["POST"]),
     ]
+
+
+async def search_form(request: Request) -> list[tuple[str, str]]:
+    """The form body of a `POST .../_search`: 415 another media type, 413 over
+    MAX_FORM_BYTES (read in chunks: a chunked body is cut off as early), 400 not a form."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip()
+    if kind not in ("application/x-www-form-urlencoded", ""):
+        raise FhirError(415, f"_search takes a form body, not {kind!r}")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise FhirError(413, f"a search form is at most {MAX_FORM_BYTES} bytes")
+    try:
+        return parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=bool(body))
+    except (UnicodeDecodeError, ValueError):
+        raise FhirError(400, "the _search body is not a form") from None
 
 
 async def _answer(gateway: Gateway, request: Request, items: list[tuple[str, str]]) -> FhirResponse:

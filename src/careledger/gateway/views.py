@@ -30,7 +30,6 @@ import time
 from base64 import b64encode
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl
 
 import orjson
 from starlette.concurrency import run_in_threadpool
@@ -47,6 +46,7 @@ from careledger.gateway.http import FhirResponse, check_format
 from careledger.gateway.index.store import Located
 from careledger.gateway.outcome import FhirError
 from careledger.gateway.principal import Principal, principal_of
+from careledger.gateway.search import search_form
 from careledger.protocol.receipts import BadReceipt
 from careledger.wallet.audit import (
     DID_SYSTEM,
@@ -120,7 +120,7 @@ def _instance_endpoint(
     async def endpoint(request: Request) -> Response:
         resource_id = request.path_params["id"]
         if resource_id == "_search" and request.method == "POST":
-            form = parse_qsl((await request.body()).decode("utf-8", "replace"))
+            form = await search_form(request)  # bounded: 413 past MAX_FORM_BYTES
             return await _search(kind, search, request, dict(request.query_params) | dict(form))
         _refuse_writes(kind, request)
         check_format(request)
