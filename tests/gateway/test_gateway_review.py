@@ -3,21 +3,28 @@ process over HTTP (tests/gatewayutil.py): what the streams' own tests did not re
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 
-from careledger.gateway.context import SCHEMAS
+from accessutil import Consortium
+from careledger.gateway.app import gateway_app
+from careledger.gateway.context import SCHEMAS, Gateway
 from careledger.gateway.db import GatewayDb
-from careledger.gateway.index.store import RecordIndex
+from careledger.gateway.index.store import Located, RecordIndex
+from careledger.gateway.smart.backend_client import new_private_jwk, public_jwk
+from careledger.gateway.smart.clients import ClientRegistry
+from careledger.wallet.consent import ConsentClient
 from careledger.wallet.importing import PendingClaim
 from careledger.wallet.records import RecordsClient
-from gatewayutil import GatewayProcess
-from nodeutil import claimed_keys
+from gatewayutil import GatewayClient, GatewayProcess
+from nodeutil import claimed_keys, serve_over_http
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -105,3 +112,70 @@ def test_a_huge_search_form_to_a_view_is_413(gateway: GatewayProcess) -> None:
         assert answer.status_code == 413, (kind, answer.text)
         assert answer.json()["resourceType"] == "OperationOutcome"
     assert gateway.http.post("Consent/_search", content=b"status=active").status_code == 200
+
+
+DID = re.compile(r"did:key:z[1-9A-HJ-NP-Za-km-z]+")
+HEX64 = re.compile(r"\b[0-9a-f]{64}\b")
+
+
+def test_a_refusal_names_no_did_and_no_record_name(gateway: GatewayProcess, tmp_path: Path) -> None:
+    """A's patient grants a second member organisation B reads for treatment; B's client
+    registered for research reads: the node refuses (403) with its reason, which names the
+    grant and dids. The FHIR client gets the 403 without dids or on-chain names (a did links
+    a patient's activity across the chain; a record name is the patient's keyed secret)."""
+    db = GatewayDb.open(gateway.gateway_dir / "gateway.sqlite", SCHEMAS)
+    try:
+        index = RecordIndex(db)
+        patient_id, claim = new_patient(gateway, index)
+        obs = send(gateway.http, "POST", "Observation", observation(patient_id)).json()
+        located = index.locate("Observation", obs["id"])
+        assert located is not None
+    finally:
+        db.close()
+    org_b = Consortium(gateway.url, gateway.organisation()).admit_member("Second Clinic")
+    ConsentClient(gateway.url, claimed_keys(claim)).grant(org_b.did, purposes=["TREAT"])
+    other = Gateway(gateway.url, org_b, tmp_path / "gw-b")
+    try:
+        other.index.put([(located, obs)])
+        key = new_private_jwk("ES384")
+        client_id = ClientRegistry(other.db).register(
+            jwk=public_jwk(key), scopes="system/*.rs", purpose="HRESCH"
+        )
+        with serve_over_http(gateway_app(other)) as url:
+            client = GatewayClient(client_id, key, url + "/auth/token", url + "/fhir")
+            with client.http() as http:
+                answers = [
+                    http.get(f"Observation/{obs['id']}"),
+                    http.get(f"Observation/{obs['id']}/_history/1"),
+                    http.get(f"Observation/{obs['id']}/_history"),
+                ]
+    finally:
+        other.close()
+    for answer in answers:
+        assert answer.status_code in (403, 404), answer.text
+        text = answer.text
+        assert not DID.search(text) and not HEX64.search(text), text
+        assert located.record not in text and located.patient not in text
+
+
+def test_an_index_row_the_chain_does_not_know_is_404_without_the_patients_did(
+    gateway: GatewayProcess,
+) -> None:
+    """An index row whose record the chain does not hold (a write cut off between index and
+    chain, a restored backup): the SDK's refusal names the patient's did; the FHIR client
+    gets a 404 that does not."""
+    db = GatewayDb.open(gateway.gateway_dir / "gateway.sqlite", SCHEMAS)
+    try:
+        index = RecordIndex(db)
+        patient_id, _ = new_patient(gateway, index)
+        did = index.patient_did(patient_id)
+        assert did is not None
+        ghost = Located("Observation", "ghost", did, "ab" * 32, 1, "2026-01-01T00:00:00Z", False)
+        index.put([(ghost, observation(patient_id) | {"id": "ghost"})])
+    finally:
+        db.close()
+    for path in ("Observation/ghost", "Observation/ghost/_history", "Observation/ghost/_history/1"):
+        answer = gateway.http.get(path)
+        assert answer.status_code == 404, answer.text
+        assert did not in answer.text and not DID.search(answer.text), answer.text
+        assert answer.json()["issue"][0]["code"] == "not-found"

@@ -8,6 +8,7 @@ itself.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -104,7 +105,18 @@ def from_records_error(exc: RecordsError) -> FhirError:
     """The wallet SDK's refusal (its status follows HTTP: the node's 403 no consent, 404,
     409, 410 erased or deleted, 413, 502 integrity) as a FHIR error."""
     status = exc.status if exc.status in ISSUE_TYPE else 500
-    return FhirError(status, str(exc))
+    return FhirError(status, without_chain_names(str(exc)))
+
+
+# The SDK's and the node's messages are written for the chain's parties and name dids and
+# on-chain record names; a FHIR client knows a patient by its Patient id only (a did links
+# the patient's activity across the chain, a keyed record name is the patient's secret).
+_DID = re.compile(r"did:[a-z0-9]+:[A-Za-z0-9._:%-]+")
+_CHAIN_NAME = re.compile(r"\b[0-9a-f]{64}\b")
+
+
+def without_chain_names(message: str) -> str:
+    return _CHAIN_NAME.sub("(a record)", _DID.sub("(a did)", message))
 
 
 def from_invalid_resource(exc: InvalidResource) -> FhirError:
