@@ -179,3 +179,46 @@ def test_an_index_row_the_chain_does_not_know_is_404_without_the_patients_did(
         assert answer.status_code == 404, answer.text
         assert did not in answer.text and not DID.search(answer.text), answer.text
         assert answer.json()["issue"][0]["code"] == "not-found"
+
+
+def test_bundle_answers_carry_absolute_full_urls(gateway: GatewayProcess) -> None:
+    """Bundle.entry.fullUrl is the resource's absolute URL (FHIR R4; what HAPI answers and
+    what clients resolve references against): a transaction-response and a batch's GET
+    searchset had `Observation/x` and `/Observation/x` when no --base-url was set. A batch
+    entry may name this server's absolute URL, as HAPI takes it."""
+    db = GatewayDb.open(gateway.gateway_dir / "gateway.sqlite", SCHEMAS)
+    try:
+        patient_id, _ = new_patient(gateway, RecordIndex(db))
+    finally:
+        db.close()
+    base = gateway.fhir_url
+    transaction = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": observation(patient_id),
+                "request": {"method": "POST", "url": "Observation"},
+            }
+        ],
+    }
+    answer = send(gateway.http, "POST", "", transaction)
+    assert answer.status_code == 200, answer.text
+    entry = answer.json()["entry"][0]
+    obs_id = entry["response"]["location"].split("/")[1]
+    assert entry["fullUrl"] == f"{base}/Observation/{obs_id}"
+    batch = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"request": {"method": "GET", "url": f"Observation?subject=Patient/{patient_id}"}},
+            {"request": {"method": "GET", "url": f"{base}/Observation/{obs_id}"}},
+        ],
+    }
+    answer = send(gateway.http, "POST", "", batch)
+    assert answer.status_code == 200, answer.text
+    searched, read = answer.json()["entry"]
+    assert searched["response"]["status"].startswith("200"), searched
+    assert [e["fullUrl"] for e in searched["resource"]["entry"]] == [f"{base}/Observation/{obs_id}"]
+    assert read["response"]["status"].startswith("200"), read
+    assert read["resource"]["id"] == obs_id

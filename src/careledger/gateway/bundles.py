@@ -84,7 +84,9 @@ def bundle_routes(gateway: Gateway) -> list[BaseRoute]:
         principal = principal_of(request)
         bundle = await json_body(request, MAX_BUNDLE_BYTES)
         representation = "return=representation" in request.headers.get("prefer", "")
-        processor = BundleProcessor(gateway, resources, principal, representation)
+        processor = BundleProcessor(
+            gateway, resources, principal, representation, gateway.fhir_base(request)
+        )
         answer = await run_in_threadpool(processor.process, bundle)
         return FhirResponse(answer)
 
@@ -120,12 +122,16 @@ class BundleProcessor:
         resources: Resources,
         principal: Principal,
         representation: bool = False,
+        base: str | None = None,
     ) -> None:
+        """`base`: the absolute FHIR base the request came to (`Gateway.fhir_base`): the
+        answer's fullUrls are absolute (Bundle.entry.fullUrl), and an absolute url of ours
+        in a request or a reference is taken as the relative one."""
         self.gateway = gateway
         self.resources = resources
         self.principal = principal
         self.representation = representation
-        self.base = gateway.base_url or ""
+        self.base = base or gateway.base_url or ""
         self._references: dict[str, str] = {}  # fullUrl -> Type/id
         self._conditional: dict[str, str] = {}  # conditional reference -> Type/id
         self._claimed: set[tuple[str, str]] = set()  # ids this bundle assigned
