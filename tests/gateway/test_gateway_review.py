@@ -121,7 +121,7 @@ HEX64 = re.compile(r"\b[0-9a-f]{64}\b")
 def test_a_refusal_names_no_did_and_no_record_name(gateway: GatewayProcess, tmp_path: Path) -> None:
     """A's patient grants a second member organisation B reads for treatment; B's client
     registered for research reads: the node refuses (403) with its reason, which names the
-    grant and dids. The FHIR client gets the 403 without dids or on-chain names (a did links
+    grant and dids. (A's own token is 401 at B's gateway.) The FHIR client gets the 403 without dids or on-chain names (a did links
     a patient's activity across the chain; a record name is the patient's keyed secret)."""
     db = GatewayDb.open(gateway.gateway_dir / "gateway.sqlite", SCHEMAS)
     try:
@@ -149,6 +149,12 @@ def test_a_refusal_names_no_did_and_no_record_name(gateway: GatewayProcess, tmp_
                     http.get(f"Observation/{obs['id']}/_history/1"),
                     http.get(f"Observation/{obs['id']}/_history"),
                 ]
+            # A's token (every scope, organisation A) is nothing at B's gateway.
+            foreign = httpx.get(
+                url + f"/fhir/Observation/{obs['id']}",
+                headers={"authorization": f"Bearer {gateway.token()}"},
+            )
+            assert foreign.status_code == 401, foreign.text
     finally:
         other.close()
     for answer in answers:
