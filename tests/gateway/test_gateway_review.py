@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -121,8 +122,9 @@ HEX64 = re.compile(r"\b[0-9a-f]{64}\b")
 def test_a_refusal_names_no_did_and_no_record_name(gateway: GatewayProcess, tmp_path: Path) -> None:
     """A's patient grants a second member organisation B reads for treatment; B's client
     registered for research reads: the node refuses (403) with its reason, which names the
-    grant and dids. (A's own token is 401 at B's gateway.) The FHIR client gets the 403 without dids or on-chain names (a did links
-    a patient's activity across the chain; a record name is the patient's keyed secret)."""
+    grant and dids. The FHIR client gets the 403 without dids or on-chain names (a did links
+    a patient's activity across the chain; a record name is the patient's keyed secret).
+    A's own token is 401 at B's gateway."""
     db = GatewayDb.open(gateway.gateway_dir / "gateway.sqlite", SCHEMAS)
     try:
         index = RecordIndex(db)
@@ -228,3 +230,32 @@ def test_bundle_answers_carry_absolute_full_urls(gateway: GatewayProcess) -> Non
     assert [e["fullUrl"] for e in searched["resource"]["entry"]] == [f"{base}/Observation/{obs_id}"]
     assert read["response"]["status"].startswith("200"), read
     assert read["resource"]["id"] == obs_id
+
+
+def test_concurrent_updates_with_one_if_match_one_wins_the_rest_412(
+    gateway: GatewayProcess,
+) -> None:
+    """Four clients update the same version at once, each with `If-Match: W/"1"`: exactly
+    one update is stored (version 2); every other is 412 Precondition Failed, as FHIR says
+    for a stale If-Match (a race lost after the check was 409 before)."""
+    db = GatewayDb.open(gateway.gateway_dir / "gateway.sqlite", SCHEMAS)
+    try:
+        patient_id, _ = new_patient(gateway, RecordIndex(db))
+    finally:
+        db.close()
+    obs = send(gateway.http, "POST", "Observation", observation(patient_id)).json()
+    statuses = ("amended", "corrected", "cancelled", "preliminary")
+
+    def update(status: str) -> int:
+        with gateway.client.http() as http:
+            body = orjson.dumps({**obs, "status": status})
+            headers = {"content-type": FHIR_JSON, "if-match": 'W/"1"'}
+            return http.put(f"Observation/{obs['id']}", content=body, headers=headers).status_code
+
+    with ThreadPoolExecutor(len(statuses)) as pool:
+        answers = list(pool.map(update, statuses))
+    assert sorted(answers) == [200, 412, 412, 412], answers
+    history = gateway.http.get(f"Observation/{obs['id']}/_history").json()
+    assert [e["response"]["etag"] for e in history["entry"]] == ['W/"2"', 'W/"1"']
+    winner = statuses[answers.index(200)]
+    assert gateway.http.get(f"Observation/{obs['id']}").json()["status"] == winner

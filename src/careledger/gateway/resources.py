@@ -264,7 +264,18 @@ class Resources:
         """The next version (412 if `if_match` is not the current version); creates the
         resource with this id when absent; no new version when the content is unchanged."""
         write = Write(UPDATE, resource_type, resource, resource_id, if_match)
-        return self.write_many(principal, [write])[0]
+        try:
+            return self.write_many(principal, [write])[0]
+        except (FhirError, RecordsError) as exc:
+            if if_match is None or exc.status != 409:
+                raise
+            # Another update committed the next version between our check and our write:
+            # the version If-Match named is stale now, which FHIR answers 412 (not 409).
+            raise FhirError(
+                412,
+                f"If-Match names version {if_match}; {resource_type}/{resource_id} was "
+                "updated by another request meanwhile",
+            ) from None
 
     def delete(
         self,
