@@ -19,8 +19,11 @@ from careledger.gateway.app import gateway_app
 from careledger.gateway.context import SCHEMAS, Gateway
 from careledger.gateway.db import GatewayDb
 from careledger.gateway.index.store import Located, RecordIndex
+from careledger.gateway.principal import Principal
+from careledger.gateway.resources import Resources
 from careledger.gateway.smart.backend_client import new_private_jwk, public_jwk
 from careledger.gateway.smart.clients import ClientRegistry
+from careledger.gateway.smart.scopes import parse_scopes
 from careledger.wallet.consent import ConsentClient
 from careledger.wallet.importing import PendingClaim
 from careledger.wallet.records import RecordsClient
@@ -259,3 +262,61 @@ def test_concurrent_updates_with_one_if_match_one_wins_the_rest_412(
     assert [e["response"]["etag"] for e in history["entry"]] == ['W/"2"', 'W/"1"']
     winner = statuses[answers.index(200)]
     assert gateway.http.get(f"Observation/{obs['id']}").json()["status"] == winner
+
+
+def test_another_patients_resource_with_the_same_id_does_not_take_over_the_id(
+    gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    """Organisation B writes, for its own patient P1, a Patient whose id is that of A's
+    patient P0 (the same source bundle imported at both, or on purpose) and an Observation
+    naming it. P1 grants A. A's follower meets B's Patient under P0's id: it must not
+    replace A's row, or `Patient/<id>` would name P1 and A's next writes for P0 would be
+    encrypted into P1's record (readable by P1 and by B)."""
+    # (B is admitted first: the organisation's key signs here, and the gateway's writer
+    # would meet the nonce it used on its next write.)
+    org_b = Consortium(gateway.url, gateway.organisation()).admit_member("Second Clinic")
+    db = GatewayDb.open(gateway.gateway_dir / "gateway.sqlite", SCHEMAS)
+    index = RecordIndex(db)
+    try:
+        taken_id, _ = new_patient(gateway, index)
+        p0 = index.patient_did(taken_id)
+        other = Gateway(gateway.url, org_b, tmp_path / "gw-b")
+        try:
+            as_b = Principal("b", org_b.did, parse_scopes("system/*.cruds"), "TREAT")
+            resources = Resources(other)
+            p1 = {"resourceType": "Patient", "id": taken_id, "gender": "female"}
+            stored = resources.update(as_b, "Patient", taken_id, p1, None)
+            p1_did = other.index.patient_did(taken_id)
+            assert stored.claim_code is not None and p1_did is not None and p1_did != p0
+            package = other.claims_dir / f"claim-{p1_did.rsplit(':', 1)[-1]}.json"
+            claim = PendingClaim(p1_did, package, stored.claim_code)
+            marker = resources.create(as_b, observation(taken_id)).resource
+            obs = observation(taken_id) | {
+                "hasMember": [{"reference": f"Observation/{marker['id']}"}]
+            }
+            obs = resources.create(as_b, obs).resource
+            seed = other.index.locate("Observation", obs["id"])
+            assert seed is not None
+        finally:
+            other.close()
+        ConsentClient(gateway.url, claimed_keys(claim)).grant(
+            gateway.organisation().did, purposes=["TREAT"]
+        )
+        # A's index learns of P1's Observation (what its follower starts from); a pass
+        # follows its references, to P1's Patient and (in the same pass) the marker.
+        index.put([(seed, obs)])
+        wait_for(lambda: index.locate("Observation", marker["id"]) is not None, "a pass")
+        located = index.locate("Patient", taken_id)
+        assert located is not None and located.patient == p0
+    finally:
+        db.close()
+    assert gateway.http.get(f"Patient/{taken_id}").json()["gender"] == "male"
+    answer = send(gateway.http, "POST", "Observation", observation(taken_id))
+    assert answer.status_code == 201, answer.text
+    written = answer.json()
+    db = GatewayDb.open(gateway.gateway_dir / "gateway.sqlite", SCHEMAS)
+    try:
+        row = RecordIndex(db).locate("Observation", written["id"])
+        assert row is not None and row.patient == p0
+    finally:
+        db.close()

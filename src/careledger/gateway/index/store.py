@@ -176,9 +176,15 @@ class RecordIndex:
         rows = _Rows()
         items = list(items)
         with self.db.read() as sql:
-            previous = [_previous_scope(sql, entry) for entry, _ in items]
+            previous = [_previous(sql, entry) for entry, _ in items]
         for (entry, resource), known in zip(items, previous, strict=True):
-            rows.add(self._completed(entry, resource, known), resource, replacing=known is not None)
+            if known is not None and (known[1], known[2]) != (entry.patient, entry.record):
+                # Another record (of another patient, or another writer's) under an id the
+                # index has: never take the id over (`Patient/<id>` would name another
+                # patient, and writes for it would go into that patient's record).
+                continue
+            scope = known[0] if known is not None else None
+            rows.add(self._completed(entry, resource, scope), resource, replacing=known is not None)
         with self.db.write() as sql:
             rows.write(sql)
 
@@ -260,14 +266,14 @@ class RecordIndex:
             sql.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
-def _previous_scope(sql: sqlite3.Connection, entry: Located) -> str | None:
-    """The scope the index holds for this resource ("" if none yet), None if it holds no
-    row of it."""
+def _previous(sql: sqlite3.Connection, entry: Located) -> tuple[str, str, str] | None:
+    """The scope ("" if none yet), patient and record the index holds for this resource;
+    None if it holds no row of it."""
     row = sql.execute(
-        "SELECT scope FROM resources WHERE resource_type = ? AND id = ?",
+        "SELECT scope, patient, record FROM resources WHERE resource_type = ? AND id = ?",
         (entry.resource_type, entry.id),
     ).fetchone()
-    return None if row is None else str(row[0])
+    return None if row is None else (str(row[0]), str(row[1]), str(row[2]))
 
 
 class _Rows:
