@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import httpx
-from nodeutil import NodeProcess, careledger_command, free_port
 
 from careledger.crypto.keyfile import KeyFile
+from nodeutil import NodeProcess, careledger_command, free_port
 
 CURL = re.compile(r'curl -H "Authorization: Bearer \$\((careledger token [^)]*)\)" "([^"]+)"')
 
