@@ -320,3 +320,29 @@ def test_another_patients_resource_with_the_same_id_does_not_take_over_the_id(
         assert row is not None and row.patient == p0
     finally:
         db.close()
+
+
+def test_a_views_search_pages_with_next_links(gateway: GatewayProcess) -> None:
+    """Consent (and the other views) answered `total` with the first `_count` entries and
+    no `next` link: a client paging as FHIR says (fhirpy's fetch_all) never saw the rest."""
+    db = GatewayDb.open(gateway.gateway_dir / "gateway.sqlite", SCHEMAS)
+    try:
+        index = RecordIndex(db)
+        for _ in range(3):
+            new_patient(gateway, index)
+    finally:
+        db.close()
+    everything = gateway.http.get("Consent", params={"_count": 100}).json()
+    expected = {e["resource"]["id"] for e in everything["entry"]}
+    assert len(expected) == everything["total"] >= 3
+    seen: list[str] = []
+    page = gateway.http.get("Consent", params={"_count": 2}).json()
+    while True:
+        assert page["total"] == len(expected)
+        seen += [e["resource"]["id"] for e in page["entry"]]
+        following = [link["url"] for link in page["link"] if link["relation"] == "next"]
+        if not following:
+            break
+        assert following[0].startswith(gateway.fhir_url + "/Consent?")
+        page = gateway.http.get(following[0]).json()
+    assert sorted(seen) == sorted(expected)

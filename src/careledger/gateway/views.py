@@ -29,7 +29,9 @@ import threading
 import time
 from base64 import b64encode
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 from starlette.concurrency import run_in_threadpool
@@ -136,11 +138,12 @@ async def _search(kind: str, search: Search, request: Request, params: dict[str,
     principal = principal_of(request)
     principal.require(kind, "s")
     count = _count(params.pop("_count", None))
+    offset = _offset(params.pop("_offset", None))
     params.pop("_format", None)
     found = await run_in_threadpool(search, principal, params)
     gateway: Gateway = request.app.state.gateway
-    base = gateway.fhir_base(request)
-    return FhirResponse(searchset(base, str(request.url), found, count))
+    page = Page(gateway.fhir_base(request), kind, params, count, offset)
+    return FhirResponse(searchset(page, found))
 
 
 def _count(text: str | None) -> int:
@@ -151,22 +154,49 @@ def _count(text: str | None) -> int:
     return min(int(text), MAX_COUNT)
 
 
-def searchset(
-    base: str, self_url: str, resources: list[dict[str, Any]], count: int
-) -> dict[str, Any]:
-    """A searchset Bundle of the first `count` resources (`total`: all that matched)."""
+def _offset(text: str | None) -> int:
+    if text is None:
+        return 0
+    if not text.isdigit() or len(text) > 9:
+        raise FhirError(400, f"_offset must be a number below 10^9, not {text!r}")
+    return int(text)
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a view's search: absolute `self`/`next`/`previous` links (as search.py
+    writes them), so that a client pages through every match (fhirpy's fetch_all)."""
+
+    base: str
+    kind: str
+    params: Mapping[str, str]
+    count: int
+    offset: int
+
+    def url(self, offset: int) -> str:
+        query = urlencode({**self.params, "_count": self.count, "_offset": offset})
+        return f"{self.base}/{self.kind}?{query}"
+
+
+def searchset(page: Page, resources: list[dict[str, Any]]) -> dict[str, Any]:
+    """A searchset Bundle of the page's resources (`total`: all that matched)."""
+    links = [{"relation": "self", "url": page.url(page.offset)}]
+    if page.offset + page.count < len(resources) and page.count > 0:
+        links.append({"relation": "next", "url": page.url(page.offset + page.count)})
+    if page.offset > 0:
+        links.append({"relation": "previous", "url": page.url(max(0, page.offset - page.count))})
     return {
         "resourceType": "Bundle",
         "type": "searchset",
         "total": len(resources),
-        "link": [{"relation": "self", "url": self_url}],
+        "link": links,
         "entry": [
             {
-                "fullUrl": f"{base}/{r['resourceType']}/{r['id']}",
+                "fullUrl": f"{page.base}/{r['resourceType']}/{r['id']}",
                 "resource": r,
                 "search": {"mode": "match"},
             }
-            for r in resources[:count]
+            for r in resources[page.offset : page.offset + page.count]
         ],
     }
 
