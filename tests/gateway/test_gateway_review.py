@@ -346,3 +346,27 @@ def test_a_views_search_pages_with_next_links(gateway: GatewayProcess) -> None:
         assert following[0].startswith(gateway.fhir_url + "/Consent?")
         page = gateway.http.get(following[0]).json()
     assert sorted(seen) == sorted(expected)
+
+
+def test_concurrent_deletes_with_one_if_match_one_wins_the_rest_412(
+    gateway: GatewayProcess,
+) -> None:
+    """Three clients delete version 1 at once with `If-Match: W/"1"`: one tombstone
+    (version 2), the others 412."""
+    db = GatewayDb.open(gateway.gateway_dir / "gateway.sqlite", SCHEMAS)
+    try:
+        patient_id, _ = new_patient(gateway, RecordIndex(db))
+    finally:
+        db.close()
+    obs = send(gateway.http, "POST", "Observation", observation(patient_id)).json()
+
+    def delete(_: int) -> int:
+        with gateway.client.http() as http:
+            path = f"Observation/{obs['id']}"
+            return http.delete(path, headers={"if-match": 'W/"1"'}).status_code
+
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(delete, range(3)))
+    assert sorted(answers) == [200, 412, 412], answers
+    history = gateway.http.get(f"Observation/{obs['id']}/_history").json()
+    assert [e["response"]["etag"] for e in history["entry"]] == ['W/"2"', 'W/"1"']

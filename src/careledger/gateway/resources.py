@@ -264,18 +264,7 @@ class Resources:
         """The next version (412 if `if_match` is not the current version); creates the
         resource with this id when absent; no new version when the content is unchanged."""
         write = Write(UPDATE, resource_type, resource, resource_id, if_match)
-        try:
-            return self.write_many(principal, [write])[0]
-        except (FhirError, RecordsError) as exc:
-            if if_match is None or exc.status != 409:
-                raise
-            # Another update committed the next version between our check and our write:
-            # the version If-Match named is stale now, which FHIR answers 412 (not 409).
-            raise FhirError(
-                412,
-                f"If-Match names version {if_match}; {resource_type}/{resource_id} was "
-                "updated by another request meanwhile",
-            ) from None
+        return self._write_one(principal, write)
 
     def delete(
         self,
@@ -286,9 +275,22 @@ class Resources:
     ) -> Stored:
         """A tombstone version (history stays readable); deleting a deleted resource again
         changes nothing."""
-        return self.write_many(
-            principal, [Write(DELETE, resource_type, None, resource_id, if_match)]
-        )[0]
+        return self._write_one(principal, Write(DELETE, resource_type, None, resource_id, if_match))
+
+    def _write_one(self, principal: Principal, write: Write) -> Stored:
+        """One update or delete; with If-Match, a race lost to another writer is 412."""
+        try:
+            return self.write_many(principal, [write])[0]
+        except (FhirError, RecordsError) as exc:
+            if write.if_match is None or exc.status != 409:
+                raise
+            # Another request committed the next version between our check and our write:
+            # the version If-Match named is stale now, which FHIR answers 412 (not 409).
+            raise FhirError(
+                412,
+                f"If-Match names version {write.if_match}; {write.resource_type}/"
+                f"{write.resource_id} was changed by another request meanwhile",
+            ) from None
 
     def matching(
         self,
