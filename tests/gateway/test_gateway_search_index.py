@@ -358,3 +358,14 @@ def test_extract_finds_component_codes_and_references() -> None:
     assert ("_ref", "Encounter", "e1") in values.tokens
     ((name, low, high),) = values.dates
     assert name == "date" and low == date_range("2020-01-01")[0] and high > 2**60
+
+
+def test_every_parameter_the_capability_statement_lists_is_searchable() -> None:
+    """The CapabilityStatement (capability.py) promises no parameter search refuses."""
+    from careledger.gateway.capability import SEARCH_PARAMETERS, search_parameters_of
+    from careledger.gateway.index.params import parameters_of
+    from careledger.gateway.resource_types import VIEW_TYPES
+
+    for resource_type in set(SEARCH_PARAMETERS) - VIEW_TYPES:
+        listed = search_parameters_of(resource_type)
+        assert set(listed) <= set(parameters_of(resource_type)), resource_type

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute, Route
 
 from careledger.gateway.context import Gateway
+from careledger.gateway.directory import Directory
 from careledger.gateway.http import FhirResponse, check_format
 from careledger.gateway.index.params import extract
 from careledger.gateway.index.reading import read_readable
@@ -101,8 +102,6 @@ def search(gateway: Gateway, principal: Principal, query: Query) -> Searchset:
 def search_directory(gateway: Gateway, principal: Principal, query: Query) -> Searchset:
     """A search of the organisation's directory (no patient's data: every client of the
     organisation sees it), matched in memory: it holds hundreds of resources, not records."""
-    from careledger.gateway.directory import Directory  # the rest stream's table
-
     principal.require(query.resource_type, "s")
     if query.sort or query.include:
         raise FhirError(400, "the directory's searches take no _sort or _include")
