@@ -13,12 +13,15 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from careledger.gateway.bundles import bundle_routes
 from careledger.gateway.capability import capability_routes
 from careledger.gateway.context import Gateway
+from careledger.gateway.everything import everything_routes
 from careledger.gateway.interactions import interaction_routes
 from careledger.gateway.outcome import HANDLERS
 from careledger.gateway.smart.middleware import BearerAuth
 from careledger.gateway.smart.tokens import TokenStore, token_routes
+from careledger.gateway.views import view_routes
 
 
 def gateway_routes(gateway: Gateway) -> list[BaseRoute]:
@@ -26,10 +29,12 @@ def gateway_routes(gateway: Gateway) -> list[BaseRoute]:
     from careledger.gateway.search import search_routes
 
     fhir: list[BaseRoute] = [*capability_routes(gateway)]
+    fhir += view_routes(gateway)  # before search and interactions: views are read-only
+    fhir += everything_routes(gateway)
     fhir += search_routes(gateway)  # GET /{type}, POST /{type}/_search
     fhir += interaction_routes(gateway)  # after the fixed paths: /{type}/{id} takes any pair
     auth: list[BaseRoute] = [*token_routes(gateway)]
-    return [Mount("/auth", routes=auth), Mount("/fhir", routes=fhir)]
+    return [*bundle_routes(gateway), Mount("/auth", routes=auth), Mount("/fhir", routes=fhir)]
 
 
 def gateway_app(gateway: Gateway) -> Starlette:

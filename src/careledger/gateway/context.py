@@ -8,12 +8,14 @@ factories in app.py; nothing here is global.
 
 from __future__ import annotations
 
+import functools
 import threading
 from pathlib import Path
 
 from starlette.requests import Request
 
 from careledger.crypto.keyfile import KeyFile, KeyFileError
+from careledger.gateway import receipts
 from careledger.gateway.db import GatewayDb
 from careledger.gateway.directory import SCHEMA as directory_schema
 from careledger.gateway.index import store as index_store
@@ -26,7 +28,7 @@ from careledger.wallet.node_client import NodeClient
 from careledger.wallet.records import RecordsClient
 
 # Every table of gateway.sqlite, by the part that owns it.
-SCHEMAS = [index_store.SCHEMA, smart_clients.SCHEMA, directory_schema]
+SCHEMAS = [index_store.SCHEMA, smart_clients.SCHEMA, directory_schema, receipts.SCHEMA]
 
 
 class Gateway:
@@ -94,6 +96,9 @@ class Gateway:
                 organisation = None if keyfile is self.organisation else self.organisation
                 client = RecordsClient(
                     self.node, keyfile, purpose=principal.purpose, organisation=organisation
+                )
+                client.api.on_receipt = functools.partial(
+                    receipts.keep_receipt, self.db, principal.did
                 )
                 self._clients[key] = client
         return client

@@ -61,6 +61,7 @@ class FhirError(Exception):
         self.code = code or ISSUE_TYPE.get(status, "processing")
         self.issues = tuple(issues)  # (location, message) of each problem, if many
         self.headers = dict(headers or {})
+        self.entry: int | None = None  # the write of a batch it is about (bundle entries)
 
     def outcome(self) -> dict[str, Any]:
         if not self.issues:
@@ -77,6 +78,17 @@ class FhirError(Exception):
                 for location, message in self.issues
             ],
         }
+
+
+def mark_entry(exc: Exception, index: int) -> None:
+    """Note on a refusal (a FhirError, or the SDK's InvalidResource or RecordsError, kept as
+    raised) which write of a batch it is about, so that a Bundle's answer names the entry."""
+    exc.__dict__["entry"] = index
+
+
+def entry_of(exc: Exception) -> int | None:
+    found = exc.__dict__.get("entry")
+    return found if isinstance(found, int) else None
 
 
 def operation_outcome(

@@ -21,16 +21,16 @@ from __future__ import annotations
 import dataclasses
 import re
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from careledger.crypto.scopekeys import ScopePublic
 from careledger.gateway.context import Gateway
 from careledger.gateway.directory import Directory, DirectoryWrite, Entry
 from careledger.gateway.index.store import Located
-from careledger.gateway.outcome import FhirError
+from careledger.gateway.outcome import FhirError, mark_entry
 from careledger.gateway.patients import Enrolled, enrol_patient, find_patient, patient_id_of
 from careledger.gateway.principal import Principal
 from careledger.gateway.resource_types import (
@@ -40,13 +40,15 @@ from careledger.gateway.resource_types import (
     VIEW_TYPES,
 )
 from careledger.gateway.search import find
-from careledger.wallet.fhir import validate_resource
+from careledger.wallet.fhir import InvalidResource, validate_resource
 from careledger.wallet.records import RecordRef, RecordsClient, RecordsError, Written
 from careledger.wallet.sealing import Job
 
 ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # FHIR's id datatype
 CREATE, UPDATE, DELETE = "create", "update", "delete"
 MAX_TYPE_HISTORY = 1000
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True)
@@ -395,19 +397,21 @@ class _Batch:
     # --- checks --------------------------------------------------------------------------
 
     def plan(self, writes: Sequence[Write]) -> list[_Plan]:
-        plans = [self._check(write) for write in writes]
+        plans = [about_write(index, self._check, write) for index, write in enumerate(writes)]
         seen: set[tuple[str, str]] = set()
-        for plan in plans:
+        for index, plan in enumerate(plans):
             key = (plan.write.resource_type, plan.resource_id)
             if key in seen:
-                raise FhirError(400, f"{key[0]}/{key[1]} is written twice in one batch")
+                error = FhirError(400, f"{key[0]}/{key[1]} is written twice in one batch")
+                error.entry = index
+                raise error
             seen.add(key)
         for plan in plans:
             if plan.resource is not None and plan.write.resource_type == "Patient" and plan.created:
                 self.new_patients[plan.resource_id] = plan
-        for plan in plans:
+        for index, plan in enumerate(plans):
             if not plan.directory and plan.unchanged is None:
-                self._place(plan)
+                about_write(index, self._place, plan)
         return plans
 
     def _check(self, write: Write) -> _Plan:
@@ -671,6 +675,16 @@ class _Batch:
             created=plan.created,
             claim_code=enrolled.code if enrolled else None,
         )
+
+
+def about_write(index: int, check: Callable[[_T], _R], item: _T) -> _R:
+    """`check(item)`; a refusal notes the write it is about (`outcome.mark_entry`), so that
+    a bundle's OperationOutcome names its entry."""
+    try:
+        return check(item)
+    except (FhirError, InvalidResource, RecordsError) as exc:
+        mark_entry(exc, index)
+        raise
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ promised can be proven later (`wallet/audit.check_receipt`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -37,6 +37,9 @@ class RecordsApi:
         self.purpose = purpose
         self._chain_id = ""
         self._node_keys: dict[str, bytes] = {}  # node did -> its registered signing key
+        # Called with every receipt checked and its request's digest (a gateway keeps them
+        # to show its reads as AuditEvents: gateway/receipts.py).
+        self.on_receipt: Callable[[AuditReceipt, str], None] | None = None
 
     def _signed(self, method: str, path: str, body: bytes = b"") -> httpx.Response:
         response = self.node.http.request(method, path, content=body, auth=self.node.auth)
@@ -76,6 +79,8 @@ class RecordsApi:
             receipt.check(self._chain(), request, self._node_key(receipt.node))
         except BadReceipt as exc:
             raise RecordsError(f"not audited: {exc}", 502) from None
+        if self.on_receipt is not None:
+            self.on_receipt(receipt, request)
 
     def _node_key(self, did: str) -> bytes:
         """The signing key of node `did` as the chain registered it (asked once per node)."""
