@@ -58,7 +58,12 @@ def up(
 ) -> None:
     """Start the embedded node (solo block producer, SQLite, blobs on disk)."""
     from careledger.chain.app import IncompatibleState, LocalFault
-    from careledger.demo import import_demo_records_when_up, seed_demo
+    from careledger.demo import (
+        SECOND_ORGANISATION,
+        populate_demo_when_up,
+        register_demo_client,
+        seed_demo,
+    )
     from careledger.gateway.app import compose, gateway_app
     from careledger.gateway.context import Gateway
     from careledger.node.builder import Solo, build_node, serve
@@ -79,16 +84,16 @@ def up(
         raise _fail(str(exc)) from None
     if node.replayed:
         console.print(f"Replayed {node.replayed} stored block(s) into the state after a restart.")
-    if demo:
-        made = seed_demo(node, KeyFile.load(data.organisation_key))
-        if made:
-            console.print(f"A demo practitioner registered; its key file is in {data.keys}/.")
-            organisation = KeyFile.load(data.organisation_key)
-            url = f"http://{host}:{port}"
-            claims = Path(data_dir) / "claims"
-            import_demo_records_when_up(url, organisation, claims, console.print)
-    info = node.app.info()
     url = f"http://{host}:{port}"
+    seeded = demo and bool(seed_demo(node, KeyFile.load(data.organisation_key)))
+    if seeded:
+        client_key = register_demo_client(Path(data_dir), url)
+        console.print(
+            f"Demo consortium: Demo Hospital (this node) and {SECOND_ORGANISATION}, a "
+            f"practitioner each; key files in {data.keys}/ and {Path(data_dir) / 'demo'}/ "
+            f"(a backend client's: {client_key})."
+        )
+    info = node.app.info()
     console.print(f"Chain {info.chain_id} at height {info.last_height}.")
     console.print(
         f"Node API: {url}/status  (every other route answers signed requests: docs/node-api.md)"
@@ -106,6 +111,8 @@ def up(
         f"client.json --token-url {url}/auth/token; then careledger token --key client.json"
     )
     gateway.start()
+    if seeded:
+        populate_demo_when_up(url, Path(data_dir), gateway.index.patient_did, console.print)
     try:
         serve(node, host, port, beside=lambda node_api: compose(node_api, gateway_app(gateway)))
     finally:

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import orjson
 
 from careledger.chain.modules.identity.vouchers import (
     ENROLMENT_VOUCHER_BLOCKS,
@@ -133,7 +132,12 @@ async def _submit_all(node: Node[SoloProducer], txs: list[bytes]) -> None:
 
 # --- demo records -------------------------------------------------------------------------
 
-DEMO_BUNDLE = "Jesus_Alvarez_c0580b5a-6fc2-4b72-b691-57a71afb5597.json"  # 100 resources
+# Three small Synthea patients (100 to 120 resources each).
+DEMO_BUNDLES = (
+    "Jesus_Alvarez_c0580b5a-6fc2-4b72-b691-57a71afb5597.json",
+    "Lupe_Little_f8a42e66-8c03-4ee6-85e3-3817c2942de1.json",
+    "Delbert_Williamson_61d8af4e-34ee-4e65-a055-db3806a0bcc2.json",
+)
 
 
 def shared_data() -> Path | None:
@@ -167,52 +171,96 @@ def _local_origin(checkout: Path) -> Path | None:
     return Path(origin) if origin.startswith("/") and Path(origin).is_dir() else None
 
 
-def demo_bundle() -> Path | None:
-    """The small Synthea bundle of the demo: $CARELEDGER_DEMO_BUNDLE or the shared test data."""
+def demo_bundles() -> list[Path]:
+    """The demo's Synthea bundles: $CARELEDGER_DEMO_BUNDLE (one file) or the shared data."""
     configured = os.environ.get("CARELEDGER_DEMO_BUNDLE")
     if configured:
-        return Path(configured)
+        return [Path(configured)]
     data = shared_data()
-    bundle = data / "synthea-r4" / DEMO_BUNDLE if data is not None else None
-    return bundle if bundle is not None and bundle.exists() else None
+    if data is None:
+        return []
+    return [
+        data / "synthea-r4" / name for name in DEMO_BUNDLES if (data / "synthea-r4" / name).exists()
+    ]
 
 
-def import_demo_records_when_up(
-    url: str, organisation: KeyFile, claims_dir: Path, say: Callable[[str], None]
+def register_demo_client(data: Path, url: str) -> Path:
+    """A SMART backend client of the founding organisation (system/*.cruds, TREAT); its key
+    file (private JWK, client id, token URL) in DATA_DIR/demo/, for `careledger token`."""
+    from careledger.gateway.clients_cli import Binding, KeySource, add_client
+
+    key_file = data / "demo" / "client-demo-hospital.json"
+    add_client(
+        data,
+        KeySource(new_key=key_file),
+        Binding(name="Demo EHR"),
+        data / "keys",
+        f"{url}/auth/token",
+    )
+    return key_file
+
+
+def populate_demo_when_up(
+    url: str, data: Path, patient_did: Callable[[str], str | None], say: Callable[[str], None]
 ) -> threading.Thread | None:
-    """Once the node answers, import the demo bundle through the records SDK (a thread):
-    its patient is enrolled for a claim, the package written to `claims_dir`, the code
-    shown once."""
-    bundle = demo_bundle()
-    if bundle is None:
-        say("No demo bundle found (set CARELEDGER_DEMO_BUNDLE): starting without records.")
+    """Once the server answers (a thread): the demo bundles imported through the FHIR gateway
+    with the demo client's token (each patient enrolled for a claim), every patient claimed
+    (their new key files in DATA_DIR/demo/), and the first one's grant to Northside Clinic
+    (read, clinical and diagnostics, for treatment). `patient_did`: the gateway's map from a
+    FHIR Patient id to the patient's did (it names the claim package)."""
+    bundles = demo_bundles()
+    if not bundles:
+        say("No demo bundles found (set CARELEDGER_SHARED_DATA): starting without records.")
         return None
 
     def run() -> None:
-        from careledger.wallet.records import ImportSummary, RecordsClient, import_bundle
-
         _wait_for(url)
-        summary = ImportSummary()
         try:
-            with RecordsClient(url, organisation) as client:
-                import_bundle(client, orjson.loads(bundle.read_bytes()), claims_dir, summary)
+            imported = _import_and_claim(url, data, bundles, patient_did)
         except Exception as exc:  # the demo must not take the node down
             say(f"Demo records not imported: {exc}")
             return
         say(
-            f"Demo records: {summary.written} resources of {summary.patients} Synthea patient "
-            "imported, enrolled for a claim. Claim the patient's identity (the code is shown "
-            "only now):"
+            f"Demo: {imported} Synthea resources imported through the gateway; the patients "
+            f"claimed their identities (key files in {data / 'demo'}/), and one shares its "
+            f"clinical and diagnostic records with {SECOND_ORGANISATION}. Try:"
         )
-        for pending in summary.claims:
-            say(
-                f"  careledger claim {pending.package} --out patient.json --node {url}"
-                f"   (claim code: {pending.code})"
-            )
+        key = data / "demo" / "client-demo-hospital.json"
+        say(
+            f'  curl -H "Authorization: Bearer $(careledger token --key {key})" '
+            f'"{url}/fhir/Observation?code=http://loinc.org|8302-2&_count=5"'
+        )
 
     thread = threading.Thread(target=run, name="demo-records", daemon=True)
     thread.start()
     return thread
+
+
+def _import_and_claim(
+    url: str, data: Path, bundles: list[Path], patient_did: Callable[[str], str | None]
+) -> int:
+    from careledger.crypto.scopekeys import CLINICAL, DIAGNOSTICS
+    from careledger.gateway.importer import ImportState, import_files
+    from careledger.gateway.smart.backend_client import BackendServicesAuth, ClientKey
+    from careledger.wallet.consent import ConsentClient
+    from careledger.wallet.custody import claim
+    from careledger.wallet.node_client import NodeClient
+
+    demo = data / "demo"
+    auth = BackendServicesAuth(ClientKey.load(demo / "client-demo-hospital.json"))
+    with httpx.Client(base_url=f"{url}/fhir", auth=auth, timeout=600) as http:
+        report = import_files(http, bundles, ImportState(demo / "import-state.json"))
+    northside = KeyFile.load(demo / "northside-clinic.json").did
+    node = NodeClient(url)
+    for number, pending in enumerate(report.claims, start=1):
+        did = patient_did(pending.patient.split("/", 1)[1])
+        package = data / "gateway" / "claims" / f"claim-{str(did).rsplit(':', 1)[-1]}.json"
+        claimed = claim(node, package, pending.code, save_to=demo / f"patient-{number}.json")
+        if number == 1:
+            ConsentClient(node, claimed.keyfile).grant(
+                northside, scopes=[CLINICAL, DIAGNOSTICS], purposes=["TREAT"]
+            )
+    return report.resources
 
 
 def _wait_for(url: str, timeout: float = 30) -> None:
