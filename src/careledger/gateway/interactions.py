@@ -256,9 +256,10 @@ def _count(text: str | None) -> int:
 
 
 def _names_version(if_none_match: str, version: int) -> bool:
-    return any(
-        tag.strip() in (etag(version), f'"{version}"', "*") for tag in if_none_match.split(",")
-    )
+    """Whether If-None-Match names `version`: `W/"3"`, `"3"`, `*`, or a bare `3` (HAPI takes
+    it; fhirpy's refresh() sends meta.versionId as it is)."""
+    names = (etag(version), f'"{version}"', str(version), "*")
+    return any(tag.strip() in names for tag in if_none_match.split(","))
 
 
 def _prefer_return(request: Request) -> str:
