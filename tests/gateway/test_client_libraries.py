@@ -25,6 +25,7 @@ from fhirclient import client as fhirclient
 from fhirclient.models.observation import Observation as FcObservation
 from fhirclient.models.patient import Patient as FcPatient
 from fhirpy import SyncFHIRClient
+from fhirpy.base.exceptions import OperationOutcome as FhirpyOutcome
 
 from careledger.gateway.smart.backend_client import sign_assertion
 from gatewayutil import GatewayClient, GatewayProcess
@@ -152,6 +153,36 @@ def test_fhirpy_creates_reads_updates_and_searches(world: World) -> None:
     )
     assert heights.count() == len(heights.fetch_all()) > 0
     assert {o.id for o in heights.fetch_all()} <= world.written["Observation"]
+
+
+def test_fhirpy_get_or_create_is_refused_not_duplicated(world: World) -> None:
+    """fhirpy's get_or_create() puts its search on the POST's URL (Aidbox's form): the gateway
+    answers 400 (conditional create is If-None-Exist in FHIR R4) instead of creating the
+    resource again each time, and the If-None-Exist way works."""
+    gateway = world.gateway
+    fhir = SyncFHIRClient(gateway.fhir_url, authorization=f"Bearer {gateway.token()}")
+    identifier = {"system": "urn:example:mrn", "value": "get-or-create-1"}
+    patient = fhir.resource("Patient", identifier=[identifier], gender="male")
+    search = fhir.resources("Patient").search(identifier="urn:example:mrn|get-or-create-1")
+    for _ in range(2):
+        with pytest.raises(FhirpyOutcome) as refused:
+            search.get_or_create(patient)
+        assert "If-None-Exist" in str(refused.value)
+    assert search.count() == 0
+
+    created = [
+        gateway.http.post(
+            "Patient",
+            content=orjson.dumps(patient.serialize()),
+            headers={
+                "content-type": "application/fhir+json",
+                "if-none-exist": "identifier=urn:example:mrn|get-or-create-1",
+            },
+        )
+        for _ in range(2)
+    ]
+    assert [answer.status_code for answer in created] == [201, 200]
+    assert search.count() == 1
 
 
 def test_bare_version_etags_as_hapi_reads_them(world: World) -> None:
