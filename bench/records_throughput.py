@@ -17,6 +17,7 @@ Run: .venv/bin/python -m bench.records_throughput [--workers 2] [--bundles 0 (al
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,7 @@ from pathlib import Path
 import orjson
 
 from bench.common import machine
-from careledger.crypto.claim import open_claim_package
+from careledger.crypto.claim import DEFAULT_KDF, open_claim_package
 from careledger.crypto.keyfile import KeyFile, naming_key_of
 from careledger.crypto.keys import Identity
 from careledger.crypto.scopekeys import ScopePublic
@@ -82,9 +83,13 @@ def end_to_end(paths: list[Path], workers: int) -> None:
             with RecordsClient(url, org, workers=workers) as client:
                 client.node.status()  # warm the connection
                 client.warm()  # start the pool's processes, load the FHIR models
+                pool = pool_pids(node.pid)
+                processes = {"node": [node.pid], "writer": [os.getpid()], "pool": pool}
+                cpu_before = {k: cpu_seconds(pids) for k, pids in processes.items()}
                 started = time.perf_counter()
                 written += import_bundles(client, bundles, Path(scratch) / "keys", summary)
                 write_s = time.perf_counter() - started
+                cpu = {k: cpu_seconds(pids) - cpu_before[k] for k, pids in processes.items()}
             for bundle in bundles:
                 index = BundleIndex.of(bundle)
                 groups, _ = index.split_by_patient()
@@ -102,12 +107,48 @@ def end_to_end(paths: list[Path], workers: int) -> None:
             f"{summary.patients} patients, workers={workers}"
         )
         print(f"write: {len(written) / write_s:,.0f} records/s ({write_s:.1f} s)")
+        per_record = {k: 1000 * v / len(written) for k, v in cpu.items()}
+        print(
+            f"write CPU per record: {sum(per_record.values()):.2f} ms ("
+            + ", ".join(f"{k} {v:.2f}" for k, v in per_record.items())
+            + f"; the claim KDF, {summary.patients} patients, ~{kdf_ms(summary.patients, written)}"
+            " of the writer's)"
+        )
         print(f"read:  {read / read_s:,.0f} records/s ({read_s:.1f} s)")
         print(
             f"stored blob bytes / compact FHIR JSON bytes: {stored / json_bytes:.3f} "
             f"({stored:,} / {json_bytes:,})"
         )
         print(f"stored blob bytes / source bundle file bytes: {stored / source_bytes:.3f}")
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def pool_pids(node: int) -> list[int]:
+    """This process's children but the node: the sealing pool's worker processes."""
+    me = os.getpid()
+    children = Path(f"/proc/{me}/task/{me}/children").read_text().split()
+    return [int(c) for c in children if int(c) != node]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of these live processes (Linux /proc), so that a run on a
+    shared machine still says what the write path costs, whatever the wall clock did."""
+    total = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / _TICKS
+    return total
+
+
+def kdf_ms(patients: int, written: list[Written]) -> str:
+    """The claim packages' Argon2id cost per record written (one derivation per patient)."""
+    params = DEFAULT_KDF.with_fresh_salt()
+    started = time.process_time()
+    params.derive("warm up the kdf")
+    one = time.process_time() - started
+    return f"{1000 * one * patients / max(1, len(written)):.2f} ms"
 
 
 def read_all(url: str, summary: ImportSummary, written: list[Written]) -> tuple[float, int]:

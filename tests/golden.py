@@ -58,6 +58,8 @@ OBSERVATION = record_name(PATIENT.did, "Observation", "golden-observation")
 CONDITION = record_name(PATIENT.did, "Condition", "golden-condition")
 NURSE_NOTE = record_name(PATIENT.did, "Observation", "golden-nurse-note")
 B_NOTE = record_name(PATIENT.did, "Observation", "golden-b-note")
+BATCH_ONE = record_name(PATIENT.did, "Observation", "golden-batch-one")
+BATCH_TWO = record_name(PATIENT.did, "Observation", "golden-batch-two")
 # Vouchers and consents last to this height (beyond the sequence), except the expired one.
 EXPIRES_AT = 100
 EXPIRED_AT = 1  # a voucher that expired after block 1
@@ -283,7 +285,10 @@ def golden_blocks() -> list[list[bytes]]:
         #    its nurse and its voucher have no authority left (unknown sender, unknown sender,
         #    not a member); B alone cannot remove A, one of two members (the vote waits);
         #    the latecomer registers at last with A's voucher. Keys for a revoked grant are
-        #    refused. Removed C's node records nothing (unknown sender).
+        #    refused. Removed C's node records nothing (unknown sender). Batches of anchors
+        #    (version 5): the doctor's batch naming the erased observation is refused whole,
+        #    B's batch without write consent too, then the doctor's batch of two new records
+        #    (one of them in the refused batch: nothing of that was written) commits.
         [
             patient.tx("records/erase", {"records": [OBSERVATION]}),
             doctor.tx("records/anchor", anchor(OBSERVATION, "Observation", 3, "b5")),
@@ -294,6 +299,25 @@ def golden_blocks() -> list[list[bytes]]:
             latecomer.tx("identity/register_patient", patient_registration(LATECOMER, ORG_A)),
             patient.tx("consent/share_keys", {"id": "a3" * 16, "keys": [wrap("clinical", 1)]}),
             node_c.tx("audit/record_batch", access_batch(NODE_C, 1, GENESIS_S + 4)),
+            doctor.tx(
+                "records/anchor_batch",
+                {
+                    "anchors": [
+                        anchor(BATCH_ONE, "Observation", 1, "d1"),
+                        anchor(OBSERVATION, "Observation", 3, "d2"),
+                    ]
+                },
+            ),
+            b.tx("records/anchor_batch", {"anchors": [anchor(B_NOTE, "Observation", 1, "d3")]}),
+            doctor.tx(
+                "records/anchor_batch",
+                {
+                    "anchors": [
+                        anchor(BATCH_ONE, "Observation", 1, "d1"),
+                        anchor(BATCH_TWO, "Observation", 1, "d4"),
+                    ]
+                },
+            ),
         ],
     ]
     return blocks

@@ -172,7 +172,7 @@ def test_a_node_refuses_an_anchor_of_a_blob_that_names_another_record(setup: Set
 
 def without_the_anchor_check(monkeypatch: pytest.MonkeyPatch) -> None:
     """This node now behaves as one without the header check (or a Byzantine proposer's)."""
-    monkeypatch.setattr(BlobNamesItsRecord, "__call__", lambda self, stx: None)
+    monkeypatch.setattr(BlobNamesItsRecord, "__call__", lambda self, anchor, blob: None)
 
 
 def test_an_erasure_of_a_hijacked_anchor_deletes_nothing_of_the_victims(

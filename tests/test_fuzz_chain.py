@@ -305,6 +305,15 @@ TEMPLATES: dict[str, dict[str, st.SearchStrategy[Any]]] = {
     },
 }
 
+# A batch: up to three anchors from the same hostile template (records and blobs repeat now
+# and then: a batch names each once), now and then more than a batch may hold.
+TEMPLATES["records/anchor_batch"] = {
+    "anchors": st.one_of(
+        st.lists(st.fixed_dictionaries(TEMPLATES["records/anchor"]), min_size=0, max_size=3),
+        st.lists(st.fixed_dictionaries(TEMPLATES["records/anchor"]), min_size=101, max_size=101),
+    )
+}
+
 
 def often(chance_in_ten: int) -> st.SearchStrategy[bool]:
     """True about chance_in_ten times in ten (integers() would lean towards its minimum)."""

@@ -18,6 +18,7 @@ import pytest
 from careledger.chain.codes import Code
 from careledger.chain.tx import SignedTx, Tx
 from careledger.consensus.solo.producer import SoloProducer
+from careledger.crypto.envelope import BlobOwner, WrappedKey, pack_record_blob
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
 from careledger.node.builder import Node, Solo, build_node
@@ -136,7 +137,47 @@ def test_the_builder_registers_the_records_checks(tmp_path: Path) -> None:
     initialise(root)
     node = build_node(root, Solo())
     try:
-        assert node.pipeline.checked_types() == {"records/anchor"}
+        assert node.pipeline.checked_types() == {"records/anchor", "records/anchor_batch"}
         assert node.driver.inner is node.consensus
     finally:
         node.close()
+
+
+def stored_blob_for(served: Served, payload: dict[str, object], named: str = "") -> str:
+    """A record blob naming the anchor's record (or the record `named`), in the node's store."""
+    owner = BlobOwner(str(payload["patient"]), named or str(payload["record"]))
+    blob = pack_record_blob(owner, [WrappedKey("scope/clinical/1", bytes(80))], os.urandom(64))
+    return served.node.blob_store.put(blob)
+
+
+def test_a_batch_is_refused_whole_when_one_anchors_blob_is_missing_or_names_another_record(
+    served: Served,
+) -> None:
+    before = served.nonce()
+    good = anchor_payload("")
+    good["blob_hash"] = stored_blob_for(served, good)
+    missing = anchor_payload(os.urandom(32).hex())
+    claimed = anchor_payload("")
+    claimed["blob_hash"] = stored_blob_for(served, claimed, named=os.urandom(32).hex())
+    other = anchor_payload("")
+    tombstone = {k: v for k, v in other.items() if k in ("patient", "resource_type", "record")}
+    tombstone |= {"version": 2, "tombstone": 1}  # names no blob: not this check's business
+
+    refusals = [
+        ([good, tombstone, missing], 404, f"anchor 2 of 3: blob {missing['blob_hash']} is not"),
+        ([good, claimed], 409, f"anchor 1 of 2: blob {claimed['blob_hash']} names record"),
+    ]
+    for anchors, status, expected in refusals:
+        raw = served.sign("records/anchor_batch", {"anchors": anchors}, before + 1)
+        with pytest.raises(NodeError) as refused:
+            served.client.submit(raw, wait=True)
+        assert refused.value.status == status and expected in refused.value.message
+    assert served.nonce() == before  # nothing reached the mempool
+    assert served.client.status()["mempool_size"] == 0
+
+    # Every blob here and naming its record: the batch passes this node's checks (the chain
+    # then refuses it: its patients are made up, which is the state machine's business).
+    raw = served.sign("records/anchor_batch", {"anchors": [good, tombstone]}, before + 1)
+    result = served.client.submit(raw, wait=True)
+    assert result["code"] == Code.NOT_FOUND and "anchor 0 of 2: " in result["log"]
+    assert served.nonce() == before + 1

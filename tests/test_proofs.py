@@ -67,11 +67,14 @@ class Setup:
 
 
 @pytest.fixture
-def setup(node: NodeProcess) -> Iterator[Setup]:
+def setup(node: NodeProcess, monkeypatch: pytest.MonkeyPatch) -> Iterator[Setup]:
     org = KeyFile.load(node.data_dir / "keys" / "organisation.json")
     writer = RecordsClient(node.url, org, purpose="TREAT")  # it reads what it wrote, to treat
     patient = enrol(writer, "proof test")
-    written = writer.write_many(patient.did, observations(5))  # one block, five anchors
+    # One block of three records/anchor_batch transactions (2, 2, 1 anchors): proofs of a
+    # transaction among several, and of an anchor among several in its batch.
+    monkeypatch.setattr("careledger.wallet.writing.MAX_BATCH_ANCHORS", 2)
+    written = writer.write_many(patient.did, observations(5))
     yield Setup(node, NodeClient(node.url, patient), org, writer, patient, written)
     writer.close()
 
@@ -92,7 +95,21 @@ def test_an_honest_proof_verifies_with_the_result_and_its_block(setup: Setup) ->
     assert setup.api.block(target.height)["hash"] == verified.header_hash
     anchor = proof["anchor"]
     assert anchor["result"]["code"] == 0
-    assert anchor["tx_proof"]["total"] == anchor["block"]["header"]["num_txs"] >= 5
+    assert anchor["tx_proof"]["total"] == anchor["block"]["header"]["num_txs"] >= 3
+    assert proof["anchor_index"] == 0  # the second batch's first anchor
+
+
+def test_a_batch_proof_with_another_anchor_index_is_refused(setup: Setup) -> None:
+    """A proof names its anchor in the batch; pointing it at a neighbour's anchor (or at
+    none) fails: the resource and salt open only their own anchor's commitment."""
+    proof = fresh(setup.writer.proof(setup.written[2].ref))
+    for index, error in [(1, "commitment"), (2, "anchor_index"), ("0", "anchor_index")]:
+        with pytest.raises(ProofError, match=error):
+            verify_record_proof({**proof, "anchor_index": index}, setup.trust(proof))
+    with pytest.raises(ProofError, match="anchor_index"):
+        verify_record_proof(
+            {k: v for k, v in proof.items() if k != "anchor_index"}, setup.trust(proof)
+        )
 
 
 def test_a_proof_of_an_anchor_the_chain_rejected_is_refused(setup: Setup) -> None:
@@ -295,8 +312,9 @@ def forged_solo_proof(setup: Setup) -> dict[str, Any]:
     condition = stamp({"resourceType": "Condition", "id": "made-up-condition"}, 1)
     ref = setup.writer.ref(setup.patient.did, "Condition", "made-up-condition")
     salt = os.urandom(SALT_SIZE)
+    batch = decode_tx(bytes.fromhex(honest["anchor"]["tx"])).tx.payload
     payload = {
-        **decode_tx(bytes.fromhex(honest["anchor"]["tx"])).tx.payload,
+        **batch["anchors"][honest["anchor_index"]],
         "resource_type": "Condition",
         "record": ref.name,
         "version": 1,

@@ -69,8 +69,10 @@ DEFAULT_MODULES: tuple[Module, ...] = (
 # member; founders' nodes registered at genesis, later ones with identity/register_node);
 # the audit module (audit/record_batch: access entries batched and signed by the serving
 # node, the patient's access log, alerts); TxContext carries the transaction's hash and index.
+# Version 5: records/anchor_batch (up to 100 anchors of one author, each checked as a
+# records/anchor is, all or nothing).
 # tests/test_golden.py pins this version's app hashes.
-STATE_MACHINE_VERSION = 4
+STATE_MACHINE_VERSION = 5
 
 
 class IncompatibleState(RuntimeError):

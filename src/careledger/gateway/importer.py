@@ -28,10 +28,10 @@ import httpx
 import orjson
 
 from careledger.crypto.privatefs import write_private_file
+from careledger.gateway.bundles import CLAIM_CODE_PREFIX
 
 DIRECTORY_FIRST = ("hospitalInformation", "practitionerInformation")
 _UUID_URL = re.compile(r"urn:uuid:([A-Za-z0-9\-\.]{1,64})")
-CLAIM_CODE_PREFIX = "claim code: "  # how the gateway states an enrolled patient's code
 
 
 class ImportError_(Exception):
@@ -155,7 +155,7 @@ def _claim_code(outcome: object) -> str | None:
     for issue in outcome.get("issue") or []:
         text = str(issue.get("diagnostics", ""))
         if text.startswith(CLAIM_CODE_PREFIX):
-            return text[len(CLAIM_CODE_PREFIX) :].split()[0]
+            return text[len(CLAIM_CODE_PREFIX) :].split(" (")[0]
     return None
 
 

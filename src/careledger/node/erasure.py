@@ -74,6 +74,11 @@ def anchorable(store: BlobStore, digest: object, *, now: float | None = None) ->
         stored_at = store.stored_at(digest)
     except BlobNotFound:
         return False
+    return young_enough_to_anchor(stored_at, now)
+
+
+def young_enough_to_anchor(stored_at: float, now: float | None = None) -> bool:
+    """A blob stored at `stored_at` (Unix seconds) may still be anchored (see anchorable)."""
     return (time.time() if now is None else now) - stored_at < ANCHORABLE_AGE
 
 

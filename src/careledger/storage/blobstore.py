@@ -159,6 +159,15 @@ class BlobStore:
         except FileNotFoundError as exc:
             raise BlobNotFound(digest) from exc
 
+    def head_and_stored_at(self, digest: str, size: int) -> tuple[bytes, float]:
+        """`head` and `stored_at` with one open: the first `size` bytes (unchecked) and the
+        mtime of the same file (what an anchor's pre-submit check reads of each blob)."""
+        try:
+            with self.path_of(digest).open("rb") as file:
+                return file.read(size), os.fstat(file.fileno()).st_mtime
+        except FileNotFoundError as exc:
+            raise BlobNotFound(digest) from exc
+
     def size(self, digest: str) -> int:
         """The stored blob's size in bytes, 0 when it is not stored (unchecked: `get`
         re-hashes)."""

@@ -92,6 +92,9 @@ class VerifiedRecord:
         return self.block.trusted
 
 
+ANCHOR_TYPES = ("records/anchor", "records/anchor_batch")
+
+
 def verify_record_proof(proof: Mapping[str, Any], trust: TrustAnchor) -> VerifiedRecord:
     """Check a record proof offline against the caller's trust anchor; ProofError naming the
     first check that fails, the anchor's included.
@@ -117,8 +120,8 @@ def _check_record_proof(proof: Mapping[str, Any], trust: TrustAnchor | None) -> 
         raise ProofError(f"not a record proof in the {PROOF_FORMAT} format")
     anchor = check_tx_evidence(field_of(proof, "anchor"), trust, required=True)
     tx = anchor.tx.tx
-    if tx.type != "records/anchor":
-        raise ProofError(f"the transaction is a {tx.type}, not a records/anchor")
+    if tx.type not in ANCHOR_TYPES:
+        raise ProofError(f"the transaction is a {tx.type}, not a records/anchor or anchor_batch")
     # Rotations are older blocks: without a trusted set, the anchor's signers are the trust.
     rotation_trust = trust if trust is not None else anchor.block.validators
     key, rotations = _author_key(proof.get("author_key") or {}, anchor, rotation_trust)
@@ -127,7 +130,7 @@ def _check_record_proof(proof: Mapping[str, Any], trust: TrustAnchor | None) -> 
             f"the anchor's signature does not verify with {tx.sender}'s key registered at "
             f"height {anchor.block.height}"
         )
-    ref, version = _check_resource(proof, tx.payload)
+    ref, version = _check_resource(proof, _anchor_of(proof, tx.type, tx.payload))
     return VerifiedRecord(ref.patient, ref, version, tx.sender, key.hex(), rotations, anchor.block)
 
 
@@ -190,11 +193,25 @@ def _signed_by(stx: SignedTx, key: bytes) -> bool:
 # --- the resource --------------------------------------------------------------------------
 
 
-def _check_resource(proof: Mapping[str, Any], payload: Mapping[str, Any]) -> tuple[RecordRef, int]:
+def _anchor_of(proof: Mapping[str, Any], tx_type: str, payload: Mapping[str, Any]) -> Any:
+    """The anchor payload the proof is about: the transaction's own, or for a batch the one
+    at the proof's `anchor_index` (the resource is then checked against it as against a
+    single anchor: its record, type, version and commitment)."""
+    if tx_type == "records/anchor":
+        return payload
+    anchors, index = payload.get("anchors"), proof.get("anchor_index")
+    if not isinstance(anchors, list) or type(index) is not int or not 0 <= index < len(anchors):
+        raise ProofError("the proof's anchor_index names no anchor of the batch")
+    return anchors[index]
+
+
+def _check_resource(proof: Mapping[str, Any], payload: Any) -> tuple[RecordRef, int]:
     try:
         resource, salt = proof["resource"], bytes.fromhex(proof["salt"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ProofError(f"the proof has no resource or salt: {exc}") from None
+    if not isinstance(payload, Mapping):
+        raise ProofError("the anchor is not an object")
     try:
         patient, record, resource_type, anchored_version = (
             payload["patient"],

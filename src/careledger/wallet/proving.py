@@ -40,18 +40,23 @@ def record_proof(
     if anchor is None or anchor["tombstone"]:
         raise RecordsError(f"{ref} has no readable version {number}", 404)
     evidence = tx_evidence(client.node, anchor_tx_hash(client.node, anchor))
-    author = decode_tx(bytes.fromhex(evidence["tx"])).tx.sender
+    anchor_tx = decode_tx(bytes.fromhex(evidence["tx"])).tx
+    author = anchor_tx.sender
     fetched = client.fetch([anchor["blob_hash"]])[0]
     if fetched[0] != 200:
         raise RecordsError(f"{ref}: {fetched[1].decode()}", fetched[0])
     opened = client.open_blob(ref, anchor, fetched[1])
-    return {
+    proof = {
         "format": PROOF_FORMAT,
         "anchor": evidence,
         "author_key": author_key_evidence(client.node, author, evidence),
         "resource": opened.resource(),
         "salt": opened.salt.hex(),
     }
+    if anchor_tx.type == "records/anchor_batch":
+        blobs = [a.get("blob_hash") for a in anchor_tx.payload["anchors"]]
+        proof["anchor_index"] = blobs.index(anchor["blob_hash"])  # which anchor of the batch
+    return proof
 
 
 def anchor_tx_hash(node: NodeClient, anchor: Mapping[str, Any]) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import itertools
+import re
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -20,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from careledger.chain.modules.records.messages import MAX_BATCH_ANCHORS
 from careledger.crypto.naming import record_name
 from careledger.crypto.scopekeys import ScopePublic
 from careledger.wallet.node_client import NodeError, PendingBatch, Signer
@@ -34,7 +36,7 @@ PIPELINE_DEPTH = 3  # chunks between sealing and commit at once (see Writer.pipe
 
 @dataclass(frozen=True)
 class _Admitted:
-    prepared: list[Prepared]
+    batches: list[list[Prepared]]  # one anchor_batch transaction each, in submission order
     pending: PendingBatch
 
 
@@ -160,30 +162,37 @@ class Writer:
     def _admit(
         self, sealed: concurrent.futures.Future[list[Prepared]], stop: threading.Event
     ) -> _Admitted:
-        """Sign and submit a chunk's anchors once its blobs are stored; back once admitted."""
+        """Sign and submit a chunk's anchors once its blobs are stored; back once admitted.
+
+        The anchors go in `records/anchor_batch` transactions of up to MAX_BATCH_ANCHORS each
+        (one signature, one mempool check and one nonce per batch instead of per record); a
+        batch commits whole or not at all."""
         try:
             prepared = sealed.result()
             if stop.is_set():
                 raise _Stopped()
-            raws = [self.signer.sign("records/anchor", p.payload) for p in prepared]
+            groups = list(_chunks_of(prepared, MAX_BATCH_ANCHORS))
+            raws = [
+                self.signer.sign("records/anchor_batch", {"anchors": [p.payload for p in g]})
+                for g in groups
+            ]
             try:
                 pending = self.node.submit_pipelined(raws)
             except NodeError as exc:
                 raise RecordsError(exc.message, exc.status) from None
-            refused = [
-                (p, r) for p, r in zip(prepared, pending.admitted, strict=True) if r["check_code"]
-            ]
+            answers = zip(groups, pending.admitted, strict=True)
+            refused = [(g, r) for g, r in answers if r["check_code"]]
             if refused:
-                p, r = refused[0]
-                admitted = len(prepared) - len(refused)
+                group, result = refused[0]
+                admitted = len(groups) - len(refused)
                 try:
-                    raise_for(r, f"{p.ref} version {p.version}")
+                    raise_for(result, _named(group, result))
                 finally:
                     # What was admitted will commit; wait so that the error is the last word.
                     if admitted:
                         pending.results()
                     pending.close()
-            return _Admitted(prepared, pending)
+            return _Admitted(groups, pending)
         except BaseException:
             stop.set()
             raise
@@ -200,11 +209,12 @@ class Writer:
         except NodeError as exc:
             raise RecordsError(exc.message, exc.status) from None
         written = []
-        for p, result in zip(admitted.prepared, results, strict=True):
-            raise_for(result, f"{p.ref} version {p.version}")
-            written.append(
+        for group, result in zip(admitted.batches, results, strict=True):
+            raise_for(result, _named(group, result))
+            written += [
                 Written(p.ref, p.version, p.payload["blob_hash"], result["hash"], result["height"])
-            )
+                for p in group
+            ]
         return written
 
     def delete(self, ref: RecordRef) -> Written:
@@ -231,6 +241,20 @@ class Writer:
         result = self.node.submit(self.signer.sign("records/erase", payload), wait=True)
         raise_for(result, "erase")
         return result
+
+
+_FAILED_ANCHOR = re.compile(r"anchor (\d+) of \d+: ")
+
+
+def _named(group: Sequence[Prepared], result: Mapping[str, Any]) -> str:
+    """The record a batch's failure names (the chain's and the node's logs start with
+    "anchor <i> of <n>: "), or the batch's first record when the log names none."""
+    log = str(result.get("log") or result.get("check_log") or "")
+    found = _FAILED_ANCHOR.match(log)
+    index = int(found.group(1)) if found and int(found.group(1)) < len(group) else 0
+    p = group[index]
+    batch = f" (in a batch of {len(group)})" if len(group) > 1 else ""
+    return f"{p.ref} version {p.version}{batch}"
 
 
 def _chunks_of(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

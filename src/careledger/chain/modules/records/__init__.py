@@ -9,6 +9,7 @@ records_module = Module(
     name=MODULE,
     messages={
         "anchor": Message(messages.Anchor.parse, handler.anchor),
+        "anchor_batch": Message(messages.AnchorBatch.parse, handler.anchor_batch),
         "publish_scope_key": Message(messages.PublishScopeKey.parse, handler.publish_scope_key),
         "erase": Message(messages.Erase.parse, handler.erase),
     },

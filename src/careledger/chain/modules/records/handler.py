@@ -23,6 +23,8 @@
   block's time (`ConsentKeeper.may_write`); otherwise NO_CONSENT, naming what is missing.
 - A scope key is published with the patient's signature over `scope_key_statement` by their
   current key (UNAUTHORISED otherwise); it is stored, and `records/scope_keys` returns it.
+- `records/anchor_batch`: up to 100 anchors of one author, each under every rule above,
+  all or nothing (the first refusal names its anchor and fails the whole batch).
 - Erasure is the patient's alone; the event lists the blob hashes every node must delete.
 """
 
@@ -44,6 +46,7 @@ from careledger.chain.modules.records.events import (
 from careledger.chain.modules.records.keeper import MODULE, RecordsKeeper
 from careledger.chain.modules.records.messages import (
     Anchor,
+    AnchorBatch,
     Erase,
     PublishScopeKey,
     parse_scope_label,
@@ -189,6 +192,19 @@ def anchor(ctx: TxContext, msg: Anchor) -> None:
     )
     keeper.put_record(msg.patient, {**rec, "versions": msg.version})
     ctx.emit(RecordAnchored(msg.patient, msg.record, str(msg.version), msg.blob_hash, ctx.sender))
+
+
+def anchor_batch(ctx: TxContext, msg: AnchorBatch) -> None:
+    """Each anchor as `anchor` applies it, in order, each seeing the ones before it; the
+    first refusal fails the transaction, whose writes are then all discarded (the
+    application keeps only the spent nonce), so a batch is written whole or not at all."""
+    for index, item in enumerate(msg.anchors):
+        try:
+            anchor(ctx, item)
+        except TxFailure as failure:
+            raise TxFailure(
+                failure.code, f"anchor {index} of {len(msg.anchors)}: {failure.log}"
+            ) from None
 
 
 def _require_signed_by_patient(ctx: TxContext, msg: PublishScopeKey) -> None:

@@ -20,6 +20,9 @@ from careledger.crypto.statements import scope_key_statement
 
 MAX_RECIPIENTS = 8
 MAX_ERASE_RECORDS = 1000
+# Anchors in one records/anchor_batch: about 420 bytes each, so a full batch (~42 KB) stays
+# well under the 64 KiB transaction bound with room for long dids and recipient lists.
+MAX_BATCH_ANCHORS = 100
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{0,63}")
 _SCOPE_LABEL = re.compile(r"scope/([a-z]{1,64})/([0-9]{1,10})")
 
@@ -92,6 +95,33 @@ class Anchor:
             if parsed is not None:
                 return parsed
         return None
+
+
+@dataclass(frozen=True)
+class AnchorBatch:
+    """Up to MAX_BATCH_ANCHORS anchors by one author (the sender), of one or more patients,
+    applied all or nothing: each is checked exactly as a `records/anchor` is, in order, and
+    the first refusal refuses the whole batch. A record (patient and name) and a blob appear
+    at most once in a batch."""
+
+    anchors: tuple[Anchor, ...]
+
+    @classmethod
+    def parse(cls, p: Payload) -> AnchorBatch:
+        items = p.objects("anchors", MAX_BATCH_ANCHORS, min_items=1)
+        anchors: list[Anchor] = []
+        for index, item in enumerate(items):
+            try:
+                anchors.append(Anchor.parse(item))
+            except TxFailure as failure:
+                raise _fail(f"anchor {index}: {failure.log}") from None
+        if len({(a.patient, a.record) for a in anchors}) != len(anchors):
+            raise _fail("a batch names each record once (one version per record)")
+        blobs = [a.blob_hash for a in anchors if not a.tombstone]
+        if len(set(blobs)) != len(blobs):
+            raise _fail("a batch names each blob once")
+        p.done()
+        return cls(tuple(anchors))
 
 
 @dataclass(frozen=True)
