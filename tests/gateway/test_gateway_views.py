@@ -155,7 +155,7 @@ def test_a_refused_read_shows_as_a_failed_audit_event(gateway: Gateway, node: No
     assert event["entity"][0]["what"]["identifier"]["value"] == patient_keys.did
     assert event["entity"][1]["what"]["identifier"]["value"] == own.ref.name[:32]
     assert views.read_audit_event(principal, event["id"]) == event
-    assert receipt_states(gateway.db) == {"proven": 1}
+    assert receipt_states(gateway.audit_db) == {"proven": 1}
 
 
 def test_a_served_read_shows_as_an_audit_event_of_its_patient(gateway: Gateway) -> None:

@@ -28,7 +28,7 @@ from careledger.wallet.node_client import NodeClient
 from careledger.wallet.records import RecordsClient
 
 # Every table of gateway.sqlite, by the part that owns it.
-SCHEMAS = [index_store.SCHEMA, smart_clients.SCHEMA, directory_schema, receipts.SCHEMA]
+SCHEMAS = [index_store.SCHEMA, smart_clients.SCHEMA, directory_schema]
 
 
 class Gateway:
@@ -49,6 +49,9 @@ class Gateway:
         self.keys_dir = keys_dir
         self.base_url = base_url.rstrip("/") if base_url else None
         self.db = GatewayDb.open(data_dir / "gateway.sqlite", SCHEMAS)
+        # The node's receipts of the gateway's reads, and the AuditEvents proven from them:
+        # one row per read, so not fsynced each (the node's journal keeps every entry).
+        self.audit_db = GatewayDb.open(data_dir / "audit.sqlite", [receipts.SCHEMA], durable=False)
         self.index = RecordIndex(self.db, organisation.did)
         self.node = NodeClient(self.node_url)
         self._clients: dict[tuple[str, str], RecordsClient] = {}
@@ -98,7 +101,7 @@ class Gateway:
                     self.node, keyfile, purpose=principal.purpose, organisation=organisation
                 )
                 client.api.on_receipt = functools.partial(
-                    receipts.keep_receipt, self.db, principal.did
+                    receipts.keep_receipt, self.audit_db, principal.did
                 )
                 self._clients[key] = client
         return client
@@ -111,3 +114,4 @@ class Gateway:
             self._clients.clear()
         self.node.close()
         self.db.close()
+        self.audit_db.close()

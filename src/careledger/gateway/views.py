@@ -408,7 +408,7 @@ class Views:
             clauses.append(f"outcome IN ({', '.join('?' * len(names)) or 'NULL'})")
             values += names
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        with self.gateway.db.read() as sql:
+        with self.gateway.audit_db.read() as sql:
             rows = sql.execute(
                 f"SELECT event FROM audit_events {where} ORDER BY at DESC, id LIMIT ?",
                 (*values, MAX_COUNT),
@@ -418,7 +418,7 @@ class Views:
     def read_audit_event(self, principal: Principal, event_id: str) -> dict[str, Any]:
         if _AUDIT_ID.fullmatch(event_id):
             self.resolve_receipts()
-            with self.gateway.db.read() as sql:
+            with self.gateway.audit_db.read() as sql:
                 row = sql.execute(
                     "SELECT event FROM audit_events WHERE id = ?", (event_id,)
                 ).fetchone()
@@ -439,7 +439,7 @@ class Views:
     def resolve_receipts(self, limit: int = RESOLVE_PER_REQUEST) -> None:
         """Prove the entries of pending receipts on chain and keep them as AuditEvents."""
         with self._resolving:
-            for kept in receipts.pending_receipts(self.gateway.db, limit):
+            for kept in receipts.pending_receipts(self.gateway.audit_db, limit):
                 self._resolve(kept)
 
     def _resolve(self, kept: receipts.KeptReceipt) -> None:
@@ -452,19 +452,23 @@ class Views:
             committed = all(row.get("committed") for row in located["entries"])
             if not committed:
                 if time.time() - kept.received > RECEIPT_PATIENCE:
-                    receipts.settle_receipt(self.gateway.db, kept, receipts.FAILED, "not on chain")
+                    receipts.settle_receipt(
+                        self.gateway.audit_db, kept, receipts.FAILED, "not on chain"
+                    )
                 return
             proven = check_receipt(Receipted(receipt, kept.request), node, grace=0)
         except BadReceipt as exc:  # not the node's signature for this read: never will be
-            receipts.settle_receipt(self.gateway.db, kept, receipts.FAILED, str(exc)[:500])
+            receipts.settle_receipt(self.gateway.audit_db, kept, receipts.FAILED, str(exc)[:500])
             return
         except (NodeError, NotAudited, ProofError) as exc:
             # Perhaps not yet (the block that proves the batch is not in, the node is busy):
             # asked again next time, until the receipt is older than RECEIPT_PATIENCE.
             if time.time() - kept.received > RECEIPT_PATIENCE:
-                receipts.settle_receipt(self.gateway.db, kept, receipts.FAILED, str(exc)[:500])
+                receipts.settle_receipt(
+                    self.gateway.audit_db, kept, receipts.FAILED, str(exc)[:500]
+                )
             return
-        with self.gateway.db.write() as sql:
+        with self.gateway.audit_db.write() as sql:
             for access in proven:
                 event = to_audit_event(access)
                 event["id"] = f"{access.tx[:32]}-{access.index}"
