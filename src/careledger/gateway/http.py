@@ -79,9 +79,14 @@ def etag(version: int) -> str:
 
 
 def version_of_etag(value: str) -> int:
-    """The version an If-Match names (`W/"3"`, also `"3"`): 400 if it names none."""
+    """The version an If-Match names (`W/"3"`, also `"3"`, and a bare `3` as HAPI takes it:
+    fhirpy sends meta.versionId as it is): 400 if it names none."""
     text = value.strip()
-    match = _WEAK_ETAG.fullmatch(text) or re.fullmatch(r'"([0-9]{1,18})"', text)
+    match = (
+        _WEAK_ETAG.fullmatch(text)
+        or re.fullmatch(r'"([0-9]{1,18})"', text)
+        or re.fullmatch(r"([0-9]{1,18})", text)
+    )
     if match is None:
         raise FhirError(400, f'If-Match {value!r} is not a version ETag like W/"3"')
     return int(match.group(1))

@@ -73,6 +73,7 @@ class _Endpoints:
         principal = principal_of(request)
         kind = request.path_params["type"]
         check_type(kind, writing=True)
+        _no_search_in_url(request)
         resource = await json_body(request, MAX_RESOURCE_BYTES)
         if resource.get("resourceType") != kind:
             raise FhirError(400, f"the body is a {resource.get('resourceType')}, not a {kind}")
@@ -255,10 +256,24 @@ def _count(text: str | None) -> int:
     return min(int(text), MAX_TYPE_HISTORY)
 
 
+def _no_search_in_url(request: Request) -> None:
+    """400 for a create whose URL carries a search (`POST Patient?identifier=...`, the form
+    fhirpy's get_or_create() sends): ignored, it would create a duplicate each time. FHIR R4's
+    conditional create names its search in If-None-Exist."""
+    searched = sorted({name for name in request.query_params if name not in ("_format", "_pretty")})
+    if searched:
+        raise FhirError(
+            400,
+            f"a create takes no search parameters ({', '.join(searched)}): "
+            "name them in If-None-Exist for a conditional create",
+        )
+
+
 def _names_version(if_none_match: str, version: int) -> bool:
-    return any(
-        tag.strip() in (etag(version), f'"{version}"', "*") for tag in if_none_match.split(",")
-    )
+    """Whether If-None-Match names `version`: `W/"3"`, `"3"`, `*`, or a bare `3` (HAPI takes
+    it; fhirpy's refresh() sends meta.versionId as it is)."""
+    names = (etag(version), f'"{version}"', str(version), "*")
+    return any(tag.strip() in names for tag in if_none_match.split(","))
 
 
 def _prefer_return(request: Request) -> str:

@@ -40,10 +40,14 @@ DEFAULT_COUNT = 20
 MAX_COUNT = 500
 MAX_VALUES = 100  # comma-separated values of one parameter
 MAX_OFFSET = 10_000_000
-# Result parameters: how results come back, not which match.
+# Result parameters: how results come back, not which match. `_totalMethod` (Aidbox's; fhirpy's
+# count() sends `_count=0&_totalMethod=count`) is accepted and ignored: the total is exact.
 RESULT_PARAMS = frozenset(
-    {"_count", "_offset", "_sort", "_include", "_summary", "_total", "_format", "_pretty"}
-)
+    {
+        "_count", "_offset", "_sort", "_include", "_summary", "_total", "_totalMethod",
+        "_format", "_pretty",
+    }
+)  # fmt: skip
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 SUPPORTED_PREFIXES = frozenset({"eq", "gt", "lt", "ge", "le"})
 MODIFIERS = {TOKEN: {"", "exact"}, STRING: {"", "exact", "contains"}, DATE: {""}}
@@ -166,7 +170,17 @@ def _date_value(name: str, text: str) -> tuple[str, int, int]:
         low, high = params.date_range(bare)
     except ValueError:
         raise FhirError(400, f"{name}: {text!r} is not a FHIR date") from None
+    if prefix in ("gt", "lt") and _finer_than_milliseconds(bare):
+        # The index keeps milliseconds: a value stamped in the same millisecond as a finer
+        # search value (smart-fetch's `_lastUpdated=gt<its clock, in microseconds>`) covers
+        # instants on both sides of it, so, as FHIR's overlapping ranges say, gt and lt match it.
+        prefix = "ge" if prefix == "gt" else "le"
     return prefix, low, high
+
+
+def _finer_than_milliseconds(text: str) -> bool:
+    fraction = re.search(r"\.([0-9]+)", text)
+    return fraction is not None and fraction.group(1)[3:].strip("0") != ""
 
 
 # --- who may read what -----------------------------------------------------------------------

@@ -37,6 +37,8 @@ CREATE TABLE IF NOT EXISTS resources (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS resources_by_patient ON resources (patient, resource_type);
 CREATE INDEX IF NOT EXISTS resources_by_record ON resources (patient, record);
+-- An access entry names a record by its first 16 bytes (32 hex): the AuditEvent view finds it.
+CREATE INDEX IF NOT EXISTS resources_by_record_prefix ON resources (substr(record, 1, 32));
 CREATE TABLE IF NOT EXISTS versions (
     resource_type TEXT NOT NULL,
     id TEXT NOT NULL,
