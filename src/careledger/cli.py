@@ -55,8 +55,15 @@ def up(
         help="Seconds between audit batches (default: $CARELEDGER_AUDIT_INTERVAL, else 0.25; "
         "0: reads are journaled and receipted but never committed, for tests).",
     ),
+    base_url: str | None = typer.Option(
+        None,
+        help="The FHIR API's public base URL (e.g. https://fhir.example/fhir), for Location, "
+        "paging links and the token audience. Set it behind a proxy: otherwise each "
+        "request's Host header decides them.",
+    ),
 ) -> None:
-    """Start the embedded node (solo block producer, SQLite, blobs on disk)."""
+    """Start the embedded node (solo block producer, SQLite, blobs on disk) and the
+    organisation's FHIR gateway beside it."""
     from careledger.chain.app import IncompatibleState, LocalFault
     from careledger.demo import (
         SECOND_ORGANISATION,
@@ -104,6 +111,7 @@ def up(
         KeyFile.load(data.organisation_key),
         Path(data_dir) / "gateway",
         keys_dir=data.keys,
+        base_url=base_url,
     )
     console.print(f"FHIR R4 API: {url}/fhir  (SMART Backend Services tokens: {url}/auth/token)")
     console.print(
