@@ -79,15 +79,22 @@ class Gateway:
         practitioners' (500 if a client is bound to an identity whose key is not here)."""
         if did == self.organisation.did:
             return self.organisation
-        if self.keys_dir is not None:
-            for path in sorted(self.keys_dir.glob("practitioner-*.json")):
-                try:
-                    keyfile = KeyFile.load(path)
-                except KeyFileError:
-                    continue
-                if keyfile.did == did:
-                    return keyfile
+        for keyfile in self.practitioner_keys():
+            if keyfile.did == did:
+                return keyfile
         raise FhirError(500, f"the gateway holds no key for {did}: register its key file")
+
+    def practitioner_keys(self) -> list[KeyFile]:
+        """The organisation's practitioners' key files in `keys_dir` (unreadable ones left out)."""
+        if self.keys_dir is None:
+            return []
+        found = []
+        for path in sorted(self.keys_dir.glob("practitioner-*.json")):
+            try:
+                found.append(KeyFile.load(path))
+            except KeyFileError:
+                continue
+        return found
 
     def records_for(self, principal: Principal) -> RecordsClient:
         """The records SDK acting as the principal's identity, stating its purpose."""

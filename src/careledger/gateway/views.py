@@ -41,7 +41,6 @@ from starlette.routing import BaseRoute, Route
 
 from careledger.chain.modules.records.events import RecordAnchored
 from careledger.chain.tx import decode_tx
-from careledger.crypto.keyfile import KeyFile, KeyFileError
 from careledger.gateway import receipts
 from careledger.gateway.context import Gateway
 from careledger.gateway.http import FhirResponse, check_format
@@ -243,7 +242,10 @@ class Views:
     def _grants(self) -> list[dict[str, Any]]:
         """Every live grant to the organisation or one of its practitioners, newest first."""
         found: dict[str, dict[str, Any]] = {}
-        for grantee in [self.gateway.organisation.did, *self._practitioners()]:
+        for grantee in [
+            self.gateway.organisation.did,
+            *(k.did for k in self.gateway.practitioner_keys()),
+        ]:
             try:
                 rows = self._as_organisation.query("consent/granted", grantee=grantee)
             except NodeError as exc:
@@ -251,18 +253,6 @@ class Views:
             for grant in rows:
                 found.setdefault(str(grant["id"]), grant)
         return sorted(found.values(), key=lambda g: (-int(g["height"]), str(g["id"])))
-
-    def _practitioners(self) -> list[str]:
-        keys_dir = self.gateway.keys_dir
-        if keys_dir is None:
-            return []
-        dids = []
-        for path in sorted(keys_dir.glob("practitioner-*.json")):
-            try:
-                dids.append(KeyFile.load(path).did)
-            except KeyFileError:
-                continue
-        return dids
 
     def _consent(self, grant: Mapping[str, Any]) -> dict[str, Any]:
         consent = consent_from_grant(grant)

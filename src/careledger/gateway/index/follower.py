@@ -37,7 +37,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from careledger.crypto.keyfile import KeyFile, KeyFileError
 from careledger.crypto.naming import record_name
 from careledger.gateway.index.reading import read_readable
 from careledger.gateway.index.store import Located
@@ -133,7 +132,7 @@ class Follower:
         partial answer would drop what is still granted)."""
         organisation = self.gateway.organisation.did
         found: dict[str, list[Cover]] = {}
-        for reader in [organisation, *self._practitioners()]:
+        for reader in [organisation, *(k.did for k in self.gateway.practitioner_keys())]:
             client = self.gateway.records_for(_principal(reader, AUTHOR_PURPOSE))
             try:
                 grants = client.node.query("consent/granted", grantee=reader, at=str(now))
@@ -147,18 +146,6 @@ class Follower:
                 if cover is not None:
                     found.setdefault(str(grant["patient"]), []).append(cover)
         return found
-
-    def _practitioners(self) -> list[str]:
-        keys_dir = self.gateway.keys_dir
-        if keys_dir is None:
-            return []
-        dids = []
-        for path in sorted(keys_dir.glob("practitioner-*.json")):
-            try:
-                dids.append(KeyFile.load(path).did)
-            except KeyFileError:
-                continue
-        return dids
 
     def _sync_patient(self, patient: str, covers: Sequence[Cover], report: SyncReport) -> None:
         index = self.gateway.index
