@@ -8,7 +8,8 @@ object naming its resourceType (400).
 from __future__ import annotations
 
 import re
-from email.utils import format_datetime, parsedate_to_datetime
+from datetime import datetime
+from email.utils import format_datetime
 from typing import Any
 
 import orjson
@@ -94,13 +95,4 @@ def version_of_etag(value: str) -> int:
 
 def http_date(iso_instant: str) -> str:
     """An RFC 7231 date for Last-Modified from a FHIR instant."""
-    from datetime import datetime
-
     return format_datetime(datetime.fromisoformat(iso_instant.replace("Z", "+00:00")), usegmt=True)
-
-
-def parse_http_date(value: str) -> float | None:
-    try:
-        return parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
-        return None
