@@ -120,7 +120,7 @@ def up(
     )
     gateway.start()
     if seeded:
-        populate_demo_when_up(url, Path(data_dir), gateway.index.patient_did, console.print)
+        populate_demo_when_up(url, Path(data_dir), gateway.claim_package, console.print)
     try:
         serve(node, host, port, beside=lambda node_api: compose(node_api, gateway_app(gateway)))
     finally:

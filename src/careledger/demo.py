@@ -201,13 +201,13 @@ def register_demo_client(data: Path, url: str) -> Path:
 
 
 def populate_demo_when_up(
-    url: str, data: Path, patient_did: Callable[[str], str | None], say: Callable[[str], None]
+    url: str, data: Path, claim_package: Callable[[str], Path | None], say: Callable[[str], None]
 ) -> threading.Thread | None:
     """Once the server answers (a thread): the demo bundles imported through the FHIR gateway
     with the demo client's token (each patient enrolled for a claim), every patient claimed
     (their new key files in DATA_DIR/demo/), and the first one's grant to Northside Clinic
-    (read, clinical and diagnostics, for treatment). `patient_did`: the gateway's map from a
-    FHIR Patient id to the patient's did (it names the claim package)."""
+    (read, clinical and diagnostics, for treatment). `claim_package`: where the gateway wrote the
+    claim package of the patient with this FHIR Patient id."""
     bundles = demo_bundles()
     if not bundles:
         say("No demo bundles found (set CARELEDGER_SHARED_DATA): starting without records.")
@@ -216,7 +216,7 @@ def populate_demo_when_up(
     def run() -> None:
         _wait_for(url)
         try:
-            imported = _import_and_claim(url, data, bundles, patient_did)
+            imported = _import_and_claim(url, data, bundles, claim_package)
         except Exception as exc:  # the demo must not take the node down
             say(f"Demo records not imported: {exc}")
             return
@@ -237,7 +237,7 @@ def populate_demo_when_up(
 
 
 def _import_and_claim(
-    url: str, data: Path, bundles: list[Path], patient_did: Callable[[str], str | None]
+    url: str, data: Path, bundles: list[Path], claim_package: Callable[[str], Path | None]
 ) -> int:
     from careledger.crypto.scopekeys import CLINICAL, DIAGNOSTICS
     from careledger.gateway.importer import ImportState, import_files
@@ -253,8 +253,9 @@ def _import_and_claim(
     northside = KeyFile.load(demo / "northside-clinic.json").did
     node = NodeClient(url)
     for number, pending in enumerate(report.claims, start=1):
-        did = patient_did(pending.patient.split("/", 1)[1])
-        package = data / "gateway" / "claims" / f"claim-{str(did).rsplit(':', 1)[-1]}.json"
+        package = claim_package(pending.patient.split("/", 1)[1])
+        if package is None:
+            raise RuntimeError(f"the gateway does not know {pending.patient}")
         claimed = claim(node, package, pending.code, save_to=demo / f"patient-{number}.json")
         if number == 1:
             ConsentClient(node, claimed.keyfile).grant(

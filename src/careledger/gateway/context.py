@@ -68,6 +68,15 @@ class Gateway:
         """Claim packages of patients the gateway enrolled (each encrypted under its code)."""
         return self.data_dir / "claims"
 
+    def claim_package(self, patient_id: str) -> Path | None:
+        """Where the claim package of the patient whose Patient resource has this id is (the
+        gateway enrolled it), if the index knows the patient."""
+        did = self.index.patient_did(patient_id)
+        return None if did is None else self.claim_package_of(did)
+
+    def claim_package_of(self, did: str) -> Path:
+        return self.claims_dir / f"claim-{did.rsplit(':', 1)[-1]}.json"
+
     def fhir_base(self, request: Request) -> str:
         """The absolute base URL of the FHIR API (for Location, fullUrl and paging links)."""
         if self.base_url:

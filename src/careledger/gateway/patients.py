@@ -107,7 +107,7 @@ def enrol_patient(
         node, organisation.identity, organisation.did, display_name(patient), wait
     )
     make_private_dir(gateway.claims_dir)
-    package = gateway.claims_dir / f"claim-{enrolled.did.rsplit(':', 1)[-1]}.json"
+    package = gateway.claim_package_of(enrolled.did)
     write_claim_package(package, enrolled.package)
     return Enrolled(enrolled.did, enrolled.scope_keys, enrolled.naming_key, package, enrolled.code)
 
