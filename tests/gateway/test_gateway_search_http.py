@@ -322,3 +322,28 @@ def test_find_resolves_conditional_references_in_the_directory(world: World) -> 
         )
     finally:
         gateway.close()
+
+
+def test_summary_and_elements_return_less_and_say_so(world: World) -> None:
+    """`_elements` and `_summary=true|data|text` (as HAPI serves them, and fhirpy sends):
+    the matches carry what was asked, the SUBSETTED tag marks them; a bad value is 400."""
+    subsetted = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+                 "code": "SUBSETTED"}  # fmt: skip
+    asked = {"patient": world.patient, "_count": "3"}
+    whole = world.http.get("Observation", params=asked).json()["entry"][0]["resource"]
+    assert subsetted not in whole["meta"].get("tag", [])
+    elements = world.http.get("Observation", params={**asked, "_elements": "status,code"})
+    for entry in elements.json()["entry"]:
+        resource = entry["resource"]
+        assert set(resource) == {"resourceType", "id", "meta", "status", "code"}
+        assert subsetted in resource["meta"]["tag"]
+    summary = world.http.get("Observation", params={**asked, "_summary": "true"}).json()
+    resource = summary["entry"][0]["resource"]
+    assert {"status", "code", "subject", "effectiveDateTime"} <= set(resource)
+    assert "category" not in resource and subsetted in resource["meta"]["tag"]
+    data = world.http.get("Observation", params={**asked, "_summary": "data"}).json()
+    assert data["entry"][0]["resource"].keys() == whole.keys() - {"text"}
+    for bad in ({"_summary": "maybe"}, {"_elements": "status,Code!"}, {"_elements": ""}):
+        refused = world.http.get("Observation", params={**asked, **bad})
+        assert refused.status_code == 400, bad
+        assert refused.json()["resourceType"] == "OperationOutcome"

@@ -322,7 +322,7 @@ def _grant(patient: str, scopes: list[str], **extra: Any) -> dict[str, Any]:
         ([("_count", "ten")], "_count"),
         ([("_sort", "code")], "cannot sort"),
         ([("_include", "Observation:performer")], "_include"),
-        ([("_summary", "data")], "_summary"),
+        ([("_summary", "maybe")], "_summary"),
         ([("code:below", "x")], "modifier"),
         ([("code", "a,,b")], "non-empty"),
         ([("code", ",".join(["x"] * 101))], "1 to 100"),

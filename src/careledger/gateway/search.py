@@ -43,6 +43,7 @@ from careledger.gateway.resource_types import (
     RESOURCE_TYPES,
     VIEW_TYPES,
 )
+from careledger.gateway.shaping import shaped
 from careledger.wallet.node_client import NodeError
 from careledger.wallet.records import RecordsClient
 
@@ -209,7 +210,9 @@ def searchset_bundle(base: str, query: Query, found: Searchset) -> dict[str, Any
         "total": found.total,
         "link": links,
     }
-    entries = [_entry(base, resource, "match") for _, resource in found.matches]
+    entries = [
+        _entry(base, shaped(resource, query.shape), "match") for _, resource in found.matches
+    ]
     entries += [_entry(base, resource, "include") for _, resource in found.included]
     if entries:
         bundle["entry"] = entries

@@ -41,7 +41,7 @@ class InvalidResource(ValueError):
 def validate_resource(obj: Mapping[str, Any]) -> None:
     """Raise InvalidResource unless ``obj`` is a valid FHIR resource of a known type."""
     resource_type = _resource_type_of(obj)
-    model = _model_class(resource_type)
+    model = model_class(resource_type)
     try:
         model.model_validate(obj)
     except ValidationError as exc:
@@ -66,7 +66,7 @@ def _resource_type_of(obj: Mapping[str, Any]) -> str:
 
 
 @lru_cache(maxsize=256)
-def _model_class(resource_type: str) -> Any:
+def model_class(resource_type: str) -> Any:
     try:
         model = get_fhir_model_class(resource_type)
     except (ValueError, KeyError, AttributeError):

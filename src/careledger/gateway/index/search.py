@@ -35,6 +35,7 @@ from careledger.gateway.index import params
 from careledger.gateway.index.params import DATE, REFERENCE, STRING, TOKEN, Param
 from careledger.gateway.index.store import _COLUMNS, Located, RecordIndex
 from careledger.gateway.outcome import FhirError
+from careledger.gateway.shaping import Shape, parse_elements, parse_summary
 
 DEFAULT_COUNT = 20
 MAX_COUNT = 500
@@ -44,8 +45,8 @@ MAX_OFFSET = 10_000_000
 # count() sends `_count=0&_totalMethod=count`) is accepted and ignored: the total is exact.
 RESULT_PARAMS = frozenset(
     {
-        "_count", "_offset", "_sort", "_include", "_summary", "_total", "_totalMethod",
-        "_format", "_pretty",
+        "_count", "_offset", "_sort", "_include", "_summary", "_elements", "_total",
+        "_totalMethod", "_format", "_pretty",
     }
 )  # fmt: skip
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
@@ -71,6 +72,7 @@ class Query:
     sort: list[tuple[str, bool]] = field(default_factory=list)  # (param, descending)
     include: list[str] = field(default_factory=list)  # "Observation:patient"
     summary_count: bool = False
+    shape: Shape = field(default_factory=Shape)  # _summary (not count), _elements
     # The parameters as the self and next links repeat them (unknown ones left out).
     kept: list[tuple[str, str]] = field(default_factory=list)
 
@@ -133,8 +135,10 @@ def _result_param(query: Query, name: str, value: str) -> None:
     elif name == "_summary":
         if value == "count":
             query.summary_count = True
-        elif value != "false":
-            raise FhirError(400, f"_summary={value!r} is not supported (count, false)")
+        else:
+            query.shape = Shape(parse_summary(value), query.shape.elements)
+    elif name == "_elements":
+        query.shape = Shape(query.shape.summary, parse_elements(value))
 
 
 def _integer(name: str, value: str, low: int) -> int:
