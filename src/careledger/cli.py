@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import getpass
-import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
-from careledger.crypto.keyfile import KeyFile, KeyFileError
-from careledger.crypto.keys import KeyError_
+from careledger.cli_fhir import register_fhir_commands
+from careledger.cli_keys import register_key_commands
+from careledger.cli_output import DEFAULT_DATA_DIR, DEFAULT_NODE, console
+from careledger.cli_output import fail as _fail
+from careledger.cli_output import load_key as _load_key
+from careledger.crypto.keyfile import KeyFile
 from careledger.localnet.cli import net_app
 
 app = typer.Typer(help="CareLedger: patient records on a consortium chain.", no_args_is_help=True)
-keys_app = typer.Typer(help="Make, recover and inspect key files.", no_args_is_help=True)
-app.add_typer(keys_app, name="keys")
+register_key_commands(app)
 records_app = typer.Typer(
     help="Write, read, list and erase encrypted records.", no_args_is_help=True
 )
@@ -25,21 +25,7 @@ consent_app = typer.Typer(
 )
 app.add_typer(consent_app, name="consent")
 app.add_typer(net_app, name="net")
-clients_app = typer.Typer(
-    help="SMART backend clients of the FHIR gateway: add, list, remove.", no_args_is_help=True
-)
-app.add_typer(clients_app, name="clients")
-
-console = Console(emoji=False, highlight=False, soft_wrap=True)
-err = Console(stderr=True, emoji=False, highlight=False, soft_wrap=True)
-
-DEFAULT_DATA_DIR = Path("data")
-DEFAULT_NODE = "http://127.0.0.1:8000"
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
-    return typer.Exit(code=1)
+register_fhir_commands(app)
 
 
 @app.command()
@@ -130,30 +116,6 @@ def up(
         raise _fail(f"the node stopped after a local fault: {node.halted()}")
 
 
-@app.command("gateway")
-def gateway_command(
-    node: str = typer.Option(..., help="Node API URL of the node to talk to."),
-    as_: Path = typer.Option(..., "--as", help="The organisation's key file."),
-    data_dir: Path = typer.Option(..., help="The gateway's own files (index, directory)."),
-    keys: Path | None = typer.Option(None, help="Where its practitioners' key files are."),
-    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    port: int = typer.Option(8080, min=1, max=65535, help="Port of the FHIR API."),
-    base_url: str | None = typer.Option(None, help="Public base URL of /fhir (for links)."),
-) -> None:
-    """Serve the FHIR R4 gateway alone, in front of a node that runs elsewhere."""
-    from careledger.gateway.standalone import GatewayStartError, check_node, serve_gateway
-
-    organisation = _load_key(as_)
-    try:
-        chain_id = check_node(node)
-    except GatewayStartError as exc:
-        raise _fail(str(exc)) from None
-    url = f"http://{host}:{port}"
-    console.print(f"FHIR R4 gateway of {organisation.did} for chain {chain_id} via {node}")
-    console.print(f"FHIR R4 API: {url}/fhir  (SMART Backend Services tokens: {url}/auth/token)")
-    serve_gateway(node, organisation, data_dir, keys, host, port, base_url)
-
-
 def _loopback(host: str) -> str:
     """Where this machine reaches a server listening on `host`."""
     return "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
@@ -199,119 +161,6 @@ def status(node: str = typer.Option(DEFAULT_NODE, help="Node API URL.")) -> None
         raise _fail(f"cannot reach {node}: {exc}") from None
     for key, value in info.items():
         console.print(f"{key}: {value}")
-
-
-@keys_app.command("new")
-def keys_new(
-    out: Path = typer.Option(..., help="Key file to write (mode 0600)."),
-    kind: str = typer.Option("patient", help="patient, practitioner or organisation."),
-    name: str = typer.Option("", help="A label kept in the file."),
-) -> None:
-    """Make new keys from a fresh 24-word recovery phrase, shown once."""
-    from careledger.wallet.custody import new_patient_keys
-
-    keyfile, phrase = new_patient_keys(name)
-    if kind != "patient":
-        keyfile = KeyFile(keyfile.did, kind, keyfile.identity, name)
-    _save_keyfile(out, keyfile)
-    console.print("Recovery phrase (write it down; it is shown only now):")
-    console.print(f"[bold]{phrase}[/bold]")
-
-
-@keys_app.command("restore")
-def keys_restore(
-    out: Path = typer.Option(..., help="Key file to write (mode 0600)."),
-    kind: str = typer.Option("patient", help="patient, practitioner or organisation."),
-) -> None:
-    """Restore keys from a recovery phrase, read from standard input (or asked for, hidden)."""
-    from careledger.wallet.custody import restore_patient_keys
-
-    phrase = _read_secret("Recovery phrase")
-    try:
-        keyfile = restore_patient_keys(phrase)
-    except KeyError_ as exc:
-        raise _fail(str(exc)) from None
-    if kind != "patient":
-        keyfile = KeyFile(keyfile.did, kind, keyfile.identity)
-    _save_keyfile(out, keyfile)
-    if kind == "patient":
-        console.print(
-            "If this identity was claimed from a clinic's package, keep the key file the claim "
-            "wrote: it, not the phrase, holds the keys of the records written before the claim."
-        )
-
-
-# The command's name before `restore`; kept so that scripts using it keep working.
-keys_app.command("recover", hidden=True)(keys_restore)
-
-
-@app.command("claim")
-def claim_package(
-    package: Path = typer.Argument(..., help="The claim package the clinic gave you."),
-    out: Path = typer.Option(..., help="Your new key file (mode 0600)."),
-    node: str = typer.Option(DEFAULT_NODE, help="Node API URL."),
-) -> None:
-    """Claim your identity from a clinic's package: the claim code is read from standard
-    input (or asked for, hidden); then your keys are replaced by new ones the clinic never
-    saw, and your new recovery phrase is shown once."""
-    import httpx
-
-    from careledger.crypto.claim import ClaimError
-    from careledger.wallet.custody import claim
-    from careledger.wallet.node_client import NodeClient, NodeError
-
-    if out.exists():
-        raise _fail(f"{out} exists: refusing to overwrite a key file")
-    code = _read_secret("Claim code (6 words)")
-    try:
-        claimed = claim(NodeClient(node), package, code, save_to=out)
-    except ClaimError as exc:
-        raise _fail(str(exc)) from None
-    except (NodeError, httpx.HTTPError) as exc:
-        hint = f" (your new keys are in {out}: keep it)" if out.exists() else ""
-        raise _fail(f"the node at {node} did not complete the claim: {exc}{hint}") from None
-    console.print(f"Claimed {claimed.keyfile.did}; new keys from epoch {claimed.epoch} on.")
-    if claimed.revoked:
-        console.print(
-            f"Revoked {len(claimed.revoked)} grant(s) made before your claim with the clinic's "
-            "copy of the keys (grant again what you want: careledger consent grant)."
-        )
-    console.print(f"Key file: {out} (it also holds the keys of your earlier records: keep it)")
-    console.print("Recovery phrase (write it down; it is shown only now):")
-    console.print(f"[bold]{claimed.phrase}[/bold]")
-
-
-@keys_app.command("show")
-def keys_show(path: Path) -> None:
-    """Show a key file's did and public keys (never the secret)."""
-    try:
-        keyfile = KeyFile.load(path)
-    except KeyFileError as exc:
-        raise _fail(str(exc)) from None
-    console.print(f"did: {keyfile.did}")
-    console.print(f"kind: {keyfile.kind}")
-    if keyfile.name:
-        console.print(f"name: {keyfile.name}")
-    console.print(f"signing key: {keyfile.identity.signing_public.hex()}")
-    console.print(f"encryption key: {keyfile.identity.encryption_public.hex()}")
-
-
-def _save_keyfile(out: Path, keyfile: KeyFile) -> None:
-    try:
-        keyfile.save(out)
-        KeyFile.load(out)
-    except KeyFileError as exc:
-        raise _fail(str(exc)) from None
-    console.print(f"did: {keyfile.did}")
-    console.print(f"written to {out}")
-
-
-def _read_secret(prompt: str) -> str:
-    """A secret from the terminal (not echoed) or from standard input: never from an argument,
-    which any user of the machine sees in `ps`."""
-    if sys.stdin.isatty():
-        return getpass.getpass(f"{prompt}: ")
-    return sys.stdin.readline().strip()
 
 
 @records_app.command("import")
@@ -530,106 +379,6 @@ def verify_record(
     options = records_cli.TrustOptions(validators, header_hash, node, keyfile)
     with records_cli.errors(_fail):
         records_cli.verify_proof_file(proof, options, console)
-
-
-@clients_app.command("add")
-def clients_add(
-    data_dir: Path = typer.Option(DEFAULT_DATA_DIR, help="Data directory of the gateway."),
-    jwks: Path | None = typer.Option(None, help="The client's public JWKS file."),
-    jwk: Path | None = typer.Option(None, help="The client's public JWK file."),
-    jwks_url: str | None = typer.Option(None, help="Where the gateway fetches its JWKS."),
-    new_key: Path | None = typer.Option(
-        None, help="Make a key pair; write the private key, client id and token URL here."
-    ),
-    alg: str = typer.Option("EdDSA", help="With --new-key: EdDSA, ES384 or RS384."),
-    practitioner: str | None = typer.Option(
-        None, help="Act as this practitioner (did; default: the organisation)."
-    ),
-    scope: str = typer.Option("system/*.cruds", help="The most its tokens may carry."),
-    purpose: str = typer.Option("TREAT", help="Purpose of use its reads state."),
-    name: str = typer.Option("", help="A label."),
-    keys: Path | None = typer.Option(None, help="Practitioners' key files (default DIR/keys)."),
-    token_url: str = typer.Option(
-        DEFAULT_NODE + "/auth/token", help="With --new-key: the token URL to write."
-    ),
-) -> None:
-    """Register a SMART backend client; prints its client id."""
-    from careledger.gateway import clients_cli as cc
-
-    sources = cc.KeySource(jwks, jwk, jwks_url, new_key, alg)
-    binding = cc.Binding(practitioner, scope, purpose, name)
-    try:
-        console.print(cc.add_client(data_dir, sources, binding, keys, token_url))
-    except cc.CommandError as exc:
-        raise _fail(str(exc)) from None
-
-
-@clients_app.command("list")
-def clients_list(
-    data_dir: Path = typer.Option(DEFAULT_DATA_DIR, help="Data directory of the gateway."),
-) -> None:
-    """The registered clients: id, name, who they act as, scopes, purpose, keys."""
-    from careledger.gateway import clients_cli as cc
-
-    try:
-        cc.list_clients(data_dir, console)
-    except cc.CommandError as exc:
-        raise _fail(str(exc)) from None
-
-
-@clients_app.command("remove")
-def clients_remove(
-    client_id: str = typer.Argument(..., help="The client's id."),
-    data_dir: Path = typer.Option(DEFAULT_DATA_DIR, help="Data directory of the gateway."),
-) -> None:
-    """Remove a client; its tokens stop working at once."""
-    from careledger.gateway import clients_cli as cc
-
-    try:
-        cc.remove_client(data_dir, client_id)
-    except cc.CommandError as exc:
-        raise _fail(str(exc)) from None
-    err.print(f"Removed client {client_id}.")
-
-
-@app.command()
-def token(
-    key: Path = typer.Option(..., help="The client key file (clients add --new-key)."),
-    scope: str | None = typer.Option(None, help="Scopes to ask for (default: all its own)."),
-    url: str | None = typer.Option(None, help="Token URL, or the FHIR base URL to ask."),
-) -> None:
-    """Get a bearer token the SMART way (a signed assertion) and print it, alone."""
-    from careledger.gateway import clients_cli as cc
-
-    try:
-        print(cc.get_token(key, scope, url))
-    except cc.CommandError as exc:
-        raise _fail(str(exc)) from None
-
-
-@app.command("import")
-def import_(
-    paths: list[Path] = typer.Argument(..., help="FHIR Bundle files, or folders of them."),
-    key: Path = typer.Option(..., help="The backend client's key file (clients add --new-key)."),
-    url: str = typer.Option(DEFAULT_NODE + "/fhir", help="The gateway's FHIR base URL."),
-    state: Path = typer.Option(
-        Path(".careledger-import.json"), help="Which bundles are done (for resuming)."
-    ),
-) -> None:
-    """Post FHIR bundles to a gateway, one transaction each (directory bundles first),
-    resuming after an interruption without duplicating anything. Each enrolled patient's
-    claim code is printed once, here: give it to the patient out of band."""
-    from careledger.gateway import import_cli
-
-    with import_cli.errors(_fail):
-        import_cli.run(paths, key, url, state, console)
-
-
-def _load_key(path: Path) -> KeyFile:
-    try:
-        return KeyFile.load(path)
-    except KeyFileError as exc:
-        raise _fail(str(exc)) from None
 
 
 def main() -> None:

@@ -15,8 +15,9 @@ from accessutil import Consortium
 from careledger.gateway.context import Gateway
 from careledger.gateway.outcome import FhirError
 from careledger.gateway.principal import Principal
-from careledger.gateway.resources import Resources, Write
+from careledger.gateway.resources import Resources
 from careledger.gateway.smart.scopes import parse_scopes
+from careledger.gateway.stored import Write
 from careledger.wallet.fhir import BundleIndex, InvalidResource
 from careledger.wallet.refs import RecordsError
 from nodeutil import SHARED_DATA, NodeProcess, free_port

@@ -37,13 +37,8 @@ from careledger.gateway.http import (
 )
 from careledger.gateway.outcome import FhirError, operation_outcome
 from careledger.gateway.principal import Principal, principal_of
-from careledger.gateway.resources import (
-    MAX_TYPE_HISTORY,
-    Resources,
-    Stored,
-    check_id,
-    check_type,
-)
+from careledger.gateway.resources import Resources
+from careledger.gateway.stored import MAX_TYPE_HISTORY, Stored, check_id, check_type
 
 CLAIM_CODE_HEADER = "CareLedger-Claim-Code"
 DEFAULT_HISTORY_COUNT = 100

@@ -159,9 +159,10 @@ class RecordsClient:
                 progress(len(chunk_written))
         return written
 
-    def delete(self, ref: RecordRef) -> Written:
-        """A tombstone version (FHIR delete): the record stays, its history readable."""
-        return self.writer.delete(ref)
+    def delete(self, ref: RecordRef, version: int | None = None) -> Written:
+        """A tombstone version (FHIR delete): the record stays, its history readable.
+        `version`: the tombstone's, when the caller checked the version before it."""
+        return self.writer.delete(ref, version)
 
     # --- reading --------------------------------------------------------------------------
 

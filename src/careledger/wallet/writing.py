@@ -217,9 +217,12 @@ class Writer:
             ]
         return written
 
-    def delete(self, ref: RecordRef) -> Written:
-        """A tombstone version (FHIR delete): the record stays, its history readable."""
-        version = int(self.api.versions(ref)["versions"]) + 1
+    def delete(self, ref: RecordRef, version: int | None = None) -> Written:
+        """A tombstone version (FHIR delete): the record stays, its history readable.
+        `version`: the version the tombstone must be (the caller checked the one before it);
+        the chain refuses it (409) if another writer got there first. Default: the next."""
+        if version is None:
+            version = int(self.api.versions(ref)["versions"]) + 1
         payload = {
             "patient": ref.patient,
             "resource_type": ref.resource_type,
