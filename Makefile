@@ -8,8 +8,14 @@ STAMP := $(VENV)/.installed
 # Bundles as current Synthea writes them (conditional references), made by Synthea 3.3.0 from
 # Maven Central with a fixed seed (tools/synthea/): tests/gateway/ imports them.
 SYNTHEA_DATA := .data/synthea-3.3.0
+# The portal (TypeScript, portal/) is built into the package; the built files are not committed.
+PORTAL_BUILT := src/careledger/web/static/index.html
+PORTAL_SOURCES := $(shell find portal/src portal/public portal/index.html portal/vite.config.ts portal/tsconfig.json -type f 2>/dev/null)
+PORTAL_MODULES := portal/node_modules/.package-lock.json
+# The browser of the end-to-end tests: Debian's chromium (Playwright cannot download its own here).
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test lint typecheck bench cometbft synthea clean
+.PHONY: run test lint typecheck bench cometbft synthea portal clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +23,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-run: $(STAMP)
+run: $(STAMP) $(PORTAL_BUILT)
 	$(BIN)/careledger up --demo
+
+$(PORTAL_MODULES): portal/package.json portal/package-lock.json
+	@command -v npm >/dev/null || { echo "Node.js 20+ with npm is needed to build the portal (https://nodejs.org)"; exit 1; }
+	cd portal && npm ci --no-audit --no-fund
+	touch $(PORTAL_MODULES)
+
+$(PORTAL_BUILT): $(PORTAL_MODULES) $(PORTAL_SOURCES)
+	cd portal && npm run build
+
+portal: $(PORTAL_BUILT)
+
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "The browser tests need Chromium at $(CHROMIUM) (Debian's chromium package)"; exit 1; }
+	apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }
 
 # The CometBFT binary is pinned: @latest resolves to a retracted v1 line.
 $(COMETBFT):
@@ -34,10 +54,12 @@ $(SYNTHEA_DATA):
 synthea: $(SYNTHEA_DATA)
 
 # Lint and types first: a change that breaks them fails like a failing test.
-test: $(STAMP) $(COMETBFT) $(SYNTHEA_DATA) lint
-	COMETBFT_BIN=$(CURDIR)/$(COMETBFT) CARELEDGER_SYNTHEA_DATA=$(CURDIR)/$(SYNTHEA_DATA) $(BIN)/pytest -q
+test: $(STAMP) $(COMETBFT) $(SYNTHEA_DATA) $(PORTAL_BUILT) $(CHROMIUM) lint
+	cd portal && npm test
+	CHROMIUM_BIN=$(CHROMIUM) COMETBFT_BIN=$(CURDIR)/$(COMETBFT) CARELEDGER_SYNTHEA_DATA=$(CURDIR)/$(SYNTHEA_DATA) $(BIN)/pytest -q
 
-lint: $(STAMP)
+lint: $(STAMP) $(PORTAL_MODULES)
+	cd portal && npm run typecheck
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
@@ -49,4 +71,4 @@ bench: $(STAMP) $(COMETBFT)
 	COMETBFT_BIN=$(CURDIR)/$(COMETBFT) $(BIN)/python -m bench.network_throughput
 
 clean:
-	rm -rf $(VENV) .bin build .data tools/synthea/lib
+	rm -rf $(VENV) .bin build .data tools/synthea/lib portal/node_modules src/careledger/web/static

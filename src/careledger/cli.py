@@ -57,10 +57,12 @@ def up(
         register_demo_client,
         seed_demo,
     )
-    from careledger.gateway.app import compose, gateway_app
+    from careledger.gateway.app import gateway_app
     from careledger.gateway.context import Gateway
     from careledger.node.builder import Solo, build_node, serve
     from careledger.node.datadir import DataDir, initialise
+    from careledger.site import compose
+    from careledger.web.app import portal_app
 
     data = DataDir(data_dir)
     if not data.exists():
@@ -108,7 +110,12 @@ def up(
     if seeded:
         populate_demo_when_up(url, Path(data_dir), gateway.claim_package, console.print)
     try:
-        serve(node, host, port, beside=lambda node_api: compose(node_api, gateway_app(gateway)))
+        serve(
+            node,
+            host,
+            port,
+            beside=lambda node_api: compose(node_api, gateway_app(gateway), portal_app()),
+        )
     finally:
         gateway.close()
         node.close()

@@ -5,7 +5,8 @@ It holds the organisation's key files and acts through the node API and the wall
 (never the state store or consensus):
 
     app.py            the Starlette app: routes of each part, the bearer-token middleware, the
-                      one exception-handler table; `compose` puts it beside the node API
+                      one exception-handler table; `careledger.site.compose` serves it beside the
+                      node API
     context.py        `Gateway`: the node it talks to, the keys it acts with, its database
     db.py             the gateway's own SQLite file (index, directory, clients, tokens)
     outcome.py        FhirError and OperationOutcome responses

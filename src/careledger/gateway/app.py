@@ -1,9 +1,8 @@
 """The gateway's ASGI app, and how it sits beside the node API in one server.
 
 `gateway_app` assembles the routes of each part (each a route factory taking the `Gateway`),
-the bearer-token middleware and the one exception-handler table. `compose` serves it beside
-the node API: `/fhir/...` and `/auth/...` go to the gateway, everything else (and the
-lifespan) to the node, so `careledger up` is one process with one port.
+the bearer-token middleware and the one exception-handler table. `careledger.site.compose`
+serves it beside the node API and the portal: `/fhir/...` and `/auth/...` come here.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from __future__ import annotations
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from careledger.gateway.bundles import bundle_routes
 from careledger.gateway.capability import capability_routes
@@ -48,17 +46,5 @@ def gateway_app(gateway: Gateway) -> Starlette:
     return app
 
 
-def compose(node: ASGIApp, gateway: ASGIApp) -> ASGIApp:
-    """One ASGI app: the gateway's paths to `gateway`, the rest (and lifespan) to `node`."""
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket") and _is_gateway_path(scope["path"]):
-            await gateway(scope, receive, send)
-        else:
-            await node(scope, receive, send)
-
-    return app
-
-
-def _is_gateway_path(path: str) -> bool:
+def is_gateway_path(path: str) -> bool:
     return path == "/fhir" or any(path.startswith(prefix) for prefix in ("/fhir/", "/auth/"))

@@ -202,7 +202,7 @@ def serve(
     """Serve until SIGINT or SIGTERM, or until the driver halts on a local fault. The
     lifespan is required: without it nothing would make blocks, so a failure to start (say,
     the ABCI socket) ends the process. `beside`: what serves other apps beside the node API
-    in the same server (the FHIR gateway: gateway/app.py `compose`)."""
+    in the same server (the FHIR gateway and the portal: careledger/site.py `compose`)."""
     app: ASGIApp = node.asgi()
     if beside is not None:
         app = beside(app)

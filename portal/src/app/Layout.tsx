@@ -1,0 +1,56 @@
+import type { ComponentChildren } from "preact";
+import type { PageDef } from "./routes";
+import { signOut, useSession } from "./session";
+import { navigate } from "./router";
+
+function who(session: ReturnType<typeof useSession>): string | null {
+  if (session.kind === "patient") return session.wallet.name || "Patient";
+  if (session.kind === "practitioner") return session.practitioner.displayName;
+  return null;
+}
+
+export function Layout(props: { nav: PageDef[]; path: string; children: ComponentChildren }) {
+  const session = useSession();
+  const name = who(session);
+  return (
+    <>
+      <a class="skip-link" href="#main">
+        Skip to content
+      </a>
+      <header class="topbar">
+        <a class="brand" href="#/">
+          CareLedger
+        </a>
+        <nav aria-label="Main">
+          <ul>
+            {props.nav.map((page) => (
+              <li key={page.path}>
+                <a href={`#${page.path}`} aria-current={props.path === page.path ? "page" : undefined}>
+                  {page.nav}
+                </a>
+              </li>
+            ))}
+          </ul>
+        </nav>
+        {name ? (
+          <div class="account">
+            <span class="account-name">{name}</span>
+            <button
+              type="button"
+              class="link-button"
+              onClick={() => {
+                signOut();
+                navigate("/");
+              }}
+            >
+              Sign out
+            </button>
+          </div>
+        ) : null}
+      </header>
+      <main id="main" tabIndex={-1}>
+        {props.children}
+      </main>
+    </>
+  );
+}

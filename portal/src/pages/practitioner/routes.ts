@@ -1,0 +1,3 @@
+import type { PageDef } from "../../app/routes";
+
+export const practitionerPages: PageDef[] = [];
