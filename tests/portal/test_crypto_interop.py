@@ -296,7 +296,7 @@ def test_requests_and_transactions_signed_by_the_page_are_accepted_by_a_node(
 
 # --- the same in Chromium, under the portal's Content-Security-Policy ----------------------
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
