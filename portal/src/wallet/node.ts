@@ -280,6 +280,35 @@ export class NodeClient {
     }
   }
 
+  /** Sign several transactions with consecutive nonces, POST /txs and wait for their blocks
+   * (one request: they can share a block). NodeError for the first one refused; the ones
+   * before it are committed. */
+  submitMany(items: { type: string; payload: Record<string, unknown> }[]): Promise<TxResult[]> {
+    const run = this.nonceQueue.then(() => this.submitManyNow(items));
+    this.nonceQueue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async submitManyNow(items: { type: string; payload: Record<string, unknown> }[]): Promise<TxResult[]> {
+    if (items.length === 0) return [];
+    if (!this.identity) throw new NodeError(401, "unauthenticated", "Sign in first: a transaction must be signed.");
+    const identity = this.identity;
+    const { chain_id } = await this.audience();
+    const sender = this.requireDid();
+    const wires: Uint8Array[] = [];
+    for (const { type, payload } of items) {
+      const nonce = await this.nextNonce();
+      wires.push(signTx(identity, { chainId: chain_id, type, sender, nonce, payload }));
+    }
+    try {
+      const answer = await this.post<{ results: SubmitAnswer[] }>("/txs", { txs: wires.map((w) => b64(w)), wait: true });
+      return answer.results.map(txResultOf);
+    } catch (error) {
+      this.resetNonce();
+      throw error;
+    }
+  }
+
   /** POST /tx with already signed bytes, waiting for the block. */
   async submitRaw(wire: Uint8Array): Promise<TxResult> {
     const answer = await this.post<SubmitAnswer>("/tx", { tx: b64(wire), wait: true });
