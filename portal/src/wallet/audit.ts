@@ -283,11 +283,9 @@ export class ProofChecker {
     }
   }
 
-  /** Forget a batch that was pending, so that the next `prove` asks again. */
-  retryPending(): void {
-    for (const [tx, found] of this.batches) {
-      void found.then((proof) => proof.kind === "pending" && this.batches.delete(tx));
-    }
+  /** Forget a batch's answer, so that the next `prove` asks the node again (after "pending"). */
+  forget(tx: string): void {
+    this.batches.delete(tx);
   }
 
   private batch(tx: string, height: number): Promise<BatchProof> {
