@@ -182,3 +182,229 @@ describe("transactions (chain/tx.py)", () => {
     expect(() => signTx(identity, { ...tx, payload: { blob: "x".repeat(70000) } })).toThrow(/limit/);
   });
 });
+
+// --- phrase, key files, scope keys, HPKE wraps, record blobs -------------------------------
+
+import { PhraseError, identityFromPhrase, masterFromPhrase, newRecoveryPhrase } from "../src/crypto/phrase";
+import { KeyFileError, KeyRing, parseKeyFile, serialiseKeyFile } from "../src/crypto/keyfile";
+import {
+  UnwrapError, dataKeyInfo, grantInfo, recipientLabel, scopePrivate, scopePublic, unwrapDataKey, unwrapNamingKey,
+  unwrapScopeKey, wrapDataKey, wrapNamingKey, wrapScopeKey,
+} from "../src/crypto/scopekeys";
+import {
+  DecryptionError, IntegrityError, MalformedBlob, binding, blobHash, blobOwner, commit, openCiphertext, openRecord,
+  packBlob, parseBlob, recordAad, sealFrame,
+} from "../src/crypto/envelope";
+import { declaredContentSize, rawFrame, readFrame } from "../src/crypto/zstd";
+import { recordName } from "../src/crypto/naming";
+
+const R = V.record;
+const PY_RECORD_NAME = "8236329a19913debd182dbe7ef2a1a409d8db2ed5b050e18c749e3b4af97c9d7";
+const PY_ABANDON_ART_DID = "did:key:z6MkoDTenAFtCHQdQUBRc3wFYdGWHKp8i71VtFft9Q5rRuyn";
+const recordBinding = binding(R.patient, R.resource_type, R.resource_id, R.version);
+
+describe("recovery phrase", () => {
+  // BIP-39's all-"abandon" phrase of 24 words ends in "art"; Python's keys.identity_from_phrase
+  // gives this did for it (pinned below, checked in tests/portal/test_crypto_interop.py too).
+  const phrase = Array(23).fill("abandon").join(" ") + " art";
+  it("restores a master as Python does, whatever the case and spacing", () => {
+    const m = masterFromPhrase(phrase);
+    expect(hex(m)).toBe(hex(masterFromPhrase("  " + phrase.toUpperCase().replace(/ /g, "\n  "))));
+    expect(identityFromPhrase(phrase).did).toBe(Identity.fromMaster(m).did);
+    expect(identityFromPhrase(phrase).did).toBe(PY_ABANDON_ART_DID);
+  });
+  it("makes new 24-word phrases that restore", () => {
+    const fresh = newRecoveryPhrase();
+    expect(fresh.split(" ")).toHaveLength(24);
+    expect(masterFromPhrase(fresh)).toHaveLength(32);
+  });
+  it("refuses a wrong phrase with a clear error", () => {
+    expect(() => masterFromPhrase("abandon abandon")).toThrow(/24 words/);
+    expect(() => masterFromPhrase(Array(24).fill("abandon").join(" "))).toThrow(PhraseError);
+    expect(() => masterFromPhrase(Array(23).fill("abandon").join(" ") + " zzzz")).toThrow(/unknown word or a wrong checksum/);
+  });
+});
+
+describe("scope keys (docs/crypto.md 5)", () => {
+  const S = V.scope_key;
+  it("derives the vector scope key from the scope root", () => {
+    const sk = scopePrivate(fromHex(S.scope_root), S.scope, S.epoch);
+    expect(hex(sk)).toBe(S.scope_private_key);
+    expect(hex(scopePublic(sk))).toBe(S.scope_public_key);
+    expect(recipientLabel(S.scope, S.epoch)).toBe(V.data_key_wrap.recipient);
+  });
+  it("a key ring derives the same key, and older epochs from previous masters", () => {
+    const ring = KeyRing.fromIdentity(Identity.fromMaster(fromHex(S.master_secret)));
+    expect(hex(ring.scopeKey(S.scope, S.epoch))).toBe(S.scope_private_key);
+    const rotated = ring.rotated(Identity.fromMaster(new Uint8Array(32).fill(7)), 2);
+    expect(hex(rotated.scopeKey(S.scope, 1))).toBe(S.scope_private_key);
+    expect(hex(rotated.scopeKey(S.scope, 2))).not.toBe(hex(ring.scopeKey(S.scope, 2)));
+    expect(rotated.did).toBe(ring.did);
+    expect(hex(rotated.namingKey)).toBe(hex(ring.namingKey));
+    expect(() => rotated.rotated(ring.current, 2)).toThrow(KeyFileError);
+  });
+});
+
+describe("key files (docs/crypto.md 10)", () => {
+  const identity = Identity.fromMaster(master);
+  it("round-trips version 2 and reads version 1", () => {
+    const ring = KeyRing.fromIdentity(identity, "patient", "Ada").rotated(Identity.fromMaster(new Uint8Array(32).fill(9)), 3);
+    const text = serialiseKeyFile(ring);
+    const back = parseKeyFile(text);
+    expect(back.did).toBe(identity.did);
+    expect(back.name).toBe("Ada");
+    expect(back.previous).toHaveLength(1);
+    expect(back.previous[0]!.belowEpoch).toBe(3);
+    expect(hex(back.scopeKey("diagnostics", 1))).toBe(V.scope_key.scope_private_key);
+    const v1 = parseKeyFile({ version: 1, did: identity.did, kind: "patient", name: "", master_secret: b64(master) });
+    expect(hex(v1.namingKey)).toBe(hex(identity.secret("naming-key")));
+    expect(v1.previous).toHaveLength(0);
+  });
+  it("shows no secret in its string or JSON", () => {
+    const ring = KeyRing.fromIdentity(identity);
+    const shown = String(ring) + JSON.stringify(ring);
+    expect(shown).not.toContain(b64(master));
+    expect(shown).not.toContain(b64(ring.namingKey));
+  });
+  it("refuses malformed files naming the field, never the value", () => {
+    const good = KeyRing.fromIdentity(identity).toKeyFile();
+    expect(() => parseKeyFile("{")).toThrow(/not JSON/);
+    expect(() => parseKeyFile({ ...good, version: 3 })).toThrow(/version 1 or 2/);
+    expect(() => parseKeyFile({ ...good, kind: "wizard" })).toThrow(/kind/);
+    expect(() => parseKeyFile({ ...good, master_secret: "AAAA" })).toThrow(/master_secret: not 32 bytes/);
+    expect(() => parseKeyFile({ ...good, naming_key: "!!" })).toThrow(/naming_key: not base64/);
+    const prev = { master_secret: b64(master), below_epoch: 2 };
+    expect(() => parseKeyFile({ ...good, previous: [prev, prev] })).toThrow(/increasing/);
+    expect(() => parseKeyFile({ ...good, previous: [{ ...prev, below_epoch: 0 }] })).toThrow(/below_epoch/);
+  });
+});
+
+describe("HPKE wraps (docs/crypto.md 6) with the vectors' ephemeral keys", () => {
+  const D = V.data_key_wrap;
+  const G = V.scope_key_grant;
+  it("6.1 wraps the data key to the scope key, byte for byte", async () => {
+    expect(hex(dataKeyInfo(recordBinding, D.recipient))).toBe(D.info);
+    const wrapped = await wrapDataKey(fromHex(R.data_key), recordBinding, D.recipient, fromHex(V.scope_key.scope_public_key), fromHex(D.ephemeral_private_key));
+    expect(hex(wrapped)).toBe(D.wrapped);
+    expect(hex(await unwrapDataKey(wrapped, recordBinding, D.recipient, fromHex(V.scope_key.scope_private_key)))).toBe(R.data_key);
+  });
+  it("6.2 grants the scope key, byte for byte, and checks it against the published key", async () => {
+    expect(hex(scopePublic(fromHex(G.grantee_private_key)))).toBe(G.grantee_public_key);
+    const S = V.scope_key;
+    expect(hex(grantInfo(R.patient, S.scope, S.epoch, G.grantee))).toBe(G.info);
+    const wrapped = await wrapScopeKey(fromHex(S.scope_private_key), R.patient, S.scope, S.epoch, G.grantee, fromHex(G.grantee_public_key), fromHex(G.ephemeral_private_key));
+    expect(hex(wrapped)).toBe(G.wrapped);
+    const sk = await unwrapScopeKey(wrapped, R.patient, S.scope, S.epoch, fromHex(S.scope_public_key), G.grantee, fromHex(G.grantee_private_key));
+    expect(hex(sk)).toBe(S.scope_private_key);
+    // A grant whose key is not the published one is refused.
+    await expect(unwrapScopeKey(wrapped, R.patient, S.scope, S.epoch, fromHex(G.grantee_public_key), G.grantee, fromHex(G.grantee_private_key))).rejects.toThrow(/does not match/);
+  });
+  it("6.3 wraps the naming key to a grantee and nobody else", async () => {
+    const naming = Identity.fromMaster(master).secret("naming-key");
+    const wrapped = await wrapNamingKey(naming, R.patient, G.grantee, fromHex(G.grantee_public_key));
+    expect(wrapped).toHaveLength(80);
+    expect(hex(await unwrapNamingKey(wrapped, R.patient, G.grantee, fromHex(G.grantee_private_key)))).toBe(hex(naming));
+    await expect(unwrapNamingKey(wrapped, R.patient, "did:key:z6MkOther", fromHex(G.grantee_private_key))).rejects.toThrow(UnwrapError);
+    await expect(unwrapNamingKey(wrapped, R.patient, G.grantee, fromHex(V.scope_key.scope_private_key))).rejects.toThrow(UnwrapError);
+  });
+  it("a wrapped key does not open for another record, label, key or after a byte change", async () => {
+    const wrapped = fromHex(D.wrapped);
+    const sk = fromHex(V.scope_key.scope_private_key);
+    const other = binding(R.patient, R.resource_type, R.resource_id, 2);
+    await expect(unwrapDataKey(wrapped, other, D.recipient, sk)).rejects.toThrow(UnwrapError);
+    await expect(unwrapDataKey(wrapped, recordBinding, "scope/diagnostics/2", sk)).rejects.toThrow(UnwrapError);
+    await expect(unwrapDataKey(wrapped, recordBinding, D.recipient, fromHex(G.grantee_private_key))).rejects.toThrow(UnwrapError);
+    const flipped = wrapped.slice();
+    flipped[40]! ^= 1;
+    await expect(unwrapDataKey(flipped, recordBinding, D.recipient, sk)).rejects.toThrow(UnwrapError);
+  });
+});
+
+describe("record envelope and blob (docs/crypto.md 1-4, 7)", () => {
+  it("reproduces aad, commitment and ciphertext from the vectors' frame", async () => {
+    const canonical = fromHex(R.canonical);
+    expect(hex(recordAad(recordBinding))).toBe(R.aad);
+    expect(hex(commit(canonical, fromHex(R.salt)))).toBe(R.commitment);
+    const ciphertext = await sealFrame(fromHex(R.zstd_frame), recordBinding, fromHex(R.data_key), fromHex(R.nonce), fromHex(R.salt));
+    expect(hex(ciphertext)).toBe(R.ciphertext);
+    expect(ciphertext).toHaveLength(251);
+    const opened = await openCiphertext(ciphertext, fromHex(R.data_key), recordBinding);
+    expect(hex(opened.canonical)).toBe(R.canonical);
+    expect(hex(opened.salt)).toBe(R.salt);
+  });
+  it("packs the blob with its owner header, byte for byte", () => {
+    const B = V.record_blob;
+    const blob = packBlob({ patient: B.patient, record: B.record }, [{ label: V.data_key_wrap.recipient, wrapped: fromHex(V.data_key_wrap.wrapped) }], fromHex(R.ciphertext));
+    expect(hex(blob)).toBe(B.blob);
+    expect(blobHash(blob)).toBe(B.sha256);
+    expect(blobOwner(blob)).toEqual({ patient: B.patient, record: B.record });
+    const parsed = parseBlob(blob);
+    expect(parsed.wrapped.map((w) => w.label)).toEqual([V.data_key_wrap.recipient]);
+    expect(hex(parsed.ciphertext)).toBe(R.ciphertext);
+  });
+  it("opens the blob: grantee key -> scope key -> data key -> resource", async () => {
+    const B = V.record_blob;
+    const G = V.scope_key_grant;
+    const S = V.scope_key;
+    const sk = await unwrapScopeKey(fromHex(G.wrapped), R.patient, S.scope, S.epoch, fromHex(S.scope_public_key), G.grantee, fromHex(G.grantee_private_key));
+    const resource = await openRecord(fromHex(B.blob), recordBinding, V.data_key_wrap.recipient, sk, { blobHash: B.sha256, commitment: R.commitment, record: B.record });
+    expect(resource).toEqual(R.resource);
+  });
+  it("writes raw-block zstd frames that decode (and refuses oversized ones)", () => {
+    for (const n of [0, 1, 255, 256, 65791, 65792, 300000]) {
+      const content = Uint8Array.from({ length: n }, (_, i) => (i * 7) & 255);
+      const frame = rawFrame(content);
+      expect(declaredContentSize(frame)).toBe(n);
+      expect(equalBytes(readFrame(frame), content)).toBe(true);
+    }
+    expect(hex(readFrame(fromHex(R.zstd_frame)))).toBe(R.canonical);
+    const huge = fromHex("28b52ffda0" + "01000004"); // declares 64 MiB + 1
+    expect(() => readFrame(huge)).toThrow(/over/);
+  });
+});
+
+describe("attacks on a record blob fail with the right error", () => {
+  const B = V.record_blob;
+  const sk = fromHex(V.scope_key.scope_private_key);
+  const label = V.data_key_wrap.recipient;
+  const blob = fromHex(B.blob);
+  it("a flipped byte in the ciphertext", async () => {
+    const flipped = blob.slice();
+    flipped[flipped.length - 20]! ^= 0x01;
+    await expect(openRecord(flipped, recordBinding, label, sk)).rejects.toThrow(DecryptionError);
+    await expect(openRecord(flipped, recordBinding, label, sk, { blobHash: B.sha256 })).rejects.toThrow(IntegrityError);
+  });
+  it("a flipped byte in a wrapped key", async () => {
+    const flipped = blob.slice();
+    flipped[blob.length - R.ciphertext.length / 2 - 10]! ^= 0x80;
+    await expect(openRecord(flipped, recordBinding, label, sk)).rejects.toThrow(DecryptionError);
+  });
+  it("a blob moved to another binding (version, id, patient)", async () => {
+    await expect(openRecord(blob, binding(R.patient, R.resource_type, R.resource_id, 2), label, sk)).rejects.toThrow(DecryptionError);
+    await expect(openRecord(blob, binding(R.patient, R.resource_type, "obs-test-2", 1), label, sk)).rejects.toThrow(DecryptionError);
+    await expect(openRecord(blob, binding(V.scope_key_grant.grantee, R.resource_type, R.resource_id, 1), label, sk)).rejects.toThrow(IntegrityError);
+  });
+  it("a blob whose header names another record, or another content than the anchor's", async () => {
+    await expect(openRecord(blob, recordBinding, label, sk, { record: "0".repeat(64) })).rejects.toThrow(/another record/);
+    await expect(openRecord(blob, recordBinding, label, sk, { commitment: "00".repeat(32) })).rejects.toThrow(/commitment/);
+  });
+  it("the wrong scope key, or a label the blob does not carry", async () => {
+    await expect(openRecord(blob, recordBinding, label, fromHex(V.scope_key_grant.grantee_private_key))).rejects.toThrow(DecryptionError);
+    await expect(openRecord(blob, recordBinding, "scope/clinical/1", sk)).rejects.toThrow(/no data key wrapped/);
+  });
+  it("malformed blobs and the old format", () => {
+    expect(() => parseBlob(utf8("hello"))).toThrow(MalformedBlob);
+    const old = blob.slice();
+    old[3] = 1;
+    expect(() => parseBlob(old)).toThrow(/format 1 is not read/);
+    expect(() => parseBlob(blob.subarray(0, 40))).toThrow(/truncated/);
+  });
+});
+
+describe("record names (docs/crypto.md 7.1)", () => {
+  it("is HMAC-SHA256 of the labelled type and id under the naming key", () => {
+    const naming = Identity.fromMaster(master).secret("naming-key");
+    // Pinned from Python: crypto.naming.record_name(naming_key_of(Identity(00..1f)), "Observation", "obs-test-1").
+    expect(recordName(naming, "Observation", "obs-test-1")).toBe(PY_RECORD_NAME);
+  });
+});
