@@ -29,7 +29,7 @@ from careledger.crypto.keys import Identity
 from careledger.wallet.audit import AuditClient, LoggedAccess
 from careledger.wallet.consent import ConsentClient
 from careledger.wallet.keyring import GrantedKeys, encryption_keys, verified_scope_keys
-from careledger.wallet.node_client import NodeClient, Signer
+from careledger.wallet.node_client import Signer
 from careledger.wallet.records import RecordsClient, RecordsError
 from nodeutil import NodeProcess, enrol, practitioner_payload
 
@@ -65,7 +65,12 @@ def run_page_step(step: str, tmp_path: Path, **env: str) -> dict[str, Any]:
     run = subprocess.run(
         ["npx", "vitest", "run", "tests/consent-interop.test.ts"],
         cwd=PORTAL,
-        env={**os.environ, "CARELEDGER_CONSENT_STEP": step, "CARELEDGER_CONSENT_OUT": str(out), **env},
+        env={
+            **os.environ,
+            "CARELEDGER_CONSENT_STEP": step,
+            "CARELEDGER_CONSENT_OUT": str(out),
+            **env,
+        },
         capture_output=True,
         text=True,
         timeout=240,
@@ -152,7 +157,8 @@ def test_a_grant_and_revoke_signed_by_the_page_work_for_python_readers(
     api = node.client(patient)
     chain_id = str(api.status()["chain_id"])
     identity = api.query("identity/identity", did=patient.did)
-    current = verified_scope_keys(identity, api.query("records/scope_keys", patient=patient.did), chain_id)
+    rows = api.query("records/scope_keys", patient=patient.did)
+    current = verified_scope_keys(identity, rows, chain_id)
     assert current["clinical"].epoch == 2 and current["diagnostics"].epoch == 2
     assert current["medications"].epoch == 1
     # The grant that stays got the new diagnostics key, which its holder opens.
