@@ -7,7 +7,7 @@
 // exception: the others are still shown.
 import { sha256 } from "@noble/hashes/sha2.js";
 import { hex } from "../crypto/bytes";
-import { binding, openRecord, parseBlob } from "../crypto/envelope";
+import { binding, IntegrityError, openRecord, parseBlob } from "../crypto/envelope";
 import { recordName } from "../crypto/naming";
 import type { NodeClient } from "./node";
 import type { KeySource } from "./patient";
@@ -238,7 +238,11 @@ async function openOne(
   if (!scopeKey) return fail("decryption", "None of your keys opens this record.");
   try {
     const bound = binding(patient, rec.resource_type, id, anchor.version);
-    const resource = await openRecord(blob, bound, label, scopeKey, anchor.commitment);
+    const resource = await openRecord(blob, bound, label, scopeKey, {
+      blobHash: anchor.blob_hash,
+      commitment: anchor.commitment,
+      record: rec.record,
+    });
     return {
       name: rec.record,
       version: anchor.version,
@@ -251,8 +255,7 @@ async function openOne(
       erased: false,
     };
   } catch (error) {
-    const name = error instanceof Error ? error.name : "";
-    return fail(name === "IntegrityError" ? "integrity" : "decryption", `It could not be opened: ${messageOf(error)}`);
+    return fail(error instanceof IntegrityError ? "integrity" : "decryption", `It could not be opened: ${messageOf(error)}`);
   } finally {
     scopeKey.fill(0);
   }
