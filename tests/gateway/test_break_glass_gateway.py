@@ -73,7 +73,7 @@ def _build(gateway: GatewayProcess, root: Path) -> World:
     return World(
         gateway,
         doctor,
-        gateway.add_client(did=doctor.did, scopes="system/*.rs"),
+        gateway.add_client(did=doctor.did, scopes="system/*.cruds"),
         claimed.keyfile,
         patient_id,
         observation["id"],
@@ -126,6 +126,8 @@ def test_break_glass_records_the_alert_and_opens_what_no_grant_covers(world: Wor
     with world.doctor_client.http() as fhir:
         before = fhir.get(f"Observation/{world.observation_id}")
         assert before.status_code == 403, before.text  # no grant, not the author's version
+        written = fhir.post("Observation", json=_observation(world.patient_id))
+        assert written.status_code == 201, written.text  # the practitioner's signer counts
 
         answer = fhir.post(
             OPERATION.format(world.patient_id), json=_parameters(("reason", "valueString", REASON))
@@ -147,6 +149,10 @@ def test_break_glass_records_the_alert_and_opens_what_no_grant_covers(world: Wor
             if e["resource"]["resourceType"] == "Observation"
         ]
         assert 99.5 in values
+        # The break-glass was signed with the practitioner's one nonce counter: its next
+        # write is not refused as a replay.
+        written = fhir.post("Observation", json=_observation(world.patient_id))
+        assert written.status_code == 201, written.text
 
         again = fhir.post(
             OPERATION.format(world.patient_id), json=_parameters(("reason", "valueString", REASON))

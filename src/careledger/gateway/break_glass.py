@@ -166,6 +166,8 @@ def perform(
         asked.reason,
         scopes=asked.scopes,
         seconds=asked.seconds,
+        # the signer of the practitioner's records client: one nonce counter per did
+        signer=gateway.records_for(principal).signer,
     )
     gateway.emergencies.keep(principal.did, keys)
     return keys
