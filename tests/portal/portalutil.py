@@ -68,7 +68,7 @@ SIZES: dict[str, dict[str, Any]] = {
 # How long the page may take to show something after an action. Generous: the machine is
 # shared and slow, and a claim runs Argon2id in WebAssembly. Not a timing assertion: a
 # slow page passes, only a page that never gets there fails.
-UI_TIMEOUT_MS = 60_000
+UI_TIMEOUT_MS = int(os.environ.get("CARELEDGER_E2E_TIMEOUT_MS", "60000"))
 DEMO_TIMEOUT_S = 240.0
 
 # Reported by the page through console.error when the browser enforces the CSP (an init
