@@ -387,10 +387,17 @@ def open_portal(browser: Browser, base_url: str, size: str) -> PortalPage:
 
 
 def save_screenshot(page: Page, name: str, width: int) -> Path:
-    """test-output/portal/<name>-<width>.png, the whole page."""
+    """test-output/portal/<name>-<width>.png: what a person sees first (the viewport); and
+    <name>-<width>-full.png, the whole page, when it is longer than the screen."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}-{width}.png"
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path))
+    height = page.evaluate("() => document.documentElement.scrollHeight")
+    full = SCREENSHOTS / f"{name}-{width}-full.png"
+    if page.viewport_size and height > page.viewport_size["height"]:
+        page.screenshot(path=str(full), full_page=True)
+    else:
+        full.unlink(missing_ok=True)
     return path
 
 
