@@ -6,7 +6,7 @@ import { x25519 } from "@noble/curves/ed25519.js";
 import { hkdf } from "@noble/hashes/hkdf.js";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { describe, expect, it } from "vitest";
-import { b64, concat, equalBytes, fromB64, fromHex, hex, lp, u16, u32, utf8 } from "../src/crypto/bytes";
+import { b64, bufferOf, concat, equalBytes, fromB64, fromHex, hex, lp, u16, u32, utf8 } from "../src/crypto/bytes";
 import { Identity, KeyError, deriveSecret, didFromEd25519, ed25519FromDid, verify } from "../src/crypto/identity";
 import { NotCanonicalisable, canonicalBytes, canonicalString } from "../src/crypto/jcs";
 import { authorizationHeader, requestMessage } from "../src/crypto/requestsig";
@@ -180,5 +180,371 @@ describe("transactions (chain/tx.py)", () => {
     expect(() => signTx(identity, { ...tx, nonce: 1.5 })).toThrow(TxError);
     expect(() => signTx(identity, { ...tx, payload: { weight: 72.5 } })).toThrow(/floating/);
     expect(() => signTx(identity, { ...tx, payload: { blob: "x".repeat(70000) } })).toThrow(/limit/);
+  });
+});
+
+// --- phrase, key files, scope keys, HPKE wraps, record blobs -------------------------------
+
+import { PhraseError, identityFromPhrase, masterFromPhrase, newRecoveryPhrase } from "../src/crypto/phrase";
+import { KeyFileError, KeyRing, parseKeyFile, serialiseKeyFile } from "../src/crypto/keyfile";
+import {
+  UnwrapError, dataKeyInfo, grantInfo, recipientLabel, scopePrivate, scopePublic, unwrapDataKey, unwrapNamingKey,
+  unwrapScopeKey, wrapDataKey, wrapNamingKey, wrapScopeKey,
+} from "../src/crypto/scopekeys";
+import {
+  DecryptionError, IntegrityError, MalformedBlob, binding, blobHash, blobOwner, commit, openCiphertext, openRecord,
+  packBlob, parseBlob, recordAad, sealFrame,
+} from "../src/crypto/envelope";
+import { declaredContentSize, rawFrame, readFrame } from "../src/crypto/zstd";
+import { recordName } from "../src/crypto/naming";
+
+const R = V.record;
+const PY_RECORD_NAME = "8236329a19913debd182dbe7ef2a1a409d8db2ed5b050e18c749e3b4af97c9d7";
+const PY_ABANDON_ART_DID = "did:key:z6MkoDTenAFtCHQdQUBRc3wFYdGWHKp8i71VtFft9Q5rRuyn";
+const recordBinding = binding(R.patient, R.resource_type, R.resource_id, R.version);
+
+describe("recovery phrase", () => {
+  // BIP-39's all-"abandon" phrase of 24 words ends in "art"; Python's keys.identity_from_phrase
+  // gives this did for it (pinned below, checked in tests/portal/test_crypto_interop.py too).
+  const phrase = Array(23).fill("abandon").join(" ") + " art";
+  it("restores a master as Python does, whatever the case and spacing", () => {
+    const m = masterFromPhrase(phrase);
+    expect(hex(m)).toBe(hex(masterFromPhrase("  " + phrase.toUpperCase().replace(/ /g, "\n  "))));
+    expect(identityFromPhrase(phrase).did).toBe(Identity.fromMaster(m).did);
+    expect(identityFromPhrase(phrase).did).toBe(PY_ABANDON_ART_DID);
+  });
+  it("makes new 24-word phrases that restore", () => {
+    const fresh = newRecoveryPhrase();
+    expect(fresh.split(" ")).toHaveLength(24);
+    expect(masterFromPhrase(fresh)).toHaveLength(32);
+  });
+  it("refuses a wrong phrase with a clear error", () => {
+    expect(() => masterFromPhrase("abandon abandon")).toThrow(/24 words/);
+    expect(() => masterFromPhrase(Array(24).fill("abandon").join(" "))).toThrow(PhraseError);
+    expect(() => masterFromPhrase(Array(23).fill("abandon").join(" ") + " zzzz")).toThrow(/unknown word or a wrong checksum/);
+  });
+});
+
+describe("scope keys (docs/crypto.md 5)", () => {
+  const S = V.scope_key;
+  it("derives the vector scope key from the scope root", () => {
+    const sk = scopePrivate(fromHex(S.scope_root), S.scope, S.epoch);
+    expect(hex(sk)).toBe(S.scope_private_key);
+    expect(hex(scopePublic(sk))).toBe(S.scope_public_key);
+    expect(recipientLabel(S.scope, S.epoch)).toBe(V.data_key_wrap.recipient);
+  });
+  it("a key ring derives the same key, and older epochs from previous masters", () => {
+    const ring = KeyRing.fromIdentity(Identity.fromMaster(fromHex(S.master_secret)));
+    expect(hex(ring.scopeKey(S.scope, S.epoch))).toBe(S.scope_private_key);
+    const rotated = ring.rotated(Identity.fromMaster(new Uint8Array(32).fill(7)), 2);
+    expect(hex(rotated.scopeKey(S.scope, 1))).toBe(S.scope_private_key);
+    expect(hex(rotated.scopeKey(S.scope, 2))).not.toBe(hex(ring.scopeKey(S.scope, 2)));
+    expect(rotated.did).toBe(ring.did);
+    expect(hex(rotated.namingKey)).toBe(hex(ring.namingKey));
+    expect(() => rotated.rotated(ring.current, 2)).toThrow(KeyFileError);
+  });
+});
+
+describe("key files (docs/crypto.md 10)", () => {
+  const identity = Identity.fromMaster(master);
+  it("round-trips version 2 and reads version 1", () => {
+    const ring = KeyRing.fromIdentity(identity, "patient", "Ada").rotated(Identity.fromMaster(new Uint8Array(32).fill(9)), 3);
+    const text = serialiseKeyFile(ring);
+    const back = parseKeyFile(text);
+    expect(back.did).toBe(identity.did);
+    expect(back.name).toBe("Ada");
+    expect(back.previous).toHaveLength(1);
+    expect(back.previous[0]!.belowEpoch).toBe(3);
+    expect(hex(back.scopeKey("diagnostics", 1))).toBe(V.scope_key.scope_private_key);
+    const v1 = parseKeyFile({ version: 1, did: identity.did, kind: "patient", name: "", master_secret: b64(master) });
+    expect(hex(v1.namingKey)).toBe(hex(identity.secret("naming-key")));
+    expect(v1.previous).toHaveLength(0);
+  });
+  it("shows no secret in its string or JSON", () => {
+    const ring = KeyRing.fromIdentity(identity);
+    const shown = String(ring) + JSON.stringify(ring);
+    expect(shown).not.toContain(b64(master));
+    expect(shown).not.toContain(b64(ring.namingKey));
+  });
+  it("refuses malformed files naming the field, never the value", () => {
+    const good = KeyRing.fromIdentity(identity).toKeyFile();
+    expect(() => parseKeyFile("{")).toThrow(/not JSON/);
+    expect(() => parseKeyFile({ ...good, version: 3 })).toThrow(/version 1 or 2/);
+    expect(() => parseKeyFile({ ...good, kind: "wizard" })).toThrow(/kind/);
+    expect(() => parseKeyFile({ ...good, master_secret: "AAAA" })).toThrow(/master_secret: not 32 bytes/);
+    expect(() => parseKeyFile({ ...good, naming_key: "!!" })).toThrow(/naming_key: not base64/);
+    const prev = { master_secret: b64(master), below_epoch: 2 };
+    expect(() => parseKeyFile({ ...good, previous: [prev, prev] })).toThrow(/increasing/);
+    expect(() => parseKeyFile({ ...good, previous: [{ ...prev, below_epoch: 0 }] })).toThrow(/below_epoch/);
+  });
+});
+
+describe("HPKE wraps (docs/crypto.md 6) with the vectors' ephemeral keys", () => {
+  const D = V.data_key_wrap;
+  const G = V.scope_key_grant;
+  it("6.1 wraps the data key to the scope key, byte for byte", async () => {
+    expect(hex(dataKeyInfo(recordBinding, D.recipient))).toBe(D.info);
+    const wrapped = await wrapDataKey(fromHex(R.data_key), recordBinding, D.recipient, fromHex(V.scope_key.scope_public_key), fromHex(D.ephemeral_private_key));
+    expect(hex(wrapped)).toBe(D.wrapped);
+    expect(hex(await unwrapDataKey(wrapped, recordBinding, D.recipient, fromHex(V.scope_key.scope_private_key)))).toBe(R.data_key);
+  });
+  it("6.2 grants the scope key, byte for byte, and checks it against the published key", async () => {
+    expect(hex(scopePublic(fromHex(G.grantee_private_key)))).toBe(G.grantee_public_key);
+    const S = V.scope_key;
+    expect(hex(grantInfo(R.patient, S.scope, S.epoch, G.grantee))).toBe(G.info);
+    const wrapped = await wrapScopeKey(fromHex(S.scope_private_key), R.patient, S.scope, S.epoch, G.grantee, fromHex(G.grantee_public_key), fromHex(G.ephemeral_private_key));
+    expect(hex(wrapped)).toBe(G.wrapped);
+    const sk = await unwrapScopeKey(wrapped, R.patient, S.scope, S.epoch, fromHex(S.scope_public_key), G.grantee, fromHex(G.grantee_private_key));
+    expect(hex(sk)).toBe(S.scope_private_key);
+    // A grant whose key is not the published one is refused.
+    await expect(unwrapScopeKey(wrapped, R.patient, S.scope, S.epoch, fromHex(G.grantee_public_key), G.grantee, fromHex(G.grantee_private_key))).rejects.toThrow(/does not match/);
+  });
+  it("6.3 wraps the naming key to a grantee and nobody else", async () => {
+    const naming = Identity.fromMaster(master).secret("naming-key");
+    const wrapped = await wrapNamingKey(naming, R.patient, G.grantee, fromHex(G.grantee_public_key));
+    expect(wrapped).toHaveLength(80);
+    expect(hex(await unwrapNamingKey(wrapped, R.patient, G.grantee, fromHex(G.grantee_private_key)))).toBe(hex(naming));
+    await expect(unwrapNamingKey(wrapped, R.patient, "did:key:z6MkOther", fromHex(G.grantee_private_key))).rejects.toThrow(UnwrapError);
+    await expect(unwrapNamingKey(wrapped, R.patient, G.grantee, fromHex(V.scope_key.scope_private_key))).rejects.toThrow(UnwrapError);
+  });
+  it("a wrapped key does not open for another record, label, key or after a byte change", async () => {
+    const wrapped = fromHex(D.wrapped);
+    const sk = fromHex(V.scope_key.scope_private_key);
+    const other = binding(R.patient, R.resource_type, R.resource_id, 2);
+    await expect(unwrapDataKey(wrapped, other, D.recipient, sk)).rejects.toThrow(UnwrapError);
+    await expect(unwrapDataKey(wrapped, recordBinding, "scope/diagnostics/2", sk)).rejects.toThrow(UnwrapError);
+    await expect(unwrapDataKey(wrapped, recordBinding, D.recipient, fromHex(G.grantee_private_key))).rejects.toThrow(UnwrapError);
+    const flipped = wrapped.slice();
+    flipped[40]! ^= 1;
+    await expect(unwrapDataKey(flipped, recordBinding, D.recipient, sk)).rejects.toThrow(UnwrapError);
+  });
+});
+
+describe("record envelope and blob (docs/crypto.md 1-4, 7)", () => {
+  it("reproduces aad, commitment and ciphertext from the vectors' frame", async () => {
+    const canonical = fromHex(R.canonical);
+    expect(hex(recordAad(recordBinding))).toBe(R.aad);
+    expect(hex(commit(canonical, fromHex(R.salt)))).toBe(R.commitment);
+    const ciphertext = await sealFrame(fromHex(R.zstd_frame), recordBinding, fromHex(R.data_key), fromHex(R.nonce), fromHex(R.salt));
+    expect(hex(ciphertext)).toBe(R.ciphertext);
+    expect(ciphertext).toHaveLength(251);
+    const opened = await openCiphertext(ciphertext, fromHex(R.data_key), recordBinding);
+    expect(hex(opened.canonical)).toBe(R.canonical);
+    expect(hex(opened.salt)).toBe(R.salt);
+  });
+  it("packs the blob with its owner header, byte for byte", () => {
+    const B = V.record_blob;
+    const blob = packBlob({ patient: B.patient, record: B.record }, [{ label: V.data_key_wrap.recipient, wrapped: fromHex(V.data_key_wrap.wrapped) }], fromHex(R.ciphertext));
+    expect(hex(blob)).toBe(B.blob);
+    expect(blobHash(blob)).toBe(B.sha256);
+    expect(blobOwner(blob)).toEqual({ patient: B.patient, record: B.record });
+    const parsed = parseBlob(blob);
+    expect(parsed.wrapped.map((w) => w.label)).toEqual([V.data_key_wrap.recipient]);
+    expect(hex(parsed.ciphertext)).toBe(R.ciphertext);
+  });
+  it("opens the blob: grantee key -> scope key -> data key -> resource", async () => {
+    const B = V.record_blob;
+    const G = V.scope_key_grant;
+    const S = V.scope_key;
+    const sk = await unwrapScopeKey(fromHex(G.wrapped), R.patient, S.scope, S.epoch, fromHex(S.scope_public_key), G.grantee, fromHex(G.grantee_private_key));
+    const resource = await openRecord(fromHex(B.blob), recordBinding, V.data_key_wrap.recipient, sk, { blobHash: B.sha256, commitment: R.commitment, record: B.record });
+    expect(resource).toEqual(R.resource);
+  });
+  it("writes raw-block zstd frames that decode (and refuses oversized ones)", () => {
+    for (const n of [0, 1, 255, 256, 65791, 65792, 300000]) {
+      const content = Uint8Array.from({ length: n }, (_, i) => (i * 7) & 255);
+      const frame = rawFrame(content);
+      expect(declaredContentSize(frame)).toBe(n);
+      expect(equalBytes(readFrame(frame), content)).toBe(true);
+    }
+    expect(hex(readFrame(fromHex(R.zstd_frame)))).toBe(R.canonical);
+    const huge = fromHex("28b52ffda0" + "01000004"); // declares 64 MiB + 1
+    expect(() => readFrame(huge)).toThrow(/over/);
+  });
+});
+
+describe("attacks on a record blob fail with the right error", () => {
+  const B = V.record_blob;
+  const sk = fromHex(V.scope_key.scope_private_key);
+  const label = V.data_key_wrap.recipient;
+  const blob = fromHex(B.blob);
+  it("a flipped byte in the ciphertext", async () => {
+    const flipped = blob.slice();
+    flipped[flipped.length - 20]! ^= 0x01;
+    await expect(openRecord(flipped, recordBinding, label, sk)).rejects.toThrow(DecryptionError);
+    await expect(openRecord(flipped, recordBinding, label, sk, { blobHash: B.sha256 })).rejects.toThrow(IntegrityError);
+  });
+  it("a flipped byte in a wrapped key", async () => {
+    const flipped = blob.slice();
+    flipped[blob.length - R.ciphertext.length / 2 - 10]! ^= 0x80;
+    await expect(openRecord(flipped, recordBinding, label, sk)).rejects.toThrow(DecryptionError);
+  });
+  it("a blob moved to another binding (version, id, patient)", async () => {
+    await expect(openRecord(blob, binding(R.patient, R.resource_type, R.resource_id, 2), label, sk)).rejects.toThrow(DecryptionError);
+    await expect(openRecord(blob, binding(R.patient, R.resource_type, "obs-test-2", 1), label, sk)).rejects.toThrow(DecryptionError);
+    await expect(openRecord(blob, binding(V.scope_key_grant.grantee, R.resource_type, R.resource_id, 1), label, sk)).rejects.toThrow(IntegrityError);
+  });
+  it("a blob whose header names another record, or another content than the anchor's", async () => {
+    await expect(openRecord(blob, recordBinding, label, sk, { record: "0".repeat(64) })).rejects.toThrow(/another record/);
+    await expect(openRecord(blob, recordBinding, label, sk, { commitment: "00".repeat(32) })).rejects.toThrow(/commitment/);
+  });
+  it("the wrong scope key, or a label the blob does not carry", async () => {
+    await expect(openRecord(blob, recordBinding, label, fromHex(V.scope_key_grant.grantee_private_key))).rejects.toThrow(DecryptionError);
+    await expect(openRecord(blob, recordBinding, "scope/clinical/1", sk)).rejects.toThrow(/no data key wrapped/);
+  });
+  it("malformed blobs and the old format", () => {
+    expect(() => parseBlob(utf8("hello"))).toThrow(MalformedBlob);
+    const old = blob.slice();
+    old[3] = 1;
+    expect(() => parseBlob(old)).toThrow(/format 1 is not read/);
+    expect(() => parseBlob(blob.subarray(0, 40))).toThrow(/truncated/);
+  });
+});
+
+describe("record names (docs/crypto.md 7.1)", () => {
+  it("is HMAC-SHA256 of the labelled type and id under the naming key", () => {
+    const naming = Identity.fromMaster(master).secret("naming-key");
+    // Pinned from Python: crypto.naming.record_name(naming_key_of(Identity(00..1f)), "Observation", "obs-test-1").
+    expect(recordName(naming, "Observation", "obs-test-1")).toBe(PY_RECORD_NAME);
+  });
+});
+
+// --- statements, claim packages, escrow ------------------------------------------------------
+
+import {
+  UntrustedKey, currentSigningKey, parseReceipt, checkReceipt, receiptStatement, requestDigest, rotationPayload,
+  scopeKeyPayload, signConsent, signVoucher, verifiedScopeKeys, voucherSignedBy,
+} from "../src/crypto/statements";
+import {
+  BadClaimCode, ClaimLocked, ClaimTampered, NotAClaimPackage, WrongClaimCode, claimPackageInfo, normaliseClaimCode,
+  openClaimPackage, sealClaimPackage,
+} from "../src/crypto/claim";
+
+// Pinned from Python (rotation_payload, scope_key_payload, sign_voucher, sign_consent) with
+// old = Identity(00..1f), new = Identity(07 x 32), chain "careledger-test".
+const PY_ROTATION = {
+  signing_key: "ba429cb7eae6c83b66e3e1fe0453552b738ffea521e7e1e74bafa7e656e27963",
+  encryption_key: "cf31c51888481ad40ea7fa8d8d9dfa65a732a90f34dcf4f22820f4f918bbdf27",
+  certificate: "266309f9146d2943db03807d0b00b5bfaaa5178ac81ab876158a44e0b7c832e8c7db78458323904f9e45e314649a0ee52167c6b61060eae6378a2386152fcd0c",
+  proof: "d84c4f1e882b5785e7113c8c7dc011f284d59aeb5d930ae523ca8fda165ca0bf4ad61fa013b9b561fb21d1833d780ae8701a76e94ca9139508ea8c6ddc53e20f",
+};
+const PY_SCOPE_KEY_SIGNATURE = "7425cdb0ce827bf7e9536d8fd95bc4357838a62cc34a65b23e5c402deefefebc2120a7ec59aac6ffbdc3e84414c16abbf4fc0a07ffdaf9a2c23e75df3f895f0b";
+const PY_VOUCHER_SIGNATURE = "67c704f3fb1599d0d5d6a3e0fd36dd37616678be1c1f6e89126f6bc5e5cf408a324aca257d6697c0043235614f0a8018e4d9f7cc95a1d4383fd6b29dbb65d709";
+const PY_CONSENT_SIGNATURE = "59939f23ad2b3d1876c85a7e5185e95c362bb6e9eaa5e984da7954dfae4166f11eb1aa5678693d708d3a25a2a4002f7f384e9dc889afe381372478597035df06";
+
+describe("statements (crypto/statements.py, vouchers, receipts)", () => {
+  const old = Identity.fromMaster(master);
+  const next = Identity.fromMaster(new Uint8Array(32).fill(7));
+  const chain = "careledger-test";
+  it("signs Python's rotation, scope key, voucher and consent bytes", () => {
+    expect(rotationPayload(old, next, chain)).toEqual(PY_ROTATION);
+    expect(scopeKeyPayload(next, chain, "diagnostics", 2, "ab".repeat(32), old.did).signature).toBe(PY_SCOPE_KEY_SIGNATURE);
+    const voucher = signVoucher(next, chain, "register_patient", old.did, 1000);
+    expect(voucher).toEqual({ org: next.did, expires_at: 1000, signature: PY_VOUCHER_SIGNATURE });
+    expect(voucherSignedBy(next.signingPublic, voucher, chain, "register_patient", old.did)).toBe(true);
+    expect(voucherSignedBy(next.signingPublic, voucher, chain, "register_patient", next.did)).toBe(false);
+    expect(voucherSignedBy(next.signingPublic, voucher, chain, "apply_membership", old.did)).toBe(false);
+    expect(signConsent(old, chain, next.did, "cd".repeat(32), 55).signature).toBe(PY_CONSENT_SIGNATURE);
+  });
+  it("checks a rotation chain and the scope keys signed at its end", () => {
+    const identityRow = {
+      did: old.did,
+      signing_key: PY_ROTATION.signing_key,
+      keys: [{ signing_key: hex(old.signingPublic) }, { ...PY_ROTATION, since: 5 }],
+    };
+    expect(hex(currentSigningKey(identityRow, chain))).toBe(PY_ROTATION.signing_key);
+    const row = { scope: "diagnostics", epoch: 2, public_key: "ab".repeat(32), signature: PY_SCOPE_KEY_SIGNATURE };
+    const older = scopeKeyPayload(old, chain, "diagnostics", 1, "cd".repeat(32));
+    const keys = verifiedScopeKeys(identityRow, [{ ...older }, row], chain);
+    expect(keys.get("diagnostics")!.epoch).toBe(2);
+    // A node that serves a key of its own (signed by anyone but the patient's current key).
+    const forged = scopeKeyPayload(Identity.fromMaster(new Uint8Array(32).fill(9)), chain, "diagnostics", 3, "ef".repeat(32), old.did);
+    expect(() => verifiedScopeKeys(identityRow, [row, forged], chain)).toThrow(UntrustedKey);
+    // A rotation without the old key's certificate.
+    const uncertified = { ...identityRow, keys: [identityRow.keys[0]!, { ...PY_ROTATION, certificate: PY_ROTATION.proof, since: 5 }] };
+    expect(() => currentSigningKey(uncertified, chain)).toThrow(/not signed/);
+    expect(() => currentSigningKey(identityRow, "another-chain")).toThrow(UntrustedKey);
+  });
+  it("checks an audit receipt for one request", () => {
+    const header = authorizationHeader(old, old.did, AUDIENCE, "GET", "/blobs/" + "a".repeat(64));
+    const request = requestDigest(header);
+    const statement = receiptStatement(chain, next.did, request, 2, 10, "ff".repeat(32));
+    const receipt = parseReceipt(`node=${next.did}, entries=2, first=10, digest=${"ff".repeat(32)}, sig=${hex(next.sign(statement))}`);
+    expect(() => checkReceipt(receipt, chain, request)).not.toThrow();
+    const other = requestDigest(authorizationHeader(old, old.did, AUDIENCE, "GET", "/blobs/" + "b".repeat(64)));
+    expect(() => checkReceipt(receipt, chain, other)).toThrow(UntrustedKey);
+    expect(() => parseReceipt(null)).toThrow(UntrustedKey);
+  });
+});
+
+describe("claim packages (docs/crypto.md 9)", () => {
+  const patient = Identity.fromMaster(master);
+  const code = "abandon ability able about above absent";
+  const contents = { did: patient.did, chainId: "careledger-test", masterSecret: master, name: "Zoë Test" };
+  let pkg = "";
+  it("normalises a typed code as Python does", () => {
+    expect(normaliseClaimCode("Abandon-ABILITY able,about above absent")).toBe(code);
+    expect(normaliseClaimCode("  abandon\nability;able:about_above. absent ")).toBe(code);
+    expect(() => normaliseClaimCode("abandon ability able")).toThrow(/6 words; this one has 3/);
+    expect(() => normaliseClaimCode("abandon ability able about above absentt")).toThrow(/word 6 of the claim code/);
+    expect(() => normaliseClaimCode("abandon ability able about above absentt")).toThrow(BadClaimCode);
+  });
+  it("opens a package with the right code", async () => {
+    pkg = await sealClaimPackage(contents, code);
+    const opened = await openClaimPackage(pkg, "ABANDON ability-able about above absent");
+    expect(opened.did).toBe(patient.did);
+    expect(opened.chainId).toBe("careledger-test");
+    expect(opened.name).toBe("Zoë Test");
+    expect(hex(opened.masterSecret)).toBe(hex(master));
+    expect(claimPackageInfo(pkg)).not.toHaveProperty("ciphertext");
+  });
+  it("a wrong code is WrongClaimCode", async () => {
+    await expect(openClaimPackage(pkg, "abandon ability able about above add")).rejects.toThrow(WrongClaimCode);
+  });
+  it("a tampered package is ClaimTampered (right code) or counted as a wrong code (KDF changed)", async () => {
+    const parsed = JSON.parse(pkg);
+    await expect(openClaimPackage({ ...parsed, chain_id: "another-chain" }, code)).rejects.toThrow(ClaimTampered);
+    await expect(openClaimPackage({ ...parsed, did: V.identity.did.replace("W", "X") }, code)).rejects.toThrow(ClaimTampered);
+    const sealed = fromB64(parsed.ciphertext);
+    sealed[sealed.length - 1]! ^= 1;
+    await expect(openClaimPackage({ ...parsed, ciphertext: b64(sealed) }, code)).rejects.toThrow(ClaimTampered);
+    const salt = fromB64(parsed.kdf.salt);
+    salt[0]! ^= 1;
+    await expect(openClaimPackage({ ...parsed, kdf: { ...parsed.kdf, salt: b64(salt) } }, code)).rejects.toThrow(WrongClaimCode);
+  });
+  it("refuses what is not a package, and a locked one, before any KDF", async () => {
+    const parsed = JSON.parse(pkg);
+    await expect(openClaimPackage("not json", code)).rejects.toThrow(NotAClaimPackage);
+    await expect(openClaimPackage({ ...parsed, kind: "x" }, code)).rejects.toThrow(/kind/);
+    await expect(openClaimPackage({ ...parsed, extra: 1 }, code)).rejects.toThrow(/missing or unknown/);
+    await expect(openClaimPackage({ ...parsed, kdf: { ...parsed.kdf, memory_kib: 1024 } }, code)).rejects.toThrow(/memory/);
+    await expect(openClaimPackage({ ...parsed, kdf: { ...parsed.kdf, memory_kib: 4 * 1024 * 1024 } }, code)).rejects.toThrow(/memory/);
+    await expect(openClaimPackage({ ...parsed, nonce: b64(new Uint8Array(8)) }, code)).rejects.toThrow(/nonce/);
+    await expect(openClaimPackage({ ...parsed, attempts: 5 }, code)).rejects.toThrow(ClaimLocked);
+    await expect(openClaimPackage({ ...parsed, attempts: 6 }, code)).rejects.toThrow(NotAClaimPackage);
+    await expect(openClaimPackage("x".repeat(70000), code)).rejects.toThrow(/too large/);
+  });
+});
+
+describe("break-glass escrow vectors (docs/crypto.md 11.4): what applies in the page", () => {
+  const patient = Identity.fromMaster(master);
+  const ring = KeyRing.fromIdentity(patient);
+  it("derives K and reproduces the info strings and aad", () => {
+    expect(E.patient).toBe(patient.did);
+    const K = hkdf(sha256, fromHex(E.secret), undefined, concat(utf8("careledger-emergency-v1"), lp(E.patient)), 32);
+    expect(hex(K)).toBe(E.emergency_key);
+    expect(hex(concat(lp(E.patient), fromHex(E.escrow)))).toBe(E.aad);
+    const member = "did:example:member";
+    expect(hex(concat(utf8("careledger-emergency-share-v1"), lp(E.patient), fromHex(E.escrow), lp(member), u32(1)))).toBe(E.share_info);
+    expect(hex(concat(utf8("careledger-emergency-release-v1"), lp(E.patient), fromHex(E.escrow), lp(member), u32(1), lp("did:example:requester")))).toBe(E.release_info);
+  });
+  it("reproduces the bundle (RFC 8785 of the patient's keys) and the sealed bundle", async () => {
+    const scopeKeys = ["clinical", "diagnostics", "medications"].map((scope) => ({ epoch: 1, private_key: hex(ring.scopeKey(scope, 1)), scope }));
+    const bundle = canonicalString({ naming_key: hex(ring.namingKey), patient: patient.did, scope_keys: scopeKeys });
+    expect(bundle).toBe(E.bundle);
+    const K = await crypto.subtle.importKey("raw", bufferOf(fromHex(E.emergency_key)), "AES-GCM", false, ["encrypt", "decrypt"]);
+    const nonce = fromHex(E.nonce);
+    const sealed = new Uint8Array(await crypto.subtle.encrypt({ name: "AES-GCM", iv: bufferOf(nonce), additionalData: bufferOf(fromHex(E.aad)) }, K, bufferOf(utf8(bundle))));
+    expect(hex(concat(nonce, sealed))).toBe(E.sealed);
   });
 });
