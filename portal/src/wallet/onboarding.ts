@@ -37,16 +37,35 @@ export async function keysFromPhrase(phrase: string, name: string): Promise<Pati
   try {
     master = await masterFromPhraseAsync(phrase);
   } catch (error) {
-    if (error instanceof PhraseError) {
-      throw new UserError(`This recovery phrase is not right: ${error.message}. Check each word against what you wrote down.`);
-    }
+    if (error instanceof PhraseError) throw new UserError(phraseProblem(error.message));
     throw error;
   }
   return KeyRing.fromIdentity(Identity.fromMaster(master), "patient", name.trim());
 }
 
+function phraseProblem(detail: string): string {
+  const count = /has (\d+) words; this one has (\d+)/.exec(detail);
+  if (count) return `A recovery phrase has ${count[1]} words; you typed ${count[2]}. Check what you wrote down.`;
+  return "This recovery phrase is not right: a word is misspelt, not a recovery word, or out of order. Check each word against what you wrote down.";
+}
+
+/** What a JSON file the patient chose looks like, to say which button it belongs to. */
+function fileKind(text: string): "claim" | "keyfile" | "other" {
+  try {
+    const value = JSON.parse(text) as Record<string, unknown>;
+    if (value && value.kind === "careledger-claim") return "claim";
+    if (value && typeof value.master_secret === "string") return "keyfile";
+  } catch {
+    // not JSON
+  }
+  return "other";
+}
+
 /** A patient's key file (the CLI's `keys new` / `claim` output, version 1 or 2). */
 export function keysFromFile(text: string): PatientKeys {
+  if (fileKind(text) === "claim") {
+    throw new UserError("This is a claim package from your clinic, not a key file. Use “Claim my records” with the claim code from your clinic.");
+  }
   let ring: KeyRing;
   try {
     ring = parseKeyFile(text);
@@ -377,7 +396,11 @@ async function openPackage(packageText: string, code: string): Promise<ClaimCont
       throw new UserError("The claim code is wrong. Check each of the six words against the letter from your clinic and try again.");
     }
     if (error instanceof NotAClaimPackage) {
-      throw new UserError(`This file is not a claim package (${error.message}). Choose the claim package file your clinic gave you.`);
+      if (fileKind(packageText) === "keyfile") {
+        throw new UserError("This is a key file, not a claim package. Use “Open a key file” instead.");
+      }
+      const detail = error.message.replace(/^this file is not a claim package:?\s*/i, "");
+      throw new UserError(`This file is not a claim package${detail ? ` (${detail})` : ""}. Choose the claim package file your clinic gave you.`);
     }
     if (error instanceof ClaimLocked) {
       throw new UserError("This claim package is locked after too many wrong codes. Ask your clinic for a new package.");

@@ -222,7 +222,7 @@ function Onboarding() {
           </button>
         ))}
       </div>
-      <div class="card tab-panel" role="tabpanel" id={`panel-${tab}`} aria-labelledby={`tab-${tab}`}>
+      <div class="card tab-panel" role="tabpanel" id={`panel-${tab}`} tabIndex={0}>
         {tab === "create" ? <CreateFlow /> : null}
         {tab === "restore" ? <RestoreFlow /> : null}
         {tab === "claim" ? <ClaimFlow /> : null}
@@ -290,7 +290,7 @@ async function finish(keys: PatientKeys, passphrase: string, node?: NodeClient):
 type CreateStep =
   | { step: "form" }
   | { step: "phrase"; phrase: string; keys: PatientKeys }
-  | { step: "voucher"; keys: PatientKeys; closed: boolean };
+  | { step: "voucher"; keys: PatientKeys };
 
 function CreateFlow() {
   const [name, setName] = useState("");
@@ -328,7 +328,7 @@ function CreateFlow() {
       const node = await registerPatient(keys, voucher ?? (await requestVoucher(keys.did)));
       await finish(keys, passphrases[0], node);
     } catch (caught) {
-      if (caught instanceof EnrolmentClosed) setState({ step: "voucher", keys, closed: true });
+      if (caught instanceof EnrolmentClosed) setState({ step: "voucher", keys });
       else setError(caught);
       setBusy(null);
     }
@@ -338,7 +338,9 @@ function CreateFlow() {
     return <PhraseStep phrase={state.phrase} onChecked={() => void register(state.keys)} busy={busy} error={error} />;
   }
   if (state.step === "voucher") {
-    return <VoucherStep closed={state.closed} busy={busy} error={error} onVoucher={(v) => void register(state.keys, v)} />;
+    return (
+      <VoucherStep did={state.keys.did} busy={busy} error={error} onVoucher={(v) => void register(state.keys, v)} />
+    );
   }
   return (
     <form onSubmit={create} noValidate>
@@ -368,7 +370,7 @@ function CreateFlow() {
   );
 }
 
-function VoucherStep(props: { closed: boolean; busy: string | null; error: unknown; onVoucher: (v: Voucher) => void }) {
+function VoucherStep(props: { did: string; busy: string | null; error: unknown; onVoucher: (v: Voucher) => void }) {
   const [text, setText] = useState("");
   const [error, setError] = useState<unknown>(null);
   function submit(event: Event) {
@@ -385,8 +387,10 @@ function VoucherStep(props: { closed: boolean; busy: string | null; error: unkno
       <h2>Register with your clinic's voucher</h2>
       <Notice kind="info">
         This node does not register new patients by itself. Ask your clinic for an enrolment voucher for your identity, then paste
-        it here.
+        it here. Keep this page open meanwhile: your new keys are not saved until you are registered.
       </Notice>
+      <p>Your identity (give it to your clinic):</p>
+      <p class="mono did-box" data-testid="new-did">{props.did}</p>
       <Field id="voucher" label="Enrolment voucher" hint="The text your clinic gave you, starting with { and ending with }.">
         <textarea id="voucher" rows={5} aria-describedby="voucher-hint" value={text} onInput={(e) => setText(e.currentTarget.value)} />
       </Field>
@@ -433,7 +437,7 @@ function PhraseStep(props: {
           Write these 24 words on paper, in order, and keep them somewhere safe. They are shown only once. Anyone who has them can
           act as you; nobody, not even your clinic, can give them back to you.
         </Notice>
-        <ol class="phrase" data-testid="recovery-phrase" aria-label="Recovery phrase, 24 words">
+        <ol class="phrase" data-testid="recovery-phrase" aria-label="Your 24 words, in order">
           {words.flatMap((word, i) => [i > 0 ? " " : null, <li key={i}>{word}</li>])}
         </ol>
         <div class="actions">
