@@ -186,11 +186,13 @@ type TabId = (typeof TABS)[number]["id"];
 
 function Onboarding() {
   const [tab, setTab] = useState<TabId>("create");
+  // After a claim the new phrase is on screen and exists nowhere else: no leaving it by a tab.
+  const [locked, setLocked] = useState(false);
   const refs = useRef<Record<string, HTMLButtonElement | null>>({});
 
   function onKey(event: KeyboardEvent, index: number) {
     const step = event.key === "ArrowRight" ? 1 : event.key === "ArrowLeft" ? -1 : 0;
-    if (!step && event.key !== "Home" && event.key !== "End") return;
+    if ((!step && event.key !== "Home" && event.key !== "End") || locked) return;
     event.preventDefault();
     const next =
       event.key === "Home" ? 0 : event.key === "End" ? TABS.length - 1 : (index + step + TABS.length) % TABS.length;
@@ -214,6 +216,7 @@ function Onboarding() {
             aria-selected={tab === t.id}
             aria-controls={`panel-${t.id}`}
             tabIndex={tab === t.id ? 0 : -1}
+            disabled={locked && tab !== t.id}
             class={tab === t.id ? "tab tab-selected" : "tab"}
             onClick={() => setTab(t.id)}
             onKeyDown={(e) => onKey(e, index)}
@@ -225,7 +228,7 @@ function Onboarding() {
       <div class="card tab-panel" role="tabpanel" id={`panel-${tab}`} tabIndex={0}>
         {tab === "create" ? <CreateFlow /> : null}
         {tab === "restore" ? <RestoreFlow /> : null}
-        {tab === "claim" ? <ClaimFlow /> : null}
+        {tab === "claim" ? <ClaimFlow onClaimed={() => setLocked(true)} /> : null}
         {tab === "keyfile" ? <KeyFileFlow /> : null}
       </div>
     </>
@@ -593,7 +596,7 @@ function KeyFileFlow() {
 
 // --- claim ---------------------------------------------------------------------------------------
 
-function ClaimFlow() {
+function ClaimFlow(props: { onClaimed: () => void }) {
   const fileRef = useRef<HTMLInputElement>(null);
   const [code, setCode] = useState("");
   const [passphrases, setPassphrases] = useState<[string, string]>(["", ""]);
@@ -614,6 +617,7 @@ function ClaimFlow() {
       setBusy("Opening the claim package");
       const done = await claimPackage(text, code, (keys) => keepOnDevice(keys, passphrases[0]), setBusy);
       setClaimed(done);
+      props.onClaimed();
     } catch (caught) {
       setError(caught);
     } finally {
