@@ -28,15 +28,19 @@ describe("the summary before signing", () => {
   });
 
   it("names scopes in the form's order whatever the order ticked, and lists three with commas", () => {
-    expect(scopesInWords(["medications", "clinical", "diagnostics"])).toBe(
-      "conditions, allergies and procedures, lab results and medications",
-    );
+    expect(scopesInWords(["medications", "clinical", "diagnostics"])).toBe("medical history, lab results and medications");
+  });
+
+  it("says 'all your records' for every broad scope, and whether sensitive ones are in", () => {
+    const broad = ["clinical", "diagnostics", "medications", "administrative", "financial"];
+    expect(grantSummary("A", form({ scopes: broad }))).toContain("read all your records (not the sensitive ones) for");
+    expect(grantSummary("A", form({ scopes: [...broad, "sensitive"] }))).toContain("read all your records (sensitive ones included) for treatment");
   });
 
   it("says 'add' for write access and leaves the purpose out (writes are not limited by purpose)", () => {
     const summary = grantSummary("Dr. Northside (Northside Clinic)", form({ access: "write", scopes: ["clinical"] }));
     expect(summary).toBe(
-      "Dr. Northside (Northside Clinic) will be able to add conditions, allergies and procedures to your record until 31 March 2027.",
+      "Dr. Northside (Northside Clinic) will be able to add new records to your medical history until 31 March 2027.",
     );
   });
 
@@ -108,13 +112,13 @@ describe("grants in words", () => {
 
   it("says who may read what, why and until when", () => {
     expect(describeGrant(row({}), "Northside Clinic", NOW)).toBe(
-      "Northside Clinic may read your conditions, allergies and procedures and lab results for treatment until 31 March 2027.",
+      "Northside Clinic may read your medical history and lab results for treatment until 31 March 2027.",
     );
   });
 
   it("says who may add what", () => {
     expect(describeGrant(row({ action: "write", scopes: ["medications"], purposes: [] }), "Demo Hospital", NOW)).toBe(
-      "Demo Hospital may add medications to your record until 31 March 2027.",
+      "Demo Hospital may add new records to your medications until 31 March 2027.",
     );
   });
 

@@ -52,4 +52,5 @@ def main(url: str, data: Path, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], Path(sys.argv[2]), Path(__file__).parent.parent / "tests" / "fixtures" / "audit-log.json")
+    fixture = Path(__file__).parent.parent / "tests" / "fixtures" / "audit-log.json"
+    main(sys.argv[1], Path(sys.argv[2]), fixture)

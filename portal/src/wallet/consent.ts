@@ -18,7 +18,7 @@ import { fromHex, hex, randomBytes } from "../crypto/bytes";
 import { Identity } from "../crypto/identity";
 import type { KeyRing } from "../crypto/keyfile";
 import { scopePublic, unwrapNamingKey, unwrapScopeKey, wrapNamingKey, wrapScopeKey } from "../crypto/scopekeys";
-import { scopeKeyStatement } from "../crypto/statements";
+import { scopeKeyPayload } from "../crypto/statements";
 import type { NodeClient } from "./node";
 import type { KeySource } from "./patient";
 import { endOfDay, type GrantRow } from "./sharing-text";
@@ -156,19 +156,15 @@ export async function grant(grantor: Grantor, request: GrantRequest): Promise<st
 
 // --- revoking ------------------------------------------------------------------------------
 
-function scopeKeyPayload(grantor: Grantor, chainId: string, scope: string, epoch: number): Record<string, unknown> {
-  const publicHex = hex(scopePublic(grantor.keys.scopeKey(scope, epoch)));
-  const signature = grantor.keys.current.sign(scopeKeyStatement(chainId, grantor.did, scope, epoch, publicHex));
-  return { scope, epoch, public_key: publicHex, signature: hex(signature) };
-}
-
 /** The new epochs' `records/publish_scope_key` payloads, and the epochs they start. */
 async function newEpochs(grantor: Grantor, scopes: string[]): Promise<{ epochs: Map<string, number>; publish: Record<string, unknown>[] }> {
   const { chain_id } = await grantor.node.status();
   const published = await publishedEpochs(grantor.node, grantor.did);
   const epochs = new Map<string, number>();
   for (const scope of scopes) epochs.set(scope, Math.max(0, ...(published.get(scope) ?? [])) + 1);
-  const publish = [...epochs].map(([scope, epoch]) => scopeKeyPayload(grantor, chain_id, scope, epoch));
+  const publish = [...epochs].map(([scope, epoch]) =>
+    scopeKeyPayload(grantor.keys.current, chain_id, scope, epoch, hex(scopePublic(grantor.keys.scopeKey(scope, epoch))), grantor.did),
+  );
   return { epochs, publish };
 }
 
@@ -383,7 +379,7 @@ export class GrantedKeys implements KeySource {
 
 /** The KeySource of an identity signed in with a key file: an organisation's own keys, or a
  * practitioner's organisation's (`organisation`, its key ring) when the page has it. */
-export function grantedKeySource(node: NodeClient, reader: { did: string; ring: KeyRing }, organisation?: { did: string; ring: KeyRing }): GrantedKeys {
+export function grantedKeySource(node: NodeClient, reader: KeyRing, organisation?: KeyRing): GrantedKeys {
   const holder = organisation ?? reader;
-  return new GrantedKeys(node, reader.did, holder.did, encryptionKeysOf(holder.ring));
+  return new GrantedKeys(node, reader.did, holder.did, encryptionKeysOf(holder));
 }

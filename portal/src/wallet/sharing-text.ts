@@ -9,7 +9,7 @@ export type ScopeName = (typeof SCOPE_ORDER)[number];
 
 /** Checkbox labels. */
 export const SCOPE_LABELS: Record<ScopeName, string> = {
-  clinical: "Conditions, allergies, procedures and care plans",
+  clinical: "Medical history: conditions, allergies, procedures and care plans",
   diagnostics: "Lab results and measurements",
   medications: "Medications and immunisations",
   administrative: "Visits and personal details",
@@ -19,7 +19,7 @@ export const SCOPE_LABELS: Record<ScopeName, string> = {
 
 /** The same scopes as nouns in a sentence: "read your lab results and medications". */
 export const SCOPE_NOUNS: Record<ScopeName, string> = {
-  clinical: "conditions, allergies and procedures",
+  clinical: "medical history",
   diagnostics: "lab results",
   medications: "medications",
   administrative: "visits and personal details",
@@ -60,6 +60,16 @@ export function scopesInWords(scopes: string[]): string {
   const known = SCOPE_ORDER.filter((s) => scopes.includes(s));
   const unknown = scopes.filter((s) => !isScope(s));
   return listInWords([...known.map((s) => SCOPE_NOUNS[s]), ...unknown]);
+}
+
+/** The records a grant covers, with "your": "your lab results and medications"; every broad
+ * scope at once is "all your records" (and says whether sensitive ones are in or out). */
+export function recordsInWords(scopes: string[]): string {
+  const broad = SCOPE_ORDER.filter((s) => s !== "sensitive");
+  if (broad.every((s) => scopes.includes(s)) && scopes.every(isScope)) {
+    return scopes.includes("sensitive") ? "all your records (sensitive ones included)" : "all your records (not the sensitive ones)";
+  }
+  return `your ${scopesInWords(scopes)}`;
 }
 
 const MONTHS = [
@@ -151,12 +161,12 @@ export function hasErrors(errors: GrantFormErrors): boolean {
 /** The sentence shown before signing, e.g. "Northside Clinic will be able to read your lab
  * results and medications for treatment until 31 March 2027." */
 export function grantSummary(granteeName: string, form: Pick<GrantForm, "access" | "scopes" | "purpose" | "until">): string {
-  const what = scopesInWords(form.scopes);
+  const what = recordsInWords(form.scopes);
   const until = dayInWords(form.until);
   if (form.access === "write") {
-    return `${granteeName} will be able to add ${what} to your record until ${until}.`;
+    return `${granteeName} will be able to add new records to ${what} until ${until}.`;
   }
-  return `${granteeName} will be able to read your ${what} for ${purposePhrase(form.purpose)} until ${until}.`;
+  return `${granteeName} will be able to read ${what} for ${purposePhrase(form.purpose)} until ${until}.`;
 }
 
 // --- grants as the patient reads them -------------------------------------------------------
@@ -190,12 +200,12 @@ export function grantState(grant: GrantRow, now: number): GrantState {
 
 /** One grant in a sentence: who, may do what, with which records, why, until when. */
 export function describeGrant(grant: GrantRow, granteeName: string, now: number): string {
-  const what = scopesInWords(grant.scopes);
+  const what = recordsInWords(grant.scopes);
   const narrowed = grant.records.length ? ` (${grant.records.length} chosen record${grant.records.length > 1 ? "s" : ""} only)` : "";
   const until = dayInWords(lastDay(grant.end));
   const purposes = grant.purposes.length ? ` for ${listInWords(grant.purposes.map(purposePhrase))}` : "";
   const when = grantState(grant, now) === "ended" ? `until ${until} (ended)` : `until ${until}`;
-  if (grant.action === "write") return `${granteeName} may add ${what}${narrowed} to your record ${when}.`;
-  if (grant.action === "delegate") return `${granteeName} may manage your sharing of ${what} ${when}.`;
-  return `${granteeName} may read your ${what}${narrowed}${purposes} ${when}.`;
+  if (grant.action === "write") return `${granteeName} may add new records to ${what}${narrowed} ${when}.`;
+  if (grant.action === "delegate") return `${granteeName} may manage the sharing of ${what} for you ${when}.`;
+  return `${granteeName} may read ${what}${narrowed}${purposes} ${when}.`;
 }

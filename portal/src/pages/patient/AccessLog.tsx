@@ -13,10 +13,11 @@ import {
   type ProofResult,
 } from "../../wallet/audit";
 import { Directory, shortDid } from "../../wallet/consent";
-import { typeLabel } from "../../wallet/fhir-display";
+import { describe, typeLabel } from "../../wallet/fhir-display";
 import type { NodeClient } from "../../wallet/node";
 import type { PatientWallet } from "../../wallet/patient";
 import { purposePhrase, scopesInWords } from "../../wallet/sharing-text";
+import { useMyRecords } from "./my-records";
 import "./sharing.css";
 
 const PENDING_RETRIES = 15;
@@ -76,6 +77,8 @@ function AccessLogFor(props: { wallet: PatientWallet }) {
   const checker = useMemo(() => new ProofChecker(wallet.node), [wallet.did, loaded.value]);
   const directory = useMemo(() => new Directory(wallet.node), [wallet.did]);
   const [shown, setShown] = useState(SHOWN);
+  const [opening, setOpening] = useState(false);
+  const [labels, setLabels] = useState<Map<string, string>>(new Map());
   return (
     <Page
       title="Access log"
@@ -90,7 +93,20 @@ function AccessLogFor(props: { wallet: PatientWallet }) {
             <button type="button" class="secondary" onClick={() => loaded.reload()}>
               Refresh
             </button>
+            {opening ? null : (
+              <button type="button" class="secondary" onClick={() => setOpening(true)}>
+                Show what each record is
+              </button>
+            )}
           </div>
+          {opening ? (
+            <RecordLabels wallet={wallet} onLabels={setLabels} />
+          ) : (
+            <p class="hint">
+              The ledger names your records by private codes. “Show what each record is” opens them in this page to say what
+              each one is; that reading is yours, and shows in this log too.
+            </p>
+          )}
           {loaded.value.log.entries.length === 0 ? (
             <Empty>Nobody has read your records yet.</Empty>
           ) : (
@@ -101,6 +117,7 @@ function AccessLogFor(props: { wallet: PatientWallet }) {
                   access={access}
                   patient={wallet.did}
                   types={loaded.value?.types ?? new Map()}
+                  label={labels.get(access.entry.record.slice(0, 32))}
                   directory={directory}
                   checker={checker}
                 />
@@ -119,6 +136,19 @@ function AccessLogFor(props: { wallet: PatientWallet }) {
       ) : null}
     </Page>
   );
+}
+
+/** Opens the patient's records in the page (shared with the Timeline: read once per tab) and
+ * adds what each is to `types`. Only on request: opening them is a read, logged like any other. */
+function RecordLabels(props: { wallet: PatientWallet; onLabels: (labels: Map<string, string>) => void }) {
+  const records = useMyRecords(props.wallet);
+  useEffect(() => {
+    if (!records.result) return;
+    props.onLabels(new Map(records.result.records.map((r) => [r.name.slice(0, 32), describe(r.resource).title])));
+  }, [records.result]);
+  if (records.loading) return <Loading what="Opening your records" />;
+  if (records.error) return <ErrorMessage error={records.error} title="Could not open your records" />;
+  return null;
 }
 
 function when(unixSeconds: number): string {
@@ -181,6 +211,7 @@ function AccessEntryItem(props: {
   access: LoggedAccess;
   patient: string;
   types: Map<string, RecordInfo>;
+  label: string | undefined;
   directory: Directory;
   checker: ProofChecker;
 }) {
@@ -190,9 +221,12 @@ function AccessEntryItem(props: {
   const org = useName(props.directory, entry.org, patient);
   const allowed = isAllowed(entry.outcome);
   const info = entry.record ? props.types.get(entry.record.slice(0, 32)) : undefined;
-  const record = entry.record
-    ? `${info ? typeLabel(info.type) : "Record"} ${entry.record.slice(0, 12)}…, version ${entry.version}`
-    : "A file that is not one of your records";
+  const type = info ? typeLabel(info.type) : "Record";
+  const record = !entry.record
+    ? "A file that is not one of your records"
+    : props.label
+      ? `${type}: ${props.label} (version ${entry.version})`
+      : `${type} ${entry.record.slice(0, 12)}…, version ${entry.version}`;
   return (
     <li class={`card access-entry ${allowed ? "access-allowed" : "access-denied"}`} data-testid="access-entry" data-outcome={allowed ? "allowed" : "denied"}>
       <div class="access-entry-head">
@@ -206,7 +240,8 @@ function AccessEntryItem(props: {
         <span class="record-label">{record}</span>
       </p>
       <p class="hint">
-        {when(entry.at)} · for {purposePhrase(entry.purpose)}
+        {when(entry.at)}
+        {entry.purpose ? ` · for ${purposePhrase(entry.purpose)}` : entry.reader === patient ? "" : " · no purpose stated"}
       </p>
       <ProofBadge access={access} checker={props.checker} />
     </li>

@@ -55,7 +55,7 @@ function Download(props: { state: RecordsState }) {
     setDone(`Saved ${records.length} ${records.length === 1 ? "record" : "records"} as ${exportFileName(now)}.`);
   };
   return (
-    <section class="card" aria-labelledby="download-heading">
+    <section class="card data-section" aria-labelledby="download-heading">
       <h2 id="download-heading">Download all my data</h2>
       <p>
         One file with all your records in the FHIR format that hospitals and health apps read (a FHIR Bundle). It is made in this browser from the
@@ -82,7 +82,7 @@ function Erase(props: { wallet: PatientWallet; state: RecordsState }) {
   const [done, setDone] = useState<string | null>(null);
   const shown = useMemo(() => shownRecords(props.state.result?.records ?? []), [props.state.result]);
   return (
-    <section class="card" aria-labelledby="erase-heading">
+    <section class="card data-section" aria-labelledby="erase-heading">
       <h2 id="erase-heading">Erase records</h2>
       <p>Erasing a record deletes it for good from every node of the ledger. You choose which records on the next step.</p>
       {done ? <Notice kind="success">{done}</Notice> : null}

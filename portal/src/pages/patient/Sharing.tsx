@@ -1,6 +1,6 @@
 // Sharing: who may see and who may add to the patient's records, in plain words; a grant form
 // that says what will happen before anything is signed; revoke with a confirmation.
-import { useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import { UserError } from "../../app/errors";
 import { useSession } from "../../app/session";
 import { Empty, ErrorMessage, Field, Loading, Notice, Page, useAsync } from "../../app/ui";
@@ -235,6 +235,10 @@ function GrantFormSection(props: { wallet: PatientWallet; parties: Party[]; onGr
     }
   };
   const organisations = parties.filter((p) => p.kind === "organisation");
+  const summaryTitle = useRef<HTMLHeadingElement>(null);
+  useEffect(() => {
+    if (reviewing) summaryTitle.current?.focus(); // keyboard and screen-reader users land on it
+  }, [reviewing]);
   return (
     <section aria-labelledby="grant-form-title">
       <h2 class="section-title" id="grant-form-title">
@@ -313,7 +317,9 @@ function GrantFormSection(props: { wallet: PatientWallet; parties: Party[]; onGr
       </form>
       {reviewing && party ? (
         <div class="card summary-card" aria-labelledby="grant-summary-title">
-          <h3 id="grant-summary-title">Check before you sign</h3>
+          <h3 id="grant-summary-title" tabIndex={-1} ref={summaryTitle}>
+            Check before you sign
+          </h3>
           <p class="grant-summary" data-testid="grant-summary">
             {grantSummary(partyLabel(party), form)}
           </p>
