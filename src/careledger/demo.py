@@ -276,7 +276,8 @@ def portal_sign_in(url: str, demo: Path) -> list[str]:
         f'  as a practitioner: "I am a clinician", "Backend client key": {demo / PORTAL_CLIENT} '
         "(Dr. Demo, Demo Hospital)",
         f'  or "Practitioner key file": {demo / "practitioner-northside.json"} '
-        f"(Dr. Northside, {SECOND_ORGANISATION})",
+        f'(Dr. Northside) with "Organisation key file": {demo / "northside-clinic.json"} '
+        f"({SECOND_ORGANISATION}: what patients share is wrapped to its key)",
     ]
     return lines
 

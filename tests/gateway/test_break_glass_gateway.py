@@ -19,6 +19,7 @@ from careledger.crypto.escrow import EmergencyBundle
 from careledger.crypto.keyfile import KeyFile
 from careledger.gateway.emergencies import Emergencies
 from careledger.wallet.break_glass import EmergencyClient, EmergencyKeys
+from careledger.wallet.consent import ConsentClient
 from careledger.wallet.custody import claim
 from careledger.wallet.node_client import NodeClient
 from careledger.wallet.records import RecordsClient
@@ -39,6 +40,7 @@ class World:
     patient: KeyFile  # claimed, emergency access opened
     patient_id: str
     observation_id: str  # written by the organisation, then updated by the patient
+    nurse: KeyFile  # another practitioner of the organisation, no grant
     unescrowed_id: str  # enrolled, never claimed: no escrow
 
 
@@ -56,6 +58,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 def _build(gateway: GatewayProcess, root: Path) -> World:
     consortium = Consortium(gateway.url, gateway.organisation())
     doctor = _practitioner(gateway, consortium, "Dr. Glass")
+    colleague = _practitioner(gateway, consortium, "Dr. Granted")
+    nurse = _practitioner(gateway, consortium, "Nurse Glass")  # (before the gateway signs as
+    # the organisation: the consortium's signer of it counts its nonces apart)
     patient_id, code, package = _enrol(gateway)
     node = NodeClient(gateway.url)
     claimed = claim(node, package, code, save_to=root / "patient.json")
@@ -63,8 +68,12 @@ def _build(gateway: GatewayProcess, root: Path) -> World:
     written = gateway.http.post("Observation", json=_observation(patient_id))
     assert written.status_code == 201, written.text
     observation = written.json()
-    # The patient writes the next version itself: the organisation no longer authored the
-    # latest version, and no grant covers it, so only a break-glass opens it.
+    # A colleague holds the patient's grant: the gateway's index keeps the record (it covers
+    # it), and the patient writes its next version itself, so the organisation no longer
+    # authored the latest version: the practitioner under test reads it only by breaking the
+    # glass. (A record nobody at the organisation may read leaves the index: a break-glass
+    # through the gateway reaches only what the gateway indexes.)
+    ConsentClient(node, claimed.keyfile).grant(colleague.did, purposes=["TREAT"])
     mine = copy.deepcopy(observation)
     mine["valueQuantity"]["value"] = 99.5
     with RecordsClient(node, claimed.keyfile) as own:
@@ -77,6 +86,7 @@ def _build(gateway: GatewayProcess, root: Path) -> World:
         claimed.keyfile,
         patient_id,
         observation["id"],
+        nurse,
         unescrowed_id,
     )
 
@@ -234,8 +244,7 @@ def test_a_patient_without_emergency_access_is_403_and_nothing_is_recorded(world
 
 
 def test_a_scope_the_patient_did_not_open_is_refused_by_the_chain(world: World) -> None:
-    consortium = Consortium(world.gateway.url, world.gateway.organisation())
-    nurse = _practitioner(world.gateway, consortium, "Nurse Glass")
+    nurse = world.nurse
     client = world.gateway.add_client(did=nurse.did, scopes="system/*.rs")
     body = _parameters(("reason", "valueString", REASON), ("scope", "valueCode", "sensitive"))
     with client.http() as fhir:

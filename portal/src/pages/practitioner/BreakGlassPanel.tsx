@@ -57,7 +57,7 @@ export function BreakGlassPanel(props: { gateway: GatewayClient; patientId: stri
           <span data-testid="break-glass-until">
             Emergency access granted until <strong>{untilText(glass.until)}</strong>
           </span>{" "}
-          to {glass.scopes.map((s) => SCOPE_WORDS[s] ?? s).join(", ")}. The records above now include them.
+          to {glass.scopes.map((s) => SCOPE_WORDS[s] ?? s).join(", ")}. The records below now include them.
         </Notice>
       ) : null}
       <Field id="break-glass-reason" label="Reason" hint="Recorded and shown to the patient (at most 500 characters)." error={fieldError}>

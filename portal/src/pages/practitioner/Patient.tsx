@@ -70,6 +70,7 @@ function SmartPatient(props: { session: SmartPractitioner; id: string }) {
       </div>
       {saved ? <Notice kind="success">{saved}</Notice> : null}
       <AddForm form={form} gateway={gateway} patientId={props.id} onSaved={onSaved} onCancel={() => setForm(null)} />
+      <BreakGlassPanel gateway={gateway} patientId={props.id} onBroken={() => loaded.reload()} />
       {loaded.loading && !loaded.value ? (
         <Loading what="Reading the patient's records" />
       ) : loaded.error ? (
@@ -77,7 +78,6 @@ function SmartPatient(props: { session: SmartPractitioner; id: string }) {
       ) : (
         <RecordList records={records} />
       )}
-      <BreakGlassPanel gateway={gateway} patientId={props.id} onBroken={() => loaded.reload()} />
     </Page>
   );
 }
@@ -145,7 +145,8 @@ function Failures(props: { failures: RecordFailure[]; holdsOrganisationKey: bool
   );
 }
 
-/** The records by category (the order of fhir-display's CATEGORIES), newest first in each. */
+/** The records by category (the order of fhir-display's CATEGORIES), newest first in each;
+ * each category folds away (a patient's lab results run to hundreds). */
 export function RecordList(props: { records: FhirResource[] }) {
   if (!props.records.length) return <Empty>No record of this patient that you may read.</Empty>;
   const described = props.records.map((resource) => ({ resource, display: describe(resource) }));
@@ -157,11 +158,11 @@ export function RecordList(props: { records: FhirResource[] }) {
           .sort((a, b) => (timeOf(b.display.date) || 0) - (timeOf(a.display.date) || 0));
         if (!inCategory.length) return null;
         return (
-          <section key={category} aria-labelledby={`cat-${category}`}>
-            <h2 class="category-heading" id={`cat-${category}`}>
+          <details key={category} class="category" open>
+            <summary class="category-heading">
               {category} <span class="muted">({inCategory.length})</span>
-            </h2>
-            <ul class="record-list">
+            </summary>
+            <ul class="record-list" aria-label={category}>
               {inCategory.map(({ resource, display }) => (
                 <li
                   key={`${resource.resourceType}/${String(resource.id)}`}
@@ -176,7 +177,7 @@ export function RecordList(props: { records: FhirResource[] }) {
                 </li>
               ))}
             </ul>
-          </section>
+          </details>
         );
       })}
     </>
