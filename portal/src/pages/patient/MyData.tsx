@@ -50,7 +50,7 @@ function MyDataBody(props: { wallet: PatientWallet }) {
   return (
     <>
       {notice}
-      <Problems failures={state.result?.failures ?? []} />
+      <Problems failures={state.result?.failures ?? []} shown={state.result?.records.length ?? 0} />
       <Download state={state} />
       <Erase wallet={props.wallet} state={state} onErased={setErased} />
     </>
