@@ -81,7 +81,7 @@ export function useMyRecords(wallet: PatientWallet | null): RecordsState {
 /** What a patient page shows when nobody is signed in as a patient. */
 export function SignInFirst(props: { what: string }) {
   return (
-    <div class="card">
+    <div class="card sign-in-first">
       <p>Sign in as a patient to see {props.what}. Your keys stay in this browser: the page opens your records itself.</p>
       <p>
         <a class="button" href="#/patient/start">
