@@ -189,7 +189,7 @@ function AlertItem(props: { alert: BreakGlassAlert; directory: Directory }) {
   const org = useName(props.directory, alert.org, "");
   const running = alert.until * 1000 > Date.now();
   return (
-    <li class="card alert-error break-glass" data-testid="break-glass-alert" role="alert">
+    <li class="card alert-error break-glass" data-testid="break-glass-alert">
       <h3>
         {who} ({org}) broke the glass
       </h3>
