@@ -102,7 +102,7 @@ function AccessLogFor(props: { wallet: PatientWallet }) {
           {opening ? (
             <RecordLabels wallet={wallet} onLabels={setLabels} />
           ) : (
-            <p class="hint">
+            <p class="hint access-hint">
               The ledger names your records by private codes. “Show what each record is” opens them in this page to say what
               each one is; that reading is yours, and shows in this log too.
             </p>
