@@ -81,7 +81,7 @@ def test_the_form_refuses_bad_input_and_signs_nothing(
     assert page.get_by_text("Choose who to share with.").is_visible()
     assert page.get_by_text("Choose at least one kind of record.").is_visible()
     assert page.get_by_text("That day has passed").is_visible()
-    page.get_by_label("Share with").select_option(label="Northside Clinic (everyone there)")
+    page.get_by_label("Share with").select_option(label="Northside Clinic")
     page.get_by_label("Access").select_option("write")
     page.get_by_label(re.compile("^Sensitive records")).check()
     page.get_by_label("Until").fill("2030-01-01")
