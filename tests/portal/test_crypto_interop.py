@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,13 @@ def _patient() -> KeyFile:
     return keyfile
 
 
-def test_a_record_sealed_by_python_opens_in_the_page(tmp_path: Path, portal_modules: Path) -> None:
+# Each case is (payload for an interop command, check of its answer): the same cases run under
+# Node.js and in Chromium.
+Check = Callable[[dict[str, Any]], None]
+
+
+def python_sealed_record() -> tuple[dict[str, Any], Check]:
+    """A record Python seals, for the page to open as the patient and as a grantee."""
     patient, grantee = _patient(), Identity.generate()
     binding = RecordBinding(patient.did, "Observation", "interop-1", 1)
     sealed = seal_record(OBSERVATION, binding)
@@ -103,107 +110,133 @@ def test_a_record_sealed_by_python_opens_in_the_page(tmp_path: Path, portal_modu
     wrapped = wrap_data_key(sealed.data_key, binding, scope.recipient, scope.public_bytes)
     name = record_name(patient.naming_key, "Observation", "interop-1")
     blob = pack_record_blob(BlobOwner(patient.did, name), [wrapped], sealed.ciphertext)
-    out = page(
-        tmp_path,
-        "open",
-        {
-            "keyfile": patient.to_json(),
-            "blob": blob.hex(),
-            "type": "Observation",
-            "id": "interop-1",
-            "version": 1,
-            "label": scope.recipient,
-            "scope": "diagnostics",
-            "epoch": 1,
-            "blob_hash": hashlib.sha256(blob).hexdigest(),
-            "commitment": sealed.commitment.hex(),
-            "record": name,
-            "grantee_master": grantee.master.hex(),
-            "scope_grant": wrap_scope_key(
-                scope, patient.did, grantee.did, grantee.encryption_public
-            ).hex(),
-            "naming_grant": wrap_naming_key(
-                patient.naming_key, patient.did, grantee.did, grantee.encryption_public
-            ).hex(),
-        },
-    )
-    assert out["by_patient"] == OBSERVATION
-    assert out["by_grantee"] == OBSERVATION
-    assert out["record_name"] == name  # the granted naming key names records as Python does
-    assert out["flipped"] == "DecryptionError"
-    assert out["moved"] == "DecryptionError"
-    assert out["other_anchor"] == "IntegrityError"
+    payload = {
+        "keyfile": patient.to_json(),
+        "blob": blob.hex(),
+        "type": "Observation",
+        "id": "interop-1",
+        "version": 1,
+        "label": scope.recipient,
+        "scope": "diagnostics",
+        "epoch": 1,
+        "blob_hash": hashlib.sha256(blob).hexdigest(),
+        "commitment": sealed.commitment.hex(),
+        "record": name,
+        "grantee_master": grantee.master.hex(),
+        "scope_grant": wrap_scope_key(
+            scope, patient.did, grantee.did, grantee.encryption_public
+        ).hex(),
+        "naming_grant": wrap_naming_key(
+            patient.naming_key, patient.did, grantee.did, grantee.encryption_public
+        ).hex(),
+    }
+
+    def check(out: dict[str, Any]) -> None:
+        assert out["by_patient"] == OBSERVATION
+        assert out["by_grantee"] == OBSERVATION
+        assert out["record_name"] == name  # the granted naming key names records as Python
+        assert out["flipped"] == "DecryptionError"
+        assert out["moved"] == "DecryptionError"
+        assert out["other_anchor"] == "IntegrityError"
+
+    return payload, check
+
+
+def page_sealed_record(resource: dict[str, Any]) -> tuple[dict[str, Any], Check]:
+    """A record the page seals (with grants of its keys), for Python to open."""
+    patient, grantee = _patient(), Identity.generate()
+    payload = {
+        "keyfile": patient.to_json(),
+        "resource": resource,
+        "version": 1,
+        "scope": "diagnostics",
+        "epoch": 1,
+        "grantee": grantee.did,
+        "grantee_public": grantee.encryption_public.hex(),
+    }
+
+    def check(out: dict[str, Any]) -> None:
+        blob = bytes.fromhex(out["blob"])
+        name = record_name(patient.naming_key, "Observation", resource["id"])
+        assert out["record"] == name
+        assert out["blob_hash"] == hashlib.sha256(blob).hexdigest()
+        assert record_blob_owner(blob) == BlobOwner(patient.did, name)
+        binding = RecordBinding(patient.did, "Observation", resource["id"], 1)
+        unpacked = unpack_record_blob(blob)
+        labels = [k.recipient for k in unpacked.wrapped_keys]
+        assert labels == ["scope/diagnostics/1"] == out["labels"]
+        scope = patient.scope_key("diagnostics", 1)
+        data_key = unwrap_data_key(unpacked.wrapped_keys[0], binding, scope)
+        opened = open_record(unpacked.ciphertext, data_key, binding)  # Python's zstd reads it
+        assert opened.resource() == resource
+        assert opened.commitment.hex() == out["commitment"]
+        # The grants the page wrapped open with the grantee's key in Python.
+        public = ScopePublic("diagnostics", 1, scope.public_bytes)
+        wrapped_scope = bytes.fromhex(out["scope_grant"])
+        granted = unwrap_scope_key(
+            wrapped_scope, patient.did, public, grantee.did, grantee.encryption_private
+        )
+        assert granted.private_bytes() == scope.private_bytes()
+        wrapped_naming = bytes.fromhex(out["naming_grant"])
+        naming = unwrap_naming_key(
+            wrapped_naming, patient.did, grantee.did, grantee.encryption_private
+        )
+        assert naming == patient.naming_key
+
+    return payload, check
+
+
+def python_claim_package() -> tuple[dict[str, Any], Check]:
+    """A claim package Python seals (64 MiB Argon2id), opened with its code, a wrong code
+    and after tampering."""
+    patient = Identity.generate()
+    code = new_claim_code()
+    contents = ClaimContents(patient.did, "interop-chain", patient.master, "Zoë Interop")
+    package = seal_claim_package(contents, code).decode()
+    wrong = " ".join(reversed(code.split()))
+    payload = {"package": package, "code": code.upper().replace(" ", "-"), "wrong_code": wrong}
+
+    def check(out: dict[str, Any]) -> None:
+        assert out["did"] == patient.did
+        assert out["master"] == patient.master.hex()
+        assert out["name"] == "Zoë Interop"
+        assert out["chain_id"] == "interop-chain"
+        assert out["wrong"] == "WrongClaimCode"
+        assert out["tampered"] == "ClaimTampered"
+
+    return payload, check
+
+
+def python_phrase() -> tuple[dict[str, Any], Check]:
+    keyfile, phrase = new_patient_keys()
+
+    def check(out: dict[str, Any]) -> None:
+        assert out["did"] == keyfile.did
+
+    return {"phrase": phrase}, check
+
+
+def test_a_record_sealed_by_python_opens_in_the_page(tmp_path: Path, portal_modules: Path) -> None:
+    payload, check = python_sealed_record()
+    check(page(tmp_path, "open", payload))
 
 
 @pytest.mark.parametrize("resource", [OBSERVATION, LARGE], ids=["small", "over-one-block"])
 def test_a_record_sealed_by_the_page_opens_in_python(
     tmp_path: Path, portal_modules: Path, resource: dict[str, Any]
 ) -> None:
-    patient, grantee = _patient(), Identity.generate()
-    out = page(
-        tmp_path,
-        "seal",
-        {
-            "keyfile": patient.to_json(),
-            "resource": resource,
-            "version": 1,
-            "scope": "diagnostics",
-            "epoch": 1,
-            "grantee": grantee.did,
-            "grantee_public": grantee.encryption_public.hex(),
-        },
-    )
-    blob = bytes.fromhex(out["blob"])
-    name = record_name(patient.naming_key, "Observation", resource["id"])
-    assert out["record"] == name
-    assert out["blob_hash"] == hashlib.sha256(blob).hexdigest()
-    assert record_blob_owner(blob) == BlobOwner(patient.did, name)
-    binding = RecordBinding(patient.did, "Observation", resource["id"], 1)
-    unpacked = unpack_record_blob(blob)
-    assert [k.recipient for k in unpacked.wrapped_keys] == ["scope/diagnostics/1"] == out["labels"]
-    scope = patient.scope_key("diagnostics", 1)
-    data_key = unwrap_data_key(unpacked.wrapped_keys[0], binding, scope)
-    opened = open_record(unpacked.ciphertext, data_key, binding)  # Python's zstd reads the frame
-    assert opened.resource() == resource
-    assert opened.commitment.hex() == out["commitment"]
-    # The grants the page wrapped open with the grantee's key in Python.
-    public = ScopePublic("diagnostics", 1, scope.public_bytes)
-    granted = unwrap_scope_key(
-        bytes.fromhex(out["scope_grant"]),
-        patient.did,
-        public,
-        grantee.did,
-        grantee.encryption_private,
-    )
-    assert granted.private_bytes() == scope.private_bytes()
-    naming = unwrap_naming_key(
-        bytes.fromhex(out["naming_grant"]), patient.did, grantee.did, grantee.encryption_private
-    )
-    assert naming == patient.naming_key
+    payload, check = page_sealed_record(resource)
+    check(page(tmp_path, "seal", payload))
 
 
 def test_a_python_claim_package_opens_in_the_page(tmp_path: Path, portal_modules: Path) -> None:
-    patient = Identity.generate()
-    code = new_claim_code()
-    contents = ClaimContents(patient.did, "interop-chain", patient.master, "Zoë Interop")
-    package = seal_claim_package(contents, code).decode()
-    wrong = " ".join(reversed(code.split()))
-    out = page(
-        tmp_path,
-        "claim",
-        {"package": package, "code": code.upper().replace(" ", "-"), "wrong_code": wrong},
-    )
-    assert out["did"] == patient.did
-    assert out["master"] == patient.master.hex()
-    assert out["name"] == "Zoë Interop"
-    assert out["chain_id"] == "interop-chain"
-    assert out["wrong"] == "WrongClaimCode"
-    assert out["tampered"] == "ClaimTampered"
+    payload, check = python_claim_package()
+    check(page(tmp_path, "claim", payload))
 
 
 def test_a_recovery_phrase_restores_the_same_identity(tmp_path: Path, portal_modules: Path) -> None:
-    keyfile, phrase = new_patient_keys()
-    assert page(tmp_path, "phrase", {"phrase": phrase})["did"] == keyfile.did
+    payload, check = python_phrase()
+    check(page(tmp_path, "phrase", payload))
 
 
 def _send(url: str, prepared: dict[str, str]) -> httpx.Response:
@@ -259,3 +292,81 @@ def test_requests_and_transactions_signed_by_the_page_are_accepted_by_a_node(
         assert len(rows) == 6
     finally:
         node.stop()
+
+
+# --- the same in Chromium, under the portal's Content-Security-Policy ----------------------
+
+CHROMIUM = Path(os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+def _note_failed(status: int, url: str, missing: list[str]) -> None:
+    if status >= 400:
+        missing.append(url)
+
+
+def _build_browser_check(out: Path) -> None:
+    """Build tools/browser-check (the interop commands as a page) with Vite into `out`."""
+    assert NODE is not None
+    vite = PORTAL / "node_modules" / "vite" / "bin" / "vite.js"
+    command = [NODE, str(vite), "build", "tools/browser-check", "--outDir", str(out)]
+    command += ["--emptyOutDir", "--assetsInlineLimit", "0", "--logLevel", "error"]
+    done = subprocess.run(command, cwd=PORTAL, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"vite build failed:\n{done.stdout}\n{done.stderr}"
+
+
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Debian's chromium is not installed (`make test` installs it)"
+)
+def test_the_crypto_runs_in_chromium_under_the_portal_csp(
+    tmp_path: Path, portal_modules: Path
+) -> None:
+    """HPKE (@hpke/core on WebCrypto X25519), AES-GCM, zstd and Argon2id at 64 MiB
+    (hash-wasm's WebAssembly, allowed by 'wasm-unsafe-eval' and nothing more) in Chromium,
+    served by web/app.py's portal_app with its security headers."""
+    from playwright.sync_api import sync_playwright
+
+    from careledger.web.app import portal_app
+    from nodeutil import serve_over_http
+
+    built = tmp_path / "built"
+    _build_browser_check(built)
+    cases = {
+        "open": python_sealed_record(),
+        "seal": page_sealed_record(LARGE),
+        "claim": python_claim_package(),
+        "phrase": python_phrase(),
+    }
+    (built / "assets" / "input.json").write_text(
+        json.dumps({name: payload for name, (payload, _) in cases.items()})
+    )
+    console: list[str] = []
+    missing: list[str] = []
+    with serve_over_http(portal_app(built)) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            tab = browser.new_page()
+            tab.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+            tab.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+            tab.on("response", lambda r: _note_failed(r.status, r.url, missing))
+            tab.goto(url + "/")
+            tab.wait_for_selector("#result[data-done]", state="attached", timeout=120_000)
+            results = json.loads(tab.text_content("#result") or "{}")
+            print({name: out.get("ms") for name, out in results.items()})
+        finally:
+            browser.close()
+    # Chromium asks for /favicon.ico on its own; nothing else may fail to load.
+    assert [u for u in missing if not u.endswith("/favicon.ico")] == []
+    errors = [c for c in console if c.startswith("pageerror") or "status of 404" not in c]
+    assert not [c for c in errors if c.startswith(("error", "pageerror"))], console
+    for name, (_, check) in cases.items():
+        assert "error" not in results[name], results[name]
+        check(results[name])
