@@ -2,9 +2,10 @@
 // recomputed by the portal's crypto (portal/src/crypto), plus attacks that must fail.
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { x25519 } from "@noble/curves/ed25519.js";
+import { ED25519_TORSION_SUBGROUP, ed25519, x25519 } from "@noble/curves/ed25519.js";
+import { bytesToNumberLE, numberToBytesLE } from "@noble/curves/utils.js";
 import { hkdf } from "@noble/hashes/hkdf.js";
-import { sha256 } from "@noble/hashes/sha2.js";
+import { sha256, sha512 } from "@noble/hashes/sha2.js";
 import { describe, expect, it } from "vitest";
 import { b64, bufferOf, concat, equalBytes, fromB64, fromHex, hex, lp, u16, u32, utf8 } from "../src/crypto/bytes";
 import { Identity, KeyError, deriveSecret, didFromEd25519, ed25519FromDid, verify } from "../src/crypto/identity";
@@ -89,6 +90,25 @@ describe("identity (docs/crypto.md 0)", () => {
     // A small-order public key (the identity point) with R of small order: a universal forgery.
     const identityPoint = fromHex("0100000000000000000000000000000000000000000000000000000000000000");
     expect(verify(identityPoint, concat(identityPoint, new Uint8Array(32)), msg)).toBe(false);
+    // A key with a torsion component (A' = aB + T8): libsodium's cofactorless check refuses
+    // its signatures unless k = 0 mod 8; a cofactored check (noble's verify) accepts them all.
+    const torsion = ed25519.Point.fromHex(ED25519_TORSION_SUBGROUP[1]!);
+    const a = 12345678901234567890123456789n;
+    const keyA = ed25519.Point.BASE.multiply(a).add(torsion).toBytes();
+    let refused = 0;
+    for (let i = 0; i < 8; i++) {
+      const m = utf8(`torsion ${i}`);
+      const rr = 1000n + BigInt(i);
+      const R = ed25519.Point.BASE.multiply(rr).toBytes();
+      const L2 = ed25519.Point.Fn.ORDER;
+      const k = bytesToNumberLE(sha512(concat(R, keyA, m))) % L2;
+      const sig2 = concat(R, numberToBytesLE((rr + k * a) % L2, 32));
+      expect(ed25519.verify(sig2, m, keyA, { zip215: false })).toBe(true);
+      const cofactorlessHolds = k % 8n === 0n;
+      expect(verify(keyA, sig2, m)).toBe(cofactorlessHolds);
+      if (!cofactorlessHolds) refused++;
+    }
+    expect(refused).toBeGreaterThan(0);
     // RFC 8032 test 1.
     const pk = fromHex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a");
     const sig1 = fromHex("e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b");

@@ -75,7 +75,8 @@ function nodeServing(stored: Stored[]): NodeClient {
       const served = new Map<string, { status: number; body: Uint8Array }>();
       for (const hash of hashes) {
         const s = stored.find((x) => x.rec.latest?.blob_hash === hash);
-        served.set(hash, s ? { status: s.status ?? 200, body: s.status ? new TextEncoder().encode("refused") : s.blob } : { status: 404, body: new Uint8Array() });
+        const refusal = s?.status === 500 ? s.blob : new TextEncoder().encode("refused");
+        served.set(hash, s ? { status: s.status ?? 200, body: s.status ? refusal : s.blob } : { status: 404, body: new Uint8Array() });
       }
       return served;
     },
@@ -163,10 +164,13 @@ describe("readRecords", () => {
     const gone = await seal(weight("g", 4));
     gone.status = 410;
     const unnamed = await seal(weight("u", 5));
-    const stored = [erased, deleted, refused, gone, unnamed];
+    const corrupted = await seal(weight("c", 6));
+    corrupted.status = 500;
+    corrupted.blob = new TextEncoder().encode(`corrupted: blob ${corrupted.rec.latest!.blob_hash} no longer matches its hash`);
+    const stored = [erased, deleted, refused, gone, unnamed, corrupted];
     const { records, failures } = await readRecords(nodeServing(stored), PATIENT, keys, undefined, {
       namingKey: ring.namingKey,
-      knownIds: known(["Observation", "e"], ["Observation", "d"], ["Observation", "r"], ["Observation", "g"]),
+      knownIds: known(["Observation", "e"], ["Observation", "d"], ["Observation", "r"], ["Observation", "g"], ["Observation", "c"]),
     });
     expect(records).toEqual([]);
     const kinds = Object.fromEntries(failures.map((f) => [f.name, f.kind]));
@@ -176,6 +180,7 @@ describe("readRecords", () => {
       [refused.rec.record]: "denied",
       [gone.rec.record]: "erased",
       [unnamed.rec.record]: "unnamed",
+      [corrupted.rec.record]: "integrity",
     });
   });
 

@@ -5,7 +5,7 @@ import { describe, expect, it } from "vitest";
 import { measurementSeries, type Resource } from "../src/wallet/fhir-display";
 import type { DecryptedRecord } from "../src/wallet/records";
 import { chartGeometry, niceTicks } from "../src/pages/patient/chart-geometry";
-import { applyFilters, shownRecords } from "../src/pages/patient/timeline-filters";
+import { applyFilters, byDay, shownRecords } from "../src/pages/patient/timeline-filters";
 
 const BUNDLE = "synthea-r4/Abdul_Koepp_e925b0f3-8006-43f6-aa31-94bd215e55e7.json";
 const DATA = [process.env.CARELEDGER_SHARED_DATA ?? "", resolve(__dirname, "../../../shared/data"), "/work/shared/data"].find(
@@ -53,6 +53,15 @@ describe("timeline order and filters", () => {
     expect(all.length).toBe(shown.filter((s) => s.date).length);
   });
 
+  it("groups the records of one day under one heading, days newest first", () => {
+    const groups = byDay(shown);
+    expect(groups.flatMap((g) => g.items)).toEqual(shown);
+    const days = groups.map((g) => g.day);
+    expect(new Set(days).size).toBe(days.length);
+    expect(groups.every((g) => g.items.every((i) => (i.date ? i.date.slice(0, 10) : null) === g.day))).toBe(true);
+    expect(days[days.length - 1]).toBeNull();
+  });
+
   it("keeps nothing for a range that ends before it starts", () => {
     expect(applyFilters(shown, { category: "", from: "2015-01-01", to: "2014-01-01" })).toEqual([]);
   });
@@ -68,6 +77,7 @@ describe("chart geometry", () => {
     expect(new Set(steps).size).toBe(1);
     expect([1, 2, 5, 10]).toContain(steps[0]);
     expect(niceTicks(5, 5, 5).length).toBeGreaterThan(1); // one value still gets an axis
+    expect(niceTicks(80.28, 84.37, 5)).toEqual([80, 82, 84, 86]); // the top value is under the top tick
   });
 
   it("places the body weights of a Synthea patient inside the plot, oldest on the left", () => {

@@ -3,8 +3,9 @@
 // HKDF-SHA256(ikm = master, salt = "careledger/keys/v1", info = label, L = 32).
 import { ed25519, x25519 } from "@noble/curves/ed25519.js";
 import { hkdf } from "@noble/hashes/hkdf.js";
-import { sha256 } from "@noble/hashes/sha2.js";
-import { concat, utf8 } from "./bytes";
+import { bytesToNumberLE } from "@noble/curves/utils.js";
+import { sha256, sha512 } from "@noble/hashes/sha2.js";
+import { concat, equalBytes, utf8 } from "./bytes";
 
 export class KeyError extends Error {
   override name = "KeyError";
@@ -73,15 +74,24 @@ export function ed25519FromDid(did: string): Uint8Array {
 
 // --- signatures -----------------------------------------------------------------------------
 
-/** Ed25519 verification as strict as the chain's (libsodium): canonical point encodings and
- * S < L (RFC 8032, not ZIP-215), and neither the public key nor R of small order. */
+/** Ed25519 verification exactly as the chain's (libsodium's crypto_sign_verify_detached):
+ * canonical encodings (RFC 8032 decoding, not ZIP-215), S < L, neither the public key nor R of
+ * small order, and the cofactorless equation R == [S]B - [k]A compared as bytes. (Noble's own
+ * verify checks the cofactored equation, which accepts signatures libsodium refuses when a key
+ * carries a torsion component.) Public data only: variable time is fine. */
 export function verify(publicKey: Uint8Array, signature: Uint8Array, message: Uint8Array): boolean {
   if (publicKey.length !== 32 || signature.length !== 64) return false;
   try {
-    const a = ed25519.Point.fromBytes(publicKey, false);
-    const r = ed25519.Point.fromBytes(signature.subarray(0, 32), false);
-    if (a.isSmallOrder() || r.isSmallOrder()) return false;
-    return ed25519.verify(signature, message, publicKey, { zip215: false });
+    const Point = ed25519.Point;
+    const a = Point.fromBytes(publicKey, false);
+    const rBytes = signature.subarray(0, 32);
+    const r = Point.fromBytes(rBytes, false);
+    const s = bytesToNumberLE(signature.subarray(32));
+    const L = Point.Fn.ORDER;
+    if (s >= L || a.isSmallOrder() || r.isSmallOrder()) return false;
+    const k = bytesToNumberLE(sha512(concat(rBytes, publicKey, message))) % L;
+    const check = Point.BASE.multiplyUnsafe(s).subtract(a.multiplyUnsafe(k));
+    return equalBytes(check.toBytes(), rBytes);
   } catch {
     return false;
   }

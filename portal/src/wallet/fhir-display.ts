@@ -64,7 +64,7 @@ export function dateOf(resource: Resource): string | null {
     const found = typeof value === "string" ? value : str(obj(value).start);
     if (found) return found;
   }
-  return str(obj(resource.meta).lastUpdated) || null;
+  return null; // meta.lastUpdated says when a server stored it, not when it happened
 }
 
 const DATE_FIELDS = [

@@ -278,6 +278,9 @@ function fetchFailure(
   if (fetched.status === 410) return fail("erased", "This record was erased.");
   if (fetched.status === 403) return fail("denied", `The node refused to serve it: ${said}`);
   if (fetched.status === 404) return fail("unavailable", "The node does not hold this record yet; try again in a moment.");
+  if (fetched.status === 500 && said.startsWith("corrupted")) {
+    return fail("integrity", "The node's copy is damaged: it no longer matches the fingerprint recorded on the ledger.");
+  }
   return fail("unavailable", `The node could not serve it (HTTP ${fetched.status}): ${said}`);
 }
 

@@ -2,10 +2,10 @@
 // dependency in the page that decrypts health records is one more to trust). The chart has an
 // accessible name and description, and the same values are in a table for those who cannot
 // see it.
-import { useMemo, useState } from "preact/hooks";
+import { useEffect, useMemo, useState } from "preact/hooks";
 import { Field } from "../../app/ui";
 import { formatDate, measurementSeries, number, type Resource, type Series } from "../../wallet/fhir-display";
-import { chartGeometry, type ChartGeometry } from "./chart-geometry";
+import { chartGeometry, NARROW, WIDE, type ChartGeometry } from "./chart-geometry";
 
 /** What a patient most likely wants to see first, when it was measured. */
 const PREFERRED = ["29463-7", "8480-6", "4548-4", "39156-5", "8462-4"]; // weight, systolic, HbA1c, BMI, diastolic
@@ -18,6 +18,19 @@ export function defaultSeries(all: Series[]): Series | undefined {
   return all[0];
 }
 
+/** True on a phone-wide screen (the chart then draws a narrower picture). */
+function useNarrow(): boolean {
+  const query = "(max-width: 40rem)";
+  const [narrow, setNarrow] = useState(() => window.matchMedia(query).matches);
+  useEffect(() => {
+    const list = window.matchMedia(query);
+    const onChange = () => setNarrow(list.matches);
+    list.addEventListener("change", onChange);
+    return () => list.removeEventListener("change", onChange);
+  }, []);
+  return narrow;
+}
+
 function seriesName(s: Series): string {
   return s.unit ? `${s.label} (${s.unit})` : s.label;
 }
@@ -25,9 +38,10 @@ function seriesName(s: Series): string {
 export function Chart(props: { resources: Resource[] }) {
   const all = useMemo(() => measurementSeries(props.resources), [props.resources]);
   const [chosen, setChosen] = useState<string | null>(null);
+  const narrow = useNarrow();
   const series = all.find((s) => s.key === chosen) ?? defaultSeries(all);
   if (!series) return null;
-  const geometry = chartGeometry(series.points);
+  const geometry = chartGeometry(series.points, narrow ? NARROW : WIDE);
   const first = series.points[0]!;
   const last = series.points[series.points.length - 1]!;
   const description =

@@ -25,7 +25,18 @@ export function MyData() {
 
 function MyDataBody(props: { wallet: PatientWallet }) {
   const state = useMyRecords(props.wallet);
-  if (state.loading) return <Loading what="Opening your records" />;
+  // Kept here, above the loading state: an erase reloads the records, which unmounts the
+  // sections below while it runs, and the patient must still see what was done.
+  const [erased, setErased] = useState<string | null>(null);
+  const notice = erased ? <Notice kind="success">{erased}</Notice> : null;
+  if (state.loading) {
+    return (
+      <>
+        {notice}
+        <Loading what="Opening your records" />
+      </>
+    );
+  }
   if (state.error) {
     return (
       <>
@@ -38,9 +49,10 @@ function MyDataBody(props: { wallet: PatientWallet }) {
   }
   return (
     <>
+      {notice}
       <Problems failures={state.result?.failures ?? []} />
       <Download state={state} />
-      <Erase wallet={props.wallet} state={state} />
+      <Erase wallet={props.wallet} state={state} onErased={setErased} />
     </>
   );
 }
@@ -55,7 +67,7 @@ function Download(props: { state: RecordsState }) {
     setDone(`Saved ${records.length} ${records.length === 1 ? "record" : "records"} as ${exportFileName(now)}.`);
   };
   return (
-    <section class="card" aria-labelledby="download-heading">
+    <section class="card data-section" aria-labelledby="download-heading">
       <h2 id="download-heading">Download all my data</h2>
       <p>
         One file with all your records in the FHIR format that hospitals and health apps read (a FHIR Bundle). It is made in this browser from the
@@ -77,15 +89,13 @@ function Download(props: { state: RecordsState }) {
   );
 }
 
-function Erase(props: { wallet: PatientWallet; state: RecordsState }) {
+function Erase(props: { wallet: PatientWallet; state: RecordsState; onErased: (message: string) => void }) {
   const [open, setOpen] = useState(false);
-  const [done, setDone] = useState<string | null>(null);
   const shown = useMemo(() => shownRecords(props.state.result?.records ?? []), [props.state.result]);
   return (
-    <section class="card" aria-labelledby="erase-heading">
+    <section class="card data-section" aria-labelledby="erase-heading">
       <h2 id="erase-heading">Erase records</h2>
       <p>Erasing a record deletes it for good from every node of the ledger. You choose which records on the next step.</p>
-      {done ? <Notice kind="success">{done}</Notice> : null}
       {open ? (
         <EraseForm
           wallet={props.wallet}
@@ -93,7 +103,7 @@ function Erase(props: { wallet: PatientWallet; state: RecordsState }) {
           onCancel={() => setOpen(false)}
           onErased={(count) => {
             setOpen(false);
-            setDone(`Erased ${count} ${count === 1 ? "record" : "records"}. Every node deletes them as the ledger records the erasure.`);
+            props.onErased(`Erased ${count} ${count === 1 ? "record" : "records"}. The ledger recorded the erasure; each node deletes its copy as it records it.`);
             props.state.reload();
           }}
         />

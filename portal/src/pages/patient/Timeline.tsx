@@ -7,7 +7,7 @@ import { CATEGORIES, formatDate, type Category } from "../../wallet/fhir-display
 import type { RecordFailure } from "../../wallet/records";
 import { Chart } from "./Chart";
 import { SignInFirst, useMyRecords } from "./my-records";
-import { applyFilters, shownRecords, type Filters, type Shown } from "./timeline-filters";
+import { applyFilters, byDay, shownRecords, type Filters, type Shown } from "./timeline-filters";
 import "./records.css";
 
 const PAGE_SIZE = 100;
@@ -107,8 +107,17 @@ function Records(props: { shown: Shown[] }) {
         <Empty>No records match these filters.</Empty>
       ) : (
         <ol class="timeline">
-          {kept.slice(0, limit).map((item) => (
-            <RecordItem key={item.name} item={item} />
+          {byDay(kept.slice(0, limit)).map((group) => (
+            <li key={`${group.day}-${group.items[0]!.name}`} class="day">
+              <h3 class="day-heading">
+                {group.day ? <time dateTime={group.day}>{formatDate(group.day)}</time> : "Date unknown"}
+              </h3>
+              <ul class="day-records">
+                {group.items.map((item) => (
+                  <RecordItem key={item.name} item={item} />
+                ))}
+              </ul>
+            </li>
           ))}
         </ol>
       )}
@@ -125,12 +134,11 @@ function RecordItem(props: { item: Shown }) {
   const { item } = props;
   return (
     <li class="record" data-testid="record" data-resource-type={item.record.resourceType} data-record-name={item.name}>
-      <p class="record-meta">
-        <time dateTime={item.date ?? undefined}>{formatDate(item.date)}</time>
-        <span class="badge">{item.category}</span>
-      </p>
       <p class="record-title">{item.title}</p>
       {item.detail ? <p class="record-detail">{item.detail}</p> : null}
+      <p class="record-meta">
+        <span class="badge">{item.category}</span>
+      </p>
     </li>
   );
 }

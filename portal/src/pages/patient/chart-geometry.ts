@@ -14,13 +14,21 @@ export interface ChartGeometry {
   xTicks: { time: number; x: number; label: string }[];
 }
 
-const WIDTH = 640;
-const HEIGHT = 300;
-const MARGIN = { left: 56, right: 20, top: 24, bottom: 44 };
+/** The drawing's size in SVG units; the SVG scales to its box, so a phone gets a narrower
+ * drawing (its 12-unit labels stay readable) rather than a shrunken wide one. */
+export interface ChartSize {
+  width: number;
+  height: number;
+  xTicks: number; // intervals on the time axis
+}
+export const WIDE: ChartSize = { width: 640, height: 300, xTicks: 4 };
+export const NARROW: ChartSize = { width: 340, height: 240, xTicks: 2 };
+const MARGIN = { left: 48, right: 20, top: 24, bottom: 44 };
 const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 const DAY = 86_400_000;
 
-export function chartGeometry(points: { time: number; value: number }[]): ChartGeometry {
+export function chartGeometry(points: { time: number; value: number }[], size: ChartSize = WIDE): ChartGeometry {
+  const { width: WIDTH, height: HEIGHT } = size;
   const values = points.map((p) => p.value);
   const min = Math.min(...values);
   const max = Math.max(...values);
@@ -47,7 +55,7 @@ export function chartGeometry(points: { time: number; value: number }[]): ChartG
     max,
     points: points.map((p) => ({ x: x(p.time), y: y(p.value) })),
     yTicks: yTickValues.map((value) => ({ value, y: y(value), label: tickLabel(value) })),
-    xTicks: timeTicks(tLow, tHigh, 4).map((time) => ({ time, x: x(time), label: dateLabel(time, span) })),
+    xTicks: timeTicks(tLow, tHigh, size.xTicks).map((time) => ({ time, x: x(time), label: dateLabel(time, span) })),
   };
 }
 
@@ -61,9 +69,9 @@ export function niceTicks(min: number, max: number, count: number): number[] {
   const power = 10 ** Math.floor(Math.log10(rough));
   const step = ([1, 2, 5, 10].find((m) => m * power >= rough) ?? 10) * power;
   const ticks: number[] = [];
-  for (let v = Math.floor(min / step) * step; v <= max + step * 0.5; v += step) {
-    ticks.push(Number(v.toPrecision(12)));
-    if (v >= max) break;
+  const start = Math.floor(min / step);
+  for (let i = 0; ticks.length === 0 || ticks[ticks.length - 1]! < max; i++) {
+    ticks.push(Number(((start + i) * step).toPrecision(12)));
   }
   return ticks;
 }

@@ -35,3 +35,15 @@ export function applyFilters(items: Shown[], filters: Filters): Shown[] {
     return !Number.isNaN(t) && t >= from && t <= to;
   });
 }
+
+/** Consecutive records of one day under one heading (the list is newest first already). */
+export function byDay(items: Shown[]): { day: string | null; items: Shown[] }[] {
+  const groups: { day: string | null; items: Shown[] }[] = [];
+  for (const item of items) {
+    const day = item.date ? item.date.slice(0, 10) : null;
+    const last = groups[groups.length - 1];
+    if (last && last.day === day) last.items.push(item);
+    else groups.push({ day, items: [item] });
+  }
+  return groups;
+}
