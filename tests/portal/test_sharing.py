@@ -35,7 +35,7 @@ def sign_in_with_key_file(portal: Any, key_file: Path) -> Any:
     page.get_by_role("button", name="Open a key file").or_(
         page.get_by_role("tab", name="Open a key file")
     ).first.click()
-    page.get_by_label("Key file").set_input_files(str(key_file))
+    page.get_by_label("Key file", exact=True).set_input_files(str(key_file))
     for label in ("Passphrase", "Repeat passphrase"):
         field = page.get_by_label(label, exact=True)
         if field.count():
