@@ -38,7 +38,7 @@ describe.skipIf(!STEP)("consent against a real node", () => {
     const doctorNode = new NodeClient(doctor.current, doctor.did, env("CARELEDGER_CONSENT_NODE"));
     // The practitioner's view (grants to it and to its organisation), opened with the
     // organisation's keys (the patient wrapped to those).
-    const keys = grantedKeySource(doctorNode, doctor, org);
+    const keys = grantedKeySource(doctorNode, { did: doctor.did, ring: doctor }, { did: org.did, ring: org });
     const clinical = await keys.scopeKey(patient!.did, "clinical", 1);
     const diagnostics = await keys.scopeKey(patient!.did, "diagnostics", 1);
     const medications = await keys.scopeKey(patient!.did, "medications", 1);

@@ -40,7 +40,7 @@ describe("the summary before signing", () => {
   it("says 'add' for write access and leaves the purpose out (writes are not limited by purpose)", () => {
     const summary = grantSummary("Dr. Northside (Northside Clinic)", form({ access: "write", scopes: ["clinical"] }));
     expect(summary).toBe(
-      "Dr. Northside (Northside Clinic) will be able to add new records to your medical history until 31 March 2027.",
+      "Dr. Northside (Northside Clinic) will be able to add medical history to your file until 31 March 2027.",
     );
   });
 
@@ -116,9 +116,13 @@ describe("grants in words", () => {
     );
   });
 
-  it("says who may add what", () => {
+  it("says who may add what, and 'all kinds of records' for every scope", () => {
+    const all = ["clinical", "diagnostics", "medications", "administrative", "financial", "sensitive"];
+    expect(describeGrant(row({ action: "write", scopes: all, purposes: [] }), "Demo Hospital", NOW)).toBe(
+      "Demo Hospital may add all kinds of records (sensitive ones included) to your file until 31 March 2027.",
+    );
     expect(describeGrant(row({ action: "write", scopes: ["medications"], purposes: [] }), "Demo Hospital", NOW)).toBe(
-      "Demo Hospital may add new records to your medications until 31 March 2027.",
+      "Demo Hospital may add medications to your file until 31 March 2027.",
     );
   });
 

@@ -379,7 +379,11 @@ export class GrantedKeys implements KeySource {
 
 /** The KeySource of an identity signed in with a key file: an organisation's own keys, or a
  * practitioner's organisation's (`organisation`, its key ring) when the page has it. */
-export function grantedKeySource(node: NodeClient, reader: KeyRing, organisation?: KeyRing): GrantedKeys {
+export function grantedKeySource(
+  node: NodeClient,
+  reader: { did: string; ring: KeyRing },
+  organisation?: { did: string; ring: KeyRing },
+): GrantedKeys {
   const holder = organisation ?? reader;
-  return new GrantedKeys(node, reader.did, holder.did, encryptionKeysOf(holder));
+  return new GrantedKeys(node, reader.did, holder.did, encryptionKeysOf(holder.ring));
 }

@@ -62,14 +62,25 @@ export function scopesInWords(scopes: string[]): string {
   return listInWords([...known.map((s) => SCOPE_NOUNS[s]), ...unknown]);
 }
 
-/** The records a grant covers, with "your": "your lab results and medications"; every broad
- * scope at once is "all your records" (and says whether sensitive ones are in or out). */
+function everyBroadScope(scopes: string[]): boolean {
+  return SCOPE_ORDER.every((s) => s === "sensitive" || scopes.includes(s)) && scopes.every(isScope);
+}
+
+function sensitiveNote(scopes: string[]): string {
+  return scopes.includes("sensitive") ? "(sensitive ones included)" : "(not the sensitive ones)";
+}
+
+/** The records a read grant covers, with "your": "your lab results and medications"; every
+ * broad scope at once is "all your records" (and says whether sensitive ones are in). */
 export function recordsInWords(scopes: string[]): string {
-  const broad = SCOPE_ORDER.filter((s) => s !== "sensitive");
-  if (broad.every((s) => scopes.includes(s)) && scopes.every(isScope)) {
-    return scopes.includes("sensitive") ? "all your records (sensitive ones included)" : "all your records (not the sensitive ones)";
-  }
+  if (everyBroadScope(scopes)) return `all your records ${sensitiveNote(scopes)}`;
   return `your ${scopesInWords(scopes)}`;
+}
+
+/** What a write grant lets one add: "lab results and medications", "all kinds of records". */
+export function kindsInWords(scopes: string[]): string {
+  if (everyBroadScope(scopes)) return `all kinds of records ${sensitiveNote(scopes)}`;
+  return scopesInWords(scopes);
 }
 
 const MONTHS = [
@@ -164,7 +175,7 @@ export function grantSummary(granteeName: string, form: Pick<GrantForm, "access"
   const what = recordsInWords(form.scopes);
   const until = dayInWords(form.until);
   if (form.access === "write") {
-    return `${granteeName} will be able to add new records to ${what} until ${until}.`;
+    return `${granteeName} will be able to add ${kindsInWords(form.scopes)} to your file until ${until}.`;
   }
   return `${granteeName} will be able to read ${what} for ${purposePhrase(form.purpose)} until ${until}.`;
 }
@@ -205,7 +216,7 @@ export function describeGrant(grant: GrantRow, granteeName: string, now: number)
   const until = dayInWords(lastDay(grant.end));
   const purposes = grant.purposes.length ? ` for ${listInWords(grant.purposes.map(purposePhrase))}` : "";
   const when = grantState(grant, now) === "ended" ? `until ${until} (ended)` : `until ${until}`;
-  if (grant.action === "write") return `${granteeName} may add new records to ${what}${narrowed} ${when}.`;
+  if (grant.action === "write") return `${granteeName} may add ${kindsInWords(grant.scopes)} to your file ${when}.`;
   if (grant.action === "delegate") return `${granteeName} may manage the sharing of ${what} for you ${when}.`;
   return `${granteeName} may read ${what}${narrowed}${purposes} ${when}.`;
 }

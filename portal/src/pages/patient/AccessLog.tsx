@@ -102,7 +102,7 @@ function AccessLogFor(props: { wallet: PatientWallet }) {
           {opening ? (
             <RecordLabels wallet={wallet} onLabels={setLabels} />
           ) : (
-            <p class="hint">
+            <p class="hint access-hint">
               The ledger names your records by private codes. “Show what each record is” opens them in this page to say what
               each one is; that reading is yours, and shows in this log too.
             </p>
@@ -189,7 +189,7 @@ function AlertItem(props: { alert: BreakGlassAlert; directory: Directory }) {
   const org = useName(props.directory, alert.org, "");
   const running = alert.until * 1000 > Date.now();
   return (
-    <li class="card alert-error break-glass" data-testid="break-glass-alert" role="alert">
+    <li class="card alert-error break-glass" data-testid="break-glass-alert">
       <h3>
         {who} ({org}) broke the glass
       </h3>

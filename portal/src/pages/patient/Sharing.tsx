@@ -245,7 +245,7 @@ function GrantFormSection(props: { wallet: PatientWallet; parties: Party[]; onGr
         Share your records
       </h2>
       <form class="card" onSubmit={review} noValidate>
-        <Field id="grant-grantee" label="Share with" hint="A clinic (everyone who works there) or one practitioner." error={errors.grantee}>
+        <Field id="grant-grantee" label="Share with" hint="A clinic (everyone who works there), or one practitioner of it." error={errors.grantee}>
           <select
             id="grant-grantee"
             value={form.grantee}
@@ -256,7 +256,7 @@ function GrantFormSection(props: { wallet: PatientWallet; parties: Party[]; onGr
             <option value="">Choose…</option>
             {organisations.map((org) => (
               <optgroup key={org.did} label={org.name}>
-                <option value={org.did}>{org.name} (everyone there)</option>
+                <option value={org.did}>{org.name}</option>
                 {parties
                   .filter((p) => p.kind === "practitioner" && p.org === org.did)
                   .map((p) => (
