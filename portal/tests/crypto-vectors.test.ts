@@ -6,7 +6,7 @@ import { x25519 } from "@noble/curves/ed25519.js";
 import { hkdf } from "@noble/hashes/hkdf.js";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { describe, expect, it } from "vitest";
-import { b64, concat, equalBytes, fromB64, fromHex, hex, lp, u16, u32, utf8 } from "../src/crypto/bytes";
+import { b64, bufferOf, concat, equalBytes, fromB64, fromHex, hex, lp, u16, u32, utf8 } from "../src/crypto/bytes";
 import { Identity, KeyError, deriveSecret, didFromEd25519, ed25519FromDid, verify } from "../src/crypto/identity";
 import { NotCanonicalisable, canonicalBytes, canonicalString } from "../src/crypto/jcs";
 import { authorizationHeader, requestMessage } from "../src/crypto/requestsig";
@@ -406,5 +406,145 @@ describe("record names (docs/crypto.md 7.1)", () => {
     const naming = Identity.fromMaster(master).secret("naming-key");
     // Pinned from Python: crypto.naming.record_name(naming_key_of(Identity(00..1f)), "Observation", "obs-test-1").
     expect(recordName(naming, "Observation", "obs-test-1")).toBe(PY_RECORD_NAME);
+  });
+});
+
+// --- statements, claim packages, escrow ------------------------------------------------------
+
+import {
+  UntrustedKey, currentSigningKey, parseReceipt, checkReceipt, receiptStatement, requestDigest, rotationPayload,
+  scopeKeyPayload, signConsent, signVoucher, verifiedScopeKeys, voucherSignedBy,
+} from "../src/crypto/statements";
+import {
+  BadClaimCode, ClaimLocked, ClaimTampered, NotAClaimPackage, WrongClaimCode, claimPackageInfo, normaliseClaimCode,
+  openClaimPackage, sealClaimPackage,
+} from "../src/crypto/claim";
+
+// Pinned from Python (rotation_payload, scope_key_payload, sign_voucher, sign_consent) with
+// old = Identity(00..1f), new = Identity(07 x 32), chain "careledger-test".
+const PY_ROTATION = {
+  signing_key: "ba429cb7eae6c83b66e3e1fe0453552b738ffea521e7e1e74bafa7e656e27963",
+  encryption_key: "cf31c51888481ad40ea7fa8d8d9dfa65a732a90f34dcf4f22820f4f918bbdf27",
+  certificate: "266309f9146d2943db03807d0b00b5bfaaa5178ac81ab876158a44e0b7c832e8c7db78458323904f9e45e314649a0ee52167c6b61060eae6378a2386152fcd0c",
+  proof: "d84c4f1e882b5785e7113c8c7dc011f284d59aeb5d930ae523ca8fda165ca0bf4ad61fa013b9b561fb21d1833d780ae8701a76e94ca9139508ea8c6ddc53e20f",
+};
+const PY_SCOPE_KEY_SIGNATURE = "7425cdb0ce827bf7e9536d8fd95bc4357838a62cc34a65b23e5c402deefefebc2120a7ec59aac6ffbdc3e84414c16abbf4fc0a07ffdaf9a2c23e75df3f895f0b";
+const PY_VOUCHER_SIGNATURE = "67c704f3fb1599d0d5d6a3e0fd36dd37616678be1c1f6e89126f6bc5e5cf408a324aca257d6697c0043235614f0a8018e4d9f7cc95a1d4383fd6b29dbb65d709";
+const PY_CONSENT_SIGNATURE = "59939f23ad2b3d1876c85a7e5185e95c362bb6e9eaa5e984da7954dfae4166f11eb1aa5678693d708d3a25a2a4002f7f384e9dc889afe381372478597035df06";
+
+describe("statements (crypto/statements.py, vouchers, receipts)", () => {
+  const old = Identity.fromMaster(master);
+  const next = Identity.fromMaster(new Uint8Array(32).fill(7));
+  const chain = "careledger-test";
+  it("signs Python's rotation, scope key, voucher and consent bytes", () => {
+    expect(rotationPayload(old, next, chain)).toEqual(PY_ROTATION);
+    expect(scopeKeyPayload(next, chain, "diagnostics", 2, "ab".repeat(32), old.did).signature).toBe(PY_SCOPE_KEY_SIGNATURE);
+    const voucher = signVoucher(next, chain, "register_patient", old.did, 1000);
+    expect(voucher).toEqual({ org: next.did, expires_at: 1000, signature: PY_VOUCHER_SIGNATURE });
+    expect(voucherSignedBy(next.signingPublic, voucher, chain, "register_patient", old.did)).toBe(true);
+    expect(voucherSignedBy(next.signingPublic, voucher, chain, "register_patient", next.did)).toBe(false);
+    expect(voucherSignedBy(next.signingPublic, voucher, chain, "apply_membership", old.did)).toBe(false);
+    expect(signConsent(old, chain, next.did, "cd".repeat(32), 55).signature).toBe(PY_CONSENT_SIGNATURE);
+  });
+  it("checks a rotation chain and the scope keys signed at its end", () => {
+    const identityRow = {
+      did: old.did,
+      signing_key: PY_ROTATION.signing_key,
+      keys: [{ signing_key: hex(old.signingPublic) }, { ...PY_ROTATION, since: 5 }],
+    };
+    expect(hex(currentSigningKey(identityRow, chain))).toBe(PY_ROTATION.signing_key);
+    const row = { scope: "diagnostics", epoch: 2, public_key: "ab".repeat(32), signature: PY_SCOPE_KEY_SIGNATURE };
+    const older = scopeKeyPayload(old, chain, "diagnostics", 1, "cd".repeat(32));
+    const keys = verifiedScopeKeys(identityRow, [{ ...older }, row], chain);
+    expect(keys.get("diagnostics")!.epoch).toBe(2);
+    // A node that serves a key of its own (signed by anyone but the patient's current key).
+    const forged = scopeKeyPayload(Identity.fromMaster(new Uint8Array(32).fill(9)), chain, "diagnostics", 3, "ef".repeat(32), old.did);
+    expect(() => verifiedScopeKeys(identityRow, [row, forged], chain)).toThrow(UntrustedKey);
+    // A rotation without the old key's certificate.
+    const uncertified = { ...identityRow, keys: [identityRow.keys[0]!, { ...PY_ROTATION, certificate: PY_ROTATION.proof, since: 5 }] };
+    expect(() => currentSigningKey(uncertified, chain)).toThrow(/not signed/);
+    expect(() => currentSigningKey(identityRow, "another-chain")).toThrow(UntrustedKey);
+  });
+  it("checks an audit receipt for one request", () => {
+    const header = authorizationHeader(old, old.did, AUDIENCE, "GET", "/blobs/" + "a".repeat(64));
+    const request = requestDigest(header);
+    const statement = receiptStatement(chain, next.did, request, 2, 10, "ff".repeat(32));
+    const receipt = parseReceipt(`node=${next.did}, entries=2, first=10, digest=${"ff".repeat(32)}, sig=${hex(next.sign(statement))}`);
+    expect(() => checkReceipt(receipt, chain, request)).not.toThrow();
+    const other = requestDigest(authorizationHeader(old, old.did, AUDIENCE, "GET", "/blobs/" + "b".repeat(64)));
+    expect(() => checkReceipt(receipt, chain, other)).toThrow(UntrustedKey);
+    expect(() => parseReceipt(null)).toThrow(UntrustedKey);
+  });
+});
+
+describe("claim packages (docs/crypto.md 9)", () => {
+  const patient = Identity.fromMaster(master);
+  const code = "abandon ability able about above absent";
+  const contents = { did: patient.did, chainId: "careledger-test", masterSecret: master, name: "Zoë Test" };
+  let pkg = "";
+  it("normalises a typed code as Python does", () => {
+    expect(normaliseClaimCode("Abandon-ABILITY able,about above absent")).toBe(code);
+    expect(normaliseClaimCode("  abandon\nability;able:about_above. absent ")).toBe(code);
+    expect(() => normaliseClaimCode("abandon ability able")).toThrow(/6 words; this one has 3/);
+    expect(() => normaliseClaimCode("abandon ability able about above absentt")).toThrow(/word 6 of the claim code/);
+    expect(() => normaliseClaimCode("abandon ability able about above absentt")).toThrow(BadClaimCode);
+  });
+  it("opens a package with the right code", async () => {
+    pkg = await sealClaimPackage(contents, code);
+    const opened = await openClaimPackage(pkg, "ABANDON ability-able about above absent");
+    expect(opened.did).toBe(patient.did);
+    expect(opened.chainId).toBe("careledger-test");
+    expect(opened.name).toBe("Zoë Test");
+    expect(hex(opened.masterSecret)).toBe(hex(master));
+    expect(claimPackageInfo(pkg)).not.toHaveProperty("ciphertext");
+  });
+  it("a wrong code is WrongClaimCode", async () => {
+    await expect(openClaimPackage(pkg, "abandon ability able about above add")).rejects.toThrow(WrongClaimCode);
+  });
+  it("a tampered package is ClaimTampered (right code) or counted as a wrong code (KDF changed)", async () => {
+    const parsed = JSON.parse(pkg);
+    await expect(openClaimPackage({ ...parsed, chain_id: "another-chain" }, code)).rejects.toThrow(ClaimTampered);
+    await expect(openClaimPackage({ ...parsed, did: V.identity.did.replace("W", "X") }, code)).rejects.toThrow(ClaimTampered);
+    const sealed = fromB64(parsed.ciphertext);
+    sealed[sealed.length - 1]! ^= 1;
+    await expect(openClaimPackage({ ...parsed, ciphertext: b64(sealed) }, code)).rejects.toThrow(ClaimTampered);
+    const salt = fromB64(parsed.kdf.salt);
+    salt[0]! ^= 1;
+    await expect(openClaimPackage({ ...parsed, kdf: { ...parsed.kdf, salt: b64(salt) } }, code)).rejects.toThrow(WrongClaimCode);
+  });
+  it("refuses what is not a package, and a locked one, before any KDF", async () => {
+    const parsed = JSON.parse(pkg);
+    await expect(openClaimPackage("not json", code)).rejects.toThrow(NotAClaimPackage);
+    await expect(openClaimPackage({ ...parsed, kind: "x" }, code)).rejects.toThrow(/kind/);
+    await expect(openClaimPackage({ ...parsed, extra: 1 }, code)).rejects.toThrow(/missing or unknown/);
+    await expect(openClaimPackage({ ...parsed, kdf: { ...parsed.kdf, memory_kib: 1024 } }, code)).rejects.toThrow(/memory/);
+    await expect(openClaimPackage({ ...parsed, kdf: { ...parsed.kdf, memory_kib: 4 * 1024 * 1024 } }, code)).rejects.toThrow(/memory/);
+    await expect(openClaimPackage({ ...parsed, nonce: b64(new Uint8Array(8)) }, code)).rejects.toThrow(/nonce/);
+    await expect(openClaimPackage({ ...parsed, attempts: 5 }, code)).rejects.toThrow(ClaimLocked);
+    await expect(openClaimPackage({ ...parsed, attempts: 6 }, code)).rejects.toThrow(NotAClaimPackage);
+    await expect(openClaimPackage("x".repeat(70000), code)).rejects.toThrow(/too large/);
+  });
+});
+
+describe("break-glass escrow vectors (docs/crypto.md 11.4): what applies in the page", () => {
+  const patient = Identity.fromMaster(master);
+  const ring = KeyRing.fromIdentity(patient);
+  it("derives K and reproduces the info strings and aad", () => {
+    expect(E.patient).toBe(patient.did);
+    const K = hkdf(sha256, fromHex(E.secret), undefined, concat(utf8("careledger-emergency-v1"), lp(E.patient)), 32);
+    expect(hex(K)).toBe(E.emergency_key);
+    expect(hex(concat(lp(E.patient), fromHex(E.escrow)))).toBe(E.aad);
+    const member = "did:example:member";
+    expect(hex(concat(utf8("careledger-emergency-share-v1"), lp(E.patient), fromHex(E.escrow), lp(member), u32(1)))).toBe(E.share_info);
+    expect(hex(concat(utf8("careledger-emergency-release-v1"), lp(E.patient), fromHex(E.escrow), lp(member), u32(1), lp("did:example:requester")))).toBe(E.release_info);
+  });
+  it("reproduces the bundle (RFC 8785 of the patient's keys) and the sealed bundle", async () => {
+    const scopeKeys = ["clinical", "diagnostics", "medications"].map((scope) => ({ epoch: 1, private_key: hex(ring.scopeKey(scope, 1)), scope }));
+    const bundle = canonicalString({ naming_key: hex(ring.namingKey), patient: patient.did, scope_keys: scopeKeys });
+    expect(bundle).toBe(E.bundle);
+    const K = await crypto.subtle.importKey("raw", bufferOf(fromHex(E.emergency_key)), "AES-GCM", false, ["encrypt", "decrypt"]);
+    const nonce = fromHex(E.nonce);
+    const sealed = new Uint8Array(await crypto.subtle.encrypt({ name: "AES-GCM", iv: bufferOf(nonce), additionalData: bufferOf(fromHex(E.aad)) }, K, bufferOf(utf8(bundle))));
+    expect(hex(concat(nonce, sealed))).toBe(E.sealed);
   });
 });

@@ -47,9 +47,15 @@ def up(
         "paging links and the token audience. Set it behind a proxy: otherwise each "
         "request's Host header decides them.",
     ),
+    open_enrolment: bool | None = typer.Option(
+        None,
+        "--open-enrolment/--closed-enrolment",
+        help="Vouch for patients who sign up in the portal (rate-limited; default: only with "
+        "--demo). Closed, a patient needs a voucher from a clinic.",
+    ),
 ) -> None:
-    """Start the embedded node (solo block producer, SQLite, blobs on disk) and the
-    organisation's FHIR gateway beside it."""
+    """Start the embedded node (solo block producer, SQLite, blobs on disk), the
+    organisation's FHIR gateway and the portal beside it."""
     from careledger.chain.app import IncompatibleState, LocalFault
     from careledger.demo import (
         SECOND_ORGANISATION,
@@ -63,6 +69,7 @@ def up(
     from careledger.node.datadir import DataDir, initialise
     from careledger.site import compose
     from careledger.web.app import portal_app
+    from careledger.web.enrolment import OpenEnrolment
 
     data = DataDir(data_dir)
     if not data.exists():
@@ -106,6 +113,15 @@ def up(
         f"Register a backend client: careledger clients add --data-dir {data_dir} --new-key "
         f"client.json --token-url {url}/auth/token; then careledger token --key client.json"
     )
+    enrolment = OpenEnrolment(
+        gateway.node_url,
+        KeyFile.load(data.organisation_key),
+        open=demo if open_enrolment is None else open_enrolment,
+    )
+    console.print(
+        f"Portal: {url}/"
+        + ("  (open enrolment: anyone may sign up as a patient)" if enrolment.open else "")
+    )
     gateway.start()
     if seeded:
         populate_demo_when_up(url, Path(data_dir), gateway.claim_package, console.print)
@@ -114,7 +130,7 @@ def up(
             node,
             host,
             port,
-            beside=lambda node_api: compose(node_api, gateway_app(gateway), portal_app()),
+            beside=lambda node_api: compose(node_api, gateway_app(gateway), portal_app(enrolment)),
         )
     finally:
         gateway.close()

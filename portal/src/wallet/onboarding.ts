@@ -7,12 +7,12 @@ import { UserError } from "../app/errors";
 import { setSession } from "../app/session";
 import { fromHex, hex } from "../crypto/bytes";
 import { Identity } from "../crypto/identity";
-import { masterFromPhrase, newRecoveryPhrase } from "../crypto/phrase";
-import { SCOPES, scopePublic, wrapNamingKey } from "../crypto/scopekeys";
-import { rotationStatement, scopeKeyStatement } from "../crypto/statements";
-import { openClaimPackage } from "../crypto/claim";
+import { KeyFileError, KeyRing, parseKeyFile, serialiseKeyFile } from "../crypto/keyfile";
+import { PhraseError, masterFromPhraseAsync, newRecoveryPhrase } from "../crypto/phrase";
+import { SCOPES, wrapNamingKey } from "../crypto/scopekeys";
+import { rotationPayload, scopeKeyPayload } from "../crypto/statements";
+import { BadClaimCode, ClaimLocked, ClaimTampered, NotAClaimPackage, WrongClaimCode, openClaimPackage, type ClaimContents } from "../crypto/claim";
 import { storeKeyFile, unlockKeyFile } from "./keystore";
-import { freshKeys, keyFileText, keysFromFile, rotatedKeys, type PatientKeys } from "./keyring";
 import { NodeClient, NodeError } from "./node";
 import { PatientWallet } from "./patient";
 
@@ -22,10 +22,48 @@ export const CHECKED_WORDS = 3;
 
 // --- the recovery phrase and its check ----------------------------------------------------
 
+/** A patient's keys in memory (crypto/keyfile.ts): did, name, current and previous masters. */
+export type PatientKeys = KeyRing;
+
 /** A new identity's phrase and keys: shown once, then only the keys are kept (encrypted). */
-export function newPatientKeys(name: string): { phrase: string; keys: PatientKeys } {
+export async function newPatientKeys(name: string): Promise<{ phrase: string; keys: PatientKeys }> {
   const phrase = newRecoveryPhrase();
-  return { phrase, keys: freshKeys(masterFromPhrase(phrase), name) };
+  return { phrase, keys: await keysFromPhrase(phrase, name) };
+}
+
+/** The keys a phrase gives (a patient who never rotated); a UserError for a bad phrase. */
+export async function keysFromPhrase(phrase: string, name: string): Promise<PatientKeys> {
+  let master: Uint8Array;
+  try {
+    master = await masterFromPhraseAsync(phrase);
+  } catch (error) {
+    if (error instanceof PhraseError) {
+      throw new UserError(`This recovery phrase is not right: ${error.message}. Check each word against what you wrote down.`);
+    }
+    throw error;
+  }
+  return KeyRing.fromIdentity(Identity.fromMaster(master), "patient", name.trim());
+}
+
+/** A patient's key file (the CLI's `keys new` / `claim` output, version 1 or 2). */
+export function keysFromFile(text: string): PatientKeys {
+  let ring: KeyRing;
+  try {
+    ring = parseKeyFile(text);
+  } catch (error) {
+    if (error instanceof KeyFileError || error instanceof SyntaxError) {
+      throw new UserError(`This is not a CareLedger key file (${error.message}). Choose the .json file CareLedger saved for you.`);
+    }
+    throw error;
+  }
+  if (ring.kind !== "patient") {
+    throw new UserError(`This is ${ring.kind === "organisation" ? "an organisation's" : `a ${ring.kind}'s`} key file, not a patient's. Clinicians sign in on the clinician page.`);
+  }
+  return ring;
+}
+
+export function keyFileText(keys: PatientKeys): string {
+  return serialiseKeyFile(keys);
 }
 
 /** `count` distinct word positions (1-based, ascending) to ask back. */
@@ -121,7 +159,7 @@ function checkVoucher(value: unknown): Voucher {
  * is registered), then its first scope keys, signed, and write consent to the vouching
  * organisation with the naming key wrapped to it (the clinic writes the patient's records). */
 export async function registerPatient(keys: PatientKeys, voucher: Voucher, base = ""): Promise<NodeClient> {
-  const identity = keys.ring.current;
+  const identity = keys.current;
   const node = new NodeClient(identity, keys.did, base);
   const status = await node.status();
   node.setLastNonce(0); // an unregistered did may not ask its nonce: it has none
@@ -132,7 +170,7 @@ export async function registerPatient(keys: PatientKeys, voucher: Voucher, base 
   }
   const orgKey = await organisationEncryptionKey(node, voucher.org);
   const txs = firstScopeKeys(keys, status.chain_id);
-  txs.push({ type: "consent/grant", payload: writeConsent(keys, voucher.org, orgKey, status) });
+  txs.push({ type: "consent/grant", payload: await writeConsent(keys, voucher.org, orgKey, status) });
   await node.submitMany(txs);
   return node;
 }
@@ -158,22 +196,21 @@ async function organisationEncryptionKey(node: NodeClient, org: string): Promise
 
 type TxItem = { type: string; payload: Record<string, unknown> };
 
-function scopeKeyPayload(signer: Identity, chainId: string, did: string, scope: string, epoch: number, publicKey: Uint8Array): Record<string, unknown> {
-  const publicHex = hex(publicKey);
-  const signature = signer.sign(scopeKeyStatement(chainId, did, scope, epoch, publicHex));
-  return { scope, epoch, public_key: publicHex, signature: hex(signature) };
-}
-
 function firstScopeKeys(keys: PatientKeys, chainId: string): TxItem[] {
   return SCOPES.map((scope) => ({
     type: "records/publish_scope_key",
-    payload: scopeKeyPayload(keys.ring.current, chainId, keys.did, scope, FIRST_EPOCH, scopePublic(keys.ring.scopeKey(scope, FIRST_EPOCH))),
+    payload: scopeKeyPayload(keys.current, chainId, scope, FIRST_EPOCH, hex(keys.scopePublicKey(scope, FIRST_EPOCH)), keys.did),
   }));
 }
 
 /** The write grant to the enrolling organisation (enrolment.write_consent): every scope, from
  * the node's latest block time for about ten years, with the naming key wrapped to it. */
-function writeConsent(keys: PatientKeys, org: string, orgKey: Uint8Array, status: { height: number; [k: string]: unknown }): Record<string, unknown> {
+async function writeConsent(
+  keys: PatientKeys,
+  org: string,
+  orgKey: Uint8Array,
+  status: { height: number; [k: string]: unknown },
+): Promise<Record<string, unknown>> {
   const latest = status["latest_block_time"];
   const start = typeof latest === "string" && status.height > 0 ? unixSeconds(latest) : 0;
   const id = hex(crypto.getRandomValues(new Uint8Array(16)));
@@ -185,7 +222,7 @@ function writeConsent(keys: PatientKeys, org: string, orgKey: Uint8Array, status
     scopes: [...SCOPES],
     start,
     end: Math.max(start, Math.floor(Date.now() / 1000)) + WRITE_CONSENT_SECONDS,
-    naming_key: hex(wrapNamingKey(keys.ring.namingKey, keys.did, org, orgKey)),
+    naming_key: hex(await wrapNamingKey(keys.namingKey, keys.did, org, orgKey)),
   };
 }
 
@@ -202,8 +239,8 @@ export function unixSeconds(rfc3339: string): number {
 /** The identity a recovery phrase gives, checked on the chain (the node answers only a
  * registered did's requests). */
 export async function restoreFromPhrase(phrase: string, name: string, base = ""): Promise<{ keys: PatientKeys; node: NodeClient }> {
-  const keys = freshKeys(masterFromPhrase(phrase), name);
-  const node = new NodeClient(keys.ring.current, keys.did, base);
+  const keys = await keysFromPhrase(phrase, name);
+  const node = new NodeClient(keys.current, keys.did, base);
   await requireActivePatient(node, keys.did, () =>
     new UserError(
       "No identity on this ledger uses this recovery phrase. Check the words. If you claimed your records from a clinic, your earlier records also need the key file saved at the claim: use “Open a key file”.",
@@ -215,7 +252,7 @@ export async function restoreFromPhrase(phrase: string, name: string, base = "")
 /** A key file's identity (the CLI's `keys new` / `claim` output, version 1 or 2). */
 export async function openKeyFile(text: string, base = ""): Promise<{ keys: PatientKeys; node: NodeClient }> {
   const keys = keysFromFile(text);
-  const node = new NodeClient(keys.ring.current, keys.did, base);
+  const node = new NodeClient(keys.current, keys.did, base);
   await requireActivePatient(node, keys.did, () =>
     new UserError("The ledger does not accept this key file's keys: the identity is not registered here, or its keys were changed since (a newer key file replaces it)."),
   );
@@ -253,7 +290,7 @@ export async function claimPackage(
   base = "",
 ): Promise<{ keys: PatientKeys; phrase: string; node: NodeClient; revoked: string[] }> {
   progress("Opening the claim package (this takes a few seconds)");
-  const contents = await openClaimPackage(packageText, code);
+  const contents = await openPackage(packageText, code);
   const old = Identity.fromMaster(contents.masterSecret);
   const oldNode = new NodeClient(old, contents.did, base);
   const status = await oldNode.status();
@@ -263,8 +300,8 @@ export async function claimPackage(
   await requireUnclaimed(oldNode, contents.did, old);
   const epoch = (await highestEpoch(oldNode, contents.did)) + 1;
   const phrase = newRecoveryPhrase();
-  const fresh = Identity.fromMaster(masterFromPhrase(phrase));
-  const keys = rotatedKeys(freshKeys(contents.masterSecret, contents.name, contents.did), fresh, epoch);
+  const fresh = Identity.fromMaster(await masterFromPhraseAsync(phrase));
+  const keys = new KeyRing(contents.did, "patient", old, contents.name).rotated(fresh, epoch);
   progress("Saving your new keys on this device");
   await save(keys); // before the chain knows the new key: no failure can lose it
   progress("Moving your identity to your new keys");
@@ -280,27 +317,15 @@ export async function claimPackage(
   return { keys, phrase, node, revoked };
 }
 
-export function rotationPayload(old: Identity, fresh: Identity, chainId: string, did: string): Record<string, string> {
-  const signingKey = hex(fresh.signingPublic);
-  const encryptionKey = hex(fresh.encryptionPublic);
-  const statement = rotationStatement(chainId, did, signingKey, encryptionKey);
-  return {
-    signing_key: signingKey,
-    encryption_key: encryptionKey,
-    certificate: hex(old.sign(statement)),
-    proof: hex(fresh.sign(statement)),
-  };
-}
-
 /** custody.finish_claim: after the rotation, every scope at the new epoch (skipping those
  * published already) and the stale grants revoked. Safe to call again. */
 export async function finishClaim(node: NodeClient, keys: PatientKeys, chainId: string): Promise<string[]> {
-  const epoch = keys.ring.previous[keys.ring.previous.length - 1]?.belowEpoch;
+  const epoch = keys.previous[keys.previous.length - 1]?.belowEpoch;
   if (epoch === undefined) throw new UserError("These keys were never rotated: there is no claim to finish.");
   const published = new Set((await scopeKeys(node, keys.did)).map((k) => `${k.scope}/${k.epoch}`));
   const txs: TxItem[] = SCOPES.filter((scope) => !published.has(`${scope}/${epoch}`)).map((scope) => ({
     type: "records/publish_scope_key",
-    payload: scopeKeyPayload(keys.ring.current, chainId, keys.did, scope, epoch, scopePublic(keys.ring.scopeKey(scope, epoch))),
+    payload: scopeKeyPayload(keys.current, chainId, scope, epoch, hex(keys.scopePublicKey(scope, epoch)), keys.did),
   }));
   const stale = await grantsMadeWithThePackage(node, keys.did);
   for (const id of stale) txs.push({ type: "consent/revoke", payload: { id } });
@@ -333,6 +358,31 @@ async function grantsMadeWithThePackage(node: NodeClient, did: string): Promise<
   return grants
     .filter((g) => !g.revoked_at && g.height < rotated && !(g.action === "write" && g.grantee === clinic))
     .map((g) => String(g.id));
+}
+
+/** The package opened with the code, its refusals as sentences for the patient. The page
+ * cannot count wrong codes (the file is the patient's own copy): it says the code is wrong. */
+async function openPackage(packageText: string, code: string): Promise<ClaimContents> {
+  try {
+    return await openClaimPackage(packageText, code);
+  } catch (error) {
+    if (error instanceof BadClaimCode) {
+      throw new UserError(`This is not a claim code: ${error.message}. A claim code is six words from the letter your clinic gave you.`);
+    }
+    if (error instanceof WrongClaimCode) {
+      throw new UserError("The claim code is wrong. Check each of the six words against the letter from your clinic and try again.");
+    }
+    if (error instanceof NotAClaimPackage) {
+      throw new UserError(`This file is not a claim package (${error.message}). Choose the claim package file your clinic gave you.`);
+    }
+    if (error instanceof ClaimLocked) {
+      throw new UserError("This claim package is locked after too many wrong codes. Ask your clinic for a new package.");
+    }
+    if (error instanceof ClaimTampered) {
+      throw new UserError("The claim code is right, but the package file was changed since the clinic made it. Ask your clinic for a new package.");
+    }
+    throw error;
+  }
 }
 
 async function requireUnclaimed(node: NodeClient, did: string, old: Identity): Promise<void> {
@@ -369,7 +419,7 @@ export async function keepOnDevice(keys: PatientKeys, passphrase: string): Promi
 
 /** Sign in as `keys` in this tab. */
 export function startSession(keys: PatientKeys, node?: NodeClient, base = ""): PatientWallet {
-  const wallet = new PatientWallet(keys.did, keys.name, keys.ring, node ?? new NodeClient(keys.ring.current, keys.did, base));
+  const wallet = new PatientWallet(keys.did, keys.name, keys, node ?? new NodeClient(keys.current, keys.did, base));
   setSession({ kind: "patient", wallet });
   return wallet;
 }

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from careledger.web.enrolment import OpenEnrolment
 
 STATIC = Path(__file__).parent / "static"
 
@@ -44,19 +47,24 @@ SECURITY_HEADERS = {
 # Paths the portal owns; every other path belongs to the node API or the gateway.
 _FILES = ("/", "/index.html", "/favicon.svg")
 _ASSETS = "/assets/"
+_VOUCHER = "/portal/voucher"
 
 
 def is_portal_path(path: str) -> bool:
-    return path in _FILES or path.startswith(_ASSETS)
+    return path in _FILES or path == _VOUCHER or path.startswith(_ASSETS)
 
 
-def portal_app(static: Path = STATIC) -> ASGIApp:
+def portal_app(enrolment: OpenEnrolment, static: Path = STATIC) -> ASGIApp:
     """The built pages: index.html at `/`, the hashed bundles under `/assets/` (cached for a
-    year: their names change with their content), 404 for anything else under the prefix."""
+    year: their names change with their content), 404 for anything else under the prefix;
+    and `POST /portal/voucher` (web/enrolment.py)."""
     root = static.resolve()
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        response = _answer(root, scope)
+        if scope["path"] == _VOUCHER:
+            response: Response = await enrolment.handle(Request(scope, receive))
+        else:
+            response = _answer(root, scope)
         response.headers.update(SECURITY_HEADERS)
         await response(scope, receive, send)
 
