@@ -1,4 +1,6 @@
-"""`careledger up --demo` seeds a practitioner the chain really accepts, and no patient keys."""
+"""`careledger up --demo` seeds a practitioner the chain really accepts, a second organisation
+that applied (admitted later, once the first demo patient escrowed: demo.seed_demo), and no
+patient keys."""
 
 from __future__ import annotations
 
@@ -26,13 +28,15 @@ def test_the_demo_seed_registers_a_consenting_practitioner_and_makes_no_patient_
         ]
         kinds = [KeyFile.load(path).kind for path in keys]
         assert "patient" not in kinds and kinds.count("practitioner") == 2
-        for keyfile in made:
-            found = node.app.query("identity/identity", orjson.dumps({"did": keyfile.did}))
-            assert found.code == 0, found.log
-            ident = orjson.loads(found.value)
-            assert (ident["kind"], ident["active"]) == (keyfile.kind, True)
+        doctor, northside, _ = made
+        found = node.app.query("identity/identity", orjson.dumps({"did": doctor.did}))
+        assert found.code == 0, found.log
+        ident = orjson.loads(found.value)
+        assert (ident["kind"], ident["active"]) == ("practitioner", True)
         members = orjson.loads(node.app.query("identity/members", b"{}").value)
-        assert made[1].did in str(members)  # the second organisation was admitted
+        assert northside.did not in str(members)  # applied; admitted once patient 1 escrowed
+        proposals = orjson.loads(node.app.query("identity/proposals", b"{}").value)
+        assert northside.did in str(proposals)
         assert seed_demo(node, org) == []  # only on a fresh chain
     finally:
         node.close()

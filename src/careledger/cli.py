@@ -60,7 +60,7 @@ def up(
     from careledger.demo import (
         SECOND_ORGANISATION,
         populate_demo_when_up,
-        register_demo_client,
+        register_demo_clients,
         seed_demo,
     )
     from careledger.gateway.app import gateway_app
@@ -87,13 +87,14 @@ def up(
     if node.replayed:
         console.print(f"Replayed {node.replayed} stored block(s) into the state after a restart.")
     url = f"http://{host}:{port}"
-    seeded = demo and bool(seed_demo(node, KeyFile.load(data.organisation_key)))
+    made = seed_demo(node, KeyFile.load(data.organisation_key)) if demo else []
+    seeded = bool(made)
     if seeded:
-        client_key = register_demo_client(Path(data_dir), url)
+        client_key, portal_key = register_demo_clients(Path(data_dir), url, made[0])
         console.print(
             f"Demo consortium: Demo Hospital (this node) and {SECOND_ORGANISATION}, a "
             f"practitioner each; key files in {data.keys}/ and {Path(data_dir) / 'demo'}/ "
-            f"(a backend client's: {client_key})."
+            f"(backend clients': {client_key}, and {portal_key} bound to {made[0].name})."
         )
     info = node.app.info()
     console.print(f"Chain {info.chain_id} at height {info.last_height}.")
@@ -124,7 +125,7 @@ def up(
     )
     gateway.start()
     if seeded:
-        populate_demo_when_up(url, Path(data_dir), gateway.claim_package, console.print)
+        populate_demo_when_up(url, Path(data_dir), gateway, console.print)
     try:
         serve(
             node,

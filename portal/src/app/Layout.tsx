@@ -14,7 +14,16 @@ export function Layout(props: { nav: PageDef[]; path: string; children: Componen
   const name = who(session);
   return (
     <>
-      <a class="skip-link" href="#main">
+      {/* The hash is the router's: following "#main" would route to a page "main" (not
+          found), so the link moves the focus itself. */}
+      <a
+        class="skip-link"
+        href="#main"
+        onClick={(event) => {
+          event.preventDefault();
+          document.getElementById("main")?.focus();
+        }}
+      >
         Skip to content
       </a>
       <header class="topbar">

@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 
+from careledger.gateway.break_glass import break_glass_routes
 from careledger.gateway.bundles import bundle_routes
 from careledger.gateway.capability import capability_routes
 from careledger.gateway.context import Gateway
@@ -29,6 +30,7 @@ def gateway_routes(gateway: Gateway) -> list[BaseRoute]:
     fhir: list[BaseRoute] = [*capability_routes(gateway)]
     fhir += view_routes(gateway)  # before search and interactions: views are read-only
     fhir += everything_routes(gateway)
+    fhir += break_glass_routes(gateway)
     fhir += search_routes(gateway)  # GET /{type}, POST /{type}/_search
     fhir += interaction_routes(gateway)  # after the fixed paths: /{type}/{id} takes any pair
     auth: list[BaseRoute] = [*token_routes(gateway)]

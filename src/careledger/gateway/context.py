@@ -14,16 +14,19 @@ from pathlib import Path
 
 from starlette.requests import Request
 
+from careledger.chain.modules.consent import ETREAT
 from careledger.crypto.keyfile import KeyFile, KeyFileError
 from careledger.gateway import receipts
 from careledger.gateway.db import GatewayDb
 from careledger.gateway.directory import SCHEMA as directory_schema
+from careledger.gateway.emergencies import Emergencies, EmergencyKeyring, Held
 from careledger.gateway.index import store as index_store
 from careledger.gateway.index.follower import Follower
 from careledger.gateway.index.store import RecordIndex
 from careledger.gateway.outcome import FhirError
 from careledger.gateway.principal import Principal
 from careledger.gateway.smart import clients as smart_clients
+from careledger.wallet.keyring import keyring_for
 from careledger.wallet.node_client import NodeClient
 from careledger.wallet.records import RecordsClient
 
@@ -56,6 +59,9 @@ class Gateway:
         self.node = NodeClient(self.node_url)
         self._clients: dict[tuple[str, str], RecordsClient] = {}
         self._lock = threading.Lock()
+        # The keys of the break-glasses its practitioners made here: memory only, until each
+        # one's end (gateway/emergencies.py).
+        self.emergencies = Emergencies()
         self.follower = Follower(self)
 
     def start(self) -> None:
@@ -105,25 +111,44 @@ class Gateway:
                 continue
         return found
 
-    def records_for(self, principal: Principal) -> RecordsClient:
-        """The records SDK acting as the principal's identity, stating its purpose."""
+    def records_for(self, principal: Principal, patient: str | None = None) -> RecordsClient:
+        """The records SDK acting as the principal's identity, stating its purpose; for
+        `patient`'s records, during a break-glass the principal made here, the emergency
+        client (purpose ETREAT, the emergency keys: gateway/emergencies.py)."""
+        if patient is not None:
+            held = self.emergencies.active(principal.did, patient)
+            if held is not None:
+                return self._emergency_client(principal, held)
         key = (principal.did, principal.purpose)
         with self._lock:
             client = self._clients.get(key)
             if client is None:
-                keyfile = self.key_of(principal.did)
-                organisation = None if keyfile is self.organisation else self.organisation
-                client = RecordsClient(
-                    self.node, keyfile, purpose=principal.purpose, organisation=organisation
-                )
-                client.api.on_receipt = functools.partial(
-                    receipts.keep_receipt, self.audit_db, principal.did
-                )
+                client = self._new_client(principal.did, principal.purpose)
                 self._clients[key] = client
         return client
 
+    def _new_client(self, did: str, purpose: str, held: Held | None = None) -> RecordsClient:
+        keyfile = self.key_of(did)
+        organisation = None if keyfile is self.organisation else self.organisation
+        keyring = None
+        if held is not None:
+            usual = keyring_for(self.node.signed_as(keyfile), keyfile, organisation)
+            keyring = EmergencyKeyring(held.keys, usual)
+        client = RecordsClient(
+            self.node, keyfile, purpose=purpose, organisation=organisation, keyring=keyring
+        )
+        client.api.on_receipt = functools.partial(receipts.keep_receipt, self.audit_db, did)
+        return client
+
+    def _emergency_client(self, principal: Principal, held: Held) -> RecordsClient:
+        with self._lock:
+            if held.client is None:
+                held.client = self._new_client(principal.did, ETREAT, held)
+            return held.client
+
     def close(self) -> None:
         self.follower.stop()
+        self.emergencies.close()
         with self._lock:
             for client in self._clients.values():
                 client.close()

@@ -119,7 +119,7 @@ class Everything:
         """The records, decrypted; one the node refuses (no consent, erased) left out."""
         if not chosen:
             return []
-        client = self.gateway.records_for(self.principal)
+        client = self.gateway.records_for(self.principal, chosen[0].patient)
         refs = [RecordRef(r.patient, r.resource_type, r.id, r.record) for r in chosen]
         try:
             return client.read_many(refs)

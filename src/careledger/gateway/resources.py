@@ -73,7 +73,7 @@ class Resources:
         located = self._locate(resource_type, resource_id)
         if located.deleted:
             raise FhirError(410, f"{resource_type}/{resource_id} was deleted")
-        resource = self._client(principal).read(ref_of(located))
+        resource = self._client(principal, located.patient).read(ref_of(located))
         return from_record(resource, located)
 
     def vread(
@@ -88,7 +88,7 @@ class Resources:
                 raise FhirError(404, f"{resource_type}/{resource_id} has no version {version}")
             return live(served(entry))
         located = self._locate(resource_type, resource_id)
-        resource = self._client(principal).read(ref_of(located), version)
+        resource = self._client(principal, located.patient).read(ref_of(located), version)
         return from_record(resource, located)
 
     def history(self, principal: Principal, resource_type: str, resource_id: str) -> list[Stored]:
@@ -98,7 +98,7 @@ class Resources:
             self._directory_latest(resource_type, resource_id)
             return [served(entry) for entry in self.directory.history(resource_type, resource_id)]
         located = self._locate(resource_type, resource_id)
-        versions = self._client(principal).history(ref_of(located))
+        versions = self._client(principal, located.patient).history(ref_of(located))
         times = self._version_times(resource_type, resource_id)
         answer: list[Stored] = []
         for number, resource in enumerate(versions, start=1):
@@ -126,7 +126,6 @@ class Resources:
         if resource_type in DIRECTORY_TYPES:
             entries = self.directory.type_history(resource_type, since, count)
             return [served(entry) for entry in entries]
-        client = self._client(principal)
         answer: list[Stored] = []
         for located, number, deleted, when in self._type_versions(resource_type, since, count):
             if deleted:
@@ -135,7 +134,7 @@ class Resources:
                 )
                 continue
             try:
-                resource = client.read(ref_of(located), number)
+                resource = self._client(principal, located.patient).read(ref_of(located), number)
             except RecordsError as exc:
                 if exc.status in (403, 404, 410):
                     continue  # refused (and audited by the node), gone, or erased
@@ -253,8 +252,10 @@ class Resources:
 
     # --- helpers -------------------------------------------------------------------------
 
-    def _client(self, principal: Principal) -> RecordsClient:
-        return self.gateway.records_for(principal)
+    def _client(self, principal: Principal, patient: str | None = None) -> RecordsClient:
+        """The records client the principal reads `patient`'s records with (an emergency one
+        during its break-glass of that patient: Gateway.records_for)."""
+        return self.gateway.records_for(principal, patient)
 
     def _check_read(self, principal: Principal, resource_type: str, resource_id: str) -> None:
         principal.require(resource_type, "r")

@@ -112,13 +112,16 @@ def break_glass(
     scopes: Sequence[str] = (),
     seconds: int = MAX_BREAK_GLASS_SECONDS,
     nodes: Sequence[str] = (),
+    signer: Signer | None = None,
 ) -> EmergencyKeys:
     """Break the glass for `patient` (see the module's docstring). `scopes`: the opened
     scopes but sensitive by default (sensitive must be named); `nodes`: the member nodes'
-    API URLs to ask for shares (default: `node` alone). RecordsError with the chain's reason
-    when it refuses; NotEnoughShares when fewer than k nodes release."""
+    API URLs to ask for shares (default: `node` alone); `signer`: the practitioner's signer
+    when the caller holds one already (one nonce counter per did: a second would reuse its
+    nonces). RecordsError with the chain's reason when it refuses; NotEnoughShares when fewer
+    than k nodes release."""
     client = (NodeClient(node) if isinstance(node, str) else node).signed_as(practitioner)
-    glass = submit_break_glass(client, practitioner, patient, reason, scopes, seconds)
+    glass = submit_break_glass(client, practitioner, patient, reason, scopes, seconds, signer)
     answers, refusals = collect_shares(client, practitioner, glass["id"], [*nodes] or [client.url])
     return emergency_keys(client, practitioner, glass, answers, refusals)
 
@@ -130,15 +133,15 @@ def submit_break_glass(
     reason: str,
     scopes: Sequence[str] = (),
     seconds: int = MAX_BREAK_GLASS_SECONDS,
+    signer: Signer | None = None,
 ) -> dict[str, Any]:
     """Submit `consent/break_glass` and wait for its block: the committed break-glass (its
     id is the transaction hash's first 16 bytes). RecordsError with the chain's reason."""
     escrow = _escrow_of(client, patient)
     chosen = list(scopes) or [s for s in escrow["scopes"] if s != SENSITIVE]
     payload = {"patient": patient, "reason": reason, "scopes": chosen, "seconds": seconds}
-    raw = Signer(client, practitioner.did, practitioner.identity).sign(
-        "consent/break_glass", payload
-    )
+    signer = signer or Signer(client, practitioner.did, practitioner.identity)
+    raw = signer.sign("consent/break_glass", payload)
     try:
         raise_for(client.submit(raw, wait=True), "break-glass")
     except NodeError as exc:  # refused before a block (the payload's shape)

@@ -1,3 +1,12 @@
 import type { PageDef } from "../../app/routes";
+import { AccessLog } from "./AccessLog";
+import { MyData } from "./MyData";
+import { Sharing } from "./Sharing";
+import { Timeline } from "./Timeline";
 
-export const patientPages: PageDef[] = [];
+export const patientPages: PageDef[] = [
+  { path: "/patient/timeline", component: Timeline, nav: "Timeline" },
+  { path: "/patient/sharing", component: Sharing, nav: "Sharing" },
+  { path: "/patient/log", component: AccessLog, nav: "Access log" },
+  { path: "/patient/data", component: MyData, nav: "My data" },
+];
