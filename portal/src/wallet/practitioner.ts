@@ -75,8 +75,7 @@ export async function signInWithKey(practitionerText: string, organisationText: 
       throw new UserError("This organisation key file is not the one of the practitioner's organisation.");
     }
   }
-  const holder = organisation ? { did: organisation.did, ring: organisation } : undefined;
-  const keySource = grantedKeySource(node, { did: keys.did, ring: keys }, holder);
+  const keySource = grantedKeySource(node, keys, organisation ?? undefined);
   const name = ident.name || keys.name || "Practitioner";
   return new KeyPractitioner(keys.did, name, keys, node, organisation, keySource);
 }
