@@ -120,6 +120,10 @@ export async function requestVoucher(did: string, base = ""): Promise<Voucher> {
   const body = (await response.json().catch(() => null)) as { voucher?: unknown; error?: { code?: string; message?: string } } | null;
   if (response.status === 403 && body?.error?.code === "enrolment_closed") throw new EnrolmentClosed();
   if (response.status === 404 || response.status === 405) throw new EnrolmentClosed(); // a node without the route
+  if (response.status === 429) {
+    const wait = Number(response.headers.get("retry-after")) || 60;
+    throw new UserError(`Too many new identities were made here in the last minute. Try again in ${wait} seconds.`);
+  }
   if (!response.ok || !body?.voucher) {
     const reason = body?.error?.message ? `: ${body.error.message}` : ` (HTTP ${response.status})`;
     throw new UserError(`The node could not vouch for your identity${reason}.`);
@@ -334,7 +338,7 @@ export async function finishClaim(node: NodeClient, keys: PatientKeys, chainId: 
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
     throw new UserError(
-      `Your identity now uses your new keys, but finishing the claim failed (${reason.replace(/\.$/, "")}). Unlock your wallet and claim again to finish.`,
+      `Your identity now uses your new keys, but finishing the claim failed (${reason.replace(/\.$/, "")}). Sign out and unlock your wallet on this device: that finishes the claim.`,
     );
   }
   return stale;
@@ -427,5 +431,19 @@ export function startSession(keys: PatientKeys, node?: NodeClient, base = ""): P
 /** Open the wallet of `did` stored on this device (WrongPassphrase if it does not open). */
 export async function unlock(did: string, passphrase: string, base = ""): Promise<PatientWallet> {
   const keys = keysFromFile(await unlockKeyFile(did, passphrase));
-  return startSession(keys, undefined, base);
+  const wallet = startSession(keys, undefined, base);
+  await finishInterruptedClaim(wallet).catch(() => undefined); // best effort: again next time
+  return wallet;
+}
+
+/** A claim whose last step failed (the node went down after the rotation) is finished the
+ * next time the wallet is unlocked: the new epoch is published only when missing. */
+async function finishInterruptedClaim(wallet: PatientWallet): Promise<void> {
+  const last = wallet.keys.previous[wallet.keys.previous.length - 1];
+  if (!last) return;
+  const published = await scopeKeys(wallet.node, wallet.did);
+  const done = SCOPES.every((scope) => published.some((k) => k.scope === scope && k.epoch >= last.belowEpoch));
+  if (done) return;
+  const status = await wallet.node.status();
+  await finishClaim(wallet.node, wallet.keys, status.chain_id);
 }
