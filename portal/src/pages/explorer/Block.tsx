@@ -50,7 +50,7 @@ export function BlockPage(props: { route: Route }) {
     if (!node || !Number.isFinite(height)) return null;
     const block = await node.block<NodeBlock>(height);
     return { block, rows: await rowsOf(node, block) };
-  }, [node, height]);
+  }, [node, heightText]); // not `height`: NaN never equals itself, and would re-run the effect on every render
   const nameOf = useNames(node);
   if (!Number.isFinite(height) || height < 1) {
     return (
