@@ -34,7 +34,6 @@ from portalflows import (
     records_of,
     restore_from_phrase,
     shown_phrase,
-    start_page,
     wait_records,
     wait_settled,
     wait_signed_in_as_patient,
@@ -50,6 +49,18 @@ from portalutil import (
 
 from careledger.crypto.claim import new_claim_code
 from careledger.crypto.keyfile import KeyFile
+
+# Remove as the pieces land (each names the stream it waits for).
+WAITING_FOR_RECORDS = pytest.mark.xfail(
+    strict=False,
+    reason="waiting for h11-records: a patient or grantee opens records without knowing their"
+    " FHIR ids (docs/records.md, open question)",
+)
+WAITING_FOR_NAMES = pytest.mark.xfail(
+    strict=False,
+    reason="waiting for h11-sharing: the break-glass alert names Dr. Demo and Demo Hospital by"
+    " a shortened did, not by name",
+)
 
 
 def _patient_name(demo_node: DemoNode, number: int) -> str:
@@ -81,7 +92,6 @@ def _base_secrets(demo_node: DemoNode) -> Secrets:
 # --- a patient creates an identity ------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=False, reason="waiting for h11-onboarding (start page)")
 def test_patient_creates_identity_then_unlocks_it(demo_portal: OpenPortal) -> None:
     """Create (the phrase shown once and checked), the empty timeline; then after a reload
     the stored identity opens with its passphrase and refuses a wrong one."""
@@ -94,12 +104,14 @@ def test_patient_creates_identity_then_unlocks_it(demo_portal: OpenPortal) -> No
     assert page.get_by_test_id("record").count() == 0
     # a reload forgets the keys in memory; the encrypted copy in IndexedDB is listed
     page.reload()
-    page = start_page(patient, "Unlock")
+    page = patient.goto("/patient/start")
+    assert patient.heading() == "Unlock your wallet"
+    assert "Ada Lovelace" in page.locator("main").inner_text()
     fill_passphrase(page, "not the passphrase")
-    page.get_by_role("button", name="Unlock", exact=True).last.click()
-    assert "Wrong passphrase" in patient.alert()
+    page.get_by_role("button", name="Unlock", exact=True).click()
+    page.get_by_role("alert").filter(has_text="Wrong passphrase").wait_for()
     fill_passphrase(page, PASSPHRASE)
-    page.get_by_role("button", name="Unlock", exact=True).last.click()
+    page.get_by_role("button", name="Unlock", exact=True).click()
     wait_signed_in_as_patient(page)
 
     secrets = Secrets()
@@ -109,7 +121,6 @@ def test_patient_creates_identity_then_unlocks_it(demo_portal: OpenPortal) -> No
     patient.assert_clean()
 
 
-@pytest.mark.xfail(strict=False, reason="waiting for h11-onboarding (start page)")
 def test_wrong_recovery_phrase_gets_an_alert(demo_portal: OpenPortal) -> None:
     patient = demo_portal("phone")
     words = Mnemonic("english").generate(256).split()
@@ -178,7 +189,7 @@ def _reopen_hash(page: Page, route: str) -> None:
     wait_settled(page)
 
 
-@pytest.mark.xfail(strict=False, reason="waiting for h11-onboarding (start page)")
+@WAITING_FOR_RECORDS
 def test_claim_share_with_practitioner_revoke_and_see_the_log(
     demo_portal: OpenPortal, demo_node: DemoNode, tmp_path: Path
 ) -> None:
@@ -249,7 +260,7 @@ def test_claim_share_with_practitioner_revoke_and_see_the_log(
 # --- a break-glass, and a practitioner's new Observation ---------------------------------------
 
 
-@pytest.mark.xfail(strict=False, reason="waiting for h11-onboarding (start page)")
+@WAITING_FOR_NAMES
 def test_break_glass_shows_at_the_top_of_the_patients_log(
     demo_portal: OpenPortal, demo_node: DemoNode
 ) -> None:
@@ -283,7 +294,7 @@ def test_break_glass_shows_at_the_top_of_the_patients_log(
     patient.assert_clean()
 
 
-@pytest.mark.xfail(strict=False, reason="waiting for h11-onboarding (start page)")
+@WAITING_FOR_RECORDS
 def test_practitioners_observation_appears_in_the_patients_timeline(
     demo_portal: OpenPortal, demo_node: DemoNode
 ) -> None:
@@ -354,7 +365,6 @@ def test_public_and_practitioner_pages_pass_axe(
         portal.assert_clean()
 
 
-@pytest.mark.xfail(strict=False, reason="waiting for h11-onboarding (start page)")
 @pytest.mark.parametrize("size", ["phone", "desktop"])
 def test_patient_pages_pass_axe(demo_portal: OpenPortal, demo_node: DemoNode, size: str) -> None:
     visitor = demo_portal(size)
@@ -371,15 +381,12 @@ def test_patient_pages_pass_axe(demo_portal: OpenPortal, demo_node: DemoNode, si
         ("Explorer", "explorer-patient"),
     ]:
         go_nav(page, label)
-        if name == "timeline":
-            wait_records(page)
         _check_page(patient, name)
     patient.requests.assert_never_sent(_base_secrets(demo_node))
     visitor.assert_clean()
     patient.assert_clean()
 
 
-@pytest.mark.xfail(strict=False, reason="waiting for h11-onboarding (start page)")
 def test_start_page_offers_the_four_ways_in(demo_portal: OpenPortal) -> None:
     visitor = demo_portal("phone")
     page = visitor.goto("/patient/start")

@@ -221,7 +221,6 @@ def doomed_node(tmp_path: Path) -> Iterator[NodeProcess]:
         process.stop()
 
 
-@pytest.mark.xfail(strict=False, reason="waiting for h11-onboarding (start page)")
 def test_node_down_mid_session_shows_a_clear_message(
     browser: Browser, doomed_node: NodeProcess
 ) -> None:
