@@ -104,7 +104,7 @@ def open_key_file(portal: PortalPage, key_file: Path, passphrase: str = PASSPHRA
     if page.get_by_label("Passphrase", exact=True).count():
         fill_passphrase(page, passphrase)
     page.get_by_role("button", name="Open key file", exact=True).click()
-    wait_signed_in_as_patient(page)
+    arrive(page, page.get_by_role("navigation").get_by_role("link", name="Timeline"))
     return page
 
 
@@ -151,11 +151,20 @@ def wait_settled(page: Page) -> None:
 # --- practitioner -------------------------------------------------------------------------
 
 
+def arrive(page: Page, target: Locator) -> None:
+    """Wait for `target`; when the page shows an alert instead, fail with what it says."""
+    alert = page.get_by_role("alert").filter(has_text=re.compile(r"\S"))
+    target.or_(alert).first.wait_for(timeout=UI_TIMEOUT_MS)
+    if not target.first.is_visible() and alert.count():
+        raise AssertionError(f"the page says: {alert.first.inner_text()}")
+    target.first.wait_for(timeout=UI_TIMEOUT_MS)
+
+
 def practitioner_key_sign_in(portal: PortalPage, key_file: Path) -> Page:
     page = portal.goto("/practitioner/sign-in")
     page.get_by_label("Practitioner key file", exact=True).set_input_files(str(key_file))
     page.get_by_role("button", name="Sign in with key", exact=True).click()
-    page.get_by_label("Search patients").wait_for(timeout=UI_TIMEOUT_MS)
+    arrive(page, page.get_by_label("Search patients"))
     return page
 
 
@@ -163,7 +172,7 @@ def backend_client_sign_in(portal: PortalPage, key_file: Path) -> Page:
     page = portal.goto("/practitioner/sign-in")
     page.get_by_label("Backend client key", exact=True).set_input_files(str(key_file))
     page.get_by_role("button", name="Sign in", exact=True).click()
-    page.get_by_label("Search patients").wait_for(timeout=UI_TIMEOUT_MS)
+    arrive(page, page.get_by_label("Search patients"))
     return page
 
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 import pytest
 from mnemonic import Mnemonic
-from playwright.sync_api import Page
+from playwright.sync_api import Browser, Page
 from portalflows import (
     PASSPHRASE,
     answer_phrase_check,
@@ -45,6 +47,7 @@ from portalutil import (
     PortalPage,
     Secrets,
     claim_package_secrets,
+    open_portal,
 )
 
 from careledger.crypto.claim import new_claim_code
@@ -56,10 +59,12 @@ WAITING_FOR_RECORDS = pytest.mark.xfail(
     reason="waiting for h11-records: a patient or grantee opens records without knowing their"
     " FHIR ids (docs/records.md, open question)",
 )
-WAITING_FOR_NAMES = pytest.mark.xfail(
+WAITING_FOR_KEY_SIGN_IN = pytest.mark.xfail(
     strict=False,
-    reason="waiting for h11-sharing: the break-glass alert names Dr. Demo and Demo Hospital by"
-    " a shortened did, not by name",
+    reason="waiting for h11-practitioner and h11-records: the practitioner key sign-in throws"
+    " 'Cannot read properties of undefined (reading previous)' (practitioner.ts passes a KeyRing"
+    " where consent.ts's grantedKeySource takes {did, ring}: npm run typecheck fails), and"
+    " the grantee must open records without their FHIR ids",
 )
 
 
@@ -189,22 +194,50 @@ def _reopen_hash(page: Page, route: str) -> None:
     wait_settled(page)
 
 
-@WAITING_FOR_RECORDS
-def test_claim_share_with_practitioner_revoke_and_see_the_log(
-    demo_portal: OpenPortal, demo_node: DemoNode, tmp_path: Path
-) -> None:
-    patient = demo_portal("desktop")
+@dataclass
+class ClaimedPatient:
+    """Demo patient 3, claimed in the browser by the first test that needs it; its page stays
+    open (signed in) for the tests after it in this module."""
+
+    portal: PortalPage
+    did: str
+    secrets: Secrets
+
+
+@pytest.fixture(scope="module")
+def claimed(
+    browser: Browser, demo_node: DemoNode, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ClaimedPatient]:
+    patient = open_portal(browser, demo_node.url, "desktop")
     package = demo_node.file("claim-patient-3.json")
     code = demo_node.claim_code()
-    did = json.loads(package.read_text())["did"]
     secrets = _base_secrets(demo_node)
-    claim_package_secrets(secrets, package, code, tmp_path)
+    claim_package_secrets(secrets, package, code, tmp_path_factory.mktemp("claim"))
+    try:
+        new_phrase = _claim_patient_3(patient, demo_node)
+        secrets.add_phrase("patient 3 after the claim", new_phrase)
+        yield ClaimedPatient(patient, json.loads(package.read_text())["did"], secrets)
+    finally:
+        patient.context.close()
+    patient.assert_clean()
 
-    new_phrase = _claim_patient_3(patient, demo_node)
-    secrets.add_phrase("patient 3 after the claim", new_phrase)
-    page = patient.page
 
-    # the imported records in the timeline, and a chart
+def test_patient_claims_the_identity_a_clinic_enrolled(claimed: ClaimedPatient) -> None:
+    """Wrong codes get an alert; the right one rotates the keys and shows a new phrase that
+    the patient confirms; signed in as the enrolled did, with nothing secret sent."""
+    page = claimed.portal.page
+    wait_signed_in_as_patient(page)
+    go_nav(page, "Sharing")
+    wait_settled(page)
+    # the clinic that enrolled the patient keeps its write consent through the claim
+    assert page.get_by_test_id("grant").filter(has_text="Demo Hospital").count() >= 1
+    claimed.portal.requests.assert_never_sent(claimed.secrets)
+    claimed.portal.assert_clean()
+
+
+@WAITING_FOR_RECORDS
+def test_claimed_patient_sees_the_imported_records_and_a_chart(claimed: ClaimedPatient) -> None:
+    page = claimed.portal.page
     go_nav(page, "Timeline")
     wait_records(page, "Condition")
     wait_records(page, "Observation")
@@ -217,13 +250,22 @@ def test_claim_share_with_practitioner_revoke_and_see_the_log(
         chart.locator('svg[role="img"]').first.get_attribute("aria-label")
         or chart.locator("figcaption").inner_text()
     )
+    claimed.portal.screenshot("timeline-claimed")
+    claimed.portal.requests.assert_never_sent(claimed.secrets)
+    claimed.portal.assert_clean()
 
+
+@WAITING_FOR_KEY_SIGN_IN
+def test_share_with_practitioner_revoke_and_see_both_reads_in_the_log(
+    claimed: ClaimedPatient, demo_portal: OpenPortal, demo_node: DemoNode
+) -> None:
+    page = claimed.portal.page
     _grant_diagnostics_to(page, "Dr. Northside")
 
     # Dr. Northside, in a browser of their own, sees the lab results and nothing else
     doctor = demo_portal("desktop")
     doctor_page = practitioner_key_sign_in(doctor, demo_node.file("practitioner-northside.json"))
-    doctor_page.get_by_role("link").filter(has_text=did).first.click()
+    doctor_page.get_by_role("link").filter(has_text=claimed.did).first.click()
     wait_settled(doctor_page)
     route = doctor_page.evaluate("() => location.hash")
     wait_records(doctor_page, "Observation")
@@ -251,16 +293,15 @@ def test_claim_share_with_practitioner_revoke_and_see_the_log(
     for i in range(entries.count()):
         assert entries.nth(i).get_by_test_id("proof").inner_text().strip() == "Proof valid"
 
-    patient.requests.assert_never_sent(secrets)
-    doctor.requests.assert_never_sent(secrets)
-    patient.assert_clean()
+    claimed.portal.requests.assert_never_sent(claimed.secrets)
+    doctor.requests.assert_never_sent(claimed.secrets)
+    claimed.portal.assert_clean()
     doctor.assert_clean()
 
 
 # --- a break-glass, and a practitioner's new Observation ---------------------------------------
 
 
-@WAITING_FOR_NAMES
 def test_break_glass_shows_at_the_top_of_the_patients_log(
     demo_portal: OpenPortal, demo_node: DemoNode
 ) -> None:
@@ -279,10 +320,11 @@ def test_break_glass_shows_at_the_top_of_the_patients_log(
     patient = demo_portal("desktop")
     log = open_key_file(patient, demo_node.file("patient-1.json"))
     go_nav(log, "Access log")
-    alert = log.get_by_test_id("break-glass-alert").first
+    # names are looked up after the alert shows: wait for them, not just for the alert
+    alert = log.get_by_test_id("break-glass-alert").filter(has_text="Dr. Demo").first
     alert.wait_for(timeout=UI_TIMEOUT_MS)
     assert reason in alert.inner_text()
-    assert "Dr. Demo" in alert.inner_text()
+    assert "Demo Hospital" in alert.inner_text()
     # at the top: before every entry of the log
     first = log.locator('[data-testid="break-glass-alert"], [data-testid="access-entry"]').first
     assert first.get_attribute("data-testid") == "break-glass-alert"
