@@ -160,10 +160,6 @@ def _claim_patient_3(patient: PortalPage, demo_node: DemoNode) -> str:
 def _grant_diagnostics_to(page: Page, grantee: str) -> None:
     go_nav(page, "Sharing")
     wait_settled(page)
-    # a form with nothing chosen is refused in the page, nothing signed
-    page.get_by_role("button", name="Review", exact=True).click()
-    assert page.get_by_role("alert").first.is_visible()
-    assert page.get_by_test_id("grant-summary").count() == 0
     share_with = page.get_by_label("Share with", exact=True)
     labels: list[str] = share_with.evaluate("(s) => [...s.options].map((o) => o.label)")
     chosen = next((label for label in labels if label.startswith(grantee)), None)
@@ -231,6 +227,13 @@ def test_patient_claims_the_identity_a_clinic_enrolled(claimed: ClaimedPatient) 
     wait_settled(page)
     # the clinic that enrolled the patient keeps its write consent through the claim
     assert page.get_by_test_id("grant").filter(has_text="Demo Hospital").count() >= 1
+    # a grant form with nothing chosen is refused in the page, and nothing is signed
+    grants = page.get_by_test_id("grant").count()
+    page.get_by_role("button", name="Review", exact=True).click()
+    page.get_by_role("alert").filter(has_text="Nothing was signed").wait_for()
+    assert page.get_by_label("Share with", exact=True).get_attribute("aria-invalid") == "true"
+    assert page.get_by_test_id("grant-summary").count() == 0
+    assert page.get_by_test_id("grant").count() == grants
     claimed.portal.requests.assert_never_sent(claimed.secrets)
     claimed.portal.assert_clean()
 
