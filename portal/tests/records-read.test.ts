@@ -64,8 +64,9 @@ async function seal(resource: Record<string, unknown>, version = 1): Promise<Sto
   };
 }
 
-/** Answers the two calls readRecords makes, as the node would for `stored`. */
-function nodeServing(stored: Stored[]): NodeClient {
+/** Answers the two calls readRecords makes, as the node would for `stored`; every hash asked
+ * for goes into `asked`. */
+function nodeServing(stored: Stored[], asked: Set<string> = new Set()): NodeClient {
   const node = {
     async query(module: string, name: string, params: Record<string, string>) {
       expect([module, name, params.patient]).toEqual(["records", "records", PATIENT]);
@@ -74,6 +75,7 @@ function nodeServing(stored: Stored[]): NodeClient {
     async fetchBlobs(hashes: string[]) {
       const served = new Map<string, { status: number; body: Uint8Array }>();
       for (const hash of hashes) {
+        asked.add(hash);
         const s = stored.find((x) => x.rec.latest?.blob_hash === hash);
         const refusal = s?.status === 500 ? s.blob : new TextEncoder().encode("refused");
         served.set(hash, s ? { status: s.status ?? 200, body: s.status ? refusal : s.blob } : { status: 404, body: new Uint8Array() });
@@ -168,7 +170,8 @@ describe("readRecords", () => {
     corrupted.status = 500;
     corrupted.blob = new TextEncoder().encode(`corrupted: blob ${corrupted.rec.latest!.blob_hash} no longer matches its hash`);
     const stored = [erased, deleted, refused, gone, unnamed, corrupted];
-    const { records, failures } = await readRecords(nodeServing(stored), PATIENT, keys, undefined, {
+    const asked = new Set<string>();
+    const { records, failures } = await readRecords(nodeServing(stored, asked), PATIENT, keys, undefined, {
       namingKey: ring.namingKey,
       knownIds: known(["Observation", "e"], ["Observation", "d"], ["Observation", "r"], ["Observation", "g"], ["Observation", "c"]),
     });
@@ -182,6 +185,8 @@ describe("readRecords", () => {
       [unnamed.rec.record]: "unnamed",
       [corrupted.rec.record]: "integrity",
     });
+    // A fetch is a read in the patient's access log: only what can be opened is asked for.
+    expect([...asked].sort()).toEqual([refused, gone, corrupted].map((s) => s.rec.latest!.blob_hash).sort());
   });
 
   it("reports a record no key of the reader opens", async () => {

@@ -5,7 +5,7 @@ import { describe, expect, it } from "vitest";
 import { measurementSeries, type Resource } from "../src/wallet/fhir-display";
 import type { DecryptedRecord } from "../src/wallet/records";
 import { chartGeometry, niceTicks } from "../src/pages/patient/chart-geometry";
-import { applyFilters, byDay, shownRecords } from "../src/pages/patient/timeline-filters";
+import { applyFilters, byDay, erasable, shownRecords } from "../src/pages/patient/timeline-filters";
 
 const BUNDLE = "synthea-r4/Abdul_Koepp_e925b0f3-8006-43f6-aa31-94bd215e55e7.json";
 const DATA = [process.env.CARELEDGER_SHARED_DATA ?? "", resolve(__dirname, "../../../shared/data"), "/work/shared/data"].find(
@@ -100,5 +100,26 @@ describe("chart geometry", () => {
   it("draws a single measurement without dividing by zero", () => {
     const g = chartGeometry([{ time: Date.parse("2020-05-01"), value: 70 }]);
     expect(Number.isFinite(g.points[0]!.x) && Number.isFinite(g.points[0]!.y)).toBe(true);
+  });
+});
+
+describe("erasable", () => {
+  it("offers the opened records and every unopened one not erased yet, by type", () => {
+    const failure = (name: string, kind: "erased" | "unnamed" | "deleted" | "integrity") => ({
+      name,
+      resourceType: "DiagnosticReport",
+      kind,
+      reason: "",
+    });
+    const choices = erasable({
+      records: records.slice(0, 2),
+      failures: [failure("a".repeat(64), "unnamed"), failure("b".repeat(64), "erased"), failure("c".repeat(64), "deleted")],
+    });
+    expect(choices.map((c) => c.name)).toEqual([
+      ...shownRecords(records.slice(0, 2)).map((s) => s.name),
+      "a".repeat(64),
+      "c".repeat(64),
+    ]);
+    expect(choices[2]).toMatchObject({ title: "Diagnostic report record", detail: "not opened in this browser, aaaaaaaa…" });
   });
 });

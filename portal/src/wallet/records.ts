@@ -109,31 +109,32 @@ export async function readRecords(
     if (gone) failures.push(gone);
     else live.push(rec);
   }
-  const blobs = live.length ? await node.fetchBlobs(live.map((rec) => rec.latest!.blob_hash), purpose) : new Map();
   const names = new Names(options.namingKey ?? null);
   for (const known of options.knownIds ?? []) names.add(known);
   const records: DecryptedRecord[] = [];
   let pending = live;
+  // Only the records this reader can name are fetched (a fetch is a read, in the patient's
+  // access log); each round's references may name more for the next.
   for (let round = 0; round < DISCOVERY_ROUNDS && pending.length; round++) {
-    const next: ChainRecord[] = [];
-    let found = 0;
-    for (const rec of pending) {
+    const named = pending.flatMap((rec) => {
       const id = names.idOf(rec);
-      if (id === null) {
-        next.push(rec);
-        continue;
-      }
+      return id === null ? [] : [{ rec, id }];
+    });
+    if (!named.length) break;
+    pending = pending.filter((rec) => names.idOf(rec) === null);
+    const blobs = await node.fetchBlobs(
+      named.map(({ rec }) => rec.latest!.blob_hash),
+      purpose,
+    );
+    for (const { rec, id } of named) {
       const opened = await openOne(rec, id, patient, keys, blobs.get(rec.latest!.blob_hash));
       if ("kind" in opened) failures.push(opened);
       else {
         records.push(opened);
-        found += 1;
         if (options.followReferences !== false) for (const ref of referencesIn(opened.resource)) names.add(ref);
       }
       options.progress?.(records.length, live.length);
     }
-    pending = next;
-    if (!found) break; // nothing new opened: no new references to follow
   }
   for (const rec of pending) failures.push(unnamed(rec, names.hasKey()));
   return { records, failures };

@@ -6,11 +6,10 @@ import { UserError } from "../../app/errors";
 import { Empty, ErrorMessage, Loading, Notice, Page } from "../../app/ui";
 import { eraseRecords } from "../../wallet/erase";
 import { downloadJson, exportBundle, exportFileName } from "../../wallet/export";
-import { formatDate } from "../../wallet/fhir-display";
 import type { PatientWallet } from "../../wallet/patient";
 import { SignInFirst, useMyRecords, type RecordsState } from "./my-records";
 import { Problems } from "./Timeline";
-import { shownRecords, type Shown } from "./timeline-filters";
+import { erasable, type Erasable } from "./timeline-filters";
 import "./records.css";
 
 export function MyData() {
@@ -83,7 +82,7 @@ function Download(props: { state: RecordsState }) {
           Download all my data
         </button>
       </div>
-      {records.length === 0 ? <Empty>You have no records to download yet.</Empty> : null}
+      {records.length === 0 && !unreadable ? <Empty>You have no records to download yet.</Empty> : null}
       {done ? <Notice kind="success">{done}</Notice> : null}
     </section>
   );
@@ -91,7 +90,7 @@ function Download(props: { state: RecordsState }) {
 
 function Erase(props: { wallet: PatientWallet; state: RecordsState; onErased: (message: string) => void }) {
   const [open, setOpen] = useState(false);
-  const shown = useMemo(() => shownRecords(props.state.result?.records ?? []), [props.state.result]);
+  const shown = useMemo(() => erasable(props.state.result ?? { records: [], failures: [] }), [props.state.result]);
   return (
     <section class="card data-section" aria-labelledby="erase-heading">
       <h2 id="erase-heading">Erase records</h2>
@@ -142,7 +141,7 @@ function EraseWarning() {
   );
 }
 
-function EraseForm(props: { wallet: PatientWallet; shown: Shown[]; onCancel: () => void; onErased: (count: number) => void }) {
+function EraseForm(props: { wallet: PatientWallet; shown: Erasable[]; onCancel: () => void; onErased: (count: number) => void }) {
   const [chosen, setChosen] = useState<Set<string>>(new Set());
   const [understood, setUnderstood] = useState(false);
   const [problem, setProblem] = useState<unknown>(null);
@@ -194,7 +193,7 @@ function EraseForm(props: { wallet: PatientWallet; shown: Shown[]; onCancel: () 
                   onChange={(e) => toggle(item.name, (e.target as HTMLInputElement).checked)}
                 />{" "}
                 <span>
-                  {item.title} <span class="muted">({item.category}, {formatDate(item.date)})</span>
+                  {item.title} <span class="muted">({item.detail})</span>
                 </span>
               </label>
             </li>

@@ -1,6 +1,6 @@
 // The Timeline's order and filters: pure, tested without a DOM.
-import { describe, timeOf, type Category, type Display } from "../../wallet/fhir-display";
-import type { DecryptedRecord } from "../../wallet/records";
+import { describe, formatDate, timeOf, typeLabel, type Category, type Display } from "../../wallet/fhir-display";
+import type { DecryptedRecord, ReadResult } from "../../wallet/records";
 
 export interface Shown extends Display {
   name: string;
@@ -46,4 +46,29 @@ export function byDay(items: Shown[]): { day: string | null; items: Shown[] }[] 
     else groups.push({ day, items: [item] });
   }
   return groups;
+}
+
+export interface Erasable {
+  name: string; // the on-chain record name, what records/erase takes
+  title: string;
+  detail: string;
+}
+
+/** What the patient may erase: every record not erased yet, the ones this page opened
+ * (newest first, described) and the ones it could not open (by type: the right to erase
+ * does not depend on the page reading a record). */
+export function erasable(result: ReadResult): Erasable[] {
+  const opened = shownRecords(result.records).map((s) => ({
+    name: s.name,
+    title: s.title,
+    detail: `${s.category}, ${formatDate(s.date)}`,
+  }));
+  const closed = result.failures
+    .filter((f) => f.kind !== "erased")
+    .map((f) => ({
+      name: f.name,
+      title: `${typeLabel(f.resourceType)} record`,
+      detail: f.kind === "deleted" ? "deleted; its earlier versions remain" : `not opened in this browser, ${f.name.slice(0, 8)}…`,
+    }));
+  return [...opened, ...closed];
 }
