@@ -62,12 +62,17 @@ export function recordVersions(node: NodeClient, patient: string, record: string
   return node.query<RecordVersions>("records", "versions", { patient, record });
 }
 
-/** The hash of the transaction that anchored this version, found by its block's events. */
-export async function anchorTxHash(node: NodeClient, anchor: AnchorEntry): Promise<string> {
+/** The hash of the transaction that anchored this version, found by its block's events
+ * (by patient, record and version: a tombstone has no blob hash to tell it apart). */
+export async function anchorTxHash(node: NodeClient, patient: string, record: string, anchor: AnchorEntry): Promise<string> {
   const block = await node.block<NodeBlock>(anchor.height);
   for (const tx of block.txs) {
     for (const event of tx.events ?? []) {
-      if (event.type === "records.anchored" && event.attributes.blob_hash === anchor.blob_hash) return tx.hash;
+      const a = event.attributes;
+      if (event.type !== "records.anchored" || tx.code !== 0) continue;
+      if (a.patient === patient && a.record === record && a.version === String(anchor.version) && a.blob_hash === anchor.blob_hash) {
+        return tx.hash;
+      }
     }
   }
   throw new NodeError(404, "not_found", `No anchor of this version in block ${anchor.height}.`);
@@ -139,15 +144,17 @@ export interface GatheredProof {
 /** Everything a version's proof needs but the decrypted resource (which only its readers
  * hold): the page checks the rest, and says the content was not checked. */
 export async function gatherRecordProof(node: NodeClient, versions: RecordVersions, anchor: AnchorEntry): Promise<GatheredProof> {
-  const txHash = await anchorTxHash(node, anchor);
+  const txHash = await anchorTxHash(node, versions.patient, versions.record, anchor);
   const evidence = await txEvidence(node, txHash);
   const tx = decodeTx(fromHex(String(evidence.tx)));
   const position = { height: Number(evidence.height), tx_proof: evidence.tx_proof as { index: number } };
   const authorKey = await authorKeyEvidence(node, tx.sender, position);
   const proof: Record<string, unknown> = { format: PROOF_FORMAT, anchor: evidence, author_key: authorKey };
   if (tx.type === "records/anchor_batch") {
-    const anchors = tx.payload.anchors as { blob_hash?: string }[];
-    proof.anchor_index = anchors.findIndex((a) => a.blob_hash === anchor.blob_hash);
+    // a batch names each record once (docs/chain.md): its anchor for this record
+    proof.anchor_index = (tx.payload.anchors as { record?: string; patient?: string }[]).findIndex(
+      (a) => a.patient === versions.patient && a.record === versions.record,
+    );
   }
   const heights = [position.height, ...authorKey.rotations.map((r) => Number(r.height))];
   const expected = { patient: versions.patient, record: versions.record, version: anchor.version, blobHash: anchor.blob_hash };

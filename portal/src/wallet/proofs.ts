@@ -602,7 +602,9 @@ function anchorOf(proof: Json, tx: DecodedTx, expected?: ExpectedAnchor): Json {
     payload = anchors[index];
   }
   if (!isObject(payload)) fail("the anchor is not an object");
-  for (const name of ["patient", "record", "resource_type", "version", "commitment"]) {
+  // a tombstone (a FHIR delete) anchors no blob and commits to nothing
+  const fields = payload.tombstone === true ? ["patient", "record", "resource_type", "version"] : ["patient", "record", "resource_type", "version", "commitment"];
+  for (const name of fields) {
     if (!(name in payload)) fail(`the anchor has no '${name}'`);
   }
   if (expected) {
@@ -610,7 +612,9 @@ function anchorOf(proof: Json, tx: DecodedTx, expected?: ExpectedAnchor): Json {
     if (payload.patient !== expected.patient || payload.record !== expected.record || payload.version !== expected.version) {
       fail(`the anchor is of ${named}, not of the record asked for`);
     }
-    if (expected.blobHash !== undefined && payload.blob_hash !== expected.blobHash) fail("the anchor names another blob than the record's version");
+    if (expected.blobHash !== undefined && (payload.blob_hash ?? "") !== expected.blobHash) {
+      fail("the anchor names another blob than the record's version");
+    }
   }
   return payload;
 }

@@ -88,13 +88,38 @@ function loadNames(node: NodeClient): Promise<void> {
   return namesLoaded;
 }
 
-/** A did's name where the chain knows it; the signed-in person is "you". */
+const asked = new Set<string>();
+
+/** What the chain says of a did it has no name for: its kind (patients have no name on the
+ * ledger, by design), a node's organisation. */
+async function describe(node: NodeClient, did: string): Promise<void> {
+  const found = await node.query<{ kind?: string; org?: string; name?: string }>("identity", "identity", { did });
+  const org = found.org ? names.get(found.org) : undefined;
+  const words: Record<string, string> = { patient: "A patient", practitioner: "A practitioner", organisation: "An organisation" };
+  if (found.name) names.set(did, found.name);
+  else if (found.kind === "node") names.set(did, org ? `Node of ${org}` : "A node");
+  else if (found.kind && words[found.kind]) names.set(did, words[found.kind]!);
+}
+
+/** A did's name where the chain knows it; the signed-in person is "you". Dids it has no name
+ * for are asked once (identity/identity) and shown by kind. */
 export function useNames(node: NodeClient | null): (did: string) => string | null {
   const [, setVersion] = useState(0);
+  const refresh = () => setVersion((v) => v + 1);
   useEffect(() => {
-    if (node) void loadNames(node).then(() => setVersion((v) => v + 1));
+    if (node) void loadNames(node).then(refresh);
   }, [node]);
-  return (did: string) => (node && did === node.did ? "you" : names.get(did) ?? null);
+  return (did: string) => {
+    if (node && did === node.did) return "you";
+    const known = names.get(did);
+    if (known === undefined && node && !asked.has(did)) {
+      asked.add(did);
+      void loadNames(node)
+        .then(() => (names.has(did) ? undefined : describe(node, did)))
+        .then(refresh, () => undefined); // unknown to the chain: the did alone is shown
+    }
+    return known ?? null;
+  };
 }
 
 export function Did(props: { did: string; name?: string | null }) {
