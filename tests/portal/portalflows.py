@@ -79,6 +79,7 @@ def create_identity(portal: PortalPage, name: str, passphrase: str = PASSPHRASE)
     fill_passphrase(page, passphrase)
     control(page, "Create identity").click()
     phrase = shown_phrase(page)
+    portal.screenshot("start-recovery-phrase")
     answer_phrase_check(page, phrase)
     wait_signed_in_as_patient(page)
     return phrase
