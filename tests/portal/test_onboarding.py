@@ -64,9 +64,12 @@ def test_create_checks_passphrases_and_words(demo_portal: OpenPortal) -> None:
     control(page, "Create identity").click()
     phrase = shown_phrase(page)
     assert phrase.split() == page.get_by_test_id("recovery-phrase").text_content().split(" ")
+    patient.axe()
+    patient.screenshot("start-phrase")
     control(page, "I have written it down").click()
     asked = page.get_by_label(re.compile(r"^Word \d+$"))
     assert asked.count() == 3
+    patient.axe()
     for index in range(3):
         asked.nth(index).fill("zoo" if phrase.split()[0] != "zoo" else "abandon")
     control(page, "Confirm").click()
@@ -96,6 +99,8 @@ def test_unlock_refuses_a_wrong_passphrase_and_forgets(demo_portal: OpenPortal) 
     page.get_by_label("Passphrase", exact=True).fill("not the passphrase")
     page.get_by_role("button", name="Unlock", exact=True).click()
     assert "Wrong passphrase" in patient.alert()
+    patient.axe()
+    patient.screenshot("start-unlock")
     page.get_by_label("Passphrase", exact=True).fill(PASSPHRASE)
     page.get_by_role("button", name="Unlock", exact=True).click()
     wait_signed_in_as_patient(page)
@@ -187,6 +192,9 @@ def test_claim_a_package_rotates_the_keys(
     page.get_by_role("button", name="Claim my records", exact=True).click()
     new_phrase = shown_phrase(page)
     assert page.get_by_role("link", name="Download my key file").count() == 1
+    # the new phrase exists nowhere else: the other tabs cannot take the page away from it
+    assert page.get_by_role("tab", name="Create a new identity").is_disabled()
+    patient.axe()
     answer_phrase_check(page, new_phrase)
     wait_signed_in_as_patient(page)
 
