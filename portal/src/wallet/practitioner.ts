@@ -75,7 +75,11 @@ export async function signInWithKey(practitionerText: string, organisationText: 
       throw new UserError("This organisation key file is not the one of the practitioner's organisation.");
     }
   }
-  const keySource = grantedKeySource(node, keys, organisation ?? undefined);
+  const keySource = grantedKeySource(
+    node,
+    { did: keys.did, ring: keys },
+    organisation ? { did: organisation.did, ring: organisation } : undefined,
+  );
   const name = ident.name || keys.name || "Practitioner";
   return new KeyPractitioner(keys.did, name, keys, node, organisation, keySource);
 }
