@@ -28,10 +28,12 @@ from portalutil import (
 from nodeutil import NodeProcess, free_port
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """Headless chromium (Debian's, or $CHROMIUM_BIN). Missing outside CI: the browser tests
-    are skipped with the reason; missing in CI ($CI=true): they fail."""
+    are skipped with the reason; missing in CI ($CI=true): they fail. One per module, not per
+    session: Playwright's sync API keeps an event loop running in this thread while it is
+    open, and the tests run after tests/portal/ call asyncio.run()."""
     executable = chromium_path()
     if not os.access(executable, os.X_OK):
         message = (
