@@ -237,7 +237,7 @@ class Reader:
         ((status, blob),) = self.api.fetch([latest["blob_hash"]])
         _raise_for_fetch(f"record {name}", status, blob)
         ref, opened = self.open_named(patient, info, latest, blob, self._naming_key(patient))
-        return ref, _checked_resource(ref, opened)
+        return ref, checked_resource(ref, opened)
 
     def read_all(
         self,
@@ -270,7 +270,7 @@ class Reader:
                         continue  # refused by consent, or erased since the query
                     _raise_for_fetch(f"record {name}", status, blob)
                     ref, opened = self.open_named(patient, rec, rec["latest"], blob, naming_key)
-                    out.append((ref, _checked_resource(ref, opened)))
+                    out.append((ref, checked_resource(ref, opened)))
                 except RecordsError as exc:
                     if on_failure is None:
                         raise
@@ -302,7 +302,7 @@ def _raise_for_fetch(what: str, status: int, data: bytes) -> None:
         raise RecordsError(f"{what}: {data.decode(errors='replace')}", status)
 
 
-def _checked_resource(ref: RecordRef, opened: Any) -> dict[str, Any]:
+def checked_resource(ref: RecordRef, opened: Any) -> dict[str, Any]:
     """The resource, which must call itself what its binding says (the sealer checks it; a
     reader that learnt the id from the wrap checks again before showing it)."""
     resource: dict[str, Any] = opened.resource()
