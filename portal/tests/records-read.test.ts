@@ -12,8 +12,8 @@ import { Identity } from "../src/crypto/identity";
 import { KeyRing } from "../src/crypto/keyfile";
 import { recordName } from "../src/crypto/naming";
 import { sha256 } from "@noble/hashes/sha2.js";
-import type { NodeClient } from "../src/wallet/node";
-import { readRecords, type Anchor, type ChainRecord, type KeySource } from "../src/wallet/records";
+import { NodeError, type NodeClient } from "../src/wallet/node";
+import { Listings, readRecords, type Anchor, type ChainRecord, type KeySource } from "../src/wallet/records";
 
 const master = Uint8Array.from({ length: 32 }, (_, i) => i);
 const ring = new KeyRing("did:key:zPatientUnderTest", "patient", Identity.fromMaster(master), "Test Patient");
@@ -259,6 +259,35 @@ describe("readRecords", () => {
     });
     // A fetch is a read in the patient's access log: only what can be opened is asked for.
     expect([...asked].sort()).toEqual([refused, gone, corrupted].map((s) => s.rec.latest!.blob_hash).sort());
+  });
+
+  it("after a revocation, asks the node for what it was shown, and reports each refusal", async () => {
+    // The chain no longer lists the records to the grantee (403); with the listing it was
+    // shown it asks for the blobs, and the node (which decides, and logs it) refuses them.
+    const visit = await seal(encounter, { labels: ["scope/clinical/1"] });
+    const w1 = await seal(weight("w1", 80));
+    const listings = new Listings();
+    const before = await readRecords(nodeServing([visit, w1]), PATIENT, grantee, "TREAT", { listings });
+    expect(before.records.map((r) => r.id)).toEqual(["w1"]);
+    const revoked = nodeServing([visit, { ...w1, status: 403 }]);
+    revoked.query = async () => {
+      throw new NodeError(403, "forbidden", "a patient's records are listed only to the parties of its consent");
+    };
+    const asked = new Set<string>();
+    const fetchBlobs = revoked.fetchBlobs.bind(revoked);
+    revoked.fetchBlobs = async (hashes, purpose) => {
+      hashes.forEach((h) => asked.add(h));
+      return fetchBlobs(hashes, purpose);
+    };
+    const after = await readRecords(revoked, PATIENT, grantee, "TREAT", { listings });
+    expect(after.records).toEqual([]);
+    expect(after.failures.map((f) => [f.name, f.kind])).toEqual([
+      [visit.rec.record, "no-key"],
+      [w1.rec.record, "denied"],
+    ]);
+    expect([...asked]).toEqual([w1.rec.latest!.blob_hash]);
+    // without a listing shown before, the refusal of the listing is the answer
+    await expect(readRecords(revoked, PATIENT, grantee, "TREAT", { listings: new Listings() })).rejects.toThrow(NodeError);
   });
 
   it("reports a record the reader's key does not open", async () => {

@@ -10,7 +10,7 @@
 // patient's naming key, and the resource must call itself that type and id. One bad record is a
 // failure in the answer, never an exception: the others are still shown.
 import { DecryptionError, IntegrityError, openRecordByName } from "../crypto/envelope";
-import type { NodeClient } from "./node";
+import { NodeError, type NodeClient } from "./node";
 import type { KeySource } from "./patient";
 
 export type { KeySource } from "./patient";
@@ -75,6 +75,31 @@ export interface ReadResult {
 export interface ReadOptions {
   /** Called with how many records are open so far and how many will be fetched. */
   progress?: (opened: number, total: number) => void;
+  /** What this reader was last shown of each patient's records (a grantee's session keeps
+   * one): see `Listings`. */
+  listings?: Listings;
+}
+
+/** The latest anchors a reader was last shown of each patient's records (public anchors,
+ * nothing secret). The chain lists a patient's records only to the parties of its consent;
+ * once a grant is revoked, a grantee that keeps this still asks the node for the records it
+ * was shown, with the scope keys it was given: the node, which decides, refuses each fetch
+ * (403) and logs the refusal in the patient's access log, and the page says so, rather than
+ * failing on the listing where nothing is logged. */
+export class Listings {
+  private readonly byPatient = new Map<string, ChainRecord[]>();
+
+  async list(node: NodeClient, patient: string): Promise<ChainRecord[]> {
+    try {
+      const rows = await node.query<ChainRecord[]>("records", "records", { patient });
+      this.byPatient.set(patient, rows);
+      return rows;
+    } catch (error) {
+      const shown = this.byPatient.get(patient);
+      if (error instanceof NodeError && error.status === 403 && shown) return shown;
+      throw error;
+    }
+  }
 }
 
 /** Records per `POST /blobs/fetch` round (reading.py READ_CHUNK): the progress line moves. */
@@ -102,7 +127,9 @@ export async function readRecords(
   purpose?: string,
   options: ReadOptions = {},
 ): Promise<ReadResult> {
-  const listed = await node.query<ChainRecord[]>("records", "records", { patient });
+  const listed = options.listings
+    ? await options.listings.list(node, patient)
+    : await node.query<ChainRecord[]>("records", "records", { patient });
   const failures: RecordFailure[] = [];
   const openable: Openable[] = [];
   for (const rec of listed) {

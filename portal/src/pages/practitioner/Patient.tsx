@@ -94,7 +94,7 @@ function KeyPatient(props: { session: KeyPractitioner; did: string }) {
   const { session, did } = props;
   const loaded = useAsync(async () => {
     const identity = await session.node.query<{ name?: string }>("identity", "identity", { did }).catch(() => ({ name: "" }));
-    const result = await readRecords(session.node, did, session.keySource, "TREAT");
+    const result = await readRecords(session.node, did, session.keySource, "TREAT", { listings: session.listings });
     return { ...result, name: identity.name ?? "" };
   }, [did]);
   const records = (loaded.value?.records ?? []).map((r) => r.resource as FhirResource);
@@ -142,8 +142,9 @@ function Failures(props: { failures: RecordFailure[]; holdsOrganisationKey: bool
   return (
     <div class={integrity.length ? "alert alert-error" : "alert alert-warning"} role={integrity.length ? "alert" : "status"}>
       <p>
-        {shown.length} record{shown.length === 1 ? "" : "s"} could not be shown
-        {props.holdsOrganisationKey ? "." : ": sign in with your organisation's key file too to open what was shared with it."}
+        {shown.every((f) => f.kind === "denied")
+          ? `The ledger refused ${shown.length === 1 ? "1 record" : `${shown.length} records`}: this patient no longer shares ${shown.length === 1 ? "it" : "them"} with you.`
+          : `${shown.length} record${shown.length === 1 ? "" : "s"} could not be shown${props.holdsOrganisationKey ? "." : ": sign in with your organisation's key file too to open what was shared with it."}`}
       </p>
       <ul>
         {[...counts].map(([reason, count]) => (
