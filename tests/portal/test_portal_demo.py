@@ -54,6 +54,7 @@ from portalutil import (
 from careledger.crypto.claim import new_claim_code
 from careledger.crypto.keyfile import KeyFile
 
+
 def _patient_name(demo_node: DemoNode, number: int) -> str:
     return KeyFile.load(demo_node.file(f"patient-{number}.json")).name
 
