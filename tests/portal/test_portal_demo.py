@@ -98,7 +98,8 @@ def test_patient_creates_identity_then_unlocks_it(demo_portal: OpenPortal) -> No
     # a reload forgets the keys in memory; the encrypted copy in IndexedDB is listed
     page.reload()
     page = patient.goto("/patient/start")
-    assert patient.heading() == "Unlock your wallet"
+    # a hash change re-renders on the next frame: the old page's h1 may still be there
+    page.locator("main h1", has_text="Unlock your wallet").wait_for()
     assert "Ada Lovelace" in page.locator("main").inner_text()
     fill_passphrase(page, "not the passphrase")
     page.get_by_role("button", name="Unlock", exact=True).click()
@@ -444,5 +445,5 @@ def test_start_page_offers_the_four_ways_in(demo_portal: OpenPortal) -> None:
         "Claim my records",
         "Open a key file",
     ):
-        assert control(page, name).is_visible(), name
+        control(page, name).wait_for()  # shown once the page has looked for stored wallets
     visitor.assert_clean()
