@@ -42,6 +42,7 @@ from portalflows import (
     wait_signed_in_as_patient,
 )
 from portalutil import (
+    SIZES,
     UI_TIMEOUT_MS,
     DemoNode,
     OpenPortal,
@@ -49,6 +50,7 @@ from portalutil import (
     Secrets,
     claim_package_secrets,
     open_portal,
+    save_screenshot,
 )
 
 from careledger.crypto.claim import new_claim_code
@@ -179,6 +181,16 @@ def _reopen_hash(page: Page, route: str) -> None:
     wait_settled(page)
 
 
+def _check_at_both_widths(portal: PortalPage, name: str) -> None:
+    """axe-core and a screenshot at the phone's width and the desktop's, on the same page."""
+    for size in ("phone", "desktop"):
+        viewport = SIZES[size]["viewport"]
+        portal.page.set_viewport_size(viewport)
+        wait_settled(portal.page)
+        portal.axe()
+        save_screenshot(portal.page, name, viewport["width"])
+
+
 def _outcomes_when_both_show(page: Page, entries: Locator) -> set[str | None]:
     """The outcomes of `entries` once both an allowed and a denied one show with their proofs
     checked, refreshing the log meanwhile (or what shows when the time is up)."""
@@ -284,6 +296,7 @@ def test_share_with_practitioner_revoke_and_see_both_reads_in_the_log(
     wait_records(doctor_page, "Observation")
     assert records_of(doctor_page, "Condition").count() == 0
     assert records_of(doctor_page, "Encounter").count() == 0
+    _check_at_both_widths(doctor, "patient-key")
 
     _revoke(page, "Dr. Northside")
 
@@ -291,6 +304,9 @@ def test_share_with_practitioner_revoke_and_see_both_reads_in_the_log(
     with doctor.console.allowing(r"status of 403"):
         _reopen_hash(doctor_page, route)
         assert records_of(doctor_page, "Observation").count() == 0
+        # the page asked for what it was shown; the node refused each (and logged it)
+        doctor_page.get_by_role("status").filter(has_text="no longer shares").wait_for()
+        _check_at_both_widths(doctor, "patient-key-revoked")
 
     # both reads in the patient's log, each with its proof checked; the node writes its log
     # to the chain in batches: the refused read shows once its batch is committed (Refresh)
