@@ -102,7 +102,7 @@ function KeyPatient(props: { session: KeyPractitioner; did: string }) {
   const name = patientName(patient) || loaded.value?.name || "Patient";
   return (
     <Page title={name}>
-      <p class="patient-facts">{patientFacts(patient, formatDate).join(" · ")}</p>
+      {patient ? <p class="patient-facts">{patientFacts(patient, formatDate).join(" · ")}</p> : <p class="patient-facts mono">{did}</p>}
       <Notice>
         Signed in with your practitioner key: you read what this patient shared with you, straight from the ledger. To add records or break
         the glass, sign in with your organisation's backend client key.
@@ -137,14 +137,23 @@ function Failures(props: { failures: RecordFailure[]; holdsOrganisationKey: bool
     );
   }
   const integrity = shown.filter((f) => f.kind === "integrity");
+  if (shown.every((f) => f.kind === "denied")) {
+    return (
+      <div class="alert alert-warning" role="status">
+        <p>
+          The ledger refused {shown.length === 1 ? "1 record" : `${shown.length} records`}: this patient no longer shares{" "}
+          {shown.length === 1 ? "it" : "them"} with you.
+        </p>
+      </div>
+    );
+  }
   const counts = new Map<string, number>();
   for (const failure of shown) counts.set(failure.reason, (counts.get(failure.reason) ?? 0) + 1);
   return (
     <div class={integrity.length ? "alert alert-error" : "alert alert-warning"} role={integrity.length ? "alert" : "status"}>
       <p>
-        {shown.every((f) => f.kind === "denied")
-          ? `The ledger refused ${shown.length === 1 ? "1 record" : `${shown.length} records`}: this patient no longer shares ${shown.length === 1 ? "it" : "them"} with you.`
-          : `${shown.length} record${shown.length === 1 ? "" : "s"} could not be shown${props.holdsOrganisationKey ? "." : ": sign in with your organisation's key file too to open what was shared with it."}`}
+        {shown.length} record{shown.length === 1 ? "" : "s"} could not be shown
+        {props.holdsOrganisationKey ? "." : ": sign in with your organisation's key file too to open what was shared with it."}
       </p>
       <ul>
         {[...counts].map(([reason, count]) => (
