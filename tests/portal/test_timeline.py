@@ -92,8 +92,8 @@ def test_the_demo_patient_sees_its_imported_records_and_a_chart(
     assert re.fullmatch(r"[0-9a-f]{64}", observation.get_attribute("data-record-name") or "")
     figure = page.locator("figure[data-testid=chart]")
     assert figure.locator("svg[role=img]").count() == 1
-    page.get_by_label("Measurement").select_option(index=0)
-    page.get_by_label("Category").select_option("Immunisations")
+    page.get_by_label("Measurement", exact=True).select_option(index=0)
+    page.get_by_label("Category", exact=True).select_option("Immunisations")
     types = page.locator("[data-testid=record]").evaluate_all(
         "(items) => [...new Set(items.map((i) => i.dataset.resourceType))]"
     )
