@@ -346,8 +346,13 @@ class PortalPage:
         return int(SIZES[self.size]["viewport"]["width"])
 
     def goto(self, route: str) -> Page:
-        """Open `route` (a hash route such as "/patient/start") and wait for its h1."""
+        """Open `route` (a hash route such as "/patient/start") and wait for its h1. From
+        another route of the same page this is a hash change, rendered on a later frame: the
+        old route's h1 is not taken for the new one."""
         self.page.goto(f"{self.base_url}/#{route}")
+        self.page.evaluate(
+            "() => new Promise((done) => requestAnimationFrame(() => setTimeout(done, 0)))"
+        )
         self.page.locator("main h1").first.wait_for(timeout=UI_TIMEOUT_MS)
         return self.page
 

@@ -95,7 +95,7 @@ def test_unlock_refuses_a_wrong_passphrase_and_forgets(demo_portal: OpenPortal) 
 
     page.reload()  # the keys in memory are gone; the encrypted copy in IndexedDB stays
     page = patient.goto("/patient/start")
-    assert "Grace Hopper" in page.locator("main").inner_text()
+    page.locator("main").filter(has_text="Grace Hopper").wait_for()  # the stored wallets
     page.get_by_label("Passphrase", exact=True).fill("not the passphrase")
     page.get_by_role("button", name="Unlock", exact=True).click()
     assert "Wrong passphrase" in patient.alert()

@@ -12,6 +12,7 @@ import { type KeyRing, parseKeyFile } from "../crypto/keyfile";
 import { grantedKeySource, type GrantedKeys } from "./consent";
 import { type ClientKey, GatewayClient, loadClientKey } from "./gateway";
 import { NodeClient } from "./node";
+import { Listings } from "./records";
 
 export class SmartPractitioner {
   readonly mode = "smart" as const;
@@ -23,6 +24,8 @@ export class SmartPractitioner {
 
 export class KeyPractitioner {
   readonly mode = "key" as const;
+  /** The records each patient's listing last showed (records.ts `Listings`). */
+  readonly listings = new Listings();
   constructor(
     readonly did: string,
     readonly displayName: string,

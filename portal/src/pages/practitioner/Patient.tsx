@@ -93,9 +93,8 @@ function AddForm(props: { form: Form; gateway: GatewayClient; patientId: string;
 function KeyPatient(props: { session: KeyPractitioner; did: string }) {
   const { session, did } = props;
   const loaded = useAsync(async () => {
-    const namingKey = await session.keySource.namingKey(did);
     const identity = await session.node.query<{ name?: string }>("identity", "identity", { did }).catch(() => ({ name: "" }));
-    const result = await readRecords(session.node, did, session.keySource, "TREAT", { namingKey });
+    const result = await readRecords(session.node, did, session.keySource, "TREAT", { listings: session.listings });
     return { ...result, name: identity.name ?? "" };
   }, [did]);
   const records = (loaded.value?.records ?? []).map((r) => r.resource as FhirResource);
@@ -103,7 +102,7 @@ function KeyPatient(props: { session: KeyPractitioner; did: string }) {
   const name = patientName(patient) || loaded.value?.name || "Patient";
   return (
     <Page title={name}>
-      <p class="patient-facts">{patientFacts(patient, formatDate).join(" · ")}</p>
+      {patient ? <p class="patient-facts">{patientFacts(patient, formatDate).join(" · ")}</p> : <p class="patient-facts mono">{did}</p>}
       <Notice>
         Signed in with your practitioner key: you read what this patient shared with you, straight from the ledger. To add records or break
         the glass, sign in with your organisation's backend client key.
@@ -122,10 +121,32 @@ function KeyPatient(props: { session: KeyPractitioner; did: string }) {
   );
 }
 
+/** Records not shared with this reader (no key for them, nothing fetched) are said quietly;
+ * what failed a check or was refused is a warning. */
 function Failures(props: { failures: RecordFailure[]; holdsOrganisationKey: boolean }) {
-  const shown = props.failures.filter((f) => f.kind !== "deleted" && f.kind !== "erased");
-  if (!shown.length) return null;
+  const notShared = props.failures.filter((f) => f.kind === "no-key").length;
+  const shown = props.failures.filter((f) => f.kind !== "deleted" && f.kind !== "erased" && f.kind !== "no-key");
+  if (!shown.length) {
+    if (!notShared) return null;
+    return (
+      <p class="hint">
+        {props.holdsOrganisationKey
+          ? `${notShared} other record${notShared === 1 ? " is" : "s are"} not shared with you.`
+          : "Sign in with your organisation's key file too to open what this patient shared with it."}
+      </p>
+    );
+  }
   const integrity = shown.filter((f) => f.kind === "integrity");
+  if (shown.every((f) => f.kind === "denied")) {
+    return (
+      <div class="alert alert-warning" role="status">
+        <p>
+          The ledger refused {shown.length === 1 ? "1 record" : `${shown.length} records`}: this patient no longer shares{" "}
+          {shown.length === 1 ? "it" : "them"} with you.
+        </p>
+      </div>
+    );
+  }
   const counts = new Map<string, number>();
   for (const failure of shown) counts.set(failure.reason, (counts.get(failure.reason) ?? 0) + 1);
   return (
