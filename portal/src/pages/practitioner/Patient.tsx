@@ -70,6 +70,7 @@ function SmartPatient(props: { session: SmartPractitioner; id: string }) {
       </div>
       {saved ? <Notice kind="success">{saved}</Notice> : null}
       <AddForm form={form} gateway={gateway} patientId={props.id} onSaved={onSaved} onCancel={() => setForm(null)} />
+      {/* Above the records, which run to thousands of lines: in an emergency, nobody scrolls. */}
       <BreakGlassPanel gateway={gateway} patientId={props.id} onBroken={() => loaded.reload()} />
       {loaded.loading && !loaded.value ? (
         <Loading what="Reading the patient's records" />
@@ -145,41 +146,61 @@ function Failures(props: { failures: RecordFailure[]; holdsOrganisationKey: bool
   );
 }
 
-/** The records by category (the order of fhir-display's CATEGORIES), newest first in each;
- * each category folds away (a patient's lab results run to hundreds). */
+/** Records shown at first in each category: the newest; the older ones fold away. */
+export const RECENT_SHOWN = 5;
+
+/** The records by category (the order of fhir-display's CATEGORIES), newest first in each,
+ * with counts; in each category the newest few are shown and the older ones folded (a
+ * patient's lab results run to hundreds, and a clinician has minutes). */
 export function RecordList(props: { records: FhirResource[] }) {
   if (!props.records.length) return <Empty>No record of this patient that you may read.</Empty>;
   const described = props.records.map((resource) => ({ resource, display: describe(resource) }));
+  const byCategory = CATEGORIES.map((category) => ({
+    category,
+    items: described
+      .filter((d) => d.display.category === category)
+      .sort((a, b) => (timeOf(b.display.date) || 0) - (timeOf(a.display.date) || 0)),
+  })).filter((c) => c.items.length);
   return (
-    <>
-      {CATEGORIES.map((category) => {
-        const inCategory = described
-          .filter((d) => d.display.category === category)
-          .sort((a, b) => (timeOf(b.display.date) || 0) - (timeOf(a.display.date) || 0));
-        if (!inCategory.length) return null;
-        return (
-          <details key={category} class="category" open>
-            <summary class="category-heading">
-              {category} <span class="muted">({inCategory.length})</span>
-            </summary>
-            <ul class="record-list" aria-label={category}>
-              {inCategory.map(({ resource, display }) => (
-                <li
-                  key={`${resource.resourceType}/${String(resource.id)}`}
-                  class="record-item"
-                  data-testid="record"
-                  data-resource-type={resource.resourceType}
-                  data-resource-id={String(resource.id ?? "")}
-                >
-                  <p class="title">{display.title}</p>
-                  {display.detail ? <p class="detail">{display.detail}</p> : null}
-                  <p class="when">{formatDate(display.date)}</p>
-                </li>
-              ))}
-            </ul>
-          </details>
-        );
-      })}
-    </>
+    <section aria-labelledby="records-title">
+      <h2 id="records-title" class="records-title">
+        Records <span class="muted">({props.records.length})</span>
+      </h2>
+      <p class="record-counts">{byCategory.map((c) => `${c.category} ${c.items.length}`).join(" · ")}</p>
+      {byCategory.map(({ category, items }) => (
+        <details key={category} class="category" open>
+          <summary class="category-heading">
+            {category} <span class="muted">({items.length})</span>
+          </summary>
+          <RecordItems items={items.slice(0, RECENT_SHOWN)} label={`${category}, newest`} />
+          {items.length > RECENT_SHOWN ? (
+            <details class="older">
+              <summary>Show {items.length - RECENT_SHOWN} older</summary>
+              <RecordItems items={items.slice(RECENT_SHOWN)} label={`${category}, older`} />
+            </details>
+          ) : null}
+        </details>
+      ))}
+    </section>
+  );
+}
+
+function RecordItems(props: { items: { resource: FhirResource; display: ReturnType<typeof describe> }[]; label: string }) {
+  return (
+    <ul class="record-list" aria-label={props.label}>
+      {props.items.map(({ resource, display }) => (
+        <li
+          key={`${resource.resourceType}/${String(resource.id)}`}
+          class="record-item"
+          data-testid="record"
+          data-resource-type={resource.resourceType}
+          data-resource-id={String(resource.id ?? "")}
+        >
+          <p class="title">{display.title}</p>
+          {display.detail ? <p class="detail">{display.detail}</p> : null}
+          <p class="when">{formatDate(display.date)}</p>
+        </li>
+      ))}
+    </ul>
   );
 }
