@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from accessutil import Consortium
-from careledger.crypto.envelope import RecordBinding, unpack_record_blob
+from careledger.crypto.envelope import unpack_record_blob
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.naming import record_name
 from careledger.crypto.scopekeys import BROAD_SCOPES, UnwrapError, unwrap_data_key
@@ -255,11 +255,10 @@ def test_a_revocation_ends_reads_at_its_block_and_keys_for_what_is_written_after
     label, blob = scope_label_and_blob(world, late)
     assert label == f"scope/diagnostics/{max(published) + 1}"
     record_blob = unpack_record_blob(blob)
-    binding = RecordBinding(world.patient.did, "Observation", "obs-late", 1)
     for pair in held:
         for wrapped in record_blob.wrapped_keys:  # none of D's keys opens the new record
             with pytest.raises(UnwrapError):
-                unwrap_data_key(wrapped, binding, pair)
+                unwrap_data_key(wrapped, record_blob.owner, pair)
 
 
 def reads_ref(world: World, who: str, ref: RecordRef) -> dict[str, Any]:

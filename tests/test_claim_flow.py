@@ -18,7 +18,7 @@ from mnemonic import Mnemonic
 
 from accessutil import Consortium
 from careledger.crypto.claim import KdfParams, open_claim_package, write_claim_package
-from careledger.crypto.envelope import RecordBinding, unpack_record_blob
+from careledger.crypto.envelope import unpack_record_blob
 from careledger.crypto.keyfile import KeyFile, naming_key_of, scope_key_of
 from careledger.crypto.keys import Identity, ed25519_from_did, verify_signature
 from careledger.crypto.scopekeys import (
@@ -127,11 +127,10 @@ def test_after_a_claim_nothing_in_the_package_opens_new_records(
     after = clinic.write(did, observation("after-1", 99))
     blob = unpack_record_blob(clinic.fetch([after.blob_hash])[0][1])
     assert {w.recipient for w in blob.wrapped_keys} == {"scope/diagnostics/2", clinic.did}
-    binding = RecordBinding(did, "Observation", "after-1", 1)
     for wrapped in blob.wrapped_keys:
         for key in everything_in_the_package(package, enrolled.code, epochs=5):
             with pytest.raises(UnwrapError):
-                unwrap_data_key(wrapped, binding, key)
+                unwrap_data_key(wrapped, blob.owner, key)
 
     # The patient's new key file opens both the records written before and after the claim.
     patient = RecordsClient(node.url, keyfile)
@@ -161,8 +160,9 @@ def _check_chain_state(node: NodeProcess, keyfile: KeyFile) -> None:
 def _opens_with_old_keys(clinic: RecordsClient, written: Written, old: Identity) -> None:
     blob = unpack_record_blob(clinic.fetch([written.blob_hash])[0][1])
     wrapped = next(w for w in blob.wrapped_keys if w.recipient == "scope/diagnostics/1")
-    binding = RecordBinding(written.ref.patient, "Observation", written.ref.resource_id, 1)
-    assert len(unwrap_data_key(wrapped, binding, scope_key_of(old, "diagnostics", 1))) == 32
+    unwrapped = unwrap_data_key(wrapped, blob.owner, scope_key_of(old, "diagnostics", 1))
+    assert unwrapped.binding.resource_id == written.ref.resource_id
+    assert len(unwrapped.data_key) == 32
 
 
 def test_a_read_grant_the_clinic_made_with_the_package_key_gets_nothing_from_the_claim(

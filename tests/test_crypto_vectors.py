@@ -193,15 +193,29 @@ def test_record_vectors_are_jcs_sha256_and_aes_gcm(v: dict[str, Any]) -> None:
 
 
 def test_data_key_wrap_vector_is_rfc9180_hpke(v: dict[str, Any]) -> None:
-    rec, wrap = v["record"], v["data_key_wrap"]
-    binding = h(rec["aad"])[len(b"careledger-record-v1") :]
-    info = b"careledger-datakey-wrap-v1" + binding + lp(wrap["recipient"])
+    """Wrap v2: the info names the owner (patient, record name) and the recipient, never the
+    id; the plaintext carries the data key, then the record's type, id and version."""
+    rec, wrap, blob = v["record"], v["data_key_wrap"], v["record_blob"]
+    info = (
+        b"careledger-datakey-wrap-v2"
+        + lp(rec["patient"])
+        + lp(blob["record"])
+        + lp(wrap["recipient"])
+    )
     assert wrap["recipient"] == "scope/diagnostics/1"
     assert wrap["info"] == info.hex()
+    plaintext = (
+        h(rec["data_key"])
+        + lp(rec["resource_type"])
+        + lp(rec["resource_id"])
+        + struct.pack(">I", rec["version"])
+    )
+    assert wrap["plaintext"] == plaintext.hex()
     wrapped = h(wrap["wrapped"])
+    assert len(wrapped) == 32 + len(plaintext) + 16
     assert wrapped[:32] == x25519_public(h(wrap["ephemeral_private_key"]))  # enc
     scope_private = X25519PrivateKey.from_private_bytes(h(v["scope_key"]["scope_private_key"]))
-    assert HPKE.decrypt(wrapped, scope_private, info) == h(rec["data_key"])
+    assert HPKE.decrypt(wrapped, scope_private, info) == plaintext
 
 
 def test_scope_key_grant_vector_is_rfc9180_hpke(v: dict[str, Any]) -> None:
@@ -224,16 +238,18 @@ def test_scope_key_grant_vector_is_rfc9180_hpke(v: dict[str, Any]) -> None:
 
 def test_record_blob_vector_is_the_documented_layout(v: dict[str, Any]) -> None:
     rec, blob = v["record"], v["record_blob"]
-    name = hashlib.sha256(
-        b"careledger-record-name-v1"
-        + lp(rec["patient"])
-        + lp(rec["resource_type"])
-        + lp(rec["resource_id"])
-    ).hexdigest()
+    naming_key = hkdf_sha256(
+        h(v["identity"]["master_secret"]),
+        b"careledger/keys/v1",
+        b"careledger/v1/secret/naming-key",
+    )
+    assert blob["naming_key"] == naming_key.hex()
+    message = b"careledger-record-name-v2" + lp(rec["resource_type"]) + lp(rec["resource_id"])
+    name = hmac.new(naming_key, message, hashlib.sha256).hexdigest()
     assert blob["patient"] == rec["patient"] and blob["record"] == name
     wrapped = h(v["data_key_wrap"]["wrapped"])
     expected = (
-        b"CLB\x02"
+        b"CLB\x03"
         + lp(blob["patient"])
         + lp(blob["record"])
         + b"\x01"
@@ -263,6 +279,7 @@ def test_code_derives_the_identity_vectors(v: dict[str, Any]) -> None:
     assert identity.encryption_public.hex() == ident["x25519_public_key"]
     assert identity.encryption_private.private_bytes_raw().hex() == ident["x25519_private_key"]
     assert identity.secret("scope-keys").hex() == v["scope_key"]["scope_root"]
+    assert identity.secret("naming-key").hex() == v["record_blob"]["naming_key"]
 
 
 def test_code_derives_the_scope_key_vectors(v: dict[str, Any]) -> None:
@@ -303,13 +320,13 @@ def test_envelope_compression_is_the_documented_zstd_setting(v: dict[str, Any]) 
 def test_code_wraps_and_grants_as_the_vectors(v: dict[str, Any]) -> None:
     wrap, grant, sk = v["data_key_wrap"], v["scope_key_grant"], v["scope_key"]
     binding = _binding(v)
-    info_1 = scopekeys.data_key_info(binding, wrap["recipient"])
+    owner = BlobOwner(binding.patient, v["record_blob"]["record"])
+    info_1 = scopekeys.data_key_info(owner, wrap["recipient"])
     assert info_1.hex() == wrap["info"]
+    plaintext = scopekeys.data_key_plaintext(h(v["record"]["data_key"]), binding)
+    assert plaintext.hex() == wrap["plaintext"]
     sealed_1 = scopekeys._hpke_seal_with_ephemeral(
-        h(sk["scope_public_key"]),
-        info_1,
-        h(v["record"]["data_key"]),
-        h(wrap["ephemeral_private_key"]),
+        h(sk["scope_public_key"]), info_1, plaintext, h(wrap["ephemeral_private_key"])
     )
     assert sealed_1.hex() == wrap["wrapped"]
     info_2 = scopekeys.grant_info(binding.patient, "diagnostics", 1, grant["grantee"])
@@ -342,9 +359,15 @@ def test_vectors_open_with_the_public_api(v: dict[str, Any]) -> None:
     )
     parsed = envelope.unpack_record_blob(h(v["record_blob"]["blob"]))
     assert parsed.owner == BlobOwner(rec["patient"], v["record_blob"]["record"])
-    data_key = scopekeys.unwrap_data_key(parsed.wrapped_keys[0], binding, scope_key)
-    assert data_key.hex() == rec["data_key"]
-    opened = envelope.open_record(parsed.ciphertext, data_key, binding)
+    # Knowing only the owner (patient, name) and the label: the wrap says type, id, version.
+    unwrapped = scopekeys.unwrap_data_key(parsed.wrapped_keys[0], parsed.owner, scope_key)
+    assert unwrapped.data_key.hex() == rec["data_key"]
+    assert unwrapped.binding == binding
+    naming_key = h(v["record_blob"]["naming_key"])
+    assert record_name(naming_key, binding.resource_type, binding.resource_id) == (
+        parsed.owner.record
+    )
+    opened = envelope.open_record(parsed.ciphertext, unwrapped.data_key, unwrapped.binding)
     assert opened.resource() == rec["resource"]
     assert opened.commitment.hex() == rec["commitment"]
 

@@ -7,14 +7,15 @@ import os
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from careledger.crypto.envelope import RecordBinding, WrappedKey
+from careledger.crypto.envelope import BlobOwner, RecordBinding, WrappedKey
 from careledger.crypto.hpke import SUITE
 from careledger.crypto.scopekeys import (
-    WRAPPED_DATA_KEY_SIZE,
+    WRAP_OVERHEAD,
     WRAPPED_NAMING_KEY_SIZE,
     ScopePublic,
     UnwrapError,
     _hpke_seal_with_ephemeral,
+    data_key_info,
     derive_scope_key,
     naming_grant_info,
     unwrap_data_key,
@@ -28,6 +29,8 @@ from careledger.crypto.scopekeys import (
 
 ROOT = os.urandom(32)
 BINDING = RecordBinding("pseudonym-1", "Observation", "obs-1", 1)
+NAME = "5e" * 32  # the record's on-chain name (any 64 hex: the wrap does not compute it)
+OWNER = BlobOwner("pseudonym-1", NAME)
 GRANTEE = "did:key:z6MkOrganisationForTests"
 
 
@@ -54,44 +57,79 @@ def test_bad_scope_names_and_epochs_are_refused(scope: str, epoch: int) -> None:
         derive_scope_key(ROOT, scope, epoch)
 
 
-def test_wrap_and_unwrap_a_data_key() -> None:
+def test_wrap_and_unwrap_a_data_key_knowing_only_the_owner() -> None:
+    """Wrap v2: the reader gives the patient and the record's name (what the chain and the
+    blob header say) and learns the data key with the record's type, id and version."""
     data_key = os.urandom(32)
-    wrapped = wrap_to_scope(data_key, BINDING, public_of())
+    wrapped = wrap_to_scope(data_key, BINDING, NAME, public_of())
     assert wrapped.recipient == "scope/clinical/0"
-    assert len(wrapped.wrapped) == WRAPPED_DATA_KEY_SIZE
-    assert unwrap_data_key(wrapped, BINDING, derive_scope_key(ROOT, "clinical", 0)) == data_key
+    plaintext_size = 32 + 2 + len("Observation") + 2 + len("obs-1") + 4
+    assert len(wrapped.wrapped) == WRAP_OVERHEAD + plaintext_size
+    unwrapped = unwrap_data_key(wrapped, OWNER, derive_scope_key(ROOT, "clinical", 0))
+    assert unwrapped.data_key == data_key and unwrapped.binding == BINDING
+    assert data_key.hex() not in repr(unwrapped)
 
 
-def test_unwrap_fails_with_another_scope_epoch_record_or_label() -> None:
-    wrapped = wrap_to_scope(os.urandom(32), BINDING, public_of())
+def test_unwrap_fails_with_another_scope_epoch_record_patient_or_label() -> None:
+    wrapped = wrap_to_scope(os.urandom(32), BINDING, NAME, public_of())
+    key = derive_scope_key(ROOT, "clinical", 0)
     with pytest.raises(UnwrapError):
-        unwrap_data_key(wrapped, BINDING, derive_scope_key(ROOT, "clinical", 1))
-    with pytest.raises(UnwrapError):
-        unwrap_data_key(
-            wrapped,
-            RecordBinding("pseudonym-1", "Observation", "obs-1", 2),
-            derive_scope_key(ROOT, "clinical", 0),
-        )
+        unwrap_data_key(wrapped, OWNER, derive_scope_key(ROOT, "clinical", 1))
+    with pytest.raises(UnwrapError):  # moved to another record of the patient
+        unwrap_data_key(wrapped, BlobOwner("pseudonym-1", "ab" * 32), key)
+    with pytest.raises(UnwrapError):  # moved to another patient's record of the same name
+        unwrap_data_key(wrapped, BlobOwner("pseudonym-2", NAME), key)
     relabelled = WrappedKey("scope/clinical/7", wrapped.wrapped)
     with pytest.raises(UnwrapError):
-        unwrap_data_key(relabelled, BINDING, derive_scope_key(ROOT, "clinical", 0))
+        unwrap_data_key(relabelled, OWNER, key)
 
 
 def test_unwrap_fails_on_any_flipped_byte() -> None:
-    wrapped = wrap_to_scope(os.urandom(32), BINDING, public_of())
+    wrapped = wrap_to_scope(os.urandom(32), BINDING, NAME, public_of())
     key = derive_scope_key(ROOT, "clinical", 0)
     for position in range(len(wrapped.wrapped)):
         altered = bytearray(wrapped.wrapped)
         altered[position] ^= 0x80
         with pytest.raises(UnwrapError):
-            unwrap_data_key(WrappedKey(wrapped.recipient, bytes(altered)), BINDING, key)
+            unwrap_data_key(WrappedKey(wrapped.recipient, bytes(altered)), OWNER, key)
+
+
+@pytest.mark.parametrize(
+    "plaintext",
+    [
+        b"k" * 31,  # shorter than a data key
+        b"k" * 32,  # a data key alone (what a v1 wrap held)
+        b"k" * 32 + b"\x00\x0bObservation\x00\x05obs-1\x00\x00\x00",  # version cut short
+        b"k" * 32 + b"\x00\x0bObservation\x00\x05obs-1\x00\x00\x00\x01!",  # a byte more
+        b"k" * 32 + b"\x00\x0bObservation\x00\x05obs-1\x00\x00\x00\x00",  # version 0
+        b"k" * 32 + b"\x00\x0bobservation\x00\x05obs-1\x00\x00\x00\x01",  # not a type
+        b"k" * 32 + b"\x00\x0bObservation\x00\x05obs/1\x00\x00\x00\x01",  # not an id
+        b"k" * 32 + b"\x00\x0bObservation\x00\x05ob\xff-1\x00\x00\x00\x01",  # not UTF-8
+    ],
+)
+def test_a_wrap_whose_plaintext_is_not_key_type_id_version_is_refused(plaintext: bytes) -> None:
+    """A writer's wrap that HPKE opens but does not hold exactly data key, lp(type), lp(id),
+    u32(version >= 1) is refused, never half-read."""
+    public = public_of()
+    info = data_key_info(OWNER, public.recipient)
+    sealed = SUITE.encrypt(
+        plaintext,
+        X25519PrivateKey.from_private_bytes(
+            derive_scope_key(ROOT, "clinical", 0).private_bytes()
+        ).public_key(),
+        info,
+    )
+    with pytest.raises(UnwrapError, match="type, id and version"):
+        unwrap_data_key(
+            WrappedKey(public.recipient, sealed), OWNER, derive_scope_key(ROOT, "clinical", 0)
+        )
 
 
 def test_direct_recipient_wrap_with_raw_public_key() -> None:
     org = X25519PrivateKey.generate()
     data_key = os.urandom(32)
-    wrapped = wrap_data_key(data_key, BINDING, GRANTEE, org.public_key().public_bytes_raw())
-    assert unwrap_data_key(wrapped, BINDING, org) == data_key
+    wrapped = wrap_data_key(data_key, BINDING, NAME, GRANTEE, org.public_key().public_bytes_raw())
+    assert unwrap_data_key(wrapped, OWNER, org).data_key == data_key
 
 
 def test_grant_gives_the_grantee_the_scope_key() -> None:
@@ -103,8 +141,8 @@ def test_grant_gives_the_grantee_the_scope_key() -> None:
     assert granted.private_bytes() == scope_key.private_bytes()
     # With the granted key the organisation opens records wrapped to that scope.
     data_key = os.urandom(32)
-    wrapped = wrap_to_scope(data_key, BINDING, public)
-    assert unwrap_data_key(wrapped, BINDING, granted) == data_key
+    wrapped = wrap_to_scope(data_key, BINDING, NAME, public)
+    assert unwrap_data_key(wrapped, OWNER, granted).data_key == data_key
 
 
 def test_grant_fails_for_another_grantee_patient_or_scope() -> None:

@@ -208,13 +208,14 @@ describe("transactions (chain/tx.py)", () => {
 import { PhraseError, identityFromPhrase, masterFromPhrase, newRecoveryPhrase } from "../src/crypto/phrase";
 import { KeyFileError, KeyRing, parseKeyFile, serialiseKeyFile } from "../src/crypto/keyfile";
 import {
-  UnwrapError, dataKeyInfo, grantInfo, recipientLabel, scopePrivate, scopePublic, unwrapDataKey, unwrapNamingKey,
+  UnwrapError, dataKeyInfo, dataKeyPlaintext, grantInfo, recipientLabel, scopePrivate, scopePublic, unwrapDataKey, unwrapNamingKey,
   unwrapScopeKey, wrapDataKey, wrapNamingKey, wrapScopeKey,
 } from "../src/crypto/scopekeys";
 import {
   DecryptionError, IntegrityError, MalformedBlob, binding, blobHash, blobOwner, commit, openCiphertext, openRecord,
-  packBlob, parseBlob, recordAad, sealFrame,
+  openRecordByName, packBlob, parseBlob, recordAad, sealFrame, sealRecord,
 } from "../src/crypto/envelope";
+import { hpkeSeal } from "../src/crypto/hpke";
 import { declaredContentSize, rawFrame, readFrame } from "../src/crypto/zstd";
 import { recordName } from "../src/crypto/naming";
 
@@ -222,6 +223,7 @@ const R = V.record;
 const PY_RECORD_NAME = "8236329a19913debd182dbe7ef2a1a409d8db2ed5b050e18c749e3b4af97c9d7";
 const PY_ABANDON_ART_DID = "did:key:z6MkoDTenAFtCHQdQUBRc3wFYdGWHKp8i71VtFft9Q5rRuyn";
 const recordBinding = binding(R.patient, R.resource_type, R.resource_id, R.version);
+const owner = { patient: V.record_blob.patient, record: V.record_blob.record };
 
 describe("recovery phrase", () => {
   // BIP-39's all-"abandon" phrase of 24 words ends in "art"; Python's keys.identity_from_phrase
@@ -302,11 +304,16 @@ describe("key files (docs/crypto.md 10)", () => {
 describe("HPKE wraps (docs/crypto.md 6) with the vectors' ephemeral keys", () => {
   const D = V.data_key_wrap;
   const G = V.scope_key_grant;
-  it("6.1 wraps the data key to the scope key, byte for byte", async () => {
-    expect(hex(dataKeyInfo(recordBinding, D.recipient))).toBe(D.info);
-    const wrapped = await wrapDataKey(fromHex(R.data_key), recordBinding, D.recipient, fromHex(V.scope_key.scope_public_key), fromHex(D.ephemeral_private_key));
+  it("6.1 wraps the data key with type, id and version to the scope key (wrap v2), byte for byte", async () => {
+    expect(hex(dataKeyInfo(owner, D.recipient))).toBe(D.info);
+    expect(hex(dataKeyPlaintext(fromHex(R.data_key), recordBinding))).toBe(D.plaintext);
+    const wrapped = await wrapDataKey(fromHex(R.data_key), recordBinding, owner.record, D.recipient, fromHex(V.scope_key.scope_public_key), fromHex(D.ephemeral_private_key));
     expect(hex(wrapped)).toBe(D.wrapped);
-    expect(hex(await unwrapDataKey(wrapped, recordBinding, D.recipient, fromHex(V.scope_key.scope_private_key)))).toBe(R.data_key);
+    expect(wrapped).toHaveLength(109);
+    // Knowing only the owner (patient, name) and the label, the reader learns the binding.
+    const unwrapped = await unwrapDataKey(wrapped, owner, D.recipient, fromHex(V.scope_key.scope_private_key));
+    expect(hex(unwrapped.dataKey)).toBe(R.data_key);
+    expect(unwrapped.binding).toEqual(recordBinding);
   });
   it("6.2 grants the scope key, byte for byte, and checks it against the published key", async () => {
     expect(hex(scopePublic(fromHex(G.grantee_private_key)))).toBe(G.grantee_public_key);
@@ -327,16 +334,25 @@ describe("HPKE wraps (docs/crypto.md 6) with the vectors' ephemeral keys", () =>
     await expect(unwrapNamingKey(wrapped, R.patient, "did:key:z6MkOther", fromHex(G.grantee_private_key))).rejects.toThrow(UnwrapError);
     await expect(unwrapNamingKey(wrapped, R.patient, G.grantee, fromHex(V.scope_key.scope_private_key))).rejects.toThrow(UnwrapError);
   });
-  it("a wrapped key does not open for another record, label, key or after a byte change", async () => {
+  it("a wrapped key does not open for another record, patient, label, key or after a byte change", async () => {
     const wrapped = fromHex(D.wrapped);
     const sk = fromHex(V.scope_key.scope_private_key);
-    const other = binding(R.patient, R.resource_type, R.resource_id, 2);
-    await expect(unwrapDataKey(wrapped, other, D.recipient, sk)).rejects.toThrow(UnwrapError);
-    await expect(unwrapDataKey(wrapped, recordBinding, "scope/diagnostics/2", sk)).rejects.toThrow(UnwrapError);
-    await expect(unwrapDataKey(wrapped, recordBinding, D.recipient, fromHex(G.grantee_private_key))).rejects.toThrow(UnwrapError);
+    await expect(unwrapDataKey(wrapped, { ...owner, record: "0".repeat(64) }, D.recipient, sk)).rejects.toThrow(UnwrapError);
+    await expect(unwrapDataKey(wrapped, { ...owner, patient: G.grantee }, D.recipient, sk)).rejects.toThrow(UnwrapError);
+    await expect(unwrapDataKey(wrapped, owner, "scope/diagnostics/2", sk)).rejects.toThrow(UnwrapError);
+    await expect(unwrapDataKey(wrapped, owner, D.recipient, fromHex(G.grantee_private_key))).rejects.toThrow(UnwrapError);
     const flipped = wrapped.slice();
     flipped[40]! ^= 1;
-    await expect(unwrapDataKey(flipped, recordBinding, D.recipient, sk)).rejects.toThrow(UnwrapError);
+    await expect(unwrapDataKey(flipped, owner, D.recipient, sk)).rejects.toThrow(UnwrapError);
+  });
+  it("a wrap whose plaintext is not exactly data key, type, id, version is refused", async () => {
+    const pk = fromHex(V.scope_key.scope_public_key);
+    const sk = fromHex(V.scope_key.scope_private_key);
+    const good = fromHex(D.plaintext);
+    for (const plaintext of [good.subarray(0, 32), good.subarray(0, good.length - 1), concat(good, new Uint8Array([0]))]) {
+      const wrapped = await hpkeSeal(pk, dataKeyInfo(owner, D.recipient), plaintext);
+      await expect(unwrapDataKey(wrapped, owner, D.recipient, sk)).rejects.toThrow(/type, id and version/);
+    }
   });
 });
 
@@ -370,6 +386,17 @@ describe("record envelope and blob (docs/crypto.md 1-4, 7)", () => {
     const resource = await openRecord(fromHex(B.blob), recordBinding, V.data_key_wrap.recipient, sk, { blobHash: B.sha256, commitment: R.commitment, record: B.record });
     expect(resource).toEqual(R.resource);
   });
+  it("opens the blob knowing only its name: the wrap gives type, id and version, the naming key checks the name", async () => {
+    const B = V.record_blob;
+    const sk = fromHex(V.scope_key.scope_private_key);
+    const anchor = { blobHash: B.sha256, commitment: R.commitment, resourceType: R.resource_type, version: R.version };
+    const opened = await openRecordByName(fromHex(B.blob), owner, V.data_key_wrap.recipient, sk, anchor, fromHex(B.naming_key));
+    expect(opened.binding).toEqual(recordBinding);
+    expect(opened.resource).toEqual(R.resource);
+    await expect(openRecordByName(fromHex(B.blob), owner, V.data_key_wrap.recipient, sk, { ...anchor, version: 2 })).rejects.toThrow(/not version 2/);
+    await expect(openRecordByName(fromHex(B.blob), owner, V.data_key_wrap.recipient, sk, { ...anchor, resourceType: "Condition" })).rejects.toThrow(IntegrityError);
+    await expect(openRecordByName(fromHex(B.blob), owner, V.data_key_wrap.recipient, sk, anchor, new Uint8Array(32))).rejects.toThrow(/name is not/);
+  });
   it("writes raw-block zstd frames that decode (and refuses oversized ones)", () => {
     for (const n of [0, 1, 255, 256, 65791, 65792, 300000]) {
       const content = Uint8Array.from({ length: n }, (_, i) => (i * 7) & 255);
@@ -400,8 +427,9 @@ describe("attacks on a record blob fail with the right error", () => {
     await expect(openRecord(flipped, recordBinding, label, sk)).rejects.toThrow(DecryptionError);
   });
   it("a blob moved to another binding (version, id, patient)", async () => {
-    await expect(openRecord(blob, binding(R.patient, R.resource_type, R.resource_id, 2), label, sk)).rejects.toThrow(DecryptionError);
-    await expect(openRecord(blob, binding(R.patient, R.resource_type, "obs-test-2", 1), label, sk)).rejects.toThrow(DecryptionError);
+    // The wrap (v2) names the record version it was made for: another one is refused.
+    await expect(openRecord(blob, binding(R.patient, R.resource_type, R.resource_id, 2), label, sk)).rejects.toThrow(/wrapped for Observation\/obs-test-1 version 1/);
+    await expect(openRecord(blob, binding(R.patient, R.resource_type, "obs-test-2", 1), label, sk)).rejects.toThrow(IntegrityError);
     await expect(openRecord(blob, binding(V.scope_key_grant.grantee, R.resource_type, R.resource_id, 1), label, sk)).rejects.toThrow(IntegrityError);
   });
   it("a blob whose header names another record, or another content than the anchor's", async () => {
@@ -412,11 +440,39 @@ describe("attacks on a record blob fail with the right error", () => {
     await expect(openRecord(blob, recordBinding, label, fromHex(V.scope_key_grant.grantee_private_key))).rejects.toThrow(DecryptionError);
     await expect(openRecord(blob, recordBinding, "scope/clinical/1", sk)).rejects.toThrow(/no data key wrapped/);
   });
-  it("malformed blobs and the old format", () => {
+  it("a wrap copied into another record's blob does not open there", async () => {
+    const parsed = parseBlob(blob);
+    const other = { patient: R.patient, record: "ab".repeat(32) };
+    const copied = packBlob(other, parsed.wrapped, parsed.ciphertext);
+    const anchor = { blobHash: blobHash(copied), commitment: R.commitment, resourceType: R.resource_type, version: R.version };
+    await expect(openRecordByName(copied, other, label, sk, anchor)).rejects.toThrow(/does not unwrap/);
+  });
+  it("a wrap naming another id than the ciphertext's aad is caught", async () => {
+    // A crafted writer: the ciphertext sealed as obs-test-1, the wrap saying obs-fake-1.
+    const fake = binding(R.patient, R.resource_type, "obs-fake-1", 1);
+    const wrapped = await wrapDataKey(fromHex(R.data_key), fake, owner.record, label, fromHex(V.scope_key.scope_public_key));
+    const lying = packBlob(owner, [{ label, wrapped }], fromHex(R.ciphertext));
+    const anchor = { blobHash: blobHash(lying), commitment: R.commitment, resourceType: R.resource_type, version: R.version };
+    await expect(openRecordByName(lying, owner, label, sk, anchor)).rejects.toThrow(DecryptionError);
+    await expect(openRecord(lying, recordBinding, label, sk)).rejects.toThrow(/wrapped for Observation\/obs-fake-1/);
+  });
+  it("a record sealed here opens by name with the naming key", async () => {
+    const namingKey = fromHex(V.record_blob.naming_key);
+    const resource = { resourceType: "Observation", id: "ts-1", status: "final", code: { text: "x" } };
+    const b = binding(R.patient, "Observation", "ts-1", 1);
+    const mine = { patient: R.patient, record: recordName(namingKey, "Observation", "ts-1") };
+    const sealed = await sealRecord(resource, b, [{ label, publicKey: fromHex(V.scope_key.scope_public_key) }], mine);
+    const anchor = { blobHash: sealed.blobHash, commitment: sealed.commitment, resourceType: "Observation", version: 1 };
+    const opened = await openRecordByName(sealed.blob, mine, label, sk, anchor, namingKey);
+    expect(opened.resource).toEqual(resource);
+  });
+  it("malformed blobs and the old formats", () => {
     expect(() => parseBlob(utf8("hello"))).toThrow(MalformedBlob);
     const old = blob.slice();
     old[3] = 1;
     expect(() => parseBlob(old)).toThrow(/format 1 is not read/);
+    old[3] = 2;
+    expect(() => parseBlob(old)).toThrow(/format 2 is not read .*FHIR id.*only format 3/);
     expect(() => parseBlob(blob.subarray(0, 40))).toThrow(/truncated/);
   });
 });

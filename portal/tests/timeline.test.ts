@@ -105,7 +105,7 @@ describe("chart geometry", () => {
 
 describe("erasable", () => {
   it("offers the opened records and every unopened one not erased yet, by type", () => {
-    const failure = (name: string, kind: "erased" | "unnamed" | "deleted" | "integrity") => ({
+    const failure = (name: string, kind: "erased" | "deleted" | "integrity") => ({
       name,
       resourceType: "DiagnosticReport",
       kind,
@@ -113,13 +113,13 @@ describe("erasable", () => {
     });
     const choices = erasable({
       records: records.slice(0, 2),
-      failures: [failure("a".repeat(64), "unnamed"), failure("b".repeat(64), "erased"), failure("c".repeat(64), "deleted")],
+      failures: [failure("a".repeat(64), "integrity"), failure("b".repeat(64), "erased"), failure("c".repeat(64), "deleted")],
     });
     expect(choices.map((c) => c.name)).toEqual([
       ...shownRecords(records.slice(0, 2)).map((s) => s.name),
       "a".repeat(64),
       "c".repeat(64),
     ]);
-    expect(choices[2]).toMatchObject({ title: "Diagnostic report record", detail: "not opened in this browser, aaaaaaaa…" });
+    expect(choices[2]).toMatchObject({ title: "Diagnostic report record", detail: "could not be opened, aaaaaaaa…" });
   });
 });

@@ -3,7 +3,7 @@
 // Chromium by tools/browser-check/ (tests/portal/test_crypto_interop.py). Test keys only,
 // made at run time by the test; no I/O here, so the same code runs in both.
 import { b64, fromHex, hex, utf8 } from "../src/crypto/bytes";
-import { binding, openRecord, sealRecord } from "../src/crypto/envelope";
+import { binding, openRecord, openRecordByName, sealRecord } from "../src/crypto/envelope";
 import { Identity } from "../src/crypto/identity";
 import { KeyRing, parseKeyFile } from "../src/crypto/keyfile";
 import { recordName } from "../src/crypto/naming";
@@ -63,9 +63,14 @@ async function open(input: Json): Promise<Json> {
   const flipped = blob.slice();
   flipped[flipped.length - 1]! ^= 1;
   const moved = binding(ring.did, input.type, input.id, input.version + 1);
+  // Knowing only the record's name (as the chain lists it): the grantee learns type and id
+  // from the wrap (v2) and checks the name with the granted naming key.
+  const named = { blobHash: input.blob_hash, commitment: input.commitment, resourceType: input.type, version: input.version };
+  const byName = await openRecordByName(blob, { patient: ring.did, record: input.record }, input.label, scopeSk, named, naming);
   return {
     by_patient: byPatient,
     by_grantee: byGrantee,
+    by_name: { type: byName.binding.resourceType, id: byName.binding.resourceId, resource: byName.resource },
     record_name: recordName(naming, input.type, input.id),
     flipped: await failure(() => openRecord(flipped, b, input.label, scopeSk)),
     moved: await failure(() => openRecord(blob, moved, input.label, scopeSk)),

@@ -244,6 +244,33 @@ def records_get(
         records_cli.get_record(client, patient, reference, version, proof, console)
 
 
+@records_app.command("export")
+def records_export(
+    as_: Path = typer.Option(..., "--as", help="Your key file."),
+    out: Path | None = typer.Option(None, help="Write the Bundle here (default: print it)."),
+    patient: str = typer.Option("", help="The patient's did (default: yourself)."),
+    purpose: str = typer.Option(
+        "", help="Purpose of use (TREAT, HPAYMT, HRESCH...); needed to read another's records."
+    ),
+    organisation: Path | None = typer.Option(
+        None, help="A practitioner's organisation key file (opens what was granted to it)."
+    ),
+    node: str = typer.Option(DEFAULT_NODE, help="Node API URL."),
+) -> None:
+    """Every record you can open, decrypted and checked, as a FHIR Bundle (collection)."""
+    from careledger.cli_output import err
+    from careledger.wallet import records_cli
+
+    if out is not None and out.exists():
+        raise _fail(f"{out} exists: not overwriting it")
+    org = _load_key(organisation) if organisation else None
+    with records_cli.errors(_fail):
+        client = records_cli.client(_load_key(as_), node, purpose, org)
+        failed = records_cli.export_bundle(client, patient, out, console, err)
+    if failed:
+        raise _fail(f"{failed} record(s) could not be read (named above)")
+
+
 @records_app.command("erase")
 def records_erase(
     references: list[str] = typer.Argument(None, help="Type/id of each record to erase."),

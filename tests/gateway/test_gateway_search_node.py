@@ -431,12 +431,14 @@ def test_the_follower_forgets_ended_grants_and_erased_records(world: World) -> N
     )
 
 
-def test_the_follower_indexes_what_known_records_refer_to_and_new_versions(
+def test_the_follower_indexes_every_covered_record_by_name_and_new_versions(
     world: World, tmp_path: Path
 ) -> None:
-    """A fresh gateway that knows one Observation of P5 (granted to a1) learns the Patient
-    and the Encounter it refers to, reading them through the node as a1; a new version
-    written by the patient is picked up on the next pass."""
+    """A fresh gateway that knows one Observation of P5 (granted to a1) learns every record
+    a1's grant covers, the Patient, the Encounter and the Observations nothing it holds
+    refers to, by their names alone (each wrap says its type and id: design change 28),
+    reading them through the node as a1, and never the sensitive one; a new version written
+    by the patient is picked up on the next pass."""
     gateway = Gateway(world.node.url, world.a, tmp_path / "fresh", keys_dir=world.gateway.keys_dir)
     try:
         obs, resource = next((w, r) for w, r in world.written["P5"] if r["id"] == "obs-P5-1")
@@ -454,8 +456,10 @@ def test_the_follower_indexes_what_known_records_refer_to_and_new_versions(
         report = gateway.follower.sync_once()
         assert report.errors == []
         ids = {row.id for row in gateway.index.of_patient(obs.ref.patient)}
-        assert {"obs-P5-1", "pP5", "enc-P5"} <= ids
-        assert report.unknown > 0  # the other observations: nothing known refers to them
+        covered = {r["id"] for _, r in world.written["P5"] if r["id"] != "psy-P5"}
+        assert {"obs-P5-1", "pP5", "enc-P5"} <= covered
+        assert ids == covered and "psy-P5" not in ids  # sensitive: not in a1's grant
+        assert report.unknown == 0
         patient_client = RecordsClient(world.node.url, world.patients["P5"])
         changed = {**resource, "code": {"coding": [{"system": LOINC, "code": "9279-1"}]}}
         changed.pop("meta")

@@ -33,7 +33,7 @@ import pytest
 from netutil import organisation, running_network, some_observations, wait_until
 
 from careledger.chain.codes import Code
-from careledger.crypto.envelope import RecordBinding, unpack_record_blob
+from careledger.crypto.envelope import BlobOwner, unpack_record_blob
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.scopekeys import (
     BROAD_SCOPES,
@@ -174,9 +174,9 @@ def blob_and_anchor(
     return blob, anchor
 
 
-def binding(record: Record) -> RecordBinding:
-    ref = record.ref
-    return RecordBinding(ref.patient, ref.resource_type, ref.resource_id, record.written.version)
+def owner(record: Record) -> BlobOwner:
+    """What the blob's header names (and a data key's wrap is bound to): patient, name."""
+    return BlobOwner(record.ref.patient, record.ref.name)
 
 
 def assert_no_key_opens(
@@ -189,7 +189,7 @@ def assert_no_key_opens(
     for wrapped in wraps:
         for key in keys:
             with pytest.raises(ScopeKeyError):
-                unwrap_data_key(wrapped, binding(record), key)
+                unwrap_data_key(wrapped, owner(record), key)
 
 
 def scope_wrap(blob: bytes, label: str) -> Any:
@@ -238,7 +238,7 @@ def test_without_a_grant_every_node_refuses_organisation_2_and_no_key_of_it_open
     assert_no_key_opens(blob, record, own, scope_label=label)
     # The check can fail: the patient's scope key does open the same wrap.
     assert unwrap_data_key(
-        scope_wrap(blob, label), binding(record), patient.scope_key(DIAGNOSTICS, 1)
+        scope_wrap(blob, label), owner(record), patient.scope_key(DIAGNOSTICS, 1)
     )
 
 
@@ -334,7 +334,7 @@ def test_a_revocation_through_node_3_is_enforced_from_its_block_and_new_epochs_l
     old_blob, _ = blob_and_anchor(network, patient, before)
     old_label = f"scope/{DIAGNOSTICS}/1"
     diagnostics = next(pair for pair in old_keys if pair.scope == DIAGNOSTICS)
-    assert unwrap_data_key(scope_wrap(old_blob, old_label), binding(before), diagnostics)
+    assert unwrap_data_key(scope_wrap(old_blob, old_label), owner(before), diagnostics)
 
     # Organisation 1, granted before the revocation, received the new epoch's keys: it reads
     # the new record, through the client it kept and through a new one on another node.

@@ -161,9 +161,17 @@ def arrive(page: Page, target: Locator) -> None:
     target.first.wait_for(timeout=UI_TIMEOUT_MS)
 
 
-def practitioner_key_sign_in(portal: PortalPage, key_file: Path) -> Page:
+def practitioner_key_sign_in(
+    portal: PortalPage, key_file: Path, organisation_key_file: Path | None = None
+) -> Page:
+    """Sign in with a practitioner key file, and the organisation's (whose key the patients
+    wrapped their shared scope keys to: without it nothing shared opens)."""
     page = portal.goto("/practitioner/sign-in")
     page.get_by_label("Practitioner key file", exact=True).set_input_files(str(key_file))
+    if organisation_key_file is not None:
+        page.get_by_label("Organisation key file (optional)", exact=True).set_input_files(
+            str(organisation_key_file)
+        )
     page.get_by_role("button", name="Sign in with key", exact=True).click()
     arrive(page, page.get_by_label("Search patients"))
     return page

@@ -107,8 +107,8 @@ def python_sealed_record() -> tuple[dict[str, Any], Check]:
     binding = RecordBinding(patient.did, "Observation", "interop-1", 1)
     sealed = seal_record(OBSERVATION, binding)
     scope = patient.scope_key("diagnostics", 1)
-    wrapped = wrap_data_key(sealed.data_key, binding, scope.recipient, scope.public_bytes)
     name = record_name(patient.naming_key, "Observation", "interop-1")
+    wrapped = wrap_data_key(sealed.data_key, binding, name, scope.recipient, scope.public_bytes)
     blob = pack_record_blob(BlobOwner(patient.did, name), [wrapped], sealed.ciphertext)
     payload = {
         "keyfile": patient.to_json(),
@@ -135,8 +135,10 @@ def python_sealed_record() -> tuple[dict[str, Any], Check]:
         assert out["by_patient"] == OBSERVATION
         assert out["by_grantee"] == OBSERVATION
         assert out["record_name"] == name  # the granted naming key names records as Python
+        # Opened by name alone (wrap v2): type and id learnt from the wrap, as Python sealed.
+        assert out["by_name"] == {"type": "Observation", "id": "interop-1", "resource": OBSERVATION}
         assert out["flipped"] == "DecryptionError"
-        assert out["moved"] == "DecryptionError"
+        assert out["moved"] == "IntegrityError"  # the wrap names version 1
         assert out["other_anchor"] == "IntegrityError"
 
     return payload, check
@@ -166,8 +168,10 @@ def page_sealed_record(resource: dict[str, Any]) -> tuple[dict[str, Any], Check]
         labels = [k.recipient for k in unpacked.wrapped_keys]
         assert labels == ["scope/diagnostics/1"] == out["labels"]
         scope = patient.scope_key("diagnostics", 1)
-        data_key = unwrap_data_key(unpacked.wrapped_keys[0], binding, scope)
-        opened = open_record(unpacked.ciphertext, data_key, binding)  # Python's zstd reads it
+        # Knowing only the owner: the page's wrap (v2) names the record's type, id and version.
+        unwrapped = unwrap_data_key(unpacked.wrapped_keys[0], unpacked.owner, scope)
+        assert unwrapped.binding == binding
+        opened = open_record(unpacked.ciphertext, unwrapped.data_key, binding)  # Python's zstd
         assert opened.resource() == resource
         assert opened.commitment.hex() == out["commitment"]
         # The grants the page wrapped open with the grantee's key in Python.
@@ -334,7 +338,9 @@ def test_the_crypto_runs_in_chromium_under_the_portal_csp(
     served by web/app.py's portal_app with its security headers."""
     from playwright.sync_api import sync_playwright
 
+    from careledger.crypto.keyfile import KeyFile
     from careledger.web.app import portal_app
+    from careledger.web.enrolment import OpenEnrolment
     from nodeutil import serve_over_http
 
     built = tmp_path / "built"
@@ -350,7 +356,9 @@ def test_the_crypto_runs_in_chromium_under_the_portal_csp(
     )
     console: list[str] = []
     missing: list[str] = []
-    with serve_over_http(portal_app(built)) as url, sync_playwright() as p:
+    nobody = Identity.generate()  # enrolment closed: this page only runs the crypto
+    closed = OpenEnrolment("", KeyFile(nobody.did, "organisation", nobody), open=False)
+    with serve_over_http(portal_app(closed, built)) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             tab = browser.new_page()

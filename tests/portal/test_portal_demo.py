@@ -53,21 +53,6 @@ from portalutil import (
 from careledger.crypto.claim import new_claim_code
 from careledger.crypto.keyfile import KeyFile
 
-# Remove as the pieces land (each names the stream it waits for).
-WAITING_FOR_RECORDS = pytest.mark.xfail(
-    strict=False,
-    reason="waiting for h11-records: a patient or grantee opens records without knowing their"
-    " FHIR ids (docs/records.md, open question)",
-)
-WAITING_FOR_KEY_SIGN_IN = pytest.mark.xfail(
-    strict=False,
-    reason="waiting for h11-practitioner and h11-records: the practitioner key sign-in throws"
-    " 'Cannot read properties of undefined (reading previous)' (practitioner.ts passes a KeyRing"
-    " where consent.ts's grantedKeySource takes {did, ring}: npm run typecheck fails), and"
-    " the grantee must open records without their FHIR ids",
-)
-
-
 def _patient_name(demo_node: DemoNode, number: int) -> str:
     return KeyFile.load(demo_node.file(f"patient-{number}.json")).name
 
@@ -88,6 +73,7 @@ def _base_secrets(demo_node: DemoNode) -> Secrets:
     secrets.add_words("passphrase", PASSPHRASE)
     secrets.add_key_file("patient 1", demo_node.file("patient-1.json"))
     secrets.add_key_file("Dr. Northside", demo_node.file("practitioner-northside.json"))
+    secrets.add_key_file("Northside Clinic", demo_node.file("northside-clinic.json"))
     secrets.add_bytes(
         "Dr. Demo's client key", _client_key_secret(demo_node.file("client-dr-demo.json"))
     )
@@ -238,7 +224,6 @@ def test_patient_claims_the_identity_a_clinic_enrolled(claimed: ClaimedPatient) 
     claimed.portal.assert_clean()
 
 
-@WAITING_FOR_RECORDS
 def test_claimed_patient_sees_the_imported_records_and_a_chart(claimed: ClaimedPatient) -> None:
     page = claimed.portal.page
     go_nav(page, "Timeline")
@@ -258,7 +243,6 @@ def test_claimed_patient_sees_the_imported_records_and_a_chart(claimed: ClaimedP
     claimed.portal.assert_clean()
 
 
-@WAITING_FOR_KEY_SIGN_IN
 def test_share_with_practitioner_revoke_and_see_both_reads_in_the_log(
     claimed: ClaimedPatient, demo_portal: OpenPortal, demo_node: DemoNode
 ) -> None:
@@ -267,7 +251,11 @@ def test_share_with_practitioner_revoke_and_see_both_reads_in_the_log(
 
     # Dr. Northside, in a browser of their own, sees the lab results and nothing else
     doctor = demo_portal("desktop")
-    doctor_page = practitioner_key_sign_in(doctor, demo_node.file("practitioner-northside.json"))
+    doctor_page = practitioner_key_sign_in(
+        doctor,
+        demo_node.file("practitioner-northside.json"),
+        demo_node.file("northside-clinic.json"),
+    )
     doctor_page.get_by_role("link").filter(has_text=claimed.did).first.click()
     wait_settled(doctor_page)
     route = doctor_page.evaluate("() => location.hash")
@@ -339,7 +327,6 @@ def test_break_glass_shows_at_the_top_of_the_patients_log(
     patient.assert_clean()
 
 
-@WAITING_FOR_RECORDS
 def test_practitioners_observation_appears_in_the_patients_timeline(
     demo_portal: OpenPortal, demo_node: DemoNode
 ) -> None:

@@ -1,9 +1,11 @@
 """The page's record reader (portal/src/wallet/records.ts) against a real `careledger up`:
 records a clinic wrote with the Python SDK are listed, fetched and opened by the page's code
 (its request signing, frames and crypto, under Node.js through `portal/tools/read-records.ts`),
-and each record it cannot show comes back as a failure of its own kind while the others open:
-a blob altered on the node's disk (integrity), an erased record, a deleted one (tombstone),
-and one whose FHIR id the reader does not know (unnamed). Test keys only, made at run time.
+knowing no FHIR id (design change 28: the wrap names type, id and version), by the patient
+and by a grantee; each record it cannot show comes back as a failure of its own kind while
+the others open: a blob altered on the node's disk (integrity), an erased record, a deleted
+one (tombstone), and for the grantee those not shared with it (no key, never fetched). Test
+keys only, made at run time.
 """
 
 from __future__ import annotations
@@ -11,11 +13,16 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from accessutil import Consortium
+from careledger.crypto.keyfile import KeyFile
+from careledger.wallet.audit import AuditClient
+from careledger.wallet.consent import ConsentClient
 from careledger.wallet.records import RecordsClient, stamp
 from nodeutil import NodeProcess, enrol
 
@@ -70,13 +77,14 @@ def portal_modules() -> Path:
 
 
 def read_in_page(
-    tmp_path: Path, url: str, keyfile: Path, known: list[tuple[str, str]]
+    tmp_path: Path, url: str, keyfile: Path, grantee: Path | None = None
 ) -> dict[str, Any]:
-    ids, out = tmp_path / "known.json", tmp_path / "read.json"
-    ids.write_text(json.dumps([{"resourceType": t, "id": i} for t, i in known]))
+    """The page's reader, as the key file's patient, or (`grantee`) as that grantee."""
+    out = tmp_path / "read.json"
     assert NODE is not None
+    extra = [str(grantee)] if grantee else []
     done = subprocess.run(
-        [NODE, "tools/run.mjs", "tools/read-records.ts", url, str(keyfile), str(ids), str(out)],
+        [NODE, "tools/run.mjs", "tools/read-records.ts", url, str(keyfile), str(out), *extra],
         cwd=PORTAL,
         capture_output=True,
         text=True,
@@ -101,7 +109,6 @@ def test_the_page_opens_what_python_wrote_and_reports_each_bad_record(
             observation("bp-altered", 130),
             observation("bp-erased", 140),
             observation("bp-deleted", 150),
-            observation("bp-unknown", 160),
         ]
     }
     written = {reference: clinic.write(patient.did, r) for reference, r in originals.items()}
@@ -116,9 +123,8 @@ def test_the_page_opens_what_python_wrote_and_reports_each_bad_record(
     keyfile = tmp_path / "patient.json"
     patient.save(keyfile)
 
-    # The Encounter's id is not given: the page finds it through the Observation's reference.
-    known = [("Observation", i) for i in ("bp-1", "bp-altered", "bp-erased", "bp-deleted")]
-    result = read_in_page(tmp_path, node.url, keyfile, [*known, ("Immunization", "shot-1")])
+    # No id is given: the page learns each from the record's wrapped data key.
+    result = read_in_page(tmp_path, node.url, keyfile)
 
     opened = {f"{r['resourceType']}/{r['id']}": r for r in result["records"]}
     assert set(opened) == {"Encounter/visit-1", "Observation/bp-1", "Immunization/shot-1"}
@@ -132,5 +138,53 @@ def test_the_page_opens_what_python_wrote_and_reports_each_bad_record(
         written["Observation/bp-altered"].ref.name: "integrity",
         written["Observation/bp-erased"].ref.name: "erased",
         written["Observation/bp-deleted"].ref.name: "deleted",
-        written["Observation/bp-unknown"].ref.name: "unnamed",
     }
+
+
+def test_a_grantee_reads_by_name_what_was_shared_and_fetches_nothing_else(
+    node: NodeProcess, tmp_path: Path, portal_modules: Path
+) -> None:
+    """Granted diagnostics, another organisation opens the Observations (no id known) and
+    reports the Encounter and the Immunization as not openable, without asking the node for
+    them: the patient's access log shows reads of the Observations only."""
+    founder = node.organisation()
+    grantee = Consortium(node.url, founder).admit_member("Granted Clinic")
+    clinic = RecordsClient(node.url, founder)
+    patient = enrol(clinic, "Shared Reader Test")
+    resources = [ENCOUNTER, observation("bp-1", 121.5), observation("bp-2", 118), IMMUNIZATION]
+    written = {f"{r['resourceType']}/{r['id']}": clinic.write(patient.did, r) for r in resources}
+    ConsentClient(node.url, patient).grant(
+        grantee.did, scopes=("diagnostics",), purposes=("TREAT",)
+    )
+    patient_file, grantee_file = tmp_path / "patient.json", tmp_path / "grantee.json"
+    patient.save(patient_file)
+    grantee.save(grantee_file)
+
+    result = read_in_page(tmp_path, node.url, patient_file, grantee=grantee_file)
+
+    opened = {f"{r['resourceType']}/{r['id']}": r["resource"] for r in result["records"]}
+    assert opened == {
+        ref: stamp(r, 1)
+        for ref, r in zip(written, resources, strict=True)
+        if ref.startswith("Observation/")
+    }
+    kinds = {failure["name"]: failure["kind"] for failure in result["failures"]}
+    assert kinds == {
+        written["Encounter/visit-1"].ref.name: "no-key",
+        written["Immunization/shot-1"].ref.name: "no-key",
+    }
+    # the log names a record by the first 32 hex digits of its name
+    shared = {written[ref].ref.name[:32] for ref in ("Observation/bp-1", "Observation/bp-2")}
+    assert _records_read_by(node, patient, grantee.did, len(shared)) == shared
+
+
+def _records_read_by(node: NodeProcess, patient: KeyFile, reader: str, count: int) -> set[str]:
+    """The records the patient's access log says `reader` read, once `count` entries of it
+    are committed (the node writes its log to the chain in batches)."""
+    deadline = time.monotonic() + 60
+    with AuditClient(node.url, patient) as audit:
+        while True:
+            entries = [a.entry for a in audit.log(verify=False) if a.entry.reader == reader]
+            if len(entries) >= count or time.monotonic() > deadline:
+                return {entry.record for entry in entries}
+            time.sleep(0.2)

@@ -24,6 +24,7 @@ from careledger.crypto import envelope, scopekeys
 from careledger.crypto.canonical import canonical_bytes
 from careledger.crypto.envelope import BlobOwner, RecordBinding, WrappedKey
 from careledger.crypto.keys import Identity
+from careledger.crypto.naming import record_name
 
 VECTORS = Path(__file__).parent / "crypto_vectors.json"
 
@@ -67,10 +68,14 @@ def build_vectors() -> dict[str, Any]:
     data_key, nonce, salt = pattern(0x40), pattern(0x60)[:12], pattern(0x80)
     sealed = envelope._seal_frame(frame, canonical, binding, data_key, nonce, salt)
 
+    # The record's on-chain name, keyed with the patient's naming key (docs/crypto.md 7.1).
+    naming_key = patient.secret("naming-key")
+    owner = BlobOwner(binding.patient, record_name(naming_key, "Observation", "obs-test-1"))
     ephemeral_1 = pattern(0xA0)
-    info_1 = scopekeys.data_key_info(binding, scope_public.recipient)
+    info_1 = scopekeys.data_key_info(owner, scope_public.recipient)
+    plaintext_1 = scopekeys.data_key_plaintext(data_key, binding)
     wrapped_1 = scopekeys._hpke_seal_with_ephemeral(
-        scope_key.public_bytes, info_1, data_key, ephemeral_1
+        scope_key.public_bytes, info_1, plaintext_1, ephemeral_1
     )
 
     grantee_private = pattern(0xC0)
@@ -81,14 +86,14 @@ def build_vectors() -> dict[str, Any]:
     wrapped_2 = scopekeys._hpke_seal_with_ephemeral(
         grantee_public.public_bytes_raw(), info_2, scope_key.private_bytes(), ephemeral_2
     )
-    # Any 32-byte name: the blob format does not care how it was made (crypto/naming.py).
-    owner = BlobOwner(binding.patient, _unkeyed_name(binding.patient, "Observation", "obs-test-1"))
     blob = envelope.pack_record_blob(
         owner, [WrappedKey(scope_public.recipient, wrapped_1)], sealed.ciphertext
     )
     return {
         "WARNING": "PUBLIC TEST VECTORS: these keys protect nothing; never use them for data",
-        "scheme": "careledger records crypto v1, record blob format 2 (docs/crypto.md)",
+        "scheme": (
+            "careledger records crypto v1, data-key wrap v2, record blob format 3 (docs/crypto.md)"
+        ),
         "generated_by": "tests/vectors/generate_crypto_vectors.py (by hand; never by a test)",
         "identity": identity,
         "scope_key": {
@@ -119,6 +124,7 @@ def build_vectors() -> dict[str, Any]:
         "data_key_wrap": {
             "recipient": scope_public.recipient,
             "info": info_1.hex(),
+            "plaintext": plaintext_1.hex(),
             "ephemeral_private_key": ephemeral_1.hex(),
             "wrapped": wrapped_1.hex(),
         },
@@ -131,6 +137,7 @@ def build_vectors() -> dict[str, Any]:
             "wrapped": wrapped_2.hex(),
         },
         "record_blob": {
+            "naming_key": naming_key.hex(),
             "patient": owner.patient,
             "record": owner.record,
             "blob": blob.hex(),
@@ -149,14 +156,6 @@ def _identity_section(identity: Identity) -> dict[str, str]:
         "x25519_private_key": keys.encryption.private_bytes_raw().hex(),
         "x25519_public_key": identity.encryption_public.hex(),
     }
-
-
-def _unkeyed_name(patient: str, resource_type: str, resource_id: str) -> str:
-    """The record name of rules version 2 (kept so that the pinned vectors stay the same)."""
-    data = b"careledger-record-name-v1" + b"".join(
-        envelope.length_prefixed(p) for p in (patient, resource_type, resource_id)
-    )
-    return hashlib.sha256(data).hexdigest()
 
 
 if __name__ == "__main__":

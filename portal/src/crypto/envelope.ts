@@ -4,13 +4,16 @@
 //   commitment = SHA-256("careledger-commitment-v1" || salt || canonical)
 //   ciphertext = 0x01 || nonce (12) || AES-256-GCM(data_key, nonce, salt || zstd(canonical),
 //                                                  aad = "careledger-record-v1" || binding)
-//   blob       = "CLB" 0x02 || lp(patient) || lp(record) || u8(n)
+//   blob       = "CLB" 0x03 || lp(patient) || lp(record) || u8(n)
 //                || n x (lp(recipient) || u16(len) || wrapped) || ciphertext
+//   wrapped    = HPKE(scope_pk, info = label || lp(patient) || lp(record) || lp(recipient),
+//                     data_key || lp(type) || lp(id) || u32(version))        (wrap v2, 6.1)
 import { sha256 } from "@noble/hashes/sha2.js";
 import { bufferOf, concat, equalBytes, fromHex, fromUtf8, hex, lp, randomBytes, u16, utf8 } from "./bytes";
 import { type RecordBinding, InvalidBinding, binding, encodeBinding, validPatient } from "./binding";
 import { canonicalBytes } from "./jcs";
-import { DATA_KEY_SIZE, UnwrapError, unwrapDataKey, wrapDataKey } from "./scopekeys";
+import { DATA_KEY_SIZE, UnwrapError, type UnwrappedDataKey, unwrapDataKey, wrapDataKey } from "./scopekeys";
+import { recordName } from "./naming";
 import { ZstdFrameError, rawFrame, readFrame } from "./zstd";
 
 export { type RecordBinding, InvalidBinding, binding, encodeBinding } from "./binding";
@@ -21,7 +24,11 @@ export const TAG_SIZE = 16;
 export const CIPHERTEXT_FORMAT = 0x01;
 const AAD_LABEL = utf8("careledger-record-v1");
 const COMMITMENT_LABEL = utf8("careledger-commitment-v1");
-const BLOB_MAGIC = new Uint8Array([0x43, 0x4c, 0x42, 0x02]); // "CLB" 2
+const BLOB_MAGIC = new Uint8Array([0x43, 0x4c, 0x42, 0x03]); // "CLB" 3
+const OLD_FORMATS: Record<number, string> = {
+  1: "its header does not name its record",
+  2: "its data keys are wrapped to the record's FHIR id (wrap v1), so only a reader that already knows the id can open it",
+};
 const MIN_CIPHERTEXT = 1 + NONCE_SIZE + SALT_SIZE + TAG_SIZE;
 const RECORD_NAME = /^[0-9a-f]{64}$/;
 
@@ -182,7 +189,8 @@ function readOwner(blob: Uint8Array): [BlobOwner, Reader] {
   if (!(blob instanceof Uint8Array)) throw new MalformedBlob("a record blob is bytes");
   const sameFamily = blob[0] === 0x43 && blob[1] === 0x4c && blob[2] === 0x42;
   if (sameFamily && blob.length > 3 && blob[3] !== BLOB_MAGIC[3]) {
-    throw new MalformedBlob(`record blob format ${blob[3]} is not read (only format 2, whose header names its record)`);
+    const why = OLD_FORMATS[blob[3]!] ?? "unknown format";
+    throw new MalformedBlob(`record blob format ${blob[3]} is not read (${why}); only format ${BLOB_MAGIC[3]}`);
   }
   if (!sameFamily || blob.length < 4) throw new MalformedBlob("not a CareLedger record blob");
   const reader = new Reader(blob);
@@ -249,7 +257,7 @@ export async function sealRecord(
   const salt = randomBytes(SALT_SIZE);
   const ciphertext = await sealFrame(rawFrame(canonical), b, dataKey, randomBytes(NONCE_SIZE), salt);
   const wrapped = await Promise.all(
-    recipients.map(async (r) => ({ label: r.label, wrapped: await wrapDataKey(dataKey, b, r.label, r.publicKey) })),
+    recipients.map(async (r) => ({ label: r.label, wrapped: await wrapDataKey(dataKey, b, owner.record, r.label, r.publicKey) })),
   );
   dataKey.fill(0);
   const blob = packBlob(owner, wrapped, ciphertext);
@@ -270,10 +278,10 @@ export interface OpenedRecord {
   commitment: string;
 }
 
-/** Open a record blob with the private key of one of its recipients (`label`), checking it
- * against its anchor: IntegrityError (another hash, owner or content; MalformedBlob),
- * DecryptionError (a key that does not open it, a blob moved to another binding, a flipped
- * byte). */
+/** Open a record blob with the private key of one of its recipients (`label`), knowing its
+ * binding, checking it against its anchor: IntegrityError (another hash, owner or content; a
+ * wrap naming another record; MalformedBlob), DecryptionError (a key that does not open it, a
+ * blob moved to another binding, a flipped byte). */
 export async function openRecordDetailed(
   blob: Uint8Array,
   b: RecordBinding,
@@ -281,29 +289,92 @@ export async function openRecordDetailed(
   privateKey: Uint8Array,
   anchor: AnchorCheck = {},
 ): Promise<OpenedRecord> {
-  if (anchor.blobHash !== undefined && blobHash(blob) !== anchor.blobHash) {
-    throw new IntegrityError("the blob served does not match its anchor's hash");
-  }
+  checkHash(blob, anchor.blobHash);
   const parsed = parseBlob(blob);
   if (parsed.patient !== b.patient || (anchor.record !== undefined && parsed.record !== anchor.record)) {
     throw new IntegrityError("the blob's header names another record");
   }
+  const unwrapped = await unwrapFrom(parsed, label, privateKey);
+  const w = unwrapped.binding;
+  if (w.resourceType !== b.resourceType || w.resourceId !== b.resourceId || w.version !== b.version) {
+    throw new IntegrityError(`its data key is wrapped for ${w.resourceType}/${w.resourceId} version ${w.version}`);
+  }
+  return openWith(parsed, unwrapped.dataKey, b, anchor.commitment);
+}
+
+/** What the chain says of a record version when the reader knows only the record's name. */
+export interface NamedAnchor {
+  blobHash: string;
+  commitment: string;
+  /** The record's type on chain (`records/records`: resource_type). */
+  resourceType: string;
+  /** The anchored version. */
+  version: number;
+}
+
+export interface OpenedNamedRecord extends OpenedRecord {
+  /** The record's binding, as its wrap names it and its ciphertext's aad confirms. */
+  binding: RecordBinding;
+}
+
+/** Open a record knowing only its owner (patient, on-chain name) and a label it is wrapped to
+ * (docs/crypto.md 6.1): the wrap gives type, id and version, checked against the anchor;
+ * the ciphertext's aad confirms the id; with the patient's naming key, the name must be the
+ * HMAC of that type and id; the resource must call itself that. IntegrityError or
+ * DecryptionError otherwise. */
+export async function openRecordByName(
+  blob: Uint8Array,
+  owner: BlobOwner,
+  label: string,
+  privateKey: Uint8Array,
+  anchor: NamedAnchor,
+  namingKey?: Uint8Array,
+): Promise<OpenedNamedRecord> {
+  checkHash(blob, anchor.blobHash);
+  const parsed = parseBlob(blob);
+  if (parsed.patient !== owner.patient || parsed.record !== owner.record) {
+    throw new IntegrityError("the blob's header names another record");
+  }
+  const { dataKey, binding: b } = await unwrapFrom(parsed, label, privateKey);
+  if (b.resourceType !== anchor.resourceType || b.version !== anchor.version) {
+    throw new IntegrityError(`its data key is wrapped for ${b.resourceType} version ${b.version}, not version ${anchor.version}`);
+  }
+  const opened = await openWith(parsed, dataKey, b, anchor.commitment);
+  if (namingKey !== undefined && recordName(namingKey, b.resourceType, b.resourceId) !== owner.record) {
+    throw new IntegrityError("the record's name is not that of its type and id");
+  }
+  if (opened.resource.resourceType !== b.resourceType || opened.resource.id !== b.resourceId) {
+    throw new IntegrityError("the resource calls itself something else");
+  }
+  return { ...opened, binding: b };
+}
+
+function checkHash(blob: Uint8Array, expected: string | undefined): void {
+  if (expected !== undefined && blobHash(blob) !== expected) {
+    throw new IntegrityError("the blob served does not match its anchor's hash");
+  }
+}
+
+async function unwrapFrom(parsed: ParsedBlob, label: string, privateKey: Uint8Array): Promise<UnwrappedDataKey> {
   const entry = parsed.wrapped.find((w) => w.label === label);
   if (!entry) throw new DecryptionError(`no data key wrapped to ${JSON.stringify(label)} in this record blob`);
-  let dataKey: Uint8Array;
   try {
-    dataKey = await unwrapDataKey(entry.wrapped, b, label, privateKey);
+    return await unwrapDataKey(entry.wrapped, parsed, label, privateKey);
   } catch (e) {
     if (e instanceof UnwrapError) throw new DecryptionError(`${e.message}`);
     throw e;
   }
+}
+
+async function openWith(parsed: ParsedBlob, dataKey: Uint8Array, b: RecordBinding, commitment?: string): Promise<OpenedRecord> {
   const opened = await openCiphertext(parsed.ciphertext, dataKey, b);
-  const commitment = hex(commit(opened.canonical, opened.salt));
-  if (anchor.commitment !== undefined && !equalBytes(fromHex(commitment), fromHex(anchor.commitment))) {
+  dataKey.fill(0);
+  const made = hex(commit(opened.canonical, opened.salt));
+  if (commitment !== undefined && !equalBytes(fromHex(made), fromHex(commitment))) {
     throw new IntegrityError("content does not match the anchored commitment");
   }
   const resource = JSON.parse(fromUtf8(opened.canonical)) as Record<string, unknown>;
-  return { resource, canonical: opened.canonical, commitment };
+  return { resource, canonical: opened.canonical, commitment: made };
 }
 
 export async function openRecord(

@@ -7,6 +7,9 @@ import type { NodeClient } from "./node";
 /** What the records reader asks for a scope's private key (SPEC-11, records). */
 export interface KeySource {
   scopeKey(patient: string, scope: string, epoch: number): Promise<Uint8Array | null>;
+  /** The patient's naming key when the reader holds it (its own, or one a grant carried): a
+   * record opened by name is then checked to be named HMAC(naming key, type, id). */
+  namingKey(patient: string): Promise<Uint8Array | null>;
 }
 
 export class PatientWallet implements KeySource {
@@ -22,6 +25,10 @@ export class PatientWallet implements KeySource {
   async scopeKey(patient: string, scope: string, epoch: number): Promise<Uint8Array | null> {
     if (patient !== this.did) return null;
     return this.keys.scopeKey(scope, epoch);
+  }
+
+  async namingKey(patient: string): Promise<Uint8Array | null> {
+    return patient === this.did ? this.keys.namingKey : null;
   }
 
   toString(): string {

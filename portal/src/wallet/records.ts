@@ -1,14 +1,15 @@
-// Reading a patient's records in the page (port of wallet/reading.py): list them on the chain
-// (`records/records`), fetch their blobs in one signed `POST /blobs/fetch`, and open each one:
+// Reading every record of a patient in the page, knowing only the names the chain lists (port
+// of wallet/reading.py `Reader.read_all`, design change 28): list them (`records/records`),
+// leave out the erased and deleted ones and those no key of this reader opens (before any
+// fetch: a fetch is a read, in the patient's access log), fetch the rest in signed
+// `POST /blobs/fetch` requests and open each by name (crypto/envelope.ts `openRecordByName`):
 // the blob's SHA-256 must be the anchored hash, its header must name this patient and record,
-// the data key is unwrapped with the scope key of the anchor's recipient label, the ciphertext
-// decrypted (its associated data binds patient, type, id and version) and the salted
-// commitment checked against the anchor. One bad record is a failure in the answer, never an
-// exception: the others are still shown.
-import { sha256 } from "@noble/hashes/sha2.js";
-import { hex } from "../crypto/bytes";
-import { binding, IntegrityError, openRecord, parseBlob } from "../crypto/envelope";
-import { recordName } from "../crypto/naming";
+// the data key's wrap names type, id and version (type and version checked against the
+// chain), the ciphertext's associated data confirms them, the salted commitment must be the
+// anchored one, the record's name must be HMAC(naming key, type, id) when the reader holds the
+// patient's naming key, and the resource must call itself that type and id. One bad record is a
+// failure in the answer, never an exception: the others are still shown.
+import { DecryptionError, IntegrityError, openRecordByName } from "../crypto/envelope";
 import type { NodeClient } from "./node";
 import type { KeySource } from "./patient";
 
@@ -42,6 +43,7 @@ export interface DecryptedRecord {
   name: string;
   version: number;
   resourceType: string;
+  /** The FHIR id, as the record's wrapped data key names it (checked: see above). */
   id: string;
   resource: Record<string, unknown>;
   author: string;
@@ -51,11 +53,12 @@ export interface DecryptedRecord {
 }
 
 /** Why a record is not shown. `integrity`: what the node served does not match the chain
- * (a warning: someone altered it); `decryption`: no key this reader holds opens it;
- * `erased`: the patient erased it; `deleted`: its latest version is a deletion (tombstone);
- * `denied`: the node refused the read (403); `unavailable`: the node could not serve it now;
- * `unnamed`: the page does not know the record's FHIR id, which opening needs (below). */
-export type FailureKind = "integrity" | "decryption" | "erased" | "deleted" | "denied" | "unavailable" | "unnamed";
+ * (a warning: someone altered it); `decryption`: the reader's key does not open it;
+ * `no-key`: the reader holds no key for any of its recipients (for a grantee: not shared with
+ * it; nothing was fetched); `erased`: the patient erased it; `deleted`: its latest version is a
+ * deletion (tombstone); `denied`: the node refused the read (403: no consent now);
+ * `unavailable`: the node could not serve it now. */
+export type FailureKind = "integrity" | "decryption" | "no-key" | "erased" | "deleted" | "denied" | "unavailable";
 
 export interface RecordFailure {
   name: string;
@@ -69,31 +72,29 @@ export interface ReadResult {
   failures: RecordFailure[];
 }
 
-/** A FHIR type and logical id the reader knows belongs to the patient. */
-export interface KnownId {
-  resourceType: string;
-  id: string;
-}
-
 export interface ReadOptions {
-  /** Where the records' FHIR ids come from. A record is bound to its id (the ciphertext's
-   * associated data and the data key's wrapping name it: docs/crypto.md 1 and 6.1) and the
-   * chain names it only by HMAC(naming key, type, id), so a reader must know the id to open
-   * it. Each id given is matched to its record by computing that name. */
-  knownIds?: KnownId[];
-  /** The patient's naming key (docs/crypto.md 7.1): the patient's own, or one a grant
-   * carried. Without it no id can be matched to a record. */
-  namingKey?: Uint8Array | null;
-  /** Follow references (`Type/id`) of the records opened to find more ids (default true). */
-  followReferences?: boolean;
-  /** Called with how many records are open so far (for a progress line). */
+  /** Called with how many records are open so far and how many will be fetched. */
   progress?: (opened: number, total: number) => void;
 }
 
-const DISCOVERY_ROUNDS = 8;
+/** Records per `POST /blobs/fetch` round (reading.py READ_CHUNK): the progress line moves. */
+const READ_CHUNK = 250;
 
-/** The patient's records, latest version of each, decrypted and checked; and every record
- * that could not be shown, with why. Throws only when the chain cannot be asked at all. */
+/** A scope key the reader holds for one of an anchor's recipient labels. */
+interface Candidate {
+  label: string;
+  key: Uint8Array;
+}
+
+interface Openable {
+  rec: ChainRecord;
+  anchor: Anchor;
+  candidates: Candidate[];
+}
+
+/** The latest version of every record of `patient` that `keys` opens, decrypted and checked,
+ * and every record that could not be shown, with why. `purpose` goes with each fetch (the
+ * node logs it). Throws only when the chain cannot be asked at all. */
 export async function readRecords(
   node: NodeClient,
   patient: string,
@@ -103,188 +104,115 @@ export async function readRecords(
 ): Promise<ReadResult> {
   const listed = await node.query<ChainRecord[]>("records", "records", { patient });
   const failures: RecordFailure[] = [];
-  const live: ChainRecord[] = [];
+  const openable: Openable[] = [];
   for (const rec of listed) {
     const gone = goneReason(rec);
-    if (gone) failures.push(gone);
-    else live.push(rec);
+    if (gone) {
+      failures.push(gone);
+      continue;
+    }
+    const anchor = rec.latest!;
+    const candidates = await candidatesFor(anchor, patient, keys);
+    if (candidates.length) openable.push({ rec, anchor, candidates });
+    else failures.push(failure(rec, "no-key", "None of the keys this page holds opens this record."));
   }
-  const names = new Names(options.namingKey ?? null);
-  for (const known of options.knownIds ?? []) names.add(known);
+  const namingKey = (await keys.namingKey(patient)) ?? undefined;
   const records: DecryptedRecord[] = [];
-  let pending = live;
-  // Only the records this reader can name are fetched (a fetch is a read, in the patient's
-  // access log); each round's references may name more for the next.
-  for (let round = 0; round < DISCOVERY_ROUNDS && pending.length; round++) {
-    const named = pending.flatMap((rec) => {
-      const id = names.idOf(rec);
-      return id === null ? [] : [{ rec, id }];
-    });
-    if (!named.length) break;
-    pending = pending.filter((rec) => names.idOf(rec) === null);
+  let done = 0;
+  options.progress?.(0, openable.length);
+  for (let start = 0; start < openable.length; start += READ_CHUNK) {
+    const chunk = openable.slice(start, start + READ_CHUNK);
     const blobs = await node.fetchBlobs(
-      named.map(({ rec }) => rec.latest!.blob_hash),
+      chunk.map((item) => item.anchor.blob_hash),
       purpose,
     );
-    for (const { rec, id } of named) {
-      const opened = await openOne(rec, id, patient, keys, blobs.get(rec.latest!.blob_hash));
+    for (const item of chunk) {
+      const opened = await openOne(item, patient, namingKey, blobs.get(item.anchor.blob_hash));
       if ("kind" in opened) failures.push(opened);
-      else {
-        records.push(opened);
-        if (options.followReferences !== false) for (const ref of referencesIn(opened.resource)) names.add(ref);
-      }
-      options.progress?.(records.length, live.length);
+      else records.push(opened);
+      options.progress?.(++done, openable.length);
     }
   }
-  for (const rec of pending) failures.push(unnamed(rec, names.hasKey()));
   return { records, failures };
 }
 
+function failure(rec: ChainRecord, kind: FailureKind, reason: string): RecordFailure {
+  return { name: rec.record, resourceType: rec.resource_type, kind, reason };
+}
+
 function goneReason(rec: ChainRecord): RecordFailure | null {
-  const base = { name: rec.record, resourceType: rec.resource_type };
-  if (rec.erased_at) return { ...base, kind: "erased", reason: `You erased this record (block ${rec.erased_at}).` };
-  if (!rec.latest) return { ...base, kind: "unavailable", reason: "The ledger lists this record without a version." };
-  if (rec.latest.tombstone) return { ...base, kind: "deleted", reason: `Version ${rec.latest.version} deleted this record.` };
+  if (rec.erased_at) return failure(rec, "erased", `You erased this record (block ${rec.erased_at}).`);
+  if (!rec.latest) return failure(rec, "unavailable", "The ledger lists this record without a version.");
+  if (rec.latest.tombstone) return failure(rec, "deleted", `Version ${rec.latest.version} deleted this record.`);
   return null;
 }
 
-function unnamed(rec: ChainRecord, hasKey: boolean): RecordFailure {
-  return {
-    name: rec.record,
-    resourceType: rec.resource_type,
-    kind: "unnamed",
-    reason: hasKey
-      ? "This page does not know the record's identifier, which opening it needs."
-      : "This page holds no naming key for the patient, so it cannot tell which record is which.",
-  };
-}
-
-/** Record name -> FHIR type and id, for the ids this reader knows (names are keyed). */
-class Names {
-  private readonly byName = new Map<string, KnownId>();
-  private readonly tried = new Set<string>();
-
-  constructor(private readonly namingKey: Uint8Array | null) {}
-
-  hasKey(): boolean {
-    return this.namingKey !== null;
+/** The reader's scope keys for the anchor's recipients, in the anchor's order (reading.py
+ * `_candidates`). The keys belong to the KeySource (it may cache them): not wiped here. */
+async function candidatesFor(anchor: Anchor, patient: string, keys: KeySource): Promise<Candidate[]> {
+  const found: Candidate[] = [];
+  for (const label of anchor.recipients) {
+    const scope = /^scope\/([a-z]{1,64})\/([0-9]{1,10})$/.exec(label);
+    if (!scope) continue; // wrapped to an identity (the writer, its organisation): not ours here
+    const key = await keys.scopeKey(patient, scope[1]!, Number(scope[2]));
+    if (key) found.push({ label, key });
   }
-
-  add(known: KnownId): void {
-    const key = `${known.resourceType}/${known.id}`;
-    if (!this.namingKey || this.tried.has(key) || !VALID_TYPE.test(known.resourceType) || !VALID_ID.test(known.id)) return;
-    this.tried.add(key);
-    this.byName.set(recordName(this.namingKey, known.resourceType, known.id), known);
-  }
-
-  idOf(rec: ChainRecord): string | null {
-    const known = this.byName.get(rec.record);
-    return known && known.resourceType === rec.resource_type ? known.id : null;
-  }
-}
-
-const VALID_TYPE = /^[A-Z][A-Za-z]{0,63}$/;
-const VALID_ID = /^[A-Za-z0-9\-.]{1,64}$/;
-
-/** Every relative reference (`Type/id`) in a resource, at any depth. */
-export function referencesIn(resource: unknown): KnownId[] {
-  const found: KnownId[] = [];
-  const walk = (value: unknown): void => {
-    if (Array.isArray(value)) value.forEach(walk);
-    else if (value !== null && typeof value === "object") {
-      for (const [key, inner] of Object.entries(value)) {
-        if (key === "reference" && typeof inner === "string") {
-          const match = /^([A-Z][A-Za-z]{0,63})\/([A-Za-z0-9\-.]{1,64})$/.exec(inner);
-          if (match) found.push({ resourceType: match[1]!, id: match[2]! });
-        } else walk(inner);
-      }
-    }
-  };
-  walk(resource);
   return found;
 }
 
-/** Check one fetched blob against its anchor and open it (reading.py `open_blob`). */
+/** Check one fetched blob against its anchor and open it by name (reading.py `read_all` for
+ * one row, then `open_named`): the first candidate key whose wrap opens decides. */
 async function openOne(
-  rec: ChainRecord,
-  id: string,
+  item: Openable,
   patient: string,
-  keys: KeySource,
+  namingKey: Uint8Array | undefined,
   fetched: { status: number; body: Uint8Array } | undefined,
 ): Promise<DecryptedRecord | RecordFailure> {
-  const anchor = rec.latest!;
-  const fail = (kind: FailureKind, reason: string): RecordFailure => ({
-    name: rec.record,
-    resourceType: rec.resource_type,
-    kind,
-    reason,
-  });
-  if (!fetched) return fail("unavailable", "The node did not answer for this record.");
-  if (fetched.status !== 200) return fetchFailure(fetched, fail);
-  const blob = fetched.body;
-  if (hex(sha256(blob)) !== anchor.blob_hash) {
-    return fail("integrity", "The copy the node served does not match the fingerprint recorded on the ledger.");
-  }
-  let label: string;
-  let scopeKey: Uint8Array | null = null;
-  try {
-    const parsed = parseBlob(blob);
-    if (parsed.patient !== patient || parsed.record !== rec.record) {
-      return fail("integrity", "The stored copy names another record than the ledger's.");
+  const { rec, anchor } = item;
+  if (!fetched) return failure(rec, "unavailable", "The node did not answer for this record.");
+  if (fetched.status !== 200) return fetchFailure(rec, fetched);
+  const owner = { patient, record: rec.record };
+  const expected = { blobHash: anchor.blob_hash, commitment: anchor.commitment, resourceType: rec.resource_type, version: anchor.version };
+  let last: unknown = null;
+  for (const { label, key } of item.candidates) {
+    try {
+      const opened = await openRecordByName(fetched.body, owner, label, key, expected, namingKey);
+      return {
+        name: rec.record,
+        version: anchor.version,
+        resourceType: opened.binding.resourceType,
+        id: opened.binding.resourceId,
+        resource: opened.resource,
+        author: anchor.author,
+        height: anchor.height,
+        blobHash: anchor.blob_hash,
+        erased: false,
+      };
+    } catch (error) {
+      last = error;
+      if (!(error instanceof DecryptionError)) break; // an integrity failure: no other key helps
     }
-    [label, scopeKey] = await keyFor(anchor, patient, keys);
-  } catch (error) {
-    return fail("integrity", `The stored copy is malformed: ${messageOf(error)}`);
   }
-  if (!scopeKey) return fail("decryption", "None of your keys opens this record.");
-  try {
-    const bound = binding(patient, rec.resource_type, id, anchor.version);
-    const resource = await openRecord(blob, bound, label, scopeKey, {
-      blobHash: anchor.blob_hash,
-      commitment: anchor.commitment,
-      record: rec.record,
-    });
-    return {
-      name: rec.record,
-      version: anchor.version,
-      resourceType: rec.resource_type,
-      id,
-      resource,
-      author: anchor.author,
-      height: anchor.height,
-      blobHash: anchor.blob_hash,
-      erased: false,
-    };
-  } catch (error) {
-    return fail(error instanceof IntegrityError ? "integrity" : "decryption", `It could not be opened: ${messageOf(error)}`);
-  } finally {
-    scopeKey.fill(0);
-  }
+  return failure(rec, last instanceof DecryptionError ? "decryption" : "integrity", integrityReason(last));
 }
 
-/** The anchor's scope label and the reader's private key for it (null when it holds none). */
-async function keyFor(anchor: Anchor, patient: string, keys: KeySource): Promise<[string, Uint8Array | null]> {
-  for (const label of anchor.recipients) {
-    const scope = /^scope\/([a-z]{1,64})\/([0-9]{1,10})$/.exec(label);
-    if (scope) return [label, await keys.scopeKey(patient, scope[1]!, Number(scope[2]))];
+/** A sentence for a person, with the check that failed. */
+function integrityReason(error: unknown): string {
+  const said = error instanceof Error ? error.message : String(error);
+  if (error instanceof DecryptionError) return `Your key does not open it: ${said}.`;
+  if (error instanceof IntegrityError && /anchor's hash/.test(said)) {
+    return "The copy the node served does not match the fingerprint recorded on the ledger.";
   }
-  throw new Error("its anchor names no scope key");
+  return `It does not match what the ledger recorded: ${said}.`;
 }
 
-function fetchFailure(
-  fetched: { status: number; body: Uint8Array },
-  fail: (kind: FailureKind, reason: string) => RecordFailure,
-): RecordFailure {
+function fetchFailure(rec: ChainRecord, fetched: { status: number; body: Uint8Array }): RecordFailure {
   const said = new TextDecoder().decode(fetched.body).slice(0, 300);
-  if (fetched.status === 410) return fail("erased", "This record was erased.");
-  if (fetched.status === 403) return fail("denied", `The node refused to serve it: ${said}`);
-  if (fetched.status === 404) return fail("unavailable", "The node does not hold this record yet; try again in a moment.");
+  if (fetched.status === 410) return failure(rec, "erased", "This record was erased.");
+  if (fetched.status === 403) return failure(rec, "denied", `The node refused to serve it: ${said}`);
+  if (fetched.status === 404) return failure(rec, "unavailable", "The node does not hold this record yet; try again in a moment.");
   if (fetched.status === 500 && said.startsWith("corrupted")) {
-    return fail("integrity", "The node's copy is damaged: it no longer matches the fingerprint recorded on the ledger.");
+    return failure(rec, "integrity", "The node's copy is damaged: it no longer matches the fingerprint recorded on the ledger.");
   }
-  return fail("unavailable", `The node could not serve it (HTTP ${fetched.status}): ${said}`);
-}
-
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
+  return failure(rec, "unavailable", `The node could not serve it (HTTP ${fetched.status}): ${said}`);
 }

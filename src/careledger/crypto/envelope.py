@@ -17,6 +17,8 @@ Wrapped data keys are stored beside the ciphertext in one off-chain *record blob
 (:func:`pack_record_blob`), never in a transaction, so that erasure can delete them. The
 blob's header names the record it belongs to (:class:`BlobOwner`, read alone by
 :func:`record_blob_owner`), so that nodes can refuse a blob anchored or erased as another's.
+Each wrapped data key carries the record's type, id and version (format 3), so a reader that
+knows only the record's on-chain name can open it.
 """
 
 from __future__ import annotations
@@ -51,7 +53,14 @@ MAX_RESOURCE_BYTES = 64 * 1024 * 1024
 
 AAD_LABEL = b"careledger-record-v1"
 COMMITMENT_LABEL = b"careledger-commitment-v1"
-BLOB_MAGIC = b"CLB\x02"  # format 2: the header names its record (docs/crypto.md)
+# Format 3: the header names its record (since 2) and its data keys are wrapped with the
+# record's type, id and version, to its name (wrap v2, since 3): docs/crypto.md 6.1 and 7.
+BLOB_MAGIC = b"CLB\x03"
+_OLD_FORMATS = {
+    1: "its header does not name its record",
+    2: "its data keys are wrapped to the record's FHIR id (wrap v1), so only a reader that "
+    "already knows the id can open it",
+}
 
 _MIN_CIPHERTEXT = 1 + NONCE_SIZE + SALT_SIZE + TAG_SIZE
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{0,63}")
@@ -311,7 +320,9 @@ class WrappedKey:
     """A record's data key wrapped (HPKE) to one recipient.
 
     ``recipient`` names the key it is wrapped to: ``scope/<scope>/<epoch>`` for a patient's
-    scope key, or a did:key for a direct recipient. It is part of the HPKE info string.
+    scope key, or a did:key for a direct recipient. It is part of the HPKE info string, with
+    the record's owner; the record's type, id and version are in the wrapped plaintext
+    (``scopekeys.wrap_data_key``, wrap v2).
     """
 
     recipient: str
@@ -374,7 +385,7 @@ def pack_record_blob(
 def record_blob_owner(blob: bytes) -> BlobOwner:
     """The record a blob names in its header, reading the header only (no key is unwrapped).
 
-    MalformedBlob for anything that is not a format 2 record blob with a valid owner.
+    MalformedBlob for anything that is not a format 3 record blob with a valid owner.
     """
     return _read_owner(blob)[0]
 
@@ -401,9 +412,9 @@ def _read_owner(blob: bytes) -> tuple[BlobOwner, int]:
         raise MalformedBlob("a record blob is bytes")
     blob = bytes(blob[:_MAX_OWNER_HEADER])  # the header only: no copy of a large blob
     if blob[:3] == BLOB_MAGIC[:3] and len(blob) > 3 and blob[3] != BLOB_MAGIC[3]:
+        why = _OLD_FORMATS.get(blob[3], "unknown format")
         raise MalformedBlob(
-            f"record blob format {blob[3]} is not read (only format {BLOB_MAGIC[3]}, whose "
-            "header names its record)"
+            f"record blob format {blob[3]} is not read ({why}); only format {BLOB_MAGIC[3]}"
         )
     if not blob.startswith(BLOB_MAGIC):
         raise MalformedBlob("not a CareLedger record blob")

@@ -2,7 +2,8 @@
 
     scope_root                     32 bytes, from the patient's master secret (recovery phrase)
       -> scope key (scope, epoch)  X25519, HKDF-derived, so the phrase restores every epoch
-           <- data key of a record  HPKE-wrapped by the writer to the scope's public key
+           <- data key of a record  HPKE-wrapped by the writer to the scope's public key,
+                                    with the record's type, id and version (wrap v2)
       -> grant                     the scope private key HPKE-wrapped to a grantee
 
 HPKE is RFC 9180 base mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM, single shot
@@ -25,6 +26,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from careledger.crypto.envelope import (
     DATA_KEY_SIZE,
+    BlobOwner,
+    InvalidBinding,
     RecordBinding,
     WrappedKey,
     length_prefixed,
@@ -59,7 +62,7 @@ class UnwrapError(ScopeKeyError):
 # --- scope key derivation -----------------------------------------------------------------
 
 SCOPE_KEY_LABEL = b"careledger-scope-key-v1"
-DATA_KEY_WRAP_LABEL = b"careledger-datakey-wrap-v1"
+DATA_KEY_WRAP_LABEL = b"careledger-datakey-wrap-v2"
 SCOPE_KEY_GRANT_LABEL = b"careledger-scopekey-grant-v1"
 _RAW = serialization.Encoding.Raw
 
@@ -116,39 +119,102 @@ def _check_scope(scope: str, epoch: int) -> None:
 # --- wrapping a record's data key ---------------------------------------------------------
 
 ENC_SIZE = 32
-WRAPPED_DATA_KEY_SIZE = ENC_SIZE + DATA_KEY_SIZE + 16
+WRAP_OVERHEAD = ENC_SIZE + 16  # HPKE's enc and the AEAD tag around the plaintext
 
 
-def data_key_info(binding: RecordBinding, recipient: str) -> bytes:
-    """label || lp(patient) || lp(type) || lp(id) || u32(version) || lp(recipient)."""
-    return DATA_KEY_WRAP_LABEL + binding.encode() + length_prefixed(recipient)
+@dataclass(frozen=True)
+class UnwrappedDataKey:
+    """A record's data key and the record version its writer wrapped it for.
+
+    ``binding`` (patient, type, id, version) is what the wrap *says*: the reader checks type
+    and version against the anchor, and the record's AES-GCM associated data, which binds
+    the id, authenticates it when the ciphertext opens (docs/crypto.md 6.1).
+    """
+
+    data_key: bytes = field(repr=False)
+    binding: RecordBinding
+
+
+def data_key_info(owner: BlobOwner, recipient: str) -> bytes:
+    """label || lp(patient) || lp(record name) || lp(recipient): what the reader knows from
+    the chain and the blob header alone, before it learns the record's type and id."""
+    return DATA_KEY_WRAP_LABEL + owner.encode() + length_prefixed(recipient)
+
+
+def data_key_plaintext(data_key: bytes, binding: RecordBinding) -> bytes:
+    """data_key (32) || lp(resource_type) || lp(resource_id) || u32(version)."""
+    if len(data_key) != DATA_KEY_SIZE:
+        raise ValueError(f"a data key is {DATA_KEY_SIZE} bytes")
+    return (
+        data_key
+        + length_prefixed(binding.resource_type)
+        + length_prefixed(binding.resource_id)
+        + u32(binding.version)
+    )
 
 
 def wrap_data_key(
-    data_key: bytes, binding: RecordBinding, recipient: str, public_key: X25519PublicKey | bytes
+    data_key: bytes,
+    binding: RecordBinding,
+    record: str,
+    recipient: str,
+    public_key: X25519PublicKey | bytes,
 ) -> WrappedKey:
-    """HPKE-wrap a data key to one recipient (a scope key, see ScopeKeyPair.recipient)."""
-    if len(data_key) != DATA_KEY_SIZE:
-        raise ValueError(f"a data key is {DATA_KEY_SIZE} bytes")
-    wrapped = SUITE.encrypt(data_key, x25519_public(public_key), data_key_info(binding, recipient))
+    """HPKE-wrap a data key, with the record's type, id and version, to one recipient (a
+    scope key, see ScopeKeyPair.recipient, or a did:key) for the record named `record`."""
+    owner = BlobOwner(binding.patient, record)
+    wrapped = SUITE.encrypt(
+        data_key_plaintext(data_key, binding),
+        x25519_public(public_key),
+        data_key_info(owner, recipient),
+    )
     return WrappedKey(recipient=recipient, wrapped=wrapped)
 
 
-def wrap_to_scope(data_key: bytes, binding: RecordBinding, scope_public: ScopePublic) -> WrappedKey:
+def wrap_to_scope(
+    data_key: bytes, binding: RecordBinding, record: str, scope_public: ScopePublic
+) -> WrappedKey:
     """The writer's call: wrap to the patient's current scope public key (from the chain)."""
-    return wrap_data_key(data_key, binding, scope_public.recipient, scope_public.public_key)
+    return wrap_data_key(data_key, binding, record, scope_public.recipient, scope_public.public_key)
 
 
 def unwrap_data_key(
-    wrapped: WrappedKey, binding: RecordBinding, private_key: X25519PrivateKey | ScopeKeyPair
-) -> bytes:
-    """Recover a data key; UnwrapError if the key, the record or any byte is wrong."""
+    wrapped: WrappedKey, owner: BlobOwner, private_key: X25519PrivateKey | ScopeKeyPair
+) -> UnwrappedDataKey:
+    """Recover a data key and the (type, id, version) it was wrapped with, knowing only the
+    record's owner (patient and on-chain name, as the blob header and the chain give them).
+    UnwrapError if the key, the record, the recipient or any byte is wrong."""
     secret = private_key.private_key if isinstance(private_key, ScopeKeyPair) else private_key
-    info = data_key_info(binding, wrapped.recipient)
-    data_key = _hpke_open(wrapped.wrapped, secret, info, "data key")
-    if len(data_key) != DATA_KEY_SIZE:
-        raise UnwrapError("wrapped value is not a data key")
-    return data_key
+    info = data_key_info(owner, wrapped.recipient)
+    plaintext = _hpke_open(wrapped.wrapped, secret, info, "data key")
+    return UnwrappedDataKey(plaintext[:DATA_KEY_SIZE], _wrapped_binding(owner.patient, plaintext))
+
+
+def _wrapped_binding(patient: str, plaintext: bytes) -> RecordBinding:
+    """The (type, id, version) after the data key; every byte accounted for."""
+    try:
+        if len(plaintext) < DATA_KEY_SIZE:
+            raise ValueError("too short")
+        resource_type, offset = _read_lp(plaintext, DATA_KEY_SIZE)
+        resource_id, offset = _read_lp(plaintext, offset)
+        if len(plaintext) != offset + 4:
+            raise ValueError("wrong length")
+        (version,) = struct.unpack_from(">I", plaintext, offset)
+        return RecordBinding(patient, resource_type, resource_id, version)
+    except (ValueError, UnicodeDecodeError, InvalidBinding):
+        raise UnwrapError(
+            "wrapped value is not a data key with its record's type, id and version"
+        ) from None
+
+
+def _read_lp(data: bytes, offset: int) -> tuple[str, int]:
+    if offset + 2 > len(data):
+        raise ValueError("truncated")
+    (length,) = struct.unpack_from(">H", data, offset)
+    end = offset + 2 + length
+    if end > len(data):
+        raise ValueError("truncated")
+    return data[offset + 2 : end].decode("utf-8"), end
 
 
 @dataclass(frozen=True)
@@ -209,7 +275,7 @@ def unwrap_scope_key(
 
 NAMING_KEY_GRANT_LABEL = b"careledger-naming-key-grant-v1"
 NAMING_KEY_SIZE = 32
-WRAPPED_NAMING_KEY_SIZE = ENC_SIZE + NAMING_KEY_SIZE + 16
+WRAPPED_NAMING_KEY_SIZE = WRAP_OVERHEAD + NAMING_KEY_SIZE
 
 
 def naming_grant_info(patient: str, grantee: str) -> bytes:

@@ -1,15 +1,19 @@
-"""Reading records: the latest version, many at once, every version, one blob opened.
+"""Reading records: the latest version, many at once, every version, one blob opened, and
+every record of a patient knowing only the names the chain lists.
 
 A read fetches the anchor from the chain and the blob from the node, checks the blob's
 SHA-256 and header against the anchor, unwraps the data key (patient: scope key; writer:
-own key), decrypts (the binding in the associated data refuses a ciphertext moved from
-another record) and checks the salted commitment.
+own key) with the record's type, id and version (wrap v2, docs/crypto.md 6.1), checks type
+and version against the chain (and the id against the ref, or the name against the naming
+key), decrypts (the binding in the associated data refuses a ciphertext moved from another
+record, and a wrap that lies about the id) and checks the salted commitment.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -23,7 +27,8 @@ from careledger.crypto.envelope import (
     unpack_record_blob,
 )
 from careledger.crypto.hashing import sha256_hex
-from careledger.crypto.scopekeys import ScopeKeyError, unwrap_data_key
+from careledger.crypto.naming import record_name
+from careledger.crypto.scopekeys import ScopeKeyError, UnwrappedDataKey, unwrap_data_key
 from careledger.wallet.keyring import Keyring
 from careledger.wallet.records_api import RecordsApi
 from careledger.wallet.refs import Deleted, Erased, IntegrityError, RecordRef, RecordsError
@@ -118,28 +123,88 @@ class Reader:
         return out
 
     def open_blob(self, ref: RecordRef, anchor: Mapping[str, Any], blob: bytes) -> Any:
-        """Check a blob against its anchor and decrypt it: an OpenedRecord."""
+        """Check a blob against its anchor and decrypt it: an OpenedRecord. The data key's
+        wrap must name the ref's type and id (IntegrityError otherwise)."""
+        opened = self._open(ref.patient, ref.name, anchor, blob, ref.resource_type)
+        if opened.binding.resource_id != ref.resource_id:
+            raise IntegrityError(
+                f"{ref}: its data key is wrapped for {opened.binding.resource_type}/"
+                f"{opened.binding.resource_id}"
+            )
+        return opened.record
+
+    def open_named(
+        self,
+        patient: str,
+        record: Mapping[str, Any],
+        anchor: Mapping[str, Any],
+        blob: bytes,
+        naming_key: bytes | None = None,
+    ) -> tuple[RecordRef, Any]:
+        """Open a blob knowing only the record's name and type (a `records/records` or
+        `records/versions` row) and the version's anchor: the ref (its type and id, as the
+        data key's wrap names them and the ciphertext's associated data confirms) and the
+        OpenedRecord. With the patient's naming key, the name must be the HMAC of that type
+        and id (IntegrityError otherwise)."""
+        name = str(record["record"])
+        opened = self._open(patient, name, anchor, blob, str(record["resource_type"]))
+        binding = opened.binding
+        ref = RecordRef(patient, binding.resource_type, binding.resource_id, name)
+        if naming_key is not None and record_name(naming_key, *_type_and_id(binding)) != name:
+            raise IntegrityError(f"{ref}: the record's name is not that of its type and id")
+        return ref, opened.record
+
+    def _open(
+        self,
+        patient: str,
+        name: str,
+        anchor: Mapping[str, Any],
+        blob: bytes,
+        resource_type: str,
+    ) -> _Opened:
+        """Hash, header, unwrap (the wrap says type, id and version), check type and version
+        against the chain, decrypt under that binding, check the commitment."""
+        where = f"{resource_type} record {name[:16]}"
         if sha256_hex(blob) != anchor["blob_hash"]:
-            raise IntegrityError(f"{ref}: the blob served does not match its anchor's hash")
-        binding = RecordBinding(ref.patient, ref.resource_type, ref.resource_id, anchor["version"])
+            raise IntegrityError(f"{where}: the blob served does not match its anchor's hash")
+        owner = BlobOwner(patient, name)
         try:
             record_blob = unpack_record_blob(blob)
-            if record_blob.owner != BlobOwner(ref.patient, ref.name):
-                raise IntegrityError(f"{ref}: the blob's header names another record")
-            data_key = self._data_key(ref.patient, anchor["recipients"], record_blob, binding)
-            opened = open_record(record_blob.ciphertext, data_key, binding)
+            if record_blob.owner != owner:
+                raise IntegrityError(f"{where}: the blob's header names another record")
+            unwrapped = self._data_key(owner, anchor["recipients"], record_blob)
+            binding = unwrapped.binding
+            if (binding.resource_type, binding.version) != (resource_type, anchor["version"]):
+                raise IntegrityError(
+                    f"{where}: its data key is wrapped for {binding.resource_type} version "
+                    f"{binding.version}, not version {anchor['version']}"
+                )
+            opened = open_record(record_blob.ciphertext, unwrapped.data_key, binding)
         except (EnvelopeError, ScopeKeyError, LookupError) as exc:
-            raise IntegrityError(f"{ref}: {exc}") from None
+            raise IntegrityError(f"{where}: {exc}") from None
         if opened.commitment.hex() != anchor["commitment"]:
-            raise IntegrityError(f"{ref}: content does not match the anchored commitment")
-        return opened
+            raise IntegrityError(f"{where}: content does not match the anchored commitment")
+        return _Opened(binding, opened)
 
     def _data_key(
-        self, patient: str, recipients: Sequence[str], record_blob: Any, binding: RecordBinding
-    ) -> bytes:
+        self, owner: BlobOwner, recipients: Sequence[str], record_blob: Any
+    ) -> UnwrappedDataKey:
         """The record's data key, unwrapped with the first key this reader holds for one of
         its recipients: its own (or its organisation's, any of them since a rotation), else
         a scope key (its own as the patient, or granted)."""
+        candidates = self._candidates(owner.patient, recipients)
+        if not candidates:
+            raise RecordsError(f"{self.kept_by} holds no key that opens this record", 403)
+        for label, private_key in candidates[:-1]:
+            try:
+                return unwrap_data_key(record_blob_key(record_blob, label), owner, private_key)
+            except ScopeKeyError:
+                continue  # wrapped to another of our keys: try the next
+        label, private_key = candidates[-1]
+        return unwrap_data_key(record_blob_key(record_blob, label), owner, private_key)
+
+    def _candidates(self, patient: str, recipients: Sequence[str]) -> list[tuple[str, Any]]:
+        """(recipient label, private key) for each recipient this reader holds a key of."""
         candidates: list[tuple[str, Any]] = [
             (label, key)
             for label in recipients
@@ -151,15 +216,99 @@ class Reader:
             pair = self.keyring.scope_pair(patient, *scope) if scope else None
             if pair is not None:
                 candidates.append((label, pair))
-        if not candidates:
-            raise RecordsError(f"{self.kept_by} holds no key that opens this record", 403)
-        for label, private_key in candidates[:-1]:
-            try:
-                return unwrap_data_key(record_blob_key(record_blob, label), binding, private_key)
-            except ScopeKeyError:
-                continue  # wrapped to another of our keys: try the next
-        label, private_key = candidates[-1]
-        return unwrap_data_key(record_blob_key(record_blob, label), binding, private_key)
+        return candidates
+
+    def can_open(self, patient: str, anchor: Mapping[str, Any]) -> bool:
+        """Whether this reader holds a key for one of the anchor's recipients (asked before
+        fetching, so that a grantee does not ask the node for blobs it cannot open)."""
+        return bool(self._candidates(patient, anchor["recipients"]))
+
+    # --- reading by name -----------------------------------------------------------------
+
+    def read_name(self, patient: str, name: str) -> tuple[RecordRef, dict[str, Any]]:
+        """The latest version of the record named `name` (its on-chain name, no id needed):
+        its ref, learnt from the record's wrapped data key, and the resource."""
+        info = self.api.versions_named(patient, name)
+        if info["erased_at"]:
+            raise Erased(f"record {name} was erased by its patient at height {info['erased_at']}")
+        latest = max(info["history"], key=lambda anchor: int(anchor["version"]))
+        if latest["tombstone"]:
+            raise Deleted(f"record {name} is deleted (tombstone)")
+        ((status, blob),) = self.api.fetch([latest["blob_hash"]])
+        _raise_for_fetch(f"record {name}", status, blob)
+        ref, opened = self.open_named(patient, info, latest, blob, self._naming_key(patient))
+        return ref, checked_resource(ref, opened)
+
+    def read_all(
+        self,
+        patient: str,
+        on_failure: Callable[[str, RecordsError], None] | None = None,
+    ) -> list[tuple[RecordRef, dict[str, Any]]]:
+        """The latest version of every record of `patient` this reader can open, knowing only
+        the names the chain lists: the patient's all, a grantee's what its scope keys (or
+        its own wraps, for what it wrote) open and the node serves it.
+
+        Erased and deleted records, records wrapped to no key this reader holds, and blobs
+        the node refuses it (403: consent) are left out. Any other failure (an integrity
+        failure, a blob the node does not hold) raises, or, with `on_failure`, is passed to it
+        with the record's name and reading goes on."""
+        rows = [
+            rec
+            for rec in self.api.records(patient)
+            if not rec["erased_at"]
+            and not rec["latest"]["tombstone"]
+            and self.can_open(patient, rec["latest"])
+        ]
+        naming_key = self._naming_key(patient)
+        out: list[tuple[RecordRef, dict[str, Any]]] = []
+        for chunk in _chunks(rows, READ_CHUNK):
+            fetched = self.api.fetch([rec["latest"]["blob_hash"] for rec in chunk])
+            for rec, (status, blob) in zip(chunk, fetched, strict=True):
+                name = str(rec["record"])
+                try:
+                    if status in (403, 410):
+                        continue  # refused by consent, or erased since the query
+                    _raise_for_fetch(f"record {name}", status, blob)
+                    ref, opened = self.open_named(patient, rec, rec["latest"], blob, naming_key)
+                    out.append((ref, checked_resource(ref, opened)))
+                except RecordsError as exc:
+                    if on_failure is None:
+                        raise
+                    on_failure(name, exc)
+        return out
+
+    def _naming_key(self, patient: str) -> bytes | None:
+        """The patient's naming key if this reader holds it (it then checks names)."""
+        try:
+            return self.keyring.naming_key(patient)
+        except RecordsError:
+            return None
+
+
+@dataclass(frozen=True)
+class _Opened:
+    binding: RecordBinding  # as the data key's wrap named it, confirmed by the ciphertext
+    record: Any  # the OpenedRecord
+
+
+def _type_and_id(binding: RecordBinding) -> tuple[str, str]:
+    return binding.resource_type, binding.resource_id
+
+
+def _raise_for_fetch(what: str, status: int, data: bytes) -> None:
+    if status == 410:
+        raise Erased(f"{what}: {data.decode(errors='replace')}")
+    if status != 200:
+        raise RecordsError(f"{what}: {data.decode(errors='replace')}", status)
+
+
+def checked_resource(ref: RecordRef, opened: Any) -> dict[str, Any]:
+    """The resource, which must call itself what its binding says (the sealer checks it; a
+    reader that learnt the id from the wrap checks again before showing it)."""
+    resource: dict[str, Any] = opened.resource()
+    if resource.get("resourceType") != ref.resource_type or resource.get("id") != ref.resource_id:
+        raise IntegrityError(f"{ref}: the resource calls itself something else")
+    return resource
 
 
 def record_blob_key(record_blob: Any, label: str) -> Any:

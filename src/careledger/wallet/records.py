@@ -178,6 +178,21 @@ class RecordsClient:
         """Every version in order; None for a tombstone."""
         return self.reader.history(ref)
 
+    def read_name(self, patient: str, name: str) -> tuple[RecordRef, dict[str, Any]]:
+        """The latest version of a record known only by its on-chain name: its ref (type and
+        id, learnt from the record's wrapped data key) and the resource."""
+        return self.reader.read_name(patient, name)
+
+    def read_all(
+        self,
+        patient: str | None = None,
+        on_failure: Callable[[str, RecordsError], None] | None = None,
+    ) -> list[tuple[RecordRef, dict[str, Any]]]:
+        """The latest version of every record of `patient` (default: this identity's own)
+        that this identity can open, without knowing any id: the patient's all; a grantee's
+        what its granted scope keys open (Reader.read_all: what is left out, what fails)."""
+        return self.reader.read_all(patient or self.did, on_failure)
+
     def open_blob(self, ref: RecordRef, anchor: Mapping[str, Any], blob: bytes) -> Any:
         """Check a blob against its anchor and decrypt it: an OpenedRecord."""
         return self.reader.open_blob(ref, anchor, blob)

@@ -126,12 +126,14 @@ class RecordsApi:
             raise
 
     def versions(self, ref: RecordRef) -> dict[str, Any]:
+        return self.versions_named(ref.patient, ref.name, str(ref))
+
+    def versions_named(self, patient: str, name: str, what: str = "") -> dict[str, Any]:
+        """The record named `name` (its on-chain name) with every version's anchor."""
         try:
-            found: dict[str, Any] = self._query(
-                "records/versions", patient=ref.patient, record=ref.name
-            )
+            found: dict[str, Any] = self._query("records/versions", patient=patient, record=name)
         except RecordsError as exc:
             if exc.status == 404:
-                raise RecordsError(f"no record {ref} for {ref.patient}", 404) from None
+                raise RecordsError(f"no record {what or name} for {patient}", 404) from None
             raise
         return found

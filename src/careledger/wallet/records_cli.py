@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from rich.table import Table
 
 from careledger.chain.modules.records.events import RecordsErased
 from careledger.crypto.keyfile import KeyFile, KeyFileError
+from careledger.crypto.privatefs import write_private_file
 from careledger.protocol.cometbft import (
     LightClientError,
     ValidatorSet,
@@ -181,6 +182,37 @@ def get_record(
     console.print_json(orjson.dumps(resource).decode())
     if proof_out is not None:
         console.print(f"Proof written to {proof_out}; check it with careledger verify-record.")
+
+
+def export_bundle(
+    reader: RecordsClient, patient: str, out: Path | None, console: Console, err: Console
+) -> int:
+    """Every record of the patient the reader can open, as a FHIR Bundle of type collection
+    (to `out`, mode 0600, or standard output), found by name only (no id needed). Returns
+    how many records failed (each named on `err`); those opened are written regardless."""
+    failures: list[tuple[str, RecordsError]] = []
+    opened = reader.read_all(patient or reader.did, lambda name, exc: failures.append((name, exc)))
+    bundle = records_bundle(resource for _, resource in opened)
+    data = orjson.dumps(bundle, option=orjson.OPT_INDENT_2)
+    if out is None:
+        console.print_json(data.decode())
+    else:
+        write_private_file(out, data + b"\n")
+        err.print(f"Exported {len(opened)} record(s) to {out}.")
+    for name, exc in failures:
+        err.print(f"[red]not exported:[/red] record {name}: {exc}")
+    return len(failures)
+
+
+def records_bundle(resources: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """A FHIR R4 Bundle of type collection holding `resources`, ordered by type and id."""
+    ordered = sorted(resources, key=lambda r: (str(r["resourceType"]), str(r["id"])))
+    return {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "entry": [{"resource": resource} for resource in ordered],
+    }
 
 
 def erase_records(keyfile: KeyFile, references: Sequence[str], node: str, console: Console) -> None:

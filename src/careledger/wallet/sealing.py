@@ -68,8 +68,8 @@ def prepare(job: Job) -> Prepared | str:
     except (InvalidResource, EnvelopeError) as exc:
         return f"{resource.get('resourceType')}/{resource.get('id')}: {exc}"
     wrapped = [
-        wrap_to_scope(sealed.data_key, binding, job.scope),
-        wrap_data_key(sealed.data_key, binding, job.author, job.author_key),
+        wrap_to_scope(sealed.data_key, binding, job.record, job.scope),
+        wrap_data_key(sealed.data_key, binding, job.record, job.author, job.author_key),
     ]
     ref = RecordRef(job.patient, binding.resource_type, binding.resource_id, job.record)
     blob = pack_record_blob(BlobOwner(job.patient, ref.name), wrapped, sealed.ciphertext)

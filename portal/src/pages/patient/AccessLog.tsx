@@ -82,7 +82,6 @@ function AccessLogFor(props: { wallet: PatientWallet }) {
   );
   const checker = useMemo(() => new ProofChecker(wallet.node), [wallet.did, loaded.value]);
   const directory = useMemo(() => new Directory(wallet.node), [wallet.did]);
-  const [opening, setOpening] = useState(false);
   const [labels, setLabels] = useState<Map<string, string>>(new Map());
   const groups = loaded.value?.groups ?? [];
   const others = groups.filter((g) => !g.own);
@@ -102,20 +101,8 @@ function AccessLogFor(props: { wallet: PatientWallet }) {
             <button type="button" class="secondary" onClick={() => loaded.reload()}>
               Refresh
             </button>
-            {opening ? null : (
-              <button type="button" class="secondary" onClick={() => setOpening(true)}>
-                Show what each record is
-              </button>
-            )}
           </div>
-          {opening ? (
-            <RecordLabels wallet={wallet} onLabels={setLabels} />
-          ) : (
-            <p class="hint access-hint">
-              The ledger names your records by private codes. “Show what each record is” opens them in this page to say what
-              each one is; that reading is yours, and shows in this log too.
-            </p>
-          )}
+          <RecordLabels wallet={wallet} onLabels={setLabels} />
           <section aria-labelledby="others-title">
             <h2 class="section-title" id="others-title">
               Reads by others
@@ -150,8 +137,8 @@ function AccessLogFor(props: { wallet: PatientWallet }) {
   );
 }
 
-/** Opens the patient's records in the page (shared with the Timeline: read once per tab) and
- * adds what each is to `types`. Only on request: opening them is a read, logged like any other. */
+/** Opens the patient's records in the page (shared with the Timeline: read once per tab) to
+ * say what each logged record is: the ledger names them by private codes. */
 function RecordLabels(props: { wallet: PatientWallet; onLabels: (labels: Map<string, string>) => void }) {
   const records = useMyRecords(props.wallet);
   useEffect(() => {

@@ -49,7 +49,7 @@ function MyDataBody(props: { wallet: PatientWallet }) {
   return (
     <>
       {notice}
-      <Problems failures={state.result?.failures ?? []} shown={state.result?.records.length ?? 0} />
+      <Problems failures={state.result?.failures ?? []} />
       <Download state={state} />
       <Erase wallet={props.wallet} state={state} onErased={setErased} />
     </>

@@ -42,7 +42,7 @@ function TimelineBody(props: { wallet: NonNullable<Parameters<typeof useMyRecord
   }
   return (
     <>
-      <Problems failures={result?.failures ?? []} shown={shown.length} />
+      <Problems failures={result?.failures ?? []} />
       {shown.length === 0 ? (
         <Empty>
           {result?.failures.length ? "None of your records can be shown here." : "You have no records yet. When a clinic adds one, it appears here."}
@@ -147,10 +147,9 @@ function RecordItem(props: { item: Shown }) {
 
 /** Integrity and decryption failures are warnings (someone or something altered a record, or
  * a key is missing); erased and deleted records are the patient's own doing, said quietly. */
-export function Problems(props: { failures: RecordFailure[]; shown: number }) {
-  const serious = props.failures.filter((f) => f.kind === "integrity" || f.kind === "decryption");
+export function Problems(props: { failures: RecordFailure[] }) {
+  const serious = props.failures.filter((f) => f.kind === "integrity" || f.kind === "decryption" || f.kind === "no-key");
   const refused = props.failures.filter((f) => f.kind === "denied" || f.kind === "unavailable");
-  const unnamed = props.failures.filter((f) => f.kind === "unnamed");
   const erased = props.failures.filter((f) => f.kind === "erased").length;
   const deleted = props.failures.filter((f) => f.kind === "deleted").length;
   return (
@@ -169,14 +168,6 @@ export function Problems(props: { failures: RecordFailure[]; shown: number }) {
         <div class="alert alert-info" role="status">
           {refused.length === 1 ? "1 record" : `${refused.length} records`} could not be read now.
           <FailureList failures={refused} />
-        </div>
-      ) : null}
-      {unnamed.length ? (
-        <div class="alert alert-info" role="status" data-testid="unnamed-records">
-          {unnamed.length === 1 ? "1" : unnamed.length} {props.shown ? "more " : ""}
-          {unnamed.length === 1 ? "record is" : "records are"} on the ledger for you, but this browser cannot open{" "}
-          {unnamed.length === 1 ? "it" : "them"} yet: opening a record needs its identifier from the clinic's system, which this browser does not know.
-          Nothing is wrong with {unnamed.length === 1 ? "it" : "them"}.
         </div>
       ) : null}
       {erased || deleted ? (

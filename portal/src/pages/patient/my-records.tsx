@@ -18,7 +18,6 @@ function load(wallet: PatientWallet): Loaded {
   if (loaded && loaded.did === wallet.did) return loaded;
   const state: Loaded = { did: wallet.did, result: Promise.resolve({ records: [], failures: [] }), progress: { opened: 0, total: 0 }, listeners: new Set() };
   state.result = readRecords(wallet.node, wallet.did, wallet, undefined, {
-    namingKey: wallet.keys.namingKey,
     progress: (opened, total) => {
       state.progress = { opened, total };
       for (const listener of state.listeners) listener();

@@ -68,7 +68,7 @@ export function erasable(result: ReadResult): Erasable[] {
     .map((f) => ({
       name: f.name,
       title: `${typeLabel(f.resourceType)} record`,
-      detail: f.kind === "deleted" ? "deleted; its earlier versions remain" : `not opened in this browser, ${f.name.slice(0, 8)}…`,
+      detail: f.kind === "deleted" ? "deleted; its earlier versions remain" : `could not be opened, ${f.name.slice(0, 8)}…`,
     }));
   return [...opened, ...closed];
 }

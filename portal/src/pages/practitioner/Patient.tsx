@@ -94,9 +94,8 @@ function AddForm(props: { form: Form; gateway: GatewayClient; patientId: string;
 function KeyPatient(props: { session: KeyPractitioner; did: string }) {
   const { session, did } = props;
   const loaded = useAsync(async () => {
-    const namingKey = await session.keySource.namingKey(did);
     const identity = await session.node.query<{ name?: string }>("identity", "identity", { did }).catch(() => ({ name: "" }));
-    const result = await readRecords(session.node, did, session.keySource, "TREAT", { namingKey });
+    const result = await readRecords(session.node, did, session.keySource, "TREAT");
     return { ...result, name: identity.name ?? "" };
   }, [did]);
   const records = (loaded.value?.records ?? []).map((r) => r.resource as FhirResource);
@@ -123,9 +122,21 @@ function KeyPatient(props: { session: KeyPractitioner; did: string }) {
   );
 }
 
+/** Records not shared with this reader (no key for them, nothing fetched) are said quietly;
+ * what failed a check or was refused is a warning. */
 function Failures(props: { failures: RecordFailure[]; holdsOrganisationKey: boolean }) {
-  const shown = props.failures.filter((f) => f.kind !== "deleted" && f.kind !== "erased");
-  if (!shown.length) return null;
+  const notShared = props.failures.filter((f) => f.kind === "no-key").length;
+  const shown = props.failures.filter((f) => f.kind !== "deleted" && f.kind !== "erased" && f.kind !== "no-key");
+  if (!shown.length) {
+    if (!notShared) return null;
+    return (
+      <p class="hint">
+        {props.holdsOrganisationKey
+          ? `${notShared} other record${notShared === 1 ? " is" : "s are"} not shared with you.`
+          : "Sign in with your organisation's key file too to open what this patient shared with it."}
+      </p>
+    );
+  }
   const integrity = shown.filter((f) => f.kind === "integrity");
   const counts = new Map<string, number>();
   for (const failure of shown) counts.set(failure.reason, (counts.get(failure.reason) ?? 0) + 1);

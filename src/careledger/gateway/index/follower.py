@@ -17,11 +17,10 @@ One pass (`sync_once`), every `interval` seconds in a thread that `Gateway.start
    - An erased record leaves the index.
    - A record with a newer version on chain (written by the patient, or by another
      organisation for a record this one started) is read again and re-indexed.
-   - A record the index does not hold yet is indexed when the organisation can name it:
-     record names are keyed hashes of (type, id), so the follower tries the (type, id) of
-     every reference the patient's indexed resources make (with the patient's naming key,
-     which the grant wrapped to the organisation), a few rounds deep. A record no indexed
-     resource refers to stays unknown: the chain does not say its id (docs/gateway-index.md).
+   - A record a grant covers that the index does not hold yet is read by its name: the
+     chain lists names (keyed hashes of type and id), and the record's wrapped data key says
+     its type and id (wrap v2, docs/crypto.md 6.1; design change 28), checked against the
+     patient's naming key that the grant wrapped to the organisation.
 
 Every read goes through the node as the identity whose grant covers the record, with that
 grant's purpose: audited like any other access.
@@ -37,8 +36,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from careledger.crypto.naming import record_name
-from careledger.gateway.index.reading import read_readable
+from careledger.gateway.index.reading import read_named, read_readable
 from careledger.gateway.index.store import Located
 from careledger.gateway.principal import Principal
 from careledger.gateway.smart.scopes import parse_scopes
@@ -52,7 +50,6 @@ log = logging.getLogger(__name__)
 
 SYNC_ENV = "CARELEDGER_GATEWAY_SYNC"
 DEFAULT_INTERVAL = 5.0
-DISCOVERY_ROUNDS = 4
 FOLLOWER_CLIENT = "careledger-gateway-follower"
 ALL_SCOPES = parse_scopes("system/*.rs")
 AUTHOR_PURPOSE = "TREAT"
@@ -76,7 +73,7 @@ class Cover:
 class SyncReport:
     indexed: int = 0  # records (re)indexed
     forgotten: int = 0  # records dropped (grant ended, erased, no longer listed)
-    unknown: int = 0  # records a grant covers whose id nothing refers to
+    unknown: int = 0  # records a grant covers that did not open (refused, or altered)
     errors: list[str] = field(default_factory=list)
 
 
@@ -213,35 +210,30 @@ class Follower:
         covers: Sequence[Cover],
         report: SyncReport,
     ) -> None:
-        """Index the patient's records that indexed resources refer to (a few rounds: a
-        newly indexed resource's references are tried in the next)."""
+        """Index the patient's covered records the index does not hold, by name: the chain
+        lists their names, and each data key's wrap says its record's type and id (wrap v2,
+        docs/crypto.md 6.1). Each is read as the identity whose grant covers it; what does
+        not open is counted as unknown."""
         if not covers:
             return
-        naming_key = self._naming_key(patient, covers)
-        if naming_key is None:
-            return  # the patient shared no naming key with the organisation
-        tried: set[tuple[str, str]] = set()
-        for _ in range(DISCOVERY_ROUNDS):
-            known = {row.record for row in self.gateway.index.of_patient(patient)}
-            new = []
-            for kind, id_ in self.gateway.index.references_of(patient) - tried:
-                tried.add((kind, id_))
-                name = record_name(naming_key, kind, id_)
-                rec = chain.get(name)
-                if rec is None or name in known or rec["erased_at"]:
-                    continue
-                new.append(_new_row(patient, kind, id_, name, rec))
-            if not new:
-                break
-            self._index(new, covers, report)
         known = {row.record for row in self.gateway.index.of_patient(patient)}
-        report.unknown += sum(
-            1
-            for name, rec in chain.items()
-            if name not in known
-            and not rec["erased_at"]
-            and any(c.covers(_new_row(patient, "", "", name, rec)) for c in covers)
-        )
+        by_reader: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+        for name, rec in chain.items():
+            latest = rec.get("latest") or {}
+            if name in known or rec["erased_at"] or latest.get("tombstone", True):
+                continue
+            reader = self._reader_for(_new_row(patient, "", "", name, rec), covers)
+            if reader is not None:
+                by_reader.setdefault(reader, []).append(rec)
+        naming_key = self._naming_key(patient, covers) if by_reader else None
+        for (did, purpose), records in by_reader.items():
+            client = self.gateway.records_for(_principal(did, purpose))
+            read, failed = read_named(client, patient, records, naming_key)
+            self.gateway.index.put(
+                (_stamped(located, resource), resource) for located, resource in read
+            )
+            report.indexed += len(read)
+            report.unknown += failed
 
     def _naming_key(self, patient: str, covers: Sequence[Cover]) -> bytes | None:
         """The patient's naming key, as a grant wrapped it to the organisation (asked as

@@ -10,11 +10,12 @@ erased, deleted or does not open, is not returned; an erased one leaves the inde
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from careledger.gateway.index.store import Located, RecordIndex
+from careledger.wallet.reading import checked_resource
 from careledger.wallet.records import RecordRef, RecordsClient, RecordsError
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,46 @@ def read_readable(
         )
         readable.append((current, _as_served(resource, current)))
     return readable
+
+
+def read_named(
+    client: RecordsClient,
+    patient: str,
+    records: Sequence[Mapping[str, Any]],
+    naming_key: bytes | None,
+) -> tuple[list[tuple[Located, dict[str, Any]]], int]:
+    """The latest version of records known only by their names (`records/records` rows),
+    in one audited fetch: each opened by name (its type and id learnt from the data key's
+    wrap, the name checked against `naming_key`). What it read, and how many did not open
+    or were refused (logged)."""
+    if not records:
+        return [], 0
+    fetched = client.fetch([rec["latest"]["blob_hash"] for rec in records])
+    readable, failed = [], 0
+    for rec, (status, blob) in zip(records, fetched, strict=True):
+        latest = rec["latest"]
+        try:
+            if status != 200:
+                raise RecordsError(blob.decode(errors="replace"), status)
+            ref, opened = client.reader.open_named(patient, rec, latest, blob, naming_key)
+            resource = checked_resource(ref, opened)
+        except RecordsError as exc:
+            log.warning("follower: record %s does not open: %s", rec["record"], exc)
+            failed += 1
+            continue
+        located = Located(
+            ref.resource_type,
+            ref.resource_id,
+            patient,
+            ref.name,
+            int(latest["version"]),
+            "",
+            False,
+            str(rec.get("scope") or ""),
+            str(latest.get("org") or ""),
+        )
+        readable.append((located, _as_served(resource, located)))
+    return readable, failed
 
 
 def _chain_states(
