@@ -304,7 +304,7 @@ function AccessGroupItem(props: { group: AccessGroup; context: EntryContext }) {
         <summary>
           <span class="access-group-who">{groupSentence(who, group)}</span>
           <span class="access-group-meta">
-            {dayText(group.first)}, {timeSpan(group)}
+            {dayText(group.first)} {timeSpan(group)}
             {purpose ? ` · ${purpose}` : ""}
           </span>
           <span class="access-group-status">

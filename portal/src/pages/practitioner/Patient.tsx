@@ -104,6 +104,14 @@ function KeyPatient(props: { session: KeyPractitioner; did: string }) {
   return (
     <Page title={name}>
       <p class="patient-facts">{patientFacts(patient, formatDate).join(" · ")}</p>
+      {/* Without their Patient record (not shared), the ledger identity is all that says who. */}
+      {patient ? null : (
+        <p class="patient-facts">
+          <span>
+            Ledger identity: <span class="mono">{did}</span>
+          </span>
+        </p>
+      )}
       <Notice>
         Signed in with your practitioner key: you read what this patient shared with you, straight from the ledger. To add records or break
         the glass, sign in with your organisation's backend client key.
@@ -157,8 +165,10 @@ function Failures(props: { failures: RecordFailure[]; holdsOrganisationKey: bool
   );
 }
 
-/** Records shown at first in each category: the newest; the older ones fold away. */
+/** Records shown at first in each category: the newest; the older ones fold away (unless
+ * they are so few that folding them hides more than it saves). */
 export const RECENT_SHOWN = 5;
+const FOLD_AT_LEAST = 3;
 
 /** The records by category (the order of fhir-display's CATEGORIES), newest first in each,
  * with counts; in each category the newest few are shown and the older ones folded (a
@@ -183,8 +193,8 @@ export function RecordList(props: { records: FhirResource[] }) {
           <summary class="category-heading">
             {category} <span class="muted">({items.length})</span>
           </summary>
-          <RecordItems items={items.slice(0, RECENT_SHOWN)} label={`${category}, newest`} />
-          {items.length > RECENT_SHOWN ? (
+          <RecordItems items={folds(items) ? items.slice(0, RECENT_SHOWN) : items} label={category} />
+          {folds(items) ? (
             <details class="older">
               <summary>Show {items.length - RECENT_SHOWN} older</summary>
               <RecordItems items={items.slice(RECENT_SHOWN)} label={`${category}, older`} />
@@ -194,6 +204,10 @@ export function RecordList(props: { records: FhirResource[] }) {
       ))}
     </section>
   );
+}
+
+function folds(items: unknown[]): boolean {
+  return items.length >= RECENT_SHOWN + FOLD_AT_LEAST;
 }
 
 function RecordItems(props: { items: { resource: FhirResource; display: ReturnType<typeof describe> }[]; label: string }) {
