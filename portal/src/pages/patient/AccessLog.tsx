@@ -273,7 +273,7 @@ function groupSentence(who: string, group: AccessGroup): string {
 
 function timeSpan(group: AccessGroup): string {
   const [first, last] = [timeText(group.first), timeText(group.last)];
-  return first === last ? `at ${first}` : `${first}–${last}`;
+  return first === last ? `at ${first}` : `from ${first} to ${last}`;
 }
 
 const GROUP_BADGE: Record<ReturnType<typeof groupProofStatus>, { text: (n: number) => string; cls: string }> = {
@@ -338,18 +338,22 @@ function AccessEntryItem(props: { access: LoggedAccess; context: EntryContext; p
   const info = entry.record ? context.types.get(entry.record.slice(0, 32)) : undefined;
   const type = info ? typeLabel(info.type) : "Record";
   const label = context.labels.get(entry.record.slice(0, 32));
+  // Versions matter only once a record was changed: "version 1" is noise to a patient.
+  const version = entry.version > 1 ? ` (version ${entry.version})` : "";
   const record = !entry.record
     ? "A file that is not one of your records"
     : label
-      ? `${type}: ${label} (version ${entry.version})`
-      : `${type} ${entry.record.slice(0, 12)}…, version ${entry.version}`;
+      ? `${type}: ${label}${version}`
+      : `${type} ${entry.record.slice(0, 12)}…${version}`;
   return (
     <li class="access-entry" data-testid="access-entry" data-outcome={allowed ? "allowed" : "denied"}>
       <p>
         <span class="record-label">{record}</span>
       </p>
-      <p class="hint">{when(entry.at)}</p>
-      <ProofBadge access={access} proof={props.proof} />
+      <div class="access-entry-foot">
+        <span class="hint">{timeText(entry.at)}</span>
+        <ProofBadge access={access} proof={props.proof} />
+      </div>
     </li>
   );
 }
@@ -364,11 +368,9 @@ function ProofBadge(props: { access: LoggedAccess; proof: ProofResult | undefine
   const { proof } = props;
   if (!proof) {
     return (
-      <p>
-        <span class="badge" data-testid="proof" data-status="checking">
-          Checking proof…
-        </span>
-      </p>
+      <span class="badge" data-testid="proof" data-status="checking">
+        Checking proof…
+      </span>
     );
   }
   const badge = BADGE[proof.status];
