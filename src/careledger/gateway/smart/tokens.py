@@ -73,7 +73,10 @@ class ActingAs:
     def fields(self) -> dict[str, str]:
         found = {"organization": self.organization, "organization_name": self.organization_name}
         if self.practitioner is not None:
-            found |= {"practitioner": self.practitioner, "practitioner_name": self.practitioner_name}
+            found |= {
+                "practitioner": self.practitioner,
+                "practitioner_name": self.practitioner_name,
+            }
         return found
 
 
@@ -196,7 +199,9 @@ class TokenEndpoint:
                 "invalid_grant",
                 f"the gateway holds no key for {client.did}, this client's identity",
             ) from None
-        return replace(acting_as, practitioner=practitioner.did, practitioner_name=practitioner.name)
+        return replace(
+            acting_as, practitioner=practitioner.did, practitioner_name=practitioner.name
+        )
 
     def close(self) -> None:
         self.jwks.close()
