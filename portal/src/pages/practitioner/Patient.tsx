@@ -103,7 +103,7 @@ function KeyPatient(props: { session: KeyPractitioner; did: string }) {
   const name = patientName(patient) || loaded.value?.name || "Patient";
   return (
     <Page title={name}>
-      <p class="patient-facts">{patientFacts(patient, formatDate).join(" · ")}</p>
+      {patient ? <p class="patient-facts">{patientFacts(patient, formatDate).join(" · ")}</p> : null}
       {/* Without their Patient record (not shared), the ledger identity is all that says who. */}
       {patient ? null : (
         <p class="patient-facts">
