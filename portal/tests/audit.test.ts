@@ -3,7 +3,18 @@
 // The node's answers are replayed from the fixture; everything checked is the page's code.
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { decodeBatch, entryFromJson, entryLeaf, ProofChecker, type LoggedAccess } from "../src/wallet/audit";
+import {
+  basisOf,
+  decodeBatch,
+  entryFromJson,
+  entryLeaf,
+  groupAccesses,
+  groupProofStatus,
+  ProofChecker,
+  type AccessEntry,
+  type LoggedAccess,
+  type ProofResult,
+} from "../src/wallet/audit";
 import { hex } from "../src/crypto/bytes";
 import type { NodeClient } from "../src/wallet/node";
 
@@ -124,5 +135,68 @@ describe("proofs of the log's entries", () => {
     delete (txs[access.tx] as { evidence?: unknown }).evidence;
     expect((await new ProofChecker(replayNode(txs)).prove(access)).status).toBe("pending");
     expect((await new ProofChecker(replayNode({})).prove(access)).status).toBe("pending");
+  });
+});
+
+// --- grouping the log into reads a person understands ---------------------------------------
+
+const PATIENT = "did:key:z6MkPatient";
+const DOCTOR = "did:key:z6MkDoctor";
+const HOSPITAL = "did:key:z6MkHospital";
+const DAY = 1_795_000_000; // a noon-ish unix time; days below are counted in UTC
+
+function read(at: number, changes: Partial<AccessEntry> = {}, index = 0): LoggedAccess {
+  const entry: AccessEntry = {
+    patient: PATIENT, record: `${index % 7}`.padStart(32, "a"), version: 1, reader: DOCTOR, org: HOSPITAL,
+    purpose: "TREAT", outcome: "grant", at, ...changes,
+  };
+  return { entry, height: 10 + index, tx: "ab".repeat(32), node: "did:key:z6MkNode", seq: 1, index };
+}
+
+const utcDay = (at: number) => new Date(at * 1000).toISOString().slice(0, 10);
+
+describe("grouped reads", () => {
+  it("gather one reader's reads of a day, purpose and outcome, counting distinct records", () => {
+    const entries = Array.from({ length: 20 }, (_, i) => read(DAY + i, {}, i));
+    const groups = groupAccesses(entries, PATIENT, utcDay);
+    expect(groups).toHaveLength(1);
+    expect(groups[0]!.entries).toHaveLength(20);
+    expect(groups[0]!.records).toBe(7);
+    expect([groups[0]!.first, groups[0]!.last]).toEqual([DAY, DAY + 19]);
+    expect(groups[0]!.entries[0]!.entry.at).toBe(DAY + 19); // newest first
+  });
+
+  it("part reads by day, purpose and outcome, newest first, the patient's own last", () => {
+    const entries = [
+      read(DAY + 100, { reader: PATIENT, org: "", purpose: "", outcome: "patient" }, 1),
+      read(DAY + 50, {}, 2),
+      read(DAY + 40, { outcome: "denied" }, 3),
+      read(DAY + 30, { purpose: "HRESCH" }, 4),
+      read(DAY - 86_400, {}, 5),
+    ];
+    const groups = groupAccesses(entries, PATIENT, utcDay);
+    expect(groups.map((g) => [g.entries[0]!.index, g.allowed, g.own])).toEqual([
+      [2, true, false],
+      [3, false, false],
+      [4, true, false],
+      [5, true, false],
+      [1, true, true],
+    ]);
+  });
+
+  it("call a read under a break-glass an emergency, whatever rule allowed it", () => {
+    expect(basisOf(read(DAY, { outcome: "author", purpose: "ETREAT" }).entry)).toBe("emergency");
+    expect(basisOf(read(DAY, { outcome: "author", purpose: "TREAT" }).entry)).toBe("author");
+    expect(basisOf(read(DAY, { outcome: "denied", purpose: "ETREAT" }).entry)).toBe("denied");
+    const groups = groupAccesses([read(DAY, { outcome: "author", purpose: "ETREAT" }), read(DAY + 1, { outcome: "emergency", purpose: "ETREAT" }, 1)], PATIENT, utcDay);
+    expect(groups.map((g) => g.basis)).toEqual(["emergency"]);
+  });
+
+  it("have a valid proof only when every entry's proof is valid", () => {
+    const result = (status: ProofResult["status"]): ProofResult => ({ status, checks: [], problem: "", blockHash: "" });
+    expect(groupProofStatus([result("valid"), result("valid")])).toBe("valid");
+    expect(groupProofStatus([result("valid"), undefined])).toBe("checking");
+    expect(groupProofStatus([result("valid"), result("pending")])).toBe("pending");
+    expect(groupProofStatus([result("pending"), result("invalid"), undefined])).toBe("invalid");
   });
 });

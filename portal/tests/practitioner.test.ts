@@ -2,9 +2,10 @@
 // assertion signed for each algorithm the gateway takes (verified here with the public key),
 // refusals turned into sentences, and the forms' checks before anything is sent.
 import { ed25519 } from "@noble/curves/ed25519.js";
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { b64url, bufferOf, fromB64url, fromUtf8, utf8 } from "../src/crypto/bytes";
 import { ClientKeyError, loadClientKey, outcomeMessage, signAssertion } from "../src/wallet/gateway";
+import { signInWithClientKey, smartDisplayName } from "../src/wallet/practitioner";
 import { buildCondition, buildMedicationRequest, buildObservation, reasonError } from "../src/pages/practitioner/forms";
 
 const TOKEN_URL = "http://127.0.0.1:8000/auth/token";
@@ -123,5 +124,30 @@ describe("forms check before sending", () => {
     expect(reasonError("  ")).toMatch(/why/);
     expect(reasonError("x".repeat(501))).toMatch(/500/);
     expect(reasonError("unconscious, allergies unknown")).toBeNull();
+  });
+});
+
+describe("the signed-in clinician's name", () => {
+  afterEach(() => vi.unstubAllGlobals());
+
+  it("is the practitioner the token endpoint says the client acts as", async () => {
+    const seed = ed25519.utils.randomSecretKey();
+    const jwk = { kty: "OKP", crv: "Ed25519", d: b64url(seed), x: b64url(ed25519.getPublicKey(seed)), alg: "EdDSA" };
+    const answers: Record<string, unknown> = {
+      "/fhir/.well-known/smart-configuration": { token_endpoint: TOKEN_URL },
+      "/auth/token": {
+        access_token: "t", token_type: "bearer", expires_in: 300, scope: "system/*.cruds",
+        practitioner: "did:key:z6MkDoctor", practitioner_name: "Dr. Demo", organization: "did:key:z6MkOrg", organization_name: "Demo Hospital",
+      },
+    };
+    vi.stubGlobal("fetch", async (url: string) => new Response(JSON.stringify(answers[url]), { status: 200 }));
+    const session = await signInWithClientKey(keyFile(jwk));
+    expect(session.displayName).toBe("Dr. Demo (Demo Hospital)");
+  });
+
+  it("falls back to the organisation, then to plain words, never a client id", () => {
+    expect(smartDisplayName({ practitioner: "", organization: "Demo Hospital" })).toBe("Demo Hospital (organisation account)");
+    expect(smartDisplayName({ practitioner: "", organization: "" })).toBe("Clinician");
+    expect(smartDisplayName({ practitioner: "Dr. Demo", organization: "" })).toBe("Dr. Demo");
   });
 });

@@ -137,6 +137,28 @@ def test_a_client_bound_to_a_practitioner_acts_as_them(shared: GatewayProcess) -
     assert principal is not None and principal.did == "did:org"
 
 
+def test_the_token_names_who_it_acts_as(shared: GatewayProcess) -> None:
+    """A page signing in with a client key shows the practitioner's name, not a client id:
+    the token response names the practitioner and the organisation (extra RFC 6749 5.1
+    parameters, from the key files the gateway acts with)."""
+    from careledger.crypto.keyfile import KeyFile
+    from careledger.crypto.keys import Identity
+
+    doctor = Identity.generate()
+    KeyFile(doctor.did, "practitioner", doctor, "Dr. Named").save(
+        shared.data_dir / "keys" / f"practitioner-{doctor.did[-8:]}.json"
+    )
+    organisation = KeyFile.load(shared.data_dir / "keys" / "organisation.json")
+    bound = shared.add_client(did=doctor.did).token_response()
+    assert bound["practitioner"] == doctor.did
+    assert bound["practitioner_name"] == "Dr. Named"
+    assert bound["organization"] == organisation.did
+    assert bound["organization_name"] == organisation.name
+    own = shared.add_client().token_response()
+    assert "practitioner" not in own and "practitioner_name" not in own
+    assert own["organization"] == organisation.did
+
+
 # --- every token-endpoint error, provoked ----------------------------------------------------
 
 

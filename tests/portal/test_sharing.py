@@ -131,7 +131,12 @@ def test_grant_read_revoke_denied_and_both_reads_proven_in_the_log(
 
     time.sleep(1)  # the node's audit batches commit every 0.25 s
     portal.goto("/patient/log")
-    doctors = page.get_by_test_id("access-entry").filter(has_text="Dr. Northside")
+    # The log groups reads by reader, day, purpose and outcome; each group opens to its entries.
+    groups = page.get_by_test_id("access-group").filter(has_text="Dr. Northside")
+    expect(groups).to_have_count(2)  # allowed, then denied
+    for index in range(groups.count()):
+        groups.nth(index).locator("summary").first.click()
+    doctors = groups.get_by_test_id("access-entry")
     expect(doctors.and_(page.locator("[data-outcome=allowed]"))).to_have_count(len(blobs))
     expect(doctors.and_(page.locator("[data-outcome=denied]"))).to_have_count(len(blobs))
     for index in range(doctors.count()):
@@ -143,7 +148,7 @@ def test_grant_read_revoke_denied_and_both_reads_proven_in_the_log(
         if view is not portal:
             sign_in_with_key_file(view, demo_node.file("patient-2.json"))
             view.goto("/patient/log")
-            view.page.get_by_test_id("access-entry").first.wait_for()
+            view.page.get_by_test_id("access-group").first.wait_for()
         view.screenshot("access-log")
         view.axe()
     portal.assert_clean()

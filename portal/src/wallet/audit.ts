@@ -369,3 +369,75 @@ function passed(checks: Check[]): string[] {
 function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
+
+// --- reads a person understands ---------------------------------------------------------------
+
+/** Why a read was allowed or refused, as the page words it: the chain's outcome, except that
+ * an allowed read stating emergency treatment (ETREAT, what every read under a break-glass
+ * states) is "emergency", whatever rule let it through: a patient who sees "they wrote this
+ * record" for a read made under a break-glass is misled about why their records were opened. */
+export function basisOf(entry: AccessEntry): string {
+  if (isAllowed(entry.outcome) && entry.outcome !== "patient" && entry.purpose === "ETREAT") return "emergency";
+  return entry.outcome;
+}
+
+/** The reads of one reader for one organisation, on one day, for one purpose, with one basis. */
+export interface AccessGroup {
+  key: string;
+  reader: string;
+  org: string;
+  day: string; // YYYY-MM-DD in the page's time zone
+  purpose: string;
+  basis: string; // basisOf its entries
+  allowed: boolean;
+  own: boolean; // the patient's own reads (the page opening their records)
+  entries: LoggedAccess[]; // newest first
+  records: number; // distinct records read
+  first: number; // unix seconds of the oldest and the newest entry
+  last: number;
+}
+
+/** The local calendar day of a unix time, YYYY-MM-DD. */
+export function localDay(unixSeconds: number): string {
+  const d = new Date(unixSeconds * 1000);
+  const pad = (n: number) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+}
+
+/** The log's entries (newest first) grouped by reader, organisation, day, purpose and basis;
+ * the groups newest first, the patient's own after everyone else's (a page that opens all
+ * their records adds a read per record, and those must not bury who else looked). */
+export function groupAccesses(entries: LoggedAccess[], patient: string, dayOf: (at: number) => string = localDay): AccessGroup[] {
+  const groups = new Map<string, AccessGroup>();
+  for (const access of entries) {
+    const e = access.entry;
+    const day = dayOf(e.at);
+    const basis = basisOf(e);
+    const key = [e.reader, e.org, day, e.purpose, basis].join("|");
+    let group = groups.get(key);
+    if (!group) {
+      group = {
+        key, reader: e.reader, org: e.org, day, purpose: e.purpose, basis,
+        allowed: isAllowed(e.outcome), own: e.reader === patient, entries: [], records: 0, first: e.at, last: e.at,
+      };
+      groups.set(key, group);
+    }
+    group.entries.push(access);
+    group.first = Math.min(group.first, e.at);
+    group.last = Math.max(group.last, e.at);
+  }
+  const all = [...groups.values()];
+  for (const group of all) {
+    group.entries.sort((a, b) => b.entry.at - a.entry.at || b.height - a.height || b.index - a.index);
+    group.records = new Set(group.entries.map((a) => `${a.entry.record}/${a.entry.version}`)).size;
+  }
+  return all.sort((a, b) => Number(a.own) - Number(b.own) || b.last - a.last || a.key.localeCompare(b.key));
+}
+
+/** One verdict for a group's proofs: valid only when every entry's proof is. */
+export function groupProofStatus(results: (ProofResult | undefined)[]): ProofStatus | "checking" {
+  if (results.some((r) => r?.status === "invalid")) return "invalid";
+  if (results.some((r) => !r)) return "checking";
+  if (results.some((r) => r?.status === "pending")) return "pending";
+  return "valid";
+}

@@ -172,6 +172,9 @@ export interface BreakGlass {
 export class GatewayClient {
   private token: { value: string; expires: number } | null = null;
   private audience: string | null = null;
+  /** Who the token acts as, by name, as the token endpoint says (its `practitioner_name` and
+   * `organization_name`; "" when it does not say). */
+  actingAs: { practitioner: string; organization: string } = { practitioner: "", organization: "" };
 
   constructor(
     readonly key: ClientKey,
@@ -209,6 +212,8 @@ export class GatewayClient {
     }
     const lifetime = typeof body.expires_in === "number" ? body.expires_in : 300;
     this.token = { value: body.access_token, expires: now + lifetime };
+    const named = (field: unknown) => (typeof field === "string" ? field.trim().slice(0, 200) : "");
+    this.actingAs = { practitioner: named(body.practitioner_name), organization: named(body.organization_name) };
     return body.access_token;
   }
 

@@ -50,7 +50,15 @@ export async function signInWithClientKey(text: string, base = ""): Promise<Smar
   const key: ClientKey = await loadClientKey(text);
   const gateway = new GatewayClient(key, base);
   await gateway.accessToken();
-  return new SmartPractitioner(gateway, `Clinician (client ${key.clientId.slice(0, 8)})`);
+  return new SmartPractitioner(gateway, smartDisplayName(gateway.actingAs));
+}
+
+/** The header's name for a client key's session: the practitioner the gateway says the
+ * client acts as ("Dr. Demo (Demo Hospital)"), else the organisation, else plain words. */
+export function smartDisplayName(actingAs: { practitioner: string; organization: string }): string {
+  const { practitioner, organization } = actingAs;
+  if (practitioner) return organization ? `${practitioner} (${organization})` : practitioner;
+  return organization ? `${organization} (organisation account)` : "Clinician";
 }
 
 interface IdentityRow {

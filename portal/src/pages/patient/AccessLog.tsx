@@ -1,13 +1,18 @@
 // Access log: every read of the patient's records (by whom, for which organisation, which
 // record, when, why, allowed or denied), break-glass alerts first, and each entry's proof
-// checked in this page against the block that committed it (wallet/audit.ts).
+// checked in this page against the block that committed it (wallet/audit.ts). Reads are
+// grouped as a person tells them ("Dr. Demo read 98 of your records on 24 Nov for emergency
+// treatment"), each group opening to its records; the patient's own reads come last.
 import { useEffect, useMemo, useState } from "preact/hooks";
 import { useSession } from "../../app/session";
 import { Empty, ErrorMessage, Loading, Page, useAsync } from "../../app/ui";
 import {
+  groupAccesses,
+  groupProofStatus,
   isAllowed,
   loadAccessLog,
   ProofChecker,
+  type AccessGroup,
   type BreakGlassAlert,
   type LoggedAccess,
   type ProofResult,
@@ -22,14 +27,15 @@ import "./sharing.css";
 
 const PENDING_RETRIES = 15;
 const PENDING_RETRY_MS = 2000;
-const SHOWN = 100; // entries rendered at first; "Show more" adds as many
 
-const OUTCOME_WORDS: Record<string, string> = {
+/** Why reads were allowed or refused (audit.ts basisOf: the chain's outcome, or "emergency"
+ * for a read under a break-glass). */
+const BASIS_WORDS: Record<string, string> = {
   patient: "Allowed: you read your own record",
-  author: "Allowed: they wrote this record",
+  author: "Allowed: their organisation wrote these records",
   grant: "Allowed by your sharing",
   delegate: "Allowed: someone you trust with your sharing",
-  emergency: "Allowed: emergency access (break the glass)",
+  emergency: "Allowed: emergency access (break-glass)",
   denied: "Denied",
   not_found: "Denied: no such record",
   erased: "Denied: the record was erased",
@@ -70,14 +76,17 @@ function AccessLogFor(props: { wallet: PatientWallet }) {
         loadAccessLog(wallet.node, wallet.did),
         recordTypes(wallet.node, wallet.did).catch(() => new Map<string, RecordInfo>()),
       ]);
-      return { log, types };
+      return { log, types, groups: groupAccesses(log.entries, wallet.did) };
     },
     [wallet.did],
   );
   const checker = useMemo(() => new ProofChecker(wallet.node), [wallet.did, loaded.value]);
   const directory = useMemo(() => new Directory(wallet.node), [wallet.did]);
-  const [shown, setShown] = useState(SHOWN);
   const [labels, setLabels] = useState<Map<string, string>>(new Map());
+  const groups = loaded.value?.groups ?? [];
+  const others = groups.filter((g) => !g.own);
+  const own = groups.filter((g) => g.own);
+  const context: EntryContext = { patient: wallet.did, types: loaded.value?.types ?? new Map(), labels, directory, checker };
   return (
     <Page
       title="Access log"
@@ -94,29 +103,32 @@ function AccessLogFor(props: { wallet: PatientWallet }) {
             </button>
           </div>
           <RecordLabels wallet={wallet} onLabels={setLabels} />
-          {loaded.value.log.entries.length === 0 ? (
-            <Empty>Nobody has read your records yet.</Empty>
-          ) : (
-            <ul class="access-list" aria-label="Reads of your records, newest first">
-              {loaded.value.log.entries.slice(0, shown).map((access) => (
-                <AccessEntryItem
-                  key={`${access.tx}/${access.index}`}
-                  access={access}
-                  patient={wallet.did}
-                  types={loaded.value?.types ?? new Map()}
-                  label={labels.get(access.entry.record.slice(0, 32))}
-                  directory={directory}
-                  checker={checker}
-                />
-              ))}
-            </ul>
-          )}
-          {loaded.value.log.entries.length > shown ? (
-            <div class="actions">
-              <button type="button" class="secondary" onClick={() => setShown(shown + SHOWN)}>
-                Show more
-              </button>
-            </div>
+          <section aria-labelledby="others-title">
+            <h2 class="section-title" id="others-title">
+              Reads by others
+            </h2>
+            {others.length === 0 ? (
+              <Empty>Nobody else has read your records yet.</Empty>
+            ) : (
+              <ul class="access-list">
+                {others.map((group) => (
+                  <AccessGroupItem key={group.key} group={group} context={context} />
+                ))}
+              </ul>
+            )}
+          </section>
+          {own.length ? (
+            <section aria-labelledby="own-title">
+              <h2 class="section-title" id="own-title">
+                Your own reads
+              </h2>
+              <p class="hint access-hint">Each time this portal opens your records to show them to you, that is a read of yours, logged like any other.</p>
+              <ul class="access-list">
+                {own.map((group) => (
+                  <AccessGroupItem key={group.key} group={group} context={context} />
+                ))}
+              </ul>
+            </section>
           ) : null}
           {loaded.value.log.truncated ? <p class="hint">Only the newest entries are shown here.</p> : null}
         </>
@@ -194,43 +206,154 @@ function AlertItem(props: { alert: BreakGlassAlert; directory: Directory }) {
   );
 }
 
-function AccessEntryItem(props: {
-  access: LoggedAccess;
+interface EntryContext {
   patient: string;
   types: Map<string, RecordInfo>;
-  label: string | undefined;
+  labels: Map<string, string>;
   directory: Directory;
   checker: ProofChecker;
-}) {
-  const { access, patient } = props;
+}
+
+function dayText(unixSeconds: number): string {
+  return new Date(unixSeconds * 1000).toLocaleDateString(undefined, { dateStyle: "medium" });
+}
+
+function timeText(unixSeconds: number): string {
+  return new Date(unixSeconds * 1000).toLocaleTimeString(undefined, { timeStyle: "short" });
+}
+
+function accessKey(access: LoggedAccess): string {
+  return `${access.tx}/${access.index}`;
+}
+
+/** Every entry's proof (a batch is checked once for all its entries), asked again a few
+ * times while some are pending (their batch not committed yet, or the block after it). */
+function useProofs(accesses: LoggedAccess[], checker: ProofChecker): Map<string, ProofResult> {
+  const [proofs, setProofs] = useState<Map<string, ProofResult>>(new Map());
+  useEffect(() => {
+    let live = true;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let tries = 0;
+    const run = async () => {
+      const results = await Promise.all(accesses.map((access) => checker.prove(access)));
+      if (!live) return;
+      setProofs(new Map(accesses.map((access, i) => [accessKey(access), results[i] as ProofResult])));
+      const pending = accesses.filter((_, i) => results[i]?.status === "pending");
+      if (pending.length && tries++ < PENDING_RETRIES) {
+        timer = setTimeout(() => {
+          for (const tx of new Set(pending.map((access) => access.tx))) checker.forget(tx);
+          void run();
+        }, PENDING_RETRY_MS);
+      }
+    };
+    setProofs(new Map());
+    void run();
+    return () => {
+      live = false;
+      if (timer) clearTimeout(timer);
+    };
+  }, [accesses, checker]);
+  return proofs;
+}
+
+/** "Dr. Demo (Demo Hospital)", "You", or the organisation alone when it read as itself. */
+function useReaderName(group: AccessGroup, context: EntryContext): string {
+  const reader = useName(context.directory, group.reader, context.patient);
+  const org = useName(context.directory, group.org, context.patient);
+  if (group.own) return "You";
+  return group.org && group.org !== group.reader ? `${reader} (${org})` : reader;
+}
+
+function groupSentence(who: string, group: AccessGroup): string {
+  const count = group.records === 1 ? "1 of your records" : `${group.records} of your records`;
+  const reads = group.entries.length > group.records ? ` (${group.entries.length} reads)` : "";
+  if (group.own) return `You opened ${count}${reads}`;
+  return group.allowed ? `${who} read ${count}${reads}` : `${who} asked for ${count}${reads} and was refused`;
+}
+
+function timeSpan(group: AccessGroup): string {
+  const [first, last] = [timeText(group.first), timeText(group.last)];
+  return first === last ? `at ${first}` : `from ${first} to ${last}`;
+}
+
+const GROUP_BADGE: Record<ReturnType<typeof groupProofStatus>, { text: (n: number) => string; cls: string }> = {
+  valid: { text: (n) => (n === 1 ? "Proof valid" : `All ${n} proofs valid`), cls: "badge badge-ok" },
+  pending: { text: () => "Proofs pending", cls: "badge badge-pending" },
+  invalid: { text: () => "A proof is invalid", cls: "badge badge-bad" },
+  checking: { text: () => "Checking proofs…", cls: "badge" },
+};
+
+const ENTRIES_SHOWN = 50; // entries rendered in an opened group at first; "Show more" adds as many
+
+function AccessGroupItem(props: { group: AccessGroup; context: EntryContext }) {
+  const { group, context } = props;
+  const who = useReaderName(group, context);
+  const proofs = useProofs(group.entries, context.checker);
+  const [shown, setShown] = useState(ENTRIES_SHOWN);
+  const verdict = groupProofStatus(group.entries.map((access) => proofs.get(accessKey(access))));
+  const badge = GROUP_BADGE[verdict];
+  const basis = group.own ? "" : BASIS_WORDS[group.basis] ?? group.basis;
+  const purpose = group.purpose ? `for ${purposePhrase(group.purpose)}` : group.own ? "" : "no purpose stated";
+  return (
+    <li
+      class={`card access-group ${group.allowed ? "access-allowed" : "access-denied"}`}
+      data-testid="access-group"
+      data-outcome={group.allowed ? "allowed" : "denied"}
+    >
+      <details>
+        <summary>
+          <span class="access-group-who">{groupSentence(who, group)}</span>
+          <span class="access-group-meta">
+            {dayText(group.first)} {timeSpan(group)}
+            {purpose ? ` · ${purpose}` : ""}
+          </span>
+          <span class="access-group-status">
+            {basis ? <span class={group.allowed ? "outcome-allowed" : "outcome-denied"}>{basis}</span> : null}
+            <span class={badge.cls} data-testid="group-proof" data-status={verdict}>
+              {badge.text(group.entries.length)}
+            </span>
+          </span>
+        </summary>
+        <ul class="access-entries" aria-label="Each record read">
+          {group.entries.slice(0, shown).map((access) => (
+            <AccessEntryItem key={accessKey(access)} access={access} context={context} proof={proofs.get(accessKey(access))} />
+          ))}
+        </ul>
+        {group.entries.length > shown ? (
+          <div class="actions">
+            <button type="button" class="secondary" onClick={() => setShown(shown + ENTRIES_SHOWN)}>
+              Show {Math.min(ENTRIES_SHOWN, group.entries.length - shown)} more
+            </button>
+          </div>
+        ) : null}
+      </details>
+    </li>
+  );
+}
+
+function AccessEntryItem(props: { access: LoggedAccess; context: EntryContext; proof: ProofResult | undefined }) {
+  const { access, context } = props;
   const entry = access.entry;
-  const reader = useName(props.directory, entry.reader, patient);
-  const org = useName(props.directory, entry.org, patient);
   const allowed = isAllowed(entry.outcome);
-  const info = entry.record ? props.types.get(entry.record.slice(0, 32)) : undefined;
+  const info = entry.record ? context.types.get(entry.record.slice(0, 32)) : undefined;
   const type = info ? typeLabel(info.type) : "Record";
+  const label = context.labels.get(entry.record.slice(0, 32));
+  // Versions matter only once a record was changed: "version 1" is noise to a patient.
+  const version = entry.version > 1 ? ` (version ${entry.version})` : "";
   const record = !entry.record
     ? "A file that is not one of your records"
-    : props.label
-      ? `${type}: ${props.label} (version ${entry.version})`
-      : `${type} ${entry.record.slice(0, 12)}…, version ${entry.version}`;
+    : label
+      ? `${type}: ${label}${version}`
+      : `${type} ${entry.record.slice(0, 12)}…${version}`;
   return (
-    <li class={`card access-entry ${allowed ? "access-allowed" : "access-denied"}`} data-testid="access-entry" data-outcome={allowed ? "allowed" : "denied"}>
-      <div class="access-entry-head">
-        <p class="access-entry-who">
-          {reader}
-          {entry.org && entry.org !== entry.reader ? <span> for {org}</span> : null}
-        </p>
-        <span class={allowed ? "outcome-allowed" : "outcome-denied"}>{OUTCOME_WORDS[entry.outcome] ?? entry.outcome}</span>
-      </div>
+    <li class="access-entry" data-testid="access-entry" data-outcome={allowed ? "allowed" : "denied"}>
       <p>
         <span class="record-label">{record}</span>
       </p>
-      <p class="hint">
-        {when(entry.at)}
-        {entry.purpose ? ` · for ${purposePhrase(entry.purpose)}` : entry.reader === patient ? "" : " · no purpose stated"}
-      </p>
-      <ProofBadge access={access} checker={props.checker} />
+      <div class="access-entry-foot">
+        <span class="hint">{timeText(entry.at)}</span>
+        <ProofBadge access={access} proof={props.proof} />
+      </div>
     </li>
   );
 }
@@ -241,38 +364,13 @@ const BADGE: Record<ProofResult["status"], { text: string; cls: string }> = {
   invalid: { text: "Proof invalid", cls: "badge badge-bad" },
 };
 
-function ProofBadge(props: { access: LoggedAccess; checker: ProofChecker }) {
-  const [proof, setProof] = useState<ProofResult | null>(null);
-  useEffect(() => {
-    let live = true;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    let tries = 0;
-    const check = () =>
-      void props.checker.prove(props.access).then((found) => {
-        if (!live) return;
-        setProof(found);
-        // Not committed yet (or the block after it, under CometBFT): ask again a few times.
-        if (found.status === "pending" && tries++ < PENDING_RETRIES) {
-          timer = setTimeout(() => {
-            props.checker.forget(props.access.tx);
-            check();
-          }, PENDING_RETRY_MS);
-        }
-      });
-    setProof(null);
-    check();
-    return () => {
-      live = false;
-      if (timer) clearTimeout(timer);
-    };
-  }, [props.access, props.checker]);
+function ProofBadge(props: { access: LoggedAccess; proof: ProofResult | undefined }) {
+  const { proof } = props;
   if (!proof) {
     return (
-      <p>
-        <span class="badge" data-testid="proof" data-status="checking">
-          Checking proof…
-        </span>
-      </p>
+      <span class="badge" data-testid="proof" data-status="checking">
+        Checking proof…
+      </span>
     );
   }
   const badge = BADGE[proof.status];

@@ -48,9 +48,9 @@ export function BreakGlassPanel(props: { gateway: GatewayClient; patientId: stri
   return (
     <form class="panel panel-emergency" onSubmit={submit} noValidate aria-labelledby="break-glass-title">
       <h2 id="break-glass-title">Emergency access</h2>
-      <p>
-        Only when the patient cannot consent and needs care now. Breaking the glass is recorded on the ledger with your name and reason, and the
-        patient is alerted. Access ends after at most one hour.
+      <p class="hint">
+        Only if the patient cannot consent and needs care now. Recorded on the ledger with your name and reason; the patient is alerted; ends
+        after at most one hour.
       </p>
       {glass ? (
         <Notice kind="warning">
@@ -63,7 +63,7 @@ export function BreakGlassPanel(props: { gateway: GatewayClient; patientId: stri
       <Field id="break-glass-reason" label="Reason" hint="Recorded and shown to the patient (at most 500 characters)." error={fieldError}>
         <textarea
           id="break-glass-reason"
-          rows={3}
+          rows={2}
           maxLength={500}
           value={reason}
           aria-invalid={fieldError ? "true" : undefined}

@@ -70,6 +70,7 @@ function SmartPatient(props: { session: SmartPractitioner; id: string }) {
       </div>
       {saved ? <Notice kind="success">{saved}</Notice> : null}
       <AddForm form={form} gateway={gateway} patientId={props.id} onSaved={onSaved} onCancel={() => setForm(null)} />
+      {/* Above the records, which run to thousands of lines: in an emergency, nobody scrolls. */}
       <BreakGlassPanel gateway={gateway} patientId={props.id} onBroken={() => loaded.reload()} />
       {loaded.loading && !loaded.value ? (
         <Loading what="Reading the patient's records" />
@@ -102,7 +103,15 @@ function KeyPatient(props: { session: KeyPractitioner; did: string }) {
   const name = patientName(patient) || loaded.value?.name || "Patient";
   return (
     <Page title={name}>
-      {patient ? <p class="patient-facts">{patientFacts(patient, formatDate).join(" · ")}</p> : <p class="patient-facts mono">{did}</p>}
+      {patient ? <p class="patient-facts">{patientFacts(patient, formatDate).join(" · ")}</p> : null}
+      {/* Without their Patient record (not shared), the ledger identity is all that says who. */}
+      {patient ? null : (
+        <p class="patient-facts">
+          <span>
+            Ledger identity: <span class="mono">{did}</span>
+          </span>
+        </p>
+      )}
       <Notice>
         Signed in with your practitioner key: you read what this patient shared with you, straight from the ledger. To add records or break
         the glass, sign in with your organisation's backend client key.
@@ -166,41 +175,67 @@ function Failures(props: { failures: RecordFailure[]; holdsOrganisationKey: bool
   );
 }
 
-/** The records by category (the order of fhir-display's CATEGORIES), newest first in each;
- * each category folds away (a patient's lab results run to hundreds). */
+/** Records shown at first in each category: the newest; the older ones fold away (unless
+ * they are so few that folding them hides more than it saves). */
+export const RECENT_SHOWN = 5;
+const FOLD_AT_LEAST = 3;
+
+/** The records by category (the order of fhir-display's CATEGORIES), newest first in each,
+ * with counts; in each category the newest few are shown and the older ones folded (a
+ * patient's lab results run to hundreds, and a clinician has minutes). */
 export function RecordList(props: { records: FhirResource[] }) {
   if (!props.records.length) return <Empty>No record of this patient that you may read.</Empty>;
   const described = props.records.map((resource) => ({ resource, display: describe(resource) }));
+  const byCategory = CATEGORIES.map((category) => ({
+    category,
+    items: described
+      .filter((d) => d.display.category === category)
+      .sort((a, b) => (timeOf(b.display.date) || 0) - (timeOf(a.display.date) || 0)),
+  })).filter((c) => c.items.length);
   return (
-    <>
-      {CATEGORIES.map((category) => {
-        const inCategory = described
-          .filter((d) => d.display.category === category)
-          .sort((a, b) => (timeOf(b.display.date) || 0) - (timeOf(a.display.date) || 0));
-        if (!inCategory.length) return null;
-        return (
-          <details key={category} class="category" open>
-            <summary class="category-heading">
-              {category} <span class="muted">({inCategory.length})</span>
-            </summary>
-            <ul class="record-list" aria-label={category}>
-              {inCategory.map(({ resource, display }) => (
-                <li
-                  key={`${resource.resourceType}/${String(resource.id)}`}
-                  class="record-item"
-                  data-testid="record"
-                  data-resource-type={resource.resourceType}
-                  data-resource-id={String(resource.id ?? "")}
-                >
-                  <p class="title">{display.title}</p>
-                  {display.detail ? <p class="detail">{display.detail}</p> : null}
-                  <p class="when">{formatDate(display.date)}</p>
-                </li>
-              ))}
-            </ul>
-          </details>
-        );
-      })}
-    </>
+    <section aria-labelledby="records-title">
+      <h2 id="records-title" class="records-title">
+        Records <span class="muted">({props.records.length})</span>
+      </h2>
+      <p class="record-counts">{byCategory.map((c) => `${c.category} ${c.items.length}`).join(" · ")}</p>
+      {byCategory.map(({ category, items }) => (
+        <details key={category} class="category" open>
+          <summary class="category-heading">
+            {category} <span class="muted">({items.length})</span>
+          </summary>
+          <RecordItems items={folds(items) ? items.slice(0, RECENT_SHOWN) : items} label={category} />
+          {folds(items) ? (
+            <details class="older">
+              <summary>Show {items.length - RECENT_SHOWN} older</summary>
+              <RecordItems items={items.slice(RECENT_SHOWN)} label={`${category}, older`} />
+            </details>
+          ) : null}
+        </details>
+      ))}
+    </section>
+  );
+}
+
+function folds(items: unknown[]): boolean {
+  return items.length >= RECENT_SHOWN + FOLD_AT_LEAST;
+}
+
+function RecordItems(props: { items: { resource: FhirResource; display: ReturnType<typeof describe> }[]; label: string }) {
+  return (
+    <ul class="record-list" aria-label={props.label}>
+      {props.items.map(({ resource, display }) => (
+        <li
+          key={`${resource.resourceType}/${String(resource.id)}`}
+          class="record-item"
+          data-testid="record"
+          data-resource-type={resource.resourceType}
+          data-resource-id={String(resource.id ?? "")}
+        >
+          <p class="title">{display.title}</p>
+          {display.detail ? <p class="detail">{display.detail}</p> : null}
+          <p class="when">{formatDate(display.date)}</p>
+        </li>
+      ))}
+    </ul>
   );
 }

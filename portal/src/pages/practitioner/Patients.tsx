@@ -98,8 +98,11 @@ function GrantingPatients(props: { session: KeyPractitioner }) {
           {shown.map((patient) => (
             <li key={patient.did}>
               <a href={`#/practitioner/patient?did=${encodeURIComponent(patient.did)}`}>
-                <strong>{patient.name || "Unnamed patient"}</strong>
-                <span class="mono">{patient.did}</span>
+                {/* Patients' names are in their encrypted records, not on the ledger. */}
+                <strong>{patient.name || "Patient (name not on the ledger)"}</strong>
+                <span>
+                  Ledger identity: <span class="mono">{patient.did}</span>
+                </span>
               </a>
             </li>
           ))}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
@@ -59,18 +59,42 @@ class TokenError(Exception):
 
 
 @dataclass(frozen=True)
+class ActingAs:
+    """Who a client's token acts as, for the client to show (RFC 6749 5.1 allows extra
+    parameters): the practitioner it is bound to (`practitioner`, `practitioner_name`: a page
+    that signs in with the client's key says "Dr. Demo", not a client id), and the
+    organisation (`organization`, `organization_name`)."""
+
+    organization: str
+    organization_name: str
+    practitioner: str | None = None
+    practitioner_name: str = ""
+
+    def fields(self) -> dict[str, str]:
+        found = {"organization": self.organization, "organization_name": self.organization_name}
+        if self.practitioner is not None:
+            found |= {
+                "practitioner": self.practitioner,
+                "practitioner_name": self.practitioner_name,
+            }
+        return found
+
+
+@dataclass(frozen=True)
 class Issued:
     access_token: str
     scopes: ScopeSet
     expires_in: int
+    acting_as: ActingAs | None = None
 
     def body(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "access_token": self.access_token,
             "token_type": "bearer",
             "expires_in": self.expires_in,
             "scope": self.scopes.text,
         }
+        return body | (self.acting_as.fields() if self.acting_as else {})
 
 
 class TokenStore:
@@ -153,25 +177,31 @@ class TokenEndpoint:
             client = self.verifier.verify(assertion, url)
         except InvalidAssertion as exc:
             raise TokenError("invalid_client", str(exc)) from None
-        self._check_binding(client)
+        acting_as = self._check_binding(client)
         granted = client.scopes if requested is None else client.scopes.narrowed_to(requested)
         if not granted.granted:
             raise TokenError(
                 "invalid_scope", f"this client may ask for no more than {client.scopes.text}"
             )
-        return self.tokens.issue(client, granted)
+        return replace(self.tokens.issue(client, granted), acting_as=acting_as)
 
-    def _check_binding(self, client: Client) -> None:
-        """The identity a client acts as must still be one the gateway holds a key for."""
+    def _check_binding(self, client: Client) -> ActingAs:
+        """The identity a client acts as must still be one the gateway holds a key for; who
+        that is, by name (the key files name their holder)."""
+        organisation = self.gateway.organisation
+        acting_as = ActingAs(organisation.did, organisation.name)
         if client.did is None:
-            return
+            return acting_as
         try:
-            self.gateway.key_of(client.did)
+            practitioner = self.gateway.key_of(client.did)
         except FhirError:
             raise TokenError(
                 "invalid_grant",
                 f"the gateway holds no key for {client.did}, this client's identity",
             ) from None
+        return replace(
+            acting_as, practitioner=practitioner.did, practitioner_name=practitioner.name
+        )
 
     def close(self) -> None:
         self.jwks.close()
