@@ -191,12 +191,18 @@ def _check_at_both_widths(portal: PortalPage, name: str) -> None:
         save_screenshot(portal.page, name, viewport["width"])
 
 
-def _outcomes_when_both_show(page: Page, entries: Locator) -> set[str | None]:
-    """The outcomes of `entries` once both an allowed and a denied one show with their proofs
-    checked, refreshing the log meanwhile (or what shows when the time is up)."""
+def _outcomes_when_both_show(page: Page, groups: Locator) -> set[str | None]:
+    """The outcomes of the entries of `groups` (the log groups reads by reader, day, purpose
+    and outcome; each group opens to its entries) once both an allowed and a denied one show
+    with their proofs checked, refreshing the log meanwhile (or what shows when the time is
+    up)."""
     deadline = time.monotonic() + UI_TIMEOUT_MS / 1000
     while True:
-        entries.first.wait_for(timeout=UI_TIMEOUT_MS)
+        groups.first.wait_for(timeout=UI_TIMEOUT_MS)
+        for i in range(groups.count()):
+            if groups.nth(i).locator("details").first.get_attribute("open") is None:
+                groups.nth(i).locator("summary").first.click()
+        entries = groups.get_by_test_id("access-entry")
         page.wait_for_function(
             "() => ![...document.querySelectorAll('[data-testid=proof]')]"
             ".some((b) => b.dataset.status === 'checking')",
@@ -311,9 +317,10 @@ def test_share_with_practitioner_revoke_and_see_both_reads_in_the_log(
     # both reads in the patient's log, each with its proof checked; the node writes its log
     # to the chain in batches: the refused read shows once its batch is committed (Refresh)
     go_nav(page, "Access log")
-    entries = page.get_by_test_id("access-entry").filter(has_text="Northside")
-    outcomes = _outcomes_when_both_show(page, entries)
+    groups = page.get_by_test_id("access-group").filter(has_text="Northside")
+    outcomes = _outcomes_when_both_show(page, groups)
     assert "allowed" in outcomes and "denied" in outcomes, outcomes
+    entries = groups.get_by_test_id("access-entry")
     for i in range(entries.count()):
         assert entries.nth(i).get_by_test_id("proof").inner_text().strip() == "Proof valid"
 
@@ -350,7 +357,10 @@ def test_break_glass_shows_at_the_top_of_the_patients_log(
     assert reason in alert.inner_text()
     assert "Demo Hospital" in alert.inner_text()
     # at the top: before every entry of the log
-    first = log.locator('[data-testid="break-glass-alert"], [data-testid="access-entry"]').first
+    first = log.locator(
+        '[data-testid="break-glass-alert"], [data-testid="access-group"], '
+        '[data-testid="access-entry"]'
+    ).first
     assert first.get_attribute("data-testid") == "break-glass-alert"
 
     secrets = _base_secrets(demo_node)
