@@ -43,7 +43,7 @@ def start_demo(data: Path, port: int) -> subprocess.Popen[bytes]:
         [
             sys.executable,
             "-m",
-            "careledger",
+            "careledger.cli",
             "up",
             "--demo",
             "--data-dir",
