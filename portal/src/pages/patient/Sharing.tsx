@@ -327,7 +327,7 @@ function GrantFormSection(props: { wallet: PatientWallet; parties: Party[]; onGr
             <Notice kind="warning">This includes your sensitive records (mental health, sexual health and the like).</Notice>
           ) : null}
           <p class="hint">
-            Signing records this on the ledger with your key. The ledger keeps who you shared with; your records stay encrypted.
+            Signing puts this choice on the ledger, signed with your key. The ledger keeps who you shared with; your records stay encrypted.
           </p>
           {failure ? <ErrorMessage error={failure} /> : null}
           <div class="actions">
