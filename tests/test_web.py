@@ -118,6 +118,27 @@ def test_open_enrolment_is_rate_limited_per_address(open_node: NodeProcess) -> N
     assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
 
 
+def test_one_address_flooding_enrolment_does_not_shut_it_for_others(
+    open_node: NodeProcess,
+) -> None:
+    # 127.0.0.1 asks far more than the total allows a minute; its own bucket refuses it.
+    flood = [
+        httpx.post(
+            open_node.url + "/portal/voucher", json={"did": Identity.generate().did}
+        ).status_code
+        for _ in range(40)
+    ]
+    assert flood.count(429) >= 35
+    # Another address (127.0.0.2, still loopback) still gets its voucher: the refused requests
+    # did not use up the shared total.
+    other = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"))
+    with other:
+        answer = other.post(
+            open_node.url + "/portal/voucher", json={"did": Identity.generate().did}
+        )
+    assert answer.status_code == 200, answer.text
+
+
 def test_closed_enrolment_vouches_for_nobody(node: NodeProcess) -> None:
     answer = httpx.post(node.url + "/portal/voucher", json={"did": Identity.generate().did})
     assert answer.status_code == 403

@@ -90,11 +90,12 @@ class OpenEnrolment:
             return did
         address = request.client.host if request.client else ""
         now = time.monotonic()
-        wait = max(self.per_address.take(address, now), self.total.take("", now))
+        # The total is charged only for a request its address may make: a single address
+        # hammering the endpoint is refused by its own bucket and must not drain the shared
+        # one, which would shut open enrolment for everyone else.
+        wait = self.per_address.take(address, now) or self.total.take("", now)
         if wait > 0:
-            response = _error(429, "rate_limited", "Too many sign-ups: try again in a minute.")
-            response.headers["Retry-After"] = str(math.ceil(wait))
-            return response
+            return _rate_limited(wait)
         return await self._voucher(did)
 
     async def _voucher(self, did: str) -> JSONResponse:
@@ -135,6 +136,12 @@ async def _requested_did(request: Request) -> str | JSONResponse:
     except (ValueError, KeyError, TypeError, KeyError_):
         return _error(400, "malformed", 'send {"did": "did:key:z6Mk..."}: a did:key of Ed25519')
     return did
+
+
+def _rate_limited(wait: float) -> JSONResponse:
+    response = _error(429, "rate_limited", "Too many sign-ups: try again in a minute.")
+    response.headers["Retry-After"] = str(math.ceil(wait))
+    return response
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
