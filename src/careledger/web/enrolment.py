@@ -11,13 +11,14 @@ signs such vouchers for anyone who asks:
 What this gives away is bounded: a voucher names one did, expires after
 `ENROLMENT_VOUCHER_BLOCKS`, and lets that did register a patient identity, which can read
 nothing but its own records. What it must not give is a flood of identities: vouchers are
-rate-limited per client address and in total (429 with Retry-After), so a script can register
+rate-limited per client address (an IPv6 client by its /64) and in total (429 with Retry-After), so a script can register
 at most `TOTAL_PER_MINUTE` identities a minute. A closed node answers 403 `enrolment_closed`:
 the patient then pastes a voucher its clinic gave it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import time
@@ -88,7 +89,7 @@ class OpenEnrolment:
         did = await _requested_did(request)
         if isinstance(did, JSONResponse):
             return did
-        address = request.client.host if request.client else ""
+        address = client_key(request.client.host if request.client else "")
         now = time.monotonic()
         # The total is charged only for a request its address may make: a single address
         # hammering the endpoint is refused by its own bucket and must not drain the shared
@@ -114,6 +115,20 @@ class OpenEnrolment:
             org_did=self.organisation.did,
         )
         return JSONResponse({"voucher": voucher, "chain_id": status["chain_id"]})
+
+
+def client_key(host: str) -> str:
+    """The rate limit's key for a client address: an IPv6 client is its /64, since one
+    subscriber holds a whole /64 and could otherwise sign up from 2**64 "addresses"."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 async def _requested_did(request: Request) -> str | JSONResponse:
