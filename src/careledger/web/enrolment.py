@@ -11,9 +11,10 @@ signs such vouchers for anyone who asks:
 What this gives away is bounded: a voucher names one did, expires after
 `ENROLMENT_VOUCHER_BLOCKS`, and lets that did register a patient identity, which can read
 nothing but its own records. What it must not give is a flood of identities: vouchers are
-rate-limited per client address (an IPv6 client by its /64) and in total (429 with Retry-After), so a script can register
-at most `TOTAL_PER_MINUTE` identities a minute. A closed node answers 403 `enrolment_closed`:
-the patient then pastes a voucher its clinic gave it.
+rate-limited per client address (an IPv6 client by its /64) and in total (429 with
+Retry-After), so a script can register at most `TOTAL_PER_MINUTE` identities a minute. A
+closed node answers 403 `enrolment_closed`: the patient then pastes a voucher its clinic gave
+it.
 """
 
 from __future__ import annotations
