@@ -7,12 +7,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio.from_thread
 import httpx
 import pytest
 
 from careledger.chain.tx import Tx
+from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
 from careledger.wallet.node_client import NodeClient, NodeError
+from careledger.web.app import portal_app
+from careledger.web.enrolment import PER_ADDRESS_PER_MINUTE, OpenEnrolment
 from nodeutil import NodeProcess, free_port
 
 BUILT = Path(__file__).parents[1] / "src" / "careledger" / "web" / "static" / "index.html"
@@ -116,6 +120,48 @@ def test_open_enrolment_is_rate_limited_per_address(open_node: NodeProcess) -> N
     assert 429 in statuses
     limited = httpx.post(open_node.url + "/portal/voucher", json={"did": Identity.generate().did})
     assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+
+
+def test_one_address_flooding_enrolment_does_not_shut_it_for_others(
+    open_node: NodeProcess,
+) -> None:
+    # 127.0.0.1 asks far more than the total allows a minute; its own bucket refuses it.
+    flood = [
+        httpx.post(
+            open_node.url + "/portal/voucher", json={"did": Identity.generate().did}
+        ).status_code
+        for _ in range(40)
+    ]
+    assert flood.count(429) >= 35
+    # Another address (127.0.0.2, still loopback) still gets its voucher: the refused requests
+    # did not use up the shared total.
+    other = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"))
+    with other:
+        answer = other.post(
+            open_node.url + "/portal/voucher", json={"did": Identity.generate().did}
+        )
+    assert answer.status_code == 200, answer.text
+
+
+def test_one_ipv6_subscriber_counts_as_one_address(open_node: NodeProcess) -> None:
+    # A subscriber holds a whole /64: a fresh address per request must not reset its bucket.
+    organisation = KeyFile(Identity.generate().did, "organisation", Identity.generate())
+    app = portal_app(OpenEnrolment(open_node.url, organisation, open=True))
+
+    def ask(host: str) -> int:
+        transport = httpx.ASGITransport(app=app, client=(host, 40000))
+        with anyio.from_thread.start_blocking_portal() as portal:
+
+            async def post() -> int:
+                async with httpx.AsyncClient(transport=transport, base_url="http://node") as c:
+                    did = Identity.generate().did
+                    return (await c.post("/portal/voucher", json={"did": did})).status_code
+
+            return portal.call(post)
+
+    flood = [ask(f"2001:db8:1:2::{n:x}") for n in range(1, 9)]
+    assert flood.count(200) == PER_ADDRESS_PER_MINUTE and flood.count(429) == 3
+    assert ask("2001:db8:1:3::1") == 200  # the next /64 is another subscriber
 
 
 def test_closed_enrolment_vouches_for_nobody(node: NodeProcess) -> None:

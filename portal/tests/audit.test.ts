@@ -11,6 +11,7 @@ import {
   groupAccesses,
   groupProofStatus,
   ProofChecker,
+  proveEach,
   type AccessEntry,
   type LoggedAccess,
   type ProofResult,
@@ -99,6 +100,17 @@ describe("proofs of the log's entries", () => {
     const proof = await new ProofChecker(replayNode()).prove(forged);
     expect(proof.status).toBe("invalid");
     expect(proof.problem).toMatch(/not the entry the log shows/);
+  });
+
+  it("catch an altered copy listed beside the genuine entry (same batch and index)", async () => {
+    const genuine = accesses()[0]!;
+    const copy = { ...genuine, entry: { ...genuine.entry, at: genuine.entry.at + 3600 } };
+    for (const rows of [[copy, genuine], [genuine, copy]]) {
+      const proofs = await proveEach(new ProofChecker(replayNode()), rows);
+      expect(proofs.get(genuine)?.status).toBe("valid");
+      expect(proofs.get(copy)?.status).toBe("invalid");
+      expect(groupProofStatus(rows.map((row) => proofs.get(row)))).toBe("invalid");
+    }
   });
 
   it("catch a log row pointing at another entry of its batch", async () => {

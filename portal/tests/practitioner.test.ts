@@ -145,6 +145,23 @@ describe("the signed-in clinician's name", () => {
     expect(session.displayName).toBe("Dr. Demo (Demo Hospital)");
   });
 
+  it("keeps its bearer token out of the session's JSON and string", async () => {
+    const seed = ed25519.utils.randomSecretKey();
+    const jwk = { kty: "OKP", crv: "Ed25519", d: b64url(seed), x: b64url(ed25519.getPublicKey(seed)), alg: "EdDSA" };
+    const token = "bearer-secret-3f9c2a7e";
+    const answers: Record<string, unknown> = {
+      "/fhir/.well-known/smart-configuration": { token_endpoint: TOKEN_URL },
+      "/auth/token": { access_token: token, token_type: "bearer", expires_in: 300, scope: "system/*.cruds" },
+    };
+    vi.stubGlobal("fetch", async (url: string) => new Response(JSON.stringify(answers[url]), { status: 200 }));
+    const session = await signInWithClientKey(keyFile(jwk));
+    expect(await session.gateway.accessToken()).toBe(token); // the token is held
+    for (const shown of [JSON.stringify(session), JSON.stringify(session.gateway), String(session.gateway)]) {
+      expect(shown).not.toContain(token);
+      expect(shown).not.toContain(jwk.d);
+    }
+  });
+
   it("falls back to the organisation, then to plain words, never a client id", () => {
     expect(smartDisplayName({ practitioner: "", organization: "Demo Hospital" })).toBe("Demo Hospital (organisation account)");
     expect(smartDisplayName({ practitioner: "", organization: "" })).toBe("Clinician");

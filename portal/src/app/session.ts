@@ -21,7 +21,17 @@ export function setSession(session: Session): void {
   for (const listener of listeners) listener(session);
 }
 
+// What a page kept for the signed-in user outside the session (decrypted records read once
+// per tab): dropped at sign-out, so that nothing read with the keys outlives them.
+const signOutCleanups = new Set<() => void>();
+
+/** Run `cleanup` at every sign-out (registered once, by the module that keeps the data). */
+export function onSignOut(cleanup: () => void): void {
+  signOutCleanups.add(cleanup);
+}
+
 export function signOut(): void {
+  for (const cleanup of signOutCleanups) cleanup();
   setSession({ kind: "none" });
 }
 

@@ -434,6 +434,14 @@ export function groupAccesses(entries: LoggedAccess[], patient: string, dayOf: (
   return all.sort((a, b) => Number(a.own) - Number(b.own) || b.last - a.last || a.key.localeCompare(b.key));
 }
 
+/** Each log row's own proof, keyed by the row itself. A node can list a genuine entry and an
+ * altered copy under the same batch and index: keyed by (tx, index) the genuine row's "valid"
+ * overwrote the copy's "invalid", and the copy was shown as proven. */
+export async function proveEach(checker: ProofChecker, accesses: LoggedAccess[]): Promise<Map<LoggedAccess, ProofResult>> {
+  const results = await Promise.all(accesses.map((access) => checker.prove(access)));
+  return new Map(accesses.map((access, i) => [access, results[i]!]));
+}
+
 /** One verdict for a group's proofs: valid only when every entry's proof is. */
 export function groupProofStatus(results: (ProofResult | undefined)[]): ProofStatus | "checking" {
   if (results.some((r) => r?.status === "invalid")) return "invalid";

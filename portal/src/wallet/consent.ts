@@ -289,24 +289,37 @@ export function encryptionKeysOf(ring: KeyRing): Uint8Array[] {
 export class GrantedKeys implements KeySource {
   private grants: Promise<GrantWithKeys[]> | null = null;
   private readonly published = new Map<string, Promise<Map<string, string>>>();
-  private readonly found = new Map<string, Uint8Array | null>();
+  // Private fields (#), not TypeScript's `private`: JSON.stringify of the session (an error
+  // report, a log) must not carry the holder's private keys or the scope keys they opened.
+  readonly #found = new Map<string, Uint8Array | null>();
+  readonly #privateKeys: Uint8Array[];
 
   constructor(
     private readonly node: NodeClient,
     readonly reader: string,
     readonly holder: string,
-    private readonly privateKeys: Uint8Array[],
-  ) {}
+    privateKeys: Uint8Array[],
+  ) {
+    this.#privateKeys = privateKeys;
+  }
+
+  toString(): string {
+    return `GrantedKeys(${this.reader} via ${this.holder})`; // never the keys
+  }
+
+  toJSON(): { reader: string; holder: string } {
+    return { reader: this.reader, holder: this.holder };
+  }
 
   async scopeKey(patient: string, scope: string, epoch: number): Promise<Uint8Array | null> {
     const cacheKey = `${patient}\n${scope}\n${epoch}`;
-    if (this.found.has(cacheKey)) return this.found.get(cacheKey) ?? null;
+    if (this.#found.has(cacheKey)) return this.#found.get(cacheKey) ?? null;
     let sk = await this.unwrap(patient, scope, epoch);
     if (sk === null) {
       this.refresh(patient); // shared since we last asked? Ask once more.
       sk = await this.unwrap(patient, scope, epoch);
     }
-    this.found.set(cacheKey, sk);
+    this.#found.set(cacheKey, sk);
     return sk;
   }
 
@@ -314,7 +327,7 @@ export class GrantedKeys implements KeySource {
   async namingKey(patient: string): Promise<Uint8Array | null> {
     for (const g of await this.grantsOf(patient)) {
       if (!g.naming_key) continue;
-      for (const key of this.privateKeys) {
+      for (const key of this.#privateKeys) {
         try {
           return await unwrapNamingKey(fromHex(g.naming_key), patient, this.holder, key);
         } catch {
@@ -364,7 +377,7 @@ export class GrantedKeys implements KeySource {
     for (const g of await this.grantsOf(patient)) {
       for (const k of g.keys ?? []) {
         if (k.scope !== scope || k.epoch !== epoch) continue;
-        for (const key of this.privateKeys) {
+        for (const key of this.#privateKeys) {
           try {
             return await unwrapScopeKey(fromHex(k.wrapped), patient, scope, epoch, fromHex(published), this.holder, key);
           } catch {

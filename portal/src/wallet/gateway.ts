@@ -170,7 +170,9 @@ export interface BreakGlass {
 
 /** The organisation's FHIR gateway, as this client. `base` "" is the page's own origin. */
 export class GatewayClient {
-  private token: { value: string; expires: number } | null = null;
+  // A private field (#), not TypeScript's `private`: JSON.stringify of the session (an error
+  // report, a log) must not carry the bearer token.
+  #token: { value: string; expires: number } | null = null;
   private audience: string | null = null;
   /** Who the token acts as, by name, as the token endpoint says (its `practitioner_name` and
    * `organization_name`; "" when it does not say). */
@@ -198,7 +200,7 @@ export class GatewayClient {
   /** A bearer token, asked for again shortly before it expires. */
   async accessToken(): Promise<string> {
     const now = Date.now() / 1000;
-    if (this.token && now < this.token.expires - RENEW_BEFORE) return this.token.value;
+    if (this.#token && now < this.#token.expires - RENEW_BEFORE) return this.#token.value;
     const assertion = await signAssertion(this.key, await this.tokenAudience());
     const form = new URLSearchParams({ grant_type: "client_credentials", client_assertion_type: JWT_BEARER, client_assertion: assertion });
     const response = await this.send(`${this.base}/auth/token`, {
@@ -211,7 +213,7 @@ export class GatewayClient {
       throw new GatewayError(response.status, outcomeMessage(body, response.status));
     }
     const lifetime = typeof body.expires_in === "number" ? body.expires_in : 300;
-    this.token = { value: body.access_token, expires: now + lifetime };
+    this.#token = { value: body.access_token, expires: now + lifetime };
     const named = (field: unknown) => (typeof field === "string" ? field.trim().slice(0, 200) : "");
     this.actingAs = { practitioner: named(body.practitioner_name), organization: named(body.organization_name) };
     return body.access_token;
@@ -223,7 +225,7 @@ export class GatewayClient {
   async fhir<T = FhirResource>(method: string, path: string, body?: unknown): Promise<T> {
     let response = await this.fhirOnce(method, path, body);
     if (response.status === 401) {
-      this.token = null;
+      this.#token = null;
       response = await this.fhirOnce(method, path, body);
     }
     const answer: unknown = await response.json().catch(() => null);
@@ -293,6 +295,10 @@ export class GatewayClient {
 
   toString(): string {
     return `GatewayClient(${this.key.clientId})`; // never the key
+  }
+
+  toJSON(): { clientId: string; actingAs: { practitioner: string; organization: string } } {
+    return { clientId: this.key.clientId, actingAs: this.actingAs }; // never the key or token
   }
 }
 

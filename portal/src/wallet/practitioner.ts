@@ -40,6 +40,10 @@ export class KeyPractitioner {
   toString(): string {
     return `KeyPractitioner(${this.did})`; // never the keys
   }
+
+  toJSON(): { did: string; displayName: string } {
+    return { did: this.did, displayName: this.displayName }; // never the keys
+  }
 }
 
 export type PractitionerSession = SmartPractitioner | KeyPractitioner;

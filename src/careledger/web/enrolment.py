@@ -11,13 +11,15 @@ signs such vouchers for anyone who asks:
 What this gives away is bounded: a voucher names one did, expires after
 `ENROLMENT_VOUCHER_BLOCKS`, and lets that did register a patient identity, which can read
 nothing but its own records. What it must not give is a flood of identities: vouchers are
-rate-limited per client address and in total (429 with Retry-After), so a script can register
-at most `TOTAL_PER_MINUTE` identities a minute. A closed node answers 403 `enrolment_closed`:
-the patient then pastes a voucher its clinic gave it.
+rate-limited per client address (an IPv6 client by its /64) and in total (429 with
+Retry-After), so a script can register at most `TOTAL_PER_MINUTE` identities a minute. A
+closed node answers 403 `enrolment_closed`: the patient then pastes a voucher its clinic gave
+it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import time
@@ -88,13 +90,14 @@ class OpenEnrolment:
         did = await _requested_did(request)
         if isinstance(did, JSONResponse):
             return did
-        address = request.client.host if request.client else ""
+        address = client_key(request.client.host if request.client else "")
         now = time.monotonic()
-        wait = max(self.per_address.take(address, now), self.total.take("", now))
+        # The total is charged only for a request its address may make: a single address
+        # hammering the endpoint is refused by its own bucket and must not drain the shared
+        # one, which would shut open enrolment for everyone else.
+        wait = self.per_address.take(address, now) or self.total.take("", now)
         if wait > 0:
-            response = _error(429, "rate_limited", "Too many sign-ups: try again in a minute.")
-            response.headers["Retry-After"] = str(math.ceil(wait))
-            return response
+            return _rate_limited(wait)
         return await self._voucher(did)
 
     async def _voucher(self, did: str) -> JSONResponse:
@@ -113,6 +116,20 @@ class OpenEnrolment:
             org_did=self.organisation.did,
         )
         return JSONResponse({"voucher": voucher, "chain_id": status["chain_id"]})
+
+
+def client_key(host: str) -> str:
+    """The rate limit's key for a client address: an IPv6 client is its /64, since one
+    subscriber holds a whole /64 and could otherwise sign up from 2**64 "addresses"."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 async def _requested_did(request: Request) -> str | JSONResponse:
@@ -135,6 +152,12 @@ async def _requested_did(request: Request) -> str | JSONResponse:
     except (ValueError, KeyError, TypeError, KeyError_):
         return _error(400, "malformed", 'send {"did": "did:key:z6Mk..."}: a did:key of Ed25519')
     return did
+
+
+def _rate_limited(wait: float) -> JSONResponse:
+    response = _error(429, "rate_limited", "Too many sign-ups: try again in a minute.")
+    response.headers["Retry-After"] = str(math.ceil(wait))
+    return response
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:

@@ -12,6 +12,7 @@ import {
   isAllowed,
   loadAccessLog,
   ProofChecker,
+  proveEach,
   type AccessGroup,
   type BreakGlassAlert,
   type LoggedAccess,
@@ -222,23 +223,20 @@ function timeText(unixSeconds: number): string {
   return new Date(unixSeconds * 1000).toLocaleTimeString(undefined, { timeStyle: "short" });
 }
 
-function accessKey(access: LoggedAccess): string {
-  return `${access.tx}/${access.index}`;
-}
 
 /** Every entry's proof (a batch is checked once for all its entries), asked again a few
  * times while some are pending (their batch not committed yet, or the block after it). */
-function useProofs(accesses: LoggedAccess[], checker: ProofChecker): Map<string, ProofResult> {
-  const [proofs, setProofs] = useState<Map<string, ProofResult>>(new Map());
+function useProofs(accesses: LoggedAccess[], checker: ProofChecker): Map<LoggedAccess, ProofResult> {
+  const [proofs, setProofs] = useState<Map<LoggedAccess, ProofResult>>(new Map());
   useEffect(() => {
     let live = true;
     let timer: ReturnType<typeof setTimeout> | undefined;
     let tries = 0;
     const run = async () => {
-      const results = await Promise.all(accesses.map((access) => checker.prove(access)));
+      const results = await proveEach(checker, accesses);
       if (!live) return;
-      setProofs(new Map(accesses.map((access, i) => [accessKey(access), results[i] as ProofResult])));
-      const pending = accesses.filter((_, i) => results[i]?.status === "pending");
+      setProofs(results);
+      const pending = accesses.filter((access) => results.get(access)?.status === "pending");
       if (pending.length && tries++ < PENDING_RETRIES) {
         timer = setTimeout(() => {
           for (const tx of new Set(pending.map((access) => access.tx))) checker.forget(tx);
@@ -290,7 +288,7 @@ function AccessGroupItem(props: { group: AccessGroup; context: EntryContext }) {
   const who = useReaderName(group, context);
   const proofs = useProofs(group.entries, context.checker);
   const [shown, setShown] = useState(ENTRIES_SHOWN);
-  const verdict = groupProofStatus(group.entries.map((access) => proofs.get(accessKey(access))));
+  const verdict = groupProofStatus(group.entries.map((access) => proofs.get(access)));
   const badge = GROUP_BADGE[verdict];
   const basis = group.own ? "" : BASIS_WORDS[group.basis] ?? group.basis;
   const purpose = group.purpose ? `for ${purposePhrase(group.purpose)}` : group.own ? "" : "no purpose stated";
@@ -315,8 +313,8 @@ function AccessGroupItem(props: { group: AccessGroup; context: EntryContext }) {
           </span>
         </summary>
         <ul class="access-entries" aria-label="Each record read">
-          {group.entries.slice(0, shown).map((access) => (
-            <AccessEntryItem key={accessKey(access)} access={access} context={context} proof={proofs.get(accessKey(access))} />
+          {group.entries.slice(0, shown).map((access, i) => (
+            <AccessEntryItem key={`${access.tx}/${access.index}/${i}`} access={access} context={context} proof={proofs.get(access)} />
           ))}
         </ul>
         {group.entries.length > shown ? (

@@ -2,6 +2,7 @@
 // My data (reading a few thousand records costs seconds; the pages should not each pay it).
 // Dropped when the patient signs out or erases records.
 import { useEffect, useState } from "preact/hooks";
+import { onSignOut } from "../../app/session";
 import type { PatientWallet } from "../../wallet/patient";
 import { readRecords, type ReadResult } from "../../wallet/records";
 
@@ -31,9 +32,17 @@ function load(wallet: PatientWallet): Loaded {
   return state;
 }
 
-/** Forget what was read (after an erase, or to read again). */
+/** Forget what was read (after an erase, to read again, or at sign-out). */
 export function forgetRecords(): void {
   loaded = null;
+}
+
+// The decrypted records must not outlive the keys that opened them.
+onSignOut(forgetRecords);
+
+/** The records read for `wallet` in this tab, read now if they are not (exported for tests). */
+export function myRecords(wallet: PatientWallet): Promise<ReadResult> {
+  return load(wallet).result;
 }
 
 export interface RecordsState {
