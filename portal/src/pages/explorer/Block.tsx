@@ -5,7 +5,7 @@ import { Empty, ErrorMessage, Loading, Page, useAsync } from "../../app/ui";
 import { fromHex } from "../../crypto/bytes";
 import { NodeError, type NodeClient } from "../../wallet/node";
 import type { NodeBlock } from "../../wallet/proof-material";
-import { decodeTx, type DecodedTx } from "../../wallet/proofs";
+import { decodeTx, type DecodedTx } from "../../wallet/tx-decode";
 import { Did, ExplorerNav, Facts, formatTime, Hash, ResultBadge, SignInNeeded, TxType, useExplorerClient, useNames } from "./common";
 
 const CONCURRENT = 8;

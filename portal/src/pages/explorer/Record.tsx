@@ -7,7 +7,7 @@ import type { Route } from "../../app/router";
 import { Empty, ErrorMessage, Loading, Page, useAsync } from "../../app/ui";
 import type { NodeClient } from "../../wallet/node";
 import { checkVersionProof, recordVersions, type AnchorEntry, type RecordVersions } from "../../wallet/proof-material";
-import { type Check, ProofError } from "../../wallet/proofs";
+import { type Check, ProofError } from "../../wallet/proof-checks";
 import { ProofChecks } from "./ProofChecks";
 import { Did, ExplorerNav, Facts, Hash, SignInNeeded, useExplorerClient, useNames } from "./common";
 

@@ -5,7 +5,7 @@ import { useEffect, useState } from "preact/hooks";
 import { useSession, type Session } from "../../app/session";
 import { Notice } from "../../app/ui";
 import type { NodeClient } from "../../wallet/node";
-import { codeName } from "../../wallet/proofs";
+import { codeName } from "../../wallet/tx-decode";
 import "./explorer.css";
 
 /** The signed-in person's node client: a patient wallet's, or a practitioner key session's. */
