@@ -2,10 +2,10 @@
 import { useRef, useState } from "preact/hooks";
 import { UserError } from "../../../app/errors";
 import { navigate } from "../../../app/router";
-import { ErrorMessage, Field, Loading, Notice } from "../../../app/ui";
+import { Field, Notice } from "../../../app/ui";
 import { claimPackage, keepOnDevice, keyFileText, startSession, type PatientKeys } from "../../../wallet/onboarding";
 import type { NodeClient } from "../../../wallet/node";
-import { readSmallFile, TIMELINE, useNewPassphrase } from "./common";
+import { FormEnd, readSmallFile, TIMELINE, useNewPassphrase } from "./common";
 import { PhraseStep } from "./Phrase";
 
 export function ClaimFlow(props: { onClaimed: () => void }) {
@@ -71,13 +71,7 @@ export function ClaimFlow(props: { onClaimed: () => void }) {
         />
       </Field>
       {newPassphrase.fields}
-      {error ? <ErrorMessage error={error} /> : null}
-      {busy ? <Loading what={busy} /> : null}
-      <div class="actions">
-        <button type="submit" disabled={!!busy}>
-          Claim my records
-        </button>
-      </div>
+      <FormEnd error={error} busy={busy} submit="Claim my records" />
     </form>
   );
 }

@@ -2,9 +2,9 @@
 // (with a clinic's voucher where the node does not enrol patients by itself).
 import { useState } from "preact/hooks";
 import { UserError } from "../../../app/errors";
-import { ErrorMessage, Field, Loading, Notice } from "../../../app/ui";
+import { Field, Notice } from "../../../app/ui";
 import { EnrolmentClosed, newPatientKeys, parseVoucher, registerPatient, requestVoucher, type PatientKeys, type Voucher } from "../../../wallet/onboarding";
-import { finish, useNewPassphrase } from "./common";
+import { finish, FormEnd, useNewPassphrase } from "./common";
 import { PhraseStep } from "./Phrase";
 
 type CreateStep =
@@ -77,13 +77,7 @@ export function CreateFlow() {
         />
       </Field>
       {newPassphrase.fields}
-      {error ? <ErrorMessage error={error} /> : null}
-      {busy ? <Loading what={busy} /> : null}
-      <div class="actions">
-        <button type="submit" disabled={!!busy}>
-          Create identity
-        </button>
-      </div>
+      <FormEnd error={error} busy={busy} submit="Create identity" />
     </form>
   );
 }
@@ -112,13 +106,7 @@ function VoucherStep(props: { did: string; busy: string | null; error: unknown; 
       <Field id="voucher" label="Enrolment voucher" hint="The text your clinic gave you, starting with { and ending with }.">
         <textarea id="voucher" rows={5} aria-describedby="voucher-hint" value={text} onInput={(e) => setText(e.currentTarget.value)} />
       </Field>
-      {error || props.error ? <ErrorMessage error={error ?? props.error} /> : null}
-      {props.busy ? <Loading what={props.busy} /> : null}
-      <div class="actions">
-        <button type="submit" disabled={!!props.busy}>
-          Register
-        </button>
-      </div>
+      <FormEnd error={error ?? props.error} busy={props.busy} submit="Register" />
     </form>
   );
 }

@@ -1,8 +1,8 @@
 // Opening a key file CareLedger saved (careledger keys new, or a claim).
 import { useRef, useState } from "preact/hooks";
-import { ErrorMessage, Field, Loading } from "../../../app/ui";
+import { Field } from "../../../app/ui";
 import { openKeyFile } from "../../../wallet/onboarding";
-import { finish, readSmallFile, useNewPassphrase } from "./common";
+import { finish, FormEnd, readSmallFile, useNewPassphrase } from "./common";
 
 export function KeyFileFlow() {
   const fileRef = useRef<HTMLInputElement>(null);
@@ -35,13 +35,7 @@ export function KeyFileFlow() {
         <input id="keyfile" type="file" accept=".json,application/json" ref={fileRef} />
       </Field>
       {newPassphrase.fields}
-      {error ? <ErrorMessage error={error} /> : null}
-      {busy ? <Loading what="Opening your key file" /> : null}
-      <div class="actions">
-        <button type="submit" disabled={busy}>
-          Open key file
-        </button>
-      </div>
+      <FormEnd error={error} busy={busy ? "Opening your key file" : null} submit="Open key file" />
     </form>
   );
 }

@@ -1,7 +1,8 @@
 // The recovery phrase, shown once and checked against what the patient wrote down.
 import type { ComponentChildren } from "preact";
 import { useState } from "preact/hooks";
-import { ErrorMessage, Field, Loading, Notice } from "../../../app/ui";
+import { Field, Notice } from "../../../app/ui";
+import { FormEnd } from "./common";
 import { pickCheckPositions, wrongWords } from "../../../wallet/onboarding";
 
 export function PhraseStep(props: {
@@ -68,16 +69,11 @@ export function PhraseStep(props: {
           Check what you wrote down.
         </div>
       ) : null}
-      {props.error ? <ErrorMessage error={props.error} /> : null}
-      {props.busy ? <Loading what={props.busy} /> : null}
-      <div class="actions">
-        <button type="submit" disabled={!!props.busy}>
-          Confirm
-        </button>
+      <FormEnd error={props.error} busy={props.busy} submit="Confirm">
         <button type="button" class="secondary" onClick={() => setChecking(false)} disabled={!!props.busy}>
           Show the phrase again
         </button>
-      </div>
+      </FormEnd>
     </form>
   );
 }

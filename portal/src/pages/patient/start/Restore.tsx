@@ -1,9 +1,9 @@
 // Restoring an identity from its recovery phrase.
 import { useState } from "preact/hooks";
 import { UserError } from "../../../app/errors";
-import { ErrorMessage, Field, Loading } from "../../../app/ui";
+import { Field } from "../../../app/ui";
 import { restoreFromPhrase } from "../../../wallet/onboarding";
-import { finish, useNewPassphrase } from "./common";
+import { finish, FormEnd, useNewPassphrase } from "./common";
 
 export function RestoreFlow() {
   const [phrase, setPhrase] = useState("");
@@ -50,13 +50,7 @@ export function RestoreFlow() {
         <input id="restore-name" autoComplete="name" aria-describedby="restore-name-hint" value={name} onInput={(e) => setName(e.currentTarget.value)} />
       </Field>
       {newPassphrase.fields}
-      {error ? <ErrorMessage error={error} /> : null}
-      {busy ? <Loading what="Restoring your identity" /> : null}
-      <div class="actions">
-        <button type="submit" disabled={busy}>
-          Restore
-        </button>
-      </div>
+      <FormEnd error={error} busy={busy ? "Restoring your identity" : null} submit="Restore" />
     </form>
   );
 }

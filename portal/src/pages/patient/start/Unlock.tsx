@@ -2,10 +2,10 @@
 import { useState } from "preact/hooks";
 import { UserError } from "../../../app/errors";
 import { navigate } from "../../../app/router";
-import { ErrorMessage, Field, Loading, Page } from "../../../app/ui";
+import { Field, Page } from "../../../app/ui";
 import { forgetWallet, type WalletSummary } from "../../../wallet/keystore";
 import { unlock } from "../../../wallet/onboarding";
-import { TIMELINE } from "./common";
+import { FormEnd, TIMELINE } from "./common";
 
 export function UnlockView(props: { wallets: WalletSummary[]; onOther: () => void; onForgotten: () => void }) {
   const [chosen, setChosen] = useState(props.wallets[0]!.did);
@@ -68,16 +68,11 @@ export function UnlockView(props: { wallets: WalletSummary[]; onOther: () => voi
             onInput={(e) => setPassphrase(e.currentTarget.value)}
           />
         </Field>
-        {error ? <ErrorMessage error={error} /> : null}
-        {busy ? <Loading what="Unlocking" /> : null}
-        <div class="actions">
-          <button type="submit" disabled={busy}>
-            Unlock
-          </button>
+        <FormEnd error={error} busy={busy ? "Unlocking" : null} submit="Unlock">
           <button type="button" class="secondary" onClick={props.onOther} disabled={busy}>
             Use another identity
           </button>
-        </div>
+        </FormEnd>
       </form>
       {forgetting ? (
         <div class="card" role="group" aria-labelledby="forget-title">

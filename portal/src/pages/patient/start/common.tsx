@@ -1,9 +1,10 @@
 // What the ways in to the start page share: the new passphrase's fields, reading a small
-// file the patient picks, and finishing (keep the keys, sign in, go to the timeline).
+// file the patient picks, the end of each form, and finishing (keep the keys, sign in, go to the timeline).
+import type { ComponentChildren } from "preact";
 import { useState } from "preact/hooks";
 import { UserError } from "../../../app/errors";
 import { navigate } from "../../../app/router";
-import { Field } from "../../../app/ui";
+import { ErrorMessage, Field, Loading } from "../../../app/ui";
 import { passphraseProblem } from "../../../wallet/keystore";
 import { keepOnDevice, startSession, type PatientKeys } from "../../../wallet/onboarding";
 import type { NodeClient } from "../../../wallet/node";
@@ -79,4 +80,21 @@ export async function finish(keys: PatientKeys, passphrase: string, node?: NodeC
   await keepOnDevice(keys, passphrase);
   startSession(keys, node);
   navigate(TIMELINE);
+}
+
+/** The end of a form: its error, what it is busy with, and its submit button (disabled while
+ * busy) before any `children` buttons. */
+export function FormEnd(props: { error: unknown; busy: string | null; submit: string; children?: ComponentChildren }) {
+  return (
+    <>
+      {props.error ? <ErrorMessage error={props.error} /> : null}
+      {props.busy ? <Loading what={props.busy} /> : null}
+      <div class="actions">
+        <button type="submit" disabled={!!props.busy}>
+          {props.submit}
+        </button>
+        {props.children}
+      </div>
+    </>
+  );
 }
