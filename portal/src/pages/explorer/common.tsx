@@ -204,3 +204,23 @@ export function TxType(props: { type: string }) {
     </span>
   );
 }
+
+/** A table that scrolls sideways on a narrow screen (reachable by keyboard), its columns named. */
+export function ScrollTable(props: { label: string; testid: string; columns: string[]; children: ComponentChildren }) {
+  return (
+    <div class="table-wrap" tabIndex={0} role="region" aria-label={props.label}>
+      <table data-testid={props.testid}>
+        <thead>
+          <tr>
+            {props.columns.map((column) => (
+              <th key={column} scope="col">
+                {column}
+              </th>
+            ))}
+          </tr>
+        </thead>
+        <tbody>{props.children}</tbody>
+      </table>
+    </div>
+  );
+}
