@@ -1,6 +1,6 @@
-"""Record proofs for tests: a stored copy of one, and the consistent forgery (a made-up solo
-block) that only the trusted block hash tells apart. Used by tests/test_proofs.py and the
-page's proof check (tests/portal/test_proofs_interop.py)."""
+"""Record proofs for tests: Synthea observations to write, a stored copy of a proof, and
+the consistent forgery (a made-up solo block) that only the trusted block hash tells apart.
+Used by tests/test_proofs.py and the page's proof check (tests/portal/test_proofs_interop.py)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,20 @@ from careledger.crypto.envelope import SALT_SIZE, commit
 from careledger.crypto.keys import Identity
 from careledger.wallet.proofs import PROOF_FORMAT
 from careledger.wallet.records import RecordsClient, stamp
+from nodeutil import SHARED_DATA
 
 Proof = dict[str, Any]
+
+
+def observations(count: int) -> list[dict[str, Any]]:
+    """The first `count` Observations of a Synthea bundle, without their subject."""
+    bundle = orjson.loads(
+        next(iter(sorted((SHARED_DATA / "synthea-r4").glob("A*.json")))).read_bytes()
+    )
+    found = [
+        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"
+    ]
+    return [{k: v for k, v in r.items() if k != "subject"} for r in found[:count]]
 
 
 def fresh(proof: Proof) -> Proof:

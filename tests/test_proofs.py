@@ -34,18 +34,8 @@ from careledger.wallet.proofs import (
 )
 from careledger.wallet.proving import author_key_evidence, tx_evidence
 from careledger.wallet.records import RecordsClient, RecordsError, Written, stamp
-from nodeutil import SHARED_DATA, NodeProcess, careledger_command, enrol, write_without_naming_key
-from proofutil import forged_solo_proof, fresh
-
-
-def observations(count: int) -> list[dict[str, Any]]:
-    bundle = orjson.loads(
-        next(iter(sorted((SHARED_DATA / "synthea-r4").glob("A*.json")))).read_bytes()
-    )
-    found = [
-        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"
-    ]
-    return [{k: v for k, v in r.items() if k != "subject"} for r in found[:count]]
+from nodeutil import NodeProcess, careledger_command, enrol, write_without_naming_key
+from proofutil import forged_solo_proof, fresh, observations
 
 
 @dataclass

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
+from portalutil import PORTAL
 
 from careledger.chain.modules.identity import rotation_payload
 from careledger.chain.tx import decode_tx
@@ -35,20 +35,8 @@ from careledger.wallet.proofs import (
 )
 from careledger.wallet.proving import author_key_evidence, tx_evidence
 from careledger.wallet.records import RecordsClient, RecordsError, stamp
-from nodeutil import SHARED_DATA, NodeProcess, enrol, write_without_naming_key
-from proofutil import Proof, forged_solo_proof, fresh
-
-PORTAL = Path(__file__).resolve().parents[2] / "portal"
-
-
-def observations(count: int) -> list[dict[str, Any]]:
-    bundle = orjson.loads(
-        next(iter(sorted((SHARED_DATA / "synthea-r4").glob("A*.json")))).read_bytes()
-    )
-    found = [
-        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"
-    ]
-    return [{k: v for k, v in r.items() if k != "subject"} for r in found[:count]]
+from nodeutil import NodeProcess, enrol, write_without_naming_key
+from proofutil import Proof, forged_solo_proof, fresh, observations
 
 
 def flip_hex(text: str, at: int) -> str:
