@@ -1,6 +1,7 @@
-"""Record proofs for tests: Synthea observations to write, a stored copy of a proof, and
-the consistent forgery (a made-up solo block) that only the trusted block hash tells apart.
-Used by tests/test_proofs.py and the page's proof check (tests/portal/test_proofs_interop.py)."""
+"""Record proofs for tests: Synthea observations to write, a failed transaction, a stored
+copy of a proof, and the consistent forgery (a made-up solo block) that only the trusted block
+hash tells apart. Used by tests/test_proofs.py and the page's proof check
+(tests/portal/test_proofs_interop.py)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,24 @@ from careledger.chain.tx import Tx, decode_tx
 from careledger.crypto.canonical import canonical_bytes
 from careledger.crypto.envelope import SALT_SIZE, commit
 from careledger.crypto.keys import Identity
+from careledger.wallet.node_client import NodeClient
 from careledger.wallet.proofs import PROOF_FORMAT
 from careledger.wallet.records import RecordsClient, stamp
 from nodeutil import SHARED_DATA
 
 Proof = dict[str, Any]
+
+
+def failed_tx_of(api: NodeClient, sender: str) -> str:
+    """The hash of the latest transaction of `sender` that failed on chain."""
+    for height in range(int(api.status()["height"]), 0, -1):
+        for tx in api.block(height)["txs"]:
+            if tx["code"] == 0:
+                continue
+            raw = bytes.fromhex(api.transaction(tx["hash"])["tx"])
+            if decode_tx(raw).tx.sender == sender:
+                return str(tx["hash"])
+    raise AssertionError(f"no failed transaction of {sender}")
 
 
 def observations(count: int) -> list[dict[str, Any]]:

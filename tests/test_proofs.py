@@ -20,7 +20,6 @@ import pytest
 
 from careledger.chain.codes import Code
 from careledger.chain.modules.identity import rotation_payload
-from careledger.chain.tx import decode_tx
 from careledger.crypto.hashing import sha256
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
@@ -35,7 +34,7 @@ from careledger.wallet.proofs import (
 from careledger.wallet.proving import author_key_evidence, tx_evidence
 from careledger.wallet.records import RecordsClient, RecordsError, Written, stamp
 from nodeutil import NodeProcess, careledger_command, enrol, write_without_naming_key
-from proofutil import forged_solo_proof, fresh, observations
+from proofutil import failed_tx_of, forged_solo_proof, fresh, observations
 
 
 @dataclass
@@ -103,7 +102,7 @@ def test_a_proof_of_an_anchor_the_chain_rejected_is_refused(setup: Setup) -> Non
     intruder_client = RecordsClient(setup.node.url, intruder)
     with pytest.raises(RecordsError, match="may not write records"):
         write_without_naming_key(intruder_client, setup.patient.did, made_up)
-    failed = _failed_tx_of(setup.api, intruder.did)
+    failed = failed_tx_of(setup.api, intruder.did)
     evidence = tx_evidence(setup.api, failed)
     assert evidence["result"]["code"] == Code.UNAUTHORISED
     proof = {
@@ -127,18 +126,6 @@ def test_a_proof_of_an_anchor_the_chain_rejected_is_refused(setup: Setup) -> Non
     mismatched["anchor"]["result"]["code"] = 0
     with pytest.raises(ProofError, match="result is not the result proof's leaf"):
         verify_record_proof(mismatched, setup.trust(mismatched))
-
-
-def _failed_tx_of(api: NodeClient, sender: str) -> str:
-    top = int(api.status()["height"])
-    for height in range(top, 0, -1):
-        for tx in api.block(height)["txs"]:
-            if tx["code"] == 0:
-                continue
-            raw = bytes.fromhex(api.transaction(tx["hash"])["tx"])
-            if decode_tx(raw).tx.sender == sender:
-                return str(tx["hash"])
-    raise AssertionError(f"no failed transaction of {sender}")
 
 
 def test_a_proof_whose_signature_is_replaced_by_random_bytes_is_refused(setup: Setup) -> None:

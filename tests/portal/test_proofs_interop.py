@@ -22,7 +22,6 @@ import pytest
 from portalutil import PORTAL
 
 from careledger.chain.modules.identity import rotation_payload
-from careledger.chain.tx import decode_tx
 from careledger.crypto.hashing import sha256
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
@@ -36,7 +35,7 @@ from careledger.wallet.proofs import (
 from careledger.wallet.proving import author_key_evidence, tx_evidence
 from careledger.wallet.records import RecordsClient, RecordsError, stamp
 from nodeutil import NodeProcess, enrol, write_without_naming_key
-from proofutil import Proof, forged_solo_proof, fresh, observations
+from proofutil import Proof, failed_tx_of, forged_solo_proof, fresh, observations
 
 
 def flip_hex(text: str, at: int) -> str:
@@ -175,7 +174,7 @@ def gather_cases(node: NodeProcess, monkeypatch: pytest.MonkeyPatch) -> list[dic
     made_up = {**observations(6)[5], "id": "made-up-condition"}
     with pytest.raises(RecordsError):
         write_without_naming_key(RecordsClient(node.url, intruder), patient.did, made_up)
-    failed = _failed_tx_of(api, intruder.did)
+    failed = failed_tx_of(api, intruder.did)
     evidence = tx_evidence(api, failed)
     refused = {
         "format": PROOF_FORMAT,
@@ -209,17 +208,6 @@ def gather_cases(node: NodeProcess, monkeypatch: pytest.MonkeyPatch) -> list[dic
 
     writer.close()
     return cases
-
-
-def _failed_tx_of(api: NodeClient, sender: str) -> str:
-    for height in range(int(api.status()["height"]), 0, -1):
-        for tx in api.block(height)["txs"]:
-            if tx["code"] == 0:
-                continue
-            raw = bytes.fromhex(api.transaction(tx["hash"])["tx"])
-            if decode_tx(raw).tx.sender == sender:
-                return str(tx["hash"])
-    raise AssertionError(f"no failed transaction of {sender}")
 
 
 @pytest.mark.skipif(shutil.which("npx") is None, reason="needs Node.js (npx) for the portal")
