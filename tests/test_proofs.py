@@ -11,20 +11,15 @@ import copy
 import os
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from careledger.chain.block import BlockHeader, data_hash, tx_inclusion_proof
 from careledger.chain.codes import Code
 from careledger.chain.modules.identity import rotation_payload
-from careledger.chain.results import TxOutcome, result_inclusion_proof, results_hash
-from careledger.chain.tx import Tx, decode_tx
-from careledger.crypto.canonical import canonical_bytes
-from careledger.crypto.envelope import SALT_SIZE, commit
 from careledger.crypto.hashing import sha256
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
@@ -38,17 +33,8 @@ from careledger.wallet.proofs import (
 )
 from careledger.wallet.proving import author_key_evidence, tx_evidence
 from careledger.wallet.records import RecordsClient, RecordsError, Written, stamp
-from nodeutil import SHARED_DATA, NodeProcess, careledger_command, enrol, write_without_naming_key
-
-
-def observations(count: int) -> list[dict[str, Any]]:
-    bundle = orjson.loads(
-        next(iter(sorted((SHARED_DATA / "synthea-r4").glob("A*.json")))).read_bytes()
-    )
-    found = [
-        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"
-    ]
-    return [{k: v for k, v in r.items() if k != "subject"} for r in found[:count]]
+from nodeutil import NodeProcess, careledger_command, enrol, write_without_naming_key
+from proofutil import failed_tx_of, forged_solo_proof, fresh, observations
 
 
 @dataclass
@@ -77,11 +63,6 @@ def setup(node: NodeProcess, monkeypatch: pytest.MonkeyPatch) -> Iterator[Setup]
     written = writer.write_many(patient.did, observations(5))
     yield Setup(node, NodeClient(node.url, patient), org, writer, patient, written)
     writer.close()
-
-
-def fresh(proof: dict[str, Any]) -> dict[str, Any]:
-    """A deep copy, as the proof would be stored and sent."""
-    return orjson.loads(orjson.dumps(proof))
 
 
 def test_an_honest_proof_verifies_with_the_result_and_its_block(setup: Setup) -> None:
@@ -121,7 +102,7 @@ def test_a_proof_of_an_anchor_the_chain_rejected_is_refused(setup: Setup) -> Non
     intruder_client = RecordsClient(setup.node.url, intruder)
     with pytest.raises(RecordsError, match="may not write records"):
         write_without_naming_key(intruder_client, setup.patient.did, made_up)
-    failed = _failed_tx_of(setup.api, intruder.did)
+    failed = failed_tx_of(setup.api, intruder.did)
     evidence = tx_evidence(setup.api, failed)
     assert evidence["result"]["code"] == Code.UNAUTHORISED
     proof = {
@@ -145,18 +126,6 @@ def test_a_proof_of_an_anchor_the_chain_rejected_is_refused(setup: Setup) -> Non
     mismatched["anchor"]["result"]["code"] = 0
     with pytest.raises(ProofError, match="result is not the result proof's leaf"):
         verify_record_proof(mismatched, setup.trust(mismatched))
-
-
-def _failed_tx_of(api: NodeClient, sender: str) -> str:
-    top = int(api.status()["height"])
-    for height in range(top, 0, -1):
-        for tx in api.block(height)["txs"]:
-            if tx["code"] == 0:
-                continue
-            raw = bytes.fromhex(api.transaction(tx["hash"])["tx"])
-            if decode_tx(raw).tx.sender == sender:
-                return str(tx["hash"])
-    raise AssertionError(f"no failed transaction of {sender}")
 
 
 def test_a_proof_whose_signature_is_replaced_by_random_bytes_is_refused(setup: Setup) -> None:
@@ -300,56 +269,14 @@ def test_hostile_values_in_a_record_proof_give_a_proof_error_or_change_nothing(
 # --- the trust anchor: a consistent forgery -------------------------------------------------
 
 
-def forged_solo_proof(setup: Setup) -> dict[str, Any]:
-    """The reviewer's forgery: a real proof whose transaction is replaced by a records/anchor
-    signed by a never-registered key (its did's own key "verifies itself"), claiming a
-    made-up Condition for the real patient, in a made-up solo block of that one transaction
-    (data_hash, results_hash over a code-0 result, num_txs 1) with matching Merkle proofs,
-    at the height of the real block."""
+def forged_proof(setup: Setup) -> dict[str, Any]:
+    """The consistent forgery (tests/proofutil.py) of the first record's honest proof."""
     honest = fresh(setup.writer.proof(setup.written[0].ref))
-    real = BlockHeader.from_json(honest["anchor"]["block"]["header"])
-    forger = Identity.generate()
-    condition = stamp({"resourceType": "Condition", "id": "made-up-condition"}, 1)
-    ref = setup.writer.ref(setup.patient.did, "Condition", "made-up-condition")
-    salt = os.urandom(SALT_SIZE)
-    batch = decode_tx(bytes.fromhex(honest["anchor"]["tx"])).tx.payload
-    payload = {
-        **batch["anchors"][honest["anchor_index"]],
-        "resource_type": "Condition",
-        "record": ref.name,
-        "version": 1,
-        "commitment": commit(canonical_bytes(condition), salt).hex(),
-    }
-    raw = Tx(real.chain_id, "records/anchor", forger.did, 1, payload).sign(forger)
-    success = TxOutcome(0)
-    header = replace(
-        real,
-        data_hash=data_hash([raw]).hex(),
-        num_txs=1,
-        results_hash=results_hash([success]).hex(),
-    )
-    anchor = {
-        "tx": raw.hex(),
-        "height": real.height,
-        "tx_proof": tx_inclusion_proof([raw], 0).to_json(),
-        "result": success.to_json(),
-        "result_proof": result_inclusion_proof([success], 0).to_json(),
-        "block": {"consensus": "solo", "header": header.to_json()},
-    }
-    author_key = {"signing_key": forger.signing_public.hex(), "rotations": []}
-    return fresh(
-        {
-            "format": PROOF_FORMAT,
-            "anchor": anchor,
-            "author_key": author_key,
-            "resource": condition,
-            "salt": salt.hex(),
-        }
-    )
+    return forged_solo_proof(honest, setup.patient.did, setup.writer)
 
 
 def test_a_consistent_forged_proof_is_refused_against_the_real_block_hash(setup: Setup) -> None:
-    forged = forged_solo_proof(setup)
+    forged = forged_proof(setup)
     # Everything a proof can show by itself holds: that is why it proves nothing alone.
     alone = check_record_proof_untrusted(forged)
     assert alone.patient == setup.patient.did and str(alone.ref) == "Condition/made-up-condition"
@@ -375,7 +302,7 @@ def test_verify_record_exits_2_without_a_trust_anchor_and_refuses_a_forgery_with
     setup: Setup, tmp_path: Path
 ) -> None:
     forged_file, honest_file = tmp_path / "forged.json", tmp_path / "honest.json"
-    forged = forged_solo_proof(setup)
+    forged = forged_proof(setup)
     forged_file.write_bytes(orjson.dumps(forged))
     honest_file.write_bytes(orjson.dumps(setup.writer.proof(setup.written[0].ref)))
     real_hash = setup.trust(forged).hashes[forged["anchor"]["height"]]

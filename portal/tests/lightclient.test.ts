@@ -18,7 +18,9 @@ import {
   voteSignBytes,
 } from "../src/wallet/lightclient";
 import { inclusionProof, merkleRoot } from "../src/wallet/merkle";
-import { checkTransactionEvidence, encodeOutcome, ProofError } from "../src/wallet/proofs";
+import { checkTransactionEvidence } from "../src/wallet/evidence";
+import { ProofError } from "../src/wallet/proof-checks";
+import { encodeOutcome } from "../src/wallet/tx-decode";
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- CometBFT's RPC JSON, as recorded */
 const VECTORS = new URL("../../tests/vectors/cometbft/", import.meta.url);

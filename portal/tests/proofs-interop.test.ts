@@ -6,7 +6,8 @@
 // must be refused.
 import { readFileSync, writeFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { checkRecordProof, ProofError } from "../src/wallet/proofs";
+import { ProofError } from "../src/wallet/proof-checks";
+import { checkRecordProof } from "../src/wallet/proofs";
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- proof JSON from Python */
 const FIXTURE = process.env.CARELEDGER_PROOF_FIXTURE;

@@ -40,7 +40,8 @@ from careledger.crypto.keys import (
 from nodeutil import NodeProcess
 
 REPO = Path(__file__).resolve().parents[2]
-AXE_SCRIPT = REPO / "portal" / "node_modules" / "axe-core" / "axe.min.js"
+PORTAL = REPO / "portal"
+AXE_SCRIPT = PORTAL / "node_modules" / "axe-core" / "axe.min.js"
 SCREENSHOTS = REPO / "test-output" / "portal"
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
 # Chromium in a container: no sandbox (no user namespaces), no GPU, and nothing that calls

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from portalutil import PORTAL
 
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
@@ -32,8 +33,6 @@ from careledger.wallet.keyring import GrantedKeys, encryption_keys, verified_sco
 from careledger.wallet.node_client import Signer
 from careledger.wallet.records import RecordsClient, RecordsError
 from nodeutil import NodeProcess, enrol, practitioner_payload
-
-PORTAL = Path(__file__).resolve().parents[2] / "portal"
 
 RESOURCES: list[dict[str, Any]] = [
     {

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from portalutil import CHROMIUM_ARGS, PORTAL, chromium_path
 
 from careledger.crypto.claim import ClaimContents, new_claim_code, seal_claim_package
 from careledger.crypto.envelope import (
@@ -46,7 +47,6 @@ from careledger.crypto.scopekeys import (
 from careledger.wallet.custody import new_patient_keys
 from nodeutil import NodeProcess, free_port
 
-PORTAL = Path(__file__).resolve().parents[2] / "portal"
 NODE = shutil.which("node")
 pytestmark = pytest.mark.skipif(
     NODE is None, reason="Node.js (`node`) is not installed: the portal's crypto cannot run"
@@ -300,16 +300,7 @@ def test_requests_and_transactions_signed_by_the_page_are_accepted_by_a_node(
 
 # --- the same in Chromium, under the portal's Content-Security-Policy ----------------------
 
-CHROMIUM = Path(os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
+CHROMIUM = Path(chromium_path())
 
 
 def _note_failed(status: int, url: str, missing: list[str]) -> None:

@@ -15,19 +15,13 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
+from portalutil import PORTAL
 
-from careledger.chain.block import BlockHeader, data_hash, tx_inclusion_proof
 from careledger.chain.modules.identity import rotation_payload
-from careledger.chain.results import TxOutcome, result_inclusion_proof, results_hash
-from careledger.chain.tx import Tx, decode_tx
-from careledger.crypto.canonical import canonical_bytes
-from careledger.crypto.envelope import SALT_SIZE, commit
 from careledger.crypto.hashing import sha256
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
@@ -40,26 +34,8 @@ from careledger.wallet.proofs import (
 )
 from careledger.wallet.proving import author_key_evidence, tx_evidence
 from careledger.wallet.records import RecordsClient, RecordsError, stamp
-from nodeutil import SHARED_DATA, NodeProcess, enrol, write_without_naming_key
-
-PORTAL = Path(__file__).resolve().parents[2] / "portal"
-
-Proof = dict[str, Any]
-
-
-def observations(count: int) -> list[dict[str, Any]]:
-    bundle = orjson.loads(
-        next(iter(sorted((SHARED_DATA / "synthea-r4").glob("A*.json")))).read_bytes()
-    )
-    found = [
-        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"
-    ]
-    return [{k: v for k, v in r.items() if k != "subject"} for r in found[:count]]
-
-
-def fresh(proof: Proof) -> Proof:
-    copied: Proof = orjson.loads(orjson.dumps(proof))
-    return copied
+from nodeutil import NodeProcess, enrol, write_without_naming_key
+from proofutil import Proof, failed_tx_of, forged_solo_proof, fresh, observations
 
 
 def flip_hex(text: str, at: int) -> str:
@@ -161,44 +137,6 @@ ATTACKS: dict[str, tuple[Callable[[Proof], Proof], str]] = {
 }
 
 
-def forged_block(honest: Proof, patient: str, writer: RecordsClient) -> Proof:
-    """A consistent forgery: a records/anchor by a never-registered key, alone in a made-up
-    solo block at the real height; only the trusted block hash tells it apart."""
-    real = BlockHeader.from_json(honest["anchor"]["block"]["header"])
-    forger = Identity.generate()
-    condition = stamp({"resourceType": "Condition", "id": "made-up-condition"}, 1)
-    ref = writer.ref(patient, "Condition", "made-up-condition")
-    salt = os.urandom(SALT_SIZE)
-    batch = decode_tx(bytes.fromhex(honest["anchor"]["tx"])).tx.payload
-    payload = {
-        **batch["anchors"][honest["anchor_index"]],
-        "resource_type": "Condition",
-        "record": ref.name,
-        "version": 1,
-        "commitment": commit(canonical_bytes(condition), salt).hex(),
-    }
-    raw = Tx(real.chain_id, "records/anchor", forger.did, 1, payload).sign(forger)
-    success = TxOutcome(0)
-    header = replace(real, data_hash=data_hash([raw]).hex(), num_txs=1)
-    header = replace(header, results_hash=results_hash([success]).hex())
-    return fresh(
-        {
-            "format": PROOF_FORMAT,
-            "anchor": {
-                "tx": raw.hex(),
-                "height": real.height,
-                "tx_proof": tx_inclusion_proof([raw], 0).to_json(),
-                "result": success.to_json(),
-                "result_proof": result_inclusion_proof([success], 0).to_json(),
-                "block": {"consensus": "solo", "header": header.to_json()},
-            },
-            "author_key": {"signing_key": forger.signing_public.hex(), "rotations": []},
-            "resource": condition,
-            "salt": salt.hex(),
-        }
-    )
-
-
 def gather_cases(node: NodeProcess, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     org = KeyFile.load(node.data_dir / "keys" / "organisation.json")
     writer = RecordsClient(node.url, org, purpose="TREAT")
@@ -228,7 +166,7 @@ def gather_cases(node: NodeProcess, monkeypatch: pytest.MonkeyPatch) -> list[dic
     add("honest first record", fresh(writer.proof(written[0].ref)), "passed")
     for name, (make, check) in ATTACKS.items():
         add(name, make(honest), check, hashes(honest))
-    forged = forged_block(honest, patient.did, writer)
+    forged = forged_solo_proof(honest, patient.did, writer)
     add("forged block", forged, "anchor-block-hash", hashes(honest))
 
     # An anchor the chain refused (UNAUTHORISED): complete and honest, and proves nothing.
@@ -236,7 +174,7 @@ def gather_cases(node: NodeProcess, monkeypatch: pytest.MonkeyPatch) -> list[dic
     made_up = {**observations(6)[5], "id": "made-up-condition"}
     with pytest.raises(RecordsError):
         write_without_naming_key(RecordsClient(node.url, intruder), patient.did, made_up)
-    failed = _failed_tx_of(api, intruder.did)
+    failed = failed_tx_of(api, intruder.did)
     evidence = tx_evidence(api, failed)
     refused = {
         "format": PROOF_FORMAT,
@@ -270,17 +208,6 @@ def gather_cases(node: NodeProcess, monkeypatch: pytest.MonkeyPatch) -> list[dic
 
     writer.close()
     return cases
-
-
-def _failed_tx_of(api: NodeClient, sender: str) -> str:
-    for height in range(int(api.status()["height"]), 0, -1):
-        for tx in api.block(height)["txs"]:
-            if tx["code"] == 0:
-                continue
-            raw = bytes.fromhex(api.transaction(tx["hash"])["tx"])
-            if decode_tx(raw).tx.sender == sender:
-                return str(tx["hash"])
-    raise AssertionError(f"no failed transaction of {sender}")
 
 
 @pytest.mark.skipif(shutil.which("npx") is None, reason="needs Node.js (npx) for the portal")

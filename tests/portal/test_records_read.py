@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from portalutil import PORTAL
 
 from accessutil import Consortium
 from careledger.crypto.keyfile import KeyFile
@@ -26,7 +27,6 @@ from careledger.wallet.consent import ConsentClient
 from careledger.wallet.records import RecordsClient, stamp
 from nodeutil import NodeProcess, enrol
 
-PORTAL = Path(__file__).resolve().parents[2] / "portal"
 NODE = shutil.which("node")
 pytestmark = pytest.mark.skipif(
     NODE is None, reason="Node.js (`node`) is not installed: the portal's code cannot run"

@@ -17,7 +17,8 @@ import { sha256 } from "@noble/hashes/sha2.js";
 import { concatBytes, utf8ToBytes } from "@noble/hashes/utils.js";
 import { canonicalBytes } from "../crypto/jcs";
 import type { NodeClient } from "./node";
-import { checkTransactionEvidence, ProofError, type Check, type VerifiedTx } from "./proofs";
+import { checkTransactionEvidence, type VerifiedTx } from "./evidence";
+import { ProofError, type Check } from "./proof-checks";
 
 export const RECORD_BATCH = "audit/record_batch";
 const PAGE = 500; // entries per audit/log query (the chain's maximum)

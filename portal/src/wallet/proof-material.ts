@@ -7,7 +7,8 @@ import { fromHex } from "../crypto/bytes";
 import { ed25519FromDid } from "../crypto/identity";
 import { hex } from "../crypto/bytes";
 import { NodeError, type NodeClient } from "./node";
-import { checkRecordProof, decodeTx, PROOF_FORMAT, type ExpectedAnchor, type VerifiedRecord } from "./proofs";
+import { checkRecordProof, PROOF_FORMAT, type ExpectedAnchor, type VerifiedRecord } from "./proofs";
+import { decodeTx } from "./tx-decode";
 
 /** A version's anchor as `records/versions` lists it in `history`. */
 export interface AnchorEntry {

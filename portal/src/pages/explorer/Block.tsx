@@ -5,8 +5,8 @@ import { Empty, ErrorMessage, Loading, Page, useAsync } from "../../app/ui";
 import { fromHex } from "../../crypto/bytes";
 import { NodeError, type NodeClient } from "../../wallet/node";
 import type { NodeBlock } from "../../wallet/proof-material";
-import { decodeTx, type DecodedTx } from "../../wallet/proofs";
-import { Did, ExplorerNav, Facts, formatTime, Hash, ResultBadge, SignInNeeded, TxType, useExplorerClient, useNames } from "./common";
+import { decodeTx, type DecodedTx } from "../../wallet/tx-decode";
+import { Did, ExplorerNav, Facts, formatTime, Hash, ResultBadge, ScrollTable, SignInNeeded, TxType, useExplorerClient, useNames } from "./common";
 
 const CONCURRENT = 8;
 
@@ -88,36 +88,23 @@ export function BlockPage(props: { route: Route }) {
           {loaded.value.rows.length === 0 ? (
             <Empty>This block has no transactions.</Empty>
           ) : (
-            <div class="table-wrap" tabIndex={0} role="region" aria-label="Transactions of the block">
-              <table data-testid="block-txs">
-                <thead>
-                  <tr>
-                    <th scope="col">#</th>
-                    <th scope="col">Type</th>
-                    <th scope="col">Sender</th>
-                    <th scope="col">Size</th>
-                    <th scope="col">Result</th>
-                  </tr>
-                </thead>
-                <tbody>
-                  {loaded.value.rows.map((row) => (
-                    <tr key={row.hash} data-testid="tx-row">
-                      <td>
-                        <a href={`#/explorer/tx?hash=${row.hash}`} title={row.hash}>
-                          {row.index + 1}
-                        </a>
-                      </td>
-                      <td>{row.tx ? <TxType type={row.tx.type} /> : <span class="empty">{row.hidden ? "Not shown to you" : "Unreadable"}</span>}</td>
-                      <td>{row.tx ? <Did did={row.tx.sender} name={nameOf(row.tx.sender)} /> : "—"}</td>
-                      <td>{row.size === null ? "—" : `${row.size.toLocaleString()} bytes`}</td>
-                      <td>
-                        <ResultBadge code={row.code} />
-                      </td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
-            </div>
+            <ScrollTable label="Transactions of the block" testid="block-txs" columns={["#", "Type", "Sender", "Size", "Result"]}>
+              {loaded.value.rows.map((row) => (
+                <tr key={row.hash} data-testid="tx-row">
+                  <td>
+                    <a href={`#/explorer/tx?hash=${row.hash}`} title={row.hash}>
+                      {row.index + 1}
+                    </a>
+                  </td>
+                  <td>{row.tx ? <TxType type={row.tx.type} /> : <span class="empty">{row.hidden ? "Not shown to you" : "Unreadable"}</span>}</td>
+                  <td>{row.tx ? <Did did={row.tx.sender} name={nameOf(row.tx.sender)} /> : "—"}</td>
+                  <td>{row.size === null ? "—" : `${row.size.toLocaleString()} bytes`}</td>
+                  <td>
+                    <ResultBadge code={row.code} />
+                  </td>
+                </tr>
+              ))}
+            </ScrollTable>
           )}
         </>
       ) : null}

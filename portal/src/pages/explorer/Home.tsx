@@ -6,7 +6,7 @@ import { navigate } from "../../app/router";
 import { Empty, ErrorMessage, Field, Loading, Page } from "../../app/ui";
 import { NodeClient, type NodeStatus } from "../../wallet/node";
 import type { NodeBlock } from "../../wallet/proof-material";
-import { ExplorerNav, formatTime, Hash, SignInNeeded, useExplorerClient } from "./common";
+import { ExplorerNav, formatTime, Hash, ScrollTable, SignInNeeded, useExplorerClient } from "./common";
 
 const LATEST = 10;
 const REFRESH_MS = 4000;
@@ -128,32 +128,20 @@ function LatestBlocks(props: { blocks: NodeBlock[] }) {
   return (
     <>
       <h2>Latest blocks</h2>
-      <div class="table-wrap" tabIndex={0} role="region" aria-label="Latest blocks">
-        <table data-testid="latest-blocks">
-          <thead>
-            <tr>
-              <th scope="col">Height</th>
-              <th scope="col">Time</th>
-              <th scope="col">Transactions</th>
-              <th scope="col">Hash</th>
-            </tr>
-          </thead>
-          <tbody>
-            {props.blocks.map((block) => (
-              <tr key={block.header.height} data-testid="block-row">
-                <td>
-                  <a href={`#/explorer/block?height=${block.header.height}`}>{block.header.height}</a>
-                </td>
-                <td>{formatTime(block.header.time)}</td>
-                <td>{block.header.num_txs}</td>
-                <td>
-                  <Hash value={block.hash} />
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      </div>
+      <ScrollTable label="Latest blocks" testid="latest-blocks" columns={["Height", "Time", "Transactions", "Hash"]}>
+        {props.blocks.map((block) => (
+          <tr key={block.header.height} data-testid="block-row">
+            <td>
+              <a href={`#/explorer/block?height=${block.header.height}`}>{block.header.height}</a>
+            </td>
+            <td>{formatTime(block.header.time)}</td>
+            <td>{block.header.num_txs}</td>
+            <td>
+              <Hash value={block.hash} />
+            </td>
+          </tr>
+        ))}
+      </ScrollTable>
     </>
   );
 }

@@ -1,5 +1,5 @@
 // A proof's checks as a list, each passed or failed by name, with a summary line.
-import type { Check } from "../../wallet/proofs";
+import type { Check } from "../../wallet/proof-checks";
 
 export function ProofChecks(props: { checks: Check[]; ok: boolean; trustedBy?: string | undefined; note?: string | undefined }) {
   return (

@@ -7,9 +7,9 @@ import type { Route } from "../../app/router";
 import { Empty, ErrorMessage, Loading, Page, useAsync } from "../../app/ui";
 import type { NodeClient } from "../../wallet/node";
 import { checkVersionProof, recordVersions, type AnchorEntry, type RecordVersions } from "../../wallet/proof-material";
-import { type Check, ProofError } from "../../wallet/proofs";
+import { type Check, ProofError } from "../../wallet/proof-checks";
 import { ProofChecks } from "./ProofChecks";
-import { Did, ExplorerNav, Facts, Hash, SignInNeeded, useExplorerClient, useNames } from "./common";
+import { Did, ExplorerNav, Facts, Hash, ScrollTable, SignInNeeded, useExplorerClient, useNames } from "./common";
 
 const DID = /^did:key:z[1-9A-HJ-NP-Za-km-z]{40,60}$/;
 const NAME = /^[0-9a-f]{64}$/;
@@ -62,41 +62,28 @@ function Versions(props: { node: NodeClient; versions: RecordVersions; nameOf: (
       {history.length === 0 ? (
         <Empty>No versions.</Empty>
       ) : (
-        <div class="table-wrap" tabIndex={0} role="region" aria-label="Versions">
-          <table data-testid="versions">
-            <thead>
-              <tr>
-                <th scope="col">Version</th>
-                <th scope="col">Block</th>
-                <th scope="col">Author</th>
-                <th scope="col">Encrypted copy (hash)</th>
-                <th scope="col">Proof</th>
-              </tr>
-            </thead>
-            <tbody>
-              {history.map((anchor) => (
-                <tr key={anchor.version} data-testid="version">
-                  <td>
-                    {anchor.version}
-                    {anchor.tombstone ? <span class="badge"> deleted</span> : null}
-                  </td>
-                  <td>
-                    <a href={`#/explorer/block?height=${anchor.height}`}>{anchor.height}</a>
-                  </td>
-                  <td>
-                    <Did did={anchor.author} name={nameOf(anchor.author)} />
-                  </td>
-                  <td>{anchor.blob_hash ? <Hash value={anchor.blob_hash} /> : "—"}</td>
-                  <td>
-                    <button type="button" class="secondary" onClick={() => setSelected(anchor.version)} aria-label={`Check proof of version ${anchor.version}`}>
-                      Check proof
-                    </button>
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <ScrollTable label="Versions" testid="versions" columns={["Version", "Block", "Author", "Encrypted copy (hash)", "Proof"]}>
+          {history.map((anchor) => (
+            <tr key={anchor.version} data-testid="version">
+              <td>
+                {anchor.version}
+                {anchor.tombstone ? <span class="badge"> deleted</span> : null}
+              </td>
+              <td>
+                <a href={`#/explorer/block?height=${anchor.height}`}>{anchor.height}</a>
+              </td>
+              <td>
+                <Did did={anchor.author} name={nameOf(anchor.author)} />
+              </td>
+              <td>{anchor.blob_hash ? <Hash value={anchor.blob_hash} /> : "—"}</td>
+              <td>
+                <button type="button" class="secondary" onClick={() => setSelected(anchor.version)} aria-label={`Check proof of version ${anchor.version}`}>
+                  Check proof
+                </button>
+              </td>
+            </tr>
+          ))}
+        </ScrollTable>
       )}
       {selected !== null ? (
         <VersionProof key={selected} node={props.node} versions={versions} anchor={history.find((a) => a.version === selected)!} />

@@ -7,7 +7,9 @@ import { ErrorMessage, Loading, Page, useAsync } from "../../app/ui";
 import { fromHex } from "../../crypto/bytes";
 import { NodeError, type NodeClient } from "../../wallet/node";
 import { trustedHashes, txEvidence } from "../../wallet/proof-material";
-import { type Check, checkTransactionEvidence, decodeTx, ProofError } from "../../wallet/proofs";
+import { checkTransactionEvidence } from "../../wallet/evidence";
+import { type Check, ProofError } from "../../wallet/proof-checks";
+import { decodeTx } from "../../wallet/tx-decode";
 import { ProofChecks } from "./ProofChecks";
 import { Did, ExplorerNav, Facts, Hash, ResultBadge, SignInNeeded, TxType, useExplorerClient, useNames } from "./common";
 

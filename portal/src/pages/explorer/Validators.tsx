@@ -3,7 +3,7 @@
 import type { Route } from "../../app/router";
 import { Empty, ErrorMessage, Loading, Page, useAsync } from "../../app/ui";
 import { NodeClient, type NodeStatus } from "../../wallet/node";
-import { Did, ExplorerNav, Hash, SignInNeeded, useExplorerClient } from "./common";
+import { Did, ExplorerNav, Hash, ScrollTable, SignInNeeded, useExplorerClient } from "./common";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { fromHex, hex } from "../../crypto/bytes";
 
@@ -59,46 +59,33 @@ export function ValidatorsPage(_props: { route: Route }) {
           {value.rows.length === 0 ? (
             <Empty>The ledger has no members.</Empty>
           ) : (
-            <div class="table-wrap" tabIndex={0} role="region" aria-label="Members">
-              <table data-testid="members">
-                <thead>
-                  <tr>
-                    <th scope="col">Organisation</th>
-                    <th scope="col">Member since</th>
-                    <th scope="col">Validator key</th>
-                    <th scope="col">Status</th>
-                    <th scope="col">Practitioners</th>
-                  </tr>
-                </thead>
-                <tbody>
-                  {value.rows.map((row) => (
-                    <tr key={row.did} data-testid="member">
-                      <td>
-                        <Did did={row.did} name={row.name} />
-                      </td>
-                      <td>{row.since === 0 ? "Founder (genesis)" : <a href={`#/explorer/block?height=${row.since}`}>Block {row.since}</a>}</td>
-                      <td>{row.validator_pub_key ? <Hash value={row.validator_pub_key} /> : <span class="empty">None</span>}</td>
-                      <td>
-                        {row.validator_pub_key ? (
-                          <>
-                            <span class="badge badge-ok">Validator</span>
-                            {network && row.address === ownAddress ? <span> (this node)</span> : null}
-                            {row.address ? (
-                              <div class="hint">
-                                Address <span class="mono">{row.address}</span>
-                              </div>
-                            ) : null}
-                          </>
-                        ) : (
-                          <span class="badge">Member, not a validator</span>
-                        )}
-                      </td>
-                      <td>{row.practitioners}</td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
-            </div>
+            <ScrollTable label="Members" testid="members" columns={["Organisation", "Member since", "Validator key", "Status", "Practitioners"]}>
+              {value.rows.map((row) => (
+                <tr key={row.did} data-testid="member">
+                  <td>
+                    <Did did={row.did} name={row.name} />
+                  </td>
+                  <td>{row.since === 0 ? "Founder (genesis)" : <a href={`#/explorer/block?height=${row.since}`}>Block {row.since}</a>}</td>
+                  <td>{row.validator_pub_key ? <Hash value={row.validator_pub_key} /> : <span class="empty">None</span>}</td>
+                  <td>
+                    {row.validator_pub_key ? (
+                      <>
+                        <span class="badge badge-ok">Validator</span>
+                        {network && row.address === ownAddress ? <span> (this node)</span> : null}
+                        {row.address ? (
+                          <div class="hint">
+                            Address <span class="mono">{row.address}</span>
+                          </div>
+                        ) : null}
+                      </>
+                    ) : (
+                      <span class="badge">Member, not a validator</span>
+                    )}
+                  </td>
+                  <td>{row.practitioners}</td>
+                </tr>
+              ))}
+            </ScrollTable>
           )}
         </>
       ) : null}

@@ -5,7 +5,7 @@ import { useEffect, useState } from "preact/hooks";
 import { useSession, type Session } from "../../app/session";
 import { Notice } from "../../app/ui";
 import type { NodeClient } from "../../wallet/node";
-import { codeName } from "../../wallet/proofs";
+import { codeName } from "../../wallet/tx-decode";
 import "./explorer.css";
 
 /** The signed-in person's node client: a patient wallet's, or a practitioner key session's. */
@@ -202,5 +202,25 @@ export function TxType(props: { type: string }) {
       {words ? <span>{words} </span> : null}
       <span class="mono">{props.type}</span>
     </span>
+  );
+}
+
+/** A table that scrolls sideways on a narrow screen (reachable by keyboard), its columns named. */
+export function ScrollTable(props: { label: string; testid: string; columns: string[]; children: ComponentChildren }) {
+  return (
+    <div class="table-wrap" tabIndex={0} role="region" aria-label={props.label}>
+      <table data-testid={props.testid}>
+        <thead>
+          <tr>
+            {props.columns.map((column) => (
+              <th key={column} scope="col">
+                {column}
+              </th>
+            ))}
+          </tr>
+        </thead>
+        <tbody>{props.children}</tbody>
+      </table>
+    </div>
   );
 }

@@ -32,49 +32,75 @@ export function SignIn() {
   );
 }
 
-function ClientKeySignIn() {
-  const [file, setFile] = useState<File | null>(null);
+/** A sign-in form's state: on submit, what `missing` names is shown under the key field;
+ * otherwise `attempt` signs in, and its error is shown. */
+function useSignIn(missing: () => string | undefined, attempt: () => Promise<PractitionerSession>) {
   const [error, setError] = useState<unknown>(null);
   const [fieldError, setFieldError] = useState<string | undefined>();
   const [busy, setBusy] = useState(false);
   const submit = async (event: Event) => {
     event.preventDefault();
     setError(null);
-    if (!file) return setFieldError("Choose the client key file (client-….json).");
-    setFieldError(undefined);
+    const problem = missing();
+    setFieldError(problem);
+    if (problem) return;
     setBusy(true);
     try {
-      signedIn(await signInWithClientKey(await file.text()));
+      signedIn(await attempt());
     } catch (caught) {
       setError(caught);
     } finally {
       setBusy(false);
     }
   };
+  return { error, fieldError, busy, submit };
+}
+
+/** A key file field whose error (a missing file) is announced with it. */
+function KeyFileInput(props: { id: string; label: string; error: string | undefined; onFile: (file: File | null) => void }) {
   return (
-    <form class="card" onSubmit={submit} noValidate>
+    <Field id={props.id} label={props.label} error={props.error}>
+      <input
+        id={props.id}
+        type="file"
+        accept=".json,application/json"
+        aria-invalid={props.error ? "true" : undefined}
+        aria-describedby={props.error ? `${props.id}-error` : undefined}
+        onChange={(event) => props.onFile(fileOf(event))}
+      />
+    </Field>
+  );
+}
+
+function SignInEnd(props: { error: unknown; busy: boolean; checking: string; submit: string }) {
+  return (
+    <>
+      {props.error ? <ErrorMessage error={props.error} title="Not signed in" /> : null}
+      {props.busy ? <Loading what={props.checking} /> : null}
+      <div class="actions">
+        <button type="submit" disabled={props.busy}>
+          {props.submit}
+        </button>
+      </div>
+    </>
+  );
+}
+
+function ClientKeySignIn() {
+  const [file, setFile] = useState<File | null>(null);
+  const form = useSignIn(
+    () => (file ? undefined : "Choose the client key file (client-….json)."),
+    async () => signInWithClientKey(await file!.text()),
+  );
+  return (
+    <form class="card" onSubmit={form.submit} noValidate>
       <h2>Through your organisation's FHIR gateway</h2>
       <p class="hint">
         The backend client key file your organisation registered for you (<span class="mono">careledger clients add --new-key</span>).
         Find patients, read and add records, and break the glass in an emergency.
       </p>
-      <Field id="client-key" label="Backend client key" error={fieldError}>
-        <input
-          id="client-key"
-          type="file"
-          accept=".json,application/json"
-          aria-invalid={fieldError ? "true" : undefined}
-          aria-describedby={fieldError ? "client-key-error" : undefined}
-          onChange={(event) => setFile(fileOf(event))}
-        />
-      </Field>
-      {error ? <ErrorMessage error={error} title="Not signed in" /> : null}
-      {busy ? <Loading what="Signing in" /> : null}
-      <div class="actions">
-        <button type="submit" disabled={busy}>
-          Sign in
-        </button>
-      </div>
+      <KeyFileInput id="client-key" label="Backend client key" error={form.fieldError} onFile={setFile} />
+      <SignInEnd error={form.error} busy={form.busy} checking="Signing in" submit="Sign in" />
     </form>
   );
 }
@@ -82,38 +108,18 @@ function ClientKeySignIn() {
 function KeyFileSignIn() {
   const [practitioner, setPractitioner] = useState<File | null>(null);
   const [organisation, setOrganisation] = useState<File | null>(null);
-  const [error, setError] = useState<unknown>(null);
-  const [fieldError, setFieldError] = useState<string | undefined>();
-  const [busy, setBusy] = useState(false);
-  const submit = async (event: Event) => {
-    event.preventDefault();
-    setError(null);
-    if (!practitioner) return setFieldError("Choose your practitioner key file.");
-    setFieldError(undefined);
-    setBusy(true);
-    try {
+  const form = useSignIn(
+    () => (practitioner ? undefined : "Choose your practitioner key file."),
+    async () => {
       const orgText = organisation ? await organisation.text() : null;
-      signedIn(await signInWithKey(await practitioner.text(), orgText));
-    } catch (caught) {
-      setError(caught);
-    } finally {
-      setBusy(false);
-    }
-  };
+      return signInWithKey(await practitioner!.text(), orgText);
+    },
+  );
   return (
-    <form class="card" onSubmit={submit} noValidate>
+    <form class="card" onSubmit={form.submit} noValidate>
       <h2>With your practitioner key</h2>
       <p class="hint">See the patients who shared their records with you or your organisation, straight from the ledger.</p>
-      <Field id="practitioner-key" label="Practitioner key file" error={fieldError}>
-        <input
-          id="practitioner-key"
-          type="file"
-          accept=".json,application/json"
-          aria-invalid={fieldError ? "true" : undefined}
-          aria-describedby={fieldError ? "practitioner-key-error" : undefined}
-          onChange={(event) => setPractitioner(fileOf(event))}
-        />
-      </Field>
+      <KeyFileInput id="practitioner-key" label="Practitioner key file" error={form.fieldError} onFile={setPractitioner} />
       <Field
         id="organisation-key"
         label="Organisation key file (optional)"
@@ -127,13 +133,7 @@ function KeyFileSignIn() {
           onChange={(event) => setOrganisation(fileOf(event))}
         />
       </Field>
-      {error ? <ErrorMessage error={error} title="Not signed in" /> : null}
-      {busy ? <Loading what="Checking your key with the ledger" /> : null}
-      <div class="actions">
-        <button type="submit" disabled={busy}>
-          Sign in with key
-        </button>
-      </div>
+      <SignInEnd error={form.error} busy={form.busy} checking="Checking your key with the ledger" submit="Sign in with key" />
     </form>
   );
 }
