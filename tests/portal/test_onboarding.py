@@ -191,7 +191,7 @@ def test_claim_a_package_rotates_the_keys(
     page.get_by_label("Claim code", exact=True).fill(enrolment.code.upper().replace(" ", "-"))
     page.get_by_role("button", name="Claim my records", exact=True).click()
     new_phrase = shown_phrase(page)
-    assert page.get_by_role("link", name="Download my key file").count() == 1
+    assert page.get_by_role("button", name="Download my key file").count() == 1
     # the new phrase exists nowhere else: the other tabs cannot take the page away from it
     assert page.get_by_role("tab", name="Create a new identity").is_disabled()
     patient.axe()

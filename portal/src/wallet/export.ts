@@ -31,8 +31,13 @@ export function exportFileName(now: Date = new Date()): string {
 
 /** Save `value` as a JSON file through a Blob URL (no data: URL: the CSP allows none). */
 export function downloadJson(fileName: string, value: unknown): void {
-  const blob = new Blob([JSON.stringify(value, null, 2)], { type: "application/fhir+json" });
-  const url = URL.createObjectURL(blob);
+  downloadText(fileName, JSON.stringify(value, null, 2), "application/fhir+json");
+}
+
+/** Saves `text` as a file: the object URL lives only for the click, so nothing (a key file
+ * included) stays fetchable from the tab afterwards. */
+export function downloadText(fileName: string, text: string, type: string): void {
+  const url = URL.createObjectURL(new Blob([text], { type }));
   const link = document.createElement("a");
   link.href = url;
   link.download = fileName;

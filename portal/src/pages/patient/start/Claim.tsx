@@ -3,6 +3,7 @@ import { useRef, useState } from "preact/hooks";
 import { UserError } from "../../../app/errors";
 import { navigate } from "../../../app/router";
 import { Field, Notice } from "../../../app/ui";
+import { downloadText } from "../../../wallet/export";
 import { claimPackage, keepOnDevice, keyFileText, startSession, type PatientKeys } from "../../../wallet/onboarding";
 import type { NodeClient } from "../../../wallet/node";
 import { FormEnd, readSmallFile, TIMELINE, useNewPassphrase } from "./common";
@@ -79,7 +80,6 @@ export function ClaimFlow(props: { onClaimed: () => void }) {
 /** After a claim: the phrase restores the new keys only; the records from before the claim
  * also need the key file (docs/crypto.md 10), which the patient can save here. */
 function ClaimedNotice(props: { keys: PatientKeys }) {
-  const [href] = useState(() => URL.createObjectURL(new Blob([keyFileText(props.keys)], { type: "application/json" })));
   return (
     <>
       <Notice kind="success">Your records are now yours: your identity uses keys that only you hold.</Notice>
@@ -88,9 +88,13 @@ function ClaimedNotice(props: { keys: PatientKeys }) {
         written before today also need your key file. Save it somewhere safe, like the phrase:
       </p>
       <p>
-        <a class="button secondary" href={href} download="careledger-key.json">
+        <button
+          type="button"
+          class="secondary"
+          onClick={() => downloadText("careledger-key.json", keyFileText(props.keys), "application/json")}
+        >
           Download my key file
-        </a>
+        </button>
       </p>
     </>
   );
