@@ -15,7 +15,7 @@ PORTAL_MODULES := portal/node_modules/.package-lock.json
 # The browser of the end-to-end tests: Debian's chromium (Playwright cannot download its own here).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test lint typecheck bench cometbft synthea portal clean
+.PHONY: run test lint typecheck bench cometbft synthea portal image image-tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,21 @@ $(COMETBFT):
 
 cometbft: $(COMETBFT)
 
+# The node image as an OCI layout, built without a container engine (docs/operations-image.md):
+# Debian's root from Debian's mirrors (mmdebstrap, as root), wheels from PyPI, CometBFT from
+# .bin. umoci and runc (Debian's) unpack and run it in tests/test_image.py.
+IMAGE := build/image
+IMAGE_TOOLS := /usr/bin/mmdebstrap /usr/bin/umoci /usr/sbin/runc
+
+$(IMAGE_TOOLS):
+	@command -v apt-get >/dev/null || { echo "The image is built with Debian's mmdebstrap, umoci and runc (apt-get install mmdebstrap umoci runc)"; exit 1; }
+	apt-get install -y -q mmdebstrap umoci runc || { apt-get update -q && apt-get install -y -q mmdebstrap umoci runc; }
+
+image-tools: $(IMAGE_TOOLS)
+
+image: $(STAMP) $(COMETBFT) $(PORTAL_BUILT) $(IMAGE_TOOLS)
+	$(BIN)/python deploy/build_image.py --out $(IMAGE) --cometbft $(COMETBFT)
+
 $(SYNTHEA_DATA):
 	@command -v java >/dev/null && command -v mvn >/dev/null || { echo "Java 17+ and Maven are needed to generate the Synthea test bundles"; exit 1; }
 	tools/synthea/generate.sh $(SYNTHEA_DATA) 3
@@ -54,15 +69,16 @@ $(SYNTHEA_DATA):
 synthea: $(SYNTHEA_DATA)
 
 # Lint and types first: a change that breaks them fails like a failing test.
-test: $(STAMP) $(COMETBFT) $(SYNTHEA_DATA) $(PORTAL_BUILT) $(CHROMIUM) lint
+test: $(STAMP) $(COMETBFT) $(SYNTHEA_DATA) $(PORTAL_BUILT) $(CHROMIUM) $(IMAGE_TOOLS) lint
 	cd portal && npm test
 	CHROMIUM_BIN=$(CHROMIUM) COMETBFT_BIN=$(CURDIR)/$(COMETBFT) CARELEDGER_SYNTHEA_DATA=$(CURDIR)/$(SYNTHEA_DATA) $(BIN)/pytest -q
 
 lint: $(STAMP) $(PORTAL_MODULES)
 	cd portal && npm run typecheck
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench deploy
+	$(BIN)/ruff format --check src tests bench deploy
 	$(BIN)/mypy
+	$(BIN)/mypy --strict deploy
 
 bench: $(STAMP) $(COMETBFT)
 	$(BIN)/python -m bench.chain_throughput

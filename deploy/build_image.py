@@ -97,11 +97,21 @@ class BuildError(RuntimeError):
 
 
 def build_wheel(work: Path) -> Path:
-    """The project's wheel, built from this checkout (with the portal, which must be built)."""
+    """The project's wheel, built from a clean copy of this checkout's sources and the portal.
+
+    A copy, because setuptools' build/ folder in the checkout keeps files that were since
+    deleted from src/ and would put them into the wheel.
+    """
     if not (REPO / "src/careledger/web/static/index.html").is_file():
         raise BuildError("the portal is not built: run `make portal` first (the image serves it)")
+    source = work / "source"
+    shutil.copytree(
+        REPO / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+    )
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, source / name)
     dist = work / "dist"
-    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(REPO)])
+    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(source)])
     wheels = sorted(dist.glob("careledger-*.whl"))
     if len(wheels) != 1:
         raise BuildError(f"expected one careledger wheel in {dist}, found {wheels}")
@@ -115,8 +125,6 @@ def stage_inputs(work: Path, wheel: Path, cometbft: Path) -> Path:
     and certificates), for the image's Python (CPython 3.11, glibc 2.36, x86_64): the root
     then installs them with no network and trusts no certificate of the build host.
     """
-    if not os.access(cometbft, os.X_OK):
-        raise BuildError(f"no CometBFT binary at {cometbft}: run `make cometbft`")
     inputs = work / "careledger-inputs"
     wheels = inputs / "wheels"
     wheels.mkdir(parents=True)
@@ -141,8 +149,6 @@ def stage_inputs(work: Path, wheel: Path, cometbft: Path) -> Path:
 
 def make_rootfs(root: Path, inputs: Path, epoch: int, mirrors: tuple[str, ...]) -> None:
     """Debian's root from the mirrors with the application installed (mmdebstrap, as root)."""
-    if shutil.which("mmdebstrap") is None:
-        raise BuildError("mmdebstrap is not installed: apt-get install mmdebstrap")
     command = ["mmdebstrap", "--mode=root", "--variant=minbase", "--format=directory", "-q"]
     command.append("--include=" + ",".join(PACKAGES))
     command += [f"--dpkgopt={option}" for option in DPKG_EXCLUDES]
@@ -337,9 +343,22 @@ def write_blob(blobs: Path, document: dict[str, Any]) -> tuple[str, int]:
 
 
 def write_layout(root: Path, out: Path, epoch: int, version: str, level: int) -> str:
-    """The OCI image layout of a root filesystem in out/ (made anew); the manifest's digest."""
+    """The OCI image layout of a root filesystem in out/ (made anew); the manifest's digest.
+
+    Written beside out/ and renamed into place at the end: a failed build leaves no
+    half-written layout where a complete one is expected.
+    """
+    staging = out.with_name(f".{out.name}.partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    digest = write_layout_into(root, staging, epoch, version, level)
     if out.exists():
         shutil.rmtree(out)
+    staging.rename(out)
+    return digest
+
+
+def write_layout_into(root: Path, out: Path, epoch: int, version: str, level: int) -> str:
     blobs = out / "blobs" / "sha256"
     blobs.mkdir(parents=True)
     every = list(walk(root))
@@ -437,8 +456,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build(arguments: argparse.Namespace, epoch: int, version: str) -> str:
+    if not os.access(arguments.cometbft, os.X_OK):
+        raise BuildError(f"no CometBFT binary at {arguments.cometbft}: run `make cometbft`")
     if os.geteuid() != 0:
         raise BuildError("run as root: mmdebstrap's root mode needs chroot and mounts")
+    if shutil.which("mmdebstrap") is None:
+        raise BuildError("mmdebstrap is not installed: apt-get install mmdebstrap")
     with tempfile.TemporaryDirectory(prefix="careledger-image-") as scratch:
         work = Path(scratch)
         wheel = arguments.wheel or build_wheel(work)

@@ -1,0 +1,272 @@
+"""The node image: built from the registries only (deploy/build_image.py), checked as an OCI
+layout by this file's own reading of the spec, unpacked by umoci (which checks every digest
+again) and run by runc, a real OCI runtime, in its own network namespace with no network.
+
+Needs root (mmdebstrap's root mode, runc), Debian's mmdebstrap, umoci and runc (`make
+image-tools`), the built portal and CometBFT; skips with the reason otherwise. The build
+takes a minute or two (Debian's mirror, PyPI), once for the whole module.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BUILD_SCRIPT = REPO / "deploy" / "build_image.py"
+NODE_HOME = "/var/lib/careledger"
+NODE_UID = 10001
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+def missing_requirement() -> str | None:
+    if os.geteuid() != 0:
+        return "the image is built with mmdebstrap's root mode and run by runc: needs root"
+    for tool in ("mmdebstrap", "umoci", "runc"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (make image-tools: Debian's mmdebstrap umoci runc)"
+    if not (REPO / "src/careledger/web/static/index.html").is_file():
+        return "the portal is not built (make portal): the image carries it"
+    return None
+
+
+def cometbft_path() -> Path:
+    return Path(os.environ.get("COMETBFT_BIN") or REPO / ".bin" / "cometbft")
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    layout: Path
+    rootfs: Path  # the root the layout was packed from (kept by --keep-rootfs)
+    work: Path
+
+
+def run_build(*arguments: str | Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, str(BUILD_SCRIPT), *map(str, arguments)]
+    # The test's own build compresses fast: the level changes sizes, not the format.
+    return subprocess.run(command, capture_output=True, text=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> BuiltImage:
+    reason = missing_requirement()
+    if reason is not None:
+        pytest.skip(reason)
+    if not os.access(cometbft_path(), os.X_OK):
+        pytest.skip(f"no CometBFT binary at {cometbft_path()} (make cometbft)")
+    work = tmp_path_factory.mktemp("image")
+    built = run_build(
+        "--out",
+        work / "layout",
+        "--keep-rootfs",
+        work / "rootfs",
+        "--cometbft",
+        cometbft_path(),
+        "--gzip-level",
+        "1",
+    )
+    assert built.returncode == 0, built.stderr
+    return BuiltImage(work / "layout", work / "rootfs", work)
+
+
+# ------------------------------------------------------------------ the layout, read here
+
+
+def read_json(layout: Path, name: str) -> Any:
+    return json.loads((layout / name).read_bytes())
+
+
+def blob(layout: Path, descriptor: dict[str, Any]) -> bytes:
+    """A descriptor's blob, after checking its size and digest against the descriptor."""
+    algorithm, _, hexdigest = descriptor["digest"].partition(":")
+    assert algorithm == "sha256"
+    raw = (layout / "blobs" / "sha256" / hexdigest).read_bytes()
+    assert len(raw) == descriptor["size"], descriptor
+    assert hashlib.sha256(raw).hexdigest() == hexdigest, descriptor
+    return raw
+
+
+def manifest_of(layout: Path) -> dict[str, Any]:
+    index = read_json(layout, "index.json")
+    assert index["schemaVersion"] == 2
+    [entry] = index["manifests"]
+    assert entry["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    assert entry["platform"] == {"architecture": "amd64", "os": "linux"}
+    manifest: dict[str, Any] = json.loads(blob(layout, entry))
+    return manifest
+
+
+def config_of(layout: Path) -> dict[str, Any]:
+    manifest = manifest_of(layout)
+    assert manifest["config"]["mediaType"] == "application/vnd.oci.image.config.v1+json"
+    config: dict[str, Any] = json.loads(blob(layout, manifest["config"]))
+    return config
+
+
+def test_layout_blobs_match_their_digests_and_sizes(image: BuiltImage) -> None:
+    assert read_json(image.layout, "oci-layout") == {"imageLayoutVersion": "1.0.0"}
+    manifest = manifest_of(image.layout)
+    config = config_of(image.layout)
+    diff_ids = []
+    for layer in manifest["layers"]:
+        assert layer["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"
+        uncompressed = gzip.decompress(blob(image.layout, layer))
+        diff_ids.append("sha256:" + hashlib.sha256(uncompressed).hexdigest())
+    # The config names each layer by its uncompressed digest, in order.
+    assert config["rootfs"] == {"type": "layers", "diff_ids": diff_ids}
+    assert len(diff_ids) == 2
+
+
+def test_config_runs_the_node_as_an_unprivileged_user(image: BuiltImage) -> None:
+    settings = config_of(image.layout)["config"]
+    assert settings["Entrypoint"][2:5] == ["careledger", "node", "start"]
+    assert settings["Entrypoint"][-2:] == ["--data-dir", NODE_HOME]
+    assert settings["User"] == "careledger:careledger"
+    assert settings["ExposedPorts"] == {"26656/tcp": {}, "26658/tcp": {}}
+    assert settings["Volumes"] == {NODE_HOME: {}}
+    assert settings["Healthcheck"]["Test"] == ["CMD", "/usr/local/bin/careledger-healthcheck"]
+    passwd = (image.rootfs / "etc/passwd").read_text().splitlines()
+    [entry] = [line for line in passwd if line.startswith("careledger:")]
+    assert entry.split(":")[2:4] == [str(NODE_UID), str(NODE_UID)]
+
+
+def layer_members(layout: Path) -> dict[str, tarfile.TarInfo]:
+    """Every path of every layer, the later layer's entry winning (as an unpacker does)."""
+    members: dict[str, tarfile.TarInfo] = {}
+    for layer in manifest_of(layout)["layers"]:
+        path = layout / "blobs" / "sha256" / layer["digest"].split(":")[1]
+        with tarfile.open(path, "r:gz") as tar:
+            members.update({member.name: member for member in tar.getmembers()})
+    return members
+
+
+def test_image_carries_no_keys_and_nothing_of_the_build_host(image: BuiltImage) -> None:
+    members = layer_members(image.layout)
+    home = members["var/lib/careledger"]
+    assert (home.uid, home.gid, home.mode) == (NODE_UID, NODE_UID, 0o700)
+    # Keys are made by `node init` in the operator's volume, never baked into the image.
+    assert [name for name in members if name.startswith("var/lib/careledger/")] == []
+    assert members["etc/resolv.conf"].size == 0
+    assert not [name for name in members if name.startswith(("tmp/", "root/.cache"))]
+    assert "usr/local/bin/cometbft" in members and "opt/careledger/bin/careledger" in members
+
+
+def test_packing_the_same_root_twice_gives_the_same_image(image: BuiltImage) -> None:
+    again = image.work / "layout-again"
+    packed = run_build("--out", again, "--rootfs", image.rootfs, "--gzip-level", "1")
+    assert packed.returncode == 0, packed.stderr
+    assert read_json(again, "index.json") == read_json(image.layout, "index.json")
+    assert sorted(os.listdir(again / "blobs/sha256")) == sorted(
+        os.listdir(image.layout / "blobs/sha256")
+    )
+
+
+def test_a_missing_cometbft_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    out = tmp_path / "layout"
+    refused = run_build("--out", out, "--cometbft", tmp_path / "no-such-cometbft")
+    assert refused.returncode == 1
+    assert "no CometBFT binary" in refused.stderr
+    assert not out.exists() and os.listdir(tmp_path) == []
+
+
+# ------------------------------------------------------------------ run by runc
+
+
+class Container:
+    """The image unpacked by umoci into an OCI bundle, run by runc with a host folder as the
+    node's volume. runc gives every run its own network namespace holding only loopback."""
+
+    def __init__(self, layout: Path, work: Path) -> None:
+        self.bundle = work / "bundle"
+        self.volume = work / "volume"
+        self.volume.mkdir()
+        os.chown(self.volume, NODE_UID, NODE_UID)
+        self.volume.chmod(0o700)
+        unpack = ["umoci", "--log", "error", "unpack", "--image", f"{layout}:0.1.0"]
+        result = subprocess.run([*unpack, str(self.bundle)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr  # umoci checks every digest itself
+        self.spec = json.loads((self.bundle / "config.json").read_text())
+
+    def write_spec(self, args: list[str] | None) -> None:
+        spec = json.loads(json.dumps(self.spec))
+        process = spec["process"]
+        process["terminal"] = False
+        if args is not None:
+            process["args"] = args
+        mount = {"destination": NODE_HOME, "type": "bind", "source": str(self.volume)}
+        spec["mounts"].append({**mount, "options": ["rbind", "rw"]})
+        (self.bundle / "config.json").write_text(json.dumps(spec))
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """One command in a new container from the image (the image's user, env, cwd)."""
+        self.write_spec(list(args))
+        name = f"careledger-test-{uuid.uuid4().hex[:12]}"
+        try:
+            return subprocess.run(
+                ["runc", "run", "--bundle", str(self.bundle), name],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+        finally:
+            subprocess.run(["runc", "delete", "--force", name], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def container(image: BuiltImage) -> Container:
+    return Container(image.layout, image.work)
+
+
+def test_unpacked_image_runs_careledger_as_the_node_user(container: Container) -> None:
+    ran = container.run("careledger", "--help")
+    assert ran.returncode == 0, ran.stderr
+    assert "careledger" in ran.stdout.lower() and "verify" in ran.stdout
+    who = container.run("id", "-u")
+    assert who.stdout.strip() == str(NODE_UID)
+
+
+def test_container_has_no_network_but_loopback(container: Container) -> None:
+    interfaces = container.run("cat", "/proc/net/dev")
+    names = [line.split(":")[0].strip() for line in interfaces.stdout.splitlines() if ":" in line]
+    assert names == ["lo"]
+
+
+def node_command_exists(container: Container) -> bool:
+    return container.run("careledger", "node", "--help").returncode == 0
+
+
+def test_node_init_in_the_image_writes_keys_into_the_volume(container: Container) -> None:
+    if not node_command_exists(container):
+        pytest.skip("`careledger node` (issue 12 stream A) is not in this checkout yet")
+    init = container.run(
+        "careledger",
+        "node",
+        "init",
+        "--data-dir",
+        f"{NODE_HOME}/node",
+        "--name",
+        "Image Hospital",
+        "--p2p",
+        "127.0.0.1:26656",
+        "--api",
+        "127.0.0.1:26658",
+    )
+    assert init.returncode == 0, init.stderr
+    member = json.loads((container.volume / "node" / "member.json").read_text())
+    assert member["name"] == "Image Hospital" and member["did"].startswith("did:key:")
+    keys = container.volume / "node" / "app" / "keys" / "organisation.json"
+    assert keys.stat().st_uid == NODE_UID
