@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fhir_flow import write_at_one_gateway_read_at_another
 from orgs import LocalHost, Org, assemble, wait_until
 
 from careledger.consensus.cometbft.rpc import sync_call
@@ -66,6 +67,12 @@ def _app_hash(org: Org, height: int) -> str:
     rpc = f"http://127.0.0.1:{org.rpc_port}"
     header = sync_call(rpc, "header", height=str(height + 1))["header"]
     return str(header["app_hash"])
+
+
+def test_a_record_written_at_one_gateway_is_read_with_consent_at_the_other(
+    founders: list[Org], tmp_path: Path
+) -> None:
+    write_at_one_gateway_read_at_another(founders[0], founders[1], tmp_path)
 
 
 def test_cometbfts_rpc_listens_on_loopback_only(founders: list[Org]) -> None:
