@@ -54,6 +54,7 @@ from careledger.node.erasure import BlobEraser, sweep_erased
 from careledger.node.pipeline import CheckedDriver, SubmitPipeline
 from careledger.node.replay_cache import ReplayCache
 from careledger.node.replication import BlobReplicator
+from careledger.node.server import NodeServer, ServerControl
 from careledger.storage.blobstore import BlobStore
 
 log = logging.getLogger(__name__)
@@ -123,8 +124,14 @@ class Node(Generic[D]):
             *self.audit.routes(),
             *extra_routes,
         ]
+        replicator = self.replicator
         return create_node_api(
-            self.driver, self.data, routes, lifespan=self._lifespan, replay=replay
+            self.driver,
+            self.data,
+            routes,
+            lifespan=self._lifespan,
+            replay=replay,
+            status_extra=None if replicator is None else replicator.status,
         )
 
     @contextlib.asynccontextmanager
@@ -198,20 +205,25 @@ def serve(
     host: str,
     port: int,
     beside: Callable[[ASGIApp], ASGIApp] | None = None,
+    supervise: Callable[[ServerControl], None] | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM, or until the driver halts on a local fault. The
     lifespan is required: without it nothing would make blocks, so a failure to start (say,
     the ABCI socket) ends the process. `beside`: what serves other apps beside the node API
-    in the same server (the FHIR gateway and the portal: careledger/site.py `compose`)."""
+    in the same server (the FHIR gateway and the portal: careledger/site.py `compose`).
+    `supervise`: given the server's control before it starts (`careledger node start`
+    runs and watches its CometBFT process with it: node/server.py)."""
     app: ASGIApp = node.asgi()
     if beside is not None:
         app = beside(app)
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=False, lifespan="on"
     )
-    server = uvicorn.Server(config)
-    node.on_halt(lambda: setattr(server, "should_exit", True))
-    server.run()
+    server = NodeServer(config)
+    node.on_halt(server.control.stop)
+    if supervise is not None:
+        supervise(server.control)
+    server.run_until_stopped()
 
 
 # --- assembly ------------------------------------------------------------------------------
