@@ -22,6 +22,7 @@ keeps the one it built): the test packs the same root twice and compares the dig
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import gzip
@@ -35,6 +36,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -464,13 +466,26 @@ def build(arguments: argparse.Namespace, epoch: int, version: str) -> str:
         raise BuildError("mmdebstrap is not installed: apt-get install mmdebstrap")
     with tempfile.TemporaryDirectory(prefix="careledger-image-") as scratch:
         work = Path(scratch)
-        wheel = arguments.wheel or build_wheel(work)
-        inputs = stage_inputs(work, wheel, arguments.cometbft)
+        with step("wheel"):
+            wheel = arguments.wheel or build_wheel(work)
+        with step("wheels of the dependencies (PyPI)"):
+            inputs = stage_inputs(work, wheel, arguments.cometbft)
         root = arguments.keep_rootfs or work / "rootfs"
         if root.exists():
             shutil.rmtree(root)
-        make_rootfs(root, inputs, epoch, tuple(arguments.mirror or MIRRORS))
-        return write_layout(root, arguments.out, epoch, version, arguments.gzip_level)
+        with step("root filesystem (Debian's mirror, mmdebstrap)"):
+            make_rootfs(root, inputs, epoch, tuple(arguments.mirror or MIRRORS))
+        with step("OCI layout"):
+            return write_layout(root, arguments.out, epoch, version, arguments.gzip_level)
+
+
+@contextlib.contextmanager
+def step(what: str) -> Iterator[None]:
+    """Say on stderr what is being built and how long it took (a build takes minutes)."""
+    started = time.monotonic()
+    print(f"build_image: {what}...", file=sys.stderr, flush=True)
+    yield
+    print(f"build_image: {what}: {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ python3 -m venv /opt/careledger
 /opt/careledger/bin/pip uninstall -q -y pip setuptools
 # Byte code compiled now, with hashes instead of timestamps: the same files give the same
 # .pyc (a reproducible layer), and the read-only image never has to write any at run time.
-/opt/careledger/bin/python -m compileall -q -j 1 --invalidation-mode unchecked-hash \
+/opt/careledger/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash \
     /opt/careledger/lib >/dev/null
 ln -s /opt/careledger/bin/careledger /usr/local/bin/careledger
 
