@@ -15,7 +15,7 @@ PORTAL_MODULES := portal/node_modules/.package-lock.json
 # The browser of the end-to-end tests: Debian's chromium (Playwright cannot download its own here).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test lint typecheck bench cometbft synthea portal image image-tools clean
+.PHONY: run test lint typecheck bench cometbft synthea portal image image-tools wheel clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,10 @@ image-tools: $(IMAGE_TOOLS)
 image: $(STAMP) $(COMETBFT) $(PORTAL_BUILT) $(IMAGE_TOOLS)
 	$(BIN)/python deploy/build_image.py --out $(IMAGE) --cometbft $(COMETBFT)
 
+# The wheel deploy/Dockerfile installs (`docker build -f deploy/Dockerfile .` after this).
+wheel: $(STAMP) $(PORTAL_BUILT)
+	$(BIN)/python deploy/build_image.py --wheel-to dist
+
 $(SYNTHEA_DATA):
 	@command -v java >/dev/null && command -v mvn >/dev/null || { echo "Java 17+ and Maven are needed to generate the Synthea test bundles"; exit 1; }
 	tools/synthea/generate.sh $(SYNTHEA_DATA) 3
@@ -87,4 +91,4 @@ bench: $(STAMP) $(COMETBFT)
 	COMETBFT_BIN=$(CURDIR)/$(COMETBFT) $(BIN)/python -m bench.network_throughput
 
 clean:
-	rm -rf $(VENV) .bin build .data tools/synthea/lib portal/node_modules src/careledger/web/static
+	rm -rf $(VENV) .bin build dist .data tools/synthea/lib portal/node_modules src/careledger/web/static

@@ -422,7 +422,9 @@ def project_version() -> str:
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="the OCI layout folder")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", type=Path, help="the OCI layout folder")
+    target.add_argument("--wheel-to", type=Path, help="only build the wheel, into this folder")
     parser.add_argument("--cometbft", type=Path, default=REPO / ".bin" / "cometbft")
     parser.add_argument("--wheel", type=Path, help="a built careledger wheel (default: build)")
     parser.add_argument("--tag", help="the image's ref name (default: the package version)")
@@ -444,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     epoch = source_date_epoch()
     version = arguments.tag or project_version()
     try:
+        if arguments.wheel_to is not None:
+            return wheel_only(arguments.wheel_to)
         if arguments.rootfs is not None:
             digest = write_layout(
                 arguments.rootfs, arguments.out, epoch, version, arguments.gzip_level
@@ -454,6 +458,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"build_image: {error}", file=sys.stderr)
         return 1
     print(f"{arguments.out} {version} manifest {digest}")
+    return 0
+
+
+def wheel_only(folder: Path) -> int:
+    """The wheel deploy/Dockerfile installs (`make wheel`), built as the image build does."""
+    with tempfile.TemporaryDirectory(prefix="careledger-wheel-") as scratch:
+        wheel = build_wheel(Path(scratch))
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("careledger-*.whl"):
+            stale.unlink()  # the Dockerfile copies careledger-*.whl: exactly one must be there
+        shutil.copy2(wheel, folder / wheel.name)
+    print(folder / wheel.name)
     return 0
 
 

@@ -328,11 +328,27 @@ def test_image_entrypoint_runs_a_validator_node(container: Container, tmp_path: 
         node.wait_for(lambda: height(node) >= 2, "second block")
         status = json.loads(node.exec(*STATUS).stdout)
         assert status["validator_power"] == 10, status
+        # The installed package serves the portal with its bundles (the wheel carries them).
+        portal = node.exec("python3", "-c", PORTAL_PROBE)
+        assert portal.returncode == 0, portal.stdout + portal.stderr
+        assert "/assets/" in portal.stdout
     finally:
         code = node.stop()
     # tini passed SIGTERM on; the node stopped CometBFT and itself cleanly.
     assert code == 0, (tmp_path / "node.log").read_text()[-3000:]
 
+
+# Inside the container: GET the portal's page and every /assets/ file it names; 200 each.
+PORTAL_PROBE = """
+import re, urllib.request
+base = "http://127.0.0.1:26658"
+page = urllib.request.urlopen(base + "/").read().decode()
+assets = re.findall(r'(?:src|href)="(/assets/[^"]+)"', page)
+assert assets, page
+for asset in assets:
+    assert urllib.request.urlopen(base + asset).status == 200, asset
+    print(asset)
+"""
 
 STATUS = ("careledger", "node", "status", "--data-dir", NODE_HOME, "--json")
 
