@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -182,6 +183,42 @@ def test_a_missing_cometbft_is_refused_before_anything_is_written(tmp_path: Path
     assert refused.returncode == 1
     assert "no CometBFT binary" in refused.stderr
     assert not out.exists() and os.listdir(tmp_path) == []
+
+
+def dockerfile_instructions() -> dict[str, str]:
+    """The final stage's instructions of deploy/Dockerfile (continuations joined), by name."""
+    text = (REPO / "deploy" / "Dockerfile").read_text().replace("\\\n", " ")
+    final = text.split("\nFROM ")[-1]
+    instructions: dict[str, str] = {}
+    for line in final.splitlines()[1:]:
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, rest = line.strip().partition(" ")
+            instructions[name] = " ".join(rest.split())
+    return instructions
+
+
+def test_dockerfile_and_the_engineless_build_make_the_same_image_config() -> None:
+    """The two recipes must not drift: what an engine builds from deploy/Dockerfile runs
+    like the layout this file tests (entrypoint, command, user, env, ports, volume, check)."""
+    spec = importlib.util.spec_from_file_location("build_image", BUILD_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    build_image = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = build_image  # its dataclasses look their module up
+    spec.loader.exec_module(build_image)
+    config = build_image.image_config([], 0, "0")["config"]
+    docker = dockerfile_instructions()
+    assert json.loads(docker["ENTRYPOINT"]) == config["Entrypoint"]
+    assert json.loads(docker["CMD"]) == config["Cmd"]
+    assert docker["USER"] == config["User"]
+    assert docker["WORKDIR"] == config["WorkingDir"]
+    assert json.loads(docker["VOLUME"]) == list(config["Volumes"])
+    assert [f"{port}/tcp" for port in docker["EXPOSE"].split()] == list(config["ExposedPorts"])
+    assert docker["STOPSIGNAL"] == config["StopSignal"]
+    assert docker["ENV"].split() == config["Env"]
+    check = docker["HEALTHCHECK"].split(" CMD ", 1)[1]
+    assert ["CMD", *json.loads(check)] == config["Healthcheck"]["Test"]
+    # Both install with the same script (the last RUN is the final stage's install).
+    assert "install-in-root.sh" in docker["RUN"]
 
 
 # ------------------------------------------------------------------ run by runc
