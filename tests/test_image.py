@@ -31,6 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 BUILD_SCRIPT = REPO / "deploy" / "build_image.py"
 NODE_HOME = "/var/lib/careledger"
 NODE_UID = 10001
+# Not the image's default API port (26658): the health check must find it in node.json.
+API_PORT = 26700
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -247,6 +249,11 @@ class Container:
             process["args"] = args
         mount = {"destination": NODE_HOME, "type": "bind", "source": str(self.volume)}
         spec["mounts"].append({**mount, "options": ["rbind", "rw"]})
+        # The image's root read-only (docker run --read-only --tmpfs /tmp): the node writes
+        # only to its volume, so a compromised process cannot change the installed code.
+        spec["root"]["readonly"] = True
+        tmp = {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}
+        spec["mounts"].append({**tmp, "options": ["nosuid", "nodev", "mode=1777"]})
         (self.bundle / "config.json").write_text(json.dumps(spec))
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -268,6 +275,23 @@ class Container:
 @pytest.fixture(scope="module")
 def container(image: BuiltImage) -> Container:
     return Container(image.layout, image.work)
+
+
+def test_a_tampered_layer_is_refused_by_the_unpacker(image: BuiltImage, tmp_path: Path) -> None:
+    """The layout is content-addressed: a layer changed after the build (on a mirror, in
+    transit) no longer matches the digest its manifest names, and umoci refuses it."""
+    tampered = tmp_path / "layout"
+    shutil.copytree(image.layout, tampered, copy_function=os.link)
+    app_layer = manifest_of(tampered)["layers"][-1]["digest"].split(":")[1]
+    path = tampered / "blobs" / "sha256" / app_layer
+    content = bytearray(path.read_bytes())
+    content[len(content) // 2] ^= 0x01
+    path.unlink()  # a hard link to the built blob: replace it, do not write through it
+    path.write_bytes(bytes(content))
+    unpack = ["umoci", "--log", "error", "unpack", "--image", f"{tampered}:0.1.0"]
+    refused = subprocess.run([*unpack, str(tmp_path / "bundle")], capture_output=True, text=True)
+    assert refused.returncode != 0
+    assert "digest" in (refused.stdout + refused.stderr).lower()
 
 
 def test_unpacked_image_runs_careledger_as_the_node_user(container: Container) -> None:
@@ -296,7 +320,7 @@ def make_single_member_network(container: Container) -> dict[str, Any]:
     careledger(
         container,
         *("node", "init", "--data-dir", NODE_HOME, "--name", "Image Hospital"),
-        *("--p2p", "127.0.0.1:26656", "--api", "127.0.0.1:26658"),
+        *("--p2p", "127.0.0.1:26656", "--api", f"127.0.0.1:{API_PORT}"),
     )
     member_file = f"{NODE_HOME}/member.json"
     genesis = f"{NODE_HOME}/genesis.json"
@@ -366,7 +390,7 @@ def test_image_entrypoint_runs_a_validator_node(container: Container, tmp_path: 
         status = json.loads(node.exec(*STATUS).stdout)
         assert status["validator_power"] == 10, status
         # The installed package serves the portal with its bundles (the wheel carries them).
-        portal = node.exec("python3", "-c", PORTAL_PROBE)
+        portal = node.exec("python3", "-c", PORTAL_PROBE.replace("API_PORT", str(API_PORT)))
         assert portal.returncode == 0, portal.stdout + portal.stderr
         assert "/assets/" in portal.stdout
     finally:
@@ -378,7 +402,7 @@ def test_image_entrypoint_runs_a_validator_node(container: Container, tmp_path: 
 # Inside the container: GET the portal's page and every /assets/ file it names; 200 each.
 PORTAL_PROBE = """
 import re, urllib.request
-base = "http://127.0.0.1:26658"
+base = "http://127.0.0.1:API_PORT"
 page = urllib.request.urlopen(base + "/").read().decode()
 assets = re.findall(r'(?:src|href)="(/assets/[^"]+)"', page)
 assert assets, page
