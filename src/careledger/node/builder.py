@@ -123,8 +123,14 @@ class Node(Generic[D]):
             *self.audit.routes(),
             *extra_routes,
         ]
+        replicator = self.replicator
         return create_node_api(
-            self.driver, self.data, routes, lifespan=self._lifespan, replay=replay
+            self.driver,
+            self.data,
+            routes,
+            lifespan=self._lifespan,
+            replay=replay,
+            status_extra=None if replicator is None else replicator.status,
         )
 
     @contextlib.asynccontextmanager
@@ -198,11 +204,14 @@ def serve(
     host: str,
     port: int,
     beside: Callable[[ASGIApp], ASGIApp] | None = None,
+    supervise: Callable[[Callable[[], None]], None] | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM, or until the driver halts on a local fault. The
     lifespan is required: without it nothing would make blocks, so a failure to start (say,
     the ABCI socket) ends the process. `beside`: what serves other apps beside the node API
-    in the same server (the FHIR gateway and the portal: careledger/site.py `compose`)."""
+    in the same server (the FHIR gateway and the portal: careledger/site.py `compose`).
+    `supervise`: given a function that stops the server, before it starts (`careledger node
+    start` watches its CometBFT process with it)."""
     app: ASGIApp = node.asgi()
     if beside is not None:
         app = beside(app)
@@ -210,7 +219,13 @@ def serve(
         app, host=host, port=port, log_level="warning", access_log=False, lifespan="on"
     )
     server = uvicorn.Server(config)
-    node.on_halt(lambda: setattr(server, "should_exit", True))
+
+    def stop() -> None:
+        server.should_exit = True
+
+    node.on_halt(stop)
+    if supervise is not None:
+        supervise(stop)
     server.run()
 
 

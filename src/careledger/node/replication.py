@@ -68,6 +68,10 @@ class BlobReplicator:
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
 
+    def status(self) -> dict[str, object]:
+        """For the node's public `/status`: how many anchored blobs this node still lacks."""
+        return {"replication": {"backlog": len(self.wanted), "peers": len(self.peers)}}
+
     def want(self, digest: str) -> None:
         """Fetch this anchored blob from the peers; safe to call from any thread."""
         self.wanted.add(digest)
