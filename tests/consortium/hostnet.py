@@ -64,6 +64,10 @@ class Organisation:
     def organisation_key(self) -> KeyFile:
         return KeyFile.load(self.home / "app" / "keys" / "organisation.json")
 
+    def client(self) -> NodeClient:
+        """A client of this organisation's node API, signing as the organisation."""
+        return NodeClient(self.api_url, self.organisation_key(), timeout=30)
+
 
 def careledger(host: Host, *args: str, timeout: float = 120) -> str:
     """Run a careledger command on a host; its stdout, CommandFailed on a non-zero exit."""
@@ -125,13 +129,12 @@ class HostConsortium:
 
     def _verify(self, org: Organisation, members: list[str]) -> str:
         """`verify-genesis` as this founder runs it; the hash it printed."""
-        return sha256_line(
-            careledger(
-                org.host,
-                "consortium", "verify-genesis", str(self.genesis), "--data-dir", str(org.home),
-                *members, "--hash", self.genesis_hash,
-            )  # fmt: skip
-        )
+        out = careledger(
+            org.host,
+            "consortium", "verify-genesis", str(self.genesis), "--data-dir", str(org.home),
+            *members, "--hash", self.genesis_hash,
+        )  # fmt: skip
+        return sha256_line(out)
 
     def start(self, index: int, peers: Sequence[str] | None = None) -> None:
         """`careledger node start` on the organisation's host, as a long-running process;
@@ -214,7 +217,7 @@ class HostConsortium:
             ),
         }
         raw = Tx(CHAIN_ID, "identity/register_patient", patient.did, 1, payload).sign(patient)
-        client = NodeClient(org.api_url, timeout=30)
+        client = org.client()
         try:
             return str(client.submit(raw, wait=False)["hash"])
         finally:
@@ -222,7 +225,7 @@ class HostConsortium:
 
     def committed_code(self, index: int, digest: str) -> int | None:
         """The result code of a committed transaction at this node; None while in no block."""
-        client = NodeClient(self.orgs[index].api_url, timeout=30)
+        client = self.orgs[index].client()
         try:
             return int(client.transaction(digest)["code"])
         except NodeError as exc:
