@@ -209,14 +209,7 @@ class HostConsortium:
         """A patient registration (with the organisation's enrolment voucher) submitted at
         this organisation's node API; the transaction's hash."""
         org = self.orgs[index]
-        key, patient = org.organisation_key(), Identity.generate()
-        payload = {
-            "encryption_key": patient.encryption_public.hex(),
-            "voucher": sign_voucher(
-                key.identity, CHAIN_ID, "register_patient", patient.did, VOUCHER_EXPIRY, key.did
-            ),
-        }
-        raw = Tx(CHAIN_ID, "identity/register_patient", patient.did, 1, payload).sign(patient)
+        raw = registration(CHAIN_ID, org.organisation_key())
         client = org.client()
         try:
             return str(client.submit(raw, wait=False)["hash"])
@@ -234,6 +227,16 @@ class HostConsortium:
             raise
         finally:
             client.close()
+
+
+def registration(chain_id: str, org: KeyFile) -> bytes:
+    """A new patient's registration, with organisation `org`'s enrolment voucher."""
+    patient = Identity.generate()
+    voucher = sign_voucher(
+        org.identity, chain_id, "register_patient", patient.did, VOUCHER_EXPIRY, org.did
+    )
+    payload = {"encryption_key": patient.encryption_public.hex(), "voucher": voucher}
+    return Tx(chain_id, "identity/register_patient", patient.did, 1, payload).sign(patient)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
