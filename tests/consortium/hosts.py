@@ -38,6 +38,9 @@ NFT_TABLE = "careledger_fault"
 STOP_GRACE_SECONDS = 10.0
 # Creating namespaces and picking a subnet is serialised across parallel test runs.
 SETUP_LOCK = Path("/tmp/careledger-hosts.lock")
+# One file per live run, holding its pid: a run killed before its clean-up (SIGKILL, a lost
+# CI runner) leaves namespaces behind, which the next run deletes.
+RUNS_DIR = Path("/tmp/careledger-hosts")
 
 
 class HostsUnavailable(RuntimeError):
@@ -187,6 +190,8 @@ class Hosts:
     def __enter__(self) -> Hosts:
         try:
             with _setup_lock():
+                _sweep_dead_runs()
+                self._claim_run()
                 self._build()
         except BaseException:
             self.close()
@@ -233,6 +238,15 @@ class Hosts:
         _ip("addr", "add", f"{self.observer_address}/24", "dev", self.observer_device)
         _ip("link", "set", self.observer_device, "up")
 
+    def _claim_run(self) -> None:
+        """Record this run (under the setup lock); a new id if another live run has this one."""
+        RUNS_DIR.mkdir(exist_ok=True)
+        while (RUNS_DIR / self.run_id).exists():
+            self.run_id = secrets.token_hex(2)
+        self.switch = f"cl{self.run_id}-sw"
+        self.observer_device = f"cl{self.run_id}-ob"
+        (RUNS_DIR / self.run_id).write_text(str(os.getpid()))
+
     def _add_namespace(self, namespace: str) -> None:
         _ip("netns", "add", namespace)
         self._namespaces.append(namespace)
@@ -254,6 +268,7 @@ class Hosts:
             _ip("netns", "del", namespace, check=False)
         self._namespaces.clear()
         _ip("link", "del", self.observer_device, check=False)
+        (RUNS_DIR / self.run_id).unlink(missing_ok=True)
 
     def _stop_processes(self) -> None:
         running = [p for p in self.started if p.poll() is None]
@@ -276,6 +291,27 @@ class Hosts:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid), signal.SIGKILL)
+
+
+def _sweep_dead_runs() -> None:
+    """Delete the namespaces (and observer veth) of runs whose process is gone."""
+    if not RUNS_DIR.is_dir():
+        return
+    listed = _ip("netns", "list", check=False).stdout.split("\n")
+    for record in RUNS_DIR.iterdir():
+        try:
+            os.kill(int(record.read_text()), 0)
+            continue  # that run is alive
+        except (ProcessLookupError, ValueError):
+            pass
+        except PermissionError:
+            continue
+        prefix = f"cl{record.name}-"
+        for namespace in (line.split()[0] for line in listed if line.startswith(prefix)):
+            Hosts._kill_remaining(namespace)
+            _ip("netns", "del", namespace, check=False)
+        _ip("link", "del", f"{prefix}ob", check=False)
+        record.unlink(missing_ok=True)
 
 
 def _free_subnet() -> tuple[int, int]:

@@ -154,3 +154,21 @@ def test_toxiproxy_forwards_between_hosts_and_adds_latency(tmp_path: Path) -> No
                 assert conn.recv(100) == b"SLOW"
             assert time.monotonic() - started >= 0.6  # 300 ms each way, at least
             assert "to_h1" in toxiproxy.proxies()
+
+
+def test_a_run_killed_before_its_clean_up_is_swept_by_the_next(tmp_path: Path) -> None:
+    """A run that died without closing (SIGKILL) leaves namespaces; the next run deletes
+    those of runs whose process is gone, and leaves live runs' alone."""
+    from hosts import RUNS_DIR
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    abandoned = Hosts(2).__enter__()  # never closed, as if its process had been killed
+    left = {h.name for h in abandoned} | {abandoned.switch}
+    (RUNS_DIR / abandoned.run_id).write_text(str(dead.pid))
+    try:
+        with Hosts(1) as live, Hosts(1) as another:
+            assert not (left & namespaces())
+            assert live[0].name in namespaces() and another[0].name in namespaces()
+    finally:
+        abandoned.close()
