@@ -15,6 +15,7 @@ from careledger.gateway.app import gateway_app, is_gateway_path
 from careledger.gateway.context import Gateway
 from careledger.node.builder import Node, serve
 from careledger.node.datadir import DataDir
+from careledger.node.server import ServerControl
 from careledger.web.app import is_portal_path, portal_app
 from careledger.web.enrolment import OpenEnrolment
 
@@ -56,7 +57,7 @@ def serve_site(
     enrolment: OpenEnrolment,
     host: str,
     port: int,
-    supervise: Callable[[Callable[[], None]], None] | None = None,
+    supervise: Callable[[ServerControl], None] | None = None,
 ) -> None:
     """Serve node API, gateway and portal on one port until stopped (node/builder.py serve);
     closes the gateway after. The caller started the gateway and closes the node."""

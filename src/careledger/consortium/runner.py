@@ -36,6 +36,7 @@ from careledger.consortium.home import NodeHome, cometbft_command
 from careledger.consortium.members import ConsortiumError, MemberFile, parse_peers
 from careledger.crypto.privatefs import write_private_file
 from careledger.node.network import NodeConfig
+from careledger.node.server import ServerControl
 
 log = logging.getLogger(__name__)
 STOP_TIMEOUT = 20.0
@@ -171,10 +172,11 @@ def run(plan: StartPlan, on_ready: Callable[[str], None] = print) -> int:
     enrolment = OpenEnrolment(local_url, plan.home.organisation_key(), open=False)
     gateway.start()
 
-    def supervise(stop: Callable[[], None]) -> None:
-        threading.Thread(
-            target=comet.run, args=(config.abci_address, stop, on_ready), daemon=True
-        ).start()
+    def supervise(control: ServerControl) -> None:
+        comet.attach(control)
+        watcher = threading.Thread(target=comet.run, args=(config.abci_address, on_ready))
+        watcher.daemon = True
+        watcher.start()
 
     try:
         serve_site(node, gateway, enrolment, config.api_host, config.api_port, supervise)
@@ -185,23 +187,36 @@ def run(plan: StartPlan, on_ready: Callable[[str], None] = print) -> int:
 
 
 class CometBftChild:
-    """CometBFT as this process's child: started once the ABCI socket listens, stopped with
-    SIGTERM (then SIGKILL) when the node stops; its exit stops the node."""
+    """CometBFT as this process's child: started once the ABCI socket listens. A signal to
+    the node stops CometBFT first (SIGTERM, SIGKILL after STOP_TIMEOUT), then the server; if
+    CometBFT exits on its own, the node stops too and reports the failure."""
 
     def __init__(self, home: NodeHome) -> None:
         self.home = home
         self.process: subprocess.Popen[bytes] | None = None
         self.failed = False
         self._stopping = False
+        self._control: ServerControl | None = None
         self._lock = threading.Lock()
 
-    def run(
-        self, abci_address: str, stop: Callable[[], None], ready: Callable[[str], None]
-    ) -> None:
-        if not _wait_listening(abci_address.removeprefix("unix://"), lambda: self._stopping):
+    @property
+    def log_path(self) -> Path:
+        return self.home.root / "cometbft.log"
+
+    def attach(self, control: ServerControl) -> None:
+        self._control = control
+        control.on_signal = self.stop_first
+
+    def run(self, abci_address: str, ready: Callable[[str], None]) -> None:
+        control = self._control
+        assert control is not None, "attach() first"
+        path = abci_address.removeprefix("unix://")
+        if not _wait_listening(path, lambda: self._stopping or control.stopping):
+            control.stop()
             return
         with self._lock:
             if self._stopping:
+                control.stop()
                 return
             with open(self.log_path, "ab") as out:
                 self.process = subprocess.Popen(
@@ -212,16 +227,31 @@ class CometBftChild:
                 )
         ready(f"CometBFT started (pid {self.process.pid}); its log: {self.log_path}")
         code = self.process.wait()
-        if not self._stopping:
+        if not (self._stopping or control.stopping):
             log.error("CometBFT exited with status %s; stopping the node", code)
             self.failed = True
-            stop()
+        control.stop()
 
-    @property
-    def log_path(self) -> Path:
-        return self.home.root / "cometbft.log"
+    def stop_first(self) -> None:
+        """The node was asked to stop: CometBFT first (its exit then stops the server)."""
+        with self._lock:
+            self._stopping = True
+            process = self.process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            timer = threading.Timer(STOP_TIMEOUT, self._kill_if_alive, args=(process,))
+            timer.daemon = True
+            timer.start()
+        elif self._control is not None:
+            self._control.stop()
+
+    @staticmethod
+    def _kill_if_alive(process: subprocess.Popen[bytes]) -> None:
+        if process.poll() is None:
+            process.kill()
 
     def stop(self) -> None:
+        """After the server stopped (whatever stopped it): make sure CometBFT is gone."""
         with self._lock:
             self._stopping = True
             process = self.process

@@ -54,6 +54,7 @@ from careledger.node.erasure import BlobEraser, sweep_erased
 from careledger.node.pipeline import CheckedDriver, SubmitPipeline
 from careledger.node.replay_cache import ReplayCache
 from careledger.node.replication import BlobReplicator
+from careledger.node.server import NodeServer, ServerControl
 from careledger.storage.blobstore import BlobStore
 
 log = logging.getLogger(__name__)
@@ -204,29 +205,25 @@ def serve(
     host: str,
     port: int,
     beside: Callable[[ASGIApp], ASGIApp] | None = None,
-    supervise: Callable[[Callable[[], None]], None] | None = None,
+    supervise: Callable[[ServerControl], None] | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM, or until the driver halts on a local fault. The
     lifespan is required: without it nothing would make blocks, so a failure to start (say,
     the ABCI socket) ends the process. `beside`: what serves other apps beside the node API
     in the same server (the FHIR gateway and the portal: careledger/site.py `compose`).
-    `supervise`: given a function that stops the server, before it starts (`careledger node
-    start` watches its CometBFT process with it)."""
+    `supervise`: given the server's control before it starts (`careledger node start`
+    runs and watches its CometBFT process with it: node/server.py)."""
     app: ASGIApp = node.asgi()
     if beside is not None:
         app = beside(app)
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=False, lifespan="on"
     )
-    server = uvicorn.Server(config)
-
-    def stop() -> None:
-        server.should_exit = True
-
-    node.on_halt(stop)
+    server = NodeServer(config)
+    node.on_halt(server.control.stop)
     if supervise is not None:
-        supervise(stop)
-    server.run()
+        supervise(server.control)
+    server.run_until_stopped()
 
 
 # --- assembly ------------------------------------------------------------------------------
