@@ -72,29 +72,22 @@ class ProxiedConsortium:
     """The four-host consortium with a Toxiproxy on every host between it and its peers."""
 
     def __init__(self, hosts: Hosts, root: Path) -> None:
+        self.hosts = hosts
         self.network = HostConsortium(hosts, root)
         self.proxies: list[Toxiproxy] = []
         self._stack = ExitStack()
 
     def start(self) -> None:
         self.network.ceremony()
-        for org in self.network.orgs:
-            host = org.host
-            log = org.home.parent / f"toxiproxy-{host.index}.log"
-            proxy = Toxiproxy(host.address, TOXIPROXY_API_PORT, log, host)
+        orgs = self.network.orgs
+        for i, host in enumerate(self.hosts):
+            proxy = Toxiproxy(host.address, TOXIPROXY_API_PORT, orgs[i].root / "toxi.log", host)
             self.proxies.append(self._stack.enter_context(proxy))
-            for peer in self.network.orgs:
-                if peer is not org:
-                    proxy.proxy(
-                        f"to_{peer.host.index}", listener(peer.host.index), peer.p2p_address
-                    )
-        for org in self.network.orgs:
-            i = org.host.index
-            peers = [
-                f"{p.member['node_id']}@{listener(p.host.index)}"
-                for p in self.network.orgs
-                if p is not org
-            ]
+            for j, peer in enumerate(orgs):
+                if j != i:
+                    proxy.proxy(f"to_{j}", listener(j), peer.member.p2p_address)
+        for i in range(NODES):
+            peers = [f"{p.member.node_id}@{listener(j)}" for j, p in enumerate(orgs) if j != i]
             self.network.start(i, peers)
         self.network.wait_for_height(range(NODES), 2, timeout=180)
 
@@ -106,8 +99,8 @@ class ProxiedConsortium:
     def bypassing_links(self) -> list[str]:
         """Outbound P2P connections that do not go to a proxy listener (should be none)."""
         found = []
-        for org in self.network.orgs:
-            rpc = org.host.run(
+        for i, host in enumerate(self.hosts):
+            rpc = host.run(
                 [
                     sys.executable,
                     "-c",
@@ -118,7 +111,7 @@ class ProxiedConsortium:
             peers = httpx.Response(200, content=rpc.stdout).json()["result"]["peers"]
             for peer in peers:
                 if peer["is_outbound"] and not peer["remote_ip"].startswith("127."):
-                    found.append(f"node {org.host.index} -> {peer['remote_ip']}")
+                    found.append(f"node {i} -> {peer['remote_ip']}")
         return found
 
     def close(self) -> None:
@@ -127,7 +120,7 @@ class ProxiedConsortium:
 
 def steady_load(network: HostConsortium, seconds: float, rate: float, name: str) -> Phase:
     """Registrations at `rate` per second for `seconds`, each waited for until committed."""
-    keys = [org.organisation_key() for org in network.orgs]
+    keys = [org.key for org in network.orgs]
     txs = [registration(CHAIN_ID, keys[i % NODES]) for i in range(int(seconds * rate))]
     latencies: list[float] = []
     failures = [0]

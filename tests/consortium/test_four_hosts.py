@@ -5,17 +5,18 @@ One consortium serves the module (four nodes cost tens of seconds on two cores);
 partition test heals what it cut before it ends, also when it fails, so the next one starts
 from a whole network.
 
-The record written at one host's gateway and read with consent at another's belongs here too
-(stream A, the lead's part of this file): it is not written yet, and is deliberately not
-stubbed with a test that would pass without checking anything.
+The record written at one host's gateway and read with consent at another's is the lead's
+flow (fhir_flow.py, also run on loopback by test_node_start.py), run here between hosts.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from fhir_flow import write_at_one_gateway_read_at_another
 from hostnet import HostConsortium, wait_until
 from hosts import Hosts
 
@@ -50,6 +51,12 @@ def test_every_founder_verified_one_genesis_and_all_four_commit(
     assert consortium.committed_code(3, digest) == 0
     consortium.wait_for_height(EVERYONE, start + 2)
     assert consortium.assert_no_fork(EVERYONE) >= start + 2
+
+
+def test_a_record_written_at_one_hosts_gateway_is_read_with_consent_at_anothers(
+    consortium: HostConsortium, tmp_path: Path
+) -> None:
+    write_at_one_gateway_read_at_another(consortium[0], consortium[2], tmp_path)
 
 
 def test_one_host_cut_off_stops_nothing_and_catches_up_when_back(
