@@ -62,7 +62,7 @@ def test_a_record_written_at_one_hosts_gateway_is_read_with_consent_at_anothers(
 def test_one_host_cut_off_stops_nothing_and_catches_up_when_back(
     consortium: HostConsortium,
 ) -> None:
-    cut = consortium[3].host
+    cut = consortium.hosts[3]
     cut.link_down()
     try:
         at_cut = max(consortium.height(i) for i in (0, 1, 2))
@@ -87,7 +87,8 @@ def test_two_hosts_cut_off_halt_commits_without_a_fork_and_healing_resumes(
 ) -> None:
     """Two against two: neither side has more than two thirds of the power, so neither
     commits (the observer still reaches all four APIs: nftables drops only host-to-host)."""
-    left, right = [consortium[0].host, consortium[1].host], [consortium[2].host, consortium[3].host]
+    hosts = consortium.hosts
+    left, right = [hosts[0], hosts[1]], [hosts[2], hosts[3]]
     for a in left:
         for b in right:
             a.drop_from(b)

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -115,7 +116,7 @@ class Toxiproxy:
         listed.raise_for_status()
         return dict(listed.json())
 
-    def _post(self, path: str, body: dict[str, object]) -> None:
+    def _post(self, path: str, body: Mapping[str, object]) -> None:
         answer = self._http.post(path, json=body)
         if answer.status_code >= 300:
             raise ToxiproxyError(f"POST {path}: {answer.status_code} {answer.text.strip()}")
