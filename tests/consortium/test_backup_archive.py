@@ -97,7 +97,6 @@ def test_a_backup_restores_into_an_empty_directory(
     assert stat.S_IMODE((restored / "app" / "keys" / "organisation.json").stat().st_mode) == 0o600
     config = orjson.loads((restored / "node.json").read_bytes())
     assert str(restored.resolve()) in config["abci_address"]  # the new home's socket
-    assert (restored / "restore-guard.json").is_file()
 
 
 def test_a_non_empty_target_is_refused(homes: tuple[Org, Org, Path], tmp_path: Path) -> None:

@@ -13,12 +13,11 @@ empty state and block store and block-syncs from its peers, replaying every bloc
 signature checked again); the blobs in the archive spare the peers most of the copying, and
 any the archive lacks are fetched by replication.
 
-Validator safety. The restored home keeps the validator's last-signed state of the backup,
-and (unless `--no-sign-check`) its first start runs CometBFT with `double_sign_check_height`
-(SIGN_CHECK_BLOCKS): after catching up, CometBFT looks for this validator's signatures in the
-last blocks and refuses to join consensus if it finds any (the old machine still signs, or
-stopped only just now). The guard is lifted (`sign_check_height`) once the restored validator
-has signed past the backup's height.
+Validator safety. The restored home keeps CometBFT's `priv_validator_state.json` as it was
+at the backup: the restored validator refuses to sign at any height, round and step at or
+below the one recorded there. It cannot know what the old machine signed after the backup,
+so the operator must make sure the old machine is stopped for good before starting the
+restored one (docs/operations-backup.md, "Double signing").
 
 The archive is a plain tar written 0600 (it holds private keys); its first member is a
 manifest naming every file but the blobs with its size and SHA-256 (blobs are named by their
@@ -54,8 +53,6 @@ from careledger.protocol.frames import MAX_BLOB_BYTES
 
 FORMAT = 1
 MANIFEST = "careledger-backup.json"
-GUARD_FILE = "restore-guard.json"
-SIGN_CHECK_BLOCKS = 10  # blocks CometBFT searches for this validator's signatures
 
 MAX_MANIFEST = 4 * 1024 * 1024
 MAX_SMALL_FILE = 1024 * 1024  # keys, configs, JSON files
@@ -94,7 +91,7 @@ class RestoreReport:
     name: str
     files: int
     blobs: int
-    sign_check: bool
+    signed_height: int  # the restored validator signs nothing at or below this height
 
 
 # --- backup ------------------------------------------------------------------------------------
@@ -240,7 +237,7 @@ def _add_file(tar: tarfile.TarFile, name: str, path: Path) -> None:
 # --- restore -----------------------------------------------------------------------------------
 
 
-def restore_node(archive: Path, target: Path, *, sign_check: bool = True) -> RestoreReport:
+def restore_node(archive: Path, target: Path) -> RestoreReport:
     """A node home at `target` (absent or empty) from `archive`; nothing is left at `target`
     unless every check passed."""
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
@@ -254,9 +251,6 @@ def restore_node(archive: Path, target: Path, *, sign_check: bool = True) -> Res
         if (member.did, member.node_id) != (manifest.get("did"), manifest.get("node_id")):
             raise ConsortiumError(f"{archive}: the manifest names another organisation's node")
         _rehome(home, target)
-        if sign_check:
-            guard = {"blocks": SIGN_CHECK_BLOCKS, "signed_height": manifest.get("signed_height")}
-            write_private_file(staging / GUARD_FILE, orjson.dumps(guard))
         if target.exists():
             target.rmdir()
         staging.rename(target)
@@ -264,7 +258,7 @@ def restore_node(archive: Path, target: Path, *, sign_check: bool = True) -> Res
         shutil.rmtree(staging, ignore_errors=True)
         raise
     files = len(manifest["files"])
-    return RestoreReport(target, member.name, files, blobs, sign_check)
+    return RestoreReport(target, member.name, files, blobs, int(manifest.get("signed_height") or 0))
 
 
 def _extract(archive: Path, staging: Path) -> tuple[dict[str, Any], int]:
@@ -394,24 +388,3 @@ def _rehome(home: NodeHome, target: Path) -> None:
     config["abci_address"] = f"unix://{abci_socket_path(target)}"
     write_private_file(home.config_file, orjson.dumps(config, option=orjson.OPT_INDENT_2))
     (home.cometbft / "data").mkdir(mode=DIR_MODE, exist_ok=True)
-
-
-# --- the restored validator's first start -------------------------------------------------------
-
-
-def sign_check_height(home: NodeHome) -> int:
-    """CometBFT's `double_sign_check_height` for this start: SIGN_CHECK_BLOCKS while a
-    restored validator has not signed past the backup's height, else 0 (the guard file goes
-    once it has: a check at every restart would stop a validator that just signed)."""
-    guard = home.root / GUARD_FILE
-    try:
-        doc = orjson.loads(guard.read_bytes())
-        blocks, signed = int(doc["blocks"]), int(doc["signed_height"] or 0)
-    except FileNotFoundError:
-        return 0
-    except (ValueError, KeyError, TypeError):
-        return SIGN_CHECK_BLOCKS  # unreadable: keep the guard
-    if _signed_height(home.cometbft / "data" / "priv_validator_state.json") > signed:
-        guard.unlink()
-        return 0
-    return blocks

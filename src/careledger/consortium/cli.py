@@ -139,26 +139,20 @@ def node_backup(
 def node_restore(
     from_: Path = typer.Option(..., "--from", help="An archive of `careledger node backup`."),
     data_dir: Path = typer.Option(..., "--data-dir", help="The new node home (absent or empty)."),
-    sign_check: bool = typer.Option(
-        True,
-        help="On the first start, refuse to sign while this validator's key signed any of the "
-        "last blocks. Turn off only when the network halted without this validator and the "
-        "old machine is certainly stopped.",
-    ),
 ) -> None:
     """Make a node home from a backup; then `node start` it with the genesis and peers: it
-    block-syncs the chain from its peers. Stop the old machine for good first."""
+    block-syncs the chain from its peers. Stop the old machine for good first: two machines
+    with one validator key sign twice."""
     from careledger.consortium.backup import restore_node
 
     with _clear_errors():
-        report = restore_node(from_, data_dir, sign_check=sign_check)
+        report = restore_node(from_, data_dir)
     console.print(
         f"Restored {report.name}'s node home in {data_dir}: {report.files} files, "
-        f"{report.blobs} blobs. Start it with `careledger node start`; it replays the chain "
-        "from its peers."
+        f"{report.blobs} blobs; its validator signs nothing at or below height "
+        f"{report.signed_height}. Make sure the old machine never starts again, then start "
+        "this one with `careledger node start`: it replays the chain from its peers."
     )
-    if not sign_check:
-        err.print("Double-signing check off: make sure the old machine can never start again.")
 
 
 @node_app.command("rotate-key")

@@ -31,7 +31,6 @@ from careledger.consensus.cometbft.config import (
     edit_config_toml,
     node_config_values,
 )
-from careledger.consortium.backup import sign_check_height
 from careledger.consortium.ceremony import genesis_hash, verify_genesis
 from careledger.consortium.home import NodeHome, cometbft_command
 from careledger.consortium.members import ConsortiumError, MemberFile, parse_peers
@@ -133,7 +132,6 @@ def install(plan: StartPlan) -> None:
     )
     # CometBFT's RPC where node.json says (127.0.0.1 and `--rpc-port` of `node init`).
     values[("rpc", "laddr")] = plan.config.rpc_url.replace("http://", "tcp://", 1)
-    values[("consensus", "double_sign_check_height")] = sign_check_height(home)  # restored
     edit_config_toml(home.cometbft / "config" / "config.toml", values)
     write_private_file(home.config_file, plan.config.to_json())
 
