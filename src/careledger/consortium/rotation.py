@@ -12,7 +12,8 @@ Order, so that no crash loses the organisation's identity:
 2. after the chain's answer, the node is asked which key the did now has: the new one, or a
    refusal or the old key (the pending file is removed, nothing changed);
 3. the current file is kept as `organisation.json.previous-<height>` (0600), the pending file
-   renamed over `organisation.json` (atomic), and member.json's encryption key updated.
+   renamed over `organisation.json` (atomic). member.json stays what the members agreed
+   (the genesis names it so); NodeHome.member accepts its encryption key from `previous`.
 A running node keeps signing with the key it loaded: it must be restarted (the command says
 so); until then its requests to the other nodes are refused.
 """
@@ -28,7 +29,6 @@ from careledger.consortium.home import NodeHome
 from careledger.consortium.members import ConsortiumError
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
-from careledger.crypto.privatefs import write_private_file
 from careledger.wallet.node_client import NodeClient, NodeError, Signer
 
 TIMEOUT = 60.0
@@ -43,7 +43,7 @@ class Rotated:
 
 
 def rotate_organisation_key(home: NodeHome, node_url: str) -> Rotated:
-    member = home.member()
+    home.member()  # keys and member file of one home
     current = home.organisation_key()
     pending = home.app.organisation_key.with_name("organisation.json.pending")
     if pending.exists():
@@ -66,11 +66,6 @@ def rotate_organisation_key(home: NodeHome, node_url: str) -> Rotated:
     _require_on_chain(node_url, current.did, new, pending)
     height = int(result.get("height") or status["height"])
     kept = _install(home, pending, height)
-    member_doc = member.to_json().replace(
-        member.encryption_key.encode(), new.encryption_public.hex().encode()
-    )
-    write_private_file(home.member_file, member_doc)
-    home.member_file.chmod(0o644)  # public, as `node init` writes it
     home.member()  # the home is consistent again
     return Rotated(current.did, height, kept, new.signing_public.hex())
 
