@@ -116,6 +116,63 @@ def node_status(
         console.print(f"{key}: {'-' if value is None else value}")
 
 
+@node_app.command("backup")
+def node_backup(
+    data_dir: Path = DATA_DIR,
+    out: Path = typer.Option(..., help="The archive to write (a new file, mode 0600)."),
+) -> None:
+    """Back up this node, running or not: keys, configuration, its own databases and blobs
+    (docs/operations-backup.md). The archive holds private keys: keep it like them."""
+    from careledger.consortium.backup import backup_node
+
+    with _clear_errors():
+        report = backup_node(NodeHome(data_dir), out)
+    skipped = report.skipped_blobs
+    console.print(
+        f"Wrote {out} (mode 0600): {report.files} files, {report.blobs} blobs"
+        + (f" ({skipped} unreadable or erased: the peers hold them)" if skipped else "")
+        + f"; the validator had signed up to height {report.signed_height}."
+    )
+
+
+@node_app.command("restore")
+def node_restore(
+    from_: Path = typer.Option(..., "--from", help="An archive of `careledger node backup`."),
+    data_dir: Path = typer.Option(..., "--data-dir", help="The new node home (absent or empty)."),
+) -> None:
+    """Make a node home from a backup; then `node start` it with the genesis and peers: it
+    block-syncs the chain from its peers. Stop the old machine for good first: two machines
+    with one validator key sign twice."""
+    from careledger.consortium.backup import restore_node
+
+    with _clear_errors():
+        report = restore_node(from_, data_dir)
+    console.print(
+        f"Restored {report.name}'s node home in {data_dir}: {report.files} files, "
+        f"{report.blobs} blobs; its validator signs nothing at or below height "
+        f"{report.signed_height}. Make sure the old machine never starts again, then start "
+        "this one with `careledger node start`: it replays the chain from its peers."
+    )
+
+
+@node_app.command("rotate-key")
+def node_rotate_key(data_dir: Path = DATA_DIR, node: str = NODE_URL) -> None:
+    """Move this organisation's did to a new key on-chain and install the new key file (the
+    old one kept as organisation.json.previous-HEIGHT)."""
+    from careledger.consortium.rotation import rotate_organisation_key
+
+    with _clear_errors():
+        rotated = rotate_organisation_key(NodeHome(data_dir), node)
+    console.print(
+        f"{rotated.did} now signs with a new key (height {rotated.height}); the old key file "
+        f"is kept as {rotated.previous_file}."
+    )
+    console.print(
+        "Restart this node now (stop it, then `careledger node start`): a running node keeps "
+        "the key it loaded, which the network no longer accepts."
+    )
+
+
 # --- consortium ------------------------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ from careledger.consensus.cometbft.config import node_id, validator_public_key
 from careledger.consensus.cometbft.server import abci_socket_path
 from careledger.consortium.members import ConsortiumError, MemberFile, check_host_port
 from careledger.crypto.keyfile import KeyFile, KeyFileError
+from careledger.crypto.keys import Identity
 from careledger.crypto.privatefs import make_private_dir, write_private_file
 from careledger.node.datadir import DataDir, write_organisation_keys
 from careledger.node.network import APP_DIR, COMETBFT_HOME, CONFIG_FILE, NodeConfig
@@ -77,6 +78,8 @@ class NodeHome:
             "validator_pub_key": validator_public_key(self.cometbft).hex(),
             "node_id": node_id(self.cometbft),
         }
+        if member.encryption_key in _rotated_away(org):
+            held["encryption_key"] = member.encryption_key  # the genesis's: rotated since
         for field, value in held.items():
             if getattr(member, field) != value:
                 raise ConsortiumError(
@@ -97,6 +100,12 @@ class NodeHome:
             return KeyFile.load(path)
         except KeyFileError as exc:
             raise ConsortiumError(str(exc)) from None
+
+
+def _rotated_away(org: KeyFile) -> set[str]:
+    """Encryption keys the organisation had before a key rotation (`node rotate-key`): the
+    member file stays what the members agreed (the genesis names it so)."""
+    return {Identity(p.master_secret).encryption_public.hex() for p in org.previous}
 
 
 def init_node(
