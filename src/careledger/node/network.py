@@ -19,7 +19,7 @@ import orjson
 
 from careledger.consensus.cometbft.server import Recorder
 from careledger.node.builder import CometBft, build_node, serve
-from careledger.node.tls import TlsSettings
+from careledger.node.tls import TlsConfigError, TlsSettings
 
 RECORD_ENV = "CARELEDGER_ABCI_RECORD"  # a file to append every ABCI frame to (test vectors)
 
@@ -113,7 +113,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     config = NodeConfig.load(args.node_dir)
     consensus = CometBft(config.abci_address, config.rpc_url, _recorder_from_env())
-    node = build_node(config.app_dir, consensus, peers=config.peer_api_urls, tls=config.tls)
+    try:
+        node = build_node(config.app_dir, consensus, peers=config.peer_api_urls, tls=config.tls)
+    except TlsConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None  # the operator's mistake, not a crash
     try:
         serve(node, config.api_host, config.api_port, tls=config.tls)
     finally:
