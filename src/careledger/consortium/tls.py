@@ -105,7 +105,8 @@ def _looks_like_ip(name: str) -> bool:
 
 def _dns_name(name: str) -> str:
     lowered = name.lower().rstrip(".")
-    if len(lowered) > 253 or not all(_DNS_LABEL.match(p) for p in lowered.split(".")):
+    bad_label = not all(_DNS_LABEL.match(p) for p in lowered.split("."))
+    if len(lowered) > 253 or bad_label or _looks_like_ip(lowered):
         raise TlsCertError(f"{name!r} is neither an IP address nor a DNS host name")
     return lowered
 
