@@ -240,3 +240,12 @@ def handshake(
         tls.sendall(b"x")
     assert negotiated is not None
     return negotiated
+
+
+def test_the_local_url_names_a_host_the_certificate_carries(org: Path) -> None:
+    settings = TlsSettings(org / "node" / NODE_CERT, org / "node" / NODE_KEY, org / "bundle.pem")
+    assert settings.cert_names() == ["node.hospital-a.example", "127.0.0.1"]
+    assert settings.local_url("127.0.0.1", 8443) == "https://127.0.0.1:8443"
+    # Listening on an address the certificate does not carry: dial a name it carries.
+    assert settings.local_url("10.9.9.9", 8443) == "https://node.hospital-a.example:8443"
+    assert TlsSettings(ca=org / "bundle.pem").local_url("10.9.9.9", 80) == "http://10.9.9.9:80"

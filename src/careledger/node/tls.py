@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
+
 MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2
 
 
@@ -97,6 +99,35 @@ class TlsSettings:
                 "TLS is required (a CA bundle is configured) but these peers are not "
                 f"https:// URLs: {', '.join(plain)}"
             )
+
+    def local_url(self, host: str, port: int) -> str:
+        """The URL at which this machine's own clients of the API port (the gateway and the
+        portal's enrolment in the same process, `node status`) reach it: plain http:// without
+        a certificate; with one, https:// at `host` if the certificate names it, else at the
+        certificate's first name (hostname verification needs a name the certificate has).
+        `host` is where the server listens, as something to connect to (site.py `dial`)."""
+        if self.cert is None:
+            return f"http://{host}:{port}"
+        names = self.cert_names()
+        if not names:
+            raise TlsConfigError(f"the TLS certificate {self.cert} names no host")
+        chosen = host if host.strip("[]") in names else names[0]
+        if ":" in chosen:  # an IPv6 address
+            chosen = f"[{chosen.strip('[]')}]"
+        return f"https://{chosen}:{port}"
+
+    def cert_names(self) -> list[str]:
+        """The host names and addresses this node's certificate is valid for."""
+        if self.cert is None:
+            return []
+        try:
+            cert = x509.load_pem_x509_certificate(self.cert.read_bytes())
+            alt = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except (OSError, ValueError, x509.ExtensionNotFound) as exc:
+            raise TlsConfigError(f"cannot read the names of {self.cert}: {exc}") from None
+        names = alt.get_values_for_type(x509.DNSName)
+        addresses = alt.get_values_for_type(x509.IPAddress)
+        return [*names, *(str(a) for a in addresses)]
 
     def check(self, peers: Sequence[str] = ()) -> None:
         """Load everything once, so a bad file or peer fails before the node starts."""
