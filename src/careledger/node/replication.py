@@ -6,9 +6,9 @@ commits: this listener notes each anchored blob it lacks, and a background task 
 from the peers' `POST /replication/fetch` route, signed as this node's organisation (a route
 for member organisations only: their nodes hold every ciphertext anyway, never the keys; it is
 not a read, and the reader routes, which consent decides, do not serve an organisation every
-blob). A fetched blob is kept
-only if its SHA-256 is the hash the chain anchored, so a faulty or malicious peer can delay a
-copy but never plant a wrong one.
+blob). With a CA bundle configured, peers are reached over TLS and verified against it
+(node/tls.py). A fetched blob is kept only if its SHA-256 is the hash the chain anchored, so
+a faulty or malicious peer can delay a copy but never plant a wrong one.
 
 Erasure wins every race with a fetch (docs/records.md, "Erasure"). The records module is asked
 (through `BlobEraser.unwanted`) before a peer is asked, right before a fetched blob is stored,
