@@ -16,6 +16,7 @@ from careledger.gateway.context import Gateway
 from careledger.node.builder import Node, serve
 from careledger.node.datadir import DataDir
 from careledger.node.server import ServerControl
+from careledger.node.tls import TlsSettings
 from careledger.web.app import is_portal_path, portal_app
 from careledger.web.enrolment import OpenEnrolment
 
@@ -58,9 +59,11 @@ def serve_site(
     host: str,
     port: int,
     supervise: Callable[[ServerControl], None] | None = None,
+    tls: TlsSettings | None = None,
 ) -> None:
     """Serve node API, gateway and portal on one port until stopped (node/builder.py serve);
-    closes the gateway after. The caller started the gateway and closes the node."""
+    closes the gateway after. The caller started the gateway and closes the node. `tls`
+    with a certificate: HTTPS only (node/tls.py)."""
     try:
         serve(
             node,
@@ -68,6 +71,7 @@ def serve_site(
             port,
             beside=lambda node_api: compose(node_api, gateway_app(gateway), portal_app(enrolment)),
             supervise=supervise,
+            tls=tls,
         )
     finally:
         gateway.close()
