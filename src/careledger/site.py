@@ -5,6 +5,7 @@ lifespan) to the node."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -40,7 +41,9 @@ def dial(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
 
 
-def organisation_gateway(data: DataDir, node_url: str, base_url: str | None) -> Gateway:
+def organisation_gateway(
+    data: DataDir, node_url: str, base_url: str | None, verify: ssl.SSLContext | bool = True
+) -> Gateway:
     """The FHIR gateway of the organisation whose node keeps `data`, talking to `node_url`
     (this process's own node API), its files in `data`'s parent `gateway/`."""
     return Gateway(
@@ -49,6 +52,7 @@ def organisation_gateway(data: DataDir, node_url: str, base_url: str | None) -> 
         data.root / "gateway",
         keys_dir=data.keys,
         base_url=base_url,
+        verify=verify,
     )
 
 

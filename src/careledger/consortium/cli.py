@@ -27,12 +27,16 @@ from careledger.consortium.home import DEFAULT_RPC_PORT, NodeHome, init_node
 from careledger.consortium.members import MAX_MEMBER_FILE, ConsortiumError, MemberFile
 from careledger.consortium.runner import install, node_lock, prepare, read_file, run
 from careledger.consortium.status import node_report
+from careledger.consortium.tls import tls_app
+from careledger.node.tls import TlsConfigError, TlsSettings
 from careledger.wallet.node_client import NodeError
 
 node_app = typer.Typer(help="One organisation's node on its own machine.", no_args_is_help=True)
 consortium_app = typer.Typer(
     help="The genesis ceremony, and members joining or leaving.", no_args_is_help=True
 )
+
+node_app.add_typer(tls_app, name="tls")
 
 DATA_DIR = typer.Option(..., "--data-dir", help="The node home (`careledger node init`).")
 NODE_URL = typer.Option(..., "--node", help="A member node's API URL.")
@@ -61,11 +65,14 @@ def node_init(
         None, help="HOST:PORT of the node API, gateway and portal (default: the P2P host, 26658)."
     ),
     rpc_port: int = typer.Option(DEFAULT_RPC_PORT, help="CometBFT's RPC port, on 127.0.0.1."),
+    https: bool = typer.Option(
+        False, help="Announce the API as https:// (the node will run with --tls-cert)."
+    ),
 ) -> None:
     """Make this organisation's keys here and print its member file (public: send it to the
     founders, or to a sponsor to join)."""
     with _clear_errors():
-        member = init_node(data_dir, name, p2p, api, rpc_port)
+        member = init_node(data_dir, name, p2p, api, rpc_port, https=https)
     typer.echo(member.to_json().decode(), nl=False)
     err.print(f"Member file also written to {NodeHome(data_dir).member_file}")
 
@@ -82,6 +89,13 @@ def node_start(
         False, help="A joining member: the genesis does not name this organisation."
     ),
     name: str | None = typer.Option(None, help="Refuse to start unless this is NAME's node."),
+    tls_cert: Path | None = typer.Option(
+        None, help="This node's TLS certificate (`careledger node tls issue`): HTTPS only."
+    ),
+    tls_key: Path | None = typer.Option(None, help="Its private key."),
+    tls_ca: Path | None = typer.Option(
+        None, help="The members' CA bundle: peers must be https:// URLs it verifies."
+    ),
 ) -> None:
     """Run this organisation's node in the foreground: CometBFT, the node API, the FHIR
     gateway and the portal. Every check happens before anything is written."""
@@ -90,7 +104,8 @@ def node_start(
     home = NodeHome(data_dir)
     with _clear_errors():
         raw = read_file(genesis, "genesis", MAX_GENESIS)
-        plan = prepare(home, raw, peers, peer_api, join=join, name=name)
+        tls = _tls(tls_cert, tls_key, tls_ca)
+        plan = prepare(home, raw, peers, peer_api, join=join, name=name, tls=tls)
         with node_lock(home):
             install(plan)
             console.print(
@@ -99,6 +114,13 @@ def node_start(
             )
             code = run(plan, console.print)
     raise typer.Exit(code)
+
+
+def _tls(cert: Path | None, key: Path | None, ca: Path | None) -> TlsSettings:
+    try:
+        return TlsSettings(cert, key, ca)
+    except TlsConfigError as exc:
+        raise ConsortiumError(str(exc)) from None
 
 
 @node_app.command("status")

@@ -114,6 +114,8 @@ def init_node(
     p2p_address: str,
     api_address: str | None = None,
     rpc_port: int = DEFAULT_RPC_PORT,
+    *,
+    https: bool = False,
 ) -> MemberFile:
     """Make a node home with fresh keys (the organisation's, its node's, CometBFT's node and
     validator keys); the member file to send to the other founders or to the sponsor."""
@@ -138,7 +140,7 @@ def init_node(
         validator_pub_key=validator_public_key(home.cometbft).hex(),
         node_id=node_id(home.cometbft),
         p2p_address=p2p_address,
-        api_url=f"http://{_url_host(api_host)}:{api_port}",
+        api_url=f"{'https' if https else 'http'}://{_url_host(api_host)}:{api_port}",
     )
     write_private_file(home.member_file, member.to_json())
     home.member_file.chmod(0o644)  # public by design: it is sent to the other members

@@ -59,6 +59,7 @@ from careledger.node.tls import TlsSettings
 from careledger.storage.blobstore import BlobStore
 
 log = logging.getLogger(__name__)
+GRACEFUL_SHUTDOWN = 5.0  # seconds
 
 D = TypeVar("D", SoloProducer, CometDriver)
 Running = Callable[[], AbstractAsyncContextManager[None]]
@@ -222,8 +223,8 @@ def serve(
     the ABCI socket) ends the process. `beside`: what serves other apps beside the node API
     in the same server (the FHIR gateway and the portal: careledger/site.py `compose`).
     `supervise`: given the server's control before it starts (`careledger node start`
-    runs and watches its CometBFT process with it: node/server.py). `tls` with a certificate: HTTPS only, TLS
-    1.2 or newer (node/tls.py)."""
+    runs and watches its CometBFT process with it: node/server.py). `tls` with a
+    certificate: HTTPS only, TLS 1.2 or newer (node/tls.py)."""
     app: ASGIApp = node.asgi()
     if beside is not None:
         app = beside(app)
@@ -232,7 +233,17 @@ def serve(
         context = tls.server_context()  # loaded here: a bad file fails before serving
         https = {"ssl_context_factory": lambda *_: context}
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", access_log=False, lifespan="on", **https
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        # A stopping node waits this long for open requests, no longer: an idle TLS
+        # connection a peer keeps in its pool would otherwise hold the shutdown up to
+        # the transport's own SSL shutdown timeout (30 s).
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
+        **https,
     )
     server = NodeServer(config)
     node.on_halt(server.control.stop)
