@@ -57,6 +57,7 @@ def up(
     """Start the embedded node (solo block producer, SQLite, blobs on disk), the
     organisation's FHIR gateway and the portal beside it."""
     from careledger.chain.app import IncompatibleState, LocalFault
+    from careledger.node.rules import BadRulesHook
     from careledger.demo import (
         SECOND_ORGANISATION,
         populate_demo_when_up,
@@ -82,7 +83,7 @@ def up(
         node = build_node(
             data_dir, Solo(block_interval=block_interval), audit_interval=audit_interval
         )
-    except (IncompatibleState, LocalFault) as exc:
+    except (IncompatibleState, LocalFault, BadRulesHook) as exc:
         raise _fail(str(exc)) from None
     if node.replayed:
         console.print(f"Replayed {node.replayed} stored block(s) into the state after a restart.")

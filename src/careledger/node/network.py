@@ -17,8 +17,12 @@ from typing import Any
 
 import orjson
 
+from careledger.chain.app import IncompatibleState, LocalFault, UpgradeRequired
 from careledger.consensus.cometbft.server import Recorder
 from careledger.node.builder import CometBft, build_node, serve
+from careledger.node.rules import BadRulesHook
+
+log = logging.getLogger(__name__)
 
 RECORD_ENV = "CARELEDGER_ABCI_RECORD"  # a file to append every ABCI frame to (test vectors)
 
@@ -97,7 +101,12 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     config = NodeConfig.load(args.node_dir)
     consensus = CometBft(config.abci_address, config.rpc_url, _recorder_from_env())
-    node = build_node(config.app_dir, consensus, peers=config.peer_api_urls)
+    try:
+        node = build_node(config.app_dir, consensus, peers=config.peer_api_urls)
+    except (IncompatibleState, LocalFault, BadRulesHook) as exc:
+        if not isinstance(exc, UpgradeRequired):  # that one logged its reason already
+            log.critical("the node cannot start: %s", exc)
+        raise SystemExit(1) from None  # before the ABCI socket opens: CometBFT cannot start
     try:
         serve(node, config.api_host, config.api_port)
     finally:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from careledger.chain.app import STATE_MACHINE_VERSION, Application, BlockContext, TxResult
+from careledger.chain.app import Application, BlockContext, TxResult
 from careledger.chain.genesis import Genesis
 from careledger.chain.modules.base import Event
 from careledger.chain.tx import MAX_TX_BYTES, SIGNATURE_BYTES
@@ -83,12 +83,13 @@ class AbciHandler:
     # --- info and genesis ------------------------------------------------------------------
 
     def on_Info(self, req: m.RequestInfo) -> m.ResponseInfo:
-        """Last committed height and app hash: CometBFT replays any block the app lacks."""
+        """Last committed height and app hash: CometBFT replays any block the app lacks.
+        `app_version` is the chain's active rules version (it changes at a planned upgrade)."""
         info = self.app.info()
         return m.ResponseInfo(
             data="careledger",
             version="careledger/1",
-            app_version=STATE_MACHINE_VERSION,
+            app_version=self.app.rules_version,
             last_block_height=info.last_height,
             last_block_app_hash=info.last_app_hash,
         )
