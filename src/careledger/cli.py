@@ -57,7 +57,6 @@ def up(
     """Start the embedded node (solo block producer, SQLite, blobs on disk), the
     organisation's FHIR gateway and the portal beside it."""
     from careledger.chain.app import IncompatibleState, LocalFault
-    from careledger.node.rules import BadRulesHook
     from careledger.demo import (
         SECOND_ORGANISATION,
         populate_demo_when_up,
@@ -68,6 +67,7 @@ def up(
     from careledger.gateway.context import Gateway
     from careledger.node.builder import Solo, build_node, serve
     from careledger.node.datadir import DataDir, initialise
+    from careledger.node.rules import BadRulesHook
     from careledger.site import compose
     from careledger.web.app import portal_app
     from careledger.web.enrolment import OpenEnrolment

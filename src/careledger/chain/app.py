@@ -273,7 +273,8 @@ class Application:
                 " that supports it"
             )
         plan = UpgradeKeeper(KV(self.store, UPGRADE)).scheduled()
-        if plan is not None and plan.height <= self.store.last_commit().height + 1:
+        next_height = self.store.last_commit().height + 1
+        if plan is not None and plan.height <= next_height and not self._supports(plan):
             self._refuse(plan)
 
     @property
@@ -283,6 +284,9 @@ class Application:
         if found is None:
             raise IncompatibleState(f"{self.store.path} records no rules version")
         return found
+
+    def _supports(self, plan: Plan) -> bool:
+        return plan.version in self.supported_versions
 
     def _refuse(self, plan: Plan) -> None:
         """Stop here: the next block runs rules this software does not have."""
@@ -428,7 +432,7 @@ class Application:
         plan = upgrade.due(KV(block_state, UPGRADE), height)
         if plan is None:
             return
-        if plan.version not in self.supported_versions:
+        if not self._supports(plan):
             self._refuse(plan)
         upgrade.apply(KV(block_state, UPGRADE), plan)
         log.warning(

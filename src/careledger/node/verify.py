@@ -144,7 +144,9 @@ def _verify(data: DataDir, store: StateStore, blocks: Iterator[BlockToCheck], to
             f"this code replays version {STATE_MACHINE_VERSION}"
         )
     with tempfile.TemporaryDirectory() as scratch:
-        replica = Application(StateStore(Path(scratch) / "replay.sqlite"), supported_versions=supported)
+        replica = Application(
+            StateStore(Path(scratch) / "replay.sqlite"), supported_versions=supported
+        )
         try:
             try:
                 genesis_hash = replica.init_chain(data.load_genesis())
