@@ -279,8 +279,11 @@ class Application:
 
     @property
     def rules_version(self) -> int:
-        """The chain's active rules version, as of the last commit."""
+        """The chain's active rules version, as of the last commit (of a fresh store, the
+        version init_chain will record)."""
         found = upgrade.active_version(KV(self.store, UPGRADE))
+        if found is None and self.store.app_hash_at(0) is None:
+            return STATE_MACHINE_VERSION
         if found is None:
             raise IncompatibleState(f"{self.store.path} records no rules version")
         return found
