@@ -25,8 +25,8 @@ from careledger.chain.codes import Code, TxFailure
 from careledger.chain.genesis import Genesis
 from careledger.chain.modules import votes
 from careledger.chain.modules.base import TxContext
-from careledger.chain.modules.identity.keeper import MODULE as IDENTITY
-from careledger.chain.modules.identity.keeper import IdentityKeeper
+from careledger.chain.modules.identity import MODULE as IDENTITY
+from careledger.chain.modules.identity import IdentityKeeper
 from careledger.chain.modules.upgrade.events import (
     UpgradeApproved,
     UpgradeCancelled,
