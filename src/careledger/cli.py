@@ -11,6 +11,7 @@ from careledger.cli_keys import register_key_commands
 from careledger.cli_output import DEFAULT_DATA_DIR, DEFAULT_NODE, console
 from careledger.cli_output import fail as _fail
 from careledger.cli_output import load_key as _load_key
+from careledger.consortium.cli import consortium_app, node_app
 from careledger.crypto.keyfile import KeyFile
 from careledger.localnet.cli import net_app
 
@@ -25,6 +26,8 @@ consent_app = typer.Typer(
 )
 app.add_typer(consent_app, name="consent")
 app.add_typer(net_app, name="net")
+app.add_typer(node_app, name="node")
+app.add_typer(consortium_app, name="consortium")
 register_fhir_commands(app)
 
 
@@ -63,13 +66,10 @@ def up(
         register_demo_clients,
         seed_demo,
     )
-    from careledger.gateway.app import gateway_app
-    from careledger.gateway.context import Gateway
-    from careledger.node.builder import Solo, build_node, serve
+    from careledger.node.builder import Solo, build_node
     from careledger.node.datadir import DataDir, initialise
     from careledger.node.rules import BadRulesHook
-    from careledger.site import compose
-    from careledger.web.app import portal_app
+    from careledger.site import dial, organisation_gateway, serve_site
     from careledger.web.enrolment import OpenEnrolment
 
     data = DataDir(data_dir)
@@ -103,13 +103,7 @@ def up(
         f"Node API: {url}/status  (every other route answers signed requests: docs/node-api.md)"
     )
     console.print("Check the chain any time with: careledger verify --data-dir " + str(data_dir))
-    gateway = Gateway(
-        f"http://{_loopback(host)}:{port}",
-        KeyFile.load(data.organisation_key),
-        Path(data_dir) / "gateway",
-        keys_dir=data.keys,
-        base_url=base_url,
-    )
+    gateway = organisation_gateway(data, f"http://{dial(host)}:{port}", base_url)
     console.print(f"FHIR R4 API: {url}/fhir  (SMART Backend Services tokens: {url}/auth/token)")
     console.print(
         f"Register a backend client: careledger clients add --data-dir {data_dir} --new-key "
@@ -128,22 +122,11 @@ def up(
     if seeded:
         populate_demo_when_up(url, Path(data_dir), gateway, console.print)
     try:
-        serve(
-            node,
-            host,
-            port,
-            beside=lambda node_api: compose(node_api, gateway_app(gateway), portal_app(enrolment)),
-        )
+        serve_site(node, gateway, enrolment, host, port)
     finally:
-        gateway.close()
         node.close()
     if node.halted() is not None:
         raise _fail(f"the node stopped after a local fault: {node.halted()}")
-
-
-def _loopback(host: str) -> str:
-    """Where this machine reaches a server listening on `host`."""
-    return "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
 
 
 @app.command()

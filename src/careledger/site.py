@@ -5,10 +5,20 @@ lifespan) to the node."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from careledger.gateway.app import is_gateway_path
-from careledger.web.app import is_portal_path
+from careledger.crypto.keyfile import KeyFile
+from careledger.gateway.app import gateway_app, is_gateway_path
+from careledger.gateway.context import Gateway
+from careledger.node.builder import Node, serve
+from careledger.node.datadir import DataDir
+from careledger.node.server import ServerControl
+from careledger.node.tls import TlsSettings
+from careledger.web.app import is_portal_path, portal_app
+from careledger.web.enrolment import OpenEnrolment
 
 
 def compose(node: ASGIApp, gateway: ASGIApp, portal: ASGIApp | None = None) -> ASGIApp:
@@ -22,3 +32,46 @@ def compose(node: ASGIApp, gateway: ASGIApp, portal: ASGIApp | None = None) -> A
         await node(scope, receive, send)
 
     return app
+
+
+def dial(host: str) -> str:
+    """Where this machine reaches a server listening on `host` (a wildcard is not an
+    address to connect to)."""
+    return "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
+
+
+def organisation_gateway(data: DataDir, node_url: str, base_url: str | None) -> Gateway:
+    """The FHIR gateway of the organisation whose node keeps `data`, talking to `node_url`
+    (this process's own node API), its files in `data`'s parent `gateway/`."""
+    return Gateway(
+        node_url,
+        KeyFile.load(data.organisation_key),
+        data.root / "gateway",
+        keys_dir=data.keys,
+        base_url=base_url,
+    )
+
+
+def serve_site(
+    node: Node[Any],
+    gateway: Gateway,
+    enrolment: OpenEnrolment,
+    host: str,
+    port: int,
+    supervise: Callable[[ServerControl], None] | None = None,
+    tls: TlsSettings | None = None,
+) -> None:
+    """Serve node API, gateway and portal on one port until stopped (node/builder.py serve);
+    closes the gateway after. The caller started the gateway and closes the node. `tls`
+    with a certificate: HTTPS only (node/tls.py)."""
+    try:
+        serve(
+            node,
+            host,
+            port,
+            beside=lambda node_api: compose(node_api, gateway_app(gateway), portal_app(enrolment)),
+            supervise=supervise,
+            tls=tls,
+        )
+    finally:
+        gateway.close()

@@ -37,7 +37,7 @@ def test_every_listener_but_p2p_is_on_loopback_or_off(tmp_path: Path) -> None:
 def test_a_node_on_a_public_address_still_serves_its_rpc_on_loopback() -> None:
     node = NodeAddress(0, "203.0.113.7", 26656, 26657, 8000)
     assert node.rpc_host == "127.0.0.1" and node.rpc_url == "http://127.0.0.1:26657"
-    values = node_config_values(node, [node], "unix:///tmp/abci.sock", NetSettings())
+    values = node_config_values(node, [], "unix:///tmp/abci.sock", NetSettings())
     assert values[("rpc", "laddr")] == "tcp://127.0.0.1:26657"
     assert values[("p2p", "laddr")] == "tcp://203.0.113.7:26656"  # only P2P faces the network
     assert NodeAddress(1, "127.0.0.2", 26656, 26657, 8000).rpc_host == "127.0.0.2"

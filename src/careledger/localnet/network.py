@@ -169,7 +169,8 @@ def _configure_node(
     home = network.home(node.index)
     (home / "config" / "genesis.json").write_bytes(comet_genesis)
     abci = abci_address(network.node_dir(node.index), node)
-    values = node_config_values(node, network.nodes, network.builtin_app or abci, settings)
+    others = [p.p2p for p in network.nodes if p.index != node.index]
+    values = node_config_values(node, others, network.builtin_app or abci, settings)
     edit_config_toml(home / "config" / "config.toml", values)
     peers = tuple(p.api_url for p in network.nodes if p.index != node.index)
     config = NodeConfig(

@@ -21,7 +21,7 @@ import asyncio
 import base64
 import binascii
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -59,11 +59,18 @@ class JSON(JSONResponse):
         return orjson.dumps(content)
 
 
-def node_routes(driver: ConsensusDriver, node_id: str) -> list[BaseRoute]:
+def node_routes(
+    driver: ConsensusDriver,
+    node_id: str,
+    status_extra: Callable[[], dict[str, Any]] | None = None,
+) -> list[BaseRoute]:
+    """`status_extra`: more public fields for `/status` (network mode: the replication
+    backlog, a count that tells an operator how far this node's copies lag)."""
     queries = QueryGuard(driver)
 
     async def status(request: Request) -> Response:
-        return JSON({**await driver.status(), "node_id": node_id})
+        extra = status_extra() if status_extra is not None else {}
+        return JSON({**await driver.status(), "node_id": node_id, **extra})
 
     async def submit_one(request: Request) -> Response:
         body = await _json_body(request)
@@ -163,10 +170,11 @@ def create_node_api(
     extra_routes: Sequence[BaseRoute] = (),
     lifespan: Lifespan[Starlette] | None = None,
     replay: ReplayCache | None = None,
+    status_extra: Callable[[], dict[str, Any]] | None = None,
 ) -> Starlette:
     """The node API of the node whose data directory is `data`, behind its authentication."""
     return Starlette(
-        routes=[*node_routes(driver, load_node_id(data.root)), *extra_routes],
+        routes=[*node_routes(driver, load_node_id(data.root), status_extra), *extra_routes],
         exception_handlers=exception_handlers(),
         middleware=[authentication(driver, data, replay)],
         lifespan=lifespan,

@@ -55,6 +55,8 @@ from careledger.node.pipeline import CheckedDriver, SubmitPipeline
 from careledger.node.replay_cache import ReplayCache
 from careledger.node.replication import BlobReplicator
 from careledger.node.rules import supported_rules_versions
+from careledger.node.server import NodeServer, ServerControl
+from careledger.node.tls import TlsSettings
 from careledger.storage.blobstore import BlobStore
 
 log = logging.getLogger(__name__)
@@ -124,8 +126,14 @@ class Node(Generic[D]):
             *self.audit.routes(),
             *extra_routes,
         ]
+        replicator = self.replicator
         return create_node_api(
-            self.driver, self.data, routes, lifespan=self._lifespan, replay=replay
+            self.driver,
+            self.data,
+            routes,
+            lifespan=self._lifespan,
+            replay=replay,
+            status_extra=None if replicator is None else replicator.status,
         )
 
     @contextlib.asynccontextmanager
@@ -156,6 +164,7 @@ def build_node(
     *,
     peers: Sequence[str] = (),
     audit_interval: float | None = None,
+    tls: TlsSettings | None = None,
 ) -> Node[SoloProducer]: ...
 
 
@@ -166,6 +175,7 @@ def build_node(
     *,
     peers: Sequence[str] = (),
     audit_interval: float | None = None,
+    tls: TlsSettings | None = None,
 ) -> Node[CometDriver]: ...
 
 
@@ -175,20 +185,25 @@ def build_node(
     *,
     peers: Sequence[str] = (),
     audit_interval: float | None = None,
+    tls: TlsSettings | None = None,
 ) -> Node[Any]:
     """The node of data directory `root` under this driver; `peers` are other nodes' API URLs
     to fetch anchored blobs from (a node without peers does not replicate); `audit_interval`
-    the seconds between audit batches (None: CARELEDGER_AUDIT_INTERVAL or 0.25; 0: none).
+    the seconds between audit batches (None: CARELEDGER_AUDIT_INTERVAL or 0.25; 0: none);
+    `tls`: what the replication client verifies peers with (node/tls.py).
 
-    Raises FileNotFoundError for a directory without genesis.json and IncompatibleState for
-    a state written under other rules.
+    Raises FileNotFoundError for a directory without genesis.json, IncompatibleState for
+    a state written under other rules and TlsConfigError for TLS settings that do not load or
+    an http:// peer when TLS is required.
     """
+    tls = tls or TlsSettings()
+    tls.check(peers)  # before anything is opened
     data = DataDir(root)
     if not data.exists():
         raise FileNotFoundError(f"{root} has no genesis.json: not a CareLedger data directory")
     store = StateStore(data.state)
     try:
-        return _assemble(data, store, consensus, peers, audit_interval)
+        return _assemble(data, store, consensus, peers, audit_interval, tls)
     except BaseException:
         store.close()
         raise
@@ -199,20 +214,32 @@ def serve(
     host: str,
     port: int,
     beside: Callable[[ASGIApp], ASGIApp] | None = None,
+    supervise: Callable[[ServerControl], None] | None = None,
+    *,
+    tls: TlsSettings | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM, or until the driver halts on a local fault. The
     lifespan is required: without it nothing would make blocks, so a failure to start (say,
     the ABCI socket) ends the process. `beside`: what serves other apps beside the node API
-    in the same server (the FHIR gateway and the portal: careledger/site.py `compose`)."""
+    in the same server (the FHIR gateway and the portal: careledger/site.py `compose`).
+    `supervise`: given the server's control before it starts (`careledger node start`
+    runs and watches its CometBFT process with it: node/server.py). `tls` with a certificate: HTTPS only, TLS
+    1.2 or newer (node/tls.py)."""
     app: ASGIApp = node.asgi()
     if beside is not None:
         app = beside(app)
+    https: dict[str, Any] = {}
+    if tls is not None and tls.serves_https:
+        context = tls.server_context()  # loaded here: a bad file fails before serving
+        https = {"ssl_context_factory": lambda *_: context}
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", access_log=False, lifespan="on"
+        app, host=host, port=port, log_level="warning", access_log=False, lifespan="on", **https
     )
-    server = uvicorn.Server(config)
-    node.on_halt(lambda: setattr(server, "should_exit", True))
-    server.run()
+    server = NodeServer(config)
+    node.on_halt(server.control.stop)
+    if supervise is not None:
+        supervise(server.control)
+    server.run_until_stopped()
 
 
 # --- assembly ------------------------------------------------------------------------------
@@ -244,6 +271,7 @@ def _assemble(
     spec: Solo | CometBft,
     peers: Sequence[str],
     audit_interval: float | None,
+    tls: TlsSettings,
 ) -> Node[Any]:
     app = Application(store, supported_versions=supported_rules_versions())
     consensus = _solo(app, data, spec) if isinstance(spec, Solo) else _cometbft(app, spec)
@@ -252,7 +280,9 @@ def _assemble(
     replicator = None
     if peers:
         organisation = KeyFile.load(data.organisation_key)
-        replicator = BlobReplicator(blob_store, peers, organisation, eraser)
+        replicator = BlobReplicator(
+            blob_store, peers, organisation, eraser, verify=tls.client_context()
+        )
     pipeline = SubmitPipeline()
     register_records_checks(pipeline, blob_store)
     driver = CheckedDriver(consensus.driver, pipeline)

@@ -10,6 +10,7 @@ import base64
 import hashlib
 import ipaddress
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,13 +84,17 @@ class NodeAddress:
 
 
 def node_config_values(
-    node: NodeAddress, peers: list[NodeAddress], proxy_app: str, settings: NetSettings
+    node: NodeAddress,
+    peers: Sequence[str],
+    proxy_app: str,
+    settings: NetSettings,
+    moniker: str = "",
 ) -> dict[tuple[str, str], object]:
-    """(section, key) -> value for one node's config.toml; "" is the top-level section."""
-    others = ",".join(p.p2p for p in peers if p.index != node.index)
+    """(section, key) -> value for one node's config.toml; "" is the top-level section.
+    `peers`: the other nodes as ID@HOST:PORT."""
     return {
         ("", "proxy_app"): proxy_app,
-        ("", "moniker"): f"node{node.index}",
+        ("", "moniker"): moniker or f"node{node.index}",
         ("", "log_level"): settings.log_level,
         # Every listener but P2P on loopback or off (see NodeAddress.rpc_host).
         ("", "priv_validator_laddr"): "",
@@ -105,7 +110,7 @@ def node_config_values(
         ("rpc", "max_request_batch_size"): 1000,  # clients batch broadcast_tx_sync calls
         ("p2p", "laddr"): f"tcp://{node.host}:{node.p2p_port}",
         ("p2p", "external_address"): f"{node.host}:{node.p2p_port}",
-        ("p2p", "persistent_peers"): others,
+        ("p2p", "persistent_peers"): ",".join(peers),
         ("p2p", "addr_book_strict"): False,  # peers are on private loopback addresses
         ("p2p", "allow_duplicate_ip"): True,
         ("p2p", "pex"): False,  # the peer list is fixed: every validator knows every other
