@@ -54,6 +54,7 @@ from careledger.node.erasure import BlobEraser, sweep_erased
 from careledger.node.pipeline import CheckedDriver, SubmitPipeline
 from careledger.node.replay_cache import ReplayCache
 from careledger.node.replication import BlobReplicator
+from careledger.node.rules import supported_rules_versions
 from careledger.node.server import NodeServer, ServerControl
 from careledger.node.tls import TlsSettings
 from careledger.storage.blobstore import BlobStore
@@ -283,7 +284,7 @@ def _assemble(
     audit_interval: float | None,
     tls: TlsSettings,
 ) -> Node[Any]:
-    app = Application(store)
+    app = Application(store, supported_versions=supported_rules_versions())
     consensus = _solo(app, data, spec) if isinstance(spec, Solo) else _cometbft(app, spec)
     blob_store = BlobStore(data.blobs)
     eraser = BlobEraser(blob_store, app.query)

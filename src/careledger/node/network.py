@@ -17,9 +17,13 @@ from typing import Any
 
 import orjson
 
+from careledger.chain.app import IncompatibleState, LocalFault, UpgradeRequired
 from careledger.consensus.cometbft.server import Recorder
 from careledger.node.builder import CometBft, build_node, serve
+from careledger.node.rules import BadRulesHook
 from careledger.node.tls import TlsConfigError, TlsSettings
+
+log = logging.getLogger(__name__)
 
 RECORD_ENV = "CARELEDGER_ABCI_RECORD"  # a file to append every ABCI frame to (test vectors)
 
@@ -117,6 +121,10 @@ def main(argv: list[str] | None = None) -> None:
         node = build_node(config.app_dir, consensus, peers=config.peer_api_urls, tls=config.tls)
     except TlsConfigError as exc:
         raise SystemExit(f"error: {exc}") from None  # the operator's mistake, not a crash
+    except (IncompatibleState, LocalFault, BadRulesHook) as exc:
+        if not isinstance(exc, UpgradeRequired):  # that one logged its reason already
+            log.critical("the node cannot start: %s", exc)
+        raise SystemExit(1) from None  # before the ABCI socket opens: CometBFT cannot start
     try:
         serve(node, config.api_host, config.api_port, tls=config.tls)
     finally:
