@@ -28,6 +28,7 @@ from careledger.consortium.members import MAX_MEMBER_FILE, ConsortiumError, Memb
 from careledger.consortium.runner import install, node_lock, prepare, read_file, run
 from careledger.consortium.status import node_report
 from careledger.consortium.tls import tls_app
+from careledger.consortium.upgrade_cli import upgrade_app
 from careledger.node.tls import TlsConfigError, TlsSettings
 from careledger.wallet.node_client import NodeError
 
@@ -37,6 +38,7 @@ consortium_app = typer.Typer(
 )
 
 node_app.add_typer(tls_app, name="tls")
+consortium_app.add_typer(upgrade_app, name="upgrade")
 
 DATA_DIR = typer.Option(..., "--data-dir", help="The node home (`careledger node init`).")
 NODE_URL = typer.Option(..., "--node", help="A member node's API URL.")

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from careledger.chain.app import IncompatibleState, LocalFault
 from careledger.chain.genesis import Genesis
 from careledger.consensus.cometbft.config import (
     NetSettings,
@@ -181,12 +182,15 @@ def run(plan: StartPlan, on_ready: Callable[[str], None] = print) -> int:
     from careledger.web.enrolment import OpenEnrolment
 
     config = plan.config
-    node = build_node(
-        config.app_dir,
-        CometBft(config.abci_address, config.rpc_url),
-        peers=config.peer_api_urls,
-        tls=config.tls,
-    )
+    try:
+        node = build_node(
+            config.app_dir,
+            CometBft(config.abci_address, config.rpc_url),
+            peers=config.peer_api_urls,
+            tls=config.tls,
+        )
+    except (IncompatibleState, LocalFault) as exc:  # e.g. an upgrade this software lacks
+        raise ConsortiumError(str(exc)) from None
     comet = CometBftChild(plan.home)
     local_url = config.tls.local_url(dial(config.api_host), config.api_port)
     verify = config.tls.client_context()

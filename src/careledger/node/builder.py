@@ -60,7 +60,7 @@ from careledger.node.tls import TlsSettings
 from careledger.storage.blobstore import BlobStore
 
 log = logging.getLogger(__name__)
-GRACEFUL_SHUTDOWN = 5.0  # seconds
+GRACEFUL_SHUTDOWN = 5  # seconds
 
 D = TypeVar("D", SoloProducer, CometDriver)
 Running = Callable[[], AbstractAsyncContextManager[None]]
