@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
-from hosts import Hosts
+from hosts import Host
 from orgs import CLI, Org, assemble, wait_until
 
 from careledger.chain.modules.identity.vouchers import sign_voucher
@@ -38,7 +38,10 @@ __all__ = ["CHAIN_ID", "P2P_PORT", "HostConsortium", "NodeExited", "registration
 class HostConsortium:
     """Founding organisations (orgs.Org), one per host, from `node init` to running nodes."""
 
-    def __init__(self, hosts: Hosts, root: Path, names: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, hosts: Sequence[Host], root: Path, names: Sequence[str] | None = None
+    ) -> None:
+        """One founder on each of `hosts` (a Hosts, or some of its hosts)."""
         names = names or [f"Org{i}" for i in range(len(hosts))]
         self.hosts = hosts
         self.root = root
