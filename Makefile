@@ -4,6 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 COMETBFT_VERSION := v0.38.25
 COMETBFT := .bin/cometbft
+# Latency between the consortium test hosts: Toxiproxy's server (the package is cmd/server,
+# its binary `server`, renamed here so .bin says what it is).
+TOXIPROXY_VERSION := v2.5.0
+TOXIPROXY := .bin/toxiproxy-server
+# Partitions between the consortium test hosts are nftables drop rules (Debian's nftables).
+NFT := /usr/sbin/nft
 STAMP := $(VENV)/.installed
 # Bundles as current Synthea writes them (conditional references), made by Synthea 3.3.0 from
 # Maven Central with a fixed seed (tools/synthea/): tests/gateway/ imports them.
@@ -15,7 +21,7 @@ PORTAL_MODULES := portal/node_modules/.package-lock.json
 # The browser of the end-to-end tests: Debian's chromium (Playwright cannot download its own here).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test lint typecheck bench cometbft synthea portal image image-tools wheel clean
+.PHONY: run test lint typecheck bench cometbft toxiproxy synthea portal image image-tools wheel clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +53,17 @@ $(COMETBFT):
 
 cometbft: $(COMETBFT)
 
+$(TOXIPROXY):
+	@command -v go >/dev/null || { echo "Go is needed to build toxiproxy-server for the consortium latency tests: install Go 1.22+"; exit 1; }
+	GOBIN=$(CURDIR)/.bin/toxiproxy.tmp go install github.com/Shopify/toxiproxy/v2/cmd/server@$(TOXIPROXY_VERSION)
+	mv .bin/toxiproxy.tmp/server $(TOXIPROXY) && rmdir .bin/toxiproxy.tmp
+
+toxiproxy: $(TOXIPROXY)
+
+$(NFT):
+	@command -v apt-get >/dev/null || { echo "The partition tests need nftables' nft at $(NFT) (Debian's nftables package)"; exit 1; }
+	apt-get install -y -q nftables || { apt-get update -q && apt-get install -y -q nftables; }
+
 # The node image as an OCI layout, built without a container engine (docs/operations-image.md):
 # Debian's root from Debian's mirrors (mmdebstrap, as root), wheels from PyPI, CometBFT from
 # .bin. umoci and runc (Debian's) unpack and run it in tests/test_image.py.
@@ -73,9 +90,9 @@ $(SYNTHEA_DATA):
 synthea: $(SYNTHEA_DATA)
 
 # Lint and types first: a change that breaks them fails like a failing test.
-test: $(STAMP) $(COMETBFT) $(SYNTHEA_DATA) $(PORTAL_BUILT) $(CHROMIUM) $(IMAGE_TOOLS) lint
+test: $(STAMP) $(COMETBFT) $(TOXIPROXY) $(NFT) $(SYNTHEA_DATA) $(PORTAL_BUILT) $(CHROMIUM) $(IMAGE_TOOLS) lint
 	cd portal && npm test
-	CHROMIUM_BIN=$(CHROMIUM) COMETBFT_BIN=$(CURDIR)/$(COMETBFT) CARELEDGER_SYNTHEA_DATA=$(CURDIR)/$(SYNTHEA_DATA) $(BIN)/pytest -q
+	CHROMIUM_BIN=$(CHROMIUM) COMETBFT_BIN=$(CURDIR)/$(COMETBFT) TOXIPROXY_BIN=$(CURDIR)/$(TOXIPROXY) CARELEDGER_SYNTHEA_DATA=$(CURDIR)/$(SYNTHEA_DATA) $(BIN)/pytest -q
 
 lint: $(STAMP) $(PORTAL_MODULES)
 	cd portal && npm run typecheck

@@ -149,6 +149,10 @@ def access_batch(node: Identity, seq: int, at: int) -> dict[str, Any]:
     return encode_batch(node.did, seq, reads)
 
 
+# Proposed in block 5, at least MIN_NOTICE_BLOCKS (20) ahead; for the version after this one.
+UPGRADE_PLAN = {"name": "golden-upgrade", "height": 25, "version": STATE_MACHINE_VERSION + 1}
+
+
 def golden_blocks() -> list[list[bytes]]:
     a, b, c = Signer(ORG_A), Signer(ORG_B), Signer(ORG_C)
     node_a, node_c = Signer(NODE_A), Signer(NODE_C)
@@ -289,6 +293,10 @@ def golden_blocks() -> list[list[bytes]]:
         #    (version 5): the doctor's batch naming the erased observation is refused whole,
         #    B's batch without write consent too, then the doctor's batch of two new records
         #    (one of them in the refused batch: nothing of that was written) commits.
+        #    Upgrade plans (version 6): A proposes one (its first approval: one of the two
+        #    members); removed C's vote is refused (unknown sender), and B's naming another
+        #    height (a vote counts only for the plan it names); B's vote schedules it; a
+        #    second plan while it is open is refused.
         [
             patient.tx("records/erase", {"records": [OBSERVATION]}),
             doctor.tx("records/anchor", anchor(OBSERVATION, "Observation", 3, "b5")),
@@ -318,6 +326,11 @@ def golden_blocks() -> list[list[bytes]]:
                     ]
                 },
             ),
+            a.tx("upgrade/propose", UPGRADE_PLAN),
+            c.tx("upgrade/approve", UPGRADE_PLAN),
+            b.tx("upgrade/approve", {**UPGRADE_PLAN, "height": 26}),
+            b.tx("upgrade/approve", UPGRADE_PLAN),
+            b.tx("upgrade/propose", {**UPGRADE_PLAN, "name": "golden-other"}),
         ],
     ]
     return blocks

@@ -12,7 +12,9 @@ consent, a revocation twice, keys for a revoked grant, one member of two removin
 node identities: a founder's at genesis, one registered with its consent and one refused with
 a practitioner's consent; audit batches recorded, and refused: from an organisation, naming
 another node, replayed, skipped, from a removed organisation's node; batches of anchors: one
-naming an erased record and one without write consent refused whole, then one committed) and
+naming an erased record and one without write consent refused whole, then one committed;
+an upgrade plan proposed and scheduled, and refused: a removed member's vote, a vote naming
+another height, a second plan while one is open) and
 this test compares the app hash and the result codes at every height with the constants
 below. Update the constants only together with STATE_MACHINE_VERSION (chain/app.py): run
 
@@ -29,25 +31,25 @@ from careledger.chain.app import STATE_MACHINE_VERSION
 from golden import run_golden
 
 # Computed once by tests/golden.py; update only together with STATE_MACHINE_VERSION.
-GOLDEN_RULES_VERSION = 5
+GOLDEN_RULES_VERSION = 6
 GOLDEN = [
-    ("de699b5399c73765d7a88d4d531bcd73f23ace3a53f87ee455d1a634c7c9f7ea", []),
-    ("f469ef1f7af45d364c6bf4812b710446a29adee87229dbc600aa14e3273663e7", [0, 0, 0, 10, 13, 8]),
+    ("a344ee148b84e3bf7559afb7d03535a1b7f77197cc9a6a4b9098f0af7e2d4435", []),
+    ("acf20372f564928cd11dc5cb02357057ef69e2ac19a5871b719fbe8f2ee0e41e", [0, 0, 0, 10, 13, 8]),
     (
-        "7c1b0cc9b06552fc02ad67b35e95a08e9ce624d6a3d595c1a15a1968004461df",
+        "05d9d433800a983f4ec705ca8a33ad18da11073334579592fa7d25286c73a8d0",
         [0, 0, 8, 0, 8, 0, 8, 0, 0, 0, 8, 7, 0, 8, 0],
     ),
     (
-        "041dbfbbc03119851ad6b0d0e9fe940e1b75a9f1cc56b54bc6b4e55b02f10110",
+        "0db519fefba8e391521151bc00ad89bca8d0e4bd9a565d0a559665a4a048855b",
         [0, 0, 0, 14, 6, 0, 8, 8, 0, 0, 8, 8],
     ),
     (
-        "1aaf5146ed7aca8de810444557d7719952e9b289c3dd0895d4b85e9d1f216e3a",
+        "7648d19ad7d1514f8cd6f22c8954d5e4336285c271e424c2cd9b1f0354e03dfe",
         [0, 8, 10, 0, 10, 0, 0, 10, 0, 0, 16, 17, 0],
     ),
     (
-        "4d03c3ea928e18f9e45407b412a57f373776bfa1307bf65be6c8279830b54b44",
-        [0, 12, 13, 0, 13, 8, 0, 10, 13, 12, 14, 0],
+        "853f129d995a513df93b0c4a83950ae2efee9dd00a8fba2c889ee3b0fd4659fe",
+        [0, 12, 13, 0, 13, 8, 0, 10, 13, 12, 14, 0, 0, 13, 10, 0, 10],
     ),
 ]
 

@@ -27,6 +27,10 @@ ALLOWED: dict[str, frozenset[str]] = {
     "gateway": frozenset({"crypto", "chain", "protocol", "wallet"}),
     "web": frozenset({"crypto", "chain", "protocol", "wallet"}),
     "localnet": frozenset({"crypto", "chain", "protocol", "storage", "consensus", "node"}),
+    # One organisation's node (design change 33): runs node, gateway and portal together.
+    "consortium": frozenset(
+        {"crypto", "chain", "protocol", "storage", "consensus", "node", "wallet", "web"}
+    ),
 }
 # Chain modules whose state gateway and web must never touch, even though `chain` is allowed.
 STATE_ACCESS = ("careledger.chain.store", "careledger.chain.state", "careledger.chain.app")

@@ -68,6 +68,7 @@ def up(
     )
     from careledger.node.builder import Solo, build_node
     from careledger.node.datadir import DataDir, initialise
+    from careledger.node.rules import BadRulesHook
     from careledger.site import dial, organisation_gateway, serve_site
     from careledger.web.enrolment import OpenEnrolment
 
@@ -82,7 +83,7 @@ def up(
         node = build_node(
             data_dir, Solo(block_interval=block_interval), audit_interval=audit_interval
         )
-    except (IncompatibleState, LocalFault) as exc:
+    except (IncompatibleState, LocalFault, BadRulesHook) as exc:
         raise _fail(str(exc)) from None
     if node.replayed:
         console.print(f"Replayed {node.replayed} stored block(s) into the state after a restart.")

@@ -5,6 +5,7 @@ lifespan) to the node."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ from careledger.gateway.context import Gateway
 from careledger.node.builder import Node, serve
 from careledger.node.datadir import DataDir
 from careledger.node.server import ServerControl
+from careledger.node.tls import TlsSettings
 from careledger.web.app import is_portal_path, portal_app
 from careledger.web.enrolment import OpenEnrolment
 
@@ -39,7 +41,9 @@ def dial(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
 
 
-def organisation_gateway(data: DataDir, node_url: str, base_url: str | None) -> Gateway:
+def organisation_gateway(
+    data: DataDir, node_url: str, base_url: str | None, verify: ssl.SSLContext | bool = True
+) -> Gateway:
     """The FHIR gateway of the organisation whose node keeps `data`, talking to `node_url`
     (this process's own node API), its files in `data`'s parent `gateway/`."""
     return Gateway(
@@ -48,6 +52,7 @@ def organisation_gateway(data: DataDir, node_url: str, base_url: str | None) -> 
         data.root / "gateway",
         keys_dir=data.keys,
         base_url=base_url,
+        verify=verify,
     )
 
 
@@ -58,9 +63,11 @@ def serve_site(
     host: str,
     port: int,
     supervise: Callable[[ServerControl], None] | None = None,
+    tls: TlsSettings | None = None,
 ) -> None:
     """Serve node API, gateway and portal on one port until stopped (node/builder.py serve);
-    closes the gateway after. The caller started the gateway and closes the node."""
+    closes the gateway after. The caller started the gateway and closes the node. `tls`
+    with a certificate: HTTPS only (node/tls.py)."""
     try:
         serve(
             node,
@@ -68,6 +75,7 @@ def serve_site(
             port,
             beside=lambda node_api: compose(node_api, gateway_app(gateway), portal_app(enrolment)),
             supervise=supervise,
+            tls=tls,
         )
     finally:
         gateway.close()

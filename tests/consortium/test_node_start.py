@@ -89,7 +89,9 @@ def test_a_second_start_on_a_running_home_is_refused(founders: list[Org], tmp_pa
     assert "in use by a running node" in done.stderr
 
 
-def test_a_peer_of_another_chain_is_never_connected_nor_its_home_started_on_ours(founders: list[Org], tmp_path: Path) -> None:
+def test_a_peer_of_another_chain_is_never_connected_nor_its_home_started_on_ours(
+    founders: list[Org], tmp_path: Path
+) -> None:
     """A node of another chain names our founder as its peer: CometBFT's handshake refuses
     a peer of another network, so neither side counts it, and both chains go on."""
     host = LocalHost("127.0.8.9")

@@ -93,10 +93,7 @@ def test_unlock_refuses_a_wrong_passphrase_and_forgets(demo_portal: OpenPortal) 
     answer_phrase_check(page, phrase)
     wait_signed_in_as_patient(page)
 
-    # The keys in memory are gone; the encrypted copy in IndexedDB stays. Wait for the page's
-    # first requests to settle: a hash change at once after the reload's load event left the
-    # start page without its stored wallets in full runs (cause not found; noted as open).
-    page.reload(wait_until="networkidle")
+    page.reload()  # the keys in memory are gone; the encrypted copy in IndexedDB stays
     page = patient.goto("/patient/start")
     page.locator("main").filter(has_text="Grace Hopper").wait_for()  # the stored wallets
     page.get_by_label("Passphrase", exact=True).fill("not the passphrase")
@@ -108,7 +105,7 @@ def test_unlock_refuses_a_wrong_passphrase_and_forgets(demo_portal: OpenPortal) 
     page.get_by_role("button", name="Unlock", exact=True).click()
     wait_signed_in_as_patient(page)
 
-    page.reload(wait_until="networkidle")
+    page.reload()
     page = patient.goto("/patient/start")
     page.get_by_role("button", name=re.compile("^Forget this wallet")).click()
     page.get_by_role("button", name="Forget it", exact=True).click()

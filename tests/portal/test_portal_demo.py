@@ -98,7 +98,7 @@ def test_patient_creates_identity_then_unlocks_it(demo_portal: OpenPortal) -> No
     wait_settled(page)
     assert page.get_by_test_id("record").count() == 0
     # a reload forgets the keys in memory; the encrypted copy in IndexedDB is listed
-    page.reload(wait_until="networkidle")  # see test_onboarding (reload race)
+    page.reload()
     page = patient.goto("/patient/start")
     # a hash change re-renders on the next frame: the old page's h1 may still be there
     page.locator("main h1", has_text="Unlock your wallet").wait_for()

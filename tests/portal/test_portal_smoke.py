@@ -56,6 +56,31 @@ def test_unknown_route_says_page_not_found(portal: OpenPortal, size: str) -> Non
     lost.assert_clean()
 
 
+# On the first load of "#/race", once the app's module has rendered (module scripts run before
+# DOMContentLoaded) and before Preact runs its effects (after the next paint), go elsewhere.
+_HASH_CHANGE_BEFORE_EFFECTS = """
+if (location.hash === "#/race") {
+  document.addEventListener("DOMContentLoaded", () => { location.hash = "#/patient/start"; });
+}
+"""
+
+
+def test_a_hash_change_before_the_first_effects_still_routes(portal: OpenPortal) -> None:
+    """The router listens for hashchange from an effect, which runs a frame after the first
+    render: a navigation in between (a test's hash change at once after a reload's load event
+    did it, on a busy machine) must still change the page, not leave the first route shown."""
+    patient = portal("desktop")
+    page = patient.page
+    page.add_init_script(_HASH_CHANGE_BEFORE_EFFECTS)
+    page.goto(f"{patient.base_url}/#/race")
+    assert page.url.endswith("#/patient/start")
+    page.locator("main h1", has_text="Your health records").wait_for()
+    control = page.get_by_role("tab", name="Create a new identity")
+    control.wait_for()
+    assert patient.heading() == "Your health records"
+    patient.assert_clean()
+
+
 def test_keyboard_reaches_skip_link_then_the_choices(portal: OpenPortal) -> None:
     home = portal("desktop")
     page = home.goto("/")

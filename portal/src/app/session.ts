@@ -39,6 +39,9 @@ export function useSession(): Session {
   const [session, setLocal] = useState(current);
   useEffect(() => {
     listeners.add(setLocal);
+    // Effects run after the next paint: a sign-in or sign-out since this component's first
+    // render called no listener of ours. Take the session as it is now.
+    setLocal(current);
     return () => void listeners.delete(setLocal);
   }, []);
   return session;

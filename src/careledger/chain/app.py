@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -38,6 +38,9 @@ from careledger.chain.modules.consent import consent_module
 from careledger.chain.modules.identity import identity_module
 from careledger.chain.modules.identity.vouchers import SELF_REGISTRATIONS
 from careledger.chain.modules.records import records_module
+from careledger.chain.modules.upgrade import MODULE as UPGRADE
+from careledger.chain.modules.upgrade import Plan, UpgradeKeeper, upgrade_module
+from careledger.chain.modules.upgrade import handler as upgrade
 from careledger.chain.state import KV, Overlay, Readable
 from careledger.chain.store import LastCommit, StateStore
 from careledger.chain.tx import SignedTx, decode_tx, tx_hash
@@ -49,6 +52,7 @@ DEFAULT_MODULES: tuple[Module, ...] = (
     records_module,
     consent_module,
     audit_module,
+    upgrade_module,
 )
 
 # The version of the rules. Any change to what a transaction does (including the layout of a
@@ -71,8 +75,17 @@ DEFAULT_MODULES: tuple[Module, ...] = (
 # node, the patient's access log, alerts); TxContext carries the transaction's hash and index.
 # Version 5: records/anchor_batch (up to 100 anchors of one author, each checked as a
 # records/anchor is, all or nothing).
+# Version 6: the upgrade module (upgrade/propose, approve, cancel: a planned upgrade agreed by
+# two thirds of the members); the state records the chain's active rules version
+# (`upgrade/version`, written at genesis); at a scheduled plan's height the block starts by
+# switching to the plan's version, or the node stops before executing it (UpgradeRequired).
 # tests/test_golden.py pins this version's app hashes.
-STATE_MACHINE_VERSION = 5
+STATE_MACHINE_VERSION = 6
+
+# The rules versions this software can execute. Software that brings new rules keeps the
+# old ones beside them (it replays the chain's history) and lists both here; the chain
+# switches from one to the next at a planned upgrade's height (chain/modules/upgrade).
+SUPPORTED_RULES_VERSIONS: frozenset[int] = frozenset({STATE_MACHINE_VERSION})
 
 
 class IncompatibleState(RuntimeError):
@@ -85,6 +98,28 @@ class LocalFault(RuntimeError):
     The block is not committed. The node must stop (the drivers do) and be restarted once
     the cause is fixed; the block is then executed again from the block store.
     """
+
+
+class UpgradeRequired(LocalFault):
+    """The chain switches to rules this software does not support at the next block.
+
+    Raised before the block's first transaction (finalize_block) and at start while the
+    store waits at that height: nothing of the block is executed or committed, so this node
+    never computes an app hash under the old rules where the chain runs the new ones. The
+    drivers stop the node as for any local fault; it goes on once restarted with software
+    that supports the plan's version.
+    """
+
+    def __init__(self, plan: Plan, supported: Collection[int]) -> None:
+        runs = ", ".join(str(v) for v in sorted(supported))
+        super().__init__(
+            f"upgrade plan {plan.name!r} switches the chain to rules version {plan.version} at"
+            f" height {plan.height}; this software runs rules version {runs}. The node stops"
+            f" before executing block {plan.height} (nothing of it is executed or committed):"
+            f" install software that supports rules version {plan.version} and start the node"
+            " again (docs/operations-upgrade.md)"
+        )
+        self.plan = plan
 
 
 @dataclass(frozen=True)
@@ -197,8 +232,16 @@ class DecodeCache:
 
 
 class Application:
-    def __init__(self, store: StateStore, modules: Sequence[Module] = DEFAULT_MODULES) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        modules: Sequence[Module] = DEFAULT_MODULES,
+        supported_versions: Collection[int] = SUPPORTED_RULES_VERSIONS,
+    ) -> None:
+        """`supported_versions`: the rules versions this process executes (the node passes
+        node/rules.py `supported_rules_versions()`, which only a test hook extends)."""
         self.store = store
+        self.supported_versions = frozenset(supported_versions)
         self._modules = {m.name: m for m in modules}
         self._signatures = auth.SignatureCache()
         self._decoded = DecodeCache()
@@ -209,15 +252,50 @@ class Application:
         self._check_rules_version()
 
     def _check_rules_version(self) -> None:
+        """Refuse a store this software cannot carry on: begun under rules it does not
+        replay, now running rules it does not support, or stopped at a planned upgrade to
+        such rules (UpgradeRequired: the old software restarted refuses again)."""
         if self.store.app_hash_at(0) is None:
             return  # a fresh store: init_chain records the version
         found = self.store.get_meta("state_machine_version")
-        if found != str(STATE_MACHINE_VERSION):
+        if found not in {str(v) for v in self.supported_versions}:
             raise IncompatibleState(
                 f"{self.store.path} was written under state machine version {found or 'unknown'}"
                 f", this code runs version {STATE_MACHINE_VERSION}: start a new chain (a new"
                 " data directory) or migrate this one"
             )
+        active = self.rules_version
+        if active not in self.supported_versions:
+            raise IncompatibleState(
+                f"{self.store.path}: the chain runs rules version {active} (upgrade history:"
+                f" query upgrade/history), this software runs version"
+                f" {', '.join(map(str, sorted(self.supported_versions)))}: install software"
+                " that supports it"
+            )
+        plan = UpgradeKeeper(KV(self.store, UPGRADE)).scheduled()
+        next_height = self.store.last_commit().height + 1
+        if plan is not None and plan.height <= next_height and not self._supports(plan):
+            self._refuse(plan)
+
+    @property
+    def rules_version(self) -> int:
+        """The chain's active rules version, as of the last commit (of a fresh store, the
+        version init_chain will record)."""
+        found = upgrade.active_version(KV(self.store, UPGRADE))
+        if found is None and self.store.app_hash_at(0) is None:
+            return STATE_MACHINE_VERSION
+        if found is None:
+            raise IncompatibleState(f"{self.store.path} records no rules version")
+        return found
+
+    def _supports(self, plan: Plan) -> bool:
+        return plan.version in self.supported_versions
+
+    def _refuse(self, plan: Plan) -> None:
+        """Stop here: the next block runs rules this software does not have."""
+        required = UpgradeRequired(plan, self.supported_versions)
+        log.critical("%s", required)
+        raise required
 
     def on_commit(self, listener: CommitListener) -> None:
         """Call `listener` after each commit, outside the state machine.
@@ -250,6 +328,7 @@ class Application:
         ctx = TxContext(state, sender="", height=0, time_ns=parse_time_ns(genesis.genesis_time))
         for module in self._modules.values():
             module.init_genesis(ctx, genesis)
+        upgrade.record_version(KV(state, UPGRADE), STATE_MACHINE_VERSION)
         digest = changes_hash(state.changes)
         app_hash = next_app_hash(b"", digest)
         meta = {
@@ -301,6 +380,12 @@ class Application:
         """
         self._pending = None
         block_state = Overlay(self.store)
+        try:
+            self._switch_rules(block_state, ctx.height)
+        except UpgradeRequired:
+            raise
+        except Exception as exc:
+            raise _local_fault(f"block {ctx.height}, the upgrade switch", exc) from exc
         results: list[TxResult] = []
         updates: list[ValidatorUpdate] = []
         for index, raw in enumerate(txs):
@@ -341,6 +426,25 @@ class Application:
                 listener(pending.block)
             except Exception:  # a node-side reaction must never stop the chain
                 log.exception("commit listener failed at height %d", pending.height)
+
+    def _switch_rules(self, block_state: Overlay, height: int) -> None:
+        """Before the block's first transaction: a plan scheduled for this height switches
+        the chain to its rules version, or stops this node when it does not support them.
+        Read from the committed state only, so nothing in the block (a proposer's choice of
+        transactions, a cancel in this very block) can skip or move the switch."""
+        plan = upgrade.due(KV(block_state, UPGRADE), height)
+        if plan is None:
+            return
+        if not self._supports(plan):
+            self._refuse(plan)
+        upgrade.apply(KV(block_state, UPGRADE), plan)
+        log.warning(
+            "upgrade plan %r applied at height %d: the chain runs rules version %d from this"
+            " block on",
+            plan.name,
+            height,
+            plan.version,
+        )
 
     def _deliver(
         self, block_state: Overlay, block: BlockContext, raw: bytes, index: int

@@ -27,12 +27,18 @@ from careledger.consortium.home import DEFAULT_RPC_PORT, NodeHome, init_node
 from careledger.consortium.members import MAX_MEMBER_FILE, ConsortiumError, MemberFile
 from careledger.consortium.runner import install, node_lock, prepare, read_file, run
 from careledger.consortium.status import node_report
+from careledger.consortium.tls import tls_app
+from careledger.consortium.upgrade_cli import upgrade_app
+from careledger.node.tls import TlsConfigError, TlsSettings
 from careledger.wallet.node_client import NodeError
 
 node_app = typer.Typer(help="One organisation's node on its own machine.", no_args_is_help=True)
 consortium_app = typer.Typer(
     help="The genesis ceremony, and members joining or leaving.", no_args_is_help=True
 )
+
+node_app.add_typer(tls_app, name="tls")
+consortium_app.add_typer(upgrade_app, name="upgrade")
 
 DATA_DIR = typer.Option(..., "--data-dir", help="The node home (`careledger node init`).")
 NODE_URL = typer.Option(..., "--node", help="A member node's API URL.")
@@ -61,11 +67,14 @@ def node_init(
         None, help="HOST:PORT of the node API, gateway and portal (default: the P2P host, 26658)."
     ),
     rpc_port: int = typer.Option(DEFAULT_RPC_PORT, help="CometBFT's RPC port, on 127.0.0.1."),
+    https: bool = typer.Option(
+        False, help="Announce the API as https:// (the node will run with --tls-cert)."
+    ),
 ) -> None:
     """Make this organisation's keys here and print its member file (public: send it to the
     founders, or to a sponsor to join)."""
     with _clear_errors():
-        member = init_node(data_dir, name, p2p, api, rpc_port)
+        member = init_node(data_dir, name, p2p, api, rpc_port, https=https)
     typer.echo(member.to_json().decode(), nl=False)
     err.print(f"Member file also written to {NodeHome(data_dir).member_file}")
 
@@ -82,6 +91,13 @@ def node_start(
         False, help="A joining member: the genesis does not name this organisation."
     ),
     name: str | None = typer.Option(None, help="Refuse to start unless this is NAME's node."),
+    tls_cert: Path | None = typer.Option(
+        None, help="This node's TLS certificate (`careledger node tls issue`): HTTPS only."
+    ),
+    tls_key: Path | None = typer.Option(None, help="Its private key."),
+    tls_ca: Path | None = typer.Option(
+        None, help="The members' CA bundle: peers must be https:// URLs it verifies."
+    ),
 ) -> None:
     """Run this organisation's node in the foreground: CometBFT, the node API, the FHIR
     gateway and the portal. Every check happens before anything is written."""
@@ -90,7 +106,8 @@ def node_start(
     home = NodeHome(data_dir)
     with _clear_errors():
         raw = read_file(genesis, "genesis", MAX_GENESIS)
-        plan = prepare(home, raw, peers, peer_api, join=join, name=name)
+        tls = _tls(tls_cert, tls_key, tls_ca)
+        plan = prepare(home, raw, peers, peer_api, join=join, name=name, tls=tls)
         with node_lock(home):
             install(plan)
             console.print(
@@ -99,6 +116,13 @@ def node_start(
             )
             code = run(plan, console.print)
     raise typer.Exit(code)
+
+
+def _tls(cert: Path | None, key: Path | None, ca: Path | None) -> TlsSettings:
+    try:
+        return TlsSettings(cert, key, ca)
+    except TlsConfigError as exc:
+        raise ConsortiumError(str(exc)) from None
 
 
 @node_app.command("status")
@@ -114,6 +138,63 @@ def node_status(
         return
     for key, value in report.to_dict().items():
         console.print(f"{key}: {'-' if value is None else value}")
+
+
+@node_app.command("backup")
+def node_backup(
+    data_dir: Path = DATA_DIR,
+    out: Path = typer.Option(..., help="The archive to write (a new file, mode 0600)."),
+) -> None:
+    """Back up this node, running or not: keys, configuration, its own databases and blobs
+    (docs/operations-backup.md). The archive holds private keys: keep it like them."""
+    from careledger.consortium.backup import backup_node
+
+    with _clear_errors():
+        report = backup_node(NodeHome(data_dir), out)
+    skipped = report.skipped_blobs
+    console.print(
+        f"Wrote {out} (mode 0600): {report.files} files, {report.blobs} blobs"
+        + (f" ({skipped} unreadable or erased: the peers hold them)" if skipped else "")
+        + f"; the validator had signed up to height {report.signed_height}."
+    )
+
+
+@node_app.command("restore")
+def node_restore(
+    from_: Path = typer.Option(..., "--from", help="An archive of `careledger node backup`."),
+    data_dir: Path = typer.Option(..., "--data-dir", help="The new node home (absent or empty)."),
+) -> None:
+    """Make a node home from a backup; then `node start` it with the genesis and peers: it
+    block-syncs the chain from its peers. Stop the old machine for good first: two machines
+    with one validator key sign twice."""
+    from careledger.consortium.backup import restore_node
+
+    with _clear_errors():
+        report = restore_node(from_, data_dir)
+    console.print(
+        f"Restored {report.name}'s node home in {data_dir}: {report.files} files, "
+        f"{report.blobs} blobs; its validator signs nothing at or below height "
+        f"{report.signed_height}. Make sure the old machine never starts again, then start "
+        "this one with `careledger node start`: it replays the chain from its peers."
+    )
+
+
+@node_app.command("rotate-key")
+def node_rotate_key(data_dir: Path = DATA_DIR, node: str = NODE_URL) -> None:
+    """Move this organisation's did to a new key on-chain and install the new key file (the
+    old one kept as organisation.json.previous-HEIGHT)."""
+    from careledger.consortium.rotation import rotate_organisation_key
+
+    with _clear_errors():
+        rotated = rotate_organisation_key(NodeHome(data_dir), node)
+    console.print(
+        f"{rotated.did} now signs with a new key (height {rotated.height}); the old key file "
+        f"is kept as {rotated.previous_file}."
+    )
+    console.print(
+        "Restart this node now (stop it, then `careledger node start`): a running node keeps "
+        "the key it loaded, which the network no longer accepts."
+    )
 
 
 # --- consortium ------------------------------------------------------------------------------

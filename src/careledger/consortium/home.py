@@ -22,6 +22,7 @@ from careledger.consensus.cometbft.config import node_id, validator_public_key
 from careledger.consensus.cometbft.server import abci_socket_path
 from careledger.consortium.members import ConsortiumError, MemberFile, check_host_port
 from careledger.crypto.keyfile import KeyFile, KeyFileError
+from careledger.crypto.keys import Identity
 from careledger.crypto.privatefs import make_private_dir, write_private_file
 from careledger.node.datadir import DataDir, write_organisation_keys
 from careledger.node.network import APP_DIR, COMETBFT_HOME, CONFIG_FILE, NodeConfig
@@ -77,6 +78,8 @@ class NodeHome:
             "validator_pub_key": validator_public_key(self.cometbft).hex(),
             "node_id": node_id(self.cometbft),
         }
+        if member.encryption_key in _rotated_away(org):
+            held["encryption_key"] = member.encryption_key  # the genesis's: rotated since
         for field, value in held.items():
             if getattr(member, field) != value:
                 raise ConsortiumError(
@@ -99,12 +102,20 @@ class NodeHome:
             raise ConsortiumError(str(exc)) from None
 
 
+def _rotated_away(org: KeyFile) -> set[str]:
+    """Encryption keys the organisation had before a key rotation (`node rotate-key`): the
+    member file stays what the members agreed (the genesis names it so)."""
+    return {Identity(p.master_secret).encryption_public.hex() for p in org.previous}
+
+
 def init_node(
     root: Path,
     name: str,
     p2p_address: str,
     api_address: str | None = None,
     rpc_port: int = DEFAULT_RPC_PORT,
+    *,
+    https: bool = False,
 ) -> MemberFile:
     """Make a node home with fresh keys (the organisation's, its node's, CometBFT's node and
     validator keys); the member file to send to the other founders or to the sponsor."""
@@ -129,7 +140,7 @@ def init_node(
         validator_pub_key=validator_public_key(home.cometbft).hex(),
         node_id=node_id(home.cometbft),
         p2p_address=p2p_address,
-        api_url=f"http://{_url_host(api_host)}:{api_port}",
+        api_url=f"{'https' if https else 'http'}://{_url_host(api_host)}:{api_port}",
     )
     write_private_file(home.member_file, member.to_json())
     home.member_file.chmod(0o644)  # public by design: it is sent to the other members

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from careledger.chain.app import IncompatibleState, LocalFault
 from careledger.chain.genesis import Genesis
 from careledger.consensus.cometbft.config import (
     NetSettings,
@@ -37,6 +38,7 @@ from careledger.consortium.members import ConsortiumError, MemberFile, parse_pee
 from careledger.crypto.privatefs import write_private_file
 from careledger.node.network import NodeConfig
 from careledger.node.server import ServerControl
+from careledger.node.tls import TlsConfigError, TlsSettings
 
 log = logging.getLogger(__name__)
 STOP_TIMEOUT = 20.0
@@ -64,8 +66,10 @@ def prepare(
     join: bool = False,
     name: str | None = None,
     settings: NetSettings | None = None,
+    tls: TlsSettings | None = None,
 ) -> StartPlan:
-    """Check a start before writing anything; ConsortiumError says what is wrong."""
+    """Check a start before writing anything; ConsortiumError says what is wrong. `tls`:
+    the node's certificate, key and the members' CA bundle (node/tls.py), checked here."""
     member = home.member()
     if name is not None and name != member.name:
         raise ConsortiumError(
@@ -74,7 +78,9 @@ def prepare(
         )
     genesis = verify_genesis(genesis_raw, None if join else member)
     _require_same_chain(home, genesis, genesis_raw)
-    config = replace(home.config(), peer_api_urls=_peer_api_urls(peer_api, member.api_url))
+    peer_api_urls = _peer_api_urls(peer_api, member.api_url)
+    checked = _checked_tls(tls, peer_api_urls)
+    config = replace(home.config(), peer_api_urls=peer_api_urls, tls=checked)
     return StartPlan(
         home,
         member,
@@ -84,6 +90,19 @@ def prepare(
         config,
         settings or NetSettings(),
     )
+
+
+def _checked_tls(tls: TlsSettings | None, peer_api_urls: tuple[str, ...]) -> TlsSettings:
+    """The settings, checked against the peers; a certificate needs the bundle too (this
+    node's own gateway reaches its HTTPS port in the same process, trusting the bundle)."""
+    tls = tls or TlsSettings()
+    if tls.serves_https and not tls.verifies_peers:
+        raise ConsortiumError("--tls-cert needs --tls-ca (the members' CA bundle, yours in it)")
+    try:
+        tls.check(peer_api_urls)
+    except TlsConfigError as exc:
+        raise ConsortiumError(str(exc)) from None
+    return tls
 
 
 def _require_same_chain(home: NodeHome, genesis: Genesis, raw: bytes) -> None:
@@ -163,13 +182,20 @@ def run(plan: StartPlan, on_ready: Callable[[str], None] = print) -> int:
     from careledger.web.enrolment import OpenEnrolment
 
     config = plan.config
-    node = build_node(
-        config.app_dir, CometBft(config.abci_address, config.rpc_url), peers=config.peer_api_urls
-    )
+    try:
+        node = build_node(
+            config.app_dir,
+            CometBft(config.abci_address, config.rpc_url),
+            peers=config.peer_api_urls,
+            tls=config.tls,
+        )
+    except (IncompatibleState, LocalFault) as exc:  # e.g. an upgrade this software lacks
+        raise ConsortiumError(str(exc)) from None
     comet = CometBftChild(plan.home)
-    local_url = f"http://{dial(config.api_host)}:{config.api_port}"
-    gateway = organisation_gateway(plan.home.app, local_url, None)
-    enrolment = OpenEnrolment(local_url, plan.home.organisation_key(), open=False)
+    local_url = config.tls.local_url(dial(config.api_host), config.api_port)
+    verify = config.tls.client_context()
+    gateway = organisation_gateway(plan.home.app, local_url, None, verify)
+    enrolment = OpenEnrolment(local_url, plan.home.organisation_key(), open=False, verify=verify)
     gateway.start()
 
     def supervise(control: ServerControl) -> None:
@@ -179,7 +205,9 @@ def run(plan: StartPlan, on_ready: Callable[[str], None] = print) -> int:
         watcher.start()
 
     try:
-        serve_site(node, gateway, enrolment, config.api_host, config.api_port, supervise)
+        serve_site(
+            node, gateway, enrolment, config.api_host, config.api_port, supervise, config.tls
+        )
     finally:
         comet.stop()
         node.close()

@@ -10,6 +10,7 @@ import base64
 import contextlib
 import fcntl
 import os
+import ssl
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -45,7 +46,9 @@ def node_report(home: NodeHome) -> NodeReport:
     sync = _rpc(rpc, "status")
     net = _rpc(rpc, "net_info")
     validators = _rpc(rpc, "validators", per_page="100")
-    api = _api_status(f"http://{dial(config.api_host)}:{config.api_port}")
+    api = _api_status(
+        config.tls.local_url(dial(config.api_host), config.api_port), config.tls.client_context()
+    )
     return NodeReport(
         name=member.name,
         running=is_running(home),
@@ -80,9 +83,9 @@ def _rpc(url: str, method: str, **params: str) -> dict[str, Any]:
     return {}
 
 
-def _api_status(url: str) -> dict[str, Any]:
+def _api_status(url: str, verify: ssl.SSLContext | bool) -> dict[str, Any]:
     with contextlib.suppress(httpx.HTTPError, ValueError):
-        answer = httpx.get(url + "/status", timeout=TIMEOUT)
+        answer = httpx.get(url + "/status", timeout=TIMEOUT, verify=verify)
         if answer.status_code == 200:
             body: dict[str, Any] = answer.json()
             return body

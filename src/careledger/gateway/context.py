@@ -9,6 +9,7 @@ factories in app.py; nothing here is global.
 from __future__ import annotations
 
 import functools
+import ssl
 import threading
 from pathlib import Path
 
@@ -42,10 +43,12 @@ class Gateway:
         data_dir: Path,
         keys_dir: Path | None = None,
         base_url: str | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         """`data_dir`: the gateway's own files (gateway.sqlite, claim packages); `keys_dir`:
         where the organisation keeps its practitioners' key files (`practitioner-*.json`);
-        `base_url`: the public base of the FHIR API (default: from each request)."""
+        `base_url`: the public base of the FHIR API (default: from each request); `verify`:
+        how the node's TLS certificate is checked, when it serves https://."""
         self.node_url = node_url.rstrip("/")
         self.organisation = organisation
         self.data_dir = data_dir
@@ -56,7 +59,7 @@ class Gateway:
         # one row per read, so not fsynced each (the node's journal keeps every entry).
         self.audit_db = GatewayDb.open(data_dir / "audit.sqlite", [receipts.SCHEMA], durable=False)
         self.index = RecordIndex(self.db, organisation.did)
-        self.node = NodeClient(self.node_url)
+        self.node = NodeClient(self.node_url, verify=verify)
         self._clients: dict[tuple[str, str], RecordsClient] = {}
         self._lock = threading.Lock()
         # The keys of the break-glasses its practitioners made here: memory only, until each

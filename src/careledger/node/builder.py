@@ -54,10 +54,13 @@ from careledger.node.erasure import BlobEraser, sweep_erased
 from careledger.node.pipeline import CheckedDriver, SubmitPipeline
 from careledger.node.replay_cache import ReplayCache
 from careledger.node.replication import BlobReplicator
+from careledger.node.rules import supported_rules_versions
 from careledger.node.server import NodeServer, ServerControl
+from careledger.node.tls import TlsSettings
 from careledger.storage.blobstore import BlobStore
 
 log = logging.getLogger(__name__)
+GRACEFUL_SHUTDOWN = 5  # seconds
 
 D = TypeVar("D", SoloProducer, CometDriver)
 Running = Callable[[], AbstractAsyncContextManager[None]]
@@ -162,6 +165,7 @@ def build_node(
     *,
     peers: Sequence[str] = (),
     audit_interval: float | None = None,
+    tls: TlsSettings | None = None,
 ) -> Node[SoloProducer]: ...
 
 
@@ -172,6 +176,7 @@ def build_node(
     *,
     peers: Sequence[str] = (),
     audit_interval: float | None = None,
+    tls: TlsSettings | None = None,
 ) -> Node[CometDriver]: ...
 
 
@@ -181,20 +186,25 @@ def build_node(
     *,
     peers: Sequence[str] = (),
     audit_interval: float | None = None,
+    tls: TlsSettings | None = None,
 ) -> Node[Any]:
     """The node of data directory `root` under this driver; `peers` are other nodes' API URLs
     to fetch anchored blobs from (a node without peers does not replicate); `audit_interval`
-    the seconds between audit batches (None: CARELEDGER_AUDIT_INTERVAL or 0.25; 0: none).
+    the seconds between audit batches (None: CARELEDGER_AUDIT_INTERVAL or 0.25; 0: none);
+    `tls`: what the replication client verifies peers with (node/tls.py).
 
-    Raises FileNotFoundError for a directory without genesis.json and IncompatibleState for
-    a state written under other rules.
+    Raises FileNotFoundError for a directory without genesis.json, IncompatibleState for
+    a state written under other rules and TlsConfigError for TLS settings that do not load or
+    an http:// peer when TLS is required.
     """
+    tls = tls or TlsSettings()
+    tls.check(peers)  # before anything is opened
     data = DataDir(root)
     if not data.exists():
         raise FileNotFoundError(f"{root} has no genesis.json: not a CareLedger data directory")
     store = StateStore(data.state)
     try:
-        return _assemble(data, store, consensus, peers, audit_interval)
+        return _assemble(data, store, consensus, peers, audit_interval, tls)
     except BaseException:
         store.close()
         raise
@@ -206,18 +216,35 @@ def serve(
     port: int,
     beside: Callable[[ASGIApp], ASGIApp] | None = None,
     supervise: Callable[[ServerControl], None] | None = None,
+    *,
+    tls: TlsSettings | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM, or until the driver halts on a local fault. The
     lifespan is required: without it nothing would make blocks, so a failure to start (say,
     the ABCI socket) ends the process. `beside`: what serves other apps beside the node API
     in the same server (the FHIR gateway and the portal: careledger/site.py `compose`).
     `supervise`: given the server's control before it starts (`careledger node start`
-    runs and watches its CometBFT process with it: node/server.py)."""
+    runs and watches its CometBFT process with it: node/server.py). `tls` with a
+    certificate: HTTPS only, TLS 1.2 or newer (node/tls.py)."""
     app: ASGIApp = node.asgi()
     if beside is not None:
         app = beside(app)
+    https: dict[str, Any] = {}
+    if tls is not None and tls.serves_https:
+        context = tls.server_context()  # loaded here: a bad file fails before serving
+        https = {"ssl_context_factory": lambda *_: context}
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", access_log=False, lifespan="on"
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        # A stopping node waits this long for open requests, no longer: an idle TLS
+        # connection a peer keeps in its pool would otherwise hold the shutdown up to
+        # the transport's own SSL shutdown timeout (30 s).
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
+        **https,
     )
     server = NodeServer(config)
     node.on_halt(server.control.stop)
@@ -255,15 +282,18 @@ def _assemble(
     spec: Solo | CometBft,
     peers: Sequence[str],
     audit_interval: float | None,
+    tls: TlsSettings,
 ) -> Node[Any]:
-    app = Application(store)
+    app = Application(store, supported_versions=supported_rules_versions())
     consensus = _solo(app, data, spec) if isinstance(spec, Solo) else _cometbft(app, spec)
     blob_store = BlobStore(data.blobs)
     eraser = BlobEraser(blob_store, app.query)
     replicator = None
     if peers:
         organisation = KeyFile.load(data.organisation_key)
-        replicator = BlobReplicator(blob_store, peers, organisation, eraser)
+        replicator = BlobReplicator(
+            blob_store, peers, organisation, eraser, verify=tls.client_context()
+        )
     pipeline = SubmitPipeline()
     register_records_checks(pipeline, blob_store)
     driver = CheckedDriver(consensus.driver, pipeline)

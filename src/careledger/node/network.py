@@ -11,14 +11,19 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from careledger.chain.app import IncompatibleState, LocalFault, UpgradeRequired
 from careledger.consensus.cometbft.server import Recorder
 from careledger.node.builder import CometBft, build_node, serve
+from careledger.node.rules import BadRulesHook
+from careledger.node.tls import TlsConfigError, TlsSettings
+
+log = logging.getLogger(__name__)
 
 RECORD_ENV = "CARELEDGER_ABCI_RECORD"  # a file to append every ABCI frame to (test vectors)
 
@@ -41,6 +46,7 @@ class NodeConfig:
     api_port: int
     rpc_url: str
     peer_api_urls: tuple[str, ...]
+    tls: TlsSettings = field(default_factory=TlsSettings)  # none: plain HTTP (node/tls.py)
 
     @property
     def app_dir(self) -> Path:
@@ -59,6 +65,7 @@ class NodeConfig:
                 "api_port": self.api_port,
                 "rpc_url": self.rpc_url,
                 "peer_api_urls": list(self.peer_api_urls),
+                **({"tls": _tls_json(self.tls)} if self.tls.configured else {}),
             },
             option=orjson.OPT_INDENT_2,
         )
@@ -74,7 +81,20 @@ class NodeConfig:
             api_port=int(data["api_port"]),
             rpc_url=str(data["rpc_url"]),
             peer_api_urls=tuple(str(u) for u in data["peer_api_urls"]),
+            tls=_tls_from_json(data.get("tls", {})),
         )
+
+
+def _tls_json(tls: TlsSettings) -> dict[str, str]:
+    paths = {"cert": tls.cert, "key": tls.key, "ca": tls.ca}
+    return {name: str(path) for name, path in paths.items() if path is not None}
+
+
+def _tls_from_json(data: dict[str, str]) -> TlsSettings:
+    def path(name: str) -> Path | None:
+        return Path(data[name]) if data.get(name) else None
+
+    return TlsSettings(path("cert"), path("key"), path("ca"))
 
 
 def _recorder_from_env() -> Recorder | None:
@@ -97,9 +117,16 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     config = NodeConfig.load(args.node_dir)
     consensus = CometBft(config.abci_address, config.rpc_url, _recorder_from_env())
-    node = build_node(config.app_dir, consensus, peers=config.peer_api_urls)
     try:
-        serve(node, config.api_host, config.api_port)
+        node = build_node(config.app_dir, consensus, peers=config.peer_api_urls, tls=config.tls)
+    except TlsConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None  # the operator's mistake, not a crash
+    except (IncompatibleState, LocalFault, BadRulesHook) as exc:
+        if not isinstance(exc, UpgradeRequired):  # that one logged its reason already
+            log.critical("the node cannot start: %s", exc)
+        raise SystemExit(1) from None  # before the ABCI socket opens: CometBFT cannot start
+    try:
+        serve(node, config.api_host, config.api_port, tls=config.tls)
     finally:
         node.close()
     if node.halted() is not None:

@@ -6,9 +6,9 @@ commits: this listener notes each anchored blob it lacks, and a background task 
 from the peers' `POST /replication/fetch` route, signed as this node's organisation (a route
 for member organisations only: their nodes hold every ciphertext anyway, never the keys; it is
 not a read, and the reader routes, which consent decides, do not serve an organisation every
-blob). A fetched blob is kept
-only if its SHA-256 is the hash the chain anchored, so a faulty or malicious peer can delay a
-copy but never plant a wrong one.
+blob). With a CA bundle configured, peers are reached over TLS and verified against it
+(node/tls.py). A fetched blob is kept only if its SHA-256 is the hash the chain anchored, so
+a faulty or malicious peer can delay a copy but never plant a wrong one.
 
 Erasure wins every race with a fetch (docs/records.md, "Erasure"). The records module is asked
 (through `BlobEraser.unwanted`) before a peer is asked, right before a fetched blob is stored,
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Sequence
 
 import httpx
@@ -57,13 +58,18 @@ class BlobReplicator:
         eraser: BlobEraser,
         *,
         retry_interval: float = 0.5,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
+        """`verify`: what peers' TLS certificates are verified with (node/tls.py
+        `TlsSettings.client_context`: the consortium's bundle when one is configured)."""
         self.store = store
         self.peers = [p.rstrip("/") for p in peers]
         self.organisation = organisation
         self.eraser = eraser  # the chain's word on what may be kept, and who deletes
         self._auth = {p: RequestSigner(organisation.identity, organisation.did) for p in self.peers}
         self.retry_interval = retry_interval
+        self.verify = verify
+        self._refusals: dict[str, str] = {}  # peer -> the TLS failure last logged for it
         self.wanted: set[str] = set()
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -92,7 +98,7 @@ class BlobReplicator:
     async def run(self) -> None:
         """Fetch what is wanted until cancelled; retry what no peer could give yet."""
         self._loop = asyncio.get_running_loop()
-        async with httpx.AsyncClient(timeout=30) as http:
+        async with httpx.AsyncClient(timeout=30, verify=self.verify) as http:
             while True:
                 if not self.wanted:
                     await self._wake.wait()
@@ -110,11 +116,25 @@ class BlobReplicator:
                 if not wanted:
                     break
                 stored += await self._fetch_from(http, peer, wanted)
+                self._refusals.pop(peer, None)
+            except httpx.ConnectError as exc:
+                self._connect_failed(peer, exc)
             except (httpx.HTTPError, ValueError) as exc:
                 log.info("blob fetch from %s failed: %s", peer, exc)
             except (ChainQueryFailed, BlobStoreError, OSError) as exc:
                 log.warning("fetched blobs not stored (retried later): %s", exc)
         return stored
+
+    def _connect_failed(self, peer: str, exc: httpx.ConnectError) -> None:
+        """Log a peer refused by TLS (untrusted, expired or misnamed certificate, or no TLS)
+        once per distinct reason, since it is retried every pass; other connection failures
+        as any failed fetch."""
+        refused = _tls_failure(exc)
+        if refused is None:
+            log.info("blob fetch from %s failed: %s", peer, exc)
+        elif self._refusals.get(peer) != refused:
+            self._refusals[peer] = refused
+            log.warning("blob peer %s refused: TLS verification failed: %s", peer, refused)
 
     def _still_wanted(self, digests: list[str]) -> list[str]:
         """`digests` less those the chain erased or never anchored (dropped for good)."""
@@ -152,3 +172,15 @@ class BlobReplicator:
             self.eraser.erase(late)
         self.wanted.difference_update(keep)
         return len(keep) - len(late)
+
+
+def _tls_failure(exc: BaseException) -> str | None:
+    """The TLS verification or handshake failure under an httpx connection error, if any."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen.verify_message or str(seen)
+        if isinstance(seen, ssl.SSLError):
+            return seen.reason or str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None

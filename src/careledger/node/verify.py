@@ -28,7 +28,12 @@ from pathlib import Path
 
 import orjson
 
-from careledger.chain.app import STATE_MACHINE_VERSION, Application, BlockContext
+from careledger.chain.app import (
+    STATE_MACHINE_VERSION,
+    Application,
+    BlockContext,
+    UpgradeRequired,
+)
 from careledger.chain.block import BlockHeader, data_hash, parse_time_ns
 from careledger.chain.modules.records import RecordsKeeper
 from careledger.chain.results import outcomes_hash, results_hash
@@ -41,6 +46,7 @@ from careledger.consensus.solo.blockstore import BlockStore, IncompatibleBlocks
 from careledger.node.datadir import DataDir
 from careledger.node.erasure import ORPHAN_BOUND
 from careledger.node.network import APP_DIR, COMETBFT_HOME, is_network_node
+from careledger.node.rules import supported_rules_versions
 from careledger.storage.blobstore import BlobCorrupted, BlobNotFound, BlobStore
 
 
@@ -131,13 +137,16 @@ def _data_dir(root: Path) -> DataDir:
 
 def _verify(data: DataDir, store: StateStore, blocks: Iterator[BlockToCheck], top: int) -> Report:
     rules = store.get_meta("state_machine_version")
-    if rules != str(STATE_MACHINE_VERSION):
+    supported = supported_rules_versions()
+    if rules not in {str(v) for v in supported}:
         raise Fault(
             f"the state was written under state machine version {rules or 'unknown'}; "
             f"this code replays version {STATE_MACHINE_VERSION}"
         )
     with tempfile.TemporaryDirectory() as scratch:
-        replica = Application(StateStore(Path(scratch) / "replay.sqlite"))
+        replica = Application(
+            StateStore(Path(scratch) / "replay.sqlite"), supported_versions=supported
+        )
         try:
             try:
                 genesis_hash = replica.init_chain(data.load_genesis())
@@ -160,7 +169,10 @@ def _replay(blocks: Iterator[BlockToCheck], store: StateStore, replica: Applicat
         where = f"block {block.height}"
         if block.chain_id != replica.chain_id:
             raise Fault(f"{where}: chain id {block.chain_id!r} is not the genesis chain id")
-        result = replica.finalize_block(BlockContext(block.height, block.time_ns), block.txs)
+        try:
+            result = replica.finalize_block(BlockContext(block.height, block.time_ns), block.txs)
+        except UpgradeRequired as exc:  # the chain moved to rules this software lacks
+            raise Fault(f"{where}: {exc}") from None
         replayed = [int(r.code) for r in result.tx_results]
         for index, (kept, got) in enumerate(zip(block.stored_codes, replayed, strict=True)):
             if kept != got:

@@ -11,6 +11,7 @@ chain and node id, which it reads from the node's `/status` once.
 from __future__ import annotations
 
 import base64
+import ssl
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -43,9 +44,12 @@ class NodeClient:
         did: str | None = None,
         timeout: float = 30.0,
         http: httpx.Client | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
+        """`verify`: how an https:// node's certificate is checked (httpx's `verify`: a
+        context trusting the consortium's CA bundle, for a node that serves TLS)."""
         self.url = url.rstrip("/")
-        self.http = http or httpx.Client(base_url=self.url, timeout=timeout)
+        self.http = http or httpx.Client(base_url=self.url, timeout=timeout, verify=verify)
         self.auth: RequestSigner | None = None
         if isinstance(identity, KeyFile):
             self.auth = RequestSigner(identity.identity, did or identity.did)

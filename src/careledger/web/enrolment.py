@@ -22,6 +22,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
+import ssl
 import time
 from dataclasses import dataclass, field
 
@@ -70,8 +71,16 @@ class RateLimit:
 class OpenEnrolment:
     """Signs register_patient vouchers with the organisation's key (see the module doc)."""
 
-    def __init__(self, node_url: str, organisation: KeyFile, *, open: bool) -> None:
+    def __init__(
+        self,
+        node_url: str,
+        organisation: KeyFile,
+        *,
+        open: bool,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
         self.node_url = node_url
+        self.verify = verify
         self.organisation = organisation
         self.open = open
         self.total = RateLimit(TOTAL_PER_MINUTE)
@@ -102,7 +111,7 @@ class OpenEnrolment:
 
     async def _voucher(self, did: str) -> JSONResponse:
         try:
-            async with httpx.AsyncClient(timeout=10) as http:
+            async with httpx.AsyncClient(timeout=10, verify=self.verify) as http:
                 status = (await http.get(f"{self.node_url}/status")).json()
         except (httpx.HTTPError, ValueError):
             return _error(503, "unavailable", "The node is not answering: try again shortly.")

@@ -26,6 +26,7 @@ function useNarrow(): boolean {
     const list = window.matchMedia(query);
     const onChange = () => setNarrow(list.matches);
     list.addEventListener("change", onChange);
+    onChange(); // a change between the first render and this (later) effect fired no listener
     return () => list.removeEventListener("change", onChange);
   }, []);
   return narrow;

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from careledger.chain.app import STATE_MACHINE_VERSION, Application, BlockContext, TxResult
+from careledger.chain.app import Application, BlockContext, TxResult, UpgradeRequired
 from careledger.chain.genesis import Genesis
 from careledger.chain.modules.base import Event
 from careledger.chain.tx import MAX_TX_BYTES, SIGNATURE_BYTES
@@ -51,6 +51,15 @@ WRITE_HIGH_WATER = 1 << 20
 
 
 Recorder = Callable[[str, bytes], None]  # ("request" | "response", frame body)
+
+# A node stopping at a planned upgrade's height (UpgradeRequired) keeps CometBFT waiting this
+# many seconds for FinalizeBlock's answer before it closes the connections. Meanwhile
+# CometBFT's gossip goes on sending this node's precommit for the block (its vote gossip
+# runs every 100 ms): without the wait, the first validators to commit the block stopped
+# within milliseconds and took their precommits with them, and the others, short of two
+# thirds, waited at the height for ever instead of committing the block and stopping there
+# too (seen on a 4-validator network: two of four stopped, two hung).
+UPGRADE_HALT_GRACE = 5.0
 
 
 class AbciHandler:
@@ -83,12 +92,13 @@ class AbciHandler:
     # --- info and genesis ------------------------------------------------------------------
 
     def on_Info(self, req: m.RequestInfo) -> m.ResponseInfo:
-        """Last committed height and app hash: CometBFT replays any block the app lacks."""
+        """Last committed height and app hash: CometBFT replays any block the app lacks.
+        `app_version` is the chain's active rules version (it changes at a planned upgrade)."""
         info = self.app.info()
         return m.ResponseInfo(
             data="careledger",
             version="careledger/1",
-            app_version=STATE_MACHINE_VERSION,
+            app_version=self.app.rules_version,
             last_block_height=info.last_height,
             last_block_app_hash=info.last_app_hash,
         )
@@ -236,6 +246,8 @@ class AbciServer:
         self._writers: set[asyncio.StreamWriter] = set()
         self.on_halt: Callable[[], None] | None = None  # e.g. stop the node's API too
         self.halted = False
+        self.upgrade_grace = UPGRADE_HALT_GRACE
+        self._grace: asyncio.Task[None] | None = None
 
     async def start(self, address: str) -> None:
         """Listen on `unix:///path` (no TCP: the ABCI connection has no authentication)."""
@@ -291,6 +303,26 @@ class AbciServer:
         if self.on_halt is not None:
             self.on_halt()
 
+    async def _let_votes_out(self) -> None:
+        """Before answering a planned upgrade's halt: UPGRADE_HALT_GRACE for this node's
+        votes to reach its peers (see the constant). Every connection waits for the same
+        grace, so that none closes the others early."""
+        fault = self.handler.halted
+        if not isinstance(fault, UpgradeRequired):
+            return
+        if self._grace is not None:
+            await self._grace
+            return
+        self._grace = asyncio.create_task(asyncio.sleep(self.upgrade_grace))
+        log.warning(
+            "stopping at upgrade plan %r's height %d in %.0f s, once this node's votes for the"
+            " block have reached its peers (they then reach the height and stop there too)",
+            fault.plan.name,
+            fault.plan.height,
+            self.upgrade_grace,
+        )
+        await self._grace
+
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         frames = FrameReader()
         out = bytearray()
@@ -302,6 +334,8 @@ class AbciServer:
                 self._record("response", encoded)
                 out += frame(encoded)
                 halted = self.handler.halted is not None
+                if halted:
+                    await self._let_votes_out()
                 if isinstance(request, m.RequestFlush) or len(out) > WRITE_HIGH_WATER or halted:
                     writer.write(bytes(out))
                     out.clear()

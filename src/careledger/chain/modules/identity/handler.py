@@ -30,6 +30,7 @@ from typing import Any
 
 from careledger.chain.codes import Code, TxFailure
 from careledger.chain.genesis import Genesis
+from careledger.chain.modules import votes
 from careledger.chain.modules.base import TxContext, ValidatorUpdate
 from careledger.chain.modules.identity.events import (
     IdentityRegistered,
@@ -270,8 +271,7 @@ def approve_membership(ctx: TxContext, msg: ApproveMembership) -> None:
         raise TxFailure(Code.CONFLICT, f"{ctx.sender} has already approved")
     proposal["approvals"] = sorted([*proposal["approvals"], ctx.sender])
     voters = [m["did"] for m in keeper.members() if m["did"] != msg.subject]
-    approvals = [did for did in proposal["approvals"] if did in voters]
-    if _carried(msg.action, approvals, voters):
+    if _carried(msg.action, proposal["approvals"], voters):
         keeper.close_proposal(msg.action, msg.subject)
         (_admit if msg.action == "admit" else _remove)(keeper, ctx, proposal)
     else:
@@ -287,9 +287,8 @@ def _carried(action: str, approvals: list[str], voters: list[str]) -> bool:
     that removes it like any other). Two members now remove neither; to remove one they
     first admit a third (docs/security.md, the two-member case).
     """
-    if action == "remove" and len(approvals) < MIN_REMOVAL_APPROVALS:
-        return False
-    return 3 * len(approvals) >= 2 * len(voters)
+    minimum = MIN_REMOVAL_APPROVALS if action == "remove" else 1
+    return votes.carried(approvals, voters, minimum)
 
 
 def _open_removal(keeper: IdentityKeeper, msg: ApproveMembership) -> dict[str, Any]:
