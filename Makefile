@@ -64,7 +64,7 @@ $(NFT):
 	@command -v apt-get >/dev/null || { echo "The partition tests need nftables' nft at $(NFT) (Debian's nftables package)"; exit 1; }
 	apt-get install -y -q nftables || { apt-get update -q && apt-get install -y -q nftables; }
 
-# The node image as an OCI layout, built without a container engine (docs/operations-image.md):
+# The node image as an OCI layout, built without a container engine (docs/operations.md, section 7):
 # Debian's root from Debian's mirrors (mmdebstrap, as root), wheels from PyPI, CometBFT from
 # .bin. umoci and runc (Debian's) unpack and run it in tests/test_image.py.
 IMAGE := build/image

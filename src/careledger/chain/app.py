@@ -117,7 +117,7 @@ class UpgradeRequired(LocalFault):
             f" height {plan.height}; this software runs rules version {runs}. The node stops"
             f" before executing block {plan.height} (nothing of it is executed or committed):"
             f" install software that supports rules version {plan.version} and start the node"
-            " again (docs/operations-upgrade.md)"
+            " again (docs/operations.md, section 6)"
         )
         self.plan = plan
 

@@ -1,4 +1,4 @@
-"""`careledger node backup` and `careledger node restore` (docs/operations-backup.md).
+"""`careledger node backup` and `careledger node restore` (docs/operations.md, section 5).
 
 A backup is taken from a running node and holds what no peer can give back: the keys (the
 organisation's, its node's, CometBFT's node and validator keys), the member file, node.json,
@@ -17,7 +17,7 @@ Validator safety. The restored home keeps CometBFT's `priv_validator_state.json`
 at the backup: the restored validator refuses to sign at any height, round and step at or
 below the one recorded there. It cannot know what the old machine signed after the backup,
 so the operator must make sure the old machine is stopped for good before starting the
-restored one (docs/operations-backup.md, "Double signing").
+restored one (docs/operations.md, section 5, "Double signing").
 
 The archive is a plain tar written 0600 (it holds private keys); its first member is a
 manifest naming every file but the blobs with its size and SHA-256 (blobs are named by their

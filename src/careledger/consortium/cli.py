@@ -146,7 +146,7 @@ def node_backup(
     out: Path = typer.Option(..., help="The archive to write (a new file, mode 0600)."),
 ) -> None:
     """Back up this node, running or not: keys, configuration, its own databases and blobs
-    (docs/operations-backup.md). The archive holds private keys: keep it like them."""
+    (docs/operations.md, section 5). The archive holds private keys: keep it like them."""
     from careledger.consortium.backup import backup_node
 
     with _clear_errors():

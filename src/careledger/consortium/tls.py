@@ -10,7 +10,7 @@ Why one CA per organisation, and a bundle of all of them, rather than one consor
   another member's host is refused by every verifier, even though it is in the bundle.
 - Routine renewal of a node certificate (`issue`) needs no one else: every peer already
   trusts the organisation's CA. Only rotating a CA (lost key, expiry, new host names) asks
-  the others to change their bundle, with an overlap (docs/operations-tls.md).
+  the others to change their bundle, with an overlap (docs/operations.md, section 4).
 - The exchange is the member-file exchange the operators already do: each sends its `ca.pem`
   (public), each builds the same `bundle` from all of them.
 

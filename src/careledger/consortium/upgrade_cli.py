@@ -8,7 +8,7 @@
 Each of the first three signs one `upgrade/...` transaction with the organisation's key and
 waits for its block. An approval names the whole plan, as agreed out of band: the chain
 counts it only for a plan that says exactly that (chain/modules/upgrade). The rules and the
-operator's steps: docs/chain.md (Planned upgrades), docs/operations-upgrade.md.
+operator's steps: docs/chain.md (Planned upgrades), docs/operations.md, section 6.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ and authenticates the peer before a request is sent. The server asks no client c
 browsers use the same port, and the fetch route authenticates the organisation by signature.
 
 Certificates are read when the node starts: a new certificate or bundle takes effect on a
-restart (docs/operations-tls.md describes rotation with an overlap).
+restart (docs/operations.md, section 4 describes rotation with an overlap).
 """
 
 from __future__ import annotations
