@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import shutil
 from pathlib import Path
 
 import orjson
@@ -16,8 +17,10 @@ import pytest
 from orgs import LocalHost, Org, assemble
 
 from careledger.consensus.cometbft.config import validator_address
-from careledger.consortium.ceremony import verify_genesis
+from careledger.consortium.ceremony import assemble_genesis, verify_genesis
+from careledger.consortium.home import NodeHome
 from careledger.consortium.members import ConsortiumError, MemberFile
+from careledger.consortium.runner import install, prepare
 from careledger.crypto.keys import Identity
 
 pytestmark = pytest.mark.timeout(180)
@@ -85,8 +88,6 @@ def test_two_member_files_with_one_validator_key_are_refused(founders: list[Org]
     a, b = founders[0].member, founders[1].member
     twin = MemberFile(**{**b.__dict__, "validator_pub_key": a.validator_pub_key})
     with pytest.raises(ConsortiumError, match="validator key"):
-        from careledger.consortium.ceremony import assemble_genesis
-
         assemble_genesis([a, twin], "twins")
 
 
@@ -176,8 +177,6 @@ def test_a_home_with_another_homes_member_file_is_refused(
 ) -> None:
     """Files of two node homes mixed (one organisation's keys, another's member file): the
     node would announce keys it does not hold."""
-    import shutil
-
     mixed = Org(founders[0].host, tmp_path / "mixed", "Hospital 0")
     shutil.copytree(founders[0].home, mixed.home)
     (mixed.home / "member.json").write_bytes(founders[1].member_file.read_bytes())
@@ -207,3 +206,24 @@ def test_init_refuses_a_home_that_holds_keys(founders: list[Org]) -> None:
         org, "node", "init", "--data-dir", str(org.home), "--name", "Again", "--p2p", "1.2.3.4:1"
     )
     assert "not empty" in message
+
+
+def test_a_node_binds_where_told_and_announces_its_member_files_address(
+    founders: list[Org], genesis: Path, tmp_path: Path
+) -> None:
+    """In a container the node binds 0.0.0.0 but peers dial the address the members agreed."""
+    org = founders[1]
+    message = refused(org, *org.start_args(genesis, founders[:1]), "--listen-p2p", "nowhere")
+    assert "--listen-p2p" in message
+    home = NodeHome(tmp_path / "copy")
+    shutil.copytree(org.home, home.root)
+    plan = prepare(
+        home, genesis.read_bytes(), founders[0].member.p2p_peer,
+        listen_p2p="0.0.0.0:26656", listen_api="0.0.0.0:8443",
+    )  # fmt: skip
+    install(plan)
+    config = (home.cometbft / "config" / "config.toml").read_text()
+    assert 'laddr = "tcp://0.0.0.0:26656"' in config
+    assert f'external_address = "{org.member.p2p_address}"' in config
+    assert home.config().api_port == 8443 and home.config().api_host == "0.0.0.0"
+    assert home.member().api_url == org.member.api_url  # what the members know is unchanged

@@ -98,6 +98,12 @@ def node_start(
     tls_ca: Path | None = typer.Option(
         None, help="The members' CA bundle: peers must be https:// URLs it verifies."
     ),
+    listen_p2p: str | None = typer.Option(
+        None, help="HOST:PORT to bind P2P on (default: the member file's; e.g. in a container)."
+    ),
+    listen_api: str | None = typer.Option(
+        None, help="HOST:PORT to bind the API on (default: node init's --api)."
+    ),
 ) -> None:
     """Run this organisation's node in the foreground: CometBFT, the node API, the FHIR
     gateway and the portal. Every check happens before anything is written."""
@@ -107,7 +113,17 @@ def node_start(
     with _clear_errors():
         raw = read_file(genesis, "genesis", MAX_GENESIS)
         tls = _tls(tls_cert, tls_key, tls_ca)
-        plan = prepare(home, raw, peers, peer_api, join=join, name=name, tls=tls)
+        plan = prepare(
+            home,
+            raw,
+            peers,
+            peer_api,
+            join=join,
+            name=name,
+            tls=tls,
+            listen_p2p=listen_p2p,
+            listen_api=listen_api,
+        )
         with node_lock(home):
             install(plan)
             console.print(

@@ -34,7 +34,12 @@ from careledger.consensus.cometbft.config import (
 )
 from careledger.consortium.ceremony import genesis_hash, verify_genesis
 from careledger.consortium.home import NodeHome, cometbft_command
-from careledger.consortium.members import ConsortiumError, MemberFile, parse_peers
+from careledger.consortium.members import (
+    ConsortiumError,
+    MemberFile,
+    check_host_port,
+    parse_peers,
+)
 from careledger.crypto.privatefs import write_private_file
 from careledger.node.network import NodeConfig
 from careledger.node.server import ServerControl
@@ -55,6 +60,7 @@ class StartPlan:
     peers: tuple[str, ...]
     config: NodeConfig
     settings: NetSettings
+    p2p_listen: str  # HOST:PORT CometBFT binds (the member file's address unless told)
 
 
 def prepare(
@@ -67,6 +73,8 @@ def prepare(
     name: str | None = None,
     settings: NetSettings | None = None,
     tls: TlsSettings | None = None,
+    listen_p2p: str | None = None,
+    listen_api: str | None = None,
 ) -> StartPlan:
     """Check a start before writing anything; ConsortiumError says what is wrong. `tls`:
     the node's certificate, key and the members' CA bundle (node/tls.py), checked here."""
@@ -81,6 +89,11 @@ def prepare(
     peer_api_urls = _peer_api_urls(peer_api, member.api_url)
     checked = _checked_tls(tls, peer_api_urls)
     config = replace(home.config(), peer_api_urls=peer_api_urls, tls=checked)
+    if listen_api is not None:  # e.g. 0.0.0.0 in a container; others still use api_url
+        api_host, api_port = check_host_port("--listen-api", listen_api)
+        config = replace(config, api_host=api_host, api_port=api_port)
+    if listen_p2p is not None:
+        check_host_port("--listen-p2p", listen_p2p)
     return StartPlan(
         home,
         member,
@@ -89,6 +102,7 @@ def prepare(
         parse_peers(peers, member.node_id),
         config,
         settings or NetSettings(),
+        listen_p2p or member.p2p_address,
     )
 
 
@@ -149,8 +163,10 @@ def install(plan: StartPlan) -> None:
     values = node_config_values(
         address, plan.peers, plan.config.abci_address, plan.settings, _moniker(plan.member)
     )
-    # CometBFT's RPC where node.json says (127.0.0.1 and `--rpc-port` of `node init`).
+    # CometBFT's RPC where node.json says (127.0.0.1 and `--rpc-port` of `node init`);
+    # P2P bound where told, announced at the member file's address.
     values[("rpc", "laddr")] = plan.config.rpc_url.replace("http://", "tcp://", 1)
+    values[("p2p", "laddr")] = f"tcp://{plan.p2p_listen}"
     edit_config_toml(home.cometbft / "config" / "config.toml", values)
     write_private_file(home.config_file, plan.config.to_json())
 
