@@ -1,0 +1,106 @@
+"""Review of issue 12: attacks on the genesis ceremony, node homes and `node start`, each run
+against the real commands (real node homes from `careledger node init`) and shown refused."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from orgs import LocalHost, Org, assemble
+
+from careledger.consortium.ceremony import verify_genesis
+from careledger.consortium.members import ConsortiumError
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+def founders(tmp_path_factory: pytest.TempPathFactory) -> list[Org]:
+    root = tmp_path_factory.mktemp("review12")
+    orgs = [Org(LocalHost(f"127.0.12.{i + 1}"), root / f"org{i}", f"Clinic {i}") for i in range(2)]
+    for org in orgs:
+        org.init()
+    return orgs
+
+
+@pytest.fixture(scope="module")
+def genesis(founders: list[Org], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return assemble(founders, tmp_path_factory.mktemp("genesis"), "review-12")
+
+
+def snapshot(org: Org) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(org.home.rglob("*")) if p.is_file()}
+
+
+def refused(org: Org, *args: str) -> str:
+    done = org.cli(*args)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    return " ".join(done.stderr.split())
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def edit(doc: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        target = doc
+        for key in parents:
+            target = target.setdefault(key, {})
+        target[last] = value
+
+    return edit
+
+
+def _power_as_number(doc: dict[str, Any]) -> None:
+    doc["validators"][0]["power"] = 10
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (_set("consensus_params.block.max_bytes", "104857600"), "block.max_bytes"),
+        (_set("consensus_params.block.max_bytes", "-1"), "block.max_bytes"),
+        (_set("consensus_params.evidence.max_age_num_blocks", "1"), "max_age_num_blocks"),
+        (_set("consensus_params.evidence.max_age_duration", "1000000000"), "max_age_duration"),
+        (_set("consensus_params.validator.pub_key_types", ["secp256k1"]), "pub_key_types"),
+        (_set("consensus_params.abci.vote_extensions_enable_height", "2"), "vote_extensions"),
+        (_set("consensus_params.block.max_bytes", 22020096), "block.max_bytes"),
+        (_set("consensus_params.feature.pbts_enable_height", "1"), "feature"),
+        (_set("initial_height", "1000"), "initial_height"),
+        (_set("app_hash", "AB" * 32), "app_hash"),
+        (_set("genesis_time", "2026-01-01T00:00:00Z"), "genesis_time differs"),
+        (_set("app_state.genesis_time", "2999-01-01T00:00:00Z"), "genesis_time differs"),
+        (_set("extra", {"x": 1}), "unknown field 'extra'"),
+        (_power_as_number, "malformed validator entry"),
+    ],
+)
+def test_a_genesis_whose_cometbft_fields_disagree_or_overreach_is_refused(
+    founders: list[Org], genesis: Path, edit: Callable[[dict[str, Any]], None], message: str
+) -> None:
+    doc = orjson.loads(genesis.read_bytes())
+    edit(doc)
+    with pytest.raises(ConsortiumError, match=message.replace(".", r"\.")):
+        verify_genesis(orjson.dumps(doc), founders[0].member)
+
+
+def test_a_genesis_dated_far_ahead_is_refused_before_node_start_writes(
+    founders: list[Org], genesis: Path, tmp_path: Path
+) -> None:
+    doc = orjson.loads(genesis.read_bytes())
+    doc["genesis_time"] = doc["app_state"]["genesis_time"] = "2999-01-01T00:00:00.000000Z"
+    future = tmp_path / "future.json"
+    future.write_bytes(orjson.dumps(doc))
+    org = founders[0]
+    before = snapshot(org)
+    message = refused(org, *org.start_args(future, founders[1:]))
+    assert "more than a day ahead" in message
+    assert "more than a day ahead" in refused(
+        org, "consortium", "verify-genesis", str(future), "--data-dir", str(org.home)
+    )
+    assert snapshot(org) == before
+
+
+def test_the_assembled_genesis_still_verifies(founders: list[Org], genesis: Path) -> None:
+    assert verify_genesis(genesis.read_bytes(), founders[0].member).chain_id == "review-12"
