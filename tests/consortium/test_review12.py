@@ -104,3 +104,33 @@ def test_a_genesis_dated_far_ahead_is_refused_before_node_start_writes(
 
 def test_the_assembled_genesis_still_verifies(founders: list[Org], genesis: Path) -> None:
     assert verify_genesis(genesis.read_bytes(), founders[0].member).chain_id == "review-12"
+
+
+@pytest.fixture(scope="module")
+def outsider(tmp_path_factory: pytest.TempPathFactory) -> Org:
+    """An organisation not in the founders' genesis (it would start with --join)."""
+    org = Org(LocalHost("127.0.12.9"), tmp_path_factory.mktemp("outsider"), "Outsider")
+    org.init()
+    return org
+
+
+def test_a_node_json_pointing_cometbfts_rpc_off_loopback_is_refused(
+    outsider: Org, founders: list[Org], genesis: Path
+) -> None:
+    config_file = outsider.home / "node.json"
+    original = config_file.read_bytes()
+    try:
+        for public in ("http://0.0.0.0:26657", "http://10.1.2.3:26657", "http://example.org:80"):
+            config_file.write_bytes(orjson.dumps({**orjson.loads(original), "rpc_url": public}))
+            before = snapshot(outsider)
+            message = refused(outsider, *outsider.start_args(genesis, founders, join=True))
+            assert "must be http:// on a loopback address" in message
+            assert snapshot(outsider) == before  # config.toml not written with a public laddr
+            status = refused(outsider, "node", "status", "--data-dir", str(outsider.home))
+            assert "must be http:// on a loopback address" in status  # nothing dialled
+        config_file.write_bytes(b"{not json")
+        assert "not a node configuration" in refused(
+            outsider, "node", "status", "--data-dir", str(outsider.home)
+        )
+    finally:
+        config_file.write_bytes(original)

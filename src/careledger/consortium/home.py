@@ -13,6 +13,8 @@ verifier and the tests read both the same way:
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +94,15 @@ class NodeHome:
         return self._key(self.app.organisation_key)
 
     def config(self) -> NodeConfig:
-        return NodeConfig.load(self.root)
+        """node.json, checked: CometBFT's RPC answers anyone who reaches it (broadcast, the
+        mempool, blocks), so a node.json pointing it off loopback, whether edited or restored,
+        is refused rather than written into config.toml or dialled by `node status`."""
+        try:
+            config = NodeConfig.load(self.root)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConsortiumError(f"{self.config_file}: not a node configuration ({exc})") from None
+        check_loopback_rpc(f"{self.config_file}: rpc_url", config.rpc_url)
+        return config
 
     @staticmethod
     def _key(path: Path) -> KeyFile:
@@ -155,6 +165,21 @@ def init_node(
     )
     write_private_file(home.config_file, config.to_json())
     return member
+
+
+def check_loopback_rpc(what: str, url: str) -> None:
+    """`url` is http://LOOPBACK-ADDRESS:PORT; ConsortiumError otherwise."""
+    found = re.fullmatch(r"http://(\[[0-9a-fA-F:]+\]|[0-9.]+):([0-9]{1,5})", url)
+    host = found.group(1).strip("[]") if found else ""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not found or not loopback or not 0 < int(found.group(2)) < 65536:
+        raise ConsortiumError(
+            f"{what} {url!r}: CometBFT's RPC must be http:// on a loopback address "
+            "(127.0.0.1), never on a network interface"
+        )
 
 
 def _url_host(host: str) -> str:
