@@ -3,16 +3,20 @@ against the real commands (real node homes from `careledger node init`) and show
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from orgs import LocalHost, Org, assemble
+from orgs import LocalHost, Org, assemble, wait_until
 
+from careledger.consensus.cometbft.server import abci_socket_path
 from careledger.consortium.ceremony import verify_genesis
 from careledger.consortium.members import ConsortiumError
+from nodeutil import free_port
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -134,3 +138,84 @@ def test_a_node_json_pointing_cometbfts_rpc_off_loopback_is_refused(
         )
     finally:
         config_file.write_bytes(original)
+
+
+def _solo(root: Path, address: str) -> tuple[Org, Path]:
+    """One organisation that is the whole network (it commits alone)."""
+    org = Org(LocalHost(address), root / "solo", "Solo", rpc_port=free_port())
+    org.init()
+    return org, assemble([org], root, "review-12-solo")
+
+
+def _cometbft_pid(org: Org) -> int:
+    wait_until(lambda: "CometBFT started (pid" in org.log.read_text(), 60, "CometBFT started")
+    return int(org.log.read_text().split("CometBFT started (pid ")[1].split(")")[0])
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return Path(f"/proc/{pid}/status").read_text().count("State:\tZ") == 1
+
+
+def test_cometbft_killed_stops_the_node_and_a_crash_lock_does_not_block_a_restart(
+    tmp_path: Path,
+) -> None:
+    org, genesis = _solo(tmp_path, "127.0.12.20")
+    try:
+        org.start(genesis, [])
+        org.wait_height(2)
+        os.kill(_cometbft_pid(org), signal.SIGKILL)  # CometBFT dies under the node
+        assert org.process is not None
+        assert org.process.wait(60) == 1  # a supervisor sees the failure and restarts both
+        assert "CometBFT exited with status -9; stopping the node" in org.log.read_text()
+        org.process = None
+
+        org.start(genesis, [])  # the lock file of the stopped node is still there
+        org.wait_height(3)
+        comet = _cometbft_pid_after(org, 1)
+        assert org.process is not None
+        org.process.kill()  # the node itself crashes: CometBFT loses its app and exits
+        org.process.wait(30)
+        org.process = None
+        wait_until(lambda: _gone(comet), 60, "the orphaned CometBFT to exit")
+        assert (org.home / "node.lock").exists()
+
+        org.start(genesis, [])  # a stale node.lock from a crash does not block a restart
+        org.wait_height(4)
+        assert org.stop() == 0
+    finally:
+        org.host.close()  # type: ignore[attr-defined]
+
+
+def _cometbft_pid_after(org: Org, skip: int) -> int:
+    """The pid of the (skip+1)th CometBFT this node started."""
+    marker = "CometBFT started (pid "
+
+    def started() -> bool:
+        return org.log.read_text().count(marker) > skip
+
+    wait_until(started, 60, "CometBFT started again")
+    return int(org.log.read_text().split(marker)[skip + 1].split(")")[0])
+
+
+def test_a_moved_home_starts_on_its_own_abci_socket(tmp_path: Path) -> None:
+    org, genesis = _solo(tmp_path, "127.0.12.21")
+    try:
+        org.start(genesis, [])
+        org.wait_height(2)
+        assert org.stop() == 0
+        old_socket = orjson.loads((org.home / "node.json").read_bytes())["abci_address"]
+        moved = tmp_path / "moved"
+        org.root.rename(moved)
+        org.root = moved
+        org.start(genesis, [])
+        org.wait_height(3)
+        config = orjson.loads((org.home / "node.json").read_bytes())
+        assert config["abci_address"] != old_socket
+        assert config["abci_address"] == f"unix://{abci_socket_path(org.home)}"
+        assert org.stop() == 0
+    finally:
+        org.host.close()  # type: ignore[attr-defined]
