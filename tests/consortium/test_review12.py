@@ -4,6 +4,7 @@ against the real commands (real node homes from `careledger node init`) and show
 from __future__ import annotations
 
 import os
+import re
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ from orgs import LocalHost, Org, assemble, wait_until
 
 from careledger.consensus.cometbft.server import abci_socket_path
 from careledger.consortium.ceremony import verify_genesis
-from careledger.consortium.members import ConsortiumError
+from careledger.consortium.members import ConsortiumError, MemberFile
 from nodeutil import free_port
 
 pytestmark = pytest.mark.timeout(180)
@@ -219,3 +220,36 @@ def test_a_moved_home_starts_on_its_own_abci_socket(tmp_path: Path) -> None:
         assert org.stop() == 0
     finally:
         org.host.close()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("field", "bad", "message"),
+    [
+        ("p2p_address", "0.0.0.0:26656", "not an address other members can reach"),
+        ("p2p_address", "[::]:26656", "not an address other members can reach"),
+        ("p2p_address", "224.0.0.1:26656", "not an address other members can reach"),
+        ("api_url", "http://0.0.0.0:26658", "not an address other members can reach"),
+        ("api_url", "http://user@evil.example:26658", "not a host name or address"),
+        ("api_url", "https://hospital.example", "is not HOST:PORT"),
+        ("api_url", "ftp://hospital.example:21", "must be http(s)://HOST:PORT"),
+        ("name", "Clinic \u202egnp.exe", "printable characters"),
+        ("name", "Clinic\x1b[31m", "printable characters"),
+        ("name", "x" * 16_000, "larger than 16384 bytes"),
+        ("name", "x" * 201, "printable characters"),
+    ],
+)
+def test_a_member_file_others_cannot_dial_or_display_safely_is_refused(
+    founders: list[Org], field: str, bad: str, message: str
+) -> None:
+    doc = orjson.loads(founders[0].member_file.read_bytes())
+    with pytest.raises(ConsortiumError, match=re.escape(message)):
+        MemberFile.parse(orjson.dumps({**doc, field: bad}))
+
+
+def test_node_init_on_an_unspecified_address_writes_nothing(tmp_path: Path) -> None:
+    org = Org(LocalHost("127.0.12.10"), tmp_path, "Anywhere")
+    for flags in (["--p2p", "0.0.0.0:26656"], ["--p2p", "127.0.12.10:26656", "--api", "[::]:80"]):
+        done = org.cli("node", "init", "--data-dir", str(org.home), "--name", "A", *flags)
+        assert done.returncode == 1, done.stdout
+        assert "not an address other members can reach" in " ".join(done.stderr.split())
+        assert not org.home.exists()

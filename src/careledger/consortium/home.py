@@ -22,7 +22,12 @@ from pathlib import Path
 from careledger.consensus.cometbft.binary import CometBftNotFound, cometbft_binary
 from careledger.consensus.cometbft.config import node_id, validator_public_key
 from careledger.consensus.cometbft.server import abci_socket_path
-from careledger.consortium.members import ConsortiumError, MemberFile, check_host_port
+from careledger.consortium.members import (
+    ConsortiumError,
+    MemberFile,
+    check_dialable,
+    check_host_port,
+)
 from careledger.crypto.keyfile import KeyFile, KeyFileError
 from careledger.crypto.keys import Identity
 from careledger.crypto.privatefs import make_private_dir, write_private_file
@@ -134,6 +139,8 @@ def init_node(
         raise ConsortiumError(f"{root} is not empty: refusing to make keys over another node's")
     p2p_host, _ = check_host_port("--p2p", p2p_address)
     api_host, api_port = check_host_port("--api", api_address or f"{p2p_host}:{DEFAULT_API_PORT}")
+    check_dialable("--p2p", p2p_address)  # the member file announces both to the others
+    check_dialable("--api", f"{_url_host(api_host)}:{api_port}")
     if not 0 < rpc_port < 65536:
         raise ConsortiumError("--rpc-port must be 1..65535")
     binary = cometbft_command()
