@@ -15,12 +15,14 @@ import hashlib
 import re
 import subprocess
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from careledger.chain.block import parse_time_ns
 from careledger.chain.genesis import Genesis, GenesisOrganisation
 from careledger.consensus.cometbft.config import (
     GENESIS_POWER,
@@ -30,7 +32,37 @@ from careledger.consensus.cometbft.config import (
 from careledger.consortium.members import ConsortiumError, MemberFile
 
 MAX_GENESIS = 4 * 1024 * 1024
+MAX_GENESIS_AHEAD_NS = 24 * 3600 * 1_000_000_000
 _CHAIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,49}")
+_TOP_LEVEL = {
+    "genesis_time",
+    "chain_id",
+    "initial_height",
+    "consensus_params",
+    "validators",
+    "app_hash",
+    "app_state",
+}
+# CometBFT's consensus parameters a genesis may set, and what this software accepts for each
+# (CometBFT 0.38's defaults are the limits): the assembler could otherwise hand every founder a
+# chain with 100 MB blocks, evidence that expires before it can be reported, or a consensus key
+# type the application's validator updates cannot use. CometBFT encodes int64 as strings.
+_MAX_BLOCK_BYTES = 22_020_096
+_PARAMS: dict[str, dict[str, Any]] = {
+    "block": {
+        "max_bytes": lambda v: 0 < int(v) <= _MAX_BLOCK_BYTES,
+        "max_gas": lambda v: v == "-1",
+        "time_iota_ms": lambda v: True,  # read by older CometBFT versions only
+    },
+    "evidence": {
+        "max_age_num_blocks": lambda v: int(v) >= 100_000,
+        "max_age_duration": lambda v: int(v) >= 172_800_000_000_000,  # 48 hours
+        "max_bytes": lambda v: 0 <= int(v) <= 1_048_576,
+    },
+    "validator": {"pub_key_types": lambda v: v == ["ed25519"]},
+    "version": {"app": lambda v: v == "0"},
+    "abci": {"vote_extensions_enable_height": lambda v: v == "0"},
+}
 
 
 def genesis_hash(raw: bytes) -> str:
@@ -91,8 +123,9 @@ def read_genesis(raw: bytes) -> tuple[dict[str, Any], Genesis]:
         genesis = Genesis.from_json(orjson.dumps(doc["app_state"]))
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise ConsortiumError(f"genesis: not a CareLedger genesis file ({exc})") from None
-    if doc.get("chain_id") != genesis.chain_id:
+    if not isinstance(doc, dict) or doc.get("chain_id") != genesis.chain_id:
         raise ConsortiumError("genesis: CometBFT's chain_id differs from the app_state's")
+    _check_cometbft_fields(doc, genesis)
     expected = sorted(
         (validator_address(bytes.fromhex(o.validator_pub_key)), o.validator_pub_key)
         for o in genesis.organisations
@@ -106,13 +139,54 @@ def read_genesis(raw: bytes) -> tuple[dict[str, Any], Genesis]:
     return doc, genesis
 
 
+def _check_cometbft_fields(doc: dict[str, Any], genesis: Genesis) -> None:
+    """CometBFT's own fields agree with the app_state and start the chain this software runs:
+    at height 1, from an empty app hash, at the app_state's genesis time, with consensus
+    parameters inside _PARAMS."""
+    unknown = sorted(set(doc) - _TOP_LEVEL)
+    if unknown:
+        raise ConsortiumError(f"genesis: unknown field {unknown[0]!r}")
+    if doc.get("initial_height", "1") not in ("0", "1"):
+        raise ConsortiumError('genesis: initial_height must be "1" (a chain from block 1)')
+    if doc.get("app_hash", "") != "":
+        raise ConsortiumError("genesis: app_hash must be empty (the application computes it)")
+    if doc.get("genesis_time") != genesis.genesis_time:
+        raise ConsortiumError("genesis: CometBFT's genesis_time differs from the app_state's")
+    try:
+        parse_time_ns(genesis.genesis_time)
+    except ValueError:
+        raise ConsortiumError("genesis: genesis_time is not an RFC 3339 UTC time") from None
+    params = doc.get("consensus_params", {})
+    if not isinstance(params, dict):
+        raise ConsortiumError("genesis: consensus_params is not an object")
+    for section, values in params.items():
+        rules = _PARAMS.get(section)
+        if rules is None or not isinstance(values, dict):
+            raise ConsortiumError(f"genesis: consensus_params.{section} is unknown here")
+        for key, value in values.items():
+            if not _param_ok(rules.get(key), value):
+                raise ConsortiumError(
+                    f"genesis: consensus_params.{section}.{key} = {str(value)[:40]} is outside "
+                    "what this software accepts (docs/operations.md, the genesis ceremony)"
+                )
+
+
+def _param_ok(rule: Any, value: object) -> bool:
+    if rule is None or isinstance(value, bool | int | float):  # CometBFT wants "N" strings
+        return False
+    try:
+        return bool(rule(value))
+    except (TypeError, ValueError):
+        return False
+
+
 def _validators(doc: dict[str, Any]) -> list[tuple[str, str]]:
     found = []
     for v in doc.get("validators") or []:
         try:
             key = base64.b64decode(v["pub_key"]["value"], validate=True)
             ok = v["pub_key"]["type"] == "tendermint/PubKeyEd25519" and len(key) == 32
-            ok = ok and str(v["power"]) == str(GENESIS_POWER)
+            ok = ok and v["power"] == str(GENESIS_POWER)  # CometBFT refuses a bare number
             ok = ok and v.get("address", validator_address(key)) == validator_address(key)
         except (KeyError, TypeError, ValueError):
             ok = False
@@ -135,6 +209,7 @@ def verify_genesis(
             f"genesis: its SHA-256 is {genesis_hash(raw)}, not the {expected_hash} agreed"
         )
     _, genesis = read_genesis(raw)
+    _require_started_soon(genesis)
     if own is not None:
         _require_entry(genesis, own)
     if agreed is not None:
@@ -146,6 +221,17 @@ def verify_genesis(
                 f"genesis: its members ({names}) are not the {len(agreed)} member files agreed"
             )
     return genesis
+
+
+def _require_started_soon(genesis: Genesis) -> None:
+    """CometBFT sleeps until the genesis time before its first block: a genesis dated a year
+    ahead would start every founder's node and commit nothing, with no error anywhere."""
+    ahead = parse_time_ns(genesis.genesis_time) - time.time_ns()
+    if ahead > MAX_GENESIS_AHEAD_NS:
+        raise ConsortiumError(
+            f"genesis: its genesis_time {genesis.genesis_time} is more than a day ahead of this "
+            "machine's clock (the chain would not start until then)"
+        )
 
 
 def _require_entry(genesis: Genesis, own: MemberFile) -> None:

@@ -13,6 +13,8 @@ verifier and the tests read both the same way:
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,12 @@ from pathlib import Path
 from careledger.consensus.cometbft.binary import CometBftNotFound, cometbft_binary
 from careledger.consensus.cometbft.config import node_id, validator_public_key
 from careledger.consensus.cometbft.server import abci_socket_path
-from careledger.consortium.members import ConsortiumError, MemberFile, check_host_port
+from careledger.consortium.members import (
+    ConsortiumError,
+    MemberFile,
+    check_dialable,
+    check_host_port,
+)
 from careledger.crypto.keyfile import KeyFile, KeyFileError
 from careledger.crypto.keys import Identity
 from careledger.crypto.privatefs import make_private_dir, write_private_file
@@ -92,7 +99,15 @@ class NodeHome:
         return self._key(self.app.organisation_key)
 
     def config(self) -> NodeConfig:
-        return NodeConfig.load(self.root)
+        """node.json, checked: CometBFT's RPC answers anyone who reaches it (broadcast, the
+        mempool, blocks), so a node.json pointing it off loopback, whether edited or restored,
+        is refused rather than written into config.toml or dialled by `node status`."""
+        try:
+            config = NodeConfig.load(self.root)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConsortiumError(f"{self.config_file}: not a node configuration ({exc})") from None
+        check_loopback_rpc(f"{self.config_file}: rpc_url", config.rpc_url)
+        return config
 
     @staticmethod
     def _key(path: Path) -> KeyFile:
@@ -124,6 +139,8 @@ def init_node(
         raise ConsortiumError(f"{root} is not empty: refusing to make keys over another node's")
     p2p_host, _ = check_host_port("--p2p", p2p_address)
     api_host, api_port = check_host_port("--api", api_address or f"{p2p_host}:{DEFAULT_API_PORT}")
+    check_dialable("--p2p", p2p_address)  # the member file announces both to the others
+    check_dialable("--api", f"{_url_host(api_host)}:{api_port}")
     if not 0 < rpc_port < 65536:
         raise ConsortiumError("--rpc-port must be 1..65535")
     binary = cometbft_command()
@@ -155,6 +172,21 @@ def init_node(
     )
     write_private_file(home.config_file, config.to_json())
     return member
+
+
+def check_loopback_rpc(what: str, url: str) -> None:
+    """`url` is http://LOOPBACK-ADDRESS:PORT; ConsortiumError otherwise."""
+    found = re.fullmatch(r"http://(\[[0-9a-fA-F:]+\]|[0-9.]+):([0-9]{1,5})", url)
+    host = found.group(1).strip("[]") if found else ""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not found or not loopback or not 0 < int(found.group(2)) < 65536:
+        raise ConsortiumError(
+            f"{what} {url!r}: CometBFT's RPC must be http:// on a loopback address "
+            "(127.0.0.1), never on a network interface"
+        )
 
 
 def _url_host(host: str) -> str:

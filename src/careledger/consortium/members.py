@@ -53,9 +53,11 @@ class MemberFile:
             raise ConsortiumError("member file: node_id must be 20 bytes of lowercase hex")
         if self.did == self.node_did:
             raise ConsortiumError("member file: the node's did must differ from the organisation's")
-        check_host_port("member file: p2p_address", self.p2p_address)
-        if not re.fullmatch(r"https?://[^\s/]+", self.api_url):
+        check_dialable("member file: p2p_address", self.p2p_address)
+        scheme, sep, address = self.api_url.partition("://")
+        if scheme not in ("http", "https") or not sep:
             raise ConsortiumError("member file: api_url must be http(s)://HOST:PORT")
+        check_dialable("member file: api_url", address)
 
     @property
     def p2p_peer(self) -> str:
@@ -113,6 +115,22 @@ def check_host_port(what: str, value: str) -> tuple[str, int]:
         if not _HOSTNAME.fullmatch(bare):
             raise ConsortiumError(f"{what}: {host!r} is not a host name or address") from None
     return bare, int(port)
+
+
+def check_dialable(what: str, value: str) -> None:
+    """HOST:PORT the other members can dial: not 0.0.0.0 or :: (which each of them would
+    read as itself), nor a multicast or broadcast address."""
+    host, _ = check_host_port(what, value)
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return  # a host name: resolved by each member
+    if (
+        address.is_unspecified
+        or address.is_multicast
+        or address == ipaddress.IPv4Address("255.255.255.255")
+    ):
+        raise ConsortiumError(f"{what}: {host} is not an address other members can reach")
 
 
 def parse_peers(value: str, own_node_id: str = "") -> tuple[str, ...]:

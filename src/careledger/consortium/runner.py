@@ -32,6 +32,7 @@ from careledger.consensus.cometbft.config import (
     edit_config_toml,
     node_config_values,
 )
+from careledger.consensus.cometbft.server import abci_socket_path
 from careledger.consortium.ceremony import genesis_hash, verify_genesis
 from careledger.consortium.home import NodeHome, cometbft_command
 from careledger.consortium.members import (
@@ -88,7 +89,14 @@ def prepare(
     _require_same_chain(home, genesis, genesis_raw)
     peer_api_urls = _peer_api_urls(peer_api, member.api_url)
     checked = _checked_tls(tls, peer_api_urls)
-    config = replace(home.config(), peer_api_urls=peer_api_urls, tls=checked)
+    # The ABCI socket follows the home (a moved or restored home, or an edited node.json,
+    # never points at another node's socket: starting unlinks whatever is at that path).
+    config = replace(
+        home.config(),
+        abci_address=f"unix://{abci_socket_path(home.root)}",
+        peer_api_urls=peer_api_urls,
+        tls=checked,
+    )
     if listen_api is not None:  # e.g. 0.0.0.0 in a container; others still use api_url
         api_host, api_port = check_host_port("--listen-api", listen_api)
         config = replace(config, api_host=api_host, api_port=api_port)
