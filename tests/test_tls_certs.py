@@ -30,8 +30,8 @@ from careledger.consortium.tls import (
     make_bundle,
     make_ca,
     sign_node_cert,
-    tls_app,
 )
+from careledger.consortium.tls_cli import tls_app
 from careledger.node.tls import TlsConfigError, TlsSettings, tls_settings
 
 

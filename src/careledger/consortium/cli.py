@@ -27,7 +27,7 @@ from careledger.consortium.home import DEFAULT_RPC_PORT, NodeHome, init_node
 from careledger.consortium.members import MAX_MEMBER_FILE, ConsortiumError, MemberFile
 from careledger.consortium.runner import install, node_lock, prepare, read_file, run
 from careledger.consortium.status import node_report
-from careledger.consortium.tls import tls_app
+from careledger.consortium.tls_cli import tls_app
 from careledger.consortium.upgrade_cli import upgrade_app
 from careledger.node.tls import TlsConfigError, TlsSettings
 from careledger.wallet.node_client import NodeError
