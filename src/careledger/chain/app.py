@@ -342,8 +342,12 @@ class Application:
 
     # --- ABCI: mempool --------------------------------------------------------------------
 
-    def check_tx(self, raw: bytes) -> TxResult:
+    def check_tx(self, raw: bytes, *, recheck: bool = False) -> TxResult:
         """Admit a transaction to the mempool: well-formed, signed, fresh nonce, valid payload.
+
+        `recheck`: the transaction was admitted before and a block has committed since (the
+        drivers re-check what still waits, CometBFT with CheckTx of type RECHECK): only what
+        a committed block can change needs checking again.
 
         Never raises: any bytes get a code. A local fault here (the mempool is each node's
         own) refuses the transaction with INTERNAL and leaves the state as it was.

@@ -114,7 +114,7 @@ class AbciHandler:
     # --- mempool and queries ---------------------------------------------------------------
 
     def on_CheckTx(self, req: m.RequestCheckTx) -> m.ResponseCheckTx:
-        result = self.app.check_tx(req.tx)
+        result = self.app.check_tx(req.tx, recheck=req.type == m.CHECK_TX_RECHECK)
         return m.ResponseCheckTx(code=int(result.code), data=result.data, log=result.log)
 
     def on_Query(self, req: m.RequestQuery) -> m.ResponseQuery:

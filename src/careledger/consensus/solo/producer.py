@@ -171,7 +171,7 @@ class SoloProducer:
         """Re-admit what still waits against the new state (commit reset the mempool view)."""
         waiting, self._mempool = self._mempool, deque()
         for pending in waiting:
-            checked = self.app.check_tx(pending.raw)
+            checked = self.app.check_tx(pending.raw, recheck=True)
             if checked.ok:
                 self._mempool.append(pending)
             else:
