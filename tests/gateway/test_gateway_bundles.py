@@ -23,7 +23,7 @@ from careledger.gateway.outcome import FhirError
 from careledger.gateway.principal import Principal
 from careledger.gateway.resources import Resources
 from careledger.gateway.smart.scopes import parse_scopes
-from careledger.gateway.views import Views
+from careledger.gateway.views import ProvenanceView
 from careledger.wallet.consent import ConsentClient
 from careledger.wallet.fhir import validate_resource
 from nodeutil import SHARED_DATA, NodeProcess, enrol
@@ -595,8 +595,7 @@ def test_a_clients_provenance_is_answered_with_the_chains_own(gateway: Gateway) 
     reply = answer["entry"][1]["response"]
     assert reply["status"] == "200 OK"
     assert "not stored" in reply["outcome"]["issue"][0]["diagnostics"]
-    views = Views(gateway)
-    [chain] = views.search_provenance(_principal(gateway), {"target": patient})
+    [chain] = ProvenanceView(gateway).search(_principal(gateway), {"target": patient})
     assert reply["location"] == f"Provenance/{chain['id']}"
     assert chain["agent"][0]["who"]["identifier"]["value"] == gateway.organisation.did
     invalid = {**claimed, "recorded": "yesterday"}

@@ -1,4 +1,4 @@
-"""The read-only views (gateway/views.py) against a real `careledger up` node: Consent shows
+"""The read-only views (gateway/views/) against a real `careledger up` node: Consent shows
 the organisation's grants, Provenance checks against the chain, a refused read shows as a
 failed AuditEvent. Service-layer tests: a `Gateway` object, no HTTP (tests/gateway/
 test_gateway_bundles.py serves them over HTTP)."""
@@ -21,7 +21,7 @@ from careledger.gateway.outcome import FhirError
 from careledger.gateway.principal import Principal
 from careledger.gateway.receipts import receipt_states
 from careledger.gateway.smart.scopes import parse_scopes
-from careledger.gateway.views import Views
+from careledger.gateway.views import AuditEventView, ConsentView, ProvenanceView
 from careledger.wallet.fhir import validate_resource
 from careledger.wallet.records import RecordsClient, Written
 from nodeutil import NodeProcess, enrol
@@ -80,8 +80,8 @@ def _write_indexed(gateway: Gateway, principal: Principal) -> tuple[str, list[Wr
 def test_consent_view_shows_the_organisations_grants(gateway: Gateway) -> None:
     principal = _principal(gateway)
     patient, _ = _write_indexed(gateway, principal)
-    views = Views(gateway)
-    consents = views.search_consents(principal, {"patient": "Patient/p1"})
+    consents_view = ConsentView(gateway)
+    consents = consents_view.search(principal, {"patient": "Patient/p1"})
     assert len(consents) == 1  # the write grant enrolment gives the organisation
     consent = consents[0]
     validate_resource(consent)
@@ -90,18 +90,18 @@ def test_consent_view_shows_the_organisations_grants(gateway: Gateway) -> None:
     assert consent["patient"]["identifier"]["value"] == patient
     actor = consent["provision"]["actor"][0]["reference"]["identifier"]["value"]
     assert actor == gateway.organisation.did
-    assert views.read_consent(principal, consent["id"]) == consent
-    assert views.search_consents(principal, {"patient": "Patient/nobody"}) == []
+    assert consents_view.read(principal, consent["id"]) == consent
+    assert consents_view.search(principal, {"patient": "Patient/nobody"}) == []
     with pytest.raises(FhirError) as caught:
-        views.read_consent(principal, "0" * 32)
+        consents_view.read(principal, "0" * 32)
     assert caught.value.status == 404
 
 
 def test_provenance_of_each_version_checks_against_the_chain(gateway: Gateway) -> None:
     principal = _principal(gateway)
     _, written = _write_indexed(gateway, principal)
-    views = Views(gateway)
-    found = views.search_provenance(principal, {"target": "Observation/o1"})
+    view = ProvenanceView(gateway)
+    found = view.search(principal, {"target": "Observation/o1"})
     assert [p["target"][0]["reference"] for p in found] == [
         "Observation/o1/_history/1",
         "Observation/o1/_history/2",
@@ -120,18 +120,20 @@ def test_provenance_of_each_version_checks_against_the_chain(gateway: Gateway) -
         block_time = node.block(version.height)["header"]["time"]
         assert provenance["recorded"][:23] == block_time[:23]
     assert [p["activity"]["coding"][0]["code"] for p in found] == ["CREATE", "UPDATE"]
-    one = views.read_provenance(principal, found[1]["id"])
+    one = view.read(principal, found[1]["id"])
     assert one == found[1]
-    assert len(views.search_provenance(principal, {"patient": "Patient/p1"})) == 3
+    assert len(view.search(principal, {"patient": "Patient/p1"})) == 3
     only_patients = _principal(gateway, "system/Patient.rs system/Provenance.rs")
-    assert views.search_provenance(only_patients, {"target": "Observation/o1"}) == []
+    assert view.search(only_patients, {"target": "Observation/o1"}) == []
 
 
-def _events_until(views: Views, principal: Principal, outcome: str) -> list[dict[str, Any]]:
+def _events_until(
+    views: AuditEventView, principal: Principal, outcome: str
+) -> list[dict[str, Any]]:
     """AuditEvents with this outcome, once the node has committed the receipted entries."""
     deadline = time.monotonic() + 60
     while True:
-        events = views.search_audit_events(principal, {"outcome": outcome})
+        events = views.search(principal, {"outcome": outcome})
         if events or time.monotonic() > deadline:
             return events
         time.sleep(0.2)
@@ -145,7 +147,7 @@ def test_a_refused_read_shows_as_a_failed_audit_event(gateway: Gateway, node: No
         own = patient.write(patient_keys.did, _observation("mine", "me"))
     [(status, _)] = clinic.fetch([own.blob_hash])  # the organisation may write, not read
     assert status == 403
-    views = Views(gateway)
+    views = AuditEventView(gateway)
     failed = _events_until(views, principal, "4")
     assert len(failed) == 1
     event = failed[0]
@@ -154,7 +156,7 @@ def test_a_refused_read_shows_as_a_failed_audit_event(gateway: Gateway, node: No
     assert event["agent"][0]["who"]["identifier"]["value"] == gateway.organisation.did
     assert event["entity"][0]["what"]["identifier"]["value"] == patient_keys.did
     assert event["entity"][1]["what"]["identifier"]["value"] == own.ref.name[:32]
-    assert views.read_audit_event(principal, event["id"]) == event
+    assert views.read(principal, event["id"]) == event
     assert receipt_states(gateway.audit_db) == {"proven": 1}
 
 
@@ -163,9 +165,9 @@ def test_a_served_read_shows_as_an_audit_event_of_its_patient(gateway: Gateway) 
     _, written = _write_indexed(gateway, principal)
     client = gateway.records_for(principal)
     assert client.read(written[1].ref)["id"] == "o1"
-    views = Views(gateway)
+    views = AuditEventView(gateway)
     served = _events_until(views, principal, "0")
     assert [e["outcomeDesc"] for e in served] == ["author"]
     assert served[0]["entity"][0]["what"]["reference"] == "Patient/p1"
-    assert views.search_audit_events(principal, {"patient": "Patient/p1"}) == served
-    assert views.search_audit_events(principal, {"patient": "Patient/other"}) == []
+    assert views.search(principal, {"patient": "Patient/p1"}) == served
+    assert views.search(principal, {"patient": "Patient/other"}) == []

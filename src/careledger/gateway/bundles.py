@@ -415,7 +415,7 @@ class BundleProcessor:
 
     def _chain_provenance(self, entry: Entry) -> dict[str, Any]:
         """A client's Provenance (current Synthea ends each bundle with one): not stored,
-        since Provenance here is the chain's record of each version (gateway/views.py). The
+        since Provenance here is the chain's record of each version (gateway/views/). The
         entry is answered with the chain's Provenance of its first target, which this
         transaction wrote, and says so."""
         assert entry.resource is not None

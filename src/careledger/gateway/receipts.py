@@ -4,7 +4,7 @@ Every blob read the gateway makes (as the organisation or one of its practitione
 answered with the node's signed receipt (`protocol/receipts.py`), served or refused alike:
 the wallet SDK checks it and hands it here (`RecordsApi.on_receipt`, set by
 `Gateway.records_for`). A receipt names journal entries, not their content; the AuditEvent
-view (`gateway/views.py`) later asks the node where they went (`GET /audit/entries`, to the
+view (`gateway/views/`) later asks the node where they went (`GET /audit/entries`, to the
 reader only), proves them on chain (`wallet/audit.check_receipt`) and keeps the entries it
 proved as AuditEvents (table `audit_events`). So the view shows what the chain holds, each
 entry checked against the batch that carries it, not the gateway's own account of its reads.
