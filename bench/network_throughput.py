@@ -36,6 +36,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -246,6 +247,13 @@ def main() -> None:
     parser.add_argument("--only", choices=["ours", "kvstore"])
     parser.add_argument("--no-recheck", action="store_true", help="mempool.recheck = false")
     parser.add_argument("--no-broadcast", action="store_true", help="mempool.broadcast = false")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="any other NetSettings field, for both networks (e.g. flush_throttle=100ms)",
+    )
     parser.add_argument("--profile", type=Path, help="py-spy the application processes into DIR")
     parser.add_argument(
         "--label", default="", help="recorded with the figures (e.g. which code ran: base)"
@@ -258,6 +266,7 @@ def main() -> None:
         mempool_broadcast=not args.no_broadcast,
         log_level="*:error",
     )
+    settings = replace(settings, **_overrides(args.set))
     print(f"machine: {machine()}")
     print(f"settings: {settings.as_dict()}")
     detail = {
@@ -293,6 +302,19 @@ def main() -> None:
         print(f"\nours / kvstore committed tx/s: {ratio:.2f}")
     if args.profile is not None and ours is not None:
         print_profile(args.profile)
+
+
+def _overrides(assignments: list[str]) -> dict[str, Any]:
+    """`field=value` pairs as NetSettings fields, the value in the field's own type."""
+    defaults = NetSettings().as_dict()
+    found: dict[str, Any] = {}
+    for assignment in assignments:
+        name, _, text = assignment.partition("=")
+        if name not in defaults:
+            raise SystemExit(f"--set: NetSettings has no field {name!r}")
+        kind = type(defaults[name])
+        found[name] = text.lower() == "true" if kind is bool else kind(text)
+    return found
 
 
 def _report(measure: str, result: RunFigures, detail: dict[str, object]) -> None:
