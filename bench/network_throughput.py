@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import base64
 import hashlib
+import itertools
 import os
 import random
 import subprocess
@@ -71,6 +72,7 @@ class BlockWatcher(threading.Thread):
         self.rpc_url = rpc_url
         self.next_height = start_height + 1
         self.seen: dict[bytes, float] = {}
+        self.blocks: list[tuple[float, int]] = []  # (when seen, transactions) per block
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -90,8 +92,10 @@ class BlockWatcher(threading.Thread):
         if reply.get("error"):
             return False  # not committed yet
         now = time.perf_counter()
-        for encoded in reply["result"]["block"]["data"]["txs"] or []:
+        txs = reply["result"]["block"]["data"]["txs"] or []
+        for encoded in txs:
             self.seen.setdefault(hashlib.sha256(base64.b64decode(encoded)).digest(), now)
+        self.blocks.append((now, len(txs)))
         self.next_height += 1
         return True
 
@@ -149,6 +153,7 @@ def kvstore_txs(count: int, size: int) -> list[bytes]:
 class RunFigures:
     figures: Figures
     cpu: dict[str, float]  # process kind ("app", "cometbft") -> CPU seconds during the run
+    blocks: list[tuple[float, int]]  # (when seen, transactions) of each block of the run
 
     def cpu_ms_per_tx(self, kind: str) -> float:
         return 1000 * self.cpu.get(kind, 0.0) / max(1, self.figures.committed)
@@ -156,6 +161,20 @@ class RunFigures:
     def cpu_row(self) -> str:
         shares = ", ".join(f"{k} {self.cpu_ms_per_tx(k):.2f}" for k in sorted(self.cpu))
         return f"  CPU ms per committed tx (all 4 nodes): {shares}"
+
+    def blocks_row(self) -> str:
+        """Blocks with transactions: how many, how full, how far apart (the longest gap
+        shows a stalled height)."""
+        full = [(t, n) for t, n in self.blocks if n]
+        if len(full) < 2:
+            return "  blocks: fewer than two with transactions"
+        gaps = [b[0] - a[0] for a, b in itertools.pairwise(full)]
+        sizes = [n for _, n in full]
+        return (
+            f"  blocks with txs: {len(full)}, txs per block mean {sum(sizes) / len(sizes):,.0f}"
+            f" max {max(sizes):,}, interval mean {1000 * sum(gaps) / len(gaps):,.0f} ms"
+            f" max {1000 * max(gaps):,.0f} ms"
+        )
 
 
 def run(
@@ -188,7 +207,7 @@ def run(
     last = max(watcher.seen[h] for h in committed) if committed else first + 1
     figures = Figures(f"{name}, {rate:,.0f} tx/s offered", len(committed), last - first, latencies)
     cpu = {kind: cpu_after[kind] - cpu_before[kind] for kind in cpu_before}
-    return RunFigures(figures, cpu)
+    return RunFigures(figures, cpu, watcher.blocks)
 
 
 def _pids_by_kind(network: Network) -> dict[str, list[int]]:
@@ -320,6 +339,7 @@ def _overrides(assignments: list[str]) -> dict[str, Any]:
 def _report(measure: str, result: RunFigures, detail: dict[str, object]) -> None:
     print(result.figures.row(), flush=True)
     print(result.cpu_row(), flush=True)
+    print(result.blocks_row(), flush=True)
     record_run(measure, result, **detail)
 
 

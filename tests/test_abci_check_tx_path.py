@@ -10,7 +10,12 @@ read what the generic decoder reads or step aside (None), for every mutant of re
 
 from __future__ import annotations
 
+import asyncio
 import random
+import shutil
+import socket
+import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +32,13 @@ from careledger.consensus.cometbft.codec import (
     FrameReader,
     decode_check_tx,
     decode_request,
+    decode_response,
     encode_request,
     encode_response,
+    frame,
 )
 from careledger.consensus.cometbft.protowire import CodecError, encode_uvarint
-from careledger.consensus.cometbft.server import AbciHandler
+from careledger.consensus.cometbft.server import AbciHandler, AbciServer
 from careledger.crypto.keys import Identity
 from nodeutil import CHAIN_ID, GENESIS_TIME
 
@@ -158,3 +165,69 @@ def test_the_fast_path_answers_byte_for_byte_as_the_handler_does() -> None:
         answers.append(expected)
     assert answers[0] == CHECK_TX_OK_RESPONSE
     assert len({a for a in answers if a != CHECK_TX_OK_RESPONSE}) >= 3  # refusals with logs
+
+
+class _OrderRecordingHandler(AbciHandler):
+    """Records the order in which the application is asked (checks and Info)."""
+
+    def __init__(self, handler: AbciHandler) -> None:
+        super().__init__(handler.app)
+        self.calls: list[str] = []
+        self.checking = threading.Event()
+
+    def check_tx_response(self, tx: bytes, kind: int) -> bytes:
+        self.calls.append("check")
+        self.checking.set()
+        return super().check_tx_response(tx, kind)
+
+    def on_Info(self, req: m.RequestInfo) -> m.ResponseInfo:
+        self.calls.append("info")
+        return super().on_Info(req)
+
+
+def _read_answers(sock: socket.socket, count: int) -> list[Any]:
+    frames, answers = FrameReader(), list[Any]()
+    while len(answers) < count:
+        chunk = sock.recv(1 << 16)
+        assert chunk, "the server closed the connection"
+        answers += [decode_response(body) for body in frames.feed(chunk)]
+    return answers
+
+
+def test_a_flood_of_check_tx_does_not_hold_up_another_connection() -> None:
+    """CometBFT floods the mempool connection under load; the consensus connection's
+    requests (here Info) used to wait until the server had answered every CheckTx it had
+    read, which stalled heights for seconds. Now the server lets the other connections in
+    every few milliseconds of work: Info is answered while the flood is still being checked."""
+    org = Identity.generate()
+    handler = _OrderRecordingHandler(_handler(org))
+    txs = [_registration(org) for _ in range(100)]  # ~100 x 0.3 ms of checking, far above a slice
+    flood = b"".join(frame(encode_request(m.RequestCheckTx(tx=tx))) for tx in txs)
+    server = AbciServer(handler)
+    loop = asyncio.new_event_loop()
+    serving = threading.Thread(target=loop.run_forever, daemon=True)
+    serving.start()
+    directory = tempfile.mkdtemp(prefix="abci", dir="/tmp")  # a unix socket path is short
+    path = f"{directory}/app.sock"
+    try:
+        asyncio.run_coroutine_threadsafe(server.start(f"unix://{path}"), loop).result(30)
+        with socket.socket(socket.AF_UNIX) as mempool, socket.socket(socket.AF_UNIX) as consensus:
+            mempool.connect(path)
+            consensus.connect(path)
+            mempool.sendall(flood + frame(encode_request(m.RequestFlush())))
+            assert handler.checking.wait(30)  # the server is inside the flood
+            consensus.sendall(
+                frame(encode_request(m.RequestInfo())) + frame(encode_request(m.RequestFlush()))
+            )
+            info = _read_answers(consensus, 2)
+            checked = _read_answers(mempool, len(txs) + 1)
+    finally:
+        asyncio.run_coroutine_threadsafe(server.close(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        serving.join(30)
+        shutil.rmtree(directory, ignore_errors=True)
+    assert isinstance(info[0], m.ResponseInfo)
+    assert [type(a) for a in checked] == [m.ResponseCheckTx] * len(txs) + [m.ResponseFlush]
+    assert all(a.code == 0 for a in checked[:-1])  # every registration admitted, in order
+    assert handler.calls.count("check") == len(txs)
+    assert "check" in handler.calls[handler.calls.index("info") :]  # Info did not wait for all

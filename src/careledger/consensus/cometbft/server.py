@@ -21,6 +21,7 @@ import hashlib
 import logging
 import os
 import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,12 @@ UNIX_PATH_LIMIT = 100
 READ_CHUNK = 1 << 20
 # Answers are flushed on Flush; past this much buffered output they are sent anyway.
 WRITE_HIGH_WATER = 1 << 20
+# A connection that has been answering for this long lets the others have the event loop
+# (see AbciServer._answer): CometBFT floods the mempool connection with CheckTx under load,
+# and the consensus connection's PrepareProposal, ProcessProposal and FinalizeBlock waited
+# behind whole socket buffers of them (hundreds of milliseconds per request), which stalled
+# heights for seconds.
+FAIR_SLICE_SECONDS = 0.002
 
 
 Recorder = Callable[[str, bytes], None]  # ("request" | "response", frame body)
@@ -340,10 +347,19 @@ class AbciServer:
         await self._grace
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Answer this connection's requests in order. Every FAIR_SLICE_SECONDS of work the
+        loop yields, so that a request on another connection waits for at most one slice
+        (CometBFT needs each connection's answers in order, not the connections in step)."""
         frames = FrameReader()
         out = bytearray()
+        slice_end = time.monotonic() + FAIR_SLICE_SECONDS
         while chunk := await reader.read(READ_CHUNK):
             for body in frames.feed(chunk):
+                if time.monotonic() > slice_end:
+                    await asyncio.sleep(0)
+                    if self.halted:
+                        return  # another connection's block failed meanwhile
+                    slice_end = time.monotonic() + FAIR_SLICE_SECONDS
                 encoded, flush = self._respond(body)
                 self._record("response", encoded)
                 out += frame(encoded)
