@@ -31,6 +31,7 @@ import hashlib
 import itertools
 import os
 import random
+import signal
 import subprocess
 import tempfile
 import threading
@@ -186,7 +187,8 @@ def run(
         _wait_height(urls[0], 2)
         top = int(sync_call(urls[0], "status")["sync_info"]["latest_block_height"])
         pids = _pids_by_kind(network)
-        spies = _start_profile(pids.get("app", []), profile, len(txs) / rate + 5)
+        # Sampled until the last transaction is committed (stopped below), at most 10 minutes.
+        spies = _start_profile(pids.get("app", []), profile, 600)
         watcher = BlockWatcher(urls[0], top)
         watcher.start()
         cpu_before = cpu_by_kind(pids)
@@ -198,6 +200,7 @@ def run(
         watcher.stop.set()
         watcher.join()
         for spy in spies:
+            spy.send_signal(signal.SIGINT)  # py-spy writes what it sampled and exits
             spy.wait()
     finally:
         stop_network(network)
