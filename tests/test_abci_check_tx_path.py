@@ -138,14 +138,14 @@ def _registration(org: Identity, chain_id: str = CHAIN_ID) -> bytes:
     return Tx(chain_id, "identity/register_patient", patient.did, 1, payload).sign(patient)
 
 
-def _handler(org: Identity) -> AbciHandler:
-    app = Application(StateStore(":memory:"))
+def _handler(org: Identity, path: Path) -> AbciHandler:
+    app = Application(StateStore(path))
     genesis = Genesis.for_organisations(CHAIN_ID, [("Org", org)])
     app.init_chain(Genesis(CHAIN_ID, GENESIS_TIME, genesis.organisations))
     return AbciHandler(app)
 
 
-def test_the_fast_path_answers_byte_for_byte_as_the_handler_does() -> None:
+def test_the_fast_path_answers_byte_for_byte_as_the_handler_does(tmp_path: Path) -> None:
     """Two identical applications, the same requests: one through the fast path, one through
     decode -> handle -> encode. OKs, refusals (a replay, a wrong chain, garbage) and rechecks
     all come out as the same bytes."""
@@ -155,7 +155,7 @@ def test_the_fast_path_answers_byte_for_byte_as_the_handler_does() -> None:
     requests: list[tuple[bytes, int]] = [(tx, 0) for tx in txs]
     requests += [(txs[0], 0), (wrong_chain, 0), (b"not a transaction", 0), (b"", 0)]
     requests += [(tx, m.CHECK_TX_RECHECK) for tx in txs[:3]]
-    fast, generic = _handler(org), _handler(org)
+    fast, generic = _handler(org, tmp_path / "fast.sqlite"), _handler(org, tmp_path / "g.sqlite")
     answers: list[Any] = []
     for tx, kind in requests:
         body = encode_request(m.RequestCheckTx(tx=tx, type=kind))
@@ -194,13 +194,13 @@ def _read_answers(sock: socket.socket, count: int) -> list[Any]:
     return answers
 
 
-def test_a_flood_of_check_tx_does_not_hold_up_another_connection() -> None:
+def test_a_flood_of_check_tx_does_not_hold_up_another_connection(tmp_path: Path) -> None:
     """CometBFT floods the mempool connection under load; the consensus connection's
     requests (here Info) used to wait until the server had answered every CheckTx it had
     read, which stalled heights for seconds. Now the server lets the other connections in
     every few milliseconds of work: Info is answered while the flood is still being checked."""
     org = Identity.generate()
-    handler = _OrderRecordingHandler(_handler(org))
+    handler = _OrderRecordingHandler(_handler(org, tmp_path / "state.sqlite"))
     txs = [_registration(org) for _ in range(100)]  # ~100 x 0.3 ms of checking, far above a slice
     flood = b"".join(frame(encode_request(m.RequestCheckTx(tx=tx))) for tx in txs)
     server = AbciServer(handler)
