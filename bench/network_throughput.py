@@ -9,8 +9,17 @@ client, not the network.) Latency runs from a transaction's submission to the mo
 watcher sees it in a committed block (polled every 20 ms). kvstore transactions are
 `key=value` padded to the size of ours, so the ratio is the cost of our application.
 
+Beside the rates it prints the CPU seconds the application processes and the CometBFT
+processes spent per 1,000 committed transactions (/proc, from the first submission to the
+last commit): on a shared machine that is the steadier figure. `--profile DIR` samples every
+application process with py-spy meanwhile and prints the top functions.
+
+Figures are recorded with bench.record: network.ours, network.kvstore (tx/s, ms p50,
+ms p99, app/comet CPU ms per tx) and network.ratio.
+
 Run: .venv/bin/python -m bench.network_throughput [--txs 12000] [--rate 2000]
      [--timeout-commit 300ms] [--only ours|kvstore] [--no-recheck] [--no-broadcast]
+     [--profile DIR]
 """
 
 from __future__ import annotations
@@ -19,24 +28,31 @@ import argparse
 import asyncio
 import base64
 import hashlib
+import itertools
 import os
 import random
+import signal
+import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
 
-from bench.common import HEADER, Figures, machine, registrations
+from bench.common import HEADER, Figures, machine, percentile, registrations
+from bench.proc_cpu import cpu_by_kind, start_py_spy, top_functions
+from bench.record import record
 from careledger.consensus.cometbft.config import NetSettings
 from careledger.consensus.cometbft.rpc import sync_call
 from careledger.crypto.keyfile import KeyFile
 from careledger.localnet.network import (
     Network,
     create_network,
+    node_pids,
     start_network,
     stop_network,
 )
@@ -57,6 +73,7 @@ class BlockWatcher(threading.Thread):
         self.rpc_url = rpc_url
         self.next_height = start_height + 1
         self.seen: dict[bytes, float] = {}
+        self.blocks: list[tuple[float, int]] = []  # (when seen, transactions) per block
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -76,8 +93,10 @@ class BlockWatcher(threading.Thread):
         if reply.get("error"):
             return False  # not committed yet
         now = time.perf_counter()
-        for encoded in reply["result"]["block"]["data"]["txs"] or []:
+        txs = reply["result"]["block"]["data"]["txs"] or []
+        for encoded in txs:
             self.seen.setdefault(hashlib.sha256(base64.b64decode(encoded)).digest(), now)
+        self.blocks.append((now, len(txs)))
         self.next_height += 1
         return True
 
@@ -131,27 +150,104 @@ def kvstore_txs(count: int, size: int) -> list[bytes]:
     return txs
 
 
-def run(name: str, network: Network, txs: list[bytes], rate: float) -> Figures:
+@dataclass(frozen=True)
+class RunFigures:
+    figures: Figures
+    cpu: dict[str, float]  # process kind ("app", "cometbft") -> CPU seconds during the run
+    blocks: list[tuple[float, int]]  # (when seen, transactions) of each block of the run
+
+    def cpu_ms_per_tx(self, kind: str) -> float:
+        return 1000 * self.cpu.get(kind, 0.0) / max(1, self.figures.committed)
+
+    def cpu_row(self) -> str:
+        shares = ", ".join(f"{k} {self.cpu_ms_per_tx(k):.2f}" for k in sorted(self.cpu))
+        return f"  CPU ms per committed tx (all 4 nodes): {shares}"
+
+    def blocks_row(self) -> str:
+        """Blocks with transactions: how many, how full, how far apart (the longest gap
+        shows a stalled height)."""
+        full = [(t, n) for t, n in self.blocks if n]
+        if len(full) < 2:
+            return "  blocks: fewer than two with transactions"
+        gaps = [b[0] - a[0] for a, b in itertools.pairwise(full)]
+        sizes = [n for _, n in full]
+        return (
+            f"  blocks with txs: {len(full)}, txs per block mean {sum(sizes) / len(sizes):,.0f}"
+            f" max {max(sizes):,}, interval mean {1000 * sum(gaps) / len(gaps):,.0f} ms"
+            f" max {1000 * max(gaps):,.0f} ms"
+        )
+
+
+def run(
+    name: str, network: Network, txs: list[bytes], rate: float, profile: Path | None = None
+) -> RunFigures:
     start_network(network)
     try:
         urls = [n.rpc_url for n in network.nodes]
         _wait_height(urls[0], 2)
         top = int(sync_call(urls[0], "status")["sync_info"]["latest_block_height"])
+        pids = _pids_by_kind(network)
+        # Sampled until the last transaction is committed (stopped below), at most 10 minutes.
+        spies = _start_profile(pids.get("app", []), profile, 600)
         watcher = BlockWatcher(urls[0], top)
         watcher.start()
+        cpu_before = cpu_by_kind(pids)
         sent = asyncio.run(offer(urls, txs, rate))
         deadline = time.perf_counter() + 120
         while len(set(sent) & set(watcher.seen)) < len(sent) and time.perf_counter() < deadline:
             time.sleep(0.2)
+        cpu_after = cpu_by_kind(pids)
         watcher.stop.set()
         watcher.join()
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)  # py-spy writes what it sampled and exits
+            spy.wait()
     finally:
         stop_network(network)
     committed = [h for h in sent if h in watcher.seen]
     latencies = [watcher.seen[h] - sent[h] for h in committed]
     first = min(sent.values())
     last = max(watcher.seen[h] for h in committed) if committed else first + 1
-    return Figures(f"{name}, {rate:,.0f} tx/s offered", len(committed), last - first, latencies)
+    figures = Figures(f"{name}, {rate:,.0f} tx/s offered", len(committed), last - first, latencies)
+    cpu = {kind: cpu_after[kind] - cpu_before[kind] for kind in cpu_before}
+    return RunFigures(figures, cpu, watcher.blocks)
+
+
+def _pids_by_kind(network: Network) -> dict[str, list[int]]:
+    found: dict[str, list[int]] = {}
+    for node in network.nodes:
+        for kind, pid in node_pids(network, node.index).items():
+            found.setdefault(kind, []).append(pid)
+    return found
+
+
+def _start_profile(
+    app_pids: list[int], directory: Path | None, seconds: float
+) -> list[subprocess.Popen[bytes]]:
+    if directory is None:
+        return []
+    directory.mkdir(parents=True, exist_ok=True)
+    return [start_py_spy(pid, directory / f"app{i}.raw", seconds) for i, pid in enumerate(app_pids)]
+
+
+def print_profile(directory: Path) -> None:
+    files = sorted(directory.glob("app*.raw"))
+    print(f"\npy-spy, {len(files)} application processes, top by own time (own %, incl %):")
+    for frame, own, incl in top_functions(files, 25):
+        print(f"  {own:5.1f} {incl:5.1f}  {frame}")
+    print("top by inclusive time:")
+    for frame, own, incl in top_functions(files, 30, by_inclusive=True):
+        print(f"  {own:5.1f} {incl:5.1f}  {frame}")
+
+
+def record_run(measure: str, result: RunFigures, **detail: object) -> None:
+    figures = result.figures
+    detail = {**detail, "committed": figures.committed}
+    record(measure, "tx/s", round(figures.tps, 1), **detail)
+    record(measure, "ms p50", round(percentile(figures.latencies, 0.50) * 1000), **detail)
+    record(measure, "ms p99", round(percentile(figures.latencies, 0.99) * 1000), **detail)
+    for kind in sorted(result.cpu):
+        record(measure, f"{kind} CPU ms/tx", round(result.cpu_ms_per_tx(kind), 3), **detail)
 
 
 def _wait_height(url: str, target: int) -> None:
@@ -173,6 +269,17 @@ def main() -> None:
     parser.add_argument("--only", choices=["ours", "kvstore"])
     parser.add_argument("--no-recheck", action="store_true", help="mempool.recheck = false")
     parser.add_argument("--no-broadcast", action="store_true", help="mempool.broadcast = false")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="any other NetSettings field, for both networks (e.g. flush_throttle=100ms)",
+    )
+    parser.add_argument("--profile", type=Path, help="py-spy the application processes into DIR")
+    parser.add_argument(
+        "--label", default="", help="recorded with the figures (e.g. which code ran: base)"
+    )
     args = parser.parse_args()
     settings = replace(
         NetSettings(),
@@ -181,30 +288,62 @@ def main() -> None:
         mempool_broadcast=not args.no_broadcast,
         log_level="*:error",
     )
+    settings = replace(settings, **_overrides(args.set))
     print(f"machine: {machine()}")
     print(f"settings: {settings.as_dict()}")
-    rows = []
+    detail = {
+        "txs": args.txs,
+        "rate": args.rate,
+        "label": args.label,
+        "settings": settings.as_dict(),
+    }
+    ours = kv = None
     with tempfile.TemporaryDirectory(prefix="netbench-", dir="/tmp") as scratch:
         root = Path(scratch)
-        ours = create_network(root / "ours", 4, base_port=free_base_port(), settings=settings)
+        network = create_network(root / "ours", 4, base_port=free_base_port(), settings=settings)
         our_txs = registrations(
-            ours.chain_id, args.txs, KeyFile.load(ours.app_data(0).organisation_key)
+            network.chain_id, args.txs, KeyFile.load(network.app_data(0).organisation_key)
         )
         size = sum(len(t) for t in our_txs) // len(our_txs)
         if args.only != "kvstore":
-            rows.append(run("CareLedger app", ours, our_txs, args.rate))
-            print(rows[-1].row(), flush=True)
+            ours = run("CareLedger app", network, our_txs, args.rate, args.profile)
+            _report("network.ours", ours, detail)
         if args.only != "ours":
-            kv = create_network(
+            kv_network = create_network(
                 root / "kv", 4, base_port=free_base_port(), settings=settings, builtin_app="kvstore"
             )
-            rows.append(run("CometBFT kvstore", kv, kvstore_txs(args.txs, size), args.rate))
-            print(rows[-1].row(), flush=True)
+            kv = run("CometBFT kvstore", kv_network, kvstore_txs(args.txs, size), args.rate)
+            _report("network.kvstore", kv, detail)
     print(f"\n4 validators on 127.0.0.1-4, {args.txs} txs of ~{size} bytes\n{HEADER}")
-    for row in rows:
-        print(row.row())
-    if len(rows) == 2 and rows[1].tps:
-        print(f"\nours / kvstore committed tx/s: {rows[0].tps / rows[1].tps:.2f}")
+    for result in (ours, kv):
+        if result is not None:
+            print(result.figures.row())
+    if ours is not None and kv is not None and kv.figures.tps:
+        ratio = ours.figures.tps / kv.figures.tps
+        record("network.ratio", "ours/kvstore tx/s", round(ratio, 3), **detail)
+        print(f"\nours / kvstore committed tx/s: {ratio:.2f}")
+    if args.profile is not None and ours is not None:
+        print_profile(args.profile)
+
+
+def _overrides(assignments: list[str]) -> dict[str, Any]:
+    """`field=value` pairs as NetSettings fields, the value in the field's own type."""
+    defaults = NetSettings().as_dict()
+    found: dict[str, Any] = {}
+    for assignment in assignments:
+        name, _, text = assignment.partition("=")
+        if name not in defaults:
+            raise SystemExit(f"--set: NetSettings has no field {name!r}")
+        kind = type(defaults[name])
+        found[name] = text.lower() == "true" if kind is bool else kind(text)
+    return found
+
+
+def _report(measure: str, result: RunFigures, detail: dict[str, object]) -> None:
+    print(result.figures.row(), flush=True)
+    print(result.cpu_row(), flush=True)
+    print(result.blocks_row(), flush=True)
+    record_run(measure, result, **detail)
 
 
 if __name__ == "__main__":

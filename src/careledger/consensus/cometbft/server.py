@@ -21,17 +21,21 @@ import hashlib
 import logging
 import os
 import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from careledger.chain.app import Application, BlockContext, TxResult, UpgradeRequired
+from careledger.chain.codes import Code
 from careledger.chain.genesis import Genesis
 from careledger.chain.modules.base import Event
 from careledger.chain.tx import MAX_TX_BYTES, SIGNATURE_BYTES
 from careledger.consensus.cometbft import messages as m
 from careledger.consensus.cometbft.codec import (
+    CHECK_TX_OK_RESPONSE,
     FrameReader,
+    decode_check_tx,
     decode_request,
     encode_response,
     frame,
@@ -48,6 +52,12 @@ UNIX_PATH_LIMIT = 100
 READ_CHUNK = 1 << 20
 # Answers are flushed on Flush; past this much buffered output they are sent anyway.
 WRITE_HIGH_WATER = 1 << 20
+# A connection that has been answering for this long lets the others have the event loop
+# (see AbciServer._answer): CometBFT floods the mempool connection with CheckTx under load,
+# and the consensus connection's PrepareProposal, ProcessProposal and FinalizeBlock waited
+# behind whole socket buffers of them (hundreds of milliseconds per request), which stalled
+# heights for seconds.
+FAIR_SLICE_SECONDS = 0.002
 
 
 Recorder = Callable[[str, bytes], None]  # ("request" | "response", frame body)
@@ -116,6 +126,19 @@ class AbciHandler:
     def on_CheckTx(self, req: m.RequestCheckTx) -> m.ResponseCheckTx:
         result = self.app.check_tx(req.tx, recheck=req.type == m.CHECK_TX_RECHECK)
         return m.ResponseCheckTx(code=int(result.code), data=result.data, log=result.log)
+
+    def check_tx_response(self, tx: bytes, kind: int) -> bytes:
+        """on_CheckTx answered straight to bytes (the hot path: every transaction on every
+        node, and every recheck): an OK answer, nearly all of them, is one constant."""
+        try:
+            result = self.app.check_tx(tx, recheck=kind == m.CHECK_TX_RECHECK)
+        except Exception as exc:  # check_tx never raises; as in handle(), survive it anyway
+            log.exception("ABCI CheckTx failed")
+            return encode_response(m.ResponseException(f"{type(exc).__name__}: {exc}"))
+        if result.code == Code.OK and not result.data and not result.log:
+            return CHECK_TX_OK_RESPONSE
+        response = m.ResponseCheckTx(code=int(result.code), data=result.data, log=result.log)
+        return encode_response(response)
 
     def on_Query(self, req: m.RequestQuery) -> m.ResponseQuery:
         result = self.app.query(req.path, req.data)
@@ -324,19 +347,26 @@ class AbciServer:
         await self._grace
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Answer this connection's requests in order. Every FAIR_SLICE_SECONDS of work the
+        loop yields, so that a request on another connection waits for at most one slice
+        (CometBFT needs each connection's answers in order, not the connections in step)."""
         frames = FrameReader()
         out = bytearray()
+        slice_end = time.monotonic() + FAIR_SLICE_SECONDS
         while chunk := await reader.read(READ_CHUNK):
             for body in frames.feed(chunk):
-                request = self._decode(body)
-                response = self.handler.handle(request) if request is not None else None
-                encoded = encode_response(response or m.ResponseException("undecodable request"))
+                if time.monotonic() > slice_end:
+                    await asyncio.sleep(0)
+                    if self.halted:
+                        return  # another connection's block failed meanwhile
+                    slice_end = time.monotonic() + FAIR_SLICE_SECONDS
+                encoded, flush = self._respond(body)
                 self._record("response", encoded)
                 out += frame(encoded)
                 halted = self.handler.halted is not None
                 if halted:
                     await self._let_votes_out()
-                if isinstance(request, m.RequestFlush) or len(out) > WRITE_HIGH_WATER or halted:
+                if flush or len(out) > WRITE_HIGH_WATER or halted:
                     writer.write(bytes(out))
                     out.clear()
                     await writer.drain()
@@ -344,8 +374,18 @@ class AbciServer:
                     self._halt()
                     return
 
-    def _decode(self, body: bytes) -> Any:
+    def _respond(self, body: bytes) -> tuple[bytes, bool]:
+        """(the encoded response, whether the request was a Flush)."""
         self._record("request", body)
+        check = decode_check_tx(body)  # the mempool's requests, read without the tables
+        if check is not None:
+            return self.handler.check_tx_response(*check), False
+        request = self._decode(body)
+        response = self.handler.handle(request) if request is not None else None
+        encoded = encode_response(response or m.ResponseException("undecodable request"))
+        return encoded, isinstance(request, m.RequestFlush)
+
+    def _decode(self, body: bytes) -> Any:
         try:
             return decode_request(body)
         except ValueError:

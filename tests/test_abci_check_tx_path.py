@@ -1,0 +1,233 @@
+"""The ABCI server's CheckTx fast path answers exactly as the generic path would.
+
+Every transaction reaches CheckTx on every node (and again on each recheck), so the server
+reads a CheckTx request's few bytes directly (`codec.decode_check_tx`) and answers an OK with
+one constant. The attack on such a shortcut is a request the two paths read differently: a
+duplicated field, an unknown one, a type past one byte, a truncated length, so that the
+application checks other bytes than the ones CometBFT meant. Here the fast path must either
+read what the generic decoder reads or step aside (None), for every mutant of real requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+import socket
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from careledger.chain.app import Application
+from careledger.chain.genesis import Genesis
+from careledger.chain.modules.identity.vouchers import sign_voucher
+from careledger.chain.store import StateStore
+from careledger.chain.tx import Tx
+from careledger.consensus.cometbft import messages as m
+from careledger.consensus.cometbft.codec import (
+    CHECK_TX_OK_RESPONSE,
+    FrameReader,
+    decode_check_tx,
+    decode_request,
+    decode_response,
+    encode_request,
+    encode_response,
+    frame,
+)
+from careledger.consensus.cometbft.protowire import CodecError, encode_uvarint
+from careledger.consensus.cometbft.server import AbciHandler, AbciServer
+from careledger.crypto.keys import Identity
+from nodeutil import CHAIN_ID, GENESIS_TIME
+
+VECTORS = Path(__file__).parent / "vectors" / "abci" / "recorded.jsonl"
+
+
+def _recorded_check_tx_bodies() -> list[bytes]:
+    bodies = []
+    for line in VECTORS.read_bytes().splitlines():
+        vector = orjson.loads(line)
+        if vector["direction"] == "request" and vector["type"] == "RequestCheckTx":
+            bodies += FrameReader().feed(bytes.fromhex(vector["frame"]))
+    return bodies
+
+
+def _generic(body: bytes) -> tuple[bytes, int] | None:
+    """What the table-driven decoder makes of the bytes, as (tx, type); None if not a CheckTx."""
+    try:
+        request = decode_request(body)
+    except CodecError:
+        return None
+    if not isinstance(request, m.RequestCheckTx):
+        return None
+    return request.tx, request.type
+
+
+def _field(number: int, wire: int, payload: bytes) -> bytes:
+    return encode_uvarint(number << 3 | wire) + payload
+
+
+def _envelope(inner: bytes) -> bytes:
+    return _field(8, 2, encode_uvarint(len(inner)) + inner)
+
+
+def _crafted(rng: random.Random) -> list[bytes]:
+    """Well-formed requests in shapes CometBFT does not write: both paths must agree."""
+    tx = rng.randbytes(rng.choice([0, 1, 127, 128, 600]))
+    tx_field = _field(1, 2, encode_uvarint(len(tx)) + tx)
+    other = rng.randbytes(5)
+    return [
+        _envelope(tx_field + tx_field[:-1] + b"x"),  # the tx twice: the last one wins
+        _envelope(_field(2, 0, b"\x01") + tx_field),  # type before tx
+        _envelope(tx_field + _field(2, 0, b"\x01") + _field(2, 0, b"\x00")),  # type twice
+        _envelope(tx_field + _field(2, 0, encode_uvarint(2**64 - 1))),  # type -1
+        _envelope(tx_field + _field(2, 0, encode_uvarint(300))),  # a two-byte type
+        _envelope(tx_field + _field(9, 2, encode_uvarint(len(other)) + other)),  # unknown field
+        _envelope(tx_field + _field(2, 2, b"\x01\x01")),  # type with the wrong wire type
+        _envelope(tx_field) + b"\x00",  # bytes after the envelope
+        _envelope(b""),  # an empty CheckTx: no tx at all
+    ]
+
+
+def _mutants(body: bytes, rng: random.Random, count: int) -> list[bytes]:
+    found = []
+    for _ in range(count):
+        data = bytearray(body)
+        kind = rng.randrange(4)
+        if kind == 0 and data:  # flip a byte near the front, where the tags and lengths are
+            data[rng.randrange(min(len(data), 8))] ^= 1 << rng.randrange(8)
+        elif kind == 1:  # cut it short
+            del data[rng.randrange(len(data) + 1) :]
+        elif kind == 2:  # append a few bytes
+            data += rng.randbytes(rng.randrange(1, 4))
+        elif data:  # any byte anywhere
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        found.append(bytes(data))
+    return found
+
+
+def test_the_fast_path_reads_what_the_generic_decoder_reads_or_steps_aside() -> None:
+    rng = random.Random(13)
+    made = [
+        encode_request(m.RequestCheckTx(tx=rng.randbytes(size), type=kind))
+        for size in (0, 1, 127, 128, 553, 16_384)
+        for kind in (m.CHECK_TX_NEW, m.CHECK_TX_RECHECK)
+    ]
+    originals = _recorded_check_tx_bodies() + made
+    assert len(originals) > len(made)  # the recorded CometBFT frames are in
+    for body in originals:  # every request as CometBFT writes it takes the fast path
+        assert decode_check_tx(body) == _generic(body) is not None
+    taken = refused = 0
+    for body in [*originals, *_crafted(rng)]:
+        for mutant in [body, *_mutants(body, rng, 300)]:
+            fast = decode_check_tx(mutant)
+            if fast is None:
+                refused += 1
+                continue
+            taken += 1
+            assert fast == _generic(mutant), mutant.hex()
+    assert taken > 500 and refused > 500  # both outcomes were exercised
+
+
+def _registration(org: Identity, chain_id: str = CHAIN_ID) -> bytes:
+    patient = Identity.generate()
+    voucher = sign_voucher(org, chain_id, "register_patient", patient.did, 10**9, org.did)
+    payload = {"encryption_key": patient.encryption_public.hex(), "voucher": voucher}
+    return Tx(chain_id, "identity/register_patient", patient.did, 1, payload).sign(patient)
+
+
+def _handler(org: Identity, path: Path) -> AbciHandler:
+    app = Application(StateStore(path))
+    genesis = Genesis.for_organisations(CHAIN_ID, [("Org", org)])
+    app.init_chain(Genesis(CHAIN_ID, GENESIS_TIME, genesis.organisations))
+    return AbciHandler(app)
+
+
+def test_the_fast_path_answers_byte_for_byte_as_the_handler_does(tmp_path: Path) -> None:
+    """Two identical applications, the same requests: one through the fast path, one through
+    decode -> handle -> encode. OKs, refusals (a replay, a wrong chain, garbage) and rechecks
+    all come out as the same bytes."""
+    org = Identity.generate()
+    txs = [_registration(org) for _ in range(6)]
+    wrong_chain = _registration(org, "another-chain")
+    requests: list[tuple[bytes, int]] = [(tx, 0) for tx in txs]
+    requests += [(txs[0], 0), (wrong_chain, 0), (b"not a transaction", 0), (b"", 0)]
+    requests += [(tx, m.CHECK_TX_RECHECK) for tx in txs[:3]]
+    fast, generic = _handler(org, tmp_path / "fast.sqlite"), _handler(org, tmp_path / "g.sqlite")
+    answers: list[Any] = []
+    for tx, kind in requests:
+        body = encode_request(m.RequestCheckTx(tx=tx, type=kind))
+        assert decode_check_tx(body) == (tx, kind)
+        expected = encode_response(generic.handle(decode_request(body)))
+        assert fast.check_tx_response(tx, kind) == expected
+        answers.append(expected)
+    assert answers[0] == CHECK_TX_OK_RESPONSE
+    assert len({a for a in answers if a != CHECK_TX_OK_RESPONSE}) >= 3  # refusals with logs
+
+
+class _OrderRecordingHandler(AbciHandler):
+    """Records the order in which the application is asked (checks and Info)."""
+
+    def __init__(self, handler: AbciHandler) -> None:
+        super().__init__(handler.app)
+        self.calls: list[str] = []
+        self.checking = threading.Event()
+
+    def check_tx_response(self, tx: bytes, kind: int) -> bytes:
+        self.calls.append("check")
+        self.checking.set()
+        return super().check_tx_response(tx, kind)
+
+    def on_Info(self, req: m.RequestInfo) -> m.ResponseInfo:
+        self.calls.append("info")
+        return super().on_Info(req)
+
+
+def _read_answers(sock: socket.socket, count: int) -> list[Any]:
+    frames, answers = FrameReader(), list[Any]()
+    while len(answers) < count:
+        chunk = sock.recv(1 << 16)
+        assert chunk, "the server closed the connection"
+        answers += [decode_response(body) for body in frames.feed(chunk)]
+    return answers
+
+
+def test_a_flood_of_check_tx_does_not_hold_up_another_connection(tmp_path: Path) -> None:
+    """CometBFT floods the mempool connection under load; the consensus connection's
+    requests (here Info) used to wait until the server had answered every CheckTx it had
+    read, which stalled heights for seconds. Now the server lets the other connections in
+    every few milliseconds of work: Info is answered while the flood is still being checked."""
+    org = Identity.generate()
+    handler = _OrderRecordingHandler(_handler(org, tmp_path / "state.sqlite"))
+    txs = [_registration(org) for _ in range(100)]  # ~100 x 0.3 ms of checking, far above a slice
+    flood = b"".join(frame(encode_request(m.RequestCheckTx(tx=tx))) for tx in txs)
+    server = AbciServer(handler)
+    loop = asyncio.new_event_loop()
+    serving = threading.Thread(target=loop.run_forever, daemon=True)
+    serving.start()
+    directory = tempfile.mkdtemp(prefix="abci", dir="/tmp")  # a unix socket path is short
+    path = f"{directory}/app.sock"
+    try:
+        asyncio.run_coroutine_threadsafe(server.start(f"unix://{path}"), loop).result(30)
+        with socket.socket(socket.AF_UNIX) as mempool, socket.socket(socket.AF_UNIX) as consensus:
+            mempool.connect(path)
+            consensus.connect(path)
+            mempool.sendall(flood + frame(encode_request(m.RequestFlush())))
+            assert handler.checking.wait(30)  # the server is inside the flood
+            consensus.sendall(
+                frame(encode_request(m.RequestInfo())) + frame(encode_request(m.RequestFlush()))
+            )
+            info = _read_answers(consensus, 2)
+            checked = _read_answers(mempool, len(txs) + 1)
+    finally:
+        asyncio.run_coroutine_threadsafe(server.close(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        serving.join(30)
+        shutil.rmtree(directory, ignore_errors=True)
+    assert isinstance(info[0], m.ResponseInfo)
+    assert [type(a) for a in checked] == [m.ResponseCheckTx] * len(txs) + [m.ResponseFlush]
+    assert all(a.code == 0 for a in checked[:-1])  # every registration admitted, in order
+    assert handler.calls.count("check") == len(txs)
+    assert "check" in handler.calls[handler.calls.index("info") :]  # Info did not wait for all
