@@ -358,12 +358,18 @@ def main() -> None:
     parser.add_argument("--sizes", help="comma-separated record counts (default 10^4,10^5,10^6)")
     parser.add_argument("--plots", type=Path, default=PLOTS, help="where the PNG files go")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--keep", type=Path, help="grow the data directory here and keep it")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else None
     sizes = sizes or list(QUICK_SIZES if args.quick else FULL_SIZES)
     work = QUICK if args.quick else FULL
+    plots = None if args.no_plots else args.plots
+    if args.keep:
+        args.keep.mkdir(parents=True)  # a new directory: the bench grows it from nothing
+        run(sorted(sizes), work, args.keep, plots)
+        return
     with tempfile.TemporaryDirectory() as scratch:
-        run(sorted(sizes), work, Path(scratch), None if args.no_plots else args.plots)
+        run(sorted(sizes), work, Path(scratch), plots)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,8 @@ import orjson
 
 from careledger.chain.modules.identity.vouchers import sign_voucher
 from careledger.chain.modules.records import scope_key_payload
-from careledger.chain.tx import Tx
-from careledger.consensus.solo.producer import SoloProducer
+from careledger.chain.tx import Tx, tx_hash
+from careledger.consensus.solo.producer import SoloProducer, _Pending
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
 from careledger.crypto.scopekeys import BROAD_SCOPES, wrap_naming_key
@@ -84,10 +84,10 @@ async def _grow(node: Node[SoloProducer], founder: KeyFile, grown: Grown, anchor
             pending.append(_anchor_batch(chain_id, founder, nonce, patient, size))
             grown.anchors += size
         if len(pending) >= TXS_PER_BLOCK:
-            await _block(producer, pending)
+            _block(producer, pending)
             pending = []
     if pending:
-        await _block(producer, pending)
+        _block(producer, pending)
 
 
 def _plan(grown: Grown, anchors: int) -> Iterator[tuple[str | None, int]]:
@@ -158,14 +158,15 @@ def _anchor(patient: str, writer: str) -> dict[str, Any]:
     }
 
 
-async def _block(producer: SoloProducer, txs: list[bytes]) -> None:
-    """One block of `txs`, every one of which must succeed."""
-    admissions = [await producer.admit(raw, wait=True) for raw in txs]
-    for admission in admissions:
-        if admission.checked.check_code != 0:
-            raise RuntimeError(f"synthetic transaction refused: {admission.checked}")
-    producer.produce_block()
-    for admission in admissions:
-        outcome = await admission.outcome()
-        if outcome.code != 0:
-            raise RuntimeError(f"synthetic transaction failed: {outcome}")
+def _block(producer: SoloProducer, txs: list[bytes]) -> None:
+    """One block of `txs`, every one of which must succeed. They go straight into the
+    producer's queue: the mempool's check_tx would only check what the block checks again
+    (a fifth of the build's time, profiled)."""
+    for raw in txs:
+        producer._mempool.append(_Pending(raw, tx_hash(raw), None))
+    header = producer.produce_block()
+    if header is None:
+        raise RuntimeError("no block made")
+    failed = [t for t in producer.blocks.block_txs(header.height) if t.code != 0]
+    if failed:
+        raise RuntimeError(f"synthetic transaction failed: {failed[0].code} {failed[0].log}")
