@@ -197,10 +197,11 @@ def measure_read(bench: Bench, port: int, pid: int) -> dict[str, float]:
     }
 
 
-def measure_search(bench: Bench) -> dict[str, float]:
+def measure_search(bench: Bench, pid: int) -> dict[str, float]:
     """A random synthetic patient's records (each with its latest anchor), one at a time."""
     client = _world(bench).client
     latencies = []
+    cpu = cpu_seconds(pid)
     for _ in range(bench.work.searches):
         patient = bench.rng.choice(bench.grown.patients)
         started = time.perf_counter()
@@ -211,6 +212,7 @@ def measure_search(bench: Bench) -> dict[str, float]:
     return {
         "search p50 ms": 1000 * percentile(latencies, 0.5),
         "search p99 ms": 1000 * percentile(latencies, 0.99),
+        "search node CPU ms": 1000 * (cpu_seconds(pid) - cpu) / len(latencies),
     }
 
 
@@ -268,7 +270,7 @@ def measure_size(bench: Bench, port: int) -> dict[str, float]:
         world.client = NodeClient(world.url, world.founder, timeout=300)
         figures |= measure_write(bench, node.pid)
         figures |= measure_read(bench, port, node.pid)
-        figures |= measure_search(bench)
+        figures |= measure_search(bench, node.pid)
         figures |= measure_txs(bench, node.pid)
         figures |= measure_memory(node.pid)
     finally:
@@ -287,6 +289,7 @@ UNITS = {
     "read node CPU ms/read": ("scale.read.cpu_ms", "ms/record"),
     "search p50 ms": ("scale.search.p50", "ms p50"),
     "search p99 ms": ("scale.search.p99", "ms p99"),
+    "search node CPU ms": ("scale.search.cpu_ms", "ms/query"),
     "tx/s": ("scale.tx", "tx/s"),
     "tx node CPU ms/tx": ("scale.tx.cpu_ms", "ms/tx"),
     "RSS MiB": ("scale.rss", "MiB"),

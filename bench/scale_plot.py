@@ -49,6 +49,18 @@ CURVES = (
         ("search p50 ms", "search p99 ms"),
         False,
     ),
+    Curve(
+        "scale-cpu.png",
+        "Node CPU per operation",
+        "ms",
+        (
+            "write node CPU ms/record",
+            "read node CPU ms/read",
+            "search node CPU ms",
+            "tx node CPU ms/tx",
+        ),
+        False,
+    ),
     Curve("scale-tx.png", "Committed transactions (HTTP POST /txs)", "tx/s", ("tx/s",), True),
     Curve(
         "scale-rss.png",
