@@ -62,6 +62,8 @@ from bench.consent_read import (
     register_practitioners,
     sign_grants,
     start_node,
+    start_profile,
+    stop_profile,
 )
 from bench.record import record
 from bench.scale_grow import Grown, grow
@@ -104,6 +106,8 @@ class Bench:
     grown: Grown = field(default_factory=lambda: Grown([]))
     world: World | None = None
     written: int = 0  # real records written so far (their names' indexes)
+    profile: Path | None = None  # py-spy the node's reads into this directory
+    size: int = 0  # the size being measured
 
     @property
     def records(self) -> int:
@@ -188,7 +192,11 @@ def measure_read(bench: Bench, port: int, pid: int) -> dict[str, float]:
     status = world.client.status()
     audience = Audience(str(status["chain_id"]), str(status["node_id"]))
     reads = plan_reads(world, bench.work.reads, True, bench.rng)
+    out = bench.profile / f"read-{bench.size}.txt" if bench.profile else None
+    spy = start_profile(pid, out) if out else None
     figures = audited_reads(world, audience, port, pid, reads, 1)
+    if spy is not None and out is not None:
+        stop_profile(spy, out)
     return {
         "read p50 ms": 1000 * percentile(figures.latencies, 0.5),
         "read p99 ms": 1000 * percentile(figures.latencies, 0.99),
@@ -303,13 +311,16 @@ UNITS = {
     "chain MiB": ("scale.disk.chain", "MiB"),
     "node start s": ("scale.start", "s"),
     "grow s": ("scale.grow", "s"),
+    "grow CPU s": ("scale.grow.cpu", "s"),
     "records": ("scale.records", "records"),
 }
 
 
-def run(sizes: list[int], work: Workload, scratch: Path, plots: Path | None) -> None:
+def run(
+    sizes: list[int], work: Workload, scratch: Path, plots: Path | None, profile: Path | None
+) -> None:
     root = scratch / "data"
-    bench = Bench(root, initialise(root), work)
+    bench = Bench(root, initialise(root), work, profile=profile)
     port = free_port()
     print(f"machine: {machine()}\nload before: {load()}", flush=True)
     started = time.perf_counter()
@@ -317,11 +328,15 @@ def run(sizes: list[int], work: Workload, scratch: Path, plots: Path | None) -> 
     print(f"set-up: {time.perf_counter() - started:.0f} s", flush=True)
     results: dict[int, dict[str, float]] = {}
     for size in sizes:
-        grow_started = time.perf_counter()
+        bench.size = size
+        grow_started, grow_cpu = time.perf_counter(), time.process_time()
         missing = size - bench.records - work.writes  # the write measure adds work.writes
         if missing > 0:
             grow(root, bench.founder, bench.grown, missing)
-        figures = {"grow s": time.perf_counter() - grow_started}
+        figures = {
+            "grow s": time.perf_counter() - grow_started,
+            "grow CPU s": time.process_time() - grow_cpu,  # the load's share excluded
+        }
         figures |= measure_size(bench, port)
         figures["records"] = bench.records
         results[size] = figures
@@ -362,6 +377,7 @@ def main() -> None:
     parser.add_argument("--plots", type=Path, default=PLOTS, help="where the PNG files go")
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument("--keep", type=Path, help="grow the data directory here and keep it")
+    parser.add_argument("--profile", type=Path, help="py-spy the node's reads into this directory")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else None
     sizes = sizes or list(QUICK_SIZES if args.quick else FULL_SIZES)
@@ -369,10 +385,10 @@ def main() -> None:
     plots = None if args.no_plots else args.plots
     if args.keep:
         args.keep.mkdir(parents=True)  # a new directory: the bench grows it from nothing
-        run(sorted(sizes), work, args.keep, plots)
+        run(sorted(sizes), work, args.keep, plots, args.profile)
         return
     with tempfile.TemporaryDirectory() as scratch:
-        run(sorted(sizes), work, Path(scratch), plots)
+        run(sorted(sizes), work, Path(scratch), plots, args.profile)
 
 
 if __name__ == "__main__":
