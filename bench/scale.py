@@ -26,8 +26,9 @@ the base patients' (written at set-up and by each size's write measure).
 Every figure goes through bench/record.py as `scale.<measure>.<size>`; the curves are drawn
 as PNG files in bench/plots/ (matplotlib, Agg).
 
-Run: .venv/bin/python -m bench.scale                    (10^4, 10^5, 10^6: about 15 minutes)
-     .venv/bin/python -m bench.scale --quick            (10^3, 10^4: about a minute, `make bench`)
+Run: .venv/bin/python -m bench.scale                    (10^4, 10^5, 10^6: ~4 min of CPU to grow,
+                                                         24 min wall at load 11-23 on 2 cores)
+     .venv/bin/python -m bench.scale --quick            (10^3, 10^4: 1-2 minutes, `make bench`)
      .venv/bin/python -m bench.scale --sizes 10000,100000 --plots DIR
 """
 
