@@ -101,11 +101,11 @@ lint: $(STAMP) $(PORTAL_MODULES)
 	$(BIN)/mypy
 	$(BIN)/mypy --strict deploy
 
+# Every benchmark as one run (bench/run_all.py): one CARELEDGER_BENCH_RUN id, one table at the
+# end. `make bench BENCH_ARGS=--quick` for smoke sizes; `--only scale --skip ...` to choose.
+BENCH_ARGS ?=
 bench: $(STAMP) $(COMETBFT)
-	$(BIN)/python -m bench.chain_throughput
-	$(BIN)/python -m bench.chain_memory
-	$(BIN)/python -m bench.records_throughput
-	COMETBFT_BIN=$(CURDIR)/$(COMETBFT) $(BIN)/python -m bench.network_throughput
+	COMETBFT_BIN=$(CURDIR)/$(COMETBFT) $(BIN)/python -m bench.run_all $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .bin build dist .data tools/synthea/lib portal/node_modules src/careledger/web/static
