@@ -55,6 +55,7 @@ from bench.consent_read import (
     start_node,
     state_size,
 )
+from bench.record import record
 from careledger.chain.store import StateStore
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.requestsig import Audience, authorization
@@ -282,6 +283,7 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
     print(READ_HEADER)
     for row in rows:
         print(row.row())
+        record_row(row)
     print()
     print(f"entries: {audit.entries - before:,} committed for {read_total:,} reads")
     print(
@@ -298,6 +300,15 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
         f"({audit.tx_bytes:,} bytes of batch transactions, {audit.batches} batches, "
         f"{audit.entries:,} entries)"
     )
+
+
+def record_row(row: ReadFigures) -> None:
+    """The row's figures through bench/record.py: `reads.audited` (reads/s) and the node's
+    CPU per read, the figure to compare on a shared machine."""
+    detail = {"row": row.name, "reads": row.reads, "code": os.environ.get("PYTHONPATH", "")}
+    record("reads.audited", "records/s", round(row.reads / row.seconds, 1), **detail)
+    node_ms = 1000 * row.node_cpu / row.reads
+    record("reads.audited.node_cpu_ms", "ms/record", round(node_ms, 4), **detail)
 
 
 def backlog(

@@ -15,7 +15,12 @@ import pytest
 
 from accessutil import Consortium, Record
 from careledger.chain.app import QueryResult
-from careledger.chain.modules.audit.entries import MAX_BATCH_ENTRIES, OUTCOMES, AccessEntry
+from careledger.chain.modules.audit.entries import (
+    MAX_BATCH_ENTRIES,
+    OUTCOMES,
+    AccessEntry,
+    BadBatch,
+)
 from careledger.chain.tx import decode_tx
 from careledger.consensus.driver import Admission, Submission
 from careledger.crypto.keyfile import KeyFile
@@ -242,3 +247,35 @@ async def _batch(driver: BatchDriver, node: str, seq: int) -> dict[str, Any]:
     assert found.code == 0, found.log
     answer: dict[str, Any] = orjson.loads(found.value)
     return answer
+
+
+def test_a_malformed_journal_entry_is_never_signed_into_a_batch(tmp_path: Path) -> None:
+    """The batcher checks a journaled entry once, when it encodes its batch (issue 13 took
+    the second and third checks out): an entry the chain would refuse (a reader that is not
+    a did, an unknown outcome, a string where a number goes) stops the batch before any
+    signature, no batch row is recorded and nothing is submitted."""
+    root = tmp_path / "data"
+    initialise(root)
+    node = build_node(root, Solo(block_interval=0.05), audit_interval=0)
+    good = _access("not_found", at=int(time.time())).entry.to_json()
+    bad_rows = [
+        {**good, "reader": "not a did"},
+        {**good, "outcome": "peeked"},
+        {**good, "at": str(good["at"])},
+        {**good, "extra": 1},
+    ]
+    try:
+        batcher = AuditBatcher(
+            node.audit.journal,
+            _CrashingDriver(node.driver),  # any submission would raise _Crash
+            KeyFile.load(node.data.node_key),
+            "careledger-test",
+        )
+        for bad in bad_rows:
+            asyncio.run(node.audit.journal.append([good, bad]))
+            with pytest.raises(BadBatch):
+                asyncio.run(batcher.batch_once())
+            assert asyncio.run(node.audit.journal.last_batch_seq()) == 0
+            asyncio.run(node.audit.journal.run(lambda db: db.execute("DELETE FROM entries")))
+    finally:
+        node.close()

@@ -63,7 +63,16 @@ class OwnKeys:
     """A patient's keys, all derived from its key file."""
 
     def __init__(self, keyfile: KeyFile) -> None:
-        self.keyfile = keyfile
+        self._keyfile = keyfile
+        # Derived once per (scope, epoch): a key file's scope keys never change (it is
+        # frozen; a rotation makes a new KeyFile, and a new OwnKeys), and deriving one (HKDF
+        # and an X25519 key) cost as much as opening the record it was asked for.
+        self._pairs: dict[tuple[str, int], ScopeKeyPair] = {}
+
+    @property
+    def keyfile(self) -> KeyFile:
+        """The key file (read-only: the cached scope keys are this key file's)."""
+        return self._keyfile
 
     def naming_key(self, patient: str) -> bytes:
         if patient != self.keyfile.did:
@@ -73,7 +82,10 @@ class OwnKeys:
     def scope_pair(self, patient: str, scope: str, epoch: int) -> ScopeKeyPair | None:
         if patient != self.keyfile.did:
             return None
-        return self.keyfile.scope_key(scope, epoch)
+        pair = self._pairs.get((scope, epoch))
+        if pair is None:
+            pair = self._pairs[(scope, epoch)] = self.keyfile.scope_key(scope, epoch)
+        return pair
 
 
 # --- keys granted to an organisation or a delegate ------------------------------------------

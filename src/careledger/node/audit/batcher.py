@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import orjson
@@ -50,6 +50,8 @@ from careledger.chain.modules.audit.entries import (
     MAX_DT,
     RECORD_PREFIX_HEX,
     AccessEntry,
+    BadBatch,
+    batch_bytes,
     decode_batch,
     encode_batch,
     entries_fitting,
@@ -72,6 +74,9 @@ MAX_PAUSE = 10.0  # seconds between retries after failures, at most
 # blocks awaited together, so a backlog drains several batches a block, not one.
 PIPELINE = 4
 ENVELOPE_BYTES = 1024  # chain id, type, sender, nonce and signature around the payload
+_ENTRY_FIELDS = frozenset(
+    ("patient", "record", "version", "reader", "org", "purpose", "outcome", "at")
+)
 
 
 def interval_from_env(default: float = DEFAULT_INTERVAL) -> float:
@@ -155,12 +160,11 @@ class AuditBatcher:
         if not rows:
             return False
         seq = max(await self.journal.last_batch_seq(), await self._last_seq()) + 1
-        entries = [AccessEntry.from_json(r.entry) for r in rows]
+        entries = [journaled_entry(r.entry) for r in rows]
         batches: list[JournalBatch] = []
         taken = 0
         while taken < len(rows) and len(batches) < PIPELINE:
-            count = self._fitting(seq, entries[taken:])
-            payload = encode_batch(self.node_key.did, seq, entries[taken : taken + count])
+            count, payload = self._fitting(seq, entries[taken:])
             raw = await self._sign(payload)
             first = rows[taken].seq
             batch = JournalBatch(seq, first, count, payload, raw, tx_hash(raw).hex(), False, None)
@@ -185,13 +189,13 @@ class AuditBatcher:
             if not await self._settle(batch, await admission.outcome()):
                 return
 
-    def _fitting(self, seq: int, entries: Sequence[AccessEntry]) -> int:
-        """How many leading entries one batch takes (at least one)."""
+    def _fitting(self, seq: int, entries: Sequence[AccessEntry]) -> tuple[int, dict[str, Any]]:
+        """How many leading entries one batch takes (at least one), and its payload."""
         parties: set[str] = set()
         records: set[str] = set()
         low = high = entries[0].at
         n = 0
-        for entry in entries:
+        for entry in entries[:MAX_BATCH_ENTRIES]:  # no batch holds more: look no further
             parties |= {p for p in (entry.patient, entry.reader, entry.org) if p}
             if entry.record:
                 records.add(entry.record[:RECORD_PREFIX_HEX])
@@ -204,7 +208,14 @@ class AuditBatcher:
                 break
             n += 1
         max_bytes = MAX_TX_BYTES - ENVELOPE_BYTES
-        return max(1, entries_fitting(self.node_key.did, seq, entries[: max(n, 1)], max_bytes))
+        # The usual case, every entry within the table bounds fits the bytes: one encoding
+        # (which checks every entry) serves as both the size test and the payload.
+        n = min(max(n, 1), MAX_BATCH_ENTRIES)
+        payload = encode_batch(self.node_key.did, seq, entries[:n])
+        if batch_bytes(payload) <= max_bytes:
+            return n, payload
+        count = max(1, entries_fitting(self.node_key.did, seq, entries[:n], max_bytes))
+        return count, encode_batch(self.node_key.did, seq, entries[:count])
 
     async def _submit(self, batch: JournalBatch, fresh_nonce: bool) -> bool:
         """Submit and mark committed (True); False if the batch was abandoned (refused for
@@ -298,3 +309,16 @@ class AuditBatcher:
         if error != self._last_error:  # once per distinct reason, not every retry
             log.error("%s (the entries stay journaled; retrying)", error)
             self._last_error = error
+
+
+def journaled_entry(data: Mapping[str, Any]) -> AccessEntry:
+    """An entry as this node's journal holds it (`AccessEntry.to_json`), its fields' types
+    checked (BadBatch otherwise). Its values are checked once, by `encode_batch`, before
+    any batch holding it is signed (`from_json` checked them a second time)."""
+    if not isinstance(data, Mapping) or set(data) != _ENTRY_FIELDS:
+        raise BadBatch(f"a journaled access entry has exactly the fields {sorted(_ENTRY_FIELDS)}")
+    texts = [data[n] for n in _ENTRY_FIELDS if n not in ("version", "at")]
+    numbers = (data["version"], data["at"])
+    if not all(type(t) is str for t in texts) or not all(type(n) is int for n in numbers):
+        raise BadBatch("an access entry's fields are strings, 'version' and 'at' integers")
+    return AccessEntry(**data)
