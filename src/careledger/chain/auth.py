@@ -143,14 +143,21 @@ class SignatureCache:
             self._seen.pop(carried, None)
 
 
-def authenticate(state: Readable, stx: SignedTx, cache: SignatureCache, height: int) -> None:
+def authenticate(
+    state: Readable,
+    stx: SignedTx,
+    cache: SignatureCache,
+    height: int,
+    voucher: Voucher | None = None,
+) -> None:
     """TxFailure unless the sender may send this transaction and its current key signed it.
 
     UNKNOWN_SENDER: the sender is not an identity that may act (unregistered; deregistered;
     a removed organisation or one of its practitioners) and the transaction is not a
     self-registration (`vouchers.SELF_REGISTRATIONS`) carrying a member's valid voucher for
     it at `height`. Runs before any nonce is spent, in check_tx and finalize_block alike, so
-    a refused transaction writes nothing, not even a nonce row.
+    a refused transaction writes nothing, not even a nonce row. `voucher`: the payload's
+    voucher as the message already parsed it (else it is parsed from the payload here).
     """
     tx = stx.tx
     identities = IdentityKeeper(KV(state, "identity"))
@@ -158,6 +165,7 @@ def authenticate(state: Readable, stx: SignedTx, cache: SignatureCache, height: 
     if not cache.verify(stx, key):
         raise TxFailure(Code.BAD_SIGNATURE, "signature does not verify with the sender's key")
     if purpose:
-        voucher = Voucher.of(tx.payload)
+        if voucher is None:
+            voucher = Voucher.of(tx.payload)
         verify = functools.partial(cache.verify_detached, carried_by=stx)
         check_voucher(identities, tx.chain_id, purpose, tx.sender, voucher, height, verify)

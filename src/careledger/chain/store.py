@@ -107,6 +107,9 @@ class StateStore:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        # The last commit, read once: only commit() below changes it (one writer per file),
+        # and check_tx asks for the next height on every transaction.
+        self._last: LastCommit | None = None
 
     def close(self) -> None:
         with self._readers_lock:
@@ -130,7 +133,9 @@ class StateStore:
         return _iterate(self._db, prefix, start)
 
     def last_commit(self) -> LastCommit:
-        return _last_commit(self._db)
+        if self._last is None:
+            self._last = _last_commit(self._db)
+        return self._last
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[Snapshot]:
@@ -193,6 +198,8 @@ class StateStore:
                 db.execute("ROLLBACK")
             self.cache.clear()
             raise
+        finally:
+            self._last = None  # read again, once, at the next ask
         for key, value in changes.items():
             self.cache.put(key, value)
 
