@@ -23,7 +23,7 @@ from careledger.chain import auth
 from careledger.chain.apphash import changes_hash, next_app_hash
 from careledger.chain.block import parse_time_ns
 from careledger.chain.codes import Code, TxFailure
-from careledger.chain.decoded import DecodeCache, Decoded
+from careledger.chain.decoded import DecodeCache, Decoded, PreparedBatch
 from careledger.chain.faults import LocalFault, local_fault
 from careledger.chain.genesis import Genesis
 from careledger.chain.modules.audit import audit_module
@@ -66,6 +66,7 @@ __all__ = [
     "FinalizeResult",
     "IncompatibleState",
     "LocalFault",
+    "PreparedBatch",
     "QueryResult",
     "TxResult",
     "UpgradeRequired",
@@ -236,12 +237,56 @@ class Application:
         """
         try:
             decoded = self._decode(raw, take=False)
+        except TxFailure as failure:
+            return TxResult(failure.code, failure.log)
+        except Exception:
+            return _internal(raw)
+        return self._check_decoded(raw, decoded)
+
+    def prepare_batch(self, raws: Sequence[bytes]) -> PreparedBatch:
+        """check_tx's first half for a batch: decode each transaction and list the signatures
+        it needs against the mempool view as it is now, to verify ahead (`PreparedBatch.verify`,
+        in another thread). Never raises; nothing is admitted or cached yet."""
+        batch = PreparedBatch(list(raws), [], [])
+        for raw in batch.raws:
+            try:
+                decoded = self._decode(raw, take=False)
+                batch.checks += auth.signature_checks(
+                    self._check_state, decoded.stx, _carried_voucher(decoded)
+                )
+            except TxFailure as failure:
+                batch.decoded.append(failure)
+                continue
+            except Exception:  # a local fault: check_tx meets it again and answers INTERNAL
+                batch.decoded.append(None)
+                continue
+            batch.decoded.append(decoded)
+        return batch
+
+    def check_batch(self, batch: PreparedBatch) -> list[TxResult]:
+        """check_tx of each transaction of a prepared batch, in order, against the mempool
+        view as it is now. The signatures found valid ahead are remembered under the keys
+        that verified them; authenticate looks them up under the keys the state names now
+        (a miss verifies in full), so the results are check_tx's whatever was verified."""
+        if batch.valid is not None:
+            self._signatures.add_verified(batch.checks, batch.valid)
+        results = []
+        for raw, decoded in zip(batch.raws, batch.decoded, strict=True):
+            if decoded is None:
+                results.append(self.check_tx(raw))
+            elif isinstance(decoded, TxFailure):
+                results.append(TxResult(decoded.code, decoded.log))
+            else:
+                results.append(self._check_decoded(raw, decoded))
+        return results
+
+    def _check_decoded(self, raw: bytes, decoded: Decoded) -> TxResult:
+        try:
             self._admit(decoded)
         except TxFailure as failure:
             return TxResult(failure.code, failure.log)
         except Exception:
-            log.exception("check_tx of %s failed with a local fault", tx_hash(raw).hex())
-            return TxResult(Code.INTERNAL, "the node could not check the transaction")
+            return _internal(raw)
         self._decoded.keep(raw, decoded)
         return TxResult(Code.OK)
 
@@ -430,3 +475,8 @@ def _carried_voucher(decoded: Decoded) -> Voucher | None:
     `Voucher.of` reads), so that authenticate need not parse the payload again."""
     voucher = getattr(decoded.parsed, "voucher", None)
     return voucher if isinstance(voucher, Voucher) else None
+
+
+def _internal(raw: bytes) -> TxResult:
+    log.exception("check_tx of %s failed with a local fault", tx_hash(raw).hex())
+    return TxResult(Code.INTERNAL, "the node could not check the transaction")

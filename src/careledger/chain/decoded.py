@@ -12,6 +12,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from careledger.chain.auth import SignatureCheck, verify_checks
+from careledger.chain.codes import TxFailure
 from careledger.chain.modules.base import Message
 from careledger.chain.tx import SignedTx
 
@@ -74,3 +76,23 @@ class DecodeCache:
 
     def _cost(self, raw: bytes) -> int:
         return 4 * len(raw) + self.ENTRY_OVERHEAD
+
+
+@dataclass
+class PreparedBatch:
+    """A batch of transactions for check_tx, decoded, with the signatures to verify ahead.
+
+    `Application.prepare_batch` fills it on the state machine's thread, `verify` may run in
+    another (it only calls libsodium, which releases the GIL), `Application.check_batch`
+    then checks each transaction as check_tx does. `decoded[i]` is the decoding of
+    `raws[i]`, the failure of its stateless checks, or None (check it from scratch).
+    """
+
+    raws: list[bytes]
+    decoded: list[Decoded | TxFailure | None]
+    checks: list[SignatureCheck]
+    valid: list[bool] | None = None
+
+    def verify(self) -> None:
+        """Verify the batch's signatures: pure, safe in any thread."""
+        self.valid = verify_checks(self.checks)
