@@ -247,21 +247,23 @@ class Application:
         """check_tx's first half for a batch: decode each transaction and list the signatures
         it needs against the mempool view as it is now, to verify ahead (`PreparedBatch.verify`,
         in another thread). Never raises; nothing is admitted or cached yet."""
-        batch = PreparedBatch(list(raws), [], [])
-        for raw in batch.raws:
-            try:
-                decoded = self._decode(raw, take=False)
-                batch.checks += auth.signature_checks(
-                    self._check_state, decoded.stx, _carried_voucher(decoded)
-                )
-            except TxFailure as failure:
-                batch.decoded.append(failure)
-                continue
-            except Exception:  # a local fault: check_tx meets it again and answers INTERNAL
-                batch.decoded.append(None)
-                continue
-            batch.decoded.append(decoded)
+        batch = PreparedBatch(list(raws), [self._decode_or_failure(raw) for raw in raws], [])
+        decoded = [d for d in batch.decoded if isinstance(d, Decoded)]
+        try:
+            self.store.prefetch(k for d in decoded for k in auth.keys_read_first(d.stx))
+            for d in decoded:
+                batch.checks += auth.signature_checks(self._check_state, d.stx, _carried_voucher(d))
+        except Exception:  # a local fault: check_batch meets it again and answers for it
+            log.exception("reading ahead for a batch of transactions failed")
         return batch
+
+    def _decode_or_failure(self, raw: bytes) -> Decoded | TxFailure | None:
+        try:
+            return self._decode(raw, take=False)
+        except TxFailure as failure:
+            return failure
+        except Exception:  # a local fault: check_tx meets it again and answers INTERNAL
+            return None
 
     def check_batch(self, batch: PreparedBatch) -> list[TxResult]:
         """check_tx of each transaction of a prepared batch, in order, against the mempool

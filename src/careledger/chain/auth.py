@@ -208,6 +208,14 @@ def signature_checks(
     return checks
 
 
+def keys_read_first(stx: SignedTx) -> tuple[bytes, bytes]:
+    """The state keys check_tx reads first for a transaction, whoever sends it: the sender's
+    identity and nonces. Read ahead for a batch (StateStore.prefetch): a hint, a key wrong
+    here costs a wasted read, never a different answer."""
+    sender = stx.tx.sender
+    return KV.full_key("identity", f"id/{sender}"), KV.full_key(MODULE, f"nonce/{sender}")
+
+
 def authenticate(
     state: Readable,
     stx: SignedTx,
