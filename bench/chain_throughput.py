@@ -21,6 +21,7 @@ import asyncio
 import cProfile
 import os
 import pstats
+import socket
 import subprocess
 import sys
 import tempfile
@@ -93,7 +94,7 @@ def run_http(total: int, clients: int, batch: int) -> tuple[Figures, float]:
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch) / "data"
         org = initialise(root)
-        port = 18500
+        port = _free_port()  # not a fixed one: other benchmarks may run on this machine
         command = [sys.executable, "-m", "careledger.cli", "up", "--data-dir", str(root)]
         proc = subprocess.Popen(
             [*command, "--port", str(port), "--block-interval", "0.1"],
@@ -103,6 +104,7 @@ def run_http(total: int, clients: int, batch: int) -> tuple[Figures, float]:
         try:
             url = f"http://127.0.0.1:{port}"
             _wait_ready(url)
+            print(f"node pid {proc.pid} on {url}", file=sys.stderr, flush=True)
             chain_id = NodeClient(url).status()["chain_id"]
             txs = registrations(chain_id, total, org)
             chunks = [txs[i : i + batch] for i in range(0, len(txs), batch)]
@@ -137,6 +139,12 @@ def run_http(total: int, clients: int, batch: int) -> tuple[Figures, float]:
             proc.wait(10)
     name = f"HTTP POST /txs, {clients} clients x batches of {batch}"
     return Figures(name, committed[0], elapsed, latencies), cpu
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _process_cpu(pid: int) -> float:
