@@ -15,6 +15,8 @@ import asyncio
 import os
 from pathlib import Path
 
+import pytest
+
 from careledger.chain.app import Application, TxResult
 from careledger.chain.codes import Code
 from careledger.chain.store import StateStore
@@ -129,13 +131,18 @@ def test_a_recheck_refuses_a_transaction_whose_nonce_a_block_spent(tmp_path: Pat
     assert app.check_tx(waiting, recheck=True).code == Code.REPLAY
 
 
-def test_the_intake_keeps_the_submission_order_in_the_block(tmp_path: Path) -> None:
+@pytest.mark.parametrize("verify_in_thread", [False, True])
+def test_the_intake_keeps_the_submission_order_in_the_block(
+    tmp_path: Path, verify_in_thread: bool
+) -> None:
     org = Identity.generate()
     app = make_app(tmp_path / "s.sqlite", [org])
     count = INTAKE_BATCH * 2 + INLINE_BATCH + 3  # several batches, the pipeline's two stages
     txs = [register_patient_tx(CHAIN_ID, Identity.generate(), org) for _ in range(count)]
     blocks = BlockStore(tmp_path / "blocks.sqlite")
-    producer = SoloProducer(app, blocks, block_interval=60, max_block_txs=count)
+    producer = SoloProducer(
+        app, blocks, block_interval=60, max_block_txs=count, verify_in_thread=verify_in_thread
+    )
 
     async def scenario() -> list[int]:
         running = asyncio.create_task(producer.run())
