@@ -41,13 +41,19 @@ from careledger.wallet.node_client import NodeClient
 
 
 def run_inproc(
-    total: int, rate: float, block_interval: float, profiler: cProfile.Profile | None = None
+    total: int,
+    rate: float,
+    block_interval: float,
+    profiler: cProfile.Profile | None = None,
+    verify_in_thread: bool = False,
 ) -> tuple[Figures, float]:
     """Submit `total` txs (paced at `rate` per second, or all at once when 0) and await commits."""
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch) / "data"
         org = initialise(root)
         node = build_node(root, Solo(block_interval=block_interval))
+        if hasattr(node.consensus, "verify_in_thread"):  # absent before issue 13
+            node.consensus.verify_in_thread = verify_in_thread
         txs = registrations(node.app.chain_id, total, org)
         if profiler:
             profiler.enable()
@@ -175,20 +181,33 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8, help="HTTP client threads")
     parser.add_argument("--batch", type=int, default=500, help="transactions per POST /txs")
     parser.add_argument("--no-record", action="store_true", help="print only, record nothing")
+    parser.add_argument(
+        "--verify-thread",
+        action="store_true",
+        help="in-process: verify signatures in a thread (SoloProducer.verify_in_thread)",
+    )
     args = parser.parse_args()
     code = Path(careledger.__file__).parent
     print(f"machine: {machine()}; load {os.getloadavg()[0]:.1f}; code {code}")
     print(HEADER)
-    settings = {"txs": args.txs, "block_interval": args.block_interval}
+    settings = {
+        "txs": args.txs,
+        "block_interval": args.block_interval,
+        "verify_thread": args.verify_thread,
+    }
     if args.mode in ("inproc", "both"):
         profiler = cProfile.Profile() if args.profile else None
-        figures, cpu = run_inproc(args.txs, args.rate, args.block_interval, profiler)
+        figures, cpu = run_inproc(
+            args.txs, args.rate, args.block_interval, profiler, args.verify_thread
+        )
         measure = "chain.inproc.offered" if args.rate else "chain.inproc.saturating"
         _report(figures, cpu, measure, not args.no_record, rate=args.rate, **settings)
         if profiler:
             pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         if not args.rate:
-            figures, cpu = run_inproc(args.txs // 2, 2000, args.block_interval)
+            figures, cpu = run_inproc(
+                args.txs // 2, 2000, args.block_interval, None, args.verify_thread
+            )
             _report(figures, cpu, "chain.inproc.offered", not args.no_record, rate=2000, **settings)
     if args.mode in ("http", "both"):
         figures, cpu = run_http(args.txs, clients=args.clients, batch=args.batch)
