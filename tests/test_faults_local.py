@@ -154,7 +154,11 @@ def test_the_solo_producer_halts_and_takes_no_more_writes(tmp_path: Path) -> Non
     app = faulty_app(tmp_path / "state.sqlite", org)
     blocks = BlockStore(tmp_path / "blocks.sqlite")
     halted: list[bool] = []
-    producer = SoloProducer(app, blocks, block_interval=0.01, on_halt=lambda: halted.append(True))
+    # One block of exactly these two, made when both wait (not on a timer: a block between
+    # the two admissions would commit the first).
+    producer = SoloProducer(
+        app, blocks, block_interval=60, max_block_txs=2, on_halt=lambda: halted.append(True)
+    )
 
     async def scenario() -> tuple[int | None, int | None, int]:
         running = asyncio.create_task(producer.run())

@@ -33,7 +33,13 @@ ALLOWED: dict[str, frozenset[str]] = {
     ),
 }
 # Chain modules whose state gateway and web must never touch, even though `chain` is allowed.
-STATE_ACCESS = ("careledger.chain.store", "careledger.chain.state", "careledger.chain.app")
+STATE_ACCESS = (
+    "careledger.chain.store",
+    "careledger.chain.state",
+    "careledger.chain.app",
+    "careledger.chain.rules",
+    "careledger.chain.decoded",
+)
 CHAIN_MODULES = "careledger.chain.modules"
 
 

@@ -18,10 +18,17 @@ from __future__ import annotations
 
 import functools
 from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from careledger.chain.codes import Code, TxFailure
 from careledger.chain.modules.identity import IdentityKeeper
-from careledger.chain.modules.identity.vouchers import Voucher, check_voucher, sender_key
+from careledger.chain.modules.identity.vouchers import (
+    Voucher,
+    check_voucher,
+    sender_key,
+    voucher_bytes,
+)
 from careledger.chain.state import KV, Readable
 from careledger.chain.tx import SignedTx
 from careledger.crypto.hashing import sha256
@@ -128,12 +135,25 @@ class SignatureCache:
             return True
         if not verify_signature(public_key, signature, message):
             return False
+        self._remember(entry, public_key)
+        return True
+
+    def _remember(self, entry: bytes, public_key: bytes) -> None:
         self._seen[entry] = public_key
         self._seen.move_to_end(entry)
         if len(self._seen) > self.capacity:
             evicted, _ = self._seen.popitem(last=False)
             self._carried.pop(evicted, None)
-        return True
+
+    def add_verified(self, checks: Sequence[SignatureCheck], valid: Sequence[bool]) -> None:
+        """Remember the checks that `verify_checks` found valid (`valid[i]` for `checks[i]`),
+        as `verify` would have. An entry names the hash of exactly the bytes verified and the
+        key that verified them, so a later lookup under another key, or of other bytes,
+        misses and verifies in full. Voucher checks are not tied to their transaction here:
+        `verify_detached` ties them when authenticate looks them up."""
+        for check, ok in zip(checks, valid, strict=True):
+            if ok and self._seen.get(check.entry) != check.public_key:
+                self._remember(check.entry, check.public_key)
 
     def forget(self, stx: SignedTx) -> None:
         """Drop the transaction's entry and that of the voucher it carries."""
@@ -143,14 +163,74 @@ class SignatureCache:
             self._seen.pop(carried, None)
 
 
-def authenticate(state: Readable, stx: SignedTx, cache: SignatureCache, height: int) -> None:
+@dataclass(frozen=True, slots=True)
+class SignatureCheck:
+    """One signature to verify ahead of check_tx (off the event loop: libsodium releases
+    the GIL), and the signature cache entry it makes when valid."""
+
+    entry: bytes  # the cache's name for it: as SignatureCache.verify / verify_detached
+    public_key: bytes
+    signature: bytes
+    message: bytes
+
+
+def verify_checks(checks: Sequence[SignatureCheck]) -> list[bool]:
+    """Verify each check: pure, reads no state, safe in any thread."""
+    return [verify_signature(c.public_key, c.signature, c.message) for c in checks]
+
+
+def signature_checks(
+    state: Readable, stx: SignedTx, voucher: Voucher | None = None
+) -> list[SignatureCheck]:
+    """The signatures authenticate would verify for this transaction against `state`: the
+    envelope's under the sender's current key, and a self-registration's voucher under the
+    vouching member's key. Empty when authenticate would refuse before any signature (the
+    voucher's when it would refuse before that one). Only a hint: authenticate still looks
+    each one up under the key the state names then, and verifies in full on a miss."""
+    tx = stx.tx
+    identities = IdentityKeeper(KV(state, "identity"))
+    try:
+        key, purpose = sender_key(identities, tx.sender, tx.type)
+        checks = [SignatureCheck(stx.hash, key, stx.signature, stx.body)]
+        if purpose:
+            voucher = voucher if voucher is not None else Voucher.of(tx.payload)
+            org = identities.acting_identity(voucher.org)
+            if org is not None:
+                signature = bytes.fromhex(voucher.signature)
+                statement = voucher_bytes(
+                    tx.chain_id, purpose, tx.sender, voucher.org, voucher.expires_at
+                )
+                org_key = bytes.fromhex(org["signing_key"])
+                entry = sha256(statement + signature)
+                checks.append(SignatureCheck(entry, org_key, signature, statement))
+    except TxFailure:
+        return []
+    return checks
+
+
+def keys_read_first(stx: SignedTx) -> tuple[bytes, bytes]:
+    """The state keys check_tx reads first for a transaction, whoever sends it: the sender's
+    identity and nonces. Read ahead for a batch (StateStore.prefetch): a hint, a key wrong
+    here costs a wasted read, never a different answer."""
+    sender = stx.tx.sender
+    return KV.full_key("identity", f"id/{sender}"), KV.full_key(MODULE, f"nonce/{sender}")
+
+
+def authenticate(
+    state: Readable,
+    stx: SignedTx,
+    cache: SignatureCache,
+    height: int,
+    voucher: Voucher | None = None,
+) -> None:
     """TxFailure unless the sender may send this transaction and its current key signed it.
 
     UNKNOWN_SENDER: the sender is not an identity that may act (unregistered; deregistered;
     a removed organisation or one of its practitioners) and the transaction is not a
     self-registration (`vouchers.SELF_REGISTRATIONS`) carrying a member's valid voucher for
     it at `height`. Runs before any nonce is spent, in check_tx and finalize_block alike, so
-    a refused transaction writes nothing, not even a nonce row.
+    a refused transaction writes nothing, not even a nonce row. `voucher`: the payload's
+    voucher as the message already parsed it (else it is parsed from the payload here).
     """
     tx = stx.tx
     identities = IdentityKeeper(KV(state, "identity"))
@@ -158,6 +238,7 @@ def authenticate(state: Readable, stx: SignedTx, cache: SignatureCache, height: 
     if not cache.verify(stx, key):
         raise TxFailure(Code.BAD_SIGNATURE, "signature does not verify with the sender's key")
     if purpose:
-        voucher = Voucher.of(tx.payload)
+        if voucher is None:
+            voucher = Voucher.of(tx.payload)
         verify = functools.partial(cache.verify_detached, carried_by=stx)
         check_voucher(identities, tx.chain_id, purpose, tx.sender, voucher, height, verify)

@@ -100,6 +100,11 @@ class KV:
     def _key(self, key: str) -> bytes:
         return self._prefix + key.encode()
 
+    @staticmethod
+    def full_key(module: str, key: str) -> bytes:
+        """The store's key for `key` of `module` (what KV(state, module) reads for it)."""
+        return f"{module}/{key}".encode()
+
     def sibling(self, module: str) -> KV:
         """The same state under another module's prefix (for that module's keeper: a query
         of one module that needs another's state, as records/read_access needs consent)."""

@@ -14,7 +14,7 @@ import contextlib
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,17 @@ CREATE TABLE IF NOT EXISTS commits (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+
+class _Missing:
+    """Not in the read cache (as opposed to cached as absent, None)."""
+
+
+MISSING = _Missing()
+
+# Keys read ahead in one query (StateStore.prefetch): below SQLite's oldest default limit
+# on bound parameters (999).
+_PREFETCH_CHUNK = 900
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,14 @@ class ReadCache:
         value = self._entries[key]  # KeyError when not cached
         self._entries.move_to_end(key)
         return value
+
+    def lookup(self, key: bytes) -> bytes | _Missing | None:
+        """The cached value (None for a key cached as absent), or MISSING."""
+        entries = self._entries
+        if key not in entries:
+            return MISSING
+        entries.move_to_end(key)
+        return entries[key]
 
     def put(self, key: bytes, value: bytes | None) -> None:
         if key in self._entries:
@@ -107,6 +126,9 @@ class StateStore:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        # The last commit, read once: only commit() below changes it (one writer per file),
+        # and check_tx asks for the next height on every transaction.
+        self._last: LastCommit | None = None
 
     def close(self) -> None:
         with self._readers_lock:
@@ -116,13 +138,26 @@ class StateStore:
         self._db.close()
 
     def get(self, key: bytes) -> bytes | None:
-        try:
-            return self.cache[key]
-        except KeyError:
-            pass
-        value = _get(self._db, key)
-        self.cache.put(key, value)
-        return value
+        value = self.cache.lookup(key)
+        if value is MISSING:
+            value = _get(self._db, key)
+            self.cache.put(key, value)
+        return value  # type: ignore[return-value]  # not MISSING by now
+
+    def prefetch(self, keys: Iterable[bytes]) -> None:
+        """Read these keys into the read cache (absent ones as absent), in one query per
+        _PREFETCH_CHUNK keys instead of one per key: a batch of new senders' identities and
+        nonces, read before the batch is checked. Only the committed state, as get reads."""
+        wanted = list(dict.fromkeys(k for k in keys if k not in self.cache))
+        for start in range(0, len(wanted), _PREFETCH_CHUNK):
+            chunk = wanted[start : start + _PREFETCH_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            found = dict(
+                self._db.execute(f"SELECT key, value FROM state WHERE key IN ({marks})", chunk)
+            )
+            for key in chunk:
+                value = found.get(key)
+                self.cache.put(key, None if value is None else bytes(value))
 
     def iterate(self, prefix: bytes, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         """Key/value pairs whose key starts with prefix (and is at least start), in key
@@ -130,7 +165,9 @@ class StateStore:
         return _iterate(self._db, prefix, start)
 
     def last_commit(self) -> LastCommit:
-        return _last_commit(self._db)
+        if self._last is None:
+            self._last = _last_commit(self._db)
+        return self._last
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[Snapshot]:
@@ -193,6 +230,8 @@ class StateStore:
                 db.execute("ROLLBACK")
             self.cache.clear()
             raise
+        finally:
+            self._last = None  # read again, once, at the next ask
         for key, value in changes.items():
             self.cache.put(key, value)
 

@@ -14,8 +14,7 @@ from careledger.chain.codes import Code, TxFailure
 from careledger.crypto.canonical import (
     NotCanonical,
     canonical_bytes,
-    contains_float,
-    parse_canonical,
+    parse_canonical_noting_floats,
 )
 from careledger.crypto.hashing import sha256
 from careledger.crypto.keys import Identity
@@ -71,13 +70,16 @@ def decode_tx(raw: bytes) -> SignedTx:
         raise TxFailure(Code.MALFORMED, "transaction too short to hold a signature")
     body, signature = raw[:-SIGNATURE_BYTES], raw[-SIGNATURE_BYTES:]
     try:
-        value = parse_canonical(body)
+        value, has_float = parse_canonical_noting_floats(body)
     except NotCanonical as exc:
         raise TxFailure(Code.MALFORMED, f"transaction body: {exc}") from None
-    return SignedTx(_envelope(value), body, signature, sha256(raw))
+    return SignedTx(_envelope(value, has_float), body, signature, sha256(raw))
 
 
-def _envelope(value: Any) -> Tx:
+def _envelope(value: Any, has_float: bool) -> Tx:
+    """The envelope's fields, checked in this order (the first failure is the log).
+    `has_float`: the value holds a float somewhere; once the other four fields are checked
+    (strings and an integer), it can only be in the payload."""
     if not isinstance(value, dict) or set(value) != _FIELDS:
         raise TxFailure(Code.MALFORMED, f"envelope must have exactly the fields {sorted(_FIELDS)}")
     chain_id, type_, sender = value["chain_id"], value["type"], value["sender"]
@@ -88,6 +90,6 @@ def _envelope(value: Any) -> Tx:
         raise TxFailure(Code.MALFORMED, f"nonce must be an integer in 1..{MAX_NONCE}")
     if not isinstance(payload, dict):
         raise TxFailure(Code.MALFORMED, "payload must be an object")
-    if contains_float(payload):
+    if has_float:
         raise TxFailure(Code.MALFORMED, "payload must not contain floating-point numbers")
     return Tx(chain_id, type_, sender, nonce, payload)

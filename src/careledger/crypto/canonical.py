@@ -34,7 +34,7 @@ def canonical_bytes(value: Any) -> bytes:
     Plane (sorted by code point vs UTF-16 unit). One walk finds those cases and sends them
     to the reference, so the output is always RFC 8785.
     """
-    fast = _orjson_is_canonical_for(value)  # raises NotCanonicalisable when too deep
+    fast, _ = _walk(value)  # raises NotCanonicalisable when too deep
     try:
         if fast:
             return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
@@ -51,17 +51,28 @@ def parse_canonical(data: bytes) -> Any:
     (orjson reads them as floats), deep nesting, duplicate keys (the kept value re-encodes
     differently), non-finite numbers.
     """
+    return parse_canonical_noting_floats(data)[0]
+
+
+def parse_canonical_noting_floats(data: bytes) -> tuple[Any, bool]:
+    """`parse_canonical`, and whether the value holds a float anywhere (`contains_float`),
+    found by the same walk: a transaction's decoding needs both."""
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise NotCanonical(f"not JSON: {exc}") from exc
     try:
-        canonical = canonical_bytes(value)
+        fast, has_float = _walk(value)
+        canonical = orjson.dumps(value, option=orjson.OPT_SORT_KEYS) if fast else None
+        if canonical is None:
+            canonical = canonical_bytes(value)
     except NotCanonicalisable as exc:
         raise NotCanonical(str(exc)) from exc
+    except (TypeError, ValueError) as exc:  # as canonical_bytes words it
+        raise NotCanonical(f"value has no RFC 8785 form: {exc}") from exc
     if canonical != data:
         raise NotCanonical("JSON is not in RFC 8785 canonical form")
-    return value
+    return value, has_float
 
 
 def contains_float(value: Any) -> bool:
@@ -77,13 +88,13 @@ def contains_float(value: Any) -> bool:
     return False
 
 
-def _orjson_is_canonical_for(value: Any) -> bool:
-    """Whether orjson's sorted output is RFC 8785 for this value.
+def _walk(value: Any) -> tuple[bool, bool]:
+    """(whether orjson's sorted output is RFC 8785 for this value, whether it holds a float).
 
     One walk, level by level and without recursion, which also refuses a value nested deeper
     than MAX_DEPTH (NotCanonicalisable) before anything recursive sees it.
     """
-    alike = True
+    alike, has_float = True, False
     level, depth = [value], 0
     while level:
         below: list[Any] = []
@@ -104,14 +115,15 @@ def _orjson_is_canonical_for(value: Any) -> bool:
                 holds_container = True
                 alike = alike and kind is list
                 below.extend(item)
-            elif alike:
-                alike = _scalar_alike(item, kind)
+            else:
+                has_float = has_float or kind is float
+                alike = alike and _scalar_alike(item, kind)
         if holds_container:
             depth += 1
             if depth > MAX_DEPTH:
                 raise NotCanonicalisable(f"value is nested deeper than {MAX_DEPTH} levels")
         level = below
-    return alike
+    return alike, has_float
 
 
 def _scalar_alike(item: Any, kind: type) -> bool:

@@ -40,9 +40,9 @@ class TypedEvent:
 
     def to_event(self) -> Event:
         attributes = {}
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
-            attributes[f.name] = ",".join(value) if isinstance(value, tuple) else str(value)
+        for name in _field_names(type(self)):
+            value = getattr(self, name)
+            attributes[name] = ",".join(value) if isinstance(value, tuple) else str(value)
         return Event(self.TYPE, attributes)
 
     @classmethod
@@ -68,6 +68,18 @@ class TypedEvent:
     @classmethod
     def all_in(cls: type[E], events: Iterable[Event]) -> list[E]:
         return [typed for e in events if (typed := cls.from_event(e)) is not None]
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type[TypedEvent]) -> tuple[str, ...]:
+    """An event class's field names in order, looked up once per class (every transaction
+    emits events: dataclasses.fields costs more than building the attributes)."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+    return names
 
 
 def _is_tuple(f: dataclasses.Field[Any]) -> bool:
