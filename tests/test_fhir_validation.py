@@ -97,6 +97,22 @@ def test_not_a_resource(value: Any, message: str) -> None:
         validate_resource(value)
 
 
+@pytest.mark.parametrize(
+    "resource",
+    [
+        {"resourceType": "Patient", "contained": [{"resourceType": 5}]},
+        {"resourceType": "Patient", "contained": [{"resourceType": "R4.5.0"}]},
+        {"resourceType": "Patient", "extension": [{"url": "x", "valueUrl": 7}]},
+        {"resourceType": "Patient", "extension": [{"url": "x", "valueUrl": {"a": 1}}]},
+    ],
+)
+def test_values_that_crash_the_models_are_refused_not_raised(resource: Any) -> None:
+    # fhir_core's validators raise TypeError/KeyError/AttributeError on these: a writer
+    # must get a clear refusal (422), not a crash in the sealing pool or a 500.
+    with pytest.raises(InvalidResource, match="invalid Patient"):
+        validate_resource(resource)
+
+
 def test_each_synthea_bundle_splits_into_one_patient_and_shared_entries() -> None:
     for path in sorted(SYNTHEA.glob("[A-Z]*.json")):
         index = BundleIndex.of(load(path))
