@@ -223,9 +223,21 @@ class _Compiler:
         if isinstance(kind, type) and issubclass(kind, fhir_types.FhirElementOrResourceBase):
             return self._any_resource(kind)
         if isinstance(kind, type) and issubclass(kind, fhir_types.FhirBase):
-            model = kind.get_model_klass()
-            return self.element(model)
+            return self._lazy_element(kind)
         return _never
+
+    def _lazy_element(self, kind: type[fhir_types.FhirBase]) -> Check:
+        """An element's check, compiled when a value of it is first seen: compiling every
+        type a resource could hold would import hundreds of models the data never uses."""
+        compiled: Check | None = None
+
+        def check(v: Any) -> bool:
+            nonlocal compiled
+            if compiled is None:
+                compiled = self.element(kind.get_model_klass())
+            return compiled(v)
+
+        return check
 
     def _any_resource(self, kind: type[fhir_types.FhirBase]) -> Check:
         """A contained resource (Resource-typed fields): its own type's check."""
