@@ -68,47 +68,16 @@ def enrol_for_claim(
     The master secret is dropped when this returns: the package, under its code, is the only
     copy, and the patient's claim makes it useless for anything written afterwards.
     """
-    sealed = seal_new_claim(str(node.status()["chain_id"]), name, kdf=kdf)
-    return enrol_sealed_claim(node, org, org_did, sealed, wait)
-
-
-@dataclass(frozen=True)
-class SealedClaim:
-    """A fresh identity sealed into its claim package, nothing of it on the chain yet (the
-    slow, local half of `enrol_for_claim`: an importer seals the next patient's package
-    while the current patient's records are written). repr() shows only the did."""
-
-    identity: Identity = field(repr=False)
-    chain_id: str
-    package: bytes = field(repr=False)
-    code: str = field(repr=False)
-
-    @property
-    def did(self) -> str:
-        return self.identity.did
-
-
-def seal_new_claim(chain_id: str, name: str = "", *, kdf: KdfParams = DEFAULT_KDF) -> SealedClaim:
-    """A new identity and its claim package under a new code (the KDF: DEFAULT_KDF)."""
     identity = Identity.generate()
+    status = node.status()
     code = new_claim_code()
-    contents = ClaimContents(identity.did, chain_id, identity.master, name)
-    return SealedClaim(identity, chain_id, seal_claim_package(contents, code, kdf=kdf), code)
-
-
-def enrol_sealed_claim(
-    node: NodeClient, org: Identity, org_did: str, sealed: SealedClaim, wait: bool = True
-) -> ClaimEnrolment:
-    """Register a sealed claim's identity (see enrol_for_claim); the package was sealed
-    before anything is on the chain."""
-    identity, status = sealed.identity, node.status()
-    if str(status["chain_id"]) != sealed.chain_id:
-        raise ValueError("the claim package was sealed for another chain")
+    contents = ClaimContents(identity.did, str(status["chain_id"]), identity.master, name)
+    package = seal_claim_package(contents, code, kdf=kdf)  # before anything is on the chain
     patient = KeyFile(identity.did, "patient", identity, naming_key=naming_key_of(identity))
     voucher = clinic_voucher(org, org_did, identity.did, status)
     # The clinic's signed client relays the patient's transactions (signed by the patient).
     publics = _register(node, patient, voucher, org_did, org.encryption_public, status, wait)
-    return ClaimEnrolment(identity.did, sealed.package, sealed.code, publics, patient.naming_key)
+    return ClaimEnrolment(identity.did, package, code, publics, patient.naming_key)
 
 
 def clinic_voucher(

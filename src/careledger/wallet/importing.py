@@ -9,7 +9,6 @@ counted and skipped. The importing side keeps no phrase, key or name in clear.
 
 from __future__ import annotations
 
-import concurrent.futures
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from careledger.crypto.claim import write_claim_package
 from careledger.crypto.privatefs import make_private_dir
-from careledger.wallet.enrolment import SealedClaim, enrol_sealed_claim, seal_new_claim
-from careledger.wallet.fhir import BundleIndex, PatientRecords
+from careledger.wallet.fhir import BundleIndex
 from careledger.wallet.refs import Written
 from careledger.wallet.sealing import Job
 
@@ -74,13 +72,12 @@ def import_bundles(
     Every patient's records go through one pipeline (see `Writer.pipelined`), so sealing,
     the node's fsyncs and the blocks of different patients overlap. A patient is enrolled
     (registration and scope keys admitted, wait=False) just before their first record
-    enters the pipeline, so their anchors are always admitted after their keys; their claim
-    package is sealed ahead, while the previous patient's records are written.
+    enters the pipeline, so their anchors are always admitted after their keys.
     """
     written: list[Written] = []
     make_private_dir(claims_dir)
 
-    def patients() -> Iterator[tuple[BundleIndex, PatientRecords]]:
+    def jobs() -> Iterator[Job]:
         for bundle in bundles:
             index = BundleIndex.of(bundle)
             groups, unowned = index.split_by_patient()
@@ -90,24 +87,20 @@ def import_bundles(
                 if progress:
                     progress(1)
             for group in groups:
-                yield index, group
-            summary.bundles += 1
-
-    def jobs() -> Iterator[Job]:
-        for index, group, sealed in _sealed_ahead(client, patients()):
-            resources = [index.local_references(group.patient.resource)]
-            resources += [index.local_references(e.resource) for e in group.entries]
-            enrolment = enrol_sealed_claim(
-                client.node, client.identity, client.did, sealed, wait=False
-            )
-            package = claims_dir / f"claim-{enrolment.did[-12:]}.json"
-            write_claim_package(package, enrolment.package)
-            summary.claims.append(PendingClaim(enrolment.did, package, enrolment.code))
-            summary.patients += 1
-            for resource in resources:
-                yield client.writer.job(
-                    enrolment.did, resource, enrolment.scope_keys, {}, enrolment.naming_key
+                resources = [index.local_references(group.patient.resource)]
+                resources += [index.local_references(e.resource) for e in group.entries]
+                enrolment = client.enrol_for_claim(
+                    _display_name(group.patient.resource), wait=False
                 )
+                package = claims_dir / f"claim-{enrolment.did[-12:]}.json"
+                write_claim_package(package, enrolment.package)
+                summary.claims.append(PendingClaim(enrolment.did, package, enrolment.code))
+                summary.patients += 1
+                for resource in resources:
+                    yield client.writer.job(
+                        enrolment.did, resource, enrolment.scope_keys, {}, enrolment.naming_key
+                    )
+            summary.bundles += 1
 
     for chunk_written in client.writer.pipelined(jobs()):
         written += chunk_written
@@ -115,34 +108,6 @@ def import_bundles(
         if progress:
             progress(len(chunk_written))
     return written
-
-
-def _sealed_ahead(
-    client: RecordsClient, patients: Iterator[tuple[BundleIndex, PatientRecords]]
-) -> Iterator[tuple[BundleIndex, PatientRecords, SealedClaim]]:
-    """Each patient with its claim package, the next patient's sealed in a thread meanwhile.
-
-    Sealing is the claim KDF (Argon2id, DEFAULT_KDF: its strength is not traded for speed),
-    which releases the GIL: it runs beside the writing of the current patient's records
-    instead of stopping the pipeline's feed once per patient. Only the sealing runs ahead;
-    each patient is still registered (on the chain) just before their records.
-    """
-    chain_id = str(client.node.status()["chain_id"])
-
-    def seal(group: PatientRecords) -> SealedClaim:
-        return seal_new_claim(chain_id, _display_name(group.patient.resource))
-
-    kdf = concurrent.futures.ThreadPoolExecutor(1, "claim-kdf")
-    try:
-        current = next(patients, None)
-        sealing = kdf.submit(seal, current[1]) if current else None
-        while current is not None and sealing is not None:
-            following = next(patients, None)
-            sealing_next = kdf.submit(seal, following[1]) if following else None
-            yield current[0], current[1], sealing.result()
-            current, sealing = following, sealing_next
-    finally:
-        kdf.shutdown(wait=True, cancel_futures=True)
 
 
 def _display_name(patient: Mapping[str, Any]) -> str:
