@@ -192,6 +192,9 @@ class _Compiler:
         return found
 
     def element(self, model: type) -> Check:
+        # Registered before its fields are filled in (a type may contain itself). Another
+        # thread that sees it half-built only finds fewer fields, so it refuses more: a
+        # check in the making is never more permissive than the finished one.
         found = self._checks.get(model)
         if found is None:
             fields: dict[str, Check] = {}
