@@ -48,8 +48,11 @@ def validate_resource(obj: Mapping[str, Any]) -> None:
     """Raise InvalidResource unless ``obj`` is a valid FHIR resource of a known type."""
     resource_type = _resource_type_of(obj)
     model = model_class(resource_type)
-    if surely_valid(obj, model):
-        return
+    try:
+        if surely_valid(obj, model):
+            return
+    except RecursionError:
+        pass  # deeper than this check's recursion: the models decide (and refuse, below)
     validate_with_models(obj, model)
 
 
@@ -65,6 +68,8 @@ def validate_with_models(obj: Mapping[str, Any], model: Any) -> None:
         raise InvalidResource(
             f"invalid {resource_type}: {len(errors)} validation error(s){more}", shown
         ) from None
+    except RecursionError:
+        raise InvalidResource(f"invalid {resource_type}: nested too deeply") from None
     except (TypeError, KeyError, AttributeError) as exc:
         # fhir_core's own validators fail this way on some wrong JSON types (a number for a
         # url, a contained resource of no known type): bad input all the same, refused.
