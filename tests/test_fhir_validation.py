@@ -9,12 +9,15 @@ from typing import Any
 import orjson
 import pytest
 
+from careledger.crypto.keys import Identity
+from careledger.crypto.scopekeys import ScopePublic
 from careledger.wallet.fhir import (
     BundleIndex,
     InvalidResource,
     patient_reference,
     validate_resource,
 )
+from careledger.wallet.sealing import Job, prepare
 from nodeutil import SHARED_DATA
 
 DATA = SHARED_DATA
@@ -95,6 +98,52 @@ def test_missing_required_field_is_named() -> None:
 def test_not_a_resource(value: Any, message: str) -> None:
     with pytest.raises(InvalidResource, match=message):
         validate_resource(value)
+
+
+@pytest.mark.parametrize(
+    "resource",
+    [
+        {"resourceType": "Patient", "contained": [{"resourceType": 5}]},
+        {"resourceType": "Patient", "contained": [{"resourceType": "R4.5.0"}]},
+        {"resourceType": "Patient", "extension": [{"url": "x", "valueUrl": 7}]},
+        {"resourceType": "Patient", "extension": [{"url": "x", "valueUrl": {"a": 1}}]},
+    ],
+)
+def test_values_that_crash_the_models_are_refused_not_raised(resource: Any) -> None:
+    # fhir_core's validators raise TypeError/KeyError/AttributeError on these: a writer
+    # must get a clear refusal (422), not a crash in the sealing pool or a 500.
+    with pytest.raises(InvalidResource, match="invalid Patient"):
+        validate_resource(resource)
+
+
+def nested_extensions(depth: int) -> bytes:
+    text = '{"url":"x","valueString":"y"}'
+    for _ in range(depth):
+        text = '{"url":"x","extension":[' + text + "]}"
+    return ('{"resourceType":"Patient","id":"p","extension":[' + text + "]}").encode()
+
+
+@pytest.mark.parametrize("depth", [200, 400, 500])
+def test_a_resource_nested_past_the_recursion_limit_is_refused(depth: int) -> None:
+    # JSON that orjson still parses (up to 1,024 levels) but deeper than Python's recursion
+    # (the models raised RecursionError from 200 levels of extensions): a clear refusal, or
+    # acceptance of valid FHIR when the check gets through, never an unhandled error.
+    try:
+        validate_resource(orjson.loads(nested_extensions(depth)))
+    except InvalidResource as exc:
+        assert "nested too deeply" in str(exc)
+
+
+@pytest.mark.parametrize("depth", [20, 200, 400])
+def test_a_record_nested_deeper_than_a_record_may_be_is_refused_in_the_pool(depth: int) -> None:
+    # Valid FHIR or not, a record deeper than canonical JSON's MAX_DEPTH cannot be sealed:
+    # prepare answers an error (the batch is refused, 422, nothing written), not an exception
+    # that breaks the sealing pool's batch.
+    me, scope = Identity.generate(), Identity.generate()
+    public = ScopePublic("clinical", 1, scope.encryption_public)
+    job = Job(nested_extensions(depth), me.did, "00" * 32, 1, public, me.did, me.encryption_public)
+    answer = prepare(job)
+    assert isinstance(answer, str) and answer.startswith("Patient/p: "), answer
 
 
 def test_each_synthea_bundle_splits_into_one_patient_and_shared_entries() -> None:

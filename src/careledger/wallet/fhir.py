@@ -1,5 +1,9 @@
 """FHIR resources: validation with ``fhir.resources.R4B`` and Synthea bundle helpers.
 
+Validation first asks a check compiled from the same models (wallet/fhir_fast.py), which
+accepts the common case quickly and is never more permissive than the models; whatever it is
+not sure of, the models themselves decide (and name the fields at fault).
+
 The R4B models accept R4 data, except the few resource types that exist only in R4
 (MedicinalProduct family, SubstanceSpecification, Effect/RiskEvidenceSynthesis); those are
 rejected as unknown types.
@@ -15,6 +19,8 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.fhirresourcemodel import FHIRResourceModel
 from pydantic import ValidationError
+
+from careledger.wallet.fhir_fast import surely_valid
 
 # Fields through which a resource names the patient it is about, in the order they are tried
 # (subject: most clinical resources; patient: Claim, Immunization, AllergyIntolerance...;
@@ -43,6 +49,17 @@ def validate_resource(obj: Mapping[str, Any]) -> None:
     resource_type = _resource_type_of(obj)
     model = model_class(resource_type)
     try:
+        if surely_valid(obj, model):
+            return
+    except RecursionError:
+        pass  # deeper than this check's recursion: the models decide (and refuse, below)
+    validate_with_models(obj, model)
+
+
+def validate_with_models(obj: Mapping[str, Any], model: Any) -> None:
+    """The models' own validation (pydantic): the reference, and the errors' source."""
+    resource_type = model.__resource_type__
+    try:
         model.model_validate(obj)
     except ValidationError as exc:
         errors = [_field_error(resource_type, e) for e in exc.errors()]
@@ -50,6 +67,14 @@ def validate_resource(obj: Mapping[str, Any]) -> None:
         more = f" (first {len(shown)} shown)" if len(errors) > len(shown) else ""
         raise InvalidResource(
             f"invalid {resource_type}: {len(errors)} validation error(s){more}", shown
+        ) from None
+    except RecursionError:
+        raise InvalidResource(f"invalid {resource_type}: nested too deeply") from None
+    except (TypeError, KeyError, AttributeError) as exc:
+        # fhir_core's own validators fail this way on some wrong JSON types (a number for a
+        # url, a contained resource of no known type): bad input all the same, refused.
+        raise InvalidResource(
+            f"invalid {resource_type}: a value of the wrong kind ({type(exc).__name__})"
         ) from None
 
 

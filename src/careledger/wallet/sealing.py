@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from careledger.crypto.canonical import NotCanonicalisable
 from careledger.crypto.envelope import (
     BlobOwner,
     EnvelopeError,
@@ -65,7 +66,9 @@ def prepare(job: Job) -> Prepared | str:
             validate_resource(resource)
         binding = RecordBinding(job.patient, resource["resourceType"], resource["id"], job.version)
         sealed = seal_record(resource, binding)
-    except (InvalidResource, EnvelopeError) as exc:
+    except (InvalidResource, EnvelopeError, NotCanonicalisable) as exc:
+        # NotCanonicalisable: valid FHIR nested deeper than a record may be (canonical.py
+        # MAX_DEPTH): refused like an invalid resource, not raised out of the pool.
         return f"{resource.get('resourceType')}/{resource.get('id')}: {exc}"
     wrapped = [
         wrap_to_scope(sealed.data_key, binding, job.record, job.scope),
