@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from careledger.crypto.privatefs import FILE_MODE, make_private_dir, private_sqlite
+from careledger.crypto.privatefs import FILE_MODE, make_private_dir
 
 SEGMENT_DIR = "segments"
 SEGMENT_SUFFIX = ".seg"
@@ -91,14 +91,14 @@ class Index:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
+        _private_database(path)  # 0600 before SQLite creates it; -wal/-shm follow its mode
         db = self.connection()
         db.executescript(_SCHEMA)
-        private_sqlite(path)
+        _private_database(path)
 
     def connection(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            private_sqlite(self.path)  # 0600 before SQLite creates it
             db = sqlite3.connect(self.path, isolation_level=None, timeout=60)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")  # an acknowledged upload survives power loss
@@ -156,6 +156,22 @@ class Index:
         else:
             rows = db.execute("SELECT hash, stored_at FROM blobs WHERE stored_at >= ?", (since,))
         return [(r[0].hex(), r[1]) for r in rows]
+
+
+def _private_database(path: Path) -> None:
+    """The index file (and its -wal and -shm) 0600, without opening an existing one: closing
+    any descriptor of a database file drops every POSIX lock this process holds on it, the
+    locks SQLite's other connections rely on (the database would be corrupted)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        path.chmod(FILE_MODE)
+    else:
+        os.fchmod(fd, FILE_MODE)
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            path.with_name(path.name + suffix).chmod(FILE_MODE)
 
 
 def segment_path(segments: Path, number: int) -> Path:
