@@ -6,9 +6,10 @@
   erase commits while the answer is on the wire or while the blob is being written.
 - A peer's 410 is never stored, and a blob this node's chain erased is never asked for again.
 - A deletion the disk refuses is retried until it succeeds, without restarting the node.
-- Partial copies (temporaries of a put in progress or killed) go with their blob.
+- A put in progress when its blob is erased leaves nothing (the erase waits for it, then
+  removes it); a killed writer's partial copy goes with its blob (tests/test_blobstore.py).
 
-Real parts throughout: blob files on disk, SQLite state machines fed real blocks, HTTP on
+Real parts throughout: blob segments on disk, SQLite state machines fed real blocks, HTTP on
 loopback, `careledger up` processes. The only seams are pause points (a held HTTP answer, a
 store that waits before writing, a killed writer) that fix the order of events.
 """
@@ -19,7 +20,6 @@ import asyncio
 import contextlib
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 import pytest
 
+from blobutil import backdate, files_holding
 from careledger.chain.app import Application, BlockContext
 from careledger.chain.codes import Code
 from careledger.chain.store import StateStore
@@ -44,7 +45,7 @@ from careledger.node.erasure import ANCHORABLE_AGE, ORPHAN_BOUND, ORPHAN_TTL, Bl
 from careledger.node.replication import BlobReplicator
 from careledger.protocol.frames import unpack_results
 from careledger.protocol.signing import RequestSigner
-from careledger.storage.blobstore import BlobErasedWhileWriting, BlobStore
+from careledger.storage.blobstore import BlobStore
 from careledger.wallet.records import RecordsClient, RecordsError, Written
 from nodeutil import NodeProcess, enrol, free_port, record_name, run_verify, serve_over_http
 
@@ -56,12 +57,6 @@ OBSERVATION = {
 }
 
 
-def backdate(path: Path, seconds: float) -> None:
-    """Make a file look as if it was written `seconds` ago (its mtime is a blob's age)."""
-    then = time.time() - seconds
-    os.utime(path, (then, then))
-
-
 def wait_until(condition: Callable[[], bool], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -71,87 +66,51 @@ def wait_until(condition: Callable[[], bool], timeout: float = 60) -> None:
 
 
 def copies_of(store: BlobStore, digest: str) -> list[str]:
-    """Every file that holds this blob's bytes or part of them: the blob and its temporaries."""
-    return [p.name for p in store.root.rglob("*") if digest in p.name]
+    """The blob as the store names it, and any file named after it (the per-file layout's
+    blob or temporary). Its raw bytes in the segments: `blobutil.files_holding`."""
+    named = [p.name for p in store.root.rglob("*") if digest in p.name]
+    return (["indexed"] if digest in store else []) + named
 
 
 # --- the blob store: partial copies and age ------------------------------------------------
 
-KILLED_WRITER = """
-import os, sys, time
-from careledger.storage.blobstore import BlobStore
 
-def stall(fd):
-    print("written", flush=True)
-    time.sleep(600)
-
-os.fsync = stall  # the put has written its temporary file; it is killed before the rename
-BlobStore(sys.argv[1]).put(sys.stdin.buffer.read())
-"""
-
-
-def test_erasing_a_blob_removes_the_partial_copy_a_killed_writer_left(tmp_path: Path) -> None:
-    store = BlobStore(tmp_path / "blobs")
-    data = b"ciphertext and wrapped keys " * 100
-    digest = sha256_hex(data)
-    writer = subprocess.Popen(
-        [sys.executable, "-c", KILLED_WRITER, str(store.root)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
-    assert writer.stdin is not None and writer.stdout is not None
-    writer.stdin.write(data)
-    writer.stdin.close()
-    assert writer.stdout.readline() == b"written\n"
-    writer.kill()
-    writer.wait(10)
-    (partial,) = store.root.rglob(".tmp-*")
-    assert partial.read_bytes() == data and digest not in store  # a copy, under no blob name
-
-    assert store.delete(digest) is False  # the blob itself was never stored...
-    assert copies_of(store, digest) == []  # ...and its partial copy is gone too
-
-
-def test_a_put_in_progress_when_its_blob_is_erased_stores_nothing(
+def test_a_put_in_progress_when_its_blob_is_erased_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The put holds the store's write lock from its write to its index commit; an erase
+    arriving meanwhile waits for it and then removes the blob: the erasure always wins.
+    (A writer killed before its commit: tests/test_blobstore.py.)"""
     store = BlobStore(tmp_path / "blobs")
-    data = b"fetched while the patient erased it"
+    data = b"fetched while the patient erased it" * 50
     digest = sha256_hex(data)
     writing, release = threading.Event(), threading.Event()
-    real_fsync = os.fsync
+    real_fdatasync = os.fdatasync
 
-    def fsync_pausing_the_put(fd: int) -> None:
+    def fdatasync_pausing_the_put(fd: int) -> None:
         if threading.current_thread().name == "put":
-            writing.set()  # the temporary file is written, not yet renamed
+            writing.set()  # the bytes are in the segment, not yet indexed
             release.wait(60)
-        real_fsync(fd)
+        real_fdatasync(fd)
 
-    monkeypatch.setattr(os, "fsync", fsync_pausing_the_put)
-    outcome: list[str] = []
-
-    def put() -> None:
-        try:
-            store.put(data)
-            outcome.append("stored")
-        except BlobErasedWhileWriting:
-            outcome.append("erased while writing")
-
-    thread = threading.Thread(target=put, name="put")
-    thread.start()
+    monkeypatch.setattr(os, "fdatasync", fdatasync_pausing_the_put)
+    put = threading.Thread(target=store.put, args=(data,), name="put")
+    put.start()
     assert writing.wait(60)
-    store.delete(digest)
+    erase = threading.Thread(target=store.delete, args=(digest,))
+    erase.start()
     release.set()
-    thread.join(60)
-    assert outcome == ["erased while writing"]
+    put.join(60)
+    erase.join(60)
     assert copies_of(store, digest) == []
+    assert files_holding(store.root, data) == []
 
 
 def test_an_orphan_expires_by_age_and_storing_it_again_restarts_its_clock(tmp_path: Path) -> None:
     store = BlobStore(tmp_path / "blobs")
     old, retried = store.put(b"uploaded, never anchored"), store.put(b"uploaded, then again")
     for digest in (old, retried):
-        backdate(store.path_of(digest), ORPHAN_TTL + 60)
+        backdate(store, digest, ORPHAN_TTL + 60)
     store.put(b"uploaded, then again")  # the writer retries its upload before anchoring
     cutoff = time.time() - ORPHAN_TTL
     assert store.expire(old, cutoff) is True
@@ -183,7 +142,7 @@ def test_old_orphans_fail_verify_and_a_node_deletes_them_young_ones_are_counted(
     finally:
         node.stop()
     for digest in (old, record.blob_hash):  # an anchored blob may be as old as it likes
-        backdate(blobs.path_of(digest), ORPHAN_BOUND + 60)
+        backdate(blobs, digest, ORPHAN_BOUND + 60)
 
     found = run_verify(node.data_dir)
     assert found.returncode == 1
@@ -246,7 +205,7 @@ def test_an_anchor_for_a_blob_stored_too_long_ago_is_refused_until_it_is_uploade
         b"sealed and uploaded, the anchor came late",
     )
     digest = node.blob_store.put(sealed)
-    backdate(node.blob_store.path_of(digest), ANCHORABLE_AGE + 60)
+    backdate(node.blob_store, digest, ANCHORABLE_AGE + 60)
     payload = {
         "patient": patient,
         "resource_type": "Observation",
@@ -271,18 +230,17 @@ def test_an_anchor_for_a_blob_stored_too_long_ago_is_refused_until_it_is_uploade
 
 
 @contextlib.contextmanager
-def immutable(directory: Path) -> Iterator[None]:
-    """`chattr +i`: nobody, root included, may create or remove a file in `directory`."""
-    made = subprocess.run(["chattr", "+i", str(directory)], capture_output=True, check=False)
+def immutable(segment: Path) -> Iterator[None]:
+    """`chattr +i`: nobody, root included, may write to (or punch a hole in) `segment`."""
+    made = subprocess.run(["chattr", "+i", str(segment)], capture_output=True, check=False)
     if made.returncode != 0:
         pytest.skip(f"chattr +i is not available here: {made.stderr.decode().strip()}")
     try:
-        probe = directory / "probe"
         with pytest.raises(PermissionError):
-            probe.touch()
+            segment.open("r+b").close()
         yield
     finally:
-        subprocess.run(["chattr", "-i", str(directory)], check=True)
+        subprocess.run(["chattr", "-i", str(segment)], check=True)
 
 
 def test_a_deletion_the_disk_refuses_is_retried_until_it_succeeds_without_a_restart(
@@ -290,20 +248,22 @@ def test_a_deletion_the_disk_refuses_is_retried_until_it_succeeds_without_a_rest
 ) -> None:
     org = KeyFile.load(DataDir(node.data_dir).organisation_key)
     record, patient = write_record(node.url, org)
-    path = BlobStore(DataDir(node.data_dir).blobs).path_of(record.blob_hash)
+    blobs = BlobStore(DataDir(node.data_dir).blobs)
+    sealed = blobs.get(record.blob_hash)
     log = node.data_dir.parent / f"node-{node.port}.log"
     assert node.process is not None
     pid = node.process.pid
-    with immutable(path.parent):
+    with immutable(blobs.locate(record.blob_hash).path):
         with RecordsClient(node.url, patient) as owner:
             erased = owner.erase([record.ref])  # returns once the erase has committed
         assert erased["code"] == 0
-        assert path.exists()  # the listener's deletion failed; the chain went on
+        assert record.blob_hash in blobs  # the listener's deletion failed; the chain went on
         wait_until(lambda: f"could not delete erased blob {record.blob_hash}" in log.read_text())
-        assert path.exists()  # and the retries keep failing while the disk refuses
+        assert blobs.get(record.blob_hash) == sealed  # the retries keep failing meanwhile
         with RecordsClient(node.url, org) as writer:  # the node keeps serving meanwhile
             assert enrol(writer).did
-    wait_until(lambda: not path.exists())  # a retry succeeds once the disk allows it
+    wait_until(lambda: record.blob_hash not in blobs)  # a retry succeeds once the disk allows
+    assert files_holding(blobs.root, sealed) == []  # and the bytes are gone from the segment
     assert node.process.pid == pid and node.process.poll() is None  # no restart
 
 
@@ -513,7 +473,7 @@ def test_the_sweep_deletes_an_erased_blob_stored_again_and_old_orphans_only(
     other.store.put(sealed)  # written after the erase by some other path (a client's upload)
     old_orphan = other.store.put(b"uploaded, never anchored, long ago")
     young_orphan = other.store.put(b"uploaded a moment ago")
-    backdate(other.store.path_of(old_orphan), ORPHAN_TTL + 60)
+    backdate(other.store, old_orphan, ORPHAN_TTL + 60)
 
     report = asyncio.run(other.eraser.sweep())
     assert (report.erased, report.expired, report.orphans) == (1, 1, 1)

@@ -19,7 +19,6 @@ from careledger.crypto.keyfile import KeyFile
 from careledger.demo import seed_demo
 from careledger.node.builder import Solo, build_node
 from careledger.node.datadir import DataDir, initialise
-from careledger.storage.blobstore import SYNCFS_BATCH
 
 
 @contextmanager
@@ -46,7 +45,7 @@ def use_the_node(root: Path) -> None:
     try:
         seed_demo(node, organisation)  # key files, a block: state and block store written
         node.blob_store.put(b"one blob")
-        node.blob_store.put_many([os.urandom(64) for _ in range(SYNCFS_BATCH + 1)])
+        node.blob_store.put_many([os.urandom(64) for _ in range(33)])
     finally:
         node.close()
     build_node(root, Solo()).close()  # reopened: SQLite makes its -wal and -shm files again
@@ -66,7 +65,8 @@ def test_every_file_is_0600_and_every_directory_0700(tmp_path: Path, mask: int) 
     names = set(found)
     assert {"state.sqlite", "state.sqlite-wal", "state.sqlite-shm"} <= names
     assert {"blocks.sqlite", "blocks.sqlite-wal", "genesis.json", "keys/organisation.json"} <= names
-    assert sum(1 for n in names if n.startswith("blobs/") and len(Path(n).name) == 64) >= 2
+    assert {"blobs/index.sqlite", "blobs/index.sqlite-wal", "blobs/lock"} <= names
+    assert any(n.startswith("blobs/segments/") and n.endswith(".seg") for n in names)
     assert len(list(data.keys.glob("*.json"))) > 1  # the demo identities' key files too
     wrong = {
         name: oct(mode)

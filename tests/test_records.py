@@ -24,6 +24,7 @@ import orjson
 import pytest
 import uvicorn
 
+from blobutil import files_holding, flip_byte, overwrite, raw_bytes
 from careledger.consensus.solo.producer import SoloProducer
 from careledger.crypto.envelope import BlobOwner, pack_record_blob, unpack_record_blob
 from careledger.crypto.keyfile import KeyFile
@@ -107,10 +108,6 @@ def imported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Imported]:
     node.close()
 
 
-def blob_path(imported: Imported, written: Written) -> Path:
-    return imported.node.blob_store.path_of(written.blob_hash)
-
-
 def test_every_synthea_resource_reads_back_as_written(imported: Imported) -> None:
     total = sum(len(orjson.loads(p.read_bytes())["entry"]) for p in sorted(SYNTHEA.glob("*.json")))
     skipped = imported.summary.skipped
@@ -180,11 +177,9 @@ def test_no_plaintext_reaches_the_chain_or_the_state(imported: Imported) -> None
 
 def test_a_flipped_byte_is_detected_on_read_and_by_verify(imported: Imported) -> None:
     victim = imported.written[10]
-    path = blob_path(imported, victim)
-    original = path.read_bytes()
-    altered = bytearray(original)
-    altered[len(altered) // 2] ^= 0x01
-    path.write_bytes(bytes(altered))
+    store = imported.node.blob_store
+    original = flip_byte(store, victim.blob_hash)  # one bit, in the middle of the blob
+    altered = raw_bytes(store, victim.blob_hash)
     try:
         with pytest.raises(RecordsError) as on_read:
             imported.patient_of(victim).read(victim.ref)
@@ -193,7 +188,7 @@ def test_a_flipped_byte_is_detected_on_read_and_by_verify(imported: Imported) ->
         assert result.returncode == 1
         assert victim.blob_hash in result.stderr and "does not match" in result.stderr
     finally:
-        path.write_bytes(original)
+        overwrite(store, victim.blob_hash, original)
     # The client checks too: altered bytes served by a dishonest node are refused.
     patient = imported.patient_of(victim)
     anchor = patient.versions(victim.ref)["history"][0]
@@ -236,9 +231,14 @@ def fresh_patient(imported: Imported, count: int) -> tuple[RecordsClient, list[W
 def test_erasure_deletes_blobs_and_keys(imported: Imported) -> None:
     patient, mine = fresh_patient(imported, 4)
     did = patient.did
+    store = imported.node.blob_store
+    # Each blob's last 256 bytes: ciphertext, found in no other blob (its header, naming the
+    # patient, is shared with their other records).
+    sealed = [store.get(w.blob_hash)[-256:] for w in mine]
     patient.erase([mine[0].ref, mine[1].ref])
-    for w in mine[:2]:
-        assert not blob_path(imported, w).exists()  # ciphertext and wrapped keys, one file
+    for w, data in zip(mine[:2], sealed, strict=False):
+        assert w.blob_hash not in store  # ciphertext and wrapped keys, one blob
+        assert files_holding(store.root, data) == []  # punched out of its segment
         with pytest.raises(Erased, match="erased"):
             patient.read(w.ref)
     # The node answers 410 for the blob itself.
@@ -248,7 +248,8 @@ def test_erasure_deletes_blobs_and_keys(imported: Imported) -> None:
     assert patient.read(mine[2].ref)["id"] == mine[2].ref.resource_id  # the rest remains
 
     patient.erase()  # everything of this patient
-    assert not any(blob_path(imported, w).exists() for w in mine)
+    assert not any(w.blob_hash in store for w in mine)
+    assert all(files_holding(store.root, data) == [] for data in sealed)
     again = {"resourceType": "Observation", "id": mine[3].ref.resource_id}
     with pytest.raises(RecordsError) as refused:
         imported.client(imported.org).write(

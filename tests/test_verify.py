@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import shutil
 import sqlite3
@@ -21,6 +22,8 @@ from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
 from careledger.node.builder import Solo, build_node
 from careledger.node.datadir import DataDir, initialise
+from careledger.storage.blobstore import BlobStore
+from careledger.storage.segments import Location
 from nodeutil import careledger_command, practitioner_payload, register_patient_tx, run_verify
 
 
@@ -220,3 +223,51 @@ def test_keys_new_then_recover_gives_the_same_did(tmp_path: Path) -> None:
     b = KeyFile.load(tmp_path / "b.json")
     assert a.did == b.did
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o600
+
+
+# --- blob segments (issue 13): every byte of a segment belongs to a blob verify re-hashes ---
+
+
+def stored_blobs(root: Path) -> list[tuple[str, Location]]:
+    store = BlobStore(DataDir(root).blobs)
+    return sorted(((d, store.locate(d)) for d in store), key=lambda b: (b[1].path, b[1].offset))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_verify_names_the_blob_of_a_byte_flipped_anywhere_in_a_segment(
+    honest_dir: Path, tmp_path: Path, seed: int
+) -> None:
+    root = tampered_copy(honest_dir, tmp_path)
+    blobs = stored_blobs(root)
+    digest, where = random.Random(seed).choice(blobs)
+    at = random.Random(seed).randrange(where.length)
+    with where.path.open("r+b") as segment:
+        segment.seek(where.offset + at)
+        byte = segment.read(1)
+        segment.seek(where.offset + at)
+        segment.write(bytes([byte[0] ^ 0x01]))
+    result = run_verify(root)
+    assert result.returncode == 1, f"byte {at} of blob {digest} went unnoticed"
+    assert f"verification failed: blob {digest} " in result.stderr, result.stderr
+    assert "does not match" in result.stderr
+
+
+def test_verify_names_the_first_blob_a_torn_segment_lost(honest_dir: Path, tmp_path: Path) -> None:
+    root = tampered_copy(honest_dir, tmp_path)
+    blobs = stored_blobs(root)
+    digest, where = blobs[-1]
+    os.truncate(where.path, where.offset + where.length // 2)  # the disk lost the tail
+    result = run_verify(root)
+    assert result.returncode == 1
+    assert f"verification failed: blob {digest} " in result.stderr, result.stderr
+
+
+def test_verify_names_a_blob_whose_index_row_is_gone(honest_dir: Path, tmp_path: Path) -> None:
+    root = tampered_copy(honest_dir, tmp_path)
+    digest, _ = stored_blobs(root)[0]
+    with sqlite3.connect(DataDir(root).blobs / "index.sqlite") as db:
+        db.execute("DELETE FROM blobs WHERE hash = ?", (bytes.fromhex(digest),))
+    result = run_verify(root)
+    assert result.returncode == 1
+    assert f"verification failed: blob {digest} " in result.stderr
+    assert "is missing" in result.stderr

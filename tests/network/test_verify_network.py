@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from netutil import organisation, running_network, some_observations, wait_until
 
+from blobutil import flip_byte
 from careledger.chain.tx import Tx
 from careledger.localnet.network import Network
 from careledger.storage.blobstore import BlobStore
@@ -164,13 +165,12 @@ def test_a_blob_fault_names_the_blob(stopped: Stopped, tmp_path: Path, fault: st
         blobs.put(stopped.erased_blob)
     else:
         digest = stopped.written[1].blob_hash
-        path = blobs.path_of(digest)
         if fault == "changed":
             says = "does not match its anchor's hash"
-            path.write_bytes(_flip(path.read_bytes()))
+            flip_byte(blobs, digest)
         else:
             says = "is missing"
-            path.unlink()
+            blobs.delete(digest)
     result = run_verify(node)
     assert result.returncode == 1
     assert f"verification failed: blob {digest} " in result.stderr, result.stderr

@@ -21,7 +21,9 @@ import pytest
 from portalutil import PORTAL
 
 from accessutil import Consortium
+from blobutil import flip_byte
 from careledger.crypto.keyfile import KeyFile
+from careledger.storage.blobstore import BlobStore
 from careledger.wallet.audit import AuditClient
 from careledger.wallet.consent import ConsentClient
 from careledger.wallet.records import RecordsClient, stamp
@@ -114,10 +116,7 @@ def test_the_page_opens_what_python_wrote_and_reports_each_bad_record(
     written = {reference: clinic.write(patient.did, r) for reference, r in originals.items()}
     # The node's copy of one blob altered on disk: the node refuses to serve it as it is.
     altered = written["Observation/bp-altered"].blob_hash
-    stored = next((node.data_dir / "blobs").rglob(altered))
-    data = bytearray(stored.read_bytes())
-    data[-1] ^= 1
-    stored.write_bytes(bytes(data))
+    flip_byte(BlobStore(node.data_dir / "blobs"), altered, at=-1)
     RecordsClient(node.url, patient).erase([written["Observation/bp-erased"].ref])
     clinic.delete(written["Observation/bp-deleted"].ref)
     keyfile = tmp_path / "patient.json"

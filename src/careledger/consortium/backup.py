@@ -50,6 +50,7 @@ from careledger.consortium.members import ConsortiumError
 from careledger.crypto.privatefs import DIR_MODE, FILE_MODE, make_private_dir, write_private_file
 from careledger.node.network import APP_DIR, COMETBFT_HOME
 from careledger.protocol.frames import MAX_BLOB_BYTES
+from careledger.storage.blobstore import BlobCorrupted, BlobNotFound, BlobStore
 
 FORMAT = 1
 MANIFEST = "careledger-backup.json"
@@ -162,23 +163,20 @@ def _database_copies(home: NodeHome, scratch: Path) -> Iterator[tuple[str, Path]
 
 
 def _add_blobs(tar: tarfile.TarFile, home: NodeHome) -> tuple[int, int]:
-    """Every blob whose bytes still hash to its name; a blob erased or corrupted meanwhile
-    is left out (the peers hold it, or the chain no longer wants it)."""
+    """Every blob whose bytes still hash to its name, read through the node's blob store
+    (segments, `storage/blobstore.py`) and archived as ``app/blobs/<h[0:2]>/<h[2:4]>/<h>``,
+    the per-file layout a restore writes and the store converts when it opens it; a blob
+    erased or corrupted meanwhile is left out (the peers hold it, or the chain no longer
+    wants it)."""
     added = skipped = 0
-    root = home.app.blobs
-    for path in sorted(root.glob("[0-9a-f][0-9a-f]/[0-9a-f][0-9a-f]/*")):
-        name = f"{APP_DIR}/blobs/{path.relative_to(root).as_posix()}"
-        if not _BLOB.fullmatch(name):
-            continue  # a temporary file of a put in progress
+    store = BlobStore(home.app.blobs)
+    for digest in sorted(store):
         try:
-            data = path.read_bytes()
-        except FileNotFoundError:
+            data = store.get(digest)
+        except (BlobNotFound, BlobCorrupted):
             skipped += 1
             continue
-        if hashlib.sha256(data).hexdigest() != path.name:
-            skipped += 1
-            continue
-        _add_bytes(tar, name, data)
+        _add_bytes(tar, f"{APP_DIR}/blobs/{digest[:2]}/{digest[2:4]}/{digest}", data)
         added += 1
     return added, skipped
 

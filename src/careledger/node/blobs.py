@@ -19,9 +19,9 @@ Who may do what:
 - Upload: any registered, active identity (patient, practitioner, organisation), within its
   upload quota (`node/upload_quota.py`: bytes and blobs uploaded but not yet anchored; 429
   `quota_exceeded` beyond it). A blob of an erased record is refused (410 `erased`, nothing
-  of the upload stored). A blob is written durably (fsynced, renamed, directory
-  fsynced) before the answer, so an anchor submitted after it never points at a blob a
-  crash could lose.
+  of the upload stored). A blob is written durably (its segment synced, then its index
+  row committed: `storage/blobstore.py`) before the answer, so an anchor submitted after
+  it never points at a blob a crash could lose.
 - Read (`GET /blobs/{hash}`, `POST /blobs/fetch`): decided by the consent guard
   (`node/consent_guard.py`) and nowhere else: the patient, and whoever the committed consent
   allows for the purpose the request states (`?purpose=`, covered by the signature). A denied
@@ -75,7 +75,6 @@ from careledger.protocol.frames import (
 )
 from careledger.protocol.receipts import request_digest
 from careledger.storage.blobstore import (
-    SYNCFS_BATCH,
     BlobCorrupted,
     BlobNotFound,
     BlobStore,
@@ -90,9 +89,6 @@ FETCH_BODY = 70 * MAX_FETCH + 1024  # {"hashes": [...]}: '"<64 hex>", ' each
 MAX_FETCH_RESPONSE = 64 * 1024 * 1024
 INLINE_READ_BYTES = 64 * 1024  # a blob at most this big is read on the event loop
 REPLICATION_FETCH = "/replication/fetch"
-# Parallel writers: fsyncs from several threads share journal commits, so a batch of
-# blobs syncs in far less than one round trip to the disk each.
-WRITE_THREADS = 8
 
 
 class BlobService:
@@ -201,15 +197,9 @@ class BlobService:
         return [await asyncio.to_thread(self.store.put, blobs[0])]
 
     async def put_many(self, blobs: list[bytes]) -> list[str]:
-        """Store blobs durably; their hashes. A large batch is one call (two syncfs flushes,
-        see BlobStore.put_many); a small one is spread over WRITE_THREADS (per-file fsyncs
-        from several threads share journal commits)."""
-        if len(blobs) >= WRITE_THREADS * SYNCFS_BATCH:
-            return await asyncio.to_thread(self.store.put_many, blobs)
-        chunks = [blobs[i::WRITE_THREADS] for i in range(min(WRITE_THREADS, len(blobs)))]
-        stored = await asyncio.gather(*(asyncio.to_thread(self.store.put_many, c) for c in chunks))
-        by_chunk = [iter(s) for s in stored]
-        return [next(by_chunk[i % len(chunks)]) for i in range(len(blobs))]
+        """Store blobs durably; their hashes. One call: the store packs a batch into one
+        segment write, one sync and one index commit."""
+        return await asyncio.to_thread(self.store.put_many, blobs)
 
     async def download(self, request: Request) -> Response:
         digest = _path_hash(request)

@@ -1,17 +1,19 @@
 """Erasure on this node: no copy of an erased or orphaned blob outlives its bound.
 
 What is deleted, and when (docs/records.md, "Erasure"):
-- The blobs of erased records (ciphertext and every wrapped key, one file per record version,
-  and any partial copy being written): at once, by `BlobEraser.on_commit`, an application
-  commit listener run after the erasing block commits. A deletion the file system refuses is
-  kept in `pending` and retried by `run` with a bounded backoff (RETRY_FIRST doubling up to
-  RETRY_MAX), logged each time, until it succeeds; the chain does not wait for it.
+- The blobs of erased records (ciphertext and every wrapped key, one blob per record
+  version, punched out of its segment file: `storage/blobstore.py`): at once, by
+  `BlobEraser.on_commit`, an application commit listener run after the erasing block
+  commits. A deletion the file system refuses is kept in `pending` and retried by `run`
+  with a bounded backoff (RETRY_FIRST doubling up to RETRY_MAX), logged each time, until it
+  succeeds; the chain does not wait for it.
 - Orphans, blobs uploaded but never anchored (the writer crashed, or its anchor was refused):
-  by `run`'s sweep once their file is ORPHAN_TTL old. Writers anchor within seconds of the
-  upload; an anchor for a blob stored longer ago than ANCHORABLE_AGE is refused
+  by `run`'s sweep once they are ORPHAN_TTL old (their `stored_at`). Writers anchor within
+  seconds of the upload; an anchor for a blob stored longer ago than ANCHORABLE_AGE is refused
   (`anchorable`), so an anchor never races the expiry of its own blob.
 - The sweep also deletes any stored blob the chain says is erased (a copy that some path wrote
-  after the erase, or a deletion lost with a restart) and temporaries older than ORPHAN_TTL.
+  after the erase, or a deletion lost with a restart). Bytes of a write that failed or
+  crashed are cut off by the store itself (before its next write, and at start-up).
   It runs at start and every SWEEP_INTERVAL; the first pass looks at every blob, later passes
   only at blobs stored since the previous pass's cutoff (older ones were decided already).
 
@@ -154,7 +156,7 @@ class BlobEraser:
 
     def _belongs(self, digest: str, erased: RecordsErased) -> bool:
         if digest not in self.store:
-            return True  # nothing stored to protect; a partial copy still goes
+            return True  # nothing stored to protect
         owner = stored_owner(self.store, digest)
         if owner is not None and owner.patient == erased.patient and owner.record in erased.records:
             return True
@@ -297,7 +299,7 @@ def _erased_among(eraser: BlobEraser, digests: list[str]) -> list[str]:
 
 
 def _stored_since(store: BlobStore, since: float | None) -> list[tuple[str, float]]:
-    return [(d, t) for d, t in store.with_stored_at() if since is None or t >= since]
+    return list(store.with_stored_at(since))
 
 
 def _delete_all(store: BlobStore, digests: Iterable[str]) -> tuple[int, dict[str, OSError]]:
@@ -308,7 +310,7 @@ def _delete_all(store: BlobStore, digests: Iterable[str]) -> tuple[int, dict[str
             removed += store.delete(digest)
         except OSError as exc:
             failures[digest] = exc
-        except InvalidBlobHash:  # not a file name at all: nothing on disk to delete
+        except InvalidBlobHash:  # not a blob hash at all: nothing on disk to delete
             log.error("erasure skipped %r: not a blob hash", digest[:80])
     return removed, failures
 

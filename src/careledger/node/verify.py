@@ -318,7 +318,8 @@ def _check_blobs(store: StateStore, blobs: BlobStore) -> tuple[int, int, int]:
 
 
 def _count_young_orphans(blobs: BlobStore, anchored: set[str]) -> int:
-    """Orphans (stored, never anchored) younger than ORPHAN_BOUND; an older one is a fault:
+    """Orphans (stored, never anchored) younger than ORPHAN_BOUND, each re-hashed too (so
+    that every byte of every segment that names a blob is checked); an older one is a fault:
     it holds wrapped keys past the bound within which a running node deletes it."""
     oldest_allowed = time.time() - ORPHAN_BOUND
     young = 0
@@ -331,5 +332,15 @@ def _count_young_orphans(blobs: BlobStore, anchored: set[str]) -> int:
                 f"blob {digest} was never anchored and was stored {hours:.1f} h ago: orphans"
                 f" are deleted within {ORPHAN_BOUND / 3600:.2f} h (a running node expires it)"
             )
+        _check_orphan(blobs, digest)
         young += 1
     return young
+
+
+def _check_orphan(blobs: BlobStore, digest: str) -> None:
+    try:
+        blobs.get(digest)
+    except BlobNotFound:
+        pass  # expired or erased while we looked
+    except BlobCorrupted:
+        raise Fault(f"blob {digest} (never anchored) does not match its hash") from None
