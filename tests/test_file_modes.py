@@ -8,7 +8,10 @@ were writable too, so another user could alter or replace a node's state and blo
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from careledger.crypto.keyfile import KeyFile
+from careledger.crypto.privatefs import private_sqlite
 from careledger.demo import seed_demo
 from careledger.node.builder import Solo, build_node
 from careledger.node.datadir import DataDir, initialise
@@ -76,3 +80,29 @@ def test_every_file_is_0600_and_every_directory_0700(tmp_path: Path, mask: int) 
     assert wrong == {}
     assert stat.S_IMODE((tmp_path / "node").stat().st_mode) == 0o700  # a parent we created
     KeyFile.load(data.organisation_key)  # and the key file still loads (0600 is required)
+
+
+def test_tightening_a_database_keeps_the_locks_this_process_holds_on_it(tmp_path: Path) -> None:
+    """private_sqlite on an open database must not drop its connection's locks: closing any
+    descriptor of a file drops every POSIX lock the process holds on it, and a second process
+    could then write while the first is mid-transaction."""
+    path = tmp_path / "state.sqlite"
+    private_sqlite(path)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO t VALUES (1)")
+    private_sqlite(path)  # as a second store opened on the same file does
+    other = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], timeout=0,"
+            " isolation_level=None); c.execute('BEGIN IMMEDIATE')",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    holder.execute("COMMIT")
+    assert other.returncode != 0 and "locked" in other.stderr
