@@ -89,10 +89,16 @@ $(SYNTHEA_DATA):
 
 synthea: $(SYNTHEA_DATA)
 
+# The tests in parallel (pytest-xdist): most slow tests wait on node processes, so more
+# workers than the two cores of the CI machine pay. One file to one worker (`loadfile`: the
+# module fixtures are set up once), in the order tests/conftest.py gives (slow files first).
+TEST_WORKERS ?= 4
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
 # Lint and types first: a change that breaks them fails like a failing test.
 test: $(STAMP) $(COMETBFT) $(TOXIPROXY) $(NFT) $(SYNTHEA_DATA) $(PORTAL_BUILT) $(CHROMIUM) $(IMAGE_TOOLS) lint
 	cd portal && npm test
-	CHROMIUM_BIN=$(CHROMIUM) COMETBFT_BIN=$(CURDIR)/$(COMETBFT) TOXIPROXY_BIN=$(CURDIR)/$(TOXIPROXY) CARELEDGER_SYNTHEA_DATA=$(CURDIR)/$(SYNTHEA_DATA) $(BIN)/pytest -q
+	CHROMIUM_BIN=$(CHROMIUM) COMETBFT_BIN=$(CURDIR)/$(COMETBFT) TOXIPROXY_BIN=$(CURDIR)/$(TOXIPROXY) CARELEDGER_SYNTHEA_DATA=$(CURDIR)/$(SYNTHEA_DATA) $(BIN)/pytest -q $(PYTEST_PARALLEL)
 
 lint: $(STAMP) $(PORTAL_MODULES)
 	cd portal && npm run typecheck

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -70,10 +71,64 @@ def serve_over_http(app: ASGIApp) -> Iterator[str]:
         thread.join(10)
 
 
+# Ports the tests listen on come from below the kernel's ephemeral range (32768-60999 on
+# Linux), so no outgoing connection of any process takes one between the probe and the bind;
+# under pytest-xdist each worker draws from a range of its own, so two workers never hand out
+# the same port (a probe alone cannot promise that: the port is free until someone binds it).
+PORTS_FIRST, PORTS_LAST = 10_000, 32_000
+_handed_out: set[int] = set()
+
+
+def worker_index() -> int:
+    """This pytest-xdist worker's number (gw3 -> 3); 0 when the tests run in one process."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(name.removeprefix("gw")) if name.removeprefix("gw").isdigit() else 0
+
+
+def worker_port_range() -> range:
+    """The ports this worker may hand out: an equal share of the test range per worker."""
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    share = (PORTS_LAST - PORTS_FIRST) // workers
+    first = PORTS_FIRST + share * (worker_index() % workers)
+    return range(first, first + share)
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nothing listens on, from this worker's range, not handed out before
+    by this process (a test may take several before starting anything on them)."""
+    ports = worker_port_range()
+    start = random.randrange(len(ports))
+    for offset in range(len(ports)):
+        port = ports[(start + offset) % len(ports)]
+        if port not in _handed_out and port_is_free("127.0.0.1", port):
+            _handed_out.add(port)
+            return port
+    raise RuntimeError(f"no free port in {ports}")
+
+
+def free_port_block(size: int, hosts: list[str]) -> int:
+    """The first of `size` consecutive ports (starting at a multiple of 10) free on every
+    address of `hosts`, from this worker's range and handed out by it no earlier."""
+    ports = worker_port_range()
+    bases = range(ports.start + (-ports.start) % 10, ports.stop - size, 10)
+    for _ in range(200):
+        base = random.choice(bases)
+        block = range(base, base + size)
+        if _handed_out.isdisjoint(block) and all(
+            port_is_free(host, port) for host in hosts for port in block
+        ):
+            _handed_out.update(block)
+            return base
+    raise RuntimeError(f"no {size} free ports in {ports}")
 
 
 def careledger_command() -> list[str]:

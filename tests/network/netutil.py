@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +24,7 @@ from careledger.localnet.network import (
     stop_network,
 )
 from careledger.wallet.node_client import NodeClient, NodeError
-from nodeutil import SHARED_DATA
+from nodeutil import SHARED_DATA, free_port_block
 
 SYNTHEA = SHARED_DATA / "synthea-r4"
 
@@ -35,21 +33,9 @@ TEST_SETTINGS = NetSettings(timeout_commit="200ms", create_empty_blocks_interval
 
 
 def free_base_port(hosts: int) -> int:
-    """A base port whose p2p, RPC, API (and spare) ports are free on every node's address."""
-    for _ in range(200):
-        base = random.randrange(20_000, 60_000, 10)
-        if all(_free(f"127.0.0.{i + 1}", base + k) for i in range(hosts) for k in range(4)):
-            return base
-    raise RuntimeError("no free ports")
-
-
-def _free(host: str, port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
+    """A base port whose p2p, RPC, API (and spare) ports are free on every node's address,
+    from this test worker's own ports (nodeutil.free_port_block)."""
+    return free_port_block(4, [f"127.0.0.{i + 1}" for i in range(hosts)])
 
 
 @contextmanager
