@@ -69,7 +69,8 @@ def up(
     from careledger.node.builder import Solo, build_node
     from careledger.node.datadir import DataDir, initialise
     from careledger.node.rules import BadRulesHook
-    from careledger.site import dial, organisation_gateway, serve_site
+    from careledger.node.tls import dial
+    from careledger.site import organisation_gateway, serve_site
     from careledger.web.enrolment import OpenEnrolment
 
     data = DataDir(data_dir)

@@ -35,12 +35,6 @@ def compose(node: ASGIApp, gateway: ASGIApp, portal: ASGIApp | None = None) -> A
     return app
 
 
-def dial(host: str) -> str:
-    """Where this machine reaches a server listening on `host` (a wildcard is not an
-    address to connect to)."""
-    return "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
-
-
 def organisation_gateway(
     data: DataDir, node_url: str, base_url: str | None, verify: ssl.SSLContext | bool = True
 ) -> Gateway:

@@ -47,7 +47,7 @@ from careledger.localnet.network import (
     stop_network,
     stop_node,
 )
-from careledger.node.network import NodeConfig
+from careledger.node.netconfig import NodeConfig
 from careledger.node.tls import TlsSettings
 from careledger.storage.blobstore import BlobStore
 from careledger.wallet.node_client import NodeClient

@@ -14,7 +14,7 @@ from pathlib import Path
 from careledger.consortium.tls import CA_CERT, NODE_CERT, NODE_KEY, issue_node_cert, make_ca
 from careledger.consortium.tls import make_bundle as write_bundle
 from careledger.localnet.network import Network, start_node, stop_node
-from careledger.node.network import CONFIG_FILE, NodeConfig
+from careledger.node.netconfig import CONFIG_FILE, NodeConfig
 from careledger.node.tls import TlsSettings
 
 

@@ -48,7 +48,7 @@ from careledger.consortium.ceremony import genesis_hash
 from careledger.consortium.home import NodeHome
 from careledger.consortium.members import ConsortiumError
 from careledger.crypto.privatefs import DIR_MODE, FILE_MODE, make_private_dir, write_private_file
-from careledger.node.network import APP_DIR, COMETBFT_HOME
+from careledger.node.netconfig import APP_DIR, COMETBFT_HOME
 from careledger.protocol.frames import MAX_BLOB_BYTES
 from careledger.storage.blobstore import BlobCorrupted, BlobNotFound, BlobStore
 

@@ -32,7 +32,7 @@ from careledger.crypto.keyfile import KeyFile, KeyFileError
 from careledger.crypto.keys import Identity
 from careledger.crypto.privatefs import make_private_dir, write_private_file
 from careledger.node.datadir import DataDir, write_organisation_keys
-from careledger.node.network import APP_DIR, COMETBFT_HOME, CONFIG_FILE, NodeConfig
+from careledger.node.netconfig import APP_DIR, COMETBFT_HOME, CONFIG_FILE, NodeConfig
 
 DEFAULT_P2P_PORT = 26656
 DEFAULT_RPC_PORT = 26657  # CometBFT's RPC: always on 127.0.0.1

@@ -42,7 +42,7 @@ from careledger.consortium.members import (
     parse_peers,
 )
 from careledger.crypto.privatefs import write_private_file
-from careledger.node.network import NodeConfig
+from careledger.node.netconfig import NodeConfig
 from careledger.node.server import ServerControl
 from careledger.node.tls import TlsConfigError, TlsSettings
 
@@ -202,7 +202,8 @@ def node_lock(home: NodeHome) -> Iterator[None]:
 def run(plan: StartPlan, on_ready: Callable[[str], None] = print) -> int:
     """Serve until stopped; the exit status (0 after SIGTERM/SIGINT, 1 after a fault)."""
     from careledger.node.builder import CometBft, build_node
-    from careledger.site import dial, organisation_gateway, serve_site
+    from careledger.node.tls import dial
+    from careledger.site import organisation_gateway, serve_site
     from careledger.web.enrolment import OpenEnrolment
 
     config = plan.config

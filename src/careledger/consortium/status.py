@@ -18,7 +18,7 @@ import httpx
 
 from careledger.consensus.cometbft.rpc import RpcError, sync_call
 from careledger.consortium.home import NodeHome
-from careledger.site import dial
+from careledger.node.tls import dial
 
 TIMEOUT = 3.0
 

@@ -44,7 +44,7 @@ from careledger.consensus.cometbft.config import (
 from careledger.consensus.cometbft.rpc import sync_call
 from careledger.consensus.cometbft.server import abci_socket_path
 from careledger.node.datadir import DataDir, write_organisation_keys
-from careledger.node.network import APP_DIR, COMETBFT_HOME, CONFIG_FILE, NodeConfig
+from careledger.node.netconfig import APP_DIR, COMETBFT_HOME, CONFIG_FILE, NodeConfig
 
 DEFAULT_BASE_PORT = 26656  # p2p; rpc is +1, the node API +2
 PROCESSES = ("app", "cometbft")

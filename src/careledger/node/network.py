@@ -11,90 +11,20 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import orjson
 
 from careledger.chain.app import IncompatibleState, LocalFault, UpgradeRequired
 from careledger.consensus.cometbft.server import Recorder
 from careledger.node.builder import CometBft, build_node, serve
+from careledger.node.netconfig import NodeConfig
 from careledger.node.rules import BadRulesHook
-from careledger.node.tls import TlsConfigError, TlsSettings
+from careledger.node.tls import TlsConfigError
 
 log = logging.getLogger(__name__)
 
 RECORD_ENV = "CARELEDGER_ABCI_RECORD"  # a file to append every ABCI frame to (test vectors)
-
-# A network node's directory: node.json, the application's data directory, CometBFT's home.
-CONFIG_FILE = "node.json"
-APP_DIR = "app"
-COMETBFT_HOME = "cometbft"
-
-
-def is_network_node(node_dir: Path) -> bool:
-    return (node_dir / CONFIG_FILE).is_file() and (node_dir / APP_DIR).is_dir()
-
-
-@dataclass(frozen=True)
-class NodeConfig:
-    node_dir: Path
-    index: int
-    abci_address: str
-    api_host: str
-    api_port: int
-    rpc_url: str
-    peer_api_urls: tuple[str, ...]
-    tls: TlsSettings = field(default_factory=TlsSettings)  # none: plain HTTP (node/tls.py)
-
-    @property
-    def app_dir(self) -> Path:
-        return self.node_dir / APP_DIR
-
-    @property
-    def cometbft_home(self) -> Path:
-        return self.node_dir / COMETBFT_HOME
-
-    def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "index": self.index,
-                "abci_address": self.abci_address,
-                "api_host": self.api_host,
-                "api_port": self.api_port,
-                "rpc_url": self.rpc_url,
-                "peer_api_urls": list(self.peer_api_urls),
-                **({"tls": _tls_json(self.tls)} if self.tls.configured else {}),
-            },
-            option=orjson.OPT_INDENT_2,
-        )
-
-    @classmethod
-    def load(cls, node_dir: Path) -> NodeConfig:
-        data: dict[str, Any] = orjson.loads((node_dir / CONFIG_FILE).read_bytes())
-        return cls(
-            node_dir=node_dir,
-            index=int(data["index"]),
-            abci_address=str(data["abci_address"]),
-            api_host=str(data["api_host"]),
-            api_port=int(data["api_port"]),
-            rpc_url=str(data["rpc_url"]),
-            peer_api_urls=tuple(str(u) for u in data["peer_api_urls"]),
-            tls=_tls_from_json(data.get("tls", {})),
-        )
-
-
-def _tls_json(tls: TlsSettings) -> dict[str, str]:
-    paths = {"cert": tls.cert, "key": tls.key, "ca": tls.ca}
-    return {name: str(path) for name, path in paths.items() if path is not None}
-
-
-def _tls_from_json(data: dict[str, str]) -> TlsSettings:
-    def path(name: str) -> Path | None:
-        return Path(data[name]) if data.get(name) else None
-
-    return TlsSettings(path("cert"), path("key"), path("ca"))
 
 
 def _recorder_from_env() -> Recorder | None:

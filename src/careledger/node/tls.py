@@ -105,7 +105,7 @@ class TlsSettings:
         portal's enrolment in the same process, `node status`) reach it: plain http:// without
         a certificate; with one, https:// at `host` if the certificate names it, else at the
         certificate's first name (hostname verification needs a name the certificate has).
-        `host` is where the server listens, as something to connect to (site.py `dial`)."""
+        `host` is where the server listens, as something to connect to (`dial`)."""
         if self.cert is None:
             return f"http://{host}:{port}"
         names = self.cert_names()
@@ -157,3 +157,9 @@ def _reason(exc: OSError) -> str:
     if isinstance(exc, ssl.SSLError):
         return exc.reason or str(exc)
     return exc.strerror or str(exc)
+
+
+def dial(host: str) -> str:
+    """Where this machine reaches a server listening on `host` (a wildcard is not an
+    address to connect to)."""
+    return "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host

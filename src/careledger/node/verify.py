@@ -45,7 +45,7 @@ from careledger.consensus.cometbft.rpc import RpcError
 from careledger.consensus.solo.blockstore import BlockStore, IncompatibleBlocks
 from careledger.node.datadir import DataDir
 from careledger.node.erasure import ORPHAN_BOUND
-from careledger.node.network import APP_DIR, COMETBFT_HOME, is_network_node
+from careledger.node.netconfig import APP_DIR, COMETBFT_HOME, is_network_node
 from careledger.node.rules import supported_rules_versions
 from careledger.storage.blobstore import BlobCorrupted, BlobNotFound, BlobStore
 
