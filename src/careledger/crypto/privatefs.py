@@ -57,16 +57,14 @@ def private_sqlite(path: Path) -> None:
     it past the umask), so a 0600 database keeps them 0600 too; call again after opening in
     WAL mode to tighten files left by an older version.
     """
+    # Never open an existing database file here: closing any descriptor of a file drops
+    # every POSIX lock this process holds on it, so another connection of this process would
+    # lose its SQLite locks (and a second process could write under it). A missing file (or
+    # the missing target of a link: the operator put the state on another disk) is created.
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-    except FileExistsError:
-        # Never open an existing database file here: closing any descriptor of a file drops
-        # every POSIX lock this process holds on it, so another connection of this process
-        # would lose its SQLite locks (and a second process could write under it).
         path.chmod(FILE_MODE)
-    else:
-        os.fchmod(fd, FILE_MODE)
-        os.close(fd)
+    except FileNotFoundError:
+        make_private_file(path)
     for suffix in ("-wal", "-shm"):
         sidecar = path.with_name(path.name + suffix)
         with contextlib.suppress(FileNotFoundError):
