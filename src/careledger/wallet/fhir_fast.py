@@ -47,14 +47,22 @@ _BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})+(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{
 _BASE64_TAIL = re.compile(r"[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=")
 _TIME_TAIL = re.compile(r"T[0-9]{2}:[0-9]{2}:(?:[0-5][0-9])(?:\.[0-9]{1,6})?(?:Z|[+\-].{5})")
 _CLOCK = re.compile(r"[0-9]{2}:[0-9]{2}:[0-5][0-9](?:\.[0-9]{1,6})?")
+# A lone surrogate (a str from Python, or from a JSON parser that decodes "\ud800" escapes
+# one by one) has no UTF-8 form: pydantic refuses such a str for every string type.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _unicode(v: str) -> bool:
+    """Whether the str is valid Unicode text (str.isascii answers at once for most)."""
+    return v.isascii() or _SURROGATE.search(v) is None
 
 
 def _string(v: Any) -> bool:
-    return type(v) is str and _STRING.search(v) is not None
+    return type(v) is str and _STRING.search(v) is not None and _unicode(v)
 
 
-def _any_string(v: Any) -> bool:  # uri, url, canonical, markdown, xhtml: any str matches
-    return type(v) is str
+def _any_string(v: Any) -> bool:  # uri, url, canonical, markdown, xhtml: any text matches
+    return type(v) is str and _unicode(v)
 
 
 def _code(v: Any) -> bool:

@@ -1,0 +1,115 @@
+"""Attacks on issue 13's shortcuts (the review stream): each test performs one against the
+real code and shows it refused (docs/security/13review.md)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from careledger.storage.blobstore import BlobStore
+from careledger.storage.legacy import MAX_FILE_BYTES, LegacyLayoutError
+from careledger.wallet.fhir import InvalidResource, validate_resource, validate_with_models
+from careledger.wallet.fhir_fast import resource_model, surely_valid
+
+# --- storage/legacy.py: converting a hostile per-file directory ----------------------------
+
+
+def _legacy_dir(root: Path, name: str) -> Path:
+    directory = root / name[:2] / name[2:4]
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return directory
+
+
+def _segment_bytes(root: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted((root / "segments").glob("*.seg")))
+
+
+def test_conversion_follows_no_linked_directory_out_of_the_store(tmp_path: Path) -> None:
+    """A fan-out directory that is a link to another directory: the conversion would read
+    its hash-named files into the store and delete them, and delete every other file there
+    (as if they were temporaries). It refuses, and nothing outside is touched."""
+    outside = tmp_path / "operator-keys"
+    outside.mkdir()
+    (outside / "node_key.json").write_bytes(b"the node's private key")
+    data = b"a file that happens to be named by its hash"
+    named = outside / hashlib.sha256(data).hexdigest()
+    named.write_bytes(data)
+    root = tmp_path / "blobs"
+    _legacy_dir(root, "ab" * 32).rmdir()
+    (root / "ab" / "ab").symlink_to(outside)
+
+    with pytest.raises(LegacyLayoutError, match="symbolic link"):
+        BlobStore(root)
+    assert (outside / "node_key.json").read_bytes() == b"the node's private key"
+    assert named.read_bytes() == data
+
+
+def test_conversion_reads_no_linked_file(tmp_path: Path) -> None:
+    """A blob file that is a link to a secret elsewhere: its target's bytes would be copied
+    into a segment. Refused; the secret is in no segment."""
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"a secret outside the blob store")
+    root = tmp_path / "blobs"
+    name = hashlib.sha256(b"anything").hexdigest()
+    (_legacy_dir(root, name) / name).symlink_to(secret)
+
+    with pytest.raises(LegacyLayoutError, match="symbolic link"):
+        BlobStore(root)
+    assert b"a secret outside" not in _segment_bytes(root)
+    assert secret.exists()
+
+
+def test_conversion_deletes_no_file_that_is_not_a_temporary(tmp_path: Path) -> None:
+    root = tmp_path / "blobs"
+    notes = _legacy_dir(root, "cd" * 32) / "NOTES.txt"
+    notes.write_bytes(b"an operator's notes")
+    with pytest.raises(LegacyLayoutError, match="neither by a blob hash"):
+        BlobStore(root)
+    assert notes.read_bytes() == b"an operator's notes"
+
+
+def test_conversion_does_not_load_a_file_larger_than_any_blob(tmp_path: Path) -> None:
+    root = tmp_path / "blobs"
+    name = "ef" * 32
+    huge = _legacy_dir(root, name) / name
+    with huge.open("wb") as file:
+        file.truncate(MAX_FILE_BYTES + 1)  # sparse: costs no disk
+    with pytest.raises(LegacyLayoutError, match="larger than any blob"):
+        BlobStore(root)
+    assert huge.exists() and _segment_bytes(root) == b""
+
+
+def test_conversion_still_converts_a_plain_directory(tmp_path: Path) -> None:
+    root = tmp_path / "blobs"
+    data = b"a record blob"
+    digest = hashlib.sha256(data).hexdigest()
+    (_legacy_dir(root, digest) / digest).write_bytes(data)
+    temporary = _legacy_dir(root, digest) / f".tmp-{digest}-x1y2"
+    temporary.write_bytes(b"half")
+    store = BlobStore(root)
+    assert store.get(digest) == data and not temporary.exists()
+    assert not (root / digest[:2]).exists()
+
+
+# --- wallet/fhir_fast.py: never more permissive than the models -----------------------------
+
+LONE_SURROGATES: list[dict[str, Any]] = [
+    {"resourceType": "Patient", "name": [{"family": "Smith\ud800"}]},  # string
+    {"resourceType": "Patient", "name": [{"given": ["\udc80Ann"]}]},  # string in a list
+    {"resourceType": "Patient", "implicitRules": "http://x/\udfff"},  # uri
+]
+
+
+@pytest.mark.parametrize("resource", LONE_SURROGATES)
+def test_fast_check_refuses_a_lone_surrogate_as_the_models_do(resource: dict[str, Any]) -> None:
+    """A str with a lone surrogate (from Python, or a JSON parser that decodes "\\ud800"
+    escapes) has no UTF-8 form: the models refuse it; the fast check let it through."""
+    model = resource_model(resource["resourceType"])
+    with pytest.raises(InvalidResource):
+        validate_with_models(resource, model)
+    assert not surely_valid(resource, model)
+    with pytest.raises(InvalidResource):
+        validate_resource(resource)
