@@ -113,3 +113,33 @@ def test_fast_check_refuses_a_lone_surrogate_as_the_models_do(resource: dict[str
     assert not surely_valid(resource, model)
     with pytest.raises(InvalidResource):
         validate_resource(resource)
+
+
+def _extension_nested(depth: int) -> dict[str, Any]:
+    extension: dict[str, Any] = {"url": "urn:x", "valueString": "x"}
+    for _ in range(depth):
+        extension = {"url": "urn:x", "extension": [extension]}
+    return {"resourceType": "Patient", "extension": [extension]}
+
+
+def _contained_nested(depth: int) -> dict[str, Any]:
+    resource: dict[str, Any] = {"resourceType": "Patient"}
+    for _ in range(depth):
+        resource = {"resourceType": "Patient", "contained": [resource]}
+    return resource
+
+
+@pytest.mark.parametrize("resource", [_extension_nested(180), _contained_nested(170)])
+def test_fast_check_leaves_deep_nesting_to_the_models(resource: dict[str, Any]) -> None:
+    """The models run out of stack on a resource nested ~150 levels deep and refuse it;
+    the fast check, whose recursion is shallower per level, accepted it."""
+    model = resource_model("Patient")
+    with pytest.raises(InvalidResource, match="nested too deeply"):
+        validate_with_models(resource, model)
+    assert not surely_valid(resource, model)
+    with pytest.raises(InvalidResource):
+        validate_resource(resource)
+
+
+def test_fast_check_still_accepts_ordinary_nesting() -> None:
+    assert surely_valid(_extension_nested(8), resource_model("Patient"))

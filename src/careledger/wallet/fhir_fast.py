@@ -360,7 +360,33 @@ def resource_model(resource_type: Any) -> type | None:
 
 _COMPILER = _Compiler()
 
+# The models validate recursively in Python: a resource nested past ~100-150 levels (contained
+# in contained, extension in extension) exhausts the stack there and is refused ("nested too
+# deeply"), at a depth that depends on the caller's own stack. This check's recursion would
+# go deeper, so it leaves anything nested deeper than this (real data: about 10) to them.
+MAX_SURE_DEPTH = 40
+
 
 def surely_valid(resource: Any, model: type) -> bool:
     """True only if `model` (an R4B resource model) surely accepts `resource`."""
-    return _COMPILER.resource(model)(resource)
+    return _nested_within(resource, MAX_SURE_DEPTH) and _COMPILER.resource(model)(resource)
+
+
+def _nested_within(value: Any, limit: int) -> bool:
+    """Whether objects and arrays nest at most `limit` levels: level by level, no recursion."""
+    level, depth = [value], 0
+    while level:
+        below: list[Any] = []
+        for item in level:
+            kind = type(item)
+            if kind is dict:
+                below.extend(item.values())
+            elif kind is list:
+                below.extend(item)
+        if not below:
+            return True
+        depth += 1
+        if depth > limit:
+            return False
+        level = [item for item in below if type(item) is dict or type(item) is list]
+    return True
