@@ -9,10 +9,16 @@ from typing import Any
 
 import pytest
 
+from careledger.chain.app import Application
+from careledger.chain.codes import Code
+from careledger.chain.modules.identity import rotation_payload
+from careledger.chain.tx import Tx
+from careledger.crypto.keys import Identity
 from careledger.storage.blobstore import BlobStore
 from careledger.storage.legacy import MAX_FILE_BYTES, LegacyLayoutError
 from careledger.wallet.fhir import InvalidResource, validate_resource, validate_with_models
 from careledger.wallet.fhir_fast import resource_model, surely_valid
+from nodeutil import CHAIN_ID, make_app, register_patient_tx, run_block
 
 # --- storage/legacy.py: converting a hostile per-file directory ----------------------------
 
@@ -143,3 +149,51 @@ def test_fast_check_leaves_deep_nesting_to_the_models(resource: dict[str, Any]) 
 
 def test_fast_check_still_accepts_ordinary_nesting() -> None:
     assert surely_valid(_extension_nested(8), resource_model("Patient"))
+
+
+# --- chain/: what a recheck reuses (decode and signature caches) ---------------------------
+
+
+def _rotation_waiting(tmp_path: Path) -> tuple[Application, bytes, bytes]:
+    """A patient registered; its rotation to a new key admitted, and then a transaction
+    still signed by the old key admitted behind it (the mempool view does not apply a
+    rotation): (app, the rotation, the waiting transaction)."""
+    org, old, new = Identity.generate(), Identity.generate(), Identity.generate()
+    app = make_app(tmp_path / "state.sqlite", [org])
+    assert run_block(app, [register_patient_tx(CHAIN_ID, old, org)]) == [Code.OK]
+    rotate = Tx(CHAIN_ID, "identity/rotate_key", old.did, 2, rotation_payload(old, new, CHAIN_ID))
+    onward = rotation_payload(old, Identity.generate(), CHAIN_ID)
+    waiting = Tx(CHAIN_ID, "identity/rotate_key", old.did, 3, onward).sign(old)
+    assert app.check_tx(rotate.sign(old)).ok and app.check_tx(waiting).ok
+    assert run_block(app, [rotate.sign(old)]) == [Code.OK]
+    return app, rotate.sign(old), waiting
+
+
+def test_a_recheck_refuses_a_transaction_signed_by_a_key_rotated_away_meanwhile(
+    tmp_path: Path,
+) -> None:
+    """The waiting transaction's signature is cached (it verified under the old key): the
+    recheck, the batch path and the block must look it up under the new key and refuse."""
+    app, _, waiting = _rotation_waiting(tmp_path)
+    assert app.check_tx(waiting, recheck=True).code == Code.BAD_SIGNATURE
+    prepared = app.prepare_batch([waiting])
+    prepared.verify()
+    assert [r.code for r in app.check_batch(prepared)] == [Code.BAD_SIGNATURE]
+    assert run_block(app, [waiting]) == [Code.BAD_SIGNATURE]
+
+
+def test_a_voucher_admitted_in_a_batch_is_not_used_again_on_recheck(tmp_path: Path) -> None:
+    """One voucher, two registrations of the same did (other nonces: other bytes): the
+    batch admits the first and refuses the second; after a block carrying the first, a
+    recheck of the second still refuses it."""
+    org, patient = Identity.generate(), Identity.generate()
+    app = make_app(tmp_path / "state.sqlite", [org])
+    first = register_patient_tx(CHAIN_ID, patient, org, nonce=1)
+    second = register_patient_tx(CHAIN_ID, patient, org, nonce=2)
+    prepared = app.prepare_batch([first, second])
+    prepared.verify()
+    codes = [r.code for r in app.check_batch(prepared)]
+    assert codes[0] == Code.OK and codes[1] != Code.OK
+    assert run_block(app, [first]) == [Code.OK]
+    assert not app.check_tx(second, recheck=True).ok
+    assert run_block(app, [second]) != [Code.OK]
