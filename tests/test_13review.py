@@ -4,6 +4,7 @@ real code and shows it refused (docs/security/13review.md)."""
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from careledger.chain.codes import Code
 from careledger.chain.modules.identity import rotation_payload
 from careledger.chain.tx import Tx
 from careledger.crypto.keys import Identity
+from careledger.storage import legacy
 from careledger.storage.blobstore import BlobStore
 from careledger.storage.legacy import MAX_FILE_BYTES, LegacyLayoutError
 from careledger.wallet.fhir import InvalidResource, validate_resource, validate_with_models
@@ -197,3 +199,41 @@ def test_a_voucher_admitted_in_a_batch_is_not_used_again_on_recheck(tmp_path: Pa
     assert run_block(app, [first]) == [Code.OK]
     assert not app.check_tx(second, recheck=True).ok
     assert run_block(app, [second]) != [Code.OK]
+
+
+def test_two_openers_of_one_per_file_directory_do_not_trip_over_each_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node and `careledger verify` (or a backup) open the same per-file directory at
+    once. The second converted and unlinked the files the first had listed, and the first
+    then failed reading them (FileNotFoundError: the store did not open). The conversion
+    now holds the write lock throughout: the second waits, then finds nothing to convert."""
+    root = tmp_path / "blobs"
+    blobs = [b"blob %d" % i for i in range(3)]
+    for data in blobs:
+        digest = hashlib.sha256(data).hexdigest()
+        (_legacy_dir(root, digest) / digest).write_bytes(data)
+    other: list[BlobStore | BaseException] = []
+
+    def open_other() -> None:
+        try:
+            other.append(BlobStore(root))
+        except BaseException as exc:  # reported below
+            other.append(exc)
+
+    real_read = legacy._read
+    started: list[threading.Thread] = []
+
+    def read_while_another_opens(path: Path) -> bytes:
+        if not started:  # once: the other opener runs now, mid-conversion
+            started.append(threading.Thread(target=open_other))
+            started[0].start()
+            started[0].join(timeout=3)  # it converts everything, or waits for the lock
+        return real_read(path)
+
+    monkeypatch.setattr(legacy, "_read", read_while_another_opens)
+    first = BlobStore(root)
+    started[0].join()
+    assert isinstance(other[0], BlobStore)
+    for store in (first, other[0]):
+        assert sorted(store.get(hashlib.sha256(d).hexdigest()) for d in blobs) == sorted(blobs)
