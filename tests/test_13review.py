@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from careledger.chain.app import Application
+from careledger.chain.app import Application, BlockContext
 from careledger.chain.codes import Code
 from careledger.chain.modules.identity import rotation_payload
 from careledger.chain.tx import Tx
@@ -20,7 +20,9 @@ from careledger.storage.blobstore import BlobStore
 from careledger.storage.legacy import MAX_FILE_BYTES, LegacyLayoutError
 from careledger.wallet.fhir import InvalidResource, validate_resource, validate_with_models
 from careledger.wallet.fhir_fast import resource_model, surely_valid
-from nodeutil import CHAIN_ID, make_app, register_patient_tx, run_block
+from nodeutil import BLOCK_TIME_NS, CHAIN_ID, make_app, register_patient_tx, run_block
+from test_upgrade import NEW_SOFTWARE, NEXT
+from test_upgrade import Chain as UpgradeChain
 
 # --- storage/legacy.py: converting a hostile per-file directory ----------------------------
 
@@ -237,3 +239,21 @@ def test_two_openers_of_one_per_file_directory_do_not_trip_over_each_other(
     assert isinstance(other[0], BlobStore)
     for store in (first, other[0]):
         assert sorted(store.get(hashlib.sha256(d).hexdigest()) for d in blobs) == sorted(blobs)
+
+
+def test_nothing_decoded_under_the_old_rules_outlives_the_switch(tmp_path: Path) -> None:
+    """check_tx runs between finalize_block and commit (CometBFT's mempool connection is
+    separate): a transaction decoded in that window, under the old rules, must not be
+    carried into the first block of the new ones from the decode cache."""
+    chain = UpgradeChain(tmp_path)
+    chain.restart(NEW_SOFTWARE)
+    plan = chain.schedule()
+    chain.until(plan["height"] - 1)
+    app = chain.app
+    app.finalize_block(BlockContext(plan["height"], BLOCK_TIME_NS + plan["height"]), [])
+    late = register_patient_tx(CHAIN_ID, Identity.generate(), chain.members[0])
+    assert app.check_tx(late).ok and len(app._decoded) == 1  # in the window
+    app.commit()
+    assert app.rules_version == NEXT
+    assert app._decoded.get(late) is None  # decoded again, under the new rules
+    assert app.check_tx(late, recheck=True).ok
