@@ -143,6 +143,7 @@ class _PendingBlock:
     changes_hash: bytes
     state: Overlay
     block: CommittedBlock
+    switched_rules: bool = False
 
 
 class Application:
@@ -320,7 +321,7 @@ class Application:
         self._pending = None
         block_state = Overlay(self.store)
         try:
-            self._switch_rules(block_state, ctx.height)
+            switched = self._switch_rules(block_state, ctx.height)
         except UpgradeRequired:
             raise
         except Exception as exc:
@@ -342,7 +343,9 @@ class Application:
             raise local_fault(f"block {ctx.height}", exc) from exc
         app_hash = next_app_hash(previous, digest)
         committed = CommittedBlock(ctx.height, ctx.time_ns, list(txs), results)
-        self._pending = _PendingBlock(ctx.height, app_hash, digest, block_state, committed)
+        self._pending = _PendingBlock(
+            ctx.height, app_hash, digest, block_state, committed, switched
+        )
         return FinalizeResult(results, updates, app_hash)
 
     def commit(self) -> None:
@@ -360,15 +363,22 @@ class Application:
         except Exception as exc:
             raise local_fault(f"commit of block {pending.height}", exc) from exc
         self._check_state = Overlay(self.store)
+        if pending.switched_rules:
+            # check_tx may run between finalize_block and commit (CometBFT's mempool
+            # connection): what it decoded then was decoded under the old rules.
+            self._decoded.clear()
         for listener in self._listeners:
             try:
                 listener(pending.block)
             except Exception:  # a node-side reaction must never stop the chain
                 log.exception("commit listener failed at height %d", pending.height)
 
-    def _switch_rules(self, block_state: Overlay, height: int) -> None:
+    def _switch_rules(self, block_state: Overlay, height: int) -> bool:
+        """Whether this block switches the rules (then nothing decoded before is kept)."""
         if self._rules.switch(block_state, height):
             self._decoded.clear()  # decoded under the old rules: decode again under the new
+            return True
+        return False
 
     def _deliver(
         self, block_state: Overlay, block: BlockContext, raw: bytes, index: int

@@ -76,7 +76,12 @@ class BlobStore:
         self.index = Index(self.root / INDEX_NAME)
         self.segments = Segments(self.root / SEGMENT_DIR, self.index)
         self._lock = WriteLock(self.root / LOCK_NAME)
-        legacy.convert(self)
+        # Under the write lock from the first file listed to the last unlinked: another
+        # process opening the same directory meanwhile (a node and `careledger verify`)
+        # waits, then finds nothing left to convert, rather than reading or unlinking files
+        # this one has already moved.
+        with self._lock.held():
+            legacy.convert(self)
 
     # --- writing ----------------------------------------------------------------------------
 
@@ -98,10 +103,10 @@ class BlobStore:
     def import_named(self, entries: list[tuple[str, bytes, float]]) -> None:
         """Store (hash, bytes, stored_at) as given, without re-hashing: the legacy
         conversion keeps a corrupted file's name so that reads report it corrupted. A blob
-        already stored is left as it is."""
-        with self._lock.held():
-            stored = self.index.known([digest for digest, _, _ in entries])
-            self.segments.store(_new_blobs(iter(entries), stored), [], time.time())
+        already stored is left as it is. The caller holds the write lock (the conversion
+        runs under it, in `__init__`)."""
+        stored = self.index.known([digest for digest, _, _ in entries])
+        self.segments.store(_new_blobs(iter(entries), stored), [], time.time())
 
     def delete(self, digest: str) -> bool:
         """Remove a blob durably (erasure): its bytes punched out of its segment, then its

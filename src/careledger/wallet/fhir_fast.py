@@ -47,14 +47,22 @@ _BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})+(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{
 _BASE64_TAIL = re.compile(r"[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=")
 _TIME_TAIL = re.compile(r"T[0-9]{2}:[0-9]{2}:(?:[0-5][0-9])(?:\.[0-9]{1,6})?(?:Z|[+\-].{5})")
 _CLOCK = re.compile(r"[0-9]{2}:[0-9]{2}:[0-5][0-9](?:\.[0-9]{1,6})?")
+# A lone surrogate (a str from Python, or from a JSON parser that decodes "\ud800" escapes
+# one by one) has no UTF-8 form: pydantic refuses such a str for every string type.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _unicode(v: str) -> bool:
+    """Whether the str is valid Unicode text (str.isascii answers at once for most)."""
+    return v.isascii() or _SURROGATE.search(v) is None
 
 
 def _string(v: Any) -> bool:
-    return type(v) is str and _STRING.search(v) is not None
+    return type(v) is str and _STRING.search(v) is not None and _unicode(v)
 
 
-def _any_string(v: Any) -> bool:  # uri, url, canonical, markdown, xhtml: any str matches
-    return type(v) is str
+def _any_string(v: Any) -> bool:  # uri, url, canonical, markdown, xhtml: any text matches
+    return type(v) is str and _unicode(v)
 
 
 def _code(v: Any) -> bool:
@@ -352,7 +360,33 @@ def resource_model(resource_type: Any) -> type | None:
 
 _COMPILER = _Compiler()
 
+# The models validate recursively in Python: a resource nested past ~100-150 levels (contained
+# in contained, extension in extension) exhausts the stack there and is refused ("nested too
+# deeply"), at a depth that depends on the caller's own stack. This check's recursion would
+# go deeper, so it leaves anything nested deeper than this (real data: about 10) to them.
+MAX_SURE_DEPTH = 40
+
 
 def surely_valid(resource: Any, model: type) -> bool:
     """True only if `model` (an R4B resource model) surely accepts `resource`."""
-    return _COMPILER.resource(model)(resource)
+    return _nested_within(resource, MAX_SURE_DEPTH) and _COMPILER.resource(model)(resource)
+
+
+def _nested_within(value: Any, limit: int) -> bool:
+    """Whether objects and arrays nest at most `limit` levels: level by level, no recursion."""
+    level, depth = [value], 0
+    while level:
+        below: list[Any] = []
+        for item in level:
+            kind = type(item)
+            if kind is dict:
+                below.extend(item.values())
+            elif kind is list:
+                below.extend(item)
+        if not below:
+            return True
+        depth += 1
+        if depth > limit:
+            return False
+        level = [item for item in below if type(item) is dict or type(item) is list]
+    return True
