@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import shutil
@@ -229,8 +230,9 @@ def test_keys_new_then_recover_gives_the_same_did(tmp_path: Path) -> None:
 
 
 def stored_blobs(root: Path) -> list[tuple[str, Location]]:
-    store = BlobStore(DataDir(root).blobs)
-    return sorted(((d, store.locate(d)) for d in store), key=lambda b: (b[1].path, b[1].offset))
+    with contextlib.closing(BlobStore(DataDir(root).blobs)) as store:
+        found = [(d, store.locate(d)) for d in store]
+    return sorted(found, key=lambda b: (b[1].path, b[1].offset))
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

@@ -169,15 +169,15 @@ def _add_blobs(tar: tarfile.TarFile, home: NodeHome) -> tuple[int, int]:
     erased or corrupted meanwhile is left out (the peers hold it, or the chain no longer
     wants it)."""
     added = skipped = 0
-    store = BlobStore(home.app.blobs)
-    for digest in sorted(store):
-        try:
-            data = store.get(digest)
-        except (BlobNotFound, BlobCorrupted):
-            skipped += 1
-            continue
-        _add_bytes(tar, f"{APP_DIR}/blobs/{digest[:2]}/{digest[2:4]}/{digest}", data)
-        added += 1
+    with contextlib.closing(BlobStore(home.app.blobs)) as store:
+        for digest in sorted(store):
+            try:
+                data = store.get(digest)
+            except (BlobNotFound, BlobCorrupted):
+                skipped += 1
+                continue
+            _add_bytes(tar, f"{APP_DIR}/blobs/{digest[:2]}/{digest[2:4]}/{digest}", data)
+            added += 1
     return added, skipped
 
 

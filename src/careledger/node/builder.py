@@ -156,6 +156,7 @@ class Node(Generic[D]):
         self._close_consensus()
         self.audit.close()
         self.store.close()
+        self.blob_store.close()
 
 
 @overload

@@ -18,6 +18,7 @@ Two kinds of directory:
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import tempfile
 import time
@@ -158,7 +159,8 @@ def _verify(data: DataDir, store: StateStore, blocks: Iterator[BlockToCheck], to
             rows = _compare_state(store, replica.store)
         finally:
             replica.store.close()
-    checked, erased, orphans = _check_blobs(store, BlobStore(data.blobs))
+    with contextlib.closing(BlobStore(data.blobs)) as blobs:
+        checked, erased, orphans = _check_blobs(store, blobs)
     return Report(top, txs, rows, checked, erased, orphans)
 
 

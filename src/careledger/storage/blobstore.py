@@ -83,6 +83,10 @@ class BlobStore:
         with self._lock.held():
             legacy.convert(self)
 
+    def close(self) -> None:
+        """Close the index's connections; the store is not used after this."""
+        self.index.close()
+
     # --- writing ----------------------------------------------------------------------------
 
     def put(self, data: bytes) -> str:

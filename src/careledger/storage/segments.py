@@ -91,6 +91,11 @@ class Index:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
+        # Every thread's connection, so that close() ends them all: left to the garbage
+        # collector, the last one's close (which checkpoints and deletes the -wal and -shm
+        # files) would come at any later moment, under a copy or a backup of the directory.
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
         _private_database(path)  # 0600 before SQLite creates it; -wal/-shm follow its mode
         db = self.connection()
         db.executescript(_SCHEMA)
@@ -99,12 +104,24 @@ class Index:
     def connection(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, isolation_level=None, timeout=60)
+            # Used by its own thread only; closed by close() from whichever thread calls it.
+            db = sqlite3.connect(
+                self.path, isolation_level=None, timeout=60, check_same_thread=False
+            )
+            with self._connections_lock:
+                self._connections.append(db)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")  # an acknowledged upload survives power loss
             db.execute("PRAGMA secure_delete=ON")  # an erased blob's row is zeroed, not freed
             self._local.db = db
         return db
+
+    def close(self) -> None:
+        """Close every thread's connection (the store is not used after this)."""
+        with self._connections_lock:
+            for db in self._connections:
+                db.close()
+            self._connections.clear()
 
     def locate(self, digest: str, segments: Path) -> Location | None:
         row = (
