@@ -39,6 +39,8 @@ STATE_ACCESS = (
     "careledger.chain.app",
     "careledger.chain.rules",
     "careledger.chain.decoded",
+    "careledger.chain.queries",
+    "careledger.chain.answers",
 )
 CHAIN_MODULES = "careledger.chain.modules"
 

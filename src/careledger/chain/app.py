@@ -13,13 +13,19 @@ hash the others do not compute, so it raises LocalFault instead and the driver s
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Protocol
-
-import orjson
 
 from careledger.chain import auth
+from careledger.chain.answers import (
+    AppInfo,
+    BlockContext,
+    CommitListener,
+    CommittedBlock,
+    FinalizeResult,
+    QueryResult,
+    TxResult,
+)
 from careledger.chain.apphash import changes_hash, next_app_hash
 from careledger.chain.block import parse_time_ns
 from careledger.chain.codes import Code, TxFailure
@@ -28,7 +34,6 @@ from careledger.chain.faults import LocalFault, local_fault
 from careledger.chain.genesis import Genesis
 from careledger.chain.modules.audit import audit_module
 from careledger.chain.modules.base import (
-    Event,
     Module,
     Payload,
     TxContext,
@@ -41,6 +46,7 @@ from careledger.chain.modules.records import records_module
 from careledger.chain.modules.upgrade import MODULE as UPGRADE
 from careledger.chain.modules.upgrade import handler as upgrade
 from careledger.chain.modules.upgrade import upgrade_module
+from careledger.chain.queries import answer_query
 from careledger.chain.rules import (
     STATE_MACHINE_VERSION,
     SUPPORTED_RULES_VERSIONS,
@@ -48,8 +54,8 @@ from careledger.chain.rules import (
     RulesGate,
     UpgradeRequired,
 )
-from careledger.chain.state import KV, Overlay, Readable
-from careledger.chain.store import LastCommit, StateStore
+from careledger.chain.state import KV, Overlay
+from careledger.chain.store import StateStore
 from careledger.chain.tx import SignedTx, decode_tx, tx_hash
 
 # Re-exported: these lived here before chain/rules.py, chain/faults.py and chain/decoded.py.
@@ -81,59 +87,6 @@ DEFAULT_MODULES: tuple[Module, ...] = (
     audit_module,
     upgrade_module,
 )
-
-
-@dataclass(frozen=True)
-class TxResult:
-    code: int
-    log: str = ""
-    data: bytes = b""
-    events: tuple[Event, ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        return self.code == Code.OK
-
-
-@dataclass(frozen=True)
-class BlockContext:
-    height: int
-    time_ns: int
-
-
-@dataclass(frozen=True)
-class FinalizeResult:
-    tx_results: list[TxResult]
-    validator_updates: list[ValidatorUpdate]
-    app_hash: bytes
-
-
-@dataclass(frozen=True)
-class AppInfo:
-    last_height: int
-    last_app_hash: bytes
-    chain_id: str
-
-
-@dataclass(frozen=True)
-class QueryResult:
-    code: int
-    log: str = ""
-    value: bytes = b""
-    height: int = 0
-
-
-@dataclass(frozen=True)
-class CommittedBlock:
-    """What a commit listener is told: the block's transactions and each one's result."""
-
-    height: int
-    time_ns: int
-    txs: list[bytes]
-    tx_results: list[TxResult]
-
-
-CommitListener = Callable[[CommittedBlock], None]
 
 
 @dataclass
@@ -439,47 +392,14 @@ class Application:
 
     def query(self, path: str, data: bytes = b"") -> QueryResult:
         """`<module>/<query>` with JSON parameters, answered from the last committed state."""
-        return self._query(self.store, path, data)
+        return answer_query(self._modules, self.store, path, data)
 
     def query_snapshot(self, path: str, data: bytes = b"") -> QueryResult:
         """`query`, on a snapshot of the last commit read on the calling thread's own
         connection: safe in a worker thread while blocks commit on another (the consensus
         drivers run every query so, so that a long one never holds up the event loop)."""
         with self.store.snapshot() as snapshot:
-            return self._query(snapshot, path, data)
-
-    def _query(self, state: CommittedState, path: str, data: bytes) -> QueryResult:
-        height = state.last_commit().height
-        try:
-            params = orjson.loads(data) if data else {}
-            if not isinstance(params, dict):
-                raise TxFailure(Code.MALFORMED, "query parameters must be a JSON object")
-            value = self._answer(state, path, Payload(params, Code.MALFORMED))
-        except orjson.JSONDecodeError as exc:
-            return QueryResult(
-                Code.MALFORMED, f"query parameters are not JSON: {exc}", height=height
-            )
-        except TxFailure as failure:
-            return QueryResult(failure.code, failure.log, height=height)
-        return QueryResult(Code.OK, value=orjson.dumps(value), height=height)
-
-    def _answer(self, state: CommittedState, path: str, params: Payload) -> object:
-        module_name, _, query_name = path.strip("/").partition("/")
-        if module_name == auth.MODULE and query_name == "nonce":
-            did = params.text("did", max_len=128)
-            params.done()
-            return {"did": did, "last_nonce": auth.last_nonce(KV(state, auth.MODULE), did)}
-        module = self._modules.get(module_name)
-        handler = module.queries.get(query_name) if module else None
-        if module is None or handler is None:
-            raise TxFailure(Code.NOT_FOUND, f"unknown query {path[:64]!r}")
-        return handler(KV(state, module.name), params)
-
-
-class CommittedState(Readable, Protocol):
-    """What a query reads: the state store, or a snapshot of it."""
-
-    def last_commit(self) -> LastCommit: ...
+            return answer_query(self._modules, snapshot, path, data)
 
 
 def _carried_voucher(decoded: Decoded) -> Voucher | None:

@@ -39,6 +39,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from careledger.gateway.bundle_answers import EntryAnswers
 from careledger.gateway.bundle_entries import (
     METHODS,
     Entry,
@@ -49,7 +50,6 @@ from careledger.gateway.bundle_entries import (
     named,
     refusal,
     response_bundle,
-    status_text,
 )
 from careledger.gateway.bundle_references import CONDITIONAL, References, condition_query
 from careledger.gateway.context import Gateway
@@ -57,23 +57,20 @@ from careledger.gateway.http import (
     MAX_BUNDLE_BYTES,
     FhirResponse,
     check_format,
-    etag,
     json_body,
     version_of_etag,
 )
 from careledger.gateway.outcome import (
     FhirError,
-    operation_outcome,
 )
 from careledger.gateway.principal import Principal, principal_of
 from careledger.gateway.resource_types import DIRECTORY_TYPES
 from careledger.gateway.resources import Resources
-from careledger.gateway.stored import CREATE, DELETE, UPDATE, Stored, Write
+from careledger.gateway.stored import CREATE, DELETE, UPDATE, Write
 from careledger.wallet.fhir import InvalidResource, validate_resource
 from careledger.wallet.refs import RecordsError
 
 MAX_ENTRIES = 20_000  # Synthea's largest shared bundle has about 700
-CLAIM_CODE_PREFIX = "claim code: "  # careledger import reads it (gateway/importer.py)
 _TYPE = r"[A-Z][A-Za-z]{1,63}"
 _ID = r"[A-Za-z0-9\-.]{1,64}"
 _INSTANCE = re.compile(rf"({_TYPE})/({_ID})(?:/_history/([0-9]{{1,18}}))?")
@@ -118,6 +115,9 @@ class BundleProcessor:
         self.base = base or gateway.base_url or ""
         self._claimed: set[tuple[str, str]] = set()  # ids this bundle assigned
         self.references = References(resources, principal, self._local)
+        self.answers = EntryAnswers(
+            gateway, resources, principal, representation, self.base, self._current
+        )
 
     def process(self, bundle: Mapping[str, Any]) -> dict[str, Any]:
         if bundle.get("resourceType") != "Bundle":
@@ -155,10 +155,10 @@ class BundleProcessor:
             failed = writing[error.entry] if error.entry is not None else None
             raise named(error, failed) from None
         for entry, result in zip(writing, stored, strict=True):
-            entry.answer = self._written(entry, result)
+            entry.answer = self.answers.written(entry, result)
         for entry in entries:
             if entry.answer is None:
-                entry.answer = fatal(entry.index, self._answer_without_write, entry)
+                entry.answer = fatal(entry.index, self.answers.without_write, entry)
         return response_bundle("transaction-response", entries)
 
     # --- batch --------------------------------------------------------------------------
@@ -182,8 +182,8 @@ class BundleProcessor:
             self._rewrite(entry)
             if is_write(entry):
                 [stored] = self.resources.write_many(self.principal, [self._write_of(entry)])
-                return self._written(entry, stored)
-            return self._answer_without_write(entry)
+                return self.answers.written(entry, stored)
+            return self.answers.without_write(entry)
         except (FhirError, InvalidResource, RecordsError) as exc:
             return refusal(as_fhir_error(exc))
 
@@ -343,121 +343,3 @@ class BundleProcessor:
             return Write(DELETE, entry.resource_type, None, entry.resource_id, entry.if_match)
         action = CREATE if entry.method == "POST" else UPDATE
         return Write(action, entry.resource_type, entry.resource, entry.resource_id, entry.if_match)
-
-    def _written(self, entry: Entry, stored: Stored) -> dict[str, Any]:
-        if stored.deleted and entry.method == "DELETE":
-            return {"response": {"status": status_text(204), "etag": etag(stored.version)}}
-        status = 201 if stored.created else 200
-        answer = self._located(entry.reference, stored, status)
-        if stored.claim_code:
-            answer["response"]["outcome"] = operation_outcome(
-                "informational",
-                f"{CLAIM_CODE_PREFIX}{stored.claim_code} (the patient's one-time claim code: "
-                "give it to them once, out of band; the gateway keeps no copy)",
-                severity="information",
-            )
-        return answer
-
-    def _located(self, reference: str, stored: Stored, status: int) -> dict[str, Any]:
-        answer: dict[str, Any] = {
-            "fullUrl": self._full_url(reference),
-            "response": {
-                "status": status_text(status),
-                "location": f"{reference}/_history/{stored.version}",
-                "etag": etag(stored.version),
-                "lastModified": stored.last_updated,
-            },
-        }
-        if self.representation:
-            answer["resource"] = stored.resource
-        return answer
-
-    def _answer_without_write(self, entry: Entry) -> dict[str, Any]:
-        if entry.skip:
-            return {"response": {"status": status_text(204)}}
-        if entry.derived:
-            return self._chain_provenance(entry)
-        if entry.method == "GET":
-            try:  # after a transaction's writes: a refusal answers this entry alone
-                return self._get(entry)
-            except (FhirError, InvalidResource, RecordsError) as exc:
-                return refusal(as_fhir_error(exc))
-        # ifNoneExist matched: the existing resource, nothing created (200, as HAPI answers).
-        current = self._current(entry.reference)
-        assert current is not None
-        answer: dict[str, Any] = {
-            "fullUrl": self._full_url(entry.reference),
-            "response": {
-                "status": status_text(200),
-                "location": f"{entry.reference}/_history/{current[0]}",
-                "etag": etag(current[0]),
-                "lastModified": current[1],
-            },
-        }
-        return answer
-
-    def _get(self, entry: Entry) -> dict[str, Any]:
-        if entry.condition is not None:
-            return self._search(entry.resource_type, entry.condition)
-        assert entry.resource_id is not None
-        if entry.version is not None:
-            stored = self.resources.vread(
-                self.principal, entry.resource_type, entry.resource_id, entry.version
-            )
-        else:
-            stored = self.resources.read(self.principal, entry.resource_type, entry.resource_id)
-        answer = self._located(entry.reference, stored, 200)
-        answer["resource"] = stored.resource
-        return answer
-
-    def _full_url(self, reference: str) -> str:
-        return f"{self.base}/{reference}" if self.base else reference
-
-    def _chain_provenance(self, entry: Entry) -> dict[str, Any]:
-        """A client's Provenance (current Synthea ends each bundle with one): not stored,
-        since Provenance here is the chain's record of each version (gateway/views/). The
-        entry is answered with the chain's Provenance of its first target, which this
-        transaction wrote, and says so."""
-        assert entry.resource is not None
-        targets = entry.resource.get("target") or [{}]
-        reference = str(targets[0].get("reference", "")).split("/_history/")[0]
-        kind, _, target_id = reference.partition("/")
-        located = self.gateway.index.locate(kind, target_id) if target_id else None
-        answer: dict[str, Any] = {"response": {"status": status_text(200)}}
-        note = (
-            "not stored: Provenance is the chain's own record of each version written "
-            f"(GET Provenance?target={reference})"
-        )
-        if located is not None:
-            answer["response"]["location"] = f"Provenance/{located.record[:32]}-{located.version}"
-        answer["response"]["outcome"] = operation_outcome("informational", note, "information")
-        return answer
-
-    def _search(self, resource_type: str, condition: Mapping[str, str]) -> dict[str, Any]:
-        """A GET entry's search (`_id`, `identifier`): a searchset of what the caller may
-        read (a record the node refuses is left out, its refusal audited)."""
-        self.principal.require(resource_type, "s")
-        found = []
-        for resource_id in self.resources.matching(resource_type, condition, self.principal):
-            try:
-                found.append(self.resources.read(self.principal, resource_type, resource_id))
-            except FhirError as exc:
-                if exc.status not in (403, 404, 410):
-                    raise
-            except RecordsError as exc:
-                if exc.status not in (403, 404, 410):
-                    raise
-        bundle = {
-            "resourceType": "Bundle",
-            "type": "searchset",
-            "total": len(found),
-            "entry": [
-                {
-                    "fullUrl": f"{self.base}/{resource_type}/{stored.resource['id']}",
-                    "resource": stored.resource,
-                    "search": {"mode": "match"},
-                }
-                for stored in found
-            ],
-        }
-        return {"resource": bundle, "response": {"status": status_text(200)}}

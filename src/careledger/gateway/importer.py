@@ -28,7 +28,7 @@ import httpx
 import orjson
 
 from careledger.crypto.privatefs import write_private_file
-from careledger.gateway.bundles import CLAIM_CODE_PREFIX
+from careledger.gateway.bundle_answers import CLAIM_CODE_PREFIX
 
 DIRECTORY_FIRST = ("hospitalInformation", "practitionerInformation")
 _UUID_URL = re.compile(r"urn:uuid:([A-Za-z0-9\-\.]{1,64})")

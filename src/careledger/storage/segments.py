@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from careledger.crypto.privatefs import FILE_MODE, make_private_dir
+from careledger.crypto.privatefs import FILE_MODE, make_private_dir, private_sqlite
 
 SEGMENT_DIR = "segments"
 SEGMENT_SUFFIX = ".seg"
@@ -96,10 +96,10 @@ class Index:
         # files) would come at any later moment, under a copy or a backup of the directory.
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
-        _private_database(path)  # 0600 before SQLite creates it; -wal/-shm follow its mode
+        private_sqlite(path)  # 0600 before SQLite creates it; -wal/-shm follow its mode
         db = self.connection()
         db.executescript(_SCHEMA)
-        _private_database(path)
+        private_sqlite(path)
 
     def connection(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
@@ -173,22 +173,6 @@ class Index:
         else:
             rows = db.execute("SELECT hash, stored_at FROM blobs WHERE stored_at >= ?", (since,))
         return [(r[0].hex(), r[1]) for r in rows]
-
-
-def _private_database(path: Path) -> None:
-    """The index file (and its -wal and -shm) 0600, without opening an existing one: closing
-    any descriptor of a database file drops every POSIX lock this process holds on it, the
-    locks SQLite's other connections rely on (the database would be corrupted)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-    except FileExistsError:
-        path.chmod(FILE_MODE)
-    else:
-        os.fchmod(fd, FILE_MODE)
-        os.close(fd)
-    for suffix in ("-wal", "-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            path.with_name(path.name + suffix).chmod(FILE_MODE)
 
 
 def segment_path(segments: Path, number: int) -> Path:
