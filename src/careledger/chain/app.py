@@ -204,7 +204,9 @@ class Application:
         batch = PreparedBatch(list(raws), [self._decode_or_failure(raw) for raw in raws], [])
         decoded = [d for d in batch.decoded if isinstance(d, Decoded)]
         try:
-            self.store.prefetch(k for d in decoded for k in auth.keys_read_first(d.stx))
+            self.store.prefetch(
+                k for d in decoded for k in auth.keys_read_first(d.stx, _carried_voucher(d))
+            )
             for d in decoded if signatures else ():
                 batch.checks += auth.signature_checks(self._check_state, d.stx, _carried_voucher(d))
         except Exception:  # a local fault: check_batch meets it again and answers for it

@@ -26,8 +26,8 @@ from careledger.chain.modules.identity import IdentityKeeper
 from careledger.chain.modules.identity.vouchers import (
     Voucher,
     check_voucher,
+    registration_reads,
     sender_key,
-    voucher_bytes,
 )
 from careledger.chain.state import KV, Readable
 from careledger.chain.tx import SignedTx
@@ -196,24 +196,27 @@ def signature_checks(
             voucher = voucher if voucher is not None else Voucher.of(tx.payload)
             org = identities.acting_identity(voucher.org)
             if org is not None:
-                signature = bytes.fromhex(voucher.signature)
-                statement = voucher_bytes(
-                    tx.chain_id, purpose, tx.sender, voucher.org, voucher.expires_at
-                )
+                statement = voucher.statement(tx.chain_id, purpose, tx.sender)
                 org_key = bytes.fromhex(org["signing_key"])
-                entry = sha256(statement + signature)
-                checks.append(SignatureCheck(entry, org_key, signature, statement))
+                checks.append(
+                    SignatureCheck(statement.entry, org_key, statement.signature, statement.message)
+                )
     except TxFailure:
         return []
     return checks
 
 
-def keys_read_first(stx: SignedTx) -> tuple[bytes, bytes]:
+def keys_read_first(stx: SignedTx, voucher: Voucher | None = None) -> list[bytes]:
     """The state keys check_tx reads first for a transaction, whoever sends it: the sender's
-    identity and nonces. Read ahead for a batch (StateStore.prefetch): a hint, a key wrong
-    here costs a wasted read, never a different answer."""
-    sender = stx.tx.sender
-    return KV.full_key("identity", f"id/{sender}"), KV.full_key(MODULE, f"nonce/{sender}")
+    identity and nonces, and for a self-registration carrying `voucher`, the rows its check
+    finds absent (`vouchers.registration_reads`). Read ahead for a batch
+    (StateStore.prefetch): a hint, a key wrong here costs a wasted read, never a different
+    answer."""
+    tx = stx.tx
+    keys = [KV.full_key("identity", f"id/{tx.sender}"), KV.full_key(MODULE, f"nonce/{tx.sender}")]
+    if voucher is not None:
+        keys += registration_reads(tx.chain_id, tx.type, tx.sender, voucher)
+    return keys
 
 
 def authenticate(

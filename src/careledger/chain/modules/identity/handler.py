@@ -56,7 +56,7 @@ from careledger.chain.modules.identity.vouchers import (
     Voucher,
     check_consent,
     redeem,
-    voucher_bytes,
+    redeem_digest,
 )
 from careledger.crypto.keys import ed25519_from_did, verify_signature
 from careledger.crypto.statements import rotation_statement
@@ -108,8 +108,8 @@ def _redeem_voucher(ctx: TxContext, keeper: IdentityKeeper, purpose: str, vouche
     """Mark the sender's voucher used. auth.authenticate has already checked it in full
     (member, expiry, unused, signature) against this very state: it is the only way an
     unregistered did reaches this handler."""
-    statement = voucher_bytes(ctx.chain_id, purpose, ctx.sender, voucher.org, voucher.expires_at)
-    redeem(keeper, statement, ctx.height)
+    statement = voucher.statement(ctx.chain_id, purpose, ctx.sender)
+    redeem_digest(keeper, statement.digest, ctx.height)
 
 
 def register_patient(ctx: TxContext, msg: RegisterPatient) -> None:

@@ -36,6 +36,11 @@ class IdentityKeeper:
     def __init__(self, kv: KV) -> None:
         self.kv = kv
 
+    @staticmethod
+    def full_key(key: str) -> bytes:
+        """The state store's key for one of this module's keys (to read ahead)."""
+        return KV.full_key(MODULE, key)
+
     def identity(self, did: str) -> dict[str, Any] | None:
         value = self.kv.get(f"id/{did}")
         return value if isinstance(value, dict) else None

@@ -38,7 +38,7 @@ The wallet and the tests sign with `sign_voucher` and `sign_consent`; the chain 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -46,7 +46,7 @@ import orjson
 from careledger.chain.codes import Code, TxFailure
 from careledger.chain.modules.base import Payload
 from careledger.chain.modules.identity.keeper import IdentityKeeper
-from careledger.crypto.hashing import sha256_hex
+from careledger.crypto.hashing import sha256, sha256_hex
 from careledger.crypto.keys import Identity, KeyError_, ed25519_from_did, verify_signature
 
 STATEMENT_DOMAIN = "careledger-statement-v1"
@@ -63,8 +63,23 @@ MAX_HEIGHT = 2**53 - 1
 # How long a clinic's enrolment voucher lasts when it signs one for immediate use (blocks).
 ENROLMENT_VOUCHER_BLOCKS = 1000
 
+# How many statements a Voucher keeps (Voucher.statement): a voucher names one subject, so
+# only a transaction checked under several chain ids or purposes needs more, and a bound keeps
+# a hostile caller from growing one without limit.
+_STATEMENTS_KEPT = 4
+
 # A verifier of (public key, signature, message): libsodium's, or a validator's cache of it.
 Verify = Callable[[bytes, bytes, bytes], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class SignedStatement:
+    """A voucher's statement as the chain checks it, computed once (Voucher.statement)."""
+
+    message: bytes  # the RFC 8785 bytes signed (statement_bytes)
+    signature: bytes
+    digest: str  # SHA-256 hex of `message`: its used/ key once redeemed
+    entry: bytes  # SHA-256 of message + signature: its name in the signature cache
 
 
 @dataclass(frozen=True)
@@ -72,6 +87,28 @@ class Voucher:
     org: str
     expires_at: int
     signature: str  # hex
+    # The statements this voucher was checked against, by (chain id, purpose, subject): a
+    # decoded transaction's voucher is one immutable value shared by check_tx, every recheck,
+    # the block and the handler, which all need the same bytes and digests (each a pure
+    # function of the key). In practice one entry: a voucher names one subject.
+    _statements: dict[tuple[str, str, str], SignedStatement] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
+
+    def statement(self, chain_id: str, purpose: str, subject: str) -> SignedStatement:
+        """The statement this voucher signs for `subject`'s `purpose` on `chain_id`
+        (ValueError as `voucher_bytes`)."""
+        key = (chain_id, purpose, subject)
+        found = self._statements.get(key)
+        if found is None:
+            message = voucher_bytes(chain_id, purpose, subject, self.org, self.expires_at)
+            signature = bytes.fromhex(self.signature)
+            found = SignedStatement(
+                message, signature, sha256_hex(message), sha256(message + signature)
+            )
+            if len(self._statements) < _STATEMENTS_KEPT:
+                self._statements[key] = found
+        return found
 
     @classmethod
     def parse(cls, p: Payload) -> Voucher:
@@ -231,14 +268,14 @@ def check_voucher(
     org = keeper.acting_identity(voucher.org)
     if org is None or org["kind"] != "organisation":
         raise TxFailure(Code.UNAUTHORISED, f"voucher: {voucher.org} is not a member organisation")
-    statement = voucher_bytes(chain_id, purpose, subject, voucher.org, voucher.expires_at)
-    _check_statement(keeper, statement, voucher.expires_at, height)
+    statement = voucher.statement(chain_id, purpose, subject)
+    _check_statement(keeper, statement.digest, voucher.expires_at, height)
     key = bytes.fromhex(org["signing_key"])
-    if not verify(key, bytes.fromhex(voucher.signature), statement):
+    if not verify(key, statement.signature, statement.message):
         raise TxFailure(
             Code.UNAUTHORISED, f"voucher: the signature does not verify with {voucher.org}'s key"
         )
-    return statement
+    return statement.message
 
 
 def check_consent(
@@ -256,7 +293,7 @@ def check_consent(
     statement = consent_bytes(
         chain_id, org, practitioner, encryption_key, consent.expires_at, purpose
     )
-    _check_statement(keeper, statement, consent.expires_at, height)
+    _check_statement(keeper, sha256_hex(statement), consent.expires_at, height)
     try:
         key = keeper.signing_key(practitioner)
     except KeyError_ as exc:
@@ -268,18 +305,40 @@ def check_consent(
     return statement
 
 
-def _check_statement(
-    keeper: IdentityKeeper, statement: bytes, expires_at: int, height: int
-) -> None:
+def _check_statement(keeper: IdentityKeeper, digest: str, expires_at: int, height: int) -> None:
+    """`digest`: the statement's SHA-256 (hex)."""
     if height > expires_at:
         raise TxFailure(Code.UNAUTHORISED, f"expired at height {expires_at} (now {height})")
-    if keeper.statement_used(sha256_hex(statement)):
+    if keeper.statement_used(digest):
         raise TxFailure(Code.CONFLICT, "this voucher or consent was already used")
 
 
 def redeem(keeper: IdentityKeeper, statement: bytes, height: int) -> None:
     """Record a checked statement as used: it is refused from now on (one-time)."""
-    digest = sha256_hex(statement)
+    redeem_digest(keeper, sha256_hex(statement), height)
+
+
+def redeem_digest(keeper: IdentityKeeper, digest: str, height: int) -> None:
+    """`redeem` of the statement whose SHA-256 (hex) is `digest`."""
     if keeper.statement_used(digest):
         raise TxFailure(Code.CONFLICT, "this voucher or consent was already used")
     keeper.use_statement(digest, height)
+
+
+def registration_reads(chain_id: str, tx_type: str, sender: str, voucher: Voucher) -> list[bytes]:
+    """State keys a self-registration's check reads besides the sender's identity and nonces
+    (auth.keys_read_first), to read ahead for a batch: its voucher's used/ row and the
+    sender's own key's key/ row, both absent for an honest registration, so each would
+    otherwise cost an SQLite lookup of its own. A hint: [] for anything that is not one."""
+    purpose = SELF_REGISTRATIONS.get(tx_type)
+    if purpose is None:
+        return []
+    try:
+        digest = voucher.statement(chain_id, purpose, sender).digest
+        own_key = ed25519_from_did(sender).hex()
+    except ValueError:  # KeyError_ is one: a sender that is no did:key
+        return []
+    return [
+        IdentityKeeper.full_key(f"used/{digest}"),
+        IdentityKeeper.full_key(f"key/{own_key}"),
+    ]
