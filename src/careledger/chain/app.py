@@ -246,7 +246,7 @@ class Application:
         except Exception:
             return _internal(raw)
         self._decoded.keep(raw, decoded)
-        return TxResult(Code.OK)
+        return _ADMITTED
 
     def _admit(self, decoded: Decoded) -> None:
         """The stateful part of check_tx, into the mempool view (TxFailure refuses)."""
@@ -402,6 +402,10 @@ class Application:
         drivers run every query so, so that a long one never holds up the event loop)."""
         with self.store.snapshot() as snapshot:
             return answer_query(self._modules, snapshot, path, data)
+
+
+# check_tx's answer to every admitted transaction: one immutable value, not one per call.
+_ADMITTED = TxResult(Code.OK)
 
 
 def _carried_voucher(decoded: Decoded) -> Voucher | None:

@@ -16,15 +16,21 @@ GENESIS_PREVIOUS = b"\x00" * 32
 
 
 def changes_hash(changes: Changes) -> bytes:
-    h = hashlib.sha256()
+    # The bytes hashed, joined once and hashed in one call: a block of registrations has
+    # tens of thousands of changes, and an update call per piece cost more than the hash.
+    parts: list[bytes] = []
+    add = parts.append
     for key in sorted(changes):
         value = changes[key]
-        h.update(len(key).to_bytes(4, "big") + key)
+        add(len(key).to_bytes(4, "big"))
+        add(key)
         if value is None:
-            h.update(b"\x00")
+            add(b"\x00")
         else:
-            h.update(b"\x01" + len(value).to_bytes(4, "big") + value)
-    return h.digest()
+            add(b"\x01")
+            add(len(value).to_bytes(4, "big"))
+            add(value)
+    return hashlib.sha256(b"".join(parts)).digest()
 
 
 def next_app_hash(previous: bytes, block_changes_hash: bytes) -> bytes:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from careledger.chain.codes import Code, TxFailure
 from careledger.chain.modules.identity import IdentityKeeper
 from careledger.chain.modules.identity.vouchers import (
+    SignedStatement,
     Voucher,
     check_voucher,
     registration_reads,
@@ -123,7 +124,26 @@ class SignatureCache:
     ) -> bool:
         """A signature inside a payload (a voucher), cached like a transaction's; forgetting
         `carried_by` (the transaction whose payload holds it) forgets it too."""
-        entry = sha256(message + signature)
+        return self._verify_carried(
+            sha256(message + signature), public_key, signature, message, carried_by
+        )
+
+    def verify_statement(
+        self, public_key: bytes, statement: SignedStatement, carried_by: SignedTx | None = None
+    ) -> bool:
+        """`verify_detached` of a voucher's statement, whose cache entry it already holds."""
+        return self._verify_carried(
+            statement.entry, public_key, statement.signature, statement.message, carried_by
+        )
+
+    def _verify_carried(
+        self,
+        entry: bytes,
+        public_key: bytes,
+        signature: bytes,
+        message: bytes,
+        carried_by: SignedTx | None,
+    ) -> bool:
         if not self._verify(entry, public_key, signature, message):
             return False
         if carried_by is not None and carried_by.hash in self._seen:
@@ -243,5 +263,5 @@ def authenticate(
     if purpose:
         if voucher is None:
             voucher = Voucher.of(tx.payload)
-        verify = functools.partial(cache.verify_detached, carried_by=stx)
+        verify = functools.partial(cache.verify_statement, carried_by=stx)
         check_voucher(identities, tx.chain_id, purpose, tx.sender, voucher, height, verify)

@@ -255,6 +255,8 @@ class Payload:
 
     def done(self) -> None:
         """Fail when the payload has fields the message does not define."""
+        if self._read.issuperset(self._data):  # the usual case, without building a set
+            return
         extra = set(self._data) - self._read
         if extra:
             raise self._fail(f"unknown field(s): {', '.join(sorted(extra))}")

@@ -68,8 +68,9 @@ ENROLMENT_VOUCHER_BLOCKS = 1000
 # a hostile caller from growing one without limit.
 _STATEMENTS_KEPT = 4
 
-# A verifier of (public key, signature, message): libsodium's, or a validator's cache of it.
-Verify = Callable[[bytes, bytes, bytes], bool]
+# A verifier of a statement's signature under a public key: libsodium's (verify_statement),
+# or a validator's cache of it (auth.SignatureCache.verify_statement).
+VerifyStatement = Callable[[bytes, "SignedStatement"], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +256,11 @@ def sender_key(keeper: IdentityKeeper, sender: str, tx_type: str) -> tuple[bytes
         raise TxFailure(Code.MALFORMED, f"sender: {exc}") from None
 
 
+def verify_statement(public_key: bytes, statement: SignedStatement) -> bool:
+    """The statement's signature checked by libsodium (verify_signature)."""
+    return verify_signature(public_key, statement.signature, statement.message)
+
+
 def check_voucher(
     keeper: IdentityKeeper,
     chain_id: str,
@@ -262,7 +268,7 @@ def check_voucher(
     subject: str,
     voucher: Voucher,
     height: int,
-    verify: Verify = verify_signature,
+    verify: VerifyStatement | None = None,
 ) -> bytes:
     """The voucher's statement bytes; TxFailure unless a member vouched, unexpired, unused."""
     org = keeper.acting_identity(voucher.org)
@@ -271,7 +277,7 @@ def check_voucher(
     statement = voucher.statement(chain_id, purpose, subject)
     _check_statement(keeper, statement.digest, voucher.expires_at, height)
     key = bytes.fromhex(org["signing_key"])
-    if not verify(key, statement.signature, statement.message):
+    if not (verify or verify_statement)(key, statement):
         raise TxFailure(
             Code.UNAUTHORISED, f"voucher: the signature does not verify with {voucher.org}'s key"
         )
