@@ -164,6 +164,16 @@ def test_overlays_read_through_writes_and_deletes_at_every_level(tmp_path: Path)
     assert view.get(b"absent") is None
     view.set(b"deleted-above", b"back")
     assert view.get(b"deleted-above") == b"back" and tx.get(b"deleted-above") is None
+    # Folding a transaction's writes into the block's: the same whether or not the block
+    # keeps its changed keys sorted (it does once it has been read by prefix).
+    sorted_block = Overlay(store)
+    sorted_block.set(b"x", b"block")
+    assert [k for k, _ in sorted_block.iterate(b"")] == [b"deleted-above", b"kept", b"x"]
+    sorted_block.delete(b"deleted-above")
+    for target in (block, sorted_block):
+        view.write_into(target)
+        assert target.get(b"deleted-above") == b"back"
+        assert [k for k, _ in target.iterate(b"")] == [b"deleted-above", b"kept", b"x"]
     store.close()
 
 

@@ -102,6 +102,9 @@ class Overlay:
                 yield key, value
 
     def write_into(self, other: Overlay) -> None:
+        if other._sorted is None:  # no sorted keys to keep up: one update, as _put each would
+            other._changes.update(self._changes)
+            return
         for key, value in self._changes.items():
             other._put(key, value)
 
