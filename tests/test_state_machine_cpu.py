@@ -3,7 +3,7 @@ compute exactly what the plain ones did.
 
 - A voucher's statement (bytes, digest, signature cache entry) is computed once per decoded
   transaction (`Voucher.statement`): the same bytes `voucher_bytes` signs, for the chain,
-  purpose and subject asked, never another's; a voucher keeps a bounded number of them.
+  purpose and subject asked, never another's; a voucher keeps one, of its own size.
 - A batch reads ahead the rows a registration's check finds absent (its voucher's used/ row,
   the sender's key/ row), so check_batch answers from the read cache; a reused voucher is
   still refused (the row read ahead is the one the check reads).
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,6 @@ from careledger.chain.apphash import changes_hash
 from careledger.chain.codes import Code
 from careledger.chain.modules.identity.keeper import IdentityKeeper
 from careledger.chain.modules.identity.vouchers import (
-    _STATEMENTS_KEPT,
     Voucher,
     sign_voucher,
     voucher_bytes,
@@ -61,15 +61,18 @@ def test_a_voucher_statement_is_the_signed_bytes_for_exactly_the_terms_asked() -
     assert voucher == Voucher(fields["org"], fields["expires_at"], fields["signature"])
 
 
-def test_a_voucher_keeps_a_bounded_number_of_statements() -> None:
+def test_a_voucher_keeps_one_statement_made_for_exactly_its_terms() -> None:
     voucher = Voucher(Identity.generate().did, 10, "00" * 64)
-    subjects = [Identity.generate().did for _ in range(3 * _STATEMENTS_KEPT)]
-    for subject in subjects:
-        voucher.statement(CHAIN_ID, "register_patient", subject)
-    assert len(voucher._statements) == _STATEMENTS_KEPT
-    last = subjects[-1]
-    late = voucher.statement(CHAIN_ID, "register_patient", last)  # not kept: computed again
-    assert late.message == voucher_bytes(CHAIN_ID, "register_patient", last, voucher.org, 10)
+    first, second = Identity.generate().did, Identity.generate().did
+    kept = voucher.statement(CHAIN_ID, "register_patient", first)
+    assert voucher.statement(CHAIN_ID, "register_patient", first) is kept  # not computed again
+    other = voucher.statement(CHAIN_ID, "register_patient", second)  # other terms: computed
+    assert other.message == voucher_bytes(CHAIN_ID, "register_patient", second, voucher.org, 10)
+    assert voucher._kept is other  # one kept, the last
+    again = voucher.statement(CHAIN_ID, "register_patient", first)
+    assert again is not kept and again.message == kept.message
+    # Its own bytes object, the statement's size: no 4 KiB buffer of orjson's held with it.
+    assert sys.getsizeof(again.message) < len(again.message) + 64
 
 
 def test_a_batch_reads_ahead_the_rows_a_registration_finds_absent(tmp_path: Path) -> None:

@@ -36,10 +36,11 @@ class DecodeCache:
     entries: each entry is charged four times its wire size (the bytes, the body slice and
     the decoded JSON objects: 3.5 times for a 52 KB payload of short strings, measured with
     tracemalloc; the parsed payload's objects hold the JSON's own strings, not copies) plus
-    ENTRY_OVERHEAD.
+    ENTRY_OVERHEAD. A patient registration (551 bytes) measured 3,447 bytes with the
+    statement its voucher keeps (Voucher.statement, 672 of them), charged 3,484.
     """
 
-    ENTRY_OVERHEAD = 1024
+    ENTRY_OVERHEAD = 1280
 
     def __init__(self, max_entries: int = 100_000, max_bytes: int = 32 * 1024 * 1024) -> None:
         self._by_raw: OrderedDict[bytes, Decoded] = OrderedDict()

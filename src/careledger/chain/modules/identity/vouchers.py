@@ -63,11 +63,6 @@ MAX_HEIGHT = 2**53 - 1
 # How long a clinic's enrolment voucher lasts when it signs one for immediate use (blocks).
 ENROLMENT_VOUCHER_BLOCKS = 1000
 
-# How many statements a Voucher keeps (Voucher.statement): a voucher names one subject, so
-# only a transaction checked under several chain ids or purposes needs more, and a bound keeps
-# a hostile caller from growing one without limit.
-_STATEMENTS_KEPT = 4
-
 # A verifier of a statement's signature under a public key: libsodium's (verify_statement),
 # or a validator's cache of it (auth.SignatureCache.verify_statement).
 VerifyStatement = Callable[[bytes, "SignedStatement"], bool]
@@ -77,10 +72,16 @@ VerifyStatement = Callable[[bytes, "SignedStatement"], bool]
 class SignedStatement:
     """A voucher's statement as the chain checks it, computed once (Voucher.statement)."""
 
+    chain_id: str  # the terms it was made for (with the voucher's own org and expiry)
+    purpose: str
+    subject: str
     message: bytes  # the RFC 8785 bytes signed (statement_bytes)
     signature: bytes
     digest: str  # SHA-256 hex of `message`: its used/ key once redeemed
     entry: bytes  # SHA-256 of message + signature: its name in the signature cache
+
+    def made_for(self, chain_id: str, purpose: str, subject: str) -> bool:
+        return self.subject == subject and self.purpose == purpose and self.chain_id == chain_id
 
 
 @dataclass(frozen=True)
@@ -88,28 +89,38 @@ class Voucher:
     org: str
     expires_at: int
     signature: str  # hex
-    # The statements this voucher was checked against, by (chain id, purpose, subject): a
-    # decoded transaction's voucher is one immutable value shared by check_tx, every recheck,
-    # the block and the handler, which all need the same bytes and digests (each a pure
-    # function of the key). In practice one entry: a voucher names one subject.
-    _statements: dict[tuple[str, str, str], SignedStatement] = field(
-        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    # The statement this voucher was last checked against: a decoded transaction's voucher
+    # is one immutable value shared by check_tx, every recheck, the block and the handler,
+    # which all need the same bytes and digests for the same terms (a voucher names one
+    # subject). One kept, not a table: a decoded transaction stays in the decode cache.
+    _kept: SignedStatement | None = field(
+        default=None, init=False, repr=False, compare=False, hash=False
     )
 
     def statement(self, chain_id: str, purpose: str, subject: str) -> SignedStatement:
         """The statement this voucher signs for `subject`'s `purpose` on `chain_id`
-        (ValueError as `voucher_bytes`)."""
-        key = (chain_id, purpose, subject)
-        found = self._statements.get(key)
-        if found is None:
-            message = voucher_bytes(chain_id, purpose, subject, self.org, self.expires_at)
-            signature = bytes.fromhex(self.signature)
-            found = SignedStatement(
-                message, signature, sha256_hex(message), sha256(message + signature)
-            )
-            if len(self._statements) < _STATEMENTS_KEPT:
-                self._statements[key] = found
-        return found
+        (ValueError as `voucher_bytes`): the one kept if it was made for exactly these
+        terms, else computed (and kept instead)."""
+        kept = self._kept
+        if kept is not None and kept.made_for(chain_id, purpose, subject):
+            return kept
+        # Copied to a bytes object of its own size: orjson's keeps a 4 KiB buffer (as
+        # state.encode_value notes), and this one lives as long as the decoded transaction.
+        message = bytes(
+            memoryview(voucher_bytes(chain_id, purpose, subject, self.org, self.expires_at))
+        )
+        signature = bytes.fromhex(self.signature)
+        kept = SignedStatement(
+            chain_id,
+            purpose,
+            subject,
+            message,
+            signature,
+            sha256_hex(message),
+            sha256(message + signature),
+        )
+        object.__setattr__(self, "_kept", kept)  # a cache of a pure function: still frozen
+        return kept
 
     @classmethod
     def parse(cls, p: Payload) -> Voucher:
