@@ -16,6 +16,7 @@ import shutil
 import socket
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -175,10 +176,10 @@ class _OrderRecordingHandler(AbciHandler):
         self.calls: list[str] = []
         self.checking = threading.Event()
 
-    def check_tx_response(self, tx: bytes, kind: int) -> bytes:
-        self.calls.append("check")
+    def check_tx_responses(self, txs: Sequence[bytes], kind: int) -> list[bytes]:
+        self.calls += ["check"] * len(txs)
         self.checking.set()
-        return super().check_tx_response(tx, kind)
+        return super().check_tx_responses(txs, kind)
 
     def on_Info(self, req: m.RequestInfo) -> m.ResponseInfo:
         self.calls.append("info")
