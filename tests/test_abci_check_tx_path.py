@@ -232,3 +232,81 @@ def test_a_flood_of_check_tx_does_not_hold_up_another_connection(tmp_path: Path)
     assert all(a.code == 0 for a in checked[:-1])  # every registration admitted, in order
     assert handler.calls.count("check") == len(txs)
     assert "check" in handler.calls[handler.calls.index("info") :]  # Info did not wait for all
+
+
+class _BatchRecordingHandler(AbciHandler):
+    """Records the size of each batch of new transactions the server hands over."""
+
+    def __init__(self, handler: AbciHandler) -> None:
+        super().__init__(handler.app)
+        self.batches: list[int] = []
+
+    def check_tx_responses(self, txs: Sequence[bytes], kind: int) -> list[bytes]:
+        if kind == m.CHECK_TX_NEW:
+            self.batches.append(len(txs))
+        return super().check_tx_responses(txs, kind)
+
+
+def _pipelined_requests(org: Identity) -> list[bytes]:
+    """What CometBFT's mempool connection pipelines under load, with every kind of answer in
+    one stream: registrations, the same bytes twice, a second registration of one patient
+    (its voucher used by the first, in the mempool view), a forged signature, the wrong
+    chain, garbage, the recorded frames of a real CometBFT (kvstore's transactions:
+    malformed here), rechecks among new ones, an Info between two runs, and Flushes."""
+    patient = Identity.generate()
+    voucher = sign_voucher(org, CHAIN_ID, "register_patient", patient.did, 10**9, org.did)
+    payload = {"encryption_key": patient.encryption_public.hex(), "voucher": voucher}
+    first = Tx(CHAIN_ID, "identity/register_patient", patient.did, 1, payload)
+    again = Tx(CHAIN_ID, "identity/register_patient", patient.did, 2, payload).sign(patient)
+    forged = first.body() + Identity.generate().sign(first.body())
+    txs = [_registration(org) for _ in range(30)]
+    news = [first.sign(patient), *txs[:12], first.sign(patient), again, forged]
+    news += [_registration(org, "another-chain"), b"garbage", b"", *txs[12:20]]
+
+    def checks(raws: list[bytes], kind: int = m.CHECK_TX_NEW) -> list[bytes]:
+        return [encode_request(m.RequestCheckTx(tx=raw, type=kind)) for raw in raws]
+
+    bodies = checks(news) + _recorded_check_tx_bodies()
+    bodies += checks(txs[:5], m.CHECK_TX_RECHECK) + checks(txs[20:25])
+    bodies += [encode_request(m.RequestInfo()), *checks(txs[25:]), *checks([again])]
+    bodies += [*checks(txs[5:8], m.CHECK_TX_RECHECK), encode_request(m.RequestFlush())]
+    return bodies
+
+
+def test_a_pipelined_run_of_check_tx_is_checked_as_a_batch_with_one_by_one_answers(
+    tmp_path: Path,
+) -> None:
+    """The server reads every request waiting on the connection and checks runs of CheckTx
+    as batches (their state read in one query). The attack on that: an answer that differs
+    from checking each transaction in turn, e.g. two transactions of one batch both admitted
+    where the first one's effect on the mempool view refuses the second. Two identical
+    applications get the same stream, one over the socket (batches), one request at a time
+    through the generic decoder: the answers must be the same bytes, in the same order."""
+    org = Identity.generate()
+    bodies = _pipelined_requests(org)
+    one_by_one = _handler(org, tmp_path / "one.sqlite")
+    expected = [encode_response(one_by_one.handle(decode_request(b))) for b in bodies]
+    handler = _BatchRecordingHandler(_handler(org, tmp_path / "batch.sqlite"))
+    server = AbciServer(handler)
+    loop = asyncio.new_event_loop()
+    serving = threading.Thread(target=loop.run_forever, daemon=True)
+    serving.start()
+    directory = tempfile.mkdtemp(prefix="abci", dir="/tmp")
+    path = f"{directory}/app.sock"
+    try:
+        asyncio.run_coroutine_threadsafe(server.start(f"unix://{path}"), loop).result(30)
+        with socket.socket(socket.AF_UNIX) as mempool:
+            mempool.connect(path)
+            mempool.sendall(b"".join(frame(b) for b in bodies))  # all waiting at once
+            answers = _read_answers(mempool, len(bodies))
+    finally:
+        asyncio.run_coroutine_threadsafe(server.close(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        serving.join(30)
+        shutil.rmtree(directory, ignore_errors=True)
+    assert [encode_response(a) for a in answers] == expected
+    refused = {a for a in expected if a != CHECK_TX_OK_RESPONSE}
+    assert len(refused) >= 6  # replay, voucher reused, forged, wrong chain, garbage, kvstore
+    assert max(handler.batches) > 1  # the runs were checked as batches
+    # Every request but the 8 rechecks, the Info and the Flush went through a batch.
+    assert sum(handler.batches) == len(bodies) - 8 - 2
