@@ -26,12 +26,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from careledger.chain.app import Application, BlockContext, TxResult, UpgradeRequired
+from careledger.chain.app import (
+    Application,
+    BlockContext,
+    FinalizeResult,
+    TxResult,
+    UpgradeRequired,
+)
 from careledger.chain.codes import Code
 from careledger.chain.genesis import Genesis
 from careledger.chain.modules.base import Event
 from careledger.chain.tx import MAX_TX_BYTES, SIGNATURE_BYTES
 from careledger.consensus.cometbft import messages as m
+from careledger.consensus.cometbft.answers import finalize_block_response
 from careledger.consensus.cometbft.codec import (
     CHECK_TX_OK_RESPONSE,
     FrameReader,
@@ -86,9 +93,22 @@ class AbciHandler:
         method = getattr(self, "on_" + type(request).__name__.removeprefix("Request"), None)
         if method is None:
             return m.ResponseException(f"unsupported request {type(request).__name__}")
+        return self._guarded(method, request)
+
+    def respond(self, request: Any) -> bytes:
+        """handle(request), encoded. FinalizeBlock's answer, the largest, is written straight
+        from the application's results (answers.py: the same bytes as the generic path)."""
+        if type(request) is m.RequestFinalizeBlock:
+            answer = self._guarded(self._finalize_block_bytes, request)
+            return answer if isinstance(answer, bytes) else encode_response(answer)
+        return encode_response(self.handle(request))
+
+    def _guarded(self, method: Callable[[Any], Any], request: Any) -> Any:
+        """method(request), or a ResponseException for whatever it raises (the server must
+        survive it); a failed FinalizeBlock or Commit halts (see the module's docstring)."""
         try:
             return method(request)
-        except Exception as exc:  # the server must survive whatever the application raises
+        except Exception as exc:
             log.exception("ABCI %s failed", type(request).__name__)
             if isinstance(request, m.RequestFinalizeBlock | m.RequestCommit):
                 self.halted = exc
@@ -199,16 +219,13 @@ class AbciHandler:
     # --- blocks ----------------------------------------------------------------------------
 
     def on_FinalizeBlock(self, req: m.RequestFinalizeBlock) -> m.ResponseFinalizeBlock:
-        time_ns = req.time.unix_ns
-        result = self.app.finalize_block(BlockContext(req.height, time_ns), req.txs)
-        return m.ResponseFinalizeBlock(
-            tx_results=[_exec_result(r) for r in result.tx_results],
-            validator_updates=[
-                m.ValidatorUpdate(m.PublicKey(ed25519=u.pub_key), u.power)
-                for u in result.validator_updates
-            ],
-            app_hash=result.app_hash,
-        )
+        return finalize_block_message(self._finalize_block(req))
+
+    def _finalize_block_bytes(self, req: m.RequestFinalizeBlock) -> bytes:
+        return finalize_block_response(self._finalize_block(req))
+
+    def _finalize_block(self, req: m.RequestFinalizeBlock) -> FinalizeResult:
+        return self.app.finalize_block(BlockContext(req.height, req.time.unix_ns), req.txs)
 
     def on_Commit(self, req: m.RequestCommit) -> m.ResponseCommit:
         self.app.commit()  # the application tells its commit listeners
@@ -252,6 +269,19 @@ def _check_tx_answer(result: TxResult) -> bytes:
         return CHECK_TX_OK_RESPONSE
     response = m.ResponseCheckTx(code=int(result.code), data=result.data, log=result.log)
     return encode_response(response)
+
+
+def finalize_block_message(result: FinalizeResult) -> m.ResponseFinalizeBlock:
+    """FinalizeBlock's answer as a message: the definition that answers.py's direct
+    encoding (`finalize_block_response`, what the server sends) must match byte for byte."""
+    return m.ResponseFinalizeBlock(
+        tx_results=[_exec_result(r) for r in result.tx_results],
+        validator_updates=[
+            m.ValidatorUpdate(m.PublicKey(ed25519=u.pub_key), u.power)
+            for u in result.validator_updates
+        ],
+        app_hash=result.app_hash,
+    )
 
 
 def _exec_result(result: TxResult) -> m.ExecTxResult:
@@ -430,9 +460,9 @@ class AbciServer:
         a CheckTx in CometBFT's shape (decode_check_tx said None)."""
         self._record("request", body)
         request = self._decode(body)
-        response = self.handler.handle(request) if request is not None else None
-        encoded = encode_response(response or m.ResponseException("undecodable request"))
-        return encoded, isinstance(request, m.RequestFlush)
+        if request is None:
+            return encode_response(m.ResponseException("undecodable request")), False
+        return self.handler.respond(request), isinstance(request, m.RequestFlush)
 
     def _decode(self, body: bytes) -> Any:
         try:
