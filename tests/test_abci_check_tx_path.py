@@ -16,6 +16,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -310,3 +311,52 @@ def test_a_pipelined_run_of_check_tx_is_checked_as_a_batch_with_one_by_one_answe
     assert max(handler.batches) > 1  # the runs were checked as batches
     # Every request but the 8 rechecks, the Info and the Flush went through a batch.
     assert sum(handler.batches) == len(bodies) - 8 - 2
+
+
+class _SlowCheckingHandler(AbciHandler):
+    """Each batch of checks takes a few milliseconds (the application's real cost, without
+    the CPU): the server yields between batches, as it does under load."""
+
+    def __init__(self, handler: AbciHandler) -> None:
+        super().__init__(handler.app)
+        self.answered = 0
+
+    def check_tx_responses(self, txs: Sequence[bytes], kind: int) -> list[bytes]:
+        time.sleep(0.003)
+        self.answered += len(txs)
+        return super().check_tx_responses(txs, kind)
+
+
+def test_the_server_reads_ahead_so_that_cometbfts_writes_do_not_block(tmp_path: Path) -> None:
+    """CometBFT's ABCI client spins (a "20 ms" flush timer that is 20 ns, re-armed in a new
+    goroutine each time) while its writes to a full socket block: a third of its CPU under
+    load. The server used to stop reading at asyncio's 64 KiB buffer limit, so the socket
+    filled whenever CheckTx piled up. Now it reads ahead (READ_AHEAD_BYTES): a client's 4 MB
+    of CheckTx requests are all taken off the socket while the server has checked only a
+    few of them."""
+    org = Identity.generate()
+    handler = _SlowCheckingHandler(_handler(org, tmp_path / "state.sqlite"))
+    garbage = encode_request(m.RequestCheckTx(tx=b"x" * 600))  # MALFORMED: cheap to answer
+    flood = frame(garbage) * (4_000_000 // len(frame(garbage)))
+    count = flood.count(frame(garbage))
+    server = AbciServer(handler)
+    loop = asyncio.new_event_loop()
+    serving = threading.Thread(target=loop.run_forever, daemon=True)
+    serving.start()
+    directory = tempfile.mkdtemp(prefix="abci", dir="/tmp")
+    path = f"{directory}/app.sock"
+    try:
+        asyncio.run_coroutine_threadsafe(server.start(f"unix://{path}"), loop).result(30)
+        with socket.socket(socket.AF_UNIX) as mempool:
+            mempool.connect(path)
+            mempool.sendall(flood)  # returns once the server has taken every byte
+            answered_when_sent = handler.answered
+            mempool.sendall(frame(encode_request(m.RequestFlush())))
+            answers = _read_answers(mempool, count + 1)
+    finally:
+        asyncio.run_coroutine_threadsafe(server.close(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        serving.join(30)
+        shutil.rmtree(directory, ignore_errors=True)
+    assert answered_when_sent < count // 4
+    assert len(answers) == count + 1 and all(a.code != 0 for a in answers[:-1])

@@ -56,6 +56,16 @@ log = logging.getLogger(__name__)
 UNIX_PATH_LIMIT = 100
 
 READ_CHUNK = 1 << 20
+# How much a connection's reader buffers before it stops reading the socket (asyncio pauses
+# at twice the StreamReader limit). Large, because CometBFT burns CPU whenever its writes to
+# us block: its ABCI socket client re-arms a "20 ms" flush timer that is in fact 20 ns
+# (v0.38 abci/client/socket_client.go passes the constant 20 as a time.Duration), so while
+# its sender goroutine is stuck in a write to a full socket the timer fires back to back,
+# each time in a new goroutine (pprof under load: a third of node0's CometBFT CPU). With
+# asyncio's default 64 KiB limit the mempool connection's socket was full whenever
+# CheckTx piled up. CometBFT is the only peer on this private socket and its mempool is
+# bounded, so buffering what it sends costs at most this much memory per connection.
+READ_AHEAD_BYTES = 64 << 20
 # Answers are flushed on Flush; past this much buffered output they are sent anyway.
 WRITE_HIGH_WATER = 1 << 20
 # A connection that has been answering for this long lets the others have the event loop
@@ -331,7 +341,9 @@ class AbciServer:
         path = Path(address.removeprefix("unix://"))
         _check_private_dir(path.parent)
         path.unlink(missing_ok=True)
-        self._server = await asyncio.start_unix_server(self._serve, path=str(path))
+        self._server = await asyncio.start_unix_server(
+            self._serve, path=str(path), limit=READ_AHEAD_BYTES // 2
+        )
         self._socket = path
         path.chmod(0o600)
 
