@@ -360,3 +360,78 @@ def test_the_server_reads_ahead_so_that_cometbfts_writes_do_not_block(tmp_path: 
         shutil.rmtree(directory, ignore_errors=True)
     assert answered_when_sent < count // 4
     assert len(answers) == count + 1 and all(a.code != 0 for a in answers[:-1])
+
+
+class _HeldBlockHandler(AbciHandler):
+    """FinalizeBlock waits until the test lets it go, and records when the application was
+    called, so that the test can see what ran meanwhile."""
+
+    def __init__(self, handler: AbciHandler) -> None:
+        super().__init__(handler.app)
+        self.calls: list[str] = []
+        self.release = threading.Event()
+        self.in_block = threading.Event()
+
+    def on_FinalizeBlock(self, req: m.RequestFinalizeBlock) -> m.ResponseFinalizeBlock:
+        raise AssertionError("the server answers FinalizeBlock through respond()")
+
+    def _finalize_block_bytes(self, req: m.RequestFinalizeBlock) -> bytes:
+        self.calls.append("block starts")
+        self.in_block.set()
+        assert self.release.wait(60)
+        answer = super()._finalize_block_bytes(req)
+        self.calls.append("block ends")
+        return answer
+
+    def check_tx_responses(self, txs: Sequence[bytes], kind: int) -> list[bytes]:
+        self.calls += ["check"] * len(txs)
+        return super().check_tx_responses(txs, kind)
+
+
+def test_while_a_block_executes_the_server_reads_every_connection_and_checks_nothing(
+    tmp_path: Path,
+) -> None:
+    """FinalizeBlock runs off the event loop, so that the mempool connection is still read
+    (4 MB of CheckTx taken off the socket while the block is held), and the application
+    still sees one call at a time: no CheckTx is checked until the block is done, and the
+    block's answer is the generic one."""
+    org = Identity.generate()
+    handler = _HeldBlockHandler(_handler(org, tmp_path / "state.sqlite"))
+    txs = [_registration(org) for _ in range(3)]
+    block = encode_request(m.RequestFinalizeBlock(txs=txs, height=1))
+    twin = _handler(org, tmp_path / "twin.sqlite")
+    expected_block = encode_response(twin.handle(decode_request(block)))
+    garbage = encode_request(m.RequestCheckTx(tx=b"x" * 600))
+    flood = frame(garbage) * (4_000_000 // len(frame(garbage)))
+    count = flood.count(frame(garbage))
+    server = AbciServer(handler)
+    loop = asyncio.new_event_loop()
+    serving = threading.Thread(target=loop.run_forever, daemon=True)
+    serving.start()
+    directory = tempfile.mkdtemp(prefix="abci", dir="/tmp")
+    path = f"{directory}/app.sock"
+    flush = frame(encode_request(m.RequestFlush()))
+    try:
+        asyncio.run_coroutine_threadsafe(server.start(f"unix://{path}"), loop).result(30)
+        with socket.socket(socket.AF_UNIX) as consensus, socket.socket(socket.AF_UNIX) as pool:
+            consensus.connect(path)
+            pool.connect(path)
+            pool.settimeout(30)  # were the loop stuck in the block, sendall would time out
+            consensus.sendall(frame(block) + flush)
+            assert handler.in_block.wait(30)
+            pool.sendall(flood + flush)  # all taken off the socket while the block is held
+            checked_during_block = handler.calls.count("check")
+            handler.release.set()
+            block_answers = _read_answers(consensus, 2)
+            pool_answers = _read_answers(pool, count + 1)
+    finally:
+        handler.release.set()
+        asyncio.run_coroutine_threadsafe(server.close(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        serving.join(30)
+        shutil.rmtree(directory, ignore_errors=True)
+    assert checked_during_block == 0
+    assert handler.calls.index("block ends") == 1  # every check came after the block
+    assert handler.calls.count("check") == count
+    assert encode_response(block_answers[0]) == expected_block
+    assert len(pool_answers) == count + 1

@@ -4,7 +4,8 @@ CometBFT opens four connections (consensus, mempool, query, snapshot) and sends 
 each, followed now and then by a Flush that asks for the buffered answers. Answers go back in
 request order on each connection. All four share one event loop and the Application's calls
 are synchronous, so the application sees one call at a time, as CometBFT's own socket server
-guarantees with its mutex.
+guarantees with its mutex. (FinalizeBlock runs in a thread of its own, so that the loop keeps
+reading the sockets meanwhile; every other request waits until it is done.)
 
 Any exception while answering becomes a ResponseException on that connection. When
 FinalizeBlock or Commit fails (a LocalFault: disk, memory, a bug) the application has not
@@ -23,6 +24,7 @@ import os
 import stat
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,8 @@ WRITE_HIGH_WATER = 1 << 20
 # behind whole socket buffers of them (hundreds of milliseconds per request), which stalled
 # heights for seconds.
 FAIR_SLICE_SECONDS = 0.002
+# The first two bytes of a Request that is a FinalizeBlock (field 20, length-delimited).
+_FINALIZE_BLOCK_REQUEST = encode_uvarint(20 << 3 | 2)
 # Consecutive CheckTx requests answered as one batch (AbciServer._respond_from): their state
 # read ahead in one query. Small, so that a batch stays near one fair slice (new
 # registrations take about 0.2-0.4 ms each to check).
@@ -333,6 +337,10 @@ class AbciServer:
         self.halted = False
         self.upgrade_grace = UPGRADE_HALT_GRACE
         self._grace: asyncio.Task[None] | None = None
+        # FinalizeBlock runs in this thread (see _finalize_block_off_loop); while it does,
+        # `_block` is its future and no other request reaches the application.
+        self._block_thread = ThreadPoolExecutor(1, thread_name_prefix="abci-block")
+        self._block: asyncio.Future[bytes] | None = None
 
     async def start(self, address: str) -> None:
         """Listen on `unix:///path` (no TCP: the ABCI connection has no authentication)."""
@@ -354,6 +362,7 @@ class AbciServer:
                 await self._server.wait_closed()
         if self._socket is not None:
             self._socket.unlink(missing_ok=True)  # Python 3.11 leaves the file behind
+        self._block_thread.shutdown(wait=False)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.handler.halted is not None:
@@ -430,7 +439,13 @@ class AbciServer:
                     if self.halted:
                         return  # another connection's block failed meanwhile
                     slice_end = time.monotonic() + FAIR_SLICE_SECONDS
-                first, answers, flush = self._respond_from(bodies, first)
+                if self._block is not None:  # another connection's FinalizeBlock runs
+                    await asyncio.wait([self._block])
+                if bodies[first][:2] == _FINALIZE_BLOCK_REQUEST:
+                    answers, flush = [await self._finalize_block_off_loop(bodies[first])], False
+                    first += 1
+                else:
+                    first, answers, flush = self._respond_from(bodies, first)
                 for encoded in answers:
                     self._record("response", encoded)
                     out += encode_uvarint(len(encoded))
@@ -445,6 +460,25 @@ class AbciServer:
                 if halted:
                     self._halt()
                     return
+
+    async def _finalize_block_off_loop(self, body: bytes) -> bytes:
+        """FinalizeBlock in the block thread, the event loop free meanwhile to read every
+        connection (nothing else reaches the application until it is done: each connection
+        waits for `_block` before its next request). A block of thousands of transactions
+        takes a few hundred milliseconds; on the loop, the mempool connection's socket filled
+        behind it and CometBFT's client spun (see READ_AHEAD_BYTES). The application still
+        sees one call at a time, in the order the loop takes them."""
+        self._record("request", body)
+        request = self._decode(body)
+        if request is None:
+            return encode_response(m.ResponseException("undecodable request"))
+        loop = asyncio.get_running_loop()
+        self._block = loop.run_in_executor(self._block_thread, self.handler.respond, request)
+        try:
+            await asyncio.wait([self._block])
+            return self._block.result()
+        finally:
+            self._block = None
 
     def _respond_from(self, bodies: list[bytes], first: int) -> tuple[int, list[bytes], bool]:
         """Answer bodies[first] and, when it is a CheckTx, the CheckTx of the same kind right
