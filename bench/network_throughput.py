@@ -12,14 +12,17 @@ watcher sees it in a committed block (polled every 20 ms). kvstore transactions 
 Beside the rates it prints the CPU seconds the application processes and the CometBFT
 processes spent per 1,000 committed transactions (/proc, from the first submission to the
 last commit): on a shared machine that is the steadier figure. `--profile DIR` samples every
-application process with py-spy meanwhile and prints the top functions.
+application process with py-spy meanwhile and prints the top functions; `--pprof FILE` takes
+a 10-second CPU profile of node0's CometBFT (its pprof listener on 127.0.0.1, for this run
+only) from the first submission, and prints its top functions when `go` is installed (read
+it again with `go tool pprof -top -cum FILE`).
 
 Figures are recorded with bench.record: network.ours, network.kvstore (tx/s, ms p50,
 ms p99, app/comet CPU ms per tx) and network.ratio.
 
 Run: .venv/bin/python -m bench.network_throughput [--txs 12000] [--rate 2000]
      [--timeout-commit 300ms] [--only ours|kvstore] [--no-recheck] [--no-broadcast]
-     [--profile DIR]
+     [--profile DIR] [--pprof FILE]
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ import hashlib
 import itertools
 import os
 import random
+import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -46,7 +51,7 @@ import orjson
 from bench.common import HEADER, Figures, machine, percentile, registrations
 from bench.proc_cpu import cpu_by_kind, start_py_spy, top_functions
 from bench.record import record
-from careledger.consensus.cometbft.config import NetSettings
+from careledger.consensus.cometbft.config import NetSettings, edit_config_toml
 from careledger.consensus.cometbft.rpc import sync_call
 from careledger.crypto.keyfile import KeyFile
 from careledger.localnet.network import (
@@ -179,8 +184,14 @@ class RunFigures:
 
 
 def run(
-    name: str, network: Network, txs: list[bytes], rate: float, profile: Path | None = None
+    name: str,
+    network: Network,
+    txs: list[bytes],
+    rate: float,
+    profile: Path | None = None,
+    pprof: Path | None = None,
 ) -> RunFigures:
+    pprof_address = _enable_pprof(network) if pprof is not None else ""
     start_network(network)
     try:
         urls = [n.rpc_url for n in network.nodes]
@@ -191,8 +202,11 @@ def run(
         spies = _start_profile(pids.get("app", []), profile, 600)
         watcher = BlockWatcher(urls[0], top)
         watcher.start()
+        go_profile = _start_pprof(pprof_address, pprof)
         cpu_before = cpu_by_kind(pids)
         sent = asyncio.run(offer(urls, txs, rate))
+        if go_profile is not None:
+            go_profile.join()
         deadline = time.perf_counter() + 120
         while len(set(sent) & set(watcher.seen)) < len(sent) and time.perf_counter() < deadline:
             time.sleep(0.2)
@@ -211,6 +225,49 @@ def run(
     figures = Figures(f"{name}, {rate:,.0f} tx/s offered", len(committed), last - first, latencies)
     cpu = {kind: cpu_after[kind] - cpu_before[kind] for kind in cpu_before}
     return RunFigures(figures, cpu, watcher.blocks)
+
+
+PPROF_SECONDS = 10
+
+
+def _enable_pprof(network: Network) -> str:
+    """Turn on node0's pprof listener (config.toml, before the node starts): its address."""
+    with socket.socket() as probe:  # a port free now, on loopback only
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    config = network.home(0) / "config" / "config.toml"
+    edit_config_toml(config, {("rpc", "pprof_laddr"): address})
+    return address
+
+
+def _start_pprof(address: str, out: Path | None) -> threading.Thread | None:
+    """Fetch a CPU profile of PPROF_SECONDS from node0's CometBFT into `out`, in a thread."""
+    if out is None:
+        return None
+    url = f"http://{address}/debug/pprof/profile?seconds={PPROF_SECONDS}"
+
+    def fetch() -> None:
+        with httpx.Client(timeout=PPROF_SECONDS + 30) as http:
+            out.write_bytes(http.get(url).content)
+
+    thread = threading.Thread(target=fetch, daemon=True)
+    thread.start()
+    return thread
+
+
+def print_pprof(path: Path) -> None:
+    go = shutil.which("go")
+    if go is None:
+        print(f"\nCometBFT CPU profile in {path} (no `go` here to read it)")
+        return
+    print(f"\nnode0's CometBFT, {PPROF_SECONDS} s from the first submission (pprof, cumulative):")
+    top = subprocess.run(
+        [go, "tool", "pprof", "-top", "-cum", "-nodecount=30", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    print(top.stdout or top.stderr)
 
 
 def _pids_by_kind(network: Network) -> dict[str, list[int]]:
@@ -278,6 +335,9 @@ def main() -> None:
     )
     parser.add_argument("--profile", type=Path, help="py-spy the application processes into DIR")
     parser.add_argument(
+        "--pprof", type=Path, help="a CPU profile of node0's CometBFT (ours) into FILE"
+    )
+    parser.add_argument(
         "--label", default="", help="recorded with the figures (e.g. which code ran: base)"
     )
     args = parser.parse_args()
@@ -306,7 +366,7 @@ def main() -> None:
         )
         size = sum(len(t) for t in our_txs) // len(our_txs)
         if args.only != "kvstore":
-            ours = run("CareLedger app", network, our_txs, args.rate, args.profile)
+            ours = run("CareLedger app", network, our_txs, args.rate, args.profile, args.pprof)
             _report("network.ours", ours, detail)
         if args.only != "ours":
             kv_network = create_network(
@@ -324,6 +384,8 @@ def main() -> None:
         print(f"\nours / kvstore committed tx/s: {ratio:.2f}")
     if args.profile is not None and ours is not None:
         print_profile(args.profile)
+    if args.pprof is not None and ours is not None:
+        print_pprof(args.pprof)
 
 
 def _overrides(assignments: list[str]) -> dict[str, Any]:

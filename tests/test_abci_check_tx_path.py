@@ -16,6 +16,8 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -175,10 +177,10 @@ class _OrderRecordingHandler(AbciHandler):
         self.calls: list[str] = []
         self.checking = threading.Event()
 
-    def check_tx_response(self, tx: bytes, kind: int) -> bytes:
-        self.calls.append("check")
+    def check_tx_responses(self, txs: Sequence[bytes], kind: int) -> list[bytes]:
+        self.calls += ["check"] * len(txs)
         self.checking.set()
-        return super().check_tx_response(tx, kind)
+        return super().check_tx_responses(txs, kind)
 
     def on_Info(self, req: m.RequestInfo) -> m.ResponseInfo:
         self.calls.append("info")
@@ -231,3 +233,205 @@ def test_a_flood_of_check_tx_does_not_hold_up_another_connection(tmp_path: Path)
     assert all(a.code == 0 for a in checked[:-1])  # every registration admitted, in order
     assert handler.calls.count("check") == len(txs)
     assert "check" in handler.calls[handler.calls.index("info") :]  # Info did not wait for all
+
+
+class _BatchRecordingHandler(AbciHandler):
+    """Records the size of each batch of new transactions the server hands over."""
+
+    def __init__(self, handler: AbciHandler) -> None:
+        super().__init__(handler.app)
+        self.batches: list[int] = []
+
+    def check_tx_responses(self, txs: Sequence[bytes], kind: int) -> list[bytes]:
+        if kind == m.CHECK_TX_NEW:
+            self.batches.append(len(txs))
+        return super().check_tx_responses(txs, kind)
+
+
+def _pipelined_requests(org: Identity) -> list[bytes]:
+    """What CometBFT's mempool connection pipelines under load, with every kind of answer in
+    one stream: registrations, the same bytes twice, a second registration of one patient
+    (its voucher used by the first, in the mempool view), a forged signature, the wrong
+    chain, garbage, the recorded frames of a real CometBFT (kvstore's transactions:
+    malformed here), rechecks among new ones, an Info between two runs, and Flushes."""
+    patient = Identity.generate()
+    voucher = sign_voucher(org, CHAIN_ID, "register_patient", patient.did, 10**9, org.did)
+    payload = {"encryption_key": patient.encryption_public.hex(), "voucher": voucher}
+    first = Tx(CHAIN_ID, "identity/register_patient", patient.did, 1, payload)
+    again = Tx(CHAIN_ID, "identity/register_patient", patient.did, 2, payload).sign(patient)
+    forged = first.body() + Identity.generate().sign(first.body())
+    txs = [_registration(org) for _ in range(30)]
+    news = [first.sign(patient), *txs[:12], first.sign(patient), again, forged]
+    news += [_registration(org, "another-chain"), b"garbage", b"", *txs[12:20]]
+
+    def checks(raws: list[bytes], kind: int = m.CHECK_TX_NEW) -> list[bytes]:
+        return [encode_request(m.RequestCheckTx(tx=raw, type=kind)) for raw in raws]
+
+    bodies = checks(news) + _recorded_check_tx_bodies()
+    bodies += checks(txs[:5], m.CHECK_TX_RECHECK) + checks(txs[20:25])
+    bodies += [encode_request(m.RequestInfo()), *checks(txs[25:]), *checks([again])]
+    bodies += [*checks(txs[5:8], m.CHECK_TX_RECHECK), encode_request(m.RequestFlush())]
+    return bodies
+
+
+def test_a_pipelined_run_of_check_tx_is_checked_as_a_batch_with_one_by_one_answers(
+    tmp_path: Path,
+) -> None:
+    """The server reads every request waiting on the connection and checks runs of CheckTx
+    as batches (their state read in one query). The attack on that: an answer that differs
+    from checking each transaction in turn, e.g. two transactions of one batch both admitted
+    where the first one's effect on the mempool view refuses the second. Two identical
+    applications get the same stream, one over the socket (batches), one request at a time
+    through the generic decoder: the answers must be the same bytes, in the same order."""
+    org = Identity.generate()
+    bodies = _pipelined_requests(org)
+    one_by_one = _handler(org, tmp_path / "one.sqlite")
+    expected = [encode_response(one_by_one.handle(decode_request(b))) for b in bodies]
+    handler = _BatchRecordingHandler(_handler(org, tmp_path / "batch.sqlite"))
+    server = AbciServer(handler)
+    loop = asyncio.new_event_loop()
+    serving = threading.Thread(target=loop.run_forever, daemon=True)
+    serving.start()
+    directory = tempfile.mkdtemp(prefix="abci", dir="/tmp")
+    path = f"{directory}/app.sock"
+    try:
+        asyncio.run_coroutine_threadsafe(server.start(f"unix://{path}"), loop).result(30)
+        with socket.socket(socket.AF_UNIX) as mempool:
+            mempool.connect(path)
+            mempool.sendall(b"".join(frame(b) for b in bodies))  # all waiting at once
+            answers = _read_answers(mempool, len(bodies))
+    finally:
+        asyncio.run_coroutine_threadsafe(server.close(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        serving.join(30)
+        shutil.rmtree(directory, ignore_errors=True)
+    assert [encode_response(a) for a in answers] == expected
+    refused = {a for a in expected if a != CHECK_TX_OK_RESPONSE}
+    assert len(refused) >= 6  # replay, voucher reused, forged, wrong chain, garbage, kvstore
+    assert max(handler.batches) > 1  # the runs were checked as batches
+    # Every request but the 8 rechecks, the Info and the Flush went through a batch.
+    assert sum(handler.batches) == len(bodies) - 8 - 2
+
+
+class _SlowCheckingHandler(AbciHandler):
+    """Each batch of checks takes a few milliseconds (the application's real cost, without
+    the CPU): the server yields between batches, as it does under load."""
+
+    def __init__(self, handler: AbciHandler) -> None:
+        super().__init__(handler.app)
+        self.answered = 0
+
+    def check_tx_responses(self, txs: Sequence[bytes], kind: int) -> list[bytes]:
+        time.sleep(0.003)
+        self.answered += len(txs)
+        return super().check_tx_responses(txs, kind)
+
+
+def test_the_server_reads_ahead_so_that_cometbfts_writes_do_not_block(tmp_path: Path) -> None:
+    """CometBFT's ABCI client spins (a "20 ms" flush timer that is 20 ns, re-armed in a new
+    goroutine each time) while its writes to a full socket block: a third of its CPU under
+    load. The server used to stop reading at asyncio's 64 KiB buffer limit, so the socket
+    filled whenever CheckTx piled up. Now it reads ahead (READ_AHEAD_BYTES): a client's 4 MB
+    of CheckTx requests are all taken off the socket while the server has checked only a
+    few of them."""
+    org = Identity.generate()
+    handler = _SlowCheckingHandler(_handler(org, tmp_path / "state.sqlite"))
+    garbage = encode_request(m.RequestCheckTx(tx=b"x" * 600))  # MALFORMED: cheap to answer
+    flood = frame(garbage) * (4_000_000 // len(frame(garbage)))
+    count = flood.count(frame(garbage))
+    server = AbciServer(handler)
+    loop = asyncio.new_event_loop()
+    serving = threading.Thread(target=loop.run_forever, daemon=True)
+    serving.start()
+    directory = tempfile.mkdtemp(prefix="abci", dir="/tmp")
+    path = f"{directory}/app.sock"
+    try:
+        asyncio.run_coroutine_threadsafe(server.start(f"unix://{path}"), loop).result(30)
+        with socket.socket(socket.AF_UNIX) as mempool:
+            mempool.connect(path)
+            mempool.sendall(flood)  # returns once the server has taken every byte
+            answered_when_sent = handler.answered
+            mempool.sendall(frame(encode_request(m.RequestFlush())))
+            answers = _read_answers(mempool, count + 1)
+    finally:
+        asyncio.run_coroutine_threadsafe(server.close(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        serving.join(30)
+        shutil.rmtree(directory, ignore_errors=True)
+    assert answered_when_sent < count // 4
+    assert len(answers) == count + 1 and all(a.code != 0 for a in answers[:-1])
+
+
+class _HeldBlockHandler(AbciHandler):
+    """FinalizeBlock waits until the test lets it go, and records when the application was
+    called, so that the test can see what ran meanwhile."""
+
+    def __init__(self, handler: AbciHandler) -> None:
+        super().__init__(handler.app)
+        self.calls: list[str] = []
+        self.release = threading.Event()
+        self.in_block = threading.Event()
+
+    def on_FinalizeBlock(self, req: m.RequestFinalizeBlock) -> m.ResponseFinalizeBlock:
+        raise AssertionError("the server answers FinalizeBlock through respond()")
+
+    def _finalize_block_bytes(self, req: m.RequestFinalizeBlock) -> bytes:
+        self.calls.append("block starts")
+        self.in_block.set()
+        assert self.release.wait(60)
+        answer = super()._finalize_block_bytes(req)
+        self.calls.append("block ends")
+        return answer
+
+    def check_tx_responses(self, txs: Sequence[bytes], kind: int) -> list[bytes]:
+        self.calls += ["check"] * len(txs)
+        return super().check_tx_responses(txs, kind)
+
+
+def test_while_a_block_executes_the_server_reads_every_connection_and_checks_nothing(
+    tmp_path: Path,
+) -> None:
+    """FinalizeBlock runs off the event loop, so that the mempool connection is still read
+    (4 MB of CheckTx taken off the socket while the block is held), and the application
+    still sees one call at a time: no CheckTx is checked until the block is done, and the
+    block's answer is the generic one."""
+    org = Identity.generate()
+    handler = _HeldBlockHandler(_handler(org, tmp_path / "state.sqlite"))
+    txs = [_registration(org) for _ in range(3)]
+    block = encode_request(m.RequestFinalizeBlock(txs=txs, height=1))
+    twin = _handler(org, tmp_path / "twin.sqlite")
+    expected_block = encode_response(twin.handle(decode_request(block)))
+    garbage = encode_request(m.RequestCheckTx(tx=b"x" * 600))
+    flood = frame(garbage) * (4_000_000 // len(frame(garbage)))
+    count = flood.count(frame(garbage))
+    server = AbciServer(handler)
+    loop = asyncio.new_event_loop()
+    serving = threading.Thread(target=loop.run_forever, daemon=True)
+    serving.start()
+    directory = tempfile.mkdtemp(prefix="abci", dir="/tmp")
+    path = f"{directory}/app.sock"
+    flush = frame(encode_request(m.RequestFlush()))
+    try:
+        asyncio.run_coroutine_threadsafe(server.start(f"unix://{path}"), loop).result(30)
+        with socket.socket(socket.AF_UNIX) as consensus, socket.socket(socket.AF_UNIX) as pool:
+            consensus.connect(path)
+            pool.connect(path)
+            pool.settimeout(30)  # were the loop stuck in the block, sendall would time out
+            consensus.sendall(frame(block) + flush)
+            assert handler.in_block.wait(30)
+            pool.sendall(flood + flush)  # all taken off the socket while the block is held
+            checked_during_block = handler.calls.count("check")
+            handler.release.set()
+            block_answers = _read_answers(consensus, 2)
+            pool_answers = _read_answers(pool, count + 1)
+    finally:
+        handler.release.set()
+        asyncio.run_coroutine_threadsafe(server.close(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        serving.join(30)
+        shutil.rmtree(directory, ignore_errors=True)
+    assert checked_during_block == 0
+    assert handler.calls.index("block ends") == 1  # every check came after the block
+    assert handler.calls.count("check") == count
+    assert encode_response(block_answers[0]) == expected_block
+    assert len(pool_answers) == count + 1

@@ -4,7 +4,8 @@ CometBFT opens four connections (consensus, mempool, query, snapshot) and sends 
 each, followed now and then by a Flush that asks for the buffered answers. Answers go back in
 request order on each connection. All four share one event loop and the Application's calls
 are synchronous, so the application sees one call at a time, as CometBFT's own socket server
-guarantees with its mutex.
+guarantees with its mutex. (FinalizeBlock runs in a thread of its own, so that the loop keeps
+reading the sockets meanwhile; every other request waits until it is done.)
 
 Any exception while answering becomes a ResponseException on that connection. When
 FinalizeBlock or Commit fails (a LocalFault: disk, memory, a bug) the application has not
@@ -22,23 +23,30 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from careledger.chain.app import Application, BlockContext, TxResult, UpgradeRequired
+from careledger.chain.app import (
+    Application,
+    BlockContext,
+    FinalizeResult,
+    TxResult,
+    UpgradeRequired,
+)
 from careledger.chain.codes import Code
 from careledger.chain.genesis import Genesis
 from careledger.chain.modules.base import Event
 from careledger.chain.tx import MAX_TX_BYTES, SIGNATURE_BYTES
 from careledger.consensus.cometbft import messages as m
+from careledger.consensus.cometbft.answers import finalize_block_response
 from careledger.consensus.cometbft.codec import (
     CHECK_TX_OK_RESPONSE,
     FrameReader,
     decode_check_tx,
     decode_request,
     encode_response,
-    frame,
 )
 from careledger.consensus.cometbft.protowire import encode_uvarint
 
@@ -50,6 +58,16 @@ log = logging.getLogger(__name__)
 UNIX_PATH_LIMIT = 100
 
 READ_CHUNK = 1 << 20
+# How much a connection's reader buffers before it stops reading the socket (asyncio pauses
+# at twice the StreamReader limit). Large, because CometBFT burns CPU whenever its writes to
+# us block: its ABCI socket client re-arms a "20 ms" flush timer that is in fact 20 ns
+# (v0.38 abci/client/socket_client.go passes the constant 20 as a time.Duration), so while
+# its sender goroutine is stuck in a write to a full socket the timer fires back to back,
+# each time in a new goroutine (pprof under load: a third of node0's CometBFT CPU). With
+# asyncio's default 64 KiB limit the mempool connection's socket was full whenever
+# CheckTx piled up. CometBFT is the only peer on this private socket and its mempool is
+# bounded, so buffering what it sends costs at most this much memory per connection.
+READ_AHEAD_BYTES = 64 << 20
 # Answers are flushed on Flush; past this much buffered output they are sent anyway.
 WRITE_HIGH_WATER = 1 << 20
 # A connection that has been answering for this long lets the others have the event loop
@@ -58,6 +76,12 @@ WRITE_HIGH_WATER = 1 << 20
 # behind whole socket buffers of them (hundreds of milliseconds per request), which stalled
 # heights for seconds.
 FAIR_SLICE_SECONDS = 0.002
+# The first two bytes of a Request that is a FinalizeBlock (field 20, length-delimited).
+_FINALIZE_BLOCK_REQUEST = encode_uvarint(20 << 3 | 2)
+# Consecutive CheckTx requests answered as one batch (AbciServer._respond_from): their state
+# read ahead in one query. Small, so that a batch stays near one fair slice (new
+# registrations take about 0.2-0.4 ms each to check).
+CHECK_TX_BATCH = 8
 
 
 Recorder = Callable[[str, bytes], None]  # ("request" | "response", frame body)
@@ -83,9 +107,22 @@ class AbciHandler:
         method = getattr(self, "on_" + type(request).__name__.removeprefix("Request"), None)
         if method is None:
             return m.ResponseException(f"unsupported request {type(request).__name__}")
+        return self._guarded(method, request)
+
+    def respond(self, request: Any) -> bytes:
+        """handle(request), encoded. FinalizeBlock's answer, the largest, is written straight
+        from the application's results (answers.py: the same bytes as the generic path)."""
+        if type(request) is m.RequestFinalizeBlock:
+            answer = self._guarded(self._finalize_block_bytes, request)
+            return answer if isinstance(answer, bytes) else encode_response(answer)
+        return encode_response(self.handle(request))
+
+    def _guarded(self, method: Callable[[Any], Any], request: Any) -> Any:
+        """method(request), or a ResponseException for whatever it raises (the server must
+        survive it); a failed FinalizeBlock or Commit halts (see the module's docstring)."""
         try:
             return method(request)
-        except Exception as exc:  # the server must survive whatever the application raises
+        except Exception as exc:
             log.exception("ABCI %s failed", type(request).__name__)
             if isinstance(request, m.RequestFinalizeBlock | m.RequestCommit):
                 self.halted = exc
@@ -130,15 +167,26 @@ class AbciHandler:
     def check_tx_response(self, tx: bytes, kind: int) -> bytes:
         """on_CheckTx answered straight to bytes (the hot path: every transaction on every
         node, and every recheck): an OK answer, nearly all of them, is one constant."""
+        return self.check_tx_responses([tx], kind)[0]
+
+    def check_tx_responses(self, txs: Sequence[bytes], kind: int) -> list[bytes]:
+        """The answers to a run of CheckTx requests of one kind, in order, as bytes.
+
+        New transactions go through the application as one batch (`prepare_batch`, then
+        `check_batch`: their senders' state read in one query, each then checked as check_tx
+        checks it, in order, against the mempool view as the ones before it left it).
+        Rechecks go to check_tx(recheck=True) one by one: their state is in the read cache
+        already (read when they were new), and check_tx is where a recheck may do less."""
         try:
-            result = self.app.check_tx(tx, recheck=kind == m.CHECK_TX_RECHECK)
-        except Exception as exc:  # check_tx never raises; as in handle(), survive it anyway
+            if kind == m.CHECK_TX_RECHECK:
+                results = [self.app.check_tx(tx, recheck=True) for tx in txs]
+            else:
+                results = self.app.check_batch(self.app.prepare_batch(txs, signatures=False))
+        except Exception as exc:  # neither raises; as in handle(), survive it anyway
             log.exception("ABCI CheckTx failed")
-            return encode_response(m.ResponseException(f"{type(exc).__name__}: {exc}"))
-        if result.code == Code.OK and not result.data and not result.log:
-            return CHECK_TX_OK_RESPONSE
-        response = m.ResponseCheckTx(code=int(result.code), data=result.data, log=result.log)
-        return encode_response(response)
+            failed = encode_response(m.ResponseException(f"{type(exc).__name__}: {exc}"))
+            return [failed] * len(txs)
+        return [_check_tx_answer(result) for result in results]
 
     def on_Query(self, req: m.RequestQuery) -> m.ResponseQuery:
         result = self.app.query(req.path, req.data)
@@ -185,16 +233,13 @@ class AbciHandler:
     # --- blocks ----------------------------------------------------------------------------
 
     def on_FinalizeBlock(self, req: m.RequestFinalizeBlock) -> m.ResponseFinalizeBlock:
-        time_ns = req.time.unix_ns
-        result = self.app.finalize_block(BlockContext(req.height, time_ns), req.txs)
-        return m.ResponseFinalizeBlock(
-            tx_results=[_exec_result(r) for r in result.tx_results],
-            validator_updates=[
-                m.ValidatorUpdate(m.PublicKey(ed25519=u.pub_key), u.power)
-                for u in result.validator_updates
-            ],
-            app_hash=result.app_hash,
-        )
+        return finalize_block_message(self._finalize_block(req))
+
+    def _finalize_block_bytes(self, req: m.RequestFinalizeBlock) -> bytes:
+        return finalize_block_response(self._finalize_block(req))
+
+    def _finalize_block(self, req: m.RequestFinalizeBlock) -> FinalizeResult:
+        return self.app.finalize_block(BlockContext(req.height, req.time.unix_ns), req.txs)
 
     def on_Commit(self, req: m.RequestCommit) -> m.ResponseCommit:
         self.app.commit()  # the application tells its commit listeners
@@ -230,6 +275,27 @@ def _envelope_shaped(tx: bytes) -> bool:
 def proto_size_in_block(tx: bytes) -> int:
     """Bytes a transaction takes in a block's Data message, as CometBFT counts max_tx_bytes."""
     return 1 + len(encode_uvarint(len(tx))) + len(tx)
+
+
+def _check_tx_answer(result: TxResult) -> bytes:
+    """A CheckTx answer's bytes: an OK, nearly every one, is one constant."""
+    if result.code == Code.OK and not result.data and not result.log:
+        return CHECK_TX_OK_RESPONSE
+    response = m.ResponseCheckTx(code=int(result.code), data=result.data, log=result.log)
+    return encode_response(response)
+
+
+def finalize_block_message(result: FinalizeResult) -> m.ResponseFinalizeBlock:
+    """FinalizeBlock's answer as a message: the definition that answers.py's direct
+    encoding (`finalize_block_response`, what the server sends) must match byte for byte."""
+    return m.ResponseFinalizeBlock(
+        tx_results=[_exec_result(r) for r in result.tx_results],
+        validator_updates=[
+            m.ValidatorUpdate(m.PublicKey(ed25519=u.pub_key), u.power)
+            for u in result.validator_updates
+        ],
+        app_hash=result.app_hash,
+    )
 
 
 def _exec_result(result: TxResult) -> m.ExecTxResult:
@@ -271,6 +337,10 @@ class AbciServer:
         self.halted = False
         self.upgrade_grace = UPGRADE_HALT_GRACE
         self._grace: asyncio.Task[None] | None = None
+        # FinalizeBlock runs in this thread (see _finalize_block_off_loop); while it does,
+        # `_block` is its future and no other request reaches the application.
+        self._block_thread = ThreadPoolExecutor(1, thread_name_prefix="abci-block")
+        self._block: asyncio.Future[bytes] | None = None
 
     async def start(self, address: str) -> None:
         """Listen on `unix:///path` (no TCP: the ABCI connection has no authentication)."""
@@ -279,7 +349,9 @@ class AbciServer:
         path = Path(address.removeprefix("unix://"))
         _check_private_dir(path.parent)
         path.unlink(missing_ok=True)
-        self._server = await asyncio.start_unix_server(self._serve, path=str(path))
+        self._server = await asyncio.start_unix_server(
+            self._serve, path=str(path), limit=READ_AHEAD_BYTES // 2
+        )
         self._socket = path
         path.chmod(0o600)
 
@@ -290,6 +362,7 @@ class AbciServer:
                 await self._server.wait_closed()
         if self._socket is not None:
             self._socket.unlink(missing_ok=True)  # Python 3.11 leaves the file behind
+        self._block_thread.shutdown(wait=False)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.handler.halted is not None:
@@ -349,20 +422,34 @@ class AbciServer:
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Answer this connection's requests in order. Every FAIR_SLICE_SECONDS of work the
         loop yields, so that a request on another connection waits for at most one slice
-        (CometBFT needs each connection's answers in order, not the connections in step)."""
+        (CometBFT needs each connection's answers in order, not the connections in step).
+
+        Each read takes every byte waiting (CometBFT pipelines its requests: under load the
+        mempool connection holds hundreds of CheckTx), and a run of consecutive CheckTx
+        among them is answered as one batch of at most CHECK_TX_BATCH."""
         frames = FrameReader()
         out = bytearray()
         slice_end = time.monotonic() + FAIR_SLICE_SECONDS
         while chunk := await reader.read(READ_CHUNK):
-            for body in frames.feed(chunk):
+            bodies = frames.feed(chunk)
+            first = 0
+            while first < len(bodies):
                 if time.monotonic() > slice_end:
                     await asyncio.sleep(0)
                     if self.halted:
                         return  # another connection's block failed meanwhile
                     slice_end = time.monotonic() + FAIR_SLICE_SECONDS
-                encoded, flush = self._respond(body)
-                self._record("response", encoded)
-                out += frame(encoded)
+                if self._block is not None:  # another connection's FinalizeBlock runs
+                    await asyncio.wait([self._block])
+                if bodies[first][:2] == _FINALIZE_BLOCK_REQUEST:
+                    answers, flush = [await self._finalize_block_off_loop(bodies[first])], False
+                    first += 1
+                else:
+                    first, answers, flush = self._respond_from(bodies, first)
+                for encoded in answers:
+                    self._record("response", encoded)
+                    out += encode_uvarint(len(encoded))
+                    out += encoded
                 halted = self.handler.halted is not None
                 if halted:
                     await self._let_votes_out()
@@ -374,16 +461,54 @@ class AbciServer:
                     self._halt()
                     return
 
-    def _respond(self, body: bytes) -> tuple[bytes, bool]:
-        """(the encoded response, whether the request was a Flush)."""
+    async def _finalize_block_off_loop(self, body: bytes) -> bytes:
+        """FinalizeBlock in the block thread, the event loop free meanwhile to read every
+        connection (nothing else reaches the application until it is done: each connection
+        waits for `_block` before its next request). A block of thousands of transactions
+        takes a few hundred milliseconds; on the loop, the mempool connection's socket filled
+        behind it and CometBFT's client spun (see READ_AHEAD_BYTES). The application still
+        sees one call at a time, in the order the loop takes them."""
         self._record("request", body)
-        check = decode_check_tx(body)  # the mempool's requests, read without the tables
-        if check is not None:
-            return self.handler.check_tx_response(*check), False
         request = self._decode(body)
-        response = self.handler.handle(request) if request is not None else None
-        encoded = encode_response(response or m.ResponseException("undecodable request"))
-        return encoded, isinstance(request, m.RequestFlush)
+        if request is None:
+            return encode_response(m.ResponseException("undecodable request"))
+        loop = asyncio.get_running_loop()
+        self._block = loop.run_in_executor(self._block_thread, self.handler.respond, request)
+        try:
+            await asyncio.wait([self._block])
+            return self._block.result()
+        finally:
+            self._block = None
+
+    def _respond_from(self, bodies: list[bytes], first: int) -> tuple[int, list[bytes], bool]:
+        """Answer bodies[first] and, when it is a CheckTx, the CheckTx of the same kind right
+        behind it (at most CHECK_TX_BATCH in all): (the index after the last one answered,
+        their encoded responses in order, whether the request answered was a Flush)."""
+        check = decode_check_tx(bodies[first])  # the mempool's requests, without the tables
+        if check is None:
+            encoded, flush = self._respond(bodies[first])
+            return first + 1, [encoded], flush
+        tx, kind = check
+        txs = [tx]
+        end = first + 1
+        while end < len(bodies) and len(txs) < CHECK_TX_BATCH:
+            following = decode_check_tx(bodies[end])
+            if following is None or following[1] != kind:
+                break
+            txs.append(following[0])
+            end += 1
+        for body in bodies[first:end]:
+            self._record("request", body)
+        return end, self.handler.check_tx_responses(txs, kind), False
+
+    def _respond(self, body: bytes) -> tuple[bytes, bool]:
+        """(the encoded response, whether the request was a Flush) of a request that is not
+        a CheckTx in CometBFT's shape (decode_check_tx said None)."""
+        self._record("request", body)
+        request = self._decode(body)
+        if request is None:
+            return encode_response(m.ResponseException("undecodable request")), False
+        return self.handler.respond(request), isinstance(request, m.RequestFlush)
 
     def _decode(self, body: bytes) -> Any:
         try:
