@@ -14,7 +14,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +24,7 @@ from careledger.chain.results import outcomes_hash, result_inclusion_proof
 from careledger.chain.tx import tx_hash
 from careledger.consensus.driver import Admission, Submission
 from careledger.consensus.solo.blockstore import BlockStore, StoredTx
+from careledger.consensus.solo.verifier import SignatureVerifier, worth_a_process
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +50,17 @@ class _Intake:
     answer: asyncio.Future[Admission]
 
 
-# Transactions checked together: their signatures are verified in one hand-off to the
-# verifier thread while the previous batch is checked on the event loop.
+# Transactions checked together: one batch's signatures go to the verifier process in one
+# request (verifier.py) while the batches before it are checked on the event loop.
 INTAKE_BATCH = 256
-# A batch this small is checked at once, on the event loop: the hand-off to the thread costs
-# more than it saves, and a lone submission is answered without waiting for another thread.
+# A batch this small, with nothing ahead of it, is checked at once on the event loop: the
+# hand-off to the worker costs more than it saves, and a lone submission is answered without
+# waiting for another process.
 INLINE_BATCH = 8
+# Batches whose signatures are with the verifier at once: enough that the worker still has work
+# while the loop makes a block (a block of a few thousand registrations), few enough that what
+# it verifies ahead is read against a recent mempool view.
+VERIFY_AHEAD = 8
 
 
 class SoloProducer:
@@ -68,7 +73,7 @@ class SoloProducer:
         max_block_txs: int = 5000,
         clock: Callable[[], int] = time.time_ns,
         on_halt: Callable[[], None] | None = None,
-        verify_in_thread: bool = False,
+        verify_ahead: bool | None = None,
     ) -> None:
         self.app = app
         self.blocks = blocks
@@ -85,14 +90,13 @@ class SoloProducer:
         self._in_block: list[_Pending] = []  # the block being made, answered if it fails
         self._producing = 0
         # Submissions wait here for check_tx, in arrival order (the mempool's order). One
-        # task drains it in batches; a thread verifies a batch's signatures meanwhile.
+        # task drains it in batches; a worker process verifies their signatures ahead.
         self._intake: deque[_Intake] = deque()
         self._draining: asyncio.Task[None] | None = None
-        self._verifier: ThreadPoolExecutor | None = None
-        # Verify each batch's signatures in a thread while the previous batch is checked.
-        # Off by default: on this project's shared 2-core machine (load 15-25) it measured no
-        # faster than verifying on the event loop (issue 13, chain stream's report).
-        self.verify_in_thread = verify_in_thread
+        # Verify the intake's signatures ahead in a worker process (verifier.py), started and
+        # stopped by `run`. None: when the machine has a second core for it.
+        self.verify_ahead = worth_a_process() if verify_ahead is None else verify_ahead
+        self.verifier: SignatureVerifier | None = None
 
     @property
     def chain_id(self) -> str:
@@ -156,47 +160,44 @@ class SoloProducer:
     async def _drain_intake(self) -> None:
         """Check what waits in the intake, batch after batch, in arrival order.
 
-        Without `verify_in_thread`, each batch is decoded, read ahead and checked on the loop.
-        With it, a pipeline of two: while the verifier thread checks batch k's signatures
-        (libsodium releases the GIL), this task checks batch k-1 on the loop. What is verified
-        ahead only fills the application's signature cache, under the key each signature
-        verified with; check_batch decides as check_tx does, against the state of its own
-        moment, so no answer depends on which thread was faster.
+        With a verifier process, a pipeline: each batch is decoded and read ahead on the loop,
+        its signatures sent to the worker at once (up to VERIFY_AHEAD batches with it), and the
+        oldest batch checked on the loop as soon as its answer is in, while the worker verifies
+        the next ones. What is verified ahead only fills the application's signature cache,
+        under the key each signature verified with; check_batch decides as check_tx does,
+        against the state of its own moment, so no answer depends on the worker (a batch it
+        did not answer is verified inline). Without one, each batch is checked on the loop.
         """
-        loop = asyncio.get_running_loop()
-        previous: tuple[list[_Intake], PreparedBatch] | None = None
+        ahead: deque[tuple[list[_Intake], PreparedBatch, asyncio.Future[list[bool] | None]]]
+        ahead = deque()
         batch: list[_Intake] = []
         try:
-            while not self.verify_in_thread:
-                batch = self._take_intake()
-                if not batch:
-                    return
-                # Decoded and read ahead as a batch (one query for the senders' identities
-                # and nonces); signatures verified by check_batch itself, on the loop.
-                raws = [i.raw for i in batch]
-                self._answer_checks(batch, self.app.prepare_batch(raws, signatures=False))
-                batch = []
-                await asyncio.sleep(0)  # let the API and the block producer in between
             while True:
-                batch = self._take_intake()
-                if previous is None and len(batch) <= INLINE_BATCH:
-                    for intake in batch:  # signatures verified inline, by check_tx
-                        self._admit_checked(intake, self.app.check_tx(intake.raw))
+                verifier = self.verifier if self.verifier and self.verifier.alive else None
+                while len(ahead) < (VERIFY_AHEAD if verifier else 1) and self._intake:
+                    batch = self._take_intake()
+                    if not ahead and len(batch) <= INLINE_BATCH:
+                        for intake in batch:  # signatures verified inline, by check_tx
+                            self._admit_checked(intake, self.app.check_tx(intake.raw))
+                        batch = []
+                        continue
+                    prepared = self.app.prepare_batch(
+                        [i.raw for i in batch], signatures=bool(verifier)
+                    )
+                    verdicts = verifier.verify(prepared.checks) if verifier else _no_verdicts()
+                    ahead.append((batch, prepared, verdicts))
+                    batch = []
+                if not ahead:
                     return
-                verifying = None
-                if batch:
-                    prepared = self.app.prepare_batch([i.raw for i in batch])
-                    verifying = loop.run_in_executor(self._verify_pool(), prepared.verify)
-                if previous is not None:
-                    self._answer_checks(*previous)  # meanwhile, on the event loop
-                    previous = None
-                if verifying is None:
-                    return
-                await verifying
-                previous = (batch, prepared)
+                checking, prepared, verdicts = ahead[0]
+                prepared.valid = await verdicts  # None: check_batch verifies them inline
+                ahead.popleft()
+                self._answer_checks(checking, prepared)
+                await asyncio.sleep(0)  # let the API and the block producer in between
         except Exception:  # never leave a submission unanswered: check the rest one by one
             log.exception("the intake's batch check failed; checking one by one")
-            for intake in [*(previous[0] if previous else []), *batch, *self._intake]:
+            waiting = [i for checking, _, _ in ahead for i in checking]
+            for intake in [*waiting, *batch, *self._intake]:
                 if not intake.answer.done():
                     self._admit_checked(intake, self.app.check_tx(intake.raw))
             self._intake.clear()
@@ -208,15 +209,16 @@ class SoloProducer:
         for intake, result in zip(batch, self.app.check_batch(prepared), strict=True):
             self._admit_checked(intake, result)
 
-    def _verify_pool(self) -> ThreadPoolExecutor:
-        if self._verifier is None:
-            self._verifier = ThreadPoolExecutor(1, thread_name_prefix="solo-verify")
-        return self._verifier
-
     # --- block production -----------------------------------------------------------------
 
     async def run(self) -> None:
-        """Make blocks until cancelled, or until a fault halts the producer."""
+        """Make blocks until cancelled, or until a fault halts the producer. The signature
+        verifier process (`verify_ahead`) runs for as long as this does."""
+        if self.verify_ahead and self.verifier is None:
+            try:
+                self.verifier = await SignatureVerifier.start()
+            except OSError:
+                log.exception("the signature verifier did not start; verifying inline")
         try:
             while self.halted is None:
                 with contextlib.suppress(TimeoutError):
@@ -230,9 +232,9 @@ class SoloProducer:
                         return
                     await asyncio.sleep(0)  # let the API answer between back-to-back blocks
         finally:
-            if self._verifier is not None:
-                self._verifier.shutdown(wait=False)  # what it verifies now still answers
-                self._verifier = None
+            if self.verifier is not None:
+                verifier, self.verifier = self.verifier, None
+                await verifier.close()  # what it has not answered is verified inline
 
     def _halt(self, fault: Exception) -> None:
         """Stop for good: a block that failed to execute or commit must not be retried here."""
@@ -351,6 +353,13 @@ class SoloProducer:
         if inline:
             return self.app.query_snapshot(path, data)
         return await asyncio.to_thread(self.app.query_snapshot, path, data)
+
+
+def _no_verdicts() -> asyncio.Future[list[bool] | None]:
+    """The verdicts of a batch that no worker verifies: none (check_batch verifies inline)."""
+    done: asyncio.Future[list[bool] | None] = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    return done
 
 
 def _resolve(pending: _Pending, outcome: Submission) -> None:
