@@ -61,6 +61,51 @@ INLINE_BATCH = 8
 # while the loop makes a block (a block of a few thousand registrations), few enough that what
 # it verifies ahead is read against a recent mempool view.
 VERIFY_AHEAD = 8
+# Batches with the worker at once: enough to keep it busy while the loop makes a block
+# (about four batches of verification for a block of 2,000 registrations).
+WORKER_DEPTH = 4
+# Turns of the event loop a batch's check gives the worker's answer to arrive (a pipe's data
+# reaches the waiting future in about three) before the loop verifies a later batch itself.
+ANSWER_TURNS = 3
+
+
+@dataclass
+class _Ahead:
+    """A batch from the intake, decoded and read ahead; its signatures verified by the worker
+    (`verdicts`, once sent) or on the loop (`prepared.valid`), or by check_tx."""
+
+    intakes: list[_Intake]
+    prepared: PreparedBatch
+    verdicts: asyncio.Future[list[bool] | None] | None = None
+
+    def settled(self) -> PreparedBatch:
+        """The batch with the worker's verdicts, if it gave them (None: verified inline)."""
+        if self.prepared.valid is None and self.verdicts is not None and self.verdicts.done():
+            self.prepared.valid = self.verdicts.result()
+        return self.prepared
+
+
+async def _answered(head: _Ahead) -> bool:
+    """Whether the batch needs no more of the worker (answered, or never sent), after a few
+    turns of the event loop for an answer on its way."""
+    verdicts = head.verdicts
+    if verdicts is None:
+        return True
+    for _ in range(ANSWER_TURNS):
+        if verdicts.done():
+            return True
+        await asyncio.sleep(0)
+    return verdicts.done()
+
+
+def _verify_newest_unsent(ahead: deque[_Ahead]) -> bool:
+    """Verify, on the loop, the signatures of the newest batch the worker has not been sent
+    (the work the worker would reach last); False when there is none."""
+    for waiting in reversed(ahead):
+        if waiting.verdicts is None and waiting.prepared.valid is None:
+            waiting.prepared.verify()
+            return True
+    return False
 
 
 class SoloProducer:
@@ -160,47 +205,59 @@ class SoloProducer:
     async def _drain_intake(self) -> None:
         """Check what waits in the intake, batch after batch, in arrival order.
 
-        With a verifier process, a pipeline: each batch is decoded and read ahead on the loop,
-        its signatures sent to the worker at once (up to VERIFY_AHEAD batches with it), and the
-        oldest batch checked on the loop as soon as its answer is in, while the worker verifies
-        the next ones. What is verified ahead only fills the application's signature cache,
-        under the key each signature verified with; check_batch decides as check_tx does,
-        against the state of its own moment, so no answer depends on the worker (a batch it
-        did not answer is verified inline). Without one, each batch is checked on the loop.
+        With a verifier process, a pipeline: each batch is decoded and read ahead on the loop
+        (up to VERIFY_AHEAD batches), its signatures sent to the worker (WORKER_DEPTH batches
+        with it at a time), and the oldest batch checked on the loop once its answer is in,
+        while the worker verifies the next ones. Rather than wait for the worker (a machine
+        whose other core is busy), the loop verifies the newest batch not yet sent itself.
+        What is verified ahead only fills the application's signature cache, under the key
+        each signature verified with; check_batch decides as check_tx does, against the
+        state of its own moment, so no answer depends on who verified (a batch the worker did
+        not answer is verified inline). Without a verifier, each batch is checked on the loop.
         """
-        ahead: deque[tuple[list[_Intake], PreparedBatch, asyncio.Future[list[bool] | None]]]
-        ahead = deque()
-        batch: list[_Intake] = []
+        ahead: deque[_Ahead] = deque()
         try:
             while True:
                 verifier = self.verifier if self.verifier and self.verifier.alive else None
-                while len(ahead) < (VERIFY_AHEAD if verifier else 1) and self._intake:
-                    batch = self._take_intake()
-                    if not ahead and len(batch) <= INLINE_BATCH:
-                        for intake in batch:  # signatures verified inline, by check_tx
-                            self._admit_checked(intake, self.app.check_tx(intake.raw))
-                        batch = []
-                        continue
-                    prepared = self.app.prepare_batch(
-                        [i.raw for i in batch], signatures=bool(verifier)
-                    )
-                    verdicts = verifier.verify(prepared.checks) if verifier else _no_verdicts()
-                    ahead.append((batch, prepared, verdicts))
-                    batch = []
+                self._take_ahead(ahead, verifier)
                 if not ahead:
                     return
-                checking, prepared, verdicts = ahead[0]
-                prepared.valid = await verdicts  # None: check_batch verifies them inline
+                head = ahead[0]
+                if not await _answered(head):
+                    if _verify_newest_unsent(ahead):
+                        continue  # the worker may have answered meanwhile
+                    await head.verdicts  # type: ignore[misc]  # not answered: sent
                 ahead.popleft()
-                self._answer_checks(checking, prepared)
+                self._answer_checks(head.intakes, head.settled())
                 await asyncio.sleep(0)  # let the API and the block producer in between
         except Exception:  # never leave a submission unanswered: check the rest one by one
             log.exception("the intake's batch check failed; checking one by one")
-            waiting = [i for checking, _, _ in ahead for i in checking]
-            for intake in [*waiting, *batch, *self._intake]:
+            for intake in [*(i for a in ahead for i in a.intakes), *self._intake]:
                 if not intake.answer.done():
                     self._admit_checked(intake, self.app.check_tx(intake.raw))
             self._intake.clear()
+
+    def _take_ahead(self, ahead: deque[_Ahead], verifier: SignatureVerifier | None) -> None:
+        """Decode and read ahead what the intake holds, up to VERIFY_AHEAD batches, and keep
+        WORKER_DEPTH of them with the verifier. A small batch with nothing ahead of it is
+        checked at once, inline."""
+        while len(ahead) < (VERIFY_AHEAD if verifier else 1) and self._intake:
+            batch = self._take_intake()
+            if not ahead and len(batch) <= INLINE_BATCH:
+                for intake in batch:  # signatures verified inline, by check_tx
+                    self._admit_checked(intake, self.app.check_tx(intake.raw))
+                continue
+            raws = [i.raw for i in batch]
+            ahead.append(_Ahead(batch, self.app.prepare_batch(raws, signatures=bool(verifier))))
+        if verifier is None:
+            return
+        with_worker = sum(1 for a in ahead if a.verdicts is not None and not a.verdicts.done())
+        for waiting in ahead:
+            if with_worker >= WORKER_DEPTH:
+                return
+            if waiting.verdicts is None and waiting.prepared.valid is None:
+                waiting.verdicts = verifier.verify(waiting.prepared.checks)
+                with_worker += 1
 
     def _take_intake(self) -> list[_Intake]:
         return [self._intake.popleft() for _ in range(min(INTAKE_BATCH, len(self._intake)))]
@@ -224,13 +281,19 @@ class SoloProducer:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.block_interval)
                 self._wake.clear()
-                while self._mempool and self.halted is None:
-                    try:
-                        self.produce_block()
-                    except Exception as fault:
-                        self._halt(fault)
-                        return
-                    await asyncio.sleep(0)  # let the API answer between back-to-back blocks
+                if not self._mempool:
+                    continue
+                try:
+                    self.produce_block()
+                except Exception as fault:
+                    self._halt(fault)
+                    return
+                # One block per block time: what the intake admitted meanwhile waits for the
+                # next (blocks made back to back while it admits would carry one intake batch
+                # each: a block's commit costs nearly as much for 256 registrations as for
+                # 2,000). A full block's worth waiting is made at once, after the API's turn.
+                if len(self._mempool) >= self.max_block_txs:
+                    self._wake.set()
         finally:
             if self.verifier is not None:
                 verifier, self.verifier = self.verifier, None
@@ -353,13 +416,6 @@ class SoloProducer:
         if inline:
             return self.app.query_snapshot(path, data)
         return await asyncio.to_thread(self.app.query_snapshot, path, data)
-
-
-def _no_verdicts() -> asyncio.Future[list[bool] | None]:
-    """The verdicts of a batch that no worker verifies: none (check_batch verifies inline)."""
-    done: asyncio.Future[list[bool] | None] = asyncio.get_running_loop().create_future()
-    done.set_result(None)
-    return done
 
 
 def _resolve(pending: _Pending, outcome: Submission) -> None:
