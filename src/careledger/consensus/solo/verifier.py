@@ -41,7 +41,8 @@ _EXIT_GRACE = 5.0
 def worth_a_process() -> bool:
     """Whether this machine has a second core for the worker (with one, it would only take
     turns with the event loop, and the hand-off costs)."""
-    return len(os.sched_getaffinity(0)) >= 2
+    usable = getattr(os, "sched_getaffinity", None)  # Linux: the CPUs this process may use
+    return (len(usable(0)) if usable else os.cpu_count() or 1) >= 2
 
 
 class SignatureVerifier:
