@@ -57,9 +57,9 @@ INTAKE_BATCH = 256
 # hand-off to the worker costs more than it saves, and a lone submission is answered without
 # waiting for another process.
 INLINE_BATCH = 8
-# Batches whose signatures are with the verifier at once: enough that the worker still has work
-# while the loop makes a block (a block of a few thousand registrations), few enough that what
-# it verifies ahead is read against a recent mempool view.
+# Batches decoded and read ahead of their check: the worker's and those the loop may verify
+# itself rather than wait; few enough that what is verified ahead is read against a recent
+# mempool view.
 VERIFY_AHEAD = 8
 # Batches with the worker at once: enough to keep it busy while the loop makes a block
 # (about four batches of verification for a block of 2,000 registrations).
