@@ -67,7 +67,7 @@ def test_a_batch_verified_ahead_answers_as_check_tx_does_whether_or_not_it_verif
     )
     expected = answers([one_by_one.check_tx(raw) for raw in txs])
     prepared = ahead.prepare_batch(txs)
-    prepared.verify()  # as the verifier thread does
+    prepared.verify()  # as the verifier process does
     assert answers(ahead.check_batch(prepared)) == expected
     assert answers(not_verified.check_batch(not_verified.prepare_batch(txs))) == expected
     codes = [code for code, _ in expected]
@@ -131,9 +131,9 @@ def test_a_recheck_refuses_a_transaction_whose_nonce_a_block_spent(tmp_path: Pat
     assert app.check_tx(waiting, recheck=True).code == Code.REPLAY
 
 
-@pytest.mark.parametrize("verify_in_thread", [False, True])
+@pytest.mark.parametrize("verify_ahead", [False, True])
 def test_the_intake_keeps_the_submission_order_in_the_block(
-    tmp_path: Path, verify_in_thread: bool
+    tmp_path: Path, verify_ahead: bool
 ) -> None:
     org = Identity.generate()
     app = make_app(tmp_path / "s.sqlite", [org])
@@ -141,7 +141,7 @@ def test_the_intake_keeps_the_submission_order_in_the_block(
     txs = [register_patient_tx(CHAIN_ID, Identity.generate(), org) for _ in range(count)]
     blocks = BlockStore(tmp_path / "blocks.sqlite")
     producer = SoloProducer(
-        app, blocks, block_interval=60, max_block_txs=count, verify_in_thread=verify_in_thread
+        app, blocks, block_interval=60, max_block_txs=count, verify_ahead=verify_ahead
     )
 
     async def scenario() -> list[int]:

@@ -1,0 +1,175 @@
+"""The solo intake's signature verifier process (consensus/solo/verifier.py).
+
+- The worker answers exactly as `verify_signature` (the consensus rule) does, for good,
+  forged and malformed signatures and keys.
+- A killed worker changes no answer: the intake verifies inline from then on.
+- No worker outlives its node: stopped with the node, and gone when the node is killed.
+- One CPU: no worker at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from careledger.chain.auth import SignatureCheck
+from careledger.chain.codes import Code
+from careledger.consensus.solo import verifier as verifier_module
+from careledger.consensus.solo.blockstore import BlockStore
+from careledger.consensus.solo.producer import INTAKE_BATCH, SoloProducer
+from careledger.consensus.solo.verifier import SignatureVerifier
+from careledger.crypto.keys import Identity, verify_signature
+from nodeutil import CHAIN_ID, NodeProcess, free_port, make_app, register_patient_tx
+from test_check_batch import answers, mixed_batch
+
+
+def signature_cases() -> list[SignatureCheck]:
+    signer = Identity.generate()
+    message = b"a transaction body"
+    good = signer.sign(message)
+    key = signer.signing_public
+    return [
+        SignatureCheck(b"", key, good, message),
+        SignatureCheck(b"", key, good, message + b"!"),  # other bytes
+        SignatureCheck(b"", Identity.generate().signing_public, good, message),  # other key
+        SignatureCheck(b"", key, good[:-1] + bytes([good[-1] ^ 1]), message),  # forged
+        SignatureCheck(b"", key[:31], good, message),  # a key of the wrong length
+        SignatureCheck(b"", key, good + b"\0", message),  # a signature of the wrong length
+        SignatureCheck(b"", b"", b"", b""),
+        SignatureCheck(b"", key, signer.sign(b""), b""),  # an empty message, signed
+    ]
+
+
+def test_the_worker_answers_as_verify_signature_does() -> None:
+    checks = signature_cases()
+    expected = [verify_signature(c.public_key, c.signature, c.message) for c in checks]
+    assert expected == [True, False, False, False, False, False, False, True]
+
+    async def scenario() -> tuple[list[bool] | None, list[bool] | None]:
+        verifier = await SignatureVerifier.start()
+        try:
+            first, second = verifier.verify(checks), verifier.verify(checks[::-1])
+            return await first, await second  # answered in the order sent
+        finally:
+            await verifier.close()
+
+    first, second = asyncio.run(scenario())
+    assert first == expected and second == expected[::-1]
+
+
+def run_intake(producer: SoloProducer, txs: list[bytes], before: object = None) -> list[int]:
+    """Submit `txs` at once to a running producer (after `before(producer)`); their codes."""
+
+    async def scenario() -> list[int]:
+        running = asyncio.create_task(producer.run())
+        while producer.verify_ahead and producer.verifier is None:
+            await asyncio.sleep(0.01)
+        if callable(before):
+            await before(producer)
+        admitted = await asyncio.gather(*(producer.admit(raw, wait=False) for raw in txs))
+        running.cancel()
+        await asyncio.wait({running})
+        return [a.checked.check_code for a in admitted]
+
+    return asyncio.run(scenario())
+
+
+def test_a_killed_worker_changes_no_answer(tmp_path: Path) -> None:
+    org = Identity.generate()
+    txs = mixed_batch(org) * 3  # several batches' worth, replays included
+    txs += [register_patient_tx(CHAIN_ID, Identity.generate(), org) for _ in range(INTAKE_BATCH)]
+    expected_app = make_app(tmp_path / "expected.sqlite", [org])
+    expected = [int(r.code) for r in (expected_app.check_tx(raw) for raw in txs)]
+    assert expected.count(Code.OK) > INTAKE_BATCH
+
+    async def kill_the_worker(producer: SoloProducer) -> None:
+        assert producer.verifier is not None
+        os.kill(producer.verifier.pid, signal.SIGKILL)
+
+    app = make_app(tmp_path / "s.sqlite", [org])
+    blocks = BlockStore(tmp_path / "blocks.sqlite")
+    producer = SoloProducer(app, blocks, block_interval=60, verify_ahead=True)
+    try:
+        assert run_intake(producer, txs, before=kill_the_worker) == expected
+    finally:
+        blocks.close()
+
+
+def test_batches_verified_by_the_worker_answer_as_check_tx(tmp_path: Path) -> None:
+    org = Identity.generate()
+    txs = mixed_batch(org) * 30  # 14 transactions each: many batches in flight at once
+    expected_app = make_app(tmp_path / "expected.sqlite", [org])
+    expected = answers([expected_app.check_tx(raw) for raw in txs])
+    app = make_app(tmp_path / "s.sqlite", [org])
+    blocks = BlockStore(tmp_path / "blocks.sqlite")
+    producer = SoloProducer(app, blocks, block_interval=60, verify_ahead=True)
+    checked: list[int] = []
+    original = app.check_batch
+
+    def counting(batch):  # type: ignore[no-untyped-def]
+        checked.append(sum(batch.valid or []))  # signatures the worker found valid
+        return original(batch)
+
+    app.check_batch = counting  # type: ignore[method-assign]
+    try:
+        codes = run_intake(producer, txs)
+    finally:
+        blocks.close()
+    assert codes == [code for code, _ in expected]
+    assert sum(checked) > 0  # the worker did verify them
+
+
+def test_one_cpu_starts_no_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(verifier_module.os, "sched_getaffinity", lambda _: {0})
+    org = Identity.generate()
+    app = make_app(tmp_path / "s.sqlite", [org])
+    blocks = BlockStore(tmp_path / "blocks.sqlite")
+    producer = SoloProducer(app, blocks, block_interval=60)
+    assert producer.verify_ahead is False
+    txs = [register_patient_tx(CHAIN_ID, Identity.generate(), org) for _ in range(20)]
+    try:
+        assert run_intake(producer, txs) == [Code.OK] * 20
+        assert producer.verifier is None
+    finally:
+        blocks.close()
+
+
+def verifier_children(pid: int) -> list[int]:
+    """The node's child processes running the verify worker."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(c) for c in (task / "children").read_text().split()]
+    return [c for c in children if b"verify_worker" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def gone(pid: int, within: float = 20) -> bool:
+    """Whether the process exits (or becomes a zombie nobody waits for) within `within` s."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        except FileNotFoundError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="the worker needs a second CPU")
+@pytest.mark.parametrize("how", ["stop", "kill"])
+def test_no_worker_outlives_its_node(tmp_path: Path, how: str) -> None:
+    node = NodeProcess(tmp_path / "data", free_port())
+    node.start()
+    try:
+        workers = verifier_children(node.pid)
+        assert len(workers) == 1
+        (node.stop if how == "stop" else node.kill)()
+        assert gone(workers[0])
+    finally:
+        node.stop()
