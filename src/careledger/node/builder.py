@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -159,6 +160,14 @@ class Node(Generic[D]):
         self.blob_store.close()
 
 
+# A node keeps tens of thousands of long-lived objects in its caches (decoded transactions,
+# committed state, verified signatures): never garbage, yet every full pass of CPython's
+# cyclic collector walks them all again, and with the default thresholds (700, 10, 10) a
+# busy node ran one every ~3,000 transactions. Larger young generations make full passes
+# rare: 10% less CPU per registration (BENCHMARKS.md, "Issue 7: the last line").
+COLLECTOR_THRESHOLDS = (50_000, 50, 100)
+
+
 @overload
 def build_node(
     root: Path,
@@ -200,6 +209,7 @@ def build_node(
     """
     tls = tls or TlsSettings()
     tls.check(peers)  # before anything is opened
+    gc.set_threshold(*COLLECTOR_THRESHOLDS)  # every node process builds its node here
     data = DataDir(root)
     if not data.exists():
         raise FileNotFoundError(f"{root} has no genesis.json: not a CareLedger data directory")
