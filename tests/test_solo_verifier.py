@@ -173,3 +173,43 @@ def test_no_worker_outlives_its_node(tmp_path: Path, how: str) -> None:
         assert gone(workers[0])
     finally:
         node.stop()
+
+
+def run_intake_bounded(producer: SoloProducer, txs: list[bytes], before: object, within: float):
+    """run_intake, but give up (TimeoutError) when some submission is not answered in time."""
+
+    async def scenario() -> list[int]:
+        running = asyncio.create_task(producer.run())
+        try:
+            while producer.verify_ahead and producer.verifier is None:
+                await asyncio.sleep(0.01)
+            if callable(before):
+                await before(producer)
+            admitting = asyncio.gather(*(producer.admit(raw, wait=False) for raw in txs))
+            admitted = await asyncio.wait_for(admitting, within)
+            return [a.checked.check_code for a in admitted]
+        finally:
+            running.cancel()
+            await asyncio.wait({running})
+
+    return asyncio.run(scenario())
+
+
+def test_a_failed_batch_check_answers_every_submission(tmp_path: Path) -> None:
+    """When checking a batch fails (a local fault), every submission still gets its answer,
+    the batch that failed included: the intake checks them one by one."""
+    org = Identity.generate()
+    txs = [register_patient_tx(CHAIN_ID, Identity.generate(), org) for _ in range(2 * INTAKE_BATCH)]
+    app = make_app(tmp_path / "s.sqlite", [org])
+    blocks = BlockStore(tmp_path / "blocks.sqlite")
+    producer = SoloProducer(app, blocks, block_interval=60, verify_ahead=False)
+
+    def failing(batch):  # type: ignore[no-untyped-def]
+        raise MemoryError("a local fault while checking a batch")
+
+    app.check_batch = failing  # type: ignore[method-assign]
+    try:
+        codes = run_intake_bounded(producer, txs, None, within=20)
+    finally:
+        blocks.close()
+    assert codes == [Code.OK] * len(txs)

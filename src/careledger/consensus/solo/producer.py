@@ -229,8 +229,10 @@ class SoloProducer:
                     if _verify_newest_unsent(ahead):
                         continue  # the worker may have answered meanwhile
                     await head.verdicts  # type: ignore[misc]  # not answered: sent
-                ahead.popleft()
+                # Answered before it leaves `ahead`: if checking it fails, the fallback
+                # below still finds (and answers) its submissions.
                 self._answer_checks(head.intakes, head.settled())
+                ahead.popleft()
                 await asyncio.sleep(0)  # let the API and the block producer in between
         except Exception:  # never leave a submission unanswered: check the rest one by one
             log.exception("the intake's batch check failed; checking one by one")
