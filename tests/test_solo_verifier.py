@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -19,6 +20,7 @@ import pytest
 
 from careledger.chain.auth import SignatureCheck
 from careledger.chain.codes import Code
+from careledger.consensus.solo import producer as producer_module
 from careledger.consensus.solo import verifier as verifier_module
 from careledger.consensus.solo.blockstore import BlockStore
 from careledger.consensus.solo.producer import INTAKE_BATCH, SoloProducer
@@ -175,7 +177,9 @@ def test_no_worker_outlives_its_node(tmp_path: Path, how: str) -> None:
         node.stop()
 
 
-def run_intake_bounded(producer: SoloProducer, txs: list[bytes], before: object, within: float):
+def run_intake_bounded(
+    producer: SoloProducer, txs: list[bytes], before: object, within: float
+) -> list[int]:
     """run_intake, but give up (TimeoutError) when some submission is not answered in time."""
 
     async def scenario() -> list[int]:
@@ -193,6 +197,36 @@ def run_intake_bounded(producer: SoloProducer, txs: list[bytes], before: object,
             await asyncio.wait({running})
 
     return asyncio.run(scenario())
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="the worker needs a second CPU")
+def test_a_hung_worker_does_not_stall_the_intake(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that stops answering (stopped, swapped out, stuck) without dying: the intake
+    gives up on it and verifies inline, rather than waiting for its answer forever."""
+    monkeypatch.setattr(producer_module, "VERDICT_PATIENCE", 0.5)
+    org = Identity.generate()
+    txs = [register_patient_tx(CHAIN_ID, Identity.generate(), org) for _ in range(3 * INTAKE_BATCH)]
+    app = make_app(tmp_path / "s.sqlite", [org])
+    blocks = BlockStore(tmp_path / "blocks.sqlite")
+    producer = SoloProducer(app, blocks, block_interval=60, verify_ahead=True)
+    stopped: list[int] = []
+
+    async def stop_the_worker(producer: SoloProducer) -> None:
+        assert producer.verifier is not None
+        stopped.append(producer.verifier.pid)
+        os.kill(producer.verifier.pid, signal.SIGSTOP)
+
+    try:
+        codes = run_intake_bounded(producer, txs, stop_the_worker, within=20)
+        assert codes == [Code.OK] * len(txs)
+    finally:
+        for pid in stopped:  # a stopped worker the node failed to stop: let it go
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        blocks.close()
+    assert gone(stopped[0])  # the worker given up on is not left behind either
 
 
 def test_a_failed_batch_check_answers_every_submission(tmp_path: Path) -> None:

@@ -69,6 +69,11 @@ WORKER_DEPTH = 8
 # Turns of the event loop a batch's check gives the worker's answer to arrive (a pipe's data
 # reaches the waiting future in about three) before the loop verifies a later batch itself.
 ANSWER_TURNS = 3
+# Seconds the loop waits for the worker's answer to the oldest batch, once it has nothing
+# left to verify itself, before it gives the worker up (verifier.py `give_up`): a batch of
+# 256 registrations takes the worker about 30 ms, eight of them well under a second even on
+# a busy machine; a worker that has not answered in this long is stopped or stuck.
+VERDICT_PATIENCE = 10.0
 
 
 @dataclass
@@ -228,7 +233,7 @@ class SoloProducer:
                 if not await _answered(head):
                     if _verify_newest_unsent(ahead):
                         continue  # the worker may have answered meanwhile
-                    await head.verdicts  # type: ignore[misc]  # not answered: sent
+                    await self._await_worker(head)
                 # Answered before it leaves `ahead`: if checking it fails, the fallback
                 # below still finds (and answers) its submissions.
                 self._answer_checks(head.intakes, head.settled())
@@ -240,6 +245,16 @@ class SoloProducer:
                 if not intake.answer.done():
                     self._admit_checked(intake, self.app.check_tx(intake.raw))
             self._intake.clear()
+
+    async def _await_worker(self, head: _Ahead) -> None:
+        """Wait for the worker's answer to the oldest batch, for VERDICT_PATIENCE at most: a
+        worker that stops answering without dying (stopped, swapped out, stuck) is given up
+        (killed; every batch it has not answered is verified inline), never waited for
+        forever while every submission waits behind it."""
+        assert head.verdicts is not None  # not answered: sent
+        done, _ = await asyncio.wait([head.verdicts], timeout=VERDICT_PATIENCE)
+        if not done and self.verifier is not None:
+            self.verifier.give_up(f"no answer in {VERDICT_PATIENCE:g} s")
 
     def _take_ahead(self, ahead: deque[_Ahead], verifier: SignatureVerifier | None) -> None:
         """Decode and read ahead what the intake holds, up to VERIFY_AHEAD batches, and keep

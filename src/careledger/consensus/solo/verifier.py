@@ -114,6 +114,13 @@ class SignatureVerifier:
         except (asyncio.IncompleteReadError, OSError, ValueError) as error:
             self._died(f"it stopped answering ({type(error).__name__})")
 
+    def give_up(self, why: str) -> None:
+        """Stop using a worker that is alive but does not answer: every batch it has not
+        answered, and every later one, is verified inline; the process is killed (close
+        still reaps it)."""
+        self._died(why)
+        self._kill()
+
     def _died(self, why: str | None) -> None:
         if self._alive and why is not None:
             log.error(
