@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from careledger.chain.app import Application
 from careledger.chain.genesis import Genesis
@@ -29,6 +30,7 @@ from careledger.chain.modules.identity.vouchers import sign_voucher
 from careledger.chain.store import StateStore
 from careledger.chain.tx import Tx
 from careledger.consensus.cometbft import messages as m
+from careledger.consensus.cometbft import server as server_module
 from careledger.consensus.cometbft.codec import (
     CHECK_TX_OK_RESPONSE,
     FrameReader,
@@ -435,3 +437,72 @@ def test_while_a_block_executes_the_server_reads_every_connection_and_checks_not
     assert handler.calls.count("check") == count
     assert encode_response(block_answers[0]) == expected_block
     assert len(pool_answers) == count + 1
+
+
+class _GatedBlockHandler(_HeldBlockHandler):
+    """Each FinalizeBlock waits for a release of its own (a semaphore, one per block)."""
+
+    def __init__(self, handler: AbciHandler) -> None:
+        super().__init__(handler)
+        self.gate = threading.Semaphore(0)
+        self.started = threading.Semaphore(0)
+        self.server: AbciServer | None = None
+
+    def _finalize_block_bytes(self, req: m.RequestFinalizeBlock) -> bytes:
+        self.calls.append("block starts")
+        self.started.release()
+        assert self.gate.acquire(timeout=60)
+        answer = AbciHandler._finalize_block_bytes(self, req)
+        self.calls.append("block ends")
+        return answer
+
+    def check_tx_responses(self, txs: Sequence[bytes], kind: int) -> list[bytes]:
+        # What the application must never see: a check while the server has a block out.
+        if self.server is not None and self.server._block is not None:
+            self.calls.append("check during a block")
+        return super().check_tx_responses(txs, kind)
+
+
+def test_a_connection_woken_by_a_block_waits_for_the_next_block_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection that waited for one FinalizeBlock waits again when, by the time it runs,
+    the consensus connection has started the next one (pipelined behind the first, and no
+    fair slice between them): the application never sees a CheckTx while a block runs."""
+    monkeypatch.setattr(server_module, "FAIR_SLICE_SECONDS", 3600.0)
+    org = Identity.generate()
+    handler = _GatedBlockHandler(_handler(org, tmp_path / "state.sqlite"))
+    first = encode_request(m.RequestFinalizeBlock(txs=[_registration(org)], height=1))
+    second = encode_request(m.RequestFinalizeBlock(txs=[], height=1))
+    check = encode_request(m.RequestCheckTx(tx=_registration(org)))
+    server = AbciServer(handler)
+    handler.server = server
+    loop = asyncio.new_event_loop()
+    serving = threading.Thread(target=loop.run_forever, daemon=True)
+    serving.start()
+    directory = tempfile.mkdtemp(prefix="abci", dir="/tmp")
+    path = f"{directory}/app.sock"
+    flush = frame(encode_request(m.RequestFlush()))
+    try:
+        asyncio.run_coroutine_threadsafe(server.start(f"unix://{path}"), loop).result(30)
+        with socket.socket(socket.AF_UNIX) as consensus, socket.socket(socket.AF_UNIX) as pool:
+            consensus.connect(path)
+            pool.connect(path)
+            consensus.sendall(frame(first) + frame(second) + flush)
+            assert handler.started.acquire(timeout=30)  # the first block runs
+            pool.sendall(frame(check) + flush)
+            time.sleep(0.3)  # the pool connection now waits for the first block
+            handler.gate.release()  # the first block ends
+            assert handler.started.acquire(timeout=30)  # the second block runs
+            handler.gate.release()
+            _read_answers(consensus, 3)
+            _read_answers(pool, 2)
+    finally:
+        for _ in range(2):
+            handler.gate.release()
+        asyncio.run_coroutine_threadsafe(server.close(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        serving.join(30)
+        shutil.rmtree(directory, ignore_errors=True)
+    assert "check during a block" not in handler.calls
+    assert handler.calls.count("block ends") == 2 and handler.calls[-1] == "check"

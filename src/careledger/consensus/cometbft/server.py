@@ -439,7 +439,9 @@ class AbciServer:
                     if self.halted:
                         return  # another connection's block failed meanwhile
                     slice_end = time.monotonic() + FAIR_SLICE_SECONDS
-                if self._block is not None:  # another connection's FinalizeBlock runs
+                # Another connection's FinalizeBlock runs. Again after each wait: by the time
+                # this connection runs, the consensus connection may have started the next.
+                while self._block is not None:
                     await asyncio.wait([self._block])
                 if bodies[first][:2] == _FINALIZE_BLOCK_REQUEST:
                     answers, flush = [await self._finalize_block_off_loop(bodies[first])], False
