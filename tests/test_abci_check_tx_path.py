@@ -439,6 +439,14 @@ def test_while_a_block_executes_the_server_reads_every_connection_and_checks_not
     assert len(pool_answers) == count + 1
 
 
+def _connections_gone(server: AbciServer, within: float = 30) -> None:
+    """Wait (bounded) until the server's connection tasks have seen their sockets close, so
+    that none is left pending when the test stops the loop."""
+    deadline = time.monotonic() + within
+    while server.connections and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 class _GatedBlockHandler(_HeldBlockHandler):
     """Each FinalizeBlock waits for a release of its own (a semaphore, one per block)."""
 
@@ -497,6 +505,7 @@ def test_a_connection_woken_by_a_block_waits_for_the_next_block_too(
             handler.gate.release()
             _read_answers(consensus, 3)
             _read_answers(pool, 2)
+        _connections_gone(server)
     finally:
         for _ in range(2):
             handler.gate.release()
@@ -506,3 +515,36 @@ def test_a_connection_woken_by_a_block_waits_for_the_next_block_too(
         shutil.rmtree(directory, ignore_errors=True)
     assert "check during a block" not in handler.calls
     assert handler.calls.count("block ends") == 2 and handler.calls[-1] == "check"
+
+
+def test_closing_the_server_waits_for_a_block_under_way(tmp_path: Path) -> None:
+    """The node closes its state store once the ABCI server is closed: a FinalizeBlock still
+    running in the block thread must be over by then, not reading a closed store."""
+    org = Identity.generate()
+    handler = _GatedBlockHandler(_handler(org, tmp_path / "state.sqlite"))
+    block = encode_request(m.RequestFinalizeBlock(txs=[_registration(org)], height=1))
+    server = AbciServer(handler)
+    loop = asyncio.new_event_loop()
+    serving = threading.Thread(target=loop.run_forever, daemon=True)
+    serving.start()
+    directory = tempfile.mkdtemp(prefix="abci", dir="/tmp")
+    path = f"{directory}/app.sock"
+    try:
+        asyncio.run_coroutine_threadsafe(server.start(f"unix://{path}"), loop).result(30)
+        with socket.socket(socket.AF_UNIX) as consensus:
+            consensus.connect(path)
+            consensus.sendall(frame(block))
+            assert handler.started.acquire(timeout=30)
+            closing = asyncio.run_coroutine_threadsafe(server.close(), loop)
+            time.sleep(0.3)
+            closed_during_block = closing.done()
+            handler.gate.release()
+            closing.result(30)
+            assert handler.calls[-1] == "block ends"
+        _connections_gone(server)
+    finally:
+        handler.gate.release()
+        loop.call_soon_threadsafe(loop.stop)
+        serving.join(30)
+        shutil.rmtree(directory, ignore_errors=True)
+    assert not closed_during_block

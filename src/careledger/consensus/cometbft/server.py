@@ -362,7 +362,9 @@ class AbciServer:
                 await self._server.wait_closed()
         if self._socket is not None:
             self._socket.unlink(missing_ok=True)  # Python 3.11 leaves the file behind
-        self._block_thread.shutdown(wait=False)
+        # A FinalizeBlock still running (its connection gone or cancelled) ends before the
+        # node goes on to close the state store under it.
+        await asyncio.to_thread(self._block_thread.shutdown, True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.handler.halted is not None:
@@ -475,11 +477,16 @@ class AbciServer:
         if request is None:
             return encode_response(m.ResponseException("undecodable request"))
         loop = asyncio.get_running_loop()
-        self._block = loop.run_in_executor(self._block_thread, self.handler.respond, request)
-        try:
-            await asyncio.wait([self._block])
-            return self._block.result()
-        finally:
+        block = loop.run_in_executor(self._block_thread, self.handler.respond, request)
+        self._block = block
+        # Cleared when the block is over, not when this wait ends: cancelled (the server
+        # closing), the thread still runs the block, and nothing may reach the app meanwhile.
+        block.add_done_callback(self._block_over)
+        await asyncio.wait([block])
+        return block.result()
+
+    def _block_over(self, block: asyncio.Future[bytes]) -> None:
+        if self._block is block:
             self._block = None
 
     def _respond_from(self, bodies: list[bytes], first: int) -> tuple[int, list[bytes], bool]:
