@@ -64,6 +64,36 @@ def test_the_worker_answers_as_verify_signature_does() -> None:
     assert first == expected and second == expected[::-1]
 
 
+def test_a_careledger_folder_in_the_working_directory_does_not_verify(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`python -m` puts the working directory first on the path: a planted careledger/ there
+    (answering "valid" to everything) must not become the code that verifies signatures."""
+    worker = tmp_path / "careledger" / "consensus" / "solo"
+    worker.mkdir(parents=True)
+    for folder in (tmp_path / "careledger", worker.parent, worker):
+        (folder / "__init__.py").write_text("")
+    (worker / "verify_worker.py").write_text(
+        "import struct, sys\n"
+        "while len(h := sys.stdin.buffer.read(4)) == 4:\n"
+        "    body = sys.stdin.buffer.read(struct.unpack('>I', h)[0])\n"
+        "    n = struct.unpack('>I', body[:4])[0]\n"
+        "    sys.stdout.buffer.write(struct.pack('>I', n) + bytes([1]) * n)\n"
+        "    sys.stdout.buffer.flush()\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    checks = signature_cases()
+
+    async def scenario() -> list[bool] | None:
+        verifier = await SignatureVerifier.start()
+        try:
+            return await verifier.verify(checks)
+        finally:
+            await verifier.close()
+
+    assert asyncio.run(scenario()) == [True, False, False, False, False, False, False, True]
+
+
 def run_intake(producer: SoloProducer, txs: list[bytes], before: object = None) -> list[int]:
     """Submit `txs` at once to a running producer (after `before(producer)`); their codes."""
 

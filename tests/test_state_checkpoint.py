@@ -20,8 +20,8 @@ def rows_in_the_database_file_alone(path: Path, scratch: Path) -> int:
     db = sqlite3.connect(alone)
     try:
         return int(db.execute("SELECT COUNT(*) FROM state").fetchone()[0])
-    except sqlite3.OperationalError:  # not even the table's creation checkpointed yet
-        return 0
+    except sqlite3.DatabaseError:  # not even the table checkpointed yet, or a copy taken
+        return 0  # while the checkpointer was writing pages (torn): ask again
     finally:
         db.close()
 

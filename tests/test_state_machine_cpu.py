@@ -1,4 +1,4 @@
-"""The state machine's cheaper paths per registration (session 14, the statemachine stream)
+"""The state machine's cheaper paths per registration (session 9, the statemachine stream)
 compute exactly what the plain ones did.
 
 - A voucher's statement (bytes, digest, signature cache entry) is computed once per decoded
@@ -127,7 +127,7 @@ def test_verify_statement_caches_and_forgets_as_verify_detached_does() -> None:
 
 
 def _changes_hash_by_definition(changes: dict[bytes, bytes | None]) -> bytes:
-    """docs/chain.md's definition, one update per piece (the code before session 14)."""
+    """docs/chain.md's definition, one update per piece (the code before session 9)."""
     h = hashlib.sha256()
     for key in sorted(changes):
         value = changes[key]

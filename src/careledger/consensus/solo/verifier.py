@@ -63,6 +63,7 @@ class SignatureVerifier:
         env = {**os.environ, "PYTHONPATH": source + (os.pathsep + path if path else "")}
         process = await asyncio.create_subprocess_exec(
             sys.executable,
+            "-P",  # not the working directory first: a careledger/ there would verify instead
             "-m",
             "careledger.consensus.solo.verify_worker",
             stdin=asyncio.subprocess.PIPE,
