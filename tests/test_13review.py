@@ -257,3 +257,23 @@ def test_nothing_decoded_under_the_old_rules_outlives_the_switch(tmp_path: Path)
     assert app.rules_version == NEXT
     assert app._decoded.get(late) is None  # decoded again, under the new rules
     assert app.check_tx(late, recheck=True).ok
+
+
+def test_a_batch_decoded_before_the_switch_is_decoded_again_after_it(tmp_path: Path) -> None:
+    """The solo intake reads batches ahead, across blocks: a batch prepared under the old
+    rules and checked after the block that switched them must not put its old decodings back
+    into the cache (the next block would execute them)."""
+    chain = UpgradeChain(tmp_path)
+    chain.restart(NEW_SOFTWARE)
+    plan = chain.schedule()
+    chain.until(plan["height"] - 1)
+    app = chain.app
+    late = register_patient_tx(CHAIN_ID, Identity.generate(), chain.members[0])
+    batch = app.prepare_batch([late])  # read ahead, under the old rules
+    old_decoding = batch.decoded[0]
+    app.finalize_block(BlockContext(plan["height"], BLOCK_TIME_NS + plan["height"]), [])
+    app.commit()
+    assert app.rules_version == NEXT
+    assert [r.ok for r in app.check_batch(batch)] == [True]
+    kept = app._decoded.get(late)
+    assert kept is not None and kept is not old_decoding  # decoded again, under the new rules

@@ -201,7 +201,10 @@ class Application:
         """check_tx's first half for a batch: decode each transaction and list the signatures
         it needs against the mempool view as it is now, to verify ahead (`PreparedBatch.verify`,
         in another thread). Never raises; nothing is admitted or cached yet."""
-        batch = PreparedBatch(list(raws), [self._decode_or_failure(raw) for raw in raws], [])
+        generation = self._decoded.generation
+        batch = PreparedBatch(
+            list(raws), [self._decode_or_failure(raw) for raw in raws], [], generation=generation
+        )
         decoded = [d for d in batch.decoded if isinstance(d, Decoded)]
         try:
             self.store.prefetch(
@@ -228,6 +231,10 @@ class Application:
         (a miss verifies in full), so the results are check_tx's whatever was verified."""
         if batch.valid is not None:
             self._signatures.add_verified(batch.checks, batch.valid)
+        if batch.generation != self._decoded.generation:
+            # Decoded before the rules switched (a batch read ahead across the block that
+            # switched them): decode again under the new rules, as check_tx would.
+            return [self.check_tx(raw) for raw in batch.raws]
         results = []
         for raw, decoded in zip(batch.raws, batch.decoded, strict=True):
             if decoded is None:

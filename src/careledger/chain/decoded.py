@@ -47,6 +47,7 @@ class DecodeCache:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.bytes = 0
+        self.generation = 0
 
     def __len__(self) -> int:
         return len(self._by_raw)
@@ -72,8 +73,11 @@ class DecodeCache:
         return found
 
     def clear(self) -> None:
+        """Forget every decoding (the rules switched); `generation` counts the clears, so
+        that a decoding made before one (a prepared batch) is not kept after it."""
         self._by_raw.clear()
         self.bytes = 0
+        self.generation += 1
 
     def _cost(self, raw: bytes) -> int:
         return 4 * len(raw) + self.ENTRY_OVERHEAD
@@ -93,6 +97,7 @@ class PreparedBatch:
     decoded: list[Decoded | TxFailure | None]
     checks: list[SignatureCheck]
     valid: list[bool] | None = None
+    generation: int = 0  # the decode cache's generation when decoded (DecodeCache.clear)
 
     def verify(self) -> None:
         """Verify the batch's signatures: pure, safe in any thread."""
