@@ -11,13 +11,14 @@ read what the generic decoder reads or step aside (None), for every mutant of re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import shutil
 import socket
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +199,29 @@ def _read_answers(sock: socket.socket, count: int) -> list[Any]:
     return answers
 
 
+@contextlib.contextmanager
+def _served(
+    server: AbciServer, *, close: bool = True
+) -> Iterator[tuple[str, asyncio.AbstractEventLoop]]:
+    """The server listening on a fresh unix socket, its event loop in a thread of its own:
+    (socket path, loop). On exit the server is closed (unless the test closes it itself) and
+    the loop stopped."""
+    loop = asyncio.new_event_loop()
+    serving = threading.Thread(target=loop.run_forever, daemon=True)
+    serving.start()
+    directory = tempfile.mkdtemp(prefix="abci", dir="/tmp")  # a unix socket path is short
+    path = f"{directory}/app.sock"
+    try:
+        asyncio.run_coroutine_threadsafe(server.start(f"unix://{path}"), loop).result(30)
+        yield path, loop
+    finally:
+        if close:
+            asyncio.run_coroutine_threadsafe(server.close(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        serving.join(30)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def test_a_flood_of_check_tx_does_not_hold_up_another_connection(tmp_path: Path) -> None:
     """CometBFT floods the mempool connection under load; the consensus connection's
     requests (here Info) used to wait until the server had answered every CheckTx it had
@@ -208,28 +232,20 @@ def test_a_flood_of_check_tx_does_not_hold_up_another_connection(tmp_path: Path)
     txs = [_registration(org) for _ in range(100)]  # ~100 x 0.3 ms of checking, far above a slice
     flood = b"".join(frame(encode_request(m.RequestCheckTx(tx=tx))) for tx in txs)
     server = AbciServer(handler)
-    loop = asyncio.new_event_loop()
-    serving = threading.Thread(target=loop.run_forever, daemon=True)
-    serving.start()
-    directory = tempfile.mkdtemp(prefix="abci", dir="/tmp")  # a unix socket path is short
-    path = f"{directory}/app.sock"
-    try:
-        asyncio.run_coroutine_threadsafe(server.start(f"unix://{path}"), loop).result(30)
-        with socket.socket(socket.AF_UNIX) as mempool, socket.socket(socket.AF_UNIX) as consensus:
-            mempool.connect(path)
-            consensus.connect(path)
-            mempool.sendall(flood + frame(encode_request(m.RequestFlush())))
-            assert handler.checking.wait(30)  # the server is inside the flood
-            consensus.sendall(
-                frame(encode_request(m.RequestInfo())) + frame(encode_request(m.RequestFlush()))
-            )
-            info = _read_answers(consensus, 2)
-            checked = _read_answers(mempool, len(txs) + 1)
-    finally:
-        asyncio.run_coroutine_threadsafe(server.close(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        serving.join(30)
-        shutil.rmtree(directory, ignore_errors=True)
+    with (
+        _served(server) as (path, _),
+        socket.socket(socket.AF_UNIX) as mempool,
+        socket.socket(socket.AF_UNIX) as consensus,
+    ):
+        mempool.connect(path)
+        consensus.connect(path)
+        mempool.sendall(flood + frame(encode_request(m.RequestFlush())))
+        assert handler.checking.wait(30)  # the server is inside the flood
+        consensus.sendall(
+            frame(encode_request(m.RequestInfo())) + frame(encode_request(m.RequestFlush()))
+        )
+        info = _read_answers(consensus, 2)
+        checked = _read_answers(mempool, len(txs) + 1)
     assert isinstance(info[0], m.ResponseInfo)
     assert [type(a) for a in checked] == [m.ResponseCheckTx] * len(txs) + [m.ResponseFlush]
     assert all(a.code == 0 for a in checked[:-1])  # every registration admitted, in order
@@ -291,22 +307,10 @@ def test_a_pipelined_run_of_check_tx_is_checked_as_a_batch_with_one_by_one_answe
     expected = [encode_response(one_by_one.handle(decode_request(b))) for b in bodies]
     handler = _BatchRecordingHandler(_handler(org, tmp_path / "batch.sqlite"))
     server = AbciServer(handler)
-    loop = asyncio.new_event_loop()
-    serving = threading.Thread(target=loop.run_forever, daemon=True)
-    serving.start()
-    directory = tempfile.mkdtemp(prefix="abci", dir="/tmp")
-    path = f"{directory}/app.sock"
-    try:
-        asyncio.run_coroutine_threadsafe(server.start(f"unix://{path}"), loop).result(30)
-        with socket.socket(socket.AF_UNIX) as mempool:
-            mempool.connect(path)
-            mempool.sendall(b"".join(frame(b) for b in bodies))  # all waiting at once
-            answers = _read_answers(mempool, len(bodies))
-    finally:
-        asyncio.run_coroutine_threadsafe(server.close(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        serving.join(30)
-        shutil.rmtree(directory, ignore_errors=True)
+    with _served(server) as (path, _), socket.socket(socket.AF_UNIX) as mempool:
+        mempool.connect(path)
+        mempool.sendall(b"".join(frame(b) for b in bodies))  # all waiting at once
+        answers = _read_answers(mempool, len(bodies))
     assert [encode_response(a) for a in answers] == expected
     refused = {a for a in expected if a != CHECK_TX_OK_RESPONSE}
     assert len(refused) >= 6  # replay, voucher reused, forged, wrong chain, garbage, kvstore
@@ -342,24 +346,12 @@ def test_the_server_reads_ahead_so_that_cometbfts_writes_do_not_block(tmp_path: 
     flood = frame(garbage) * (4_000_000 // len(frame(garbage)))
     count = flood.count(frame(garbage))
     server = AbciServer(handler)
-    loop = asyncio.new_event_loop()
-    serving = threading.Thread(target=loop.run_forever, daemon=True)
-    serving.start()
-    directory = tempfile.mkdtemp(prefix="abci", dir="/tmp")
-    path = f"{directory}/app.sock"
-    try:
-        asyncio.run_coroutine_threadsafe(server.start(f"unix://{path}"), loop).result(30)
-        with socket.socket(socket.AF_UNIX) as mempool:
-            mempool.connect(path)
-            mempool.sendall(flood)  # returns once the server has taken every byte
-            answered_when_sent = handler.answered
-            mempool.sendall(frame(encode_request(m.RequestFlush())))
-            answers = _read_answers(mempool, count + 1)
-    finally:
-        asyncio.run_coroutine_threadsafe(server.close(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        serving.join(30)
-        shutil.rmtree(directory, ignore_errors=True)
+    with _served(server) as (path, _), socket.socket(socket.AF_UNIX) as mempool:
+        mempool.connect(path)
+        mempool.sendall(flood)  # returns once the server has taken every byte
+        answered_when_sent = handler.answered
+        mempool.sendall(frame(encode_request(m.RequestFlush())))
+        answers = _read_answers(mempool, count + 1)
     assert answered_when_sent < count // 4
     assert len(answers) == count + 1 and all(a.code != 0 for a in answers[:-1])
 
@@ -407,31 +399,22 @@ def test_while_a_block_executes_the_server_reads_every_connection_and_checks_not
     flood = frame(garbage) * (4_000_000 // len(frame(garbage)))
     count = flood.count(frame(garbage))
     server = AbciServer(handler)
-    loop = asyncio.new_event_loop()
-    serving = threading.Thread(target=loop.run_forever, daemon=True)
-    serving.start()
-    directory = tempfile.mkdtemp(prefix="abci", dir="/tmp")
-    path = f"{directory}/app.sock"
     flush = frame(encode_request(m.RequestFlush()))
-    try:
-        asyncio.run_coroutine_threadsafe(server.start(f"unix://{path}"), loop).result(30)
-        with socket.socket(socket.AF_UNIX) as consensus, socket.socket(socket.AF_UNIX) as pool:
-            consensus.connect(path)
-            pool.connect(path)
-            pool.settimeout(30)  # were the loop stuck in the block, sendall would time out
-            consensus.sendall(frame(block) + flush)
-            assert handler.in_block.wait(30)
-            pool.sendall(flood + flush)  # all taken off the socket while the block is held
-            checked_during_block = handler.calls.count("check")
+    with _served(server) as (path, _):
+        try:
+            with socket.socket(socket.AF_UNIX) as consensus, socket.socket(socket.AF_UNIX) as pool:
+                consensus.connect(path)
+                pool.connect(path)
+                pool.settimeout(30)  # were the loop stuck in the block, sendall would time out
+                consensus.sendall(frame(block) + flush)
+                assert handler.in_block.wait(30)
+                pool.sendall(flood + flush)  # all taken off the socket while the block is held
+                checked_during_block = handler.calls.count("check")
+                handler.release.set()
+                block_answers = _read_answers(consensus, 2)
+                pool_answers = _read_answers(pool, count + 1)
+        finally:
             handler.release.set()
-            block_answers = _read_answers(consensus, 2)
-            pool_answers = _read_answers(pool, count + 1)
-    finally:
-        handler.release.set()
-        asyncio.run_coroutine_threadsafe(server.close(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        serving.join(30)
-        shutil.rmtree(directory, ignore_errors=True)
     assert checked_during_block == 0
     assert handler.calls.index("block ends") == 1  # every check came after the block
     assert handler.calls.count("check") == count
@@ -485,34 +468,25 @@ def test_a_connection_woken_by_a_block_waits_for_the_next_block_too(
     check = encode_request(m.RequestCheckTx(tx=_registration(org)))
     server = AbciServer(handler)
     handler.server = server
-    loop = asyncio.new_event_loop()
-    serving = threading.Thread(target=loop.run_forever, daemon=True)
-    serving.start()
-    directory = tempfile.mkdtemp(prefix="abci", dir="/tmp")
-    path = f"{directory}/app.sock"
     flush = frame(encode_request(m.RequestFlush()))
-    try:
-        asyncio.run_coroutine_threadsafe(server.start(f"unix://{path}"), loop).result(30)
-        with socket.socket(socket.AF_UNIX) as consensus, socket.socket(socket.AF_UNIX) as pool:
-            consensus.connect(path)
-            pool.connect(path)
-            consensus.sendall(frame(first) + frame(second) + flush)
-            assert handler.started.acquire(timeout=30)  # the first block runs
-            pool.sendall(frame(check) + flush)
-            time.sleep(0.3)  # the pool connection now waits for the first block
-            handler.gate.release()  # the first block ends
-            assert handler.started.acquire(timeout=30)  # the second block runs
-            handler.gate.release()
-            _read_answers(consensus, 3)
-            _read_answers(pool, 2)
-        _connections_gone(server)
-    finally:
-        for _ in range(2):
-            handler.gate.release()
-        asyncio.run_coroutine_threadsafe(server.close(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        serving.join(30)
-        shutil.rmtree(directory, ignore_errors=True)
+    with _served(server) as (path, _):
+        try:
+            with socket.socket(socket.AF_UNIX) as consensus, socket.socket(socket.AF_UNIX) as pool:
+                consensus.connect(path)
+                pool.connect(path)
+                consensus.sendall(frame(first) + frame(second) + flush)
+                assert handler.started.acquire(timeout=30)  # the first block runs
+                pool.sendall(frame(check) + flush)
+                time.sleep(0.3)  # the pool connection now waits for the first block
+                handler.gate.release()  # the first block ends
+                assert handler.started.acquire(timeout=30)  # the second block runs
+                handler.gate.release()
+                _read_answers(consensus, 3)
+                _read_answers(pool, 2)
+            _connections_gone(server)
+        finally:
+            for _ in range(2):
+                handler.gate.release()
     assert "check during a block" not in handler.calls
     assert handler.calls.count("block ends") == 2 and handler.calls[-1] == "check"
 
@@ -524,27 +498,19 @@ def test_closing_the_server_waits_for_a_block_under_way(tmp_path: Path) -> None:
     handler = _GatedBlockHandler(_handler(org, tmp_path / "state.sqlite"))
     block = encode_request(m.RequestFinalizeBlock(txs=[_registration(org)], height=1))
     server = AbciServer(handler)
-    loop = asyncio.new_event_loop()
-    serving = threading.Thread(target=loop.run_forever, daemon=True)
-    serving.start()
-    directory = tempfile.mkdtemp(prefix="abci", dir="/tmp")
-    path = f"{directory}/app.sock"
-    try:
-        asyncio.run_coroutine_threadsafe(server.start(f"unix://{path}"), loop).result(30)
-        with socket.socket(socket.AF_UNIX) as consensus:
-            consensus.connect(path)
-            consensus.sendall(frame(block))
-            assert handler.started.acquire(timeout=30)
-            closing = asyncio.run_coroutine_threadsafe(server.close(), loop)
-            time.sleep(0.3)
-            closed_during_block = closing.done()
+    with _served(server, close=False) as (path, loop):
+        try:
+            with socket.socket(socket.AF_UNIX) as consensus:
+                consensus.connect(path)
+                consensus.sendall(frame(block))
+                assert handler.started.acquire(timeout=30)
+                closing = asyncio.run_coroutine_threadsafe(server.close(), loop)
+                time.sleep(0.3)
+                closed_during_block = closing.done()
+                handler.gate.release()
+                closing.result(30)
+                assert handler.calls[-1] == "block ends"
+            _connections_gone(server)
+        finally:
             handler.gate.release()
-            closing.result(30)
-            assert handler.calls[-1] == "block ends"
-        _connections_gone(server)
-    finally:
-        handler.gate.release()
-        loop.call_soon_threadsafe(loop.stop)
-        serving.join(30)
-        shutil.rmtree(directory, ignore_errors=True)
     assert not closed_during_block
