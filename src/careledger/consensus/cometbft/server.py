@@ -471,7 +471,9 @@ class AbciServer:
         waits for `_block` before its next request). A block of thousands of transactions
         takes a few hundred milliseconds; on the loop, the mempool connection's socket filled
         behind it and CometBFT's client spun (see READ_AHEAD_BYTES). The application still
-        sees one call at a time, in the order the loop takes them."""
+        sees one ABCI call at a time, in the order the loop takes them. (The driver's own
+        `info()` reads for the node's status may run meanwhile: they read only what the last
+        commit wrote, which a block in progress does not change.)"""
         self._record("request", body)
         request = self._decode(body)
         if request is None:
