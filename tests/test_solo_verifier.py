@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import signal
 import time
@@ -62,6 +63,35 @@ def test_the_worker_answers_as_verify_signature_does() -> None:
 
     first, second = asyncio.run(scenario())
     assert first == expected and second == expected[::-1]
+
+
+def test_requests_reach_the_worker_while_the_loop_is_busy() -> None:
+    """Batches sent before the event loop makes a block must all be in the kernel's pipe (the
+    loop writes nothing while it makes a block): with a pipe's default 64 KiB, all but the
+    first third of one batch waited in the loop's write buffer and the worker sat idle."""
+    signer = Identity.generate()
+    message = bytes(480)  # about a registration's two signed statements, per check
+    check = SignatureCheck(b"", signer.signing_public, signer.sign(message), message)
+    batches = [[check] * INTAKE_BATCH for _ in range(4)]  # about 600 KB of requests
+
+    async def scenario() -> tuple[int, int, list[list[bool] | None]]:
+        verifier = await SignatureVerifier.start()
+        try:
+            stdin = verifier._process.stdin
+            assert stdin is not None
+            answers = [verifier.verify(batch) for batch in batches]
+            # No await since the writes: nothing has left the loop but what the pipe took.
+            unsent = stdin.transport.get_write_buffer_size()
+            pipe = stdin.get_extra_info("pipe")
+            size = fcntl.fcntl(pipe.fileno(), fcntl.F_GETPIPE_SZ)
+            return unsent, size, [await a for a in answers]
+        finally:
+            await verifier.close()
+
+    unsent, size, verdicts = asyncio.run(scenario())
+    assert size == verifier_module.REQUESTS_PIPE_BYTES
+    assert unsent == 0
+    assert verdicts == [[True] * INTAKE_BATCH] * 4
 
 
 def test_a_careledger_folder_in_the_working_directory_does_not_verify(

@@ -260,6 +260,8 @@ class SoloProducer:
         """Decode and read ahead what the intake holds, up to VERIFY_AHEAD batches, and keep
         WORKER_DEPTH of them with the verifier. A small batch with nothing ahead of it is
         checked at once, inline."""
+        if verifier is not None:
+            self._feed_worker(ahead, verifier)
         while len(ahead) < (VERIFY_AHEAD if verifier else 1) and self._intake:
             batch = self._take_intake()
             if not ahead and len(batch) <= INLINE_BATCH:
@@ -268,8 +270,12 @@ class SoloProducer:
                 continue
             raws = [i.raw for i in batch]
             ahead.append(_Ahead(batch, self.app.prepare_batch(raws, signatures=bool(verifier))))
-        if verifier is None:
-            return
+            if verifier is not None:  # at once: the worker starts while the loop decodes on
+                self._feed_worker(ahead, verifier)
+
+    @staticmethod
+    def _feed_worker(ahead: deque[_Ahead], verifier: SignatureVerifier) -> None:
+        """Send the oldest batches not yet verified to the worker, WORKER_DEPTH with it at most."""
         with_worker = sum(1 for a in ahead if a.verdicts is not None and not a.verdicts.done())
         for waiting in ahead:
             if with_worker >= WORKER_DEPTH:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import struct
@@ -34,8 +35,27 @@ from careledger.consensus.solo.verify_worker import encode_request
 log = logging.getLogger(__name__)
 
 _U32 = struct.Struct(">I")
+# The worker's requests wait in its stdin pipe while the event loop makes a block, and the
+# loop writes nothing more until the block is done: a pipe's default 64 KiB holds a third of
+# one batch (about 200 KB for 256 registrations), so the worker sat idle for most of every
+# block and the loop then waited for it (20,000 registrations in process: 5.2-5.6 s -> 3.4-3.7
+# s). 1 MiB, Linux's default /proc/sys/fs/pipe-max-size, holds about five batches.
+REQUESTS_PIPE_BYTES = 1 << 20
 # How long a closing verifier waits for its worker to exit on its own before killing it.
 _EXIT_GRACE = 5.0
+
+
+def _widen_requests_pipe(process: asyncio.subprocess.Process) -> None:
+    """Give the worker's stdin pipe REQUESTS_PIPE_BYTES (Linux; elsewhere, or if refused, the
+    default stays: slower, the same answers)."""
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    pipe = process.stdin.get_extra_info("pipe") if process.stdin is not None else None
+    if set_size is None or pipe is None:
+        return
+    try:
+        fcntl.fcntl(pipe.fileno(), set_size, REQUESTS_PIPE_BYTES)
+    except OSError as error:  # above /proc/sys/fs/pipe-max-size, or the pipe is gone
+        log.warning("the signature verifier's request pipe keeps its default size (%s)", error)
 
 
 def worth_a_process() -> bool:
@@ -70,6 +90,7 @@ class SignatureVerifier:
             stdout=asyncio.subprocess.PIPE,
             env=env,
         )
+        _widen_requests_pipe(process)
         return cls(process)
 
     @property
