@@ -132,6 +132,33 @@ def test_bytes_that_do_not_decode_reach_the_driver_which_names_the_fault(
     assert "refused by the pipeline" not in malformed.value.message
 
 
+def test_an_anchor_spelling_its_type_with_escapes_does_not_pass_the_guard(
+    served: Served,
+) -> None:
+    """The pipeline looks for a checked type's JSON string in the bytes before decoding them
+    (most submissions are of no checked type). An attacker spells the type another way JSON
+    allows (`records\\/anchor`, `\\u0061`), validly signed, hoping the guard skips the
+    anchor while the chain reads it as one: the driver refuses such bytes as not canonical,
+    on every route, and no nonce is spent."""
+    before = served.nonce()
+    missing = anchor_payload(os.urandom(32).hex())
+    body = served.sign("records/anchor", missing, before + 1)[:-64]
+    spellings = [b'"records\\/anchor"', b'"records/\\u0061nchor"']
+    for spelling in spellings:
+        hidden = body.replace(b'"records/anchor"', spelling)
+        assert hidden != body and b'"records/anchor"' not in hidden
+        raw = hidden + served.org.identity.sign(hidden)
+        assert served.node.pipeline.refusal(raw) is None  # not looked at: no such bytes
+
+        with pytest.raises(NodeError) as one:
+            served.client.submit(raw, wait=True)
+        assert one.value.code == "malformed" and "canonical" in one.value.message
+        [batch] = served.client.submit_many([raw], wait=True)
+        assert batch["check_code"] == Code.MALFORMED and batch["height"] is None
+    assert served.nonce() == before
+    assert served.client.status()["mempool_size"] == 0
+
+
 def test_the_builder_registers_the_records_checks(tmp_path: Path) -> None:
     root = tmp_path / "data"
     initialise(root)

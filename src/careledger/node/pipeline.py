@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
+
 from careledger.chain.codes import Code, TxFailure
 from careledger.chain.tx import SignedTx, decode_tx, tx_hash
 from careledger.consensus.driver import Admission, ConsensusDriver, Submission
@@ -42,17 +44,25 @@ class SubmitCheck(Protocol):
 class SubmitPipeline:
     def __init__(self) -> None:
         self._checks: dict[str, list[SubmitCheck]] = {}
+        self._type_strings: tuple[bytes, ...] = ()
 
     def register(self, tx_type: str, check: SubmitCheck) -> None:
         """Run `check` on every submitted transaction of `tx_type` (e.g. "records/anchor")."""
         self._checks.setdefault(tx_type, []).append(check)
+        self._type_strings = tuple(orjson.dumps(t) for t in self._checks)
 
     def checked_types(self) -> frozenset[str]:
         return frozenset(self._checks)
 
     def refusal(self, raw: bytes) -> Refusal | None:
         """The first registered check's refusal of these bytes, or None."""
-        if not self._checks:
+        if not any(type_string in raw for type_string in self._type_strings):
+            # Not a transaction of a checked type, whatever else it is: a transaction decodes
+            # only from canonical JSON (RFC 8785 writes a string with the fewest escapes), so
+            # one of type "records/anchor" holds these very bytes, `"records/anchor"`, and
+            # bytes that spell it otherwise are refused by the driver's check_tx. Decoding
+            # every submission to learn its type cost the event loop 7.7 us of its ~200 per
+            # registration over HTTP; this look costs 1.2-1.6 us.
             return None
         try:
             stx = decode_tx(raw)
