@@ -36,7 +36,7 @@ from careledger.crypto.keys import Identity
 CHAIN_ID = "bench-state-machine"
 GENESIS_TIME = "2026-01-01T00:00:00Z"
 GENESIS_NS = 1_767_225_600_000_000_000
-INTAKE_BATCH = 256  # as consensus/solo/producer.py
+INTAKE_BATCH = 256  # as consensus/solo/intake.py
 ORG = Identity(sha256(b"careledger/test-vector/bench/org"))
 
 

@@ -29,7 +29,7 @@ from careledger.consensus.cometbft.codec import (
     encode_request,
     encode_response,
 )
-from careledger.consensus.cometbft.server import AbciHandler, finalize_block_message
+from careledger.consensus.cometbft.handler import AbciHandler, finalize_block_message
 from careledger.crypto.keys import Identity
 from nodeutil import CHAIN_ID, GENESIS_TIME
 from test_abci_check_tx_path import _registration

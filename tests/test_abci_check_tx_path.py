@@ -42,8 +42,9 @@ from careledger.consensus.cometbft.codec import (
     encode_response,
     frame,
 )
+from careledger.consensus.cometbft.handler import AbciHandler
 from careledger.consensus.cometbft.protowire import CodecError, encode_uvarint
-from careledger.consensus.cometbft.server import AbciHandler, AbciServer
+from careledger.consensus.cometbft.server import AbciServer
 from careledger.crypto.keys import Identity
 from nodeutil import CHAIN_ID, GENESIS_TIME
 
@@ -449,7 +450,7 @@ class _GatedBlockHandler(_HeldBlockHandler):
 
     def check_tx_responses(self, txs: Sequence[bytes], kind: int) -> list[bytes]:
         # What the application must never see: a check while the server has a block out.
-        if self.server is not None and self.server._block is not None:
+        if self.server is not None and self.server._block_thread.running:
             self.calls.append("check during a block")
         return super().check_tx_responses(txs, kind)
 

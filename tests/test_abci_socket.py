@@ -19,12 +19,8 @@ from typing import Any, cast
 
 import pytest
 
-from careledger.consensus.cometbft.server import (
-    UNIX_PATH_LIMIT,
-    AbciHandler,
-    AbciServer,
-    abci_socket_path,
-)
+from careledger.consensus.cometbft.handler import AbciHandler
+from careledger.consensus.cometbft.server import UNIX_PATH_LIMIT, AbciServer, abci_socket_path
 from nodeutil import free_port
 
 

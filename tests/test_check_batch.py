@@ -22,7 +22,8 @@ from careledger.chain.codes import Code
 from careledger.chain.store import StateStore
 from careledger.chain.tx import Tx
 from careledger.consensus.solo.blockstore import BlockStore
-from careledger.consensus.solo.producer import INLINE_BATCH, INTAKE_BATCH, SoloProducer
+from careledger.consensus.solo.intake import INLINE_BATCH, INTAKE_BATCH
+from careledger.consensus.solo.producer import SoloProducer
 from careledger.crypto.keys import Identity
 from nodeutil import CHAIN_ID, make_app, register_patient_tx, run_block
 

@@ -34,7 +34,8 @@ from careledger.chain.store import StateStore
 from careledger.chain.tx import Tx, tx_hash
 from careledger.consensus.cometbft import messages as m
 from careledger.consensus.cometbft.codec import FrameReader, decode_response, encode_request, frame
-from careledger.consensus.cometbft.server import AbciHandler, AbciServer
+from careledger.consensus.cometbft.handler import AbciHandler
+from careledger.consensus.cometbft.server import AbciServer
 from careledger.consensus.solo.blockstore import BlockStore
 from careledger.consensus.solo.producer import SoloProducer
 from careledger.crypto.keyfile import KeyFile

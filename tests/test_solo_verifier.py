@@ -21,10 +21,11 @@ import pytest
 
 from careledger.chain.auth import SignatureCheck
 from careledger.chain.codes import Code
-from careledger.consensus.solo import producer as producer_module
+from careledger.consensus.solo import intake as intake_module
 from careledger.consensus.solo import verifier as verifier_module
 from careledger.consensus.solo.blockstore import BlockStore
-from careledger.consensus.solo.producer import INTAKE_BATCH, SoloProducer
+from careledger.consensus.solo.intake import INTAKE_BATCH
+from careledger.consensus.solo.producer import SoloProducer
 from careledger.consensus.solo.verifier import SignatureVerifier
 from careledger.crypto.keys import Identity, verify_signature
 from nodeutil import CHAIN_ID, NodeProcess, free_port, make_app, register_patient_tx
@@ -265,7 +266,7 @@ def test_a_hung_worker_does_not_stall_the_intake(
 ) -> None:
     """A worker that stops answering (stopped, swapped out, stuck) without dying: the intake
     gives up on it and verifies inline, rather than waiting for its answer forever."""
-    monkeypatch.setattr(producer_module, "VERDICT_PATIENCE", 0.5)
+    monkeypatch.setattr(intake_module, "VERDICT_PATIENCE", 0.5)
     org = Identity.generate()
     txs = [register_patient_tx(CHAIN_ID, Identity.generate(), org) for _ in range(3 * INTAKE_BATCH)]
     app = make_app(tmp_path / "s.sqlite", [org])

@@ -37,7 +37,7 @@ from careledger.chain.modules.upgrade.events import UpgradeCancelVoted
 from careledger.chain.store import StateStore
 from careledger.chain.tx import Tx
 from careledger.consensus.cometbft import messages as m
-from careledger.consensus.cometbft.server import AbciHandler
+from careledger.consensus.cometbft.handler import AbciHandler
 from careledger.crypto.keys import Identity
 from careledger.node.rules import TEST_RULES_ENV, BadRulesHook, supported_rules_versions
 from nodeutil import CHAIN_ID, make_app, register_patient_tx, run_block, run_block_results

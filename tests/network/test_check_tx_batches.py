@@ -33,8 +33,8 @@ from careledger.consensus.cometbft.codec import (
     decode_request,
     encode_response,
 )
+from careledger.consensus.cometbft.handler import AbciHandler
 from careledger.consensus.cometbft.rpc import RpcError, sync_call
-from careledger.consensus.cometbft.server import AbciHandler
 from careledger.crypto.keys import Identity
 from careledger.localnet.network import Network
 from careledger.node.network import RECORD_ENV

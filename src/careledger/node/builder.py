@@ -39,8 +39,9 @@ from starlette.types import ASGIApp
 from careledger.chain.app import Application, CommitListener
 from careledger.chain.store import StateStore
 from careledger.consensus.cometbft.driver import CometDriver
+from careledger.consensus.cometbft.handler import AbciHandler
 from careledger.consensus.cometbft.rpc import CometRpc
-from careledger.consensus.cometbft.server import AbciHandler, AbciServer, Recorder
+from careledger.consensus.cometbft.server import AbciServer, Recorder
 from careledger.consensus.solo.blockstore import BlockStore
 from careledger.consensus.solo.producer import SoloProducer
 from careledger.crypto.keyfile import KeyFile

@@ -17,13 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from careledger.chain.app import Application, BlockContext, PreparedBatch, QueryResult, TxResult
+from careledger.chain.app import Application, BlockContext, QueryResult, TxResult
 from careledger.chain.block import BlockHeader, data_hash, format_time_ns, tx_inclusion_proof
 from careledger.chain.codes import Code
 from careledger.chain.results import outcomes_hash, result_inclusion_proof
 from careledger.chain.tx import tx_hash
 from careledger.consensus.driver import Admission, Submission
 from careledger.consensus.solo.blockstore import BlockStore, StoredTx
+from careledger.consensus.solo.intake import Intake, IntakeEntry
 from careledger.consensus.solo.verifier import SignatureVerifier, worth_a_process
 
 log = logging.getLogger(__name__)
@@ -40,79 +41,6 @@ class _Pending:
     raw: bytes
     hash: bytes
     done: asyncio.Future[Submission] | None
-
-
-@dataclass
-class _Intake:
-    raw: bytes
-    hash: bytes
-    wait: bool
-    answer: asyncio.Future[Admission]
-
-
-# Transactions checked together: one batch's signatures go to the verifier process in one
-# request (verifier.py) while the batches before it are checked on the event loop.
-INTAKE_BATCH = 256
-# A batch this small, with nothing ahead of it, is checked at once on the event loop: the
-# hand-off to the worker costs more than it saves, and a lone submission is answered without
-# waiting for another process.
-INLINE_BATCH = 8
-# Batches decoded and read ahead of their check: the worker's and those the loop may verify
-# itself rather than wait; few enough that what is verified ahead is read against a recent
-# mempool view.
-VERIFY_AHEAD = 12
-# Batches with the worker at once: enough to keep it busy while the loop makes a block (four
-# batches of verification last about as long as a block of 2,000 registrations takes; with
-# eight, the loop verified 20 of 75 batches itself instead of 30, and spent 0.25 ms of CPU
-# per registration instead of 0.27, on a quiet machine).
-WORKER_DEPTH = 8
-# Turns of the event loop a batch's check gives the worker's answer to arrive (a pipe's data
-# reaches the waiting future in about three) before the loop verifies a later batch itself.
-ANSWER_TURNS = 3
-# Seconds the loop waits for the worker's answer to the oldest batch, once it has nothing
-# left to verify itself, before it gives the worker up (verifier.py `give_up`): a batch of
-# 256 registrations takes the worker about 30 ms, eight of them well under a second even on
-# a busy machine; a worker that has not answered in this long is stopped or stuck.
-VERDICT_PATIENCE = 10.0
-
-
-@dataclass
-class _Ahead:
-    """A batch from the intake, decoded and read ahead; its signatures verified by the worker
-    (`verdicts`, once sent) or on the loop (`prepared.valid`), or by check_tx."""
-
-    intakes: list[_Intake]
-    prepared: PreparedBatch
-    verdicts: asyncio.Future[list[bool] | None] | None = None
-
-    def settled(self) -> PreparedBatch:
-        """The batch with the worker's verdicts, if it gave them (None: verified inline)."""
-        if self.prepared.valid is None and self.verdicts is not None and self.verdicts.done():
-            self.prepared.valid = self.verdicts.result()
-        return self.prepared
-
-
-async def _answered(head: _Ahead) -> bool:
-    """Whether the batch needs no more of the worker (answered, or never sent), after a few
-    turns of the event loop for an answer on its way."""
-    verdicts = head.verdicts
-    if verdicts is None:
-        return True
-    for _ in range(ANSWER_TURNS):
-        if verdicts.done():
-            return True
-        await asyncio.sleep(0)
-    return verdicts.done()
-
-
-def _verify_newest_unsent(ahead: deque[_Ahead]) -> bool:
-    """Verify, on the loop, the signatures of the newest batch the worker has not been sent
-    (the work the worker would reach last); False when there is none."""
-    for waiting in reversed(ahead):
-        if waiting.verdicts is None and waiting.prepared.valid is None:
-            waiting.prepared.verify()
-            return True
-    return False
 
 
 class SoloProducer:
@@ -141,14 +69,13 @@ class SoloProducer:
         self.on_halt = on_halt
         self._in_block: list[_Pending] = []  # the block being made, answered if it fails
         self._producing = 0
-        # Submissions wait here for check_tx, in arrival order (the mempool's order). One
-        # task drains it in batches; a worker process verifies their signatures ahead.
-        self._intake: deque[_Intake] = deque()
-        self._draining: asyncio.Task[None] | None = None
         # Verify the intake's signatures ahead in a worker process (verifier.py), started and
         # stopped by `run`. None: when the machine has a second core for it.
         self.verify_ahead = worth_a_process() if verify_ahead is None else verify_ahead
         self.verifier: SignatureVerifier | None = None
+        # Submissions wait here for check_tx, in arrival order (the mempool's order). One
+        # task drains it in batches; a worker process verifies their signatures ahead.
+        self._intake = Intake(app, lambda: self.verifier, self._admit_checked)
 
     @property
     def chain_id(self) -> str:
@@ -184,14 +111,9 @@ class SoloProducer:
         digest = tx_hash(raw)
         if self.halted is not None:
             return Admission(Submission(digest.hex(), int(Code.INTERNAL), _HALTED))
-        loop = asyncio.get_running_loop()
-        answer: asyncio.Future[Admission] = loop.create_future()
-        self._intake.append(_Intake(raw, digest, wait, answer))
-        if self._draining is None or self._draining.done():
-            self._draining = asyncio.create_task(self._drain_intake())
-        return await answer
+        return await self._intake.admit(raw, digest, wait)
 
-    def _admit_checked(self, intake: _Intake, checked: TxResult) -> None:
+    def _admit_checked(self, intake: IntakeEntry, checked: TxResult) -> None:
         """Answer a checked submission; an admitted one joins the mempool now (even if its
         submitter went away meanwhile: check_tx has already taken it into the mempool view)."""
         digest = intake.hash.hex()
@@ -208,88 +130,6 @@ class SoloProducer:
             admission = Admission(Submission(digest, 0), done)
         if not intake.answer.done():
             intake.answer.set_result(admission)
-
-    async def _drain_intake(self) -> None:
-        """Check what waits in the intake, batch after batch, in arrival order.
-
-        With a verifier process, a pipeline: each batch is decoded and read ahead on the loop
-        (up to VERIFY_AHEAD batches), its signatures sent to the worker (WORKER_DEPTH batches
-        with it at a time), and the oldest batch checked on the loop once its answer is in,
-        while the worker verifies the next ones. Rather than wait for the worker (a machine
-        whose other core is busy), the loop verifies the newest batch not yet sent itself.
-        What is verified ahead only fills the application's signature cache, under the key
-        each signature verified with; check_batch decides as check_tx does, against the
-        state of its own moment, so no answer depends on who verified (a batch the worker did
-        not answer is verified inline). Without a verifier, each batch is checked on the loop.
-        """
-        ahead: deque[_Ahead] = deque()
-        try:
-            while True:
-                verifier = self.verifier if self.verifier and self.verifier.alive else None
-                self._take_ahead(ahead, verifier)
-                if not ahead:
-                    return
-                head = ahead[0]
-                if not await _answered(head):
-                    if _verify_newest_unsent(ahead):
-                        continue  # the worker may have answered meanwhile
-                    await self._await_worker(head)
-                # Answered before it leaves `ahead`: if checking it fails, the fallback
-                # below still finds (and answers) its submissions.
-                self._answer_checks(head.intakes, head.settled())
-                ahead.popleft()
-                await asyncio.sleep(0)  # let the API and the block producer in between
-        except Exception:  # never leave a submission unanswered: check the rest one by one
-            log.exception("the intake's batch check failed; checking one by one")
-            for intake in [*(i for a in ahead for i in a.intakes), *self._intake]:
-                if not intake.answer.done():
-                    self._admit_checked(intake, self.app.check_tx(intake.raw))
-            self._intake.clear()
-
-    async def _await_worker(self, head: _Ahead) -> None:
-        """Wait for the worker's answer to the oldest batch, for VERDICT_PATIENCE at most: a
-        worker that stops answering without dying (stopped, swapped out, stuck) is given up
-        (killed; every batch it has not answered is verified inline), never waited for
-        forever while every submission waits behind it."""
-        assert head.verdicts is not None  # not answered: sent
-        done, _ = await asyncio.wait([head.verdicts], timeout=VERDICT_PATIENCE)
-        if not done and self.verifier is not None:
-            self.verifier.give_up(f"no answer in {VERDICT_PATIENCE:g} s")
-
-    def _take_ahead(self, ahead: deque[_Ahead], verifier: SignatureVerifier | None) -> None:
-        """Decode and read ahead what the intake holds, up to VERIFY_AHEAD batches, and keep
-        WORKER_DEPTH of them with the verifier. A small batch with nothing ahead of it is
-        checked at once, inline."""
-        if verifier is not None:
-            self._feed_worker(ahead, verifier)
-        while len(ahead) < (VERIFY_AHEAD if verifier else 1) and self._intake:
-            batch = self._take_intake()
-            if not ahead and len(batch) <= INLINE_BATCH:
-                for intake in batch:  # signatures verified inline, by check_tx
-                    self._admit_checked(intake, self.app.check_tx(intake.raw))
-                continue
-            raws = [i.raw for i in batch]
-            ahead.append(_Ahead(batch, self.app.prepare_batch(raws, signatures=bool(verifier))))
-            if verifier is not None:  # at once: the worker starts while the loop decodes on
-                self._feed_worker(ahead, verifier)
-
-    @staticmethod
-    def _feed_worker(ahead: deque[_Ahead], verifier: SignatureVerifier) -> None:
-        """Send the oldest batches not yet verified to the worker, WORKER_DEPTH with it at most."""
-        with_worker = sum(1 for a in ahead if a.verdicts is not None and not a.verdicts.done())
-        for waiting in ahead:
-            if with_worker >= WORKER_DEPTH:
-                return
-            if waiting.verdicts is None and waiting.prepared.valid is None:
-                waiting.verdicts = verifier.verify(waiting.prepared.checks)
-                with_worker += 1
-
-    def _take_intake(self) -> list[_Intake]:
-        return [self._intake.popleft() for _ in range(min(INTAKE_BATCH, len(self._intake)))]
-
-    def _answer_checks(self, batch: list[_Intake], prepared: PreparedBatch) -> None:
-        for intake, result in zip(batch, self.app.check_batch(prepared), strict=True):
-            self._admit_checked(intake, result)
 
     # --- block production -----------------------------------------------------------------
 
