@@ -30,13 +30,13 @@ from careledger.chain.genesis import Genesis, founder
 from careledger.chain.modules.identity.vouchers import sign_voucher
 from careledger.chain.store import StateStore
 from careledger.chain.tx import Tx
+from careledger.consensus.solo.intake import INTAKE_BATCH
 from careledger.crypto.hashing import sha256
 from careledger.crypto.keys import Identity
 
 CHAIN_ID = "bench-state-machine"
 GENESIS_TIME = "2026-01-01T00:00:00Z"
 GENESIS_NS = 1_767_225_600_000_000_000
-INTAKE_BATCH = 256  # as consensus/solo/intake.py
 ORG = Identity(sha256(b"careledger/test-vector/bench/org"))
 
 

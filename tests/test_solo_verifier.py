@@ -89,6 +89,9 @@ def test_requests_reach_the_worker_while_the_loop_is_busy() -> None:
         finally:
             await verifier.close()
 
+    allowed = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    if os.geteuid() != 0 and allowed < verifier_module.REQUESTS_PIPE_BYTES:
+        pytest.skip(f"this host lets a process widen a pipe to {allowed} bytes only")
     unsent, size, verdicts = asyncio.run(scenario())
     assert size == verifier_module.REQUESTS_PIPE_BYTES
     assert unsent == 0
