@@ -192,10 +192,15 @@ class Intake:
 
     @staticmethod
     def _feed_worker(ahead: deque[_Ahead], verifier: SignatureVerifier) -> None:
-        """Send the oldest batches not yet verified to the worker, WORKER_DEPTH with it at most."""
+        """Send the oldest batches not yet verified to the worker, WORKER_DEPTH with it at most.
+
+        The newest batch stays with the loop while the worker has one: should the loop run
+        out of batches to check before the worker answers (a request or two of 500 over HTTP
+        is two to four batches), it verifies that one itself meanwhile instead of idling for a
+        whole batch's verification; a later batch sends it on."""
         with_worker = sum(1 for a in ahead if a.verdicts is not None and not a.verdicts.done())
         for waiting in ahead:
-            if with_worker >= WORKER_DEPTH:
+            if with_worker >= WORKER_DEPTH or (with_worker and waiting is ahead[-1]):
                 return
             if waiting.verdicts is None and waiting.prepared.valid is None:
                 waiting.verdicts = verifier.verify(waiting.prepared.checks)
