@@ -97,7 +97,7 @@ class _PendingBlock:
     state: Overlay
     block: CommittedBlock
     # The transactions whose nonce the block spends: their signatures leave the cache at
-    # commit, not while the block executes (see _deliver).
+    # commit, not while the block executes (Application._forget_committed).
     spent: list[SignedTx]
     switched_rules: bool = False
 
