@@ -17,7 +17,7 @@ request of each kind; `--repeat N` replays N times and keeps each kind's minimum
 prints cProfile's top functions of one more replay; `--batch N` groups consecutive CheckTx of
 one kind into runs of up to N instead of the recorded batches (then answers are not compared).
 
-Run: .venv/bin/python -m bench.abci_replay [--record] FILE [--txs 8000] [--rate 2000]
+Run: .venv/bin/python -m bench.abci_replay [--record] FILE [--txs 12000] [--rate 2000]
      [--repeat 3] [--profile] [--batch N]
 """
 
@@ -184,7 +184,7 @@ def main() -> None:
     )
     parser.add_argument("frames", type=Path, help="node0's recorded frames (JSON lines)")
     parser.add_argument("--record", action="store_true", help="record FILE first, then replay")
-    parser.add_argument("--txs", type=int, default=8_000, help="with --record: registrations")
+    parser.add_argument("--txs", type=int, default=12_000, help="with --record: registrations")
     parser.add_argument("--rate", type=float, default=2_000, help="with --record: offered tx/s")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--batch", type=int, help="regroup CheckTx runs into batches of N")
