@@ -92,8 +92,9 @@ class SignatureCache:
     """Transactions already verified (by check_tx), by hash, with the key that signed them.
 
     A validator verifies each signature once: the mempool check and the block execution of
-    the same bytes under the same key share the result. The block forgets the entry (its
-    nonce is then spent, so the bytes never verify usefully again); what the mempool checked
+    the same bytes under the same key share the result. The block forgets the entry when it
+    commits (its nonce is then spent, so the bytes never verify usefully again; a CheckTx of
+    the same bytes between FinalizeBlock and Commit still finds it); what the mempool checked
     but no block carried ages out, least recently used first. An entry is a 32-byte hash and
     a 32-byte key (about 250 bytes with the dictionary's overhead), so the default bound
     holds about 16 MiB.

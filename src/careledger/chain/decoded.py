@@ -66,7 +66,7 @@ class DecodeCache:
             self.bytes -= self._cost(evicted)
 
     def pop(self, raw: bytes) -> Decoded | None:
-        """Take the kept decoding out (the block that carries the transaction)."""
+        """Take the kept decoding out (the block that carried the transaction, at commit)."""
         found = self._by_raw.pop(raw, None)
         if found is not None:
             self.bytes -= self._cost(raw)

