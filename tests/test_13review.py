@@ -252,10 +252,10 @@ def test_nothing_decoded_under_the_old_rules_outlives_the_switch(tmp_path: Path)
     app = chain.app
     app.finalize_block(BlockContext(plan["height"], BLOCK_TIME_NS + plan["height"]), [])
     late = register_patient_tx(CHAIN_ID, Identity.generate(), chain.members[0])
-    assert app.check_tx(late).ok and len(app._decoded) == 1  # in the window
+    assert app.check_tx(late).ok and len(app._decoder.cache) == 1  # in the window
     app.commit()
     assert app.rules_version == NEXT
-    assert app._decoded.get(late) is None  # decoded again, under the new rules
+    assert app._decoder.cache.get(late) is None  # decoded again, under the new rules
     assert app.check_tx(late, recheck=True).ok
 
 
@@ -275,5 +275,5 @@ def test_a_batch_decoded_before_the_switch_is_decoded_again_after_it(tmp_path: P
     app.commit()
     assert app.rules_version == NEXT
     assert [r.ok for r in app.check_batch(batch)] == [True]
-    kept = app._decoded.get(late)
+    kept = app._decoder.cache.get(late)
     assert kept is not None and kept is not old_decoding  # decoded again, under the new rules

@@ -79,20 +79,20 @@ def test_a_flood_of_unsigned_64_kib_transactions_leaves_the_decode_cache_empty(
         raw = body + b"\0" * SIGNATURE_BYTES  # not signed
         assert len(raw) > 60_000
         assert app.check_tx(raw).code in (Code.INVALID_PAYLOAD, Code.BAD_SIGNATURE)
-    assert len(app._decoded) == 0 and app._decoded.bytes == 0
+    assert len(app._decoder.cache) == 0 and app._decoder.cache.bytes == 0
 
 
 def test_the_decode_cache_keeps_admitted_transactions_within_its_bounds(tmp_path: Path) -> None:
     org = Identity.generate()
     app = make_app(tmp_path / "s.sqlite", [org])
-    app._decoded = DecodeCache(max_entries=50, max_bytes=40 * 1024)
+    app._decoder.cache = DecodeCache(max_entries=50, max_bytes=40 * 1024)
     txs = [registration(Identity.generate(), org) for _ in range(120)]
     for raw in txs:
         assert app.check_tx(raw).code == Code.OK
-        assert len(app._decoded) <= 50 and app._decoded.bytes <= 40 * 1024
-    assert len(app._decoded) > 0
+        assert len(app._decoder.cache) <= 50 and app._decoder.cache.bytes <= 40 * 1024
+    assert len(app._decoder.cache) > 0
     assert run_block(app, txs) == [Code.OK] * 120  # evicted ones are decoded again
-    assert len(app._decoded) == 0 and app._decoded.bytes == 0  # the block took its own
+    assert len(app._decoder.cache) == 0 and app._decoder.cache.bytes == 0  # the block took its own
 
 
 def test_the_signature_cache_keeps_to_its_capacity_and_blocks_forget_theirs(
@@ -140,7 +140,7 @@ def test_a_check_tx_between_a_block_and_its_commit_verifies_nothing_again(
     assert app.check_tx(raw).ok  # the mempool view has not seen the block yet
     assert len(verified) == 2  # each signature verified once on this node
     app.commit()
-    assert len(app._signatures) == 0 and len(app._decoded) == 0  # the commit forgets them
+    assert len(app._signatures) == 0 and len(app._decoder.cache) == 0  # the commit forgets them
 
 
 def registration_by(signer: Identity, nonce: int) -> bytes:

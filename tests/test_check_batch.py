@@ -111,7 +111,7 @@ def test_a_recheck_refuses_a_registration_whose_voucher_expired_meanwhile(tmp_pa
     app = make_app(tmp_path / "s.sqlite", [org])
     late = register_patient_tx(CHAIN_ID, Identity.generate(), org, expires_at=2)
     assert app.check_tx(late).ok  # for height 1
-    assert len(app._decoded) == 1 and len(app._signatures) == 2  # decoded and verified once
+    assert len(app._decoder.cache) == 1 and len(app._signatures) == 2  # decoded and verified once
     run_block(app, [])
     assert app.check_tx(late, recheck=True).ok  # height 2: still valid
     run_block(app, [])

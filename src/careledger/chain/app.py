@@ -29,13 +29,12 @@ from careledger.chain.answers import (
 from careledger.chain.apphash import changes_hash, next_app_hash
 from careledger.chain.block import parse_time_ns
 from careledger.chain.codes import Code, TxFailure
-from careledger.chain.decoded import DecodeCache, Decoded, PreparedBatch
+from careledger.chain.decoded import DecodeCache, Decoded, Decoder, PreparedBatch
 from careledger.chain.faults import LocalFault, local_fault
 from careledger.chain.genesis import Genesis
 from careledger.chain.modules.audit import audit_module
 from careledger.chain.modules.base import (
     Module,
-    Payload,
     TxContext,
     ValidatorUpdate,
 )
@@ -56,7 +55,7 @@ from careledger.chain.rules import (
 )
 from careledger.chain.state import KV, Overlay
 from careledger.chain.store import StateStore
-from careledger.chain.tx import SignedTx, decode_tx, tx_hash
+from careledger.chain.tx import SignedTx, tx_hash
 
 # Re-exported: these lived here before chain/rules.py, chain/faults.py and chain/decoded.py.
 __all__ = [
@@ -115,7 +114,7 @@ class Application:
         self._rules = RulesGate(store, supported_versions)
         self._modules = {m.name: m for m in modules}
         self._signatures = auth.SignatureCache()
-        self._decoded = DecodeCache()
+        self._decoder = Decoder(self._modules, lambda: self.chain_id)
         self._check_state = Overlay(store)  # mempool view: committed state + accepted txs
         self._pending: _PendingBlock | None = None
         self._chain_id = ""
@@ -193,7 +192,7 @@ class Application:
         own) refuses the transaction with INTERNAL and leaves the state as it was.
         """
         try:
-            decoded = self._decode(raw)
+            decoded = self._decoder.decode(raw)
         except TxFailure as failure:
             return TxResult(failure.code, failure.log)
         except Exception:
@@ -204,10 +203,9 @@ class Application:
         """check_tx's first half for a batch: decode each transaction and list the signatures
         it needs against the mempool view as it is now, to verify ahead (`PreparedBatch.verify`,
         in another thread). Never raises; nothing is admitted or cached yet."""
-        generation = self._decoded.generation
-        batch = PreparedBatch(
-            list(raws), [self._decode_or_failure(raw) for raw in raws], [], generation=generation
-        )
+        generation = self._decoder.cache.generation
+        decodings = [self._decoder.decode_or_failure(raw) for raw in raws]
+        batch = PreparedBatch(list(raws), decodings, [], generation=generation)
         decoded = [d for d in batch.decoded if isinstance(d, Decoded)]
         try:
             self.store.prefetch(
@@ -219,14 +217,6 @@ class Application:
             log.exception("reading ahead for a batch of transactions failed")
         return batch
 
-    def _decode_or_failure(self, raw: bytes) -> Decoded | TxFailure | None:
-        try:
-            return self._decode(raw)
-        except TxFailure as failure:
-            return failure
-        except Exception:  # a local fault: check_tx meets it again and answers INTERNAL
-            return None
-
     def check_batch(self, batch: PreparedBatch) -> list[TxResult]:
         """check_tx of each transaction of a prepared batch, in order, against the mempool
         view as it is now. The signatures found valid ahead are remembered under the keys
@@ -234,7 +224,7 @@ class Application:
         (a miss verifies in full), so the results are check_tx's whatever was verified."""
         if batch.valid is not None:
             self._signatures.add_verified(batch.checks, batch.valid)
-        if batch.generation != self._decoded.generation:
+        if batch.generation != self._decoder.cache.generation:
             # Decoded before the rules switched (a batch read ahead across the block that
             # switched them): decode again under the new rules, as check_tx would.
             return [self.check_tx(raw) for raw in batch.raws]
@@ -255,7 +245,7 @@ class Application:
             return TxResult(failure.code, failure.log)
         except Exception:
             return _internal(raw)
-        self._decoded.keep(raw, decoded)
+        self._decoder.cache.keep(raw, decoded)
         return _ADMITTED
 
     def _admit(self, decoded: Decoded) -> None:
@@ -335,7 +325,7 @@ class Application:
         if pending.switched_rules:
             # check_tx may run between finalize_block and commit (CometBFT's mempool
             # connection): what it decoded then was decoded under the old rules.
-            self._decoded.clear()
+            self._decoder.cache.clear()
         for listener in self._listeners:
             try:
                 listener(pending.block)
@@ -353,14 +343,14 @@ class Application:
         and both of its signatures verified again: 578 of 12,000 registrations on node0 at
         2,000 tx/s offered (bench.abci_replay), about 6 us per committed transaction."""
         for raw in pending.block.txs:
-            self._decoded.pop(raw)
+            self._decoder.cache.pop(raw)
         for stx in pending.spent:
             self._signatures.forget(stx)
 
     def _switch_rules(self, block_state: Overlay, height: int) -> bool:
         """Whether this block switches the rules (then nothing decoded before is kept)."""
         if self._rules.switch(block_state, height):
-            self._decoded.clear()  # decoded under the old rules: decode again under the new
+            self._decoder.cache.clear()  # decoded under the old rules: decode again under the new
             return True
         return False
 
@@ -376,7 +366,7 @@ class Application:
         A transaction that gets as far as spending its nonce is added to `spent`."""
         tx_state = Overlay(block_state)
         try:
-            decoded = self._decode(raw)
+            decoded = self._decoder.decode(raw)
             stx = decoded.stx
             voucher = _carried_voucher(decoded)
             auth.authenticate(block_state, stx, self._signatures, block.height, voucher)
@@ -403,27 +393,6 @@ class Application:
             return TxResult(failure.code, failure.log), []
         tx_state.write_into(block_state)
         return TxResult(Code.OK, events=tuple(ctx.events)), ctx.validator_updates
-
-    def _decode(self, raw: bytes) -> Decoded:
-        """The stateless checks' result for these bytes: kept by check_tx (until the block
-        that carries them commits), or computed now (TxFailure for bytes that fail them)."""
-        found = self._decoded.get(raw)
-        return found if found is not None else self._validate(decode_tx(raw))
-
-    def _validate(self, stx: SignedTx) -> Decoded:
-        """Stateless checks: chain, type, payload shape. The message and its parsed payload
-        (parsed once: every check of these bytes and the handler get the same immutable
-        value)."""
-        tx = stx.tx
-        if tx.chain_id != self.chain_id:
-            raise TxFailure(Code.WRONG_CHAIN, f"transaction is for chain {tx.chain_id[:64]!r}")
-        module_name, _, message_name = tx.type.partition("/")
-        module = self._modules.get(module_name)
-        message = module.messages.get(message_name) if module else None
-        if message is None:
-            raise TxFailure(Code.UNKNOWN_TYPE, f"unknown transaction type {tx.type[:64]!r}")
-        # A bad payload is refused here, before it reaches a block.
-        return Decoded(stx, message, message.parse(Payload(tx.payload)))
 
     # --- ABCI: query ----------------------------------------------------------------------
 

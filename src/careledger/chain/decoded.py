@@ -1,4 +1,4 @@
-"""Transactions admitted by check_tx, decoded and validated once, kept for their block.
+"""Transactions decoded and validated once (`Decoder`), kept from check_tx to their block.
 
 A transaction's stateless checks (envelope, canonical JSON, chain, type, payload shape) give
 the same answer for the same bytes every time, so check_tx, every recheck and the block that
@@ -9,13 +9,14 @@ parsed payload (an immutable value: no handler changes it).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from careledger.chain.auth import SignatureCheck, verify_checks
-from careledger.chain.codes import TxFailure
-from careledger.chain.modules.base import Message
-from careledger.chain.tx import SignedTx
+from careledger.chain.codes import Code, TxFailure
+from careledger.chain.modules.base import Message, Module, Payload
+from careledger.chain.tx import SignedTx, decode_tx
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,47 @@ class DecodeCache:
 
     def _cost(self, raw: bytes) -> int:
         return 4 * len(raw) + self.ENTRY_OVERHEAD
+
+
+class Decoder:
+    """The stateless checks of wire bytes (envelope, canonical JSON, chain, type, payload
+    shape), answered from `cache` for the bytes check_tx admitted."""
+
+    def __init__(self, modules: Mapping[str, Module], chain_id: Callable[[], str]) -> None:
+        self._modules = modules
+        self._chain_id = chain_id  # read when needed: a fresh store learns it at init_chain
+        self.cache = DecodeCache()
+
+    def decode(self, raw: bytes) -> Decoded:
+        """The stateless checks' result for these bytes: kept by check_tx (until the block
+        that carries them commits), or computed now (TxFailure for bytes that fail them)."""
+        found = self.cache.get(raw)
+        return found if found is not None else self._validate(decode_tx(raw))
+
+    def decode_or_failure(self, raw: bytes) -> Decoded | TxFailure | None:
+        """`decode`, its failure returned; None for a local fault (check_tx meets it again
+        and answers INTERNAL)."""
+        try:
+            return self.decode(raw)
+        except TxFailure as failure:
+            return failure
+        except Exception:
+            return None
+
+    def _validate(self, stx: SignedTx) -> Decoded:
+        """Stateless checks: chain, type, payload shape. The message and its parsed payload
+        (parsed once: every check of these bytes and the handler get the same immutable
+        value)."""
+        tx = stx.tx
+        if tx.chain_id != self._chain_id():
+            raise TxFailure(Code.WRONG_CHAIN, f"transaction is for chain {tx.chain_id[:64]!r}")
+        module_name, _, message_name = tx.type.partition("/")
+        module = self._modules.get(module_name)
+        message = module.messages.get(message_name) if module else None
+        if message is None:
+            raise TxFailure(Code.UNKNOWN_TYPE, f"unknown transaction type {tx.type[:64]!r}")
+        # A bad payload is refused here, before it reaches a block.
+        return Decoded(stx, message, message.parse(Payload(tx.payload)))
 
 
 @dataclass
