@@ -223,6 +223,15 @@ def _served(
         shutil.rmtree(directory, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _connections(path: str) -> Iterator[tuple[socket.socket, socket.socket]]:
+    """(consensus, mempool): two connections to the server, as CometBFT opens them."""
+    with socket.socket(socket.AF_UNIX) as consensus, socket.socket(socket.AF_UNIX) as mempool:
+        consensus.connect(path)
+        mempool.connect(path)
+        yield consensus, mempool
+
+
 def test_a_flood_of_check_tx_does_not_hold_up_another_connection(tmp_path: Path) -> None:
     """CometBFT floods the mempool connection under load; the consensus connection's
     requests (here Info) used to wait until the server had answered every CheckTx it had
@@ -233,13 +242,7 @@ def test_a_flood_of_check_tx_does_not_hold_up_another_connection(tmp_path: Path)
     txs = [_registration(org) for _ in range(100)]  # ~100 x 0.3 ms of checking, far above a slice
     flood = b"".join(frame(encode_request(m.RequestCheckTx(tx=tx))) for tx in txs)
     server = AbciServer(handler)
-    with (
-        _served(server) as (path, _),
-        socket.socket(socket.AF_UNIX) as mempool,
-        socket.socket(socket.AF_UNIX) as consensus,
-    ):
-        mempool.connect(path)
-        consensus.connect(path)
+    with _served(server) as (path, _), _connections(path) as (consensus, mempool):
         mempool.sendall(flood + frame(encode_request(m.RequestFlush())))
         assert handler.checking.wait(30)  # the server is inside the flood
         consensus.sendall(
@@ -403,9 +406,7 @@ def test_while_a_block_executes_the_server_reads_every_connection_and_checks_not
     flush = frame(encode_request(m.RequestFlush()))
     with _served(server) as (path, _):
         try:
-            with socket.socket(socket.AF_UNIX) as consensus, socket.socket(socket.AF_UNIX) as pool:
-                consensus.connect(path)
-                pool.connect(path)
+            with _connections(path) as (consensus, pool):
                 pool.settimeout(30)  # were the loop stuck in the block, sendall would time out
                 consensus.sendall(frame(block) + flush)
                 assert handler.in_block.wait(30)
@@ -472,9 +473,7 @@ def test_a_connection_woken_by_a_block_waits_for_the_next_block_too(
     flush = frame(encode_request(m.RequestFlush()))
     with _served(server) as (path, _):
         try:
-            with socket.socket(socket.AF_UNIX) as consensus, socket.socket(socket.AF_UNIX) as pool:
-                consensus.connect(path)
-                pool.connect(path)
+            with _connections(path) as (consensus, pool):
                 consensus.sendall(frame(first) + frame(second) + flush)
                 assert handler.started.acquire(timeout=30)  # the first block runs
                 pool.sendall(frame(check) + flush)
