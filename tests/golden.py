@@ -52,6 +52,7 @@ PATIENT, DOCTOR, DOCTOR_ROTATED, NURSE = (
     vector_identity(n) for n in ("patient", "doctor", "doctor-rotated", "nurse")
 )
 STRANGER, LATECOMER = (vector_identity(n) for n in ("stranger", "latecomer"))
+ENROLLED, ENROLLED_TWO = (vector_identity(n) for n in ("enrolled", "enrolled-two"))
 NODE_A, NODE_C = (vector_identity(n) for n in ("node-a", "node-c"))
 VALIDATOR_C = "c0" * 32  # org C's consensus key as it applies
 OBSERVATION = record_name(PATIENT.did, "Observation", "golden-observation")
@@ -124,6 +125,11 @@ def patient_registration(
     }
 
 
+def enrolled_registration(patient: Identity, enrolled_by: Identity) -> dict[str, Any]:
+    """register_enrolled_patient's payload naming the member that enrolled `patient`."""
+    return {"encryption_key": patient.encryption_public.hex(), "enrolled_by": enrolled_by.did}
+
+
 def practitioner_registration(practitioner: Identity, consent_to: Identity) -> dict[str, Any]:
     """register_practitioner's payload with the practitioner's consent to join `consent_to`."""
     key = practitioner.encryption_public.hex()
@@ -158,6 +164,7 @@ def golden_blocks() -> list[list[bytes]]:
     node_a, node_c = Signer(NODE_A), Signer(NODE_C)
     patient, doctor, nurse = Signer(PATIENT), Signer(DOCTOR), Signer(NURSE)
     stranger, latecomer = Signer(STRANGER), Signer(LATECOMER)
+    enrolled, enrolled_two = Signer(ENROLLED), Signer(ENROLLED_TWO)
     registration = patient.tx("identity/register_patient", patient_registration(PATIENT, ORG_A))
     application = {
         "name": "Org C",
@@ -332,12 +339,35 @@ def golden_blocks() -> list[list[bytes]]:
             b.tx("upgrade/approve", UPGRADE_PLAN),
             b.tx("upgrade/propose", {**UPGRADE_PLAN, "name": "golden-other"}),
         ],
+        # 6. Enrolments (version 7): A enrols two dids in one transaction; refused: an
+        #    enrolment by a practitioner (A's doctor: not a member), by removed C (unknown
+        #    sender), and B's of an identity already registered. The first enrolled did registers naming
+        #    A; the second naming B (which did not enrol it: refused, nothing written), then
+        #    A; the first again (already registered). A's rows are gone, B never had one.
+        [
+            a.tx("identity/enrol_patients", {"dids": [ENROLLED.did, ENROLLED_TWO.did]}),
+            doctor.tx("identity/enrol_patients", {"dids": [STRANGER.did]}),
+            c.tx("identity/enrol_patients", {"dids": [STRANGER.did]}),
+            b.tx("identity/enrol_patients", {"dids": [STRANGER.did, PATIENT.did]}),
+            enrolled.tx(
+                "identity/register_enrolled_patient", enrolled_registration(ENROLLED, ORG_A)
+            ),
+            enrolled_two.tx(
+                "identity/register_enrolled_patient", enrolled_registration(ENROLLED_TWO, ORG_B)
+            ),
+            enrolled_two.tx(
+                "identity/register_enrolled_patient", enrolled_registration(ENROLLED_TWO, ORG_A)
+            ),
+            enrolled.tx(
+                "identity/register_enrolled_patient", enrolled_registration(ENROLLED, ORG_A)
+            ),
+        ],
     ]
     return blocks
 
 
 def run_golden(path: Path) -> list[tuple[str, list[int]]]:
-    """(app hash hex, result codes) at heights 0 (genesis) to 5, on a state store at `path`."""
+    """(app hash hex, result codes) at heights 0 (genesis) to 6, on a state store at `path`."""
     app = Application(StateStore(path))
     try:
         heights = [(app.init_chain(genesis()).hex(), [])]

@@ -40,6 +40,7 @@ from careledger.chain.modules.base import (
 )
 from careledger.chain.modules.consent import consent_module
 from careledger.chain.modules.identity import identity_module
+from careledger.chain.modules.identity.enrolments import ENROLMENT_TYPE, Enrolment, Vouching
 from careledger.chain.modules.identity.vouchers import SELF_REGISTRATIONS, Voucher
 from careledger.chain.modules.records import records_module
 from careledger.chain.modules.upgrade import MODULE as UPGRADE
@@ -209,10 +210,12 @@ class Application:
         decoded = [d for d in batch.decoded if isinstance(d, Decoded)]
         try:
             self.store.prefetch(
-                k for d in decoded for k in auth.keys_read_first(d.stx, _carried_voucher(d))
+                k for d in decoded for k in auth.keys_read_first(d.stx, _carried_vouching(d))
             )
             for d in decoded if signatures else ():
-                batch.checks += auth.signature_checks(self._check_state, d.stx, _carried_voucher(d))
+                batch.checks += auth.signature_checks(
+                    self._check_state, d.stx, _carried_vouching(d)
+                )
         except Exception:  # a local fault: check_batch meets it again and answers for it
             log.exception("reading ahead for a batch of transactions failed")
         return batch
@@ -253,14 +256,15 @@ class Application:
         stx = decoded.stx
         height = self.store.last_commit().height + 1
         auth.authenticate(
-            self._check_state, stx, self._signatures, height, _carried_voucher(decoded)
+            self._check_state, stx, self._signatures, height, _carried_vouching(decoded)
         )
         view = Overlay(self._check_state)
         auth.spend_nonce(KV(view, auth.MODULE), stx.tx.sender, stx.tx.nonce)
-        if stx.tx.type in SELF_REGISTRATIONS:
+        if stx.tx.type in _APPLIED_IN_MEMPOOL:
             # The mempool view takes the registration itself, so that the new identity's
             # next transactions (its scope keys, a clinic's first anchors) are admitted
-            # behind it, and a second use of its voucher is refused here already.
+            # behind it, and a second use of its voucher is refused here already; and an
+            # enrolment, so that the registrations it vouches for may follow it at once.
             ctx = TxContext(
                 view, stx.tx.sender, height, 0, chain_id=self.chain_id, keep_events=False
             )
@@ -368,8 +372,8 @@ class Application:
         try:
             decoded = self._decoder.decode(raw)
             stx = decoded.stx
-            voucher = _carried_voucher(decoded)
-            auth.authenticate(block_state, stx, self._signatures, block.height, voucher)
+            vouching = _carried_vouching(decoded)
+            auth.authenticate(block_state, stx, self._signatures, block.height, vouching)
             spent.append(stx)  # its signatures are forgotten at commit (_forget_committed)
             # From here on the nonce is spent even if the message fails: no replay either way.
             auth.spend_nonce(KV(tx_state, auth.MODULE), stx.tx.sender, stx.tx.nonce)
@@ -408,15 +412,20 @@ class Application:
             return answer_query(self._modules, snapshot, path, data)
 
 
+# Transactions check_tx executes into the mempool view (not only their nonce): see _admit.
+_APPLIED_IN_MEMPOOL = frozenset({*SELF_REGISTRATIONS, ENROLMENT_TYPE})
+
 # check_tx's answer to every admitted transaction: one immutable value, not one per call.
 _ADMITTED = TxResult(Code.OK)
 
 
-def _carried_voucher(decoded: Decoded) -> Voucher | None:
-    """A self-registration's voucher as its message parsed it (the same parser and field
-    `Voucher.of` reads), so that authenticate need not parse the payload again."""
-    voucher = getattr(decoded.parsed, "voucher", None)
-    return voucher if isinstance(voucher, Voucher) else None
+def _carried_vouching(decoded: Decoded) -> Vouching | None:
+    """A self-registration's voucher or enrolment as its message parsed it (the same parsers
+    and fields `enrolments.vouching_of` reads), so that authenticate need not parse the
+    payload again."""
+    parsed = decoded.parsed
+    vouching = getattr(parsed, "voucher", None) or getattr(parsed, "enrolment", None)
+    return vouching if isinstance(vouching, Voucher | Enrolment) else None
 
 
 def _internal(raw: bytes) -> TxResult:

@@ -23,6 +23,13 @@ from dataclasses import dataclass
 
 from careledger.chain.codes import Code, TxFailure
 from careledger.chain.modules.identity import IdentityKeeper
+from careledger.chain.modules.identity.enrolments import (
+    Enrolment,
+    Vouching,
+    check_enrolment,
+    enrolment_reads,
+    vouching_of,
+)
 from careledger.chain.modules.identity.vouchers import (
     SignedStatement,
     Voucher,
@@ -201,23 +208,24 @@ def verify_checks(checks: Sequence[SignatureCheck]) -> list[bool]:
 
 
 def signature_checks(
-    state: Readable, stx: SignedTx, voucher: Voucher | None = None
+    state: Readable, stx: SignedTx, vouching: Vouching | None = None
 ) -> list[SignatureCheck]:
     """The signatures authenticate would verify for this transaction against `state`: the
     envelope's under the sender's current key, and a self-registration's voucher under the
-    vouching member's key. Empty when authenticate would refuse before any signature (the
-    voucher's when it would refuse before that one). Only a hint: authenticate still looks
-    each one up under the key the state names then, and verifies in full on a miss."""
+    vouching member's key (an enrolment has none: it is in the state). Empty when
+    authenticate would refuse before any signature (the voucher's when it would refuse
+    before that one). Only a hint: authenticate still looks each one up under the key the
+    state names then, and verifies in full on a miss."""
     tx = stx.tx
     identities = IdentityKeeper(KV(state, "identity"))
     try:
         key, purpose = sender_key(identities, tx.sender, tx.type)
         checks = [SignatureCheck(stx.hash, key, stx.signature, stx.body)]
         if purpose:
-            voucher = voucher if voucher is not None else Voucher.of(tx.payload)
-            org = identities.acting_identity(voucher.org)
-            if org is not None:
-                statement = voucher.statement(tx.chain_id, purpose, tx.sender)
+            vouching = vouching if vouching is not None else vouching_of(tx.type, tx.payload)
+            org = identities.acting_identity(vouching.org)
+            if org is not None and isinstance(vouching, Voucher):
+                statement = vouching.statement(tx.chain_id, purpose, tx.sender)
                 org_key = bytes.fromhex(org["signing_key"])
                 checks.append(
                     SignatureCheck(statement.entry, org_key, statement.signature, statement.message)
@@ -227,16 +235,18 @@ def signature_checks(
     return checks
 
 
-def keys_read_first(stx: SignedTx, voucher: Voucher | None = None) -> list[bytes]:
+def keys_read_first(stx: SignedTx, vouching: Vouching | None = None) -> list[bytes]:
     """The state keys check_tx reads first for a transaction, whoever sends it: the sender's
-    identity and nonces, and for a self-registration carrying `voucher`, the rows its check
-    finds absent (`vouchers.registration_reads`). Read ahead for a batch
-    (StateStore.prefetch): a hint, a key wrong here costs a wasted read, never a different
-    answer."""
+    identity and nonces, and for a self-registration carrying `vouching`, the rows its check
+    reads (`vouchers.registration_reads`, `enrolments.enrolment_reads`). Read ahead for a
+    batch (StateStore.prefetch): a hint, a key wrong here costs a wasted read, never a
+    different answer."""
     tx = stx.tx
     keys = [KV.full_key("identity", f"id/{tx.sender}"), KV.full_key(MODULE, f"nonce/{tx.sender}")]
-    if voucher is not None:
-        keys += registration_reads(tx.chain_id, tx.type, tx.sender, voucher)
+    if isinstance(vouching, Enrolment):
+        keys += enrolment_reads(tx.sender, vouching)
+    elif vouching is not None:
+        keys += registration_reads(tx.chain_id, tx.type, tx.sender, vouching)
     return keys
 
 
@@ -245,24 +255,29 @@ def authenticate(
     stx: SignedTx,
     cache: SignatureCache,
     height: int,
-    voucher: Voucher | None = None,
+    vouching: Vouching | None = None,
 ) -> None:
     """TxFailure unless the sender may send this transaction and its current key signed it.
 
     UNKNOWN_SENDER: the sender is not an identity that may act (unregistered; deregistered;
     a removed organisation or one of its practitioners) and the transaction is not a
     self-registration (`vouchers.SELF_REGISTRATIONS`) carrying a member's valid voucher for
-    it at `height`. Runs before any nonce is spent, in check_tx and finalize_block alike, so
-    a refused transaction writes nothing, not even a nonce row. `voucher`: the payload's
-    voucher as the message already parsed it (else it is parsed from the payload here).
+    it at `height`, or naming a member that enrolled it (enrolments.py). Runs before any
+    nonce is spent, in check_tx and finalize_block alike, so a refused transaction writes
+    nothing, not even a nonce row. `vouching`: the payload's voucher or enrolment as the
+    message already parsed it (else it is parsed from the payload here).
     """
     tx = stx.tx
     identities = IdentityKeeper(KV(state, "identity"))
     key, purpose = sender_key(identities, tx.sender, tx.type)
     if not cache.verify(stx, key):
         raise TxFailure(Code.BAD_SIGNATURE, "signature does not verify with the sender's key")
-    if purpose:
-        if voucher is None:
-            voucher = Voucher.of(tx.payload)
-        verify = functools.partial(cache.verify_statement, carried_by=stx)
-        check_voucher(identities, tx.chain_id, purpose, tx.sender, voucher, height, verify)
+    if not purpose:
+        return
+    if vouching is None:
+        vouching = vouching_of(tx.type, tx.payload)
+    if isinstance(vouching, Enrolment):
+        check_enrolment(identities, tx.sender, vouching)
+        return
+    verify = functools.partial(cache.verify_statement, carried_by=stx)
+    check_voucher(identities, tx.chain_id, purpose, tx.sender, vouching, height, verify)

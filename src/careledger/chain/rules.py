@@ -44,8 +44,12 @@ log = logging.getLogger("careledger.chain.app")
 # two thirds of the members); the state records the chain's active rules version
 # (`upgrade/version`, written at genesis); at a scheduled plan's height the block starts by
 # switching to the plan's version, or the node stops before executing it (UpgradeRequired).
+# Version 7: enrolments (identity/enrol_patients: a member enrols up to 500 patients' dids in
+# one transaction; identity/register_enrolled_patient: a patient registers naming the member
+# that enrolled it, one signature instead of a voucher's two). No chain ran version 6 outside
+# tests, so this software does not keep it beside version 7 (see SUPPORTED_RULES_VERSIONS).
 # tests/test_golden.py pins this version's app hashes.
-STATE_MACHINE_VERSION = 6
+STATE_MACHINE_VERSION = 7
 
 # The rules versions this software can execute. Software that brings new rules keeps the
 # old ones beside them (it replays the chain's history) and lists both here; the chain

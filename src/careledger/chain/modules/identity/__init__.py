@@ -14,6 +14,10 @@ identity_module = Module(
     name=MODULE,
     messages={
         "register_patient": Message(messages.RegisterPatient.parse, handler.register_patient),
+        "register_enrolled_patient": Message(
+            messages.RegisterEnrolledPatient.parse, handler.register_enrolled_patient
+        ),
+        "enrol_patients": Message(messages.EnrolPatients.parse, handler.enrol_patients),
         "register_practitioner": Message(
             messages.RegisterPractitioner.parse, handler.register_practitioner
         ),

@@ -16,6 +16,13 @@ class IdentityRegistered(TypedEvent):
 
 
 @dataclass(frozen=True)
+class PatientsEnrolled(TypedEvent):
+    TYPE = "identity.patients_enrolled"
+    org: str
+    count: str
+
+
+@dataclass(frozen=True)
 class PractitionerDeregistered(TypedEvent):
     TYPE = "identity.deregistered"
     did: str

@@ -5,6 +5,9 @@
   voucher in full (member, expiry, unused, signature) before the handler runs, and refuses
   every other transaction of an unregistered did (UNKNOWN_SENDER); the handler records the
   voucher as used.
+- A member may instead enrol patients' dids on chain, many in one transaction; each
+  patient then registers itself naming that member (enrolments.py), and `chain/auth.py`
+  checks the enrolment as it checks a voucher; the handler deletes it.
 - A member registers a practitioner only with the practitioner's consent (signed by the
   practitioner's current key), and a node of its own likewise (`register_node`; founders'
   nodes are registered at genesis). A node acts for its organisation while it is a member.
@@ -32,6 +35,7 @@ from careledger.chain.codes import Code, TxFailure
 from careledger.chain.genesis import Genesis
 from careledger.chain.modules import votes
 from careledger.chain.modules.base import TxContext, ValidatorUpdate
+from careledger.chain.modules.identity.enrolments import redeem_enrolment
 from careledger.chain.modules.identity.events import (
     IdentityRegistered,
     KeyRotated,
@@ -39,6 +43,7 @@ from careledger.chain.modules.identity.events import (
     MemberRemoved,
     MembershipApplied,
     MembershipApproved,
+    PatientsEnrolled,
     PractitionerDeregistered,
 )
 from careledger.chain.modules.identity.keeper import MODULE, IdentityKeeper
@@ -46,6 +51,8 @@ from careledger.chain.modules.identity.messages import (
     ApplyMembership,
     ApproveMembership,
     DeregisterPractitioner,
+    EnrolPatients,
+    RegisterEnrolledPatient,
     RegisterNode,
     RegisterPatient,
     RegisterPractitioner,
@@ -116,11 +123,34 @@ def register_patient(ctx: TxContext, msg: RegisterPatient) -> None:
     keeper = _keeper(ctx)
     _require_unregistered(keeper, ctx.sender)
     _redeem_voucher(ctx, keeper, "register_patient", msg.voucher)
+    _put_patient(ctx, keeper, msg.encryption_key, msg.voucher.org)
+
+
+def register_enrolled_patient(ctx: TxContext, msg: RegisterEnrolledPatient) -> None:
+    """register_patient, vouched for by an enrolment: auth.authenticate has checked it
+    (a member that may act enrolled the sender) against this very state."""
+    keeper = _keeper(ctx)
+    _require_unregistered(keeper, ctx.sender)
+    redeem_enrolment(keeper, ctx.sender, msg.enrolment)
+    _put_patient(ctx, keeper, msg.encryption_key, msg.enrolment.org)
+
+
+def _put_patient(ctx: TxContext, keeper: IdentityKeeper, encryption_key: str, org: str) -> None:
     _claim_own_key(keeper, ctx.sender)
-    patient = _new_identity(ctx, ctx.sender, "patient", msg.encryption_key)
+    patient = _new_identity(ctx, ctx.sender, "patient", encryption_key)
     # Who vouched: the clinic that enrolled the patient (a claim keeps its write consent).
-    keeper.put_identity({**patient, "enrolled_by": msg.voucher.org})
+    keeper.put_identity({**patient, "enrolled_by": org})
     ctx.emit(IdentityRegistered(ctx.sender, "patient"))
+
+
+def enrol_patients(ctx: TxContext, msg: EnrolPatients) -> None:
+    """A member enrols dids to register themselves (enrolments.py); all or nothing."""
+    keeper = _keeper(ctx)
+    _require_member(keeper, ctx.sender)
+    for did in msg.dids:
+        _require_unregistered(keeper, did)
+        keeper.enrol(did, ctx.sender, ctx.height)
+    ctx.emit(PatientsEnrolled(ctx.sender, str(len(msg.dids))))
 
 
 def register_practitioner(ctx: TxContext, msg: RegisterPractitioner) -> None:

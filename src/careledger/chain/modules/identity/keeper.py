@@ -3,12 +3,15 @@
 Layout under the `identity/` prefix:
   id/<did>                    the identity: kind, current keys, key history (`keys`: each
                               signing key and the height it took effect), organisation, active;
-                              a patient's `enrolled_by`: the member whose voucher registered it;
+                              a patient's `enrolled_by`: the member whose voucher or
+                              enrolment registered it;
                               a node's `org`: the member whose node it is
   member/<did>                a member organisation of the consortium
   staff/<org did>/<did>       a practitioner registered by an organisation
   proposal/<action>/<did>     an open vote to admit or remove an organisation
   used/<sha256>               a voucher or consent already used (vouchers.py), and when
+  enrolled/<did>/<org did>    a member's enrolment of a patient's did, until the patient
+                              registers with it (enrolments.py)
   key/<signing key hex>       the did a signing key belongs to: every did's own key and
                               every key rotated to, never deleted, so that a key signs for
                               one identity only (and a rotated-away key is never taken again)
@@ -121,6 +124,15 @@ class IdentityKeeper:
 
     def use_statement(self, digest: str, height: int) -> None:
         self.kv.set(f"used/{digest}", {"height": height})
+
+    def is_enrolled(self, did: str, org: str) -> bool:
+        return self.kv.has(f"enrolled/{did}/{org}")
+
+    def enrol(self, did: str, org: str, height: int) -> None:
+        self.kv.set(f"enrolled/{did}/{org}", {"height": height})
+
+    def unenrol(self, did: str, org: str) -> None:
+        self.kv.delete(f"enrolled/{did}/{org}")
 
     def is_member(self, did: str) -> bool:
         return self.kv.has(f"member/{did}")

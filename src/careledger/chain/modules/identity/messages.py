@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from careledger.chain.codes import Code, TxFailure
 from careledger.chain.modules.base import Payload
+from careledger.chain.modules.identity.enrolments import MAX_ENROLMENT_DIDS, Enrolment
 from careledger.chain.modules.identity.vouchers import Consent, Voucher
-from careledger.crypto.keys import Identity
+from careledger.crypto.keys import Identity, KeyError_, ed25519_from_did
 from careledger.crypto.statements import rotation_statement
 
 MEMBERSHIP_ACTIONS = ("admit", "remove")
@@ -23,6 +25,40 @@ class RegisterPatient:
     @classmethod
     def parse(cls, p: Payload) -> RegisterPatient:
         msg = cls(p.hex_bytes("encryption_key", 32), Voucher.parse(p.nested("voucher")))
+        p.done()
+        return msg
+
+
+@dataclass(frozen=True)
+class RegisterEnrolledPatient:
+    """A patient registers itself as register_patient does, vouched for by a member's
+    enrolment of its did on chain instead of a signed voucher (enrolments.py)."""
+
+    encryption_key: str
+    enrolment: Enrolment
+
+    @classmethod
+    def parse(cls, p: Payload) -> RegisterEnrolledPatient:
+        msg = cls(p.hex_bytes("encryption_key", 32), Enrolment(p.did("enrolled_by")))
+        p.done()
+        return msg
+
+
+@dataclass(frozen=True)
+class EnrolPatients:
+    """A member enrols patients' dids, each to register itself once (enrolments.py)."""
+
+    dids: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, p: Payload) -> EnrolPatients:
+        dids = p.text_list("dids", MAX_ENROLMENT_DIDS)
+        for did in dids:
+            try:
+                ed25519_from_did(did)
+            except KeyError_ as exc:
+                raise TxFailure(Code.INVALID_PAYLOAD, f"'dids': {exc}") from None
+        msg = cls(tuple(dids))
         p.done()
         return msg
 

@@ -53,9 +53,11 @@ STATEMENT_DOMAIN = "careledger-statement-v1"
 # The only transactions an unregistered did may send, each with a voucher for its purpose.
 SELF_REGISTRATIONS = {
     "identity/register_patient": "register_patient",
+    # vouched for by an enrolment on chain rather than a signed voucher (enrolments.py)
+    "identity/register_enrolled_patient": "register_patient",
     "identity/apply_membership": "apply_membership",
 }
-VOUCHED_PURPOSES = tuple(SELF_REGISTRATIONS.values())
+VOUCHED_PURPOSES = tuple(dict.fromkeys(SELF_REGISTRATIONS.values()))
 CONSENT_PURPOSE = "register_practitioner"
 NODE_CONSENT_PURPOSE = "register_node"
 CONSENT_PURPOSES = (CONSENT_PURPOSE, NODE_CONSENT_PURPOSE)

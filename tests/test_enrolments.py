@@ -1,0 +1,130 @@
+"""Enrolments (identity/enrol_patients, identity/register_enrolled_patient) on the real state
+machine (real SQLite): a member's word for many patients, each registering once, itself.
+
+Every attack is performed against the real application, in the mempool and forced into a
+block, as in test_identity.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from careledger.chain.codes import Code
+from careledger.chain.modules.identity.enrolments import MAX_ENROLMENT_DIDS
+from careledger.crypto.keys import Identity
+from test_identity import Chain, refused_everywhere
+
+ENROL = "identity/enrol_patients"
+REGISTER = "identity/register_enrolled_patient"
+
+
+def registration(patient: Identity, enrolled_by: str) -> dict[str, Any]:
+    return {"encryption_key": patient.encryption_public.hex(), "enrolled_by": enrolled_by}
+
+
+def enrolment_rows(chain: Chain) -> list[bytes]:
+    return sorted(k for k in chain.rows() if k.startswith(b"identity/enrolled/"))
+
+
+def test_a_member_enrols_many_and_each_registers_itself_once(tmp_path: Path) -> None:
+    chain = Chain(tmp_path)
+    org = chain.members[0]
+    patients = [Identity.generate() for _ in range(3)]
+    assert chain.run(chain.tx(org, ENROL, {"dids": [p.did for p in patients]})) == [Code.OK]
+    assert len(enrolment_rows(chain)) == 3
+    registrations = [chain.tx(p, REGISTER, registration(p, org.did)) for p in patients]
+    assert chain.run(*registrations) == [Code.OK] * 3
+    for patient in patients:
+        found = chain.query("identity/identity", did=patient.did)
+        assert (found["kind"], found["enrolled_by"]) == ("patient", org.did)
+    assert enrolment_rows(chain) == []  # each enrolment registered one identity and went
+    again = chain.tx(patients[0], REGISTER, registration(patients[0], org.did))
+    assert chain.run(again) == [Code.CONFLICT]  # already registered
+
+
+def test_only_a_member_that_may_act_enrols(tmp_path: Path) -> None:
+    chain = Chain(tmp_path)
+    org, patient, doctor = chain.members[0], Identity.generate(), Identity.generate()
+    registered = Identity.generate()
+    setup = [chain.register_practitioner(org, doctor), chain.register_patient(registered)]
+    assert chain.run(*setup) == [Code.OK, Code.OK]
+    assert chain.app.check_tx(chain.tx(doctor, ENROL, {"dids": [patient.did]})).code == (
+        Code.UNAUTHORISED  # a practitioner is not a member
+    )
+    assert chain.run(chain.tx(doctor, ENROL, {"dids": [patient.did]})) == [Code.UNAUTHORISED]
+    assert chain.run(chain.tx(registered, ENROL, {"dids": [patient.did]})) == [Code.UNAUTHORISED]
+    stranger = Identity.generate()
+    refused_everywhere(
+        chain, chain.tx(stranger, ENROL, {"dids": [patient.did]}), Code.UNKNOWN_SENDER
+    )
+    assert enrolment_rows(chain) == []
+
+
+def test_a_batch_is_all_or_nothing_and_bounded(tmp_path: Path) -> None:
+    """A registered did in the list refuses the whole batch (no row written); the list is at
+    most MAX_ENROLMENT_DIDS distinct did:keys, refused before it reaches a block."""
+    chain = Chain(tmp_path)
+    org, registered, fresh = chain.members[0], Identity.generate(), Identity.generate()
+    assert chain.run(chain.register_patient(registered)) == [Code.OK]
+    mixed = chain.tx(org, ENROL, {"dids": [fresh.did, registered.did]})
+    assert chain.run(mixed) == [Code.CONFLICT]
+    assert enrolment_rows(chain) == []
+    too_many = [Identity.generate().did for _ in range(MAX_ENROLMENT_DIDS + 1)]
+    for dids in (too_many, [], [fresh.did, fresh.did], ["did:web:example.org"], "not a list"):
+        raw = chain.tx(org, ENROL, {"dids": dids})
+        assert chain.app.check_tx(raw).code == Code.INVALID_PAYLOAD
+    assert chain.run(chain.tx(org, ENROL, {"dids": [fresh.did]})) == [Code.OK]
+
+
+def test_an_enrolment_serves_its_did_and_member_only(tmp_path: Path) -> None:
+    """Naming a member that did not enrol the did, or registering another did with an
+    enrolment seen on chain, is refused in the mempool and in a block, and writes nothing."""
+    chain = Chain(tmp_path)
+    org, other_org = chain.members[0], chain.members[1]
+    patient, thief = Identity.generate(), Identity.generate()
+    assert chain.run(chain.tx(org, ENROL, {"dids": [patient.did]})) == [Code.OK]
+    for who, named in [(patient, other_org.did), (thief, org.did), (patient, patient.did)]:
+        raw = chain.tx(who, REGISTER, registration(who, named))
+        refused_everywhere(chain, raw, Code.UNAUTHORISED)
+    signed_by_thief = chain.tx(thief, REGISTER, registration(patient, org.did), did=patient.did)
+    refused_everywhere(chain, signed_by_thief, Code.BAD_SIGNATURE)
+    assert len(enrolment_rows(chain)) == 1
+    assert chain.run(chain.tx(patient, REGISTER, registration(patient, org.did))) == [Code.OK]
+
+
+def test_each_member_enrols_apart_and_a_removed_ones_enrolment_serves_no_one(
+    tmp_path: Path,
+) -> None:
+    """Two members enrolling one did do not collide (rows keyed by member); after a member is
+    voted out its enrolments authorise nothing, while another member's still do."""
+    chain = Chain(tmp_path)
+    a, b, c, _ = chain.members
+    patient, other = Identity.generate(), Identity.generate()
+    both = [chain.tx(a, ENROL, {"dids": [patient.did, other.did]})]
+    both.append(chain.tx(b, ENROL, {"dids": [patient.did]}))
+    assert chain.run(*both) == [Code.OK, Code.OK]
+    assert chain.run(chain.vote(b, "remove", a.did), chain.vote(c, "remove", a.did)) == [0, 0]
+    assert a.did not in {m["did"] for m in chain.query("identity/members")}
+    refused_everywhere(
+        chain, chain.tx(other, REGISTER, registration(other, a.did)), Code.UNAUTHORISED
+    )
+    assert chain.run(chain.tx(patient, REGISTER, registration(patient, b.did))) == [Code.OK]
+    assert chain.query("identity/identity", did=patient.did)["enrolled_by"] == b.did
+
+
+def test_the_mempool_admits_registrations_behind_their_enrolment(tmp_path: Path) -> None:
+    """A hospital sends an enrolment and its patients' registrations at once: the mempool
+    view holds the enrolment, so they are admitted behind it, and a second registration
+    of the same did is refused there already."""
+    chain = Chain(tmp_path)
+    org, patient = chain.members[0], Identity.generate()
+    enrol = chain.tx(org, ENROL, {"dids": [patient.did]})
+    register = chain.tx(patient, REGISTER, registration(patient, org.did))
+    assert chain.app.check_tx(register).code == Code.UNAUTHORISED  # not before it
+    assert [chain.app.check_tx(enrol).code, chain.app.check_tx(register).code] == [0, 0]
+    twice = chain.tx(patient, REGISTER, registration(patient, org.did))
+    assert chain.app.check_tx(twice).code == Code.CONFLICT
+    assert chain.run(enrol, register) == [Code.OK, Code.OK]
+    after = chain.tx(patient, REGISTER, registration(patient, org.did))
+    assert chain.app.check_tx(after).code == Code.CONFLICT
