@@ -341,9 +341,9 @@ def golden_blocks() -> list[list[bytes]]:
         ],
         # 6. Enrolments (version 7): A enrols two dids in one transaction; refused: an
         #    enrolment by a practitioner (A's doctor: not a member), by removed C (unknown
-        #    sender), and B's of an identity already registered. The first enrolled did registers naming
-        #    A; the second naming B (which did not enrol it: refused, nothing written), then
-        #    A; the first again (already registered). A's rows are gone, B never had one.
+        #    sender), and B's of an identity already registered. The first enrolled did
+        #    registers naming A; the second naming B (which did not enrol it: refused,
+        #    nothing written), then A; the first again (already registered).
         [
             a.tx("identity/enrol_patients", {"dids": [ENROLLED.did, ENROLLED_TWO.did]}),
             doctor.tx("identity/enrol_patients", {"dids": [STRANGER.did]}),
