@@ -10,9 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from careledger.chain.codes import Code
 from careledger.chain.modules.identity.enrolments import MAX_ENROLMENT_DIDS
 from careledger.crypto.keys import Identity
+from careledger.protocol.errors import http_status
+from careledger.wallet.custody import new_patient_keys
+from careledger.wallet.enrolment import enrol_patients, register_patient
+from careledger.wallet.node_client import NodeClient, NodeError
+from careledger.wallet.records import RecordsClient
+from nodeutil import NodeProcess
 from test_identity import Chain, refused_everywhere
 
 ENROL = "identity/enrol_patients"
@@ -128,3 +136,41 @@ def test_the_mempool_admits_registrations_behind_their_enrolment(tmp_path: Path)
     assert chain.run(enrol, register) == [Code.OK, Code.OK]
     after = chain.tx(patient, REGISTER, registration(patient, org.did))
     assert chain.app.check_tx(after).code == Code.CONFLICT
+
+
+def test_a_hospital_enrols_its_patients_and_each_registers_from_its_own_device(
+    node: NodeProcess,
+) -> None:
+    """Through a real node (`careledger up`) and the wallet: the organisation enrols 501
+    dids (two transactions: MAX_ENROLMENT_DIDS to one), two of the patients register from
+    their own device naming it (an unregistered did may POST its own registration), publish
+    their scope keys and grant it write consent; the clinic then writes a record for one.
+    A stranger naming the organisation is refused with the chain's code."""
+    org = node.organisation()
+    clinic = RecordsClient(node.url, org, purpose="TREAT")
+    patients = [new_patient_keys()[0] for _ in range(2)]
+    dids = [p.did for p in patients] + [Identity.generate().did for _ in range(499)]
+    enrol_patients(clinic.node, org.identity, org.did, dids)
+
+    def enrolled(did: str) -> bool:
+        return bool(clinic.node.query("identity/enrolment", did=did, org=org.did)["enrolled"])
+
+    assert all(enrolled(did) for did in (dids[0], dids[1], dids[-1]))
+    for patient in patients:
+        own_device = NodeClient(node.url)
+        register_patient(own_device, patient, None, org.did, org.identity.encryption_public)
+        assert clinic.node.query("identity/identity", did=patient.did)["enrolled_by"] == org.did
+        assert not enrolled(patient.did)  # used: it registers no one again
+    assert enrolled(dids[-1])
+    observation = {"resourceType": "Observation", "status": "final", "code": {"text": "HbA1c"}}
+    written = clinic.write(patients[0].did, observation)
+    assert clinic.read(written.ref)["code"] == {"text": "HbA1c"}
+    stranger = new_patient_keys()[0]
+    with pytest.raises(NodeError) as refused:
+        register_patient(
+            NodeClient(node.url), stranger, None, org.did, org.identity.encryption_public
+        )
+    assert (refused.value.status, refused.value.code) == (
+        http_status(Code.UNAUTHORISED),
+        "unauthorised",
+    )

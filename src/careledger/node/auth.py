@@ -18,7 +18,8 @@ The order is chosen so that nothing is read or stored for a request that cannot 
 
 One exception to "registered": an unregistered did may `POST /tx` exactly one transaction that
 registers that same did (`SELF_REGISTRATION`), signed with the key its did:key names, so a
-patient can register from their own device. The chain checks the rest (its voucher).
+patient can register from their own device. The chain checks the rest (its voucher or
+enrolment).
 
 The replay cache (`node/replay_cache.py`) holds registered callers' accepted nonces while
 their timestamps are fresh (a timestamp more than MAX_FUTURE_MS ahead is refused): a did over
@@ -46,6 +47,7 @@ from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from careledger.chain.codes import Code, TxFailure
+from careledger.chain.modules.identity import SELF_REGISTRATIONS
 from careledger.chain.tx import decode_tx
 from careledger.consensus.driver import ConsensusDriver
 from careledger.crypto.keys import KeyError_, ed25519_from_did
@@ -63,7 +65,8 @@ from careledger.node.datadir import DataDir
 from careledger.node.errors import CLOSE, ApiError, handle_api_error
 from careledger.node.replay_cache import ReplayCache, ReplayCacheFull, Replayed, ReplayShareUsed
 
-SELF_REGISTRATION = frozenset({"identity/register_patient", "identity/apply_membership"})
+# The transactions an unregistered did may send (the chain's list: chain/modules/identity).
+SELF_REGISTRATION = frozenset(SELF_REGISTRATIONS)
 UNREGISTERED = "unregistered"  # the kind of a caller that is registering itself
 NODE_ID_FILE = "node_id"
 CHALLENGE = {"www-authenticate": SCHEME}

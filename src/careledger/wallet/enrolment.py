@@ -6,6 +6,10 @@ The patient's keys are made on the patient's device, never by a clinic (DESIGN.m
   device submits `register_patient`, which also publishes its signed scope keys of the first
   epoch and grants the clinic write consent (with the naming key wrapped to it), all signed
   by the patient.
+- A hospital bringing many patients who have keys enrols their dids on chain, up to 500 in
+  one transaction signed once (`enrol_patients`); each patient's device then registers
+  naming the hospital (`register_patient` without a voucher): one signature a patient
+  for every validator to check instead of two (chain/modules/identity/enrolments.py).
 - For a patient who has no identity yet (importing an EHR), `enrol_for_claim` makes a fresh
   master secret (no phrase), registers it the same way, and seals it into a claim package
   under a one-time code (crypto/claim.py): the clinic stores the package for the patient and
@@ -17,9 +21,15 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from careledger.chain.block import parse_time_ns
+from careledger.chain.modules.identity.enrolments import (
+    ENROLLED_REGISTRATION_TYPE,
+    ENROLMENT_TYPE,
+    MAX_ENROLMENT_DIDS,
+)
 from careledger.chain.modules.identity.vouchers import ENROLMENT_VOUCHER_BLOCKS, sign_voucher
 from careledger.chain.modules.records import scope_key_payload
 from careledger.crypto.claim import (
@@ -94,16 +104,30 @@ def clinic_voucher(
     )
 
 
+def enrol_patients(
+    node: NodeClient, org: Identity, org_did: str, dids: Sequence[str], wait: bool = True
+) -> None:
+    """As member `org_did`: enrol patients' dids to register themselves naming it
+    (`register_patient` with no voucher), MAX_ENROLMENT_DIDS to a transaction. RecordsError
+    if any is refused (a did already registered refuses its whole transaction)."""
+    signer = Signer(node, org_did, org)
+    chunks = [dids[i : i + MAX_ENROLMENT_DIDS] for i in range(0, len(dids), MAX_ENROLMENT_DIDS)]
+    txs = [signer.sign(ENROLMENT_TYPE, {"dids": list(chunk)}) for chunk in chunks]
+    for result in node.submit_many(txs, wait=wait):
+        raise_for(result, "enrolment")
+
+
 def register_patient(
     node: NodeClient,
     patient: KeyFile,
-    voucher: dict[str, object],
+    voucher: dict[str, object] | None,
     org_did: str,
     org_encryption_key: bytes,
     wait: bool = True,
 ) -> dict[str, ScopePublic]:
-    """On the patient's device: register `patient` with the clinic's voucher, publish its
-    signed scope keys of the first epoch, grant the clinic write consent. Its scope keys."""
+    """On the patient's device: register `patient` with the clinic's voucher (None: the
+    clinic `org_did` enrolled the patient's did on chain), publish its signed scope keys of
+    the first epoch, grant the clinic write consent. Its scope keys."""
     own = node.signed_as(patient)
     return _register(own, patient, voucher, org_did, org_encryption_key, own.status(), wait)
 
@@ -111,14 +135,15 @@ def register_patient(
 def _register(
     node: NodeClient,
     patient: KeyFile,
-    voucher: dict[str, object],
+    voucher: dict[str, object] | None,
     org_did: str,
     org_encryption_key: bytes,
     status: dict[str, object],
     wait: bool,
 ) -> dict[str, ScopePublic]:
-    """Register `patient` with `voucher`, publish its signed scope keys of the first epoch
-    and grant `org_did` write consent with the naming key, all signed as the patient.
+    """Register `patient` with `voucher` (None: with `org_did`'s enrolment), publish its
+    signed scope keys of the first epoch and grant `org_did` write consent with the naming
+    key, all signed as the patient.
 
     `node` submits them: the clinic's client (one batch), or the patient's own, which as an
     unregistered did may send its registration alone first (node/auth.py) and the rest once
@@ -127,12 +152,12 @@ def _register(
     chain_id = str(status["chain_id"])
     identity = patient.identity
     signer = Signer(node, patient.did, identity, last_nonce=0)
-    txs = [
-        signer.sign(
-            "identity/register_patient",
-            {"encryption_key": identity.encryption_public.hex(), "voucher": voucher},
-        )
-    ]
+    encryption_key = identity.encryption_public.hex()
+    if voucher is None:
+        registration = (ENROLLED_REGISTRATION_TYPE, {"enrolled_by": org_did})
+    else:
+        registration = ("identity/register_patient", {"voucher": voucher})
+    txs = [signer.sign(registration[0], {"encryption_key": encryption_key, **registration[1]})]
     publics = {}
     for scope in SCOPES:
         pair = patient.scope_key(scope, FIRST_EPOCH)

@@ -31,6 +31,7 @@ identity_module = Module(
     },
     queries={
         "identity": queries.identity,
+        "enrolment": queries.enrolment,
         "practitioners": queries.practitioners,
         "members": queries.members,
         "proposals": queries.proposals,

@@ -27,6 +27,14 @@ def identity(kv: KV, params: Payload) -> Any:
     return _as_seen(keeper, found)
 
 
+def enrolment(kv: KV, params: Payload) -> Any:
+    """Whether member `org` has enrolled `did` and the enrolment awaits its registration
+    (enrolments.py): {"did", "org", "enrolled"}."""
+    did, org = params.text("did", max_len=128), params.text("org", max_len=128)
+    params.done()
+    return {"did": did, "org": org, "enrolled": IdentityKeeper(kv).is_enrolled(did, org)}
+
+
 def practitioners(kv: KV, params: Payload) -> Any:
     org = params.text("org", max_len=128)
     params.done()
