@@ -153,11 +153,11 @@ def _register(
     identity = patient.identity
     signer = Signer(node, patient.did, identity, last_nonce=0)
     encryption_key = identity.encryption_public.hex()
-    if voucher is None:
-        registration = (ENROLLED_REGISTRATION_TYPE, {"enrolled_by": org_did})
-    else:
-        registration = ("identity/register_patient", {"voucher": voucher})
-    txs = [signer.sign(registration[0], {"encryption_key": encryption_key, **registration[1]})]
+    vouching: dict[str, object] = (
+        {"enrolled_by": org_did} if voucher is None else {"voucher": voucher}
+    )
+    kind = ENROLLED_REGISTRATION_TYPE if voucher is None else "identity/register_patient"
+    txs = [signer.sign(kind, {"encryption_key": encryption_key, **vouching})]
     publics = {}
     for scope in SCOPES:
         pair = patient.scope_key(scope, FIRST_EPOCH)
