@@ -6,7 +6,9 @@ Two ways in:
 
 Run: .venv/bin/python -m bench.chain_throughput [--txs 20000] [--mode inproc|http|both]
      [--rate 0] [--profile] [--no-record]
-Each transaction is a patient registration signed by its own sender.
+Each transaction is a patient registration signed by its own sender: by default naming the
+member that enrolled it (the enrolments, 500 dids each, commit before the clock starts), with
+`--vouching voucher` carrying the member's signed voucher (two signatures a registration).
 
 Besides the rate, each run reports the CPU time the node spent per committed transaction
 (this process in-process, the node process's /proc/<pid>/stat over HTTP, each with its
@@ -30,13 +32,14 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
 import httpx
 
 import careledger
-from bench.common import HEADER, Figures, machine, percentile, registrations
+from bench.common import HEADER, VOUCHINGS, Figures, load, machine, percentile
 from bench.record import record
 from careledger.consensus.solo.producer import SoloProducer
 from careledger.node.builder import Node, Solo, build_node
@@ -50,6 +53,7 @@ def run_inproc(
     block_interval: float,
     profiler: cProfile.Profile | None = None,
     verify_ahead: bool | None = None,
+    vouching: str = "enrolment",
 ) -> tuple[Figures, Cpu]:
     """Submit `total` txs (paced at `rate` per second, or all at once when 0) and await commits."""
     with tempfile.TemporaryDirectory() as scratch:
@@ -58,11 +62,16 @@ def run_inproc(
         node = build_node(root, Solo(block_interval=block_interval))
         if verify_ahead is not None:  # else the node's default: a worker process on >= 2 CPUs
             node.consensus.verify_ahead = verify_ahead
-        txs = registrations(node.app.chain_id, total, org)
-        if profiler:
-            profiler.enable()
-        own, children = time.process_time(), _children_cpu()
-        figures = asyncio.run(_drive(node, txs, rate))
+        setup, txs = load(node.app.chain_id, total, org, vouching)
+        own, children = 0.0, 0.0
+
+        def start_clock() -> None:
+            nonlocal own, children
+            if profiler:
+                profiler.enable()
+            own, children = time.process_time(), _children_cpu()
+
+        figures = asyncio.run(_drive(node, txs, rate, setup, start_clock))
         own = time.process_time() - own
         cpu = Cpu(own + _children_cpu() - children, own)
         if profiler:
@@ -73,10 +82,18 @@ def run_inproc(
 
 
 async def _drive(
-    node: Node[SoloProducer], txs: list[bytes], rate: float
+    node: Node[SoloProducer],
+    txs: list[bytes],
+    rate: float,
+    setup: list[bytes],
+    start_clock: Callable[[], None],
 ) -> tuple[int, float, list[float]]:
+    """Commit `setup`, call `start_clock`, then offer `txs`: (committed, seconds, latencies)."""
     producer = asyncio.create_task(node.consensus.run())
     latencies: list[float] = []
+    done = await asyncio.gather(*(node.consensus.submit(raw, wait=True) for raw in setup))
+    _require_committed("setup", [r.code for r in done])
+    start_clock()
 
     async def one(raw: bytes) -> bool:
         sent = time.perf_counter()
@@ -100,7 +117,14 @@ async def _drive(
     return ok, elapsed, latencies
 
 
-def run_http(total: int, clients: int, batch: int) -> tuple[Figures, Cpu]:
+def _require_committed(what: str, codes: list[int]) -> None:
+    if any(codes):
+        raise SystemExit(f"{what}: refused with codes {sorted(set(codes))}")
+
+
+def run_http(
+    total: int, clients: int, batch: int, vouching: str = "enrolment"
+) -> tuple[Figures, Cpu]:
     """A real node process; `clients` threads post batches of signed txs and wait for commit."""
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch) / "data"
@@ -116,8 +140,12 @@ def run_http(total: int, clients: int, batch: int) -> tuple[Figures, Cpu]:
             url = f"http://127.0.0.1:{port}"
             _wait_ready(url)
             print(f"node pid {proc.pid} on {url}", file=sys.stderr, flush=True)
-            chain_id = NodeClient(url).status()["chain_id"]
-            txs = registrations(chain_id, total, org)
+            own_client = NodeClient(url, org)
+            chain_id = own_client.status()["chain_id"]
+            last_nonce = int(own_client.query("auth/nonce", did=org.did)["last_nonce"])
+            setup, txs = load(chain_id, total, org, vouching, last_nonce)
+            done = own_client.submit_many(setup, wait=True) if setup else []
+            _require_committed("setup", [int(r["code"]) for r in done])
             chunks = [txs[i : i + batch] for i in range(0, len(txs), batch)]
             latencies: list[float] = []
             committed = [0]
@@ -211,6 +239,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500, help="transactions per POST /txs")
     parser.add_argument("--no-record", action="store_true", help="print only, record nothing")
     parser.add_argument(
+        "--vouching",
+        choices=VOUCHINGS,
+        default="enrolment",
+        help="registrations naming an enrolment (committed first) or carrying a voucher",
+    )
+    parser.add_argument(
         "--verify",
         choices=["auto", "process", "inline"],
         default="auto",
@@ -225,21 +259,28 @@ def main() -> None:
         "txs": args.txs,
         "block_interval": args.block_interval,
         "verify": args.verify,
+        "vouching": args.vouching,
     }
     verify_ahead = {"auto": None, "process": True, "inline": False}[args.verify]
     if args.mode in ("inproc", "both"):
         profiler = cProfile.Profile() if args.profile else None
-        figures, cpu = run_inproc(args.txs, args.rate, args.block_interval, profiler, verify_ahead)
+        figures, cpu = run_inproc(
+            args.txs, args.rate, args.block_interval, profiler, verify_ahead, args.vouching
+        )
         measure = "chain.inproc.offered" if args.rate else "chain.inproc.saturating"
         _report(figures, cpu, measure, not args.no_record, rate=args.rate, **settings)
         if profiler:
             pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         if not args.rate:
-            figures, cpu = run_inproc(args.txs // 2, 2000, args.block_interval, None, verify_ahead)
+            half = args.txs // 2
+            figures, cpu = run_inproc(
+                half, 2000, args.block_interval, None, verify_ahead, args.vouching
+            )
             _report(figures, cpu, "chain.inproc.offered", not args.no_record, rate=2000, **settings)
     if args.mode in ("http", "both"):
-        figures, cpu = run_http(args.txs, clients=args.clients, batch=args.batch)
+        figures, cpu = run_http(args.txs, args.clients, args.batch, args.vouching)
         http = {"txs": args.txs, "clients": args.clients, "batch": args.batch}
+        http["vouching"] = args.vouching
         _report(figures, cpu, "chain.http", not args.no_record, **http)
 
 

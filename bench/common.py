@@ -7,6 +7,11 @@ import platform
 import statistics
 from dataclasses import dataclass
 
+from careledger.chain.modules.identity.enrolments import (
+    ENROLLED_REGISTRATION_TYPE,
+    ENROLMENT_TYPE,
+    MAX_ENROLMENT_DIDS,
+)
 from careledger.chain.modules.identity.vouchers import sign_voucher
 from careledger.chain.tx import Tx
 from careledger.crypto.keyfile import KeyFile
@@ -27,6 +32,37 @@ def registrations(chain_id: str, count: int, org: KeyFile) -> list[bytes]:
         payload = {"encryption_key": patient.encryption_public.hex(), "voucher": voucher}
         txs.append(Tx(chain_id, "identity/register_patient", patient.did, 1, payload).sign(patient))
     return txs
+
+
+def enrolled_registrations(
+    chain_id: str, count: int, org: KeyFile, last_nonce: int = 0
+) -> tuple[list[bytes], list[bytes]]:
+    """(enrolments, registrations): member `org`'s enrolments of `count` new patients' dids,
+    MAX_ENROLMENT_DIDS to a transaction (numbered from `last_nonce` + 1; they must commit
+    first), and each patient's registration naming `org`, signed by its own sender."""
+    patients = [Identity.generate() for _ in range(count)]
+    enrolments = []
+    for n, first in enumerate(range(0, count, MAX_ENROLMENT_DIDS)):
+        dids = [p.did for p in patients[first : first + MAX_ENROLMENT_DIDS]]
+        tx = Tx(chain_id, ENROLMENT_TYPE, org.did, last_nonce + 1 + n, {"dids": dids})
+        enrolments.append(tx.sign(org.identity))
+    txs = []
+    for patient in patients:
+        payload = {"encryption_key": patient.encryption_public.hex(), "enrolled_by": org.did}
+        txs.append(Tx(chain_id, ENROLLED_REGISTRATION_TYPE, patient.did, 1, payload).sign(patient))
+    return enrolments, txs
+
+
+VOUCHINGS = ("enrolment", "voucher")
+
+
+def load(
+    chain_id: str, total: int, org: KeyFile, vouching: str, last_nonce: int = 0
+) -> tuple[list[bytes], list[bytes]]:
+    """(what must commit first, the registrations to time) for `vouching` (VOUCHINGS)."""
+    if vouching == "voucher":
+        return [], registrations(chain_id, total, org)
+    return enrolled_registrations(chain_id, total, org, last_nonce)
 
 
 def percentile(values: list[float], q: float) -> float:

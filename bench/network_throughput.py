@@ -22,7 +22,9 @@ ms p99, app/comet CPU ms per tx) and network.ratio.
 
 Run: .venv/bin/python -m bench.network_throughput [--txs 12000] [--rate 2000]
      [--timeout-commit 300ms] [--only ours|kvstore] [--no-recheck] [--no-broadcast]
-     [--profile DIR] [--pprof FILE]
+     [--profile DIR] [--pprof FILE] [--vouching enrolment|voucher]
+Registrations name the member that enrolled them (the enrolments commit before the clock
+starts); `--vouching voucher` gives each a member's signed voucher instead.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from typing import Any
 import httpx
 import orjson
 
-from bench.common import HEADER, Figures, machine, percentile, registrations
+from bench.common import HEADER, VOUCHINGS, Figures, load, machine, percentile
 from bench.proc_cpu import cpu_by_kind, start_py_spy, top_functions
 from bench.record import record
 from careledger.consensus.cometbft.config import NetSettings, edit_config_toml
@@ -190,13 +192,17 @@ def run(
     rate: float,
     profile: Path | None = None,
     pprof: Path | None = None,
+    setup: list[bytes] | None = None,
 ) -> RunFigures:
+    """Offer `txs` at `rate` and follow them to their blocks, once `setup` has committed."""
     pprof_address = _enable_pprof(network) if pprof is not None else ""
     start_network(network)
     try:
         urls = [n.rpc_url for n in network.nodes]
         _wait_height(urls[0], 2)
         top = int(sync_call(urls[0], "status")["sync_info"]["latest_block_height"])
+        if setup:
+            top = _commit_first(urls[0], top, setup)
         pids = _pids_by_kind(network)
         # Sampled until the last transaction is committed (stopped below), at most 10 minutes.
         spies = _start_profile(pids.get("app", []), profile, 600)
@@ -225,6 +231,21 @@ def run(
     figures = Figures(f"{name}, {rate:,.0f} tx/s offered", len(committed), last - first, latencies)
     cpu = {kind: cpu_after[kind] - cpu_before[kind] for kind in cpu_before}
     return RunFigures(figures, cpu, watcher.blocks)
+
+
+def _commit_first(url: str, top: int, setup: list[bytes]) -> int:
+    """Offer `setup` to one node and wait until all of it is in blocks: the last height."""
+    watcher = BlockWatcher(url, top)
+    watcher.start()
+    sent = asyncio.run(offer([url], setup, 1_000))
+    deadline = time.perf_counter() + 60
+    while set(sent) - set(watcher.seen) and time.perf_counter() < deadline:
+        time.sleep(POLL_SECONDS)
+    watcher.stop.set()
+    watcher.join()
+    if set(sent) - set(watcher.seen):
+        raise SystemExit("the setup transactions did not commit within 60 s")
+    return watcher.next_height - 1
 
 
 PPROF_SECONDS = 10
@@ -324,6 +345,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2_000)
     parser.add_argument("--timeout-commit", default=NetSettings().timeout_commit)
     parser.add_argument("--only", choices=["ours", "kvstore"])
+    parser.add_argument(
+        "--vouching",
+        choices=VOUCHINGS,
+        default="enrolment",
+        help="registrations naming an enrolment (committed first) or carrying a voucher",
+    )
     parser.add_argument("--no-recheck", action="store_true", help="mempool.recheck = false")
     parser.add_argument("--no-broadcast", action="store_true", help="mempool.broadcast = false")
     parser.add_argument(
@@ -355,18 +382,19 @@ def main() -> None:
         "txs": args.txs,
         "rate": args.rate,
         "label": args.label,
+        "vouching": args.vouching,
         "settings": settings.as_dict(),
     }
     ours = kv = None
     with tempfile.TemporaryDirectory(prefix="netbench-", dir="/tmp") as scratch:
         root = Path(scratch)
         network = create_network(root / "ours", 4, base_port=free_base_port(), settings=settings)
-        our_txs = registrations(
-            network.chain_id, args.txs, KeyFile.load(network.app_data(0).organisation_key)
-        )
+        org = KeyFile.load(network.app_data(0).organisation_key)
+        setup, our_txs = load(network.chain_id, args.txs, org, args.vouching)
         size = sum(len(t) for t in our_txs) // len(our_txs)
         if args.only != "kvstore":
-            ours = run("CareLedger app", network, our_txs, args.rate, args.profile, args.pprof)
+            name = f"CareLedger app ({args.vouching})"
+            ours = run(name, network, our_txs, args.rate, args.profile, args.pprof, setup)
             _report("network.ours", ours, detail)
         if args.only != "ours":
             kv_network = create_network(
