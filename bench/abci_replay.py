@@ -18,7 +18,7 @@ prints cProfile's top functions of one more replay; `--batch N` groups consecuti
 one kind into runs of up to N instead of the recorded batches (then answers are not compared).
 
 Run: .venv/bin/python -m bench.abci_replay [--record] FILE [--txs 12000] [--rate 2000]
-     [--repeat 3] [--profile] [--batch N]
+     [--vouching enrolment|voucher] [--repeat 3] [--profile] [--batch N]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.common import machine, registrations
+from bench.common import VOUCHINGS, machine, offered_registrations
 from bench.network_throughput import free_base_port, run
 from careledger.chain.app import Application
 from careledger.chain.store import StateStore
@@ -150,7 +150,7 @@ def report(tallies: list[Tally]) -> None:
     print(f"all, each replay: {runs} us/committed tx")
 
 
-def record_frames(out: Path, txs: int, rate: float) -> None:
+def record_frames(out: Path, txs: int, rate: float, vouching: str) -> None:
     """Run the network benchmark's load on our app (node0 recording) and keep node0's frames."""
     settings = replace(NetSettings(), log_level="*:error")
     os.environ[RECORD_ENV] = FRAMES
@@ -158,10 +158,10 @@ def record_frames(out: Path, txs: int, rate: float) -> None:
         network = create_network(
             Path(scratch) / "net", 4, base_port=free_base_port(), settings=settings
         )
-        load_txs = registrations(
-            network.chain_id, txs, KeyFile.load(network.app_data(0).organisation_key)
-        )
-        result = run("CareLedger app, node0 recording", network, load_txs, rate)
+        org = KeyFile.load(network.app_data(0).organisation_key)
+        setup, load_txs = offered_registrations(network.chain_id, txs, org, vouching)
+        name = f"CareLedger app ({vouching}), node0 recording"
+        result = run(name, network, load_txs, rate, setup=setup)
         print(result.figures.row())
         print(result.cpu_row())
         shutil.copyfile(network.node_dir(0) / FRAMES, out)
@@ -186,13 +186,19 @@ def main() -> None:
     parser.add_argument("--record", action="store_true", help="record FILE first, then replay")
     parser.add_argument("--txs", type=int, default=12_000, help="with --record: registrations")
     parser.add_argument("--rate", type=float, default=2_000, help="with --record: offered tx/s")
+    parser.add_argument(
+        "--vouching",
+        choices=VOUCHINGS,
+        default="enrolment",
+        help="with --record: as network_throughput",
+    )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--batch", type=int, help="regroup CheckTx runs into batches of N")
     parser.add_argument("--profile", action="store_true", help="cProfile one more replay")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     if args.record:
-        record_frames(args.frames, args.txs, args.rate)
+        record_frames(args.frames, args.txs, args.rate, args.vouching)
     gc.set_threshold(*COLLECTOR_THRESHOLDS)  # as every node process does
     groups = load(args.frames)
     if args.batch:

@@ -39,7 +39,7 @@ from typing import NamedTuple
 import httpx
 
 import careledger
-from bench.common import HEADER, VOUCHINGS, Figures, load, machine, percentile
+from bench.common import HEADER, VOUCHINGS, Figures, machine, offered_registrations, percentile
 from bench.record import record
 from careledger.consensus.solo.producer import SoloProducer
 from careledger.node.builder import Node, Solo, build_node
@@ -62,7 +62,7 @@ def run_inproc(
         node = build_node(root, Solo(block_interval=block_interval))
         if verify_ahead is not None:  # else the node's default: a worker process on >= 2 CPUs
             node.consensus.verify_ahead = verify_ahead
-        setup, txs = load(node.app.chain_id, total, org, vouching)
+        setup, txs = offered_registrations(node.app.chain_id, total, org, vouching)
         own, children = 0.0, 0.0
 
         def start_clock() -> None:
@@ -143,7 +143,7 @@ def run_http(
             own_client = NodeClient(url, org)
             chain_id = own_client.status()["chain_id"]
             last_nonce = int(own_client.query("auth/nonce", did=org.did)["last_nonce"])
-            setup, txs = load(chain_id, total, org, vouching, last_nonce)
+            setup, txs = offered_registrations(chain_id, total, org, vouching, last_nonce)
             done = own_client.submit_many(setup, wait=True) if setup else []
             _require_committed("setup", [int(r["code"]) for r in done])
             chunks = [txs[i : i + batch] for i in range(0, len(txs), batch)]

@@ -56,7 +56,7 @@ def enrolled_registrations(
 VOUCHINGS = ("enrolment", "voucher")
 
 
-def load(
+def offered_registrations(
     chain_id: str, total: int, org: KeyFile, vouching: str, last_nonce: int = 0
 ) -> tuple[list[bytes], list[bytes]]:
     """(what must commit first, the registrations to time) for `vouching` (VOUCHINGS)."""

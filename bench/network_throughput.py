@@ -50,7 +50,7 @@ from typing import Any
 import httpx
 import orjson
 
-from bench.common import HEADER, VOUCHINGS, Figures, load, machine, percentile
+from bench.common import HEADER, VOUCHINGS, Figures, machine, offered_registrations, percentile
 from bench.proc_cpu import cpu_by_kind, start_py_spy, top_functions
 from bench.record import record
 from careledger.consensus.cometbft.config import NetSettings, edit_config_toml
@@ -390,7 +390,7 @@ def main() -> None:
         root = Path(scratch)
         network = create_network(root / "ours", 4, base_port=free_base_port(), settings=settings)
         org = KeyFile.load(network.app_data(0).organisation_key)
-        setup, our_txs = load(network.chain_id, args.txs, org, args.vouching)
+        setup, our_txs = offered_registrations(network.chain_id, args.txs, org, args.vouching)
         size = sum(len(t) for t in our_txs) // len(our_txs)
         if args.only != "kvstore":
             name = f"CareLedger app ({args.vouching})"
