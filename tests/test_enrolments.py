@@ -198,3 +198,25 @@ def test_a_strangers_list_of_dids_is_refused_without_decoding_each(
     monkeypatch.setattr(keys, "_b58decode", counted)
     assert chain.app.check_tx(raw).code == Code.UNKNOWN_SENDER
     assert decoded == []
+
+
+def test_the_query_says_an_enrolment_waits_only_while_its_did_is_unregistered(
+    tmp_path: Path,
+) -> None:
+    """A did enrolled by two members, or enrolled and then registered by a voucher, leaves
+    rows that will never register anyone (a registered did registers no more): the query
+    must not answer that they wait. Its inputs are dids, as everywhere else."""
+    chain = Chain(tmp_path)
+    a, b = chain.members[0], chain.members[1]
+    patient, by_voucher = Identity.generate(), Identity.generate()
+    enrolments = [chain.tx(a, ENROL, {"dids": [patient.did, by_voucher.did]})]
+    enrolments.append(chain.tx(b, ENROL, {"dids": [patient.did]}))
+    assert chain.run(*enrolments) == [Code.OK, Code.OK]
+    registrations = [chain.tx(patient, REGISTER, registration(patient, b.did))]
+    registrations.append(chain.register_patient(by_voucher))
+    assert chain.run(*registrations) == [Code.OK, Code.OK]
+    assert len(enrolment_rows(chain)) == 2  # a's two rows: harmless, and never waiting
+    for did in (patient.did, by_voucher.did):
+        assert chain.query("identity/enrolment", did=did, org=a.did)["enrolled"] is False
+    bad = chain.app.query("identity/enrolment", b'{"did": "did:key:z", "org": "x"}')
+    assert bad.code != Code.OK
