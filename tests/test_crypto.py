@@ -4,6 +4,7 @@ import base64
 import gc
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import (
     Identity,
     KeyError_,
+    check_ed25519_did,
     derive_secret,
     did_from_ed25519,
     ed25519_from_did,
@@ -65,6 +67,46 @@ def test_did_key_round_trip_and_known_prefix() -> None:
     for bad in ["did:web:example.com", "did:key:z0OIl", "did:key:zabc", ""]:
         with pytest.raises(KeyError_):
             ed25519_from_did(bad)
+
+
+B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+def did_of_number(number: int) -> str:
+    """The did:key spelling `number` in base58 (34 bytes: a multicodec prefix and a key)."""
+    digits = ""
+    while number:
+        number, digit = divmod(number, 58)
+        digits = B58[digit] + digits
+    return "did:key:z" + digits
+
+
+def accepts(check: Callable[[str], object], did: str) -> bool:
+    try:
+        check(did)
+    except KeyError_:
+        return False
+    return True
+
+
+def test_the_quick_did_check_decides_exactly_as_decoding_does() -> None:
+    """A consensus rule (Payload.did): check_ed25519_did must accept exactly the strings
+    ed25519_from_did accepts. At the edges of the Ed25519 range and just outside it, another
+    multicodec, and each of 20 keys with one character changed at many places, a character
+    more or less, a leading "1" (a zero byte), non-ASCII digits."""
+    first, last = 0xED01 << 256, (0xED02 << 256) - 1
+    edges = [first, first + 1, first + 57, first + 58, last - 58, last - 1, last]
+    outside = [first - 1, last + 1, 0xEC01 << 256]  # 0xec01: an X25519 did:key
+    candidates = [did_of_number(n) for n in edges + outside]
+    for did in candidates[: len(edges)] + [Identity.generate().did for _ in range(20)]:
+        body = did[len("did:key:z") :]
+        candidates += [did[:-1], did + "1", did + "z", "did:key:z1" + body, did.upper()]
+        for place in (0, 1, 2, 3, 20, 45, 46):
+            for c in (*B58[::4], "0", "O", "l", "I", "\u0661", "\U0001d7ce", "/"):
+                candidates.append(did[: 9 + place] + c + did[10 + place :])
+    assert sum(accepts(ed25519_from_did, c) for c in candidates) > 1000  # both kinds, many
+    for candidate in candidates:
+        assert accepts(check_ed25519_did, candidate) == accepts(ed25519_from_did, candidate)
 
 
 def test_signatures_verify_only_for_the_signed_bytes_and_key() -> None:

@@ -7,6 +7,7 @@ block, as in test_identity.py.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ import pytest
 
 from careledger.chain.codes import Code
 from careledger.chain.modules.identity.enrolments import MAX_ENROLMENT_DIDS
-from careledger.crypto.keys import Identity
+from careledger.crypto import keys
+from careledger.crypto.keys import Identity, did_from_ed25519
 from careledger.protocol.errors import http_status
 from careledger.wallet.custody import new_patient_keys
 from careledger.wallet.enrolment import enrol_patients, register_patient
@@ -174,3 +176,47 @@ def test_a_hospital_enrols_its_patients_and_each_registers_from_its_own_device(
         http_status(Code.UNAUTHORISED),
         "unauthorised",
     )
+
+
+def test_a_strangers_list_of_dids_is_refused_without_decoding_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """check_tx parses a payload before it looks at the sender, so anyone (any peer gossiping
+    to the mempool) may have every node check 500 dids of an enrolment it may not send: that
+    check must not cost a base58 decoding a did (about 3 us each, some 40 signature
+    verifications a transaction), only a comparison of the string."""
+    chain = Chain(tmp_path)
+    dids = [did_from_ed25519(os.urandom(32)) for _ in range(MAX_ENROLMENT_DIDS)]
+    raw = chain.tx(Identity.generate(), ENROL, {"dids": dids})
+    decoded: list[str] = []
+    original = keys._b58decode
+
+    def counted(text: str) -> bytes:
+        decoded.append(text)
+        return original(text)
+
+    monkeypatch.setattr(keys, "_b58decode", counted)
+    assert chain.app.check_tx(raw).code == Code.UNKNOWN_SENDER
+    assert decoded == []
+
+
+def test_the_query_says_an_enrolment_waits_only_while_its_did_is_unregistered(
+    tmp_path: Path,
+) -> None:
+    """A did enrolled by two members, or enrolled and then registered by a voucher, leaves
+    rows that will never register anyone (a registered did registers no more): the query
+    must not answer that they wait. Its inputs are dids, as everywhere else."""
+    chain = Chain(tmp_path)
+    a, b = chain.members[0], chain.members[1]
+    patient, by_voucher = Identity.generate(), Identity.generate()
+    enrolments = [chain.tx(a, ENROL, {"dids": [patient.did, by_voucher.did]})]
+    enrolments.append(chain.tx(b, ENROL, {"dids": [patient.did]}))
+    assert chain.run(*enrolments) == [Code.OK, Code.OK]
+    registrations = [chain.tx(patient, REGISTER, registration(patient, b.did))]
+    registrations.append(chain.register_patient(by_voucher))
+    assert chain.run(*registrations) == [Code.OK, Code.OK]
+    assert len(enrolment_rows(chain)) == 2  # a's two rows: harmless, and never waiting
+    for did in (patient.did, by_voucher.did):
+        assert chain.query("identity/enrolment", did=did, org=a.did)["enrolled"] is False
+    bad = chain.app.query("identity/enrolment", b'{"did": "did:key:z", "org": "x"}')
+    assert bad.code != Code.OK

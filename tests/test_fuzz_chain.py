@@ -6,9 +6,11 @@ integers and nonces, unknown types, the wrong chain, odd unicode; vouchers and c
 by the wrong key or for the wrong organisation, purpose, subject or chain, expired, reused,
 malformed or nested deep; unregistered senders; scope keys and key rotations signed by the
 wrong key; issue 8's consent grants, revocations and key shares with hostile periods, scopes,
-purposes, grantees, ids and key wraps, by the patient and by others) go to `finalize_block` of two
-independent Applications on real SQLite files. Neither may raise (a raise halts the node: on
-every validator at once, for a transaction anyone can send), both must return the same results
+purposes, grantees, ids and key wraps, by the patient and by others; enrolments and
+registrations by enrolment, in and out of order, among registrations by voucher and a member's
+removal) go to `finalize_block` of two independent Applications on real SQLite files. Neither
+may raise (a raise halts the node: on every validator at once, for a transaction anyone can
+send), both must return the same results
 and the same app hash at every height, and `check_tx` must answer every transaction with a
 code. The second application runs with a tiny state cache and no mempool, so its caches never
 hold what the first one's do: a result that depended on a cache would show here.
@@ -245,6 +247,23 @@ TEMPLATES: dict[str, dict[str, st.SearchStrategy[Any]]] = {
         "encryption_key": st.sampled_from(HEX32[:3]),
         "voucher": statements(),
     },
+    # Enrolments (rules version 7): dids registered or not, listed once or twice, and the
+    # members, a patient and unregistered dids as the enrolling member a registration names.
+    "identity/enrol_patients": {
+        "dids": st.sampled_from(
+            [
+                [STRANGER.did],
+                [APPLICANT.did],
+                [STRANGER.did, APPLICANT.did],
+                [APPLICANT.did, NURSE.did, PATIENT.did],  # the patient is registered
+                [STRANGER.did, STRANGER.did],
+            ]
+        ),
+    },
+    "identity/register_enrolled_patient": {
+        "encryption_key": st.sampled_from(HEX32[:3]),
+        "enrolled_by": st.sampled_from([ORG_A.did, ORG_A.did, ORG_B.did, PATIENT.did]),
+    },
     "identity/register_practitioner": {
         "did": st.sampled_from([NURSE.did, NURSE.did, DOCTOR.did, STRANGER.did, PATIENT.did]),
         "encryption_key": st.sampled_from([NURSE.encryption_public.hex(), "33" * 32]),
@@ -356,13 +375,16 @@ class Envelope:
     drop_field: str | None
 
 
+MEMBERS_SEND = ("identity/register_practitioner", "identity/enrol_patients")
+
+
 @st.composite
 def valid_envelopes(draw: st.DrawFn) -> Envelope:
     """Signed by the sender, for this chain, the next nonce: these reach the handlers."""
     type_ = draw(st.sampled_from([*MESSAGE_TYPES, "records/anchor", "records/anchor"]))
     if type_ in SELF_REGISTRATIONS and draw(often(7)):  # mostly by a did that may send it
         signer = draw(st.sampled_from([ACTORS.index(STRANGER), ACTORS.index(APPLICANT)]))
-    elif type_ == "identity/register_practitioner" and draw(often(7)):  # mostly by a member
+    elif type_ in MEMBERS_SEND and draw(often(7)):  # mostly by a member
         signer = draw(st.sampled_from([ACTORS.index(ORG_A), ACTORS.index(ORG_B)]))
     elif type_.startswith("consent/") and draw(often(7)):  # mostly by the patient
         signer = ACTORS.index(PATIENT)
@@ -644,6 +666,44 @@ def consent_envelopes(draw: st.DrawFn) -> Envelope:
 @FUZZ
 @given(st.lists(st.lists(consent_envelopes(), min_size=1, max_size=8), min_size=1, max_size=3))
 def test_consent_blocks_never_raise_and_two_state_machines_agree(
+    drawn: list[list[Envelope | Deep | RawBytes]],
+) -> None:
+    run_on_two_state_machines(drawn)
+
+
+ENROLMENT_TYPES = (
+    "identity/enrol_patients",
+    "identity/register_enrolled_patient",
+    "identity/register_enrolled_patient",
+    "identity/register_patient",  # the same dids by voucher, meanwhile
+    "identity/approve_membership",  # a member voted out while its enrolments wait
+)
+
+
+@st.composite
+def enrolment_envelopes(draw: st.DrawFn) -> Envelope:
+    """Enrolments by members and registrations by the dids they enrol, in any order within
+    and across blocks, among registrations by voucher and votes to remove a member."""
+    type_ = draw(st.sampled_from(ENROLMENT_TYPES))
+    if type_ == "identity/approve_membership":
+        signer = draw(st.sampled_from([ACTORS.index(ORG_A), ACTORS.index(ORG_B)]))
+    elif draw(often(8)):
+        signer = (
+            ACTORS.index(ORG_A)
+            if type_ == "identity/enrol_patients"
+            else draw(st.sampled_from([ACTORS.index(STRANGER), ACTORS.index(APPLICANT)]))
+        )
+    else:
+        signer = draw(st.integers(0, len(ACTORS) - 1))
+    payload = draw(payloads(type_))
+    if type_ == "identity/approve_membership":
+        payload = {"action": "remove", "subject": draw(st.sampled_from([ORG_A.did, ORG_B.did]))}
+    return Envelope(signer, None, CHAIN_ID, type_, None, payload, False, None)
+
+
+@FUZZ
+@given(st.lists(st.lists(enrolment_envelopes(), min_size=1, max_size=8), min_size=1, max_size=3))
+def test_enrolment_blocks_never_raise_and_two_state_machines_agree(
     drawn: list[list[Envelope | Deep | RawBytes]],
 ) -> None:
     run_on_two_state_machines(drawn)

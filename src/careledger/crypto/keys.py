@@ -87,6 +87,27 @@ def ed25519_from_did(did: str) -> bytes:
     return raw[2:]
 
 
+# The base58 part of an Ed25519 did:key spells a number from 0xed01 followed by 32 zero bytes
+# to 0xed01 followed by 32 0xff bytes: always 47 characters, none of them a leading "1" (a
+# zero byte), and base58 strings of one length order as the numbers they spell (the alphabet
+# is in ASCII order). So a string of 47 base58 characters between these two is one.
+_ED25519_B58_FIRST = _b58encode(_ED25519_PUB + bytes(32))
+_ED25519_B58_LAST = _b58encode(_ED25519_PUB + b"\xff" * 32)
+_ED25519_B58 = re.compile(f"[{_B58}]{{{len(_ED25519_B58_FIRST)}}}")
+
+
+def check_ed25519_did(did: str) -> None:
+    """KeyError_ unless `did` is an Ed25519 did:key, as `ed25519_from_did` decides, without
+    decoding the base58 of one that is: a payload's dids are checked before its sender is
+    (chain/decoded.py), so anyone may have every node check 500 of them (an enrolment), and
+    a decoding costs about 3 us a did. Anything else is decided (and its reason given) by
+    `ed25519_from_did` itself."""
+    body = did[len("did:key:z") :] if isinstance(did, str) and did.startswith("did:key:z") else ""
+    if _ED25519_B58_FIRST <= body <= _ED25519_B58_LAST and _ED25519_B58.fullmatch(body):
+        return
+    ed25519_from_did(did)
+
+
 # --- signatures ----------------------------------------------------------------------------
 
 

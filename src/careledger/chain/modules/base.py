@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from careledger.chain.codes import Code, TxFailure
 from careledger.chain.genesis import Genesis
 from careledger.chain.state import KV, Overlay
-from careledger.crypto.keys import KeyError_, ed25519_from_did
+from careledger.crypto.keys import KeyError_, check_ed25519_did
 
 
 @dataclass(frozen=True)
@@ -219,9 +219,15 @@ class Payload:
         return value
 
     def did(self, name: str) -> str:
-        value = self.text(name, max_len=128)
+        return self._checked_did(name, self.text(name, max_len=128))
+
+    def did_list(self, name: str, max_items: int) -> list[str]:
+        """A list of 1 to max_items distinct Ed25519 did:keys."""
+        return [self._checked_did(name, did) for did in self.text_list(name, max_items)]
+
+    def _checked_did(self, name: str, value: str) -> str:
         try:
-            ed25519_from_did(value)
+            check_ed25519_did(value)
         except KeyError_ as exc:
             raise self._fail(f"{name!r}: {exc}") from None
         return value

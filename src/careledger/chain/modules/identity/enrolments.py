@@ -21,7 +21,9 @@ registration costs one signature, the patient's own, instead of two.
   another member's enrolment of it.
 - An enrolment does not expire; it lasts while its member does (a removed member's rows
   authorise nothing). Rows of dids that never register stay, about 100 bytes each, written
-  only by members' own signed transactions of at most MAX_ENROLMENT_DIDS each.
+  only by members' own signed transactions of at most MAX_ENROLMENT_DIDS each; so do the
+  rows of a did that registered otherwise (by a voucher, or another member's enrolment),
+  which serve no one (a registered did registers no more; `identity/enrolment` says so).
 - A batch is all or nothing: a did already registered (or twice in the list) refuses it.
 """
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from careledger.chain.codes import Code, TxFailure
 from careledger.chain.modules.base import Payload
 from careledger.chain.modules.identity.enrolments import MAX_ENROLMENT_DIDS, Enrolment
 from careledger.chain.modules.identity.vouchers import Consent, Voucher
-from careledger.crypto.keys import Identity, KeyError_, ed25519_from_did
+from careledger.crypto.keys import Identity
 from careledger.crypto.statements import rotation_statement
 
 MEMBERSHIP_ACTIONS = ("admit", "remove")
@@ -52,13 +51,7 @@ class EnrolPatients:
 
     @classmethod
     def parse(cls, p: Payload) -> EnrolPatients:
-        dids = p.text_list("dids", MAX_ENROLMENT_DIDS)
-        for did in dids:
-            try:
-                ed25519_from_did(did)
-            except KeyError_ as exc:
-                raise TxFailure(Code.INVALID_PAYLOAD, f"'dids': {exc}") from None
-        msg = cls(tuple(dids))
+        msg = cls(tuple(p.did_list("dids", MAX_ENROLMENT_DIDS)))
         p.done()
         return msg
 

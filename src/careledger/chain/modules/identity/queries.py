@@ -29,10 +29,13 @@ def identity(kv: KV, params: Payload) -> Any:
 
 def enrolment(kv: KV, params: Payload) -> Any:
     """Whether member `org` has enrolled `did` and the enrolment awaits its registration
-    (enrolments.py): {"did", "org", "enrolled"}."""
-    did, org = params.text("did", max_len=128), params.text("org", max_len=128)
+    (enrolments.py): {"did", "org", "enrolled"}. A row of a did registered since (by a
+    voucher, or another member's enrolment) stays, but waits for nothing."""
+    did, org = params.did("did"), params.did("org")
     params.done()
-    return {"did": did, "org": org, "enrolled": IdentityKeeper(kv).is_enrolled(did, org)}
+    keeper = IdentityKeeper(kv)
+    waits = keeper.is_enrolled(did, org) and keeper.identity(did) is None
+    return {"did": did, "org": org, "enrolled": waits}
 
 
 def practitioners(kv: KV, params: Payload) -> Any:
