@@ -45,11 +45,10 @@ from careledger.node.errors import (
 )
 from careledger.node.query_guard import RECORDS_OF_A_PATIENT, QueryGuard
 from careledger.node.replay_cache import ReplayCache
+from careledger.protocol.batches import MAX_BATCH, TXS_BODY
 
-MAX_BATCH = 2_000  # transactions in one POST /txs (a writer's chunk is 1,000)
 MAX_TX_BASE64 = 4 * ((MAX_TX_BYTES + 2) // 3)
 TX_BODY = MAX_TX_BASE64 + 1024  # {"tx": "<base64>", "wait": true}
-TXS_BODY = 16 * 1024 * 1024  # a batch of typical transactions; at most ~190 of the largest
 SQLITE_MAX_INT = 2**63 - 1
 _UINT = re.compile(r"[0-9]{1,19}")
 

@@ -24,6 +24,7 @@ import orjson
 from careledger.chain.tx import Tx
 from careledger.crypto.keyfile import KeyFile
 from careledger.crypto.keys import Identity
+from careledger.protocol.batches import request_batches
 from careledger.protocol.signing import RequestSigner
 
 
@@ -104,8 +105,12 @@ class NodeClient:
         return result
 
     def submit_many(self, raws: list[bytes], wait: bool = False) -> list[dict[str, Any]]:
-        body = {"txs": [base64.b64encode(r).decode() for r in raws], "wait": wait}
-        results: list[dict[str, Any]] = self._call("POST", "/txs", json=body)["results"]
+        """Submit `raws` in order, in as many POST /txs as the node's limits need; their
+        results in the same order."""
+        results: list[dict[str, Any]] = []
+        for batch in request_batches(raws):
+            body = {"txs": [base64.b64encode(r).decode() for r in batch], "wait": wait}
+            results += self._call("POST", "/txs", json=body)["results"]
         return results
 
     def submit_pipelined(self, raws: list[bytes]) -> PendingBatch:
