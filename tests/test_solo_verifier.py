@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from careledger.chain.auth import SignatureCheck
+from careledger.chain.auth import SignatureCheck, verify_checks
 from careledger.chain.codes import Code
 from careledger.consensus.solo import intake as intake_module
 from careledger.consensus.solo import verifier as verifier_module
@@ -311,3 +311,44 @@ def test_a_failed_batch_check_answers_every_submission(tmp_path: Path) -> None:
     finally:
         blocks.close()
     assert codes == [Code.OK] * len(txs)
+
+
+@pytest.mark.parametrize("worker", ["answers", "fails"])
+def test_a_batch_split_between_the_loop_and_the_worker_answers_as_check_tx(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, worker: str
+) -> None:
+    """The loop verifies a batch's first slices itself while it waits, the worker is sent
+    the rest (or fails to answer: check_tx verifies the rest inline): check_tx's answers."""
+    monkeypatch.setattr(intake_module, "STEAL_SLICE", 5)
+    org = Identity.generate()
+    txs = mixed_batch(org) * 2
+    one_by_one = make_app(tmp_path / "one.sqlite", [org])
+    expected = answers([one_by_one.check_tx(raw) for raw in txs])
+    app = make_app(tmp_path / "s.sqlite", [org])
+    ahead = intake_module._Ahead([], app.prepare_batch(txs))
+    checks = list(ahead.prepared.checks)
+    ahead.verify_slice()
+    ahead.verify_slice()
+    assert ahead.unsent() and len(ahead.rest()) == len(checks) - 10
+
+    async def the_workers_answer() -> None:
+        verdicts: asyncio.Future[list[bool] | None] = asyncio.get_running_loop().create_future()
+        verdicts.set_result(verify_checks(ahead.rest()) if worker == "answers" else None)
+        ahead.verdicts = verdicts
+
+    asyncio.run(the_workers_answer())
+    prepared = ahead.settled()
+    verified = 10 if worker == "fails" else len(checks)
+    assert prepared.checks == checks[:verified]
+    assert prepared.valid == verify_checks(checks[:verified])
+    assert answers(app.check_batch(prepared)) == expected
+
+
+def test_a_batch_wholly_verified_on_the_loop_is_settled(tmp_path: Path) -> None:
+    org = Identity.generate()
+    app = make_app(tmp_path / "s.sqlite", [org])
+    ahead = intake_module._Ahead([], app.prepare_batch(mixed_batch(org)))
+    while ahead.unsent():
+        ahead.verify_slice()
+    assert ahead.verdicts is None  # never sent to the worker
+    assert ahead.settled().valid == verify_checks(ahead.prepared.checks)

@@ -15,9 +15,10 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from careledger.chain.app import Application, PreparedBatch, TxResult
+from careledger.chain.auth import SignatureCheck, verify_checks
 from careledger.consensus.driver import Admission
 from careledger.consensus.solo.verifier import SignatureVerifier
 
@@ -58,22 +59,51 @@ ANSWER_TURNS = 3
 # 256 registrations takes the worker about 30 ms, eight of them well under a second even on
 # a busy machine; a worker that has not answered in this long is stopped or stuck.
 VERDICT_PATIENCE = 10.0
+# Signatures the loop verifies itself (about 2 ms) before it looks at the oldest batch again:
+# it verifies a later batch only while it waits for the worker, and a whole batch (about 30
+# ms) kept it verifying, serving nothing else, well after the worker's answer had come.
+STEAL_SLICE = 32
 
 
 @dataclass
 class _Ahead:
     """A batch from the intake, decoded and read ahead; its signatures verified by the worker
-    (`verdicts`, once sent) or on the loop (`prepared.valid`), or by check_tx."""
+    (`verdicts`, once sent), on the loop (`on_loop`, a slice at a time, then
+    `prepared.valid`), both (the loop's first slices, the worker the rest), or by check_tx."""
 
     intakes: list[IntakeEntry]
     prepared: PreparedBatch
     verdicts: asyncio.Future[list[bool] | None] | None = None
+    on_loop: list[bool] = field(default_factory=list)  # the first checks' verdicts, in order
+
+    def unsent(self) -> bool:
+        """Neither sent to the worker nor wholly verified on the loop."""
+        return self.verdicts is None and self.prepared.valid is None
+
+    def rest(self) -> list[SignatureCheck]:
+        """The checks the loop has not verified: what the worker is sent."""
+        return self.prepared.checks[len(self.on_loop) :]
+
+    def verify_slice(self) -> None:
+        """Verify the next STEAL_SLICE checks on the loop; the last slice settles the batch."""
+        done = len(self.on_loop)
+        self.on_loop += verify_checks(self.prepared.checks[done : done + STEAL_SLICE])
+        if len(self.on_loop) == len(self.prepared.checks):
+            self.prepared.valid = self.on_loop
 
     def settled(self) -> PreparedBatch:
-        """The batch with the worker's verdicts, if it gave them (None: verified inline)."""
-        if self.prepared.valid is None and self.verdicts is not None and self.verdicts.done():
-            self.prepared.valid = self.verdicts.result()
-        return self.prepared
+        """The batch with the verdicts it has: the loop's and the worker's, or the loop's
+        alone when the worker did not answer (check_tx verifies the rest inline)."""
+        prepared = self.prepared
+        if prepared.valid is None:
+            verdicts = self.verdicts
+            rest = verdicts.result() if verdicts is not None and verdicts.done() else None
+            if rest is not None:
+                prepared.valid = self.on_loop + rest
+            elif self.on_loop:
+                prepared.checks = prepared.checks[: len(self.on_loop)]
+                prepared.valid = self.on_loop
+        return prepared
 
 
 async def _answered(head: _Ahead) -> bool:
@@ -90,11 +120,11 @@ async def _answered(head: _Ahead) -> bool:
 
 
 def _verify_newest_unsent(ahead: deque[_Ahead]) -> bool:
-    """Verify, on the loop, the signatures of the newest batch the worker has not been sent
-    (the work the worker would reach last); False when there is none."""
+    """Verify, on the loop, a slice of the signatures of the newest batch the worker has not
+    been sent (the work the worker would reach last); False when there is none."""
     for waiting in reversed(ahead):
-        if waiting.verdicts is None and waiting.prepared.valid is None:
-            waiting.prepared.verify()
+        if waiting.unsent():
+            waiting.verify_slice()
             return True
     return False
 
@@ -131,7 +161,8 @@ class Intake:
         (up to VERIFY_AHEAD batches), its signatures sent to the worker (WORKER_DEPTH batches
         with it at a time), and the oldest batch checked on the loop once its answer is in,
         while the worker verifies the next ones. Rather than wait for the worker (a machine
-        whose other core is busy), the loop verifies the newest batch not yet sent itself.
+        whose other core is busy), the loop verifies the newest batch not yet sent itself, a
+        slice at a time, looking at the oldest again after each (the worker is sent the rest).
         What is verified ahead only fills the application's signature cache, under the key
         each signature verified with; check_batch decides as check_tx does, against the
         state of its own moment, so no answer depends on who verified (a batch the worker did
@@ -196,14 +227,15 @@ class Intake:
 
         The newest batch stays with the loop while the worker has one: should the loop run
         out of batches to check before the worker answers (a request or two of 500 over HTTP
-        is two to four batches), it verifies that one itself meanwhile instead of idling for a
-        whole batch's verification; a later batch sends it on."""
+        is two to four batches), it verifies that one itself meanwhile, slice by slice, instead
+        of idling for a whole batch's verification; a later batch sends on what it has not
+        verified."""
         with_worker = sum(1 for a in ahead if a.verdicts is not None and not a.verdicts.done())
         for waiting in ahead:
             if with_worker >= WORKER_DEPTH or (with_worker and waiting is ahead[-1]):
                 return
-            if waiting.verdicts is None and waiting.prepared.valid is None:
-                waiting.verdicts = verifier.verify(waiting.prepared.checks)
+            if waiting.unsent():
+                waiting.verdicts = verifier.verify(waiting.rest())
                 with_worker += 1
 
     def _take_intake(self) -> list[IntakeEntry]:
