@@ -21,7 +21,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from careledger.chain.app import STATE_MACHINE_VERSION, Application, BlockContext
+from careledger.chain.app import (
+    STATE_MACHINE_VERSION,
+    SUPPORTED_RULES_VERSIONS,
+    Application,
+    BlockContext,
+)
 from careledger.chain.genesis import Genesis, founder
 from careledger.chain.modules.audit import AccessEntry, encode_batch
 from careledger.chain.modules.identity import rotation_payload
@@ -156,10 +161,12 @@ def access_batch(node: Identity, seq: int, at: int) -> dict[str, Any]:
 
 
 # Proposed in block 5, at least MIN_NOTICE_BLOCKS (20) ahead; for the version after this one.
-UPGRADE_PLAN = {"name": "golden-upgrade", "height": 25, "version": STATE_MACHINE_VERSION + 1}
+def upgrade_plan(rules_version: int) -> dict[str, Any]:
+    return {"name": "golden-upgrade", "height": 25, "version": rules_version + 1}
 
 
-def golden_blocks() -> list[list[bytes]]:
+def golden_blocks(rules_version: int = STATE_MACHINE_VERSION) -> list[list[bytes]]:
+    plan = upgrade_plan(rules_version)
     a, b, c = Signer(ORG_A), Signer(ORG_B), Signer(ORG_C)
     node_a, node_c = Signer(NODE_A), Signer(NODE_C)
     patient, doctor, nurse = Signer(PATIENT), Signer(DOCTOR), Signer(NURSE)
@@ -333,11 +340,11 @@ def golden_blocks() -> list[list[bytes]]:
                     ]
                 },
             ),
-            a.tx("upgrade/propose", UPGRADE_PLAN),
-            c.tx("upgrade/approve", UPGRADE_PLAN),
-            b.tx("upgrade/approve", {**UPGRADE_PLAN, "height": 26}),
-            b.tx("upgrade/approve", UPGRADE_PLAN),
-            b.tx("upgrade/propose", {**UPGRADE_PLAN, "name": "golden-other"}),
+            a.tx("upgrade/propose", plan),
+            c.tx("upgrade/approve", plan),
+            b.tx("upgrade/approve", {**plan, "height": 26}),
+            b.tx("upgrade/approve", plan),
+            b.tx("upgrade/propose", {**plan, "name": "golden-other"}),
         ],
         # 6. Enrolments (version 7): A enrols two dids in one transaction; refused: an
         #    enrolment by a practitioner (A's doctor: not a member), by removed C (unknown
@@ -366,12 +373,15 @@ def golden_blocks() -> list[list[bytes]]:
     return blocks
 
 
-def run_golden(path: Path) -> list[tuple[str, list[int]]]:
-    """(app hash hex, result codes) at heights 0 (genesis) to 6, on a state store at `path`."""
+def run_golden(
+    path: Path, rules_version: int = STATE_MACHINE_VERSION
+) -> list[tuple[str, list[int]]]:
+    """(app hash hex, result codes) at heights 0 (genesis) to 6, on a state store at `path`,
+    for a chain started under `rules_version`."""
     app = Application(StateStore(path))
     try:
-        heights = [(app.init_chain(genesis()).hex(), [])]
-        for height, txs in enumerate(golden_blocks(), start=1):
+        heights = [(app.init_chain(genesis(), rules_version).hex(), [])]
+        for height, txs in enumerate(golden_blocks(rules_version), start=1):
             result = app.finalize_block(BlockContext(height, GENESIS_NS + height * 10**9), txs)
             app.commit()
             heights.append((result.app_hash.hex(), [int(r.code) for r in result.tx_results]))
@@ -381,13 +391,18 @@ def run_golden(path: Path) -> list[tuple[str, list[int]]]:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as scratch:
-        heights = run_golden(Path(scratch) / "golden.sqlite")
+    """Print the constants of tests/test_golden.py: this version's, then the older ones'
+    this software still runs (each a chain started under that version)."""
+    older = sorted(SUPPORTED_RULES_VERSIONS - {STATE_MACHINE_VERSION})
     print(f"GOLDEN_RULES_VERSION = {STATE_MACHINE_VERSION}")
-    print("GOLDEN = [")
-    for app_hash, codes in heights:
-        print(f'    ("{app_hash}", {codes}),')
-    print("]")
+    for version in [STATE_MACHINE_VERSION, *older]:
+        with tempfile.TemporaryDirectory() as scratch:
+            heights = run_golden(Path(scratch) / "golden.sqlite", version)
+        name = "GOLDEN" if version == STATE_MACHINE_VERSION else f"GOLDEN_V{version}"
+        print(f"{name} = [")
+        for app_hash, codes in heights:
+            print(f'    ("{app_hash}", {codes}),')
+        print("]")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import httpx
 import uvicorn
 from starlette.types import ASGIApp
 
-from careledger.chain.app import Application, BlockContext, TxResult
+from careledger.chain.app import STATE_MACHINE_VERSION, Application, BlockContext, TxResult
 from careledger.chain.genesis import Genesis
 from careledger.chain.modules.identity.vouchers import (
     NODE_CONSENT_PURPOSE,
@@ -225,14 +225,15 @@ def make_app(
     chain_id: str = CHAIN_ID,
     validator_keys: list[str] | None = None,
     nodes: list[Identity | None] | None = None,
+    rules_version: int = STATE_MACHINE_VERSION,
 ) -> Application:
     """A state machine on a real SQLite file with these founding organisations (and their
-    nodes, in the same order, registered at genesis)."""
+    nodes, in the same order, registered at genesis), started under `rules_version`."""
     app = Application(StateStore(path))
     orgs = tuple((f"Org {i}", ident) for i, ident in enumerate(organisations))
     genesis = Genesis.for_organisations(chain_id, list(orgs), validator_keys, nodes)
     genesis = Genesis(chain_id, GENESIS_TIME, genesis.organisations)
-    app.init_chain(genesis)
+    app.init_chain(genesis, rules_version)
     return app
 
 

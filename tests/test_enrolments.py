@@ -15,6 +15,7 @@ import pytest
 
 from careledger.chain.codes import Code
 from careledger.chain.modules.identity.enrolments import MAX_ENROLMENT_DIDS
+from careledger.chain.tx import Tx
 from careledger.crypto import keys
 from careledger.crypto.keys import Identity, did_from_ed25519
 from careledger.protocol.errors import http_status
@@ -22,7 +23,7 @@ from careledger.wallet.custody import new_patient_keys
 from careledger.wallet.enrolment import enrol_patients, register_patient
 from careledger.wallet.node_client import NodeClient, NodeError
 from careledger.wallet.records import RecordsClient
-from nodeutil import NodeProcess
+from nodeutil import CHAIN_ID, NodeProcess, make_app, run_block
 from test_identity import Chain, refused_everywhere
 
 ENROL = "identity/enrol_patients"
@@ -220,3 +221,36 @@ def test_the_query_says_an_enrolment_waits_only_while_its_did_is_unregistered(
         assert chain.query("identity/enrolment", did=did, org=a.did)["enrolled"] is False
     bad = chain.app.query("identity/enrolment", b'{"did": "did:key:z", "org": "x"}')
     assert bad.code != Code.OK
+
+
+def test_a_version_6_chain_knows_no_enrolment_until_its_planned_upgrade(tmp_path: Path) -> None:
+    """This software runs version 6 for a chain started under it (a consortium whose nodes
+    upgrade on a planned height): enrolments are unknown types there, refused in the
+    mempool and in a block with nothing written, and accepted from the plan's block on."""
+    members = [Identity.generate() for _ in range(4)]
+    app = make_app(tmp_path / "s.sqlite", members, rules_version=6)
+    nonces: dict[str, int] = {}
+
+    def tx(who: Identity, type_: str, payload: dict[str, Any]) -> bytes:
+        nonces[who.did] = nonces.get(who.did, 0) + 1
+        return Tx(CHAIN_ID, type_, who.did, nonces[who.did], payload).sign(who)
+
+    a, b, c, _ = members
+    patient = Identity.generate()
+    early = tx(a, ENROL, {"dids": [patient.did]})
+    assert app.check_tx(early).code == Code.UNKNOWN_TYPE
+    before = dict(app.store.all_rows())
+    assert run_block(app, [early]) == [Code.UNKNOWN_TYPE]
+    assert dict(app.store.all_rows()).keys() == before.keys()
+    plan = {"name": "enrolments", "height": app.info().last_height + 1 + 25, "version": 7}
+    votes = [tx(a, "upgrade/propose", plan)]
+    votes += [tx(v, "upgrade/approve", plan) for v in (b, c)]
+    assert run_block(app, votes) == [Code.OK] * 3
+    while app.info().last_height < plan["height"] - 1:
+        run_block(app, [])
+    enrol = tx(a, ENROL, {"dids": [patient.did]})
+    register = tx(patient, REGISTER, registration(patient, a.did))
+    assert app.check_tx(enrol).code == Code.UNKNOWN_TYPE  # version 6 until the plan's block
+    assert app.rules_version == 6
+    assert run_block(app, [enrol, register]) == [Code.OK, Code.OK]  # the plan's block: 7
+    assert app.rules_version == 7

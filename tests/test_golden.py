@@ -22,14 +22,15 @@ below. Update the constants only together with STATE_MACHINE_VERSION (chain/app.
 
     PYTHONPATH=src .venv/bin/python tests/golden.py
 
-and paste its output here. A failure without a version bump means a rule changed by accident.
+and paste its output here (it prints the constants of every version this software runs). A
+failure without a version bump means a rule changed by accident.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from careledger.chain.app import STATE_MACHINE_VERSION
+from careledger.chain.app import STATE_MACHINE_VERSION, SUPPORTED_RULES_VERSIONS
 from golden import run_golden
 
 # Computed once by tests/golden.py; update only together with STATE_MACHINE_VERSION.
@@ -58,12 +59,45 @@ GOLDEN = [
         [0, 8, 13, 10, 0, 8, 0, 10],
     ),
 ]
+# Version 6 as this software runs it (a chain started under version 6): heights 0 to 5 are
+# the constants version 6 pinned before version 7 existed, unchanged; at height 6 the
+# enrolments are unknown types (UNKNOWN_TYPE, nothing written).
+GOLDEN_V6 = [
+    ("a344ee148b84e3bf7559afb7d03535a1b7f77197cc9a6a4b9098f0af7e2d4435", []),
+    ("acf20372f564928cd11dc5cb02357057ef69e2ac19a5871b719fbe8f2ee0e41e", [0, 0, 0, 10, 13, 8]),
+    (
+        "05d9d433800a983f4ec705ca8a33ad18da11073334579592fa7d25286c73a8d0",
+        [0, 0, 8, 0, 8, 0, 8, 0, 0, 0, 8, 7, 0, 8, 0],
+    ),
+    (
+        "0db519fefba8e391521151bc00ad89bca8d0e4bd9a565d0a559665a4a048855b",
+        [0, 0, 0, 14, 6, 0, 8, 8, 0, 0, 8, 8],
+    ),
+    (
+        "7648d19ad7d1514f8cd6f22c8954d5e4336285c271e424c2cd9b1f0354e03dfe",
+        [0, 8, 10, 0, 10, 0, 0, 10, 0, 0, 16, 17, 0],
+    ),
+    (
+        "853f129d995a513df93b0c4a83950ae2efee9dd00a8fba2c889ee3b0fd4659fe",
+        [0, 12, 13, 0, 13, 8, 0, 10, 13, 12, 14, 0, 0, 13, 10, 0, 10],
+    ),
+    ("3e5ca582e09fd4dcd05d183ad0193a034c6564e954f5213b78401ae7d07ca4f5", [4, 4, 4, 4, 4, 4, 4, 4]),
+]
 
 
 def test_the_golden_constants_belong_to_these_rules() -> None:
     assert STATE_MACHINE_VERSION == GOLDEN_RULES_VERSION, (
         "STATE_MACHINE_VERSION changed: regenerate GOLDEN with tests/golden.py"
     )
+
+
+def test_version_6_runs_as_it_did_before_version_7(tmp_path: Path) -> None:
+    """A chain started under version 6 (an older consortium's, before its planned upgrade)
+    computes what version 6 computed: the new messages are unknown types there."""
+    assert {6, STATE_MACHINE_VERSION} == SUPPORTED_RULES_VERSIONS
+    heights = run_golden(tmp_path / "golden-v6.sqlite", 6)
+    for height, (found, expected) in enumerate(zip(heights, GOLDEN_V6, strict=True)):
+        assert found == expected, f"height {height}: version 6's rules changed"
 
 
 def test_the_golden_block_sequence_gives_the_golden_app_hash_at_every_height(

@@ -19,6 +19,7 @@ import pytest
 
 from careledger.chain.app import (
     STATE_MACHINE_VERSION,
+    SUPPORTED_RULES_VERSIONS,
     Application,
     BlockContext,
     IncompatibleState,
@@ -43,6 +44,7 @@ from careledger.node.rules import TEST_RULES_ENV, BadRulesHook, supported_rules_
 from nodeutil import CHAIN_ID, make_app, register_patient_tx, run_block, run_block_results
 
 NEXT = STATE_MACHINE_VERSION + 1
+RUNS = ", ".join(str(v) for v in sorted(SUPPORTED_RULES_VERSIONS))
 OLD_SOFTWARE = supported_rules_versions({})
 NEW_SOFTWARE = supported_rules_versions({TEST_RULES_ENV: str(NEXT)})
 
@@ -323,7 +325,7 @@ def test_old_software_stops_before_the_plans_height_with_its_state_at_the_block_
     for words in (
         f"upgrade plan {plan['name']!r}",
         f"rules version {NEXT} at height {plan['height']}",
-        f"this software runs rules version {STATE_MACHINE_VERSION}",
+        f"this software runs rules version {RUNS}",
         f"before executing block {plan['height']}",
     ):
         assert words in said
@@ -386,9 +388,10 @@ def test_a_byzantine_proposer_cannot_skip_the_halt_with_the_blocks_transactions(
 
 
 def test_the_test_hook_simulates_only_the_next_version() -> None:
-    assert supported_rules_versions({}) == {STATE_MACHINE_VERSION}
-    assert supported_rules_versions({TEST_RULES_ENV: ""}) == {STATE_MACHINE_VERSION}
+    assert supported_rules_versions({}) == {6, STATE_MACHINE_VERSION}
+    assert supported_rules_versions({TEST_RULES_ENV: ""}) == {6, STATE_MACHINE_VERSION}
     assert supported_rules_versions({TEST_RULES_ENV: str(NEXT)}) == {
+        6,
         STATE_MACHINE_VERSION,
         NEXT,
     }

@@ -26,7 +26,7 @@ from netutil import (
 )
 from typer.testing import CliRunner
 
-from careledger.chain.app import STATE_MACHINE_VERSION
+from careledger.chain.app import STATE_MACHINE_VERSION, SUPPORTED_RULES_VERSIONS
 from careledger.chain.modules.upgrade import MIN_NOTICE_BLOCKS
 from careledger.consortium.upgrade_cli import upgrade_app
 from careledger.localnet.network import (
@@ -42,6 +42,7 @@ from careledger.node.rules import TEST_RULES_ENV
 pytestmark = pytest.mark.timeout(300)
 
 NEXT = STATE_MACHINE_VERSION + 1
+RUNS = ", ".join(str(v) for v in sorted(SUPPORTED_RULES_VERSIONS))
 
 
 def upgrade(network: Network, index: int, *args: str) -> str:
@@ -85,7 +86,7 @@ def test_old_software_halts_every_node_at_the_planned_height_and_new_software_ca
             log = " ".join((network.node_dir(index) / "app.log").read_text().split())
             assert re.search(
                 f"upgrade plan 'rules-next' switches the chain to rules version {NEXT} at height"
-                f" {at}; this software runs rules version {STATE_MACHINE_VERSION}",
+                f" {at}; this software runs rules version {RUNS}",
                 log,
             ), log[-2000:]
             stop_node(network, index)  # CometBFT, if it outlived its application

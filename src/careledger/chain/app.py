@@ -115,12 +115,15 @@ class Application:
         self._rules = RulesGate(store, supported_versions)
         self._modules = {m.name: m for m in modules}
         self._signatures = auth.SignatureCache()
-        self._decoder = Decoder(self._modules, lambda: self.chain_id)
+        self._decoder = Decoder(self._modules, lambda: self.chain_id, lambda: self._version)
         self._check_state = Overlay(store)  # mempool view: committed state + accepted txs
         self._pending: _PendingBlock | None = None
         self._chain_id = ""
         self._listeners: list[CommitListener] = []
         self._rules.check_store()
+        # The rules the next block runs under, as far as this node knows: the committed
+        # version, and from a switching block's start the plan's (decoding follows it).
+        self._version = self._rules.active_version()
 
     @property
     def supported_versions(self) -> frozenset[int]:
@@ -152,26 +155,32 @@ class Application:
         last = self.store.last_commit()
         return AppInfo(last.height, last.app_hash, self.chain_id)
 
-    def init_chain(self, genesis: Genesis) -> bytes:
-        """Write the genesis state as height 0; again with the same genesis, a no-op."""
+    def init_chain(self, genesis: Genesis, rules_version: int = STATE_MACHINE_VERSION) -> bytes:
+        """Write the genesis state as height 0; again with the same genesis, a no-op.
+
+        `rules_version`: the rules the chain starts under, this software's newest by default
+        (an older one it supports, for a consortium whose other nodes run older software)."""
         existing = self.store.app_hash_at(0)
         if existing is not None:
             if self.chain_id != genesis.chain_id:
                 raise ValueError(f"store belongs to chain {self.chain_id!r}")
             return existing
+        if rules_version not in self.supported_versions:
+            raise ValueError(f"this software does not run rules version {rules_version}")
         state = Overlay(self.store)
         ctx = TxContext(state, sender="", height=0, time_ns=parse_time_ns(genesis.genesis_time))
         for module in self._modules.values():
             module.init_genesis(ctx, genesis)
-        upgrade.record_version(KV(state, UPGRADE), STATE_MACHINE_VERSION)
+        upgrade.record_version(KV(state, UPGRADE), rules_version)
         digest = changes_hash(state.changes)
         app_hash = next_app_hash(b"", digest)
         meta = {
             "chain_id": genesis.chain_id,
             "genesis": genesis.to_json().decode(),
-            "state_machine_version": str(STATE_MACHINE_VERSION),
+            "state_machine_version": str(rules_version),
         }
         self.store.commit(0, app_hash, digest, state.changes, meta)
+        self._version = rules_version
         self._check_state = Overlay(self.store)
         return app_hash
 
@@ -354,6 +363,7 @@ class Application:
     def _switch_rules(self, block_state: Overlay, height: int) -> bool:
         """Whether this block switches the rules (then nothing decoded before is kept)."""
         if self._rules.switch(block_state, height):
+            self._version = self._rules.version_in(block_state)
             self._decoder.cache.clear()  # decoded under the old rules: decode again under the new
             return True
         return False

@@ -88,9 +88,16 @@ class Decoder:
     """The stateless checks of wire bytes (envelope, canonical JSON, chain, type, payload
     shape), answered from `cache` for the bytes check_tx admitted."""
 
-    def __init__(self, modules: Mapping[str, Module], chain_id: Callable[[], str]) -> None:
+    def __init__(
+        self,
+        modules: Mapping[str, Module],
+        chain_id: Callable[[], str],
+        rules_version: Callable[[], int],
+    ) -> None:
         self._modules = modules
         self._chain_id = chain_id  # read when needed: a fresh store learns it at init_chain
+        # The version whose messages exist (a switch of the rules clears the cache).
+        self._rules_version = rules_version
         self.cache = DecodeCache()
 
     def decode(self, raw: bytes) -> Decoded:
@@ -119,7 +126,7 @@ class Decoder:
         module_name, _, message_name = tx.type.partition("/")
         module = self._modules.get(module_name)
         message = module.messages.get(message_name) if module else None
-        if message is None:
+        if message is None or message.since > self._rules_version():
             raise TxFailure(Code.UNKNOWN_TYPE, f"unknown transaction type {tx.type[:64]!r}")
         # A bad payload is refused here, before it reaches a block.
         return Decoded(stx, message, message.parse(Payload(tx.payload)))

@@ -46,15 +46,16 @@ log = logging.getLogger("careledger.chain.app")
 # switching to the plan's version, or the node stops before executing it (UpgradeRequired).
 # Version 7: enrolments (identity/enrol_patients: a member enrols up to 500 patients' dids in
 # one transaction; identity/register_enrolled_patient: a patient registers naming the member
-# that enrolled it, one signature instead of a voucher's two). No chain ran version 6 outside
-# tests, so this software does not keep it beside version 7 (see SUPPORTED_RULES_VERSIONS).
-# tests/test_golden.py pins this version's app hashes.
+# that enrolled it, one signature instead of a voucher's two). Their messages carry
+# `since=7`: under version 6 they are unknown types and nothing else differs, so this
+# software runs version 6 as it was (tests/test_golden.py pins both versions' app hashes).
 STATE_MACHINE_VERSION = 7
 
 # The rules versions this software can execute. Software that brings new rules keeps the
 # old ones beside them (it replays the chain's history) and lists both here; the chain
 # switches from one to the next at a planned upgrade's height (chain/modules/upgrade).
-SUPPORTED_RULES_VERSIONS: frozenset[int] = frozenset({STATE_MACHINE_VERSION})
+# Version 6 is the first with planned upgrades: the oldest a running chain can move on from.
+SUPPORTED_RULES_VERSIONS: frozenset[int] = frozenset({6, STATE_MACHINE_VERSION})
 
 
 class IncompatibleState(RuntimeError):
@@ -124,6 +125,14 @@ class RulesGate:
             return STATE_MACHINE_VERSION
         if found is None:
             raise IncompatibleState(f"{self.store.path} records no rules version")
+        return found
+
+    @staticmethod
+    def version_in(state: Overlay) -> int:
+        """The active rules version as `state` records it (a block's, after its switch)."""
+        found = upgrade.active_version(KV(state, UPGRADE))
+        if found is None:
+            raise IncompatibleState("the state records no rules version")
         return found
 
     def supports(self, plan: Plan) -> bool:

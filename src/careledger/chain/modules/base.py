@@ -129,10 +129,12 @@ M = TypeVar("M")
 
 @dataclass(frozen=True)
 class Message(Generic[M]):
-    """One transaction type: how to parse its payload and how to apply it."""
+    """One transaction type: how to parse its payload and how to apply it, and the rules
+    version that brought it (a chain running older rules knows no such type)."""
 
     parse: Callable[[Payload], M]
     handle: Callable[[TxContext, M], None]
+    since: int = 0
 
 
 QueryHandler = Callable[[KV, "Payload"], Any]

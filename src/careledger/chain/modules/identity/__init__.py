@@ -2,6 +2,7 @@
 
 from careledger.chain.modules.base import Message, Module
 from careledger.chain.modules.identity import handler, messages, queries
+from careledger.chain.modules.identity.enrolments import ENROLMENTS_SINCE
 from careledger.chain.modules.identity.keeper import MODULE, IdentityKeeper
 from careledger.chain.modules.identity.messages import rotation_payload
 from careledger.chain.modules.identity.vouchers import (
@@ -15,9 +16,13 @@ identity_module = Module(
     messages={
         "register_patient": Message(messages.RegisterPatient.parse, handler.register_patient),
         "register_enrolled_patient": Message(
-            messages.RegisterEnrolledPatient.parse, handler.register_enrolled_patient
+            messages.RegisterEnrolledPatient.parse,
+            handler.register_enrolled_patient,
+            since=ENROLMENTS_SINCE,
         ),
-        "enrol_patients": Message(messages.EnrolPatients.parse, handler.enrol_patients),
+        "enrol_patients": Message(
+            messages.EnrolPatients.parse, handler.enrol_patients, since=ENROLMENTS_SINCE
+        ),
         "register_practitioner": Message(
             messages.RegisterPractitioner.parse, handler.register_practitioner
         ),

@@ -40,6 +40,8 @@ from careledger.chain.modules.identity.vouchers import Voucher
 from careledger.crypto.keys import ed25519_from_did
 
 ENROLMENT_TYPE = "identity/enrol_patients"
+# The rules version that brought enrolments: a chain running older rules knows neither type.
+ENROLMENTS_SINCE = 7
 ENROLLED_REGISTRATION_TYPE = "identity/register_enrolled_patient"
 # 500 did:keys are about 30 KB of payload, under half of MAX_TX_BYTES (chain/tx.py).
 MAX_ENROLMENT_DIDS = 500
