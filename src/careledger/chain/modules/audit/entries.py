@@ -249,9 +249,9 @@ def fitting_batch(
     """`entries_fitting`'s count and the payload of that many entries (None for 0).
 
     Sizes grow with the count, nearly in proportion: the count is searched for by
-    interpolating between the largest size known to fit and the smallest known not to, every
-    other guess halving instead, so that it takes a few encodings of a batch (each checks
-    every entry) where bisecting 2,000 entries took twelve, and never more than twice that."""
+    interpolating between the largest size known to fit and the smallest known not to, and
+    halving the range after a guess that did not: a few encodings of the batch (each checks
+    every entry) where bisecting 2,000 entries took twelve, never more than twice that."""
     high = min(len(entries), MAX_BATCH_ENTRIES)
     if not high:
         return 0, None
