@@ -24,6 +24,7 @@ from careledger.chain.modules.audit.entries import (
     decode_batch,
     encode_batch,
     entries_fitting,
+    fitting_batch,
 )
 from careledger.crypto.canonical import canonical_bytes
 from careledger.crypto.keys import Identity
@@ -225,3 +226,18 @@ def test_entries_fitting_finds_the_longest_prefix_under_a_size() -> None:
     assert batch_bytes(encode_batch(NODE, 1, entries[: n + 1])) > limit
     assert entries_fitting(NODE, 1, entries, 10) == 0
     assert entries_fitting(NODE, 1, entries) == 300  # 300 distinct records fit one transaction
+
+
+@pytest.mark.parametrize("limit", [1_000, 4_000, 20_000, 30_000])
+def test_fitting_batch_is_the_longest_fitting_prefix_and_its_payload(limit: int) -> None:
+    # Sizes that do not grow evenly (parties and records new at some entries only) still give
+    # the exact boundary the interpolating search looks for.
+    entries = [
+        entry(record=f"{i // (1 + i % 3):064x}", reader=(DOCTOR, ORG)[i % 7 == 0], org="")
+        for i in range(MAX_BATCH_ENTRIES)
+    ]
+    n, payload = fitting_batch(NODE, 1, entries, limit)
+    assert 0 < n < MAX_BATCH_ENTRIES
+    assert payload == encode_batch(NODE, 1, entries[:n])
+    assert batch_bytes(payload) <= limit < batch_bytes(encode_batch(NODE, 1, entries[: n + 1]))
+    assert fitting_batch(NODE, 1, entries, 10) == (0, None)

@@ -12,6 +12,7 @@ from careledger.chain.modules.audit.entries import (
     decode_batch,
     encode_batch,
     entries_fitting,
+    fitting_batch,
 )
 from careledger.chain.modules.audit.events import AccessBatchRecorded, BreakGlassAlert
 from careledger.chain.modules.audit.keeper import (
@@ -50,4 +51,5 @@ __all__ = [
     "decode_batch",
     "encode_batch",
     "entries_fitting",
+    "fitting_batch",
 ]
