@@ -12,14 +12,16 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import orjson
 import pytest
 
 from careledger.crypto.keyfile import KeyFile
-from careledger.crypto.privatefs import private_sqlite
+from careledger.crypto.privatefs import private_sqlite, replace_private_file
 from careledger.demo import seed_demo
 from careledger.node.builder import Solo, build_node
 from careledger.node.datadir import DataDir, initialise
@@ -106,3 +108,31 @@ def test_tightening_a_database_keeps_the_locks_this_process_holds_on_it(tmp_path
     )
     holder.execute("COMMIT")
     assert other.returncode != 0 and "locked" in other.stderr
+
+
+def test_a_rewritten_config_is_never_seen_truncated(tmp_path: Path) -> None:
+    """A node rewrites node.json at every start while `node status` (and the consortium
+    tests' waits) read it: written in place, a reader found it empty (orjson: "a zero-length,
+    empty document") in CI. `replace_private_file` swaps a complete file in: a reader polling
+    through 300 rewrites sees only whole documents; the file stays 0600, no temporary left."""
+    path = tmp_path / "node.json"
+    documents = [
+        orjson.dumps({"rpc_url": f"http://127.0.0.1:{n}", "pad": "x" * 50_000}) for n in range(2)
+    ]
+    replace_private_file(path, documents[0])
+    seen: list[bytes] = []
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            seen.append(path.read_bytes())
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for n in range(300):
+        replace_private_file(path, documents[n % 2])
+    done.set()
+    reader.join()
+    assert seen and set(seen) <= set(documents)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["node.json"]

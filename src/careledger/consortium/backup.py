@@ -47,7 +47,12 @@ from careledger.consensus.cometbft.server import abci_socket_path
 from careledger.consortium.ceremony import genesis_hash
 from careledger.consortium.home import NodeHome
 from careledger.consortium.members import ConsortiumError
-from careledger.crypto.privatefs import DIR_MODE, FILE_MODE, make_private_dir, write_private_file
+from careledger.crypto.privatefs import (
+    DIR_MODE,
+    FILE_MODE,
+    make_private_dir,
+    replace_private_file,
+)
 from careledger.node.netconfig import APP_DIR, COMETBFT_HOME
 from careledger.protocol.frames import MAX_BLOB_BYTES
 from careledger.storage.blobstore import BlobCorrupted, BlobNotFound, BlobStore
@@ -384,5 +389,5 @@ def _rehome(home: NodeHome, target: Path) -> None:
     """node.json names the ABCI socket by the home's path: the new home's."""
     config = orjson.loads(home.config_file.read_bytes())
     config["abci_address"] = f"unix://{abci_socket_path(target)}"
-    write_private_file(home.config_file, orjson.dumps(config, option=orjson.OPT_INDENT_2))
+    replace_private_file(home.config_file, orjson.dumps(config, option=orjson.OPT_INDENT_2))
     (home.cometbft / "data").mkdir(mode=DIR_MODE, exist_ok=True)

@@ -30,7 +30,7 @@ from careledger.consortium.members import (
 )
 from careledger.crypto.keyfile import KeyFile, KeyFileError
 from careledger.crypto.keys import Identity
-from careledger.crypto.privatefs import make_private_dir, write_private_file
+from careledger.crypto.privatefs import make_private_dir, replace_private_file, write_private_file
 from careledger.node.datadir import DataDir, write_organisation_keys
 from careledger.node.netconfig import APP_DIR, COMETBFT_HOME, CONFIG_FILE, NodeConfig
 
@@ -170,7 +170,7 @@ def init_node(
         rpc_url=f"http://127.0.0.1:{rpc_port}",
         peer_api_urls=(),
     )
-    write_private_file(home.config_file, config.to_json())
+    replace_private_file(home.config_file, config.to_json())
     return member
 
 

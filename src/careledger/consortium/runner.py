@@ -41,7 +41,7 @@ from careledger.consortium.members import (
     check_host_port,
     parse_peers,
 )
-from careledger.crypto.privatefs import write_private_file
+from careledger.crypto.privatefs import replace_private_file, write_private_file
 from careledger.node.netconfig import NodeConfig
 from careledger.node.server import ServerControl
 from careledger.node.tls import TlsConfigError, TlsSettings
@@ -176,7 +176,7 @@ def install(plan: StartPlan) -> None:
     values[("rpc", "laddr")] = plan.config.rpc_url.replace("http://", "tcp://", 1)
     values[("p2p", "laddr")] = f"tcp://{plan.p2p_listen}"
     edit_config_toml(home.cometbft / "config" / "config.toml", values)
-    write_private_file(home.config_file, plan.config.to_json())
+    replace_private_file(home.config_file, plan.config.to_json())
 
 
 def _moniker(member: MemberFile) -> str:

@@ -50,6 +50,30 @@ def write_private_file(path: Path, data: bytes) -> None:
         f.write(data)
 
 
+def replace_private_file(path: Path, data: bytes) -> None:
+    """`write_private_file`, atomically: ``data`` goes to a temporary file beside ``path``
+    (0600, fsynced) that then replaces it, so a reader sees the old content or the new, never
+    a truncated file. For files rewritten while others read them: a node rewrites its
+    node.json at every start, which `node status` and the operator's tools poll."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), FILE_MODE)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
 def private_sqlite(path: Path) -> None:
     """Prepare an SQLite database file: 0600, and its -wal and -shm files 0600 if present.
 
