@@ -12,6 +12,7 @@ import io
 import os
 import stat
 import tarfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +20,8 @@ import orjson
 import pytest
 from orgs import LocalHost, Org
 
+from careledger.consortium.backup import backup_node, restore_node
+from careledger.consortium.home import NodeHome
 from nodeutil import free_port
 
 Members = list[tuple[tarfile.TarInfo, bytes]]
@@ -183,3 +186,34 @@ def test_an_oversized_key_file_is_refused(homes: tuple[Org, Org, Path], tmp_path
 def _sized(info: tarfile.TarInfo, data: bytes) -> tarfile.TarInfo:
     info.size = len(data)
     return info
+
+
+def test_a_backup_of_a_running_node_holds_the_bytes_its_manifest_describes(
+    homes: tuple[Org, Org, Path], tmp_path: Path
+) -> None:
+    """CometBFT rewrites priv_validator_state.json at every vote, and the backup described a
+    file (size, hash) before it read it into the archive: under load in CI, the restore
+    refused the archive ("has an unexpected size"). A writer rewrites the file, growing,
+    while five backups are taken; every one restores."""
+    org, _, _ = homes
+    state = org.home / "cometbft" / "data" / "priv_validator_state.json"
+    original = state.read_bytes()
+    done = threading.Event()
+
+    def vote() -> None:
+        height = 0
+        while not done.is_set():
+            height += 1
+            state.write_bytes(orjson.dumps({"height": str(height), "round": 0, "step": 3}))
+
+    writer = threading.Thread(target=vote)
+    writer.start()
+    try:
+        for n in range(5):
+            archive = tmp_path / f"running-{n}.tar"
+            backup_node(NodeHome(org.home), archive)
+            restore_node(archive, tmp_path / f"home-{n}")
+    finally:
+        done.set()
+        writer.join()
+        state.write_bytes(original)

@@ -52,6 +52,7 @@ from careledger.crypto.privatefs import (
     FILE_MODE,
     make_private_dir,
     replace_private_file,
+    write_private_file,
 )
 from careledger.node.netconfig import APP_DIR, COMETBFT_HOME
 from careledger.protocol.frames import MAX_BLOB_BYTES
@@ -74,6 +75,7 @@ COMETBFT_FILES = (
     "config/config.toml",
     "data/priv_validator_state.json",
 )
+SIGN_STATE = "data/priv_validator_state.json"  # CometBFT's last signed height, round, step
 ROOT_FILES = ("member.json", "node.json")
 # The chain's state is rebuilt from the blocks; a copy would run ahead of CometBFT's store.
 CHAIN_DATABASES = ("state.sqlite", "blocks.sqlite")
@@ -111,8 +113,9 @@ def backup_node(home: NodeHome, out: Path) -> BackupReport:
     if out.resolve().is_relative_to(home.root.resolve()):
         raise ConsortiumError(f"{out} is inside the node home: write the backup elsewhere")
     with tempfile.TemporaryDirectory(prefix="careledger-backup-") as scratch:
-        files = dict(_small_files(home)) | dict(_database_copies(home, Path(scratch)))
-        signed = _signed_height(home.cometbft / "data" / "priv_validator_state.json")
+        small = _snapshots(_small_files(home), Path(scratch))
+        files = dict(small) | dict(_database_copies(home, Path(scratch)))
+        signed = _signed_height(files[f"{COMETBFT_HOME}/{SIGN_STATE}"])
         manifest = {
             "careledger_backup": FORMAT,
             "name": member.name,
@@ -146,6 +149,16 @@ def _small_files(home: NodeHome) -> Iterator[tuple[str, Path]]:
         if path.name.endswith((".sqlite", *_SQLITE_SIDE)) or path.name.startswith("."):
             continue
         yield f"{APP_DIR}/{relative.as_posix()}", path
+
+
+def _snapshots(files: Iterator[tuple[str, Path]], scratch: Path) -> Iterator[tuple[str, Path]]:
+    """A copy of each file, read once: a running node rewrites some of them (CometBFT its
+    priv_validator_state.json at every vote), and the manifest must describe the very bytes
+    the archive holds (a restore refuses a member whose size or hash differs)."""
+    for name, path in files:
+        copy = scratch / f"file__{name.replace('/', '__')}"
+        write_private_file(copy, path.read_bytes())
+        yield name, copy
 
 
 def _database_copies(home: NodeHome, scratch: Path) -> Iterator[tuple[str, Path]]:
